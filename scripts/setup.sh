@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs (if missing) and starts (if absent) what swarmlab needs on a Debian 12 machine:
+# Docker Engine in Swarm mode, Redis, iptables/iproute2/iputils, and the local test image
+# `labbox:latest`. Idempotent: running it twice changes nothing the second time.
+set -euo pipefail
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+need_pkgs=()
+command -v dockerd >/dev/null || need_pkgs+=(docker.io)
+command -v redis-server >/dev/null || need_pkgs+=(redis-server)
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx nc || need_pkgs+=(busybox-static)
+command -v iptables >/dev/null || need_pkgs+=(iptables)
+command -v ping >/dev/null || need_pkgs+=(iputils-ping)
+command -v tc >/dev/null || need_pkgs+=(iproute2)
+command -v nsenter >/dev/null || need_pkgs+=(util-linux)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "installing ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# Docker 20.10 here speaks API 1.41; the newer client in /usr/local/bin needs to be told.
+export DOCKER_API_VERSION=1.41
+DOCKER=/usr/bin/docker
+[ -x "$DOCKER" ] || DOCKER=docker
+
+if ! $DOCKER info >/dev/null 2>&1; then
+  log "starting dockerd (log: /var/log/swarmlab-dockerd.log)"
+  # Swarm would otherwise try a registry pull per task, which cannot succeed offline.
+  DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 nohup dockerd >/var/log/swarmlab-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do $DOCKER info >/dev/null 2>&1 && break; sleep 0.5; done
+  $DOCKER info >/dev/null 2>&1 || { log "dockerd did not start: see /var/log/swarmlab-dockerd.log"; exit 1; }
+fi
+
+if [ "$($DOCKER info --format '{{.Swarm.LocalNodeState}}')" != "active" ]; then
+  log "initialising a single-node swarm"
+  $DOCKER swarm init --advertise-addr 127.0.0.1 >/dev/null
+fi
+
+if ! redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" ping >/dev/null 2>&1; then
+  log "starting redis-server on 127.0.0.1:6379"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no >/dev/null
+  for _ in $(seq 1 20); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.2; done
+fi
+
+if ! $DOCKER image inspect labbox:latest >/dev/null 2>&1; then
+  log "building the local image labbox:latest (static busybox, no registry needed)"
+  ctx=$(mktemp -d)
+  mkdir -p "$ctx/bin"
+  cp /bin/busybox "$ctx/bin/busybox"
+  for app in sh sleep nc ping wget ip ifconfig cat echo ls hostname nslookup top ps date seq true false grep sed awk httpd; do
+    ln -sf busybox "$ctx/bin/$app"
+  done
+  printf 'FROM scratch\nCOPY bin /bin\nENV PATH=/bin\nCMD ["sh"]\n' > "$ctx/Dockerfile"
+  $DOCKER build -q -t labbox:latest "$ctx" >/dev/null
+  rm -rf "$ctx"
+fi
+log "ready: docker $($DOCKER version --format '{{.Server.Version}}') swarm=active, redis up, labbox:latest present"

@@ -1,0 +1,7 @@
+//! swarmlab: a declarative reconciler for Docker Swarm network labs.
+//!
+//! The pure core (`spec`, `plan`) has no I/O; the edges (`source`, `swarm`, `store`, `shaping`)
+//! do I/O behind small traits; the `controller` wires them together.
+
+pub mod source;
+pub mod spec;

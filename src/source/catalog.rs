@@ -1,0 +1,165 @@
+//! Reading a labs directory into a catalog: every lab name with its valid spec or its errors.
+//! The directory is always read whole, so the result never depends on which file event fired.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::spec::{parse_file, Diagnostic, ValidLab};
+
+/// What one lab name stands for in the directory right now.
+#[derive(Debug, Clone)]
+pub enum LabEntry {
+    Valid(ValidLab),
+    /// The lab is defined, but wrongly; its last good version must keep running.
+    Invalid(Vec<Diagnostic>),
+}
+
+/// The labs a directory defines, and the errors no lab name could be attached to.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub labs: BTreeMap<String, LabEntry>,
+    /// Files whose errors could not be tied to a lab name (YAML syntax, unreadable, no
+    /// `metadata.name`). Labs that came from such a file before are kept, not torn down.
+    pub file_errors: BTreeMap<PathBuf, Vec<Diagnostic>>,
+    /// Which lab names each file defined (readable or not), to tie later errors to labs.
+    pub files: BTreeMap<PathBuf, Vec<String>>,
+}
+
+impl Catalog {
+    pub fn is_clean(&self) -> bool {
+        self.file_errors.is_empty() && self.labs.values().all(|e| matches!(e, LabEntry::Valid(_)))
+    }
+
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        let mut all: Vec<Diagnostic> = self.file_errors.values().flatten().cloned().collect();
+        for entry in self.labs.values() {
+            if let LabEntry::Invalid(d) = entry {
+                all.extend(d.iter().cloned());
+            }
+        }
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+/// The directory itself could not be read: the caller must treat the state as unknown and
+/// change nothing (a Git sync may be swapping a symlink).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read labs directory {path}: {source}")]
+pub struct UnreadableDir {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Whether a path (relative to the labs root) is a lab file: `*.yaml`/`*.yml`, not hidden, not
+/// an editor's temporary or backup file.
+pub fn is_lab_file(relative: &Path) -> bool {
+    let hidden = relative.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+    let name = relative.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+    !hidden && yaml && !name.starts_with('#') && !name.starts_with('~')
+}
+
+/// Reads `root` recursively (following symlinks) and validates every lab file.
+pub fn load_dir(root: &Path) -> Result<Catalog, UnreadableDir> {
+    let meta = std::fs::metadata(root).map_err(|source| UnreadableDir { path: root.to_path_buf(), source })?;
+    let mut sources = Vec::new();
+    if meta.is_file() {
+        sources.push((root.to_path_buf(), std::fs::read(root)));
+    } else {
+        std::fs::read_dir(root).map_err(|source| UnreadableDir { path: root.to_path_buf(), source })?;
+        let walker = walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name().into_iter();
+        for entry in walker.filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')) {
+            let entry = match entry {
+                Ok(e) => e,
+                // A dangling link or a file vanishing mid-scan: skip it; the next scan sees the result.
+                Err(_) => continue,
+            };
+            let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
+            if entry.file_type().is_file() && is_lab_file(relative) {
+                sources.push((entry.path().to_path_buf(), std::fs::read(entry.path())));
+            }
+        }
+    }
+    Ok(catalog_of(sources))
+}
+
+/// Builds the catalog from file contents (pure; `load_dir` feeds it from disk).
+pub fn catalog_of(sources: Vec<(PathBuf, std::io::Result<Vec<u8>>)>) -> Catalog {
+    let mut catalog = Catalog::default();
+    // name -> every (file, line, column, outcome) defining it
+    let mut definitions: BTreeMap<String, Vec<(PathBuf, crate::spec::yaml::Mark, Result<ValidLab, Vec<Diagnostic>>)>> =
+        BTreeMap::new();
+    for (path, bytes) in sources {
+        let text = match bytes.map(String::from_utf8) {
+            Ok(Ok(text)) => text,
+            Ok(Err(_)) => {
+                catalog.file_errors.entry(path.clone()).or_default().push(file_diag(&path, "file is not valid UTF-8"));
+                continue;
+            }
+            Err(e) => {
+                catalog.file_errors.entry(path.clone()).or_default().push(file_diag(&path, &format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        let names = catalog.files.entry(path.clone()).or_default();
+        for doc in parse_file(&path, &text) {
+            match doc.name {
+                Some(name) => {
+                    names.push(name.clone());
+                    definitions.entry(name).or_default().push((path.clone(), doc.name_mark, doc.result));
+                }
+                None => {
+                    let errors = doc.result.err().unwrap_or_default();
+                    catalog.file_errors.entry(path.clone()).or_default().extend(errors);
+                }
+            }
+        }
+    }
+    for (name, defs) in definitions {
+        let entry = if defs.len() > 1 {
+            let places: Vec<String> =
+                defs.iter().map(|(p, m, _)| format!("{}:{}:{}", p.display(), m.line, m.column)).collect();
+            LabEntry::Invalid(
+                defs.iter()
+                    .map(|(p, m, _)| Diagnostic {
+                        file: p.clone(),
+                        line: m.line,
+                        column: m.column,
+                        field: "metadata.name".into(),
+                        message: format!("lab `{name}` is defined {} times: {}", defs.len(), places.join(", ")),
+                    })
+                    .collect(),
+            )
+        } else {
+            match defs.into_iter().next().map(|(_, _, r)| r) {
+                Some(Ok(lab)) => LabEntry::Valid(lab),
+                Some(Err(d)) => LabEntry::Invalid(d),
+                None => continue,
+            }
+        };
+        catalog.labs.insert(name, entry);
+    }
+    catalog
+}
+
+fn file_diag(path: &Path, message: &str) -> Diagnostic {
+    Diagnostic { file: path.to_path_buf(), line: 1, column: 1, field: "(file)".into(), message: message.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_visible_yaml_files_count() {
+        for ok in ["a.yaml", "dir/b.yml", "x.y.yaml"] {
+            assert!(is_lab_file(Path::new(ok)), "{ok}");
+        }
+        for no in [".a.yaml", ".git/c.yaml", "a.yaml~", "#a.yaml#", "a.yaml.swp", ".a.yaml.swp", "a.json", "4913"] {
+            assert!(!is_lab_file(Path::new(no)), "{no}");
+        }
+    }
+}

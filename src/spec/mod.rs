@@ -1,0 +1,17 @@
+//! The pure core's first half: the Lab resource, its units and presets, and validation that
+//! points at the offending spot. No I/O here.
+
+pub mod diagnostic;
+pub mod model;
+pub mod presets;
+pub mod resolve;
+pub mod schema;
+pub mod units;
+pub mod validate;
+pub mod yaml;
+
+pub use diagnostic::Diagnostic;
+pub use model::*;
+pub use presets::Preset;
+pub use resolve::{resolve_conditions, EffectiveConditions};
+pub use validate::{parse_file, revision_of, LabDocument, ValidLab};

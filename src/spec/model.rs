@@ -1,0 +1,294 @@
+//! The `Lab` resource (apiVersion `swarmlab/v1alpha1`) as Rust types. The JSON Schema in
+//! `schemas/` is generated from these types, and the loader validates every document against
+//! that schema before deserializing, so the types and the schema cannot disagree.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::presets::Preset;
+use super::units::{Duration, Memory, Percent, Rate};
+
+pub const API_VERSION: &str = "swarmlab/v1alpha1";
+pub const KIND: &str = "Lab";
+/// DNS label, as Kubernetes names: lowercase alphanumerics and '-', alphanumeric at both ends.
+pub const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+pub const LAB_NAME_MAX: usize = 32;
+/// `<lab>_<service>` must fit Swarm's 63-character service names.
+pub const MEMBER_NAME_MAX: usize = 30;
+/// The network a service joins when it lists none, as in Compose.
+pub const DEFAULT_NETWORK: &str = "default";
+
+/// A network lab: overlay networks, services and the traffic conditions between them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "Lab", extend("$id" = "https://swarmlab.dev/schemas/lab.v1alpha1.json"))]
+pub struct Lab {
+    /// Always `swarmlab/v1alpha1`.
+    #[schemars(extend("const" = API_VERSION))]
+    pub api_version: String,
+    /// Always `Lab`.
+    #[schemars(extend("const" = KIND))]
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: LabSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    /// The lab's name: a DNS label of at most 32 characters. It prefixes every Swarm object.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 32))]
+    pub name: String,
+    /// Copied onto every Swarm object of the lab.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabSpec {
+    /// Fields every service inherits unless it sets them itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<Service>,
+    /// Overlay networks by short name; Swarm names them `<lab>_<name>`.
+    #[serde(default)]
+    pub networks: BTreeMap<String, Network>,
+    /// Services by short name; Swarm names them `<lab>_<name>`.
+    #[serde(default)]
+    pub services: BTreeMap<String, Service>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Network {
+    /// IPv4 subnet in CIDR notation, e.g. 10.42.0.0/24.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$"))]
+    pub subnet: Option<String>,
+    /// No route outside the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal: Option<bool>,
+    /// Egress shaping of every attachment to this network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Conditions>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Traffic conditions, applied on the egress of a task's interface.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Conditions {
+    /// A named profile; the fields below override its values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<Percent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<Percent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<Percent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reorder: Option<Percent>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Replicated,
+    Global,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    /// Every replica has its own DNS record; needs no IPVS.
+    #[default]
+    Dnsrr,
+    /// One virtual IP load-balanced by IPVS.
+    Vip,
+}
+
+/// A command as a list (exec form), or one string run by `/bin/sh -c` (shell form).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Command {
+    Exec(Vec<String>),
+    Shell(String),
+}
+
+impl Command {
+    pub fn to_args(&self) -> Vec<String> {
+        match self {
+            Command::Exec(args) => args.clone(),
+            Command::Shell(line) => vec!["/bin/sh".into(), "-c".into(), line.clone()],
+        }
+    }
+}
+
+/// An environment value: YAML numbers and booleans are taken as their text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum EnvValue {
+    Text(String),
+    Number(serde_json::Number),
+    Bool(bool),
+}
+
+impl std::fmt::Display for EnvValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EnvValue::Text(s) => f.write_str(s),
+            EnvValue::Number(n) => write!(f, "{n}"),
+            EnvValue::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// A network a service joins: its name, or an entry with aliases and conditions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum NetworkAttachment {
+    Name(String),
+    Entry(NetworkEntry),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkEntry {
+    pub name: String,
+    /// Extra DNS names on this network, besides the service's short name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Conditions for this service on this network; the highest precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Conditions>,
+}
+
+impl NetworkAttachment {
+    pub fn name(&self) -> &str {
+        match self {
+            NetworkAttachment::Name(n) => n,
+            NetworkAttachment::Entry(e) => &e.name,
+        }
+    }
+    pub fn aliases(&self) -> &[String] {
+        match self {
+            NetworkAttachment::Name(_) => &[],
+            NetworkAttachment::Entry(e) => &e.aliases,
+        }
+    }
+    pub fn conditions(&self) -> Option<&Conditions> {
+        match self {
+            NetworkAttachment::Name(_) => None,
+            NetworkAttachment::Entry(e) => e.conditions.as_ref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    /// CPU limit in cores, e.g. 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.001))]
+    pub cpus: Option<f64>,
+    /// Memory limit, e.g. 150M.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Placement {
+    /// Swarm placement constraints, e.g. `node.role==worker`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    /// At most this many tasks of the service on one node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas_per_node: Option<u64>,
+}
+
+/// A service. Every field is optional here so the same type serves `spec.defaults`; an image
+/// is required once defaults are applied.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Service {
+    /// Image reference; must exist on the nodes (swarmlab never pulls from a registry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// Number of tasks; default 1, 0 allowed. Not with `mode: global`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Command>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, EnvValue>,
+    /// Networks to join; a service that lists none joins the lab's `default` network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Vec<NetworkAttachment>>,
+    /// Conditions for every network of this service; overrides the networks' conditions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Conditions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+    /// Linux capabilities to add, e.g. NET_ADMIN.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Hostname, with Swarm templates such as `sensor-{{.Task.Slot}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_mode: Option<EndpointMode>,
+    /// Published ports `PUBLISHED:TARGET[/tcp|/udp]` (host mode with dnsrr, ingress with vip).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+    /// Run an init as PID 1 so SIGTERM stops the task at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
+    /// Time between SIGTERM and SIGKILL; Swarm's default is 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period: Option<Duration>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `PUBLISHED:TARGET` or `TARGET`, with an optional `/tcp` or `/udp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct PortSpec(#[schemars(regex(pattern = r"^([0-9]{1,5}:)?[0-9]{1,5}(/(tcp|udp))?$"))] pub String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port {
+    pub published: Option<u16>,
+    pub target: u16,
+    pub udp: bool,
+}
+
+impl PortSpec {
+    pub fn parse(&self) -> Option<Port> {
+        let (ports, proto) = match self.0.split_once('/') {
+            Some((p, proto)) => (p, proto),
+            None => (self.0.as_str(), "tcp"),
+        };
+        let (published, target) = match ports.split_once(':') {
+            Some((p, t)) => (Some(p.parse().ok()?), t.parse().ok()?),
+            None => (None, ports.parse().ok()?),
+        };
+        Some(Port { published, target, udp: proto == "udp" })
+    }
+}

@@ -1,0 +1,163 @@
+//! Turning what a user wrote into what applies: service defaults, and the effective traffic
+//! conditions of one service on one network (the precedence rule of the brief lives here, and
+//! only here).
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{Conditions, Lab, NetworkAttachment, Service, DEFAULT_NETWORK};
+use super::presets::Preset;
+use super::units::{Duration, Percent, Rate};
+
+/// The conditions that apply to one attachment after precedence is resolved.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveConditions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss: Option<Percent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<Percent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<Percent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reorder: Option<Percent>,
+}
+
+impl EffectiveConditions {
+    pub fn is_empty(&self) -> bool {
+        *self == EffectiveConditions::default()
+    }
+}
+
+/// Resolves condition layers given highest precedence first (the service's entry for the
+/// network, the service's `conditions`, the network's `conditions`). Each field comes from the
+/// highest layer that sets it; a field no layer sets comes from the preset of the highest
+/// layer that names one. So the preset always has the lowest precedence.
+pub fn resolve_conditions(layers: &[Option<&Conditions>]) -> EffectiveConditions {
+    let layers: Vec<&Conditions> = layers.iter().flatten().copied().collect();
+    let first = |get: fn(&Conditions) -> Option<Percent>| layers.iter().find_map(|c| get(c));
+    let first_duration = |get: fn(&Conditions) -> Option<Duration>| layers.iter().find_map(|c| get(c));
+    let preset = layers.iter().find_map(|c| c.preset).map(Preset::values);
+    EffectiveConditions {
+        delay: first_duration(|c| c.delay).or(preset.map(|p| p.delay)),
+        jitter: first_duration(|c| c.jitter).or(preset.and_then(|p| p.jitter)),
+        rate: layers.iter().find_map(|c| c.rate).or(preset.map(|p| p.rate)),
+        loss: first(|c| c.loss),
+        corrupt: first(|c| c.corrupt),
+        duplicate: first(|c| c.duplicate),
+        reorder: first(|c| c.reorder),
+    }
+}
+
+impl Service {
+    /// This service with `defaults` filled in wherever it sets nothing itself; maps (env,
+    /// labels) are merged with the service's keys winning.
+    pub fn with_defaults(&self, defaults: Option<&Service>) -> Service {
+        let Some(d) = defaults else { return self.clone() };
+        let mut env = d.env.clone();
+        env.extend(self.env.clone());
+        let mut labels = d.labels.clone();
+        labels.extend(self.labels.clone());
+        Service {
+            image: self.image.clone().or_else(|| d.image.clone()),
+            replicas: self.replicas.or(d.replicas),
+            mode: self.mode.or(d.mode),
+            command: self.command.clone().or_else(|| d.command.clone()),
+            env,
+            networks: self.networks.clone().or_else(|| d.networks.clone()),
+            conditions: self.conditions.clone().or_else(|| d.conditions.clone()),
+            resources: self.resources.clone().or_else(|| d.resources.clone()),
+            placement: self.placement.clone().or_else(|| d.placement.clone()),
+            cap_add: if self.cap_add.is_empty() { d.cap_add.clone() } else { self.cap_add.clone() },
+            hostname: self.hostname.clone().or_else(|| d.hostname.clone()),
+            endpoint_mode: self.endpoint_mode.or(d.endpoint_mode),
+            ports: if self.ports.is_empty() { d.ports.clone() } else { self.ports.clone() },
+            init: self.init.or(d.init),
+            stop_grace_period: self.stop_grace_period.or(d.stop_grace_period),
+            labels,
+        }
+    }
+
+    /// The networks this service joins; Compose's rule: none listed means `default`.
+    pub fn attachments(&self) -> Vec<NetworkAttachment> {
+        match &self.networks {
+            Some(list) if !list.is_empty() => list.clone(),
+            _ => vec![NetworkAttachment::Name(DEFAULT_NETWORK.to_string())],
+        }
+    }
+}
+
+impl Lab {
+    /// Every service with defaults applied, by short name.
+    pub fn resolved_services(&self) -> impl Iterator<Item = (&str, Service)> + '_ {
+        let defaults = self.spec.defaults.as_ref();
+        self.spec.services.iter().map(move |(name, s)| (name.as_str(), s.with_defaults(defaults)))
+    }
+
+    /// The effective conditions of `service` (already resolved) on `attachment`.
+    pub fn effective_conditions(&self, service: &Service, attachment: &NetworkAttachment) -> EffectiveConditions {
+        let network = self.spec.networks.get(attachment.name()).and_then(|n| n.conditions.as_ref());
+        resolve_conditions(&[attachment.conditions(), service.conditions.as_ref(), network])
+    }
+
+    /// Short names of the networks the lab needs: those declared plus `default` when used.
+    pub fn network_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.spec.networks.keys().cloned().collect();
+        let uses_default = self
+            .resolved_services()
+            .any(|(_, s)| s.attachments().iter().any(|a| a.name() == DEFAULT_NETWORK));
+        if uses_default && !names.iter().any(|n| n == DEFAULT_NETWORK) {
+            names.push(DEFAULT_NETWORK.to_string());
+        }
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cond(f: impl FnOnce(&mut Conditions)) -> Conditions {
+        let mut c = Conditions::default();
+        f(&mut c);
+        c
+    }
+
+    #[test]
+    fn entry_beats_service_beats_network_beats_preset() {
+        let entry = cond(|c| c.delay = Some("1ms".parse().unwrap()));
+        let service = cond(|c| {
+            c.delay = Some("2ms".parse().unwrap());
+            c.loss = Some("2%".parse().unwrap());
+        });
+        let network = cond(|c| {
+            c.preset = Some(Preset::Regular3g);
+            c.loss = Some("3%".parse().unwrap());
+            c.corrupt = Some("0.1%".parse().unwrap());
+        });
+        let eff = resolve_conditions(&[Some(&entry), Some(&service), Some(&network)]);
+        assert_eq!(eff.delay, Some(Duration::from_millis(1)));
+        assert_eq!(eff.loss, Some(Percent(2.0)));
+        assert_eq!(eff.corrupt, Some(Percent(0.1)));
+        assert_eq!(eff.rate, Some(Rate { bits_per_sec: 750_000 }), "rate comes from the preset");
+    }
+
+    #[test]
+    fn a_lower_layer_field_beats_a_higher_layer_preset() {
+        let service = cond(|c| c.preset = Some(Preset::Gprs));
+        let network = cond(|c| c.delay = Some("7ms".parse().unwrap()));
+        let eff = resolve_conditions(&[None, Some(&service), Some(&network)]);
+        assert_eq!(eff.delay, Some(Duration::from_millis(7)));
+        assert_eq!(eff.rate, Some(Rate { bits_per_sec: 50_000 }));
+    }
+
+    #[test]
+    fn no_layers_means_no_shaping() {
+        assert!(resolve_conditions(&[None, None, None]).is_empty());
+    }
+}

@@ -1,0 +1,329 @@
+//! From the text of one file to valid labs or located errors. Three passes, all errors of a
+//! file collected: YAML syntax (saphyr, with positions), structure (the generated JSON Schema,
+//! enforced by the jsonschema crate) and meaning (checks the schema cannot express, such as a
+//! service using a network the lab does not define).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::ValidationError;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::diagnostic::Diagnostic;
+use super::model::{Lab, API_VERSION, DEFAULT_NETWORK, KIND, LAB_NAME_MAX, MEMBER_NAME_MAX, NAME_PATTERN};
+use super::schema::{allowed_fields, validator};
+use super::units::pattern_hint;
+use super::yaml::{parse_documents, pointer_segment, Document, Mark, Positions};
+
+/// A lab that passed every check, with the hash of its content (the revision labd applies).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidLab {
+    pub lab: Lab,
+    pub revision: String,
+}
+
+impl ValidLab {
+    pub fn name(&self) -> &str {
+        &self.lab.metadata.name
+    }
+}
+
+/// One document of a file: the lab name if one could be read, and the outcome.
+#[derive(Debug, Clone)]
+pub struct LabDocument {
+    pub name: Option<String>,
+    pub name_mark: Mark,
+    pub result: Result<ValidLab, Vec<Diagnostic>>,
+}
+
+/// The revision of a lab: a hash of its canonical JSON, so formatting and comments do not count.
+pub fn revision_of(lab: &Lab) -> String {
+    let bytes = serde_json::to_vec(lab).unwrap_or_default();
+    hex::encode(&Sha256::digest(&bytes)[..8])
+}
+
+/// Parses and validates every document of one file. Never panics, whatever the input.
+pub fn parse_file(path: &Path, text: &str) -> Vec<LabDocument> {
+    let docs = match parse_documents(text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            return vec![LabDocument {
+                name: None,
+                name_mark: e.mark,
+                result: Err(vec![diag(path, e.mark, "yaml", e.message)]),
+            }]
+        }
+    };
+    docs.into_iter().map(|doc| validate_document(path, doc)).collect()
+}
+
+fn diag(path: &Path, mark: Mark, field: &str, message: impl Into<String>) -> Diagnostic {
+    Diagnostic { file: path.to_path_buf(), line: mark.line, column: mark.column, field: field.to_string(), message: message.into() }
+}
+
+/// A located finding, before it is turned into a [`Diagnostic`].
+struct Finding {
+    pointer: String,
+    at_key: bool,
+    message: String,
+}
+
+impl Finding {
+    fn value(pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        Finding { pointer: pointer.into(), at_key: false, message: message.into() }
+    }
+    fn key(pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        Finding { pointer: pointer.into(), at_key: true, message: message.into() }
+    }
+}
+
+fn validate_document(path: &Path, doc: Document) -> LabDocument {
+    let name = doc.value.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string);
+    let name_mark = doc.positions.value("/metadata/name");
+    let mut findings: Vec<Finding> = doc.problems.iter().map(|(p, m)| Finding::value(p.clone(), m.clone())).collect();
+    if !doc.value.is_object() {
+        findings.push(Finding::value("", format!("expected a Lab mapping (apiVersion: {API_VERSION}, kind: {KIND}), found {}", type_name(&doc.value))));
+    } else {
+        for error in validator().iter_errors(&doc.value) {
+            findings.extend(schema_findings(&error, &doc.value));
+        }
+    }
+    let mut lab = None;
+    if findings.is_empty() {
+        match serde_json::from_value::<Lab>(doc.value.clone()) {
+            Ok(parsed) => {
+                findings.extend(semantic_findings(&parsed));
+                lab = Some(parsed);
+            }
+            Err(e) => findings.push(Finding::value("", e.to_string())),
+        }
+    }
+    let result = match (lab, findings.is_empty()) {
+        (Some(lab), true) => Ok(ValidLab { revision: revision_of(&lab), lab }),
+        _ => Err(to_diagnostics(path, &doc.value, &doc.positions, findings)),
+    };
+    LabDocument { name, name_mark, result }
+}
+
+fn to_diagnostics(path: &Path, value: &Value, positions: &Positions, findings: Vec<Finding>) -> Vec<Diagnostic> {
+    let mut out: Vec<Diagnostic> = findings
+        .into_iter()
+        .map(|f| {
+            let mark = if f.at_key { positions.key(&f.pointer) } else { positions.value(&f.pointer) };
+            diag(path, mark, &field_path(value, &f.pointer), f.message)
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `/spec/services/web/networks/0` → `spec.services.web.networks[0]`.
+pub fn field_path(root: &Value, pointer: &str) -> String {
+    if pointer.is_empty() {
+        return "(document)".to_string();
+    }
+    let mut out = String::new();
+    let mut node = Some(root);
+    for raw in pointer.trim_start_matches('/').split('/') {
+        let seg = raw.replace("~1", "/").replace("~0", "~");
+        match node {
+            Some(Value::Array(items)) => {
+                out.push_str(&format!("[{seg}]"));
+                node = seg.parse::<usize>().ok().and_then(|i| items.get(i));
+            }
+            _ => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(&seg);
+                node = node.and_then(|n| n.get(&seg));
+            }
+        }
+    }
+    out
+}
+
+fn type_name(v: &Value) -> String {
+    match v {
+        Value::Null => "nothing (null)".into(),
+        Value::Bool(b) => format!("a boolean `{b}`"),
+        Value::Number(n) => format!("a number `{n}`"),
+        Value::String(s) => format!("a string `{s}`"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "a mapping".into(),
+    }
+}
+
+fn expected_name(kind: &TypeKind) -> String {
+    let one = |t: &jsonschema::JsonType| match t.to_string().as_str() {
+        "object" => "a mapping".to_string(),
+        "array" => "a list".to_string(),
+        "integer" => "an integer".to_string(),
+        other => format!("a {other}"),
+    };
+    match kind {
+        TypeKind::Single(t) => one(t),
+        TypeKind::Multiple(set) => set.iter().map(|t| one(&t)).collect::<Vec<_>>().join(" or "),
+    }
+}
+
+/// The closest allowed name to a misspelled one, if it is close enough to be a likely typo.
+fn did_you_mean<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(&wrong.to_lowercase(), &c.to_lowercase()), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+fn schema_findings(error: &ValidationError<'_>, root: &Value) -> Vec<Finding> {
+    let pointer = error.instance_path().as_str().to_string();
+    let instance = error.instance();
+    let message = match error.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let segments: Vec<&str> = pointer.trim_start_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+            let allowed = allowed_fields(&segments);
+            return unexpected
+                .iter()
+                .map(|field| {
+                    let hint = match did_you_mean(field, allowed.iter().map(String::as_str)) {
+                        Some(s) => format!(" (did you mean `{s}`?)"),
+                        None if !allowed.is_empty() => format!(" (allowed: {})", allowed.join(", ")),
+                        None => String::new(),
+                    };
+                    Finding::key(format!("{pointer}/{}", pointer_segment(field)), format!("unknown field `{field}`{hint}"))
+                })
+                .collect();
+        }
+        ValidationErrorKind::Required { property } => {
+            let property = property.as_str().unwrap_or_default();
+            // The field is absent, so its position falls back to the mapping that lacks it.
+            return vec![Finding::key(format!("{pointer}/{}", pointer_segment(property)), format!("missing required field `{property}`"))];
+        }
+        ValidationErrorKind::Type { kind } => format!("expected {}, found {}", expected_name(kind), type_name(instance)),
+        ValidationErrorKind::Pattern { pattern } => match (pattern_hint(pattern), pattern.as_str()) {
+            (Some(hint), _) => format!("{} {hint}", type_name(instance)),
+            (None, NAME_PATTERN) => format!("{} is not a DNS label: use lowercase letters, digits and '-', starting and ending with a letter or digit", type_name(instance)),
+            (None, _) => format!("{} does not match the pattern {pattern}", type_name(instance)),
+        },
+        ValidationErrorKind::Enum { options } => {
+            let names: Vec<&str> = options.as_array().map(|o| o.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let wrong = instance.as_str().unwrap_or_default();
+            match did_you_mean(wrong, names.iter().copied()) {
+                Some(s) => format!("{} is not allowed (did you mean `{s}`?); one of: {}", type_name(instance), names.join(", ")),
+                None => format!("{} is not allowed; one of: {}", type_name(instance), names.join(", ")),
+            }
+        }
+        ValidationErrorKind::Constant { expected_value } => {
+            format!("must be `{}`, found {}", expected_value.as_str().unwrap_or_default(), type_name(instance))
+        }
+        ValidationErrorKind::Minimum { limit } => format!("must be at least {limit}, found {}", type_name(instance)),
+        ValidationErrorKind::Maximum { limit } => format!("must be at most {limit}, found {}", type_name(instance)),
+        ValidationErrorKind::MaxLength { limit } => format!("is longer than {limit} characters"),
+        ValidationErrorKind::MinLength { .. } => "must not be empty".to_string(),
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            return any_of_findings(&pointer, instance, context, root);
+        }
+        _ => error.to_string(),
+    };
+    vec![Finding::value(pointer, message)]
+}
+
+/// For an untagged choice (a command as list or string, a network as name or entry), explain
+/// the branch the user evidently meant: the one whose errors are not just "wrong type here".
+fn any_of_findings(pointer: &str, instance: &Value, context: &[Vec<ValidationError<'static>>], root: &Value) -> Vec<Finding> {
+    let shallow_type_error = |e: &ValidationError<'_>| {
+        e.instance_path().as_str() == pointer && matches!(e.kind(), ValidationErrorKind::Type { .. })
+    };
+    let meant = context.iter().find(|branch| !branch.is_empty() && !branch.iter().any(shallow_type_error));
+    match meant {
+        Some(branch) => branch.iter().flat_map(|e| schema_findings(e, root)).collect(),
+        None => {
+            let expected: BTreeSet<String> = context
+                .iter()
+                .flatten()
+                .filter_map(|e| match e.kind() {
+                    ValidationErrorKind::Type { kind } => Some(expected_name(kind)),
+                    _ => None,
+                })
+                .collect();
+            let expected: Vec<String> = expected.into_iter().collect();
+            vec![Finding::value(pointer, format!("expected {}, found {}", expected.join(" or "), type_name(instance)))]
+        }
+    }
+}
+
+fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// Checks of meaning, on a lab that already has the right shape.
+fn semantic_findings(lab: &Lab) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let name = &lab.metadata.name;
+    if name.len() > LAB_NAME_MAX || !is_dns_label(name) {
+        out.push(Finding::value("/metadata/name", format!("`{name}` is not a DNS label of at most {LAB_NAME_MAX} characters")));
+    }
+    for kind in ["networks", "services"] {
+        let names: Vec<&String> =
+            if kind == "networks" { lab.spec.networks.keys().collect() } else { lab.spec.services.keys().collect() };
+        for n in names {
+            if n.len() > MEMBER_NAME_MAX || !is_dns_label(n) {
+                out.push(Finding::key(
+                    format!("/spec/{kind}/{}", pointer_segment(n)),
+                    format!("`{n}` is not a DNS label of at most {MEMBER_NAME_MAX} characters (Swarm names it `{name}_{n}`)"),
+                ));
+            }
+        }
+    }
+    let defaults = lab.spec.defaults.as_ref();
+    if let Some(d) = defaults {
+        check_networks(lab, "/spec/defaults", d.networks.as_deref(), &mut out);
+    }
+    for (svc_name, raw) in &lab.spec.services {
+        let base = format!("/spec/services/{}", pointer_segment(svc_name));
+        let svc = raw.with_defaults(defaults);
+        if svc.image.is_none() {
+            out.push(Finding::key(
+                base.clone(),
+                format!("service `{svc_name}` has no image: set `image` on the service or `spec.defaults.image`"),
+            ));
+        }
+        if svc.mode == Some(super::model::Mode::Global) && raw.replicas.is_some() {
+            out.push(Finding::value(format!("{base}/replicas"), "`replicas` cannot be set with `mode: global` (one task per node)"));
+        }
+        check_networks(lab, &base, raw.networks.as_deref(), &mut out);
+    }
+    out
+}
+
+fn check_networks(lab: &Lab, base: &str, attachments: Option<&[super::model::NetworkAttachment]>, out: &mut Vec<Finding>) {
+    let mut seen = BTreeSet::new();
+    for (i, a) in attachments.unwrap_or_default().iter().enumerate() {
+        let n = a.name();
+        let at = match a {
+            super::model::NetworkAttachment::Name(_) => format!("{base}/networks/{i}"),
+            super::model::NetworkAttachment::Entry(_) => format!("{base}/networks/{i}/name"),
+        };
+        if n != DEFAULT_NETWORK && !lab.spec.networks.contains_key(n) {
+            let defined: Vec<&str> = lab.spec.networks.keys().map(String::as_str).collect();
+            let hint = match did_you_mean(n, defined.iter().copied()) {
+                Some(s) => format!(" (did you mean `{s}`?)"),
+                None if defined.is_empty() => " (spec.networks is empty)".to_string(),
+                None => format!(" (defined: {})", defined.join(", ")),
+            };
+            out.push(Finding::value(at.clone(), format!("network `{n}` is not defined in spec.networks{hint}")));
+        }
+        if !seen.insert(n) {
+            out.push(Finding::value(at, format!("network `{n}` is listed twice")));
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! YAML documents to JSON values, remembering where every value and key came from. The schema
+//! and semantic checks work on JSON pointers; this index turns a pointer back into a line and
+//! column of the user's file.
+
+use std::collections::HashMap;
+
+use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, ScalarStyle, YamlData};
+use serde_json::{Map, Number, Value};
+
+/// 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mark {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Mark {
+    fn of(m: &saphyr::Marker) -> Mark {
+        Mark { line: m.line(), column: m.col() + 1 }
+    }
+}
+
+/// Where each JSON pointer of a document sits in its file.
+#[derive(Debug, Default, Clone)]
+pub struct Positions {
+    values: HashMap<String, Mark>,
+    keys: HashMap<String, Mark>,
+    pub document: Mark,
+}
+
+impl Positions {
+    /// The position of the value at `pointer`, or of its nearest ancestor that exists.
+    pub fn value(&self, pointer: &str) -> Mark {
+        let mut p = pointer;
+        loop {
+            if let Some(m) = self.values.get(p) {
+                return *m;
+            }
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => return self.document,
+            }
+        }
+    }
+
+    /// The position of the key naming the member at `pointer` (falls back to the value).
+    pub fn key(&self, pointer: &str) -> Mark {
+        self.keys.get(pointer).copied().unwrap_or_else(|| self.value(pointer))
+    }
+}
+
+/// One document of a file, as JSON, with its positions; or why it is not convertible.
+pub struct Document {
+    pub value: Value,
+    pub positions: Positions,
+    /// Problems converting YAML to JSON (aliases, odd keys), as (pointer, message).
+    pub problems: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub mark: Mark,
+    pub message: String,
+}
+
+/// Parses every `---` document of `text`. Empty documents are skipped.
+pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
+    let docs = MarkedYaml::load_from_str(text)
+        .map_err(|e| SyntaxError { mark: Mark::of(e.marker()), message: e.info().to_string() })?;
+    Ok(docs
+        .iter()
+        .filter(|d| !matches!(d.data, YamlData::Value(Scalar::Null)))
+        .map(|d| {
+            let mut doc = Document {
+                value: Value::Null,
+                positions: Positions { document: Mark::of(&d.span.start), ..Default::default() },
+                problems: Vec::new(),
+            };
+            doc.value = convert(d, "", &mut doc);
+            doc
+        })
+        .collect())
+}
+
+/// Escapes a key as one JSON pointer segment (RFC 6901).
+pub fn pointer_segment(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn convert(node: &MarkedYaml<'_>, pointer: &str, doc: &mut Document) -> Value {
+    doc.positions.values.insert(pointer.to_string(), Mark::of(&node.span.start));
+    match &node.data {
+        YamlData::Value(s) => scalar(s),
+        YamlData::Representation(text, style, _) => {
+            if *style == ScalarStyle::Plain {
+                scalar(&Scalar::parse_from_cow(text.clone()))
+            } else {
+                Value::String(text.to_string())
+            }
+        }
+        YamlData::Sequence(items) => Value::Array(
+            items.iter().enumerate().map(|(i, item)| convert(item, &format!("{pointer}/{i}"), doc)).collect(),
+        ),
+        YamlData::Mapping(map) => {
+            let mut out = Map::new();
+            for (k, v) in map.iter() {
+                let key = match key_text(k) {
+                    Some(key) => key,
+                    None => {
+                        doc.problems.push((pointer.to_string(), "mapping keys must be plain strings".into()));
+                        continue;
+                    }
+                };
+                let child = format!("{pointer}/{}", pointer_segment(&key));
+                doc.positions.keys.insert(child.clone(), Mark::of(&k.span.start));
+                let value = convert(v, &child, doc);
+                out.insert(key, value);
+            }
+            Value::Object(out)
+        }
+        YamlData::Tagged(_, inner) => convert(inner, pointer, doc),
+        YamlData::Alias(_) | YamlData::BadValue => {
+            doc.problems.push((pointer.to_string(), "YAML aliases and anchors are not supported here".into()));
+            Value::Null
+        }
+    }
+}
+
+fn key_text(k: &MarkedYaml<'_>) -> Option<String> {
+    match &k.data {
+        YamlData::Value(Scalar::String(s)) => Some(s.to_string()),
+        YamlData::Value(Scalar::Integer(i)) => Some(i.to_string()),
+        YamlData::Value(Scalar::Boolean(b)) => Some(b.to_string()),
+        YamlData::Value(Scalar::FloatingPoint(f)) => Some(f.to_string()),
+        YamlData::Representation(text, _, _) => Some(text.to_string()),
+        _ => None,
+    }
+}
+
+fn scalar(s: &Scalar<'_>) -> Value {
+    match s {
+        Scalar::Null => Value::Null,
+        Scalar::Boolean(b) => Value::Bool(*b),
+        Scalar::Integer(i) => Value::Number((*i).into()),
+        Scalar::FloatingPoint(f) => {
+            Number::from_f64(f.into_inner()).map(Value::Number).unwrap_or_else(|| Value::String(f.to_string()))
+        }
+        Scalar::String(s) => Value::String(s.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_point_at_values_and_keys() {
+        let docs = parse_documents("a: 1\nb:\n  c: [x, 'y']\n---\n---\nz: true\n").unwrap();
+        assert_eq!(docs.len(), 2, "the empty middle document is skipped");
+        let d = &docs[0];
+        assert_eq!(d.value, serde_json::json!({"a": 1, "b": {"c": ["x", "y"]}}));
+        assert_eq!(d.positions.value("/b/c/1"), Mark { line: 3, column: 10 });
+        assert_eq!(d.positions.key("/b/c"), Mark { line: 3, column: 3 });
+        assert_eq!(d.positions.value("/b/c/9/deep"), Mark { line: 3, column: 6 });
+        assert_eq!(docs[1].positions.value("/z"), Mark { line: 6, column: 4 });
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let err = parse_documents("a: [1, 2\nb: 3\n").err().unwrap();
+        assert!(err.mark.line >= 1);
+        assert!(!err.message.is_empty());
+    }
+
+    #[test]
+    fn duplicate_keys_are_syntax_errors() {
+        let err = parse_documents("a: 1\na: 2\n").err().unwrap();
+        assert_eq!(err.mark.line, 2);
+    }
+}

@@ -1,0 +1,127 @@
+//! `labctl validate` on real files: the examples pass, and every kind of bad input is reported
+//! at the right `path:line:column: field.path:`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use swarmlab::source::{load_dir, LabEntry};
+
+fn labctl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_labctl"))
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn the_examples_are_valid() {
+    let out = labctl().arg("validate").arg(root().join("labs")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "labctl validate labs/ failed:\n{stdout}");
+    for name in ["coins", "iot", "kademlia"] {
+        assert!(stdout.contains(&format!("valid   {name} ")), "{name} missing from:\n{stdout}");
+    }
+}
+
+#[test]
+fn the_examples_carry_the_schema_modeline() {
+    for entry in std::fs::read_dir(root().join("labs")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("# yaml-language-server: $schema=../schemas/lab.v1alpha1.json"),
+            "{} lacks the modeline",
+            path.display()
+        );
+    }
+}
+
+/// Each fixture's first line is `# expect: LINE:COL: field: message`; labctl must print it.
+#[test]
+fn every_kind_of_bad_input_is_located() {
+    let dir = root().join("tests/fixtures/invalid");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expect = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).expect("fixture has an expect line");
+        let out = labctl().arg("validate").arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{} should fail validation", path.display());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let wanted = format!("{}:{expect}", path.display());
+        assert!(stdout.lines().any(|l| l == wanted), "{}:\nwanted: {wanted}\ngot:\n{stdout}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 18, "only {checked} fixtures");
+}
+
+#[test]
+fn all_errors_of_a_file_are_reported_in_order() {
+    let path = root().join("tests/fixtures/many-errors.yaml");
+    let out = labctl().arg("validate").arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).replace(&root().display().to_string(), "");
+    insta::assert_snapshot!(stdout);
+}
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+fn lab(name: &str) -> String {
+    format!("apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata:\n  name: {name}\nspec:\n  services:\n    web: {{image: labbox:latest}}\n")
+}
+
+#[test]
+fn the_loader_reads_recursively_and_ignores_what_is_not_a_lab_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", &lab("a"));
+    write(dir.path(), "nested/deeper/b.yml", &format!("{}---\n{}", lab("b"), lab("c")));
+    write(dir.path(), ".hidden.yaml", &lab("hidden"));
+    write(dir.path(), ".git/x.yaml", &lab("git"));
+    write(dir.path(), "a.yaml~", &lab("backup"));
+    write(dir.path(), "#a.yaml#", &lab("emacs"));
+    write(dir.path(), "notes.txt", "not yaml");
+    let catalog = load_dir(dir.path()).unwrap();
+    let names: Vec<&String> = catalog.labs.keys().collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    assert!(catalog.is_clean());
+}
+
+#[test]
+fn a_lab_defined_twice_is_an_error_on_both_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "one.yaml", &lab("twin"));
+    write(dir.path(), "two.yaml", &lab("twin"));
+    let catalog = load_dir(dir.path()).unwrap();
+    let LabEntry::Invalid(diags) = &catalog.labs["twin"] else { panic!("twin should be invalid") };
+    assert_eq!(diags.len(), 2);
+    let files: Vec<String> = diags.iter().map(|d| d.file.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(files, ["one.yaml", "two.yaml"]);
+    assert!(diags.iter().all(|d| d.line == 4 && d.column == 9 && d.message.contains("defined 2 times")));
+}
+
+#[test]
+fn a_missing_directory_is_an_error_not_an_empty_catalog() {
+    assert!(load_dir(Path::new("/nonexistent/labs")).is_err());
+}
+
+#[test]
+fn the_checked_in_schema_is_current() {
+    let checked_in = std::fs::read_to_string(root().join("schemas/lab.v1alpha1.json")).unwrap();
+    assert!(
+        checked_in == swarmlab::spec::schema::lab_schema_text(),
+        "schemas/lab.v1alpha1.json is stale: run `cargo run --bin labctl schema > schemas/lab.v1alpha1.json`"
+    );
+    let out = labctl().arg("schema").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), checked_in);
+}
+
+#[test]
+fn completions_are_generated() {
+    let out = labctl().args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("labctl"));
+}
