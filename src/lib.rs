@@ -3,5 +3,6 @@
 //! The pure core (`spec`, `plan`) has no I/O; the edges (`source`, `swarm`, `store`, `shaping`)
 //! do I/O behind small traits; the `controller` wires them together.
 
+pub mod plan;
 pub mod source;
 pub mod spec;

@@ -1,0 +1,210 @@
+//! Desired against observed: the actions that make Swarm equal to a lab, touching only objects
+//! that carry this lab's ownership labels.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::desired::{DesiredLab, DesiredNetwork, DesiredService};
+use super::labels;
+
+/// What the Swarm adapter reports of a service, reduced to what the plan needs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObservedService {
+    pub id: String,
+    pub name: String,
+    pub version: u64,
+    pub labels: HashMap<String, String>,
+    /// `None` for global services.
+    pub replicas: Option<u64>,
+    pub image: String,
+    pub running: u64,
+    pub desired: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObservedNetwork {
+    pub id: String,
+    pub name: String,
+    pub labels: HashMap<String, String>,
+}
+
+/// Every object that either carries this lab's labels or has one of its names.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Observed {
+    pub services: Vec<ObservedService>,
+    pub networks: Vec<ObservedNetwork>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    CreateNetwork(DesiredNetwork),
+    /// Recreate: the network's own settings (subnet, internal) changed, which Docker cannot
+    /// update in place. Its services are detached first (see [`Plan::detach`]).
+    RemoveNetwork { id: String, name: String },
+    CreateService(DesiredService),
+    UpdateService { id: String, version: u64, desired: DesiredService, reason: String },
+    RemoveService { id: String, name: String },
+}
+
+impl Action {
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::CreateNetwork(_) | Action::CreateService(_) => ActionKind::Create,
+            Action::UpdateService { .. } => ActionKind::Update,
+            Action::RemoveNetwork { .. } | Action::RemoveService { .. } => ActionKind::Remove,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Action::CreateNetwork(n) => format!("create network {}", n.name),
+            Action::RemoveNetwork { name, .. } => format!("remove network {name}"),
+            Action::CreateService(s) => format!("create service {} ({})", s.name, replicas_text(s.replicas)),
+            Action::UpdateService { desired, reason, .. } => format!("update service {} ({reason})", desired.name),
+            Action::RemoveService { name, .. } => format!("remove service {name}"),
+        }
+    }
+}
+
+fn replicas_text(r: Option<u64>) -> String {
+    match r {
+        Some(n) => format!("{n} replicas"),
+        None => "global".into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    Create,
+    Update,
+    Remove,
+}
+
+/// An object with a name of the lab that swarmlab does not own (or another lab owns).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    pub kind: String,
+    pub name: String,
+    pub owner: Option<String>,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.owner {
+            Some(o) => write!(f, "{} {} already exists and belongs to lab {o}", self.kind, self.name),
+            None => write!(f, "{} {} already exists and is not managed by swarmlab; remove or rename it", self.kind, self.name),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub conflicts: Vec<Conflict>,
+    /// Drift repairs among the actions: objects changed or removed behind labd's back.
+    pub drift: usize,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+fn owned_by(lab: &str, labels: &HashMap<String, String>) -> bool {
+    labels::owner(labels) == Some(lab)
+}
+
+/// The actions turning `observed` into `desired`. Networks are created before services and
+/// removed after them; nothing without this lab's labels is updated or removed.
+pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
+    let lab = desired.lab.as_str();
+    let mut plan = Plan::default();
+    let mut creates_net = Vec::new();
+    let mut removes_net = Vec::new();
+
+    for want in &desired.networks {
+        match observed.networks.iter().find(|n| n.name == want.name) {
+            None => creates_net.push(Action::CreateNetwork(want.clone())),
+            Some(have) if !owned_by(lab, &have.labels) => plan.conflicts.push(Conflict {
+                kind: "network".into(),
+                name: have.name.clone(),
+                owner: labels::owner(&have.labels).map(str::to_string),
+            }),
+            Some(have) if have.labels.get(labels::SPEC_HASH) != Some(&want.hash) => {
+                // Settings changed: remove now; the next pass creates it anew once it is gone.
+                removes_net.push(Action::RemoveNetwork { id: have.id.clone(), name: have.name.clone() });
+            }
+            Some(_) => {}
+        }
+    }
+    let recreated: Vec<&str> = removes_net
+        .iter()
+        .filter_map(|a| if let Action::RemoveNetwork { name, .. } = a { Some(name.as_str()) } else { None })
+        .collect();
+
+    let mut service_actions = Vec::new();
+    for want in &desired.services {
+        match observed.services.iter().find(|s| s.name == want.name) {
+            None => service_actions.push(Action::CreateService(want.clone())),
+            Some(have) if !owned_by(lab, &have.labels) => plan.conflicts.push(Conflict {
+                kind: "service".into(),
+                name: have.name.clone(),
+                owner: labels::owner(&have.labels).map(str::to_string),
+            }),
+            Some(have) => {
+                let uses_recreated = want
+                    .spec
+                    .task_template
+                    .as_ref()
+                    .and_then(|t| t.networks.as_ref())
+                    .is_some_and(|nets| nets.iter().any(|n| n.target.as_deref().is_some_and(|t| recreated.contains(&t))));
+                if uses_recreated {
+                    // Detach: remove the service; it comes back on the recreated network.
+                    service_actions.push(Action::RemoveService { id: have.id.clone(), name: have.name.clone() });
+                    continue;
+                }
+                let reason = if have.labels.get(labels::SPEC_HASH) != Some(&want.hash) {
+                    Some("spec changed".to_string())
+                } else if have.replicas != want.replicas {
+                    plan.drift += 1;
+                    Some(format!("replicas {} → {} (changed outside labd)", replicas_text(have.replicas), replicas_text(want.replicas)))
+                } else if have.image != want.image {
+                    plan.drift += 1;
+                    Some(format!("image {} → {} (changed outside labd)", have.image, want.image))
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    service_actions.push(Action::UpdateService { id: have.id.clone(), version: have.version, desired: want.clone(), reason });
+                }
+            }
+        }
+    }
+
+    let mut removes_svc = Vec::new();
+    for have in observed.services.iter().filter(|s| owned_by(lab, &s.labels)) {
+        if desired.services.iter().all(|w| w.name != have.name) {
+            removes_svc.push(Action::RemoveService { id: have.id.clone(), name: have.name.clone() });
+        }
+    }
+    for have in observed.networks.iter().filter(|n| owned_by(lab, &n.labels)) {
+        if desired.networks.iter().all(|w| w.name != have.name) {
+            removes_net.push(Action::RemoveNetwork { id: have.id.clone(), name: have.name.clone() });
+        }
+    }
+
+    plan.actions.extend(creates_net);
+    plan.actions.extend(service_actions);
+    plan.actions.extend(removes_svc);
+    plan.actions.extend(removes_net);
+    plan
+}
+
+/// Everything of the lab goes: services first, then networks.
+pub fn teardown(lab: &str, observed: &Observed) -> Plan {
+    let empty = DesiredLab { lab: lab.to_string(), ..Default::default() };
+    diff(&empty, observed)
+}

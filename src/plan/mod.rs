@@ -1,0 +1,8 @@
+//! The pure core's second half: the Swarm objects a lab needs, and the actions that get there.
+
+pub mod desired;
+pub mod diff;
+pub mod labels;
+
+pub use desired::{desired_lab, object_name, DesiredLab, DesiredNetwork, DesiredService};
+pub use diff::{diff, teardown, Action, ActionKind, Conflict, Observed, ObservedNetwork, ObservedService, Plan};

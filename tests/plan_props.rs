@@ -1,0 +1,155 @@
+//! Properties of the pure planner, checked against a simulated Swarm (a fake is fine here: the
+//! planner has no I/O).
+
+use std::collections::{BTreeMap, HashMap};
+
+use proptest::prelude::*;
+use swarmlab::plan::{desired_lab, diff, labels, teardown, Action, Observed, ObservedNetwork, ObservedService};
+use swarmlab::spec::{Lab, LabSpec, Metadata, Network, NetworkAttachment, Service};
+
+fn lab_strategy() -> impl Strategy<Value = Lab> {
+    let nets = prop::collection::btree_set("[a-c]", 0..3);
+    (nets, prop::collection::btree_map("[a-e]", (0u32..5, any::<bool>(), 0usize..3), 0..5)).prop_map(|(nets, svcs)| {
+        let networks: BTreeMap<String, Network> = nets.iter().map(|n| (format!("net{n}"), Network::default())).collect();
+        let names: Vec<String> = networks.keys().cloned().collect();
+        let services = svcs
+            .into_iter()
+            .map(|(name, (replicas, alt_image, net_pick))| {
+                let svc = Service {
+                    image: Some(if alt_image { "labbox:other".into() } else { "labbox:latest".into() }),
+                    replicas: Some(replicas),
+                    networks: names.get(net_pick).map(|n| vec![NetworkAttachment::Name(n.clone())]),
+                    ..Default::default()
+                };
+                (format!("svc{name}"), svc)
+            })
+            .collect();
+        Lab {
+            api_version: "swarmlab/v1alpha1".into(),
+            kind: "Lab".into(),
+            metadata: Metadata { name: "lab".into(), labels: BTreeMap::new() },
+            spec: LabSpec { defaults: None, networks, services },
+        }
+    })
+}
+
+/// Objects that are not ours: unowned ones with names the lab might use, and another lab's.
+fn foreign_strategy() -> impl Strategy<Value = Observed> {
+    let unowned = prop::collection::vec(("[a-e]", any::<bool>()), 0..4);
+    unowned.prop_map(|names| {
+        let mut obs = Observed::default();
+        for (i, (n, other_lab)) in names.into_iter().enumerate() {
+            let mut l = HashMap::new();
+            if other_lab {
+                l.insert(labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string());
+                l.insert(labels::LAB.to_string(), "other".to_string());
+            }
+            obs.services.push(ObservedService { id: format!("foreign-s{i}"), name: format!("lab_svc{n}"), labels: l.clone(), replicas: Some(1), ..Default::default() });
+            obs.networks.push(ObservedNetwork { id: format!("foreign-n{i}"), name: format!("lab_net{n}"), labels: l });
+        }
+        obs
+    })
+}
+
+/// Applies actions the way Swarm would.
+fn apply(obs: &mut Observed, actions: &[Action]) {
+    for (i, a) in actions.iter().enumerate() {
+        match a {
+            Action::CreateNetwork(n) => obs.networks.push(ObservedNetwork { id: format!("n{i}-{}", n.name), name: n.name.clone(), labels: n.labels.clone() }),
+            Action::RemoveNetwork { id, .. } => obs.networks.retain(|n| &n.id != id),
+            Action::CreateService(s) => obs.services.push(observed_of(format!("s{i}-{}", s.name), s)),
+            Action::UpdateService { id, desired, .. } => {
+                let slot = obs.services.iter_mut().find(|s| &s.id == id).expect("update targets an existing service");
+                *slot = observed_of(id.clone(), desired);
+            }
+            Action::RemoveService { id, .. } => obs.services.retain(|s| &s.id != id),
+        }
+    }
+}
+
+fn observed_of(id: String, s: &swarmlab::plan::DesiredService) -> ObservedService {
+    ObservedService {
+        id,
+        name: s.name.clone(),
+        version: 1,
+        labels: s.spec.labels.clone().unwrap_or_default(),
+        replicas: s.replicas,
+        image: s.image.clone(),
+        running: 0,
+        desired: 0,
+    }
+}
+
+fn foreign_ids(obs: &Observed) -> Vec<String> {
+    obs.services.iter().map(|s| s.id.clone()).chain(obs.networks.iter().map(|n| n.id.clone())).filter(|id| id.starts_with("foreign")).collect()
+}
+
+proptest! {
+    #[test]
+    fn applying_a_plan_converges_and_never_touches_foreign_objects(a in lab_strategy(), b in lab_strategy(), foreign in foreign_strategy()) {
+        let mut obs = foreign.clone();
+        for lab in [&a, &b] {
+            let desired = desired_lab(lab);
+            // Up to two passes: a network recreate needs a second one.
+            for _ in 0..2 {
+                let plan = diff(&desired, &obs);
+                for action in &plan.actions {
+                    let target = match action {
+                        Action::UpdateService { id, .. } | Action::RemoveService { id, .. } | Action::RemoveNetwork { id, .. } => id.clone(),
+                        _ => continue,
+                    };
+                    prop_assert!(!target.starts_with("foreign"), "touched a foreign object: {:?}", action);
+                }
+                apply(&mut obs, &plan.actions);
+            }
+            let again = diff(&desired, &obs);
+            prop_assert!(again.is_empty(), "not converged: {:?}", again.actions);
+            prop_assert_eq!(foreign_ids(&obs), foreign_ids(&foreign));
+        }
+        let gone = teardown("lab", &obs);
+        apply(&mut obs, &gone.actions);
+        prop_assert!(obs.services.iter().chain(std::iter::empty()).all(|s| s.id.starts_with("foreign")));
+        prop_assert!(obs.networks.iter().all(|n| n.id.starts_with("foreign")));
+    }
+
+    #[test]
+    fn an_unchanged_lab_plans_nothing(lab in lab_strategy()) {
+        let desired = desired_lab(&lab);
+        let mut obs = Observed::default();
+        let first = diff(&desired, &obs);
+        apply(&mut obs, &first.actions);
+        prop_assert!(diff(&desired_lab(&lab.clone()), &obs).is_empty());
+    }
+}
+
+#[test]
+fn conditions_do_not_change_the_service_hash() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/labs/iot.yaml")).unwrap();
+    let doc = swarmlab::spec::parse_file(std::path::Path::new("iot.yaml"), &text).remove(0);
+    let lab = doc.result.unwrap().lab;
+    let mut shaped = lab.clone();
+    shaped.spec.networks.get_mut("field").unwrap().conditions.as_mut().unwrap().delay = Some("300ms".parse().unwrap());
+    let (a, b) = (desired_lab(&lab), desired_lab(&shaped));
+    for (x, y) in a.services.iter().zip(&b.services) {
+        assert_eq!(x.hash, y.hash, "{} would restart for a conditions change", x.name);
+    }
+    let sim = a.services.iter().find(|s| s.short_name == "simulator").unwrap();
+    let sim2 = b.services.iter().find(|s| s.short_name == "simulator").unwrap();
+    assert_ne!(sim.shaping, sim2.shaping);
+}
+
+#[test]
+fn swarm_names_and_labels_follow_docker_stack() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/labs/dockercoins.yaml")).unwrap();
+    let lab = swarmlab::spec::parse_file(std::path::Path::new("d.yaml"), &text).remove(0).result.unwrap().lab;
+    let d = desired_lab(&lab);
+    let worker = d.services.iter().find(|s| s.name == "coins_worker").unwrap();
+    let l = worker.spec.labels.as_ref().unwrap();
+    assert_eq!(l["com.docker.stack.namespace"], "coins");
+    assert_eq!(l[labels::LAB], "coins");
+    assert_eq!(worker.replicas, Some(2));
+    let nets = worker.spec.task_template.as_ref().unwrap().networks.as_ref().unwrap();
+    assert_eq!(nets[0].target.as_deref(), Some("coins_coins"));
+    assert_eq!(nets[0].aliases.as_deref(), Some(&["worker".to_string()][..]));
+    assert_eq!(d.networks.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["coins_coins"]);
+}
