@@ -1,1 +1,110 @@
-fn main(){}
+//! `labd`: keeps a Docker Swarm equal to a directory of Lab resources.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use swarmlab::controller::{Config, Controller};
+use swarmlab::status::Phase;
+use swarmlab::store::RedisStore;
+use swarmlab::swarm::DockerSwarm;
+
+#[derive(Parser, Debug)]
+#[command(name = "labd", version, about = "Reconcile a Docker Swarm to a directory of swarmlab labs")]
+struct Cli {
+    /// The labs directory (read recursively; a symlink is followed).
+    #[arg(long, env = "LABD_LABS", default_value = "./labs")]
+    labs: PathBuf,
+    /// Where status, events and metrics go.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    /// Docker daemon: unix:///path or tcp://host:port (default: the local socket, or DOCKER_HOST).
+    #[arg(long, env = "DOCKER_HOST")]
+    docker_host: Option<String>,
+    /// Seconds between full resyncs of every lab.
+    #[arg(long, env = "LABD_RESYNC", default_value_t = 15)]
+    resync: u64,
+    /// Converge once, wait until every lab is Ready, then exit (non-zero if not Ready in time).
+    #[arg(long)]
+    once: bool,
+    /// With --once: seconds to wait for Ready.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,bollard=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("labd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let swarm = DockerSwarm::connect(cli.docker_host.as_deref()).await.context("connecting to Docker")?;
+    let store = RedisStore::new(&cli.redis).with_context(|| format!("bad redis URL {}", cli.redis))?;
+    let config = Config {
+        labs_dir: cli.labs.clone(),
+        redis_url: cli.redis.clone(),
+        resync: Duration::from_secs(cli.resync.max(1)),
+        progress_poll: Duration::from_secs(1),
+    };
+    tracing::info!(labs = %cli.labs.display(), redis = %cli.redis, "labd starting");
+    let (stop_store_tx, stop_store_rx) = tokio::sync::oneshot::channel::<()>();
+    let store_task = tokio::spawn(store.clone().run(async move {
+        let _ = stop_store_rx.await;
+    }));
+    let controller = Controller::new(config, swarm, store).await;
+    let mut phases = controller.phases();
+
+    let code = if cli.once {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(controller.run(async move {
+            let _ = stop_rx.await;
+        }));
+        let expected: Vec<String> = match swarmlab::source::load_dir(&cli.labs) {
+            Ok(c) => c.labs.keys().cloned().collect(),
+            Err(e) => anyhow::bail!("{e}"),
+        };
+        let all_ready = |p: &BTreeMap<String, Phase>| expected.iter().all(|l| p.get(l) == Some(&Phase::Ready));
+        let waited = tokio::time::timeout(Duration::from_secs(cli.timeout), phases.wait_for(|p| all_ready(p))).await;
+        let ok = matches!(&waited, Ok(Ok(_)));
+        drop(waited);
+        let _ = stop_tx.send(());
+        let _ = handle.await;
+        let last = phases.borrow().clone();
+        for lab in &expected {
+            eprintln!("{lab}: {}", last.get(lab).map(|p| p.to_string()).unwrap_or_else(|| "Pending".into()));
+        }
+        if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    } else {
+        controller.run(shutdown_signal()).await;
+        ExitCode::SUCCESS
+    };
+    let _ = stop_store_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(3), store_task).await;
+    Ok(code)
+}
+
+/// SIGTERM or SIGINT: stop reconciling, leave every lab running.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("signal received: stopping");
+}

@@ -1,0 +1,98 @@
+//! A work queue keyed by lab: a lab queued twice runs once, a lab queued while it runs runs
+//! again right after, and failures wait out an exponential backoff.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+#[derive(Debug, Default)]
+pub struct WorkQueue {
+    pending: BTreeSet<String>,
+    running: BTreeSet<String>,
+    /// Queued while running: run again when done.
+    dirty: BTreeSet<String>,
+}
+
+impl WorkQueue {
+    pub fn add(&mut self, lab: &str) {
+        if self.running.contains(lab) {
+            self.dirty.insert(lab.to_string());
+        } else {
+            self.pending.insert(lab.to_string());
+        }
+    }
+
+    /// Labs ready to start now (each moves to running).
+    pub fn take_ready(&mut self) -> Vec<String> {
+        let ready: Vec<String> = std::mem::take(&mut self.pending).into_iter().collect();
+        self.running.extend(ready.iter().cloned());
+        ready
+    }
+
+    pub fn done(&mut self, lab: &str) {
+        self.running.remove(lab);
+        if self.dirty.remove(lab) {
+            self.pending.insert(lab.to_string());
+        }
+    }
+
+    pub fn is_running(&self, lab: &str) -> bool {
+        self.running.contains(lab)
+    }
+
+    pub fn idle(&self) -> bool {
+        self.pending.is_empty() && self.running.is_empty()
+    }
+}
+
+/// Exponential backoff per lab: 1 s, 2 s, 4 s … capped at 60 s, reset on success.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    attempts: HashMap<String, u32>,
+}
+
+impl Backoff {
+    pub const BASE: Duration = Duration::from_secs(1);
+    pub const MAX: Duration = Duration::from_secs(60);
+
+    /// Records a failure; returns the attempt number and how long to wait.
+    pub fn failed(&mut self, lab: &str) -> (u32, Duration) {
+        let n = self.attempts.entry(lab.to_string()).or_default();
+        *n += 1;
+        let wait = Self::BASE.saturating_mul(1u32 << (*n - 1).min(10)).min(Self::MAX);
+        (*n, wait)
+    }
+
+    pub fn succeeded(&mut self, lab: &str) {
+        self.attempts.remove(lab);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lab_queued_twice_runs_once_and_again_if_queued_while_running() {
+        let mut q = WorkQueue::default();
+        q.add("a");
+        q.add("a");
+        q.add("b");
+        assert_eq!(q.take_ready(), ["a", "b"]);
+        q.add("a");
+        assert!(q.take_ready().is_empty(), "a is running");
+        q.done("a");
+        assert_eq!(q.take_ready(), ["a"]);
+        q.done("a");
+        q.done("b");
+        assert!(q.idle());
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let mut b = Backoff::default();
+        let waits: Vec<u64> = (0..8).map(|_| b.failed("x").1.as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+        b.succeeded("x");
+        assert_eq!(b.failed("x"), (1, Duration::from_secs(1)));
+    }
+}

@@ -1,0 +1,146 @@
+//! The status of a lab, Kubernetes style (kstatus conventions), as labd writes it and labctl
+//! reads it. Plain data: no I/O.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Phase {
+    #[default]
+    Pending,
+    Progressing,
+    Ready,
+    Degraded,
+    Failed,
+    Invalid,
+    Deleting,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+pub mod condition_types {
+    pub const READY: &str = "Ready";
+    pub const RECONCILING: &str = "Reconciling";
+    pub const STALLED: &str = "Stalled";
+    pub const SPEC_VALID: &str = "SpecValid";
+    pub const NETWORKS_READY: &str = "NetworksReady";
+    pub const SERVICES_READY: &str = "ServicesReady";
+    pub const SHAPING_APPLIED: &str = "ShapingApplied";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// "True", "False" or "Unknown".
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    /// `None` for global services before Swarm reports a count.
+    pub desired: u64,
+    pub running: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backoff {
+    pub attempt: u32,
+    pub next_try: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LabStatus {
+    pub name: String,
+    pub phase: Phase,
+    /// Bumped each time the lab's definition (valid or not) changes.
+    pub generation: u64,
+    /// The generation labd last acted on.
+    pub observed_generation: u64,
+    /// The revision (content hash) of the spec applied to Swarm.
+    #[serde(default)]
+    pub revision: String,
+    #[serde(default)]
+    pub source: String,
+    pub message: String,
+    pub conditions: Vec<Condition>,
+    pub services: BTreeMap<String, ServiceStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_since: Option<DateTime<Utc>>,
+}
+
+impl LabStatus {
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    /// Sets a condition, keeping its transition time when its status does not change.
+    pub fn set_condition(&mut self, type_: &str, status: bool, reason: &str, message: impl Into<String>, now: DateTime<Utc>) {
+        let status = if status { "True" } else { "False" }.to_string();
+        let message = message.into();
+        match self.conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = now;
+                }
+                c.status = status;
+                c.reason = reason.to_string();
+                c.message = message;
+            }
+            None => self.conditions.push(Condition {
+                type_: type_.to_string(),
+                status,
+                reason: reason.to_string(),
+                message,
+                last_transition_time: now,
+            }),
+        }
+    }
+
+    /// kstatus: `Reconciling` and `Stalled` are present only while true.
+    pub fn set_abnormal(&mut self, type_: &str, active: bool, reason: &str, message: impl Into<String>, now: DateTime<Utc>) {
+        if active {
+            self.set_condition(type_, true, reason, message, now);
+        } else {
+            self.conditions.retain(|c| c.type_ != type_);
+        }
+    }
+
+    pub fn ready_services(&self) -> (usize, usize) {
+        let ready = self.services.values().filter(|s| s.running >= s.desired).count();
+        (ready, self.services.len())
+    }
+}
+
+/// One entry of a lab's recent events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabEvent {
+    pub time: DateTime<Utc>,
+    /// Normal or Warning, as Kubernetes events.
+    pub kind: String,
+    pub reason: String,
+    pub message: String,
+}

@@ -1,0 +1,6 @@
+//! The status store: where labd writes status, events and metrics, and labctl reads them.
+//! Redis, with the keys documented in the README.
+
+mod redis_store;
+
+pub use redis_store::{keys, RedisStore, StoreReader};

@@ -1,0 +1,289 @@
+//! Status in Redis. Writes go through an in-memory outbox flushed in the background, so labd
+//! keeps reconciling while Redis is down and writes the current state when it comes back.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::AsyncCommands;
+use tokio::sync::Notify;
+
+use crate::status::{LabEvent, LabStatus};
+
+/// The Redis keys, in one place (the README documents them).
+pub mod keys {
+    pub const LABS: &str = "swarmlab:labs";
+    pub const METRICS: &str = "swarmlab:metrics";
+    pub const AGENTS: &str = "swarmlab:agents";
+    pub fn status(lab: &str) -> String {
+        format!("swarmlab:lab:{lab}:status")
+    }
+    pub fn events(lab: &str) -> String {
+        format!("swarmlab:lab:{lab}:events")
+    }
+    pub fn metrics(lab: &str) -> String {
+        format!("swarmlab:lab:{lab}:metrics")
+    }
+    pub fn shaping(lab: &str) -> String {
+        format!("swarmlab:lab:{lab}:shaping")
+    }
+    pub fn tasks(lab: &str) -> String {
+        format!("swarmlab:lab:{lab}:tasks")
+    }
+}
+
+/// Events kept per lab (a capped stream).
+const EVENTS_KEPT: usize = 200;
+/// Events buffered while Redis is unreachable.
+const OUTBOX_EVENTS: usize = 1000;
+
+#[derive(Default)]
+struct Outbox {
+    /// Latest status per lab; `None` deletes the lab's keys.
+    statuses: BTreeMap<String, Option<LabStatus>>,
+    /// Latest desired shaping per lab (JSON); `None` deletes it.
+    shaping: BTreeMap<String, Option<String>>,
+    events: VecDeque<(String, LabEvent)>,
+    /// (hash key, field) -> increment
+    counters: BTreeMap<(String, String), i64>,
+    /// (hash key, field) -> value
+    gauges: BTreeMap<(String, String), String>,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.statuses.is_empty() && self.shaping.is_empty() && self.events.is_empty() && self.counters.is_empty() && self.gauges.is_empty()
+    }
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    client: redis::Client,
+    outbox: Arc<Mutex<Outbox>>,
+    wake: Arc<Notify>,
+}
+
+impl RedisStore {
+    pub fn new(url: &str) -> Result<Self, redis::RedisError> {
+        Ok(RedisStore { client: redis::Client::open(url)?, outbox: Arc::default(), wake: Arc::new(Notify::new()) })
+    }
+
+    fn with_outbox(&self, f: impl FnOnce(&mut Outbox)) {
+        if let Ok(mut o) = self.outbox.lock() {
+            f(&mut o);
+        }
+        self.wake.notify_one();
+    }
+
+    pub fn put_status(&self, status: &LabStatus) {
+        let status = status.clone();
+        self.with_outbox(|o| {
+            o.statuses.insert(status.name.clone(), Some(status));
+        });
+    }
+
+    pub fn delete_lab(&self, lab: &str) {
+        self.with_outbox(|o| {
+            o.statuses.insert(lab.to_string(), None);
+            o.shaping.insert(lab.to_string(), None);
+            o.events.retain(|(l, _)| l != lab);
+        });
+    }
+
+    pub fn put_shaping(&self, lab: &str, json: Option<String>) {
+        self.with_outbox(|o| {
+            o.shaping.insert(lab.to_string(), json);
+        });
+    }
+
+    pub fn event(&self, lab: &str, event: LabEvent) {
+        self.with_outbox(|o| {
+            if o.events.len() >= OUTBOX_EVENTS {
+                o.events.pop_front();
+            }
+            o.events.push_back((lab.to_string(), event));
+        });
+    }
+
+    /// Adds to a counter, globally and for the lab.
+    pub fn count(&self, lab: &str, metric: &str, by: i64) {
+        self.with_outbox(|o| {
+            *o.counters.entry((keys::METRICS.to_string(), metric.to_string())).or_default() += by;
+            *o.counters.entry((keys::metrics(lab), metric.to_string())).or_default() += by;
+        });
+    }
+
+    pub fn gauge(&self, lab: &str, metric: &str, value: impl ToString) {
+        let value = value.to_string();
+        self.with_outbox(|o| {
+            o.gauges.insert((keys::metrics(lab), metric.to_string()), value);
+        });
+    }
+
+    /// Flushes the outbox until `shutdown` resolves; retries with backoff while Redis is down.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut conn: Option<MultiplexedConnection> = None;
+        let mut down_since: Option<std::time::Instant> = None;
+        loop {
+            let pending = self.outbox.lock().map(|o| !o.is_empty()).unwrap_or(false);
+            if pending {
+                match self.flush(&mut conn).await {
+                    Ok(()) => {
+                        if let Some(t) = down_since.take() {
+                            tracing::info!(after_s = t.elapsed().as_secs(), "redis is back; current status written");
+                        }
+                    }
+                    Err(e) => {
+                        conn = None;
+                        if down_since.is_none() {
+                            tracing::warn!(error = %e, "cannot write status to redis; will keep retrying (labd keeps reconciling)");
+                            down_since = Some(std::time::Instant::now());
+                        }
+                    }
+                }
+            }
+            let pause = if down_since.is_some() { Duration::from_secs(1) } else { Duration::from_millis(200) };
+            tokio::select! {
+                _ = &mut shutdown => { let _ = self.flush(&mut conn).await; return; }
+                _ = self.wake.notified() => tokio::time::sleep(Duration::from_millis(50)).await,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn flush(&self, conn: &mut Option<MultiplexedConnection>) -> redis::RedisResult<()> {
+        if conn.is_none() {
+            let c = tokio::time::timeout(Duration::from_secs(2), self.client.get_multiplexed_async_connection())
+                .await
+                .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+            *conn = Some(c);
+        }
+        let Some(c) = conn.as_mut() else { return Ok(()) };
+        let batch = match self.outbox.lock() {
+            Ok(mut o) => std::mem::take(&mut *o),
+            Err(_) => return Ok(()),
+        };
+        let result = write_batch(c, &batch).await;
+        if result.is_err() {
+            // Put back what was not written, without overwriting newer entries.
+            if let Ok(mut o) = self.outbox.lock() {
+                for (k, v) in batch.statuses {
+                    o.statuses.entry(k).or_insert(v);
+                }
+                for (k, v) in batch.shaping {
+                    o.shaping.entry(k).or_insert(v);
+                }
+                for e in batch.events.into_iter().rev() {
+                    o.events.push_front(e);
+                }
+                for (k, v) in batch.counters {
+                    *o.counters.entry(k).or_default() += v;
+                }
+                for (k, v) in batch.gauges {
+                    o.gauges.entry(k).or_insert(v);
+                }
+            }
+        }
+        result
+    }
+}
+
+async fn write_batch(c: &mut MultiplexedConnection, batch: &Outbox) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    for (lab, status) in &batch.statuses {
+        match status {
+            Some(s) => {
+                let json = serde_json::to_string(s).unwrap_or_default();
+                pipe.sadd(keys::LABS, lab).ignore().set(keys::status(lab), json).ignore();
+            }
+            None => {
+                pipe.srem(keys::LABS, lab).ignore();
+                pipe.del(&[keys::status(lab), keys::events(lab), keys::metrics(lab), keys::shaping(lab), keys::tasks(lab)]).ignore();
+            }
+        }
+    }
+    for (lab, shaping) in &batch.shaping {
+        match shaping {
+            Some(json) => pipe.set(keys::shaping(lab), json).ignore(),
+            None => pipe.del(keys::shaping(lab)).ignore(),
+        };
+    }
+    for (lab, e) in &batch.events {
+        if batch.statuses.get(lab).is_some_and(Option::is_none) {
+            continue;
+        }
+        let fields = [
+            ("time", e.time.to_rfc3339()),
+            ("kind", e.kind.clone()),
+            ("reason", e.reason.clone()),
+            ("message", e.message.clone()),
+        ];
+        pipe.cmd("XADD").arg(keys::events(lab)).arg("MAXLEN").arg("~").arg(EVENTS_KEPT).arg("*").arg(&fields[..]).ignore();
+    }
+    for ((key, field), by) in &batch.counters {
+        pipe.hincr(key, field, *by).ignore();
+    }
+    for ((key, field), value) in &batch.gauges {
+        pipe.hset(key, field, value).ignore();
+    }
+    pipe.query_async::<()>(c).await
+}
+
+/// Read access for labctl (and tests).
+pub struct StoreReader {
+    conn: MultiplexedConnection,
+}
+
+impl StoreReader {
+    pub async fn connect(url: &str) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let conn = tokio::time::timeout(Duration::from_secs(3), client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+        Ok(StoreReader { conn })
+    }
+
+    pub async fn labs(&mut self) -> redis::RedisResult<Vec<String>> {
+        let mut labs: Vec<String> = self.conn.smembers(keys::LABS).await?;
+        labs.sort();
+        Ok(labs)
+    }
+
+    pub async fn status(&mut self, lab: &str) -> redis::RedisResult<Option<LabStatus>> {
+        let json: Option<String> = self.conn.get(keys::status(lab)).await?;
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
+    pub async fn events(&mut self, lab: &str, count: usize) -> redis::RedisResult<Vec<LabEvent>> {
+        let reply: redis::streams::StreamRangeReply = self.conn.xrevrange_count(keys::events(lab), "+", "-", count).await?;
+        let mut out: Vec<LabEvent> = reply
+            .ids
+            .iter()
+            .map(|id| {
+                let get = |k: &str| id.get::<String>(k).unwrap_or_default();
+                LabEvent {
+                    time: chrono::DateTime::parse_from_rfc3339(&get("time")).map(|t| t.with_timezone(&chrono::Utc)).unwrap_or_default(),
+                    kind: get("kind"),
+                    reason: get("reason"),
+                    message: get("message"),
+                }
+            })
+            .collect();
+        out.reverse();
+        Ok(out)
+    }
+
+    pub async fn metrics(&mut self, key: &str) -> redis::RedisResult<BTreeMap<String, String>> {
+        self.conn.hgetall(key).await
+    }
+
+    pub async fn get_string(&mut self, key: &str) -> redis::RedisResult<Option<String>> {
+        self.conn.get(key).await
+    }
+
+    pub async fn hgetall(&mut self, key: &str) -> redis::RedisResult<BTreeMap<String, String>> {
+        self.conn.hgetall(key).await
+    }
+}

@@ -1,0 +1,262 @@
+//! [`Swarm`] over the Docker Engine API with bollard, negotiating the API version so Engine
+//! 20.10 (API 1.41) and newer both work.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bollard::models::{NetworkCreateRequest, Service, TaskState};
+use bollard::query_parameters::{
+    EventsOptions, ListNetworksOptions, ListServicesOptions, ListTasksOptions, UpdateServiceOptions,
+};
+use bollard::Docker;
+use futures::{Stream, StreamExt};
+
+use super::{Swarm, SwarmError, SwarmEvent, TaskTrouble};
+use crate::plan::{labels, DesiredNetwork, DesiredService, Observed, ObservedNetwork, ObservedService};
+
+#[derive(Clone)]
+pub struct DockerSwarm {
+    docker: Docker,
+    calls: Arc<AtomicU64>,
+}
+
+fn api_err(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> SwarmError {
+    let action = action.into();
+    move |e| {
+        let message = match e {
+            bollard::errors::Error::DockerResponseServerError { message, .. } => message,
+            other => other.to_string(),
+        };
+        SwarmError::Api { action, message }
+    }
+}
+
+impl DockerSwarm {
+    /// Connects to `host` (`unix:///var/run/docker.sock`, `tcp://…`) or the local default.
+    pub async fn connect(host: Option<&str>) -> Result<Self, SwarmError> {
+        let docker = match host {
+            Some(h) if h.starts_with("unix://") || h.starts_with('/') => {
+                Docker::connect_with_unix(h.trim_start_matches("unix://"), 120, bollard::API_DEFAULT_VERSION)
+            }
+            Some(h) => Docker::connect_with_http(h, 120, bollard::API_DEFAULT_VERSION),
+            None => Docker::connect_with_local_defaults(),
+        }
+        .map_err(|e| SwarmError::Connect(e.to_string()))?;
+        let docker = docker.negotiate_version().await.map_err(|e| SwarmError::Connect(e.to_string()))?;
+        Ok(DockerSwarm { docker, calls: Arc::new(AtomicU64::new(0)) })
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn count(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Service, network and container events, each tagged with the lab it belongs to.
+    pub fn events(&self) -> impl Stream<Item = Result<SwarmEvent, SwarmError>> + Send + 'static {
+        let filters: HashMap<String, Vec<String>> =
+            HashMap::from([("type".to_string(), vec!["service".to_string(), "network".to_string(), "container".to_string()])]);
+        let options = EventsOptions { filters: Some(filters), ..Default::default() };
+        self.docker.events(Some(options)).filter_map(|item| async move {
+            // Container events that matter: a task starting or dying changes running counts.
+            if let Ok(e) = &item {
+                let container = e.typ.map(|t| t.to_string()) == Some("container".to_string());
+                if container && !matches!(e.action.as_deref(), Some("start" | "die")) {
+                    return None;
+                }
+            }
+            Some(Self::to_event(item))
+        })
+    }
+
+    fn to_event(item: Result<bollard::models::EventMessage, bollard::errors::Error>) -> Result<SwarmEvent, SwarmError> {
+        {
+            let e = item.map_err(api_err("stream events"))?;
+            let attrs = e.actor.and_then(|a| a.attributes).unwrap_or_default();
+            let name = attrs.get("name").cloned().unwrap_or_default();
+            let lab = attrs
+                .get(labels::LAB)
+                .or_else(|| attrs.get(labels::STACK_NAMESPACE))
+                .cloned()
+                .or_else(|| attrs.get("com.docker.swarm.service.name").and_then(|s| s.split_once('_')).map(|(l, _)| l.to_string()))
+                .or_else(|| name.split_once('_').map(|(l, _)| l.to_string()));
+            Ok(SwarmEvent {
+                kind: e.typ.map(|t| t.to_string()).unwrap_or_default(),
+                action: e.action.unwrap_or_default(),
+                name,
+                lab,
+            })
+        }
+    }
+}
+
+fn observed_service(s: Service) -> Option<ObservedService> {
+    let spec = s.spec?;
+    let replicas = spec.mode.as_ref().and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas).map(|r| r as u64);
+    let image = spec
+        .task_template
+        .as_ref()
+        .and_then(|t| t.container_spec.as_ref())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    let status = s.service_status.unwrap_or_default();
+    Some(ObservedService {
+        id: s.id?,
+        name: spec.name.unwrap_or_default(),
+        version: s.version.and_then(|v| v.index).unwrap_or(0),
+        labels: spec.labels.unwrap_or_default(),
+        replicas,
+        image,
+        running: status.running_tasks.unwrap_or(0),
+        desired: status.desired_tasks.unwrap_or(0),
+    })
+}
+
+impl Swarm for DockerSwarm {
+    async fn observe(&self, lab: &str) -> Result<Observed, SwarmError> {
+        let prefix = format!("{lab}_");
+        let by_name = HashMap::from([("name".to_string(), vec![prefix.clone()])]);
+        self.count();
+        let services = self
+            .docker
+            .list_services(Some(ListServicesOptions { filters: Some(by_name.clone()), status: Some(true) }))
+            .await
+            .map_err(api_err("list services"))?;
+        self.count();
+        let networks = self
+            .docker
+            .list_networks(Some(ListNetworksOptions { filters: Some(by_name) }))
+            .await
+            .map_err(api_err("list networks"))?;
+        Ok(Observed {
+            services: services.into_iter().filter_map(observed_service).filter(|s| s.name.starts_with(&prefix)).collect(),
+            networks: networks
+                .into_iter()
+                .filter(|n| n.scope.as_deref() == Some("swarm") || n.labels.as_ref().is_some_and(|l| labels::owner(l).is_some()))
+                .filter_map(|n| {
+                    Some(ObservedNetwork { id: n.id?, name: n.name.unwrap_or_default(), labels: n.labels.unwrap_or_default() })
+                })
+                .filter(|n| n.name.starts_with(&prefix))
+                .collect(),
+        })
+    }
+
+    async fn owned_labs(&self) -> Result<Vec<String>, SwarmError> {
+        let filter = HashMap::from([("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)])]);
+        self.count();
+        let services = self
+            .docker
+            .list_services(Some(ListServicesOptions { filters: Some(filter.clone()), status: None }))
+            .await
+            .map_err(api_err("list services"))?;
+        self.count();
+        let networks =
+            self.docker.list_networks(Some(ListNetworksOptions { filters: Some(filter) })).await.map_err(api_err("list networks"))?;
+        let mut labs: Vec<String> = services
+            .into_iter()
+            .filter_map(|s| s.spec?.labels)
+            .chain(networks.into_iter().filter_map(|n| n.labels))
+            .filter_map(|l| labels::owner(&l).map(str::to_string))
+            .collect();
+        labs.sort();
+        labs.dedup();
+        Ok(labs)
+    }
+
+    async fn create_network(&self, net: &DesiredNetwork) -> Result<(), SwarmError> {
+        self.count();
+        let request = NetworkCreateRequest {
+            name: net.name.clone(),
+            driver: Some("overlay".into()),
+            internal: Some(net.internal),
+            // Attachable so probes and the node agent's tools can join for measurements.
+            attachable: Some(true),
+            ipam: net.ipam(),
+            labels: Some(net.labels.clone()),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            // Swarm lists a new network a moment after creating it; a clash with an object we
+            // do not own is reported by the next observe, so this is not an error.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
+            other => other.map(|_| ()).map_err(api_err(format!("create network {}", net.name)))?,
+        }
+        // Swarm makes a new network usable by services a moment after answering; wait for it
+        // so the services created next do not fail with "network not found".
+        for _ in 0..40 {
+            self.count();
+            if self.docker.inspect_network(&net.name, None::<bollard::query_parameters::InspectNetworkOptions>).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    async fn remove_network(&self, id: &str) -> Result<(), SwarmError> {
+        self.count();
+        match self.docker.remove_network(id).await {
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            other => other.map_err(api_err(format!("remove network {id}"))),
+        }
+    }
+
+    async fn create_service(&self, svc: &DesiredService) -> Result<(), SwarmError> {
+        self.count();
+        match self.docker.create_service(svc.spec.clone(), None).await {
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            other => other.map(|_| ()).map_err(api_err(format!("create service {}", svc.name))),
+        }
+    }
+
+    async fn update_service(&self, id: &str, version: u64, svc: &DesiredService) -> Result<(), SwarmError> {
+        self.count();
+        let options = UpdateServiceOptions { version: version as i32, ..Default::default() };
+        self.docker
+            .update_service(id, svc.spec.clone(), options, None)
+            .await
+            .map_err(api_err(format!("update service {}", svc.name)))?;
+        Ok(())
+    }
+
+    async fn remove_service(&self, id: &str) -> Result<(), SwarmError> {
+        self.count();
+        match self.docker.delete_service(id).await {
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            other => other.map_err(api_err(format!("remove service {id}"))),
+        }
+    }
+
+    async fn task_trouble(&self, service_id: &str) -> Result<Option<TaskTrouble>, SwarmError> {
+        self.count();
+        let filter = HashMap::from([("service".to_string(), vec![service_id.to_string()])]);
+        let mut tasks =
+            self.docker.list_tasks(Some(ListTasksOptions { filters: Some(filter) })).await.map_err(api_err("list tasks"))?;
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.updated_at.as_ref().map(|d| d.to_string()).unwrap_or_default()));
+        Ok(tasks.into_iter().find_map(|t| {
+            let status = t.status?;
+            let state = status.state.unwrap_or(TaskState::NEW);
+            if state == TaskState::RUNNING {
+                return None;
+            }
+            let message = status.err.filter(|e| !e.is_empty()).or(status.message)?;
+            Some(TaskTrouble { state: state.to_string(), message, node: t.node_id.unwrap_or_default() })
+        }))
+    }
+
+    async fn image_present(&self, image: &str) -> Result<bool, SwarmError> {
+        self.count();
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+            Err(e) => Err(api_err(format!("inspect image {image}"))(e)),
+        }
+    }
+
+    fn api_calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
