@@ -3,23 +3,57 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use anyhow::Context;
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use comfy_table::{presets::NOTHING, Table};
 use swarmlab::source::{load_dir, LabEntry};
+use swarmlab::status::LabStatus;
+use swarmlab::store::{keys, StoreReader};
 
 #[derive(Parser)]
 #[command(name = "labctl", version, about = "Inspect and validate swarmlab labs", long_about = None)]
 struct Cli {
+    /// Where labd writes status.
+    #[arg(long, global = true, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis: String,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+    Yaml,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Check lab files or directories; print every error as path:line:column: field: message.
     Validate {
-        /// Files or directories (read recursively); default ./labs.
+        /// Files or directories (read recursively).
         #[arg(default_value = "labs")]
         paths: Vec<PathBuf>,
+    },
+    /// Show labs at a glance: phase, ready services, revision, age, message.
+    Status {
+        /// One lab; all labs when omitted.
+        lab: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+        /// Refresh every two seconds until interrupted.
+        #[arg(short, long)]
+        watch: bool,
+    },
+    /// Conditions, services and recent events of one lab.
+    Describe { lab: String },
+    /// What labd would do to make Swarm match DIR, without doing it.
+    Diff {
+        #[arg(default_value = "labs")]
+        dir: PathBuf,
+        /// Docker daemon (default: the local socket, or DOCKER_HOST).
+        #[arg(long, env = "DOCKER_HOST")]
+        docker_host: Option<String>,
     },
     /// Print the JSON Schema of the Lab resource.
     Schema,
@@ -27,17 +61,28 @@ enum Command {
     Completions { shell: clap_complete::Shell },
 }
 
-fn main() -> ExitCode {
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Validate { paths } => validate(&paths),
+    let result = match cli.command {
+        Command::Validate { paths } => return validate(&paths),
         Command::Schema => {
             print!("{}", swarmlab::spec::schema::lab_schema_text());
-            ExitCode::SUCCESS
+            return ExitCode::SUCCESS;
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "labctl", &mut std::io::stdout());
-            ExitCode::SUCCESS
+            return ExitCode::SUCCESS;
+        }
+        Command::Status { lab, output, watch } => status(&cli.redis, lab.as_deref(), output, watch).await,
+        Command::Describe { lab } => describe(&cli.redis, &lab).await,
+        Command::Diff { dir, docker_host } => diff(&dir, docker_host.as_deref()).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("labctl: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -74,4 +119,158 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+async fn reader(url: &str) -> anyhow::Result<StoreReader> {
+    StoreReader::connect(url)
+        .await
+        .with_context(|| format!("cannot reach redis at {url}: is labd's redis running? (set --redis or REDIS_URL)"))
+}
+
+fn age(status: &LabStatus) -> String {
+    let Some(created) = status.created_at else { return "-".into() };
+    let secs = (chrono::Utc::now() - created).num_seconds().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn status_table(statuses: &[LabStatus]) -> String {
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header(["NAME", "PHASE", "READY", "REVISION", "AGE", "MESSAGE"]);
+    for s in statuses {
+        let (ready, total) = s.ready_services();
+        let mut message = s.message.clone();
+        if let Some(b) = &s.backoff {
+            message = format!("{message} (retry {} at {})", b.attempt, b.next_try.format("%H:%M:%S"));
+        }
+        t.add_row([
+            s.name.clone(),
+            s.phase.to_string(),
+            format!("{ready}/{total}"),
+            s.revision.chars().take(8).collect(),
+            age(s),
+            message,
+        ]);
+    }
+    t.to_string().lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
+}
+
+async fn status(url: &str, lab: Option<&str>, output: Output, watch: bool) -> anyhow::Result<ExitCode> {
+    let mut r = reader(url).await?;
+    loop {
+        let names = match lab {
+            Some(l) => vec![l.to_string()],
+            None => r.labs().await?,
+        };
+        let mut statuses = Vec::new();
+        for n in &names {
+            match r.status(n).await? {
+                Some(s) => statuses.push(s),
+                None if lab.is_some() => anyhow::bail!("no status for lab `{n}`: is it in labd's labs directory, and is labd running?"),
+                None => {}
+            }
+        }
+        let text = match output {
+            Output::Table if statuses.is_empty() => "no labs (is labd running?)".to_string(),
+            Output::Table => status_table(&statuses),
+            Output::Json if lab.is_some() => serde_json::to_string_pretty(&statuses[0])?,
+            Output::Json => serde_json::to_string_pretty(&statuses)?,
+            Output::Yaml if lab.is_some() => serde_yaml_ng::to_string(&statuses[0])?,
+            Output::Yaml => serde_yaml_ng::to_string(&statuses)?,
+        };
+        if !watch {
+            println!("{text}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        print!("\x1b[2J\x1b[H{text}\n");
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
+async fn describe(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
+    let mut r = reader(url).await?;
+    let Some(s) = r.status(lab).await? else {
+        anyhow::bail!("no status for lab `{lab}`: is it in labd's labs directory, and is labd running?");
+    };
+    println!("Name:         {}", s.name);
+    println!("Phase:        {}", s.phase);
+    println!("Message:      {}", s.message);
+    println!("Revision:     {}", s.revision);
+    println!("Generation:   {} (observed {})", s.generation, s.observed_generation);
+    if let Some(e) = &s.last_error {
+        println!("Last error:   {e}");
+    }
+    if let Some(b) = &s.backoff {
+        println!("Backoff:      attempt {}, next try {}", b.attempt, b.next_try.to_rfc3339());
+    }
+    println!("\nConditions:");
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header(["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"]);
+    for c in &s.conditions {
+        t.add_row([c.type_.clone(), c.status.clone(), c.reason.clone(), c.last_transition_time.format("%H:%M:%S").to_string(), c.message.clone()]);
+    }
+    println!("{t}");
+    println!("\nServices:");
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header(["SERVICE", "RUNNING", "DESIRED", "MESSAGE"]);
+    for (name, svc) in &s.services {
+        t.add_row([name.clone(), svc.running.to_string(), svc.desired.to_string(), svc.message.clone()]);
+    }
+    println!("{t}");
+    let metrics = r.metrics(&keys::metrics(lab)).await.unwrap_or_default();
+    if !metrics.is_empty() {
+        let line: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("\nMetrics: {}", line.join(" "));
+    }
+    println!("\nEvents:");
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header(["TIME", "TYPE", "REASON", "MESSAGE"]);
+    for e in r.events(lab, 15).await.unwrap_or_default() {
+        t.add_row([e.time.format("%H:%M:%S").to_string(), e.kind, e.reason, e.message]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn diff(dir: &std::path::Path, docker_host: Option<&str>) -> anyhow::Result<ExitCode> {
+    use swarmlab::plan::{desired_lab, diff, teardown};
+    use swarmlab::swarm::{DockerSwarm, Swarm};
+    let catalog = load_dir(dir)?;
+    let swarm = DockerSwarm::connect(docker_host).await?;
+    let mut changes = 0;
+    for (name, entry) in &catalog.labs {
+        match entry {
+            LabEntry::Valid(v) => {
+                let plan = diff(&desired_lab(&v.lab), &swarm.observe(name).await?);
+                for c in &plan.conflicts {
+                    println!("! {name}: {c}");
+                }
+                for a in &plan.actions {
+                    println!("~ {name}: {}", a.describe());
+                    changes += 1;
+                }
+            }
+            LabEntry::Invalid(d) => println!("! {name}: invalid, labd keeps its last good version: {}", d[0]),
+        }
+    }
+    for lab in swarm.owned_labs().await? {
+        if !catalog.labs.contains_key(&lab) {
+            for a in teardown(&lab, &swarm.observe(&lab).await?).actions {
+                println!("- {lab}: {}", a.describe());
+                changes += 1;
+            }
+        }
+    }
+    if changes == 0 {
+        println!("no changes: Swarm matches {}", dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -54,7 +54,10 @@ struct LabState {
 enum Trigger {
     Files,
     Resync,
+    /// A Docker event on one of the lab's objects.
     Lab(String),
+    /// The lab's backoff or progress poll is over.
+    Retry(String),
 }
 
 pub struct Controller<S: Swarm> {
@@ -151,10 +154,17 @@ impl Controller<DockerSwarm> {
             Trigger::Files | Trigger::Resync => {
                 self.on_files().await;
                 for lab in self.labs.keys().cloned().collect::<Vec<_>>() {
-                    self.queue.add(&lab);
+                    if !self.backoff.waiting(&lab) {
+                        self.queue.add(&lab);
+                    }
                 }
             }
             Trigger::Lab(lab) => {
+                if self.labs.contains_key(&lab) && !self.backoff.waiting(&lab) {
+                    self.queue.add(&lab);
+                }
+            }
+            Trigger::Retry(lab) => {
                 if self.labs.contains_key(&lab) {
                     self.queue.add(&lab);
                 }
@@ -309,7 +319,7 @@ impl Controller<DockerSwarm> {
             let lab = lab.to_string();
             tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
-                let _ = tx.send(Trigger::Lab(lab)).await;
+                let _ = tx.send(Trigger::Retry(lab)).await;
             });
         }
         self.publish_phases();

@@ -2,7 +2,7 @@
 //! again right after, and failures wait out an exponential backoff.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
 pub struct WorkQueue {
@@ -47,7 +47,7 @@ impl WorkQueue {
 /// Exponential backoff per lab: 1 s, 2 s, 4 s … capped at 60 s, reset on success.
 #[derive(Debug, Default)]
 pub struct Backoff {
-    attempts: HashMap<String, u32>,
+    attempts: HashMap<String, (u32, Instant)>,
 }
 
 impl Backoff {
@@ -56,10 +56,16 @@ impl Backoff {
 
     /// Records a failure; returns the attempt number and how long to wait.
     pub fn failed(&mut self, lab: &str) -> (u32, Duration) {
-        let n = self.attempts.entry(lab.to_string()).or_default();
-        *n += 1;
-        let wait = Self::BASE.saturating_mul(1u32 << (*n - 1).min(10)).min(Self::MAX);
-        (*n, wait)
+        let entry = self.attempts.entry(lab.to_string()).or_insert((0, Instant::now()));
+        entry.0 += 1;
+        let wait = Self::BASE.saturating_mul(1u32 << (entry.0 - 1).min(10)).min(Self::MAX);
+        entry.1 = Instant::now() + wait;
+        (entry.0, wait)
+    }
+
+    /// Whether the lab is waiting out a backoff (events must not cut it short).
+    pub fn waiting(&self, lab: &str) -> bool {
+        self.attempts.get(lab).is_some_and(|(_, until)| Instant::now() < *until)
     }
 
     pub fn succeeded(&mut self, lab: &str) {

@@ -56,6 +56,7 @@ async fn execute<S: Swarm>(swarm: &S, store: &RedisStore, lab: &str, plan: &Plan
                 tracing::info!(lab, action = %action.describe(), "applied");
                 store.event(lab, event("Normal", "Applied", action.describe()));
             }
+            Err(SwarmError::AlreadyExists(name)) => tracing::debug!(lab, %name, "already exists; the next pass sees it"),
             Err(e) => {
                 tracing::warn!(lab, action = %action.describe(), error = %e, "action failed");
                 errors.push(e.to_string());
@@ -223,6 +224,7 @@ async fn apply<S: Swarm>(
         // The last good version runs, but the user's current file is broken: say that first.
         status.phase = Phase::Invalid;
         status.message = c.message.clone();
+        status.set_condition(ct::READY, false, "SpecInvalid", c.message.clone(), now);
         status.set_abnormal(ct::STALLED, true, "SpecInvalid", c.message, now);
     }
     Outcome { status, actions, error, gone: false }

@@ -200,6 +200,17 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
     DesiredService { name: object_name(lab_name, short), short_name: short.to_string(), spec, replicas, image, hash, shaping }
 }
 
+impl DesiredService {
+    /// Swarm names of the networks the service joins.
+    pub fn network_targets(&self) -> impl Iterator<Item = &str> {
+        self.spec
+            .task_template
+            .iter()
+            .flat_map(|t| t.networks.iter().flatten())
+            .filter_map(|n| n.target.as_deref())
+    }
+}
+
 impl DesiredNetwork {
     pub fn ipam(&self) -> Option<Ipam> {
         self.subnet.as_ref().map(|s| Ipam {

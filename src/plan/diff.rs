@@ -145,22 +145,21 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
         .filter_map(|a| if let Action::RemoveNetwork { name, .. } = a { Some(name.as_str()) } else { None })
         .collect();
 
+    // A service never joins a network that is not ours: it waits until the clash is resolved.
+    let blocked: Vec<String> = plan.conflicts.iter().map(|c| c.name.clone()).collect();
     let mut service_actions = Vec::new();
     for want in &desired.services {
+        let waits_for_network = want.network_targets().any(|t| blocked.iter().any(|b| b == t));
         match observed.services.iter().find(|s| s.name == want.name) {
-            None => service_actions.push(Action::CreateService(want.clone())),
             Some(have) if !owned_by(lab, &have.labels) => plan.conflicts.push(Conflict {
                 kind: "service".into(),
                 name: have.name.clone(),
                 owner: labels::owner(&have.labels).map(str::to_string),
             }),
+            _ if waits_for_network => {}
+            None => service_actions.push(Action::CreateService(want.clone())),
             Some(have) => {
-                let uses_recreated = want
-                    .spec
-                    .task_template
-                    .as_ref()
-                    .and_then(|t| t.networks.as_ref())
-                    .is_some_and(|nets| nets.iter().any(|n| n.target.as_deref().is_some_and(|t| recreated.contains(&t))));
+                let uses_recreated = want.network_targets().any(|t| recreated.contains(&t));
                 if uses_recreated {
                     // Detach: remove the service; it comes back on the recreated network.
                     service_actions.push(Action::RemoveService { id: have.id.clone(), name: have.name.clone() });

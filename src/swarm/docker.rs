@@ -122,15 +122,12 @@ impl Swarm for DockerSwarm {
         self.count();
         let services = self
             .docker
-            .list_services(Some(ListServicesOptions { filters: Some(by_name.clone()), status: Some(true) }))
+            .list_services(Some(ListServicesOptions { filters: Some(by_name), status: Some(true) }))
             .await
             .map_err(api_err("list services"))?;
         self.count();
-        let networks = self
-            .docker
-            .list_networks(Some(ListNetworksOptions { filters: Some(by_name) }))
-            .await
-            .map_err(api_err("list networks"))?;
+        // No name filter: Engine 20.10 leaves some swarm networks out of a filtered list.
+        let networks = self.docker.list_networks(None::<ListNetworksOptions>).await.map_err(api_err("list networks"))?;
         Ok(Observed {
             services: services.into_iter().filter_map(observed_service).filter(|s| s.name.starts_with(&prefix)).collect(),
             networks: networks
@@ -181,7 +178,9 @@ impl Swarm for DockerSwarm {
         match self.docker.create_network(request).await {
             // Swarm lists a new network a moment after creating it; a clash with an object we
             // do not own is reported by the next observe, so this is not an error.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
+                return Err(SwarmError::AlreadyExists(net.name.clone()))
+            }
             other => other.map(|_| ()).map_err(api_err(format!("create network {}", net.name)))?,
         }
         // Swarm makes a new network usable by services a moment after answering; wait for it
@@ -207,7 +206,9 @@ impl Swarm for DockerSwarm {
     async fn create_service(&self, svc: &DesiredService) -> Result<(), SwarmError> {
         self.count();
         match self.docker.create_service(svc.spec.clone(), None).await {
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
+                Err(SwarmError::AlreadyExists(svc.name.clone()))
+            }
             other => other.map(|_| ()).map_err(api_err(format!("create service {}", svc.name))),
         }
     }

@@ -13,6 +13,10 @@ use crate::plan::{DesiredNetwork, DesiredService, Observed};
 pub enum SwarmError {
     #[error("cannot reach the Docker daemon: {0} (is dockerd running? is this node a swarm manager?)")]
     Connect(String),
+    /// Swarm lists a new object a moment after creating it, so a create can race an observe.
+    /// Not an error: a clash with an object we do not own shows in the next observe.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
     #[error("{action}: {message}")]
     Api { action: String, message: String },
 }

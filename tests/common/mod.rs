@@ -1,0 +1,237 @@
+//! The end-to-end harness: a real Docker Swarm (started by scripts/setup.sh), a Redis server of
+//! the test's own on a free port, a labs directory in a temp dir, and `labd` as a child process.
+//! Checks go through the `docker` CLI and `labctl`, as a user would make them.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const DOCKER: &str = "/usr/bin/docker";
+
+pub fn docker(args: &[&str]) -> Output {
+    Command::new(DOCKER).args(args).env("DOCKER_API_VERSION", "1.41").output().expect("docker CLI runs")
+}
+
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Polls `check` until it returns Ok or `timeout` passes; panics with the last error.
+pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(e) if start.elapsed() > timeout => panic!("timed out after {timeout:?} waiting for {what}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+/// A Redis server of this test's own, so tests never see each other's status.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (scripts/setup.sh installs it)");
+        let r = Redis { child, port };
+        eventually("redis to answer", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()).map_err(|e| e.to_string())
+        });
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A labs directory plus a running labd on it.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub labs: PathBuf,
+    pub redis: Redis,
+    labd: Option<Child>,
+    pub log: PathBuf,
+    /// Lab names to tear down at the end even if the test failed half-way.
+    pub cleanup: Vec<String>,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let labs = dir.path().join("labs");
+        std::fs::create_dir_all(&labs).unwrap();
+        let log = dir.path().join("labd.log");
+        Lab { labs, log, dir, redis: Redis::start(), labd: None, cleanup: Vec::new() }
+    }
+
+    pub fn start_labd(&mut self) {
+        self.start_labd_on(&self.labs.clone());
+    }
+
+    pub fn start_labd_on(&mut self, labs: &Path) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_labd"))
+            .args(["--labs", labs.to_str().unwrap(), "--redis", &self.redis.url(), "--resync", "5"])
+            .env("DOCKER_API_VERSION", "1.41")
+            .env("RUST_LOG", "info,swarmlab=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.labd = Some(child);
+    }
+
+    /// SIGTERM, as systemd or `docker stop` would, and wait for labd to exit.
+    pub fn stop_labd(&mut self) {
+        if let Some(mut c) = self.labd.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(15) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let path = self.labs.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // Write then rename, as editors and Git do.
+        let tmp = self.labs.join(format!(".{rel}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.labs.join(rel)).unwrap();
+    }
+
+    pub fn labctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_labctl")).args(args).env("REDIS_URL", self.redis.url()).output().unwrap()
+    }
+
+    pub fn status_json(&self, lab: &str) -> Result<serde_json::Value, String> {
+        let out = self.labctl(&["status", lab, "-o", "json"]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).to_string());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
+    pub fn phase(&self, lab: &str) -> Result<String, String> {
+        Ok(self.status_json(lab)?["phase"].as_str().unwrap_or_default().to_string())
+    }
+
+    pub fn wait_phase(&self, lab: &str, phase: &str, timeout: Duration) -> serde_json::Value {
+        eventually(&format!("{lab} to be {phase}"), timeout, || {
+            let s = self.status_json(lab)?;
+            if s["phase"] == phase {
+                Ok(s)
+            } else {
+                Err(format!("phase {} ({})\n--- labd log tail ---\n{}", s["phase"], s["message"], self.log_tail()))
+            }
+        })
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    pub fn metric(&self, lab: &str, name: &str) -> i64 {
+        self.redis.cli(&["hget", &format!("swarmlab:lab:{lab}:metrics"), name]).parse().unwrap_or(0)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_labd();
+        for lab in &self.cleanup {
+            remove_lab_objects(lab);
+        }
+    }
+}
+
+/// Removes every service and network of a lab (test clean-up; what `docker stack rm` does).
+pub fn remove_lab_objects(lab: &str) {
+    let filter = format!("label=com.docker.stack.namespace={lab}");
+    let services = docker_ok(&["service", "ls", "-q", "--filter", &filter]);
+    for id in services.lines().filter(|l| !l.is_empty()) {
+        let _ = docker(&["service", "rm", id]);
+    }
+    let start = Instant::now();
+    loop {
+        let nets = docker_ok(&["network", "ls", "-q", "--filter", &filter]);
+        let ids: Vec<&str> = nets.lines().filter(|l| !l.is_empty()).collect();
+        if ids.is_empty() || start.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        for id in ids {
+            let _ = docker(&["network", "rm", id]);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `docker stack services LAB` as NAME → REPLICAS ("2/2").
+pub fn stack_services(lab: &str) -> std::collections::BTreeMap<String, String> {
+    let out = docker_ok(&["stack", "services", lab, "--format", "{{.Name}} {{.Replicas}}"]);
+    out.lines().filter_map(|l| l.split_once(' ')).map(|(n, r)| (n.to_string(), r.to_string())).collect()
+}
+
+/// Version index and update time of a service: they change on any update.
+pub fn service_version(name: &str) -> String {
+    docker_ok(&["service", "inspect", name, "--format", "{{.Version.Index}} {{.UpdatedAt}}"])
+}
+
+pub fn running_container_of(service: &str) -> String {
+    eventually(&format!("a running container of {service}"), Duration::from_secs(30), || {
+        let out = docker_ok(&["ps", "-q", "--filter", &format!("label=com.docker.swarm.service.name={service}"), "--filter", "status=running"]);
+        out.lines().next().map(str::to_string).ok_or_else(|| "none yet".to_string())
+    })
+}
+
+/// A Lab file with `services` lines under `spec.services` (indented by 4).
+pub fn lab_yaml(name: &str, services: &str) -> String {
+    format!(
+        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata:\n  name: {name}\nspec:\n  defaults:\n    image: labbox:latest\n    init: true\n    stopGracePeriod: 1s\n    command: [\"sleep\", \"100000\"]\n  services:\n{services}"
+    )
+}

@@ -1,0 +1,279 @@
+//! End-to-end: labd against the real single-node Swarm and a real Redis.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const READY: Duration = Duration::from_secs(90);
+const REPAIR: Duration = Duration::from_secs(30);
+
+#[test]
+fn dockercoins_converges_and_services_reach_each_other_by_short_name() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("coins".into());
+    remove_lab_objects("coins");
+    lab.write("dockercoins.yaml", &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/labs/dockercoins.yaml")).unwrap());
+    lab.start_labd();
+    let status = lab.wait_phase("coins", "Ready", READY);
+    assert_eq!(status["observedGeneration"], status["generation"]);
+
+    let services = stack_services("coins");
+    let expected: Vec<(&str, &str)> =
+        vec![("coins_hasher", "1/1"), ("coins_redis", "1/1"), ("coins_rng", "1/1"), ("coins_webui", "1/1"), ("coins_worker", "2/2")];
+    assert_eq!(services.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>(), expected);
+
+    let worker = running_container_of("coins_worker");
+    for (host, port) in [("rng", "80"), ("hasher", "80"), ("redis", "6379")] {
+        eventually(&format!("worker to reach {host}:{port}"), Duration::from_secs(20), || {
+            let out = docker(&["exec", &worker, "sh", "-c", &format!("echo | nc -w 2 {host} {port}")]);
+            if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).to_string()) }
+        });
+    }
+
+    let table = String::from_utf8_lossy(&lab.labctl(&["status"]).stdout).to_string();
+    let row = table.lines().find(|l| l.trim_start().starts_with("coins")).unwrap_or_default().to_string();
+    assert!(row.contains("Ready") && row.contains("5/5"), "labctl status row: {row}\n{table}");
+    let describe = String::from_utf8_lossy(&lab.labctl(&["describe", "coins"]).stdout).to_string();
+    assert!(describe.contains("ServicesReady") && describe.contains("worker"), "{describe}");
+
+    lab.remove("dockercoins.yaml");
+    eventually("coins to be torn down", REPAIR, || {
+        let left = docker_ok(&["service", "ls", "-q", "--filter", "label=com.docker.stack.namespace=coins"]);
+        if left.is_empty() { Ok(()) } else { Err(left) }
+    });
+}
+
+#[test]
+fn edits_scale_and_remove_services_and_hand_changes_are_repaired() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("drift".into());
+    remove_lab_objects("drift");
+    lab.write("drift.yaml", &lab_yaml("drift", "    a: {replicas: 1}\n    b: {replicas: 1}\n"));
+    lab.start_labd();
+    lab.wait_phase("drift", "Ready", READY);
+
+    lab.write("drift.yaml", &lab_yaml("drift", "    a: {replicas: 3}\n    b: {replicas: 1}\n"));
+    eventually("a scaled to 3 by the file", READY, || match stack_services("drift").get("drift_a").map(String::as_str) {
+        Some("3/3") => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+
+    lab.write("drift.yaml", &lab_yaml("drift", "    a: {replicas: 3}\n"));
+    eventually("b removed with its entry", READY, || {
+        if stack_services("drift").contains_key("drift_b") { Err("still there".into()) } else { Ok(()) }
+    });
+    lab.wait_phase("drift", "Ready", READY);
+
+    docker_ok(&["service", "scale", "--detach", "drift_a=1"]);
+    eventually("a scaled back to 3 after a hand scale", REPAIR, || {
+        let replicas = docker_ok(&["service", "inspect", "drift_a", "--format", "{{.Spec.Mode.Replicated.Replicas}}"]);
+        if replicas == "3" { Ok(()) } else { Err(replicas) }
+    });
+
+    docker_ok(&["service", "rm", "drift_a"]);
+    eventually("a recreated after a hand removal", REPAIR, || match stack_services("drift").get("drift_a").map(String::as_str) {
+        Some("3/3") => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    lab.wait_phase("drift", "Ready", READY);
+    assert!(lab.metric("drift", "drift_repairs") >= 2, "drift repairs counted: {}", lab.metric("drift", "drift_repairs"));
+}
+
+#[test]
+fn deleting_the_file_removes_the_lab_and_nothing_else_and_a_name_clash_shows_in_status() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("clash".into());
+    remove_lab_objects("clash");
+    // Objects with the lab's names that swarmlab does not own.
+    let _ = docker(&["service", "rm", "clash_web"]);
+    let _ = docker(&["network", "rm", "clash_net"]);
+    docker_ok(&["network", "create", "--driver", "overlay", "clash_net"]);
+    docker_ok(&["service", "create", "--detach", "--name", "clash_web", "--init", "labbox:latest", "sleep", "100000"]);
+    let unowned_version = service_version("clash_web");
+
+    let services = "    web: {networks: [net]}\n    api: {networks: [net]}\n    worker: {}\n";
+    let text = lab_yaml("clash", services).replace("  services:\n", "  networks:\n    net: {}\n  services:\n");
+    lab.write("clash.yaml", &text);
+    lab.start_labd();
+    let status = lab.wait_phase("clash", "Failed", READY);
+    let message = status["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("clash_web") && message.contains("not managed by swarmlab"), "{message}");
+    assert!(message.contains("clash_net"), "{message}");
+    // What does not clash is still created.
+    eventually("worker created beside the clash", READY, || {
+        if stack_services("clash").contains_key("clash_worker") { Ok(()) } else { Err("no worker".into()) }
+    });
+
+    lab.remove("clash.yaml");
+    eventually("owned objects removed", REPAIR, || {
+        let owned = docker_ok(&["service", "ls", "-q", "--filter", "label=io.swarmlab.lab=clash"]);
+        if owned.is_empty() { Ok(()) } else { Err(owned) }
+    });
+    eventually("status removed", REPAIR, || if lab.status_json("clash").is_err() { Ok(()) } else { Err("still there".into()) });
+    assert_eq!(service_version("clash_web"), unowned_version, "the unowned service was touched");
+    docker_ok(&["network", "inspect", "clash_net"]);
+    docker_ok(&["service", "rm", "clash_web"]);
+    eventually("unowned network removable", REPAIR, || {
+        let out = docker(&["network", "rm", "clash_net"]);
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).to_string()) }
+    });
+}
+
+#[test]
+fn an_invalid_edit_keeps_the_last_good_version_running_until_fixed() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("edit".into());
+    remove_lab_objects("edit");
+    lab.write("edit.yaml", &lab_yaml("edit", "    web: {replicas: 1}\n"));
+    lab.start_labd();
+    lab.wait_phase("edit", "Ready", READY);
+    let version = service_version("edit_web");
+
+    lab.write("edit.yaml", &lab_yaml("edit", "    web: {replicas: -1}\n"));
+    let status = lab.wait_phase("edit", "Invalid", REPAIR);
+    let path = lab.labs.join("edit.yaml");
+    let expected = format!("{}:12:21: spec.services.web.replicas: must be at least 0", path.display());
+    let table = String::from_utf8_lossy(&lab.labctl(&["status"]).stdout).to_string();
+    assert!(table.contains(&expected), "labctl status should show `{expected}`:\n{table}\n{status}");
+    std::thread::sleep(Duration::from_secs(6)); // past a resync
+    assert_eq!(service_version("edit_web"), version, "the running version was touched");
+    assert_eq!(stack_services("edit")["edit_web"], "1/1");
+
+    // Broken YAML (a half-written file) is no different.
+    lab.write("edit.yaml", "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: edit\n");
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(lab.phase("edit").unwrap(), "Invalid");
+    assert_eq!(service_version("edit_web"), version);
+
+    lab.write("edit.yaml", &lab_yaml("edit", "    web: {replicas: 2}\n"));
+    lab.wait_phase("edit", "Ready", READY);
+    assert_eq!(stack_services("edit")["edit_web"], "2/2");
+}
+
+#[test]
+fn a_symlink_swap_or_a_vanished_directory_causes_no_teardown_and_no_restart() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("swap".into());
+    remove_lab_objects("swap");
+    let root = lab.dir.path().to_path_buf();
+    let text = lab_yaml("swap", "    web: {replicas: 2}\n");
+    for rev in ["rev1", "rev2"] {
+        std::fs::create_dir_all(root.join(rev)).unwrap();
+        std::fs::write(root.join(rev).join("swap.yaml"), &text).unwrap();
+    }
+    let current = root.join("current");
+    std::os::unix::fs::symlink(root.join("rev1"), &current).unwrap();
+    lab.start_labd_on(&current);
+    lab.wait_phase("swap", "Ready", READY);
+    let version = service_version("swap_web");
+    let tasks = docker_ok(&["service", "ps", "-q", "swap_web"]);
+
+    // Git-sync style: a new symlink renamed over the old one.
+    let tmp = root.join("current.tmp");
+    std::os::unix::fs::symlink(root.join("rev2"), &tmp).unwrap();
+    std::fs::rename(&tmp, &current).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    // The directory gone for longer than a resync.
+    std::fs::remove_file(&current).unwrap();
+    std::thread::sleep(Duration::from_secs(7));
+    std::os::unix::fs::symlink(root.join("rev2"), &current).unwrap();
+    std::thread::sleep(Duration::from_secs(7));
+
+    assert_eq!(lab.phase("swap").unwrap(), "Ready");
+    assert_eq!(service_version("swap_web"), version, "the service was updated");
+    assert_eq!(docker_ok(&["service", "ps", "-q", "swap_web"]), tasks, "tasks were restarted");
+    assert_eq!(lab.metric("swap", "actions_remove"), 0);
+}
+
+#[test]
+fn restarting_labd_on_a_converged_lab_changes_nothing() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("restart".into());
+    remove_lab_objects("restart");
+    lab.write("restart.yaml", &lab_yaml("restart", "    a: {replicas: 2}\n    b: {}\n"));
+    lab.start_labd();
+    lab.wait_phase("restart", "Ready", READY);
+    let before = (service_version("restart_a"), service_version("restart_b"));
+    let creates = lab.metric("restart", "actions_create");
+    assert_eq!(creates, 3, "one network and two services created");
+    lab.stop_labd();
+
+    let reconciles = lab.metric("restart", "reconciles");
+    lab.start_labd();
+    eventually("the new labd to reconcile twice", READY, || {
+        let n = lab.metric("restart", "reconciles");
+        if n >= reconciles + 2 { Ok(()) } else { Err(format!("{n}")) }
+    });
+    assert_eq!(lab.phase("restart").unwrap(), "Ready");
+    assert_eq!(lab.metric("restart", "actions_create"), creates);
+    assert_eq!(lab.metric("restart", "actions_update"), 0);
+    assert_eq!(lab.metric("restart", "actions_remove"), 0);
+    assert_eq!((service_version("restart_a"), service_version("restart_b")), before);
+    let status = lab.status_json("restart").unwrap();
+    assert_eq!(status["generation"], 1, "an unchanged file keeps its generation across restarts");
+}
+
+#[test]
+fn two_labs_converge_independently_and_a_missing_image_is_reported() {
+    let mut lab = Lab::new();
+    lab.cleanup.extend(["good".to_string(), "broken".to_string()]);
+    remove_lab_objects("good");
+    remove_lab_objects("broken");
+    lab.write("good.yaml", &lab_yaml("good", "    web: {replicas: 2}\n"));
+    lab.write("broken.yaml", &lab_yaml("broken", "    web: {image: \"swarmlab-test/no-such-image:1\"}\n"));
+    lab.start_labd();
+    lab.wait_phase("good", "Ready", READY);
+    let broken = eventually("broken to report its image", READY, || {
+        let s = lab.status_json("broken")?;
+        let msg = s["message"].as_str().unwrap_or_default().to_string();
+        if matches!(s["phase"].as_str(), Some("Degraded" | "Failed")) && msg.contains("no-such-image") {
+            Ok(s)
+        } else {
+            Err(format!("{} {msg}", s["phase"]))
+        }
+    });
+    let msg = broken["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("labd never pulls"), "the message says what to do: {msg}");
+    assert_eq!(lab.phase("good").unwrap(), "Ready");
+}
+
+#[test]
+fn labd_keeps_working_while_redis_is_down_and_writes_status_when_it_returns() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("nored".into());
+    remove_lab_objects("nored");
+    lab.write("nored.yaml", &lab_yaml("nored", "    web: {replicas: 1}\n"));
+    lab.start_labd();
+    lab.wait_phase("nored", "Ready", READY);
+
+    let port = lab.redis.port;
+    drop(std::mem::replace(&mut lab.redis, Redis::start()));
+    lab.write("nored.yaml", &lab_yaml("nored", "    web: {replicas: 2}\n"));
+    eventually("the edit applied with redis down", READY, || match stack_services("nored").get("nored_web").map(String::as_str) {
+        Some("2/2") => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    // Redis back on its port, empty: labd writes the current status again.
+    lab.redis = Redis::start_on(port);
+    let status = lab.wait_phase("nored", "Ready", READY);
+    assert_eq!(status["services"]["web"]["desired"], 2);
+    assert_eq!(status["generation"], 2);
+}
+
+#[test]
+fn labd_once_exits_zero_when_every_lab_is_ready() {
+    let lab = Lab::new();
+    remove_lab_objects("oncelab");
+    lab.write("once.yaml", &lab_yaml("oncelab", "    web: {}\n"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
+        .args(["--labs", lab.labs.to_str().unwrap(), "--redis", &lab.redis.url(), "--once", "--timeout", "60"])
+        .env("DOCKER_API_VERSION", "1.41")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oncelab: Ready"));
+    assert_eq!(stack_services("oncelab")["oncelab_web"], "1/1");
+    remove_lab_objects("oncelab");
+}
