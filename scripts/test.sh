@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export DOCKER_API_VERSION=1.41
 # e2e tests share one Swarm; they run one at a time to keep timing measurements honest.
-cargo test --locked -- --test-threads=1
+cargo test --locked --no-fail-fast -- --test-threads=1

@@ -71,9 +71,10 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
         .iter()
         .filter(|d| !matches!(d.data, YamlData::Value(Scalar::Null)))
         .map(|d| {
+            let start = if d.span.start.line() > 0 { Mark::of(&d.span.start) } else { Mark { line: 1, column: 1 } };
             let mut doc = Document {
                 value: Value::Null,
-                positions: Positions { document: Mark::of(&d.span.start), ..Default::default() },
+                positions: Positions { document: start, ..Default::default() },
                 problems: Vec::new(),
             };
             doc.value = convert(d, "", &mut doc);
@@ -88,7 +89,10 @@ pub fn pointer_segment(key: &str) -> String {
 }
 
 fn convert(node: &MarkedYaml<'_>, pointer: &str, doc: &mut Document) -> Value {
-    doc.positions.values.insert(pointer.to_string(), Mark::of(&node.span.start));
+    // Some nodes (an empty tagged scalar such as `!`) carry no span: their parent's is used.
+    if node.span.start.line() > 0 {
+        doc.positions.values.insert(pointer.to_string(), Mark::of(&node.span.start));
+    }
     match &node.data {
         YamlData::Value(s) => scalar(s),
         YamlData::Representation(text, style, _) => {
@@ -112,7 +116,9 @@ fn convert(node: &MarkedYaml<'_>, pointer: &str, doc: &mut Document) -> Value {
                     }
                 };
                 let child = format!("{pointer}/{}", pointer_segment(&key));
-                doc.positions.keys.insert(child.clone(), Mark::of(&k.span.start));
+                if k.span.start.line() > 0 {
+                    doc.positions.keys.insert(child.clone(), Mark::of(&k.span.start));
+                }
                 let value = convert(v, &child, doc);
                 out.insert(key, value);
             }
@@ -163,6 +169,13 @@ mod tests {
         assert_eq!(d.positions.key("/b/c"), Mark { line: 3, column: 3 });
         assert_eq!(d.positions.value("/b/c/9/deep"), Mark { line: 3, column: 6 });
         assert_eq!(docs[1].positions.value("/z"), Mark { line: 6, column: 4 });
+    }
+
+    #[test]
+    fn nodes_without_a_span_take_their_parents_position() {
+        let docs = parse_documents("a:\n  b: !\n").unwrap();
+        let m = docs[0].positions.value("/a/b");
+        assert!(m.line >= 1 && m.column >= 1, "{m:?}");
     }
 
     #[test]
