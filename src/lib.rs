@@ -3,8 +3,10 @@
 //! The pure core (`spec`, `plan`) has no I/O; the edges (`source`, `swarm`, `store`, `shaping`)
 //! do I/O behind small traits; the `controller` wires them together.
 
+pub mod agent;
 pub mod controller;
 pub mod plan;
+pub mod shaping;
 pub mod source;
 pub mod spec;
 pub mod status;

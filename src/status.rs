@@ -144,3 +144,42 @@ pub struct LabEvent {
     pub reason: String,
     pub message: String,
 }
+
+/// What the node agent applied to one task (written by the agent of the task's node).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskShaping {
+    pub container: String,
+    pub service: String,
+    pub node: String,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub attachments: Vec<AttachmentShaping>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentShaping {
+    pub network: String,
+    pub interface: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<crate::shaping::BackendKind>,
+    pub desired: crate::spec::EffectiveConditions,
+    /// What is in force, by the agent's read-back of the kernel and its own queue.
+    pub applied: crate::spec::EffectiveConditions,
+    /// Desired fields that cannot be applied here, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsupported: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub readback: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<crate::shaping::userspace::CounterSnapshot>,
+}
+
+impl TaskShaping {
+    /// Every attachment has what it asked for (fields that cannot apply here excepted).
+    pub fn converged(&self) -> bool {
+        self.attachments.iter().all(|a| a.error.is_none() && a.applied == a.desired)
+    }
+}

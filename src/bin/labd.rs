@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
+use swarmlab::agent::{Agent, AgentConfig};
+use swarmlab::shaping::BackendKind;
 use swarmlab::controller::{Config, Controller};
 use swarmlab::status::Phase;
 use swarmlab::store::RedisStore;
@@ -33,6 +35,53 @@ struct Cli {
     /// With --once: seconds to wait for Ready.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Do not run the node agent in-process (shaping is then up to `labd agent` elsewhere).
+    #[arg(long, env = "LABD_NO_AGENT")]
+    no_agent: bool,
+    /// Shaping backend: auto picks netem where the kernel has it, else userspace (NFQUEUE).
+    #[arg(long, env = "LABD_SHAPING_BACKEND", value_enum, default_value = "auto", global = true)]
+    shaping_backend: BackendChoice,
+    /// This node's name in status (default: the hostname).
+    #[arg(long, env = "LABD_NODE", global = true)]
+    node: Option<String>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run only the node agent: shape the tasks of this node (for the other nodes of a swarm).
+    Agent,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BackendChoice {
+    Auto,
+    Netem,
+    Userspace,
+}
+
+impl BackendChoice {
+    fn forced(self) -> Option<BackendKind> {
+        match self {
+            BackendChoice::Auto => None,
+            BackendChoice::Netem => Some(BackendKind::Netem),
+            BackendChoice::Userspace => Some(BackendKind::Userspace),
+        }
+    }
+}
+
+fn agent_config(cli: &Cli) -> AgentConfig {
+    let node = cli.node.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "node".into())
+    });
+    AgentConfig {
+        redis_url: cli.redis.clone(),
+        node,
+        forced_backend: cli.shaping_backend.forced(),
+        interval: Duration::from_millis(500),
+        readback_every: 6,
+    }
 }
 
 #[tokio::main]
@@ -52,6 +101,20 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let swarm = DockerSwarm::connect(cli.docker_host.as_deref()).await.context("connecting to Docker")?;
+    if matches!(cli.command, Some(Cmd::Agent)) {
+        let agent = Agent::new(agent_config(&cli), swarm.docker().clone());
+        agent.run(shutdown_signal()).await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (stop_agent_tx, stop_agent_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent_task = if cli.no_agent {
+        None
+    } else {
+        let agent = Agent::new(agent_config(&cli), swarm.docker().clone());
+        Some(tokio::spawn(agent.run(async move {
+            let _ = stop_agent_rx.await;
+        })))
+    };
     let store = RedisStore::new(&cli.redis).with_context(|| format!("bad redis URL {}", cli.redis))?;
     let config = Config {
         labs_dir: cli.labs.clone(),
@@ -91,6 +154,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         controller.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     };
+    let _ = stop_agent_tx.send(());
+    if let Some(t) = agent_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     let _ = stop_store_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(3), store_task).await;
     Ok(code)

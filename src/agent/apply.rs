@@ -1,0 +1,193 @@
+//! One network attachment of one task: its interface inside the task's namespace, and the
+//! shaping applied to it by whichever backend the agent chose.
+
+use crate::shaping::netns::{interface_for, ns_path, run_in};
+use crate::shaping::probe::Capabilities;
+use crate::shaping::tc::{clear_args, has_netem_fields, netem_args, read_root_qdisc, tbf_args};
+use crate::shaping::userspace::{rule_args, QueueWorker};
+use crate::shaping::BackendKind;
+use crate::spec::EffectiveConditions;
+use crate::status::AttachmentShaping;
+
+pub struct Attachment {
+    pid: i64,
+    network: String,
+    interface: String,
+    queue: u16,
+    worker: Option<QueueWorker>,
+    /// What is in force, as last read back.
+    applied: EffectiveConditions,
+    readback: String,
+    error: Option<String>,
+}
+
+fn without_rate(c: &EffectiveConditions) -> EffectiveConditions {
+    EffectiveConditions { rate: None, ..c.clone() }
+}
+
+impl Attachment {
+    pub async fn locate(pid: i64, network: &str, mac: &str, ip: &str, queue: u16) -> Result<Attachment, String> {
+        let interface = interface_for(pid, mac, ip)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no interface with MAC {mac} / IP {ip} in the task's namespace"))?;
+        Ok(Attachment {
+            pid,
+            network: network.to_string(),
+            interface,
+            queue,
+            worker: None,
+            applied: EffectiveConditions::default(),
+            readback: String::new(),
+            error: None,
+        })
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.applied.is_empty() && self.worker.is_none() && self.error.is_none()
+    }
+
+    async fn tc(&self, args: Vec<String>) -> Result<String, String> {
+        run_in(self.pid, "tc", &args).await.map_err(|e| e.to_string())
+    }
+
+    async fn iptables(&self, verb: &str) -> Result<String, String> {
+        let mut args = vec!["-w".to_string(), verb.to_string()];
+        args.extend(rule_args(&self.interface, self.queue));
+        run_in(self.pid, "iptables", &args).await.map_err(|e| e.to_string())
+    }
+
+    /// Reads back what the kernel (root qdisc) and the agent's queue hold.
+    async fn read_back(&mut self, backend: Option<BackendKind>, want: &EffectiveConditions) {
+        let json = self.tc(vec!["-j".into(), "qdisc".into(), "show".into(), "dev".into(), self.interface.clone()]).await.unwrap_or_default();
+        let root = read_root_qdisc(&json);
+        let mut applied = EffectiveConditions::default();
+        let mut notes = Vec::new();
+        match &root {
+            Some((kind, rate)) if kind == "tbf" || kind == "netem" => {
+                applied.rate = rate.map(|b| crate::spec::units::Rate { bits_per_sec: b });
+                notes.push(format!("qdisc {kind}"));
+                if kind == "netem" {
+                    // The netem qdisc carries every field we asked it for (tc replace is atomic).
+                    applied = want.clone();
+                }
+            }
+            Some((kind, _)) => notes.push(format!("qdisc {kind}")),
+            None => {}
+        }
+        if backend == Some(BackendKind::Userspace) {
+            let rule = self.iptables("-C").await.is_ok();
+            let alive = self.worker.as_ref().is_some_and(QueueWorker::is_alive);
+            if rule && alive {
+                let rate = applied.rate;
+                applied = EffectiveConditions { rate, ..without_rate(want) };
+                notes.push(format!("nfqueue {} rule present, worker alive", self.queue));
+            } else if rule || alive {
+                notes.push(format!("nfqueue {}: rule {} worker {}", self.queue, if rule { "present" } else { "missing" }, if alive { "alive" } else { "gone" }));
+            }
+        }
+        // Rate below what tc can express exactly is rounded by the kernel: compare in 1% steps.
+        if let (Some(a), Some(w)) = (applied.rate, want.rate) {
+            if (a.bits_per_sec as f64 - w.bits_per_sec as f64).abs() <= w.bits_per_sec as f64 * 0.01 {
+                applied.rate = Some(w);
+            }
+        }
+        self.applied = applied;
+        self.readback = notes.join("; ");
+    }
+
+    /// Makes the attachment carry `want`. Re-applies after a read-back if something drifted.
+    pub async fn converge(&mut self, want: &EffectiveConditions, backend: Option<BackendKind>, caps: &Capabilities, readback: bool) {
+        if self.applied == *want && self.error.is_none() && !readback {
+            return;
+        }
+        if readback || self.applied != *want {
+            self.read_back(backend, want).await;
+        }
+        if self.applied == *want && self.error.is_none() {
+            return;
+        }
+        self.error = None;
+        let result = match backend {
+            Some(BackendKind::Netem) => self.apply_netem(want).await,
+            Some(BackendKind::Userspace) => self.apply_userspace(want, caps).await,
+            None => self.apply_rate_only(want, caps).await,
+        };
+        if let Err(e) = result {
+            self.error = Some(e);
+        }
+        self.read_back(backend, want).await;
+        tracing::info!(pid = self.pid, network = %self.network, interface = %self.interface, desired = ?want, applied = ?self.applied, "shaping applied");
+    }
+
+    async fn apply_netem(&mut self, want: &EffectiveConditions) -> Result<(), String> {
+        if want.is_empty() {
+            return self.clear_qdisc().await;
+        }
+        self.tc(netem_args(&self.interface, want)).await.map(|_| ())
+    }
+
+    async fn apply_rate_only(&mut self, want: &EffectiveConditions, caps: &Capabilities) -> Result<(), String> {
+        match want.rate {
+            Some(r) if caps.tbf => self.tc(tbf_args(&self.interface, r.bits_per_sec)).await.map(|_| ()),
+            _ => self.clear_qdisc().await,
+        }
+    }
+
+    async fn apply_userspace(&mut self, want: &EffectiveConditions, caps: &Capabilities) -> Result<(), String> {
+        self.apply_rate_only(want, caps).await?;
+        if has_netem_fields(want) {
+            let healthy = self.worker.as_ref().is_some_and(QueueWorker::is_alive);
+            if healthy {
+                if let Some(w) = &self.worker {
+                    w.set_conditions(without_rate(want));
+                }
+            } else {
+                self.worker = None;
+                let worker = tokio::task::block_in_place(|| QueueWorker::start(ns_path(self.pid), self.queue, without_rate(want)))?;
+                self.worker = Some(worker);
+            }
+            if self.iptables("-C").await.is_err() {
+                self.iptables("-A").await?;
+            }
+        } else {
+            let _ = self.iptables("-D").await;
+            self.worker = None;
+        }
+        Ok(())
+    }
+
+    async fn clear_qdisc(&self) -> Result<(), String> {
+        // "No such file" when there is nothing to delete: fine.
+        let _ = self.tc(clear_args(&self.interface)).await;
+        Ok(())
+    }
+
+    /// Removes everything this attachment applied.
+    pub async fn clear(mut self) {
+        let _ = self.iptables("-D").await;
+        self.worker = None;
+        let _ = self.clear_qdisc().await;
+    }
+
+    pub fn report(&self, want: &EffectiveConditions, backend: Option<BackendKind>) -> AttachmentShaping {
+        let mut unsupported = Vec::new();
+        if backend.is_none() && has_netem_fields(want) {
+            unsupported.push("delay, jitter, loss, corrupt, duplicate, reorder: no netem and no NFQUEUE on this node".into());
+        }
+        if want.reorder.is_some() && want.delay.is_none() {
+            unsupported.push("reorder: has no effect without delay (as with netem)".into());
+        }
+        AttachmentShaping {
+            network: self.network.clone(),
+            interface: self.interface.clone(),
+            backend,
+            desired: want.clone(),
+            applied: self.applied.clone(),
+            unsupported,
+            readback: self.readback.clone(),
+            error: self.error.clone(),
+            counters: self.worker.as_ref().map(|w| w.counters.snapshot()),
+        }
+    }
+}

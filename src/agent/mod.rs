@@ -1,0 +1,254 @@
+//! The node agent: keeps the traffic conditions of every owned task on its node applied. labd
+//! runs one in-process for its own node; `labd agent` runs the same code on other nodes. It
+//! reads desired shaping from Redis and writes back, per task, what it applied.
+
+mod apply;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListContainersOptions};
+use bollard::Docker;
+use chrono::Utc;
+use futures::StreamExt;
+use redis::AsyncCommands;
+
+use crate::plan::labels;
+use crate::shaping::probe::{probe, Capabilities};
+use crate::shaping::{choose_backend, BackendKind};
+use crate::spec::EffectiveConditions;
+use crate::status::{AttachmentShaping, TaskShaping};
+use crate::store::keys;
+use apply::Attachment;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub redis_url: String,
+    pub node: String,
+    pub forced_backend: Option<BackendKind>,
+    /// How often desired shaping is compared with what is applied.
+    pub interval: Duration,
+    /// Every this many intervals, read back the kernel state to repair drift.
+    pub readback_every: u32,
+}
+
+/// Desired conditions: lab → service → network → conditions.
+type Desired = BTreeMap<String, BTreeMap<String, BTreeMap<String, EffectiveConditions>>>;
+
+struct Task {
+    lab: String,
+    service: String,
+    pid: i64,
+    /// (network short name, MAC, IPv4)
+    networks: Vec<(String, String, String)>,
+}
+
+pub struct Agent {
+    config: AgentConfig,
+    docker: Docker,
+    caps: Capabilities,
+    backend: Option<BackendKind>,
+    tasks: HashMap<String, Task>,
+    attachments: HashMap<(String, String), Attachment>,
+    redis: Option<redis::aio::MultiplexedConnection>,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig, docker: Docker) -> Agent {
+        let caps = probe();
+        let backend = choose_backend(&caps, config.forced_backend);
+        tracing::info!(netem = caps.netem, tbf = caps.tbf, nfqueue = caps.nfqueue, backend = ?backend, notes = ?caps.notes, "shaping capabilities probed");
+        if config.forced_backend.is_some() && backend.is_none() {
+            tracing::error!(forced = ?config.forced_backend, "the forced shaping backend is not available on this kernel");
+        }
+        Agent { config, docker, caps, backend, tasks: HashMap::new(), attachments: HashMap::new(), redis: None }
+    }
+
+    pub fn backend(&self) -> Option<BackendKind> {
+        self.backend
+    }
+
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let (wake_tx, mut wake) = tokio::sync::mpsc::channel::<()>(1);
+        let events = self.docker.events(Some(EventsOptions {
+            filters: Some(HashMap::from([
+                ("type".to_string(), vec!["container".to_string()]),
+                ("event".to_string(), vec!["start".to_string()]),
+                ("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)]),
+            ])),
+            ..Default::default()
+        }));
+        let watcher = tokio::spawn(async move {
+            futures::pin_mut!(events);
+            while let Some(Ok(_)) = events.next().await {
+                let _ = wake_tx.try_send(());
+            }
+        });
+        let mut tick = tokio::time::interval(self.config.interval);
+        let mut n: u32 = 0;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tick.tick() => {}
+                Some(()) = wake.recv() => {}
+            }
+            n = n.wrapping_add(1);
+            let readback = n % self.config.readback_every.max(1) == 0;
+            if let Err(e) = self.pass(readback).await {
+                tracing::warn!(error = %e, "shaping pass failed; retrying next interval");
+            }
+        }
+        watcher.abort();
+        // Clean up: queues are fail-open anyway, but leave no rule or qdisc behind.
+        for (_, a) in self.attachments.drain() {
+            a.clear().await;
+        }
+        tracing::info!("agent stopped; shaping removed");
+    }
+
+    async fn connection(&mut self) -> Result<&mut redis::aio::MultiplexedConnection, String> {
+        if self.redis.is_none() {
+            let client = redis::Client::open(self.config.redis_url.as_str()).map_err(|e| e.to_string())?;
+            let conn = tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection())
+                .await
+                .map_err(|_| "redis connect timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            self.redis = Some(conn);
+        }
+        self.redis.as_mut().ok_or_else(|| "no redis".to_string())
+    }
+
+    async fn desired(&mut self) -> Result<Desired, String> {
+        let conn = self.connection().await?;
+        let labs: Vec<String> = conn.smembers(keys::LABS).await.map_err(|e| e.to_string())?;
+        let mut out = Desired::new();
+        for lab in labs {
+            let json: Option<String> = conn.get(keys::shaping(&lab)).await.map_err(|e| e.to_string())?;
+            if let Some(map) = json.and_then(|j| serde_json::from_str(&j).ok()) {
+                out.insert(lab, map);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn discover(&mut self) -> Result<(), String> {
+        let filters = HashMap::from([
+            ("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)]),
+            ("status".to_string(), vec!["running".to_string()]),
+        ]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions { filters: Some(filters), ..Default::default() }))
+            .await
+            .map_err(|e| format!("list containers: {e}"))?;
+        let running: HashSet<String> = list.iter().filter_map(|c| c.id.clone()).collect();
+        self.tasks.retain(|id, _| running.contains(id));
+        for id in running {
+            if self.tasks.contains_key(&id) {
+                continue;
+            }
+            let Ok(info) = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await else { continue };
+            let Some(pid) = info.state.and_then(|s| s.pid).filter(|p| *p > 0) else { continue };
+            let labels_of = info.config.and_then(|c| c.labels).unwrap_or_default();
+            let Some(lab) = labels::owner(&labels_of).map(str::to_string) else { continue };
+            let service = labels_of.get(labels::MEMBER).cloned().unwrap_or_default();
+            let prefix = format!("{lab}_");
+            let networks = info
+                .network_settings
+                .and_then(|n| n.networks)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(name, ep)| {
+                    let short = name.strip_prefix(&prefix)?.to_string();
+                    Some((short, ep.mac_address.unwrap_or_default(), ep.ip_address.unwrap_or_default()))
+                })
+                .collect();
+            self.tasks.insert(id, Task { lab, service, pid, networks });
+        }
+        Ok(())
+    }
+
+    /// One comparison of desired and applied shaping on this node.
+    async fn pass(&mut self, readback: bool) -> Result<(), String> {
+        let desired = self.desired().await?;
+        self.discover().await?;
+        let mut reports: BTreeMap<String, Vec<(String, TaskShaping)>> = BTreeMap::new();
+        let mut live: HashSet<(String, String)> = HashSet::new();
+        let ids: Vec<String> = self.tasks.keys().cloned().collect();
+        for id in ids {
+            let Some(task) = self.tasks.get(&id) else { continue };
+            let (lab, service, pid) = (task.lab.clone(), task.service.clone(), task.pid);
+            let mut report = TaskShaping { container: id[..12.min(id.len())].to_string(), service: service.clone(), node: self.config.node.clone(), updated_at: Some(Utc::now()), attachments: vec![] };
+            let mut networks = task.networks.clone();
+            networks.sort();
+            for (index, (net, mac, ip)) in networks.into_iter().enumerate() {
+                let want = desired.get(&lab).and_then(|s| s.get(&service)).and_then(|n| n.get(&net)).cloned().unwrap_or_default();
+                let key = (id.clone(), net.clone());
+                live.insert(key.clone());
+                if want.is_empty() && !self.attachments.contains_key(&key) {
+                    continue;
+                }
+                let entry = match self.attachments.remove(&key) {
+                    Some(a) => a,
+                    None => match Attachment::locate(pid, &net, &mac, &ip, 100 + index as u16).await {
+                        Ok(a) => a,
+                        Err(e) => {
+                            report.attachments.push(AttachmentShaping { network: net.clone(), desired: want, error: Some(e), ..Default::default() });
+                            continue;
+                        }
+                    },
+                };
+                let mut entry = entry;
+                entry.converge(&want, self.backend, &self.caps, readback).await;
+                report.attachments.push(entry.report(&want, self.backend));
+                if entry.is_idle() {
+                    continue; // nothing applied, nothing wanted: forget it
+                }
+                self.attachments.insert(key, entry);
+            }
+            if !report.attachments.is_empty() {
+                reports.entry(lab).or_default().push((id.clone(), report));
+            }
+        }
+        // Tasks gone from this node: their namespace went with them.
+        self.attachments.retain(|k, _| live.contains(k));
+        self.publish(reports).await
+    }
+
+    async fn publish(&mut self, reports: BTreeMap<String, Vec<(String, TaskShaping)>>) -> Result<(), String> {
+        let node = self.config.node.clone();
+        let agent = serde_json::json!({"node": node, "backend": self.backend, "capabilities": self.caps, "updatedAt": Utc::now()});
+        let conn = self.connection().await?;
+        let labs: Vec<String> = conn.smembers(keys::LABS).await.map_err(|e| e.to_string())?;
+        let mut pipe = redis::pipe();
+        pipe.hset(keys::AGENTS, &node, agent.to_string()).ignore();
+        for lab in labs {
+            // Replace this node's entries of the lab; other nodes' entries stay.
+            let existing: BTreeMap<String, String> = conn.hgetall(keys::tasks(&lab)).await.map_err(|e| e.to_string())?;
+            let mine: Vec<&String> = existing
+                .iter()
+                .filter(|(_, v)| serde_json::from_str::<TaskShaping>(v).map(|t| t.node == node).unwrap_or(false))
+                .map(|(k, _)| k)
+                .collect();
+            let fresh: BTreeMap<String, String> = reports
+                .get(&lab)
+                .into_iter()
+                .flatten()
+                .map(|(_, t)| (t.container.clone(), serde_json::to_string(t).unwrap_or_default()))
+                .collect();
+            for k in mine.into_iter().filter(|k| !fresh.contains_key(*k)) {
+                pipe.hdel(keys::tasks(&lab), k).ignore();
+            }
+            for (k, v) in fresh {
+                pipe.hset(keys::tasks(&lab), k, v).ignore();
+            }
+        }
+        let result: redis::RedisResult<()> = pipe.query_async(conn).await;
+        if let Err(e) = result {
+            self.redis = None;
+            return Err(e.to_string());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,282 @@
+//! The userspace backend: an NFQUEUE rule in the task's namespace hands the egress packets of
+//! one interface to a worker thread of the agent, which drops, holds, corrupts and duplicates
+//! them by the [`Policy`] and re-injects them. The rule uses `--queue-bypass` and the queue is
+//! fail-open, so traffic flows unshaped, never stalls, when the agent is gone.
+
+use std::collections::BinaryHeap;
+use std::cmp::Reverse;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::policy::{Fate, Policy};
+use crate::spec::EffectiveConditions;
+
+/// Packets re-sent by the agent carry this mark so the NFQUEUE rule lets them pass.
+pub const MARK: u32 = 0x5157;
+const QUEUE_MAX_LEN: u32 = 8192;
+
+/// What the worker did, for status and the "visible in counters" checks.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub seen: AtomicU64,
+    pub dropped: AtomicU64,
+    pub delayed: AtomicU64,
+    pub corrupted: AtomicU64,
+    pub duplicated: AtomicU64,
+    pub reordered: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterSnapshot {
+    pub seen: u64,
+    pub dropped: u64,
+    pub delayed: u64,
+    pub corrupted: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CounterSnapshot {
+            seen: g(&self.seen),
+            dropped: g(&self.dropped),
+            delayed: g(&self.delayed),
+            corrupted: g(&self.corrupted),
+            duplicated: g(&self.duplicated),
+            reordered: g(&self.reordered),
+        }
+    }
+}
+
+/// The iptables rule (in `-A`/`-D`/`-C` form, without the verb) sending `dev`'s egress to `queue`.
+pub fn rule_args(dev: &str, queue: u16) -> Vec<String> {
+    [
+        "OUTPUT", "-o", dev, "-m", "mark", "!", "--mark", &MARK.to_string(), "-m", "comment", "--comment", &format!("swarmlab:{dev}"),
+        "-j", "NFQUEUE", "--queue-num", &queue.to_string(), "--queue-bypass",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A running worker for one interface of one task.
+pub struct QueueWorker {
+    pub queue: u16,
+    conditions: Arc<Mutex<EffectiveConditions>>,
+    stop: Arc<AtomicBool>,
+    pub counters: Arc<Counters>,
+    thread: Option<JoinHandle<()>>,
+    pub failed: Arc<Mutex<Option<String>>>,
+}
+
+impl QueueWorker {
+    /// Binds queue `queue` inside the namespace at `netns` and starts shaping by `conditions`.
+    /// Returns once the queue is bound (or with the reason it could not be).
+    pub fn start(netns: PathBuf, queue: u16, conditions: EffectiveConditions) -> Result<QueueWorker, String> {
+        let conditions = Arc::new(Mutex::new(conditions));
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let failed = Arc::new(Mutex::new(None));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (c, s, k, f) = (conditions.clone(), stop.clone(), counters.clone(), failed.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("shape-q{queue}"))
+            .spawn(move || {
+                if let Err(e) = run(netns, queue, c, s, k, &ready_tx) {
+                    let _ = ready_tx.send(Err(e.clone()));
+                    if let Ok(mut slot) = f.lock() {
+                        *slot = Some(e);
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        match ready_rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(())) => Ok(QueueWorker { queue, conditions, stop, counters, thread: Some(thread), failed }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("the queue worker did not start in 5 s".into()),
+        }
+    }
+
+    pub fn set_conditions(&self, c: EffectiveConditions) {
+        if let Ok(mut slot) = self.conditions.lock() {
+            *slot = c;
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+impl Drop for QueueWorker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Held {
+    at: Instant,
+    seq: u64,
+    msg: nfq::Message,
+    duplicate: bool,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// Sends a copy of an IPv4 packet from inside the namespace, marked so it is not queued again.
+fn send_copy(raw: &socket2::Socket, packet: &[u8]) {
+    if packet.len() < 20 || packet[0] >> 4 != 4 {
+        return;
+    }
+    let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+    let _ = raw.send_to(packet, &SocketAddrV4::new(dst, 0).into());
+}
+
+/// Flips one bit beyond the IP header, so the packet still routes but fails its checksum.
+fn corrupt(payload: &mut [u8], bit: usize) {
+    let ihl = payload.first().map(|b| usize::from(b & 0x0f) * 4).unwrap_or(20);
+    if payload.len() > ihl {
+        let i = ihl + bit / 8 % (payload.len() - ihl);
+        payload[i] ^= 1 << (bit % 8);
+    }
+}
+
+fn run(
+    netns: PathBuf,
+    queue_num: u16,
+    conditions: Arc<Mutex<EffectiveConditions>>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    ready: &std::sync::mpsc::Sender<Result<(), String>>,
+) -> Result<(), String> {
+    // setns on this thread only: the netlink and raw sockets opened next belong to the task.
+    let ns = std::fs::File::open(&netns).map_err(|e| format!("open {}: {e}", netns.display()))?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns: {e}"))?;
+    let mut q = nfq::Queue::open().map_err(|e| format!("open nfqueue: {e}"))?;
+    q.bind(queue_num).map_err(|e| format!("bind queue {queue_num}: {e}"))?;
+    let _ = q.set_fail_open(queue_num, true);
+    let _ = q.set_queue_max_len(queue_num, QUEUE_MAX_LEN);
+    q.set_nonblocking(true);
+    let raw = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(socket2::Protocol::from(libc_ipproto_raw())))
+        .map_err(|e| format!("raw socket: {e}"))?;
+    let _ = raw.set_mark(MARK);
+    let _ = ready.send(Ok(()));
+
+    let seed = u64::from(queue_num) ^ std::process::id() as u64;
+    let initial = conditions.lock().map(|c| c.clone()).unwrap_or_default();
+    let mut policy = Policy::new(initial, seed);
+    let mut held: BinaryHeap<Reverse<Held>> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut last_sync = Instant::now();
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            // Let everything held go rather than drop it.
+            while let Some(Reverse(mut h)) = held.pop() {
+                h.msg.set_verdict(nfq::Verdict::Accept);
+                let _ = q.verdict(h.msg);
+            }
+            let _ = q.unbind(queue_num);
+            return Ok(());
+        }
+        if last_sync.elapsed() > Duration::from_millis(100) {
+            if let Ok(c) = conditions.lock() {
+                policy.set_conditions(c.clone());
+            }
+            last_sync = Instant::now();
+        }
+        let mut got = 0;
+        loop {
+            match q.recv() {
+                Ok(mut msg) => {
+                    got += 1;
+                    counters.seen.fetch_add(1, Ordering::Relaxed);
+                    let now = Instant::now();
+                    match policy.decide(now) {
+                        Fate::Drop => {
+                            counters.dropped.fetch_add(1, Ordering::Relaxed);
+                            msg.set_verdict(nfq::Verdict::Drop);
+                            let _ = q.verdict(msg);
+                        }
+                        Fate::Release { at, corrupt: bad, duplicate, reordered } => {
+                            if bad {
+                                counters.corrupted.fetch_add(1, Ordering::Relaxed);
+                                let mut payload = msg.get_payload().to_vec();
+                                corrupt(&mut payload, seq as usize * 7919);
+                                msg.set_payload(payload);
+                            }
+                            if reordered {
+                                counters.reordered.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if duplicate {
+                                counters.duplicated.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if at <= now {
+                                if duplicate {
+                                    send_copy(&raw, msg.get_payload());
+                                }
+                                msg.set_verdict(nfq::Verdict::Accept);
+                                let _ = q.verdict(msg);
+                            } else {
+                                counters.delayed.fetch_add(1, Ordering::Relaxed);
+                                seq += 1;
+                                held.push(Reverse(Held { at, seq, msg, duplicate }));
+                            }
+                        }
+                    }
+                    if got >= 256 {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(format!("nfqueue receive: {e}")),
+            }
+        }
+        let now = Instant::now();
+        while held.peek().is_some_and(|Reverse(h)| h.at <= now) {
+            if let Some(Reverse(mut h)) = held.pop() {
+                if h.duplicate {
+                    send_copy(&raw, h.msg.get_payload());
+                }
+                h.msg.set_verdict(nfq::Verdict::Accept);
+                let _ = q.verdict(h.msg);
+            }
+        }
+        if got == 0 {
+            // No readiness fd in the nfq crate: sleep briefly, shorter while packets are held.
+            let pause = match held.peek() {
+                Some(Reverse(h)) => h.at.saturating_duration_since(Instant::now()).min(Duration::from_micros(200)),
+                None => Duration::from_millis(1),
+            };
+            std::thread::sleep(pause);
+        }
+    }
+}
+
+const fn libc_ipproto_raw() -> i32 {
+    255
+}
