@@ -4,7 +4,7 @@
 use crate::shaping::netns::{interface_for, ns_path, run_in};
 use crate::shaping::probe::Capabilities;
 use crate::shaping::tc::{clear_args, has_netem_fields, netem_args, read_root_qdisc, tbf_args};
-use crate::shaping::userspace::{rule_args, QueueWorker};
+use crate::shaping::userspace::{rules, QueueWorker};
 use crate::shaping::BackendKind;
 use crate::spec::EffectiveConditions;
 use crate::status::AttachmentShaping;
@@ -51,10 +51,28 @@ impl Attachment {
         run_in(self.pid, "tc", &args).await.map_err(|e| e.to_string())
     }
 
-    async fn iptables(&self, verb: &str) -> Result<String, String> {
-        let mut args = vec!["-w".to_string(), verb.to_string()];
-        args.extend(rule_args(&self.interface, self.queue));
-        run_in(self.pid, "iptables", &args).await.map_err(|e| e.to_string())
+    /// Runs `verb` for every rule; `-C` succeeds only if all are present.
+    async fn iptables(&self, verb: &str) -> Result<(), String> {
+        let mut result = Ok(());
+        for rule in rules(&self.interface, self.queue) {
+            if let Err(e) = run_in(self.pid, "iptables", &rule.args(verb)).await {
+                result = Err(e.to_string());
+                if verb == "-C" {
+                    break;
+                }
+            }
+        }
+        result
+    }
+
+    /// Adds whichever rule is missing.
+    async fn ensure_rules(&self) -> Result<(), String> {
+        for rule in rules(&self.interface, self.queue) {
+            if run_in(self.pid, "iptables", &rule.args("-C")).await.is_err() {
+                run_in(self.pid, "iptables", &rule.args("-A")).await.map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
     }
 
     /// Reads back what the kernel (root qdisc) and the agent's queue hold.
@@ -147,9 +165,7 @@ impl Attachment {
                 let worker = tokio::task::block_in_place(|| QueueWorker::start(ns_path(self.pid), self.queue, without_rate(want)))?;
                 self.worker = Some(worker);
             }
-            if self.iptables("-C").await.is_err() {
-                self.iptables("-A").await?;
-            }
+            self.ensure_rules().await?;
         } else {
             let _ = self.iptables("-D").await;
             self.worker = None;

@@ -55,6 +55,23 @@ enum Command {
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
     },
+    /// Measure round trip and loss from a task of SERVICE to the tasks of other services,
+    /// from inside the task's network namespace (run on the node of that task).
+    Probe {
+        lab: String,
+        service: String,
+        /// Target services (short names); default: every other service of the lab.
+        #[arg(long = "to")]
+        to: Vec<String>,
+        /// Probes per target.
+        #[arg(short, long, default_value_t = 50)]
+        count: u32,
+        /// Milliseconds between probes.
+        #[arg(long, default_value_t = 20)]
+        interval: u32,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Print the JSON Schema of the Lab resource.
     Schema,
     /// Print shell completions, e.g. `labctl completions bash > /etc/bash_completion.d/labctl`.
@@ -77,6 +94,7 @@ async fn main() -> ExitCode {
         Command::Status { lab, output, watch } => status(&cli.redis, lab.as_deref(), output, watch).await,
         Command::Describe { lab } => describe(&cli.redis, &lab).await,
         Command::Diff { dir, docker_host } => diff(&dir, docker_host.as_deref()).await,
+        Command::Probe { lab, service, to, count, interval, output } => probe(&cli.redis, &lab, &service, to, count, interval, output).await,
     };
     match result {
         Ok(code) => code,
@@ -138,10 +156,19 @@ fn age(status: &LabStatus) -> String {
     }
 }
 
+fn shaping_cell(s: &LabStatus) -> String {
+    match s.condition(swarmlab::status::condition_types::SHAPING_APPLIED) {
+        None => "-".into(),
+        Some(c) if c.message == "no conditions" => "-".into(),
+        Some(c) if c.status == "True" => c.message.split(" tasks shaped").next().map(|n| format!("{n} tasks")).unwrap_or_default(),
+        Some(c) => c.reason.clone(),
+    }
+}
+
 fn status_table(statuses: &[LabStatus]) -> String {
     let mut t = Table::new();
     t.load_preset(NOTHING);
-    t.set_header(["NAME", "PHASE", "READY", "REVISION", "AGE", "MESSAGE"]);
+    t.set_header(["NAME", "PHASE", "READY", "SHAPING", "REVISION", "AGE", "MESSAGE"]);
     for s in statuses {
         let (ready, total) = s.ready_services();
         let mut message = s.message.clone();
@@ -152,6 +179,7 @@ fn status_table(statuses: &[LabStatus]) -> String {
             s.name.clone(),
             s.phase.to_string(),
             format!("{ready}/{total}"),
+            shaping_cell(s),
             s.revision.chars().take(8).collect(),
             age(s),
             message,
@@ -224,6 +252,34 @@ async fn describe(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
         t.add_row([name.clone(), svc.running.to_string(), svc.desired.to_string(), svc.message.clone()]);
     }
     println!("{t}");
+    let tasks = r.task_shaping(lab).await.unwrap_or_default();
+    if !tasks.is_empty() {
+        println!("\nShaping (per task and network; egress):");
+        let mut t = Table::new();
+        t.load_preset(NOTHING);
+        t.set_header(["TASK", "SERVICE", "NODE", "NETWORK", "IF", "BACKEND", "DESIRED", "APPLIED", "COUNTERS", "PROBLEMS"]);
+        for task in &tasks {
+            for a in &task.attachments {
+                let cond = |c: &swarmlab::spec::EffectiveConditions| serde_json::to_string(c).unwrap_or_default().replace('"', "");
+                let counters = a.counters.map(|c| format!("seen={} drop={} corrupt={} dup={} reorder={}", c.seen, c.dropped, c.corrupted, c.duplicated, c.reordered)).unwrap_or_default();
+                let mut problems: Vec<String> = a.error.iter().cloned().collect();
+                problems.extend(a.unsupported.iter().cloned());
+                t.add_row([
+                    task.container.clone(),
+                    task.service.clone(),
+                    task.node.clone(),
+                    a.network.clone(),
+                    a.interface.clone(),
+                    a.backend.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+                    cond(&a.desired),
+                    cond(&a.applied),
+                    counters,
+                    problems.join("; "),
+                ]);
+            }
+        }
+        println!("{t}");
+    }
     let metrics = r.metrics(&keys::metrics(lab)).await.unwrap_or_default();
     if !metrics.is_empty() {
         let line: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -271,6 +327,69 @@ async fn diff(dir: &std::path::Path, docker_host: Option<&str>) -> anyhow::Resul
     }
     if changes == 0 {
         println!("no changes: Swarm matches {}", dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn probe(url: &str, lab: &str, service: &str, to: Vec<String>, count: u32, interval: u32, output: Output) -> anyhow::Result<ExitCode> {
+    use swarmlab::shaping::measure::{ping, resolve};
+    let full = format!("{lab}_{service}");
+    let docker = bollard::Docker::connect_with_local_defaults()?.negotiate_version().await?;
+    let filters = std::collections::HashMap::from([
+        ("label".to_string(), vec![format!("com.docker.swarm.service.name={full}")]),
+        ("status".to_string(), vec!["running".to_string()]),
+    ]);
+    let containers = docker
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions { filters: Some(filters), ..Default::default() }))
+        .await?;
+    let Some(id) = containers.first().and_then(|c| c.id.clone()) else {
+        anyhow::bail!("no running task of {full} on this node: run `labctl probe` on a node that has one (`docker service ps {full}`)");
+    };
+    let pid = docker
+        .inspect_container(&id, None::<bollard::query_parameters::InspectContainerOptions>)
+        .await?
+        .state
+        .and_then(|s| s.pid)
+        .context("the task has no pid")?;
+    let targets = if to.is_empty() {
+        let mut r = reader(url).await?;
+        let status = r.status(lab).await?.with_context(|| format!("no status for lab `{lab}`; name targets with --to"))?;
+        status.services.keys().filter(|s| s.as_str() != service).cloned().collect()
+    } else {
+        to
+    };
+    let mut rows = Vec::new();
+    for target in targets {
+        for ip in resolve(pid, &target).await.map_err(anyhow::Error::msg)? {
+            let stats = ping(pid, &ip, count, interval).await.map_err(anyhow::Error::msg)?;
+            rows.push((target.clone(), ip, stats));
+        }
+    }
+    match output {
+        Output::Table => {
+            let mut t = Table::new();
+            t.load_preset(NOTHING);
+            t.set_header(["FROM", "TO", "ADDRESS", "SENT", "RECEIVED", "LOSS", "RTT MIN/AVG/MAX/MDEV (ms)"]);
+            for (target, ip, s) in &rows {
+                t.add_row([
+                    format!("{service} ({})", &id[..12]),
+                    target.clone(),
+                    ip.clone(),
+                    s.sent.to_string(),
+                    s.received.to_string(),
+                    format!("{:.1}%", s.loss_percent),
+                    format!("{:.2}/{:.2}/{:.2}/{:.2}", s.min_ms, s.avg_ms, s.max_ms, s.mdev_ms),
+                ]);
+            }
+            println!("{t}");
+        }
+        Output::Json | Output::Yaml => {
+            let v: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(target, ip, s)| serde_json::json!({"from": service, "container": id, "to": target, "address": ip, "stats": s}))
+                .collect();
+            if matches!(output, Output::Json) { println!("{}", serde_json::to_string_pretty(&v)?) } else { print!("{}", serde_yaml_ng::to_string(&v)?) }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

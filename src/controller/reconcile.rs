@@ -198,6 +198,19 @@ async fn apply<S: Swarm>(
         status.set_condition(ct::SERVICES_READY, false, "Starting", format!("waiting for {}", not_ready.join(", ")), now);
     }
 
+    let shaping = shaping_condition(store, &desired, observed).await;
+    match &shaping {
+        ShapingState::Done(msg) => status.set_condition(ct::SHAPING_APPLIED, true, "Applied", msg.clone(), now),
+        ShapingState::Pending(msg) => status.set_condition(ct::SHAPING_APPLIED, false, "Applying", msg.clone(), now),
+        ShapingState::Failing(msg) => status.set_condition(ct::SHAPING_APPLIED, false, "ShapingFailed", msg.clone(), now),
+    }
+    if let ShapingState::Failing(msg) = &shaping {
+        troubles.push(format!("shaping: {msg}"));
+    }
+    if let ShapingState::Pending(msg) = &shaping {
+        not_ready.push(format!("shaping ({msg})"));
+    }
+
     let error = (!errors.is_empty()).then(|| errors.join("; "));
     let ready = problems.is_empty() && not_ready.is_empty() && !acted;
     status.last_error = error.clone().or_else(|| (!plan.conflicts.is_empty()).then(|| problems.join("; ")));
@@ -228,6 +241,50 @@ async fn apply<S: Swarm>(
         status.set_abnormal(ct::STALLED, true, "SpecInvalid", c.message, now);
     }
     Outcome { status, actions, error, gone: false }
+}
+
+enum ShapingState {
+    Done(String),
+    Pending(String),
+    Failing(String),
+}
+
+/// Compares what the agents report with the running tasks of services that have conditions.
+async fn shaping_condition(store: &RedisStore, desired: &DesiredLab, observed: &Observed) -> ShapingState {
+    let shaped: Vec<&crate::plan::DesiredService> = desired.services.iter().filter(|s| !s.shaping.is_empty()).collect();
+    if shaped.is_empty() {
+        return ShapingState::Done("no conditions".into());
+    }
+    let Some(reports) = store.task_shaping(&desired.lab).await else {
+        return ShapingState::Pending("cannot read the agents' reports from redis".into());
+    };
+    let expected: u64 = shaped
+        .iter()
+        .filter_map(|s| observed.services.iter().find(|o| o.name == s.name))
+        .map(|o| o.running)
+        .sum();
+    let relevant: Vec<&crate::status::TaskShaping> =
+        reports.iter().filter(|r| shaped.iter().any(|s| s.short_name == r.service)).collect();
+    let failing: Vec<String> = relevant
+        .iter()
+        .flat_map(|r| r.attachments.iter().map(move |a| (r, a)))
+        .filter_map(|(r, a)| {
+            let mut why: Vec<String> = a.error.iter().cloned().collect();
+            why.extend(a.unsupported.iter().cloned());
+            (!why.is_empty()).then(|| format!("{} {} on {}: {}", r.service, r.container, a.network, why.join(", ")))
+        })
+        .collect();
+    let done = relevant.iter().filter(|r| r.converged()).count() as u64;
+    let backends: std::collections::BTreeSet<String> =
+        relevant.iter().flat_map(|r| r.attachments.iter().filter_map(|a| a.backend.map(|b| b.to_string()))).collect();
+    let backends = backends.into_iter().collect::<Vec<_>>().join(", ");
+    if !failing.is_empty() {
+        ShapingState::Failing(failing.join("; "))
+    } else if done >= expected {
+        ShapingState::Done(format!("{done} tasks shaped ({backends})"))
+    } else {
+        ShapingState::Pending(format!("{done}/{expected} tasks shaped"))
+    }
 }
 
 fn reason_of(phase: Phase) -> &'static str {

@@ -1,6 +1,7 @@
 //! Traffic conditions inside tasks: the capability probe, the netem and userspace backends, and
 //! the pure pieces they are built from (the packet policy, the exact `tc` requests).
 
+pub mod measure;
 pub mod netns;
 pub mod policy;
 pub mod probe;

@@ -29,11 +29,10 @@ pub async fn run_in(pid: i64, program: &str, args: &[String]) -> Result<String, 
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(NetnsError {
-            pid,
-            command: format!("{program} {}", args.join(" ")),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        // Tools such as ping report on stdout and exit non-zero on a partial result.
+        let message = if stderr.is_empty() { String::from_utf8_lossy(&out.stdout).into_owned() } else { stderr };
+        Err(NetnsError { pid, command: format!("{program} {}", args.join(" ")), message })
     }
 }
 

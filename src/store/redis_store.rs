@@ -62,11 +62,30 @@ pub struct RedisStore {
     client: redis::Client,
     outbox: Arc<Mutex<Outbox>>,
     wake: Arc<Notify>,
+    /// For the few reads labd makes (what the agents applied).
+    reader: Arc<tokio::sync::Mutex<Option<MultiplexedConnection>>>,
 }
 
 impl RedisStore {
     pub fn new(url: &str) -> Result<Self, redis::RedisError> {
-        Ok(RedisStore { client: redis::Client::open(url)?, outbox: Arc::default(), wake: Arc::new(Notify::new()) })
+        Ok(RedisStore { client: redis::Client::open(url)?, outbox: Arc::default(), wake: Arc::new(Notify::new()), reader: Arc::default() })
+    }
+
+    /// What the node agents report for the lab's tasks; `None` when Redis cannot be read.
+    pub async fn task_shaping(&self, lab: &str) -> Option<Vec<crate::status::TaskShaping>> {
+        let mut slot = self.reader.lock().await;
+        if slot.is_none() {
+            let c = tokio::time::timeout(Duration::from_secs(2), self.client.get_multiplexed_async_connection()).await.ok()?.ok()?;
+            *slot = Some(c);
+        }
+        let conn = slot.as_mut()?;
+        match conn.hgetall::<_, BTreeMap<String, String>>(keys::tasks(lab)).await {
+            Ok(map) => Some(map.values().filter_map(|v| serde_json::from_str(v).ok()).collect()),
+            Err(_) => {
+                *slot = None;
+                None
+            }
+        }
     }
 
     fn with_outbox(&self, f: impl FnOnce(&mut Outbox)) {
@@ -279,11 +298,8 @@ impl StoreReader {
         self.conn.hgetall(key).await
     }
 
-    pub async fn get_string(&mut self, key: &str) -> redis::RedisResult<Option<String>> {
-        self.conn.get(key).await
-    }
-
-    pub async fn hgetall(&mut self, key: &str) -> redis::RedisResult<BTreeMap<String, String>> {
-        self.conn.hgetall(key).await
+    pub async fn task_shaping(&mut self, lab: &str) -> redis::RedisResult<Vec<crate::status::TaskShaping>> {
+        let map: BTreeMap<String, String> = self.conn.hgetall(keys::tasks(lab)).await?;
+        Ok(map.values().filter_map(|v| serde_json::from_str(v).ok()).collect())
     }
 }

@@ -1,0 +1,115 @@
+//! Measured truth: round trips and loss between tasks, from inside their namespaces, so users
+//! (and tests) can see the emulated link is what they asked for.
+
+use serde::Serialize;
+
+use super::netns::run_in;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct PingStats {
+    pub sent: u32,
+    pub received: u32,
+    pub duplicates: u32,
+    pub loss_percent: f64,
+    pub min_ms: f64,
+    pub avg_ms: f64,
+    pub max_ms: f64,
+    pub mdev_ms: f64,
+}
+
+/// Parses the summary of iputils `ping -q`.
+pub fn parse_ping(output: &str) -> Option<PingStats> {
+    let mut s = PingStats::default();
+    let summary = output.lines().find(|l| l.contains("packets transmitted"))?;
+    for part in summary.split(',') {
+        let part = part.trim();
+        let num = |p: &str| p.split_whitespace().next().and_then(|n| n.trim_start_matches('+').trim_end_matches('%').parse::<f64>().ok());
+        if part.ends_with("packets transmitted") {
+            s.sent = num(part)? as u32;
+        } else if part.ends_with("received") {
+            s.received = num(part)? as u32;
+        } else if part.contains("duplicates") {
+            s.duplicates = num(part).unwrap_or(0.0) as u32;
+        } else if part.contains("packet loss") {
+            s.loss_percent = num(part)?;
+        }
+    }
+    if let Some(rtt) = output.lines().find(|l| l.starts_with("rtt") || l.starts_with("round-trip")) {
+        let values: Vec<f64> = rtt.split('=').nth(1)?.trim().split_whitespace().next()?.split('/').filter_map(|v| v.parse().ok()).collect();
+        if let [min, avg, max, mdev] = values[..] {
+            (s.min_ms, s.avg_ms, s.max_ms, s.mdev_ms) = (min, avg, max, mdev);
+        }
+    }
+    Some(s)
+}
+
+/// `count` pings every `interval_ms` from the namespace of `pid` to `ip` (iputils ping on the host).
+pub async fn ping(pid: i64, ip: &str, count: u32, interval_ms: u32) -> Result<PingStats, String> {
+    let args = vec![
+        "-n".to_string(),
+        "-q".into(),
+        "-c".into(),
+        count.to_string(),
+        "-i".into(),
+        format!("{:.3}", f64::from(interval_ms) / 1000.0),
+        "-W".into(),
+        "2".into(),
+        ip.to_string(),
+    ];
+    // ping exits 1 when some replies are missing: that is a measurement, not a failure.
+    let output = match run_in(pid, "ping", &args).await {
+        Ok(o) => o,
+        Err(e) if e.message.is_empty() || e.message.contains("packet loss") => e.message,
+        Err(e) => return Err(e.to_string()),
+    };
+    parse_ping(&output).ok_or_else(|| format!("cannot read ping's summary: {output}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_iputils_summaries() {
+        let out = "PING 10.0.1.3 (10.0.1.3) 56(84) bytes of data.\n\n--- 10.0.1.3 ping statistics ---\n500 packets transmitted, 398 received, +12 duplicates, 20.4% packet loss, time 5010ms\nrtt min/avg/max/mdev = 100.101/101.567/112.829/0.480 ms\n";
+        let s = parse_ping(out).unwrap();
+        assert_eq!((s.sent, s.received, s.duplicates), (500, 398, 12));
+        assert_eq!(s.loss_percent, 20.4);
+        assert_eq!((s.min_ms, s.avg_ms, s.max_ms, s.mdev_ms), (100.101, 101.567, 112.829, 0.48));
+    }
+
+    #[test]
+    fn reads_total_loss() {
+        let out = "--- x ping statistics ---\n5 packets transmitted, 0 received, 100% packet loss, time 4081ms\n";
+        assert_eq!(parse_ping(out).unwrap().loss_percent, 100.0);
+    }
+}
+
+/// Resolves a name as the task itself would: through Docker's embedded DNS (127.0.0.11) in the
+/// task's namespace. With `endpointMode: dnsrr` a service name gives every task's address.
+pub async fn resolve(pid: i64, name: &str) -> Result<Vec<String>, String> {
+    let out = run_in(pid, "busybox", &["nslookup".into(), name.into(), "127.0.0.11".into()]).await.map_err(|e| e.to_string())?;
+    Ok(parse_nslookup(&out))
+}
+
+/// The answer addresses of busybox `nslookup` (the server's own address line comes first).
+pub fn parse_nslookup(out: &str) -> Vec<String> {
+    let mut addrs: Vec<String> = out
+        .split("Name:")
+        .skip(1)
+        .flat_map(|answer| answer.lines().filter_map(|l| l.trim().strip_prefix("Address:")).map(|a| a.trim().to_string()))
+        .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    addrs
+}
+
+#[cfg(test)]
+mod dns_tests {
+    #[test]
+    fn reads_busybox_nslookup_answers() {
+        let out = "Server:\t\t127.0.0.11\nAddress:\t127.0.0.11:53\n\nNon-authoritative answer:\nName:\tb\nAddress: 10.0.1.7\nName:\tb\nAddress: 10.0.1.5\n\n";
+        assert_eq!(super::parse_nslookup(out), ["10.0.1.5", "10.0.1.7"]);
+    }
+}
