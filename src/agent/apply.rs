@@ -19,6 +19,8 @@ pub struct Attachment {
     applied: EffectiveConditions,
     readback: String,
     error: Option<String>,
+    /// The conditions of the last successful netem request (what a netem root qdisc holds).
+    netem_applied: Option<EffectiveConditions>,
 }
 
 fn without_rate(c: &EffectiveConditions) -> EffectiveConditions {
@@ -40,6 +42,7 @@ impl Attachment {
             applied: EffectiveConditions::default(),
             readback: String::new(),
             error: None,
+            netem_applied: None,
         })
     }
 
@@ -76,7 +79,7 @@ impl Attachment {
     }
 
     /// Reads back what the kernel (root qdisc) and the agent's queue hold.
-    async fn read_back(&mut self, backend: Option<BackendKind>, want: &EffectiveConditions) {
+    async fn read_back(&mut self, backend: Option<BackendKind>) {
         let json = self.tc(vec!["-j".into(), "qdisc".into(), "show".into(), "dev".into(), self.interface.clone()]).await.unwrap_or_default();
         let root = read_root_qdisc(&json);
         let mut applied = EffectiveConditions::default();
@@ -86,8 +89,8 @@ impl Attachment {
                 applied.rate = rate.map(|b| crate::spec::units::Rate { bits_per_sec: b });
                 notes.push(format!("qdisc {kind}"));
                 if kind == "netem" {
-                    // The netem qdisc carries every field we asked it for (tc replace is atomic).
-                    applied = want.clone();
+                    // `tc qdisc replace` is atomic: the qdisc holds what the last request set.
+                    applied = self.netem_applied.clone().unwrap_or_default();
                 }
             }
             Some((kind, _)) => notes.push(format!("qdisc {kind}")),
@@ -98,16 +101,11 @@ impl Attachment {
             let alive = self.worker.as_ref().is_some_and(QueueWorker::is_alive);
             if rule && alive {
                 let rate = applied.rate;
-                applied = EffectiveConditions { rate, ..without_rate(want) };
+                let held = self.worker.as_ref().map(QueueWorker::conditions).unwrap_or_default();
+                applied = EffectiveConditions { rate, ..held };
                 notes.push(format!("nfqueue {} rule present, worker alive", self.queue));
             } else if rule || alive {
                 notes.push(format!("nfqueue {}: rule {} worker {}", self.queue, if rule { "present" } else { "missing" }, if alive { "alive" } else { "gone" }));
-            }
-        }
-        // Rate below what tc can express exactly is rounded by the kernel: compare in 1% steps.
-        if let (Some(a), Some(w)) = (applied.rate, want.rate) {
-            if (a.bits_per_sec as f64 - w.bits_per_sec as f64).abs() <= w.bits_per_sec as f64 * 0.01 {
-                applied.rate = Some(w);
             }
         }
         self.applied = applied;
@@ -120,7 +118,8 @@ impl Attachment {
             return;
         }
         if readback || self.applied != *want {
-            self.read_back(backend, want).await;
+            self.read_back(backend).await;
+            self.round_rate(want);
         }
         if self.applied == *want && self.error.is_none() {
             return;
@@ -134,15 +133,28 @@ impl Attachment {
         if let Err(e) = result {
             self.error = Some(e);
         }
-        self.read_back(backend, want).await;
+        self.read_back(backend).await;
+        self.round_rate(want);
         tracing::info!(pid = self.pid, network = %self.network, interface = %self.interface, desired = ?want, applied = ?self.applied, "shaping applied");
+    }
+
+    /// The kernel stores rates in its own units and rounds them: within 1% counts as equal.
+    fn round_rate(&mut self, want: &EffectiveConditions) {
+        if let (Some(a), Some(w)) = (self.applied.rate, want.rate) {
+            if (a.bits_per_sec as f64 - w.bits_per_sec as f64).abs() <= w.bits_per_sec as f64 * 0.01 {
+                self.applied.rate = Some(w);
+            }
+        }
     }
 
     async fn apply_netem(&mut self, want: &EffectiveConditions) -> Result<(), String> {
         if want.is_empty() {
+            self.netem_applied = None;
             return self.clear_qdisc().await;
         }
-        self.tc(netem_args(&self.interface, want)).await.map(|_| ())
+        self.tc(netem_args(&self.interface, want)).await?;
+        self.netem_applied = Some(want.clone());
+        Ok(())
     }
 
     async fn apply_rate_only(&mut self, want: &EffectiveConditions, caps: &Capabilities) -> Result<(), String> {

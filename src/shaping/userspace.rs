@@ -144,6 +144,11 @@ impl QueueWorker {
         }
     }
 
+    /// The conditions the worker is shaping by right now.
+    pub fn conditions(&self) -> EffectiveConditions {
+        self.conditions.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
     pub fn is_alive(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }

@@ -235,3 +235,40 @@ pub fn lab_yaml(name: &str, services: &str) -> String {
         "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata:\n  name: {name}\nspec:\n  defaults:\n    image: labbox:latest\n    init: true\n    stopGracePeriod: 1s\n    command: [\"sleep\", \"100000\"]\n  services:\n{services}"
     )
 }
+
+/// `labctl probe LAB FROM --to TO` as JSON: the ping statistics of the first target task.
+pub fn probe(lab: &Lab, name: &str, from: &str, to: &str, count: u32, interval_ms: u32) -> serde_json::Value {
+    let out = lab.labctl(&["probe", name, from, "--to", to, "-c", &count.to_string(), "--interval", &interval_ms.to_string(), "-o", "json"]);
+    assert!(out.status.success(), "labctl probe failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["stats"].clone()
+}
+
+pub fn avg_rtt(stats: &serde_json::Value) -> f64 {
+    stats["avg_ms"].as_f64().unwrap()
+}
+
+/// Waits until the lab reports its shaping applied and Ready.
+pub fn wait_shaped(lab: &Lab, name: &str, timeout: Duration) -> serde_json::Value {
+    eventually(&format!("{name} shaped and Ready"), timeout, || {
+        let s = lab.status_json(name)?;
+        let shaped = s["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "ShapingApplied" && c["status"] == "True");
+        if s["phase"] == "Ready" && shaped { Ok(s) } else { Err(format!("{} {}", s["phase"], s["message"])) }
+    })
+}
+
+/// The agent's per-task reports of a lab, from Redis.
+pub fn task_reports(lab: &Lab, name: &str) -> Vec<serde_json::Value> {
+    let out = lab.redis.cli(&["--raw", "hvals", &format!("swarmlab:lab:{name}:tasks")]);
+    out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+pub fn pid_of(container: &str) -> String {
+    docker_ok(&["inspect", container, "--format", "{{.State.Pid}}"])
+}
+
+/// Runs a command in a container's network namespace from the host.
+pub fn in_netns(container: &str, args: &[&str]) -> Output {
+    let pid = pid_of(container);
+    Command::new("nsenter").arg(format!("--net=/proc/{pid}/ns/net")).args(args).output().unwrap()
+}

@@ -1,0 +1,190 @@
+//! End-to-end: traffic conditions applied inside real tasks by the node agent, measured from
+//! inside the tasks' namespaces. This machine has no netem, so these run the userspace backend.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const READY: Duration = Duration::from_secs(90);
+
+fn two_services(name: &str, lan_conditions: &str, a_extra: &str) -> String {
+    format!(
+        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: {name}}}\nspec:\n  defaults: {{image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}}\n  networks:\n    lan: {{{lan_conditions}}}\n  services:\n    a: {{{a_extra}}}\n    b: {{}}\n"
+    )
+}
+
+fn within(measured: f64, want: f64, tolerance: f64) -> bool {
+    (measured - want).abs() <= want * tolerance
+}
+
+#[test]
+fn delay_jitter_edits_and_removal_change_the_measured_rtt_without_restarting_tasks() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("shp".into());
+    remove_lab_objects("shp");
+    lab.write("shp.yaml", &two_services("shp", "conditions: {delay: 50ms}", ""));
+    lab.start_labd();
+    wait_shaped(&lab, "shp", READY);
+    let containers = (running_container_of("shp_a"), running_container_of("shp_b"));
+
+    let s = probe(&lab, "shp", "a", "b", 100, 10);
+    assert!(within(avg_rtt(&s), 100.0, 0.15), "delay 50ms on both egresses: rtt {s}");
+    assert_eq!(s["loss_percent"], 0.0, "no loss asked: {s}");
+    let steady_mdev = s["mdev_ms"].as_f64().unwrap();
+
+    lab.write("shp.yaml", &two_services("shp", "conditions: {delay: 50ms, jitter: 20ms}", ""));
+    let jittery = eventually("jitter to widen the spread", READY, || {
+        let s = probe(&lab, "shp", "a", "b", 100, 10);
+        if s["mdev_ms"].as_f64().unwrap() > steady_mdev + 3.0 { Ok(s) } else { Err(s.to_string()) }
+    });
+    assert!(within(avg_rtt(&jittery), 100.0, 0.15), "jitter keeps the mean: {jittery}");
+
+    lab.write("shp.yaml", &two_services("shp", "conditions: {delay: 20ms}", ""));
+    eventually("the edited delay to be measured", READY, || {
+        let s = probe(&lab, "shp", "a", "b", 50, 10);
+        if within(avg_rtt(&s), 40.0, 0.15) { Ok(()) } else { Err(s.to_string()) }
+    });
+
+    lab.write("shp.yaml", &two_services("shp", "", ""));
+    eventually("unshaped rtt after removing conditions", READY, || {
+        let s = probe(&lab, "shp", "a", "b", 50, 10);
+        if avg_rtt(&s) < 5.0 { Ok(()) } else { Err(s.to_string()) }
+    });
+    let a = running_container_of("shp_a");
+    let rules = String::from_utf8_lossy(&in_netns(&a, &["iptables-save"]).stdout).to_string();
+    assert!(!rules.contains("swarmlab"), "rules left behind:\n{rules}");
+    assert_eq!((running_container_of("shp_a"), running_container_of("shp_b")), containers, "tasks were restarted");
+}
+
+#[test]
+fn loss_is_measured_at_its_rate_on_500_probes() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("lossy".into());
+    remove_lab_objects("lossy");
+    // Loss on a's egress only, so the round trip loses what was asked.
+    lab.write("lossy.yaml", &two_services("lossy", "", "conditions: {loss: 20%}"));
+    lab.start_labd();
+    wait_shaped(&lab, "lossy", READY);
+    let s = probe(&lab, "lossy", "a", "b", 500, 5);
+    let loss = s["loss_percent"].as_f64().unwrap();
+    assert!((14.0..=26.0).contains(&loss), "loss 20% ± 6%: measured {loss} ({s})");
+}
+
+#[test]
+fn rate_limits_a_tcp_transfer_and_duplicate_and_corrupt_show_in_counters() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("rated".into());
+    remove_lab_objects("rated");
+    lab.write("rated.yaml", &two_services("rated", "", "conditions: {rate: 1mbit, duplicate: 10%, corrupt: 5%}"));
+    lab.start_labd();
+    wait_shaped(&lab, "rated", READY);
+    let (a, b) = (running_container_of("rated_a"), running_container_of("rated_b"));
+    let b_ip = docker_ok(&["inspect", &b, "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{if eq $k \"rated_lan\"}}{{$v.IPAddress}}{{end}}{{end}}"]);
+
+    // A TCP sink in b's namespace that answers once the sender closes.
+    let server = "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 5001)); s.listen(1)\nc,_=s.accept()\nn=0\nwhile True:\n    d=c.recv(65536)\n    if not d: break\n    n+=len(d)\nc.sendall(str(n).encode()); c.close()\n";
+    let pid_b = pid_of(&b);
+    let mut sink = std::process::Command::new("nsenter").arg(format!("--net=/proc/{pid_b}/ns/net")).args(["python3", "-c", server]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let bytes = 375_000u64; // 3 s at 1 Mbit/s
+    let client = format!("import socket,time\nc=socket.create_connection(('{b_ip}', 5001))\nt=time.time()\nc.sendall(b'x'*{bytes})\nc.shutdown(socket.SHUT_WR)\nn=int(c.recv(64))\nprint(n, time.time()-t)\n");
+    let start = Instant::now();
+    let out = in_netns(&a, &["python3", "-c", &client]);
+    let _ = sink.kill();
+    assert!(out.status.success(), "transfer failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut parts = text.split_whitespace();
+    let received: u64 = parts.next().unwrap().parse().unwrap();
+    let secs: f64 = parts.next().unwrap().parse().unwrap();
+    assert_eq!(received, bytes, "TCP delivers every byte despite corruption and duplicates");
+    let mbit = received as f64 * 8.0 / secs / 1e6;
+    assert!(within(mbit, 1.0, 0.20), "rate 1mbit: measured {mbit:.3} Mbit/s in {secs:.2} s (wall {:?})", start.elapsed());
+
+    probe(&lab, "rated", "a", "b", 200, 5);
+    let report = task_reports(&lab, "rated").into_iter().find(|r| r["service"] == "a").expect("a's report");
+    let counters = &report["attachments"][0]["counters"];
+    assert!(counters["duplicated"].as_u64().unwrap() > 0, "{counters}");
+    assert!(counters["corrupted"].as_u64().unwrap() > 0, "{counters}");
+    let applied = &report["attachments"][0]["applied"];
+    assert_eq!(applied["rate"], "1mbit", "rate read back from the kernel: {report}");
+}
+
+#[test]
+fn a_preset_applies_its_values_and_a_killed_task_is_shaped_again() {
+    let mut lab = Lab::new();
+    lab.cleanup.extend(["preset".to_string(), "plain".to_string()]);
+    remove_lab_objects("preset");
+    remove_lab_objects("plain");
+    let _ = docker(&["service", "rm", "unowned_sleeper"]);
+    lab.write("preset.yaml", &two_services("preset", "conditions: {preset: regular-3g}", ""));
+    lab.write("plain.yaml", &two_services("plain", "", ""));
+    docker_ok(&["service", "create", "--detach", "--name", "unowned_sleeper", "--init", "labbox:latest", "sleep", "100000"]);
+    lab.start_labd();
+    wait_shaped(&lab, "preset", READY);
+    lab.wait_phase("plain", "Ready", READY);
+
+    let report = task_reports(&lab, "preset").into_iter().find(|r| r["service"] == "a").expect("a's report");
+    let applied = &report["attachments"][0]["applied"];
+    assert_eq!((applied["delay"].as_str(), applied["rate"].as_str()), (Some("100ms"), Some("750kbit")), "{report}");
+    let s = probe(&lab, "preset", "a", "b", 30, 20);
+    assert!(within(avg_rtt(&s), 200.0, 0.15), "regular-3g: 100ms each way: {s}");
+
+    // A killed task's replacement is shaped again, with nobody touching anything.
+    let old = running_container_of("preset_a");
+    docker_ok(&["kill", &old]);
+    let new = eventually("a replacement task", READY, || {
+        let c = running_container_of("preset_a");
+        if c != old { Ok(c) } else { Err("same container".into()) }
+    });
+    let started = Instant::now();
+    eventually("the replacement shaped", Duration::from_secs(30), || {
+        let rules = String::from_utf8_lossy(&in_netns(&new, &["iptables-save"]).stdout).to_string();
+        if rules.contains("NFQUEUE") { Ok(()) } else { Err("no rule yet".into()) }
+    });
+    eprintln!("replacement shaped {:?} after it was seen running", started.elapsed());
+    let s = probe(&lab, "preset", "a", "b", 30, 20);
+    assert!(within(avg_rtt(&s), 200.0, 0.15), "the replacement is shaped: {s}");
+
+    // Tasks of another lab and unowned containers are never shaped.
+    for service in ["plain_a", "plain_b", "unowned_sleeper"] {
+        let c = running_container_of(service);
+        let rules = String::from_utf8_lossy(&in_netns(&c, &["iptables-save"]).stdout).to_string();
+        assert!(!rules.contains("swarmlab") && !rules.contains("NFQUEUE"), "{service} was shaped:\n{rules}");
+        let qdisc = String::from_utf8_lossy(&in_netns(&c, &["tc", "qdisc", "show"]).stdout).to_string();
+        assert!(!qdisc.contains("tbf"), "{service} has a rate limit: {qdisc}");
+    }
+    assert!(task_reports(&lab, "plain").is_empty());
+    docker_ok(&["service", "rm", "unowned_sleeper"]);
+}
+
+#[test]
+fn a_rule_deleted_by_hand_is_restored_and_stopping_the_agent_leaves_traffic_flowing() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("heal".into());
+    remove_lab_objects("heal");
+    lab.write("heal.yaml", &two_services("heal", "conditions: {delay: 30ms}", ""));
+    lab.start_labd();
+    wait_shaped(&lab, "heal", READY);
+    let a = running_container_of("heal_a");
+    let out = in_netns(&a, &["iptables", "-w", "-F", "OUTPUT"]);
+    assert!(out.status.success());
+    eventually("the agent to restore the rule", Duration::from_secs(15), || {
+        let rules = String::from_utf8_lossy(&in_netns(&a, &["iptables-save"]).stdout).to_string();
+        if rules.contains("NFQUEUE") { Ok(()) } else { Err("missing".into()) }
+    });
+    let s = probe(&lab, "heal", "a", "b", 30, 10);
+    assert!(within(avg_rtt(&s), 60.0, 0.15), "{s}");
+
+    // SIGKILL: no clean-up runs, yet the fail-open queue keeps traffic flowing.
+    let pid = std::process::Command::new("pgrep").args(["-f", &format!("labd --labs {}", lab.labs.display())]).output().unwrap();
+    let pid = String::from_utf8_lossy(&pid.stdout).lines().next().unwrap().to_string();
+    std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let a_pid = pid_of(&a);
+    let b_ip = docker_ok(&["inspect", &running_container_of("heal_b"), "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{if eq $k \"heal_lan\"}}{{$v.IPAddress}}{{end}}{{end}}"]);
+    let out = std::process::Command::new("nsenter").arg(format!("--net=/proc/{a_pid}/ns/net")).args(["ping", "-n", "-q", "-c", "20", "-i", "0.05", &b_ip]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains(" 0% packet loss"), "traffic stalled after the agent died:\n{text}");
+}
