@@ -277,3 +277,40 @@ fn labd_once_exits_zero_when_every_lab_is_ready() {
     assert_eq!(stack_services("oncelab")["oncelab_web"], "1/1");
     remove_lab_objects("oncelab");
 }
+
+#[test]
+fn a_standby_labd_waits_for_the_lease_and_takes_over_without_recreating_anything() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("lease".into());
+    remove_lab_objects("lease");
+    lab.write("lease.yaml", &lab_yaml("lease", "    web: {replicas: 2}\n"));
+    lab.start_labd();
+    lab.wait_phase("lease", "Ready", READY);
+    let version = service_version("lease_web");
+    let creates = lab.metric("lease", "actions_create");
+
+    let standby_log = lab.dir.path().join("standby.log");
+    let mut standby = lab.spawn_standby(&standby_log);
+    eventually("the standby to wait", Duration::from_secs(20), || {
+        let log = std::fs::read_to_string(&standby_log).unwrap_or_default();
+        if log.contains("standing by") { Ok(()) } else { Err(log) }
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!std::fs::read_to_string(&standby_log).unwrap().contains("reconcile"), "the standby reconciled while not leader");
+
+    lab.kill_labd();
+    eventually("the standby to take the lease", Duration::from_secs(20), || {
+        let log = std::fs::read_to_string(&standby_log).unwrap_or_default();
+        if log.contains("leader lease acquired") { Ok(()) } else { Err(log) }
+    });
+    // The new leader repairs drift, and recreated nothing.
+    docker_ok(&["service", "scale", "--detach", "lease_web=1"]);
+    eventually("the new leader to repair a hand scale", REPAIR, || {
+        let r = docker_ok(&["service", "inspect", "lease_web", "--format", "{{.Spec.Mode.Replicated.Replicas}}"]);
+        if r == "2" { Ok(()) } else { Err(r) }
+    });
+    assert_eq!(lab.metric("lease", "actions_create"), creates, "the new leader recreated objects");
+    assert_ne!(service_version("lease_web"), version, "the repair is an update of the same service");
+    let _ = standby.kill();
+    let _ = standby.wait();
+}

@@ -44,6 +44,9 @@ struct Cli {
     /// This node's name in status (default: the hostname).
     #[arg(long, env = "LABD_NODE", global = true)]
     node: Option<String>,
+    /// Seconds the leader lease lasts without renewal (a standby takes over after this).
+    #[arg(long, env = "LABD_LEASE_TTL", default_value_t = 15)]
+    lease_ttl: u64,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -106,6 +109,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         agent.run(shutdown_signal()).await;
         return Ok(ExitCode::SUCCESS);
     }
+    // One labd reconciles a swarm at a time; a second one stands by here.
+    let holder = format!("{}:{}", agent_config(&cli).node, std::process::id());
+    let lease = std::sync::Arc::new(
+        swarmlab::store::lease::Lease::new(&cli.redis, holder, Duration::from_secs(cli.lease_ttl.max(3)))
+            .with_context(|| format!("bad redis URL {}", cli.redis))?,
+    );
+    tokio::select! {
+        _ = lease.acquire() => {}
+        _ = shutdown_signal() => return Ok(ExitCode::SUCCESS),
+    }
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    let renewer = {
+        let lease = lease.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease.ttl / 3).await;
+                if let swarmlab::store::lease::Renewal::Lost(by) = lease.renew().await {
+                    tracing::error!(holder = ?by, "leader lease lost to another labd: stopping");
+                    let _ = lost_tx.send(());
+                    return;
+                }
+            }
+        })
+    };
     let (stop_agent_tx, stop_agent_rx) = tokio::sync::oneshot::channel::<()>();
     let agent_task = if cli.no_agent {
         None
@@ -151,9 +178,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
     } else {
-        controller.run(shutdown_signal()).await;
-        ExitCode::SUCCESS
+        let lost = tokio::select! {
+            _ = controller.run(shutdown_signal()) => false,
+            _ = lost_rx => true,
+        };
+        if lost { ExitCode::FAILURE } else { ExitCode::SUCCESS }
     };
+    renewer.abort();
+    lease.release().await;
     let _ = stop_agent_tx.send(());
     if let Some(t) = agent_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;

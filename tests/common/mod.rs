@@ -107,11 +107,33 @@ impl Lab {
             .args(["--labs", labs.to_str().unwrap(), "--redis", &self.redis.url(), "--resync", "5"])
             .env("DOCKER_API_VERSION", "1.41")
             .env("RUST_LOG", "info,swarmlab=debug")
+            .env("LABD_LEASE_TTL", "3")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
         self.labd = Some(child);
+    }
+
+    /// A second labd on the same directory and Redis (a standby); its log goes to `log`.
+    pub fn spawn_standby(&self, log: &Path) -> Child {
+        let log = std::fs::File::create(log).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_labd"))
+            .args(["--labs", self.labs.to_str().unwrap(), "--redis", &self.redis.url(), "--resync", "5", "--no-agent", "--node", "standby"])
+            .env("DOCKER_API_VERSION", "1.41")
+            .env("LABD_LEASE_TTL", "3")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// SIGKILL: a crash, no clean-up, the lease is not released.
+    pub fn kill_labd(&mut self) {
+        if let Some(mut c) = self.labd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// SIGTERM, as systemd or `docker stop` would, and wait for labd to exit.
