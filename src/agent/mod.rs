@@ -87,6 +87,7 @@ impl Agent {
         });
         let mut tick = tokio::time::interval(self.config.interval);
         let mut n: u32 = 0;
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -95,8 +96,18 @@ impl Agent {
             }
             n = n.wrapping_add(1);
             let readback = n % self.config.readback_every.max(1) == 0;
-            if let Err(e) = self.pass(readback).await {
-                tracing::warn!(error = %e, "shaping pass failed; retrying next interval");
+            match self.pass(readback).await {
+                // Say it once per outage, not twice a second.
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "shaping pass failed; retrying every interval");
+                    failing = true;
+                }
+                Err(_) => {}
+                Ok(()) if failing => {
+                    tracing::info!("shaping passes work again");
+                    failing = false;
+                }
+                Ok(()) => {}
             }
         }
         watcher.abort();

@@ -21,10 +21,10 @@ struct Cli {
     #[arg(long, env = "LABD_LABS", default_value = "./labs")]
     labs: PathBuf,
     /// Where status, events and metrics go.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true)]
     redis: String,
     /// Docker daemon: unix:///path or tcp://host:port (default: the local socket, or DOCKER_HOST).
-    #[arg(long, env = "DOCKER_HOST")]
+    #[arg(long, env = "DOCKER_HOST", global = true)]
     docker_host: Option<String>,
     /// Seconds between full resyncs of every lab.
     #[arg(long, env = "LABD_RESYNC", default_value_t = 15)]

@@ -99,6 +99,10 @@ impl Controller<DockerSwarm> {
             futures::pin_mut!(events);
             while let Some(item) = events.next().await {
                 match item {
+                    Ok(e) if e.kind == "node" => {
+                        // A node went down or came back: every lab may have tasks there.
+                        let _ = events_tx.send(Trigger::Resync).await;
+                    }
                     Ok(e) => {
                         if let Some(lab) = e.lab {
                             let _ = events_tx.send(Trigger::Lab(lab)).await;

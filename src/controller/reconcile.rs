@@ -198,6 +198,12 @@ async fn apply<S: Swarm>(
         status.set_condition(ct::SERVICES_READY, false, "Starting", format!("waiting for {}", not_ready.join(", ")), now);
     }
 
+    if !not_ready.is_empty() {
+        // Tasks missing: a node that is down is the first thing a user wants to know.
+        for node in &observed.down_nodes {
+            troubles.push(format!("node {node} is down"));
+        }
+    }
     let shaping = shaping_condition(store, &desired, observed).await;
     match &shaping {
         ShapingState::Done(msg) => status.set_condition(ct::SHAPING_APPLIED, true, "Applied", msg.clone(), now),
@@ -263,8 +269,13 @@ async fn shaping_condition(store: &RedisStore, desired: &DesiredLab, observed: &
         .filter_map(|s| observed.services.iter().find(|o| o.name == s.name))
         .map(|o| o.running)
         .sum();
-    let relevant: Vec<&crate::status::TaskShaping> =
-        reports.iter().filter(|r| shaped.iter().any(|s| s.short_name == r.service)).collect();
+    // An agent refreshes its reports twice a second; older ones are from a node that is gone.
+    let fresh_after = chrono::Utc::now() - chrono::Duration::seconds(10);
+    let relevant: Vec<&crate::status::TaskShaping> = reports
+        .iter()
+        .filter(|r| shaped.iter().any(|s| s.short_name == r.service))
+        .filter(|r| r.updated_at.is_some_and(|t| t > fresh_after))
+        .collect();
     let failing: Vec<String> = relevant
         .iter()
         .flat_map(|r| r.attachments.iter().map(move |a| (r, a)))

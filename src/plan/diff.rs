@@ -34,6 +34,8 @@ pub struct ObservedNetwork {
 pub struct Observed {
     pub services: Vec<ObservedService>,
     pub networks: Vec<ObservedNetwork>,
+    /// Hostnames of swarm nodes that are not Ready (their tasks do not count as running).
+    pub down_nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

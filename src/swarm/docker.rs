@@ -58,7 +58,7 @@ impl DockerSwarm {
     /// Service, network and container events, each tagged with the lab it belongs to.
     pub fn events(&self) -> impl Stream<Item = Result<SwarmEvent, SwarmError>> + Send + 'static {
         let filters: HashMap<String, Vec<String>> =
-            HashMap::from([("type".to_string(), vec!["service".to_string(), "network".to_string(), "container".to_string()])]);
+            HashMap::from([("type".to_string(), vec!["service".to_string(), "network".to_string(), "container".to_string(), "node".to_string()])]);
         let options = EventsOptions { filters: Some(filters), ..Default::default() };
         self.docker.events(Some(options)).filter_map(|item| async move {
             // Container events that matter: a task starting or dying changes running counts.
@@ -115,6 +115,41 @@ fn observed_service(s: Service) -> Option<ObservedService> {
     })
 }
 
+impl DockerSwarm {
+    /// (id, hostname) of every node that is not Ready.
+    async fn down_nodes(&self) -> Result<Vec<(String, String)>, SwarmError> {
+        self.count();
+        let nodes = self.docker.list_nodes(None::<bollard::query_parameters::ListNodesOptions>).await.map_err(api_err("list nodes"))?;
+        Ok(nodes
+            .into_iter()
+            .filter(|n| n.status.as_ref().and_then(|s| s.state) != Some(bollard::models::NodeState::READY))
+            .filter_map(|n| {
+                let id = n.id?;
+                let host = n.description.and_then(|d| d.hostname).unwrap_or_else(|| id.clone());
+                Some((id, host))
+            })
+            .collect())
+    }
+
+    async fn recount_running(&self, services: &mut [ObservedService], down: &[(String, String)]) -> Result<(), SwarmError> {
+        self.count();
+        let filter = HashMap::from([
+            ("service".to_string(), services.iter().map(|s| s.id.clone()).collect::<Vec<_>>()),
+            ("desired-state".to_string(), vec!["running".to_string()]),
+        ]);
+        let tasks = self.docker.list_tasks(Some(ListTasksOptions { filters: Some(filter) })).await.map_err(api_err("list tasks"))?;
+        for s in services.iter_mut() {
+            s.running = tasks
+                .iter()
+                .filter(|t| t.service_id.as_deref() == Some(s.id.as_str()))
+                .filter(|t| t.status.as_ref().and_then(|st| st.state) == Some(TaskState::RUNNING))
+                .filter(|t| !down.iter().any(|(id, _)| t.node_id.as_deref() == Some(id.as_str())))
+                .count() as u64;
+        }
+        Ok(())
+    }
+}
+
 impl Swarm for DockerSwarm {
     async fn observe(&self, lab: &str) -> Result<Observed, SwarmError> {
         let prefix = format!("{lab}_");
@@ -128,8 +163,17 @@ impl Swarm for DockerSwarm {
         self.count();
         // No name filter: Engine 20.10 leaves some swarm networks out of a filtered list.
         let networks = self.docker.list_networks(None::<ListNetworksOptions>).await.map_err(api_err("list networks"))?;
+        let mut services: Vec<ObservedService> =
+            services.into_iter().filter_map(observed_service).filter(|s| s.name.starts_with(&prefix)).collect();
+        let down = self.down_nodes().await?;
+        if !services.is_empty() {
+            // Swarm's own count lags: it keeps counting the tasks of a Down node as running, and
+            // for a while after the node returns. Count running tasks on Ready nodes ourselves.
+            self.recount_running(&mut services, &down).await?;
+        }
         Ok(Observed {
-            services: services.into_iter().filter_map(observed_service).filter(|s| s.name.starts_with(&prefix)).collect(),
+            down_nodes: down.into_iter().map(|(_, host)| host).collect(),
+            services,
             networks: networks
                 .into_iter()
                 .filter(|n| n.scope.as_deref() == Some("swarm") || n.labels.as_ref().is_some_and(|l| labels::owner(l).is_some()))
@@ -246,15 +290,6 @@ impl Swarm for DockerSwarm {
             let message = status.err.filter(|e| !e.is_empty()).or(status.message)?;
             Some(TaskTrouble { state: state.to_string(), message, node: t.node_id.unwrap_or_default() })
         }))
-    }
-
-    async fn image_present(&self, image: &str) -> Result<bool, SwarmError> {
-        self.count();
-        match self.docker.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
-            Err(e) => Err(api_err(format!("inspect image {image}"))(e)),
-        }
     }
 
     fn api_calls(&self) -> u64 {

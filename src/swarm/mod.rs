@@ -51,8 +51,6 @@ pub trait Swarm: Send + Sync + 'static {
     fn remove_service(&self, id: &str) -> impl Future<Output = Result<(), SwarmError>> + Send;
     /// The most recent task problem of a service that does not run all its tasks.
     fn task_trouble(&self, service_id: &str) -> impl Future<Output = Result<Option<TaskTrouble>, SwarmError>> + Send;
-    /// Whether the image is present on this node (labd never pulls).
-    fn image_present(&self, image: &str) -> impl Future<Output = Result<bool, SwarmError>> + Send;
     /// How many API calls this client has made, for benchmarks and tests.
     fn api_calls(&self) -> u64;
 }

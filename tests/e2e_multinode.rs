@@ -1,0 +1,121 @@
+//! End-to-end on a real three-node swarm (scripts/multinode.sh): placement over workers,
+//! cross-node service names, shaping on every node, and a node lost and back.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const MANAGER: &str = "unix:///run/slmn/n1/docker.sock";
+
+fn script() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/multinode.sh"))
+}
+
+fn multinode(args: &[&str]) {
+    let out = Command::new("bash").arg(script()).args(args).output().unwrap();
+    assert!(out.status.success(), "multinode.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn node_docker(node: u32, args: &[&str]) -> String {
+    let out = Command::new(DOCKER)
+        .arg("-H")
+        .arg(format!("unix:///run/slmn/n{node}/docker.sock"))
+        .args(args)
+        .env("DOCKER_API_VERSION", "1.41")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+struct Cluster {
+    children: Vec<Child>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+        let _ = Command::new("bash").arg(script()).arg("down").output();
+    }
+}
+
+fn spawn(args: &[&str], log: PathBuf) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_labd"))
+        .args(args)
+        .env("DOCKER_API_VERSION", "1.41")
+        .env("LABD_LEASE_TTL", "3")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss() {
+    multinode(&["up", "3"]);
+    let lab = Lab::new();
+    let mut cluster = Cluster { children: vec![] };
+    let redis = lab.redis.url();
+    let labs = lab.labs.to_str().unwrap().to_string();
+    cluster.children.push(spawn(
+        &["--labs", &labs, "--redis", &redis, "--docker-host", MANAGER, "--node", "slmn-n1", "--resync", "5"],
+        lab.dir.path().join("labd.log"),
+    ));
+    for n in [2, 3] {
+        let host = format!("unix:///run/slmn/n{n}/docker.sock");
+        let node = format!("slmn-n{n}");
+        cluster.children.push(spawn(&["agent", "--redis", &redis, "--docker-host", &host, "--node", &node], lab.dir.path().join(format!("agent{n}.log"))));
+    }
+    lab.write(
+        "spread.yaml",
+        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: spread}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 20ms}}\n  services:\n    w:\n      replicas: 4\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"], maxReplicasPerNode: 2}\n",
+    );
+    wait_shaped(&lab, "spread", Duration::from_secs(120));
+
+    let placement = node_docker(1, &["service", "ps", "spread_w", "--filter", "desired-state=running", "--format", "{{.Node}}"]);
+    let mut nodes: Vec<&str> = placement.lines().collect();
+    nodes.sort();
+    assert_eq!(nodes, ["slmn-n2", "slmn-n2", "slmn-n3", "slmn-n3"], "two tasks on each worker, none on the manager");
+    let reports = task_reports(&lab, "spread");
+    let mut shaped_on: Vec<String> = reports.iter().map(|r| r["node"].as_str().unwrap().to_string()).collect();
+    shaped_on.sort();
+    assert_eq!(shaped_on, ["slmn-n2", "slmn-n2", "slmn-n3", "slmn-n3"], "every task shaped by its node's agent");
+
+    // From a task on n2, every task by the service's name: 20 ms on each egress.
+    let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["probe", "spread", "w", "--to", "w", "-c", "20", "--interval", "20", "-o", "json"])
+        .env("REDIS_URL", &redis)
+        .env("DOCKER_HOST", "unix:///run/slmn/n2/docker.sock")
+        .env("DOCKER_API_VERSION", "1.41")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 4, "the service name resolves to every task across nodes: {rows:?}");
+    let remote: Vec<f64> = rows.iter().map(|r| r["stats"]["avg_ms"].as_f64().unwrap()).filter(|rtt| *rtt > 1.0).collect();
+    assert_eq!(remote.len(), 3, "three other tasks, shaped: {rows:?}");
+    for rtt in remote {
+        assert!((rtt - 40.0).abs() <= 6.0, "cross-node rtt {rtt} ms, want 40 ms ± 15%");
+        assert_eq!(rows.iter().map(|r| r["stats"]["loss_percent"].as_f64().unwrap()).sum::<f64>(), 0.0);
+    }
+
+    // A worker's daemon goes away: Degraded, naming the node; back: Ready and shaped again.
+    multinode(&["stop-node", "3"]);
+    let degraded = eventually("Degraded naming the node", Duration::from_secs(60), || {
+        let s = lab.status_json("spread")?;
+        let m = s["message"].as_str().unwrap_or_default().to_string();
+        if s["phase"] == "Degraded" && m.contains("slmn-n3") { Ok(s) } else { Err(format!("{} {m}", s["phase"])) }
+    });
+    eprintln!("degraded: {}", degraded["message"]);
+    multinode(&["start-node", "3"]);
+    wait_shaped(&lab, "spread", Duration::from_secs(120));
+    let mut shaped_on: Vec<String> = task_reports(&lab, "spread").iter().map(|r| r["node"].as_str().unwrap().to_string()).collect();
+    shaped_on.sort();
+    assert_eq!(shaped_on, ["slmn-n2", "slmn-n2", "slmn-n3", "slmn-n3"], "replacements shaped");
+}
