@@ -87,8 +87,12 @@ down() {
   done
   # Shims and containerd of the nodes, then their mounts.
   pkill -9 -f "containerd.*$ROOT/" 2>/dev/null || true
-  grep -E " ($DATA|$ROOT)" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  for ns in $(ip netns list | awk '/^slmn-/{print $1}'); do ip netns del "$ns" 2>/dev/null || true; done
+  { grep -E " ($DATA|$ROOT)" /proc/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  for ns in $(ip netns list | awk '/^slmn-/{print $1}'); do
+    # A netns whose daemon left processes behind: end them before deleting it.
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+  done
   rm -rf "$ROOT" "$DATA"
   log "down"
 }
