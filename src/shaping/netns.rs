@@ -13,8 +13,11 @@ pub struct NetnsError {
     pub message: String,
 }
 
+/// `/proc/PID/ns/net` of a container's process. Inside the agent's own container the host's
+/// procfs is mounted elsewhere (`LABD_PROC=/host/proc`), since Docker reports host pids.
 pub fn ns_path(pid: i64) -> PathBuf {
-    PathBuf::from(format!("/proc/{pid}/ns/net"))
+    let proc_root = std::env::var("LABD_PROC").unwrap_or_else(|_| "/proc".to_string());
+    PathBuf::from(format!("{proc_root}/{pid}/ns/net"))
 }
 
 /// Runs `program args…` in the network namespace of `pid`; returns its stdout.

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Builds the images the stack needs, from this machine's binaries, with no registry:
+#   swarmlab:latest        labd, labctl and the tools the agent runs in task namespaces
+#   swarmlab-redis:latest  redis-server
+# Each image is FROM scratch with the binaries and the shared libraries they link (ldd).
+# Then load them on every node: docker save swarmlab:latest swarmlab-redis:latest | docker -H NODE load
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DOCKER_API_VERSION=1.41
+DOCKER=${DOCKER:-/usr/bin/docker}
+cargo build --release --locked --bins
+
+add() { # rootfs binary...
+  local root=$1; shift
+  for bin in "$@"; do
+    local path; path=$(readlink -f "$(command -v "$bin" || echo "$bin")")
+    mkdir -p "$root/usr/bin"
+    cp "$path" "$root/usr/bin/$(basename "$bin")"
+    ldd "$path" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
+      mkdir -p "$root$(dirname "$lib")"
+      cp -L "$lib" "$root$lib"
+    done
+  done
+}
+
+build() { # tag rootfs
+  printf 'FROM scratch\nCOPY . /\nENV PATH=/usr/bin:/usr/sbin\n' > "$2/Dockerfile"
+  $DOCKER build -q -t "$1" "$2" >/dev/null
+  echo "built $1" >&2
+}
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+root=$tmp/swarmlab
+add "$root" target/release/labd target/release/labctl tc ip nsenter ping busybox xtables-nft-multi
+for t in iptables iptables-save iptables-restore; do ln -sf xtables-nft-multi "$root/usr/bin/$t"; done
+# iptables' match and target modules (comment, mark, CT, NFQUEUE) and their libraries.
+mkdir -p "$root/usr/lib/x86_64-linux-gnu"
+cp -r /usr/lib/x86_64-linux-gnu/xtables "$root/usr/lib/x86_64-linux-gnu/"
+for so in /usr/lib/x86_64-linux-gnu/xtables/*.so; do
+  ldd "$so" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"; done
+done
+mkdir -p "$root/run/netns" "$root/tmp" "$root/etc"
+echo 'hosts: files dns' > "$root/etc/nsswitch.conf"
+build swarmlab:latest "$root"
+
+root=$tmp/redis
+add "$root" redis-server
+mkdir -p "$root/data" "$root/tmp"
+build swarmlab-redis:latest "$root"
