@@ -10,13 +10,17 @@ export DOCKER_API_VERSION=1.41
 DOCKER=${DOCKER:-/usr/bin/docker}
 cargo build --release --locked --bins
 
+libs_of() { # the shared libraries a binary links; none for a static one
+  { ldd "$1" 2>/dev/null || true; } | { grep -o '/[^ ]*' || true; }
+}
+
 add() { # rootfs binary...
   local root=$1; shift
   for bin in "$@"; do
     local path; path=$(readlink -f "$(command -v "$bin" || echo "$bin")")
     mkdir -p "$root/usr/bin"
     cp "$path" "$root/usr/bin/$(basename "$bin")"
-    ldd "$path" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
+    libs_of "$path" | while read -r lib; do
       mkdir -p "$root$(dirname "$lib")"
       cp -L "$lib" "$root$lib"
     done
@@ -38,7 +42,7 @@ for t in iptables iptables-save iptables-restore; do ln -sf xtables-nft-multi "$
 mkdir -p "$root/usr/lib/x86_64-linux-gnu"
 cp -r /usr/lib/x86_64-linux-gnu/xtables "$root/usr/lib/x86_64-linux-gnu/"
 for so in /usr/lib/x86_64-linux-gnu/xtables/*.so; do
-  ldd "$so" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"; done
+  libs_of "$so" | while read -r lib; do mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"; done
 done
 mkdir -p "$root/run/netns" "$root/tmp" "$root/etc"
 echo 'hosts: files dns' > "$root/etc/nsswitch.conf"

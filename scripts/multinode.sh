@@ -8,7 +8,8 @@
 # in a "hub" namespace, which leaves the host's firewall alone. Images reach the nodes by
 # `docker save | docker load` (no registry can be reached here; a registry service would need
 # an image of its own and adds a moving part for no gain on one machine).
-# Node i: socket /run/slmn/n$i/docker.sock, address 10.77.0.$((10+i)).
+# Node i: socket /run/slmn/n$i/docker.sock, address 10.77.0.$((10+i)); its /run is
+# /run/slmn/n$i/run (own mount namespace).
 set -euo pipefail
 ROOT=/run/slmn
 DATA=/var/lib/slmn
@@ -20,11 +21,14 @@ d() { local i=$1; shift; $HOST_DOCKER -H "unix://$ROOT/n$i/docker.sock" "$@"; }
 
 start_node() {
   local i=$1 ns=slmn-n$1
-  mkdir -p "$ROOT/n$i/exec" "$DATA/n$i"
-  # dockerd cannot start under `ip netns exec` (it remounts /sys); enter only the netns.
-  DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 nsenter --net=/run/netns/$ns unshare --uts sh -c \
-    "hostname $ns; exec dockerd --data-root $DATA/n$i --exec-root $ROOT/n$i/exec --pidfile $ROOT/n$i/docker.pid \
-     -H unix://$ROOT/n$i/docker.sock --bridge none" >>"$ROOT/n$i/dockerd.log" 2>&1 &
+  mkdir -p "$ROOT/n$i/run" "$DATA/n$i/exec"
+  ln -sfn run/docker.sock "$ROOT/n$i/docker.sock"
+  # dockerd cannot start under `ip netns exec` (it remounts /sys); enter only the netns. Its own
+  # mount namespace gets its own /run, so a container that mounts /var/run/docker.sock (the
+  # agent of charts/) talks to its own node, as on a real machine.
+  DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 nsenter --net=/run/netns/$ns unshare --uts --mount --propagation private sh -c \
+    "hostname $ns; mount --bind $ROOT/n$i/run /run; exec dockerd --data-root $DATA/n$i --exec-root $DATA/n$i/exec \
+     --pidfile /run/docker.pid -H unix:///run/docker.sock --bridge none" >>"$ROOT/n$i/dockerd.log" 2>&1 &
 }
 
 wait_node() {
@@ -34,7 +38,7 @@ wait_node() {
 }
 
 stop_node() {
-  local i=$1 pid; pid=$(cat "$ROOT/n$i/docker.pid")
+  local i=$1 pid; pid=$(cat "$ROOT/n$i/run/docker.pid")
   kill "$pid"
   for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
 }
@@ -77,16 +81,16 @@ up() {
 down() {
   for dir in "$ROOT"/n*; do
     [ -d "$dir" ] || continue
-    local pid; pid=$(cat "$dir/docker.pid" 2>/dev/null || true)
+    local pid; pid=$(cat "$dir/run/docker.pid" 2>/dev/null || true)
     [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
   done
   for dir in "$ROOT"/n*; do
-    local pid; pid=$(cat "$dir/docker.pid" 2>/dev/null || true)
+    local pid; pid=$(cat "$dir/run/docker.pid" 2>/dev/null || true)
     for _ in $(seq 1 100); do [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
   done
   # Shims and containerd of the nodes, then their mounts.
-  pkill -9 -f "containerd.*$ROOT/" 2>/dev/null || true
+  pkill -9 -f "containerd.*($ROOT|$DATA)/" 2>/dev/null || true
   { grep -E " ($DATA|$ROOT)" /proc/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   for ns in $(ip netns list | awk '/^slmn-/{print $1}'); do
     # A netns whose daemon left processes behind: end them before deleting it.

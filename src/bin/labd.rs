@@ -110,7 +110,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // One labd reconciles a swarm at a time; a second one stands by here.
-    let holder = format!("{}:{}", agent_config(&cli).node, std::process::id());
+    // Unique even for two replicas on one node with the same pid (containers).
+    let holder = format!("{}:{}:{:08x}", agent_config(&cli).node, std::process::id(), rand::random::<u32>());
     let lease = std::sync::Arc::new(
         swarmlab::store::lease::Lease::new(&cli.redis, holder, Duration::from_secs(cli.lease_ttl.max(3)))
             .with_context(|| format!("bad redis URL {}", cli.redis))?,

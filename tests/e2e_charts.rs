@@ -1,0 +1,94 @@
+//! End-to-end: `docker stack deploy -c charts/swarmlab.yml` on the three-node harness brings up
+//! labd (leader and standby), an agent per node and Redis; a lab dropped into the labs volume
+//! converges and is shaped on the workers; killing the leader lets the standby take over
+//! without recreating any lab object.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::eventually;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("bash").arg("-c").arg(cmd).current_dir(root()).env("DOCKER_API_VERSION", "1.41").output().unwrap();
+    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+const D1: &str = "/usr/bin/docker -H unix:///run/slmn/n1/docker.sock";
+
+struct Harness;
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(root().join("scripts/multinode.sh")).arg("down").output();
+    }
+}
+
+fn labctl_status(lab: &str) -> Result<serde_json::Value, String> {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("{D1} exec $({D1} ps -q -f name=swarmlab_labd | head -1) labctl status {lab} -o json"))
+        .env("DOCKER_API_VERSION", "1.41")
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).to_string());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_stack_deploys_swarmlab_which_converges_a_lab_and_survives_losing_its_leader() {
+    sh("bash charts/build-images.sh");
+    sh("bash scripts/multinode.sh up 3");
+    let _harness = Harness;
+    sh("for i in 1 2 3; do /usr/bin/docker save swarmlab:latest swarmlab-redis:latest | /usr/bin/docker -H unix:///run/slmn/n$i/docker.sock load >/dev/null; done");
+    sh(&format!("{D1} stack deploy --resolve-image never -c charts/swarmlab.yml swarmlab"));
+    eventually("the stack running", Duration::from_secs(60), || {
+        let s = sh(&format!("{D1} stack services swarmlab --format '{{{{.Name}}}} {{{{.Replicas}}}}'"));
+        let ok = ["swarmlab_agent 3/3", "swarmlab_labd 2/2", "swarmlab_redis 1/1"].iter().all(|want| s.contains(want));
+        if ok { Ok(()) } else { Err(s) }
+    });
+    let volume = sh(&format!("{D1} volume inspect swarmlab_labs --format '{{{{.Mountpoint}}}}'"));
+    let lab = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: charted}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 10ms}}\n  services:\n    w:\n      replicas: 2\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"]}\n";
+    std::fs::write(PathBuf::from(&volume).join("charted.yaml"), lab).unwrap();
+    eventually("the lab Ready and shaped by the agents", Duration::from_secs(90), || {
+        let s = labctl_status("charted")?;
+        let shaped = s["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "ShapingApplied" && c["status"] == "True");
+        if s["phase"] == "Ready" && shaped { Ok(()) } else { Err(s.to_string()) }
+    });
+    let version = sh(&format!("{D1} service inspect charted_w --format '{{{{.Version.Index}}}}'"));
+
+    // Kill the leader's container: the standby takes the lease.
+    let leader = eventually("a leader", Duration::from_secs(10), || {
+        for c in sh(&format!("{D1} ps -q -f name=swarmlab_labd")).lines() {
+            let logs = Command::new("bash").arg("-c").arg(format!("{D1} logs {c} 2>&1")).env("DOCKER_API_VERSION", "1.41").output().unwrap();
+            if String::from_utf8_lossy(&logs.stdout).contains("leader lease acquired") {
+                return Ok(c.to_string());
+            }
+        }
+        Err("no leader yet".to_string())
+    });
+    sh(&format!("{D1} kill {leader}"));
+    eventually("the standby to take over", Duration::from_secs(40), || {
+        for c in sh(&format!("{D1} ps -q -f name=swarmlab_labd")).lines().filter(|c| *c != leader) {
+            let logs = Command::new("bash").arg("-c").arg(format!("{D1} logs {c} 2>&1")).env("DOCKER_API_VERSION", "1.41").output().unwrap();
+            if String::from_utf8_lossy(&logs.stdout).contains("leader lease acquired") {
+                return Ok(());
+            }
+        }
+        Err("no new leader".to_string())
+    });
+    // The new leader reconciles (a resync) and recreates nothing.
+    std::thread::sleep(Duration::from_secs(20));
+    let s = labctl_status("charted").unwrap();
+    assert_eq!(s["phase"], "Ready", "{s}");
+    assert_eq!(sh(&format!("{D1} service inspect charted_w --format '{{{{.Version.Index}}}}'")), version, "the lab's service was updated or recreated");
+    sh(&format!("{D1} stack rm swarmlab"));
+}
