@@ -81,9 +81,40 @@ impl Drop for Labd {
     }
 }
 
+/// Time to Ready for the 50-replica lab on the three-node harness (scripts/multinode.sh).
+fn multinode_row() -> Option<Duration> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/multinode.sh");
+    if !Command::new("bash").args([script, "up", "3"]).status().ok()?.success() {
+        return None;
+    }
+    let labs = tempfile::tempdir().unwrap();
+    let labd = Labd(
+        Command::new(env!("CARGO_BIN_EXE_labd"))
+            .args(["--labs", labs.path().to_str().unwrap(), "--docker-host", "unix:///run/slmn/n1/docker.sock", "--node", "slmn-n1"])
+            .env("DOCKER_API_VERSION", "1.41")
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("labd starts"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let (lab, _, _) = synthetic("benchmn", 20, 50);
+    redis(&["del", "swarmlab:lab:benchmn:status"]);
+    let start = Instant::now();
+    std::fs::write(labs.path().join("benchmn.yaml"), lab).unwrap();
+    wait("labd Ready on three nodes", Duration::from_secs(300), || {
+        redis(&["get", "swarmlab:lab:benchmn:status"]).contains("\"phase\":\"Ready\"")
+    });
+    let took = start.elapsed();
+    drop(labd);
+    redis(&["del", "swarmlab:lab:benchmn:status"]);
+    let _ = Command::new("bash").args([script, "down"]).status();
+    Some(took)
+}
+
 fn main() {
     let labs = tempfile::tempdir().unwrap();
-    let _labd = Labd(
+    let labd = Labd(
         Command::new(env!("CARGO_BIN_EXE_labd"))
             .args(["--labs", labs.path().to_str().unwrap(), "--resync", "5"])
             .env("DOCKER_API_VERSION", "1.41")
@@ -139,9 +170,15 @@ fn main() {
         std::fs::remove_file(&compose_file).unwrap();
         rows.push((label, labd_time, stack_time, calls));
     }
+    drop(labd);
+    let multinode = multinode_row();
     println!("\n| lab | labd: file drop → Ready | docker stack deploy → all tasks running | API calls of a no-op resync |");
     println!("|---|---|---|---|");
     for (label, l, s, calls) in rows {
         println!("| {label} | {:.1} s | {:.1} s | {calls} |", l.as_secs_f64(), s.as_secs_f64());
+    }
+    match multinode {
+        Some(t) => println!("| 20 services / 50 replicas, three nodes | {:.1} s | – | – |", t.as_secs_f64()),
+        None => println!("| 20 services / 50 replicas, three nodes | harness unavailable | – | – |"),
     }
 }
