@@ -74,6 +74,19 @@ fn dockercoins() -> (String, String, usize) {
 }
 
 struct Labd(Child);
+impl Labd {
+    fn start(args: &[&str]) -> Labd {
+        let child = Command::new(env!("CARGO_BIN_EXE_labd"))
+            .args(args)
+            .env("DOCKER_API_VERSION", "1.41")
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("labd starts");
+        std::thread::sleep(Duration::from_secs(1));
+        Labd(child)
+    }
+}
 impl Drop for Labd {
     fn drop(&mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
@@ -88,16 +101,7 @@ fn multinode_row() -> Option<Duration> {
         return None;
     }
     let labs = tempfile::tempdir().unwrap();
-    let labd = Labd(
-        Command::new(env!("CARGO_BIN_EXE_labd"))
-            .args(["--labs", labs.path().to_str().unwrap(), "--docker-host", "unix:///run/slmn/n1/docker.sock", "--node", "slmn-n1"])
-            .env("DOCKER_API_VERSION", "1.41")
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("labd starts"),
-    );
-    std::thread::sleep(Duration::from_secs(1));
+    let labd = Labd::start(&["--labs", labs.path().to_str().unwrap(), "--docker-host", "unix:///run/slmn/n1/docker.sock", "--node", "slmn-n1"]);
     let (lab, _, _) = synthetic("benchmn", 20, 50);
     redis(&["del", "swarmlab:lab:benchmn:status"]);
     let start = Instant::now();
@@ -114,16 +118,7 @@ fn multinode_row() -> Option<Duration> {
 
 fn main() {
     let labs = tempfile::tempdir().unwrap();
-    let labd = Labd(
-        Command::new(env!("CARGO_BIN_EXE_labd"))
-            .args(["--labs", labs.path().to_str().unwrap(), "--resync", "5"])
-            .env("DOCKER_API_VERSION", "1.41")
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("labd starts"),
-    );
-    std::thread::sleep(Duration::from_secs(1));
+    let labd = Labd::start(&["--labs", labs.path().to_str().unwrap(), "--resync", "5"]);
     let mut rows = Vec::new();
     for (label, (lab_yaml, compose, services)) in [
         ("DockerCoins (5 services, 6 tasks)", dockercoins()),
