@@ -314,3 +314,27 @@ fn a_standby_labd_waits_for_the_lease_and_takes_over_without_recreating_anything
     let _ = standby.kill();
     let _ = standby.wait();
 }
+
+#[test]
+fn a_subnet_change_recreates_the_network_and_its_services_come_back_on_it() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("subnet".into());
+    remove_lab_objects("subnet");
+    let text = |subnet: &str| {
+        lab_yaml("subnet", "    web: {networks: [lan], replicas: 2}\n")
+            .replace("  services:\n", &format!("  networks:\n    lan: {{subnet: {subnet}}}\n  services:\n"))
+    };
+    lab.write("subnet.yaml", &text("10.91.0.0/24"));
+    lab.start_labd();
+    lab.wait_phase("subnet", "Ready", READY);
+    lab.write("subnet.yaml", &text("10.92.0.0/24"));
+    eventually("the network recreated with the new subnet", READY, || {
+        let subnet = docker(&["network", "inspect", "subnet_lan", "--format", "{{range .IPAM.Config}}{{.Subnet}}{{end}}"]);
+        let subnet = String::from_utf8_lossy(&subnet.stdout).trim().to_string();
+        if subnet == "10.92.0.0/24" { Ok(()) } else { Err(subnet) }
+    });
+    lab.wait_phase("subnet", "Ready", READY);
+    let c = running_container_of("subnet_web");
+    let addrs = docker_ok(&["inspect", &c, "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"]);
+    assert!(addrs.contains("10.92.0."), "the task is on the new subnet: {addrs}");
+}
