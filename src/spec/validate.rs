@@ -12,7 +12,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::diagnostic::Diagnostic;
-use super::model::{Lab, API_VERSION, DEFAULT_NETWORK, KIND, LAB_NAME_MAX, MEMBER_NAME_MAX, NAME_PATTERN};
+use super::model::{Lab, API_VERSION, DEFAULT_NETWORK, KIND, MEMBER_NAME_MAX, NAME_PATTERN};
 use super::schema::{allowed_fields, validator};
 use super::units::pattern_hint;
 use super::yaml::{parse_documents, pointer_segment, Document, Mark, Positions};
@@ -89,14 +89,12 @@ fn validate_document(path: &Path, doc: Document) -> LabDocument {
         for error in validator().iter_errors(&doc.value) {
             findings.extend(schema_findings(&error, &doc.value));
         }
+        findings.extend(semantic_findings(&doc.value));
     }
     let mut lab = None;
     if findings.is_empty() {
         match serde_json::from_value::<Lab>(doc.value.clone()) {
-            Ok(parsed) => {
-                findings.extend(semantic_findings(&parsed));
-                lab = Some(parsed);
-            }
+            Ok(parsed) => lab = Some(parsed),
             Err(e) => findings.push(Finding::value("", e.to_string())),
         }
     }
@@ -265,17 +263,17 @@ fn is_dns_label(name: &str) -> bool {
         && bytes[bytes.len() - 1] != b'-'
 }
 
-/// Checks of meaning, on a lab that already has the right shape.
-fn semantic_findings(lab: &Lab) -> Vec<Finding> {
+/// Checks of meaning. They read the raw document, so they run even when the structure has
+/// errors elsewhere, and every error of a file is reported at once.
+fn semantic_findings(doc: &Value) -> Vec<Finding> {
     let mut out = Vec::new();
-    let name = &lab.metadata.name;
-    if name.len() > LAB_NAME_MAX || !is_dns_label(name) {
-        out.push(Finding::value("/metadata/name", format!("`{name}` is not a DNS label of at most {LAB_NAME_MAX} characters")));
-    }
-    for kind in ["networks", "services"] {
-        let names: Vec<&String> =
-            if kind == "networks" { lab.spec.networks.keys().collect() } else { lab.spec.services.keys().collect() };
-        for n in names {
+    // The lab's own name is the schema's to check (pattern, maxLength).
+    let name = doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let empty = serde_json::Map::new();
+    let networks = doc.pointer("/spec/networks").and_then(Value::as_object).unwrap_or(&empty);
+    let services = doc.pointer("/spec/services").and_then(Value::as_object).unwrap_or(&empty);
+    for (kind, members) in [("networks", networks), ("services", services)] {
+        for n in members.keys() {
             if n.len() > MEMBER_NAME_MAX || !is_dns_label(n) {
                 out.push(Finding::key(
                     format!("/spec/{kind}/{}", pointer_segment(n)),
@@ -284,41 +282,44 @@ fn semantic_findings(lab: &Lab) -> Vec<Finding> {
             }
         }
     }
-    let defaults = lab.spec.defaults.as_ref();
+    let defaults = doc.pointer("/spec/defaults");
+    let inherited = |svc: &Value, field: &str| svc.get(field).or_else(|| defaults.and_then(|d| d.get(field))).cloned();
     if let Some(d) = defaults {
-        check_networks(lab, "/spec/defaults", d.networks.as_deref(), &mut out);
+        check_networks(networks, "/spec/defaults", d.get("networks"), &mut out);
     }
-    for (svc_name, raw) in &lab.spec.services {
+    for (svc_name, svc) in services {
         let base = format!("/spec/services/{}", pointer_segment(svc_name));
-        let svc = raw.with_defaults(defaults);
-        if svc.image.is_none() {
+        if inherited(svc, "image").is_none() {
             out.push(Finding::key(
                 base.clone(),
                 format!("service `{svc_name}` has no image: set `image` on the service or `spec.defaults.image`"),
             ));
         }
-        if svc.mode == Some(super::model::Mode::Global) && raw.replicas.is_some() {
+        if inherited(svc, "mode").as_ref().and_then(Value::as_str) == Some("global") && svc.get("replicas").is_some() {
             out.push(Finding::value(format!("{base}/replicas"), "`replicas` cannot be set with `mode: global` (one task per node)"));
         }
-        check_networks(lab, &base, raw.networks.as_deref(), &mut out);
+        check_networks(networks, &base, svc.get("networks"), &mut out);
     }
     out
 }
 
-fn check_networks(lab: &Lab, base: &str, attachments: Option<&[super::model::NetworkAttachment]>, out: &mut Vec<Finding>) {
+fn check_networks(defined: &serde_json::Map<String, Value>, base: &str, attachments: Option<&Value>, out: &mut Vec<Finding>) {
     let mut seen = BTreeSet::new();
-    for (i, a) in attachments.unwrap_or_default().iter().enumerate() {
-        let n = a.name();
-        let at = match a {
-            super::model::NetworkAttachment::Name(_) => format!("{base}/networks/{i}"),
-            super::model::NetworkAttachment::Entry(_) => format!("{base}/networks/{i}/name"),
+    for (i, a) in attachments.and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let (n, at) = match a {
+            Value::String(n) => (n.as_str(), format!("{base}/networks/{i}")),
+            Value::Object(o) => match o.get("name").and_then(Value::as_str) {
+                Some(n) => (n, format!("{base}/networks/{i}/name")),
+                None => continue,
+            },
+            _ => continue,
         };
-        if n != DEFAULT_NETWORK && !lab.spec.networks.contains_key(n) {
-            let defined: Vec<&str> = lab.spec.networks.keys().map(String::as_str).collect();
-            let hint = match did_you_mean(n, defined.iter().copied()) {
+        if n != DEFAULT_NETWORK && !defined.contains_key(n) {
+            let names: Vec<&str> = defined.keys().map(String::as_str).collect();
+            let hint = match did_you_mean(n, names.iter().copied()) {
                 Some(s) => format!(" (did you mean `{s}`?)"),
-                None if defined.is_empty() => " (spec.networks is empty)".to_string(),
-                None => format!(" (defined: {})", defined.join(", ")),
+                None if names.is_empty() => " (spec.networks is empty)".to_string(),
+                None => format!(" (defined: {})", names.join(", ")),
             };
             out.push(Finding::value(at.clone(), format!("network `{n}` is not defined in spec.networks{hint}")));
         }
