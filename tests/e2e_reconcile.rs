@@ -337,4 +337,6 @@ fn a_subnet_change_recreates_the_network_and_its_services_come_back_on_it() {
     let c = running_container_of("subnet_web");
     let addrs = docker_ok(&["inspect", &c, "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"]);
     assert!(addrs.contains("10.92.0."), "the task is on the new subnet: {addrs}");
+    let describe = String::from_utf8_lossy(&lab.labctl(&["describe", "subnet"]).stdout).to_string();
+    assert!(describe.contains("to recreate it (subnet or internal changed"), "status says why:\n{describe}");
 }

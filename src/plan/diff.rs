@@ -43,10 +43,11 @@ pub enum Action {
     CreateNetwork(DesiredNetwork),
     /// Recreate: the network's own settings (subnet, internal) changed, which Docker cannot
     /// update in place. Its services are detached first (see [`Plan::detach`]).
-    RemoveNetwork { id: String, name: String },
+    RemoveNetwork { id: String, name: String, recreate: bool },
     CreateService(DesiredService),
     UpdateService { id: String, version: u64, desired: DesiredService, reason: String },
-    RemoveService { id: String, name: String },
+    /// `detach`: removed only to be recreated on a network that is being recreated.
+    RemoveService { id: String, name: String, detach: bool },
 }
 
 impl Action {
@@ -61,9 +62,15 @@ impl Action {
     pub fn describe(&self) -> String {
         match self {
             Action::CreateNetwork(n) => format!("create network {}", n.name),
+            Action::RemoveNetwork { name, recreate: true, .. } => {
+                format!("remove network {name} to recreate it (subnet or internal changed; Docker cannot update a network)")
+            }
             Action::RemoveNetwork { name, .. } => format!("remove network {name}"),
             Action::CreateService(s) => format!("create service {} ({})", s.name, replicas_text(s.replicas)),
             Action::UpdateService { desired, reason, .. } => format!("update service {} ({reason})", desired.name),
+            Action::RemoveService { name, detach: true, .. } => {
+                format!("remove service {name} from a network being recreated; it is created again on the new network")
+            }
             Action::RemoveService { name, .. } => format!("remove service {name}"),
         }
     }
@@ -137,7 +144,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
             }),
             Some(have) if have.labels.get(labels::SPEC_HASH) != Some(&want.hash) => {
                 // Settings changed: remove now; the next pass creates it anew once it is gone.
-                removes_net.push(Action::RemoveNetwork { id: have.id.clone(), name: have.name.clone() });
+                removes_net.push(Action::RemoveNetwork { id: have.id.clone(), name: have.name.clone(), recreate: true });
             }
             Some(_) => {}
         }
@@ -164,7 +171,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
                 let uses_recreated = want.network_targets().any(|t| recreated.contains(&t));
                 if uses_recreated {
                     // Detach: remove the service; it comes back on the recreated network.
-                    service_actions.push(Action::RemoveService { id: have.id.clone(), name: have.name.clone() });
+                    service_actions.push(Action::RemoveService { id: have.id.clone(), name: have.name.clone(), detach: true });
                     continue;
                 }
                 let reason = if have.labels.get(labels::SPEC_HASH) != Some(&want.hash) {
@@ -188,12 +195,12 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
     let mut removes_svc = Vec::new();
     for have in observed.services.iter().filter(|s| owned_by(lab, &s.labels)) {
         if desired.services.iter().all(|w| w.name != have.name) {
-            removes_svc.push(Action::RemoveService { id: have.id.clone(), name: have.name.clone() });
+            removes_svc.push(Action::RemoveService { id: have.id.clone(), name: have.name.clone(), detach: false });
         }
     }
     for have in observed.networks.iter().filter(|n| owned_by(lab, &n.labels)) {
         if desired.networks.iter().all(|w| w.name != have.name) {
-            removes_net.push(Action::RemoveNetwork { id: have.id.clone(), name: have.name.clone() });
+            removes_net.push(Action::RemoveNetwork { id: have.id.clone(), name: have.name.clone(), recreate: false });
         }
     }
 
