@@ -337,6 +337,7 @@ fn a_subnet_change_recreates_the_network_and_its_services_come_back_on_it() {
     let c = running_container_of("subnet_web");
     let addrs = docker_ok(&["inspect", &c, "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"]);
     assert!(addrs.contains("10.92.0."), "the task is on the new subnet: {addrs}");
-    let describe = String::from_utf8_lossy(&lab.labctl(&["describe", "subnet"]).stdout).to_string();
-    assert!(describe.contains("to recreate it (subnet or internal changed"), "status says why:\n{describe}");
+    let events = lab.redis.cli(&["xrange", "swarmlab:lab:subnet:events", "-", "+"]);
+    assert!(events.contains("to recreate it (subnet or internal changed"), "the events say why:\n{events}");
+    assert_eq!(lab.metric("subnet", "drift_repairs"), 0, "a spec change is not drift");
 }

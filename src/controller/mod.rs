@@ -131,7 +131,7 @@ impl Controller<DockerSwarm> {
                 }
             }
             for lab in self.queue.take_ready() {
-                let Some(target) = self.target_of(&lab) else { self.queue.done(&lab); continue };
+                let Some(target) = self.target_of(&lab) else { self.queue.done(&lab, false); continue };
                 let swarm = self.swarm.clone();
                 let store = self.store.clone();
                 let status = self.labs.get(&lab).map(|s| s.status.clone()).unwrap_or_default();
@@ -271,18 +271,15 @@ impl Controller<DockerSwarm> {
     }
 
     fn on_done(&mut self, lab: &str, outcome: Outcome, triggers: &mpsc::Sender<Trigger>) {
-        self.queue.done(lab);
+        self.queue.done(lab, outcome.error.is_some());
         for (kind, n) in &outcome.actions {
             self.store.count(lab, &format!("actions_{kind}"), *n as i64);
         }
         self.store.count(lab, "reconciles", 1);
         let Some(state) = self.labs.get_mut(lab) else { return };
-        let was_ready = state.status.phase == Phase::Ready;
-        let acted: u64 = outcome.actions.values().sum();
-        if was_ready && acted > 0 && state.defined {
-            // The spec did not change, yet Swarm had to be corrected: drift.
-            self.store.count(lab, "drift_repairs", acted as i64);
-            self.store.event(lab, event("Warning", "DriftRepaired", format!("{acted} objects changed outside labd were restored")));
+        if outcome.drift > 0 && state.defined {
+            self.store.count(lab, "drift_repairs", outcome.drift as i64);
+            self.store.event(lab, event("Warning", "DriftRepaired", format!("{} services changed outside labd were restored", outcome.drift)));
         }
         if outcome.gone && !state.defined {
             self.store.delete_lab(lab);

@@ -28,9 +28,11 @@ impl WorkQueue {
         ready
     }
 
-    pub fn done(&mut self, lab: &str) {
+    /// The lab's run ended. A lab queued meanwhile runs again, unless `failed`: then its
+    /// backoff timer brings it back, so a burst of events cannot turn into a retry storm.
+    pub fn done(&mut self, lab: &str, failed: bool) {
         self.running.remove(lab);
-        if self.dirty.remove(lab) {
+        if self.dirty.remove(lab) && !failed {
             self.pending.insert(lab.to_string());
         }
     }
@@ -86,10 +88,12 @@ mod tests {
         assert_eq!(q.take_ready(), ["a", "b"]);
         q.add("a");
         assert!(q.take_ready().is_empty(), "a is running");
-        q.done("a");
+        q.done("a", false);
         assert_eq!(q.take_ready(), ["a"]);
-        q.done("a");
-        q.done("b");
+        q.add("a");
+        q.done("a", true);
+        assert!(q.take_ready().is_empty(), "a failed: its backoff brings it back, not the queue");
+        q.done("b", false);
         assert!(q.idle());
     }
 

@@ -29,6 +29,9 @@ pub struct Outcome {
     pub error: Option<String>,
     /// Nothing of the lab is left on Swarm (after a Delete).
     pub gone: bool,
+    /// Repairs of changes made outside labd: services scaled or changed by hand, and services
+    /// that were running at the last reconcile and are gone now.
+    pub drift: u64,
 }
 
 fn kind_name(k: ActionKind) -> &'static str {
@@ -93,14 +96,14 @@ fn failed(mut status: LabStatus, error: String) -> Outcome {
     status.set_condition(ct::READY, false, "ReconcileFailed", error.clone(), now);
     status.set_abnormal(ct::STALLED, true, "ReconcileFailed", error.clone(), now);
     status.ready_since = None;
-    Outcome { status, actions: BTreeMap::new(), error: Some(error), gone: false }
+    Outcome { status, actions: BTreeMap::new(), error: Some(error), gone: false, drift: 0 }
 }
 
 async fn delete<S: Swarm>(swarm: &S, store: &RedisStore, name: &str, observed: &Observed, mut status: LabStatus) -> Outcome {
     let plan = teardown(name, observed);
     if plan.is_empty() {
         status.phase = Phase::Deleting;
-        return Outcome { status, actions: BTreeMap::new(), error: None, gone: true };
+        return Outcome { status, actions: BTreeMap::new(), error: None, gone: true, drift: 0 };
     }
     let (actions, errors) = execute(swarm, store, name, &plan).await;
     status.phase = Phase::Deleting;
@@ -108,7 +111,7 @@ async fn delete<S: Swarm>(swarm: &S, store: &RedisStore, name: &str, observed: &
     status.set_abnormal(ct::RECONCILING, true, "Deleting", "the lab's file is gone", Utc::now());
     // Networks are only removable once their tasks have stopped: not an error, just later.
     let error = errors.into_iter().find(|e| !e.contains("has active endpoints"));
-    Outcome { status, actions, error, gone: false }
+    Outcome { status, actions, error, gone: false, drift: 0 }
 }
 
 async fn apply<S: Swarm>(
@@ -135,12 +138,19 @@ async fn apply<S: Swarm>(
         status.message = status.condition(ct::SPEC_VALID).map(|c| c.message.clone()).unwrap_or_default();
         status.set_condition(ct::READY, false, "SpecInvalid", status.message.clone(), now);
         status.set_abnormal(ct::STALLED, true, "SpecInvalid", status.message.clone(), now);
-        return Outcome { status, actions: BTreeMap::new(), error: None, gone: false };
+        return Outcome { status, actions: BTreeMap::new(), error: None, gone: false, drift: 0 };
     };
     status.revision = lab.revision.clone();
     let desired = desired_lab(&lab.lab);
     publish_shaping(store, &desired);
     let plan = diff(&desired, observed);
+    let was_running = |short: &str| status.services.get(short).is_some_and(|s| s.running > 0);
+    let vanished = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::CreateService(s) if was_running(&s.short_name)))
+        .count() as u64;
+    let drift = plan.drift as u64 + vanished;
     let (actions, errors) = execute(swarm, store, name, &plan).await;
     let acted = !plan.actions.is_empty();
 
@@ -187,6 +197,16 @@ async fn apply<S: Swarm>(
             not_ready.push(format!("{} {}/{}", want.short_name, s.running, s.desired));
         }
         services.insert(want.short_name.clone(), s);
+    }
+    // Services labd removed itself (to move them to a recreated network) are not running now,
+    // and their coming back next pass is no drift.
+    for a in &plan.actions {
+        if let Action::RemoveService { name: full, detach: true, .. } = a {
+            if let Some(s) = desired.services.iter().find(|d| &d.name == full).and_then(|d| services.get_mut(&d.short_name)) {
+                s.running = 0;
+                s.message = "recreating on its recreated network".into();
+            }
+        }
     }
     status.services = services;
     let (ready_n, total) = (desired.services.len() - not_ready.len(), desired.services.len());
@@ -246,7 +266,7 @@ async fn apply<S: Swarm>(
         status.set_condition(ct::READY, false, "SpecInvalid", c.message.clone(), now);
         status.set_abnormal(ct::STALLED, true, "SpecInvalid", c.message, now);
     }
-    Outcome { status, actions, error, gone: false }
+    Outcome { status, actions, error, gone: false, drift }
 }
 
 enum ShapingState {
