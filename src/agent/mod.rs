@@ -4,7 +4,7 @@
 
 mod apply;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListContainersOptions};
@@ -51,6 +51,8 @@ pub struct Agent {
     tasks: HashMap<String, Task>,
     attachments: HashMap<(String, String), Attachment>,
     redis: Option<redis::aio::MultiplexedConnection>,
+    /// Task entries this agent wrote at its last publish, by lab (`None` before the first).
+    published: Option<BTreeMap<String, BTreeSet<String>>>,
 }
 
 impl Agent {
@@ -61,7 +63,7 @@ impl Agent {
         if config.forced_backend.is_some() && backend.is_none() {
             tracing::error!(forced = ?config.forced_backend, "the forced shaping backend is not available on this kernel");
         }
-        Agent { config, docker, caps, backend, tasks: HashMap::new(), attachments: HashMap::new(), redis: None }
+        Agent { config, docker, caps, backend, tasks: HashMap::new(), attachments: HashMap::new(), redis: None, published: None }
     }
 
     pub fn backend(&self) -> Option<BackendKind> {
@@ -218,7 +220,8 @@ impl Agent {
                 }
                 self.attachments.insert(key, entry);
             }
-            if !report.attachments.is_empty() {
+            // Only labs that still exist: a deleted lab's keys must not come back.
+            if !report.attachments.is_empty() && desired.contains_key(&lab) {
                 reports.entry(lab).or_default().push((id.clone(), report));
             }
         }
@@ -230,36 +233,45 @@ impl Agent {
     async fn publish(&mut self, reports: BTreeMap<String, Vec<(String, TaskShaping)>>) -> Result<(), String> {
         let node = self.config.node.clone();
         let agent = serde_json::json!({"node": node, "backend": self.backend, "capabilities": self.caps, "updatedAt": Utc::now()});
+        let known = self.published.clone();
         let conn = self.connection().await?;
-        let labs: Vec<String> = conn.smembers(keys::LABS).await.map_err(|e| e.to_string())?;
+        let mut previous = BTreeMap::<String, BTreeSet<String>>::new();
+        if known.is_none() {
+            // Once per start: find what an earlier run of this node's agent left behind.
+            let labs: Vec<String> = conn.smembers(keys::LABS).await.map_err(|e| e.to_string())?;
+            for lab in labs {
+                let existing: BTreeMap<String, String> = conn.hgetall(keys::tasks(&lab)).await.map_err(|e| e.to_string())?;
+                let mine = existing
+                    .into_iter()
+                    .filter(|(_, v)| serde_json::from_str::<TaskShaping>(v).map(|t| t.node == node).unwrap_or(false))
+                    .map(|(k, _)| k);
+                previous.insert(lab, mine.collect());
+            }
+        }
+        let previous = known.unwrap_or(previous);
         let mut pipe = redis::pipe();
         pipe.hset(keys::AGENTS, &node, agent.to_string()).ignore();
-        for lab in labs {
-            // Replace this node's entries of the lab; other nodes' entries stay.
-            let existing: BTreeMap<String, String> = conn.hgetall(keys::tasks(&lab)).await.map_err(|e| e.to_string())?;
-            let mine: Vec<&String> = existing
-                .iter()
-                .filter(|(_, v)| serde_json::from_str::<TaskShaping>(v).map(|t| t.node == node).unwrap_or(false))
-                .map(|(k, _)| k)
-                .collect();
-            let fresh: BTreeMap<String, String> = reports
-                .get(&lab)
-                .into_iter()
-                .flatten()
-                .map(|(_, t)| (t.container.clone(), serde_json::to_string(t).unwrap_or_default()))
-                .collect();
-            for k in mine.into_iter().filter(|k| !fresh.contains_key(*k)) {
-                pipe.hdel(keys::tasks(&lab), k).ignore();
+        let mut now_published = BTreeMap::<String, BTreeSet<String>>::new();
+        for (lab, tasks) in &reports {
+            let entries = now_published.entry(lab.clone()).or_default();
+            for (_, t) in tasks {
+                pipe.hset(keys::tasks(lab), &t.container, serde_json::to_string(t).unwrap_or_default()).ignore();
+                entries.insert(t.container.clone());
             }
-            for (k, v) in fresh {
-                pipe.hset(keys::tasks(&lab), k, v).ignore();
+        }
+        // Entries this node wrote before whose task is gone from it.
+        for (lab, containers) in &previous {
+            for c in containers.iter().filter(|c| !now_published.get(lab).is_some_and(|n| n.contains(*c))) {
+                pipe.hdel(keys::tasks(lab), c).ignore();
             }
         }
         let result: redis::RedisResult<()> = pipe.query_async(conn).await;
         if let Err(e) = result {
+            // Not known to be written: the old set stays the reference for next time.
             self.redis = None;
             return Err(e.to_string());
         }
+        self.published = Some(now_published);
         Ok(())
     }
 }

@@ -39,7 +39,7 @@ pub struct Lab {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Metadata {
     /// The lab's name: a DNS label of at most 32 characters. It prefixes every Swarm object.
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 32))]
+    #[schemars(regex(pattern = NAME_PATTERN), length(min = 1, max = LAB_NAME_MAX))]
     pub name: String,
     /// Copied onto every Swarm object of the lab.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
