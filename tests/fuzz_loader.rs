@@ -54,3 +54,43 @@ proptest! {
         }
     }
 }
+
+/// Nesting a file can drive: block and flow lists and mappings, mixed, thousands deep. Each is
+/// refused with a located error (run in a thread with a small stack, so a recursion that the
+/// depth limit does not stop fails here rather than on a user's machine).
+fn deep_documents() -> impl Strategy<Value = String> {
+    (1usize..20_000, 0usize..4).prop_map(|(depth, shape)| match shape {
+        0 => "- ".repeat(depth),
+        1 => format!("{}1", "[".repeat(depth)),
+        2 => (0..depth).map(|i| format!("{}k{i}:\n", "  ".repeat(i.min(200)))).collect(),
+        _ => format!("a: {}x{}", "{b: ".repeat(depth), "}".repeat(depth)),
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn deep_documents_are_refused_with_a_position(text in deep_documents()) {
+        let result = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || parse_file(Path::new("deep.yaml"), &text))
+            .unwrap()
+            .join();
+        let docs = result.expect("no stack overflow or panic on deep input");
+        for doc in docs {
+            if let Err(diags) = doc.result {
+                prop_assert!(diags.iter().all(|d| d.line >= 1 && d.column >= 1));
+            }
+        }
+    }
+}
+
+#[test]
+fn huge_documents_are_refused_not_loaded() {
+    let body: String = (0..40_000).map(|i| format!("    s{i}: {{image: x, replicas: {i}}}\n")).collect();
+    let text = format!("apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: big}}\nspec:\n  services:\n{body}");
+    let docs = parse_file(Path::new("big.yaml"), &text);
+    let errors: Vec<String> = docs.into_iter().filter_map(|d| d.result.err()).flatten().map(|d| d.message).collect();
+    assert!(errors.iter().any(|m| m.contains("limited to")), "{errors:?}");
+}

@@ -45,7 +45,7 @@ fn foreign_strategy() -> impl Strategy<Value = Observed> {
                 l.insert(labels::LAB.to_string(), "other".to_string());
             }
             obs.services.push(ObservedService { id: format!("foreign-s{i}"), name: format!("lab_svc{n}"), labels: l.clone(), replicas: Some(1), ..Default::default() });
-            obs.networks.push(ObservedNetwork { id: format!("foreign-n{i}"), name: format!("lab_net{n}"), labels: l });
+            obs.networks.push(ObservedNetwork { id: format!("foreign-n{i}"), name: format!("lab_net{n}"), labels: l, subnet: None, internal: false });
         }
         obs
     })
@@ -55,7 +55,7 @@ fn foreign_strategy() -> impl Strategy<Value = Observed> {
 fn apply(obs: &mut Observed, actions: &[Action]) {
     for (i, a) in actions.iter().enumerate() {
         match a {
-            Action::CreateNetwork(n) => obs.networks.push(ObservedNetwork { id: format!("n{i}-{}", n.name), name: n.name.clone(), labels: n.labels.clone() }),
+            Action::CreateNetwork(n) => obs.networks.push(ObservedNetwork { id: format!("n{i}-{}", n.name), name: n.name.clone(), labels: n.labels.clone(), subnet: n.subnet.clone(), internal: n.internal }),
             Action::RemoveNetwork { id, .. } => obs.networks.retain(|n| &n.id != id),
             Action::CreateService(s) => obs.services.push(observed_of(format!("s{i}-{}", s.name), s)),
             Action::UpdateService { id, desired, .. } => {

@@ -64,6 +64,14 @@ fn base_labels(lab: &Lab, member: &str) -> HashMap<String, String> {
     out
 }
 
+/// The lab's and the member's own labels, then the ownership labels, which nothing overrides.
+fn owned_labels(lab: &Lab, member: &str, own: &std::collections::BTreeMap<String, String>, hash: &str) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = own.clone().into_iter().collect();
+    out.extend(base_labels(lab, member));
+    out.insert(labels::SPEC_HASH.into(), hash.to_string());
+    out
+}
+
 pub fn desired_lab(lab: &Lab) -> DesiredLab {
     let name = &lab.metadata.name;
     let networks = lab
@@ -71,10 +79,8 @@ pub fn desired_lab(lab: &Lab) -> DesiredLab {
         .into_iter()
         .map(|short| {
             let net = lab.spec.networks.get(&short).cloned().unwrap_or_default();
-            let mut labels = base_labels(lab, &short);
-            labels.extend(net.labels.clone());
             let hash = hash_of(&(&net.subnet, net.internal, &lab.metadata.labels, &net.labels));
-            labels.insert(labels::SPEC_HASH.into(), hash.clone());
+            let labels = owned_labels(lab, &short, &net.labels, &hash);
             DesiredNetwork {
                 name: object_name(name, &short),
                 short_name: short,
@@ -107,9 +113,7 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
     unshaped.networks = None;
     let hash = hash_of(&(&unshaped, &attachment_view, &lab.metadata.labels));
 
-    let mut labels = base_labels(lab, short);
-    labels.extend(svc.labels.clone());
-    labels.insert(labels::SPEC_HASH.into(), hash.clone());
+    let labels = owned_labels(lab, short, &svc.labels, &hash);
 
     let endpoint_mode = svc.endpoint_mode.unwrap_or_default();
     let publish_mode = match endpoint_mode {

@@ -27,6 +27,19 @@ pub struct ObservedNetwork {
     pub id: String,
     pub name: String,
     pub labels: HashMap<String, String>,
+    /// The network's IPv4 subnet as Docker reports it.
+    pub subnet: Option<String>,
+    pub internal: bool,
+}
+
+impl ObservedNetwork {
+    /// Whether the network's own settings differ from what is wanted: the only changes that
+    /// need a recreate. Labels are left out (Docker cannot update them, and a cosmetic change
+    /// must never restart tasks); a subnet the lab does not set is Docker's to choose.
+    pub fn needs_recreate(&self, want: &DesiredNetwork) -> bool {
+        let subnet_differs = want.subnet.as_ref().is_some_and(|s| self.subnet.as_ref() != Some(s));
+        subnet_differs || self.internal != want.internal
+    }
 }
 
 /// Every object that either carries this lab's labels or has one of its names.
@@ -142,7 +155,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
                 name: have.name.clone(),
                 owner: labels::owner(&have.labels).map(str::to_string),
             }),
-            Some(have) if have.labels.get(labels::SPEC_HASH) != Some(&want.hash) => {
+            Some(have) if have.needs_recreate(want) => {
                 // Settings changed: remove now; the next pass creates it anew once it is gone.
                 removes_net.push(Action::RemoveNetwork { id: have.id.clone(), name: have.name.clone(), recreate: true });
             }

@@ -19,6 +19,12 @@ pub const LAB_NAME_MAX: usize = 32;
 pub const MEMBER_NAME_MAX: usize = 30;
 /// The network a service joins when it lists none, as in Compose.
 pub const DEFAULT_NETWORK: &str = "default";
+/// Most tasks one service may ask for: far beyond a one-machine lab, far below what makes
+/// Swarm's scheduler or labd's plan slow.
+pub const MAX_REPLICAS: u32 = 10_000;
+/// Label prefixes that mark ownership (ours and `docker stack`'s): a user label must not set
+/// them, or labd would create objects it then does not recognise as its own.
+pub const RESERVED_LABEL_PREFIXES: [&str; 2] = ["io.swarmlab.", "com.docker.stack."];
 
 /// A network lab: overlay networks, services and the traffic conditions between them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -200,7 +206,7 @@ impl NetworkAttachment {
 pub struct Resources {
     /// CPU limit in cores, e.g. 0.5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.001))]
+    #[schemars(range(min = 0.001, max = 1024))]
     pub cpus: Option<f64>,
     /// Memory limit, e.g. 150M.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -215,6 +221,7 @@ pub struct Placement {
     pub constraints: Vec<String>,
     /// At most this many tasks of the service on one node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_REPLICAS))]
     pub max_replicas_per_node: Option<u64>,
 }
 
@@ -229,6 +236,7 @@ pub struct Service {
     pub image: Option<String>,
     /// Number of tasks; default 1, 0 allowed. Not with `mode: global`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_REPLICAS))]
     pub replicas: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,

@@ -35,6 +35,18 @@ pub struct UnitError {
     hint: &'static str,
 }
 
+impl UnitError {
+    /// Well formed, but beyond what Docker or the kernel can take.
+    pub fn is_out_of_range(&self) -> bool {
+        self.hint.starts_with("is too large")
+    }
+}
+
+/// Upper bounds, so every conversion (to Docker's nanoseconds and bytes, to tc's bits) fits.
+pub const MAX_DURATION_SECS: u64 = 86_400;
+pub const MAX_RATE_BITS: u64 = 100_000_000_000;
+pub const MAX_MEMORY_BYTES: u64 = 1 << 40;
+
 fn unit_error(value: &str, pattern: &'static str) -> UnitError {
     UnitError { value: value.to_string(), hint: pattern_hint(pattern).unwrap_or("is malformed") }
 }
@@ -100,7 +112,11 @@ impl FromStr for Duration {
             "s" => 1_000_000.0,
             _ => return Err(err()),
         };
-        Ok(Duration { micros: (n * scale).round() as u64 })
+        let micros = (n * scale).round();
+        if micros > (MAX_DURATION_SECS * 1_000_000) as f64 {
+            return Err(UnitError { value: s.to_string(), hint: "is too large: at most 86400s (one day)" });
+        }
+        Ok(Duration { micros: micros as u64 })
     }
 }
 
@@ -174,6 +190,9 @@ impl FromStr for Rate {
         if bits < 1.0 {
             return Err(UnitError { value: s.to_string(), hint: "is not a rate: it must be at least 1bit" });
         }
+        if bits > MAX_RATE_BITS as f64 {
+            return Err(UnitError { value: s.to_string(), hint: "is too large: at most 100gbit" });
+        }
         Ok(Rate { bits_per_sec: bits as u64 })
     }
 }
@@ -212,7 +231,11 @@ impl FromStr for Memory {
             "g" => 1024.0 * 1024.0 * 1024.0,
             _ => return Err(err()),
         };
-        Ok(Memory { bytes: (n * scale).round() as u64 })
+        let bytes = (n * scale).round();
+        if bytes > MAX_MEMORY_BYTES as f64 {
+            return Err(UnitError { value: s.to_string(), hint: "is too large: at most 1024G" });
+        }
+        Ok(Memory { bytes: bytes as u64 })
     }
 }
 

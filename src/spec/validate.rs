@@ -12,7 +12,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::diagnostic::Diagnostic;
-use super::model::{Lab, API_VERSION, DEFAULT_NETWORK, KIND, MEMBER_NAME_MAX, NAME_PATTERN};
+use super::model::{Lab, API_VERSION, DEFAULT_NETWORK, KIND, MEMBER_NAME_MAX, NAME_PATTERN, RESERVED_LABEL_PREFIXES};
+use super::units::{Duration, Memory, Rate};
 use super::schema::{allowed_fields, validator};
 use super::units::pattern_hint;
 use super::yaml::{parse_documents, pointer_segment, Document, Mark, Positions};
@@ -47,6 +48,13 @@ pub fn revision_of(lab: &Lab) -> String {
 /// Parses and validates every document of one file. Never panics, whatever the input.
 pub fn parse_file(path: &Path, text: &str) -> Vec<LabDocument> {
     let docs = match parse_documents(text) {
+        // A file with no document at all is most often one being written in place (truncated
+        // first): an error, so the labs it defined keep running, never "no labs here".
+        Ok(docs) if docs.is_empty() => {
+            let mark = Mark { line: 1, column: 1 };
+            let message = "the file has no document (empty, or written in place and not finished); delete the file to remove its labs";
+            return vec![LabDocument { name: None, name_mark: mark, result: Err(vec![diag(path, mark, "(file)", message)]) }];
+        }
         Ok(docs) => docs,
         Err(e) => {
             return vec![LabDocument {
@@ -282,6 +290,9 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
             }
         }
     }
+    check_labels(doc, &mut out);
+    check_units(doc, "", &mut out);
+    check_subnets(networks, &mut out);
     let defaults = doc.pointer("/spec/defaults");
     let inherited = |svc: &Value, field: &str| svc.get(field).or_else(|| defaults.and_then(|d| d.get(field))).cloned();
     if let Some(d) = defaults {
@@ -301,6 +312,112 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
         check_networks(networks, &base, svc.get("networks"), &mut out);
     }
     out
+}
+
+/// Labels that would override the ownership labels are refused wherever labels are accepted.
+fn check_labels(doc: &Value, out: &mut Vec<Finding>) {
+    let mut places = vec!["/metadata/labels".to_string(), "/spec/defaults/labels".to_string()];
+    for kind in ["networks", "services"] {
+        if let Some(members) = doc.pointer(&format!("/spec/{kind}")).and_then(Value::as_object) {
+            places.extend(members.keys().map(|m| format!("/spec/{kind}/{}/labels", pointer_segment(m))));
+        }
+    }
+    for place in places {
+        for key in doc.pointer(&place).and_then(Value::as_object).into_iter().flat_map(|o| o.keys()) {
+            if let Some(prefix) = RESERVED_LABEL_PREFIXES.iter().find(|p| key.starts_with(*p)) {
+                out.push(Finding::key(
+                    format!("{place}/{}", pointer_segment(key)),
+                    format!("label `{key}` is reserved: labels starting with `{prefix}` mark what swarmlab and `docker stack` own"),
+                ));
+            }
+        }
+    }
+}
+
+/// Unit values that are well formed (the schema checks that) but too large for Docker or tc.
+/// The depth of a document is bounded by the loader, so this recursion is too.
+fn check_units(node: &Value, pointer: &str, out: &mut Vec<Finding>) {
+    match node {
+        Value::Object(map) => {
+            for (key, value) in map {
+                let child = format!("{pointer}/{}", pointer_segment(key));
+                if let Value::String(text) = value {
+                    let parsed = match key.as_str() {
+                        "delay" | "jitter" | "stopGracePeriod" => text.parse::<Duration>().err(),
+                        "rate" => text.parse::<Rate>().err(),
+                        "memory" => text.parse::<Memory>().err(),
+                        _ => None,
+                    };
+                    if let Some(e) = parsed.filter(|e| e.is_out_of_range()) {
+                        out.push(Finding::value(child, e.to_string()));
+                    }
+                } else {
+                    check_units(value, &child, out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_units(item, &format!("{pointer}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// An IPv4 network in CIDR notation: its first address and prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub network: u32,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = text.split_once('/').ok_or("is not in CIDR notation (e.g. 10.42.0.0/24)")?;
+        let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| format!("`{addr}` is not an IPv4 address"))?;
+        let prefix: u8 = prefix.parse().map_err(|_| format!("`/{prefix}` is not a prefix length"))?;
+        if !(8..=29).contains(&prefix) {
+            return Err(format!("prefix /{prefix} is out of range: an overlay network needs /8 to /29"));
+        }
+        let mask = u32::MAX << (32 - prefix);
+        let bits = u32::from(addr);
+        if bits & !mask != 0 {
+            let network = std::net::Ipv4Addr::from(bits & mask);
+            return Err(format!("`{text}` has host bits set (did you mean `{network}/{prefix}`?)"));
+        }
+        Ok(Cidr { network: bits, prefix })
+    }
+
+    fn last(self) -> u32 {
+        self.network | (u32::MAX >> self.prefix)
+    }
+
+    pub fn overlaps(self, other: Cidr) -> bool {
+        self.network <= other.last() && other.network <= self.last()
+    }
+}
+
+/// Subnets must be real CIDRs and must not overlap within the lab.
+fn check_subnets(networks: &serde_json::Map<String, Value>, out: &mut Vec<Finding>) {
+    let mut seen: Vec<(&str, Cidr)> = Vec::new();
+    for (name, net) in networks {
+        let Some(text) = net.get("subnet").and_then(Value::as_str) else { continue };
+        let at = format!("/spec/networks/{}/subnet", pointer_segment(name));
+        match Cidr::parse(text) {
+            Ok(cidr) => {
+                if let Some((other, _)) = seen.iter().find(|(_, c)| c.overlaps(cidr)) {
+                    out.push(Finding::value(at, format!("subnet {text} overlaps network `{other}`'s subnet")));
+                }
+                seen.push((name, cidr));
+            }
+            // Malformed text is the schema's to report; only well-formed but wrong CIDRs here.
+            Err(e) if text.contains('/') && text.split_once('/').is_some_and(|(a, _)| a.parse::<std::net::Ipv4Addr>().is_ok()) => {
+                out.push(Finding::value(at, e));
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 fn check_networks(defined: &serde_json::Map<String, Value>, base: &str, attachments: Option<&Value>, out: &mut Vec<Finding>) {

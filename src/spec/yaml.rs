@@ -63,8 +63,46 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// The largest lab file read: a lab of hundreds of services is a few tens of kilobytes.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+/// The deepest nesting of mappings and sequences accepted. A lab needs about 6; the limit stops
+/// a file from driving the loader (and the drop of its tree) into the stack.
+pub const MAX_DEPTH: usize = 64;
+
+/// Refuses, before anything is built, a text too large or nested too deep. Streams the parser's
+/// events, so it uses no recursion and constant memory whatever the input.
+fn check_bounds(text: &str) -> Result<(), SyntaxError> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(SyntaxError {
+            mark: Mark { line: 1, column: 1 },
+            message: format!("file is {} bytes; lab files are limited to {} bytes", text.len(), MAX_FILE_BYTES),
+        });
+    }
+    let mut depth = 0usize;
+    for event in saphyr_parser::Parser::new_from_str(text) {
+        let (event, span) = match event {
+            Ok(e) => e,
+            // Syntax errors are reported, with their position, by the real load below.
+            Err(_) => return Ok(()),
+        };
+        match event {
+            saphyr_parser::Event::SequenceStart(..) | saphyr_parser::Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    let mark = Mark { line: span.start.line().max(1), column: span.start.col() + 1 };
+                    return Err(SyntaxError { mark, message: format!("nested deeper than {MAX_DEPTH} levels") });
+                }
+            }
+            saphyr_parser::Event::SequenceEnd | saphyr_parser::Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parses every `---` document of `text`. Empty documents are skipped.
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
+    check_bounds(text)?;
     let docs = MarkedYaml::load_from_str(text)
         .map_err(|e| SyntaxError { mark: Mark::of(e.marker()), message: e.info().to_string() })?;
     Ok(docs
@@ -183,6 +221,25 @@ mod tests {
         let err = parse_documents("a: [1, 2\nb: 3\n").err().unwrap();
         assert!(err.mark.line >= 1);
         assert!(!err.message.is_empty());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_with_a_position_not_a_stack_overflow() {
+        let block = "- ".repeat(20_000);
+        let err = parse_documents(&block).err().expect("refused");
+        assert_eq!(err.message, format!("nested deeper than {MAX_DEPTH} levels"));
+        assert_eq!(err.mark.line, 1);
+        let flow = format!("a: {}", "[".repeat(5_000));
+        assert!(parse_documents(&flow).is_err());
+        let ok = format!("a: {}1{}", "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
+        assert!(parse_documents(&ok).is_ok());
+    }
+
+    #[test]
+    fn huge_files_are_refused() {
+        let text = format!("a: \"{}\"\n", "x".repeat(MAX_FILE_BYTES));
+        let err = parse_documents(&text).err().expect("refused");
+        assert!(err.message.contains("limited to"), "{}", err.message);
     }
 
     #[test]

@@ -178,7 +178,14 @@ impl Swarm for DockerSwarm {
                 .into_iter()
                 .filter(|n| n.scope.as_deref() == Some("swarm") || n.labels.as_ref().is_some_and(|l| labels::owner(l).is_some()))
                 .filter_map(|n| {
-                    Some(ObservedNetwork { id: n.id?, name: n.name.unwrap_or_default(), labels: n.labels.unwrap_or_default() })
+                    let subnet = n.ipam.as_ref().and_then(|i| i.config.as_ref()).and_then(|c| c.iter().find_map(|c| c.subnet.clone()));
+                    Some(ObservedNetwork {
+                        id: n.id?,
+                        name: n.name.unwrap_or_default(),
+                        labels: n.labels.unwrap_or_default(),
+                        subnet,
+                        internal: n.internal.unwrap_or(false),
+                    })
                 })
                 .filter(|n| n.name.starts_with(&prefix))
                 .collect(),
