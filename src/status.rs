@@ -16,6 +16,9 @@ pub enum Phase {
     Failed,
     Invalid,
     Deleting,
+    /// No file defines the lab, but nothing shows a person removed it (labd started on another
+    /// or an empty directory, or lost its memory): kept running, not reconciled.
+    Orphaned,
 }
 
 impl std::fmt::Display for Phase {

@@ -44,6 +44,19 @@ struct Cli {
     /// This node's name in status (default: the hostname).
     #[arg(long, env = "LABD_NODE", global = true)]
     node: Option<String>,
+    /// Seconds a lab must stay undefined (over two or more complete reads of the directory)
+    /// before it is torn down: a file rewritten in place, moved, or swapped by a Git sync
+    /// comes back within it.
+    #[arg(long, env = "LABD_DELETE_GRACE", default_value_t = 5.0)]
+    delete_grace: f64,
+    /// Allow an empty labs directory at start to prune every lab labd owns (Argo CD's
+    /// allowEmpty). Without it such labs are reported as Orphaned and left running.
+    #[arg(long, env = "LABD_ALLOW_EMPTY")]
+    allow_empty: bool,
+    /// Remove orphaned labs: owned labs whose file was never in this labs directory (or is
+    /// not remembered). Without it they are reported as Orphaned and left running.
+    #[arg(long, env = "LABD_PRUNE_ORPHANS")]
+    prune_orphans: bool,
     /// Seconds the leader lease lasts without renewal (a standby takes over after this).
     #[arg(long, env = "LABD_LEASE_TTL", default_value_t = 15)]
     lease_ttl: u64,
@@ -149,6 +162,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         redis_url: cli.redis.clone(),
         resync: Duration::from_secs(cli.resync.max(1)),
         progress_poll: Duration::from_secs(1),
+        delete_grace: Duration::from_secs_f64(cli.delete_grace.clamp(0.0, 86_400.0)),
+        allow_empty: cli.allow_empty,
+        prune_orphans: cli.prune_orphans,
     };
     tracing::info!(labs = %cli.labs.display(), redis = %cli.redis, "labd starting");
     let (stop_store_tx, stop_store_rx) = tokio::sync::oneshot::channel::<()>();

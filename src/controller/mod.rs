@@ -2,16 +2,17 @@
 //! (the loop in [`Controller::run`]) owns all state; reconciles run as separate tasks and report
 //! back, so a slow lab never blocks another.
 
+pub mod deletion;
 pub mod queue;
 pub mod reconcile;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -21,7 +22,13 @@ use crate::spec::{Diagnostic, ValidLab};
 use crate::status::{LabStatus, Phase};
 use crate::store::{RedisStore, StoreReader};
 use crate::swarm::{DockerSwarm, Swarm};
+use deletion::{AbsenceTracker, Verdict};
 use queue::{Backoff, WorkQueue};
+
+/// The longest one reconcile may take before it counts as failed.
+const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest a read of the labs directory may take (a hung network mount): unreadable then.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 use reconcile::{event, reconcile, Outcome, Target};
 
 #[derive(Debug, Clone)]
@@ -32,6 +39,27 @@ pub struct Config {
     pub resync: Duration,
     /// How soon a lab that is still converging is looked at again.
     pub progress_poll: Duration,
+    /// How long a lab must stay absent from complete reads before it is torn down.
+    pub delete_grace: Duration,
+    /// Argo CD's `allowEmpty`: an empty labs directory at start may prune every owned lab.
+    pub allow_empty: bool,
+    /// Remove labs no file defines that this labs directory never defined (orphans).
+    pub prune_orphans: bool,
+}
+
+/// What labd wants done with a lab, from the evidence of the labs directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Desire {
+    /// Known from Redis or from Swarm, but no complete read has spoken yet: hands off.
+    #[default]
+    Unknown,
+    /// A file defines it (validly or not): converge it to its last good version.
+    Defined,
+    /// No file here defines it, and there is no evidence that a person removed it (its file
+    /// lay outside this directory, or labd started on an empty directory): report, keep.
+    Orphaned(String),
+    /// Absence confirmed by the deletion rule: tear it down.
+    Delete,
 }
 
 /// What the controller knows of one lab.
@@ -41,8 +69,7 @@ struct LabState {
     last_good: Option<ValidLab>,
     /// Errors of the current definition, if it is invalid.
     invalid: Option<Vec<Diagnostic>>,
-    /// Defined by a file right now (or kept because its file cannot be parsed).
-    defined: bool,
+    desire: Desire,
     /// What the generation counter was bumped for last (revision or error text).
     definition_key: String,
     status: LabStatus,
@@ -65,8 +92,12 @@ pub struct Controller<S: Swarm> {
     swarm: Arc<S>,
     store: RedisStore,
     labs: BTreeMap<String, LabState>,
-    /// Lab names each file defined at the last successful read.
-    files: BTreeMap<PathBuf, Vec<String>>,
+    absence: AbsenceTracker,
+    /// Whether a complete read has happened since start (the empty-directory guard applies
+    /// to the first one only).
+    read_once: bool,
+    /// Re-reads asked for by the deletion rule, sent to the run loop.
+    rereads: Option<mpsc::Sender<Trigger>>,
     queue: WorkQueue,
     backoff: Backoff,
     phases: watch::Sender<BTreeMap<String, Phase>>,
@@ -75,7 +106,20 @@ pub struct Controller<S: Swarm> {
 impl Controller<DockerSwarm> {
     pub async fn new(config: Config, swarm: DockerSwarm, store: RedisStore) -> Self {
         let (phases, _) = watch::channel(BTreeMap::new());
-        let mut c = Controller { config, swarm: Arc::new(swarm), store, labs: BTreeMap::new(), files: BTreeMap::new(), queue: WorkQueue::default(), backoff: Backoff::default(), phases };
+        let absence = AbsenceTracker::new(config.delete_grace);
+        let config = Config { labs_dir: absolute(&config.labs_dir), ..config };
+        let mut c = Controller {
+            config,
+            swarm: Arc::new(swarm),
+            store,
+            labs: BTreeMap::new(),
+            absence,
+            read_once: false,
+            rereads: None,
+            queue: WorkQueue::default(),
+            backoff: Backoff::default(),
+            phases,
+        };
         c.restore_status().await;
         c
     }
@@ -89,6 +133,7 @@ impl Controller<DockerSwarm> {
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let (trigger_tx, mut triggers) = mpsc::channel::<Trigger>(1024);
+        self.rereads = Some(trigger_tx.clone());
         let (files_tx, mut file_events) = mpsc::channel::<()>(1);
         let mut watcher = DirWatcher::new(&self.config.labs_dir, files_tx);
 
@@ -119,7 +164,7 @@ impl Controller<DockerSwarm> {
         let mut resync = tokio::time::interval(self.config.resync);
         let mut running: JoinSet<(String, Outcome)> = JoinSet::new();
         let _ = trigger_tx.send(Trigger::Files).await;
-        self.adopt_orphans().await;
+        self.discover_owned().await;
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -140,7 +185,19 @@ impl Controller<DockerSwarm> {
                     async move {
                         let started = Instant::now();
                         let calls = swarm.api_calls();
-                        let outcome = reconcile(swarm.as_ref(), &store, &lab, target, status).await;
+                        let fallback = status.clone();
+                        // A panic or a hung Docker call ends this lab's pass with an error (and
+                        // its backoff), never a lab frozen in "running".
+                        let pass = std::panic::AssertUnwindSafe(reconcile(swarm.as_ref(), &store, &lab, target, status)).catch_unwind();
+                        let outcome = match tokio::time::timeout(RECONCILE_TIMEOUT, pass).await {
+                            Ok(Ok(outcome)) => outcome,
+                            Ok(Err(panic)) => {
+                                let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+                                tracing::error!(lab = %lab, panic = %what, "reconcile panicked; retrying with backoff");
+                                reconcile::failed(fallback, format!("internal error (reconcile panicked: {what}); retrying"))
+                            }
+                            Err(_) => reconcile::failed(fallback, format!("reconcile took longer than {}s (Docker not answering?); retrying", RECONCILE_TIMEOUT.as_secs())),
+                        };
                         store.gauge(&lab, "last_reconcile_ms", started.elapsed().as_millis());
                         // Exact when one lab reconciles at a time (as in the benchmark).
                         store.gauge(&lab, "last_reconcile_api_calls", swarm.api_calls() - calls);
@@ -182,58 +239,129 @@ impl Controller<DockerSwarm> {
     /// Re-reads the whole directory and updates what each lab should be.
     async fn on_files(&mut self) {
         let dir = self.config.labs_dir.clone();
-        let catalog = match tokio::task::spawn_blocking(move || load_dir(&dir)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                // Unknown state (a Git sync swapping a symlink?): change nothing.
-                tracing::warn!(error = %e, "labs directory unreadable; keeping every lab as it is");
-                return;
-            }
-            Err(_) => return,
+        let read = tokio::time::timeout(READ_TIMEOUT, tokio::task::spawn_blocking(move || load_dir(&dir))).await;
+        let catalog = match read {
+            Ok(Ok(Ok(c))) => c,
+            Ok(Ok(Err(e))) => return self.unreadable(&e.to_string()),
+            Ok(Err(e)) => return self.unreadable(&format!("the read failed: {e}")),
+            Err(_) => return self.unreadable(&format!("no answer within {}s", READ_TIMEOUT.as_secs())),
         };
-        self.apply_catalog(catalog);
+        self.apply_catalog(catalog, Instant::now());
     }
 
-    fn apply_catalog(&mut self, catalog: Catalog) {
-        // Labs whose file now fails to parse are kept: their file still "defines" them.
-        let mut kept: BTreeSet<String> = BTreeSet::new();
+    /// Unknown state (a Git sync swapping a symlink, a mount not there yet): change nothing.
+    fn unreadable(&mut self, why: &str) {
+        tracing::warn!(dir = %self.config.labs_dir.display(), error = %why, "labs directory unreadable; keeping every lab as it is");
+        self.absence.incomplete();
+    }
+
+    fn apply_catalog(&mut self, catalog: Catalog, now: Instant) {
+        let complete = catalog.incomplete.is_empty();
+        if !complete {
+            tracing::warn!(problems = ?catalog.incomplete, "incomplete read of the labs directory: no lab is considered gone");
+            self.absence.incomplete();
+        }
+        // Labs whose remembered file now fails to parse (or is empty, half-written) are kept:
+        // that file still defines them, we just cannot read what it says.
         for (file, diags) in &catalog.file_errors {
-            for lab in self.files.get(file).into_iter().flatten() {
-                if !catalog.labs.contains_key(lab) {
-                    kept.insert(lab.clone());
-                    let state = self.labs.entry(lab.clone()).or_default();
-                    Self::set_definition(state, lab, None, Some(diags.clone()));
-                    self.queue.add(lab);
+            let kept: Vec<String> = self
+                .labs
+                .iter()
+                .filter(|(name, st)| !catalog.labs.contains_key(*name) && Path::new(&st.status.source) == file)
+                .map(|(name, _)| name.clone())
+                .collect();
+            for lab in kept {
+                let state = self.labs.entry(lab.clone()).or_default();
+                if Self::set_definition(state, &lab, None, Some(diags.clone())) {
+                    self.queue.add(&lab);
                 }
+                self.absence.present(&lab);
             }
         }
         for (name, entry) in &catalog.labs {
             let state = self.labs.entry(name.clone()).or_default();
+            if let Some(file) = catalog.file_of(name) {
+                state.status.source = file.display().to_string();
+            }
             let changed = match entry {
                 LabEntry::Valid(v) => Self::set_definition(state, name, Some(v.clone()), None),
                 LabEntry::Invalid(d) => Self::set_definition(state, name, None, Some(d.clone())),
             };
+            self.absence.present(name);
             if changed {
                 self.queue.add(name);
             }
         }
-        for (name, state) in self.labs.iter_mut() {
-            let defined = catalog.labs.contains_key(name) || kept.contains(name);
-            if state.defined && !defined {
-                tracing::info!(lab = %name, "no file defines the lab any more: tearing it down");
-                self.store.event(name, event("Normal", "Deleting", "no file defines the lab any more"));
-                self.queue.add(name);
-            }
-            state.defined = defined;
+        if !complete {
+            return;
         }
-        // Remember file → labs, but keep the old mapping for files that failed to parse.
-        let mut files = catalog.files.clone();
-        for file in catalog.file_errors.keys() {
-            if let Some(old) = self.files.get(file) {
-                files.entry(file.clone()).or_default().extend(old.iter().cloned());
+        let first_read = !self.read_once;
+        self.read_once = true;
+        let root = absolute(&self.config.labs_dir);
+        let undefined: Vec<String> = self
+            .labs
+            .iter()
+            .filter(|(name, st)| {
+                !catalog.labs.contains_key(*name) && !catalog.file_errors.keys().any(|f| Path::new(&st.status.source) == f)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in undefined {
+            let Some(state) = self.labs.get_mut(&name) else { continue };
+            if state.desire == Desire::Delete {
+                continue;
+            }
+            // Is there evidence that a person removed this lab's file from this directory?
+            let remembered = Path::new(&state.status.source);
+            let orphan = if let Desire::Orphaned(why) = &state.desire {
+                // Once orphaned, only a file defining it again (or --prune-orphans) changes it.
+                Some(why.clone())
+            } else if state.status.source.is_empty() {
+                Some("no record of the file that defined it (labd's status in Redis was lost?)".to_string())
+            } else if !remembered.starts_with(&root) {
+                Some(format!("its file {} lies outside the labs directory {}", remembered.display(), root.display()))
+            } else if first_read && catalog.is_empty() && !self.config.allow_empty {
+                Some(format!("the labs directory {} was empty at start (start labd with --allow-empty to prune)", root.display()))
+            } else {
+                None
+            };
+            match orphan {
+                Some(why) if !self.config.prune_orphans => {
+                    if state.desire != Desire::Orphaned(why.clone()) {
+                        tracing::warn!(lab = %name, reason = %why, "orphaned lab: no file defines it; keeping it (--prune-orphans removes such labs)");
+                        self.store.event(&name, event("Warning", "Orphaned", format!("no file defines the lab and it is kept: {why}")));
+                        state.desire = Desire::Orphaned(why);
+                        self.queue.add(&name);
+                    }
+                }
+                _ => match self.absence.absent(&name, now) {
+                    Verdict::Confirmed => {
+                        tracing::info!(lab = %name, "no file has defined the lab for the grace period: tearing it down");
+                        let message = format!("no file has defined the lab for {:.1}s", self.config.delete_grace.as_secs_f64());
+                        self.store.event(&name, event("Normal", "Deleting", message));
+                        state.desire = Desire::Delete;
+                        self.queue.add(&name);
+                    }
+                    Verdict::Pending { recheck_in, first } => {
+                        if first && state.desire == Desire::Defined {
+                            tracing::info!(lab = %name, grace = ?self.config.delete_grace, "no file defines the lab; removing it unless a file defines it again");
+                            let message = format!("no file defines the lab; it is removed in {:.1}s unless a file defines it again", recheck_in.as_secs_f64());
+                            self.store.event(&name, event("Normal", "FileGone", message));
+                        }
+                        self.reread_after(recheck_in);
+                    }
+                },
             }
         }
-        self.files = files;
+    }
+
+    /// Asks for another read of the directory after `wait` (the deletion rule's second look).
+    fn reread_after(&self, wait: Duration) {
+        let Some(tx) = self.rereads.clone() else { return };
+        tokio::spawn(async move {
+            tokio::time::sleep(wait + Duration::from_millis(50)).await;
+            let _ = tx.send(Trigger::Files).await;
+        });
     }
 
     /// Records a lab's current definition; bumps its generation when it changed.
@@ -243,13 +371,15 @@ impl Controller<DockerSwarm> {
             (None, Some(d)) => d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"),
             (None, None) => String::new(),
         };
-        state.defined = true;
+        let was_defined = state.desire == Desire::Defined;
+        state.desire = Desire::Defined;
         if valid.is_some() {
             state.last_good = valid;
         }
         state.invalid = invalid;
         if state.definition_key == key {
-            return false;
+            // Same definition; a lab that was orphaned or unknown still needs a pass.
+            return !was_defined;
         }
         // A restored status with the same revision keeps its generation (labd restarted).
         if !(state.definition_key.is_empty() && state.status.revision == key && state.status.generation > 0) {
@@ -264,10 +394,12 @@ impl Controller<DockerSwarm> {
 
     fn target_of(&self, lab: &str) -> Option<Target> {
         let state = self.labs.get(lab)?;
-        if !state.defined {
-            return Some(Target::Delete);
+        match &state.desire {
+            Desire::Unknown => None,
+            Desire::Delete => Some(Target::Delete),
+            Desire::Orphaned(why) => Some(Target::Orphaned(why.clone())),
+            Desire::Defined => Some(Target::Apply { lab: state.last_good.clone(), invalid: state.invalid.clone() }),
         }
-        Some(Target::Apply { lab: state.last_good.clone(), invalid: state.invalid.clone() })
     }
 
     fn on_done(&mut self, lab: &str, outcome: Outcome, triggers: &mpsc::Sender<Trigger>) {
@@ -277,11 +409,11 @@ impl Controller<DockerSwarm> {
         }
         self.store.count(lab, "reconciles", 1);
         let Some(state) = self.labs.get_mut(lab) else { return };
-        if outcome.drift > 0 && state.defined {
+        if outcome.drift > 0 && state.desire == Desire::Defined {
             self.store.count(lab, "drift_repairs", outcome.drift as i64);
             self.store.event(lab, event("Warning", "DriftRepaired", format!("{} services changed outside labd were restored", outcome.drift)));
         }
-        if outcome.gone && !state.defined {
+        if outcome.gone && matches!(state.desire, Desire::Delete | Desire::Orphaned(_)) {
             self.store.delete_lab(lab);
             self.labs.remove(lab);
             self.backoff.succeeded(lab);
@@ -290,6 +422,8 @@ impl Controller<DockerSwarm> {
         }
         let mut status = outcome.status;
         status.observed_generation = status.generation;
+        // The file may have moved while this pass ran: keep what the last read said.
+        status.source = state.status.source.clone();
         let requeue = match &outcome.error {
             Some(err) => {
                 self.store.count(lab, "errors", 1);
@@ -344,19 +478,22 @@ impl Controller<DockerSwarm> {
         }
     }
 
-    /// Labs that own objects on Swarm but that this labd has never seen: tear them down once
-    /// the directory is known to be readable (a lab file deleted while labd was stopped).
-    async fn adopt_orphans(&mut self) {
-        let Ok(owned) = self.swarm.owned_labs().await else { return };
-        if load_dir(&self.config.labs_dir).is_err() {
-            return;
-        }
-        for lab in owned {
-            let state = self.labs.entry(lab.clone()).or_default();
-            if !state.defined {
-                state.defined = true; // on_files below decides; mark so removal is detected
+    /// Labs that own objects on Swarm join the ones Redis remembers, as Unknown: the first
+    /// complete read of the directory decides whether each is defined, gone or orphaned.
+    async fn discover_owned(&mut self) {
+        match self.swarm.owned_labs().await {
+            Ok(owned) => {
+                for lab in owned {
+                    self.labs.entry(lab).or_default();
+                }
             }
+            Err(e) => tracing::warn!(error = %e, "cannot list the labs owned on Swarm; the resync finds them"),
         }
-        self.on_files().await;
     }
+}
+
+/// The labs directory as an absolute path, without resolving symlinks: a Git sync swaps the
+/// link's target, and the directory stays "the same" for the deletion rule.
+fn absolute(dir: &Path) -> PathBuf {
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
 }

@@ -19,6 +19,8 @@ pub enum Target {
     Apply { lab: Option<ValidLab>, invalid: Option<Vec<Diagnostic>> },
     /// No file defines the lab any more: remove everything it owns.
     Delete,
+    /// No file defines the lab, but nothing shows a person removed it: leave it, say why.
+    Orphaned(String),
 }
 
 #[derive(Debug)]
@@ -84,11 +86,12 @@ pub async fn reconcile<S: Swarm>(swarm: &S, store: &RedisStore, name: &str, targ
     };
     match target {
         Target::Delete => delete(swarm, store, name, &observed, status).await,
+        Target::Orphaned(why) => orphaned(name, &observed, status, why),
         Target::Apply { lab, invalid } => apply(swarm, store, name, lab, invalid, &observed, status).await,
     }
 }
 
-fn failed(mut status: LabStatus, error: String) -> Outcome {
+pub(crate) fn failed(mut status: LabStatus, error: String) -> Outcome {
     let now = Utc::now();
     status.phase = Phase::Failed;
     status.message = error.clone();
@@ -97,6 +100,19 @@ fn failed(mut status: LabStatus, error: String) -> Outcome {
     status.set_abnormal(ct::STALLED, true, "ReconcileFailed", error.clone(), now);
     status.ready_since = None;
     Outcome { status, actions: BTreeMap::new(), error: Some(error), gone: false, drift: 0 }
+}
+
+fn orphaned(name: &str, observed: &Observed, mut status: LabStatus, why: String) -> Outcome {
+    let owned = teardown(name, observed);
+    let now = Utc::now();
+    status.phase = Phase::Orphaned;
+    status.message = format!("no file defines this lab; kept because {why}");
+    status.ready_since = None;
+    status.set_condition(ct::READY, false, "Orphaned", status.message.clone(), now);
+    status.set_abnormal(ct::RECONCILING, false, "", "", now);
+    status.set_abnormal(ct::STALLED, true, "Orphaned", status.message.clone(), now);
+    // Nothing of it on Swarm: only a stale status was left; forget it.
+    Outcome { status, actions: BTreeMap::new(), error: None, gone: owned.is_empty(), drift: 0 }
 }
 
 async fn delete<S: Swarm>(swarm: &S, store: &RedisStore, name: &str, observed: &Observed, mut status: LabStatus) -> Outcome {

@@ -23,9 +23,22 @@ pub struct Catalog {
     pub file_errors: BTreeMap<PathBuf, Vec<Diagnostic>>,
     /// Which lab names each file defined (readable or not), to tie later errors to labs.
     pub files: BTreeMap<PathBuf, Vec<String>>,
+    /// Why the read was not complete (a subdirectory or a file could not be read). An
+    /// incomplete read is no evidence that a lab is gone.
+    pub incomplete: Vec<String>,
 }
 
 impl Catalog {
+    /// The file that defines each lab in this read.
+    pub fn file_of(&self, lab: &str) -> Option<&PathBuf> {
+        self.files.iter().find(|(_, names)| names.iter().any(|n| n == lab)).map(|(f, _)| f)
+    }
+
+    /// No lab file at all: neither valid, invalid nor unreadable.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.file_errors.is_empty()
+    }
+
     pub fn is_clean(&self) -> bool {
         self.file_errors.is_empty() && self.labs.values().all(|e| matches!(e, LabEntry::Valid(_)))
     }
@@ -66,6 +79,7 @@ pub fn is_lab_file(relative: &Path) -> bool {
 pub fn load_dir(root: &Path) -> Result<Catalog, UnreadableDir> {
     let meta = std::fs::metadata(root).map_err(|source| UnreadableDir { path: root.to_path_buf(), source })?;
     let mut sources = Vec::new();
+    let mut walk_errors = Vec::new();
     if meta.is_file() {
         sources.push((root.to_path_buf(), std::fs::read(root)));
     } else {
@@ -74,8 +88,12 @@ pub fn load_dir(root: &Path) -> Result<Catalog, UnreadableDir> {
         for entry in walker.filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')) {
             let entry = match entry {
                 Ok(e) => e,
-                // A dangling link or a file vanishing mid-scan: skip it; the next scan sees the result.
-                Err(_) => continue,
+                // A dangling link, an unreadable subdirectory, a file vanishing mid-scan: the
+                // labs under it are unknown, so this read proves nothing about absence.
+                Err(e) => {
+                    walk_errors.push(e.to_string());
+                    continue;
+                }
             };
             let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
             if entry.file_type().is_file() && is_lab_file(relative) {
@@ -83,7 +101,17 @@ pub fn load_dir(root: &Path) -> Result<Catalog, UnreadableDir> {
             }
         }
     }
-    Ok(catalog_of(sources))
+    let mut catalog = catalog_of(sources);
+    catalog.incomplete.extend(walk_errors);
+    // An unreadable file hides which labs it defines: the read is incomplete too.
+    let unreadable: Vec<String> = catalog
+        .file_errors
+        .iter()
+        .filter(|(_, d)| d.iter().any(|d| d.message.starts_with("cannot read")))
+        .map(|(path, _)| format!("cannot read {}", path.display()))
+        .collect();
+    catalog.incomplete.extend(unreadable);
+    Ok(catalog)
 }
 
 /// Builds the catalog from file contents (pure; `load_dir` feeds it from disk).

@@ -156,7 +156,8 @@ impl Lab {
         let path = self.labs.join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         // Write then rename, as editors and Git do.
-        let tmp = self.labs.join(format!(".{rel}.tmp"));
+        let name = path.file_name().unwrap().to_string_lossy();
+        let tmp = path.with_file_name(format!(".{name}.tmp"));
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
     }
@@ -293,4 +294,28 @@ pub fn pid_of(container: &str) -> String {
 pub fn in_netns(container: &str, args: &[&str]) -> Output {
     let pid = pid_of(container);
     Command::new("nsenter").arg(format!("--net=/proc/{pid}/ns/net")).args(args).output().unwrap()
+}
+
+/// Ids of the running containers of a lab's tasks, sorted: unchanged means nothing was
+/// removed, recreated or restarted.
+pub fn lab_containers(lab: &str) -> Vec<String> {
+    let out = docker_ok(&["ps", "-q", "--no-trunc", "--filter", &format!("label=com.docker.stack.namespace={lab}")]);
+    let mut ids: Vec<String> = out.lines().map(str::to_string).collect();
+    ids.sort();
+    ids
+}
+
+impl Lab {
+    /// Waits until labd's log contains `needle` (an event, not a guess at a duration).
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        eventually(&format!("labd to log `{needle}`"), timeout, || {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if text.contains(needle) { Ok(()) } else { Err(self.log_tail()) }
+        });
+    }
+
+    /// How many times labd's log contains `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        std::fs::read_to_string(&self.log).unwrap_or_default().matches(needle).count()
+    }
 }

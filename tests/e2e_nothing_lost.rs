@@ -1,0 +1,174 @@
+//! The deletion rule end to end (real Swarm and Redis): a lab disappears only because a person
+//! removed its file. Each scenario asserts that no owned object was removed or recreated (the
+//! lab's container ids are unchanged) and that status says why.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const READY: Duration = Duration::from_secs(60);
+/// labd's default `--delete-grace` is 5 s; waiting this long past an event shows nothing was
+/// scheduled for removal (the deletion rule needs two reads at least the grace apart).
+const PAST_GRACE: Duration = Duration::from_secs(7);
+
+fn start(name: &str, services: &str) -> Lab {
+    let mut lab = Lab::new();
+    lab.cleanup.push(name.into());
+    remove_lab_objects(name);
+    lab.write(&format!("{name}.yaml"), &lab_yaml(name, services));
+    lab.start_labd();
+    lab.wait_phase(name, "Ready", READY);
+    lab
+}
+
+fn assert_untouched(lab: &Lab, name: &str, containers: &[String]) {
+    assert_eq!(lab_containers(name), containers, "containers of {name} were removed or restarted");
+    assert_eq!(lab.metric(name, "actions_remove"), 0, "labd removed something of {name}");
+}
+
+#[test]
+fn hundreds_of_in_place_rewrites_never_remove_anything() {
+    let lab = start("inplace", "    web: {replicas: 2}\n    api: {}\n");
+    let containers = lab_containers("inplace");
+    let text = lab_yaml("inplace", "    web: {replicas: 2}\n    api: {}\n");
+    let path = lab.labs.join("inplace.yaml");
+    let started = Instant::now();
+    for i in 0..300 {
+        // `cat > file`: truncate, then write; every tenth time in two pieces with a pause,
+        // cut mid-line, as a slow writer or a network copy does.
+        let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&path).unwrap();
+        if i % 10 == 0 {
+            let cut = text.len() / 2 + i % 7;
+            f.write_all(&text.as_bytes()[..cut]).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(150));
+            f.write_all(&text.as_bytes()[cut..]).unwrap();
+        } else {
+            f.write_all(text.as_bytes()).unwrap();
+        }
+        drop(f);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!("300 in-place rewrites in {:?}", started.elapsed());
+    // An empty file left in place (a write that never finished) keeps the lab running, Invalid.
+    std::fs::write(&path, "").unwrap();
+    let status = lab.wait_phase("inplace", "Invalid", READY);
+    assert!(status["message"].as_str().unwrap().contains("has no document"), "{status}");
+    std::thread::sleep(PAST_GRACE);
+    assert_eq!(lab.phase("inplace").unwrap(), "Invalid");
+    std::fs::write(&path, &text).unwrap();
+    lab.wait_phase("inplace", "Ready", READY);
+    assert_untouched(&lab, "inplace", &containers);
+}
+
+#[test]
+fn a_lab_moved_between_files_or_checked_out_again_does_not_flap() {
+    let lab = start("moved", "    web: {}\n");
+    let containers = lab_containers("moved");
+    let text = lab_yaml("moved", "    web: {}\n");
+    // Moved: the old file removed, the new one written a second later.
+    lab.remove("moved.yaml");
+    std::thread::sleep(Duration::from_secs(1));
+    lab.write("sub/renamed.yaml", &text);
+    // A Git checkout: every file removed, then added back.
+    lab.wait_log("no file defines the lab; removing it unless", READY);
+    std::thread::sleep(Duration::from_secs(1));
+    lab.remove("sub/renamed.yaml");
+    std::thread::sleep(Duration::from_millis(800));
+    lab.write("sub/renamed.yaml", &text);
+    std::thread::sleep(PAST_GRACE);
+    assert_eq!(lab.phase("moved").unwrap(), "Ready");
+    assert!(lab.status_json("moved").unwrap()["source"].as_str().unwrap().ends_with("sub/renamed.yaml"));
+    assert_untouched(&lab, "moved", &containers);
+    // Deleting it for good still removes it, after the grace period.
+    let removed_at = Instant::now();
+    lab.remove("sub/renamed.yaml");
+    eventually("the lab's services removed", READY, || {
+        if stack_services("moved").is_empty() { Ok(()) } else { Err("still there".into()) }
+    });
+    let took = removed_at.elapsed();
+    eprintln!("file removed -> services removed: {took:?}");
+    assert!(took >= Duration::from_secs(5), "removed after {took:?}, before the 5 s grace");
+}
+
+#[test]
+fn a_dangling_link_or_a_broken_file_hides_nothing() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("linked".into());
+    remove_lab_objects("linked");
+    let target = lab.dir.path().join("linked-target.yaml");
+    std::fs::write(&target, lab_yaml("linked", "    web: {}\n")).unwrap();
+    std::os::unix::fs::symlink(&target, lab.labs.join("linked.yaml")).unwrap();
+    lab.start_labd();
+    lab.wait_phase("linked", "Ready", READY);
+    let containers = lab_containers("linked");
+    // The link's target vanishes (a ConfigMap-style swap caught half-way): the walk fails
+    // on it, so the read is incomplete and proves nothing.
+    std::fs::rename(&target, lab.dir.path().join("elsewhere.yaml")).unwrap();
+    lab.wait_log("incomplete read of the labs directory", READY);
+    std::thread::sleep(PAST_GRACE);
+    assert_eq!(lab.phase("linked").unwrap(), "Ready");
+    assert_untouched(&lab, "linked", &containers);
+    std::fs::rename(lab.dir.path().join("elsewhere.yaml"), &target).unwrap();
+
+    // A deep file and a huge one beside it: located errors, no crash, nothing else touched.
+    lab.write("deep.yaml", &"- ".repeat(20_000));
+    lab.write("huge.yaml", &format!("a: \"{}\"\n", "x".repeat(2 << 20)));
+    let out = lab.labctl(&["validate", lab.labs.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("deep.yaml:1:") && stdout.contains("nested deeper than 64 levels"), "{stdout}");
+    assert!(stdout.contains("huge.yaml:1:1:") && stdout.contains("limited to"), "{stdout}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lab.phase("linked").unwrap(), "Ready");
+    assert_untouched(&lab, "linked", &containers);
+}
+
+#[test]
+fn restarts_with_a_missing_directory_a_broken_file_or_an_empty_directory_remove_nothing() {
+    let mut lab = start("restarts", "    web: {}\n");
+    let containers = lab_containers("restarts");
+    let text = lab_yaml("restarts", "    web: {}\n");
+
+    // 1. The directory is missing at start (a mount or a Git sync not there yet).
+    lab.stop_labd();
+    let away = lab.dir.path().join("labs-away");
+    std::fs::rename(&lab.labs, &away).unwrap();
+    lab.start_labd();
+    lab.wait_log("labs directory unreadable; keeping every lab as it is", READY);
+    std::thread::sleep(PAST_GRACE);
+    assert_untouched(&lab, "restarts", &containers);
+    std::fs::rename(&away, &lab.labs).unwrap();
+    eventually("the lab reconciled again", READY, || {
+        let s = lab.status_json("restarts")?;
+        if s["phase"] == "Ready" && lab.log_count("labd starting") == 2 { Ok(()) } else { Err(s.to_string()) }
+    });
+
+    // 2. The file cannot be parsed at start.
+    lab.stop_labd();
+    std::fs::write(lab.labs.join("restarts.yaml"), "apiVersion: [unclosed\n").unwrap();
+    lab.start_labd();
+    let status = lab.wait_phase("restarts", "Invalid", READY);
+    assert!(status["message"].as_str().unwrap().contains("restarts.yaml:"), "{status}");
+    std::thread::sleep(PAST_GRACE);
+    assert_eq!(lab.phase("restarts").unwrap(), "Invalid");
+    assert_untouched(&lab, "restarts", &containers);
+
+    // 3. The directory is empty at start: the lab is Orphaned, not pruned (no --allow-empty).
+    lab.stop_labd();
+    lab.remove("restarts.yaml");
+    lab.start_labd();
+    let status = lab.wait_phase("restarts", "Orphaned", READY);
+    assert!(status["message"].as_str().unwrap().contains("empty at start"), "{status}");
+    std::thread::sleep(PAST_GRACE);
+    assert_eq!(lab.phase("restarts").unwrap(), "Orphaned");
+    assert_untouched(&lab, "restarts", &containers);
+
+    // The file back: adopted as it is, nothing recreated.
+    lab.write("restarts.yaml", &text);
+    lab.wait_phase("restarts", "Ready", READY);
+    assert_untouched(&lab, "restarts", &containers);
+}
