@@ -56,4 +56,17 @@ if ! $DOCKER image inspect labbox:latest >/dev/null 2>&1; then
   $DOCKER build -q -t labbox:latest "$ctx" >/dev/null
   rm -rf "$ctx"
 fi
+# A real kernel with sch_netem, run as a process, for the netem backend's tests (tests/netem_uml.rs):
+# Debian's user-mode Linux, unpacked (not installed) so the host stays as it is.
+UML_DIR=${SWARMLAB_UML_DIR:-/var/cache/swarmlab/uml}
+if [ ! -x "$UML_DIR/usr/bin/linux.uml" ]; then
+  log "fetching Debian's user-mode-linux into $UML_DIR (a netem kernel for the netem backend tests)"
+  tmp=$(mktemp -d)
+  chmod 755 "$tmp"
+  (cd "$tmp" && apt-get download -qq user-mode-linux 2>/dev/null || { apt-get update -qq && apt-get download -qq user-mode-linux; })
+  mkdir -p "$UML_DIR"
+  dpkg-deb -x "$tmp"/user-mode-linux_*.deb "$UML_DIR"
+  rm -rf "$tmp"
+fi
+
 log "ready: docker $($DOCKER version --format '{{.Server.Version}}') swarm=active, redis up, labbox:latest present"

@@ -3,7 +3,7 @@
 
 use crate::shaping::netns::{interface_for, ns_path, run_in};
 use crate::shaping::probe::Capabilities;
-use crate::shaping::tc::{clear_args, has_netem_fields, netem_args, read_root_qdisc, tbf_args};
+use crate::shaping::tc::{clear_args, has_netem_fields, netem_args, read_netem, read_root_qdisc, tbf_args};
 use crate::shaping::userspace::{rules, QueueWorker};
 use crate::shaping::BackendKind;
 use crate::spec::EffectiveConditions;
@@ -19,8 +19,6 @@ pub struct Attachment {
     applied: EffectiveConditions,
     readback: String,
     error: Option<String>,
-    /// The conditions of the last successful netem request (what a netem root qdisc holds).
-    netem_applied: Option<EffectiveConditions>,
 }
 
 fn without_rate(c: &EffectiveConditions) -> EffectiveConditions {
@@ -42,7 +40,6 @@ impl Attachment {
             applied: EffectiveConditions::default(),
             readback: String::new(),
             error: None,
-            netem_applied: None,
         })
     }
 
@@ -89,8 +86,8 @@ impl Attachment {
                 applied.rate = rate.map(|b| crate::spec::units::Rate { bits_per_sec: b });
                 notes.push(format!("qdisc {kind}"));
                 if kind == "netem" {
-                    // `tc qdisc replace` is atomic: the qdisc holds what the last request set.
-                    applied = self.netem_applied.clone().unwrap_or_default();
+                    // What the kernel holds, field by field, never what was asked.
+                    applied = read_netem(&json).unwrap_or_default();
                 }
             }
             Some((kind, _)) => notes.push(format!("qdisc {kind}")),
@@ -149,12 +146,9 @@ impl Attachment {
 
     async fn apply_netem(&mut self, want: &EffectiveConditions) -> Result<(), String> {
         if want.is_empty() {
-            self.netem_applied = None;
             return self.clear_qdisc().await;
         }
-        self.tc(netem_args(&self.interface, want)).await?;
-        self.netem_applied = Some(want.clone());
-        Ok(())
+        self.tc(netem_args(&self.interface, want)).await.map(|_| ())
     }
 
     async fn apply_rate_only(&mut self, want: &EffectiveConditions, caps: &Capabilities) -> Result<(), String> {

@@ -2,7 +2,7 @@
 //! runs one in-process for its own node; `labd agent` runs the same code on other nodes. It
 //! reads desired shaping from Redis and writes back, per task, what it applied.
 
-mod apply;
+pub mod apply;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;

@@ -8,26 +8,58 @@ pub fn has_netem_fields(c: &EffectiveConditions) -> bool {
     c.delay.is_some() || c.jitter.is_some() || c.loss.is_some() || c.corrupt.is_some() || c.duplicate.is_some() || c.reorder.is_some()
 }
 
-/// `tc qdisc replace dev IF root handle 1: netem …` for the netem backend.
+/// `tc qdisc replace dev IF root handle 1: netem …` for the netem backend. Every field is
+/// written, zero when unset: a `replace` of an existing netem qdisc keeps the reorder, corrupt
+/// and rate of the previous request when the new one does not mention them (found on a real
+/// 6.1 kernel, tests/netem_uml.rs), so an edit that drops a field must say "0".
 pub fn netem_args(dev: &str, c: &EffectiveConditions) -> Vec<String> {
     let mut a: Vec<String> = ["qdisc", "replace", "dev", dev, "root", "handle", "1:", "netem"].map(String::from).to_vec();
-    let delay = c.delay.unwrap_or_default();
-    if c.delay.is_some() || c.jitter.is_some() {
-        a.extend(["delay".into(), format!("{}us", delay.micros)]);
-        if let Some(j) = c.jitter {
-            a.push(format!("{}us", j.micros));
-        }
+    a.extend(["delay".into(), format!("{}us", c.delay.unwrap_or_default().micros)]);
+    if let Some(j) = c.jitter {
+        a.push(format!("{}us", j.micros));
     }
     for (name, p) in [("loss", c.loss), ("corrupt", c.corrupt), ("duplicate", c.duplicate), ("reorder", c.reorder)] {
-        if let Some(p) = p {
-            a.extend([name.to_string(), format!("{}%", p.0)]);
-        }
+        a.extend([name.to_string(), format!("{}%", p.map(|p| p.0).unwrap_or(0.0))]);
     }
-    if let Some(r) = c.rate {
-        // netem's own rate: one qdisc carries everything, no child needed.
-        a.extend(["rate".into(), format!("{}bit", r.bits_per_sec)]);
-    }
+    // netem's own rate: one qdisc carries everything, no child needed; 0 turns it off.
+    a.extend(["rate".into(), format!("{}bit", c.rate.map(|r| r.bits_per_sec).unwrap_or(0))]);
     a
+}
+
+/// What a netem root qdisc really holds, from `tc -j qdisc show dev IF` (times in seconds,
+/// probabilities as fractions, rate in bytes/s). Fields at zero are unset. `None` when the
+/// root qdisc is not netem.
+pub fn read_netem(json: &str) -> Option<EffectiveConditions> {
+    use crate::spec::units::{Duration, Percent, Rate};
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let root = v.as_array()?.iter().find(|q| q.get("root").and_then(|r| r.as_bool()) == Some(true))?;
+    if root.get("kind")?.as_str()? != "netem" {
+        return None;
+    }
+    let o = root.get("options")?;
+    let num = |path: &[&str]| -> f64 {
+        let mut node = o;
+        for p in path {
+            match node.get(p) {
+                Some(n) => node = n,
+                None => return 0.0,
+            }
+        }
+        node.as_f64().unwrap_or(0.0)
+    };
+    let duration = |secs: f64| (secs > 0.0).then(|| Duration { micros: (secs * 1e6).round() as u64 });
+    // The kernel keeps probabilities as 32-bit fractions: round back to what a user writes.
+    let percent = |fraction: f64| (fraction > 0.0).then(|| Percent((fraction * 100.0 * 1e4).round() / 1e4));
+    let rate = num(&["rate", "rate"]);
+    Some(EffectiveConditions {
+        delay: duration(num(&["delay", "delay"])),
+        jitter: duration(num(&["delay", "jitter"])),
+        loss: percent(num(&["loss-random", "loss"])),
+        corrupt: percent(num(&["corrupt", "corrupt"])),
+        duplicate: percent(num(&["duplicate", "duplicate"])),
+        reorder: percent(num(&["reorder", "reorder"])),
+        rate: (rate > 0.0).then(|| Rate { bits_per_sec: (rate * 8.0).round() as u64 }),
+    })
 }
 
 /// Burst of a token bucket: enough for 10 ms at the rate, never below one MTU-sized frame.
@@ -95,8 +127,22 @@ mod tests {
     }
 
     #[test]
-    fn netem_request_with_loss_only() {
-        assert_eq!(netem_args("eth0", &cond(&[("loss", "20%")])).join(" "), "qdisc replace dev eth0 root handle 1: netem loss 20%");
+    fn netem_request_with_loss_only_resets_every_other_field() {
+        assert_eq!(
+            netem_args("eth0", &cond(&[("loss", "20%")])).join(" "),
+            "qdisc replace dev eth0 root handle 1: netem delay 0us loss 20% corrupt 0% duplicate 0% reorder 0% rate 0bit"
+        );
+    }
+
+    #[test]
+    fn reads_back_what_a_6_1_kernel_prints_for_netem() {
+        // Printed by `tc -j qdisc show` on the user-mode 6.1 kernel (tests/netem_uml.rs).
+        let json = r#"[{"kind":"netem","handle":"1:","root":true,"refcnt":2,"options":{"limit":1000,"delay":{"delay":0.03,"jitter":0.005,"correlation":0},"loss-random":{"loss":0.1,"correlation":0},"duplicate":{"duplicate":0.01,"correlation":0},"reorder":{"reorder":0.25,"correlation":0},"corrupt":{"corrupt":0.001,"correlation":0},"rate":{"rate":125000,"packetoverhead":0,"cellsize":0,"celloverhead":0},"ecn":false,"gap":1}}]"#;
+        let want = cond(&[("delay", "30ms"), ("jitter", "5ms"), ("loss", "10%"), ("duplicate", "1%"), ("reorder", "25%"), ("corrupt", "0.1%"), ("rate", "1mbit")]);
+        assert_eq!(read_netem(json), Some(want));
+        let only_delay = r#"[{"kind":"netem","handle":"1:","root":true,"options":{"limit":1000,"delay":{"delay":0.03,"jitter":0.005,"correlation":0},"ecn":false,"gap":0}}]"#;
+        assert_eq!(read_netem(only_delay), Some(cond(&[("delay", "30ms"), ("jitter", "5ms")])));
+        assert_eq!(read_netem(r#"[{"kind":"noqueue","handle":"0:","root":true,"options":{}}]"#), None);
     }
 
     #[test]

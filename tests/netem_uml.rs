@@ -1,0 +1,293 @@
+//! The shaping backends run for real, through the code the agent runs (`agent::apply::Attachment`):
+//! the netem backend inside a real kernel with `sch_netem` (Debian's user-mode Linux 6.1, booted
+//! as a process; scripts/setup.sh fetches it), the userspace backend on this host. Two network
+//! namespaces joined by a veth pair stand in for two tasks; conditions go on one egress, so the
+//! round trip carries them once. Each condition is applied, read back from the kernel, and
+//! measured; the table is printed side by side.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use swarmlab::agent::apply::Attachment;
+use swarmlab::shaping::measure::{ping, PingStats};
+use swarmlab::shaping::probe::{probe, Capabilities};
+use swarmlab::shaping::{choose_backend, BackendKind};
+use swarmlab::spec::EffectiveConditions;
+
+const GUEST_ENV: &str = "SWARMLAB_IN_UML";
+const GUEST_TEST: &str = "guest_netem_backend";
+
+fn uml_dir() -> PathBuf {
+    PathBuf::from(std::env::var("SWARMLAB_UML_DIR").unwrap_or_else(|_| "/var/cache/swarmlab/uml".into()))
+}
+
+fn cond(pairs: &[(&str, &str)]) -> EffectiveConditions {
+    let mut c = EffectiveConditions::default();
+    for (k, v) in pairs {
+        match *k {
+            "delay" => c.delay = Some(v.parse().unwrap()),
+            "jitter" => c.jitter = Some(v.parse().unwrap()),
+            "loss" => c.loss = Some(v.parse().unwrap()),
+            "rate" => c.rate = Some(v.parse().unwrap()),
+            "corrupt" => c.corrupt = Some(v.parse().unwrap()),
+            "duplicate" => c.duplicate = Some(v.parse().unwrap()),
+            "reorder" => c.reorder = Some(v.parse().unwrap()),
+            _ => unreachable!("{k}"),
+        }
+    }
+    c
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Two namespaces `A`/`B` joined by veth; a process parked in A stands in for a task.
+struct Pair {
+    a: String,
+    b: String,
+    holder: std::process::Child,
+}
+
+impl Pair {
+    fn new(tag: &str) -> Pair {
+        let (a, b) = (format!("sl{tag}a{}", std::process::id()), format!("sl{tag}b{}", std::process::id()));
+        sh(&["ip", "netns", "add", &a]);
+        sh(&["ip", "netns", "add", &b]);
+        sh(&["ip", "link", "add", "va", "netns", &a, "type", "veth", "peer", "name", "vb", "netns", &b]);
+        sh(&["ip", "-n", &a, "addr", "add", "10.9.0.1/24", "dev", "va"]);
+        sh(&["ip", "-n", &b, "addr", "add", "10.9.0.2/24", "dev", "vb"]);
+        for (ns, dev) in [(&a, "va"), (&b, "vb")] {
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let holder = Command::new("ip").args(["netns", "exec", &a, "sleep", "600"]).spawn().unwrap();
+        // Wait until the holder has entered A (ip enters it just before exec).
+        let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+        let theirs = format!("/proc/{}/ns/net", holder.id());
+        let start = Instant::now();
+        while std::fs::read_link(&theirs).map(|l| l == own).unwrap_or(true) && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Pair { a, b, holder }
+    }
+
+    fn pid(&self) -> i64 {
+        i64::from(self.holder.id())
+    }
+
+    fn root_qdisc(&self) -> String {
+        let out = Command::new("ip").args(["netns", "exec", &self.a, "tc", "-j", "qdisc", "show", "dev", "va"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// kbit/s of a 250 kB TCP transfer from A to B (python3 on both ends, from the host).
+    fn throughput_kbit(&self) -> f64 {
+        let server = Command::new("ip")
+            .args(["netns", "exec", &self.b, "python3", "-c", "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('10.9.0.2',5001));s.listen(1)\nc,_=s.accept()\nwhile c.recv(65536): pass\nc.sendall(b'k');c.close()"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.a, "python3", "-c", "import socket,time\nc=socket.create_connection(('10.9.0.2',5001))\nt=time.time();c.sendall(b'x'*250000);c.shutdown(socket.SHUT_WR);c.recv(1)\nprint(250000*8/1000/(time.time()-t))"])
+            .output()
+            .unwrap();
+        let _ = server.wait_with_output();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0.0)
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        let _ = Command::new("ip").args(["netns", "del", &self.a]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.b]).status();
+    }
+}
+
+/// One row of the accuracy table.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Row {
+    asked: String,
+    measured: String,
+}
+
+fn stats(s: &PingStats) -> String {
+    format!("rtt {:.2} ms (mdev {:.2}), loss {:.1}%, dup {}", s.avg_ms, s.mdev_ms, s.loss_percent, s.duplicates)
+}
+
+/// Applies `want` with `backend` through the agent's code and checks the kernel's read-back.
+async fn apply(att: &mut Attachment, want: &EffectiveConditions, backend: BackendKind, caps: &Capabilities) {
+    att.converge(want, Some(backend), caps, true).await;
+    let report = att.report(want, Some(backend));
+    assert_eq!(report.error, None, "{backend} {want:?}");
+    assert_eq!(report.applied, *want, "{backend}: read back {} ({})", serde_json::to_string(&report.applied).unwrap(), report.readback);
+}
+
+/// Every condition, applied, read back and measured with `backend`. Returns the table rows.
+async fn run_cases(backend: BackendKind, caps: &Capabilities, pair: &Pair) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut att = Attachment::locate(pair.pid(), "lan", "", "10.9.0.1", 77).await.expect("interface found by IP");
+    let pid = pair.pid();
+    let mut row = |asked: &str, measured: String| {
+        eprintln!("[{backend}] {asked}: {measured}");
+        rows.push(Row { asked: asked.into(), measured });
+    };
+
+    let base = ping(pid, "10.9.0.2", 20, 20).await.unwrap();
+    row("nothing", stats(&base));
+
+    apply(&mut att, &cond(&[("delay", "50ms")]), backend, caps).await;
+    let s = ping(pid, "10.9.0.2", 40, 20).await.unwrap();
+    assert!((49.0..54.0).contains(&s.avg_ms), "{backend} delay 50ms: {s:?}");
+    row("delay 50ms", stats(&s));
+
+    apply(&mut att, &cond(&[("delay", "50ms"), ("jitter", "10ms")]), backend, caps).await;
+    let s = ping(pid, "10.9.0.2", 200, 10).await.unwrap();
+    assert!((46.0..55.0).contains(&s.avg_ms) && (3.5..8.5).contains(&s.mdev_ms), "{backend} jitter: {s:?}");
+    row("delay 50ms jitter 10ms (uniform: mdev 5.8)", stats(&s));
+
+    // An edit while traffic flows: replaced in place, no packet lost in the switch.
+    let pinger = tokio::spawn(async move { ping(pid, "10.9.0.2", 150, 10).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    apply(&mut att, &cond(&[("delay", "20ms")]), backend, caps).await;
+    let s = pinger.await.unwrap().unwrap();
+    assert_eq!(s.received, s.sent, "{backend}: packets lost while the delay was edited: {s:?}");
+    let s = ping(pid, "10.9.0.2", 20, 20).await.unwrap();
+    assert!((19.0..24.0).contains(&s.avg_ms), "{backend} edited to 20ms: {s:?}");
+    row("delay 50ms -> 20ms while pinging", format!("no loss during the edit; then {}", stats(&s)));
+
+    apply(&mut att, &cond(&[("loss", "20%")]), backend, caps).await;
+    let s = ping(pid, "10.9.0.2", 500, 4).await.unwrap();
+    assert!((13.0..27.0).contains(&s.loss_percent), "{backend} loss 20%: {s:?}");
+    row("loss 20%", stats(&s));
+
+    apply(&mut att, &cond(&[("duplicate", "10%")]), backend, caps).await;
+    let s = ping(pid, "10.9.0.2", 400, 4).await.unwrap();
+    let dup = f64::from(s.duplicates) * 100.0 / f64::from(s.sent);
+    assert!((5.0..15.0).contains(&dup), "{backend} duplicate 10%: {s:?}");
+    row("duplicate 10%", format!("{dup:.1}% duplicated ({})", stats(&s)));
+
+    apply(&mut att, &cond(&[("corrupt", "10%")]), backend, caps).await;
+    let s = ping(pid, "10.9.0.2", 400, 4).await.unwrap();
+    // A flipped bit fails a checksum (or the MAC filter) and the echo is lost; a flip in
+    // the source MAC goes unnoticed, so slightly under 10% is expected.
+    assert!((4.0..16.0).contains(&s.loss_percent), "{backend} corrupt 10%: {s:?}");
+    row("corrupt 10%", format!("{:.1}% of echoes lost to bad checksums", s.loss_percent));
+
+    apply(&mut att, &cond(&[("rate", "1mbit")]), backend, caps).await;
+    let kbit = pair.throughput_kbit();
+    assert!((800.0..1100.0).contains(&kbit), "{backend} rate 1mbit: {kbit} kbit/s");
+    row("rate 1mbit", format!("{kbit:.0} kbit/s TCP"));
+
+    let combo = cond(&[("delay", "30ms"), ("jitter", "5ms"), ("loss", "10%"), ("reorder", "25%"), ("rate", "1mbit")]);
+    apply(&mut att, &combo, backend, caps).await;
+    let s = ping(pid, "10.9.0.2", 200, 10).await.unwrap();
+    // Reordered packets skip the delay (netem's definition), so the mean lies below 30 ms.
+    assert!((15.0..36.0).contains(&s.avg_ms) && s.max_ms >= 25.0 && (4.0..18.0).contains(&s.loss_percent), "{backend} combined: {s:?}");
+    row("delay 30ms jitter 5ms loss 10% reorder 25% rate 1mbit", stats(&s));
+
+    // Fields dropped by an edit are gone from the kernel, not kept from the last request.
+    apply(&mut att, &cond(&[("delay", "20ms")]), backend, caps).await;
+    let s = ping(pid, "10.9.0.2", 200, 5).await.unwrap();
+    assert!(s.loss_percent < 2.0 && (19.0..25.0).contains(&s.avg_ms), "{backend} after dropping fields: {s:?}");
+    row("edit back to delay 20ms only", stats(&s));
+
+    // What cannot apply is reported, not claimed.
+    let lonely = cond(&[("reorder", "25%")]);
+    let report = att.report(&lonely, Some(backend));
+    assert!(report.unsupported.iter().any(|u| u.starts_with("reorder")), "{report:?}");
+
+    // Removal leaves nothing.
+    apply(&mut att, &EffectiveConditions::default(), backend, caps).await;
+    let qdisc = pair.root_qdisc();
+    assert!(!qdisc.contains("netem") && !qdisc.contains("tbf"), "{backend}: left behind {qdisc}");
+    let s = ping(pid, "10.9.0.2", 20, 10).await.unwrap();
+    assert!(s.avg_ms < 5.0 && s.loss_percent == 0.0, "{backend} after removal: {s:?}");
+    row("removed", stats(&s));
+    att.clear().await;
+    rows
+}
+
+/// Runs inside the user-mode kernel (started by the test below): the probe must pick netem,
+/// and every case must hold through the netem backend.
+#[test]
+#[ignore = "runs inside the user-mode kernel; started by netem_and_userspace_backends_measured"]
+fn guest_netem_backend() {
+    let out = PathBuf::from(std::env::var("SWARMLAB_UML_OUT").expect("started by the host test"));
+    assert!(std::env::var(GUEST_ENV).is_ok());
+    let caps = probe();
+    assert!(caps.netem, "the probe found no netem in a kernel that has it: {caps:?}");
+    assert_eq!(choose_backend(&caps, None), Some(BackendKind::Netem), "{caps:?}");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let pair = Pair::new("n");
+    let rows = rt.block_on(run_cases(BackendKind::Netem, &caps, &pair));
+    std::fs::write(out.join("netem.json"), serde_json::to_string(&rows).unwrap()).unwrap();
+}
+
+fn boot_guest(out: &Path) -> (bool, Duration, String) {
+    let uml = uml_dir();
+    let kernel = uml.join("usr/bin/linux.uml");
+    assert!(kernel.exists(), "{} missing: run scripts/setup.sh (it fetches Debian's user-mode-linux)", kernel.display());
+    let modules = uml.join("usr/lib/uml/modules/6.1.176/kernel");
+    let scratch = out.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let init = out.join("init.sh");
+    let script = format!(
+        "#!/bin/sh\nexport PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
+         mount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev 2>/dev/null\n\
+         for d in /run /var/tmp /dev/shm; do mount -t tmpfs tmpfs $d 2>/dev/null; done\n\
+         mount -t hostfs -o {out} hostfs {out}\n\
+         for m in drivers/net/veth.ko net/sched/sch_netem.ko net/sched/sch_tbf.ko; do busybox insmod {modules}/$m; done\n\
+         ip link set lo up\n\
+         SWARMLAB_UML_OUT={out} {GUEST_ENV}=1 {exe} --ignored --exact {GUEST_TEST} --nocapture --test-threads=1 > {out}/guest.log 2>&1\n\
+         echo $? > {out}/rc\nbusybox poweroff -f\n",
+        out = out.display(),
+        modules = modules.display(),
+        exe = exe.display(),
+    );
+    std::fs::write(&init, script).unwrap();
+    sh(&["chmod", "+x", init.to_str().unwrap()]);
+    let started = Instant::now();
+    let status = Command::new(&kernel)
+        .env("TMPDIR", &scratch)
+        .args(["mem=512M", &format!("umid=sl{}", std::process::id()), &format!("uml_dir={}", scratch.display())])
+        .args(["root=/dev/root", "rootfstype=hostfs", "rootflags=/", "ro", &format!("init={}", init.display())])
+        .args(["con=null", "ssl=null", "con0=null,fd:1", "quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let took = started.elapsed();
+    let log = std::fs::read_to_string(out.join("guest.log")).unwrap_or_default();
+    let rc = std::fs::read_to_string(out.join("rc")).unwrap_or_default();
+    (status.success() && rc.trim() == "0", took, log)
+}
+
+#[test]
+fn netem_and_userspace_backends_measured() {
+    let out = tempfile::Builder::new().prefix("uml-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (ok, took, log) = boot_guest(out.path());
+    assert!(ok, "the netem backend failed inside the user-mode kernel:\n{log}");
+    let netem: Vec<Row> = serde_json::from_str(&std::fs::read_to_string(out.path().join("netem.json")).unwrap()).unwrap();
+    eprintln!("user-mode kernel: boot, netem cases and power-off in {took:.1?}");
+
+    // The same cases with the userspace backend on this host's kernel (no netem here).
+    let caps = probe();
+    assert!(caps.nfqueue, "{caps:?}");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let pair = Pair::new("u");
+    let userspace = rt.block_on(run_cases(BackendKind::Userspace, &caps, &pair));
+
+    println!("| asked (one egress) | netem (user-mode 6.1 kernel) | userspace (this host) |");
+    println!("|---|---|---|");
+    for (n, u) in netem.iter().zip(&userspace) {
+        assert_eq!(n.asked, u.asked);
+        println!("| {} | {} | {} |", n.asked, n.measured, u.measured);
+    }
+}
