@@ -174,3 +174,18 @@ fn restarts_with_a_missing_directory_a_broken_file_or_an_empty_directory_remove_
     lab.wait_phase("restarts", "Ready", READY);
     assert_untouched(&lab, "restarts", &containers);
 }
+
+#[test]
+fn a_leader_that_cannot_renew_its_lease_stops_before_the_lease_can_pass_on() {
+    let mut lab = start("fenced", "    web: {}\n");
+    let containers = lab_containers("fenced");
+    // The harness runs labd with a 3 s lease: its renew deadline is 2 s.
+    let _ = lab.redis.cli(&["shutdown", "nosave"]);
+    let cut = Instant::now();
+    let status = lab.labd_exits_within(Duration::from_secs(3)).expect("labd still acting 3 s after losing Redis: the lease could pass to a standby while it acts");
+    let took = cut.elapsed();
+    eprintln!("Redis gone -> labd stopped acting: {took:?} (lease 3 s)");
+    assert!(!status.success(), "labd exits non-zero so its supervisor restarts it as a standby");
+    assert!(std::fs::read_to_string(&lab.log).unwrap().contains("renew deadline"), "{}", lab.log_tail());
+    assert_eq!(lab_containers("fenced"), containers, "stopping removed or restarted something");
+}

@@ -137,12 +137,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let renewer = {
         let lease = lease.clone();
         tokio::spawn(async move {
+            // client-go's renew deadline: a leader that has not renewed within two thirds of
+            // the lease stops acting, so it is gone before a standby can take the lease over.
+            let deadline = lease.ttl * 2 / 3;
+            // The lease was (re)set at or after this instant, so it lasts until at least +ttl.
+            let mut held_since = std::time::Instant::now();
             loop {
-                tokio::time::sleep(lease.ttl / 3).await;
-                if let swarmlab::store::lease::Renewal::Lost(by) = lease.renew().await {
-                    tracing::error!(holder = ?by, "leader lease lost to another labd: stopping");
-                    let _ = lost_tx.send(());
-                    return;
+                let left = deadline.saturating_sub(held_since.elapsed());
+                tokio::time::sleep((lease.ttl / 3).min(left)).await;
+                let asked = std::time::Instant::now();
+                let left = deadline.saturating_sub(held_since.elapsed());
+                match tokio::time::timeout(left, lease.renew()).await {
+                    Ok(swarmlab::store::lease::Renewal::Held) => held_since = asked,
+                    Ok(swarmlab::store::lease::Renewal::Lost(by)) => {
+                        tracing::error!(holder = ?by, "leader lease lost to another labd: stopping");
+                        let _ = lost_tx.send(());
+                        return;
+                    }
+                    Ok(swarmlab::store::lease::Renewal::Unknown) | Err(_) if held_since.elapsed() >= deadline => {
+                        tracing::error!(deadline = ?deadline, "could not renew the leader lease within its renew deadline (Redis unreachable?): stopping before another labd can take over; labs keep running");
+                        let _ = lost_tx.send(());
+                        return;
+                    }
+                    Ok(swarmlab::store::lease::Renewal::Unknown) | Err(_) => {}
                 }
             }
         })

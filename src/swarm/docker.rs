@@ -249,7 +249,8 @@ impl Swarm for DockerSwarm {
     async fn remove_network(&self, id: &str) -> Result<(), SwarmError> {
         self.count();
         match self.docker.remove_network(id).await {
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            // Gone already (404, or Swarm's "not found" while it finishes a removal): done.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code, message }) if status_code == 404 || message.contains("not found") => Ok(()),
             other => other.map_err(api_err(format!("remove network {id}"))),
         }
     }

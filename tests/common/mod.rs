@@ -319,3 +319,19 @@ impl Lab {
         std::fs::read_to_string(&self.log).unwrap_or_default().matches(needle).count()
     }
 }
+
+impl Lab {
+    /// Waits up to `timeout` for labd to exit on its own; its exit status if it did.
+    pub fn labd_exits_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        let child = self.labd.as_mut()?;
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.labd = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
