@@ -22,21 +22,8 @@ fn uml_dir() -> PathBuf {
     PathBuf::from(std::env::var("SWARMLAB_UML_DIR").unwrap_or_else(|_| "/var/cache/swarmlab/uml".into()))
 }
 
-fn cond(pairs: &[(&str, &str)]) -> EffectiveConditions {
-    let mut c = EffectiveConditions::default();
-    for (k, v) in pairs {
-        match *k {
-            "delay" => c.delay = Some(v.parse().unwrap()),
-            "jitter" => c.jitter = Some(v.parse().unwrap()),
-            "loss" => c.loss = Some(v.parse().unwrap()),
-            "rate" => c.rate = Some(v.parse().unwrap()),
-            "corrupt" => c.corrupt = Some(v.parse().unwrap()),
-            "duplicate" => c.duplicate = Some(v.parse().unwrap()),
-            "reorder" => c.reorder = Some(v.parse().unwrap()),
-            _ => unreachable!("{k}"),
-        }
-    }
-    c
+fn cond(fields: &[(&str, &str)]) -> EffectiveConditions {
+    EffectiveConditions::from_fields(fields).unwrap()
 }
 
 fn sh(args: &[&str]) {

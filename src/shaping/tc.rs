@@ -100,21 +100,8 @@ pub fn read_root_qdisc(json: &str) -> Option<(String, Option<u64>)> {
 mod tests {
     use super::*;
 
-    fn cond(yaml_like: &[(&str, &str)]) -> EffectiveConditions {
-        let mut c = EffectiveConditions::default();
-        for (k, v) in yaml_like {
-            match *k {
-                "delay" => c.delay = Some(v.parse().unwrap()),
-                "jitter" => c.jitter = Some(v.parse().unwrap()),
-                "loss" => c.loss = Some(v.parse().unwrap()),
-                "rate" => c.rate = Some(v.parse().unwrap()),
-                "corrupt" => c.corrupt = Some(v.parse().unwrap()),
-                "duplicate" => c.duplicate = Some(v.parse().unwrap()),
-                "reorder" => c.reorder = Some(v.parse().unwrap()),
-                _ => unreachable!(),
-            }
-        }
-        c
+    fn cond(fields: &[(&str, &str)]) -> EffectiveConditions {
+        EffectiveConditions::from_fields(fields).unwrap()
     }
 
     #[test]

@@ -32,6 +32,26 @@ impl EffectiveConditions {
     pub fn is_empty(&self) -> bool {
         *self == EffectiveConditions::default()
     }
+
+    /// Conditions from `(field, value)` pairs written as in a lab file, e.g.
+    /// `[("delay", "50ms"), ("loss", "1%")]` (tests, benchmarks, tools).
+    pub fn from_fields(fields: &[(&str, &str)]) -> Result<Self, String> {
+        let mut c = EffectiveConditions::default();
+        for (field, value) in fields {
+            let bad = |e: super::units::UnitError| format!("{field}: {e}");
+            match *field {
+                "delay" => c.delay = Some(value.parse().map_err(bad)?),
+                "jitter" => c.jitter = Some(value.parse().map_err(bad)?),
+                "loss" => c.loss = Some(value.parse().map_err(bad)?),
+                "rate" => c.rate = Some(value.parse().map_err(bad)?),
+                "corrupt" => c.corrupt = Some(value.parse().map_err(bad)?),
+                "duplicate" => c.duplicate = Some(value.parse().map_err(bad)?),
+                "reorder" => c.reorder = Some(value.parse().map_err(bad)?),
+                other => return Err(format!("unknown condition field `{other}`")),
+            }
+        }
+        Ok(c)
+    }
 }
 
 /// Resolves condition layers given highest precedence first (the service's entry for the
