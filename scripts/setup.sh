@@ -38,10 +38,17 @@ if [ "$($DOCKER info --format '{{.Swarm.LocalNodeState}}')" != "active" ]; then
   $DOCKER swarm init --advertise-addr 127.0.0.1 >/dev/null
 fi
 
-if ! redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" ping >/dev/null 2>&1; then
-  log "starting redis-server on 127.0.0.1:6379"
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no >/dev/null
-  for _ in $(seq 1 20); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.2; done
+# Redis keeps labd's memory (status, which file defined each lab): persist it (AOF, fsync every
+# second) so a restart of Redis or of the machine loses nothing. REDIS_PASSWORD, when set, is
+# required by the server; give labd and labctl REDIS_URL=redis://:PASSWORD@127.0.0.1:6379.
+if ! redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" ping 2>/dev/null | grep -q PONG; then
+  log "starting redis-server on 127.0.0.1:6379 (append-only file in /var/lib/swarmlab-redis)"
+  mkdir -p /var/lib/swarmlab-redis
+  auth=()
+  [ -n "${REDIS_PASSWORD:-}" ] && auth=(--requirepass "$REDIS_PASSWORD")
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --dir /var/lib/swarmlab-redis \
+    --appendonly yes --appendfsync everysec --save '' "${auth[@]}" >/dev/null
+  for _ in $(seq 1 20); do redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" ping 2>/dev/null | grep -q PONG && break; sleep 0.2; done
 fi
 
 if ! $DOCKER image inspect labbox:latest >/dev/null 2>&1; then

@@ -49,12 +49,17 @@ fn the_stack_deploys_swarmlab_which_converges_a_lab_and_survives_losing_its_lead
     sh("bash scripts/multinode.sh up 3");
     let _harness = Harness;
     sh("for i in 1 2 3; do /usr/bin/docker save swarmlab:latest swarmlab-redis:latest | /usr/bin/docker -H unix:///run/slmn/n$i/docker.sock load >/dev/null; done");
+    // Two managers; the labs directory lives on n1, labelled so (charts/swarmlab.yml).
+    sh(&format!("{D1} node promote slmn-n2"));
+    sh(&format!("{D1} node update --label-add swarmlab.labs=true slmn-n1"));
     sh(&format!("{D1} stack deploy --resolve-image never -c charts/swarmlab.yml swarmlab"));
     eventually("the stack running", Duration::from_secs(60), || {
         let s = sh(&format!("{D1} stack services swarmlab --format '{{{{.Name}}}} {{{{.Replicas}}}}'"));
         let ok = ["swarmlab_agent 3/3", "swarmlab_labd 2/2", "swarmlab_redis 1/1"].iter().all(|want| s.contains(want));
         if ok { Ok(()) } else { Err(s) }
     });
+    let labd_nodes = sh(&format!("{D1} service ps swarmlab_labd --filter desired-state=running --format '{{{{.Node}}}}'"));
+    assert_eq!(labd_nodes.lines().collect::<Vec<_>>(), ["slmn-n1", "slmn-n1"], "both labd replicas beside the labs directory");
     let volume = sh(&format!("{D1} volume inspect swarmlab_labs --format '{{{{.Mountpoint}}}}'"));
     let lab = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: charted}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 10ms}}\n  services:\n    w:\n      replicas: 2\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"]}\n";
     std::fs::write(PathBuf::from(&volume).join("charted.yaml"), lab).unwrap();

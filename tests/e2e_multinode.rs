@@ -74,7 +74,7 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     }
     lab.write(
         "spread.yaml",
-        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: spread}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 20ms}}\n  services:\n    w:\n      replicas: 4\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"], maxReplicasPerNode: 2}\n",
+        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: spread}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 20ms}}\n  services:\n    w:\n      replicas: 4\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"], maxReplicasPerNode: 2}\n    m:\n      replicas: 2\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"]}\n",
     );
     wait_shaped(&lab, "spread", Duration::from_secs(120));
 
@@ -83,7 +83,7 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     nodes.sort();
     assert_eq!(nodes, ["slmn-n2", "slmn-n2", "slmn-n3", "slmn-n3"], "two tasks on each worker, none on the manager");
     let reports = task_reports(&lab, "spread");
-    let mut shaped_on: Vec<String> = reports.iter().map(|r| r["node"].as_str().unwrap().to_string()).collect();
+    let mut shaped_on: Vec<String> = reports.iter().filter(|r| r["service"] == "w").map(|r| r["node"].as_str().unwrap().to_string()).collect();
     shaped_on.sort();
     assert_eq!(shaped_on, ["slmn-n2", "slmn-n2", "slmn-n3", "slmn-n3"], "every task shaped by its node's agent");
 
@@ -98,6 +98,8 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows.len(), 4, "the service name resolves to every task across nodes: {rows:?}");
+    let m_nodes = node_docker(1, &["service", "ps", "spread_m", "--filter", "desired-state=running", "--format", "{{.Node}}"]);
+    assert!(m_nodes.contains("slmn-n3"), "one task of m on the worker that will be lost: {m_nodes}");
     let remote: Vec<f64> = rows.iter().map(|r| r["stats"]["avg_ms"].as_f64().unwrap()).filter(|rtt| *rtt > 1.0).collect();
     assert_eq!(remote.len(), 3, "three other tasks, shaped: {rows:?}");
     for rtt in remote {
@@ -107,6 +109,17 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
 
     // A worker's daemon goes away: Degraded, naming the node; back: Ready and shaped again.
     multinode(&["stop-node", "3"]);
+    let lost_at = std::time::Instant::now();
+    // A task that can move (m has no per-node limit) is rescheduled on n2 and shaped there.
+    let rescheduled = eventually("m's tasks both shaped on slmn-n2", Duration::from_secs(90), || {
+        let on_n2 = task_reports(&lab, "spread")
+            .iter()
+            .filter(|r| r["service"] == "m" && r["node"] == "slmn-n2")
+            .filter(|r| r["attachments"].as_array().is_some_and(|a| a.iter().all(|a| a["applied"] == a["desired"])))
+            .count();
+        if on_n2 == 2 { Ok(lost_at.elapsed()) } else { Err(format!("{on_n2} of m's tasks shaped on n2")) }
+    });
+    println!("FAULT | worker node lost (its daemon stopped) with a task that can move | {:.1} s to the moved task shaped | nothing |", rescheduled.as_secs_f64());
     let degraded = eventually("Degraded naming the node", Duration::from_secs(60), || {
         let s = lab.status_json("spread")?;
         let m = s["message"].as_str().unwrap_or_default().to_string();
@@ -115,7 +128,7 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     eprintln!("degraded: {}", degraded["message"]);
     multinode(&["start-node", "3"]);
     wait_shaped(&lab, "spread", Duration::from_secs(120));
-    let mut shaped_on: Vec<String> = task_reports(&lab, "spread").iter().map(|r| r["node"].as_str().unwrap().to_string()).collect();
+    let mut shaped_on: Vec<String> = task_reports(&lab, "spread").iter().filter(|r| r["service"] == "w").map(|r| r["node"].as_str().unwrap().to_string()).collect();
     shaped_on.sort();
     assert_eq!(shaped_on, ["slmn-n2", "slmn-n2", "slmn-n3", "slmn-n3"], "replacements shaped");
 }

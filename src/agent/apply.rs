@@ -43,6 +43,11 @@ impl Attachment {
         })
     }
 
+    /// The pid whose namespace this attachment shapes.
+    pub fn pid(&self) -> i64 {
+        self.pid
+    }
+
     pub fn is_idle(&self) -> bool {
         self.applied.is_empty() && self.worker.is_none() && self.error.is_none()
     }

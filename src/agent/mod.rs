@@ -19,6 +19,7 @@ use crate::shaping::{choose_backend, BackendKind};
 use crate::spec::EffectiveConditions;
 use crate::status::{AttachmentShaping, TaskShaping};
 use crate::store::keys;
+use crate::shaping::netns::ns_path;
 use apply::Attachment;
 
 #[derive(Debug, Clone)]
@@ -39,6 +40,12 @@ struct Task {
     lab: String,
     service: String,
     pid: i64,
+    /// The namespace `pid` was in when found (`net:[inode]`): checked before each pass, so a
+    /// restarted container (new pid) or a reused pid never gets rules meant for another.
+    netns: std::path::PathBuf,
+    /// Found by the agent's first look at this node: an earlier agent, killed, may have left
+    /// rules and qdiscs in it.
+    inherited: bool,
     /// (network short name, MAC, IPv4)
     networks: Vec<(String, String, String)>,
 }
@@ -53,6 +60,11 @@ pub struct Agent {
     redis: Option<redis::aio::MultiplexedConnection>,
     /// Task entries this agent wrote at its last publish, by lab (`None` before the first).
     published: Option<BTreeMap<String, BTreeSet<String>>>,
+    /// The last desired shaping read from Redis. While Redis is down, or after it came back
+    /// empty (no persistence), the data plane keeps what it had: only labd's word changes it.
+    desired: Desired,
+    /// Whether the agent has looked at this node's containers once.
+    looked: bool,
 }
 
 impl Agent {
@@ -63,7 +75,18 @@ impl Agent {
         if config.forced_backend.is_some() && backend.is_none() {
             tracing::error!(forced = ?config.forced_backend, "the forced shaping backend is not available on this kernel");
         }
-        Agent { config, docker, caps, backend, tasks: HashMap::new(), attachments: HashMap::new(), redis: None, published: None }
+        Agent {
+            config,
+            docker,
+            caps,
+            backend,
+            tasks: HashMap::new(),
+            attachments: HashMap::new(),
+            redis: None,
+            published: None,
+            desired: Desired::new(),
+            looked: false,
+        }
     }
 
     pub fn backend(&self) -> Option<BackendKind> {
@@ -73,18 +96,28 @@ impl Agent {
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let (wake_tx, mut wake) = tokio::sync::mpsc::channel::<()>(1);
-        let events = self.docker.events(Some(EventsOptions {
-            filters: Some(HashMap::from([
-                ("type".to_string(), vec!["container".to_string()]),
-                ("event".to_string(), vec!["start".to_string()]),
-                ("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)]),
-            ])),
-            ..Default::default()
-        }));
+        let docker = self.docker.clone();
+        // Container starts wake a pass at once. The stream ends when dockerd restarts: it is
+        // opened again with backoff, and each reopening wakes a pass too.
         let watcher = tokio::spawn(async move {
-            futures::pin_mut!(events);
-            while let Some(Ok(_)) = events.next().await {
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                let events = docker.events(Some(EventsOptions {
+                    filters: Some(HashMap::from([
+                        ("type".to_string(), vec!["container".to_string()]),
+                        ("event".to_string(), vec!["start".to_string()]),
+                        ("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)]),
+                    ])),
+                    ..Default::default()
+                }));
+                futures::pin_mut!(events);
                 let _ = wake_tx.try_send(());
+                while let Some(Ok(_)) = events.next().await {
+                    backoff = Duration::from_millis(250);
+                    let _ = wake_tx.try_send(());
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         });
         let mut tick = tokio::time::interval(self.config.interval);
@@ -132,17 +165,30 @@ impl Agent {
         self.redis.as_mut().ok_or_else(|| "no redis".to_string())
     }
 
-    async fn desired(&mut self) -> Result<Desired, String> {
+    /// Refreshes the desired shaping from Redis. A lab Redis knows and has no shaping for is
+    /// unshaped; a lab Redis does not know (down, or restarted empty) keeps what was cached.
+    async fn refresh_desired(&mut self) -> Result<(), String> {
+        let result = self.read_desired().await;
+        if result.is_err() {
+            self.redis = None;
+        }
+        let (labs, fresh) = result?;
+        self.desired.retain(|lab, _| !labs.contains(lab));
+        self.desired.extend(fresh);
+        Ok(())
+    }
+
+    async fn read_desired(&mut self) -> Result<(BTreeSet<String>, Desired), String> {
         let conn = self.connection().await?;
-        let labs: Vec<String> = conn.smembers(keys::LABS).await.map_err(|e| e.to_string())?;
+        let labs: BTreeSet<String> = conn.smembers(keys::LABS).await.map_err(|e| e.to_string())?;
         let mut out = Desired::new();
-        for lab in labs {
-            let json: Option<String> = conn.get(keys::shaping(&lab)).await.map_err(|e| e.to_string())?;
+        for lab in &labs {
+            let json: Option<String> = conn.get(keys::shaping(lab)).await.map_err(|e| e.to_string())?;
             if let Some(map) = json.and_then(|j| serde_json::from_str(&j).ok()) {
-                out.insert(lab, map);
+                out.insert(lab.clone(), map);
             }
         }
-        Ok(out)
+        Ok((labs, out))
     }
 
     async fn discover(&mut self) -> Result<(), String> {
@@ -156,13 +202,20 @@ impl Agent {
             .await
             .map_err(|e| format!("list containers: {e}"))?;
         let running: HashSet<String> = list.iter().filter_map(|c| c.id.clone()).collect();
-        self.tasks.retain(|id, _| running.contains(id));
+        // A task whose pid is no longer in the namespace it was found in restarted (or its pid
+        // was reused): look it up again, and forget what was applied in the old namespace.
+        self.tasks.retain(|id, t| running.contains(id) && std::fs::read_link(ns_path(t.pid)).is_ok_and(|ns| ns == t.netns));
+        let tasks = &self.tasks;
+        self.attachments.retain(|(id, _), a| tasks.get(id).is_some_and(|t| t.pid == a.pid()));
+        let inherited = !self.looked;
+        self.looked = true;
         for id in running {
             if self.tasks.contains_key(&id) {
                 continue;
             }
             let Ok(info) = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await else { continue };
             let Some(pid) = info.state.and_then(|s| s.pid).filter(|p| *p > 0) else { continue };
+            let Ok(netns) = std::fs::read_link(ns_path(pid)) else { continue };
             let labels_of = info.config.and_then(|c| c.labels).unwrap_or_default();
             let Some(lab) = labels::owner(&labels_of).map(str::to_string) else { continue };
             let service = labels_of.get(labels::MEMBER).cloned().unwrap_or_default();
@@ -177,21 +230,24 @@ impl Agent {
                     Some((short, ep.mac_address.unwrap_or_default(), ep.ip_address.unwrap_or_default()))
                 })
                 .collect();
-            self.tasks.insert(id, Task { lab, service, pid, networks });
+            self.tasks.insert(id, Task { lab, service, pid, netns, inherited, networks });
         }
         Ok(())
     }
 
     /// One comparison of desired and applied shaping on this node.
     async fn pass(&mut self, readback: bool) -> Result<(), String> {
-        let desired = self.desired().await?;
+        // Redis down changes nothing on the data plane: new tasks are still found and shaped
+        // from the cached desired state; the error is reported after the pass.
+        let redis = self.refresh_desired().await;
         self.discover().await?;
+        let desired = self.desired.clone();
         let mut reports: BTreeMap<String, Vec<(String, TaskShaping)>> = BTreeMap::new();
         let mut live: HashSet<(String, String)> = HashSet::new();
         let ids: Vec<String> = self.tasks.keys().cloned().collect();
         for id in ids {
             let Some(task) = self.tasks.get(&id) else { continue };
-            let (lab, service, pid) = (task.lab.clone(), task.service.clone(), task.pid);
+            let (lab, service, pid, inherited) = (task.lab.clone(), task.service.clone(), task.pid, task.inherited);
             let mut report = TaskShaping { container: id[..12.min(id.len())].to_string(), service: service.clone(), node: self.config.node.clone(), updated_at: Some(Utc::now()), attachments: vec![] };
             let mut networks = task.networks.clone();
             networks.sort();
@@ -199,12 +255,20 @@ impl Agent {
                 let want = desired.get(&lab).and_then(|s| s.get(&service)).and_then(|n| n.get(&net)).cloned().unwrap_or_default();
                 let key = (id.clone(), net.clone());
                 live.insert(key.clone());
+                let queue = 100 + index as u16;
+                if inherited && !self.attachments.contains_key(&key) {
+                    // What an agent killed before us left here (its worker is gone): remove it,
+                    // then apply from scratch. Traffic was flowing unshaped meanwhile anyway.
+                    if let Ok(stale) = Attachment::locate(pid, &net, &mac, &ip, queue).await {
+                        stale.clear().await;
+                    }
+                }
                 if want.is_empty() && !self.attachments.contains_key(&key) {
                     continue;
                 }
                 let entry = match self.attachments.remove(&key) {
                     Some(a) => a,
-                    None => match Attachment::locate(pid, &net, &mac, &ip, 100 + index as u16).await {
+                    None => match Attachment::locate(pid, &net, &mac, &ip, queue).await {
                         Ok(a) => a,
                         Err(e) => {
                             report.attachments.push(AttachmentShaping { network: net.clone(), desired: want, error: Some(e), ..Default::default() });
@@ -227,7 +291,14 @@ impl Agent {
         }
         // Tasks gone from this node: their namespace went with them.
         self.attachments.retain(|k, _| live.contains(k));
-        self.publish(reports).await
+        for task in self.tasks.values_mut() {
+            task.inherited = false;
+        }
+        // Forget cached labs with no task here any more (deleted labs).
+        let here: BTreeSet<&String> = self.tasks.values().map(|t| &t.lab).collect();
+        self.desired.retain(|lab, _| here.contains(lab));
+        self.publish(reports).await?;
+        redis
     }
 
     async fn publish(&mut self, reports: BTreeMap<String, Vec<(String, TaskShaping)>>) -> Result<(), String> {

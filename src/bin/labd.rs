@@ -122,6 +122,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         agent.run(shutdown_signal()).await;
         return Ok(ExitCode::SUCCESS);
     }
+    // Stop on the first signal, wherever labd is (standing by, leading, or between the two).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = std::sync::Arc::new(stop_tx);
+    let on_signal = stop_tx.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = on_signal.send(true);
+    });
+    let stopped = |rx: &tokio::sync::watch::Receiver<bool>| {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    // The node agent shapes this node's tasks whoever leads: losing the lease (or Redis) must
+    // not change the data plane.
+    let agent_task = (!cli.no_agent).then(|| {
+        let agent = Agent::new(agent_config(&cli), swarm.docker().clone());
+        tokio::spawn(agent.run(stopped(&stop_rx)))
+    });
+    let store = RedisStore::new(&cli.redis).with_context(|| format!("bad redis URL {}", cli.redis))?;
+    let store_task = tokio::spawn(store.clone().run(stopped(&stop_rx)));
     // One labd reconciles a swarm at a time; a second one stands by here.
     // Unique even for two replicas on one node with the same pid (containers).
     let holder = format!("{}:{}:{:08x}", agent_config(&cli).node, std::process::id(), rand::random::<u32>());
@@ -129,51 +151,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         swarmlab::store::lease::Lease::new(&cli.redis, holder, Duration::from_secs(cli.lease_ttl.max(3)))
             .with_context(|| format!("bad redis URL {}", cli.redis))?,
     );
-    tokio::select! {
-        _ = lease.acquire() => {}
-        _ = shutdown_signal() => return Ok(ExitCode::SUCCESS),
-    }
-    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
-    let renewer = {
-        let lease = lease.clone();
-        tokio::spawn(async move {
-            // client-go's renew deadline: a leader that has not renewed within two thirds of
-            // the lease stops acting, so it is gone before a standby can take the lease over.
-            let deadline = lease.ttl * 2 / 3;
-            // The lease was (re)set at or after this instant, so it lasts until at least +ttl.
-            let mut held_since = std::time::Instant::now();
-            loop {
-                let left = deadline.saturating_sub(held_since.elapsed());
-                tokio::time::sleep((lease.ttl / 3).min(left)).await;
-                let asked = std::time::Instant::now();
-                let left = deadline.saturating_sub(held_since.elapsed());
-                match tokio::time::timeout(left, lease.renew()).await {
-                    Ok(swarmlab::store::lease::Renewal::Held) => held_since = asked,
-                    Ok(swarmlab::store::lease::Renewal::Lost(by)) => {
-                        tracing::error!(holder = ?by, "leader lease lost to another labd: stopping");
-                        let _ = lost_tx.send(());
-                        return;
-                    }
-                    Ok(swarmlab::store::lease::Renewal::Unknown) | Err(_) if held_since.elapsed() >= deadline => {
-                        tracing::error!(deadline = ?deadline, "could not renew the leader lease within its renew deadline (Redis unreachable?): stopping before another labd can take over; labs keep running");
-                        let _ = lost_tx.send(());
-                        return;
-                    }
-                    Ok(swarmlab::store::lease::Renewal::Unknown) | Err(_) => {}
-                }
-            }
-        })
-    };
-    let (stop_agent_tx, stop_agent_rx) = tokio::sync::oneshot::channel::<()>();
-    let agent_task = if cli.no_agent {
-        None
-    } else {
-        let agent = Agent::new(agent_config(&cli), swarm.docker().clone());
-        Some(tokio::spawn(agent.run(async move {
-            let _ = stop_agent_rx.await;
-        })))
-    };
-    let store = RedisStore::new(&cli.redis).with_context(|| format!("bad redis URL {}", cli.redis))?;
     let config = Config {
         labs_dir: cli.labs.clone(),
         redis_url: cli.redis.clone(),
@@ -184,49 +161,91 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         prune_orphans: cli.prune_orphans,
     };
     tracing::info!(labs = %cli.labs.display(), redis = %cli.redis, "labd starting");
-    let (stop_store_tx, stop_store_rx) = tokio::sync::oneshot::channel::<()>();
-    let store_task = tokio::spawn(store.clone().run(async move {
-        let _ = stop_store_rx.await;
-    }));
-    let controller = Controller::new(config, swarm, store).await;
-    let mut phases = controller.phases();
-
-    let code = if cli.once {
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(controller.run(async move {
-            let _ = stop_rx.await;
-        }));
-        let expected: Vec<String> = match swarmlab::source::load_dir(&cli.labs) {
-            Ok(c) => c.labs.keys().cloned().collect(),
-            Err(e) => anyhow::bail!("{e}"),
-        };
-        let all_ready = |p: &BTreeMap<String, Phase>| expected.iter().all(|l| p.get(l) == Some(&Phase::Ready));
-        let waited = tokio::time::timeout(Duration::from_secs(cli.timeout), phases.wait_for(|p| all_ready(p))).await;
-        let ok = matches!(&waited, Ok(Ok(_)));
-        drop(waited);
-        let _ = stop_tx.send(());
-        let _ = handle.await;
-        let last = phases.borrow().clone();
-        for lab in &expected {
-            eprintln!("{lab}: {}", last.get(lab).map(|p| p.to_string()).unwrap_or_else(|| "Pending".into()));
+    let code = loop {
+        tokio::select! {
+            _ = lease.acquire() => {}
+            _ = stopped(&stop_rx) => break ExitCode::SUCCESS,
         }
-        if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
-    } else {
-        let lost = tokio::select! {
-            _ = controller.run(shutdown_signal()) => false,
-            _ = lost_rx => true,
-        };
-        if lost { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+        let lost = keep_lease(lease.clone());
+        let controller = Controller::new(config.clone(), swarm.clone(), store.clone()).await;
+        if cli.once {
+            break run_once(&cli, controller).await?;
+        }
+        tokio::select! {
+            _ = controller.run(stopped(&stop_rx)) => break ExitCode::SUCCESS,
+            _ = lost => {
+                // Not leading any more: stand by again; labs and shaping stay as they are.
+                tracing::warn!("stopped reconciling; standing by for the leader lease");
+            }
+        }
     };
-    renewer.abort();
     lease.release().await;
-    let _ = stop_agent_tx.send(());
+    let _ = stop_tx.send(true);
     if let Some(t) = agent_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
-    let _ = stop_store_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(3), store_task).await;
     Ok(code)
+}
+
+/// Renews the lease in the background; resolves when this labd must stop acting: the lease
+/// went to another labd, or could not be renewed within the renew deadline.
+fn keep_lease(lease: std::sync::Arc<swarmlab::store::lease::Lease>) -> impl std::future::Future<Output = ()> {
+    use swarmlab::store::lease::Renewal;
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        // client-go's renew deadline: a leader that has not renewed within two thirds of the
+        // lease stops acting, so it is gone before a standby can take the lease over.
+        let deadline = lease.ttl * 2 / 3;
+        // The lease was (re)set at or after this instant, so it lasts until at least +ttl.
+        let mut held_since = std::time::Instant::now();
+        loop {
+            let left = deadline.saturating_sub(held_since.elapsed());
+            tokio::time::sleep((lease.ttl / 3).min(left)).await;
+            let asked = std::time::Instant::now();
+            let left = deadline.saturating_sub(held_since.elapsed());
+            match tokio::time::timeout(left, lease.renew()).await {
+                Ok(Renewal::Held) => held_since = asked,
+                Ok(Renewal::Lost(by)) => {
+                    tracing::error!(holder = ?by, "leader lease lost to another labd");
+                    break;
+                }
+                Ok(Renewal::Unknown) | Err(_) if held_since.elapsed() >= deadline => {
+                    tracing::error!(deadline = ?deadline, "could not renew the leader lease within its renew deadline (Redis unreachable?); labs keep running");
+                    break;
+                }
+                Ok(Renewal::Unknown) | Err(_) => {}
+            }
+        }
+        let _ = lost_tx.send(());
+    });
+    async move {
+        let _ = lost_rx.await;
+    }
+}
+
+/// `--once`: converge, wait until every lab of the directory is Ready, report, exit.
+async fn run_once(cli: &Cli, controller: Controller<DockerSwarm>) -> anyhow::Result<ExitCode> {
+    let mut phases = controller.phases();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(controller.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let expected: Vec<String> = match swarmlab::source::load_dir(&cli.labs) {
+        Ok(c) => c.labs.keys().cloned().collect(),
+        Err(e) => anyhow::bail!("{e}"),
+    };
+    let all_ready = |p: &BTreeMap<String, Phase>| expected.iter().all(|l| p.get(l) == Some(&Phase::Ready));
+    let waited = tokio::time::timeout(Duration::from_secs(cli.timeout), phases.wait_for(|p| all_ready(p))).await;
+    let ok = matches!(&waited, Ok(Ok(_)));
+    drop(waited);
+    let _ = stop_tx.send(());
+    let _ = handle.await;
+    let last = phases.borrow().clone();
+    for lab in &expected {
+        eprintln!("{lab}: {}", last.get(lab).map(|p| p.to_string()).unwrap_or_else(|| "Pending".into()));
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// SIGTERM or SIGINT: stop reconciling, leave every lab running.

@@ -5,6 +5,7 @@
 pub mod deletion;
 pub mod queue;
 pub mod reconcile;
+pub mod scheduler;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use crate::status::{LabStatus, Phase};
 use crate::store::{RedisStore, StoreReader};
 use crate::swarm::{DockerSwarm, Swarm};
 use deletion::{AbsenceTracker, Verdict};
+use scheduler::Scheduler;
 use queue::{Backoff, WorkQueue};
 
 /// The longest one reconcile may take before it counts as failed.
@@ -87,6 +89,15 @@ enum Trigger {
     Retry(String),
 }
 
+/// What the scheduler's timers are for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Timer {
+    /// Look at the lab again (its backoff is over, or it is still converging).
+    Lab(String),
+    /// Read the directory again (the deletion rule's second look).
+    Reread,
+}
+
 pub struct Controller<S: Swarm> {
     config: Config,
     swarm: Arc<S>,
@@ -96,8 +107,8 @@ pub struct Controller<S: Swarm> {
     /// Whether a complete read has happened since start (the empty-directory guard applies
     /// to the first one only).
     read_once: bool,
-    /// Re-reads asked for by the deletion rule, sent to the run loop.
-    rereads: Option<mpsc::Sender<Trigger>>,
+    /// Every timer of the controller.
+    timers: Scheduler<Timer>,
     queue: WorkQueue,
     backoff: Backoff,
     phases: watch::Sender<BTreeMap<String, Phase>>,
@@ -115,7 +126,7 @@ impl Controller<DockerSwarm> {
             labs: BTreeMap::new(),
             absence,
             read_once: false,
-            rereads: None,
+            timers: Scheduler::default(),
             queue: WorkQueue::default(),
             backoff: Backoff::default(),
             phases,
@@ -133,31 +144,52 @@ impl Controller<DockerSwarm> {
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let (trigger_tx, mut triggers) = mpsc::channel::<Trigger>(1024);
-        self.rereads = Some(trigger_tx.clone());
         let (files_tx, mut file_events) = mpsc::channel::<()>(1);
         let mut watcher = DirWatcher::new(&self.config.labs_dir, files_tx);
 
         // Docker events on owned objects: a service removed or scaled by hand comes back.
         let events_tx = trigger_tx.clone();
-        let events = self.swarm.events();
+        let swarm = self.swarm.clone();
         let events_task = tokio::spawn(async move {
-            futures::pin_mut!(events);
-            while let Some(item) = events.next().await {
-                match item {
-                    Ok(e) if e.kind == "node" => {
-                        // A node went down or came back: every lab may have tasks there.
-                        let _ = events_tx.send(Trigger::Resync).await;
-                    }
-                    Ok(e) => {
-                        if let Some(lab) = e.lab {
-                            let _ = events_tx.send(Trigger::Lab(lab)).await;
+            // The stream ends when dockerd restarts: open it again with backoff, and resync
+            // every lab once it is back, since changes made meanwhile sent no event.
+            let mut backoff = Duration::from_millis(250);
+            let mut reopened = false;
+            loop {
+                let events = swarm.events();
+                futures::pin_mut!(events);
+                if reopened {
+                    let _ = events_tx.send(Trigger::Resync).await;
+                }
+                while let Some(item) = events.next().await {
+                    match item {
+                        Ok(e) if e.kind == "node" => {
+                            backoff = Duration::from_millis(250);
+                            // A node went down or came back: every lab may have tasks there.
+                            if events_tx.send(Trigger::Resync).await.is_err() {
+                                return; // the controller is gone (stopped, or no longer leading)
+                            }
+                        }
+                        Ok(e) => {
+                            backoff = Duration::from_millis(250);
+                            if let Some(lab) = e.lab {
+                                if events_tx.send(Trigger::Lab(lab)).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, retry_in = ?backoff, "docker event stream ended; reopening it");
+                            break;
                         }
                     }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "docker event stream ended; periodic resync continues");
-                        break;
-                    }
                 }
+                if events_tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                reopened = true;
             }
         });
 
@@ -171,8 +203,12 @@ impl Controller<DockerSwarm> {
                 Some(()) = file_events.recv() => { self.on_files().await; watcher.refresh(); }
                 _ = resync.tick() => { self.on_trigger(Trigger::Resync).await; watcher.refresh(); }
                 Some(t) = triggers.recv() => self.on_trigger(t).await,
+                timer = self.timers.next() => match timer {
+                    Timer::Lab(lab) => self.on_trigger(Trigger::Retry(lab)).await,
+                    Timer::Reread => self.on_trigger(Trigger::Files).await,
+                },
                 Some(done) = running.join_next(), if !running.is_empty() => {
-                    if let Ok((lab, outcome)) = done { self.on_done(&lab, outcome, &trigger_tx); }
+                    if let Ok((lab, outcome)) = done { self.on_done(&lab, outcome); }
                 }
             }
             for lab in self.queue.take_ready() {
@@ -348,20 +384,11 @@ impl Controller<DockerSwarm> {
                             let message = format!("no file defines the lab; it is removed in {:.1}s unless a file defines it again", recheck_in.as_secs_f64());
                             self.store.event(&name, event("Normal", "FileGone", message));
                         }
-                        self.reread_after(recheck_in);
+                        self.timers.schedule(Timer::Reread, recheck_in + Duration::from_millis(50));
                     }
                 },
             }
         }
-    }
-
-    /// Asks for another read of the directory after `wait` (the deletion rule's second look).
-    fn reread_after(&self, wait: Duration) {
-        let Some(tx) = self.rereads.clone() else { return };
-        tokio::spawn(async move {
-            tokio::time::sleep(wait + Duration::from_millis(50)).await;
-            let _ = tx.send(Trigger::Files).await;
-        });
     }
 
     /// Records a lab's current definition; bumps its generation when it changed.
@@ -402,7 +429,7 @@ impl Controller<DockerSwarm> {
         }
     }
 
-    fn on_done(&mut self, lab: &str, outcome: Outcome, triggers: &mpsc::Sender<Trigger>) {
+    fn on_done(&mut self, lab: &str, outcome: Outcome) {
         self.queue.done(lab, outcome.error.is_some());
         for (kind, n) in &outcome.actions {
             self.store.count(lab, &format!("actions_{kind}"), *n as i64);
@@ -416,6 +443,7 @@ impl Controller<DockerSwarm> {
         if outcome.gone && matches!(state.desire, Desire::Delete | Desire::Orphaned(_)) {
             self.store.delete_lab(lab);
             self.labs.remove(lab);
+            self.timers.cancel(&Timer::Lab(lab.to_string()));
             self.backoff.succeeded(lab);
             self.publish_phases();
             return;
@@ -452,13 +480,9 @@ impl Controller<DockerSwarm> {
         }
         state.status = status;
         self.store.put_status(&state.status);
-        if let Some(wait) = requeue {
-            let tx = triggers.clone();
-            let lab = lab.to_string();
-            tokio::spawn(async move {
-                tokio::time::sleep(wait).await;
-                let _ = tx.send(Trigger::Retry(lab)).await;
-            });
+        match requeue {
+            Some(wait) => self.timers.schedule(Timer::Lab(lab.to_string()), wait),
+            None => self.timers.cancel(&Timer::Lab(lab.to_string())),
         }
         self.publish_phases();
     }

@@ -103,10 +103,14 @@ impl RedisStore {
     }
 
     pub fn delete_lab(&self, lab: &str) {
+        let metrics = keys::metrics(lab);
         self.with_outbox(|o| {
             o.statuses.insert(lab.to_string(), None);
             o.shaping.insert(lab.to_string(), None);
             o.events.retain(|(l, _)| l != lab);
+            // Counted before the deletion: written after it, they would bring its key back.
+            o.counters.retain(|(key, _), _| *key != metrics);
+            o.gauges.retain(|(key, _), _| *key != metrics);
         });
     }
 
@@ -241,10 +245,12 @@ async fn write_batch(c: &mut MultiplexedConnection, batch: &Outbox) -> redis::Re
         ];
         pipe.cmd("XADD").arg(keys::events(lab)).arg("MAXLEN").arg("~").arg(EVENTS_KEPT).arg("*").arg(&fields[..]).ignore();
     }
-    for ((key, field), by) in &batch.counters {
+    // A lab deleted in this batch gets no metrics written after its keys are gone.
+    let deleted: Vec<String> = batch.statuses.iter().filter(|(_, s)| s.is_none()).map(|(lab, _)| keys::metrics(lab)).collect();
+    for ((key, field), by) in batch.counters.iter().filter(|((key, _), _)| !deleted.contains(key)) {
         pipe.hincr(key, field, *by).ignore();
     }
-    for ((key, field), value) in &batch.gauges {
+    for ((key, field), value) in batch.gauges.iter().filter(|((key, _), _)| !deleted.contains(key)) {
         pipe.hset(key, field, value).ignore();
     }
     pipe.query_async::<()>(c).await

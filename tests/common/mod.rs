@@ -335,3 +335,35 @@ impl Lab {
         None
     }
 }
+
+/// Restarts the Docker daemon that scripts/setup.sh started (SIGTERM, then the same command),
+/// as an upgrade or `systemctl restart docker` would; waits until the swarm answers again.
+pub fn restart_dockerd() {
+    let pid = String::from_utf8_lossy(&Command::new("pidof").arg("dockerd").output().unwrap().stdout).trim().to_string();
+    assert!(!pid.is_empty(), "no dockerd running");
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    eventually("dockerd to stop", Duration::from_secs(60), || {
+        if Path::new(&format!("/proc/{pid}")).exists() { Err("still running".into()) } else { Ok(()) }
+    });
+    Command::new("sh")
+        .args(["-c", "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid nohup dockerd >>/var/log/swarmlab-dockerd.log 2>&1 &"])
+        .status()
+        .unwrap();
+    eventually("the swarm to answer after the restart", Duration::from_secs(60), || {
+        let out = docker(&["node", "ls", "--format", "{{.Status}}"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() && text.contains("Ready") { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).to_string()) }
+    });
+}
+
+/// Whether a task's namespace holds swarmlab's shaping (NFQUEUE rules or a tbf/netem qdisc).
+pub fn shaping_in(container: &str) -> (bool, bool) {
+    let rules = String::from_utf8_lossy(&in_netns(container, &["iptables-save"]).stdout).to_string();
+    let qdisc = String::from_utf8_lossy(&in_netns(container, &["tc", "qdisc", "show"]).stdout).to_string();
+    (rules.contains("swarmlab"), qdisc.contains("tbf") || qdisc.contains("netem"))
+}
+
+/// When a container last started, as Docker says.
+pub fn started_at(container: &str) -> String {
+    docker_ok(&["inspect", container, "--format", "{{.State.StartedAt}}"])
+}

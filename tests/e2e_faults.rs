@@ -1,0 +1,185 @@
+//! The fault suite (real Swarm and Redis): for each fault, what was running, what happened,
+//! how long until the lab was Ready (and shaped) again, and what was lost, which must be
+//! nothing. Each test prints a `FAULT |` row; the README's table comes from one run.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const READY: Duration = Duration::from_secs(90);
+
+fn shaped_lab(name: &str, conditions: &str) -> String {
+    format!(
+        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: {name}}}\nspec:\n  defaults: {{image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}}\n  networks:\n    lan: {{{conditions}}}\n  services:\n    a: {{}}\n    b: {{}}\n"
+    )
+}
+
+fn start_shaped(name: &str, conditions: &str) -> Lab {
+    let mut lab = Lab::new();
+    lab.cleanup.push(name.into());
+    remove_lab_objects(name);
+    lab.write(&format!("{name}.yaml"), &shaped_lab(name, conditions));
+    lab.start_labd();
+    wait_shaped(&lab, name, READY);
+    lab
+}
+
+fn row(fault: &str, recovered: Duration, lost: &str) {
+    println!("FAULT | {fault} | {:.1} s | {lost} |", recovered.as_secs_f64());
+    eprintln!("FAULT | {fault} | {:.1} s | {lost} |", recovered.as_secs_f64());
+}
+
+/// Polls until the task's namespace holds shaping again; the time since `since`.
+fn wait_reshaped(container: &str, since: Instant) -> Duration {
+    eventually("shaping back in the task", Duration::from_secs(30), || {
+        if shaping_in(container).0 { Ok(()) } else { Err("no rules yet".into()) }
+    });
+    since.elapsed()
+}
+
+#[test]
+fn docker_restart_of_a_shaped_task_is_shaped_again_within_a_second() {
+    let lab = start_shaped("frst", "conditions: {delay: 20ms}");
+    let a = running_container_of("frst_a");
+    let (b, b_started) = (running_container_of("frst_b"), started_at(&running_container_of("frst_b")));
+    docker_ok(&["restart", "-t", "0", &a]);
+    // From the moment the task runs again (docker restart returns then) to its rules back.
+    let took = wait_reshaped(&a, Instant::now());
+    assert!(took < Duration::from_secs(2), "shaping back after {took:?}");
+    let s = wait_shaped(&lab, "frst", READY);
+    assert_eq!(s["phase"], "Ready");
+    let rtt = avg_rtt(&probe(&lab, "frst", "a", "b", 30, 10));
+    assert!((37.0..46.0).contains(&rtt), "20 ms per egress after the restart: rtt {rtt}");
+    assert_eq!(started_at(&b), b_started, "the other task was restarted");
+    row("`docker restart -t 0` of a shaped task", took, "nothing (rtt 2×20 ms measured after)");
+}
+
+#[test]
+fn a_killed_task_is_replaced_and_the_replacement_is_shaped() {
+    let lab = start_shaped("fkil", "conditions: {delay: 20ms}");
+    let a = running_container_of("fkil_a");
+    docker_ok(&["kill", &a]);
+    let replacement = eventually("a replacement task", READY, || {
+        let c = running_container_of("fkil_a");
+        if c != a { Ok(c) } else { Err("the killed one".into()) }
+    });
+    let took = wait_reshaped(&replacement, Instant::now());
+    assert!(took < Duration::from_secs(2), "replacement shaped after {took:?} from running");
+    wait_shaped(&lab, "fkil", READY);
+    row("task container killed, rescheduled by Swarm", took, "nothing");
+}
+
+#[test]
+fn labd_killed_with_shaping_applied_then_conditions_removed_leaves_nothing_behind() {
+    let mut lab = start_shaped("fagt", "conditions: {delay: 20ms, rate: 1mbit}");
+    let a = running_container_of("fagt_a");
+    assert_eq!(shaping_in(&a), (true, true), "rules and tbf applied");
+    lab.kill_labd(); // SIGKILL: the in-process agent cannot clean up
+    assert_eq!(shaping_in(&a), (true, true), "what a killed agent leaves behind");
+    // While labd is away the user removes the conditions.
+    lab.write("fagt.yaml", &shaped_lab("fagt", ""));
+    let started = Instant::now();
+    lab.start_labd();
+    eventually("the leftovers removed", READY, || {
+        if shaping_in(&a) == (false, false) { Ok(()) } else { Err(format!("{:?}", shaping_in(&a))) }
+    });
+    let took = started.elapsed();
+    lab.wait_phase("fagt", "Ready", READY);
+    assert_eq!(running_container_of("fagt_a"), a, "the task was restarted");
+    row("labd (with its agent) SIGKILLed with delay+rate applied, conditions removed meanwhile", took, "nothing; no rule or tbf left");
+}
+
+#[test]
+fn redis_down_and_back_empty_changes_nothing_on_the_data_plane() {
+    let mut lab = start_shaped("fred", "conditions: {delay: 20ms}");
+    let a = running_container_of("fred_a");
+    let port = lab.redis.port;
+    let _ = lab.redis.cli(&["shutdown", "nosave"]);
+    let down = Instant::now();
+    // While Redis is down: a task killed and replaced is still shaped (the agent's cache).
+    docker_ok(&["kill", &a]);
+    let replacement = eventually("a replacement task", READY, || {
+        let c = running_container_of("fred_a");
+        if c != a { Ok(c) } else { Err("the killed one".into()) }
+    });
+    wait_reshaped(&replacement, Instant::now());
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(down.elapsed()));
+    assert!(shaping_in(&running_container_of("fred_b")).0, "shaping stripped while Redis was down");
+    // Back, empty (no persistence): the agents keep shaping, labd writes everything again.
+    lab.redis = Redis::start_on(port);
+    let back = Instant::now();
+    wait_shaped(&lab, "fred", READY);
+    let took = back.elapsed();
+    assert!(shaping_in(&replacement).0 && shaping_in(&running_container_of("fred_b")).0, "shaping stripped after Redis came back empty");
+    let rtt = avg_rtt(&probe(&lab, "fred", "a", "b", 30, 10));
+    assert!((37.0..46.0).contains(&rtt), "rtt {rtt}");
+    row("Redis down 20 s (a task replaced meanwhile), back empty", took, "nothing; replacement shaped while Redis was down");
+}
+
+#[test]
+fn labd_killed_in_the_middle_of_applying_20_services_finishes_without_removing_anything() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("fmid".into());
+    remove_lab_objects("fmid");
+    let services: String = (0..20).map(|i| format!("    s{i}: {{}}\n")).collect();
+    lab.write("fmid.yaml", &lab_yaml("fmid", &services));
+    lab.start_labd();
+    // Kill it as soon as the first services exist, while it is still creating the rest.
+    let start = Instant::now();
+    let before = loop {
+        let s = docker_ok(&["service", "ls", "-q", "--filter", "label=com.docker.stack.namespace=fmid"]);
+        if !s.is_empty() {
+            lab.kill_labd();
+            break stack_services("fmid");
+        }
+        assert!(start.elapsed() < READY, "no service created");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(before.len() < 20, "labd had finished before it was killed; the test shows nothing");
+    let created: Vec<(String, String)> = before.keys().map(|n| (n.clone(), service_version(n))).collect();
+    let started = Instant::now();
+    lab.start_labd();
+    lab.wait_phase("fmid", "Ready", READY);
+    let took = started.elapsed();
+    assert_eq!(stack_services("fmid").len(), 20);
+    for (name, version) in &created {
+        assert_eq!(&service_version(name), version, "{name} was updated or recreated");
+    }
+    assert_eq!(lab.metric("fmid", "actions_remove"), 0);
+    row(&format!("labd SIGKILLed after {} of 20 services, restarted", created.len()), took, "nothing; no service recreated");
+}
+
+#[test]
+fn dockerd_restarted_under_labd_drift_is_noticed_at_once_and_tasks_are_shaped_again() {
+    let mut lab = start_shaped("fdkr", "conditions: {delay: 20ms}");
+    // A second lab is being applied when the daemon goes away.
+    lab.cleanup.push("fdkr2".into());
+    remove_lab_objects("fdkr2");
+    let services: String = (0..10).map(|i| format!("    s{i}: {{}}\n")).collect();
+    lab.write("fdkr2.yaml", &lab_yaml("fdkr2", &services));
+    eventually("fdkr2 being applied", READY, || {
+        let n = stack_services("fdkr2").len();
+        if n >= 2 { Ok(()) } else { Err(format!("{n}")) }
+    });
+    let started = Instant::now();
+    restart_dockerd();
+    wait_shaped(&lab, "fdkr", READY);
+    lab.wait_phase("fdkr2", "Ready", READY);
+    let recovered = started.elapsed();
+    assert_eq!(stack_services("fdkr2").len(), 10);
+    // Drift after the restart: a service removed by hand comes back through the reopened
+    // event stream, not the 5 s resync.
+    let removed = Instant::now();
+    docker_ok(&["service", "rm", "fdkr_b"]);
+    eventually("the removed service back", READY, || {
+        if stack_services("fdkr").contains_key("fdkr_b") { Ok(()) } else { Err("not yet".into()) }
+    });
+    let noticed = removed.elapsed();
+    assert!(noticed < Duration::from_secs(2), "drift noticed after {noticed:?}");
+    wait_shaped(&lab, "fdkr", READY);
+    let rtt = avg_rtt(&probe(&lab, "fdkr", "a", "b", 30, 10));
+    assert!((37.0..46.0).contains(&rtt), "rtt {rtt}");
+    row("dockerd restarted under a shaped lab and a 10-service lab being applied", recovered, &format!("nothing; drift after it repaired in {:.1} s", noticed.as_secs_f64()));
+}
