@@ -183,3 +183,17 @@ fn dockerd_restarted_under_labd_drift_is_noticed_at_once_and_tasks_are_shaped_ag
     assert!((37.0..46.0).contains(&rtt), "rtt {rtt}");
     row("dockerd restarted under a shaped lab and a 10-service lab being applied", recovered, &format!("nothing; drift after it repaired in {:.1} s", noticed.as_secs_f64()));
 }
+
+#[test]
+fn a_redis_with_a_password_works_end_to_end() {
+    let mut lab = Lab::with_redis(Redis::start_with_password("s3cret-pw"));
+    lab.cleanup.push("fpwd".into());
+    remove_lab_objects("fpwd");
+    lab.write("fpwd.yaml", &shaped_lab("fpwd", "conditions: {delay: 10ms}"));
+    lab.start_labd();
+    // labctl (REDIS_URL with the password), labd's status, lease and the agent all authenticated.
+    wait_shaped(&lab, "fpwd", READY);
+    assert!(lab.redis.cli(&["get", "swarmlab:leader"]).contains(':'), "the lease was taken with the password");
+    let anonymous = std::process::Command::new("redis-cli").args(["-p", &lab.redis.port.to_string(), "get", "swarmlab:leader"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&anonymous.stdout).contains("NOAUTH"), "the server really requires the password");
+}

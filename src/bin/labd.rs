@@ -163,7 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     tracing::info!(labs = %cli.labs.display(), redis = %cli.redis, "labd starting");
     let code = loop {
         tokio::select! {
-            _ = lease.acquire() => {}
+            token = lease.acquire() => store.fence_with(token),
             _ = stopped(&stop_rx) => break ExitCode::SUCCESS,
         }
         let lost = keep_lease(lease.clone());

@@ -24,14 +24,14 @@ use crate::status::{LabStatus, Phase};
 use crate::store::{RedisStore, StoreReader};
 use crate::swarm::{DockerSwarm, Swarm};
 use deletion::{AbsenceTracker, Verdict};
-use scheduler::Scheduler;
 use queue::{Backoff, WorkQueue};
+use reconcile::{event, reconcile, Outcome, Target};
+use scheduler::Scheduler;
 
 /// The longest one reconcile may take before it counts as failed.
 const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The longest a read of the labs directory may take (a hung network mount): unreadable then.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
-use reconcile::{event, reconcile, Outcome, Target};
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -6,6 +6,11 @@ use std::time::Duration;
 use redis::AsyncCommands;
 
 pub const LEASE_KEY: &str = "swarmlab:leader";
+/// Bumped each time the lease changes hands: the fencing token of the new holder's writes.
+pub const GENERATION_KEY: &str = "swarmlab:leader:generation";
+
+/// Takes the lease if free, and bumps the generation in the same step.
+const ACQUIRE: &str = r#"if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then return redis.call("INCR", KEYS[2]) else return false end"#;
 
 /// Renews only if we still hold it, atomically.
 const RENEW: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end"#;
@@ -36,28 +41,25 @@ impl Lease {
             .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))?
     }
 
-    /// Waits until this labd holds the lease, saying who holds it meanwhile.
-    pub async fn acquire(&self) {
+    /// Waits until this labd holds the lease, saying who holds it meanwhile. Returns the
+    /// fencing token: the lease's generation, which every status write is checked against.
+    pub async fn acquire(&self) -> u64 {
         let mut said: Option<String> = None;
         loop {
             match self.conn().await {
                 Ok(mut c) => {
-                    let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
-                        .arg(LEASE_KEY)
+                    let taken: redis::RedisResult<Option<u64>> = redis::Script::new(ACQUIRE)
+                        .key(LEASE_KEY)
+                        .key(GENERATION_KEY)
                         .arg(&self.holder)
-                        .arg("NX")
-                        .arg("PX")
                         .arg(self.ttl.as_millis() as u64)
-                        .query_async(&mut c)
+                        .invoke_async(&mut c)
                         .await;
-                    if let Ok(Some(_)) = set {
-                        tracing::info!(holder = %self.holder, "leader lease acquired: reconciling");
-                        return;
+                    if let Ok(Some(generation)) = taken {
+                        tracing::info!(holder = %self.holder, generation, "leader lease acquired: reconciling");
+                        return generation;
                     }
                     let current: Option<String> = c.get(LEASE_KEY).await.ok().flatten();
-                    if current.as_deref() == Some(self.holder.as_str()) {
-                        return;
-                    }
                     if current != said {
                         tracing::info!(holder = ?current, "another labd holds the leader lease: standing by");
                         said = current;
@@ -75,17 +77,9 @@ impl Lease {
             redis::Script::new(RENEW).key(LEASE_KEY).arg(&self.holder).arg(self.ttl.as_millis() as u64).invoke_async(&mut c).await;
         match renewed {
             Ok(1) => Renewal::Held,
-            Ok(_) => {
-                // Expired while Redis was away, or taken: take it back if it is free.
-                let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
-                    .arg(LEASE_KEY).arg(&self.holder).arg("NX").arg("PX").arg(self.ttl.as_millis() as u64)
-                    .query_async(&mut c)
-                    .await;
-                match set {
-                    Ok(Some(_)) => Renewal::Held,
-                    _ => Renewal::Lost(c.get(LEASE_KEY).await.ok().flatten()),
-                }
-            }
+            // Expired (Redis was away, or came back empty) or taken: either way this holder's
+            // generation is over; acquiring again starts a new one.
+            Ok(_) => Renewal::Lost(c.get(LEASE_KEY).await.ok().flatten()),
             Err(_) => Renewal::Unknown,
         }
     }

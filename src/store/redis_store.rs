@@ -64,11 +64,27 @@ pub struct RedisStore {
     wake: Arc<Notify>,
     /// For the few reads labd makes (what the agents applied).
     reader: Arc<tokio::sync::Mutex<Option<MultiplexedConnection>>>,
+    /// The leader lease's generation this labd holds: writes are made only while it is still
+    /// the current one, so a deposed leader's late writes cannot overwrite the new leader's.
+    fence: Arc<Mutex<Option<u64>>>,
 }
 
 impl RedisStore {
     pub fn new(url: &str) -> Result<Self, redis::RedisError> {
-        Ok(RedisStore { client: redis::Client::open(url)?, outbox: Arc::default(), wake: Arc::new(Notify::new()), reader: Arc::default() })
+        Ok(RedisStore {
+            client: redis::Client::open(url)?,
+            outbox: Arc::default(),
+            wake: Arc::new(Notify::new()),
+            reader: Arc::default(),
+            fence: Arc::default(),
+        })
+    }
+
+    /// From now on, write only while the lease's generation is `token`.
+    pub fn fence_with(&self, token: u64) {
+        if let Ok(mut f) = self.fence.lock() {
+            *f = Some(token);
+        }
     }
 
     /// What the node agents report for the lab's tasks; `None` when Redis cannot be read.
@@ -188,7 +204,11 @@ impl RedisStore {
             Ok(mut o) => std::mem::take(&mut *o),
             Err(_) => return Ok(()),
         };
-        let result = write_batch(c, &batch).await;
+        let fence = self.fence.lock().ok().and_then(|f| *f);
+        let result = match fence {
+            Some(token) => write_fenced(c, &batch, token).await,
+            None => write_batch(c, &batch).await,
+        };
         if result.is_err() {
             // Put back what was not written, without overwriting newer entries.
             if let Ok(mut o) = self.outbox.lock() {
@@ -213,7 +233,31 @@ impl RedisStore {
     }
 }
 
+/// Writes the batch in one transaction that fails if the lease changed hands since `token`
+/// (WATCH on the generation). A fenced-off batch is dropped: it is another leader's world now.
+async fn write_fenced(c: &mut MultiplexedConnection, batch: &Outbox, token: u64) -> redis::RedisResult<()> {
+    use super::lease::GENERATION_KEY;
+    redis::cmd("WATCH").arg(GENERATION_KEY).query_async::<()>(c).await?;
+    let current: Option<u64> = c.get(GENERATION_KEY).await?;
+    if current != Some(token) {
+        redis::cmd("UNWATCH").query_async::<()>(c).await?;
+        tracing::warn!(token, current = ?current, "another labd leads now: dropping this labd's pending status writes");
+        return Ok(());
+    }
+    let mut pipe = batch_pipeline(batch);
+    pipe.atomic().get(GENERATION_KEY);
+    let done: Option<(Option<u64>,)> = pipe.query_async(c).await?;
+    if done.is_none() {
+        tracing::warn!(token, "the lease changed hands during a status write: dropped");
+    }
+    Ok(())
+}
+
 async fn write_batch(c: &mut MultiplexedConnection, batch: &Outbox) -> redis::RedisResult<()> {
+    batch_pipeline(batch).query_async::<()>(c).await
+}
+
+fn batch_pipeline(batch: &Outbox) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     for (lab, status) in &batch.statuses {
         match status {
@@ -253,7 +297,7 @@ async fn write_batch(c: &mut MultiplexedConnection, batch: &Outbox) -> redis::Re
     for ((key, field), value) in batch.gauges.iter().filter(|((key, _), _)| !deleted.contains(key)) {
         pipe.hset(key, field, value).ignore();
     }
-    pipe.query_async::<()>(c).await
+    pipe
 }
 
 /// Read access for labctl (and tests).

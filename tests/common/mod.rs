@@ -36,6 +36,7 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> R
 pub struct Redis {
     child: Child,
     pub port: u16,
+    password: Option<String>,
 }
 
 fn free_port() -> u16 {
@@ -48,12 +49,25 @@ impl Redis {
     }
 
     pub fn start_on(port: u16) -> Redis {
+        Self::start_with(port, None)
+    }
+
+    /// A server that requires `password` (AUTH), as `REDIS_PASSWORD` makes setup.sh start it.
+    pub fn start_with_password(password: &str) -> Redis {
+        Self::start_with(free_port(), Some(password.to_string()))
+    }
+
+    fn start_with(port: u16, password: Option<String>) -> Redis {
+        let mut args = vec!["--port".to_string(), port.to_string(), "--bind".into(), "127.0.0.1".into(), "--save".into(), String::new(), "--appendonly".into(), "no".into()];
+        if let Some(p) = &password {
+            args.extend(["--requirepass".to_string(), p.clone()]);
+        }
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&args)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server starts (scripts/setup.sh installs it)");
-        let r = Redis { child, port };
+        let r = Redis { child, port, password };
         eventually("redis to answer", Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()).map_err(|e| e.to_string())
         });
@@ -61,11 +75,19 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().unwrap();
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-p", &self.port.to_string()]);
+        if let Some(p) = &self.password {
+            cmd.args(["-a", p, "--no-auth-warning"]);
+        }
+        let out = cmd.args(args).output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
@@ -90,11 +112,15 @@ pub struct Lab {
 
 impl Lab {
     pub fn new() -> Lab {
+        Self::with_redis(Redis::start())
+    }
+
+    pub fn with_redis(redis: Redis) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let labs = dir.path().join("labs");
         std::fs::create_dir_all(&labs).unwrap();
         let log = dir.path().join("labd.log");
-        Lab { labs, log, dir, redis: Redis::start(), labd: None, cleanup: Vec::new() }
+        Lab { labs, log, dir, redis, labd: None, cleanup: Vec::new() }
     }
 
     pub fn start_labd(&mut self) {
