@@ -37,13 +37,30 @@ pub mod condition_types {
     pub const SHAPING_APPLIED: &str = "ShapingApplied";
 }
 
+/// A condition's status, as Kubernetes writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl From<bool> for ConditionStatus {
+    fn from(b: bool) -> Self {
+        if b {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
     pub type_: String,
-    /// "True", "False" or "Unknown".
-    pub status: String,
+    pub status: ConditionStatus,
     pub reason: String,
     pub message: String,
     pub last_transition_time: DateTime<Utc>,
@@ -102,7 +119,7 @@ impl LabStatus {
 
     /// Sets a condition, keeping its transition time when its status does not change.
     pub fn set_condition(&mut self, type_: &str, status: bool, reason: &str, message: impl Into<String>, now: DateTime<Utc>) {
-        let status = if status { "True" } else { "False" }.to_string();
+        let status = ConditionStatus::from(status);
         let message = message.into();
         match self.conditions.iter_mut().find(|c| c.type_ == type_) {
             Some(c) => {
@@ -138,14 +155,76 @@ impl LabStatus {
     }
 }
 
+/// Normal or Warning, as Kubernetes events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Normal,
+    Warning,
+}
+
+/// Why an event was recorded. Each reason has one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventReason {
+    /// An action was applied to Swarm.
+    Applied,
+    /// The lab became Ready.
+    Ready,
+    ReconcileFailed,
+    /// Services changed outside labd were put back.
+    DriftRepaired,
+    /// No file defines the lab; it goes after the grace period unless one does again.
+    FileGone,
+    /// The deletion rule confirmed the absence: the lab is being removed.
+    Deleting,
+    /// No file defines the lab but nothing shows a person removed it: kept.
+    Orphaned,
+    /// A reason this labctl does not know (written by a newer labd).
+    #[serde(other)]
+    Other,
+}
+
+impl EventReason {
+    pub fn kind(self) -> EventKind {
+        match self {
+            EventReason::Applied | EventReason::Ready | EventReason::FileGone | EventReason::Deleting | EventReason::Other => EventKind::Normal,
+            EventReason::ReconcileFailed | EventReason::DriftRepaired | EventReason::Orphaned => EventKind::Warning,
+        }
+    }
+}
+
+/// Both enums are written to Redis as their names.
+macro_rules! name_text {
+    ($ty:ty) => {
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{self:?}")
+            }
+        }
+        impl std::str::FromStr for $ty {
+            type Err = serde_json::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                serde_json::from_value(serde_json::Value::String(s.to_string()))
+            }
+        }
+    };
+}
+name_text!(ConditionStatus);
+name_text!(EventKind);
+name_text!(EventReason);
+
 /// One entry of a lab's recent events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabEvent {
     pub time: DateTime<Utc>,
-    /// Normal or Warning, as Kubernetes events.
-    pub kind: String,
-    pub reason: String,
+    pub kind: EventKind,
+    pub reason: EventReason,
     pub message: String,
+}
+
+impl LabEvent {
+    pub fn now(reason: EventReason, message: impl Into<String>) -> Self {
+        LabEvent { time: Utc::now(), kind: reason.kind(), reason, message: message.into() }
+    }
 }
 
 /// What the node agent applied to one task (written by the agent of the task's node).

@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::source::{load_dir, Catalog, DirWatcher, LabEntry};
 use crate::spec::{Diagnostic, ValidLab};
-use crate::status::{LabStatus, Phase};
+use crate::status::{EventReason, LabStatus, Phase};
 use crate::store::{RedisStore, StoreReader};
 use crate::swarm::{DockerSwarm, Swarm};
 use deletion::{AbsenceTracker, Verdict};
@@ -365,7 +365,7 @@ impl Controller<DockerSwarm> {
                 Some(why) if !self.config.prune_orphans => {
                     if state.desire != Desire::Orphaned(why.clone()) {
                         tracing::warn!(lab = %name, reason = %why, "orphaned lab: no file defines it; keeping it (--prune-orphans removes such labs)");
-                        self.store.event(&name, event("Warning", "Orphaned", format!("no file defines the lab and it is kept: {why}")));
+                        self.store.event(&name, event(EventReason::Orphaned, format!("no file defines the lab and it is kept: {why}")));
                         state.desire = Desire::Orphaned(why);
                         self.queue.add(&name);
                     }
@@ -374,7 +374,7 @@ impl Controller<DockerSwarm> {
                     Verdict::Confirmed => {
                         tracing::info!(lab = %name, "no file has defined the lab for the grace period: tearing it down");
                         let message = format!("no file has defined the lab for {:.1}s", self.config.delete_grace.as_secs_f64());
-                        self.store.event(&name, event("Normal", "Deleting", message));
+                        self.store.event(&name, event(EventReason::Deleting, message));
                         state.desire = Desire::Delete;
                         self.queue.add(&name);
                     }
@@ -382,7 +382,7 @@ impl Controller<DockerSwarm> {
                         if first && state.desire == Desire::Defined {
                             tracing::info!(lab = %name, grace = ?self.config.delete_grace, "no file defines the lab; removing it unless a file defines it again");
                             let message = format!("no file defines the lab; it is removed in {:.1}s unless a file defines it again", recheck_in.as_secs_f64());
-                            self.store.event(&name, event("Normal", "FileGone", message));
+                            self.store.event(&name, event(EventReason::FileGone, message));
                         }
                         self.timers.schedule(Timer::Reread, recheck_in + Duration::from_millis(50));
                     }
@@ -438,7 +438,7 @@ impl Controller<DockerSwarm> {
         let Some(state) = self.labs.get_mut(lab) else { return };
         if outcome.drift > 0 && state.desire == Desire::Defined {
             self.store.count(lab, "drift_repairs", outcome.drift as i64);
-            self.store.event(lab, event("Warning", "DriftRepaired", format!("{} services changed outside labd were restored", outcome.drift)));
+            self.store.event(lab, event(EventReason::DriftRepaired, format!("{} services changed outside labd were restored", outcome.drift)));
         }
         if outcome.gone && matches!(state.desire, Desire::Delete | Desire::Orphaned(_)) {
             self.store.delete_lab(lab);
@@ -457,7 +457,7 @@ impl Controller<DockerSwarm> {
                 self.store.count(lab, "errors", 1);
                 let (attempt, wait) = self.backoff.failed(lab);
                 status.backoff = Some(crate::status::Backoff { attempt, next_try: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default() });
-                self.store.event(lab, event("Warning", "ReconcileFailed", format!("{err} (attempt {attempt}, next try in {}s)", wait.as_secs())));
+                self.store.event(lab, event(EventReason::ReconcileFailed, format!("{err} (attempt {attempt}, next try in {}s)", wait.as_secs())));
                 Some(wait)
             }
             None => {
@@ -473,7 +473,7 @@ impl Controller<DockerSwarm> {
             if let Some(since) = state.generation_since {
                 self.store.gauge(lab, "time_to_ready_ms", since.elapsed().as_millis());
             }
-            self.store.event(lab, event("Normal", "Ready", status.message.clone()));
+            self.store.event(lab, event(EventReason::Ready, status.message.clone()));
         }
         if state.status.phase != status.phase {
             tracing::info!(lab, phase = %status.phase, message = %status.message, "phase changed");

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 
-use crate::plan::{desired_lab, diff, teardown, Action, ActionKind, DesiredLab, Observed, Plan};
+use crate::plan::{desired_lab, diff, teardown, Action, ActionKind, DesiredLab, ObjectKind, Observed, Plan};
 use crate::spec::{Diagnostic, ValidLab};
-use crate::status::{condition_types as ct, LabStatus, Phase, ServiceStatus};
+use crate::status::{condition_types as ct, ConditionStatus, EventReason, LabStatus, Phase, ServiceStatus};
 use crate::store::RedisStore;
 use crate::swarm::{Swarm, SwarmError};
 
@@ -44,7 +44,7 @@ fn kind_name(k: ActionKind) -> &'static str {
     }
 }
 
-async fn execute<S: Swarm>(swarm: &S, store: &RedisStore, lab: &str, plan: &Plan) -> (BTreeMap<&'static str, u64>, Vec<String>) {
+async fn execute<S: Swarm>(swarm: &S, store: &RedisStore, lab: &str, plan: &Plan) -> (BTreeMap<&'static str, u64>, Vec<SwarmError>) {
     let mut done = BTreeMap::new();
     let mut errors = Vec::new();
     for action in &plan.actions {
@@ -59,20 +59,20 @@ async fn execute<S: Swarm>(swarm: &S, store: &RedisStore, lab: &str, plan: &Plan
             Ok(()) => {
                 *done.entry(kind_name(action.kind())).or_default() += 1;
                 tracing::info!(lab, action = %action.describe(), "applied");
-                store.event(lab, event("Normal", "Applied", action.describe()));
+                store.event(lab, event(EventReason::Applied, action.describe()));
             }
             Err(SwarmError::AlreadyExists(name)) => tracing::debug!(lab, %name, "already exists; the next pass sees it"),
             Err(e) => {
                 tracing::warn!(lab, action = %action.describe(), error = %e, "action failed");
-                errors.push(e.to_string());
+                errors.push(e);
             }
         }
     }
     (done, errors)
 }
 
-pub fn event(kind: &str, reason: &str, message: impl Into<String>) -> crate::status::LabEvent {
-    crate::status::LabEvent { time: Utc::now(), kind: kind.into(), reason: reason.into(), message: message.into() }
+pub fn event(reason: EventReason, message: impl Into<String>) -> crate::status::LabEvent {
+    crate::status::LabEvent::now(reason, message)
 }
 
 pub async fn reconcile<S: Swarm>(swarm: &S, store: &RedisStore, name: &str, target: Target, mut status: LabStatus) -> Outcome {
@@ -126,7 +126,7 @@ async fn delete<S: Swarm>(swarm: &S, store: &RedisStore, name: &str, observed: &
     status.message = format!("removing {} objects", plan.actions.len());
     status.set_abnormal(ct::RECONCILING, true, "Deleting", "the lab's file is gone", Utc::now());
     // Networks are only removable once their tasks have stopped: not an error, just later.
-    let error = errors.into_iter().find(|e| !e.contains("has active endpoints"));
+    let error = errors.into_iter().find(|e| !matches!(e, SwarmError::InUse { .. })).map(|e| e.to_string());
     Outcome { status, actions, error, gone: false, drift: 0 }
 }
 
@@ -168,6 +168,7 @@ async fn apply<S: Swarm>(
         .count() as u64;
     let drift = plan.drift as u64 + vanished;
     let (actions, errors) = execute(swarm, store, name, &plan).await;
+    let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     let acted = !plan.actions.is_empty();
 
     let mut problems: Vec<String> = plan.conflicts.iter().map(|c| c.to_string()).collect();
@@ -180,7 +181,7 @@ async fn apply<S: Swarm>(
         .filter(|n| !observed.networks.iter().any(|o| o.name == n.name))
         .map(|n| n.name.as_str())
         .collect();
-    if missing_nets.is_empty() && plan.conflicts.iter().all(|c| c.kind != "network") {
+    if missing_nets.is_empty() && plan.conflicts.iter().all(|c| c.kind != ObjectKind::Network) {
         status.set_condition(ct::NETWORKS_READY, true, "Created", format!("{} networks", desired.networks.len()), now);
     } else {
         status.set_condition(ct::NETWORKS_READY, false, "Creating", format!("creating {}", missing_nets.join(", ")), now);
@@ -200,10 +201,10 @@ async fn apply<S: Swarm>(
         if let Some(h) = have.filter(|h| h.running < s.desired) {
             if let Ok(Some(t)) = swarm.task_trouble(&h.id).await {
                 let mut message = format!("{}: {}", t.state, t.message);
-                if t.message.contains("No such image") || t.message.contains("does not exist") {
+                if t.image_missing {
                     message.push_str(" (labd never pulls: build or `docker load` the image on every node)");
                 }
-                if matches!(t.state.as_str(), "rejected" | "failed") {
+                if t.failed {
                     troubles.push(format!("{}: {message}", want.short_name));
                 }
                 s.message = message;
@@ -275,7 +276,7 @@ async fn apply<S: Swarm>(
     status.set_condition(ct::READY, ready, if ready { "Converged" } else { reason_of(phase) }, message.clone(), now);
     status.set_abnormal(ct::RECONCILING, matches!(phase, Phase::Progressing), "Progressing", message.clone(), now);
     status.set_abnormal(ct::STALLED, matches!(phase, Phase::Failed | Phase::Degraded), reason_of(phase), message, now);
-    if let Some(c) = status.condition(ct::SPEC_VALID).filter(|c| c.status == "False").cloned() {
+    if let Some(c) = status.condition(ct::SPEC_VALID).filter(|c| c.status == ConditionStatus::False).cloned() {
         // The last good version runs, but the user's current file is broken: say that first.
         status.phase = Phase::Invalid;
         status.message = c.message.clone();

@@ -107,9 +107,26 @@ pub enum ActionKind {
 /// An object with a name of the lab that swarmlab does not own (or another lab owns).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conflict {
-    pub kind: String,
+    pub kind: ObjectKind,
     pub name: String,
     pub owner: Option<String>,
+}
+
+/// The kinds of Swarm object a lab owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectKind {
+    Network,
+    Service,
+}
+
+impl std::fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ObjectKind::Network => "network",
+            ObjectKind::Service => "service",
+        })
+    }
 }
 
 impl std::fmt::Display for Conflict {
@@ -151,7 +168,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
         match observed.networks.iter().find(|n| n.name == want.name) {
             None => creates_net.push(Action::CreateNetwork(want.clone())),
             Some(have) if !owned_by(lab, &have.labels) => plan.conflicts.push(Conflict {
-                kind: "network".into(),
+                kind: ObjectKind::Network,
                 name: have.name.clone(),
                 owner: labels::owner(&have.labels).map(str::to_string),
             }),
@@ -174,7 +191,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
         let waits_for_network = want.network_targets().any(|t| blocked.iter().any(|b| b == t));
         match observed.services.iter().find(|s| s.name == want.name) {
             Some(have) if !owned_by(lab, &have.labels) => plan.conflicts.push(Conflict {
-                kind: "service".into(),
+                kind: ObjectKind::Service,
                 name: have.name.clone(),
                 owner: labels::owner(&have.labels).map(str::to_string),
             }),

@@ -283,8 +283,8 @@ fn batch_pipeline(batch: &Outbox) -> redis::Pipeline {
         }
         let fields = [
             ("time", e.time.to_rfc3339()),
-            ("kind", e.kind.clone()),
-            ("reason", e.reason.clone()),
+            ("kind", e.kind.to_string()),
+            ("reason", e.reason.to_string()),
             ("message", e.message.clone()),
         ];
         pipe.cmd("XADD").arg(keys::events(lab)).arg("MAXLEN").arg("~").arg(EVENTS_KEPT).arg("*").arg(&fields[..]).ignore();
@@ -334,8 +334,8 @@ impl StoreReader {
                 let get = |k: &str| id.get::<String>(k).unwrap_or_default();
                 LabEvent {
                     time: chrono::DateTime::parse_from_rfc3339(&get("time")).map(|t| t.with_timezone(&chrono::Utc)).unwrap_or_default(),
-                    kind: get("kind"),
-                    reason: get("reason"),
+                    reason: get("reason").parse().unwrap_or(crate::status::EventReason::Other),
+                    kind: get("kind").parse().unwrap_or(crate::status::EventKind::Normal),
                     message: get("message"),
                 }
             })

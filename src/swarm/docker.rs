@@ -28,6 +28,9 @@ fn api_err(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> 
             bollard::errors::Error::DockerResponseServerError { message, .. } => message,
             other => other.to_string(),
         };
+        if message.contains("has active endpoints") {
+            return SwarmError::InUse { action, message };
+        }
         SwarmError::Api { action, message }
     }
 }
@@ -296,7 +299,9 @@ impl Swarm for DockerSwarm {
                 return None;
             }
             let message = status.err.filter(|e| !e.is_empty()).or(status.message)?;
-            Some(TaskTrouble { state: state.to_string(), message, node: t.node_id.unwrap_or_default() })
+            let image_missing = message.contains("No such image") || message.contains("does not exist");
+            let failed = matches!(state, TaskState::FAILED | TaskState::REJECTED);
+            Some(TaskTrouble { state: state.to_string(), message, node: t.node_id.unwrap_or_default(), failed, image_missing })
         }))
     }
 

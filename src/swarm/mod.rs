@@ -17,6 +17,9 @@ pub enum SwarmError {
     /// Not an error: a clash with an object we do not own shows in the next observe.
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// The object is still used (a network with tasks attached): not an error, just later.
+    #[error("{action}: {message}")]
+    InUse { action: String, message: String },
     #[error("{action}: {message}")]
     Api { action: String, message: String },
 }
@@ -37,6 +40,10 @@ pub struct TaskTrouble {
     pub state: String,
     pub message: String,
     pub node: String,
+    /// The task ended in `failed` or `rejected` (not merely starting).
+    pub failed: bool,
+    /// The node does not have the image (labd never pulls).
+    pub image_missing: bool,
 }
 
 pub trait Swarm: Send + Sync + 'static {

@@ -1,0 +1,56 @@
+//! What several subcommands share: the Redis reader and the cells of the status table.
+
+use anyhow::Context;
+use comfy_table::{presets::NOTHING, Table};
+use swarmlab::status::LabStatus;
+use swarmlab::store::StoreReader;
+
+pub async fn reader(url: &str) -> anyhow::Result<StoreReader> {
+    StoreReader::connect(url)
+        .await
+        .with_context(|| format!("cannot reach redis at {url}: is labd's redis running? (set --redis or REDIS_URL)"))
+}
+
+pub fn age(status: &LabStatus) -> String {
+    let Some(created) = status.created_at else { return "-".into() };
+    let secs = (chrono::Utc::now() - created).num_seconds().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+pub fn shaping_cell(s: &LabStatus) -> String {
+    match s.condition(swarmlab::status::condition_types::SHAPING_APPLIED) {
+        None => "-".into(),
+        Some(c) if c.message == "no conditions" => "-".into(),
+        Some(c) if c.status == swarmlab::status::ConditionStatus::True => c.message.split(" tasks shaped").next().map(|n| format!("{n} tasks")).unwrap_or_default(),
+        Some(c) => c.reason.clone(),
+    }
+}
+
+pub fn status_table(statuses: &[LabStatus]) -> String {
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header(["NAME", "PHASE", "READY", "SHAPING", "REVISION", "AGE", "MESSAGE"]);
+    for s in statuses {
+        let (ready, total) = s.ready_services();
+        let mut message = s.message.clone();
+        if let Some(b) = &s.backoff {
+            message = format!("{message} (retry {} at {})", b.attempt, b.next_try.format("%H:%M:%S"));
+        }
+        t.add_row([
+            s.name.clone(),
+            s.phase.to_string(),
+            format!("{ready}/{total}"),
+            shaping_cell(s),
+            s.revision.chars().take(8).collect(),
+            age(s),
+            message,
+        ]);
+    }
+    t.to_string().lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
+}
+

@@ -1,0 +1,85 @@
+//! `labctl describe LAB`: conditions, services, per-task shaping, metrics, recent events.
+
+use std::process::ExitCode;
+
+use comfy_table::{presets::NOTHING, Table};
+use swarmlab::store::keys;
+
+use crate::common::*;
+
+pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
+    let mut r = reader(url).await?;
+    let Some(s) = r.status(lab).await? else {
+        anyhow::bail!("no status for lab `{lab}`: is it in labd's labs directory, and is labd running?");
+    };
+    println!("Name:         {}", s.name);
+    println!("Phase:        {}", s.phase);
+    println!("Message:      {}", s.message);
+    println!("Revision:     {}", s.revision);
+    println!("Generation:   {} (observed {})", s.generation, s.observed_generation);
+    if let Some(e) = &s.last_error {
+        println!("Last error:   {e}");
+    }
+    if let Some(b) = &s.backoff {
+        println!("Backoff:      attempt {}, next try {}", b.attempt, b.next_try.to_rfc3339());
+    }
+    println!("\nConditions:");
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header(["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"]);
+    for c in &s.conditions {
+        t.add_row([c.type_.clone(), c.status.to_string(), c.reason.clone(), c.last_transition_time.format("%H:%M:%S").to_string(), c.message.clone()]);
+    }
+    println!("{t}");
+    println!("\nServices:");
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header(["SERVICE", "RUNNING", "DESIRED", "MESSAGE"]);
+    for (name, svc) in &s.services {
+        t.add_row([name.clone(), svc.running.to_string(), svc.desired.to_string(), svc.message.clone()]);
+    }
+    println!("{t}");
+    let tasks = r.task_shaping(lab).await.unwrap_or_default();
+    if !tasks.is_empty() {
+        println!("\nShaping (per task and network; egress):");
+        let mut t = Table::new();
+        t.load_preset(NOTHING);
+        t.set_header(["TASK", "SERVICE", "NODE", "NETWORK", "IF", "BACKEND", "DESIRED", "APPLIED", "COUNTERS", "PROBLEMS"]);
+        for task in &tasks {
+            for a in &task.attachments {
+                let cond = |c: &swarmlab::spec::EffectiveConditions| serde_json::to_string(c).unwrap_or_default().replace('"', "");
+                let counters = a.counters.map(|c| format!("seen={} drop={} corrupt={} dup={} reorder={}", c.seen, c.dropped, c.corrupted, c.duplicated, c.reordered)).unwrap_or_default();
+                let mut problems: Vec<String> = a.error.iter().cloned().collect();
+                problems.extend(a.unsupported.iter().cloned());
+                t.add_row([
+                    task.container.clone(),
+                    task.service.clone(),
+                    task.node.clone(),
+                    a.network.clone(),
+                    a.interface.clone(),
+                    a.backend.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+                    cond(&a.desired),
+                    cond(&a.applied),
+                    counters,
+                    problems.join("; "),
+                ]);
+            }
+        }
+        println!("{t}");
+    }
+    let metrics = r.metrics(&keys::metrics(lab)).await.unwrap_or_default();
+    if !metrics.is_empty() {
+        let line: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("\nMetrics: {}", line.join(" "));
+    }
+    println!("\nEvents:");
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header(["TIME", "TYPE", "REASON", "MESSAGE"]);
+    for e in r.events(lab, 15).await.unwrap_or_default() {
+        t.add_row([e.time.format("%H:%M:%S").to_string(), e.kind.to_string(), e.reason.to_string(), e.message]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+

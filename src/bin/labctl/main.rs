@@ -1,0 +1,111 @@
+//! `labctl`: validate lab files, print the schema, and read the status labd writes.
+
+//! One subcommand per file; `common` holds what several share.
+
+mod common;
+mod describe;
+mod diff;
+mod probe;
+mod status;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "labctl", version, about = "Inspect and validate swarmlab labs", long_about = None)]
+struct Cli {
+    /// Where labd writes status.
+    #[arg(long, global = true, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check lab files or directories; print every error as path:line:column: field: message.
+    Validate {
+        /// Files or directories (read recursively).
+        #[arg(default_value = "labs")]
+        paths: Vec<PathBuf>,
+    },
+    /// Show labs at a glance: phase, ready services, revision, age, message.
+    Status {
+        /// One lab; all labs when omitted.
+        lab: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+        /// Refresh every two seconds until interrupted.
+        #[arg(short, long)]
+        watch: bool,
+    },
+    /// Conditions, services and recent events of one lab.
+    Describe { lab: String },
+    /// What labd would do to make Swarm match DIR, without doing it.
+    Diff {
+        #[arg(default_value = "labs")]
+        dir: PathBuf,
+        /// Docker daemon (default: the local socket, or DOCKER_HOST).
+        #[arg(long, env = "DOCKER_HOST")]
+        docker_host: Option<String>,
+    },
+    /// Measure round trip and loss from a task of SERVICE to the tasks of other services,
+    /// from inside the task's network namespace (run on the node of that task).
+    Probe {
+        lab: String,
+        service: String,
+        /// Target services (short names); default: every other service of the lab.
+        #[arg(long = "to")]
+        to: Vec<String>,
+        /// Probes per target.
+        #[arg(short, long, default_value_t = 50)]
+        count: u32,
+        /// Milliseconds between probes.
+        #[arg(long, default_value_t = 20)]
+        interval: u32,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Print the JSON Schema of the Lab resource.
+    Schema,
+    /// Print shell completions, e.g. `labctl completions bash > /etc/bash_completion.d/labctl`.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { paths } => return validate::run(&paths),
+        Command::Schema => {
+            print!("{}", swarmlab::spec::schema::lab_schema_text());
+            return ExitCode::SUCCESS;
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "labctl", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Status { lab, output, watch } => status::run(&cli.redis, lab.as_deref(), output, watch).await,
+        Command::Describe { lab } => describe::run(&cli.redis, &lab).await,
+        Command::Diff { dir, docker_host } => diff::run(&dir, docker_host.as_deref()).await,
+        Command::Probe { lab, service, to, count, interval, output } => probe::run(&cli.redis, &lab, &service, to, count, interval, output).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("labctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+

@@ -1,0 +1,74 @@
+//! `labctl probe LAB SERVICE [--to SVC]`: measured RTT and loss from inside a task.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use comfy_table::{presets::NOTHING, Table};
+
+use crate::common::*;
+use crate::Output;
+
+
+pub async fn run(url: &str, lab: &str, service: &str, to: Vec<String>, count: u32, interval: u32, output: Output) -> anyhow::Result<ExitCode> {
+    use swarmlab::shaping::measure::{ping, resolve};
+    let full = format!("{lab}_{service}");
+    let docker = bollard::Docker::connect_with_local_defaults()?.negotiate_version().await?;
+    let filters = std::collections::HashMap::from([
+        ("label".to_string(), vec![format!("com.docker.swarm.service.name={full}")]),
+        ("status".to_string(), vec!["running".to_string()]),
+    ]);
+    let containers = docker
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions { filters: Some(filters), ..Default::default() }))
+        .await?;
+    let Some(id) = containers.first().and_then(|c| c.id.clone()) else {
+        anyhow::bail!("no running task of {full} on this node: run `labctl probe` on a node that has one (`docker service ps {full}`)");
+    };
+    let pid = docker
+        .inspect_container(&id, None::<bollard::query_parameters::InspectContainerOptions>)
+        .await?
+        .state
+        .and_then(|s| s.pid)
+        .context("the task has no pid")?;
+    let targets = if to.is_empty() {
+        let mut r = reader(url).await?;
+        let status = r.status(lab).await?.with_context(|| format!("no status for lab `{lab}`; name targets with --to"))?;
+        status.services.keys().filter(|s| s.as_str() != service).cloned().collect()
+    } else {
+        to
+    };
+    let mut rows = Vec::new();
+    for target in targets {
+        for ip in resolve(pid, &target).await.map_err(anyhow::Error::msg)? {
+            let stats = ping(pid, &ip, count, interval).await.map_err(anyhow::Error::msg)?;
+            rows.push((target.clone(), ip, stats));
+        }
+    }
+    match output {
+        Output::Table => {
+            let mut t = Table::new();
+            t.load_preset(NOTHING);
+            t.set_header(["FROM", "TO", "ADDRESS", "SENT", "RECEIVED", "LOSS", "RTT MIN/AVG/MAX/MDEV (ms)"]);
+            for (target, ip, s) in &rows {
+                t.add_row([
+                    format!("{service} ({})", &id[..12]),
+                    target.clone(),
+                    ip.clone(),
+                    s.sent.to_string(),
+                    s.received.to_string(),
+                    format!("{:.1}%", s.loss_percent),
+                    format!("{:.2}/{:.2}/{:.2}/{:.2}", s.min_ms, s.avg_ms, s.max_ms, s.mdev_ms),
+                ]);
+            }
+            println!("{t}");
+        }
+        Output::Json | Output::Yaml => {
+            let v: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(target, ip, s)| serde_json::json!({"from": service, "container": id, "to": target, "address": ip, "stats": s}))
+                .collect();
+            if matches!(output, Output::Json) { println!("{}", serde_json::to_string_pretty(&v)?) } else { print!("{}", serde_yaml_ng::to_string(&v)?) }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
