@@ -6,6 +6,7 @@ pub mod deletion;
 pub mod queue;
 pub mod reconcile;
 pub mod scheduler;
+pub mod verdict;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 
-use crate::plan::{desired_lab, diff, teardown, Action, ActionKind, DesiredLab, ObjectKind, Observed, Plan};
+use crate::plan::{desired_lab, diff, teardown, Action, ActionKind, DesiredLab, Observed, Plan};
 use crate::spec::{Diagnostic, ValidLab};
-use crate::status::{condition_types as ct, ConditionStatus, EventReason, LabStatus, Phase, ServiceStatus};
+use crate::status::{condition_types as ct, EventReason, LabStatus, Phase, ServiceStatus};
 use crate::store::RedisStore;
 use crate::swarm::{Swarm, SwarmError};
+
+use super::verdict::{self, Findings, ShapingState};
 
 /// What the controller asks of one reconcile.
 #[derive(Debug, Clone)]
@@ -140,20 +142,21 @@ async fn apply<S: Swarm>(
     mut status: LabStatus,
 ) -> Outcome {
     let now = Utc::now();
-    match &invalid {
-        Some(diags) => {
-            let first = diags.first().map(|d| d.to_string()).unwrap_or_default();
-            let more = if diags.len() > 1 { format!(" (and {} more)", diags.len() - 1) } else { String::new() };
-            status.set_condition(ct::SPEC_VALID, false, "ValidationFailed", format!("{first}{more}"), now);
-        }
-        None => status.set_condition(ct::SPEC_VALID, true, "Valid", "the lab definition is valid", now),
-    }
+    let spec_error = invalid.as_ref().map(|diags| {
+        let first = diags.first().map(|d| d.to_string()).unwrap_or_default();
+        let more = if diags.len() > 1 { format!(" (and {} more)", diags.len() - 1) } else { String::new() };
+        format!("{first}{more}")
+    });
     let Some(lab) = lab else {
         // Never valid so far: nothing to run.
+        let message = spec_error.unwrap_or_default();
+        status.set_condition(ct::SPEC_VALID, false, "ValidationFailed", message.clone(), now);
         status.phase = Phase::Invalid;
-        status.message = status.condition(ct::SPEC_VALID).map(|c| c.message.clone()).unwrap_or_default();
-        status.set_condition(ct::READY, false, "SpecInvalid", status.message.clone(), now);
-        status.set_abnormal(ct::STALLED, true, "SpecInvalid", status.message.clone(), now);
+        status.message = message.clone();
+        status.ready_since = None;
+        status.set_condition(ct::READY, false, "SpecInvalid", message.clone(), now);
+        status.set_abnormal(ct::RECONCILING, false, "", "", now);
+        status.set_abnormal(ct::STALLED, true, "SpecInvalid", message, now);
         return Outcome { status, actions: BTreeMap::new(), error: None, gone: false, drift: 0 };
     };
     status.revision = lab.revision.clone();
@@ -169,28 +172,19 @@ async fn apply<S: Swarm>(
     let drift = plan.drift as u64 + vanished;
     let (actions, errors) = execute(swarm, store, name, &plan).await;
     let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-    let acted = !plan.actions.is_empty();
 
-    let mut problems: Vec<String> = plan.conflicts.iter().map(|c| c.to_string()).collect();
-    problems.extend(errors.iter().cloned());
 
-    // Networks
-    let missing_nets: Vec<&str> = desired
+    let missing_networks: Vec<String> = desired
         .networks
         .iter()
         .filter(|n| !observed.networks.iter().any(|o| o.name == n.name))
-        .map(|n| n.name.as_str())
+        .map(|n| n.name.clone())
         .collect();
-    if missing_nets.is_empty() && plan.conflicts.iter().all(|c| c.kind != ObjectKind::Network) {
-        status.set_condition(ct::NETWORKS_READY, true, "Created", format!("{} networks", desired.networks.len()), now);
-    } else {
-        status.set_condition(ct::NETWORKS_READY, false, "Creating", format!("creating {}", missing_nets.join(", ")), now);
-    }
 
     // Services
     let mut services = BTreeMap::new();
-    let mut not_ready = Vec::new();
-    let mut troubles = Vec::new();
+    let mut not_running = Vec::new();
+    let mut failing_tasks = Vec::new();
     for want in &desired.services {
         let have = observed.services.iter().find(|o| o.name == want.name);
         let mut s = ServiceStatus {
@@ -205,13 +199,13 @@ async fn apply<S: Swarm>(
                     message.push_str(" (labd never pulls: build or `docker load` the image on every node)");
                 }
                 if t.failed {
-                    troubles.push(format!("{}: {message}", want.short_name));
+                    failing_tasks.push(format!("{}: {message}", want.short_name));
                 }
                 s.message = message;
             }
         }
         if s.running < s.desired || have.is_none() {
-            not_ready.push(format!("{} {}/{}", want.short_name, s.running, s.desired));
+            not_running.push(format!("{} {}/{}", want.short_name, s.running, s.desired));
         }
         services.insert(want.short_name.clone(), s);
     }
@@ -226,71 +220,24 @@ async fn apply<S: Swarm>(
         }
     }
     status.services = services;
-    let (ready_n, total) = (desired.services.len() - not_ready.len(), desired.services.len());
-    if not_ready.is_empty() && !acted {
-        status.set_condition(ct::SERVICES_READY, true, "AllRunning", format!("{ready_n}/{total} services running"), now);
-    } else if !troubles.is_empty() {
-        status.set_condition(ct::SERVICES_READY, false, "TasksFailing", troubles.join("; "), now);
-    } else {
-        status.set_condition(ct::SERVICES_READY, false, "Starting", format!("waiting for {}", not_ready.join(", ")), now);
-    }
-
-    if !not_ready.is_empty() {
-        // Tasks missing: a node that is down is the first thing a user wants to know.
-        for node in &observed.down_nodes {
-            troubles.push(format!("node {node} is down"));
-        }
-    }
-    let shaping = shaping_condition(store, &desired, observed).await;
-    match &shaping {
-        ShapingState::Done(msg) => status.set_condition(ct::SHAPING_APPLIED, true, "Applied", msg.clone(), now),
-        ShapingState::Pending(msg) => status.set_condition(ct::SHAPING_APPLIED, false, "Applying", msg.clone(), now),
-        ShapingState::Failing(msg) => status.set_condition(ct::SHAPING_APPLIED, false, "ShapingFailed", msg.clone(), now),
-    }
-    if let ShapingState::Failing(msg) = &shaping {
-        troubles.push(format!("shaping: {msg}"));
-    }
-    if let ShapingState::Pending(msg) = &shaping {
-        not_ready.push(format!("shaping ({msg})"));
-    }
-
-    let error = (!errors.is_empty()).then(|| errors.join("; "));
-    let ready = problems.is_empty() && not_ready.is_empty() && !acted;
-    status.last_error = error.clone().or_else(|| (!plan.conflicts.is_empty()).then(|| problems.join("; ")));
-    let (phase, message) = if !plan.conflicts.is_empty() || error.is_some() {
-        (Phase::Failed, problems.join("; "))
-    } else if !troubles.is_empty() {
-        (Phase::Degraded, troubles.join("; "))
-    } else if ready {
-        (Phase::Ready, format!("{ready_n}/{total} services running"))
-    } else {
-        (Phase::Progressing, if acted { format!("applied {} changes", plan.actions.len()) } else { format!("waiting for {}", not_ready.join(", ")) })
+    let findings = Findings {
+        spec_error,
+        conflicts: plan.conflicts.clone(),
+        errors: errors.clone(),
+        acted: plan.actions.len(),
+        networks: desired.networks.len(),
+        missing_networks,
+        services: desired.services.len(),
+        not_running,
+        failing_tasks,
+        down_nodes: observed.down_nodes.clone(),
+        shaping: shaping_condition(store, &desired, observed).await,
     };
-    status.phase = phase;
-    status.message = message.clone();
-    if ready {
-        status.ready_since.get_or_insert(now);
-    } else {
-        status.ready_since = None;
-    }
-    status.set_condition(ct::READY, ready, if ready { "Converged" } else { reason_of(phase) }, message.clone(), now);
-    status.set_abnormal(ct::RECONCILING, matches!(phase, Phase::Progressing), "Progressing", message.clone(), now);
-    status.set_abnormal(ct::STALLED, matches!(phase, Phase::Failed | Phase::Degraded), reason_of(phase), message, now);
-    if let Some(c) = status.condition(ct::SPEC_VALID).filter(|c| c.status == ConditionStatus::False).cloned() {
-        // The last good version runs, but the user's current file is broken: say that first.
-        status.phase = Phase::Invalid;
-        status.message = c.message.clone();
-        status.set_condition(ct::READY, false, "SpecInvalid", c.message.clone(), now);
-        status.set_abnormal(ct::STALLED, true, "SpecInvalid", c.message, now);
-    }
+    let status = verdict::derive(status, &findings, now);
+    let error = (!errors.is_empty()).then(|| errors.join("; "));
     Outcome { status, actions, error, gone: false, drift }
 }
 
-enum ShapingState {
-    Done(String),
-    Pending(String),
-    Failing(String),
-}
 
 /// Compares what the agents report with the running tasks of services that have conditions.
 async fn shaping_condition(store: &RedisStore, desired: &DesiredLab, observed: &Observed) -> ShapingState {
@@ -335,14 +282,6 @@ async fn shaping_condition(store: &RedisStore, desired: &DesiredLab, observed: &
     }
 }
 
-fn reason_of(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Failed => "ReconcileFailed",
-        Phase::Degraded => "TasksFailing",
-        Phase::Progressing => "Progressing",
-        _ => "NotReady",
-    }
-}
 
 /// Desired shaping per service and network, for the node agents.
 fn publish_shaping(store: &RedisStore, desired: &DesiredLab) {

@@ -1,0 +1,240 @@
+//! A lab's status as a pure function of what one reconcile found: the phase, the message and
+//! every kstatus condition come from [`Findings`] alone, so they can never disagree (a phase
+//! Degraded with `Ready=True` was seen before this existed). No I/O; unit- and
+//! property-tested.
+
+use chrono::{DateTime, Utc};
+
+use crate::plan::{Conflict, ObjectKind};
+use crate::status::{condition_types as ct, LabStatus, Phase};
+
+/// How far the node agents have got with a lab's shaping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShapingState {
+    Done(String),
+    Pending(String),
+    Failing(String),
+}
+
+/// What one reconcile of a lab with a valid (last good) definition found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Findings {
+    /// The current file's errors (first one and a count) when it is invalid: the last good
+    /// version runs, and the status says the file is broken first.
+    pub spec_error: Option<String>,
+    /// Objects with the lab's names that it does not own.
+    pub conflicts: Vec<Conflict>,
+    /// Docker API errors of this pass's actions.
+    pub errors: Vec<String>,
+    /// Actions applied this pass (creates, updates, removes).
+    pub acted: usize,
+    pub networks: usize,
+    pub missing_networks: Vec<String>,
+    pub services: usize,
+    /// Services not running all their tasks, as `name running/desired`.
+    pub not_running: Vec<String>,
+    /// Services whose tasks fail or are rejected, with the reason.
+    pub failing_tasks: Vec<String>,
+    /// Swarm nodes that are not Ready.
+    pub down_nodes: Vec<String>,
+    pub shaping: ShapingState,
+}
+
+/// Writes phase, message, conditions and `ready_since` from `f` into `status`.
+pub fn derive(mut status: LabStatus, f: &Findings, now: DateTime<Utc>) -> LabStatus {
+    match &f.spec_error {
+        Some(e) => status.set_condition(ct::SPEC_VALID, false, "ValidationFailed", e.clone(), now),
+        None => status.set_condition(ct::SPEC_VALID, true, "Valid", "the lab definition is valid", now),
+    }
+    let network_conflict = f.conflicts.iter().any(|c| c.kind == ObjectKind::Network);
+    if f.missing_networks.is_empty() && !network_conflict {
+        status.set_condition(ct::NETWORKS_READY, true, "Created", format!("{} networks", f.networks), now);
+    } else {
+        status.set_condition(ct::NETWORKS_READY, false, "Creating", format!("creating {}", f.missing_networks.join(", ")), now);
+    }
+    let running = f.services - f.not_running.len().min(f.services);
+    if f.not_running.is_empty() && f.acted == 0 {
+        status.set_condition(ct::SERVICES_READY, true, "AllRunning", format!("{running}/{} services running", f.services), now);
+    } else if !f.failing_tasks.is_empty() {
+        status.set_condition(ct::SERVICES_READY, false, "TasksFailing", f.failing_tasks.join("; "), now);
+    } else {
+        status.set_condition(ct::SERVICES_READY, false, "Starting", format!("waiting for {}", f.not_running.join(", ")), now);
+    }
+    match &f.shaping {
+        ShapingState::Done(m) => status.set_condition(ct::SHAPING_APPLIED, true, "Applied", m.clone(), now),
+        ShapingState::Pending(m) => status.set_condition(ct::SHAPING_APPLIED, false, "Applying", m.clone(), now),
+        ShapingState::Failing(m) => status.set_condition(ct::SHAPING_APPLIED, false, "ShapingFailed", m.clone(), now),
+    }
+
+    let mut troubles = f.failing_tasks.clone();
+    if !f.not_running.is_empty() {
+        // Tasks missing: a node that is down is the first thing a user wants to know.
+        troubles.extend(f.down_nodes.iter().map(|n| format!("node {n} is down")));
+    }
+    if let ShapingState::Failing(m) = &f.shaping {
+        troubles.push(format!("shaping: {m}"));
+    }
+    let mut waiting: Vec<String> = f.missing_networks.iter().map(|n| format!("network {n}")).collect();
+    waiting.extend(f.not_running.iter().cloned());
+    if let ShapingState::Pending(m) = &f.shaping {
+        waiting.push(format!("shaping ({m})"));
+    }
+    let problems: Vec<String> = f.conflicts.iter().map(|c| c.to_string()).chain(f.errors.iter().cloned()).collect();
+
+    let (phase, reason, message) = if let Some(e) = &f.spec_error {
+        (Phase::Invalid, "SpecInvalid", e.clone())
+    } else if !problems.is_empty() {
+        (Phase::Failed, "ReconcileFailed", problems.join("; "))
+    } else if !troubles.is_empty() {
+        (Phase::Degraded, "TasksFailing", troubles.join("; "))
+    } else if waiting.is_empty() && f.acted == 0 {
+        (Phase::Ready, "Converged", format!("{running}/{} services running", f.services))
+    } else if f.acted > 0 {
+        (Phase::Progressing, "Progressing", format!("applied {} changes", f.acted))
+    } else {
+        (Phase::Progressing, "Progressing", format!("waiting for {}", waiting.join(", ")))
+    };
+    let ready = phase == Phase::Ready;
+    status.phase = phase;
+    status.message = message.clone();
+    status.last_error = (!problems.is_empty()).then(|| problems.join("; "));
+    if ready {
+        status.ready_since.get_or_insert(now);
+    } else {
+        status.ready_since = None;
+    }
+    status.set_condition(ct::READY, ready, reason, message.clone(), now);
+    status.set_abnormal(ct::RECONCILING, phase == Phase::Progressing, reason, message.clone(), now);
+    status.set_abnormal(ct::STALLED, matches!(phase, Phase::Failed | Phase::Degraded | Phase::Invalid), reason, message, now);
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::ConditionStatus;
+    use proptest::prelude::*;
+
+    fn calm() -> Findings {
+        Findings {
+            spec_error: None,
+            conflicts: vec![],
+            errors: vec![],
+            acted: 0,
+            networks: 1,
+            missing_networks: vec![],
+            services: 2,
+            not_running: vec![],
+            failing_tasks: vec![],
+            down_nodes: vec![],
+            shaping: ShapingState::Done("2 tasks shaped (userspace)".into()),
+        }
+    }
+
+    fn cond(s: &LabStatus, t: &str) -> Option<(ConditionStatus, String)> {
+        s.condition(t).map(|c| (c.status, c.reason.clone()))
+    }
+
+    fn derived(f: Findings) -> LabStatus {
+        derive(LabStatus::default(), &f, Utc::now())
+    }
+
+    #[test]
+    fn every_phase_and_its_conditions() {
+        let s = derived(calm());
+        assert_eq!((s.phase, s.message.as_str()), (Phase::Ready, "2/2 services running"));
+        assert_eq!(cond(&s, ct::READY), Some((ConditionStatus::True, "Converged".into())));
+        assert!(s.condition(ct::STALLED).is_none() && s.condition(ct::RECONCILING).is_none());
+
+        let s = derived(Findings { acted: 3, ..calm() });
+        assert_eq!((s.phase, s.message.as_str()), (Phase::Progressing, "applied 3 changes"));
+        assert_eq!(cond(&s, ct::RECONCILING), Some((ConditionStatus::True, "Progressing".into())));
+
+        let s = derived(Findings { shaping: ShapingState::Pending("1/2 tasks shaped".into()), ..calm() });
+        assert_eq!((s.phase, s.message.as_str()), (Phase::Progressing, "waiting for shaping (1/2 tasks shaped)"));
+
+        let clash = Conflict { kind: ObjectKind::Network, name: "x_n".into(), owner: None };
+        let s = derived(Findings { conflicts: vec![clash], ..calm() });
+        assert_eq!(s.phase, Phase::Failed);
+        assert_eq!(cond(&s, ct::NETWORKS_READY).map(|c| c.0), Some(ConditionStatus::False));
+        assert_eq!(s.last_error.as_deref(), Some("network x_n already exists and is not managed by swarmlab; remove or rename it"));
+
+        let s = derived(Findings { not_running: vec!["a 0/1".into()], down_nodes: vec!["n3".into()], ..calm() });
+        assert_eq!((s.phase, s.message.as_str()), (Phase::Degraded, "node n3 is down"));
+        assert_eq!(cond(&s, ct::STALLED), Some((ConditionStatus::True, "TasksFailing".into())));
+
+        let s = derived(Findings { spec_error: Some("x.yaml:3:1: spec: bad".into()), acted: 1, ..calm() });
+        assert_eq!((s.phase, s.message.as_str()), (Phase::Invalid, "x.yaml:3:1: spec: bad"));
+        assert_eq!(cond(&s, ct::READY), Some((ConditionStatus::False, "SpecInvalid".into())));
+        assert!(s.condition(ct::RECONCILING).is_none(), "Invalid is not Reconciling");
+    }
+
+    #[test]
+    fn failing_shaping_is_never_ready() {
+        // Seen before: phase Degraded with Ready=True (Converged) and ShapingApplied=False.
+        let s = derived(Findings { shaping: ShapingState::Failing("a on lan: nsenter failed".into()), ..calm() });
+        assert_eq!(s.phase, Phase::Degraded);
+        assert_eq!(cond(&s, ct::READY).map(|c| c.0), Some(ConditionStatus::False));
+        assert_eq!(cond(&s, ct::SHAPING_APPLIED).map(|c| c.1), Some("ShapingFailed".to_string()));
+    }
+
+    #[test]
+    fn ready_since_survives_passes_and_resets_when_not_ready() {
+        let t0 = Utc::now();
+        let s = derive(LabStatus::default(), &calm(), t0);
+        let s = derive(s, &calm(), t0 + chrono::Duration::seconds(30));
+        assert_eq!(s.ready_since, Some(t0));
+        let s = derive(s, &Findings { acted: 1, ..calm() }, t0 + chrono::Duration::seconds(60));
+        assert_eq!(s.ready_since, None);
+    }
+
+    fn findings() -> impl Strategy<Value = Findings> {
+        let list = || prop::collection::vec("[a-z]{1,4}", 0..3);
+        let shaping = prop_oneof![
+            Just(ShapingState::Done("ok".into())),
+            Just(ShapingState::Pending("1/2".into())),
+            Just(ShapingState::Failing("x".into())),
+        ];
+        let conflict = (any::<bool>(), "[a-z]{1,4}").prop_map(|(net, name)| Conflict {
+            kind: if net { ObjectKind::Network } else { ObjectKind::Service },
+            name,
+            owner: None,
+        });
+        let conflicts = prop::collection::vec(conflict, 0..2);
+        (prop::option::of("[a-z]{1,8}"), conflicts, list(), 0usize..4, list(), list(), list(), list(), shaping).prop_map(
+            |(spec_error, conflicts, errors, acted, missing_networks, not_running, failing_tasks, down_nodes, shaping)| Findings {
+                spec_error,
+                conflicts,
+                errors,
+                acted,
+                networks: 2,
+                missing_networks,
+                services: 3,
+                not_running,
+                failing_tasks,
+                down_nodes,
+                shaping,
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn phase_and_conditions_always_agree(first in findings(), second in findings()) {
+            // Twice over, so conditions left by an earlier pass are covered too.
+            let s = derive(derived(first), &second, Utc::now());
+            let is = |t: &str| s.condition(t).map(|c| c.status);
+            prop_assert_eq!(s.phase == Phase::Ready, is(ct::READY) == Some(ConditionStatus::True));
+            prop_assert_eq!(s.phase == Phase::Progressing, is(ct::RECONCILING).is_some());
+            prop_assert_eq!(matches!(s.phase, Phase::Failed | Phase::Degraded | Phase::Invalid), is(ct::STALLED).is_some());
+            prop_assert_eq!(s.phase == Phase::Ready, s.ready_since.is_some());
+            prop_assert_eq!(s.phase == Phase::Invalid, is(ct::SPEC_VALID) == Some(ConditionStatus::False));
+            if s.phase == Phase::Ready {
+                for t in [ct::NETWORKS_READY, ct::SERVICES_READY, ct::SHAPING_APPLIED] {
+                    prop_assert_eq!(is(t), Some(ConditionStatus::True), "{} with phase Ready", t);
+                }
+            }
+            prop_assert!(!s.message.is_empty());
+        }
+    }
+}
