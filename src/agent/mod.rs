@@ -18,8 +18,8 @@ use crate::shaping::probe::{probe, Capabilities};
 use crate::shaping::{choose_backend, BackendKind};
 use crate::spec::EffectiveConditions;
 use crate::status::{AttachmentShaping, TaskShaping};
-use crate::store::keys;
 use crate::shaping::netns::ns_path;
+use crate::store::keys;
 use apply::Attachment;
 
 #[derive(Debug, Clone)]
@@ -63,6 +63,9 @@ pub struct Agent {
     /// The last desired shaping read from Redis. While Redis is down, or after it came back
     /// empty (no persistence), the data plane keeps what it had: only labd's word changes it.
     desired: Desired,
+    /// The labs Redis listed at the last successful read: only theirs get reports, so a
+    /// deleted lab's keys never come back.
+    known_labs: BTreeSet<String>,
     /// Whether the agent has looked at this node's containers once.
     looked: bool,
 }
@@ -85,6 +88,7 @@ impl Agent {
             redis: None,
             published: None,
             desired: Desired::new(),
+            known_labs: BTreeSet::new(),
             looked: false,
         }
     }
@@ -175,6 +179,7 @@ impl Agent {
         let (labs, fresh) = result?;
         self.desired.retain(|lab, _| !labs.contains(lab));
         self.desired.extend(fresh);
+        self.known_labs = labs;
         Ok(())
     }
 
@@ -285,7 +290,7 @@ impl Agent {
                 self.attachments.insert(key, entry);
             }
             // Only labs that still exist: a deleted lab's keys must not come back.
-            if !report.attachments.is_empty() && desired.contains_key(&lab) {
+            if !report.attachments.is_empty() && self.known_labs.contains(&lab) {
                 reports.entry(lab).or_default().push((id.clone(), report));
             }
         }
