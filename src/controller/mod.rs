@@ -3,6 +3,8 @@
 //! back, so a slow lab never blocks another.
 
 pub mod deletion;
+#[cfg(test)]
+pub mod fakes;
 pub mod queue;
 pub mod reconcile;
 pub mod scheduler;

@@ -8,7 +8,7 @@ use chrono::Utc;
 use crate::plan::{desired_lab, diff, teardown, Action, ActionKind, DesiredLab, Observed, Plan};
 use crate::spec::{Diagnostic, ValidLab};
 use crate::status::{condition_types as ct, EventReason, LabStatus, Phase, ServiceStatus};
-use crate::store::RedisStore;
+use crate::store::LabStore;
 use crate::swarm::{Swarm, SwarmError};
 
 use super::verdict::{self, Findings, ShapingState};
@@ -46,7 +46,7 @@ fn kind_name(k: ActionKind) -> &'static str {
     }
 }
 
-async fn execute<S: Swarm>(swarm: &S, store: &RedisStore, lab: &str, plan: &Plan) -> (BTreeMap<&'static str, u64>, Vec<SwarmError>) {
+async fn execute<S: Swarm>(swarm: &S, store: &impl LabStore, lab: &str, plan: &Plan) -> (BTreeMap<&'static str, u64>, Vec<SwarmError>) {
     let mut done = BTreeMap::new();
     let mut errors = Vec::new();
     for action in &plan.actions {
@@ -77,7 +77,7 @@ pub fn event(reason: EventReason, message: impl Into<String>) -> crate::status::
     crate::status::LabEvent::now(reason, message)
 }
 
-pub async fn reconcile<S: Swarm>(swarm: &S, store: &RedisStore, name: &str, target: Target, mut status: LabStatus) -> Outcome {
+pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, target: Target, mut status: LabStatus) -> Outcome {
     let now = Utc::now();
     status.name = name.to_string();
     status.updated_at = Some(now);
@@ -117,7 +117,7 @@ fn orphaned(name: &str, observed: &Observed, mut status: LabStatus, why: String)
     Outcome { status, actions: BTreeMap::new(), error: None, gone: owned.is_empty(), drift: 0 }
 }
 
-async fn delete<S: Swarm>(swarm: &S, store: &RedisStore, name: &str, observed: &Observed, mut status: LabStatus) -> Outcome {
+async fn delete<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, observed: &Observed, mut status: LabStatus) -> Outcome {
     let plan = teardown(name, observed);
     if plan.is_empty() {
         status.phase = Phase::Deleting;
@@ -134,7 +134,7 @@ async fn delete<S: Swarm>(swarm: &S, store: &RedisStore, name: &str, observed: &
 
 async fn apply<S: Swarm>(
     swarm: &S,
-    store: &RedisStore,
+    store: &impl LabStore,
     name: &str,
     lab: Option<ValidLab>,
     invalid: Option<Vec<Diagnostic>>,
@@ -240,7 +240,7 @@ async fn apply<S: Swarm>(
 
 
 /// Compares what the agents report with the running tasks of services that have conditions.
-async fn shaping_condition(store: &RedisStore, desired: &DesiredLab, observed: &Observed) -> ShapingState {
+async fn shaping_condition(store: &impl LabStore, desired: &DesiredLab, observed: &Observed) -> ShapingState {
     let shaped: Vec<&crate::plan::DesiredService> = desired.services.iter().filter(|s| !s.shaping.is_empty()).collect();
     if shaped.is_empty() {
         return ShapingState::Done("no conditions".into());
@@ -284,8 +284,194 @@ async fn shaping_condition(store: &RedisStore, desired: &DesiredLab, observed: &
 
 
 /// Desired shaping per service and network, for the node agents.
-fn publish_shaping(store: &RedisStore, desired: &DesiredLab) {
+fn publish_shaping(store: &impl LabStore, desired: &DesiredLab) {
     let shaping: BTreeMap<&str, _> = desired.services.iter().filter(|s| !s.shaping.is_empty()).map(|s| (s.short_name.as_str(), &s.shaping)).collect();
     let json = (!shaping.is_empty()).then(|| serde_json::to_string(&shaping).unwrap_or_default());
     store.put_shaping(&desired.lab, json);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::controller::fakes::{FakeStore, FakeSwarm};
+    use crate::plan::ObservedService;
+    use crate::status::{AttachmentShaping, EventReason, TaskShaping};
+    use crate::swarm::TaskTrouble;
+
+    fn lab(text: &str) -> ValidLab {
+        let body = format!("apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: t}}\nspec:\n  defaults: {{image: labbox:latest}}\n{text}");
+        parse_lab(&body)
+    }
+
+    fn parse_lab(text: &str) -> ValidLab {
+        crate::spec::parse_file(Path::new("t.yaml"), text).remove(0).result.expect("valid test lab")
+    }
+
+    const TWO: &str = "  networks: {lan: {}}\n  services:\n    a: {networks: [lan]}\n    b: {replicas: 2, networks: [lan]}\n";
+
+    async fn pass(swarm: &FakeSwarm, store: &FakeStore, target: Target, status: LabStatus) -> Outcome {
+        reconcile(swarm, store, "t", target, status).await
+    }
+
+    fn apply(l: &ValidLab) -> Target {
+        Target::Apply { lab: Some(l.clone()), invalid: None }
+    }
+
+    #[tokio::test]
+    async fn a_new_lab_is_created_then_waits_for_its_tasks_then_is_ready() {
+        let swarm = FakeSwarm::default();
+        swarm.state.lock().unwrap().start_after = 1;
+        let store = FakeStore::default();
+        let l = lab(TWO);
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        assert_eq!(o.status.phase, Phase::Progressing);
+        assert_eq!(o.actions.get("create"), Some(&3), "one network, two services");
+        assert_eq!(o.status.message, "applied 3 changes");
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Progressing, "waiting for a 0/1, b 0/2"));
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Ready, "2/2 services running"));
+        assert!(o.actions.is_empty() && o.error.is_none() && o.drift == 0);
+        let applied = store.events.lock().unwrap().iter().filter(|(_, e)| e.reason == EventReason::Applied).count();
+        assert_eq!(applied, 3);
+        // Converged: a further pass changes nothing and keeps ready_since.
+        let since = o.status.ready_since;
+        let calls = swarm.api_calls();
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!((o.status.phase, o.status.ready_since), (Phase::Ready, since));
+        assert_eq!(swarm.api_calls() - calls, 1, "a no-op pass only observes");
+    }
+
+    #[tokio::test]
+    async fn hand_made_drift_is_repaired_and_counted() {
+        let swarm = FakeSwarm::default();
+        let store = FakeStore::default();
+        let l = lab(TWO);
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!(o.status.phase, Phase::Ready);
+        {
+            let mut s = swarm.state.lock().unwrap();
+            let b = s.services.iter_mut().find(|x| x.name == "t_b").unwrap();
+            b.replicas = Some(5); // `docker service scale t_b=5`
+            s.services.retain(|x| x.name != "t_a"); // `docker service rm t_a`
+        }
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!(o.drift, 2, "one scaled, one removed while running");
+        assert_eq!(swarm.service("t_b").unwrap().replicas, Some(2));
+        assert!(swarm.service("t_a").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_clash_fails_the_lab_and_the_foreign_object_is_never_touched() {
+        let swarm = FakeSwarm::default();
+        swarm.state.lock().unwrap().services.push(ObservedService {
+            id: "foreign".into(),
+            name: "t_a".into(),
+            version: 7,
+            replicas: Some(1),
+            desired: 1,
+            running: 1,
+            ..Default::default()
+        });
+        let store = FakeStore::default();
+        let o = pass(&swarm, &store, apply(&lab(TWO)), LabStatus::default()).await;
+        assert_eq!(o.status.phase, Phase::Failed);
+        assert!(o.status.message.contains("service t_a already exists and is not managed by swarmlab"), "{}", o.status.message);
+        assert_eq!(swarm.service("t_a").unwrap().version, 7, "the foreign service was updated");
+        assert!(swarm.service("t_b").is_some(), "what does not clash is still created");
+    }
+
+    #[tokio::test]
+    async fn a_docker_error_is_a_failed_pass_with_the_error() {
+        let swarm = FakeSwarm::default();
+        swarm.state.lock().unwrap().fail_next = 1;
+        let store = FakeStore::default();
+        let o = pass(&swarm, &store, apply(&lab(TWO)), LabStatus::default()).await;
+        assert_eq!(o.status.phase, Phase::Failed);
+        assert!(o.error.as_deref().is_some_and(|e| e.contains("injected failure")), "{:?}", o.error);
+    }
+
+    #[tokio::test]
+    async fn failing_tasks_degrade_the_lab_and_name_the_missing_image() {
+        let swarm = FakeSwarm::default();
+        swarm.state.lock().unwrap().start_after = 100;
+        swarm.state.lock().unwrap().trouble = Some(TaskTrouble {
+            state: "rejected".into(),
+            message: "No such image: nope:latest".into(),
+            node: "n1".into(),
+            failed: true,
+            image_missing: true,
+        });
+        let store = FakeStore::default();
+        let l = lab(TWO);
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!(o.status.phase, Phase::Degraded);
+        assert!(o.status.message.contains("labd never pulls"), "{}", o.status.message);
+    }
+
+    #[tokio::test]
+    async fn shaping_holds_ready_back_until_the_agents_report_it_applied() {
+        let swarm = FakeSwarm::default();
+        let store = FakeStore::default();
+        let l = lab("  networks: {lan: {conditions: {delay: 20ms}}}\n  services:\n    a: {networks: [lan]}\n");
+        *store.reports.lock().unwrap() = Some(vec![]);
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        assert!(store.shaping.lock().unwrap()["t"].as_deref().is_some_and(|j| j.contains("20ms")), "desired shaping published");
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Progressing, "waiting for shaping (0/1 tasks shaped)"));
+        let want = l.lab.effective_conditions(&l.lab.spec.services["a"], &crate::spec::NetworkAttachment::Name("lan".into()));
+        let report = |applied: crate::spec::EffectiveConditions| TaskShaping {
+            container: "c1".into(),
+            service: "a".into(),
+            node: "n1".into(),
+            updated_at: Some(Utc::now()),
+            attachments: vec![AttachmentShaping { network: "lan".into(), desired: want.clone(), applied, ..Default::default() }],
+        };
+        *store.reports.lock().unwrap() = Some(vec![report(want.clone())]);
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!(o.status.phase, Phase::Ready);
+        *store.reports.lock().unwrap() = Some(vec![TaskShaping {
+            attachments: vec![AttachmentShaping { error: Some("nsenter failed".into()), ..report(want.clone()).attachments[0].clone() }],
+            ..report(want.clone())
+        }]);
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!(o.status.phase, Phase::Degraded);
+        assert!(o.status.message.contains("nsenter failed"));
+    }
+
+    #[tokio::test]
+    async fn a_broken_file_keeps_the_last_good_version_converging_and_says_invalid() {
+        let swarm = FakeSwarm::default();
+        let store = FakeStore::default();
+        let l = lab(TWO);
+        let bad = crate::spec::Diagnostic { file: "t.yaml".into(), line: 3, column: 1, field: "spec".into(), message: "broken".into() };
+        let target = Target::Apply { lab: Some(l.clone()), invalid: Some(vec![bad]) };
+        let o = pass(&swarm, &store, target, LabStatus::default()).await;
+        assert_eq!(o.status.phase, Phase::Invalid);
+        assert_eq!(o.status.message, "t.yaml:3:1: spec: broken");
+        assert!(swarm.service("t_b").is_some(), "the last good version is still applied");
+    }
+
+    #[tokio::test]
+    async fn delete_removes_everything_owned_then_reports_gone_and_orphans_are_left_alone() {
+        let swarm = FakeSwarm::default();
+        let store = FakeStore::default();
+        let l = lab(TWO);
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        let o = pass(&swarm, &store, Target::Orphaned("empty directory at start".into()), o.status).await;
+        assert_eq!(o.status.phase, Phase::Orphaned);
+        assert!(!o.gone && o.actions.is_empty());
+        assert_eq!(swarm.state.lock().unwrap().services.len(), 2, "an orphan is never touched");
+        let o = pass(&swarm, &store, Target::Delete, o.status).await;
+        assert_eq!(o.status.phase, Phase::Deleting);
+        assert_eq!(o.actions.get("remove"), Some(&3));
+        let o = pass(&swarm, &store, Target::Delete, o.status).await;
+        assert!(o.gone);
+        let o = pass(&swarm, &store, Target::Orphaned("x".into()), o.status).await;
+        assert!(o.gone, "an orphan with nothing on Swarm is only a stale status");
+    }
 }
