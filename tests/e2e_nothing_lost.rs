@@ -159,6 +159,18 @@ fn restarts_with_a_missing_directory_a_broken_file_or_an_empty_directory_remove_
     assert_eq!(lab.phase("restarts").unwrap(), "Invalid");
     assert_untouched(&lab, "restarts", &containers);
 
+    // 2b. The file parses but is invalid at start (no last good version in memory yet).
+    lab.stop_labd();
+    std::fs::write(lab.labs.join("restarts.yaml"), text.replace("  services:\n", "  services:\n    bad: {replicas: -1}\n")).unwrap();
+    lab.start_labd();
+    eventually("the invalid file reported", READY, || {
+        let s = lab.status_json("restarts")?;
+        if s["phase"] == "Invalid" && s["message"].as_str().unwrap_or_default().contains("replicas") { Ok(()) } else { Err(s.to_string()) }
+    });
+    std::thread::sleep(PAST_GRACE);
+    assert_eq!(lab.phase("restarts").unwrap(), "Invalid");
+    assert_untouched(&lab, "restarts", &containers);
+
     // 3. The directory is empty at start: the lab is Orphaned, not pruned (no --allow-empty).
     lab.stop_labd();
     lab.remove("restarts.yaml");
@@ -193,4 +205,101 @@ fn a_leader_that_cannot_renew_its_lease_stops_before_the_lease_can_pass_on() {
     lab.redis = Redis::start_on(port);
     lab.wait_phase("fenced", "Ready", READY);
     assert_untouched(&lab, "fenced", &containers);
+}
+
+/// A TCP proxy to Redis that can be cut: the leader's own network path to Redis fails while
+/// everyone else still reaches it (a partition, not an outage).
+struct Partition {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Partition {
+    fn to(upstream: u16) -> Partition {
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let (c, k) = (cut.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if c.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                let mut list = k.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Partition { port, cut, conns }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// When `needle` first shows in `log` (polled every 10 ms).
+fn first_seen(log: &std::path::Path, needle: &str, timeout: Duration) -> Instant {
+    let start = Instant::now();
+    loop {
+        if std::fs::read_to_string(log).unwrap_or_default().contains(needle) {
+            return Instant::now();
+        }
+        assert!(start.elapsed() < timeout, "`{needle}` never appeared in {}", log.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_leader_cut_off_from_redis_stops_before_the_standby_takes_over() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("split".into());
+    remove_lab_objects("split");
+    lab.write("split.yaml", &lab_yaml("split", "    web: {replicas: 2}\n"));
+    let partition = Partition::to(lab.redis.port);
+    let labs = lab.labs.clone();
+    lab.start_labd_with(&labs, &partition.url());
+    lab.wait_phase("split", "Ready", READY);
+    let standby_log = lab.dir.path().join("standby.log");
+    let mut standby = lab.spawn_standby(&standby_log);
+    first_seen(&standby_log, "standing by", READY);
+    let containers = lab_containers("split");
+    let generation = lab.redis.cli(&["get", "swarmlab:leader:generation"]);
+
+    partition.cut();
+    let stopped = first_seen(&lab.log, "renew deadline", Duration::from_secs(10));
+    let taken = first_seen(&standby_log, "leader lease acquired", Duration::from_secs(10));
+    eprintln!("old leader stopped {:?} before the standby took the lease", taken.saturating_duration_since(stopped));
+    assert!(stopped < taken, "the standby took over while the old leader still acted");
+    assert_eq!(lab.redis.cli(&["get", "swarmlab:leader:generation"]).parse::<u64>().unwrap(), generation.parse::<u64>().unwrap() + 1);
+    // The new leader adopts the lab as it is: nothing removed, recreated or restarted.
+    let reconciles = lab.metric("split", "reconciles");
+    eventually("the new leader reconciling the lab", READY, || {
+        let s = lab.status_json("split")?;
+        if s["phase"] == "Ready" && lab.metric("split", "reconciles") > reconciles { Ok(()) } else { Err(s.to_string()) }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lab_containers("split"), containers);
+    assert_eq!(lab.metric("split", "actions_remove"), 0);
+    assert_eq!(lab.metric("split", "actions_update"), 0);
+    let _ = standby.kill();
+    let _ = standby.wait();
 }

@@ -128,9 +128,15 @@ impl Lab {
     }
 
     pub fn start_labd_on(&mut self, labs: &Path) {
+        let url = self.redis.url();
+        self.start_labd_with(labs, &url);
+    }
+
+    /// labd reaching Redis at `redis_url` (a proxy, say) instead of the test's server.
+    pub fn start_labd_with(&mut self, labs: &Path, redis_url: &str) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_labd"))
-            .args(["--labs", labs.to_str().unwrap(), "--redis", &self.redis.url(), "--resync", "5"])
+            .args(["--labs", labs.to_str().unwrap(), "--redis", redis_url, "--resync", "5"])
             .env("DOCKER_API_VERSION", "1.41")
             .env("RUST_LOG", "info,swarmlab=debug")
             .env("LABD_LEASE_TTL", "3")
