@@ -225,6 +225,15 @@ impl Lab {
         })
     }
 
+    /// Waits for `phase` with a message containing `needle`: a status left by an earlier step
+    /// in the same phase does not count.
+    pub fn wait_phase_saying(&self, lab: &str, phase: &str, needle: &str, timeout: Duration) -> serde_json::Value {
+        eventually(&format!("{lab} to be {phase} saying `{needle}`"), timeout, || {
+            let s = self.status_json(lab)?;
+            if s["phase"] == phase && s["message"].as_str().unwrap_or_default().contains(needle) { Ok(s) } else { Err(s.to_string()) }
+        })
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
