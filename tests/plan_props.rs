@@ -72,11 +72,12 @@ fn observed_of(id: String, s: &swarmlab::plan::DesiredService) -> ObservedServic
         id,
         name: s.name.clone(),
         version: 1,
-        labels: s.spec.labels.clone().unwrap_or_default(),
+        labels: s.labels.clone(),
         replicas: s.replicas,
         image: s.image.clone(),
         running: 0,
         desired: 0,
+        trouble: None,
     }
 }
 
@@ -144,12 +145,11 @@ fn swarm_names_and_labels_follow_docker_stack() {
     let lab = swarmlab::spec::parse_file(std::path::Path::new("d.yaml"), &text).remove(0).result.unwrap().lab;
     let d = desired_lab(&lab);
     let worker = d.services.iter().find(|s| s.name == "coins_worker").unwrap();
-    let l = worker.spec.labels.as_ref().unwrap();
+    let l = &worker.labels;
     assert_eq!(l["com.docker.stack.namespace"], "coins");
     assert_eq!(l[labels::LAB], "coins");
     assert_eq!(worker.replicas, Some(2));
-    let nets = worker.spec.task_template.as_ref().unwrap().networks.as_ref().unwrap();
-    assert_eq!(nets[0].target.as_deref(), Some("coins_coins"));
-    assert_eq!(nets[0].aliases.as_deref(), Some(&["worker".to_string()][..]));
+    assert_eq!(worker.networks[0].target, "coins_coins");
+    assert_eq!(worker.networks[0].aliases, ["worker"]);
     assert_eq!(d.networks.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["coins_coins"]);
 }

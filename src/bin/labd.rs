@@ -153,9 +153,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     );
     let config = Config {
         labs_dir: cli.labs.clone(),
-        redis_url: cli.redis.clone(),
         resync: Duration::from_secs(cli.resync.max(1)),
-        progress_poll: Duration::from_secs(1),
+        progress_poll: Duration::from_millis(500),
         delete_grace: Duration::from_secs_f64(cli.delete_grace.clamp(0.0, 86_400.0)),
         allow_empty: cli.allow_empty,
         prune_orphans: cli.prune_orphans,
@@ -225,7 +224,7 @@ fn keep_lease(lease: std::sync::Arc<swarmlab::store::lease::Lease>) -> impl std:
 }
 
 /// `--once`: converge, wait until every lab of the directory is Ready, report, exit.
-async fn run_once(cli: &Cli, controller: Controller<DockerSwarm>) -> anyhow::Result<ExitCode> {
+async fn run_once(cli: &Cli, controller: Controller<DockerSwarm, RedisStore>) -> anyhow::Result<ExitCode> {
     let mut phases = controller.phases();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(controller.run(async move {

@@ -4,12 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use crate::plan::{labels, DesiredNetwork, DesiredService, Observed, ObservedNetwork, ObservedService};
-use crate::status::{LabEvent, TaskShaping};
+use crate::plan::{DesiredNetwork, DesiredService, Observed, ObservedNetwork, ObservedService};
+use crate::status::{LabEvent, LabStatus, TaskShaping};
 use crate::store::LabStore;
-use crate::swarm::{Swarm, SwarmError, TaskTrouble};
+use crate::swarm::{Swarm, SwarmError, SwarmEvent, TaskTrouble};
 
 #[derive(Debug, Default)]
 pub struct FakeState {
@@ -25,10 +25,18 @@ pub struct FakeState {
     next_id: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FakeSwarm {
     pub state: Mutex<FakeState>,
     calls: AtomicU64,
+    /// What `events()` streams; tests send on it (or do not, to drop events).
+    pub events: tokio::sync::broadcast::Sender<SwarmEvent>,
+}
+
+impl Default for FakeSwarm {
+    fn default() -> Self {
+        FakeSwarm { state: Mutex::default(), calls: AtomicU64::new(0), events: tokio::sync::broadcast::channel(1024).0 }
+    }
 }
 
 impl FakeSwarm {
@@ -48,10 +56,9 @@ impl FakeSwarm {
 }
 
 impl Swarm for FakeSwarm {
-    async fn observe(&self, lab: &str) -> Result<Observed, SwarmError> {
+    async fn observe_all(&self) -> Result<Observed, SwarmError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let mut s = self.state.lock().unwrap();
-        let prefix = format!("{lab}_");
         let FakeState { services, starting, .. } = &mut *s;
         for svc in services.iter_mut() {
             match starting.get_mut(&svc.id) {
@@ -59,25 +66,23 @@ impl Swarm for FakeSwarm {
                 Some(left) => *left -= 1,
             }
         }
-        Ok(Observed {
-            services: s.services.iter().filter(|x| x.name.starts_with(&prefix)).cloned().collect(),
-            networks: s.networks.iter().filter(|x| x.name.starts_with(&prefix)).cloned().collect(),
-            down_nodes: s.down_nodes.clone(),
-        })
+        let trouble = s.trouble.clone();
+        for svc in s.services.iter_mut() {
+            svc.trouble = (svc.running < svc.desired).then(|| trouble.clone()).flatten();
+        }
+        Ok(Observed { services: s.services.clone(), networks: s.networks.clone(), down_nodes: s.down_nodes.clone() })
     }
 
-    async fn owned_labs(&self) -> Result<Vec<String>, SwarmError> {
-        let s = self.state.lock().unwrap();
-        let mut labs: Vec<String> = s
-            .services
-            .iter()
-            .map(|x| &x.labels)
-            .chain(s.networks.iter().map(|x| &x.labels))
-            .filter_map(|l| labels::owner(l).map(str::to_string))
-            .collect();
-        labs.sort();
-        labs.dedup();
-        Ok(labs)
+    fn events(&self) -> impl futures::Stream<Item = Result<SwarmEvent, SwarmError>> + Send + 'static {
+        futures::stream::unfold(self.events.subscribe(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) => return Some((Ok(e), rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
     }
 
     async fn create_network(&self, net: &DesiredNetwork) -> Result<(), SwarmError> {
@@ -114,11 +119,12 @@ impl Swarm for FakeSwarm {
                 id,
                 name: svc.name.clone(),
                 version: 1,
-                labels: svc.spec.labels.clone().unwrap_or_default(),
+                labels: svc.labels.clone(),
                 replicas: svc.replicas,
                 image: svc.image.clone(),
                 running: 0,
                 desired: replicas,
+                trouble: None,
             });
             Ok(())
         })
@@ -131,7 +137,7 @@ impl Swarm for FakeSwarm {
                 return Err(SwarmError::Api { action: "update".into(), message: "update out of sequence".into() });
             }
             have.version += 1;
-            have.labels = svc.spec.labels.clone().unwrap_or_default();
+            have.labels = svc.labels.clone();
             have.replicas = svc.replicas;
             have.image = svc.image.clone();
             have.desired = svc.replicas.unwrap_or(1);
@@ -146,25 +152,60 @@ impl Swarm for FakeSwarm {
         })
     }
 
-    async fn task_trouble(&self, _service_id: &str) -> Result<Option<TaskTrouble>, SwarmError> {
-        Ok(self.state.lock().unwrap().trouble.clone())
-    }
-
     fn api_calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
     }
 }
 
-/// The status store in memory: events and desired shaping as written, agent reports as set.
+/// The status store in memory: statuses, events, metrics and desired shaping as written,
+/// agent reports as set. Clones share their contents (as clones of a Redis client do).
+#[derive(Debug, Default, Clone)]
+pub struct FakeStore(Arc<FakeStoreData>);
+
 #[derive(Debug, Default)]
-pub struct FakeStore {
+pub struct FakeStoreData {
+    pub statuses: Mutex<BTreeMap<String, LabStatus>>,
     pub events: Mutex<Vec<(String, LabEvent)>>,
+    pub metrics: Mutex<BTreeMap<(String, String), i128>>,
     pub shaping: Mutex<BTreeMap<String, Option<String>>>,
     /// What the agents report; `None`: Redis unreadable.
     pub reports: Mutex<Option<Vec<TaskShaping>>>,
 }
 
+impl std::ops::Deref for FakeStore {
+    type Target = FakeStoreData;
+    fn deref(&self) -> &FakeStoreData {
+        &self.0
+    }
+}
+
+impl FakeStore {
+    pub fn metric(&self, lab: &str, metric: &str) -> i128 {
+        self.metrics.lock().unwrap().get(&(lab.to_string(), metric.to_string())).copied().unwrap_or(0)
+    }
+}
+
 impl LabStore for FakeStore {
+    fn put_status(&self, status: &LabStatus) {
+        self.statuses.lock().unwrap().insert(status.name.clone(), status.clone());
+    }
+    fn delete_lab(&self, lab: &str) {
+        self.statuses.lock().unwrap().remove(lab);
+        self.shaping.lock().unwrap().remove(lab);
+        self.metrics.lock().unwrap().retain(|(l, _), _| l != lab);
+    }
+    fn count(&self, lab: &str, metric: &str, by: i64) {
+        *self.metrics.lock().unwrap().entry((lab.to_string(), metric.to_string())).or_default() += by as i128;
+    }
+    fn gauge(&self, lab: &str, metric: &str, value: u128) {
+        self.metrics.lock().unwrap().insert((lab.to_string(), metric.to_string()), value as i128);
+    }
+    fn global_gauge(&self, metric: &str, value: u128) {
+        self.gauge("", metric, value)
+    }
+    async fn statuses(&self) -> Vec<LabStatus> {
+        self.statuses.lock().unwrap().values().cloned().collect()
+    }
     fn event(&self, lab: &str, event: LabEvent) {
         self.events.lock().unwrap().push((lab.to_string(), event));
     }

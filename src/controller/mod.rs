@@ -2,12 +2,15 @@
 //! (the loop in [`Controller::run`]) owns all state; reconciles run as separate tasks and report
 //! back, so a slow lab never blocks another.
 
+pub mod cache;
 pub mod deletion;
 #[cfg(test)]
 pub mod fakes;
 pub mod queue;
 pub mod reconcile;
 pub mod scheduler;
+#[cfg(test)]
+mod tests;
 pub mod verdict;
 
 use std::collections::BTreeMap;
@@ -21,25 +24,27 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::source::{load_dir, Catalog, DirWatcher, LabEntry};
+use crate::source::{load_dir, Catalog, DirWatcher, FileEvent, LabEntry, Settle};
 use crate::spec::{Diagnostic, ValidLab};
 use crate::status::{EventReason, LabStatus, Phase};
-use crate::store::{RedisStore, StoreReader};
-use crate::swarm::{DockerSwarm, Swarm};
+use crate::store::LabStore;
+use crate::swarm::{EventSubject, Swarm};
+use cache::Cached;
 use deletion::{AbsenceTracker, Verdict};
 use queue::{Backoff, WorkQueue};
-use reconcile::{event, reconcile, Outcome, Target};
+use reconcile::{event, reconcile, Outcome, ReconcileError, Requeue, Target};
 use scheduler::Scheduler;
 
 /// The longest one reconcile may take before it counts as failed.
 const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long after the last of a burst of Docker events their lab is looked at.
+const EVENT_FOLLOW_UP: Duration = Duration::from_millis(200);
 /// The longest a read of the labs directory may take (a hung network mount): unreadable then.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub labs_dir: PathBuf,
-    pub redis_url: String,
     /// Every lab is re-checked this often even without events.
     pub resync: Duration,
     /// How soon a lab that is still converging is looked at again.
@@ -97,14 +102,19 @@ enum Trigger {
 enum Timer {
     /// Look at the lab again (its backoff is over, or it is still converging).
     Lab(String),
+    /// Docker events arrived for the lab: look once they have stopped for a moment.
+    Event(String),
     /// Read the directory again (the deletion rule's second look).
     Reread,
+    /// Files changed: read once they are whole (see [`Settle`]).
+    Settle,
 }
 
-pub struct Controller<S: Swarm> {
+pub struct Controller<S: Swarm, St: LabStore> {
     config: Config,
-    swarm: Arc<S>,
-    store: RedisStore,
+    /// Swarm through the observed view every lab shares.
+    swarm: Arc<Cached<S>>,
+    store: St,
     labs: BTreeMap<String, LabState>,
     absence: AbsenceTracker,
     /// Whether a complete read has happened since start (the empty-directory guard applies
@@ -112,24 +122,27 @@ pub struct Controller<S: Swarm> {
     read_once: bool,
     /// Every timer of the controller.
     timers: Scheduler<Timer>,
+    /// When file events are worth a read.
+    settle: Settle,
     queue: WorkQueue,
     backoff: Backoff,
     phases: watch::Sender<BTreeMap<String, Phase>>,
 }
 
-impl Controller<DockerSwarm> {
-    pub async fn new(config: Config, swarm: DockerSwarm, store: RedisStore) -> Self {
+impl<S: Swarm, St: LabStore> Controller<S, St> {
+    pub async fn new(config: Config, swarm: S, store: St) -> Self {
         let (phases, _) = watch::channel(BTreeMap::new());
         let absence = AbsenceTracker::new(config.delete_grace);
         let config = Config { labs_dir: absolute(&config.labs_dir), ..config };
         let mut c = Controller {
             config,
-            swarm: Arc::new(swarm),
+            swarm: Arc::new(Cached::new(swarm)),
             store,
             labs: BTreeMap::new(),
             absence,
             read_once: false,
             timers: Scheduler::default(),
+            settle: Settle::default(),
             queue: WorkQueue::default(),
             backoff: Backoff::default(),
             phases,
@@ -147,7 +160,7 @@ impl Controller<DockerSwarm> {
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let (trigger_tx, mut triggers) = mpsc::channel::<Trigger>(1024);
-        let (files_tx, mut file_events) = mpsc::channel::<()>(1);
+        let (files_tx, mut file_events) = mpsc::channel::<FileEvent>(256);
         let mut watcher = DirWatcher::new(&self.config.labs_dir, files_tx);
 
         // Docker events on owned objects: a service removed or scaled by hand comes back.
@@ -165,8 +178,11 @@ impl Controller<DockerSwarm> {
                     let _ = events_tx.send(Trigger::Resync).await;
                 }
                 while let Some(item) = events.next().await {
+                    if item.is_ok() {
+                        swarm.invalidate();
+                    }
                     match item {
-                        Ok(e) if e.kind == "node" => {
+                        Ok(e) if e.subject == EventSubject::Node => {
                             backoff = Duration::from_millis(250);
                             // A node went down or came back: every lab may have tasks there.
                             if events_tx.send(Trigger::Resync).await.is_err() {
@@ -203,12 +219,29 @@ impl Controller<DockerSwarm> {
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                Some(()) = file_events.recv() => { self.on_files().await; watcher.refresh(); }
-                _ = resync.tick() => { self.on_trigger(Trigger::Resync).await; watcher.refresh(); }
+                Some(change) = file_events.recv() => {
+                    let wait = self.settle.on_event(&change, Instant::now());
+                    self.timers.reset(Timer::Settle, wait);
+                }
+                _ = resync.tick() => {
+                    self.swarm.invalidate();
+                    self.on_trigger(Trigger::Resync).await;
+                    watcher.refresh();
+                }
                 Some(t) = triggers.recv() => self.on_trigger(t).await,
                 timer = self.timers.next() => match timer {
-                    Timer::Lab(lab) => self.on_trigger(Trigger::Retry(lab)).await,
+                    Timer::Lab(lab) | Timer::Event(lab) => {
+                        // Tasks on other nodes send no event here: look afresh.
+                        self.swarm.invalidate();
+                        self.on_trigger(Trigger::Retry(lab)).await;
+                    }
                     Timer::Reread => self.on_trigger(Trigger::Files).await,
+                    Timer::Settle => {
+                        self.settle.read();
+                        self.swarm.invalidate();
+                        self.on_files().await;
+                        watcher.refresh();
+                    }
                 },
                 Some(done) = running.join_next(), if !running.is_empty() => {
                     if let Ok((lab, outcome)) = done { self.on_done(&lab, outcome); }
@@ -219,6 +252,7 @@ impl Controller<DockerSwarm> {
                 let swarm = self.swarm.clone();
                 let store = self.store.clone();
                 let status = self.labs.get(&lab).map(|s| s.status.clone()).unwrap_or_default();
+                let poll = self.config.progress_poll;
                 let span = tracing::info_span!("reconcile", lab = %lab);
                 running.spawn(
                     async move {
@@ -227,19 +261,19 @@ impl Controller<DockerSwarm> {
                         let fallback = status.clone();
                         // A panic or a hung Docker call ends this lab's pass with an error (and
                         // its backoff), never a lab frozen in "running".
-                        let pass = std::panic::AssertUnwindSafe(reconcile(swarm.as_ref(), &store, &lab, target, status)).catch_unwind();
+                        let pass = std::panic::AssertUnwindSafe(reconcile(swarm.as_ref(), &store, &lab, target, status, poll)).catch_unwind();
                         let outcome = match tokio::time::timeout(RECONCILE_TIMEOUT, pass).await {
                             Ok(Ok(outcome)) => outcome,
                             Ok(Err(panic)) => {
                                 let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
                                 tracing::error!(lab = %lab, panic = %what, "reconcile panicked; retrying with backoff");
-                                reconcile::failed(fallback, format!("internal error (reconcile panicked: {what}); retrying"))
+                                reconcile::failed(fallback, ReconcileError::Panicked(what))
                             }
-                            Err(_) => reconcile::failed(fallback, format!("reconcile took longer than {}s (Docker not answering?); retrying", RECONCILE_TIMEOUT.as_secs())),
+                            Err(_) => reconcile::failed(fallback, ReconcileError::TimedOut(RECONCILE_TIMEOUT)),
                         };
                         store.gauge(&lab, "last_reconcile_ms", started.elapsed().as_millis());
                         // Exact when one lab reconciles at a time (as in the benchmark).
-                        store.gauge(&lab, "last_reconcile_api_calls", swarm.api_calls() - calls);
+                        store.gauge(&lab, "last_reconcile_api_calls", u128::from(swarm.api_calls() - calls));
                         (lab, outcome)
                     }
                     .instrument(span),
@@ -263,8 +297,11 @@ impl Controller<DockerSwarm> {
                 }
             }
             Trigger::Lab(lab) => {
+                // Not at once: Swarm reports a task running a moment after its container's
+                // start event, and events come in bursts (one per task); one look shortly
+                // after sees them all.
                 if self.labs.contains_key(&lab) && !self.backoff.waiting(&lab) {
-                    self.queue.add(&lab);
+                    self.timers.reset(Timer::Event(lab), EVENT_FOLLOW_UP);
                 }
             }
             Trigger::Retry(lab) => {
@@ -433,7 +470,8 @@ impl Controller<DockerSwarm> {
     }
 
     fn on_done(&mut self, lab: &str, outcome: Outcome) {
-        self.queue.done(lab, outcome.error.is_some());
+        self.queue.done(lab, outcome.result.is_err());
+        self.store.global_gauge("docker_api_calls", u128::from(self.swarm.api_calls()));
         for (kind, n) in &outcome.actions {
             self.store.count(lab, &format!("actions_{kind}"), *n as i64);
         }
@@ -447,6 +485,7 @@ impl Controller<DockerSwarm> {
             self.store.delete_lab(lab);
             self.labs.remove(lab);
             self.timers.cancel(&Timer::Lab(lab.to_string()));
+            self.timers.cancel(&Timer::Event(lab.to_string()));
             self.backoff.succeeded(lab);
             self.publish_phases();
             return;
@@ -455,20 +494,22 @@ impl Controller<DockerSwarm> {
         status.observed_generation = status.generation;
         // The file may have moved while this pass ran: keep what the last read said.
         status.source = state.status.source.clone();
-        let requeue = match &outcome.error {
-            Some(err) => {
+        let requeue = match &outcome.result {
+            // The error policy: every failure waits out the lab's exponential backoff.
+            Err(err) => {
                 self.store.count(lab, "errors", 1);
                 let (attempt, wait) = self.backoff.failed(lab);
                 status.backoff = Some(crate::status::Backoff { attempt, next_try: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default() });
                 self.store.event(lab, event(EventReason::ReconcileFailed, format!("{err} (attempt {attempt}, next try in {}s)", wait.as_secs())));
                 Some(wait)
             }
-            None => {
+            Ok(next) => {
                 self.backoff.succeeded(lab);
                 status.backoff = None;
-                // Settled labs wait for events or the resync; converging ones are polled.
-                let settled = status.ready_since.is_some() || (status.phase == Phase::Invalid && status.revision.is_empty());
-                (!settled).then_some(self.config.progress_poll)
+                match next {
+                    Requeue::AwaitChange => None,
+                    Requeue::After(wait) => Some(*wait),
+                }
             }
         };
         if status.phase == Phase::Ready && !state.ready_reported {
@@ -497,11 +538,9 @@ impl Controller<DockerSwarm> {
 
     /// Picks up generation counters from the status a previous labd wrote.
     async fn restore_status(&mut self) {
-        let Ok(mut reader) = StoreReader::connect(&self.config.redis_url).await else { return };
-        for lab in reader.labs().await.unwrap_or_default() {
-            if let Ok(Some(status)) = reader.status(&lab).await {
-                self.labs.entry(lab).or_default().status = status;
-            }
+        for status in self.store.statuses().await {
+            let name = status.name.clone();
+            self.labs.entry(name).or_default().status = status;
         }
     }
 

@@ -2,6 +2,8 @@
 //! slow or failing lab never holds up another.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
+
 
 use chrono::Utc;
 
@@ -25,12 +27,34 @@ pub enum Target {
     Orphaned(String),
 }
 
+/// When to look at a lab again after a pass that did not fail (kube-runtime's `Action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// Settled (Ready, never valid, orphaned): only an event, a file change or the resync.
+    AwaitChange,
+    /// Still converging: check again after this long, even without an event.
+    After(Duration),
+}
+
+/// Why a pass failed; the controller's error policy (the lab's backoff) decides the retry.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("{0}")]
+    Observe(SwarmError),
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Actions(Vec<SwarmError>),
+    #[error("internal error (reconcile panicked: {0}); retrying")]
+    Panicked(String),
+    #[error("reconcile took longer than {}s (Docker not answering?); retrying", .0.as_secs())]
+    TimedOut(Duration),
+}
+
 #[derive(Debug)]
 pub struct Outcome {
     pub status: LabStatus,
     /// Actions performed, by kind.
     pub actions: BTreeMap<&'static str, u64>,
-    pub error: Option<String>,
+    pub result: Result<Requeue, ReconcileError>,
     /// Nothing of the lab is left on Swarm (after a Delete).
     pub gone: bool,
     /// Repairs of changes made outside labd: services scaled or changed by hand, and services
@@ -46,17 +70,41 @@ fn kind_name(k: ActionKind) -> &'static str {
     }
 }
 
+/// How many changes of one stage are in flight at once.
+const CONCURRENT_ACTIONS: usize = 16;
+
+async fn perform<S: Swarm>(swarm: &S, action: &Action) -> Result<(), SwarmError> {
+    match action {
+        Action::CreateNetwork(n) => swarm.create_network(n).await,
+        Action::RemoveNetwork { id, .. } => swarm.remove_network(id).await,
+        Action::CreateService(s) => swarm.create_service(s).await,
+        Action::UpdateService { id, version, desired, .. } => swarm.update_service(id, *version, desired).await,
+        Action::RemoveService { id, .. } => swarm.remove_service(id).await,
+    }
+}
+
+/// Runs the plan stage by stage; the actions of a stage, independent of each other, are sent
+/// concurrently (as many creates as the lab has services take one round trip, not N).
 async fn execute<S: Swarm>(swarm: &S, store: &impl LabStore, lab: &str, plan: &Plan) -> (BTreeMap<&'static str, u64>, Vec<SwarmError>) {
     let mut done = BTreeMap::new();
     let mut errors = Vec::new();
+    let mut stages: BTreeMap<u8, Vec<&Action>> = BTreeMap::new();
     for action in &plan.actions {
-        let result: Result<(), SwarmError> = match action {
-            Action::CreateNetwork(n) => swarm.create_network(n).await,
-            Action::RemoveNetwork { id, .. } => swarm.remove_network(id).await,
-            Action::CreateService(s) => swarm.create_service(s).await,
-            Action::UpdateService { id, version, desired, .. } => swarm.update_service(id, *version, desired).await,
-            Action::RemoveService { id, .. } => swarm.remove_service(id).await,
-        };
+        stages.entry(action.stage()).or_default().push(action);
+    }
+    for actions in stages.into_values() {
+        for batch in actions.chunks(CONCURRENT_ACTIONS) {
+            let results = futures::future::join_all(batch.iter().map(|action| perform(swarm, action))).await;
+            for (action, result) in batch.iter().zip(results) {
+                record(store, lab, action, result, &mut done, &mut errors);
+            }
+        }
+    }
+    (done, errors)
+}
+
+fn record(store: &impl LabStore, lab: &str, action: &Action, result: Result<(), SwarmError>, done: &mut BTreeMap<&'static str, u64>, errors: &mut Vec<SwarmError>) {
+    {
         match result {
             Ok(()) => {
                 *done.entry(kind_name(action.kind())).or_default() += 1;
@@ -70,38 +118,58 @@ async fn execute<S: Swarm>(swarm: &S, store: &impl LabStore, lab: &str, plan: &P
             }
         }
     }
-    (done, errors)
 }
 
 pub fn event(reason: EventReason, message: impl Into<String>) -> crate::status::LabEvent {
     crate::status::LabEvent::now(reason, message)
 }
 
-pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, target: Target, mut status: LabStatus) -> Outcome {
+/// One pass over one lab. `poll`: how soon a lab still converging is looked at again.
+pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, target: Target, mut status: LabStatus, poll: Duration) -> Outcome {
     let now = Utc::now();
     status.name = name.to_string();
     status.updated_at = Some(now);
     status.created_at.get_or_insert(now);
     let observed = match swarm.observe(name).await {
         Ok(o) => o,
-        Err(e) => return failed(status, e.to_string()),
+        Err(e) => return failed(status, ReconcileError::Observe(e)),
     };
-    match target {
+    let mut outcome = match target {
         Target::Delete => delete(swarm, store, name, &observed, status).await,
         Target::Orphaned(why) => orphaned(name, &observed, status, why),
         Target::Apply { lab, invalid } => apply(swarm, store, name, lab, invalid, &observed, status).await,
+    };
+    if let Ok(requeue) = &mut outcome.result {
+        *requeue = requeue_of(&outcome.status, outcome.gone, poll);
+    }
+    outcome
+}
+
+/// The requeue rule: settled labs wait for a change; the rest are checked again after `poll`.
+fn requeue_of(status: &LabStatus, gone: bool, poll: Duration) -> Requeue {
+    let never_valid = status.phase == Phase::Invalid && status.revision.is_empty();
+    let settled = match status.phase {
+        Phase::Deleting => gone,
+        Phase::Orphaned => true,
+        _ => status.ready_since.is_some() || never_valid,
+    };
+    if settled {
+        Requeue::AwaitChange
+    } else {
+        Requeue::After(poll)
     }
 }
 
-pub(crate) fn failed(mut status: LabStatus, error: String) -> Outcome {
+pub(crate) fn failed(mut status: LabStatus, error: ReconcileError) -> Outcome {
     let now = Utc::now();
+    let message = error.to_string();
     status.phase = Phase::Failed;
-    status.message = error.clone();
-    status.last_error = Some(error.clone());
-    status.set_condition(ct::READY, false, "ReconcileFailed", error.clone(), now);
-    status.set_abnormal(ct::STALLED, true, "ReconcileFailed", error.clone(), now);
+    status.message = message.clone();
+    status.last_error = Some(message.clone());
+    status.set_condition(ct::READY, false, "ReconcileFailed", message.clone(), now);
+    status.set_abnormal(ct::STALLED, true, "ReconcileFailed", message, now);
     status.ready_since = None;
-    Outcome { status, actions: BTreeMap::new(), error: Some(error), gone: false, drift: 0 }
+    Outcome { status, actions: BTreeMap::new(), result: Err(error), gone: false, drift: 0 }
 }
 
 fn orphaned(name: &str, observed: &Observed, mut status: LabStatus, why: String) -> Outcome {
@@ -114,22 +182,24 @@ fn orphaned(name: &str, observed: &Observed, mut status: LabStatus, why: String)
     status.set_abnormal(ct::RECONCILING, false, "", "", now);
     status.set_abnormal(ct::STALLED, true, "Orphaned", status.message.clone(), now);
     // Nothing of it on Swarm: only a stale status was left; forget it.
-    Outcome { status, actions: BTreeMap::new(), error: None, gone: owned.is_empty(), drift: 0 }
+    Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: owned.is_empty(), drift: 0 }
 }
 
 async fn delete<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, observed: &Observed, mut status: LabStatus) -> Outcome {
     let plan = teardown(name, observed);
     if plan.is_empty() {
         status.phase = Phase::Deleting;
-        return Outcome { status, actions: BTreeMap::new(), error: None, gone: true, drift: 0 };
+        return Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: true, drift: 0 };
     }
     let (actions, errors) = execute(swarm, store, name, &plan).await;
     status.phase = Phase::Deleting;
+    status.ready_since = None;
     status.message = format!("removing {} objects", plan.actions.len());
     status.set_abnormal(ct::RECONCILING, true, "Deleting", "the lab's file is gone", Utc::now());
     // Networks are only removable once their tasks have stopped: not an error, just later.
-    let error = errors.into_iter().find(|e| !matches!(e, SwarmError::InUse { .. })).map(|e| e.to_string());
-    Outcome { status, actions, error, gone: false, drift: 0 }
+    let errors: Vec<SwarmError> = errors.into_iter().filter(|e| !matches!(e, SwarmError::InUse { .. })).collect();
+    let result = if errors.is_empty() { Ok(Requeue::AwaitChange) } else { Err(ReconcileError::Actions(errors)) };
+    Outcome { status, actions, result, gone: false, drift: 0 }
 }
 
 async fn apply<S: Swarm>(
@@ -157,7 +227,7 @@ async fn apply<S: Swarm>(
         status.set_condition(ct::READY, false, "SpecInvalid", message.clone(), now);
         status.set_abnormal(ct::RECONCILING, false, "", "", now);
         status.set_abnormal(ct::STALLED, true, "SpecInvalid", message, now);
-        return Outcome { status, actions: BTreeMap::new(), error: None, gone: false, drift: 0 };
+        return Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: false, drift: 0 };
     };
     status.revision = lab.revision.clone();
     let desired = desired_lab(&lab.lab);
@@ -170,8 +240,8 @@ async fn apply<S: Swarm>(
         .filter(|a| matches!(a, Action::CreateService(s) if was_running(&s.short_name)))
         .count() as u64;
     let drift = plan.drift as u64 + vanished;
-    let (actions, errors) = execute(swarm, store, name, &plan).await;
-    let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    let (actions, swarm_errors) = execute(swarm, store, name, &plan).await;
+    let errors: Vec<String> = swarm_errors.iter().map(|e| e.to_string()).collect();
 
 
     let missing_networks: Vec<String> = desired
@@ -193,7 +263,7 @@ async fn apply<S: Swarm>(
             message: String::new(),
         };
         if let Some(h) = have.filter(|h| h.running < s.desired) {
-            if let Ok(Some(t)) = swarm.task_trouble(&h.id).await {
+            if let Some(t) = &h.trouble {
                 let mut message = format!("{}: {}", t.state, t.message);
                 if t.image_missing {
                     message.push_str(" (labd never pulls: build or `docker load` the image on every node)");
@@ -234,8 +304,8 @@ async fn apply<S: Swarm>(
         shaping: shaping_condition(store, &desired, observed).await,
     };
     let status = verdict::derive(status, &findings, now);
-    let error = (!errors.is_empty()).then(|| errors.join("; "));
-    Outcome { status, actions, error, gone: false, drift }
+    let result = if swarm_errors.is_empty() { Ok(Requeue::AwaitChange) } else { Err(ReconcileError::Actions(swarm_errors)) };
+    Outcome { status, actions, result, gone: false, drift }
 }
 
 
@@ -309,10 +379,12 @@ mod tests {
         crate::spec::parse_file(Path::new("t.yaml"), text).remove(0).result.expect("valid test lab")
     }
 
+    const POLL: Duration = Duration::from_secs(1);
+
     const TWO: &str = "  networks: {lan: {}}\n  services:\n    a: {networks: [lan]}\n    b: {replicas: 2, networks: [lan]}\n";
 
     async fn pass(swarm: &FakeSwarm, store: &FakeStore, target: Target, status: LabStatus) -> Outcome {
-        reconcile(swarm, store, "t", target, status).await
+        reconcile(swarm, store, "t", target, status, POLL).await
     }
 
     fn apply(l: &ValidLab) -> Target {
@@ -333,7 +405,8 @@ mod tests {
         assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Progressing, "waiting for a 0/1, b 0/2"));
         let o = pass(&swarm, &store, apply(&l), o.status).await;
         assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Ready, "2/2 services running"));
-        assert!(o.actions.is_empty() && o.error.is_none() && o.drift == 0);
+        assert!(o.actions.is_empty() && o.drift == 0);
+        assert_eq!(o.result.as_ref().ok(), Some(&Requeue::AwaitChange), "Ready: nothing to poll");
         let applied = store.events.lock().unwrap().iter().filter(|(_, e)| e.reason == EventReason::Applied).count();
         assert_eq!(applied, 3);
         // Converged: a further pass changes nothing and keeps ready_since.
@@ -391,7 +464,7 @@ mod tests {
         let store = FakeStore::default();
         let o = pass(&swarm, &store, apply(&lab(TWO)), LabStatus::default()).await;
         assert_eq!(o.status.phase, Phase::Failed);
-        assert!(o.error.as_deref().is_some_and(|e| e.contains("injected failure")), "{:?}", o.error);
+        assert!(matches!(&o.result, Err(ReconcileError::Actions(e)) if e[0].to_string().contains("injected failure")), "{:?}", o.result);
     }
 
     #[tokio::test]

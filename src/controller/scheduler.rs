@@ -40,6 +40,21 @@ impl<K: Hash + Eq + Clone> Scheduler<K> {
         }
     }
 
+    /// Fires `key` after exactly `delay`, sooner or later than it was due (a debounce).
+    pub fn reset(&mut self, key: K, delay: Duration) {
+        let at = Instant::now() + delay;
+        match self.entries.get_mut(&key) {
+            Some((slot, due)) => {
+                self.queue.reset_at(slot, at);
+                *due = at;
+            }
+            None => {
+                let slot = self.queue.insert_at(key.clone(), at);
+                self.entries.insert(key, (slot, at));
+            }
+        }
+    }
+
     /// Drops the key's timer, if any (a lab deleted, a backoff reset by a file change).
     pub fn cancel(&mut self, key: &K) {
         if let Some((slot, _)) = self.entries.remove(key) {
@@ -95,6 +110,16 @@ mod tests {
         assert!(s.is_empty());
         let nothing = tokio::time::timeout(Duration::from_secs(60), s.next()).await;
         assert!(nothing.is_err(), "a fired key does not fire again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reset_moves_a_deadline_either_way() {
+        let mut s = Scheduler::default();
+        s.schedule("a", Duration::from_secs(1));
+        s.reset("a", Duration::from_secs(4));
+        let start = Instant::now();
+        assert_eq!(s.next().await, "a");
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
     }
 
     #[tokio::test(start_paused = true)]

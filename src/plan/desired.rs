@@ -3,16 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use bollard::models::{
-    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec,
-    EndpointSpecModeEnum, Ipam, IpamConfig, Limit, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode,
-    ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources,
-};
+use std::time::Duration;
+
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::labels;
-use crate::spec::{EffectiveConditions, EndpointMode, Lab, Mode, Service};
+use crate::spec::{EffectiveConditions, EndpointMode, Lab, Mode, Port, Service};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredNetwork {
@@ -30,14 +27,44 @@ pub struct DesiredService {
     /// `<lab>_<name>`
     pub name: String,
     pub short_name: String,
-    pub spec: ServiceSpec,
     /// Replicas for replicated services; `None` for global ones.
     pub replicas: Option<u64>,
     pub image: String,
     pub hash: String,
+    /// The service's labels, ownership labels included.
+    pub labels: HashMap<String, String>,
+    /// Labels of its containers (ownership only: the agent finds tasks by them).
+    pub container_labels: HashMap<String, String>,
+    /// Exec form; replaces the image's entrypoint too, as `docker service create IMAGE CMD`.
+    pub command: Option<Vec<String>>,
+    pub hostname: Option<String>,
+    /// `KEY=value`
+    pub env: Vec<String>,
+    pub init: Option<bool>,
+    pub stop_grace_period: Option<Duration>,
+    pub cap_add: Vec<String>,
+    pub limits: Option<Limits>,
+    pub constraints: Vec<String>,
+    pub max_replicas_per_node: Option<u64>,
+    pub networks: Vec<DesiredAttachment>,
+    pub endpoint_mode: EndpointMode,
+    pub ports: Vec<Port>,
     /// Effective conditions per network short name (not part of the Swarm spec: changing them
     /// must never restart a task, so the node agent applies them in place).
     pub shaping: BTreeMap<String, EffectiveConditions>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Limits {
+    pub nano_cpus: Option<i64>,
+    pub memory_bytes: Option<i64>,
+}
+
+/// A network the service joins: its Swarm name and the names it answers to there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredAttachment {
+    pub target: String,
+    pub aliases: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -115,111 +142,49 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
 
     let labels = owned_labels(lab, short, &svc.labels, &hash);
 
-    let endpoint_mode = svc.endpoint_mode.unwrap_or_default();
-    let publish_mode = match endpoint_mode {
-        // Ingress publishing needs a VIP; with dnsrr Swarm only allows host-mode ports.
-        EndpointMode::Dnsrr => EndpointPortConfigPublishModeEnum::HOST,
-        EndpointMode::Vip => EndpointPortConfigPublishModeEnum::INGRESS,
-    };
-    let ports: Vec<EndpointPortConfig> = svc
-        .ports
-        .iter()
-        .filter_map(|p| p.parse())
-        .map(|p| EndpointPortConfig {
-            protocol: Some(if p.udp { EndpointPortConfigProtocolEnum::UDP } else { EndpointPortConfigProtocolEnum::TCP }),
-            target_port: Some(p.target.into()),
-            published_port: p.published.map(Into::into),
-            publish_mode: Some(publish_mode),
-            ..Default::default()
-        })
-        .collect();
-
-    let networks: Vec<NetworkAttachmentConfig> = attachments
+    let networks = attachments
         .iter()
         .map(|a| {
             let mut aliases = vec![short.to_string()];
             aliases.extend(a.aliases().iter().cloned());
-            NetworkAttachmentConfig {
-                target: Some(object_name(lab_name, a.name())),
-                aliases: Some(aliases),
-                ..Default::default()
-            }
+            DesiredAttachment { target: object_name(lab_name, a.name()), aliases }
         })
         .collect();
-
-    let mode = svc.mode.unwrap_or_default();
-    let replicas = match mode {
+    let replicas = match svc.mode.unwrap_or_default() {
         Mode::Replicated => Some(u64::from(svc.replicas.unwrap_or(1))),
         Mode::Global => None,
     };
-    let image = svc.image.clone().unwrap_or_default();
-    let resources = svc.resources.as_ref().map(|r| TaskSpecResources {
-        limits: Some(Limit {
-            nano_cpus: r.cpus.map(|c| (c * 1e9).round() as i64),
-            memory_bytes: r.memory.map(|m| m.bytes as i64),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let placement = svc.placement.as_ref().map(|p| TaskSpecPlacement {
-        constraints: (!p.constraints.is_empty()).then(|| p.constraints.clone()),
-        max_replicas: p.max_replicas_per_node.map(|m| m as i64),
-        ..Default::default()
-    });
-    let container = TaskSpecContainerSpec {
-        image: Some(image.clone()),
-        labels: Some(base_labels(lab, short)),
-        // Exec form replaces the image's entrypoint too, as `docker service create IMAGE CMD`.
+    let placement = svc.placement.clone().unwrap_or_default();
+    DesiredService {
+        name: object_name(lab_name, short),
+        short_name: short.to_string(),
+        replicas,
+        image: svc.image.clone().unwrap_or_default(),
+        hash,
+        labels,
+        container_labels: base_labels(lab, short),
         command: svc.command.as_ref().map(|c| c.to_args()),
         hostname: svc.hostname.clone(),
-        env: (!svc.env.is_empty()).then(|| svc.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        env: svc.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         init: svc.init,
-        stop_grace_period: svc.stop_grace_period.map(|d| (d.micros * 1000) as i64),
-        capability_add: (!svc.cap_add.is_empty()).then(|| svc.cap_add.clone()),
-        ..Default::default()
-    };
-    let spec = ServiceSpec {
-        name: Some(object_name(lab_name, short)),
-        labels: Some(labels),
-        task_template: Some(TaskSpec {
-            container_spec: Some(container),
-            resources,
-            placement,
-            networks: Some(networks),
-            ..Default::default()
+        stop_grace_period: svc.stop_grace_period.map(|d| Duration::from_micros(d.micros)),
+        cap_add: svc.cap_add.clone(),
+        limits: svc.resources.as_ref().map(|r| Limits {
+            nano_cpus: r.cpus.map(|c| (c * 1e9).round() as i64),
+            memory_bytes: r.memory.map(|m| m.bytes as i64),
         }),
-        mode: Some(match mode {
-            Mode::Replicated => ServiceSpecMode { replicated: Some(ServiceSpecModeReplicated { replicas: replicas.map(|r| r as i64) }), ..Default::default() },
-            Mode::Global => ServiceSpecMode { global: Some(HashMap::new()), ..Default::default() },
-        }),
-        endpoint_spec: Some(EndpointSpec {
-            mode: Some(match endpoint_mode {
-                EndpointMode::Dnsrr => EndpointSpecModeEnum::DNSRR,
-                EndpointMode::Vip => EndpointSpecModeEnum::VIP,
-            }),
-            ports: (!ports.is_empty()).then_some(ports),
-        }),
-        ..Default::default()
-    };
-    DesiredService { name: object_name(lab_name, short), short_name: short.to_string(), spec, replicas, image, hash, shaping }
+        constraints: placement.constraints,
+        max_replicas_per_node: placement.max_replicas_per_node,
+        networks,
+        endpoint_mode: svc.endpoint_mode.unwrap_or_default(),
+        ports: svc.ports.iter().filter_map(|p| p.parse()).collect(),
+        shaping,
+    }
 }
 
 impl DesiredService {
     /// Swarm names of the networks the service joins.
     pub fn network_targets(&self) -> impl Iterator<Item = &str> {
-        self.spec
-            .task_template
-            .iter()
-            .flat_map(|t| t.networks.iter().flatten())
-            .filter_map(|n| n.target.as_deref())
-    }
-}
-
-impl DesiredNetwork {
-    pub fn ipam(&self) -> Option<Ipam> {
-        self.subnet.as_ref().map(|s| Ipam {
-            config: Some(vec![IpamConfig { subnet: Some(s.clone()), ..Default::default() }]),
-            ..Default::default()
-        })
+        self.networks.iter().map(|n| n.target.as_str())
     }
 }

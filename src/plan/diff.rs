@@ -20,7 +20,22 @@ pub struct ObservedService {
     pub image: String,
     pub running: u64,
     pub desired: u64,
+    /// Why its tasks do not all run (the newest task problem), when they do not.
+    pub trouble: Option<TaskTrouble>,
 }
+
+/// A task problem: why a service's task is not running.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskTrouble {
+    pub state: String,
+    pub message: String,
+    pub node: String,
+    /// The task ended in `failed` or `rejected` (not merely starting).
+    pub failed: bool,
+    /// The node does not have the image (labd never pulls).
+    pub image_missing: bool,
+}
+
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ObservedNetwork {
@@ -51,6 +66,26 @@ pub struct Observed {
     pub down_nodes: Vec<String>,
 }
 
+impl Observed {
+    /// What of a Swarm-wide observation concerns `lab`: objects named `<lab>_*`, ours or not
+    /// (a clash with a foreign object of the same name must be seen).
+    pub fn of_lab(&self, lab: &str) -> Observed {
+        let prefix = format!("{lab}_");
+        Observed {
+            services: self.services.iter().filter(|s| s.name.starts_with(&prefix)).cloned().collect(),
+            networks: self.networks.iter().filter(|n| n.name.starts_with(&prefix)).cloned().collect(),
+            down_nodes: self.down_nodes.clone(),
+        }
+    }
+
+    /// Every lab that owns at least one object, sorted.
+    pub fn owned_labs(&self) -> Vec<String> {
+        let owners = self.services.iter().map(|s| &s.labels).chain(self.networks.iter().map(|n| &n.labels));
+        let labs: std::collections::BTreeSet<String> = owners.filter_map(|l| labels::owner(l).map(str::to_string)).collect();
+        labs.into_iter().collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     CreateNetwork(DesiredNetwork),
@@ -64,6 +99,17 @@ pub enum Action {
 }
 
 impl Action {
+    /// Actions of one stage do not depend on each other and may run concurrently; a stage
+    /// starts when the one before has ended (networks exist before services join them, and
+    /// services are gone before their networks are removed).
+    pub fn stage(&self) -> u8 {
+        match self {
+            Action::CreateNetwork(_) => 0,
+            Action::CreateService(_) | Action::UpdateService { .. } | Action::RemoveService { .. } => 1,
+            Action::RemoveNetwork { .. } => 2,
+        }
+    }
+
     pub fn kind(&self) -> ActionKind {
         match self {
             Action::CreateNetwork(_) | Action::CreateService(_) => ActionKind::Create,

@@ -4,5 +4,5 @@ pub mod desired;
 pub mod diff;
 pub mod labels;
 
-pub use desired::{desired_lab, object_name, DesiredLab, DesiredNetwork, DesiredService};
-pub use diff::{diff, teardown, Action, ActionKind, Conflict, ObjectKind, Observed, ObservedNetwork, ObservedService, Plan};
+pub use desired::{desired_lab, object_name, DesiredAttachment, DesiredLab, DesiredNetwork, DesiredService, Limits};
+pub use diff::{diff, teardown, Action, ActionKind, Conflict, ObjectKind, Observed, ObservedNetwork, ObservedService, Plan, TaskTrouble};

@@ -4,4 +4,4 @@ pub mod catalog;
 pub mod watch;
 
 pub use catalog::{is_lab_file, load_dir, Catalog, LabEntry, UnreadableDir};
-pub use watch::DirWatcher;
+pub use watch::{DirWatcher, FileEvent, Settle};

@@ -8,25 +8,55 @@ pub use redis_store::{keys, RedisStore, StoreReader};
 
 use std::future::Future;
 
-use crate::status::{LabEvent, TaskShaping};
+use crate::status::{LabEvent, LabStatus, TaskShaping};
 
-/// What one reconcile needs of the status store: record events, publish the desired shaping
-/// for the node agents, read what the agents applied. Redis in labd; in memory in unit tests.
-pub trait LabStore: Send + Sync + 'static {
+/// What the controller needs of the status store: write status, events and metrics, publish
+/// the desired shaping for the node agents, read what the agents applied and what a previous
+/// labd wrote. Writes never fail (they are buffered while the store is down). Redis in labd;
+/// in memory in unit tests.
+pub trait LabStore: Clone + Send + Sync + 'static {
+    fn put_status(&self, status: &LabStatus);
+    /// Forgets the lab: its status, shaping and metrics.
+    fn delete_lab(&self, lab: &str);
     fn event(&self, lab: &str, event: LabEvent);
+    /// Adds to a counter of the lab (and of labd as a whole).
+    fn count(&self, lab: &str, metric: &str, by: i64);
+    fn gauge(&self, lab: &str, metric: &str, value: u128);
+    /// A gauge of labd as a whole.
+    fn global_gauge(&self, metric: &str, value: u128);
     fn put_shaping(&self, lab: &str, json: Option<String>);
     /// The agents' reports for the lab's tasks; `None` when they cannot be read.
     fn task_shaping(&self, lab: &str) -> impl Future<Output = Option<Vec<TaskShaping>>> + Send;
+    /// The statuses a previous labd wrote (generations, files, start times survive restarts).
+    fn statuses(&self) -> impl Future<Output = Vec<LabStatus>> + Send;
 }
 
 impl LabStore for RedisStore {
+    fn put_status(&self, status: &LabStatus) {
+        RedisStore::put_status(self, status)
+    }
+    fn delete_lab(&self, lab: &str) {
+        RedisStore::delete_lab(self, lab)
+    }
     fn event(&self, lab: &str, event: LabEvent) {
         RedisStore::event(self, lab, event)
+    }
+    fn count(&self, lab: &str, metric: &str, by: i64) {
+        RedisStore::count(self, lab, metric, by)
+    }
+    fn gauge(&self, lab: &str, metric: &str, value: u128) {
+        RedisStore::gauge(self, lab, metric, value)
+    }
+    fn global_gauge(&self, metric: &str, value: u128) {
+        RedisStore::global_gauge(self, metric, value)
     }
     fn put_shaping(&self, lab: &str, json: Option<String>) {
         RedisStore::put_shaping(self, lab, json)
     }
     async fn task_shaping(&self, lab: &str) -> Option<Vec<TaskShaping>> {
         RedisStore::task_shaping(self, lab).await
+    }
+    async fn statuses(&self) -> Vec<LabStatus> {
+        RedisStore::statuses(self).await
     }
 }

@@ -153,6 +153,29 @@ impl RedisStore {
         });
     }
 
+    /// Sets a gauge of labd as a whole (in `swarmlab:metrics`).
+    pub fn global_gauge(&self, metric: &str, value: impl ToString) {
+        let value = value.to_string();
+        self.with_outbox(|o| {
+            o.gauges.insert((keys::METRICS.to_string(), metric.to_string()), value);
+        });
+    }
+
+    /// Every lab status a previous labd wrote; empty when Redis cannot be read.
+    pub async fn statuses(&self) -> Vec<LabStatus> {
+        let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(3), self.client.get_multiplexed_async_connection()).await else {
+            return Vec::new();
+        };
+        let mut reader = StoreReader { conn };
+        let mut out = Vec::new();
+        for lab in reader.labs().await.unwrap_or_default() {
+            if let Ok(Some(status)) = reader.status(&lab).await {
+                out.push(status);
+            }
+        }
+        out
+    }
+
     pub fn gauge(&self, lab: &str, metric: &str, value: impl ToString) {
         let value = value.to_string();
         self.with_outbox(|o| {

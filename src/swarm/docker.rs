@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bollard::models::{NetworkCreateRequest, Service, TaskState};
+use bollard::models::{EventMessageTypeEnum, NetworkCreateRequest, Service, TaskState};
 use bollard::query_parameters::{
     EventsOptions, ListNetworksOptions, ListServicesOptions, ListTasksOptions, UpdateServiceOptions,
 };
 use bollard::Docker;
 use futures::{Stream, StreamExt};
 
-use super::{Swarm, SwarmError, SwarmEvent, TaskTrouble};
+use super::{EventSubject, Swarm, SwarmError, SwarmEvent, TaskTrouble};
 use crate::plan::{labels, DesiredNetwork, DesiredService, Observed, ObservedNetwork, ObservedService};
 
 #[derive(Clone)]
@@ -58,23 +58,6 @@ impl DockerSwarm {
         self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Service, network and container events, each tagged with the lab it belongs to.
-    pub fn events(&self) -> impl Stream<Item = Result<SwarmEvent, SwarmError>> + Send + 'static {
-        let filters: HashMap<String, Vec<String>> =
-            HashMap::from([("type".to_string(), vec!["service".to_string(), "network".to_string(), "container".to_string(), "node".to_string()])]);
-        let options = EventsOptions { filters: Some(filters), ..Default::default() };
-        self.docker.events(Some(options)).filter_map(|item| async move {
-            // Container events that matter: a task starting or dying changes running counts.
-            if let Ok(e) = &item {
-                let container = e.typ.map(|t| t.to_string()) == Some("container".to_string());
-                if container && !matches!(e.action.as_deref(), Some("start" | "die")) {
-                    return None;
-                }
-            }
-            Some(Self::to_event(item))
-        })
-    }
-
     fn to_event(item: Result<bollard::models::EventMessage, bollard::errors::Error>) -> Result<SwarmEvent, SwarmError> {
         {
             let e = item.map_err(api_err("stream events"))?;
@@ -86,8 +69,14 @@ impl DockerSwarm {
                 .cloned()
                 .or_else(|| attrs.get("com.docker.swarm.service.name").and_then(|s| s.split_once('_')).map(|(l, _)| l.to_string()))
                 .or_else(|| name.split_once('_').map(|(l, _)| l.to_string()));
+            let subject = match e.typ {
+                Some(EventMessageTypeEnum::SERVICE) => EventSubject::Service,
+                Some(EventMessageTypeEnum::NETWORK) => EventSubject::Network,
+                Some(EventMessageTypeEnum::NODE) => EventSubject::Node,
+                _ => EventSubject::Container,
+            };
             Ok(SwarmEvent {
-                kind: e.typ.map(|t| t.to_string()).unwrap_or_default(),
+                subject,
                 action: e.action.unwrap_or_default(),
                 name,
                 lab,
@@ -115,6 +104,7 @@ fn observed_service(s: Service) -> Option<ObservedService> {
         image,
         running: status.running_tasks.unwrap_or(0),
         desired: status.desired_tasks.unwrap_or(0),
+        trouble: None,
     })
 }
 
@@ -134,45 +124,54 @@ impl DockerSwarm {
             .collect())
     }
 
-    async fn recount_running(&self, services: &mut [ObservedService], down: &[(String, String)]) -> Result<(), SwarmError> {
+    /// Counts running tasks on Ready nodes and finds each short service's newest task problem,
+    /// from one listing of every task (the retained history included).
+    async fn tally_tasks(&self, services: &mut [ObservedService], down: &[(String, String)]) -> Result<(), SwarmError> {
         self.count();
-        let filter = HashMap::from([
-            ("service".to_string(), services.iter().map(|s| s.id.clone()).collect::<Vec<_>>()),
-            ("desired-state".to_string(), vec!["running".to_string()]),
-        ]);
-        let tasks = self.docker.list_tasks(Some(ListTasksOptions { filters: Some(filter) })).await.map_err(api_err("list tasks"))?;
+        let mut tasks = self.docker.list_tasks(None::<ListTasksOptions>).await.map_err(api_err("list tasks"))?;
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.updated_at.clone().unwrap_or_default()));
         for s in services.iter_mut() {
-            s.running = tasks
-                .iter()
-                .filter(|t| t.service_id.as_deref() == Some(s.id.as_str()))
+            let mine = || tasks.iter().filter(|t| t.service_id.as_deref() == Some(s.id.as_str()));
+            s.running = mine()
+                .filter(|t| t.desired_state == Some(TaskState::RUNNING))
                 .filter(|t| t.status.as_ref().and_then(|st| st.state) == Some(TaskState::RUNNING))
                 .filter(|t| !down.iter().any(|(id, _)| t.node_id.as_deref() == Some(id.as_str())))
                 .count() as u64;
+            s.trouble = if s.running < s.desired { mine().find_map(trouble_of) } else { None };
         }
         Ok(())
     }
 }
 
+/// What a task that is not running says about why.
+fn trouble_of(t: &bollard::models::Task) -> Option<TaskTrouble> {
+    let status = t.status.clone()?;
+    let state = status.state.unwrap_or(TaskState::NEW);
+    if state == TaskState::RUNNING {
+        return None;
+    }
+    let message = status.err.filter(|e| !e.is_empty()).or(status.message)?;
+    let image_missing = message.contains("No such image") || message.contains("does not exist");
+    let failed = matches!(state, TaskState::FAILED | TaskState::REJECTED);
+    Some(TaskTrouble { state: state.to_string(), message, node: t.node_id.clone().unwrap_or_default(), failed, image_missing })
+}
+
 impl Swarm for DockerSwarm {
-    async fn observe(&self, lab: &str) -> Result<Observed, SwarmError> {
-        let prefix = format!("{lab}_");
-        let by_name = HashMap::from([("name".to_string(), vec![prefix.clone()])]);
+    async fn observe_all(&self) -> Result<Observed, SwarmError> {
         self.count();
         let services = self
             .docker
-            .list_services(Some(ListServicesOptions { filters: Some(by_name), status: Some(true) }))
+            .list_services(Some(ListServicesOptions { filters: None, status: Some(true) }))
             .await
             .map_err(api_err("list services"))?;
         self.count();
-        // No name filter: Engine 20.10 leaves some swarm networks out of a filtered list.
         let networks = self.docker.list_networks(None::<ListNetworksOptions>).await.map_err(api_err("list networks"))?;
-        let mut services: Vec<ObservedService> =
-            services.into_iter().filter_map(observed_service).filter(|s| s.name.starts_with(&prefix)).collect();
+        let mut services: Vec<ObservedService> = services.into_iter().filter_map(observed_service).collect();
         let down = self.down_nodes().await?;
         if !services.is_empty() {
             // Swarm's own count lags: it keeps counting the tasks of a Down node as running, and
             // for a while after the node returns. Count running tasks on Ready nodes ourselves.
-            self.recount_running(&mut services, &down).await?;
+            self.tally_tasks(&mut services, &down).await?;
         }
         Ok(Observed {
             down_nodes: down.into_iter().map(|(_, host)| host).collect(),
@@ -190,32 +189,27 @@ impl Swarm for DockerSwarm {
                         internal: n.internal.unwrap_or(false),
                     })
                 })
-                .filter(|n| n.name.starts_with(&prefix))
                 .collect(),
         })
     }
 
-    async fn owned_labs(&self) -> Result<Vec<String>, SwarmError> {
-        let filter = HashMap::from([("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)])]);
-        self.count();
-        let services = self
-            .docker
-            .list_services(Some(ListServicesOptions { filters: Some(filter.clone()), status: None }))
-            .await
-            .map_err(api_err("list services"))?;
-        self.count();
-        let networks =
-            self.docker.list_networks(Some(ListNetworksOptions { filters: Some(filter) })).await.map_err(api_err("list networks"))?;
-        let mut labs: Vec<String> = services
-            .into_iter()
-            .filter_map(|s| s.spec?.labels)
-            .chain(networks.into_iter().filter_map(|n| n.labels))
-            .filter_map(|l| labels::owner(&l).map(str::to_string))
-            .collect();
-        labs.sort();
-        labs.dedup();
-        Ok(labs)
+    /// Service, network and container events, each tagged with the lab it belongs to.
+    fn events(&self) -> impl Stream<Item = Result<SwarmEvent, SwarmError>> + Send + 'static {
+        let filters: HashMap<String, Vec<String>> =
+            HashMap::from([("type".to_string(), vec!["service".to_string(), "network".to_string(), "container".to_string(), "node".to_string()])]);
+        let options = EventsOptions { filters: Some(filters), ..Default::default() };
+        self.docker.events(Some(options)).filter_map(|item| async move {
+            // Container events that matter: a task starting or dying changes running counts.
+            if let Ok(e) = &item {
+                let container = e.typ.map(|t| t.to_string()) == Some("container".to_string());
+                if container && !matches!(e.action.as_deref(), Some("start" | "die")) {
+                    return None;
+                }
+            }
+            Some(Self::to_event(item))
+        })
     }
+
 
     async fn create_network(&self, net: &DesiredNetwork) -> Result<(), SwarmError> {
         self.count();
@@ -225,7 +219,7 @@ impl Swarm for DockerSwarm {
             internal: Some(net.internal),
             // Attachable so probes and the node agent's tools can join for measurements.
             attachable: Some(true),
-            ipam: net.ipam(),
+            ipam: super::spec::ipam(net),
             labels: Some(net.labels.clone()),
             ..Default::default()
         };
@@ -260,7 +254,7 @@ impl Swarm for DockerSwarm {
 
     async fn create_service(&self, svc: &DesiredService) -> Result<(), SwarmError> {
         self.count();
-        match self.docker.create_service(svc.spec.clone(), None).await {
+        match self.docker.create_service(super::spec::service_spec(svc), None).await {
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
                 Err(SwarmError::AlreadyExists(svc.name.clone()))
             }
@@ -272,7 +266,7 @@ impl Swarm for DockerSwarm {
         self.count();
         let options = UpdateServiceOptions { version: version as i32, ..Default::default() };
         self.docker
-            .update_service(id, svc.spec.clone(), options, None)
+            .update_service(id, super::spec::service_spec(svc), options, None)
             .await
             .map_err(api_err(format!("update service {}", svc.name)))?;
         Ok(())
@@ -284,25 +278,6 @@ impl Swarm for DockerSwarm {
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
             other => other.map_err(api_err(format!("remove service {id}"))),
         }
-    }
-
-    async fn task_trouble(&self, service_id: &str) -> Result<Option<TaskTrouble>, SwarmError> {
-        self.count();
-        let filter = HashMap::from([("service".to_string(), vec![service_id.to_string()])]);
-        let mut tasks =
-            self.docker.list_tasks(Some(ListTasksOptions { filters: Some(filter) })).await.map_err(api_err("list tasks"))?;
-        tasks.sort_by_key(|t| std::cmp::Reverse(t.updated_at.as_ref().map(|d| d.to_string()).unwrap_or_default()));
-        Ok(tasks.into_iter().find_map(|t| {
-            let status = t.status?;
-            let state = status.state.unwrap_or(TaskState::NEW);
-            if state == TaskState::RUNNING {
-                return None;
-            }
-            let message = status.err.filter(|e| !e.is_empty()).or(status.message)?;
-            let image_missing = message.contains("No such image") || message.contains("does not exist");
-            let failed = matches!(state, TaskState::FAILED | TaskState::REJECTED);
-            Some(TaskTrouble { state: state.to_string(), message, node: t.node_id.unwrap_or_default(), failed, image_missing })
-        }))
     }
 
     fn api_calls(&self) -> u64 {

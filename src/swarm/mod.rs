@@ -2,11 +2,15 @@
 //! controller does not know about HTTP, and one implementation over bollard.
 
 mod docker;
+pub mod spec;
 
 pub use docker::DockerSwarm;
 
 use std::future::Future;
 
+use futures::Stream;
+
+pub use crate::plan::TaskTrouble;
 use crate::plan::{DesiredNetwork, DesiredService, Observed};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,40 +28,77 @@ pub enum SwarmError {
     Api { action: String, message: String },
 }
 
+/// What a Docker event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSubject {
+    Service,
+    Network,
+    /// A task's container started or died (on this node only: Docker sends container events
+    /// of the local engine).
+    Container,
+    /// A node went down or came back: every lab may have tasks there.
+    Node,
+}
+
 /// An event on an object labd cares about: a service or network changed, a container started
 /// or died. `name` is the object's name (`<lab>_<member>` for ours).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwarmEvent {
-    pub kind: String,
+    pub subject: EventSubject,
     pub action: String,
     pub name: String,
     pub lab: Option<String>,
 }
 
-/// Why the tasks of a service are not running, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TaskTrouble {
-    pub state: String,
-    pub message: String,
-    pub node: String,
-    /// The task ended in `failed` or `rejected` (not merely starting).
-    pub failed: bool,
-    /// The node does not have the image (labd never pulls).
-    pub image_missing: bool,
-}
 
 pub trait Swarm: Send + Sync + 'static {
+    /// Every service (with its running tasks counted on Ready nodes), every swarm network and
+    /// the nodes that are down: a few list calls, whatever the number of labs.
+    fn observe_all(&self) -> impl Future<Output = Result<Observed, SwarmError>> + Send;
     /// Services and networks owned by `lab` or named like its objects (`<lab>_*`).
-    fn observe(&self, lab: &str) -> impl Future<Output = Result<Observed, SwarmError>> + Send;
+    fn observe(&self, lab: &str) -> impl Future<Output = Result<Observed, SwarmError>> + Send {
+        async move { Ok(self.observe_all().await?.of_lab(lab)) }
+    }
     /// Names of every lab that owns at least one object, for adoption and orphan clean-up.
-    fn owned_labs(&self) -> impl Future<Output = Result<Vec<String>, SwarmError>> + Send;
+    fn owned_labs(&self) -> impl Future<Output = Result<Vec<String>, SwarmError>> + Send {
+        async move { Ok(self.observe_all().await?.owned_labs()) }
+    }
+    /// Changes to services, networks, task containers and nodes, as they happen. The stream
+    /// ends (or yields an error) when the daemon goes away; the caller opens it again.
+    fn events(&self) -> impl Stream<Item = Result<SwarmEvent, SwarmError>> + Send + 'static;
     fn create_network(&self, net: &DesiredNetwork) -> impl Future<Output = Result<(), SwarmError>> + Send;
     fn remove_network(&self, id: &str) -> impl Future<Output = Result<(), SwarmError>> + Send;
     fn create_service(&self, svc: &DesiredService) -> impl Future<Output = Result<(), SwarmError>> + Send;
     fn update_service(&self, id: &str, version: u64, svc: &DesiredService) -> impl Future<Output = Result<(), SwarmError>> + Send;
     fn remove_service(&self, id: &str) -> impl Future<Output = Result<(), SwarmError>> + Send;
-    /// The most recent task problem of a service that does not run all its tasks.
-    fn task_trouble(&self, service_id: &str) -> impl Future<Output = Result<Option<TaskTrouble>, SwarmError>> + Send;
     /// How many API calls this client has made, for benchmarks and tests.
     fn api_calls(&self) -> u64;
+}
+
+/// A shared Swarm client is a Swarm (tests keep a handle on the fake they give the controller).
+impl<T: Swarm> Swarm for std::sync::Arc<T> {
+    fn observe_all(&self) -> impl Future<Output = Result<Observed, SwarmError>> + Send {
+        self.as_ref().observe_all()
+    }
+    fn events(&self) -> impl Stream<Item = Result<SwarmEvent, SwarmError>> + Send + 'static {
+        self.as_ref().events()
+    }
+    fn create_network(&self, net: &DesiredNetwork) -> impl Future<Output = Result<(), SwarmError>> + Send {
+        self.as_ref().create_network(net)
+    }
+    fn remove_network(&self, id: &str) -> impl Future<Output = Result<(), SwarmError>> + Send {
+        self.as_ref().remove_network(id)
+    }
+    fn create_service(&self, svc: &DesiredService) -> impl Future<Output = Result<(), SwarmError>> + Send {
+        self.as_ref().create_service(svc)
+    }
+    fn update_service(&self, id: &str, version: u64, svc: &DesiredService) -> impl Future<Output = Result<(), SwarmError>> + Send {
+        self.as_ref().update_service(id, version, svc)
+    }
+    fn remove_service(&self, id: &str) -> impl Future<Output = Result<(), SwarmError>> + Send {
+        self.as_ref().remove_service(id)
+    }
+    fn api_calls(&self) -> u64 {
+        self.as_ref().api_calls()
+    }
 }

@@ -1,0 +1,216 @@
+//! The whole controller loop (file watching, scheduler, queue, backoff, deletion rule, shared
+//! observed view) on an in-memory Swarm and store: what a user sees, without Docker.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, watch};
+
+use super::fakes::{FakeStore, FakeSwarm};
+use super::{Config, Controller};
+use crate::status::{EventReason, Phase};
+use crate::swarm::{EventSubject, Swarm, SwarmEvent};
+
+struct Running {
+    dir: tempfile::TempDir,
+    swarm: Arc<FakeSwarm>,
+    store: FakeStore,
+    phases: watch::Receiver<BTreeMap<String, Phase>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn config(dir: &Path, resync: Duration) -> Config {
+    Config {
+        labs_dir: dir.to_path_buf(),
+        resync,
+        progress_poll: Duration::from_millis(50),
+        delete_grace: Duration::from_millis(500),
+        allow_empty: false,
+        prune_orphans: false,
+    }
+}
+
+fn lab_yaml(name: &str, services: &[&str]) -> String {
+    let mut s = format!("apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: {name}}}\nspec:\n  defaults: {{image: labbox:latest}}\n  services:\n");
+    for svc in services {
+        s.push_str(&format!("    {svc}: {{}}\n"));
+    }
+    s
+}
+
+async fn start(files: &[(&str, String)], resync: Duration, swarm: FakeSwarm) -> Running {
+    start_with(files, resync, swarm, FakeStore::default()).await
+}
+
+async fn start_with(files: &[(&str, String)], resync: Duration, swarm: FakeSwarm, store: FakeStore) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let swarm = Arc::new(swarm);
+    let controller = Controller::new(config(dir.path(), resync), swarm.clone(), store.clone()).await;
+    let phases = controller.phases();
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(controller.run(async move {
+        let _ = stopped.await;
+    }));
+    Running { dir, swarm, store, phases, stop: Some(stop), task: Some(task) }
+}
+
+impl Running {
+    /// Waits until `ok` holds for the phases, or fails after `within`.
+    async fn until(&mut self, what: &str, within: Duration, ok: impl Fn(&BTreeMap<String, Phase>) -> bool) {
+        let wait = self.phases.wait_for(|p| ok(p));
+        if tokio::time::timeout(within, wait).await.is_err() {
+            panic!("{what}: not within {within:?}; phases {:?}", *self.phases.borrow());
+        }
+    }
+
+    async fn until_phase(&mut self, lab: &str, phase: Phase, within: Duration) {
+        self.until(&format!("{lab} {phase}"), within, |p| p.get(lab) == Some(&phase)).await;
+    }
+
+    fn services(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.swarm.state.lock().unwrap().services.iter().map(|s| s.name.clone()).collect();
+        names.sort();
+        names
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn eventually(what: &str, within: Duration, ok: impl Fn() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+const SOON: Duration = Duration::from_secs(5);
+
+/// Docker API calls of labd over `resyncs` resync periods once `labs` labs are Ready.
+async fn calls_over_resyncs(labs: usize, resyncs: u32) -> u64 {
+    let period = Duration::from_millis(200);
+    let files: Vec<(String, String)> = (0..labs).map(|i| (format!("l{i}.yaml"), lab_yaml(&format!("l{i}"), &["web"]))).collect();
+    let files: Vec<(&str, String)> = files.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let mut c = start(&files, period, FakeSwarm::default()).await;
+    c.until("every lab Ready", Duration::from_secs(20), |p| p.len() == labs && p.values().all(|ph| *ph == Phase::Ready)).await;
+    tokio::time::sleep(period).await;
+    let before = c.swarm.api_calls();
+    tokio::time::sleep(period * resyncs).await;
+    let calls = c.swarm.api_calls() - before;
+    c.stop().await;
+    calls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_op_resync_costs_the_same_for_one_lab_and_a_hundred() {
+    let one = calls_over_resyncs(1, 5).await;
+    let hundred = calls_over_resyncs(100, 5).await;
+    eprintln!("observations over 5 resyncs: 1 lab {one}, 100 labs {hundred}");
+    assert!((4..=7).contains(&one), "one observation per resync, got {one} over 5");
+    assert!(hundred <= one + 1, "100 labs cost {hundred} observations where 1 lab costs {one}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_truncated_in_place_keeps_the_lab_and_a_removed_file_goes_after_the_grace() {
+    let mut c = start(&[("a.yaml", lab_yaml("a", &["web", "db"]))], Duration::from_secs(60), FakeSwarm::default()).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    assert_eq!(c.services(), ["a_db", "a_web"]);
+    let path = c.dir.path().join("a.yaml");
+    std::fs::write(&path, "").unwrap();
+    c.until_phase("a", Phase::Invalid, SOON).await;
+    assert_eq!(c.services(), ["a_db", "a_web"], "an empty file removed services");
+    // Written whole again: Ready, nothing was restarted in between.
+    std::fs::write(&path, lab_yaml("a", &["web", "db"])).unwrap();
+    c.until_phase("a", Phase::Ready, SOON).await;
+    std::fs::remove_file(&path).unwrap();
+    let removed = Instant::now();
+    let took = eventually("teardown", SOON, || c.services().is_empty()).await;
+    assert!(removed.elapsed() >= Duration::from_millis(500), "torn down after {took:?}, before the grace");
+    c.until("the lab forgotten", SOON, |p| !p.contains_key("a")).await;
+    let reasons: Vec<EventReason> = c.store.events.lock().unwrap().iter().map(|(_, e)| e.reason).collect();
+    assert!(reasons.contains(&EventReason::FileGone) && reasons.contains(&EventReason::Deleting), "{reasons:?}");
+    assert!(c.store.statuses.lock().unwrap().get("a").is_none(), "status left behind");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_removed_by_hand_comes_back_on_its_event_and_without_one_at_the_resync() {
+    // Events on, resync far away: the event repairs.
+    let mut c = start(&[("a.yaml", lab_yaml("a", &["web"]))], Duration::from_secs(600), FakeSwarm::default()).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    c.swarm.state.lock().unwrap().services.clear();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(c.services().is_empty(), "repaired with no event and no resync: the view is not shared, or polls");
+    let event = SwarmEvent { subject: EventSubject::Service, action: "remove".into(), name: "a_web".into(), lab: Some("a".into()) };
+    c.swarm.events.send(event).unwrap();
+    eventually("repair on the event", Duration::from_secs(2), || c.services() == ["a_web"]).await;
+    eventually("drift counted", SOON, || c.store.metric("a", "drift_repairs") == 1).await;
+    c.stop().await;
+
+    // Events lost: the resync repairs.
+    let mut c = start(&[("a.yaml", lab_yaml("a", &["web"]))], Duration::from_millis(500), FakeSwarm::default()).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    c.swarm.state.lock().unwrap().services.clear();
+    eventually("repair at the resync", Duration::from_secs(2), || c.services() == ["a_web"]).await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_wait_out_a_growing_backoff_then_the_lab_converges() {
+    let swarm = FakeSwarm::default();
+    // Two calls fail per pass (the lab's default network, then its service): two failed passes.
+    swarm.state.lock().unwrap().fail_next = 4;
+    let started = Instant::now();
+    let mut c = start(&[("a.yaml", lab_yaml("a", &["web"]))], Duration::from_secs(600), swarm).await;
+    c.until_phase("a", Phase::Failed, SOON).await;
+    c.until_phase("a", Phase::Ready, Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    // 1 s after the first failure, 2 s after the second: never sooner (no retry storm).
+    assert!(took >= Duration::from_secs(3), "converged after {took:?}, sooner than the backoff allows");
+    let failures: Vec<String> = c
+        .store
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| e.reason == EventReason::ReconcileFailed)
+        .map(|(_, e)| e.message.clone())
+        .collect();
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert!(failures[0].contains("attempt 1, next try in 1s") && failures[1].contains("attempt 2, next try in 2s"), "{failures:?}");
+    assert!(c.store.statuses.lock().unwrap()["a"].backoff.is_none(), "backoff kept after success");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labs_owned_on_swarm_that_no_file_here_ever_defined_are_kept_as_orphans() {
+    // Another labd's lab (its file lay elsewhere): objects on Swarm, a status naming its file.
+    let swarm = FakeSwarm::default();
+    let store_status = crate::status::LabStatus { name: "other".into(), source: "/elsewhere/other.yaml".into(), generation: 3, ..Default::default() };
+    let other = crate::spec::parse_file(Path::new("o.yaml"), &lab_yaml("other", &["web"])).remove(0).result.unwrap();
+    let desired = crate::plan::desired_lab(&other.lab);
+    swarm.create_service(&desired.services[0]).await.unwrap();
+    let store = FakeStore::default();
+    store.statuses.lock().unwrap().insert("other".into(), store_status);
+    let mut c = start_with(&[("a.yaml", lab_yaml("a", &["web"]))], Duration::from_secs(600), swarm, store).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    c.until_phase("other", Phase::Orphaned, SOON).await;
+    assert_eq!(c.services(), ["a_web", "other_web"], "an orphan was touched");
+    let status = c.store.statuses.lock().unwrap()["other"].clone();
+    assert!(status.message.contains("/elsewhere/other.yaml lies outside the labs directory"), "{}", status.message);
+    c.stop().await;
+}

@@ -1,0 +1,124 @@
+//! Our desired objects in the Docker Engine API's terms: the only place that knows how a lab's
+//! service becomes a bollard `ServiceSpec`.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, Ipam,
+    IpamConfig, Limit, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources,
+};
+
+use crate::plan::{DesiredNetwork, DesiredService};
+use crate::spec::EndpointMode;
+
+pub fn ipam(net: &DesiredNetwork) -> Option<Ipam> {
+    net.subnet.as_ref().map(|s| Ipam { config: Some(vec![IpamConfig { subnet: Some(s.clone()), ..Default::default() }]), ..Default::default() })
+}
+
+fn non_empty<T>(v: &[T]) -> Option<Vec<T>>
+where
+    T: Clone,
+{
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+pub fn service_spec(svc: &DesiredService) -> ServiceSpec {
+    let publish_mode = match svc.endpoint_mode {
+        // Ingress publishing needs a VIP; with dnsrr Swarm only allows host-mode ports.
+        EndpointMode::Dnsrr => EndpointPortConfigPublishModeEnum::HOST,
+        EndpointMode::Vip => EndpointPortConfigPublishModeEnum::INGRESS,
+    };
+    let ports: Vec<EndpointPortConfig> = svc
+        .ports
+        .iter()
+        .map(|p| EndpointPortConfig {
+            protocol: Some(if p.udp { EndpointPortConfigProtocolEnum::UDP } else { EndpointPortConfigProtocolEnum::TCP }),
+            target_port: Some(p.target.into()),
+            published_port: p.published.map(Into::into),
+            publish_mode: Some(publish_mode),
+            ..Default::default()
+        })
+        .collect();
+    let networks = svc
+        .networks
+        .iter()
+        .map(|n| NetworkAttachmentConfig { target: Some(n.target.clone()), aliases: Some(n.aliases.clone()), ..Default::default() })
+        .collect();
+    let container = TaskSpecContainerSpec {
+        image: Some(svc.image.clone()),
+        labels: Some(svc.container_labels.clone()),
+        command: svc.command.clone(),
+        hostname: svc.hostname.clone(),
+        env: non_empty(&svc.env),
+        init: svc.init,
+        stop_grace_period: svc.stop_grace_period.map(|d| d.as_nanos() as i64),
+        capability_add: non_empty(&svc.cap_add),
+        ..Default::default()
+    };
+    let placement = (!svc.constraints.is_empty() || svc.max_replicas_per_node.is_some()).then(|| TaskSpecPlacement {
+        constraints: non_empty(&svc.constraints),
+        max_replicas: svc.max_replicas_per_node.map(|m| m as i64),
+        ..Default::default()
+    });
+    let mode = match svc.replicas {
+        Some(r) => ServiceSpecMode { replicated: Some(ServiceSpecModeReplicated { replicas: Some(r as i64) }), ..Default::default() },
+        None => ServiceSpecMode { global: Some(HashMap::new()), ..Default::default() },
+    };
+    ServiceSpec {
+        name: Some(svc.name.clone()),
+        labels: Some(svc.labels.clone()),
+        task_template: Some(TaskSpec {
+            container_spec: Some(container),
+            resources: svc.limits.map(|l| TaskSpecResources {
+                limits: Some(Limit { nano_cpus: l.nano_cpus, memory_bytes: l.memory_bytes, ..Default::default() }),
+                ..Default::default()
+            }),
+            placement,
+            networks: Some(networks),
+            ..Default::default()
+        }),
+        mode: Some(mode),
+        endpoint_spec: Some(EndpointSpec {
+            mode: Some(match svc.endpoint_mode {
+                EndpointMode::Dnsrr => EndpointSpecModeEnum::DNSRR,
+                EndpointMode::Vip => EndpointSpecModeEnum::VIP,
+            }),
+            ports: (!ports.is_empty()).then_some(ports),
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn a_service_becomes_the_spec_docker_service_create_would_send() {
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2}\n      ports: ['8080:80/udp']\n      networks: [dht]\n";
+        let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
+        let desired = crate::plan::desired_lab(&lab.lab);
+        let spec = service_spec(&desired.services[0]);
+        assert_eq!(spec.name.as_deref(), Some("k_worker"));
+        assert_eq!(spec.mode.unwrap().replicated.unwrap().replicas, Some(3));
+        let task = spec.task_template.unwrap();
+        let c = task.container_spec.unwrap();
+        assert_eq!(c.command, Some(vec!["sleep".to_string(), "100".to_string()]));
+        assert_eq!(c.env, Some(vec!["A=1".to_string()]));
+        assert_eq!((c.init, c.stop_grace_period), (Some(true), Some(2_000_000_000)));
+        let limits = task.resources.unwrap().limits.unwrap();
+        assert_eq!((limits.nano_cpus, limits.memory_bytes), (Some(500_000_000), Some(64 * 1024 * 1024)));
+        let placement = task.placement.unwrap();
+        assert_eq!((placement.constraints, placement.max_replicas), (Some(vec!["node.role==worker".to_string()]), Some(2)));
+        let net = &task.networks.unwrap()[0];
+        assert_eq!((net.target.as_deref(), net.aliases.clone()), (Some("k_dht"), Some(vec!["worker".to_string()])));
+        let endpoint = spec.endpoint_spec.unwrap();
+        assert_eq!(endpoint.mode, Some(EndpointSpecModeEnum::DNSRR));
+        let port = &endpoint.ports.unwrap()[0];
+        assert_eq!((port.target_port, port.published_port, port.protocol), (Some(80), Some(8080), Some(EndpointPortConfigProtocolEnum::UDP)));
+        assert_eq!(port.publish_mode, Some(EndpointPortConfigPublishModeEnum::HOST));
+    }
+}
