@@ -1,5 +1,7 @@
-//! Time from dropping a lab file to Ready, next to `docker stack deploy` of the equivalent
-//! Compose file until every task runs; and the Docker API calls of one no-op resync.
+//! Time from dropping a lab file to Ready, from a change to its tasks running, and from a
+//! service removed by hand to it running again, next to `docker stack deploy` of the
+//! equivalent Compose file measured in the same run; the Docker API calls of one no-op resync
+//! and labd's memory with 1, 10 and 100 labs.
 //! Needs the Swarm and Redis of scripts/setup.sh. Run: `cargo bench --bench reconcile`.
 
 use std::fmt::Write as _;
@@ -116,64 +118,227 @@ fn multinode_row() -> Option<Duration> {
     Some(took)
 }
 
+fn service_replicas(name: &str) -> String {
+    docker(&["service", "ls", "--filter", &format!("name={name}"), "--format", "{{.Name}} {{.Replicas}}"])
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(|r| r.split_whitespace().next().unwrap_or("").to_string()))
+        .unwrap_or_default()
+}
+
+fn status_of(lab: &str) -> String {
+    redis(&["get", &format!("swarmlab:lab:{lab}:status")])
+}
+
+fn median(mut runs: Vec<Duration>) -> Duration {
+    runs.sort();
+    runs[runs.len() / 2]
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// One benchmark lab: its texts, the service whose replicas the change raises, and the service
+/// removed by hand for the drift figure.
+struct Case {
+    label: &'static str,
+    name: String,
+    lab: String,
+    compose: String,
+    services: usize,
+    scaled: &'static str,
+    scale: (&'static str, &'static str),
+    removed: &'static str,
+    runs: usize,
+}
+
+struct Row {
+    label: &'static str,
+    labd_ready: Duration,
+    stack_ready: Duration,
+    labd_change: Duration,
+    stack_change: Duration,
+    labd_drift: Duration,
+}
+
+fn stack_deploy(compose: &Path, stack: &str) {
+    let out = Command::new(DOCKER)
+        .args(["stack", "deploy", "--resolve-image", "never", "-c", compose.to_str().unwrap(), stack])
+        .env("DOCKER_API_VERSION", "1.41")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// labd then `docker stack deploy`: first deploy, a change of replicas, and (labd only) a
+/// service removed by hand until it runs again.
+fn run_case(labs: &Path, case: &Case) -> (Duration, Duration, Duration, Duration, Duration) {
+    let Case { name, lab, compose, services, scaled, scale: (from, to), removed, .. } = case;
+    let changed_lab = lab.replacen(from, to, 1);
+    let want = |to: &str| {
+        let n: String = to.chars().filter(|c| c.is_ascii_digit()).collect();
+        format!("{n}/{n}")
+    };
+    // labd: drop the file, wait for status Ready.
+    redis(&["del", &format!("swarmlab:lab:{name}:status")]);
+    let file = labs.join(format!("{name}.yaml"));
+    let start = Instant::now();
+    std::fs::write(&file, lab).unwrap();
+    wait("labd Ready", Duration::from_secs(180), || status_of(name).contains("\"phase\":\"Ready\""));
+    let labd_ready = start.elapsed();
+    assert!(stack_running(name, *services), "Ready means every task runs");
+    let start = Instant::now();
+    std::fs::write(&file, &changed_lab).unwrap();
+    wait("labd applied the change", Duration::from_secs(180), || service_replicas(&format!("{name}_{scaled}")) == want(to));
+    let labd_change = start.elapsed();
+    let start = Instant::now();
+    docker(&["service", "rm", &format!("{name}_{removed}")]);
+    wait("labd repaired the drift", Duration::from_secs(180), || {
+        let r = service_replicas(&format!("{name}_{removed}"));
+        !r.is_empty() && r.split_once('/').is_some_and(|(a, b)| a == b)
+    });
+    let labd_drift = start.elapsed();
+    std::fs::remove_file(&file).unwrap();
+    wait("labd teardown", Duration::from_secs(120), || stack_gone(name));
+
+    // docker stack deploy of the same thing, until all tasks run; then the same change.
+    let stack = format!("{name}stack");
+    let compose_file = labs.join("compose.yml");
+    std::fs::write(&compose_file, compose).unwrap();
+    let start = Instant::now();
+    stack_deploy(&compose_file, &stack);
+    wait("stack running", Duration::from_secs(180), || stack_running(&stack, *services));
+    let stack_ready = start.elapsed();
+    std::fs::write(&compose_file, compose.replacen(from, to, 1)).unwrap();
+    let start = Instant::now();
+    stack_deploy(&compose_file, &stack);
+    wait("stack changed", Duration::from_secs(180), || service_replicas(&format!("{stack}_{scaled}")) == want(to));
+    let stack_change = start.elapsed();
+    docker(&["stack", "rm", &stack]);
+    wait("stack removal", Duration::from_secs(120), || stack_gone(&stack));
+    std::fs::remove_file(&compose_file).unwrap();
+    (labd_ready, stack_ready, labd_change, stack_change, labd_drift)
+}
+
+/// Docker API calls of one no-op resync and labd's resident memory, with `counts` labs of one
+/// task each running at once.
+fn many_labs(counts: &[usize]) -> Vec<(usize, u64, u64)> {
+    let labs = tempfile::tempdir().unwrap();
+    let labd = Labd::start(&["--labs", labs.path().to_str().unwrap(), "--resync", "5"]);
+    let name = |i: usize| format!("many{i}");
+    let mut made = 0;
+    let mut rows = Vec::new();
+    let field_of_all = |n: usize, key: fn(&str) -> String, field: &str| -> Vec<String> {
+        let keys: Vec<String> = (0..n).map(|i| key(&name(i))).collect();
+        let script = format!("local r = {{}} for i, k in ipairs(KEYS) do r[i] = redis.call('hget', k, '{field}') or '' end return r");
+        let mut args = vec!["--raw".to_string(), "eval".to_string(), script, n.to_string()];
+        args.extend(keys);
+        let out = Command::new("redis-cli").args(&args).output().expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    };
+    let metrics_key = |lab: &str| format!("swarmlab:lab:{lab}:metrics");
+    for &n in counts {
+        for i in made..n {
+            let text = format!(
+                "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: {}}}\nspec:\n  services:\n    web: {{image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"]}}\n",
+                name(i)
+            );
+            redis(&["del", &format!("swarmlab:lab:{}:status", name(i))]);
+            std::fs::write(labs.path().join(format!("{}.yaml", name(i))), text).unwrap();
+        }
+        made = n;
+        wait(&format!("{n} labs Ready"), Duration::from_secs(600), || (0..n).all(|i| status_of(&name(i)).contains("\"phase\":\"Ready\"")));
+        // Two resync rounds: the calls between the end of one and the end of the next.
+        let round = || {
+            let before = field_of_all(n, metrics_key, "reconciles");
+            wait("a resync of every lab", Duration::from_secs(60), || {
+                field_of_all(n, metrics_key, "reconciles").iter().zip(&before).all(|(now, was)| now != was)
+            });
+            std::thread::sleep(Duration::from_millis(500));
+            redis(&["hget", "swarmlab:metrics", "docker_api_calls"]).parse::<u64>().unwrap_or(0)
+        };
+        let first = round();
+        let second = round();
+        let rss_kb = std::fs::read_to_string(format!("/proc/{}/status", labd.0.id()))
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().unwrap_or(0))))
+            .unwrap_or(0);
+        rows.push((n, second - first, rss_kb / 1024));
+    }
+    for i in 0..made {
+        let _ = std::fs::remove_file(labs.path().join(format!("{}.yaml", name(i))));
+    }
+    wait("every lab torn down", Duration::from_secs(600), || (0..made).all(|i| stack_gone(&name(i))));
+    drop(labd);
+    rows
+}
+
 fn main() {
     let labs = tempfile::tempdir().unwrap();
     let labd = Labd::start(&["--labs", labs.path().to_str().unwrap(), "--resync", "5"]);
+    let (coins, coins_compose, coins_services) = dockercoins();
+    let (fifty, fifty_compose, fifty_services) = synthetic("bench50", 20, 50);
+    let cases = [
+        Case {
+            label: "DockerCoins (5 services, 6 tasks)",
+            name: "benchcoins".into(),
+            lab: coins,
+            compose: coins_compose,
+            services: coins_services,
+            scaled: "worker",
+            scale: ("replicas: 2", "replicas: 4"),
+            removed: "rng",
+            runs: 3,
+        },
+        Case {
+            label: "20 services / 50 tasks",
+            name: "bench50".into(),
+            lab: fifty,
+            compose: fifty_compose,
+            services: fifty_services,
+            scaled: "s0",
+            scale: ("replicas: 3", "replicas: 5"),
+            removed: "s1",
+            runs: 1,
+        },
+    ];
     let mut rows = Vec::new();
-    for (label, (lab_yaml, compose, services)) in [
-        ("DockerCoins (5 services, 6 tasks)", dockercoins()),
-        ("20 services / 50 replicas", synthetic("bench50", 20, 50)),
-    ] {
-        let name = lab_yaml.lines().find_map(|l| l.trim().strip_prefix("metadata: {name: ").map(|n| n.trim_end_matches('}').to_string()))
-            .unwrap_or_else(|| "benchcoins".to_string());
-        // labd: drop the file, wait for status Ready.
-        redis(&["del", &format!("swarmlab:lab:{name}:status")]);
-        let file = labs.path().join(format!("{name}.yaml"));
-        let start = Instant::now();
-        std::fs::write(&file, &lab_yaml).unwrap();
-        wait("labd Ready", Duration::from_secs(180), || {
-            redis(&["get", &format!("swarmlab:lab:{name}:status")]).contains("\"phase\":\"Ready\"")
+    for case in &cases {
+        let runs: Vec<_> = (0..case.runs).map(|_| run_case(labs.path(), case)).collect();
+        let pick = |f: fn(&(Duration, Duration, Duration, Duration, Duration)) -> Duration| median(runs.iter().map(f).collect());
+        rows.push(Row {
+            label: case.label,
+            labd_ready: pick(|r| r.0),
+            stack_ready: pick(|r| r.1),
+            labd_change: pick(|r| r.2),
+            stack_change: pick(|r| r.3),
+            labd_drift: pick(|r| r.4),
         });
-        let labd_time = start.elapsed();
-        assert!(stack_running(&name, services), "Ready means every task runs");
-        // One no-op resync (every 5 s here) of the converged lab.
-        std::thread::sleep(Duration::from_secs(2));
-        let reconciles = redis(&["hget", &format!("swarmlab:lab:{name}:metrics"), "reconciles"]);
-        wait("a resync", Duration::from_secs(30), || {
-            redis(&["hget", &format!("swarmlab:lab:{name}:metrics"), "reconciles"]) != reconciles
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        let calls = redis(&["hget", &format!("swarmlab:lab:{name}:metrics"), "last_reconcile_api_calls"]);
-        std::fs::remove_file(&file).unwrap();
-        wait("labd teardown", Duration::from_secs(120), || stack_gone(&name));
-
-        // docker stack deploy of the same thing, until all tasks run.
-        let stack = format!("{name}stack");
-        let compose_file = labs.path().join("compose.yml");
-        std::fs::write(&compose_file, &compose).unwrap();
-        let start = Instant::now();
-        let out = Command::new(DOCKER)
-            .args(["stack", "deploy", "--resolve-image", "never", "-c", compose_file.to_str().unwrap(), &stack])
-            .env("DOCKER_API_VERSION", "1.41")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        wait("stack running", Duration::from_secs(180), || stack_running(&stack, services));
-        let stack_time = start.elapsed();
-        docker(&["stack", "rm", &stack]);
-        wait("stack removal", Duration::from_secs(120), || stack_gone(&stack));
-        std::fs::remove_file(&compose_file).unwrap();
-        rows.push((label, labd_time, stack_time, calls));
     }
     drop(labd);
+    let many = many_labs(&[1, 10, 100]);
     let multinode = multinode_row();
-    println!("\n| lab | labd: file drop → Ready | docker stack deploy → all tasks running | API calls of a no-op resync |");
-    println!("|---|---|---|---|");
-    for (label, l, s, calls) in rows {
-        println!("| {label} | {:.1} s | {:.1} s | {calls} |", l.as_secs_f64(), s.as_secs_f64());
+    println!("\n| lab | labd: file drop → Ready | `docker stack deploy` → all running | ratio | labd: replicas change → running | `docker stack deploy` of the change | labd: `docker service rm` → running again |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {:.2} | {} | {} | {} |",
+            r.label,
+            secs(r.labd_ready),
+            secs(r.stack_ready),
+            r.labd_ready.as_secs_f64() / r.stack_ready.as_secs_f64(),
+            secs(r.labd_change),
+            secs(r.stack_change),
+            secs(r.labd_drift)
+        );
     }
     match multinode {
-        Some(t) => println!("| 20 services / 50 replicas, three nodes | {:.1} s | – | – |", t.as_secs_f64()),
-        None => println!("| 20 services / 50 replicas, three nodes | harness unavailable | – | – |"),
+        Some(t) => println!("| 20 services / 50 tasks, three nodes | {} | – | – | – | – | – |", secs(t)),
+        None => println!("| 20 services / 50 tasks, three nodes | harness unavailable | – | – | – | – | – |"),
+    }
+    println!("\n| labs running (one task each) | Docker API calls of one no-op resync | labd RSS (controller + node agent) |");
+    println!("|---|---|---|");
+    for (n, calls, rss) in many {
+        println!("| {n} | {calls} | {rss} MB |");
     }
 }

@@ -110,6 +110,36 @@ pub struct LabStatus {
     pub updated_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_since: Option<DateTime<Utc>>,
+    /// Where the lab's schedule is (kept here so a restart resumes it, never restarts it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleStatus>,
+}
+
+/// The clock of a lab's schedule.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleStatus {
+    /// Hash of the schedule this clock runs; an edited schedule starts again.
+    pub revision: String,
+    /// Time 0 (`None`: waiting for the lab to be Ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// The last step reached in the current run (1-based; 0: none yet) and the number of steps.
+    pub step: usize,
+    pub steps: usize,
+    pub run: u64,
+    #[serde(default)]
+    pub finished: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_change_at: Option<DateTime<Utc>>,
+    /// What the schedule has in force, for people (`network dht: delay 95ms`).
+    #[serde(default)]
+    pub in_force: String,
+    /// When what is in force last changed, and how long the agents took to apply it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_after_ms: Option<u64>,
 }
 
 impl LabStatus {
@@ -178,6 +208,12 @@ pub enum EventReason {
     Deleting,
     /// No file defines the lab but nothing shows a person removed it: kept.
     Orphaned,
+    /// The schedule put new conditions in force.
+    Step,
+    /// Every agent applied what the schedule put in force (with the time it took).
+    StepApplied,
+    /// The schedule ran to its end.
+    ScheduleFinished,
     /// A reason this labctl does not know (written by a newer labd).
     #[serde(other)]
     Other,
@@ -186,7 +222,14 @@ pub enum EventReason {
 impl EventReason {
     pub fn kind(self) -> EventKind {
         match self {
-            EventReason::Applied | EventReason::Ready | EventReason::FileGone | EventReason::Deleting | EventReason::Other => EventKind::Normal,
+            EventReason::Applied
+            | EventReason::Ready
+            | EventReason::FileGone
+            | EventReason::Deleting
+            | EventReason::Step
+            | EventReason::StepApplied
+            | EventReason::ScheduleFinished
+            | EventReason::Other => EventKind::Normal,
             EventReason::ReconcileFailed | EventReason::DriftRepaired | EventReason::Orphaned => EventKind::Warning,
         }
     }

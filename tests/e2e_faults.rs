@@ -119,36 +119,36 @@ fn redis_down_and_back_empty_changes_nothing_on_the_data_plane() {
 }
 
 #[test]
-fn labd_killed_in_the_middle_of_applying_20_services_finishes_without_removing_anything() {
+fn labd_killed_in_the_middle_of_applying_40_services_finishes_without_removing_anything() {
     let mut lab = Lab::new();
     lab.cleanup.push("fmid".into());
     remove_lab_objects("fmid");
-    let services: String = (0..20).map(|i| format!("    s{i}: {{}}\n")).collect();
+    let services: String = (0..40).map(|i| format!("    s{i}: {{}}\n")).collect();
     lab.write("fmid.yaml", &lab_yaml("fmid", &services));
     lab.start_labd();
-    // Kill it as soon as the first services exist, while it is still creating the rest.
+    // Kill it as soon as it reports the first services created (it creates them in batches),
+    // while it is still creating the rest.
     let start = Instant::now();
     let before = loop {
-        let s = docker_ok(&["service", "ls", "-q", "--filter", "label=com.docker.stack.namespace=fmid"]);
-        if !s.is_empty() {
+        if lab.log_count("create service fmid_") > 0 {
             lab.kill_labd();
             break stack_services("fmid");
         }
         assert!(start.elapsed() < READY, "no service created");
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     };
-    assert!(before.len() < 20, "labd had finished before it was killed; the test shows nothing");
+    assert!(before.len() < 40, "labd had finished before it was killed; the test shows nothing");
     let created: Vec<(String, String)> = before.keys().map(|n| (n.clone(), service_version(n))).collect();
     let started = Instant::now();
     lab.start_labd();
     lab.wait_phase("fmid", "Ready", READY);
     let took = started.elapsed();
-    assert_eq!(stack_services("fmid").len(), 20);
+    assert_eq!(stack_services("fmid").len(), 40);
     for (name, version) in &created {
         assert_eq!(&service_version(name), version, "{name} was updated or recreated");
     }
     assert_eq!(lab.metric("fmid", "actions_remove"), 0);
-    row(&format!("labd SIGKILLed after {} of 20 services, restarted", created.len()), took, "nothing; no service recreated");
+    row(&format!("labd SIGKILLed after {} of 40 services, restarted", created.len()), took, "nothing; no service recreated");
 }
 
 #[test]

@@ -7,19 +7,17 @@ pub mod apply;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListContainersOptions};
-use bollard::Docker;
 use chrono::Utc;
 use futures::StreamExt;
 use redis::AsyncCommands;
 
-use crate::plan::labels;
 use crate::shaping::probe::{probe, Capabilities};
 use crate::shaping::{choose_backend, BackendKind};
 use crate::spec::EffectiveConditions;
 use crate::status::{AttachmentShaping, TaskShaping};
 use crate::shaping::netns::ns_path;
 use crate::store::keys;
+use crate::swarm::{DockerSwarm, LocalTask};
 use apply::Attachment;
 
 #[derive(Debug, Clone)]
@@ -52,7 +50,7 @@ struct Task {
 
 pub struct Agent {
     config: AgentConfig,
-    docker: Docker,
+    swarm: DockerSwarm,
     caps: Capabilities,
     backend: Option<BackendKind>,
     tasks: HashMap<String, Task>,
@@ -71,7 +69,7 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(config: AgentConfig, docker: Docker) -> Agent {
+    pub fn new(config: AgentConfig, swarm: DockerSwarm) -> Agent {
         let caps = probe();
         let backend = choose_backend(&caps, config.forced_backend);
         tracing::info!(netem = caps.netem, tbf = caps.tbf, nfqueue = caps.nfqueue, backend = ?backend, notes = ?caps.notes, "shaping capabilities probed");
@@ -80,7 +78,7 @@ impl Agent {
         }
         Agent {
             config,
-            docker,
+            swarm,
             caps,
             backend,
             tasks: HashMap::new(),
@@ -100,20 +98,13 @@ impl Agent {
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let (wake_tx, mut wake) = tokio::sync::mpsc::channel::<()>(1);
-        let docker = self.docker.clone();
+        let swarm = self.swarm.clone();
         // Container starts wake a pass at once. The stream ends when dockerd restarts: it is
         // opened again with backoff, and each reopening wakes a pass too.
         let watcher = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(250);
             loop {
-                let events = docker.events(Some(EventsOptions {
-                    filters: Some(HashMap::from([
-                        ("type".to_string(), vec!["container".to_string()]),
-                        ("event".to_string(), vec!["start".to_string()]),
-                        ("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)]),
-                    ])),
-                    ..Default::default()
-                }));
+                let events = swarm.local_task_starts();
                 futures::pin_mut!(events);
                 let _ = wake_tx.try_send(());
                 while let Some(Ok(_)) = events.next().await {
@@ -197,16 +188,7 @@ impl Agent {
     }
 
     async fn discover(&mut self) -> Result<(), String> {
-        let filters = HashMap::from([
-            ("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)]),
-            ("status".to_string(), vec!["running".to_string()]),
-        ]);
-        let list = self
-            .docker
-            .list_containers(Some(ListContainersOptions { filters: Some(filters), ..Default::default() }))
-            .await
-            .map_err(|e| format!("list containers: {e}"))?;
-        let running: HashSet<String> = list.iter().filter_map(|c| c.id.clone()).collect();
+        let running: HashSet<String> = self.swarm.local_task_ids().await.map_err(|e| e.to_string())?.into_iter().collect();
         // A task whose pid is no longer in the namespace it was found in restarted (or its pid
         // was reused): look it up again, and forget what was applied in the old namespace.
         self.tasks.retain(|id, t| running.contains(id) && std::fs::read_link(ns_path(t.pid)).is_ok_and(|ns| ns == t.netns));
@@ -218,23 +200,9 @@ impl Agent {
             if self.tasks.contains_key(&id) {
                 continue;
             }
-            let Ok(info) = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await else { continue };
-            let Some(pid) = info.state.and_then(|s| s.pid).filter(|p| *p > 0) else { continue };
-            let Ok(netns) = std::fs::read_link(ns_path(pid)) else { continue };
-            let labels_of = info.config.and_then(|c| c.labels).unwrap_or_default();
-            let Some(lab) = labels::owner(&labels_of).map(str::to_string) else { continue };
-            let service = labels_of.get(labels::MEMBER).cloned().unwrap_or_default();
-            let prefix = format!("{lab}_");
-            let networks = info
-                .network_settings
-                .and_then(|n| n.networks)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|(name, ep)| {
-                    let short = name.strip_prefix(&prefix)?.to_string();
-                    Some((short, ep.mac_address.unwrap_or_default(), ep.ip_address.unwrap_or_default()))
-                })
-                .collect();
+            let Some(found) = self.swarm.local_task(&id).await else { continue };
+            let Ok(netns) = std::fs::read_link(ns_path(found.pid)) else { continue };
+            let LocalTask { lab, service, pid, networks, .. } = found;
             self.tasks.insert(id, Task { lab, service, pid, netns, inherited, networks });
         }
         Ok(())

@@ -118,7 +118,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let swarm = DockerSwarm::connect(cli.docker_host.as_deref()).await.context("connecting to Docker")?;
     if matches!(cli.command, Some(Cmd::Agent)) {
-        let agent = Agent::new(agent_config(&cli), swarm.docker().clone());
+        let agent = Agent::new(agent_config(&cli), swarm.clone());
         agent.run(shutdown_signal()).await;
         return Ok(ExitCode::SUCCESS);
     }
@@ -139,7 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The node agent shapes this node's tasks whoever leads: losing the lease (or Redis) must
     // not change the data plane.
     let agent_task = (!cli.no_agent).then(|| {
-        let agent = Agent::new(agent_config(&cli), swarm.docker().clone());
+        let agent = Agent::new(agent_config(&cli), swarm.clone());
         tokio::spawn(agent.run(stopped(&stop_rx)))
     });
     let store = RedisStore::new(&cli.redis).with_context(|| format!("bad redis URL {}", cli.redis))?;

@@ -3,6 +3,7 @@
 //! back, so a slow lab never blocks another.
 
 pub mod cache;
+pub mod clock;
 pub mod deletion;
 #[cfg(test)]
 pub mod fakes;

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::plan::{desired_lab, diff, teardown, Action, ActionKind, DesiredLab, Observed, Plan};
+use crate::plan::{desired_lab, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, Observed, Plan, Shaping};
 use crate::spec::{Diagnostic, ValidLab};
-use crate::status::{condition_types as ct, EventReason, LabStatus, Phase, ServiceStatus};
+use crate::status::{condition_types as ct, EventReason, LabStatus, Phase, ScheduleStatus, ServiceStatus};
 use crate::store::LabStore;
 use crate::swarm::{Swarm, SwarmError};
 
+use super::clock;
 use super::verdict::{self, Findings, ShapingState};
 
 /// What the controller asks of one reconcile.
@@ -141,6 +142,20 @@ pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, t
     };
     if let Ok(requeue) = &mut outcome.result {
         *requeue = requeue_of(&outcome.status, outcome.gone, poll);
+        // The schedule's next change, or its start now that the lab is Ready.
+        if let Some(s) = outcome.status.schedule.as_ref().filter(|_| outcome.status.phase != Phase::Deleting) {
+            let wake = match (s.started_at, s.next_change_at) {
+                (None, _) if outcome.status.ready_since.is_some() => Some(Duration::ZERO),
+                (_, Some(at)) => Some((at - Utc::now()).to_std().unwrap_or(Duration::ZERO)),
+                _ => None,
+            };
+            if let Some(wake) = wake {
+                *requeue = match *requeue {
+                    Requeue::After(d) if d <= wake => Requeue::After(d),
+                    _ => Requeue::After(wake),
+                };
+            }
+        }
     }
     outcome
 }
@@ -231,7 +246,10 @@ async fn apply<S: Swarm>(
     };
     status.revision = lab.revision.clone();
     let desired = desired_lab(&lab.lab);
-    publish_shaping(store, &desired);
+    // The schedule's clock runs in labd: the agents get the conditions in force, never time.
+    let tick = lab.lab.spec.schedule.as_ref().map(|s| clock::tick(s, status.schedule.as_ref(), status.ready_since.is_some(), now));
+    let shaping = shaping_in_force(&desired, tick.as_ref().and_then(|t| t.in_force.as_ref()));
+    publish_shaping(store, &desired.lab, &shaping);
     let plan = diff(&desired, observed);
     let was_running = |short: &str| status.services.get(short).is_some_and(|s| s.running > 0);
     let vanished = plan
@@ -301,17 +319,44 @@ async fn apply<S: Swarm>(
         not_running,
         failing_tasks,
         down_nodes: observed.down_nodes.clone(),
-        shaping: shaping_condition(store, &desired, observed).await,
+        shaping: shaping_condition(store, &desired, &shaping, observed).await,
     };
-    let status = verdict::derive(status, &findings, now);
+    let mut status = verdict::derive(status, &findings, now);
+    status.schedule = tick.map(|t| schedule_events(store, name, t, &findings.shaping, now));
     let result = if swarm_errors.is_empty() { Ok(Requeue::AwaitChange) } else { Err(ReconcileError::Actions(swarm_errors)) };
     Outcome { status, actions, result, gone: false, drift }
 }
 
 
+/// Records the schedule's steps as events: a new set of conditions in force, the time the
+/// agents took to apply it, the end of the schedule.
+fn schedule_events(store: &impl LabStore, lab: &str, tick: clock::Tick, shaping: &ShapingState, now: chrono::DateTime<Utc>) -> ScheduleStatus {
+    let mut s = tick.status;
+    if tick.in_force.is_none() {
+        return s;
+    }
+    if tick.changed {
+        let message = format!("step {}/{} (run {}): {}", s.step, s.steps, s.run, s.in_force);
+        tracing::info!(lab, step = s.step, run = s.run, in_force = %s.in_force, "schedule step");
+        store.event(lab, event(EventReason::Step, message));
+        if s.finished {
+            store.event(lab, event(EventReason::ScheduleFinished, format!("the schedule ran to its end; in force: {}", s.in_force)));
+        }
+    }
+    if s.applied_after_ms.is_none() && matches!(shaping, ShapingState::Done(_)) {
+        let took = s.changed_at.map(|t| (now - t).num_milliseconds().max(0) as u64).unwrap_or(0);
+        s.applied_after_ms = Some(took);
+        store.event(lab, event(EventReason::StepApplied, format!("step {}/{} applied on every task {:.1}s after its time", s.step, s.steps, took as f64 / 1000.0)));
+    }
+    s
+}
+
 /// Compares what the agents report with the running tasks of services that have conditions.
-async fn shaping_condition(store: &impl LabStore, desired: &DesiredLab, observed: &Observed) -> ShapingState {
-    let shaped: Vec<&crate::plan::DesiredService> = desired.services.iter().filter(|s| !s.shaping.is_empty()).collect();
+/// A report counts only once it carries what is in force now (an older one says nothing about
+/// a change just published).
+async fn shaping_condition(store: &impl LabStore, desired: &DesiredLab, in_force: &Shaping, observed: &Observed) -> ShapingState {
+    let in_force_of = |service: &str, network: &str| in_force.get(service).and_then(|n| n.get(network)).cloned().unwrap_or_default();
+    let shaped: Vec<&crate::plan::DesiredService> = desired.services.iter().filter(|s| in_force.contains_key(&s.short_name)).collect();
     if shaped.is_empty() {
         return ShapingState::Done("no conditions".into());
     }
@@ -339,7 +384,8 @@ async fn shaping_condition(store: &impl LabStore, desired: &DesiredLab, observed
             (!why.is_empty()).then(|| format!("{} {} on {}: {}", r.service, r.container, a.network, why.join(", ")))
         })
         .collect();
-    let done = relevant.iter().filter(|r| r.converged()).count() as u64;
+    let current = |r: &crate::status::TaskShaping| r.attachments.iter().all(|a| a.desired == in_force_of(&r.service, &a.network));
+    let done = relevant.iter().filter(|r| r.converged() && current(r)).count() as u64;
     let backends: std::collections::BTreeSet<String> =
         relevant.iter().flat_map(|r| r.attachments.iter().filter_map(|a| a.backend.map(|b| b.to_string()))).collect();
     let backends = backends.into_iter().collect::<Vec<_>>().join(", ");
@@ -353,11 +399,10 @@ async fn shaping_condition(store: &impl LabStore, desired: &DesiredLab, observed
 }
 
 
-/// Desired shaping per service and network, for the node agents.
-fn publish_shaping(store: &impl LabStore, desired: &DesiredLab) {
-    let shaping: BTreeMap<&str, _> = desired.services.iter().filter(|s| !s.shaping.is_empty()).map(|s| (s.short_name.as_str(), &s.shaping)).collect();
-    let json = (!shaping.is_empty()).then(|| serde_json::to_string(&shaping).unwrap_or_default());
-    store.put_shaping(&desired.lab, json);
+/// The conditions in force per service and network, for the node agents.
+fn publish_shaping(store: &impl LabStore, lab: &str, shaping: &Shaping) {
+    let json = (!shaping.is_empty()).then(|| serde_json::to_string(shaping).unwrap_or_default());
+    store.put_shaping(lab, json);
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::labels;
-use crate::spec::{EffectiveConditions, EndpointMode, Lab, Mode, Port, Service};
+use crate::spec::{EffectiveConditions, EndpointMode, InForce, Lab, Mode, Port, Service};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredNetwork {
@@ -187,4 +187,27 @@ impl DesiredService {
     pub fn network_targets(&self) -> impl Iterator<Item = &str> {
         self.networks.iter().map(|n| n.target.as_str())
     }
+}
+
+/// Conditions per service short name, then per network short name: what the agents apply.
+pub type Shaping = BTreeMap<String, BTreeMap<String, EffectiveConditions>>;
+
+/// The conditions in force on every attachment: the static ones, under what the schedule puts
+/// in force (if it runs), with `down` turned into what the backends apply. Attachments with
+/// nothing in force are left out.
+pub fn shaping_in_force(desired: &DesiredLab, schedule: Option<&InForce>) -> Shaping {
+    let prefix = format!("{}_", desired.lab);
+    let mut out = Shaping::new();
+    for svc in &desired.services {
+        for attachment in &svc.networks {
+            let net = attachment.target.strip_prefix(&prefix).unwrap_or(&attachment.target);
+            let fixed = svc.shaping.get(net).cloned().unwrap_or_default();
+            let scheduled = schedule.and_then(|s| s.for_attachment(&svc.short_name, net));
+            let conditions = scheduled.map_or(fixed.clone(), |over| over.or(fixed)).normalized();
+            if !conditions.is_empty() {
+                out.entry(svc.short_name.clone()).or_default().insert(net.to_string(), conditions);
+            }
+        }
+    }
+    out
 }

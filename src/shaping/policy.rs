@@ -37,18 +37,20 @@ impl Policy {
     }
 
     pub fn decide(&mut self, now: Instant) -> Fate {
-        let c = self.conditions.clone();
-        if self.chance(c.loss) {
+        // Destructured: a new field must be placed here to compile (rate is the token
+        // bucket's, in front of this policy).
+        let EffectiveConditions { delay, jitter, loss, rate: _, corrupt, duplicate, reorder, down: _ } = self.conditions.clone();
+        if self.chance(loss) {
             return Fate::Drop;
         }
-        let corrupt = self.chance(c.corrupt);
-        let duplicate = self.chance(c.duplicate);
-        let delay = c.delay.map(|d| d.as_std()).unwrap_or_default();
+        let corrupt = self.chance(corrupt);
+        let duplicate = self.chance(duplicate);
+        let delay = delay.map(|d| d.as_std()).unwrap_or_default();
         // netem's reorder: a share of packets skips the delay and overtakes the queue.
-        if !delay.is_zero() && self.chance(c.reorder) {
+        if !delay.is_zero() && self.chance(reorder) {
             return Fate::Release { at: now, corrupt, duplicate, reordered: true };
         }
-        let jitter = c.jitter.map(|j| j.as_std()).unwrap_or_default();
+        let jitter = jitter.map(|j| j.as_std()).unwrap_or_default();
         let mut wait = delay;
         if !jitter.is_zero() {
             let spread = jitter.as_secs_f64();

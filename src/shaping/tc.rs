@@ -5,7 +5,10 @@ use crate::spec::EffectiveConditions;
 
 /// Fields the netem qdisc carries (everything but rate, which tbf carries below it).
 pub fn has_netem_fields(c: &EffectiveConditions) -> bool {
-    c.delay.is_some() || c.jitter.is_some() || c.loss.is_some() || c.corrupt.is_some() || c.duplicate.is_some() || c.reorder.is_some()
+    // Destructured: a new field must be placed here (netem's or not) to compile. `down` is
+    // loss 100% by the time conditions reach an agent.
+    let EffectiveConditions { delay, jitter, loss, rate: _, corrupt, duplicate, reorder, down: _ } = c;
+    delay.is_some() || jitter.is_some() || loss.is_some() || corrupt.is_some() || duplicate.is_some() || reorder.is_some()
 }
 
 /// `tc qdisc replace dev IF root handle 1: netem …` for the netem backend. Every field is
@@ -13,16 +16,17 @@ pub fn has_netem_fields(c: &EffectiveConditions) -> bool {
 /// and rate of the previous request when the new one does not mention them (found on a real
 /// 6.1 kernel, tests/netem_uml.rs), so an edit that drops a field must say "0".
 pub fn netem_args(dev: &str, c: &EffectiveConditions) -> Vec<String> {
+    let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down: _ } = c;
     let mut a: Vec<String> = ["qdisc", "replace", "dev", dev, "root", "handle", "1:", "netem"].map(String::from).to_vec();
-    a.extend(["delay".into(), format!("{}us", c.delay.unwrap_or_default().micros)]);
-    if let Some(j) = c.jitter {
+    a.extend(["delay".into(), format!("{}us", delay.unwrap_or_default().micros)]);
+    if let Some(j) = jitter {
         a.push(format!("{}us", j.micros));
     }
-    for (name, p) in [("loss", c.loss), ("corrupt", c.corrupt), ("duplicate", c.duplicate), ("reorder", c.reorder)] {
+    for (name, p) in [("loss", loss), ("corrupt", corrupt), ("duplicate", duplicate), ("reorder", reorder)] {
         a.extend([name.to_string(), format!("{}%", p.map(|p| p.0).unwrap_or(0.0))]);
     }
     // netem's own rate: one qdisc carries everything, no child needed; 0 turns it off.
-    a.extend(["rate".into(), format!("{}bit", c.rate.map(|r| r.bits_per_sec).unwrap_or(0))]);
+    a.extend(["rate".into(), format!("{}bit", rate.map(|r| r.bits_per_sec).unwrap_or(0))]);
     a
 }
 
@@ -59,6 +63,7 @@ pub fn read_netem(json: &str) -> Option<EffectiveConditions> {
         duplicate: percent(num(&["duplicate", "duplicate"])),
         reorder: percent(num(&["reorder", "reorder"])),
         rate: (rate > 0.0).then(|| Rate { bits_per_sec: (rate * 8.0).round() as u64 }),
+        down: None,
     })
 }
 

@@ -64,6 +64,9 @@ pub struct LabSpec {
     /// Services by short name; Swarm names them `<lab>_<name>`.
     #[serde(default)]
     pub services: BTreeMap<String, Service>,
+    /// Condition changes over time (an experiment): steps, ramps, flapping, repeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<super::schedule::Schedule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -104,6 +107,9 @@ pub struct Conditions {
     pub duplicate: Option<Percent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reorder: Option<Percent>,
+    /// No traffic at all: every packet leaving the attachment is dropped (loss 100%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]

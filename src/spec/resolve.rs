@@ -26,11 +26,38 @@ pub struct EffectiveConditions {
     pub duplicate: Option<Percent>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reorder: Option<Percent>,
+    /// Only in what labd computes: published to the agents as loss 100% ([`Self::normalized`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down: Option<bool>,
 }
 
 impl EffectiveConditions {
     pub fn is_empty(&self) -> bool {
         *self == EffectiveConditions::default()
+    }
+
+    /// Each field from `self`, or from `lower` where `self` does not set it.
+    pub fn or(self, lower: EffectiveConditions) -> EffectiveConditions {
+        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down } = self;
+        EffectiveConditions {
+            delay: delay.or(lower.delay),
+            jitter: jitter.or(lower.jitter),
+            loss: loss.or(lower.loss),
+            rate: rate.or(lower.rate),
+            corrupt: corrupt.or(lower.corrupt),
+            duplicate: duplicate.or(lower.duplicate),
+            reorder: reorder.or(lower.reorder),
+            down: down.or(lower.down),
+        }
+    }
+
+    /// What the agents apply: `down` becomes loss 100% (both backends drop every packet);
+    /// `down: false` is just up.
+    pub fn normalized(self) -> EffectiveConditions {
+        match self.down {
+            Some(true) => EffectiveConditions { loss: Some(Percent(100.0)), down: None, ..self },
+            _ => EffectiveConditions { down: None, ..self },
+        }
     }
 
     /// Conditions from `(field, value)` pairs written as in a lab file, e.g.
@@ -47,6 +74,7 @@ impl EffectiveConditions {
                 "corrupt" => c.corrupt = Some(value.parse().map_err(bad)?),
                 "duplicate" => c.duplicate = Some(value.parse().map_err(bad)?),
                 "reorder" => c.reorder = Some(value.parse().map_err(bad)?),
+                "down" => c.down = Some(value.parse().map_err(|_| format!("{field}: expected true or false"))?),
                 other => return Err(format!("unknown condition field `{other}`")),
             }
         }
@@ -60,17 +88,18 @@ impl EffectiveConditions {
 /// layer that names one. So the preset always has the lowest precedence.
 pub fn resolve_conditions(layers: &[Option<&Conditions>]) -> EffectiveConditions {
     let layers: Vec<&Conditions> = layers.iter().flatten().copied().collect();
-    let first = |get: fn(&Conditions) -> Option<Percent>| layers.iter().find_map(|c| get(c));
-    let first_duration = |get: fn(&Conditions) -> Option<Duration>| layers.iter().find_map(|c| get(c));
+    let set = layers.iter().map(|c| c.fields()).fold(EffectiveConditions::default(), EffectiveConditions::or);
     let preset = layers.iter().find_map(|c| c.preset).map(Preset::values);
-    EffectiveConditions {
-        delay: first_duration(|c| c.delay).or(preset.map(|p| p.delay)),
-        jitter: first_duration(|c| c.jitter).or(preset.and_then(|p| p.jitter)),
-        rate: layers.iter().find_map(|c| c.rate).or(preset.map(|p| p.rate)),
-        loss: first(|c| c.loss),
-        corrupt: first(|c| c.corrupt),
-        duplicate: first(|c| c.duplicate),
-        reorder: first(|c| c.reorder),
+    let from_preset = preset.map(|p| EffectiveConditions { delay: Some(p.delay), jitter: p.jitter, rate: Some(p.rate), ..Default::default() });
+    set.or(from_preset.unwrap_or_default())
+}
+
+impl Conditions {
+    /// The fields this layer sets itself (its preset aside).
+    pub fn fields(&self) -> EffectiveConditions {
+        // Destructured, not accessed: a field added to one struct and not the other fails here.
+        let Conditions { preset: _, delay, jitter, loss, rate, corrupt, duplicate, reorder, down } = self.clone();
+        EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down }
     }
 }
 

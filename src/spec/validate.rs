@@ -311,7 +311,106 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
         }
         check_networks(networks, &base, svc.get("networks"), &mut out);
     }
+    if let Some(schedule) = doc.pointer("/spec/schedule") {
+        check_schedule(schedule, networks, services, &mut out);
+    }
     out
+}
+
+/// Steps in order, on targets the lab defines, each saying one thing; ramps that end; runs
+/// that know how long they last.
+fn check_schedule(schedule: &Value, networks: &serde_json::Map<String, Value>, services: &serde_json::Map<String, Value>, out: &mut Vec<Finding>) {
+    let base = "/spec/schedule";
+    let micros = |v: Option<&Value>| v.and_then(Value::as_str).and_then(|t| t.parse::<Duration>().ok()).map(|d| d.micros);
+    if let Some(text) = schedule.get("startAt").and_then(Value::as_str) {
+        if chrono::DateTime::parse_from_rfc3339(text).is_err() {
+            out.push(Finding::value(format!("{base}/startAt"), format!("`{text}` is not an RFC 3339 time (e.g. 2026-11-25T10:00:00Z)")));
+        }
+    }
+    let repeats = schedule.get("repeat").and_then(Value::as_u64).is_some_and(|n| n > 1);
+    let looped = schedule.get("loop").and_then(Value::as_bool) == Some(true);
+    if looped && schedule.get("repeat").is_some() {
+        out.push(Finding::key(format!("{base}/repeat"), "`repeat` and `loop: true` exclude each other"));
+    }
+    if (repeats || looped) && schedule.get("period").is_none() {
+        out.push(Finding::key(base, "a schedule that runs more than once needs `period` (how long one run lasts)"));
+    }
+    let mut last_at = 0;
+    for (i, step) in schedule.get("steps").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let at_ptr = format!("{base}/steps/{i}");
+        if let Some(at) = micros(step.get("at")) {
+            if at < last_at {
+                out.push(Finding::value(format!("{at_ptr}/at"), "steps must be in order of `at`: this one comes before the step above it"));
+            }
+            last_at = last_at.max(at);
+        }
+        for (field, defined) in [("network", networks), ("service", services)] {
+            let Some(name) = step.get(field).and_then(Value::as_str) else { continue };
+            if !defined.contains_key(name) && !(field == "network" && name == DEFAULT_NETWORK) {
+                let hint = did_you_mean(name, defined.keys().map(String::as_str)).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                out.push(Finding::value(format!("{at_ptr}/{field}"), format!("{field} `{name}` is not defined in spec.{field}s{hint}")));
+            }
+        }
+        if step.get("network").is_none() && step.get("service").is_none() {
+            out.push(Finding::key(at_ptr.clone(), "a step needs a target: `network`, `service`, or both (one attachment)"));
+        }
+        let says: Vec<&str> = ["conditions", "restore", "ramp", "flap"].into_iter().filter(|k| step.get(*k).is_some()).collect();
+        if says.is_empty() {
+            out.push(Finding::key(at_ptr.clone(), "a step needs `conditions`, `restore: true`, `ramp` or `flap`"));
+        }
+        if says.contains(&"restore") && says.len() > 1 {
+            out.push(Finding::key(format!("{at_ptr}/restore"), "`restore` returns the target to its static conditions: it cannot come with other changes"));
+        }
+        if let Some(flap) = step.get("flap") {
+            if micros(flap.get("up")) == Some(0) || micros(flap.get("down")) == Some(0) {
+                out.push(Finding::value(format!("{at_ptr}/flap"), "`up` and `down` must both be longer than 0"));
+            }
+        }
+        if let Some(ramp) = step.get("ramp") {
+            check_ramp(ramp, &format!("{at_ptr}/ramp"), looped, out);
+        }
+    }
+}
+
+fn check_ramp(ramp: &Value, at: &str, looped: bool, out: &mut Vec<Finding>) {
+    let has = |k: &str| ramp.get(k).is_some();
+    let fields_of = |k: &str| -> BTreeSet<String> {
+        ramp.get(k).and_then(Value::as_object).map(|o| o.keys().filter(|f| *f != "preset").cloned().collect()).unwrap_or_default()
+    };
+    let (goal, form) = if has("to") || has("over") || has("steps") {
+        for k in ["to", "over", "steps"] {
+            if !has(k) {
+                out.push(Finding::key(at.to_string(), format!("a ramp with `to`, `over` and `steps` needs all three (`{k}` is missing)")));
+            }
+        }
+        ("to", "from … to")
+    } else {
+        if !has("by") || !has("every") {
+            out.push(Finding::key(at.to_string(), "a ramp needs `to`, `over` and `steps`, or `by` and `every` (and `until`)"));
+        }
+        if !has("until") {
+            let message = if looped {
+                "a ramp by `by` every `every` needs `until`, its limit, even in a loop (each run starts over)"
+            } else {
+                "this ramp never ends: give it `until` (its limit), or use `to`, `over` and `steps`"
+            };
+            out.push(Finding::key(at.to_string(), message));
+        }
+        ("until", "by … until")
+    };
+    let from = fields_of("from");
+    for k in [goal, "by"] {
+        if !has(k) {
+            continue;
+        }
+        let other = fields_of(k);
+        for missing in from.symmetric_difference(&other) {
+            out.push(Finding::value(format!("{at}/{k}"), format!("`{missing}` must be in both `from` and `{k}` of a {form} ramp")));
+        }
+    }
+    for field in from.iter().filter(|f| matches!(f.as_str(), "reorder" | "down")) {
+        out.push(Finding::value(format!("{at}/from/{field}"), format!("`{field}` cannot be ramped; set it with a step's `conditions`")));
+    }
 }
 
 /// Labels that would override the ownership labels are refused wherever labels are accepted.

@@ -2,9 +2,11 @@
 //! controller does not know about HTTP, and one implementation over bollard.
 
 mod docker;
+mod local;
 pub mod spec;
 
 pub use docker::DockerSwarm;
+pub use local::LocalTask;
 
 use std::future::Future;
 

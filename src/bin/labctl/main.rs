@@ -75,6 +75,9 @@ enum Command {
         interval: u32,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
+        /// Docker daemon of the task's node (default: the local socket, or DOCKER_HOST).
+        #[arg(long, env = "DOCKER_HOST")]
+        docker_host: Option<String>,
     },
     /// Print the JSON Schema of the Lab resource.
     Schema,
@@ -98,7 +101,9 @@ async fn main() -> ExitCode {
         Command::Status { lab, output, watch } => status::run(&cli.redis, lab.as_deref(), output, watch).await,
         Command::Describe { lab } => describe::run(&cli.redis, &lab).await,
         Command::Diff { dir, docker_host } => diff::run(&dir, docker_host.as_deref()).await,
-        Command::Probe { lab, service, to, count, interval, output } => probe::run(&cli.redis, &lab, &service, to, count, interval, output).await,
+        Command::Probe { lab, service, to, count, interval, output, docker_host } => {
+            probe::run(&cli.redis, docker_host.as_deref(), &lab, &service, to, count, interval, output).await
+        }
     };
     match result {
         Ok(code) => code,

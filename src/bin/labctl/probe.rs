@@ -9,26 +9,14 @@ use crate::common::*;
 use crate::Output;
 
 
-pub async fn run(url: &str, lab: &str, service: &str, to: Vec<String>, count: u32, interval: u32, output: Output) -> anyhow::Result<ExitCode> {
+pub async fn run(url: &str, docker_host: Option<&str>, lab: &str, service: &str, to: Vec<String>, count: u32, interval: u32, output: Output) -> anyhow::Result<ExitCode> {
     use swarmlab::shaping::measure::{ping, resolve};
     let full = format!("{lab}_{service}");
-    let docker = bollard::Docker::connect_with_local_defaults()?.negotiate_version().await?;
-    let filters = std::collections::HashMap::from([
-        ("label".to_string(), vec![format!("com.docker.swarm.service.name={full}")]),
-        ("status".to_string(), vec!["running".to_string()]),
-    ]);
-    let containers = docker
-        .list_containers(Some(bollard::query_parameters::ListContainersOptions { filters: Some(filters), ..Default::default() }))
-        .await?;
-    let Some(id) = containers.first().and_then(|c| c.id.clone()) else {
+    let swarm = swarmlab::swarm::DockerSwarm::connect(docker_host).await?;
+    let Some(task) = swarm.local_task_of(lab, service).await? else {
         anyhow::bail!("no running task of {full} on this node: run `labctl probe` on a node that has one (`docker service ps {full}`)");
     };
-    let pid = docker
-        .inspect_container(&id, None::<bollard::query_parameters::InspectContainerOptions>)
-        .await?
-        .state
-        .and_then(|s| s.pid)
-        .context("the task has no pid")?;
+    let (id, pid) = (task.container, task.pid);
     let targets = if to.is_empty() {
         let mut r = reader(url).await?;
         let status = r.status(lab).await?.with_context(|| format!("no status for lab `{lab}`; name targets with --to"))?;

@@ -1,0 +1,132 @@
+//! The clock of a lab's schedule: when its time 0 was, what it puts in force now, and when
+//! that changes next. Pure: the start time lives in the lab's status, so after a labd restart
+//! or a change of leader the schedule resumes where it was.
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::spec::{InForce, Schedule};
+use crate::status::ScheduleStatus;
+
+/// One look at the clock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tick {
+    pub status: ScheduleStatus,
+    /// What the schedule puts in force (`None`: it has not started).
+    pub in_force: Option<InForce>,
+    /// What is in force differs from the last look (a step came).
+    pub changed: bool,
+}
+
+fn revision_of(schedule: &Schedule) -> String {
+    hex::encode(&Sha256::digest(serde_json::to_vec(schedule).unwrap_or_default())[..8])
+}
+
+fn describe(in_force: &InForce) -> String {
+    if in_force.overrides.is_empty() {
+        return "static conditions".into();
+    }
+    let parts: Vec<String> = in_force
+        .overrides
+        .iter()
+        .map(|(target, c)| {
+            let text = serde_json::to_value(c)
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .map(|o| o.iter().map(|(k, v)| format!("{k} {}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default();
+            format!("{target}: {text}")
+        })
+        .collect();
+    parts.join("; ")
+}
+
+/// Reads the clock. `ready`: the lab is Ready now (time 0 when the schedule has no `startAt`).
+pub fn tick(schedule: &Schedule, previous: Option<&ScheduleStatus>, ready: bool, now: DateTime<Utc>) -> Tick {
+    let revision = revision_of(schedule);
+    // The same schedule keeps its clock; an edited one starts again.
+    let same = previous.filter(|p| p.revision == revision);
+    let start_at = schedule.start_at.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc));
+    let started_at = same.and_then(|p| p.started_at).or(start_at).or(ready.then_some(now));
+    let steps = schedule.steps.len();
+    let waiting = |next_change_at| Tick {
+        status: ScheduleStatus { revision: revision.clone(), started_at, steps, next_change_at, in_force: "waiting for the start".into(), ..Default::default() },
+        in_force: None,
+        changed: false,
+    };
+    let Some(start) = started_at else { return waiting(None) };
+    let Ok(elapsed) = (now - start).to_std() else { return waiting(Some(start)) };
+    let in_force = schedule.at(elapsed);
+    let text = describe(&in_force);
+    let changed = same.is_none_or(|p| (p.run, p.step, p.in_force.as_str()) != (in_force.run, in_force.step, text.as_str()));
+    let next_change_at = in_force.next_change.and_then(|n| chrono::Duration::from_std(n).ok()).map(|n| start + n);
+    let (changed_at, applied_after_ms) = match same {
+        Some(p) if !changed => (p.changed_at, p.applied_after_ms),
+        _ => (Some(now), None),
+    };
+    let status = ScheduleStatus {
+        revision,
+        started_at,
+        step: in_force.step,
+        steps,
+        run: in_force.run,
+        finished: in_force.finished,
+        next_change_at,
+        in_force: text,
+        changed_at,
+        applied_after_ms,
+    };
+    Tick { status, in_force: Some(in_force), changed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp() -> Schedule {
+        let yaml = "steps:\n- at: 10s\n  network: dht\n  conditions: {delay: 50ms}\n- at: 20s\n  network: dht\n  conditions: {delay: 100ms}\n";
+        serde_json::from_value(serde_yaml_ng::from_str(yaml).unwrap()).unwrap()
+    }
+
+    fn at(t0: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
+        t0 + chrono::Duration::seconds(secs)
+    }
+
+    #[test]
+    fn the_clock_starts_when_the_lab_is_ready_and_survives_a_restart() {
+        let t0 = Utc::now();
+        let s = ramp();
+        let before = tick(&s, None, false, t0);
+        assert!(before.in_force.is_none() && before.status.started_at.is_none());
+        let first = tick(&s, Some(&before.status), true, t0);
+        assert_eq!(first.status.started_at, Some(t0));
+        assert_eq!(first.status.next_change_at, Some(at(t0, 10)));
+        // A restarted labd reads the status back: the clock keeps its time 0, even if the lab
+        // is not Ready at that moment.
+        let restored: ScheduleStatus = serde_json::from_str(&serde_json::to_string(&first.status).unwrap()).unwrap();
+        let later = tick(&s, Some(&restored), false, at(t0, 25));
+        assert_eq!((later.status.step, later.status.started_at), (2, Some(t0)));
+        assert_eq!(later.status.in_force, "network dht: delay \"100ms\"".replace('"', ""));
+        assert!(later.changed, "a step came since the last look");
+        let again = tick(&s, Some(&later.status), true, at(t0, 26));
+        assert!(!again.changed);
+        assert_eq!(again.status.changed_at, later.status.changed_at);
+    }
+
+    #[test]
+    fn an_edited_schedule_starts_again_and_a_future_start_waits() {
+        let t0 = Utc::now();
+        let s = ramp();
+        let running = tick(&s, None, true, t0);
+        let mut edited = s.clone();
+        edited.steps[1].at = "30s".parse().unwrap();
+        let restarted = tick(&edited, Some(&running.status), true, at(t0, 15));
+        assert_eq!(restarted.status.started_at, Some(at(t0, 15)));
+        assert_eq!(restarted.status.step, 0);
+        let mut later = s.clone();
+        later.start_at = Some(at(t0, 3600).to_rfc3339());
+        let waiting = tick(&later, None, true, t0);
+        assert!(waiting.in_force.is_none());
+        assert_eq!(waiting.status.next_change_at, Some(at(t0, 3600)));
+    }
+}

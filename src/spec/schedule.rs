@@ -1,0 +1,454 @@
+//! Experiments over time: the `schedule` of a lab, and what it puts in force at elapsed time t.
+//! Pure data and a pure function: labd evaluates it against the schedule's start (kept in the
+//! lab's status, so a restart resumes where it was) and publishes the conditions in force; the
+//! node agents know nothing of time.
+//!
+//! Semantics, where the issue left them open:
+//! - Time 0 is the first time the lab is Ready (or `startAt`). Steps are relative to it.
+//! - A step targets a network (every attachment to it), a service (every attachment of it) or
+//!   one attachment (both). What a step sets overrides the static conditions of its target,
+//!   field by field, until a later step on the same target; `restore: true` returns the target
+//!   to its static conditions. Where several targets cover one attachment, the attachment's
+//!   step wins over the service's, which wins over the network's (as the static levels).
+//! - A ramp changes fields from `from` to `to` in `steps` equal steps over `over` (or by `by`
+//!   every `every` until `until`), then holds `to`.
+//! - A flap alternates `up` (the target's conditions) and `down` (no traffic) from its step on,
+//!   for `for` if given, else until the next step on the target or the end of the run.
+//! - One run lasts `period` if given, else until the last step (and its ramp or flap) is over.
+//!   `repeat: N` runs it N times, `loop: true` for ever; every run starts from the static
+//!   conditions. After the last run, `end: hold` (default) keeps what the last run left in
+//!   force; `end: restore` returns every target to its static conditions.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::model::Conditions;
+use super::resolve::EffectiveConditions;
+use super::units::{Duration, Percent, Rate};
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Schedule {
+    /// Time 0 as an RFC 3339 timestamp (`2026-11-25T10:00:00Z`); default: when the lab is
+    /// first Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
+    /// Changes of conditions, in order of `at`.
+    pub steps: Vec<Step>,
+    /// Length of one run; default: until the last step (with its ramp or flap) is over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<Duration>,
+    /// Runs of the steps (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub repeat: Option<u32>,
+    /// Run the steps again and again.
+    #[serde(default, rename = "loop", skip_serializing_if = "Option::is_none")]
+    pub looped: Option<bool>,
+    /// After the last run: keep what is in force (`hold`, default) or go back to the static
+    /// conditions (`restore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<ScheduleEnd>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleEnd {
+    #[default]
+    Hold,
+    Restore,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Step {
+    /// When, from the start of the run.
+    pub at: Duration,
+    /// Target network (alone: every attachment to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Target service (alone: every attachment of it; with `network`: that attachment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Conditions in force from `at`, over the target's static ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Conditions>,
+    /// Back to the target's static conditions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<Ramp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flap: Option<Flap>,
+}
+
+/// Fields changed step by step: `from` → `to` in `steps` steps over `over`, or from `from` by
+/// `by` every `every` until `until`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ramp {
+    pub from: Conditions,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Conditions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub steps: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<Conditions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Conditions>,
+}
+
+/// Link flapping: `up` with the target's conditions, then `down` with no traffic, and again.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Flap {
+    pub up: Duration,
+    pub down: Duration,
+    /// How long it flaps; default: until the next step on the target or the end of the run.
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Duration>,
+}
+
+/// What a step changes: a network, a service, or one service's attachment to a network.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target {
+    pub network: Option<String>,
+    pub service: Option<String>,
+}
+
+impl Target {
+    /// Whether the target covers `service`'s attachment to `network`.
+    pub fn covers(&self, service: &str, network: &str) -> bool {
+        self.network.as_deref().is_none_or(|n| n == network) && self.service.as_deref().is_none_or(|s| s == service)
+    }
+
+    /// Higher wins where several targets cover one attachment.
+    fn precedence(&self) -> u8 {
+        u8::from(self.service.is_some()) * 2 + u8::from(self.network.is_some())
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.service, &self.network) {
+            (Some(s), Some(n)) => write!(f, "{s} on {n}"),
+            (Some(s), None) => write!(f, "service {s}"),
+            (None, Some(n)) => write!(f, "network {n}"),
+            (None, None) => f.write_str("the lab"),
+        }
+    }
+}
+
+/// A ramp in one form: `levels` values from `from` to `to`, each held for `hold`.
+#[derive(Debug, Clone, PartialEq)]
+struct Levels {
+    from: EffectiveConditions,
+    to: EffectiveConditions,
+    /// Changes after the start (the last one reaches `to`).
+    steps: u32,
+    hold: std::time::Duration,
+}
+
+impl Ramp {
+    fn levels(&self) -> Option<Levels> {
+        let from = self.from.fields();
+        if let (Some(to), Some(over), Some(steps)) = (&self.to, self.over, self.steps) {
+            let steps = steps.max(1);
+            return Some(Levels { from, to: to.fields(), steps, hold: over.as_std() / steps });
+        }
+        let (by, every, until) = (self.by.as_ref()?.fields(), self.every?, self.until.as_ref()?.fields());
+        // As many increments of `by` as reach `until` on the field that needs the most.
+        let needed = |f: Option<f64>, b: Option<f64>, u: Option<f64>| match (f, b, u) {
+            (Some(f), Some(b), Some(u)) if b > 0.0 => ((u - f) / b).ceil().max(0.0) as u32,
+            _ => 0,
+        };
+        let steps = numeric(&from)
+            .into_iter()
+            .zip(numeric(&by))
+            .zip(numeric(&until))
+            .map(|((f, b), u)| needed(f, b, u))
+            .max()
+            .unwrap_or(0)
+            .clamp(1, 10_000);
+        Some(Levels { from, to: until, steps, hold: every.as_std() })
+    }
+
+    /// How long the ramp takes to reach its end.
+    pub fn length(&self) -> std::time::Duration {
+        self.levels().map(|l| l.hold * l.steps).unwrap_or_default()
+    }
+}
+
+/// The numeric fields of conditions, in a fixed order, for interpolation.
+fn numeric(c: &EffectiveConditions) -> [Option<f64>; 6] {
+    let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder: _, down: _ } = c;
+    let us = |d: &Option<Duration>| d.map(|d| d.micros as f64);
+    let pc = |p: &Option<Percent>| p.map(|p| p.0);
+    [us(delay), us(jitter), pc(loss), rate.map(|r| r.bits_per_sec as f64), pc(corrupt), pc(duplicate)]
+}
+
+/// `from` moved `k/n` of the way to `to`, field by field (fields only in `from` stay).
+fn interpolate(from: &EffectiveConditions, to: &EffectiveConditions, k: u32, n: u32) -> EffectiveConditions {
+    let t = f64::from(k) / f64::from(n.max(1));
+    let mix = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => Some(a + (b - a) * t),
+        (a, _) => a,
+    };
+    let [d, j, l, r, c, u] = numeric(from);
+    let [d2, j2, l2, r2, c2, u2] = numeric(to);
+    let dur = |v: Option<f64>| v.map(|v| Duration { micros: v.round() as u64 });
+    let pct = |v: Option<f64>| v.map(|v| Percent((v * 1e4).round() / 1e4));
+    EffectiveConditions {
+        delay: dur(mix(d, d2)),
+        jitter: dur(mix(j, j2)),
+        loss: pct(mix(l, l2)),
+        rate: mix(r, r2).map(|v| Rate { bits_per_sec: v.round() as u64 }),
+        corrupt: pct(mix(c, c2)),
+        duplicate: pct(mix(u, u2)),
+        reorder: from.reorder,
+        down: from.down,
+    }
+}
+
+impl Step {
+    pub fn target(&self) -> Target {
+        Target { network: self.network.clone(), service: self.service.clone() }
+    }
+
+    /// How long the step's own change lasts (a ramp's climb, a flap's `for`).
+    fn length(&self) -> std::time::Duration {
+        let ramp = self.ramp.as_ref().map(Ramp::length).unwrap_or_default();
+        let flap = self.flap.and_then(|f| f.duration).map(Duration::as_std).unwrap_or_default();
+        ramp.max(flap)
+    }
+}
+
+/// What is in force at one moment, and when that changes next.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InForce {
+    /// Overrides per target (a target back to its static conditions is absent).
+    pub overrides: BTreeMap<Target, EffectiveConditions>,
+    /// 1-based index of the last step reached in the current run (0: none yet).
+    pub step: usize,
+    /// 1-based run number.
+    pub run: u64,
+    /// The schedule has run to its end.
+    pub finished: bool,
+    /// Elapsed time at which the next change comes (`None`: nothing more changes).
+    pub next_change: Option<std::time::Duration>,
+}
+
+impl InForce {
+    /// The overrides for `service`'s attachment to `network`, the most specific target first.
+    pub fn for_attachment(&self, service: &str, network: &str) -> Option<EffectiveConditions> {
+        let mut covering: Vec<(&Target, &EffectiveConditions)> = self.overrides.iter().filter(|(t, _)| t.covers(service, network)).collect();
+        covering.sort_by_key(|(t, _)| std::cmp::Reverse(t.precedence()));
+        covering.into_iter().map(|(_, c)| c.clone()).reduce(EffectiveConditions::or)
+    }
+}
+
+impl Schedule {
+    /// The length of one run.
+    pub fn period(&self) -> std::time::Duration {
+        self.period.map(Duration::as_std).unwrap_or_else(|| {
+            self.steps.iter().map(|s| s.at.as_std() + s.length()).max().unwrap_or_default()
+        })
+    }
+
+    fn runs(&self) -> Option<u64> {
+        if self.looped == Some(true) {
+            None
+        } else {
+            Some(u64::from(self.repeat.unwrap_or(1).max(1)))
+        }
+    }
+
+    /// What is in force `elapsed` after the start.
+    pub fn at(&self, elapsed: std::time::Duration) -> InForce {
+        let period = self.period();
+        let runs = self.runs();
+        if period.is_zero() {
+            // Every step at 0: they all apply at once and stay.
+            let mut state = self.within_run(std::time::Duration::ZERO, std::time::Duration::MAX);
+            state.run = 1;
+            state.finished = true;
+            state.next_change = None;
+            return state;
+        }
+        let run = (elapsed.as_nanos() / period.as_nanos()) as u64;
+        if runs.is_some_and(|n| run >= n) {
+            let last = runs.unwrap_or(1);
+            let mut state = match self.end.unwrap_or_default() {
+                ScheduleEnd::Hold => self.within_run(period, period),
+                ScheduleEnd::Restore => InForce { step: self.steps.len(), ..Default::default() },
+            };
+            state.run = last;
+            state.finished = true;
+            state.next_change = None;
+            return state;
+        }
+        let run_start = period * run as u32;
+        let mut state = self.within_run(elapsed - run_start, period);
+        state.run = run + 1;
+        // The end of a run is a change too (the next run starts from the static conditions).
+        let change_in_run = state.next_change.filter(|t| *t < period).unwrap_or(period);
+        state.next_change = Some(run_start + change_in_run);
+        state
+    }
+
+    /// The state `t` into a run that lasts `period`; `next_change` relative to the run.
+    fn within_run(&self, t: std::time::Duration, period: std::time::Duration) -> InForce {
+        let mut state = InForce::default();
+        let mut next: Option<std::time::Duration> = None;
+        let mut soonest = |at: std::time::Duration| {
+            if at > t && at <= period {
+                next = Some(next.map_or(at, |n: std::time::Duration| n.min(at)));
+            }
+        };
+        for (i, step) in self.steps.iter().enumerate() {
+            let at = step.at.as_std();
+            if at > t {
+                soonest(at);
+                continue;
+            }
+            state.step = i + 1;
+            let target = step.target();
+            // The step lasts until the next step on the same target.
+            let until = self.steps[i + 1..].iter().find(|s| s.target() == target).map(|s| s.at.as_std()).unwrap_or(period);
+            let since = t - at;
+            let mut value: Option<EffectiveConditions> = step.conditions.as_ref().map(Conditions::fields);
+            if step.restore == Some(true) {
+                value = None;
+            }
+            if let Some(levels) = step.ramp.as_ref().and_then(Ramp::levels) {
+                let k = if levels.hold.is_zero() { levels.steps } else { ((since.as_nanos() / levels.hold.as_nanos()) as u32).min(levels.steps) };
+                if k < levels.steps {
+                    soonest(at + levels.hold * (k + 1));
+                }
+                let ramped = interpolate(&levels.from, &levels.to, k, levels.steps);
+                value = Some(value.map_or(ramped.clone(), |v| ramped.or(v)));
+            }
+            if let Some(flap) = step.flap {
+                let cycle = flap.up.as_std() + flap.down.as_std();
+                let stop = flap.duration.map(|d| at + d.as_std()).unwrap_or(until).min(until);
+                if t < stop && !cycle.is_zero() {
+                    let phase = std::time::Duration::from_nanos((since.as_nanos() % cycle.as_nanos()) as u64);
+                    let cycle_start = t - phase;
+                    if phase >= flap.up.as_std() {
+                        value = Some(EffectiveConditions { down: Some(true), ..value.unwrap_or_default() });
+                        soonest((cycle_start + cycle).min(stop));
+                    } else {
+                        soonest((cycle_start + flap.up.as_std()).min(stop));
+                    }
+                }
+            }
+            match value {
+                Some(v) => {
+                    state.overrides.insert(target, v);
+                }
+                None => {
+                    state.overrides.remove(&target);
+                }
+            }
+        }
+        state.next_change = next;
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration as Std;
+
+    fn schedule(yaml: &str) -> Schedule {
+        let value: serde_json::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
+        serde_json::from_value(value).expect("a schedule")
+    }
+
+    fn delay_ms(s: &InForce, t: &Target) -> Option<u64> {
+        s.overrides.get(t).and_then(|c| c.delay).map(|d| d.micros / 1000)
+    }
+
+    fn net(n: &str) -> Target {
+        Target { network: Some(n.into()), service: None }
+    }
+
+    #[test]
+    fn a_ramp_raises_delay_step_by_step_then_holds() {
+        let s = schedule("steps:\n- at: 10s\n  network: dht\n  ramp: {from: {delay: 50ms}, to: {delay: 500ms}, over: 50s, steps: 5}\n");
+        let at = |secs: u64| s.at(Std::from_secs(secs));
+        assert_eq!(delay_ms(&at(5), &net("dht")), None, "before the step: static");
+        assert_eq!(at(5).next_change, Some(Std::from_secs(10)));
+        assert_eq!(delay_ms(&at(10), &net("dht")), Some(50));
+        assert_eq!(delay_ms(&at(19), &net("dht")), Some(50));
+        assert_eq!(at(19).next_change, Some(Std::from_secs(20)));
+        assert_eq!(delay_ms(&at(20), &net("dht")), Some(140));
+        assert_eq!(delay_ms(&at(59), &net("dht")), Some(410));
+        let end = at(60);
+        assert_eq!(delay_ms(&end, &net("dht")), Some(500));
+        assert!(end.finished && end.next_change.is_none(), "{end:?}");
+        assert_eq!(delay_ms(&at(10_000), &net("dht")), Some(500), "end: hold");
+    }
+
+    #[test]
+    fn an_open_ended_increment_stops_at_its_limit() {
+        let s = schedule("steps:\n- at: 0s\n  network: n\n  ramp: {from: {loss: 0%}, by: {loss: 5%}, every: 10s, until: {loss: 20%}}\n");
+        let loss = |secs: u64| s.at(Std::from_secs(secs)).overrides[&net("n")].loss.map(|p| p.0);
+        assert_eq!([loss(0), loss(10), loss(25), loss(40), loss(99)], [Some(0.0), Some(5.0), Some(10.0), Some(20.0), Some(20.0)]);
+    }
+
+    #[test]
+    fn a_flap_alternates_and_ends_with_the_next_step_on_the_target() {
+        let s = schedule(
+            "steps:\n- at: 0s\n  service: b\n  flap: {up: 20s, down: 3s}\n- at: 60s\n  service: b\n  restore: true\n- at: 70s\n  network: x\n  conditions: {delay: 1ms}\n",
+        );
+        let b = Target { network: None, service: Some("b".into()) };
+        let down = |secs: u64| s.at(Std::from_secs(secs)).overrides.get(&b).and_then(|c| c.down) == Some(true);
+        assert!(!down(0) && !down(19) && down(20) && down(22) && !down(23) && down(43) && !down(46));
+        assert!(!down(61), "restored");
+        assert_eq!(s.at(Std::from_secs(1)).next_change, Some(Std::from_secs(20)));
+        assert_eq!(s.at(Std::from_secs(21)).next_change, Some(Std::from_secs(23)));
+        assert_eq!(s.at(Std::from_secs(47)).next_change, Some(Std::from_secs(60)), "the flap's next down is cut by the restore");
+    }
+
+    #[test]
+    fn repeats_start_each_run_from_the_static_conditions_and_restore_at_the_end() {
+        let s = schedule("repeat: 2\nperiod: 15s\nend: restore\nsteps:\n- at: 5s\n  network: n\n  conditions: {delay: 10ms}\n- at: 10s\n  network: n\n  conditions: {delay: 20ms}\n");
+        let d = |secs: u64| delay_ms(&s.at(Std::from_secs(secs)), &net("n"));
+        assert_eq!([d(0), d(5), d(10), d(14), d(15), d(20), d(25), d(30)], [None, Some(10), Some(20), Some(20), None, Some(10), Some(20), None]);
+        let st = s.at(Std::from_secs(21));
+        assert_eq!((st.run, st.step, st.next_change), (2, 1, Some(Std::from_secs(25))));
+        assert_eq!(s.at(Std::from_secs(26)).next_change, Some(Std::from_secs(30)), "the end of the last run");
+        assert!(s.at(Std::from_secs(30)).finished);
+    }
+
+    #[test]
+    fn a_looped_schedule_never_finishes() {
+        let s = schedule("loop: true\nperiod: 10s\nsteps:\n- at: 0s\n  network: n\n  conditions: {down: true}\n- at: 5s\n  network: n\n  restore: true\n");
+        let st = s.at(Std::from_secs(3603));
+        assert_eq!((st.run, st.finished), (361, false));
+        assert_eq!(st.overrides.get(&net("n")).and_then(|c| c.down), Some(true));
+        assert_eq!(st.next_change, Some(Std::from_secs(3605)));
+    }
+
+    #[test]
+    fn the_most_specific_target_wins_field_by_field() {
+        let s = schedule(
+            "steps:\n- at: 0s\n  network: n\n  conditions: {delay: 10ms, loss: 1%}\n- at: 0s\n  service: a\n  conditions: {delay: 20ms}\n- at: 0s\n  service: a\n  network: n\n  conditions: {delay: 30ms}\n",
+        );
+        let st = s.at(Std::ZERO);
+        let a = st.for_attachment("a", "n").unwrap();
+        assert_eq!((a.delay.map(|d| d.micros / 1000), a.loss.map(|p| p.0)), (Some(30), Some(1.0)));
+        assert_eq!(st.for_attachment("b", "n").unwrap().delay.map(|d| d.micros / 1000), Some(10));
+        assert_eq!(st.for_attachment("a", "other").unwrap().delay.map(|d| d.micros / 1000), Some(20));
+        assert!(st.for_attachment("b", "other").is_none());
+    }
+}

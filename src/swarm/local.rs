@@ -1,0 +1,84 @@
+//! The tasks of this node: the containers of owned services that run here, with what the node
+//! agent and `labctl probe` need to reach into them (the pid whose network namespace they
+//! enter, and each attachment's MAC and address). Docker sends container events only for the
+//! local engine, so this is the one part of the Swarm edge that is per node.
+
+use std::collections::HashMap;
+
+use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListContainersOptions};
+use futures::{Stream, StreamExt};
+
+use super::{DockerSwarm, SwarmError};
+use crate::plan::labels;
+
+/// A running task container on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalTask {
+    pub container: String,
+    pub lab: String,
+    /// The service's short name in the lab.
+    pub service: String,
+    pub pid: i64,
+    /// (network short name, MAC, IPv4) of each of the lab's networks it is attached to.
+    pub networks: Vec<(String, String, String)>,
+}
+
+fn owned_filter() -> (String, Vec<String>) {
+    ("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)])
+}
+
+impl DockerSwarm {
+    /// Ids of the running containers of owned services on this node.
+    pub async fn local_task_ids(&self) -> Result<Vec<String>, SwarmError> {
+        let filters = HashMap::from([owned_filter(), ("status".to_string(), vec!["running".to_string()])]);
+        let list = self
+            .docker()
+            .list_containers(Some(ListContainersOptions { filters: Some(filters), ..Default::default() }))
+            .await
+            .map_err(|e| SwarmError::Api { action: "list containers".into(), message: e.to_string() })?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// The task a running container holds; `None` if it is not one of ours or not running.
+    pub async fn local_task(&self, container: &str) -> Option<LocalTask> {
+        let info = self.docker().inspect_container(container, None::<InspectContainerOptions>).await.ok()?;
+        let pid = info.state.and_then(|s| s.pid).filter(|p| *p > 0)?;
+        let labels_of = info.config.and_then(|c| c.labels).unwrap_or_default();
+        let lab = labels::owner(&labels_of)?.to_string();
+        let service = labels_of.get(labels::MEMBER).cloned().unwrap_or_default();
+        let prefix = format!("{lab}_");
+        let networks = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, ep)| {
+                let short = name.strip_prefix(&prefix)?.to_string();
+                Some((short, ep.mac_address.unwrap_or_default(), ep.ip_address.unwrap_or_default()))
+            })
+            .collect();
+        Some(LocalTask { container: container.to_string(), lab, service, pid, networks })
+    }
+
+    /// A running task of `lab`'s service `service` on this node, if there is one.
+    pub async fn local_task_of(&self, lab: &str, service: &str) -> Result<Option<LocalTask>, SwarmError> {
+        for id in self.local_task_ids().await? {
+            if let Some(task) = self.local_task(&id).await.filter(|t| t.lab == lab && t.service == service) {
+                return Ok(Some(task));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Starts of owned task containers on this node. Ends when the daemon goes away.
+    pub fn local_task_starts(&self) -> impl Stream<Item = Result<(), SwarmError>> + Send + 'static {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            ("event".to_string(), vec!["start".to_string()]),
+            owned_filter(),
+        ]);
+        self.docker()
+            .events(Some(EventsOptions { filters: Some(filters), ..Default::default() }))
+            .map(|e| e.map(|_| ()).map_err(|e| SwarmError::Api { action: "stream events".into(), message: e.to_string() }))
+    }
+}
