@@ -357,10 +357,22 @@ fn schedule_events(store: &impl LabStore, lab: &str, tick: clock::Tick, shaping:
 async fn shaping_condition(store: &impl LabStore, desired: &DesiredLab, in_force: &Shaping, observed: &Observed) -> ShapingState {
     let in_force_of = |service: &str, network: &str| in_force.get(service).and_then(|n| n.get(network)).cloned().unwrap_or_default();
     let shaped: Vec<&crate::plan::DesiredService> = desired.services.iter().filter(|s| in_force.contains_key(&s.short_name)).collect();
+    let current = |r: &crate::status::TaskShaping| r.attachments.iter().all(|a| a.desired == in_force_of(&r.service, &a.network));
+    // An agent refreshes its reports twice a second; older ones are from a node that is gone.
+    let fresh_after = chrono::Utc::now() - chrono::Duration::seconds(10);
+    let fresh = |r: &&crate::status::TaskShaping| r.updated_at.is_some_and(|t| t > fresh_after);
+    let reports = store.task_shaping(&desired.lab).await;
     if shaped.is_empty() {
-        return ShapingState::Done("no conditions".into());
+        // Nothing in force: done once no agent still applies conditions that were (a step
+        // restored, a file edited), or when the reports cannot be read at all.
+        let behind = reports.iter().flatten().filter(fresh).filter(|r| !current(r)).count();
+        return if behind == 0 {
+            ShapingState::Done("no conditions".into())
+        } else {
+            ShapingState::Pending(format!("{behind} tasks still carry conditions no longer in force"))
+        };
     }
-    let Some(reports) = store.task_shaping(&desired.lab).await else {
+    let Some(reports) = reports else {
         return ShapingState::Pending("cannot read the agents' reports from redis".into());
     };
     let expected: u64 = shaped
@@ -368,13 +380,7 @@ async fn shaping_condition(store: &impl LabStore, desired: &DesiredLab, in_force
         .filter_map(|s| observed.services.iter().find(|o| o.name == s.name))
         .map(|o| o.running)
         .sum();
-    // An agent refreshes its reports twice a second; older ones are from a node that is gone.
-    let fresh_after = chrono::Utc::now() - chrono::Duration::seconds(10);
-    let relevant: Vec<&crate::status::TaskShaping> = reports
-        .iter()
-        .filter(|r| shaped.iter().any(|s| s.short_name == r.service))
-        .filter(|r| r.updated_at.is_some_and(|t| t > fresh_after))
-        .collect();
+    let relevant: Vec<&crate::status::TaskShaping> = reports.iter().filter(|r| shaped.iter().any(|s| s.short_name == r.service)).filter(fresh).collect();
     let failing: Vec<String> = relevant
         .iter()
         .flat_map(|r| r.attachments.iter().map(move |a| (r, a)))
@@ -384,7 +390,6 @@ async fn shaping_condition(store: &impl LabStore, desired: &DesiredLab, in_force
             (!why.is_empty()).then(|| format!("{} {} on {}: {}", r.service, r.container, a.network, why.join(", ")))
         })
         .collect();
-    let current = |r: &crate::status::TaskShaping| r.attachments.iter().all(|a| a.desired == in_force_of(&r.service, &a.network));
     let done = relevant.iter().filter(|r| r.converged() && current(r)).count() as u64;
     let backends: std::collections::BTreeSet<String> =
         relevant.iter().flat_map(|r| r.attachments.iter().filter_map(|a| a.backend.map(|b| b.to_string()))).collect();
@@ -559,6 +564,45 @@ mod tests {
         let o = pass(&swarm, &store, apply(&l), o.status).await;
         assert_eq!(o.status.phase, Phase::Degraded);
         assert!(o.status.message.contains("nsenter failed"));
+    }
+
+    #[tokio::test]
+    async fn a_schedule_starts_once_the_lab_is_ready_and_publishes_what_each_step_puts_in_force() {
+        let swarm = FakeSwarm::default();
+        let store = FakeStore::default();
+        *store.reports.lock().unwrap() = Some(vec![]);
+        let l = lab("  networks: {lan: {}}\n  services:\n    a: {networks: [lan]}\n  schedule:\n    steps:\n    - at: 0s\n      network: lan\n      conditions: {delay: 30ms}\n    - at: 60s\n      network: lan\n      restore: true\n");
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!(o.status.phase, Phase::Ready);
+        assert!(o.status.schedule.as_ref().is_some_and(|s| s.started_at.is_none()), "started before Ready");
+        assert_eq!(o.result.as_ref().ok(), Some(&Requeue::After(Duration::ZERO)), "start the clock at once");
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        let clock = o.status.schedule.clone().unwrap();
+        assert_eq!((clock.step, clock.in_force.as_str()), (1, "network lan: delay 30ms"));
+        assert!(store.shaping.lock().unwrap()["t"].as_deref().is_some_and(|j| j.contains("30ms")), "step 1 published");
+        assert_eq!(o.status.phase, Phase::Progressing, "waiting for the agents to apply the step");
+        assert_eq!(o.result.as_ref().ok(), Some(&Requeue::After(POLL)), "converging: the poll comes before the next step");
+        let steps = store.events.lock().unwrap().iter().filter(|(_, e)| e.reason == EventReason::Step).count();
+        assert_eq!(steps, 1);
+        // An agent still applying conditions no longer in force holds Ready back.
+        let mut stale = o.status.clone();
+        stale.schedule = None;
+        let plain = lab("  networks: {lan: {}}\n  services:\n    a: {networks: [lan]}\n");
+        *store.reports.lock().unwrap() = Some(vec![TaskShaping {
+            container: "c1".into(),
+            service: "a".into(),
+            node: "n1".into(),
+            updated_at: Some(Utc::now()),
+            attachments: vec![AttachmentShaping {
+                network: "lan".into(),
+                desired: crate::spec::EffectiveConditions::from_fields(&[("delay", "30ms")]).unwrap(),
+                ..Default::default()
+            }],
+        }]);
+        let o = pass(&swarm, &store, apply(&plain), stale).await;
+        assert_eq!(o.status.phase, Phase::Progressing, "{}", o.status.message);
+        assert!(o.status.message.contains("no longer in force"), "{}", o.status.message);
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Regular expressions of the unit syntaxes; the JSON Schema uses them and validation maps a
 /// pattern failure back to the human sentence next to it.
-pub const DURATION_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(us|ms|s)$";
+pub const DURATION_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(us|ms|s|m|h)$";
 pub const PERCENT_PATTERN: &str = r"^(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?)%$";
 pub const RATE_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$";
 pub const MEMORY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?([kKmMgG]i?[bB]?|[bB])?$";
@@ -20,7 +20,7 @@ pub const MEMORY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?([kKmMgG]i?[bB]?|[bB])?$";
 /// The sentence shown when a value does not match one of the unit patterns.
 pub fn pattern_hint(pattern: &str) -> Option<&'static str> {
     match pattern {
-        DURATION_PATTERN => Some("is not a duration: write a number with a unit us, ms or s (e.g. 100ms)"),
+        DURATION_PATTERN => Some("is not a duration: write a number with a unit us, ms, s, m or h (e.g. 100ms, 90s, 5m)"),
         PERCENT_PATTERN => Some("is not a percentage from 0% to 100% (e.g. 0.5%)"),
         RATE_PATTERN => Some("is not a rate: write a number with bit, kbit, mbit, gbit, bps, kbps, mbps or gbps (e.g. 750kbit)"),
         MEMORY_PATTERN => Some("is not a memory size: write bytes or a number with K, M or G (e.g. 150M)"),
@@ -110,6 +110,8 @@ impl FromStr for Duration {
             "us" => 1.0,
             "ms" => 1_000.0,
             "s" => 1_000_000.0,
+            "m" => 60_000_000.0,
+            "h" => 3_600_000_000.0,
             _ => return Err(err()),
         };
         let micros = (n * scale).round();
@@ -132,7 +134,7 @@ impl fmt::Display for Duration {
         }
     }
 }
-string_unit!(Duration, DURATION_PATTERN, "A duration: a number with us, ms or s, e.g. 100ms.");
+string_unit!(Duration, DURATION_PATTERN, "A duration: a number with us, ms, s, m or h, e.g. 100ms or 5m.");
 
 /// A probability written `0.5%`, from 0% to 100%.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]

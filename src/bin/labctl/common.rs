@@ -31,10 +31,21 @@ pub fn shaping_cell(s: &LabStatus) -> String {
     }
 }
 
+/// Where the lab's schedule is: `3/7`, with the run when it repeats and `done` at its end.
+pub fn step_cell(s: &LabStatus) -> String {
+    match &s.schedule {
+        None => "-".into(),
+        Some(c) if c.started_at.is_none() => format!("0/{} waiting", c.steps),
+        Some(c) if c.finished => format!("{}/{} done", c.step, c.steps),
+        Some(c) if c.run > 1 => format!("{}/{} run {}", c.step, c.steps, c.run),
+        Some(c) => format!("{}/{}", c.step, c.steps),
+    }
+}
+
 pub fn status_table(statuses: &[LabStatus]) -> String {
     let mut t = Table::new();
     t.load_preset(NOTHING);
-    t.set_header(["NAME", "PHASE", "READY", "SHAPING", "REVISION", "AGE", "MESSAGE"]);
+    t.set_header(["NAME", "PHASE", "READY", "SHAPING", "STEP", "REVISION", "AGE", "MESSAGE"]);
     for s in statuses {
         let (ready, total) = s.ready_services();
         let mut message = s.message.clone();
@@ -46,6 +57,7 @@ pub fn status_table(statuses: &[LabStatus]) -> String {
             s.phase.to_string(),
             format!("{ready}/{total}"),
             shaping_cell(s),
+            step_cell(s),
             s.revision.chars().take(8).collect(),
             age(s),
             message,

@@ -23,6 +23,12 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
     if let Some(b) = &s.backoff {
         println!("Backoff:      attempt {}, next try {}", b.attempt, b.next_try.to_rfc3339());
     }
+    if let Some(c) = &s.schedule {
+        let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.format("%H:%M:%S%.3f").to_string()).unwrap_or_else(|| "-".into());
+        println!("Schedule:     step {} (started {}, next change {})", step_cell(&s), time(c.started_at), time(c.next_change_at));
+        let applied = c.applied_after_ms.map(|ms| format!("applied by every agent {:.1}s after its time", ms as f64 / 1000.0)).unwrap_or_else(|| "not yet applied everywhere".into());
+        println!("In force:     {} ({applied})", c.in_force);
+    }
     println!("\nConditions:");
     let mut t = Table::new();
     t.load_preset(NOTHING);

@@ -1,0 +1,122 @@
+//! End-to-end: experiments over time on real tasks. A ramp of delay measured by round trip at
+//! each step, across a SIGKILL of labd in the middle (the schedule resumes on its own clock);
+//! a service taken down and back (no traffic either way, then all of it); a flapping link seen
+//! as alternating loss windows.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const READY: Duration = Duration::from_secs(90);
+
+fn lab_with_schedule(name: &str, schedule: &str) -> String {
+    format!(
+        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: {name}}}\nspec:\n  defaults: {{image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}}\n  networks:\n    lan: {{}}\n  services:\n    a: {{}}\n    b: {{}}\n  schedule:\n{schedule}"
+    )
+}
+
+/// The lab's schedule status once `ok` holds for it.
+fn wait_schedule(lab: &Lab, name: &str, what: &str, timeout: Duration, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    eventually(what, timeout, || {
+        let s = lab.status_json(name)?;
+        let clock = s["schedule"].clone();
+        if ok(&clock) { Ok(clock) } else { Err(format!("schedule {clock}")) }
+    })
+}
+
+fn seconds_between(a: &serde_json::Value, b: &serde_json::Value) -> f64 {
+    let t = |v: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    (t(b) - t(a)).num_milliseconds() as f64 / 1000.0
+}
+
+#[test]
+fn a_ramp_of_delay_is_measured_at_every_step_and_resumes_on_time_after_labd_is_killed() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("ramp".into());
+    remove_lab_objects("ramp");
+    // delay 10, 20, 30, 40 ms on every egress of lan: round trips of 20, 40, 60, 80 ms.
+    let schedule = "    steps:\n    - at: 0s\n      network: lan\n      ramp: {from: {delay: 10ms}, to: {delay: 40ms}, over: 24s, steps: 3}\n";
+    lab.write("ramp.yaml", &lab_with_schedule("ramp", schedule));
+    lab.start_labd();
+    lab.wait_phase("ramp", "Ready", READY);
+    let mut started_at = serde_json::Value::Null;
+    let mut rows = Vec::new();
+    for (level, delay) in [10, 20, 30, 40].into_iter().enumerate() {
+        let want = format!("network lan: delay {delay}ms");
+        let clock = wait_schedule(&lab, "ramp", &want, Duration::from_secs(20), |c| {
+            c["inForce"].as_str() == Some(want.as_str()) && c["appliedAfterMs"].is_u64()
+        });
+        if level == 0 {
+            started_at = clock["startedAt"].clone();
+        }
+        assert_eq!(clock["startedAt"], started_at, "the schedule restarted");
+        // When this level came, against when the schedule says it was due (8 s apart).
+        let late = seconds_between(&started_at, &clock["changedAt"]) - 8.0 * level as f64;
+        let applied = clock["appliedAfterMs"].as_u64().unwrap();
+        let stats = probe(&lab, "ramp", "a", "b", 30, 10);
+        let rtt = avg_rtt(&stats);
+        let want_rtt = 2.0 * f64::from(delay);
+        assert!((rtt - want_rtt).abs() <= want_rtt * 0.2 + 1.0, "level {level}: delay {delay}ms per egress, rtt {rtt} ({stats})");
+        assert!((-0.05..1.0).contains(&late), "level {level} came {late:.2}s after its time");
+        assert!(applied < 1000, "level {level} applied on every task {applied} ms after it came");
+        println!("SCHEDULE | delay {delay} ms | {late:.2} s | {:.2} s | {rtt:.1} ms |", applied as f64 / 1000.0);
+        rows.push((delay, late, applied, rtt));
+        if level == 1 {
+            // Killed mid-schedule and started again: the next level still comes at 16 s.
+            lab.kill_labd();
+            lab.start_labd();
+        }
+    }
+    let events = lab.labctl(&["describe", "ramp"]);
+    let text = String::from_utf8_lossy(&events.stdout);
+    assert!(text.contains("Schedule:     step 1/1 done"), "{text}");
+    assert!(text.contains("StepApplied"), "{text}");
+}
+
+/// Round trips of `count` pings from `from`'s task to `to`'s address, every `interval`
+/// seconds: which sequence numbers came back.
+fn ping_replies(from: &str, to_ip: &str, count: u32, interval: &str) -> (Vec<u32>, u32) {
+    let out = in_netns(from, &["ping", "-n", "-c", &count.to_string(), "-i", interval, "-W", "1", to_ip]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let seqs = text.lines().filter_map(|l| l.split("icmp_seq=").nth(1)?.split_whitespace().next()?.parse().ok()).collect();
+    (seqs, count)
+}
+
+fn ip_of(container: &str) -> String {
+    docker_ok(&["inspect", container, "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"]).trim().to_string()
+}
+
+#[test]
+fn a_service_taken_down_loses_all_traffic_both_ways_then_heals_and_a_flap_alternates() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("part".into());
+    remove_lab_objects("part");
+    let schedule = "    steps:\n    - at: 2s\n      service: b\n      conditions: {down: true}\n    - at: 12s\n      service: b\n      restore: true\n    - at: 17s\n      service: b\n      flap: {up: 2s, down: 2s, for: 16s}\n";
+    lab.write("part.yaml", &lab_with_schedule("part", schedule));
+    lab.start_labd();
+    lab.wait_phase("part", "Ready", READY);
+    let (a, b) = (running_container_of("part_a"), running_container_of("part_b"));
+    let (a_ip, b_ip) = (ip_of(&a), ip_of(&b));
+
+    wait_schedule(&lab, "part", "b down", Duration::from_secs(20), |c| c["step"] == 1 && c["appliedAfterMs"].is_u64());
+    let (from_a, _) = ping_replies(&a, &b_ip, 10, "0.2");
+    let (from_b, _) = ping_replies(&b, &a_ip, 10, "0.2");
+    assert!(from_a.is_empty() && from_b.is_empty(), "b is down: replies a→b {from_a:?}, b→a {from_b:?}");
+
+    wait_schedule(&lab, "part", "b back", Duration::from_secs(20), |c| c["step"] == 2 && c["appliedAfterMs"].is_u64());
+    let (healed, sent) = ping_replies(&a, &b_ip, 10, "0.2");
+    assert_eq!(healed.len() as u32, sent, "healed: every ping answered");
+
+    wait_schedule(&lab, "part", "the flap", Duration::from_secs(20), |c| c["step"] == 3);
+    let started = Instant::now();
+    let (replies, sent) = ping_replies(&a, &b_ip, 100, "0.1");
+    let lost = sent - replies.len() as u32;
+    // Alternating windows: runs of answered and of lost pings, each several pings long.
+    let answered: Vec<bool> = (1..=sent).map(|s| replies.contains(&s)).collect();
+    let windows = answered.windows(2).filter(|w| w[0] != w[1]).count();
+    println!("flap up 2 s / down 2 s: {lost} of {sent} pings lost over {:.1} s, {windows} switches", started.elapsed().as_secs_f64());
+    assert!((25..=75).contains(&lost), "about half lost: {lost} of {sent}");
+    assert!((3..=12).contains(&windows), "alternating loss windows: {windows} switches in {answered:?}");
+}
