@@ -344,3 +344,35 @@ fn a_subnet_change_recreates_the_network_and_its_services_come_back_on_it() {
     assert!(events.contains("to recreate it (subnet or internal changed"), "the events say why:\n{events}");
     assert_eq!(lab.metric("subnet", "drift_repairs"), 0, "a spec change is not drift");
 }
+
+#[test]
+fn labctl_wait_says_why_a_lab_is_not_ready_and_status_marks_a_silent_labd_stale() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("waitx".into());
+    remove_lab_objects("waitx");
+    lab.write("waitx.yaml", &lab_yaml("waitx", "    ok: {}\n    broken: {image: \"nope:latest\"}\n"));
+    lab.start_labd();
+    let started = std::time::Instant::now();
+    let out = lab.labctl(&["wait", "waitx", "--for", "ready", "--timeout", "8s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(15), "the timeout was not kept");
+    assert!(stderr.contains("waitx is not Ready after 8s") && stderr.contains("broken 0/1"), "{stderr}");
+    assert!(stderr.contains("labd never pulls"), "the reason is given: {stderr}");
+    let out = lab.labctl(&["wait", "nosuchlab", "--for", "deleted", "--timeout", "5s"]);
+    assert!(out.status.success(), "a lab with no status is deleted");
+
+    // labd gone for a minute: the statuses it left are marked stale.
+    lab.kill_labd();
+    let minute_ago = (chrono::Utc::now() - chrono::Duration::seconds(60)).to_rfc3339();
+    lab.redis.cli(&["hset", "swarmlab:labd", "heartbeat", &minute_ago]);
+    let out = lab.labctl(&["status"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("STALE: labd was last seen") && stdout.contains("(stale)"), "{stdout}");
+    lab.start_labd();
+    eventually("a fresh heartbeat", Duration::from_secs(20), || {
+        let out = lab.labctl(&["status"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains("STALE") { Err(text) } else { Ok(()) }
+    });
+}

@@ -203,6 +203,9 @@ impl LabStore for FakeStore {
     fn global_gauge(&self, metric: &str, value: u128) {
         self.gauge("", metric, value)
     }
+    fn heartbeat(&self, _resync: std::time::Duration) {
+        self.count("", "heartbeats", 1);
+    }
     async fn statuses(&self) -> Vec<LabStatus> {
         self.statuses.lock().unwrap().values().cloned().collect()
     }

@@ -38,6 +38,8 @@ use scheduler::Scheduler;
 
 /// The longest one reconcile may take before it counts as failed.
 const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often the leading labd says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long after the last of a burst of Docker events their lab is looked at.
 const EVENT_FOLLOW_UP: Duration = Duration::from_millis(200);
 /// The longest a read of the labs directory may take (a hung network mount): unreadable then.
@@ -214,6 +216,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         });
 
         let mut resync = tokio::time::interval(self.config.resync);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
         let mut running: JoinSet<(String, Outcome)> = JoinSet::new();
         let _ = trigger_tx.send(Trigger::Files).await;
         self.discover_owned().await;
@@ -224,6 +227,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                     let wait = self.settle.on_event(&change, Instant::now());
                     self.timers.reset(Timer::Settle, wait);
                 }
+                _ = heartbeat.tick() => self.store.heartbeat(self.config.resync),
                 _ = resync.tick() => {
                     self.swarm.invalidate();
                     self.on_trigger(Trigger::Resync).await;

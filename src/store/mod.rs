@@ -24,6 +24,8 @@ pub trait LabStore: Clone + Send + Sync + 'static {
     fn gauge(&self, lab: &str, metric: &str, value: u128);
     /// A gauge of labd as a whole.
     fn global_gauge(&self, metric: &str, value: u128);
+    /// The leading labd is alive (readers mark statuses stale when this stops).
+    fn heartbeat(&self, resync: std::time::Duration);
     fn put_shaping(&self, lab: &str, json: Option<String>);
     /// The agents' reports for the lab's tasks; `None` when they cannot be read.
     fn task_shaping(&self, lab: &str) -> impl Future<Output = Option<Vec<TaskShaping>>> + Send;
@@ -49,6 +51,9 @@ impl LabStore for RedisStore {
     }
     fn global_gauge(&self, metric: &str, value: u128) {
         RedisStore::global_gauge(self, metric, value)
+    }
+    fn heartbeat(&self, resync: std::time::Duration) {
+        RedisStore::heartbeat(self, resync)
     }
     fn put_shaping(&self, lab: &str, json: Option<String>) {
         RedisStore::put_shaping(self, lab, json)

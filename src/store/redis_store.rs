@@ -16,6 +16,9 @@ pub mod keys {
     pub const LABS: &str = "swarmlab:labs";
     pub const METRICS: &str = "swarmlab:metrics";
     pub const AGENTS: &str = "swarmlab:agents";
+    /// Hash: `heartbeat` (RFC 3339, written by the leading labd every few seconds) and
+    /// `resync_secs`, so readers can tell a stale status.
+    pub const LABD: &str = "swarmlab:labd";
     pub fn status(lab: &str) -> String {
         format!("swarmlab:lab:{lab}:status")
     }
@@ -150,6 +153,15 @@ impl RedisStore {
         self.with_outbox(|o| {
             *o.counters.entry((keys::METRICS.to_string(), metric.to_string())).or_default() += by;
             *o.counters.entry((keys::metrics(lab), metric.to_string())).or_default() += by;
+        });
+    }
+
+    /// Says that the leading labd is alive and reconciling.
+    pub fn heartbeat(&self, resync: Duration) {
+        let now = chrono::Utc::now().to_rfc3339();
+        self.with_outbox(|o| {
+            o.gauges.insert((keys::LABD.to_string(), "heartbeat".to_string()), now);
+            o.gauges.insert((keys::LABD.to_string(), "resync_secs".to_string()), resync.as_secs().to_string());
         });
     }
 
@@ -341,6 +353,14 @@ impl StoreReader {
         let mut labs: Vec<String> = self.conn.smembers(keys::LABS).await?;
         labs.sort();
         Ok(labs)
+    }
+
+    /// When the leading labd last said it was alive, and its resync period.
+    pub async fn heartbeat(&mut self) -> redis::RedisResult<Option<(chrono::DateTime<chrono::Utc>, Duration)>> {
+        let fields: BTreeMap<String, String> = self.conn.hgetall(keys::LABD).await?;
+        let at = fields.get("heartbeat").and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&chrono::Utc));
+        let resync = Duration::from_secs(fields.get("resync_secs").and_then(|s| s.parse().ok()).unwrap_or(15));
+        Ok(at.map(|t| (t, resync)))
     }
 
     pub async fn status(&mut self, lab: &str) -> redis::RedisResult<Option<LabStatus>> {

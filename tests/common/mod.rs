@@ -215,6 +215,18 @@ impl Lab {
     }
 
     pub fn wait_phase(&self, lab: &str, phase: &str, timeout: Duration) -> serde_json::Value {
+        if phase == "Ready" {
+            // What a user's script does: `labctl wait` (Ready for the current file).
+            let out = self.labctl(&["wait", lab, "--for", "ready", "--timeout", &format!("{}s", timeout.as_secs())]);
+            assert!(
+                out.status.success(),
+                "labctl wait {lab} failed ({}): {}\n--- labd log tail ---\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr),
+                self.log_tail()
+            );
+            return self.status_json(lab).expect("the status labctl wait saw");
+        }
         eventually(&format!("{lab} to be {phase}"), timeout, || {
             let s = self.status_json(lab)?;
             if s["phase"] == phase {

@@ -42,7 +42,7 @@ pub fn step_cell(s: &LabStatus) -> String {
     }
 }
 
-pub fn status_table(statuses: &[LabStatus]) -> String {
+pub fn status_table(statuses: &[LabStatus], stale: bool) -> String {
     let mut t = Table::new();
     t.load_preset(NOTHING);
     t.set_header(["NAME", "PHASE", "READY", "SHAPING", "STEP", "REVISION", "AGE", "MESSAGE"]);
@@ -54,7 +54,7 @@ pub fn status_table(statuses: &[LabStatus]) -> String {
         }
         t.add_row([
             s.name.clone(),
-            s.phase.to_string(),
+            if stale { format!("{} (stale)", s.phase) } else { s.phase.to_string() },
             format!("{ready}/{total}"),
             shaping_cell(s),
             step_cell(s),

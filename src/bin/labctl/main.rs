@@ -8,6 +8,7 @@ mod diff;
 mod probe;
 mod status;
 mod validate;
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,6 +80,15 @@ enum Command {
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
     },
+    /// Wait until a lab is Ready (or deleted); exit 1 with the reason on timeout.
+    Wait {
+        lab: String,
+        #[arg(long = "for", value_enum, default_value = "ready")]
+        target: wait::WaitFor,
+        /// Seconds (or a duration such as 90s, 5m).
+        #[arg(long, default_value = "120s", value_parser = parse_timeout)]
+        timeout: std::time::Duration,
+    },
     /// Print the JSON Schema of the Lab resource.
     Schema,
     /// Print shell completions, e.g. `labctl completions bash > /etc/bash_completion.d/labctl`.
@@ -100,6 +110,7 @@ async fn main() -> ExitCode {
         }
         Command::Status { lab, output, watch } => status::run(&cli.redis, lab.as_deref(), output, watch).await,
         Command::Describe { lab } => describe::run(&cli.redis, &lab).await,
+        Command::Wait { lab, target, timeout } => return wait::run(&cli.redis, &lab, target, timeout).await,
         Command::Diff { dir, docker_host } => diff::run(&dir, docker_host.as_deref()).await,
         Command::Probe { lab, service, to, count, interval, output, docker_host } => {
             probe::run(&cli.redis, docker_host.as_deref(), &lab, &service, to, count, interval, output).await
@@ -114,3 +125,10 @@ async fn main() -> ExitCode {
     }
 }
 
+
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    text.parse::<swarmlab::spec::units::Duration>().map(|d| d.as_std()).map_err(|e| e.to_string())
+}

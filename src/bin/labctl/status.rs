@@ -20,15 +20,25 @@ pub async fn run(url: &str, lab: Option<&str>, output: Output, watch: bool) -> a
                 None => {}
             }
         }
+        let stale = staleness(&mut r).await;
         let text = match output {
             Output::Table if statuses.is_empty() => "no labs (is labd running?)".to_string(),
-            Output::Table => status_table(&statuses),
+            Output::Table => {
+                let table = status_table(&statuses, stale.is_some());
+                match &stale {
+                    Some(why) => format!("{why}\n{table}"),
+                    None => table,
+                }
+            }
             Output::Json if lab.is_some() => serde_json::to_string_pretty(&statuses[0])?,
             Output::Json => serde_json::to_string_pretty(&statuses)?,
             Output::Yaml if lab.is_some() => serde_yaml_ng::to_string(&statuses[0])?,
             Output::Yaml => serde_yaml_ng::to_string(&statuses)?,
         };
         if !watch {
+            if let (Some(why), false) = (&stale, matches!(output, Output::Table)) {
+                eprintln!("{why}");
+            }
             println!("{text}");
             return Ok(ExitCode::SUCCESS);
         }
@@ -37,3 +47,23 @@ pub async fn run(url: &str, lab: Option<&str>, output: Output, watch: bool) -> a
     }
 }
 
+
+/// Why the statuses may be stale: the leading labd has not said it is alive for three resync
+/// periods (at least 15 s), or never did.
+async fn staleness(r: &mut swarmlab::store::StoreReader) -> Option<String> {
+    match r.heartbeat().await {
+        Ok(Some((at, resync))) => {
+            let age = (chrono::Utc::now() - at).to_std().unwrap_or_default();
+            let limit = (resync * 3).max(std::time::Duration::from_secs(15));
+            (age > limit).then(|| {
+                format!(
+                    "STALE: labd was last seen {} ({}s ago); these statuses are what it saw then (is labd running and leading? `labctl` reads Redis only)",
+                    at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
+                    age.as_secs()
+                )
+            })
+        }
+        Ok(None) => Some("STALE: no labd has written here yet (is labd running against this Redis?)".to_string()),
+        Err(_) => None,
+    }
+}

@@ -1,0 +1,115 @@
+//! `labctl wait LAB --for ready|deleted [--timeout 120s]`: for scripts and CI, as `kubectl
+//! wait`. Exit 0 when the lab gets there; 1 with the reason (phase, message, services not
+//! running) when the timeout comes first; 2 when Redis cannot be read.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use swarmlab::status::{LabStatus, Phase};
+
+use crate::common::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WaitFor {
+    /// Phase Ready for the current generation of the file (every task running, shaping applied).
+    Ready,
+    /// The lab is gone: its file was removed and everything it owned is torn down.
+    Deleted,
+}
+
+/// Services that do not run all their tasks, as `web 1/3`. Services scaled to 0 converge at 0.
+fn not_running(s: &LabStatus) -> Vec<String> {
+    s.services.iter().filter(|(_, v)| v.running < v.desired).map(|(n, v)| format!("{n} {}/{}", v.running, v.desired)).collect()
+}
+
+fn reached(status: Option<&LabStatus>, target: WaitFor) -> bool {
+    match (target, status) {
+        (WaitFor::Deleted, None) => true,
+        (WaitFor::Ready, Some(s)) => s.phase == Phase::Ready && s.observed_generation >= s.generation,
+        _ => false,
+    }
+}
+
+fn progress(status: Option<&LabStatus>) -> String {
+    match status {
+        None => "no status yet (is the lab's file in labd's directory?)".into(),
+        Some(s) => {
+            let waiting = not_running(s);
+            let services = if waiting.is_empty() { String::new() } else { format!(" [{}]", waiting.join(", ")) };
+            format!("{}: {}{services}", s.phase, s.message)
+        }
+    }
+}
+
+pub async fn run(url: &str, lab: &str, target: WaitFor, timeout: Duration) -> ExitCode {
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut shown = String::new();
+    let mut read_once = false;
+    loop {
+        let read = match reader(url).await {
+            Ok(mut r) => r.status(lab).await.map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        let status = match read {
+            Ok(s) => {
+                read_once = true;
+                s
+            }
+            // A wrong address fails at once; Redis going away while we wait (a restart) is
+            // waited out until the timeout.
+            Err(e) if !read_once => {
+                eprintln!("labctl wait: {e:#}");
+                return ExitCode::from(2);
+            }
+            Err(e) if started.elapsed() >= timeout => {
+                eprintln!("labctl wait: {lab}: redis unreadable at the timeout: {e:#}");
+                return ExitCode::from(1);
+            }
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
+        if reached(status.as_ref(), target) {
+            let what = match target {
+                WaitFor::Ready => format!("{lab} is Ready ({})", status.as_ref().map(|s| s.message.as_str()).unwrap_or_default()),
+                WaitFor::Deleted => format!("{lab} is deleted"),
+            };
+            println!("{what} after {:.1}s", started.elapsed().as_secs_f64());
+            return ExitCode::SUCCESS;
+        }
+        let now = progress(status.as_ref());
+        if tty && now != shown {
+            eprintln!("[{:>5.1}s] {lab}: {now}", started.elapsed().as_secs_f64());
+            shown = now.clone();
+        }
+        if started.elapsed() >= timeout {
+            let goal = match target {
+                WaitFor::Ready => "Ready",
+                WaitFor::Deleted => "deleted",
+            };
+            eprintln!("labctl wait: {lab} is not {goal} after {}s: {now}", timeout.as_secs());
+            return ExitCode::from(1);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarmlab::status::ServiceStatus;
+
+    #[test]
+    fn ready_means_the_current_generation_and_scaled_to_zero_counts_as_converged() {
+        let mut s = LabStatus { phase: Phase::Ready, generation: 2, observed_generation: 1, ..Default::default() };
+        assert!(!reached(Some(&s), WaitFor::Ready), "Ready for an older version of the file");
+        s.observed_generation = 2;
+        s.services.insert("idle".into(), ServiceStatus { desired: 0, running: 0, message: String::new() });
+        assert!(reached(Some(&s), WaitFor::Ready));
+        assert!(not_running(&s).is_empty());
+        assert!(!reached(Some(&s), WaitFor::Deleted) && reached(None, WaitFor::Deleted));
+    }
+}
