@@ -303,7 +303,7 @@ mod tests {
     fn patterns_agree_with_parsers() {
         let re = |p: &str| regex_lite(p);
         for (p, ok, bad) in [
-            (DURATION_PATTERN, vec!["1ms", "0.5s", "7us"], vec!["1", "ms", "1m"]),
+            (DURATION_PATTERN, vec!["1ms", "0.5s", "7us", "1m", "2h"], vec!["1", "ms", "1min", "1d"]),
             (PERCENT_PATTERN, vec!["0%", "99.9%", "100%"], vec!["101%", "1", "%"]),
             (RATE_PATTERN, vec!["1bit", "2.5mbit"], vec!["1", "1Mbit"]),
         ] {
