@@ -5,6 +5,8 @@
 
 pub mod agent;
 pub mod controller;
+pub mod http;
+pub mod metrics;
 pub mod plan;
 pub mod shaping;
 pub mod source;

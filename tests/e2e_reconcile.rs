@@ -376,3 +376,53 @@ fn labctl_wait_says_why_a_lab_is_not_ready_and_status_marks_a_silent_labd_stale(
         if text.contains("STALE") { Err(text) } else { Ok(()) }
     });
 }
+
+#[test]
+fn prometheus_scrapes_phase_readiness_reconciles_and_api_calls_and_probes_answer() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("prom".into());
+    remove_lab_objects("prom");
+    lab.write("prom.yaml", &lab_yaml("prom", "    web: {replicas: 2}\n"));
+    let port = 19464;
+    lab.start_labd_args(&["--http", &format!("127.0.0.1:{port}")]);
+    lab.wait_phase("prom", "Ready", READY);
+    // A bare HTTP/1.1 GET (what a scraper sends), so the test needs no HTTP client.
+    let get = |path: &str| -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("labd listens on --http");
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (code, body.to_string())
+    };
+    assert_eq!(get("/healthz").0, 200);
+    assert_eq!(get("/readyz"), (200, "leading\n".to_string()));
+    let (code, body) = get("/metrics");
+    assert_eq!(code, 200);
+    // A real parser of the exposition format, as Prometheus reads it.
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("the exposition parses");
+    let value = |name: &str, labels: &[(&str, &str)]| -> Option<f64> {
+        scrape.samples.iter().find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))).map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+    };
+    assert_eq!(value("swarmlab_lab_ready", &[("lab", "prom")]), Some(1.0), "{body}");
+    assert_eq!(value("swarmlab_lab_phase", &[("lab", "prom"), ("phase", "Ready")]), Some(1.0));
+    assert_eq!(value("swarmlab_lab_phase", &[("lab", "prom"), ("phase", "Progressing")]), Some(0.0));
+    assert!(value("swarmlab_reconciles_total", &[("lab", "prom")]).is_some_and(|v| v >= 2.0), "{body}");
+    assert_eq!(value("swarmlab_actions_total", &[("lab", "prom"), ("kind", "create")]), Some(2.0), "a network and a service");
+    assert!(value("swarmlab_docker_api_calls_total", &[]).is_some_and(|v| v > 0.0));
+    assert!(value("swarmlab_time_to_ready_seconds", &[("lab", "prom")]).is_some_and(|v| v > 0.0 && v < 90.0));
+    assert_eq!(value("swarmlab_leader", &[]), Some(1.0));
+    assert!(scrape.samples.iter().any(|s| s.metric == "swarmlab_reconcile_duration_seconds_count" || s.metric == "swarmlab_reconcile_duration_seconds"), "histogram missing");
+    // The lab goes: its series go with it.
+    lab.remove("prom.yaml");
+    lab.labctl(&["wait", "prom", "--for", "deleted", "--timeout", "60s"]);
+    eventually("the lab's series gone", Duration::from_secs(10), || {
+        let (_, body) = get("/metrics");
+        if body.contains("lab=\"prom\"") { Err(body) } else { Ok(()) }
+    });
+}

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use swarmlab::agent::{Agent, AgentConfig};
 use swarmlab::shaping::BackendKind;
 use swarmlab::controller::{Config, Controller};
+use swarmlab::http::Role;
 use swarmlab::status::Phase;
 use swarmlab::store::RedisStore;
 use swarmlab::swarm::DockerSwarm;
@@ -60,6 +61,9 @@ struct Cli {
     /// Seconds the leader lease lasts without renewal (a standby takes over after this).
     #[arg(long, env = "LABD_LEASE_TTL", default_value_t = 15)]
     lease_ttl: u64,
+    /// Serve /metrics (Prometheus), /healthz and /readyz here; `off` to serve nothing.
+    #[arg(long, env = "LABD_HTTP", default_value = "127.0.0.1:9464")]
+    http: String,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -142,6 +146,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let agent = Agent::new(agent_config(&cli), swarm.clone());
         tokio::spawn(agent.run(stopped(&stop_rx)))
     });
+    let metrics = std::sync::Arc::new(swarmlab::metrics::Metrics::new());
+    let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Starting);
+    let _http = match cli.http.as_str() {
+        "off" | "" => None,
+        addr => {
+            let addr: std::net::SocketAddr = addr.parse().with_context(|| format!("--http {addr}: expected ADDRESS:PORT, e.g. 0.0.0.0:9464, or off"))?;
+            // Reconciling matters more than being scraped: a busy port (a second labd on this
+            // host, a standby) is reported, not fatal.
+            match swarmlab::http::serve(addr, metrics.clone(), role_rx).await {
+                Ok(task) => Some(task),
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "cannot serve /metrics, /healthz and /readyz (--http); running without them");
+                    None
+                }
+            }
+        }
+    };
     let store = RedisStore::new(&cli.redis).with_context(|| format!("bad redis URL {}", cli.redis))?;
     let store_task = tokio::spawn(store.clone().run(stopped(&stop_rx)));
     // One labd reconciles a swarm at a time; a second one stands by here.
@@ -161,12 +182,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     tracing::info!(labs = %cli.labs.display(), redis = %cli.redis, "labd starting");
     let code = loop {
+        role_tx.send_replace(Role::StandingBy);
+        metrics.set_leader(false);
         tokio::select! {
             token = lease.acquire() => store.fence_with(token),
             _ = stopped(&stop_rx) => break ExitCode::SUCCESS,
         }
+        role_tx.send_replace(Role::Leading);
+        metrics.set_leader(true);
         let lost = keep_lease(lease.clone());
-        let controller = Controller::new(config.clone(), swarm.clone(), store.clone()).await;
+        let controller = Controller::new(config.clone(), swarm.clone(), store.clone()).await.with_metrics(metrics.clone());
         if cli.once {
             break run_once(&cli, controller).await?;
         }

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::metrics::Metrics;
 use crate::source::{load_dir, Catalog, DirWatcher, FileEvent, LabEntry, Settle};
 use crate::spec::{Diagnostic, ValidLab};
 use crate::status::{EventReason, LabStatus, Phase};
@@ -130,6 +131,7 @@ pub struct Controller<S: Swarm, St: LabStore> {
     queue: WorkQueue,
     backoff: Backoff,
     phases: watch::Sender<BTreeMap<String, Phase>>,
+    metrics: Arc<Metrics>,
 }
 
 impl<S: Swarm, St: LabStore> Controller<S, St> {
@@ -149,9 +151,16 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             queue: WorkQueue::default(),
             backoff: Backoff::default(),
             phases,
+            metrics: Arc::default(),
         };
         c.restore_status().await;
         c
+    }
+
+    /// Prometheus metrics go to `metrics` (shared with the HTTP endpoint).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Phases of all labs, updated after each reconcile (for `--once` and tests).
@@ -217,7 +226,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
 
         let mut resync = tokio::time::interval(self.config.resync);
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
-        let mut running: JoinSet<(String, Outcome)> = JoinSet::new();
+        let mut running: JoinSet<(String, Outcome, Duration)> = JoinSet::new();
         let _ = trigger_tx.send(Trigger::Files).await;
         self.discover_owned().await;
         loop {
@@ -249,7 +258,10 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                     }
                 },
                 Some(done) = running.join_next(), if !running.is_empty() => {
-                    if let Ok((lab, outcome)) = done { self.on_done(&lab, outcome); }
+                    if let Ok((lab, outcome, took)) = done {
+                        self.metrics.reconciled(&lab, took.as_secs_f64(), outcome.result.is_err());
+                        self.on_done(&lab, outcome);
+                    }
                 }
             }
             for lab in self.queue.take_ready() {
@@ -279,7 +291,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                         store.gauge(&lab, "last_reconcile_ms", started.elapsed().as_millis());
                         // Exact when one lab reconciles at a time (as in the benchmark).
                         store.gauge(&lab, "last_reconcile_api_calls", u128::from(swarm.api_calls() - calls));
-                        (lab, outcome)
+                        (lab, outcome, started.elapsed())
                     }
                     .instrument(span),
                 );
@@ -477,17 +489,21 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
     fn on_done(&mut self, lab: &str, outcome: Outcome) {
         self.queue.done(lab, outcome.result.is_err());
         self.store.global_gauge("docker_api_calls", u128::from(self.swarm.api_calls()));
+        self.metrics.api_calls(self.swarm.api_calls());
         for (kind, n) in &outcome.actions {
             self.store.count(lab, &format!("actions_{kind}"), *n as i64);
+            self.metrics.acted(lab, kind, *n);
         }
         self.store.count(lab, "reconciles", 1);
         let Some(state) = self.labs.get_mut(lab) else { return };
         if outcome.drift > 0 && state.desire == Desire::Defined {
             self.store.count(lab, "drift_repairs", outcome.drift as i64);
+            self.metrics.drift_repaired(lab, outcome.drift);
             self.store.event(lab, event(EventReason::DriftRepaired, format!("{} services changed outside labd were restored", outcome.drift)));
         }
         if outcome.gone && matches!(state.desire, Desire::Delete | Desire::Orphaned(_)) {
             self.store.delete_lab(lab);
+            self.metrics.forget(lab);
             self.labs.remove(lab);
             self.timers.cancel(&Timer::Lab(lab.to_string()));
             self.timers.cancel(&Timer::Event(lab.to_string()));
@@ -521,6 +537,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             state.ready_reported = true;
             if let Some(since) = state.generation_since {
                 self.store.gauge(lab, "time_to_ready_ms", since.elapsed().as_millis());
+                self.metrics.ready_after(lab, since.elapsed().as_secs_f64());
             }
             self.store.event(lab, event(EventReason::Ready, status.message.clone()));
         }
@@ -537,6 +554,9 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
     }
 
     fn publish_phases(&self) {
+        for (lab, state) in &self.labs {
+            self.metrics.set_phase(lab, state.status.phase);
+        }
         let phases = self.labs.iter().map(|(n, s)| (n.clone(), s.status.phase)).collect();
         self.phases.send_replace(phases);
     }

@@ -132,11 +132,22 @@ impl Lab {
         self.start_labd_with(labs, &url);
     }
 
+    /// labd with extra arguments.
+    pub fn start_labd_args(&mut self, extra: &[&str]) {
+        let (labs, url) = (self.labs.clone(), self.redis.url());
+        self.spawn_labd(&labs, &url, extra);
+    }
+
     /// labd reaching Redis at `redis_url` (a proxy, say) instead of the test's server.
     pub fn start_labd_with(&mut self, labs: &Path, redis_url: &str) {
+        self.spawn_labd(labs, redis_url, &[]);
+    }
+
+    fn spawn_labd(&mut self, labs: &Path, redis_url: &str, extra: &[&str]) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_labd"))
             .args(["--labs", labs.to_str().unwrap(), "--redis", redis_url, "--resync", "5"])
+            .args(extra)
             .env("DOCKER_API_VERSION", "1.41")
             .env("RUST_LOG", "info,swarmlab=debug")
             .env("LABD_LEASE_TTL", "3")

@@ -1,0 +1,154 @@
+//! labd's Prometheus metrics, named after the Prometheus conventions (`swarmlab_` prefix, base
+//! units, `_total` counters), with the `prometheus-client` crate (the Prometheus project's
+//! own Rust client: typed families, exposition in the text format). Redis keeps its own
+//! counters for `labctl`; these are for Prometheus and Grafana.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::status::Phase;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LabLabel {
+    pub lab: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub lab: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub lab: String,
+    pub kind: String,
+}
+
+/// Every phase a lab can be in, so each lab has one series per phase (1 for the current one),
+/// as kube-state-metrics does for pods.
+const PHASES: [Phase; 8] =
+    [Phase::Pending, Phase::Progressing, Phase::Ready, Phase::Degraded, Phase::Failed, Phase::Invalid, Phase::Deleting, Phase::Orphaned];
+
+pub struct Metrics {
+    registry: Registry,
+    phase: Family<PhaseLabels, Gauge>,
+    ready: Family<LabLabel, Gauge>,
+    reconciles: Family<LabLabel, Counter>,
+    reconcile_seconds: Family<LabLabel, Histogram>,
+    actions: Family<ActionLabels, Counter>,
+    drift_repairs: Family<LabLabel, Counter>,
+    errors: Family<LabLabel, Counter>,
+    time_to_ready_seconds: Family<LabLabel, Gauge<f64, AtomicU64>>,
+    docker_api_calls: Counter,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("swarmlab");
+        let m = Metrics {
+            phase: Family::default(),
+            ready: Family::default(),
+            reconciles: Family::default(),
+            reconcile_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))),
+            actions: Family::default(),
+            drift_repairs: Family::default(),
+            errors: Family::default(),
+            time_to_ready_seconds: Family::default(),
+            docker_api_calls: Counter::default(),
+            leader: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("lab_phase", "1 for the phase each lab is in, 0 for the others", m.phase.clone());
+        registry.register("lab_ready", "1 when the lab is Ready", m.ready.clone());
+        registry.register("reconciles", "Reconcile passes", m.reconciles.clone());
+        registry.register("reconcile_duration_seconds", "Time of one reconcile pass", m.reconcile_seconds.clone());
+        registry.register("actions", "Changes made to Swarm, by kind (create, update, remove)", m.actions.clone());
+        registry.register("drift_repairs", "Objects changed outside labd and put back", m.drift_repairs.clone());
+        registry.register("reconcile_errors", "Reconcile passes that failed", m.errors.clone());
+        registry.register("time_to_ready_seconds", "From a lab's new definition to Ready, for its current generation", m.time_to_ready_seconds.clone());
+        registry.register("docker_api_calls", "Docker Engine API calls made by labd", m.docker_api_calls.clone());
+        registry.register("leader", "1 while this labd holds the leader lease and reconciles", m.leader.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub fn set_phase(&self, lab: &str, phase: Phase) {
+        for p in PHASES {
+            self.phase.get_or_create(&PhaseLabels { lab: lab.into(), phase: p.to_string() }).set(i64::from(p == phase));
+        }
+        self.ready.get_or_create(&LabLabel { lab: lab.into() }).set(i64::from(phase == Phase::Ready));
+    }
+
+    /// A lab is gone: its series go too.
+    pub fn forget(&self, lab: &str) {
+        for p in PHASES {
+            self.phase.remove(&PhaseLabels { lab: lab.into(), phase: p.to_string() });
+        }
+        let l = LabLabel { lab: lab.into() };
+        self.ready.remove(&l);
+        self.reconciles.remove(&l);
+        self.reconcile_seconds.remove(&l);
+        self.drift_repairs.remove(&l);
+        self.errors.remove(&l);
+        self.time_to_ready_seconds.remove(&l);
+        for kind in ["create", "update", "remove"] {
+            self.actions.remove(&ActionLabels { lab: lab.into(), kind: kind.into() });
+        }
+    }
+
+    pub fn reconciled(&self, lab: &str, seconds: f64, failed: bool) {
+        let l = LabLabel { lab: lab.into() };
+        self.reconciles.get_or_create(&l).inc();
+        self.reconcile_seconds.get_or_create(&l).observe(seconds);
+        if failed {
+            self.errors.get_or_create(&l).inc();
+        }
+    }
+
+    pub fn acted(&self, lab: &str, kind: &str, n: u64) {
+        self.actions.get_or_create(&ActionLabels { lab: lab.into(), kind: kind.into() }).inc_by(n);
+    }
+
+    pub fn drift_repaired(&self, lab: &str, n: u64) {
+        self.drift_repairs.get_or_create(&LabLabel { lab: lab.into() }).inc_by(n);
+    }
+
+    pub fn ready_after(&self, lab: &str, seconds: f64) {
+        self.time_to_ready_seconds.get_or_create(&LabLabel { lab: lab.into() }).set(seconds);
+    }
+
+    /// Docker API calls so far (a counter fed from the client's own count).
+    pub fn api_calls(&self, total: u64) {
+        let seen = self.docker_api_calls.get();
+        if total > seen {
+            self.docker_api_calls.inc_by(total - seen);
+        }
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// The exposition in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+pub type SharedMetrics = Arc<Metrics>;
