@@ -426,3 +426,32 @@ fn prometheus_scrapes_phase_readiness_reconciles_and_api_calls_and_probes_answer
         if body.contains("lab=\"prom\"") { Err(body) } else { Ok(()) }
     });
 }
+
+#[test]
+fn labctl_diff_exits_0_when_swarm_matches_1_when_it_would_change_something_2_on_error() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("diffx".into());
+    remove_lab_objects("diffx");
+    lab.write("diffx.yaml", &lab_yaml("diffx", "    web: {replicas: 1}\n"));
+    lab.start_labd();
+    lab.wait_phase("diffx", "Ready", READY);
+    lab.stop_labd();
+    let diff = |dir: &std::path::Path| lab.labctl(&["diff", dir.to_str().unwrap()]);
+    // Only this lab's file in a directory of its own, so other tests' labs do not count.
+    let only = tempfile::tempdir().unwrap();
+    std::fs::copy(lab.labs.join("diffx.yaml"), only.path().join("diffx.yaml")).unwrap();
+    let out = diff(only.path());
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // Labs another test left on this Swarm would show as removals; with none, nothing differs.
+    if !text.lines().any(|l| l.starts_with("- ")) {
+        assert_eq!(out.status.code(), Some(0), "{text}");
+    }
+    assert!(!text.contains("diffx:"), "nothing to do for diffx: {text}");
+    docker_ok(&["service", "scale", "-d", "diffx_web=3"]);
+    let out = diff(only.path());
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("~ diffx: update service diffx_web") && text.contains("3 replicas → 1 replicas (changed outside labd)"), "{text}");
+    let out = diff(std::path::Path::new("/nonexistent/labs"));
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}

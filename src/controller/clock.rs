@@ -26,18 +26,7 @@ fn describe(in_force: &InForce) -> String {
     if in_force.overrides.is_empty() {
         return "static conditions".into();
     }
-    let parts: Vec<String> = in_force
-        .overrides
-        .iter()
-        .map(|(target, c)| {
-            let text = serde_json::to_value(c)
-                .ok()
-                .and_then(|v| v.as_object().cloned())
-                .map(|o| o.iter().map(|(k, v)| format!("{k} {}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect::<Vec<_>>().join(", "))
-                .unwrap_or_default();
-            format!("{target}: {text}")
-        })
-        .collect();
+    let parts: Vec<String> = in_force.overrides.iter().map(|(target, c)| format!("{target}: {}", c.summary())).collect();
     parts.join("; ")
 }
 

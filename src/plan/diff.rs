@@ -254,7 +254,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
                     Some("spec changed".to_string())
                 } else if have.replicas != want.replicas {
                     plan.drift += 1;
-                    Some(format!("replicas {} → {} (changed outside labd)", replicas_text(have.replicas), replicas_text(want.replicas)))
+                    Some(format!("{} → {} (changed outside labd)", replicas_text(have.replicas), replicas_text(want.replicas)))
                 } else if have.image != want.image {
                     plan.drift += 1;
                     Some(format!("image {} → {} (changed outside labd)", have.image, want.image))

@@ -36,6 +36,26 @@ impl EffectiveConditions {
         *self == EffectiveConditions::default()
     }
 
+    /// For people: `delay 20ms, loss 2%` (empty when nothing is set).
+    pub fn summary(&self) -> String {
+        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down } = self;
+        let mut parts = Vec::new();
+        if *down == Some(true) {
+            parts.push("down".to_string());
+        }
+        let fields: [(&str, Option<String>); 7] = [
+            ("delay", delay.map(|v| v.to_string())),
+            ("jitter", jitter.map(|v| v.to_string())),
+            ("loss", loss.map(|v| v.to_string())),
+            ("rate", rate.map(|v| v.to_string())),
+            ("corrupt", corrupt.map(|v| v.to_string())),
+            ("duplicate", duplicate.map(|v| v.to_string())),
+            ("reorder", reorder.map(|v| v.to_string())),
+        ];
+        parts.extend(fields.into_iter().filter_map(|(name, v)| v.map(|v| format!("{name} {v}"))));
+        parts.join(", ")
+    }
+
     /// Each field from `self`, or from `lower` where `self` does not set it.
     pub fn or(self, lower: EffectiveConditions) -> EffectiveConditions {
         let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down } = self;

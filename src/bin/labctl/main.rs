@@ -5,6 +5,7 @@
 mod common;
 mod describe;
 mod diff;
+mod graph;
 mod probe;
 mod status;
 mod validate;
@@ -52,7 +53,7 @@ enum Command {
     },
     /// Conditions, services and recent events of one lab.
     Describe { lab: String },
-    /// What labd would do to make Swarm match DIR, without doing it.
+    /// What labd would do to make Swarm match DIR, without doing it (exit 0: nothing, 1: changes, 2: error).
     Diff {
         #[arg(default_value = "labs")]
         dir: PathBuf,
@@ -89,6 +90,13 @@ enum Command {
         #[arg(long, default_value = "120s", value_parser = parse_timeout)]
         timeout: std::time::Duration,
     },
+    /// Draw a lab: services, networks, and the conditions on each attachment.
+    Graph {
+        /// A lab name (its file found through labd's status) or a lab file.
+        lab: String,
+        #[arg(short, long, value_enum, default_value = "mermaid")]
+        output: graph::Format,
+    },
     /// Print the JSON Schema of the Lab resource.
     Schema,
     /// Print shell completions, e.g. `labctl completions bash > /etc/bash_completion.d/labctl`.
@@ -110,8 +118,9 @@ async fn main() -> ExitCode {
         }
         Command::Status { lab, output, watch } => status::run(&cli.redis, lab.as_deref(), output, watch).await,
         Command::Describe { lab } => describe::run(&cli.redis, &lab).await,
+        Command::Graph { lab, output } => graph::run(&cli.redis, &lab, output).await,
         Command::Wait { lab, target, timeout } => return wait::run(&cli.redis, &lab, target, timeout).await,
-        Command::Diff { dir, docker_host } => diff::run(&dir, docker_host.as_deref()).await,
+        Command::Diff { dir, docker_host } => return diff::run(&dir, docker_host.as_deref()).await,
         Command::Probe { lab, service, to, count, interval, output, docker_host } => {
             probe::run(&cli.redis, docker_host.as_deref(), &lab, &service, to, count, interval, output).await
         }
