@@ -34,8 +34,17 @@ pub struct ActionLabels {
 
 /// Every phase a lab can be in, so each lab has one series per phase (1 for the current one),
 /// as kube-state-metrics does for pods.
-const PHASES: [Phase; 8] =
-    [Phase::Pending, Phase::Progressing, Phase::Ready, Phase::Degraded, Phase::Failed, Phase::Invalid, Phase::Deleting, Phase::Orphaned];
+const PHASES: [Phase; 9] = [
+    Phase::Pending,
+    Phase::Progressing,
+    Phase::Ready,
+    Phase::Degraded,
+    Phase::Failed,
+    Phase::Invalid,
+    Phase::Deleting,
+    Phase::Orphaned,
+    Phase::Suspended,
+];
 
 pub struct Metrics {
     registry: Registry,

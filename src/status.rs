@@ -19,6 +19,9 @@ pub enum Phase {
     /// No file defines the lab, but nothing shows a person removed it (labd started on another
     /// or an empty directory, or lost its memory): kept running, not reconciled.
     Orphaned,
+    /// Suspended (`labctl suspend`, or `suspend: true` in the spec): observed, never changed;
+    /// drift and file changes wait for the resume.
+    Suspended,
 }
 
 impl std::fmt::Display for Phase {
@@ -35,6 +38,7 @@ pub mod condition_types {
     pub const NETWORKS_READY: &str = "NetworksReady";
     pub const SERVICES_READY: &str = "ServicesReady";
     pub const SHAPING_APPLIED: &str = "ShapingApplied";
+    pub const SUSPENDED: &str = "Suspended";
 }
 
 /// A condition's status, as Kubernetes writes it.

@@ -455,3 +455,36 @@ fn labctl_diff_exits_0_when_swarm_matches_1_when_it_would_change_something_2_on_
     let out = diff(std::path::Path::new("/nonexistent/labs"));
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_suspended_lab_keeps_its_drift_and_its_file_changes_until_resumed() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("susp".into());
+    remove_lab_objects("susp");
+    lab.write("susp.yaml", &lab_yaml("susp", "    web: {replicas: 1}\n"));
+    lab.start_labd();
+    lab.wait_phase("susp", "Ready", READY);
+    let out = lab.labctl(&["suspend", "susp"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    lab.wait_phase("susp", "Suspended", READY);
+    docker_ok(&["service", "scale", "-d", "susp_web=2"]);
+    lab.write("susp.yaml", &lab_yaml("susp", "    web: {replicas: 1}\n    api: {}\n"));
+    // Two resyncs (5 s each here) pass: nothing is put back, nothing created.
+    let reconciles = lab.metric("susp", "reconciles");
+    eventually("two more passes", Duration::from_secs(30), || {
+        let n = lab.metric("susp", "reconciles");
+        if n >= reconciles + 2 { Ok(()) } else { Err(format!("{n} passes")) }
+    });
+    let services = stack_services("susp");
+    assert_eq!(services.get("susp_web").map(|r| r.ends_with("/2")), Some(true), "drift repaired while suspended: {services:?}");
+    assert!(!services.contains_key("susp_api"), "a file change applied while suspended");
+    let status = lab.status_json("susp").unwrap();
+    assert!(status["message"].as_str().unwrap().contains("changes wait for the resume"), "{status}");
+    let out = lab.labctl(&["status"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Suspended"));
+    lab.labctl(&["resume", "susp"]);
+    lab.wait_phase("susp", "Ready", READY);
+    let services = stack_services("susp");
+    assert_eq!(services.get("susp_web").map(String::as_str), Some("1/1"), "{services:?}");
+    assert!(services.contains_key("susp_api"));
+}

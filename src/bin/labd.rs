@@ -179,6 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         delete_grace: Duration::from_secs_f64(cli.delete_grace.clamp(0.0, 86_400.0)),
         allow_empty: cli.allow_empty,
         prune_orphans: cli.prune_orphans,
+        heartbeat: Duration::from_secs(5),
     };
     tracing::info!(labs = %cli.labs.display(), redis = %cli.redis, "labd starting");
     let code = loop {

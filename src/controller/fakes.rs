@@ -170,6 +170,8 @@ pub struct FakeStoreData {
     pub shaping: Mutex<BTreeMap<String, Option<String>>>,
     /// What the agents report; `None`: Redis unreadable.
     pub reports: Mutex<Option<Vec<TaskShaping>>>,
+    /// Labs suspended with `labctl suspend`.
+    pub suspended: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::ops::Deref for FakeStore {
@@ -205,6 +207,9 @@ impl LabStore for FakeStore {
     }
     fn heartbeat(&self, _resync: std::time::Duration) {
         self.count("", "heartbeats", 1);
+    }
+    async fn suspended(&self) -> Option<std::collections::BTreeSet<String>> {
+        Some(self.suspended.lock().unwrap().clone())
     }
     async fn statuses(&self) -> Vec<LabStatus> {
         self.statuses.lock().unwrap().values().cloned().collect()

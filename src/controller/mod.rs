@@ -34,13 +34,11 @@ use crate::swarm::{EventSubject, Swarm};
 use cache::Cached;
 use deletion::{AbsenceTracker, Verdict};
 use queue::{Backoff, WorkQueue};
-use reconcile::{event, reconcile, Outcome, ReconcileError, Requeue, Target};
+use reconcile::{event, reconcile, Outcome, ReconcileError, Requeue, SuspendedBy, Target};
 use scheduler::Scheduler;
 
 /// The longest one reconcile may take before it counts as failed.
 const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
-/// How often the leading labd says it is alive.
-const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long after the last of a burst of Docker events their lab is looked at.
 const EVENT_FOLLOW_UP: Duration = Duration::from_millis(200);
 /// The longest a read of the labs directory may take (a hung network mount): unreadable then.
@@ -59,6 +57,8 @@ pub struct Config {
     pub allow_empty: bool,
     /// Remove labs no file defines that this labs directory never defined (orphans).
     pub prune_orphans: bool,
+    /// How often labd says it is alive and picks up `labctl suspend`/`resume`.
+    pub heartbeat: Duration,
 }
 
 /// What labd wants done with a lab, from the evidence of the labs directory.
@@ -132,6 +132,8 @@ pub struct Controller<S: Swarm, St: LabStore> {
     backoff: Backoff,
     phases: watch::Sender<BTreeMap<String, Phase>>,
     metrics: Arc<Metrics>,
+    /// Labs suspended with `labctl suspend`, as last read from the store.
+    suspended: std::collections::BTreeSet<String>,
 }
 
 impl<S: Swarm, St: LabStore> Controller<S, St> {
@@ -152,6 +154,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             backoff: Backoff::default(),
             phases,
             metrics: Arc::default(),
+            suspended: Default::default(),
         };
         c.restore_status().await;
         c
@@ -225,7 +228,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         });
 
         let mut resync = tokio::time::interval(self.config.resync);
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat);
         let mut running: JoinSet<(String, Outcome, Duration)> = JoinSet::new();
         let _ = trigger_tx.send(Trigger::Files).await;
         self.discover_owned().await;
@@ -236,7 +239,10 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                     let wait = self.settle.on_event(&change, Instant::now());
                     self.timers.reset(Timer::Settle, wait);
                 }
-                _ = heartbeat.tick() => self.store.heartbeat(self.config.resync),
+                _ = heartbeat.tick() => {
+                    self.store.heartbeat(self.config.resync);
+                    self.refresh_suspended().await;
+                }
                 _ = resync.tick() => {
                     self.swarm.invalidate();
                     self.on_trigger(Trigger::Resync).await;
@@ -482,7 +488,15 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             Desire::Unknown => None,
             Desire::Delete => Some(Target::Delete),
             Desire::Orphaned(why) => Some(Target::Orphaned(why.clone())),
-            Desire::Defined => Some(Target::Apply { lab: state.last_good.clone(), invalid: state.invalid.clone() }),
+            Desire::Defined => {
+                let by_spec = state.last_good.as_ref().is_some_and(|l| l.lab.spec.suspend == Some(true));
+                let suspended = if self.suspended.contains(lab) {
+                    Some(SuspendedBy::Labctl)
+                } else {
+                    by_spec.then_some(SuspendedBy::Spec)
+                };
+                Some(Target::Apply { lab: state.last_good.clone(), invalid: state.invalid.clone(), suspended })
+            }
         }
     }
 
@@ -551,6 +565,19 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             None => self.timers.cancel(&Timer::Lab(lab.to_string())),
         }
         self.publish_phases();
+    }
+
+    /// Picks up `labctl suspend`/`resume`: labs whose flag changed are looked at now.
+    async fn refresh_suspended(&mut self) {
+        let Some(now) = self.store.suspended().await else { return };
+        let changed: Vec<String> = now.symmetric_difference(&self.suspended).cloned().collect();
+        self.suspended = now;
+        for lab in changed {
+            if self.labs.contains_key(&lab) {
+                tracing::info!(lab = %lab, suspended = self.suspended.contains(&lab), "suspension changed");
+                self.queue.add(&lab);
+            }
+        }
     }
 
     fn publish_phases(&self) {

@@ -16,12 +16,30 @@ use crate::swarm::{Swarm, SwarmError};
 use super::clock;
 use super::verdict::{self, Findings, ShapingState};
 
+/// Who suspended a lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuspendedBy {
+    /// `labctl suspend LAB` (until `labctl resume LAB`).
+    Labctl,
+    /// `suspend: true` in the lab's spec.
+    Spec,
+}
+
+impl std::fmt::Display for SuspendedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SuspendedBy::Labctl => "`labctl suspend` (undo with `labctl resume`)",
+            SuspendedBy::Spec => "`suspend: true` in the lab's spec",
+        })
+    }
+}
+
 /// What the controller asks of one reconcile.
 #[derive(Debug, Clone)]
 pub enum Target {
     /// Converge to `lab`. `invalid` holds the errors of a newer, broken definition: the lab
     /// then keeps its last good version and its phase is Invalid.
-    Apply { lab: Option<ValidLab>, invalid: Option<Vec<Diagnostic>> },
+    Apply { lab: Option<ValidLab>, invalid: Option<Vec<Diagnostic>>, suspended: Option<SuspendedBy> },
     /// No file defines the lab any more: remove everything it owns.
     Delete,
     /// No file defines the lab, but nothing shows a person removed it: leave it, say why.
@@ -138,12 +156,13 @@ pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, t
     let mut outcome = match target {
         Target::Delete => delete(swarm, store, name, &observed, status).await,
         Target::Orphaned(why) => orphaned(name, &observed, status, why),
-        Target::Apply { lab, invalid } => apply(swarm, store, name, lab, invalid, &observed, status).await,
+        Target::Apply { lab: Some(lab), suspended: Some(by), .. } => suspended(&lab, &observed, status, by),
+        Target::Apply { lab, invalid, .. } => apply(swarm, store, name, lab, invalid, &observed, status).await,
     };
     if let Ok(requeue) = &mut outcome.result {
         *requeue = requeue_of(&outcome.status, outcome.gone, poll);
         // The schedule's next change, or its start now that the lab is Ready.
-        if let Some(s) = outcome.status.schedule.as_ref().filter(|_| outcome.status.phase != Phase::Deleting) {
+        if let Some(s) = outcome.status.schedule.as_ref().filter(|_| !matches!(outcome.status.phase, Phase::Deleting | Phase::Suspended)) {
             let wake = match (s.started_at, s.next_change_at) {
                 (None, _) if outcome.status.ready_since.is_some() => Some(Duration::ZERO),
                 (_, Some(at)) => Some((at - Utc::now()).to_std().unwrap_or(Duration::ZERO)),
@@ -165,7 +184,7 @@ fn requeue_of(status: &LabStatus, gone: bool, poll: Duration) -> Requeue {
     let never_valid = status.phase == Phase::Invalid && status.revision.is_empty();
     let settled = match status.phase {
         Phase::Deleting => gone,
-        Phase::Orphaned => true,
+        Phase::Orphaned | Phase::Suspended => true,
         _ => status.ready_since.is_some() || never_valid,
     };
     if settled {
@@ -185,6 +204,33 @@ pub(crate) fn failed(mut status: LabStatus, error: ReconcileError) -> Outcome {
     status.set_abnormal(ct::STALLED, true, "ReconcileFailed", message, now);
     status.ready_since = None;
     Outcome { status, actions: BTreeMap::new(), result: Err(error), gone: false, drift: 0 }
+}
+
+/// A suspended lab is looked at, never changed: its status shows what runs, and why nothing is
+/// done about the rest. Its shaping and its schedule stay as they were.
+fn suspended(lab: &ValidLab, observed: &Observed, mut status: LabStatus, by: SuspendedBy) -> Outcome {
+    let now = Utc::now();
+    let desired = desired_lab(&lab.lab);
+    let pending = diff(&desired, observed).actions.len();
+    status.services = desired
+        .services
+        .iter()
+        .map(|want| {
+            let have = observed.services.iter().find(|o| o.name == want.name);
+            let s = ServiceStatus {
+                desired: want.replicas.unwrap_or_else(|| have.map(|h| h.desired).unwrap_or(0)),
+                running: have.map(|h| h.running).unwrap_or(0),
+                message: String::new(),
+            };
+            (want.short_name.clone(), s)
+        })
+        .collect();
+    status.phase = Phase::Suspended;
+    let waiting = if pending == 0 { "nothing is waiting".to_string() } else { format!("{pending} changes wait for the resume") };
+    status.message = format!("suspended by {by}: labd changes nothing; {waiting}");
+    status.set_condition(ct::SUSPENDED, true, "Suspended", status.message.clone(), now);
+    status.set_abnormal(ct::RECONCILING, false, "", "", now);
+    Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: false, drift: 0 }
 }
 
 fn orphaned(name: &str, observed: &Observed, mut status: LabStatus, why: String) -> Outcome {
@@ -245,6 +291,7 @@ async fn apply<S: Swarm>(
         return Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: false, drift: 0 };
     };
     status.revision = lab.revision.clone();
+    status.conditions.retain(|c| c.type_ != ct::SUSPENDED);
     let desired = desired_lab(&lab.lab);
     // The schedule's clock runs in labd: the agents get the conditions in force, never time.
     let tick = lab.lab.spec.schedule.as_ref().map(|s| clock::tick(s, status.schedule.as_ref(), status.ready_since.is_some(), now));
@@ -438,7 +485,7 @@ mod tests {
     }
 
     fn apply(l: &ValidLab) -> Target {
-        Target::Apply { lab: Some(l.clone()), invalid: None }
+        Target::Apply { lab: Some(l.clone()), invalid: None, suspended: None }
     }
 
     #[tokio::test]
@@ -611,7 +658,7 @@ mod tests {
         let store = FakeStore::default();
         let l = lab(TWO);
         let bad = crate::spec::Diagnostic { file: "t.yaml".into(), line: 3, column: 1, field: "spec".into(), message: "broken".into() };
-        let target = Target::Apply { lab: Some(l.clone()), invalid: Some(vec![bad]) };
+        let target = Target::Apply { lab: Some(l.clone()), invalid: Some(vec![bad]), suspended: None };
         let o = pass(&swarm, &store, target, LabStatus::default()).await;
         assert_eq!(o.status.phase, Phase::Invalid);
         assert_eq!(o.status.message, "t.yaml:3:1: spec: broken");

@@ -30,6 +30,7 @@ fn config(dir: &Path, resync: Duration) -> Config {
         delete_grace: Duration::from_millis(500),
         allow_empty: false,
         prune_orphans: false,
+        heartbeat: Duration::from_millis(100),
     }
 }
 
@@ -193,6 +194,30 @@ async fn failures_wait_out_a_growing_backoff_then_the_lab_converges() {
     assert_eq!(failures.len(), 2, "{failures:?}");
     assert!(failures[0].contains("attempt 1, next try in 1s") && failures[1].contains("attempt 2, next try in 2s"), "{failures:?}");
     assert!(c.store.statuses.lock().unwrap()["a"].backoff.is_none(), "backoff kept after success");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_lab_is_watched_but_never_changed_until_resumed() {
+    let mut c = start(&[("a.yaml", lab_yaml("a", &["web"]))], Duration::from_millis(300), FakeSwarm::default()).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    c.store.suspended.lock().unwrap().insert("a".into());
+    c.until_phase("a", Phase::Suspended, SOON).await;
+    c.swarm.state.lock().unwrap().services.clear();
+    std::fs::write(c.dir.path().join("a.yaml"), lab_yaml("a", &["web", "db"])).unwrap();
+    // Several resyncs and a file change later: nothing recreated, nothing created.
+    let calls = c.swarm.api_calls();
+    eventually("three resyncs", SOON, || c.swarm.api_calls() >= calls + 3).await;
+    assert!(c.services().is_empty(), "a suspended lab was changed: {:?}", c.services());
+    let status = c.store.statuses.lock().unwrap()["a"].clone();
+    assert!(status.message.contains("labctl suspend") && status.message.contains("2 changes wait"), "{}", status.message);
+    c.store.suspended.lock().unwrap().clear();
+    eventually("resumed: drift repaired and the edit applied", SOON, || c.services() == ["a_db", "a_web"]).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    // The same from the spec.
+    std::fs::write(c.dir.path().join("a.yaml"), format!("{}  suspend: true\n", lab_yaml("a", &["web"]))).unwrap();
+    c.until_phase("a", Phase::Suspended, SOON).await;
+    assert_eq!(c.services(), ["a_db", "a_web"], "suspend: true removed what the same edit dropped");
     c.stop().await;
 }
 

@@ -64,6 +64,10 @@ pub struct LabSpec {
     /// Services by short name; Swarm names them `<lab>_<name>`.
     #[serde(default)]
     pub services: BTreeMap<String, Service>,
+    /// Stop reconciling this lab (as Flux's `suspend`): labd observes and reports it, and
+    /// changes nothing until this is removed; committed with the lab, unlike `labctl suspend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
     /// Condition changes over time (an experiment): steps, ramps, flapping, repeats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<super::schedule::Schedule>,

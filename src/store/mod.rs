@@ -29,6 +29,8 @@ pub trait LabStore: Clone + Send + Sync + 'static {
     fn put_shaping(&self, lab: &str, json: Option<String>);
     /// The agents' reports for the lab's tasks; `None` when they cannot be read.
     fn task_shaping(&self, lab: &str) -> impl Future<Output = Option<Vec<TaskShaping>>> + Send;
+    /// Labs suspended with `labctl suspend`; `None` when unreadable.
+    fn suspended(&self) -> impl Future<Output = Option<std::collections::BTreeSet<String>>> + Send;
     /// The statuses a previous labd wrote (generations, files, start times survive restarts).
     fn statuses(&self) -> impl Future<Output = Vec<LabStatus>> + Send;
 }
@@ -63,5 +65,8 @@ impl LabStore for RedisStore {
     }
     async fn statuses(&self) -> Vec<LabStatus> {
         RedisStore::statuses(self).await
+    }
+    async fn suspended(&self) -> Option<std::collections::BTreeSet<String>> {
+        RedisStore::suspended(self).await
     }
 }

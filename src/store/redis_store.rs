@@ -19,6 +19,8 @@ pub mod keys {
     /// Hash: `heartbeat` (RFC 3339, written by the leading labd every few seconds) and
     /// `resync_secs`, so readers can tell a stale status.
     pub const LABD: &str = "swarmlab:labd";
+    /// Set: labs suspended with `labctl suspend`.
+    pub const SUSPENDED: &str = "swarmlab:suspended";
     pub fn status(lab: &str) -> String {
         format!("swarmlab:lab:{lab}:status")
     }
@@ -171,6 +173,24 @@ impl RedisStore {
         self.with_outbox(|o| {
             o.gauges.insert((keys::METRICS.to_string(), metric.to_string()), value);
         });
+    }
+
+    /// Labs suspended with `labctl suspend`; `None` when Redis cannot be read (then nothing
+    /// changes: a lab is neither suspended nor resumed by an outage).
+    pub async fn suspended(&self) -> Option<std::collections::BTreeSet<String>> {
+        let mut slot = self.reader.lock().await;
+        if slot.is_none() {
+            let c = tokio::time::timeout(Duration::from_secs(2), self.client.get_multiplexed_async_connection()).await.ok()?.ok()?;
+            *slot = Some(c);
+        }
+        let conn = slot.as_mut()?;
+        match conn.smembers::<_, std::collections::BTreeSet<String>>(keys::SUSPENDED).await {
+            Ok(set) => Some(set),
+            Err(_) => {
+                *slot = None;
+                None
+            }
+        }
     }
 
     /// Every lab status a previous labd wrote; empty when Redis cannot be read.
@@ -353,6 +373,15 @@ impl StoreReader {
         let mut labs: Vec<String> = self.conn.smembers(keys::LABS).await?;
         labs.sort();
         Ok(labs)
+    }
+
+    /// Suspends (or resumes) a lab: labd stops (or starts again) changing it.
+    pub async fn set_suspended(&mut self, lab: &str, suspended: bool) -> redis::RedisResult<()> {
+        if suspended {
+            self.conn.sadd::<_, _, ()>(keys::SUSPENDED, lab).await
+        } else {
+            self.conn.srem::<_, _, ()>(keys::SUSPENDED, lab).await
+        }
     }
 
     /// When the leading labd last said it was alive, and its resync period.

@@ -8,6 +8,7 @@ mod diff;
 mod graph;
 mod probe;
 mod status;
+mod suspend;
 mod validate;
 mod wait;
 
@@ -97,6 +98,10 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "mermaid")]
         output: graph::Format,
     },
+    /// Stop labd from changing LAB (drift stays, file changes wait) until `labctl resume`.
+    Suspend { lab: String },
+    /// Let labd reconcile LAB again.
+    Resume { lab: String },
     /// Print the JSON Schema of the Lab resource.
     Schema,
     /// Print shell completions, e.g. `labctl completions bash > /etc/bash_completion.d/labctl`.
@@ -119,6 +124,8 @@ async fn main() -> ExitCode {
         Command::Status { lab, output, watch } => status::run(&cli.redis, lab.as_deref(), output, watch).await,
         Command::Describe { lab } => describe::run(&cli.redis, &lab).await,
         Command::Graph { lab, output } => graph::run(&cli.redis, &lab, output).await,
+        Command::Suspend { lab } => suspend::run(&cli.redis, &lab, true).await,
+        Command::Resume { lab } => suspend::run(&cli.redis, &lab, false).await,
         Command::Wait { lab, target, timeout } => return wait::run(&cli.redis, &lab, target, timeout).await,
         Command::Diff { dir, docker_host } => return diff::run(&dir, docker_host.as_deref()).await,
         Command::Probe { lab, service, to, count, interval, output, docker_host } => {
