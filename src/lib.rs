@@ -7,6 +7,7 @@ pub mod agent;
 pub mod controller;
 pub mod graph;
 pub mod http;
+pub mod import;
 pub mod metrics;
 pub mod plan;
 pub mod shaping;

@@ -37,6 +37,8 @@ pub struct DesiredService {
     pub container_labels: HashMap<String, String>,
     /// Exec form; replaces the image's entrypoint too, as `docker service create IMAGE CMD`.
     pub command: Option<Vec<String>>,
+    /// Arguments to the image's entrypoint.
+    pub args: Option<Vec<String>>,
     pub hostname: Option<String>,
     /// `KEY=value`
     pub env: Vec<String>,
@@ -164,6 +166,7 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
         labels,
         container_labels: base_labels(lab, short),
         command: svc.command.as_ref().map(|c| c.to_args()),
+        args: svc.args.clone(),
         hostname: svc.hostname.clone(),
         env: svc.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         init: svc.init,

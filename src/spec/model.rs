@@ -252,6 +252,10 @@ pub struct Service {
     pub mode: Option<Mode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Command>,
+    /// Arguments to the image's own entrypoint (what Compose's `command` sets); `command`
+    /// replaces the entrypoint instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, EnvValue>,
     /// Networks to join; a service that lists none joins the lab's `default` network.

@@ -137,6 +137,7 @@ impl Service {
             replicas: self.replicas.or(d.replicas),
             mode: self.mode.or(d.mode),
             command: self.command.clone().or_else(|| d.command.clone()),
+            args: self.args.clone().or_else(|| d.args.clone()),
             env,
             networks: self.networks.clone().or_else(|| d.networks.clone()),
             conditions: self.conditions.clone().or_else(|| d.conditions.clone()),

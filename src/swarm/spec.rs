@@ -49,6 +49,7 @@ pub fn service_spec(svc: &DesiredService) -> ServiceSpec {
         image: Some(svc.image.clone()),
         labels: Some(svc.container_labels.clone()),
         command: svc.command.clone(),
+        args: svc.args.clone(),
         hostname: svc.hostname.clone(),
         env: non_empty(&svc.env),
         init: svc.init,

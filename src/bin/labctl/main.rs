@@ -6,6 +6,7 @@ mod common;
 mod describe;
 mod diff;
 mod graph;
+mod import;
 mod probe;
 mod status;
 mod suspend;
@@ -102,6 +103,19 @@ enum Command {
     Suspend { lab: String },
     /// Let labd reconcile LAB again.
     Resume { lab: String },
+    /// Convert a Compose file into a lab (every field that does not carry over is noted).
+    Import {
+        file: PathBuf,
+        /// The lab's name (default: the Compose project name, the file's directory).
+        #[arg(long)]
+        name: Option<String>,
+        /// Write the lab here instead of to stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Use a local image: SERVICE=IMAGE, COMPOSE_IMAGE=IMAGE, or *=IMAGE (repeatable).
+        #[arg(long = "image")]
+        images: Vec<String>,
+    },
     /// Print the JSON Schema of the Lab resource.
     Schema,
     /// Print shell completions, e.g. `labctl completions bash > /etc/bash_completion.d/labctl`.
@@ -113,6 +127,15 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { paths } => return validate::run(&paths),
+        Command::Import { file, name, output, images } => {
+            return match import::run(&file, name.as_deref(), output.as_deref(), &images) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("labctl import: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Schema => {
             print!("{}", swarmlab::spec::schema::lab_schema_text());
             return ExitCode::SUCCESS;

@@ -1,0 +1,394 @@
+//! From a Compose file to a Lab: what carries over (services, images, commands, environment,
+//! networks, replicas, resources, placement, ports, init, grace period, labels), and a located
+//! note for everything that does not. Pure: text in, text out; the result is validated like
+//! any lab file before it is returned.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
+use crate::spec::yaml::{parse_documents, pointer_segment, Positions};
+use crate::spec::{parse_file, Diagnostic};
+
+/// Why a Compose key is not carried over, by key.
+fn not_carried(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "build" => "labd never builds or pulls: build the image and load it on every node, then set `image` (or map it with --image)",
+        "volumes" => "volumes are not part of a lab (yet); bake the files into the image",
+        "container_name" => "Swarm names tasks itself (`<lab>_<service>.<slot>`)",
+        "restart" => "Swarm restarts failed tasks by itself",
+        "depends_on" => "Swarm starts services in no order; the lab is Ready when all run",
+        "links" | "external_links" => "services reach each other by name on their networks",
+        "healthcheck" => "health checks are not part of a lab (yet)",
+        "expose" => "every port is reachable on the lab's networks",
+        "logging" | "secrets" | "configs" | "devices" | "privileged" | "security_opt" | "sysctls" | "ulimits" | "tmpfs" | "dns" | "extra_hosts" | "working_dir" | "user" | "entrypoint" | "stdin_open" | "tty" | "profiles" | "pid" | "ipc" | "network_mode" | "env_file" | "shm_size" | "platform" | "pull_policy" => {
+            "not supported by swarmlab"
+        }
+        _ => return None,
+    })
+}
+
+/// A Compose key swarmlab maps, and a located note for one it does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub line: usize,
+    pub column: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}: {}", self.line, self.column, self.field, self.message)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Imported {
+    /// The lab file's text (with a header of what was not carried over).
+    pub text: String,
+    pub notes: Vec<Note>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{0}")]
+    Syntax(String),
+    #[error("the Compose file has no `services`")]
+    NoServices,
+    #[error("the lab made from it is not valid: {}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Diagnostic>),
+}
+
+/// Image rewrites: `service=image` or `image=image` (the first matching wins; `*=` matches all).
+pub type ImageMap = Vec<(String, String)>;
+
+fn field_path(pointer: &str) -> String {
+    pointer.trim_start_matches('/').replace('/', ".")
+}
+
+struct Ctx<'a> {
+    positions: &'a Positions,
+    notes: Vec<Note>,
+}
+
+impl Ctx<'_> {
+    fn note(&mut self, pointer: &str, message: impl Into<String>) {
+        let m = self.positions.key(pointer);
+        self.notes.push(Note { line: m.line, column: m.column, field: field_path(pointer), message: message.into() });
+    }
+}
+
+fn as_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// `KEY=value` list or map, as Compose allows both.
+fn key_values(v: &Value) -> BTreeMap<String, String> {
+    match v {
+        Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), as_string(v).unwrap_or_default())).collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|s| match s.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (s.to_string(), String::new()),
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// Compose durations (`10s`, `1m30s`, `500ms`) as a lab duration.
+fn duration(text: &str) -> Option<String> {
+    let mut micros: f64 = 0.0;
+    let mut number = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            number.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        while let Some(n) = chars.peek().filter(|n| n.is_ascii_alphabetic()) {
+            unit.push(*n);
+            chars.next();
+        }
+        let scale = match unit.as_str() {
+            "us" => 1.0,
+            "ms" => 1e3,
+            "s" => 1e6,
+            "m" => 60e6,
+            "h" => 3600e6,
+            _ => return None,
+        };
+        micros += number.parse::<f64>().ok()? * scale;
+        number.clear();
+    }
+    if !number.is_empty() {
+        micros += number.parse::<f64>().ok()? * 1e6;
+    }
+    Some(if micros % 1e6 == 0.0 { format!("{}s", micros / 1e6) } else { format!("{}ms", (micros / 1e3).round()) })
+}
+
+fn mapped_image(map: &ImageMap, service: &str, image: Option<&str>) -> Option<String> {
+    map.iter()
+        .find(|(from, _)| from == "*" || from == service || Some(from.as_str()) == image || image.is_some_and(|i| i.split(':').next() == Some(from.as_str())))
+        .map(|(_, to)| to.clone())
+}
+
+fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMap, networks_defined: &[String]) -> Value {
+    let base = format!("/services/{}", pointer_segment(name));
+    let mut out = Map::new();
+    let image = svc.get("image").and_then(Value::as_str);
+    match (mapped_image(images, name, image), image) {
+        (Some(local), Some(was)) => {
+            out.insert("image".into(), json!(local));
+            ctx.note(&format!("{base}/image"), format!("image {was} mapped to {local} (--image)"));
+        }
+        (Some(local), None) => {
+            out.insert("image".into(), json!(local));
+        }
+        (None, Some(was)) => {
+            out.insert("image".into(), json!(was));
+        }
+        (None, None) => {}
+    }
+    for (key, value) in svc {
+        let at = format!("{base}/{}", pointer_segment(key));
+        match key.as_str() {
+            "image" => {}
+            // Compose's command is the arguments of the image's entrypoint.
+            "command" => match value {
+                Value::String(s) => match shlex::split(s) {
+                    Some(words) => {
+                        out.insert("args".into(), json!(words));
+                    }
+                    None => ctx.note(&at, "cannot split this command into words (unbalanced quotes)"),
+                },
+                Value::Array(items) => {
+                    out.insert("args".into(), json!(items.iter().filter_map(as_string).collect::<Vec<_>>()));
+                }
+                _ => ctx.note(&at, "expected a string or a list"),
+            },
+            "environment" => {
+                out.insert("env".into(), json!(key_values(value)));
+            }
+            "labels" => {
+                out.insert("labels".into(), json!(key_values(value)));
+            }
+            "hostname" => {
+                out.insert("hostname".into(), value.clone());
+            }
+            "init" => {
+                out.insert("init".into(), value.clone());
+            }
+            "cap_add" => {
+                out.insert("capAdd".into(), value.clone());
+            }
+            "stop_grace_period" => match value.as_str().and_then(duration) {
+                Some(d) => {
+                    out.insert("stopGracePeriod".into(), json!(d));
+                }
+                None => ctx.note(&at, "not a duration swarmlab reads"),
+            },
+            "ports" => {
+                let mut ports = Vec::new();
+                for (i, p) in value.as_array().into_iter().flatten().enumerate() {
+                    let text = match p {
+                        Value::Object(long) => {
+                            let target = long.get("target").and_then(as_string).unwrap_or_default();
+                            let published = long.get("published").and_then(as_string);
+                            let udp = long.get("protocol").and_then(Value::as_str) == Some("udp");
+                            format!("{}{target}{}", published.map(|p| format!("{p}:")).unwrap_or_default(), if udp { "/udp" } else { "" })
+                        }
+                        other => as_string(other).unwrap_or_default(),
+                    };
+                    // `HOST_IP:PUBLISHED:TARGET` and ranges are beyond a lab's ports.
+                    if text.matches(':').count() > 1 || text.contains('-') {
+                        ctx.note(&format!("{at}/{i}"), format!("port `{text}` (host address or range) is not carried"));
+                    } else {
+                        ports.push(json!(text));
+                    }
+                }
+                out.insert("ports".into(), json!(ports));
+            }
+            "networks" => {
+                let names: Vec<String> = match value {
+                    Value::Array(items) => items.iter().filter_map(as_string).collect(),
+                    Value::Object(m) => m.keys().cloned().collect(),
+                    _ => Vec::new(),
+                };
+                let names: Vec<String> = names.into_iter().filter(|n| n == "default" || networks_defined.contains(n)).collect();
+                out.insert("networks".into(), json!(names));
+            }
+            "deploy" => deploy(ctx, &at, value, &mut out),
+            other => match not_carried(other) {
+                Some(why) => ctx.note(&at, why),
+                None => ctx.note(&at, "unknown to swarmlab; not carried"),
+            },
+        }
+    }
+    if !out.contains_key("image") {
+        ctx.note(&base, "no image: set one (labd never builds), or map it with --image");
+    }
+    Value::Object(out)
+}
+
+fn deploy(ctx: &mut Ctx, at: &str, value: &Value, out: &mut Map<String, Value>) {
+    for (key, v) in value.as_object().into_iter().flatten() {
+        let here = format!("{at}/{}", pointer_segment(key));
+        match key.as_str() {
+            "replicas" => {
+                out.insert("replicas".into(), v.clone());
+            }
+            "mode" => {
+                out.insert("mode".into(), v.clone());
+            }
+            "endpoint_mode" => {
+                out.insert("endpointMode".into(), v.clone());
+            }
+            "labels" => {
+                let mut labels: BTreeMap<String, String> = out.get("labels").map(key_values).unwrap_or_default();
+                labels.extend(key_values(v));
+                out.insert("labels".into(), json!(labels));
+            }
+            "resources" => {
+                let limits = v.get("limits");
+                let mut r = Map::new();
+                if let Some(cpus) = limits.and_then(|l| l.get("cpus")).and_then(as_string).and_then(|c| c.parse::<f64>().ok()) {
+                    r.insert("cpus".into(), json!(cpus));
+                }
+                if let Some(mem) = limits.and_then(|l| l.get("memory")).and_then(as_string) {
+                    // Compose writes `50M`, `1G`, `512m`: the lab takes upper-case units.
+                    r.insert("memory".into(), json!(mem.trim_end_matches(['b', 'B']).to_uppercase()));
+                }
+                if v.get("reservations").is_some() {
+                    ctx.note(&format!("{here}/reservations"), "reservations are not carried (limits are)");
+                }
+                if !r.is_empty() {
+                    out.insert("resources".into(), Value::Object(r));
+                }
+            }
+            "placement" => {
+                let mut p = Map::new();
+                if let Some(c) = v.get("constraints") {
+                    p.insert("constraints".into(), c.clone());
+                }
+                if let Some(m) = v.get("max_replicas_per_node") {
+                    p.insert("maxReplicasPerNode".into(), m.clone());
+                }
+                if v.get("preferences").is_some() {
+                    ctx.note(&format!("{here}/preferences"), "placement preferences are not carried");
+                }
+                out.insert("placement".into(), Value::Object(p));
+            }
+            other => ctx.note(&here, format!("deploy.{other} is not carried (Swarm's defaults apply)")),
+        }
+    }
+}
+
+/// Converts a Compose file into a lab named `name`.
+pub fn compose_to_lab(path: &Path, text: &str, name: &str, images: &ImageMap) -> Result<Imported, ImportError> {
+    let docs = parse_documents(text).map_err(|e| ImportError::Syntax(format!("{}:{}:{}: {}", path.display(), e.mark.line, e.mark.column, e.message)))?;
+    let doc = docs.into_iter().next().ok_or(ImportError::NoServices)?;
+    let mut ctx = Ctx { positions: &doc.positions, notes: Vec::new() };
+    let services = doc.value.get("services").and_then(Value::as_object).ok_or(ImportError::NoServices)?;
+    let mut networks = Map::new();
+    for (net, def) in doc.value.get("networks").and_then(Value::as_object).into_iter().flatten() {
+        let at = format!("/networks/{}", pointer_segment(net));
+        let mut n = Map::new();
+        if let Some(subnet) = def.pointer("/ipam/config/0/subnet") {
+            n.insert("subnet".into(), subnet.clone());
+        }
+        if let Some(internal) = def.get("internal") {
+            n.insert("internal".into(), internal.clone());
+        }
+        if def.get("external").is_some() {
+            ctx.note(&at, "external networks are not carried: the lab makes its own");
+        }
+        networks.insert(net.clone(), Value::Object(n));
+    }
+    let defined: Vec<String> = networks.keys().cloned().collect();
+    for top in ["volumes", "secrets", "configs"] {
+        if doc.value.get(top).is_some() {
+            ctx.note(&format!("/{top}"), format!("top-level {top} are not carried"));
+        }
+    }
+    let mut lab_services = Map::new();
+    for (svc_name, svc) in services {
+        let svc = svc.as_object().cloned().unwrap_or_default();
+        lab_services.insert(svc_name.clone(), service(&mut ctx, svc_name, &svc, images, &defined));
+    }
+    let mut spec = Map::new();
+    if !networks.is_empty() {
+        spec.insert("networks".into(), Value::Object(networks));
+    }
+    spec.insert("services".into(), Value::Object(lab_services));
+    let lab = json!({"apiVersion": crate::spec::API_VERSION, "kind": crate::spec::KIND, "metadata": {"name": name}, "spec": spec});
+    let body = serde_yaml_ng::to_string(&lab).unwrap_or_default();
+    let mut notes = ctx.notes;
+    notes.sort_by_key(|n| (n.line, n.column));
+    let mut text = String::from("# yaml-language-server: $schema=https://swarmlab.dev/schemas/lab.v1alpha1.json\n");
+    text.push_str(&format!("# Imported from {} by `labctl import`.\n", path.display()));
+    if !notes.is_empty() {
+        text.push_str("# Not carried over, or changed (compose file line:column):\n");
+        for n in &notes {
+            text.push_str(&format!("#   {n}\n"));
+        }
+    }
+    text.push_str(&body);
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    // What we write must be a lab labd accepts.
+    match parse_file(Path::new(&format!("{name}.yaml")), &text).into_iter().next().map(|d| d.result) {
+        Some(Ok(_)) => Ok(Imported { text, notes }),
+        Some(Err(d)) => Err(ImportError::Invalid(d)),
+        None => Err(ImportError::NoServices),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The IoT lab of the seeds (a Docker training, in French), verbatim.
+    const IOT: &str = "version: \"3\"\nservices:\n  db:\n    image: influxdb:1.3\n    container_name: influx\n    restart: on-failure\n  dashboard:\n    image: grafana/grafana:4.3.2\n    ports:\n      - 3000:3000\n    restart: on-failure\n  simulator:\n    image: lucj/iot-simulator:1.0\n    command: -h collector -p 1337\n    restart: on-failure\n  collector:\n    image: lucj/iot-collector:1.0\n    restart: on-failure\n";
+
+    #[test]
+    fn the_iot_compose_file_becomes_a_valid_lab_with_every_dropped_field_located() {
+        let out = compose_to_lab(Path::new("docker-compose.yml"), IOT, "iot", &vec![]).expect("valid");
+        let lab = parse_file(Path::new("iot.yaml"), &out.text).remove(0).result.unwrap().lab;
+        assert_eq!(lab.spec.services.len(), 4);
+        let sim = &lab.spec.services["simulator"];
+        assert_eq!(sim.args.as_deref(), Some(&["-h", "collector", "-p", "1337"].map(String::from)[..]), "command becomes the entrypoint's arguments");
+        assert_eq!(lab.spec.services["dashboard"].ports[0].0, "3000:3000");
+        assert!(out.text.contains("#   5:5: services.db.container_name: Swarm names tasks itself"), "{}", out.text);
+        assert!(out.text.contains("#   6:5: services.db.restart: Swarm restarts failed tasks by itself"), "{}", out.text);
+        assert_eq!(out.notes.len(), 5, "{:?}", out.notes);
+    }
+
+    #[test]
+    fn builds_are_reported_and_images_can_be_mapped_to_local_ones() {
+        let dockercoins = "version: \"2\"\nservices:\n  rng:\n    build: rng\n    ports:\n    - \"8001:80\"\n  hasher:\n    build: hasher\n    ports:\n    - \"8002:80\"\n  webui:\n    build: webui\n    ports:\n    - \"8000:80\"\n    volumes:\n    - \"./webui/files/:/files/\"\n  redis:\n    image: redis\n  worker:\n    build: worker\n    deploy:\n      replicas: 2\n      resources: {limits: {cpus: '0.5', memory: 50M}}\n    stop_grace_period: 1m30s\n";
+        let unmapped = compose_to_lab(Path::new("dc.yml"), dockercoins, "coins", &vec![]);
+        assert!(matches!(&unmapped, Err(ImportError::Invalid(d)) if d.iter().any(|d| d.message.contains("has no image"))), "{unmapped:?}");
+        let images = vec![("redis".to_string(), "labbox:latest".to_string()), ("*".to_string(), "standin:latest".to_string())];
+        let out = compose_to_lab(Path::new("dc.yml"), dockercoins, "coins", &images).expect("valid once mapped");
+        assert!(out.text.contains("#   4:5: services.rng.build: labd never builds or pulls"), "{}", out.text);
+        assert!(out.text.contains("services.webui.volumes"), "{}", out.text);
+        assert!(out.text.contains("services.redis.image: image redis mapped to labbox:latest (--image)"), "{}", out.text);
+        let lab = parse_file(Path::new("coins.yaml"), &out.text).remove(0).result.unwrap().lab;
+        let worker = &lab.spec.services["worker"];
+        assert_eq!((worker.replicas, worker.image.as_deref()), (Some(2), Some("standin:latest")));
+        assert_eq!(worker.stop_grace_period.map(|d| d.micros), Some(90_000_000));
+        assert_eq!(worker.resources.as_ref().and_then(|r| r.memory).map(|m| m.bytes), Some(50 * 1024 * 1024));
+    }
+}
