@@ -10,6 +10,7 @@ pub mod http;
 pub mod import;
 pub mod metrics;
 pub mod plan;
+pub mod report;
 pub mod shaping;
 pub mod source;
 pub mod spec;

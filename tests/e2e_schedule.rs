@@ -73,6 +73,16 @@ fn a_ramp_of_delay_is_measured_at_every_step_and_resumes_on_time_after_labd_is_k
     let text = String::from_utf8_lossy(&events.stdout);
     assert!(text.contains("Schedule:     step 1/1 done"), "{text}");
     assert!(text.contains("StepApplied"), "{text}");
+    // The experiment's report: the definition, the steps, and the four probes as a series.
+    let report = lab.labs.join("ramp-report.html");
+    let out = lab.labctl(&["report", "ramp", "-o", report.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("<h3>a → b (4 probes)</h3>"), "{html}");
+    assert!(html.contains("ramp: {from: {delay: 10ms}"), "the definition is in the report");
+    assert!(html.matches("<td>Step</td>").count() >= 4 && html.contains("<td>StepApplied</td>"), "{html}");
+    let points = html.split("<polyline").nth(1).and_then(|p| p.split("points=\"").nth(1)).map(|p| p.split('"').next().unwrap_or("").split(' ').count());
+    assert_eq!(points, Some(4), "one point per probe");
 }
 
 /// Round trips of `count` pings from `from`'s task to `to`'s address, every `interval`

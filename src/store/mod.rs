@@ -4,7 +4,7 @@
 pub mod lease;
 mod redis_store;
 
-pub use redis_store::{keys, RedisStore, StoreReader};
+pub use redis_store::{keys, ProbeResult, RedisStore, StoreReader};
 
 use std::future::Future;
 

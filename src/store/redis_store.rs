@@ -36,6 +36,10 @@ pub mod keys {
     pub fn tasks(lab: &str) -> String {
         format!("swarmlab:lab:{lab}:tasks")
     }
+    /// Stream of `labctl probe` results (capped): the time series of `labctl report`.
+    pub fn probes(lab: &str) -> String {
+        format!("swarmlab:lab:{lab}:probes")
+    }
 }
 
 /// Events kept per lab (a capped stream).
@@ -355,6 +359,19 @@ fn batch_pipeline(batch: &Outbox) -> redis::Pipeline {
     pipe
 }
 
+/// One `labctl probe` measurement between two services.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProbeResult {
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub from: String,
+    pub to: String,
+    pub address: String,
+    pub sent: u32,
+    pub received: u32,
+    pub loss_percent: f64,
+    pub avg_ms: f64,
+}
+
 /// Read access for labctl (and tests).
 pub struct StoreReader {
     conn: MultiplexedConnection,
@@ -373,6 +390,19 @@ impl StoreReader {
         let mut labs: Vec<String> = self.conn.smembers(keys::LABS).await?;
         labs.sort();
         Ok(labs)
+    }
+
+    /// Records one probe result (kept: the last 5000).
+    pub async fn add_probe(&mut self, lab: &str, probe: &ProbeResult) -> redis::RedisResult<()> {
+        let json = serde_json::to_string(probe).unwrap_or_default();
+        let opts = redis::streams::StreamAddOptions::default().trim(redis::streams::StreamTrimStrategy::maxlen(redis::streams::StreamTrimmingMode::Approx, 5000));
+        self.conn.xadd_options::<_, _, _, ()>(keys::probes(lab), "*", &[("probe", json)], &opts).await
+    }
+
+    /// Every probe result of a lab, oldest first.
+    pub async fn probes(&mut self, lab: &str) -> redis::RedisResult<Vec<ProbeResult>> {
+        let reply: redis::streams::StreamRangeReply = self.conn.xrange_all(keys::probes(lab)).await?;
+        Ok(reply.ids.iter().filter_map(|id| id.get::<String>("probe")).filter_map(|j| serde_json::from_str(&j).ok()).collect())
     }
 
     /// Suspends (or resumes) a lab: labd stops (or starts again) changing it.

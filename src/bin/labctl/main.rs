@@ -8,6 +8,7 @@ mod diff;
 mod graph;
 mod import;
 mod probe;
+mod report;
 mod status;
 mod suspend;
 mod validate;
@@ -116,6 +117,12 @@ enum Command {
         #[arg(long = "image")]
         images: Vec<String>,
     },
+    /// One HTML file: the lab's definition, its timeline, and plots of its probes.
+    Report {
+        lab: String,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Print the JSON Schema of the Lab resource.
     Schema,
     /// Print shell completions, e.g. `labctl completions bash > /etc/bash_completion.d/labctl`.
@@ -147,6 +154,7 @@ async fn main() -> ExitCode {
         Command::Status { lab, output, watch } => status::run(&cli.redis, lab.as_deref(), output, watch).await,
         Command::Describe { lab } => describe::run(&cli.redis, &lab).await,
         Command::Graph { lab, output } => graph::run(&cli.redis, &lab, output).await,
+        Command::Report { lab, output } => report::run(&cli.redis, &lab, output.as_deref()).await,
         Command::Suspend { lab } => suspend::run(&cli.redis, &lab, true).await,
         Command::Resume { lab } => suspend::run(&cli.redis, &lab, false).await,
         Command::Wait { lab, target, timeout } => return wait::run(&cli.redis, &lab, target, timeout).await,

@@ -31,6 +31,22 @@ pub async fn run(url: &str, docker_host: Option<&str>, lab: &str, service: &str,
             rows.push((target.clone(), ip, stats));
         }
     }
+    // Kept as a time series for `labctl report` (best effort: a probe works without Redis).
+    if let Ok(mut r) = reader(url).await {
+        for (target, ip, s) in &rows {
+            let result = swarmlab::store::ProbeResult {
+                time: chrono::Utc::now(),
+                from: service.to_string(),
+                to: target.clone(),
+                address: ip.clone(),
+                sent: s.sent,
+                received: s.received,
+                loss_percent: s.loss_percent,
+                avg_ms: s.avg_ms,
+            };
+            let _ = r.add_probe(lab, &result).await;
+        }
+    }
     match output {
         Output::Table => {
             let mut t = Table::new();
