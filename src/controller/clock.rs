@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::spec::{InForce, Schedule};
+use crate::spec::{InForce, Schedule, ScheduleStart};
 use crate::status::ScheduleStatus;
 
 /// One look at the clock.
@@ -30,16 +30,24 @@ fn describe(in_force: &InForce) -> String {
     parts.join("; ")
 }
 
-/// Reads the clock. `ready`: the lab is Ready now (time 0 when the schedule has no `startAt`).
-pub fn tick(schedule: &Schedule, previous: Option<&ScheduleStatus>, ready: bool, now: DateTime<Utc>) -> Tick {
+/// Reads the clock. `ready`: the lab is Ready now (time 0 when the schedule has no `startAt`);
+/// `started_by_hand`: the last `labctl start` (time 0 of a `start: manual` schedule).
+pub fn tick(schedule: &Schedule, previous: Option<&ScheduleStatus>, ready: bool, started_by_hand: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Tick {
     let revision = revision_of(schedule);
     // The same schedule keeps its clock; an edited one starts again.
     let same = previous.filter(|p| p.revision == revision);
     let start_at = schedule.start_at.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc));
-    let started_at = same.and_then(|p| p.started_at).or(start_at).or(ready.then_some(now));
+    let started_at = match schedule.start.unwrap_or_default() {
+        ScheduleStart::Manual => started_by_hand,
+        ScheduleStart::Ready => same.and_then(|p| p.started_at).or(start_at).or(ready.then_some(now)),
+    };
     let steps = schedule.steps.len();
+    let waiting_for = match schedule.start.unwrap_or_default() {
+        ScheduleStart::Manual => "waiting for `labctl start`".to_string(),
+        ScheduleStart::Ready => "waiting for the start".to_string(),
+    };
     let waiting = |next_change_at| Tick {
-        status: ScheduleStatus { revision: revision.clone(), started_at, steps, next_change_at, in_force: "waiting for the start".into(), ..Default::default() },
+        status: ScheduleStatus { revision: revision.clone(), started_at, steps, next_change_at, in_force: waiting_for.clone(), ..Default::default() },
         in_force: None,
         changed: false,
     };
@@ -85,19 +93,19 @@ mod tests {
     fn the_clock_starts_when_the_lab_is_ready_and_survives_a_restart() {
         let t0 = Utc::now();
         let s = ramp();
-        let before = tick(&s, None, false, t0);
+        let before = tick(&s, None, false, None, t0);
         assert!(before.in_force.is_none() && before.status.started_at.is_none());
-        let first = tick(&s, Some(&before.status), true, t0);
+        let first = tick(&s, Some(&before.status), true, None, t0);
         assert_eq!(first.status.started_at, Some(t0));
         assert_eq!(first.status.next_change_at, Some(at(t0, 10)));
         // A restarted labd reads the status back: the clock keeps its time 0, even if the lab
         // is not Ready at that moment.
         let restored: ScheduleStatus = serde_json::from_str(&serde_json::to_string(&first.status).unwrap()).unwrap();
-        let later = tick(&s, Some(&restored), false, at(t0, 25));
+        let later = tick(&s, Some(&restored), false, None, at(t0, 25));
         assert_eq!((later.status.step, later.status.started_at), (2, Some(t0)));
         assert_eq!(later.status.in_force, "network dht: delay \"100ms\"".replace('"', ""));
         assert!(later.changed, "a step came since the last look");
-        let again = tick(&s, Some(&later.status), true, at(t0, 26));
+        let again = tick(&s, Some(&later.status), true, None, at(t0, 26));
         assert!(!again.changed);
         assert_eq!(again.status.changed_at, later.status.changed_at);
     }
@@ -106,16 +114,29 @@ mod tests {
     fn an_edited_schedule_starts_again_and_a_future_start_waits() {
         let t0 = Utc::now();
         let s = ramp();
-        let running = tick(&s, None, true, t0);
+        let running = tick(&s, None, true, None, t0);
         let mut edited = s.clone();
         edited.steps[1].at = "30s".parse().unwrap();
-        let restarted = tick(&edited, Some(&running.status), true, at(t0, 15));
+        let restarted = tick(&edited, Some(&running.status), true, None, at(t0, 15));
         assert_eq!(restarted.status.started_at, Some(at(t0, 15)));
         assert_eq!(restarted.status.step, 0);
         let mut later = s.clone();
         later.start_at = Some(at(t0, 3600).to_rfc3339());
-        let waiting = tick(&later, None, true, t0);
+        let waiting = tick(&later, None, true, None, t0);
         assert!(waiting.in_force.is_none());
         assert_eq!(waiting.status.next_change_at, Some(at(t0, 3600)));
+    }
+
+    #[test]
+    fn a_manual_schedule_waits_for_labctl_start_and_each_start_begins_again() {
+        let t0 = Utc::now();
+        let mut s = ramp();
+        s.start = Some(ScheduleStart::Manual);
+        let idle = tick(&s, None, true, None, at(t0, 100));
+        assert!(idle.in_force.is_none() && idle.status.in_force.contains("labctl start"), "{:?}", idle.status);
+        let first = tick(&s, Some(&idle.status), true, Some(at(t0, 100)), at(t0, 112));
+        assert_eq!((first.status.started_at, first.status.step), (Some(at(t0, 100)), 1));
+        let again = tick(&s, Some(&first.status), true, Some(at(t0, 200)), at(t0, 201));
+        assert_eq!((again.status.started_at, again.status.step), (Some(at(t0, 200)), 0));
     }
 }

@@ -172,6 +172,8 @@ pub struct FakeStoreData {
     pub reports: Mutex<Option<Vec<TaskShaping>>>,
     /// Labs suspended with `labctl suspend`.
     pub suspended: Mutex<std::collections::BTreeSet<String>>,
+    /// `labctl start` times.
+    pub starts: Mutex<BTreeMap<String, chrono::DateTime<chrono::Utc>>>,
 }
 
 impl std::ops::Deref for FakeStore {
@@ -207,6 +209,9 @@ impl LabStore for FakeStore {
     }
     fn heartbeat(&self, _resync: std::time::Duration) {
         self.count("", "heartbeats", 1);
+    }
+    async fn starts(&self) -> Option<BTreeMap<String, chrono::DateTime<chrono::Utc>>> {
+        Some(self.starts.lock().unwrap().clone())
     }
     async fn suspended(&self) -> Option<std::collections::BTreeSet<String>> {
         Some(self.suspended.lock().unwrap().clone())

@@ -134,6 +134,8 @@ pub struct Controller<S: Swarm, St: LabStore> {
     metrics: Arc<Metrics>,
     /// Labs suspended with `labctl suspend`, as last read from the store.
     suspended: std::collections::BTreeSet<String>,
+    /// The last `labctl start` of each lab, as last read from the store.
+    starts: BTreeMap<String, chrono::DateTime<Utc>>,
 }
 
 impl<S: Swarm, St: LabStore> Controller<S, St> {
@@ -155,6 +157,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             phases,
             metrics: Arc::default(),
             suspended: Default::default(),
+            starts: Default::default(),
         };
         c.restore_status().await;
         c
@@ -495,7 +498,8 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                 } else {
                     by_spec.then_some(SuspendedBy::Spec)
                 };
-                Some(Target::Apply { lab: state.last_good.clone(), invalid: state.invalid.clone(), suspended })
+                let started_by_hand = self.starts.get(lab).copied();
+                Some(Target::Apply { lab: state.last_good.clone(), invalid: state.invalid.clone(), suspended, started_by_hand })
             }
         }
     }
@@ -567,14 +571,23 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         self.publish_phases();
     }
 
-    /// Picks up `labctl suspend`/`resume`: labs whose flag changed are looked at now.
+    /// Picks up `labctl suspend`/`resume`/`start`: labs whose flag changed are looked at now.
     async fn refresh_suspended(&mut self) {
-        let Some(now) = self.store.suspended().await else { return };
-        let changed: Vec<String> = now.symmetric_difference(&self.suspended).cloned().collect();
+        let mut changed: Vec<String> = Vec::new();
+        if let Some(starts) = self.store.starts().await {
+            changed.extend(starts.iter().filter(|(lab, t)| self.starts.get(*lab) != Some(*t)).map(|(lab, _)| lab.clone()));
+            self.starts = starts;
+        }
+        let Some(now) = self.store.suspended().await else { return self.queue_changed(changed) };
+        changed.extend(now.symmetric_difference(&self.suspended).cloned());
         self.suspended = now;
+        self.queue_changed(changed);
+    }
+
+    fn queue_changed(&mut self, changed: Vec<String>) {
         for lab in changed {
             if self.labs.contains_key(&lab) {
-                tracing::info!(lab = %lab, suspended = self.suspended.contains(&lab), "suspension changed");
+                tracing::info!(lab = %lab, suspended = self.suspended.contains(&lab), started = ?self.starts.get(&lab), "suspension or start changed");
                 self.queue.add(&lab);
             }
         }

@@ -39,7 +39,8 @@ impl std::fmt::Display for SuspendedBy {
 pub enum Target {
     /// Converge to `lab`. `invalid` holds the errors of a newer, broken definition: the lab
     /// then keeps its last good version and its phase is Invalid.
-    Apply { lab: Option<ValidLab>, invalid: Option<Vec<Diagnostic>>, suspended: Option<SuspendedBy> },
+    /// `started_by_hand`: the last `labctl start` (time 0 of a `start: manual` schedule).
+    Apply { lab: Option<ValidLab>, invalid: Option<Vec<Diagnostic>>, suspended: Option<SuspendedBy>, started_by_hand: Option<chrono::DateTime<Utc>> },
     /// No file defines the lab any more: remove everything it owns.
     Delete,
     /// No file defines the lab, but nothing shows a person removed it: leave it, say why.
@@ -157,7 +158,7 @@ pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, t
         Target::Delete => delete(swarm, store, name, &observed, status).await,
         Target::Orphaned(why) => orphaned(name, &observed, status, why),
         Target::Apply { lab: Some(lab), suspended: Some(by), .. } => suspended(&lab, &observed, status, by),
-        Target::Apply { lab, invalid, .. } => apply(swarm, store, name, lab, invalid, &observed, status).await,
+        Target::Apply { lab, invalid, started_by_hand, .. } => apply(swarm, store, name, lab, invalid, started_by_hand, &observed, status).await,
     };
     if let Ok(requeue) = &mut outcome.result {
         *requeue = requeue_of(&outcome.status, outcome.gone, poll);
@@ -263,12 +264,14 @@ async fn delete<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, observed
     Outcome { status, actions, result, gone: false, drift: 0 }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn apply<S: Swarm>(
     swarm: &S,
     store: &impl LabStore,
     name: &str,
     lab: Option<ValidLab>,
     invalid: Option<Vec<Diagnostic>>,
+    started_by_hand: Option<chrono::DateTime<Utc>>,
     observed: &Observed,
     mut status: LabStatus,
 ) -> Outcome {
@@ -294,7 +297,7 @@ async fn apply<S: Swarm>(
     status.conditions.retain(|c| c.type_ != ct::SUSPENDED);
     let desired = desired_lab(&lab.lab);
     // The schedule's clock runs in labd: the agents get the conditions in force, never time.
-    let tick = lab.lab.spec.schedule.as_ref().map(|s| clock::tick(s, status.schedule.as_ref(), status.ready_since.is_some(), now));
+    let tick = lab.lab.spec.schedule.as_ref().map(|s| clock::tick(s, status.schedule.as_ref(), status.ready_since.is_some(), started_by_hand, now));
     let shaping = shaping_in_force(&desired, tick.as_ref().and_then(|t| t.in_force.as_ref()));
     publish_shaping(store, &desired.lab, &shaping);
     let plan = diff(&desired, observed);
@@ -485,7 +488,7 @@ mod tests {
     }
 
     fn apply(l: &ValidLab) -> Target {
-        Target::Apply { lab: Some(l.clone()), invalid: None, suspended: None }
+        Target::Apply { lab: Some(l.clone()), invalid: None, suspended: None, started_by_hand: None }
     }
 
     #[tokio::test]
@@ -658,7 +661,7 @@ mod tests {
         let store = FakeStore::default();
         let l = lab(TWO);
         let bad = crate::spec::Diagnostic { file: "t.yaml".into(), line: 3, column: 1, field: "spec".into(), message: "broken".into() };
-        let target = Target::Apply { lab: Some(l.clone()), invalid: Some(vec![bad]), suspended: None };
+        let target = Target::Apply { lab: Some(l.clone()), invalid: Some(vec![bad]), suspended: None, started_by_hand: None };
         let o = pass(&swarm, &store, target, LabStatus::default()).await;
         assert_eq!(o.status.phase, Phase::Invalid);
         assert_eq!(o.status.message, "t.yaml:3:1: spec: broken");

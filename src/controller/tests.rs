@@ -137,8 +137,9 @@ async fn a_file_truncated_in_place_keeps_the_lab_and_a_removed_file_goes_after_t
     // Written whole again: Ready, nothing was restarted in between.
     std::fs::write(&path, lab_yaml("a", &["web", "db"])).unwrap();
     c.until_phase("a", Phase::Ready, SOON).await;
-    std::fs::remove_file(&path).unwrap();
+    // Taken before the removal: labd cannot see it sooner, however late this thread resumes.
     let removed = Instant::now();
+    std::fs::remove_file(&path).unwrap();
     let took = eventually("teardown", SOON, || c.services().is_empty()).await;
     assert!(removed.elapsed() >= Duration::from_millis(500), "torn down after {took:?}, before the grace");
     c.until("the lab forgotten", SOON, |p| !p.contains_key("a")).await;
@@ -218,6 +219,23 @@ async fn a_suspended_lab_is_watched_but_never_changed_until_resumed() {
     std::fs::write(c.dir.path().join("a.yaml"), format!("{}  suspend: true\n", lab_yaml("a", &["web"]))).unwrap();
     c.until_phase("a", Phase::Suspended, SOON).await;
     assert_eq!(c.services(), ["a_db", "a_web"], "suspend: true removed what the same edit dropped");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_schedule_starts_with_labctl_start() {
+    let text = format!(
+        "{}  schedule:\n    start: manual\n    steps:\n    - at: 0s\n      service: web\n      conditions: {{delay: 5ms}}\n",
+        lab_yaml("a", &["web"])
+    );
+    let mut c = start(&[("a.yaml", text)], Duration::from_secs(600), FakeSwarm::default()).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    let clock = || c.store.statuses.lock().unwrap().get("a").and_then(|s| s.schedule.clone());
+    assert!(clock().is_some_and(|s| s.started_at.is_none() && s.in_force.contains("labctl start")), "{:?}", clock());
+    let pressed = chrono::Utc::now();
+    c.store.starts.lock().unwrap().insert("a".into(), pressed);
+    eventually("the schedule started", SOON, || clock().is_some_and(|s| s.started_at == Some(pressed) && s.step == 1)).await;
+    assert!(c.store.shaping.lock().unwrap()["a"].as_deref().is_some_and(|j| j.contains("5ms")));
     c.stop().await;
 }
 

@@ -15,5 +15,5 @@ pub use diagnostic::Diagnostic;
 pub use model::*;
 pub use presets::Preset;
 pub use resolve::{resolve_conditions, EffectiveConditions};
-pub use schedule::{InForce, Schedule, Target as ScheduleTarget};
+pub use schedule::{InForce, Schedule, ScheduleStart, Target as ScheduleTarget};
 pub use validate::{parse_file, revision_of, LabDocument, ValidLab};

@@ -35,6 +35,10 @@ pub struct Schedule {
     /// first Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_at: Option<String>,
+    /// `manual`: time 0 is the last `labctl start LAB` (each one starts the schedule again);
+    /// default `ready`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<ScheduleStart>,
     /// Changes of conditions, in order of `at`.
     pub steps: Vec<Step>,
     /// Length of one run; default: until the last step (with its ramp or flap) is over.
@@ -51,6 +55,14 @@ pub struct Schedule {
     /// conditions (`restore`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<ScheduleEnd>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleStart {
+    #[default]
+    Ready,
+    Manual,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]

@@ -327,6 +327,9 @@ fn check_schedule(schedule: &Value, networks: &serde_json::Map<String, Value>, s
             out.push(Finding::value(format!("{base}/startAt"), format!("`{text}` is not an RFC 3339 time (e.g. 2026-11-25T10:00:00Z)")));
         }
     }
+    if schedule.get("startAt").is_some() && schedule.get("start").and_then(Value::as_str) == Some("manual") {
+        out.push(Finding::key(format!("{base}/start"), "`start: manual` (time 0 is `labctl start`) and `startAt` exclude each other"));
+    }
     let repeats = schedule.get("repeat").and_then(Value::as_u64).is_some_and(|n| n > 1);
     let looped = schedule.get("loop").and_then(Value::as_bool) == Some(true);
     if looped && schedule.get("repeat").is_some() {

@@ -29,6 +29,8 @@ pub trait LabStore: Clone + Send + Sync + 'static {
     fn put_shaping(&self, lab: &str, json: Option<String>);
     /// The agents' reports for the lab's tasks; `None` when they cannot be read.
     fn task_shaping(&self, lab: &str) -> impl Future<Output = Option<Vec<TaskShaping>>> + Send;
+    /// The last `labctl start` of each lab; `None` when unreadable.
+    fn starts(&self) -> impl Future<Output = Option<std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>>> + Send;
     /// Labs suspended with `labctl suspend`; `None` when unreadable.
     fn suspended(&self) -> impl Future<Output = Option<std::collections::BTreeSet<String>>> + Send;
     /// The statuses a previous labd wrote (generations, files, start times survive restarts).
@@ -68,5 +70,8 @@ impl LabStore for RedisStore {
     }
     async fn suspended(&self) -> Option<std::collections::BTreeSet<String>> {
         RedisStore::suspended(self).await
+    }
+    async fn starts(&self) -> Option<std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>> {
+        RedisStore::starts(self).await
     }
 }

@@ -19,6 +19,8 @@ pub mod keys {
     /// Hash: `heartbeat` (RFC 3339, written by the leading labd every few seconds) and
     /// `resync_secs`, so readers can tell a stale status.
     pub const LABD: &str = "swarmlab:labd";
+    /// Hash: lab → the time of its last `labctl start` (RFC 3339).
+    pub const STARTS: &str = "swarmlab:starts";
     /// Set: labs suspended with `labctl suspend`.
     pub const SUSPENDED: &str = "swarmlab:suspended";
     pub fn status(lab: &str) -> String {
@@ -177,6 +179,27 @@ impl RedisStore {
         self.with_outbox(|o| {
             o.gauges.insert((keys::METRICS.to_string(), metric.to_string()), value);
         });
+    }
+
+    /// The last `labctl start` of each lab; `None` when Redis cannot be read.
+    pub async fn starts(&self) -> Option<BTreeMap<String, chrono::DateTime<chrono::Utc>>> {
+        let mut slot = self.reader.lock().await;
+        if slot.is_none() {
+            let c = tokio::time::timeout(Duration::from_secs(2), self.client.get_multiplexed_async_connection()).await.ok()?.ok()?;
+            *slot = Some(c);
+        }
+        let conn = slot.as_mut()?;
+        match conn.hgetall::<_, BTreeMap<String, String>>(keys::STARTS).await {
+            Ok(map) => Some(
+                map.into_iter()
+                    .filter_map(|(lab, t)| Some((lab, chrono::DateTime::parse_from_rfc3339(&t).ok()?.with_timezone(&chrono::Utc))))
+                    .collect(),
+            ),
+            Err(_) => {
+                *slot = None;
+                None
+            }
+        }
     }
 
     /// Labs suspended with `labctl suspend`; `None` when Redis cannot be read (then nothing
@@ -403,6 +426,13 @@ impl StoreReader {
     pub async fn probes(&mut self, lab: &str) -> redis::RedisResult<Vec<ProbeResult>> {
         let reply: redis::streams::StreamRangeReply = self.conn.xrange_all(keys::probes(lab)).await?;
         Ok(reply.ids.iter().filter_map(|id| id.get::<String>("probe")).filter_map(|j| serde_json::from_str(&j).ok()).collect())
+    }
+
+    /// `labctl start`: time 0 of the lab's `start: manual` schedule is now.
+    pub async fn start_schedule(&mut self, lab: &str) -> redis::RedisResult<chrono::DateTime<chrono::Utc>> {
+        let now = chrono::Utc::now();
+        self.conn.hset::<_, _, _, ()>(keys::STARTS, lab, now.to_rfc3339()).await?;
+        Ok(now)
     }
 
     /// Suspends (or resumes) a lab: labd stops (or starts again) changing it.

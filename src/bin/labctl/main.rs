@@ -104,6 +104,8 @@ enum Command {
     Suspend { lab: String },
     /// Let labd reconcile LAB again.
     Resume { lab: String },
+    /// Start (or start again) the `start: manual` schedule of LAB now.
+    Start { lab: String },
     /// Convert a Compose file into a lab (every field that does not carry over is noted).
     Import {
         file: PathBuf,
@@ -157,6 +159,7 @@ async fn main() -> ExitCode {
         Command::Report { lab, output } => report::run(&cli.redis, &lab, output.as_deref()).await,
         Command::Suspend { lab } => suspend::run(&cli.redis, &lab, true).await,
         Command::Resume { lab } => suspend::run(&cli.redis, &lab, false).await,
+        Command::Start { lab } => suspend::start(&cli.redis, &lab).await,
         Command::Wait { lab, target, timeout } => return wait::run(&cli.redis, &lab, target, timeout).await,
         Command::Diff { dir, docker_host } => return diff::run(&dir, docker_host.as_deref()).await,
         Command::Probe { lab, service, to, count, interval, output, docker_host } => {

@@ -1,6 +1,7 @@
 //! `labctl suspend LAB` / `labctl resume LAB` (Flux's suspend): labd stops changing the lab
 //! (drift stays, file changes wait) until it is resumed. Kept in Redis, so it holds across
-//! labd restarts; `suspend: true` in the spec does the same from the file.
+//! labd restarts; `suspend: true` in the spec does the same from the file. And `labctl start
+//! LAB`: time 0 of a `start: manual` schedule.
 
 use std::process::ExitCode;
 
@@ -16,6 +17,17 @@ pub async fn run(url: &str, lab: &str, suspend: bool) -> anyhow::Result<ExitCode
         println!("{lab} suspended: labd stops changing it within a few seconds (`labctl resume {lab}` to undo)");
     } else {
         println!("{lab} resumed: labd reconciles it again within a few seconds");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn start(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
+    let mut r = reader(url).await?;
+    let manual = r.status(lab).await?.and_then(|s| s.schedule).is_some_and(|c| c.in_force.contains("labctl start") || c.started_at.is_some());
+    let at = r.start_schedule(lab).await?;
+    println!("{lab}: schedule started at {} (labd picks it up within a few seconds)", at.format("%H:%M:%S%.3f"));
+    if !manual {
+        eprintln!("note: this counts only for a schedule with `start: manual`");
     }
     Ok(ExitCode::SUCCESS)
 }
