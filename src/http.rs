@@ -22,6 +22,8 @@ pub enum Role {
     Starting,
     Leading,
     StandingBy,
+    /// `labd agent`: shaping this node's tasks.
+    Agent,
 }
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
@@ -40,6 +42,7 @@ fn route(path: &str, metrics: &Metrics, role: Role) -> Response<Full<Bytes>> {
         "/readyz" => match role {
             Role::Leading => reply(StatusCode::OK, "text/plain", "leading\n".into()),
             Role::StandingBy => reply(StatusCode::OK, "text/plain", "standing by for the leader lease\n".into()),
+            Role::Agent => reply(StatusCode::OK, "text/plain", "node agent running\n".into()),
             Role::Starting => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "starting\n".into()),
         },
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /healthz or /readyz\n".into()),

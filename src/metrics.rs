@@ -27,6 +27,31 @@ pub struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentLabels {
+    pub node: String,
+    pub backend: String,
+}
+
+/// One attachment of one task on an agent's node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct AttachmentLabels {
+    pub lab: String,
+    pub service: String,
+    pub container: String,
+    pub network: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PacketLabels {
+    pub lab: String,
+    pub service: String,
+    pub container: String,
+    pub network: String,
+    /// seen, dropped, delayed, corrupted, duplicated, reordered
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     pub lab: String,
     pub kind: String,
@@ -58,6 +83,12 @@ pub struct Metrics {
     time_to_ready_seconds: Family<LabLabel, Gauge<f64, AtomicU64>>,
     docker_api_calls: Counter,
     leader: Gauge,
+    agent: Family<AgentLabels, Gauge>,
+    shaping_converged: Family<AttachmentLabels, Gauge>,
+    packets: Family<PacketLabels, Counter>,
+    /// What each attachment's counters were at the last pass (counters only go up here; a
+    /// worker restarted from zero adds its new count).
+    last_packets: std::sync::Mutex<std::collections::BTreeMap<AttachmentLabels, [u64; 6]>>,
 }
 
 impl Default for Metrics {
@@ -80,6 +111,10 @@ impl Metrics {
             time_to_ready_seconds: Family::default(),
             docker_api_calls: Counter::default(),
             leader: Gauge::default(),
+            agent: Family::default(),
+            shaping_converged: Family::default(),
+            packets: Family::default(),
+            last_packets: Default::default(),
             registry: Registry::default(),
         };
         registry.register("lab_phase", "1 for the phase each lab is in, 0 for the others", m.phase.clone());
@@ -92,6 +127,9 @@ impl Metrics {
         registry.register("time_to_ready_seconds", "From a lab's new definition to Ready, for its current generation", m.time_to_ready_seconds.clone());
         registry.register("docker_api_calls", "Docker Engine API calls made by labd", m.docker_api_calls.clone());
         registry.register("leader", "1 while this labd holds the leader lease and reconciles", m.leader.clone());
+        registry.register("agent_info", "The node agent of this node and the shaping backend it chose", m.agent.clone());
+        registry.register("task_shaping_converged", "1 when a task's attachment carries the conditions in force", m.shaping_converged.clone());
+        registry.register("nfqueue_packets", "Packets of a task's attachment through the userspace backend, by outcome", m.packets.clone());
         Metrics { registry, ..m }
     }
 
@@ -145,6 +183,34 @@ impl Metrics {
         let seen = self.docker_api_calls.get();
         if total > seen {
             self.docker_api_calls.inc_by(total - seen);
+        }
+    }
+
+    /// What one agent pass found: its backend, and per attachment whether it converged and
+    /// its packet counters. Attachments not reported any more lose their series.
+    pub fn agent_pass(&self, node: &str, backend: &str, attachments: &[(AttachmentLabels, bool, Option<[u64; 6]>)]) {
+        self.agent.clear();
+        self.agent.get_or_create(&AgentLabels { node: node.into(), backend: backend.into() }).set(1);
+        const OUTCOMES: [&str; 6] = ["seen", "dropped", "delayed", "corrupted", "duplicated", "reordered"];
+        let Ok(mut last) = self.last_packets.lock() else { return };
+        let now: std::collections::BTreeSet<&AttachmentLabels> = attachments.iter().map(|(a, _, _)| a).collect();
+        for gone in last.keys().filter(|k| !now.contains(k)).cloned().collect::<Vec<_>>() {
+            self.shaping_converged.remove(&gone);
+            for outcome in OUTCOMES {
+                self.packets.remove(&PacketLabels { lab: gone.lab.clone(), service: gone.service.clone(), container: gone.container.clone(), network: gone.network.clone(), outcome: outcome.into() });
+            }
+            last.remove(&gone);
+        }
+        for (a, converged, counters) in attachments {
+            self.shaping_converged.get_or_create(a).set(i64::from(*converged));
+            let Some(counts) = counters else { continue };
+            let before = last.entry(a.clone()).or_insert([0; 6]);
+            for (i, outcome) in OUTCOMES.iter().enumerate() {
+                let delta = if counts[i] >= before[i] { counts[i] - before[i] } else { counts[i] };
+                let labels = PacketLabels { lab: a.lab.clone(), service: a.service.clone(), container: a.container.clone(), network: a.network.clone(), outcome: (*outcome).into() };
+                self.packets.get_or_create(&labels).inc_by(delta);
+            }
+            *before = *counts;
         }
     }
 

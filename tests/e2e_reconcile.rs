@@ -382,7 +382,7 @@ fn prometheus_scrapes_phase_readiness_reconciles_and_api_calls_and_probes_answer
     let mut lab = Lab::new();
     lab.cleanup.push("prom".into());
     remove_lab_objects("prom");
-    lab.write("prom.yaml", &lab_yaml("prom", "    web: {replicas: 2}\n"));
+    lab.write("prom.yaml", &lab_yaml("prom", "    web: {replicas: 2, conditions: {delay: 5ms}}\n    db: {}\n"));
     let port = 19464;
     lab.start_labd_args(&["--http", &format!("127.0.0.1:{port}")]);
     lab.wait_phase("prom", "Ready", READY);
@@ -413,11 +413,28 @@ fn prometheus_scrapes_phase_readiness_reconciles_and_api_calls_and_probes_answer
     assert_eq!(value("swarmlab_lab_phase", &[("lab", "prom"), ("phase", "Ready")]), Some(1.0));
     assert_eq!(value("swarmlab_lab_phase", &[("lab", "prom"), ("phase", "Progressing")]), Some(0.0));
     assert!(value("swarmlab_reconciles_total", &[("lab", "prom")]).is_some_and(|v| v >= 2.0), "{body}");
-    assert_eq!(value("swarmlab_actions_total", &[("lab", "prom"), ("kind", "create")]), Some(2.0), "a network and a service");
+    assert_eq!(value("swarmlab_actions_total", &[("lab", "prom"), ("kind", "create")]), Some(3.0), "a network and two services");
     assert!(value("swarmlab_docker_api_calls_total", &[]).is_some_and(|v| v > 0.0));
     assert!(value("swarmlab_time_to_ready_seconds", &[("lab", "prom")]).is_some_and(|v| v > 0.0 && v < 90.0));
     assert_eq!(value("swarmlab_leader", &[]), Some(1.0));
     assert!(scrape.samples.iter().any(|s| s.metric == "swarmlab_reconcile_duration_seconds_count" || s.metric == "swarmlab_reconcile_duration_seconds"), "histogram missing");
+    // The in-process node agent's series: its backend, each shaped attachment, its packets.
+    let backend = if std::path::Path::new("/sys/module/sch_netem").exists() { "netem" } else { "userspace" };
+    assert_eq!(value("swarmlab_agent_info", &[("backend", backend)]), Some(1.0), "{body}");
+    assert_eq!(scrape.samples.iter().filter(|s| s.metric == "swarmlab_task_shaping_converged" && s.labels.get("service") == Some("web")).count(), 2, "{body}");
+    assert!(scrape.samples.iter().filter(|s| s.metric == "swarmlab_task_shaping_converged").all(|s| matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 1.0)));
+    if backend == "userspace" {
+        probe(&lab, "prom", "web", "db", 20, 10);
+        eventually("NFQUEUE packets counted", Duration::from_secs(10), || {
+            let (_, body) = get("/metrics");
+            let seen: f64 = body
+                .lines()
+                .filter(|l| l.starts_with("swarmlab_nfqueue_packets_total{") && l.contains("outcome=\"seen\"") && l.contains("service=\"web\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            if seen >= 20.0 { Ok(()) } else { Err(format!("{seen} packets seen")) }
+        });
+    }
     // The lab goes: its series go with it.
     lab.remove("prom.yaml");
     lab.labctl(&["wait", "prom", "--for", "deleted", "--timeout", "60s"]);

@@ -66,6 +66,7 @@ pub struct Agent {
     known_labs: BTreeSet<String>,
     /// Whether the agent has looked at this node's containers once.
     looked: bool,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Agent {
@@ -88,7 +89,14 @@ impl Agent {
             desired: Desired::new(),
             known_labs: BTreeSet::new(),
             looked: false,
+            metrics: Default::default(),
         }
+    }
+
+    /// Per-task shaping state and NFQUEUE counters go to `metrics` (served on /metrics).
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn backend(&self) -> Option<BackendKind> {
@@ -270,8 +278,25 @@ impl Agent {
         // Forget cached labs with no task here any more (deleted labs).
         let here: BTreeSet<&String> = self.tasks.values().map(|t| &t.lab).collect();
         self.desired.retain(|lab, _| here.contains(lab));
+        self.record_metrics(&reports);
         self.publish(reports).await?;
         redis
+    }
+
+    fn record_metrics(&self, reports: &BTreeMap<String, Vec<(String, TaskShaping)>>) {
+        let mut rows = Vec::new();
+        for (lab, tasks) in reports {
+            for (_, task) in tasks {
+                for a in &task.attachments {
+                    let labels = crate::metrics::AttachmentLabels { lab: lab.clone(), service: task.service.clone(), container: task.container.clone(), network: a.network.clone() };
+                    let converged = a.error.is_none() && a.applied == a.desired;
+                    let counters = a.counters.map(|c| [c.seen, c.dropped, c.delayed, c.corrupted, c.duplicated, c.reordered]);
+                    rows.push((labels, converged, counters));
+                }
+            }
+        }
+        let backend = self.backend.map(|b| b.to_string()).unwrap_or_else(|| "none".into());
+        self.metrics.agent_pass(&self.config.node, &backend, &rows);
     }
 
     async fn publish(&mut self, reports: BTreeMap<String, Vec<(String, TaskShaping)>>) -> Result<(), String> {

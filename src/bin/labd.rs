@@ -62,8 +62,9 @@ struct Cli {
     #[arg(long, env = "LABD_LEASE_TTL", default_value_t = 15)]
     lease_ttl: u64,
     /// Serve /metrics (Prometheus), /healthz and /readyz here; `off` to serve nothing.
-    #[arg(long, env = "LABD_HTTP", default_value = "127.0.0.1:9464")]
-    http: String,
+    /// Default 127.0.0.1:9464, and 127.0.0.1:9465 for `labd agent`.
+    #[arg(long, env = "LABD_HTTP", global = true)]
+    http: Option<String>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -121,8 +122,12 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let swarm = DockerSwarm::connect(cli.docker_host.as_deref()).await.context("connecting to Docker")?;
+    let metrics = std::sync::Arc::new(swarmlab::metrics::Metrics::new());
+    let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Starting);
     if matches!(cli.command, Some(Cmd::Agent)) {
-        let agent = Agent::new(agent_config(&cli), swarm.clone());
+        let _http = serve_http(cli.http.as_deref().unwrap_or("127.0.0.1:9465"), metrics.clone(), role_rx).await?;
+        role_tx.send_replace(Role::Agent);
+        let agent = Agent::new(agent_config(&cli), swarm.clone()).with_metrics(metrics);
         agent.run(shutdown_signal()).await;
         return Ok(ExitCode::SUCCESS);
     }
@@ -143,26 +148,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The node agent shapes this node's tasks whoever leads: losing the lease (or Redis) must
     // not change the data plane.
     let agent_task = (!cli.no_agent).then(|| {
-        let agent = Agent::new(agent_config(&cli), swarm.clone());
+        let agent = Agent::new(agent_config(&cli), swarm.clone()).with_metrics(metrics.clone());
         tokio::spawn(agent.run(stopped(&stop_rx)))
     });
-    let metrics = std::sync::Arc::new(swarmlab::metrics::Metrics::new());
-    let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Starting);
-    let _http = match cli.http.as_str() {
-        "off" | "" => None,
-        addr => {
-            let addr: std::net::SocketAddr = addr.parse().with_context(|| format!("--http {addr}: expected ADDRESS:PORT, e.g. 0.0.0.0:9464, or off"))?;
-            // Reconciling matters more than being scraped: a busy port (a second labd on this
-            // host, a standby) is reported, not fatal.
-            match swarmlab::http::serve(addr, metrics.clone(), role_rx).await {
-                Ok(task) => Some(task),
-                Err(e) => {
-                    tracing::error!(%addr, error = %e, "cannot serve /metrics, /healthz and /readyz (--http); running without them");
-                    None
-                }
-            }
-        }
-    };
+    let _http = serve_http(cli.http.as_deref().unwrap_or("127.0.0.1:9464"), metrics.clone(), role_rx).await?;
     let store = RedisStore::new(&cli.redis).with_context(|| format!("bad redis URL {}", cli.redis))?;
     let store_task = tokio::spawn(store.clone().run(stopped(&stop_rx)));
     // One labd reconciles a swarm at a time; a second one stands by here.
@@ -211,6 +200,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let _ = tokio::time::timeout(Duration::from_secs(3), store_task).await;
     Ok(code)
+}
+
+/// Serves /metrics, /healthz and /readyz on `addr` (`off`: nothing).
+async fn serve_http(
+    addr: &str,
+    metrics: std::sync::Arc<swarmlab::metrics::Metrics>,
+    role: tokio::sync::watch::Receiver<Role>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    if matches!(addr, "off" | "") {
+        return Ok(None);
+    }
+    let addr: std::net::SocketAddr = addr.parse().with_context(|| format!("--http {addr}: expected ADDRESS:PORT, e.g. 0.0.0.0:9464, or off"))?;
+    // Reconciling matters more than being scraped: a busy port (a second labd on this host, a
+    // standby) is reported, not fatal.
+    match swarmlab::http::serve(addr, metrics, role).await {
+        Ok(task) => Ok(Some(task)),
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot serve /metrics, /healthz and /readyz (--http); running without them");
+            Ok(None)
+        }
+    }
 }
 
 /// Renews the lease in the background; resolves when this labd must stop acting: the lease
