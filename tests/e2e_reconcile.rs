@@ -500,8 +500,8 @@ fn a_suspended_lab_keeps_its_drift_and_its_file_changes_until_resumed() {
     let out = lab.labctl(&["status"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Suspended"));
     lab.labctl(&["resume", "susp"]);
-    lab.wait_phase("susp", "Ready", READY);
-    let services = stack_services("susp");
-    assert_eq!(services.get("susp_web").map(String::as_str), Some("1/1"), "{services:?}");
-    assert!(services.contains_key("susp_api"));
+    let status = lab.wait_phase("susp", "Ready", READY);
+    // Ready only once the extra task is gone, not while the scale-down still stops it.
+    assert_eq!((status["services"]["web"]["running"].as_u64(), status["services"]["web"]["desired"].as_u64()), (Some(1), Some(1)), "{status}");
+    assert_eq!(status["services"]["api"]["running"], 1, "{status}");
 }

@@ -342,7 +342,8 @@ async fn apply<S: Swarm>(
                 s.message = message;
             }
         }
-        if s.running < s.desired || have.is_none() {
+        // More tasks than wanted is converging too: a scale-down still stopping its tasks.
+        if s.running != s.desired || have.is_none() {
             not_running.push(format!("{} {}/{}", want.short_name, s.running, s.desired));
         }
         services.insert(want.short_name.clone(), s);

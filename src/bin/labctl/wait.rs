@@ -18,9 +18,10 @@ pub enum WaitFor {
     Deleted,
 }
 
-/// Services that do not run all their tasks, as `web 1/3`. Services scaled to 0 converge at 0.
+/// Services that do not run exactly their tasks, as `web 1/3` (or `web 3/1` while scaling
+/// down). Services scaled to 0 converge at 0.
 fn not_running(s: &LabStatus) -> Vec<String> {
-    s.services.iter().filter(|(_, v)| v.running < v.desired).map(|(n, v)| format!("{n} {}/{}", v.running, v.desired)).collect()
+    s.services.iter().filter(|(_, v)| v.running != v.desired).map(|(n, v)| format!("{n} {}/{}", v.running, v.desired)).collect()
 }
 
 fn reached(status: Option<&LabStatus>, target: WaitFor) -> bool {
