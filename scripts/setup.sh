@@ -13,6 +13,7 @@ command -v iptables >/dev/null || need_pkgs+=(iptables)
 command -v ping >/dev/null || need_pkgs+=(iputils-ping)
 command -v tc >/dev/null || need_pkgs+=(iproute2)
 command -v nsenter >/dev/null || need_pkgs+=(util-linux)
+command -v chromium >/dev/null || need_pkgs+=(chromium)   # the live page's test (headless)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -117,9 +117,19 @@ impl Topology {
         out
     }
 
-    /// One page, one inline SVG: services on the left, networks on the right, an edge per
-    /// attachment labelled with its conditions; services coloured by how many tasks run.
+    /// One page, one inline SVG (see [`Topology::svg`]).
     pub fn html(&self) -> String {
+        let phase = self.phase.map(|p| format!(" — {p}")).unwrap_or_default();
+        format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{lab}</title></head>\n<body style=\"font-family:sans-serif\">\n<h1>{lab}{phase}</h1>\n{svg}</body></html>\n",
+            lab = escape(&self.lab),
+            svg = self.svg()
+        )
+    }
+
+    /// Services on the left, networks on the right, an edge per attachment labelled with its
+    /// conditions; services coloured by how many tasks run.
+    pub fn svg(&self) -> String {
         let row = 56.0;
         let rows = self.services.len().max(self.networks.len()).max(1) as f64;
         let (width, height) = (900.0, rows * row + 80.0);
@@ -162,11 +172,7 @@ impl Topology {
             );
         }
         svg.push_str("</svg>\n");
-        let phase = self.phase.map(|p| format!(" — {p}")).unwrap_or_default();
-        format!(
-            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{lab}</title></head>\n<body style=\"font-family:sans-serif\">\n<h1>{lab}{phase}</h1>\n{svg}</body></html>\n",
-            lab = escape(&self.lab)
-        )
+        svg
     }
 }
 

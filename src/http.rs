@@ -1,5 +1,6 @@
 //! labd's read-only HTTP endpoint: `/metrics` (Prometheus text format), `/healthz` (the process
-//! answers) and `/readyz` (it has a role: leading, or standing by for the lease). hyper
+//! answers), `/readyz` (it has a role: leading, or standing by for the lease), and a live page
+//! of every lab at `/` (with its data at `/api/labs`). hyper
 //! directly, already in the tree through bollard: three fixed routes need no framework.
 
 use std::convert::Infallible;
@@ -15,6 +16,58 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
+
+/// What the page shows of each lab: its last good definition and its status, as the leading
+/// controller last saw them.
+#[derive(Debug, Clone, Default)]
+pub struct LabView {
+    pub lab: Option<crate::spec::Lab>,
+    pub status: crate::status::LabStatus,
+}
+
+pub type LabsView = tokio::sync::watch::Receiver<std::collections::BTreeMap<String, LabView>>;
+
+/// The live page: a small script asks for `/api/labs` every second and draws what it gets (the
+/// SVG is made here, by the same code as `labctl graph`): no framework, no build step.
+const PAGE: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>swarmlab</title>
+<style>body{font-family:sans-serif;margin:1.5em} section{border:1px solid #ccc;border-radius:6px;padding:0 1em;margin:1em 0} .Ready{color:#2a7a2a} .Degraded,.Failed,.Invalid{color:#b02020} .Progressing,.Pending,.Suspended,.Orphaned,.Deleting{color:#a07000}</style>
+</head><body>
+<h1>swarmlab</h1>
+<p id="updated">loading…</p>
+<div id="labs"></div>
+<script>
+async function refresh() {
+  try {
+    const labs = await (await fetch('/api/labs')).json();
+    document.getElementById('labs').innerHTML = labs.length ? labs.map(l =>
+      `<section class="lab" data-lab="${l.name}" data-phase="${l.phase}"><h2>${l.name} — <span class="${l.phase}">${l.phase}</span></h2><p>${l.message}</p>${l.svg}</section>`).join('') : '<p>no labs</p>';
+    document.getElementById('updated').textContent = 'updated ' + new Date().toLocaleTimeString();
+  } catch (e) {
+    document.getElementById('updated').textContent = 'labd unreachable: ' + e;
+  }
+}
+refresh();
+setInterval(refresh, 1000);
+</script>
+</body></html>
+"#;
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn labs_json(view: &LabsView) -> String {
+    let labs: Vec<serde_json::Value> = view
+        .borrow()
+        .iter()
+        .map(|(name, v)| {
+            let svg = v.lab.as_ref().map(|l| crate::graph::Topology::of(l, Some(&v.status)).svg()).unwrap_or_default();
+            serde_json::json!({"name": name, "phase": v.status.phase.to_string(), "message": escape(&v.status.message), "svg": svg})
+        })
+        .collect();
+    serde_json::to_string(&labs).unwrap_or_else(|_| "[]".into())
+}
 
 /// What `/readyz` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +88,13 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
     r
 }
 
-fn route(path: &str, metrics: &Metrics, role: Role) -> Response<Full<Bytes>> {
+fn route(path: &str, metrics: &Metrics, role: Role, view: Option<&LabsView>) -> Response<Full<Bytes>> {
     match path {
+        "/" if view.is_some() => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE.into()),
+        "/api/labs" => match view {
+            Some(v) => reply(StatusCode::OK, "application/json", labs_json(v)),
+            None => reply(StatusCode::NOT_FOUND, "text/plain", "no labs here: this is a node agent\n".into()),
+        },
         "/metrics" => reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.encode()),
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => match role {
@@ -50,7 +108,7 @@ fn route(path: &str, metrics: &Metrics, role: Role) -> Response<Full<Bytes>> {
 }
 
 /// Binds `addr` (an error if it cannot), then serves until the task is dropped.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, role: tokio::sync::watch::Receiver<Role>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, role: tokio::sync::watch::Receiver<Role>, view: Option<LabsView>) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     Ok(tokio::spawn(async move {
@@ -58,9 +116,10 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, role: tokio::sync::w
             let Ok((stream, _)) = listener.accept().await else { continue };
             let metrics = metrics.clone();
             let role = role.clone();
+            let view = view.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let response = route(req.uri().path(), &metrics, *role.borrow());
+                    let response = route(req.uri().path(), &metrics, *role.borrow(), view.as_ref());
                     async move { Ok::<_, Infallible>(response) }
                 });
                 let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;

@@ -132,6 +132,8 @@ pub struct Controller<S: Swarm, St: LabStore> {
     backoff: Backoff,
     phases: watch::Sender<BTreeMap<String, Phase>>,
     metrics: Arc<Metrics>,
+    /// What the live page shows (labd's HTTP endpoint), if anything.
+    view: Option<Arc<watch::Sender<BTreeMap<String, crate::http::LabView>>>>,
     /// Labs suspended with `labctl suspend`, as last read from the store.
     suspended: std::collections::BTreeSet<String>,
     /// The last `labctl start` of each lab, as last read from the store.
@@ -156,6 +158,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             backoff: Backoff::default(),
             phases,
             metrics: Arc::default(),
+            view: None,
             suspended: Default::default(),
             starts: Default::default(),
         };
@@ -166,6 +169,12 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
     /// Prometheus metrics go to `metrics` (shared with the HTTP endpoint).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Every lab's definition and status go to `view` after each change (the live page).
+    pub fn with_view(mut self, view: Arc<watch::Sender<BTreeMap<String, crate::http::LabView>>>) -> Self {
+        self.view = Some(view);
         self
     }
 
@@ -599,6 +608,14 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         }
         let phases = self.labs.iter().map(|(n, s)| (n.clone(), s.status.phase)).collect();
         self.phases.send_replace(phases);
+        if let Some(view) = &self.view {
+            let labs = self
+                .labs
+                .iter()
+                .map(|(n, s)| (n.clone(), crate::http::LabView { lab: s.last_good.as_ref().map(|v| v.lab.clone()), status: s.status.clone() }))
+                .collect();
+            view.send_replace(labs);
+        }
     }
 
     /// Picks up generation counters from the status a previous labd wrote.
