@@ -36,6 +36,8 @@ const PAGE: &str = r#"<!doctype html>
 <h1>swarmlab</h1>
 <p id="updated">loading…</p>
 <div id="labs"></div>
+<h2>Recent events</h2>
+<table id="events"><tr><td>loading…</td></tr></table>
 <script>
 async function refresh() {
   try {
@@ -43,6 +45,9 @@ async function refresh() {
     document.getElementById('labs').innerHTML = labs.length ? labs.map(l =>
       `<section class="lab" data-lab="${l.name}" data-phase="${l.phase}"><h2>${l.name} — <span class="${l.phase}">${l.phase}</span></h2><p>${l.message}</p>${l.svg}</section>`).join('') : '<p>no labs</p>';
     document.getElementById('updated').textContent = 'updated ' + new Date().toLocaleTimeString();
+    const events = await (await fetch('/api/events')).json();
+    document.getElementById('events').innerHTML = '<tr><th>time</th><th>lab</th><th>reason</th><th>message</th></tr>' +
+      events.map(e => `<tr class="event"><td>${e.time}</td><td>${e.lab}</td><td>${e.reason}</td><td>${e.message}</td></tr>`).join('');
   } catch (e) {
     document.getElementById('updated').textContent = 'labd unreachable: ' + e;
   }
@@ -88,6 +93,33 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
     r
 }
 
+/// The newest events of every lab on the page, newest first, read from Redis.
+async fn events_json(view: &LabsView, reader: &tokio::sync::Mutex<Option<crate::store::StoreReader>>, redis_url: &str) -> String {
+    let labs: Vec<String> = view.borrow().keys().cloned().collect();
+    let mut slot = reader.lock().await;
+    if slot.is_none() {
+        *slot = crate::store::StoreReader::connect(redis_url).await.ok();
+    }
+    let Some(r) = slot.as_mut() else { return "[]".into() };
+    let mut all = Vec::new();
+    for lab in labs {
+        match r.events(&lab, 10).await {
+            Ok(events) => all.extend(events.into_iter().map(|e| (lab.clone(), e))),
+            Err(_) => {
+                *slot = None;
+                return "[]".into();
+            }
+        }
+    }
+    all.sort_by(|a, b| b.1.time.cmp(&a.1.time));
+    let rows: Vec<serde_json::Value> = all
+        .into_iter()
+        .take(20)
+        .map(|(lab, e)| serde_json::json!({"time": e.time.format("%H:%M:%S").to_string(), "lab": lab, "reason": e.reason.to_string(), "message": escape(&e.message)}))
+        .collect();
+    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
+}
+
 fn route(path: &str, metrics: &Metrics, role: Role, view: Option<&LabsView>) -> Response<Full<Bytes>> {
     match path {
         "/" if view.is_some() => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE.into()),
@@ -108,7 +140,15 @@ fn route(path: &str, metrics: &Metrics, role: Role, view: Option<&LabsView>) -> 
 }
 
 /// Binds `addr` (an error if it cannot), then serves until the task is dropped.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, role: tokio::sync::watch::Receiver<Role>, view: Option<LabsView>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+/// `view` and `redis_url`: the labs and their events for the page (labd; not `labd agent`).
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    role: tokio::sync::watch::Receiver<Role>,
+    view: Option<LabsView>,
+    redis_url: Option<String>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let reader = Arc::new(tokio::sync::Mutex::new(None));
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     Ok(tokio::spawn(async move {
@@ -117,10 +157,19 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, role: tokio::sync::w
             let metrics = metrics.clone();
             let role = role.clone();
             let view = view.clone();
+            let reader = reader.clone();
+            let redis_url = redis_url.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let response = route(req.uri().path(), &metrics, *role.borrow(), view.as_ref());
-                    async move { Ok::<_, Infallible>(response) }
+                    let path = req.uri().path().to_string();
+                    let response = route(&path, &metrics, *role.borrow(), view.as_ref());
+                    let (view, reader, redis_url) = (view.clone(), reader.clone(), redis_url.clone());
+                    async move {
+                        if let ("/api/events", Some(view), Some(url)) = (path.as_str(), view, redis_url) {
+                            return Ok::<_, Infallible>(reply(StatusCode::OK, "application/json", events_json(&view, &reader, &url).await));
+                        }
+                        Ok::<_, Infallible>(response)
+                    }
                 });
                 let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });

@@ -47,6 +47,7 @@ fn the_live_page_shows_every_lab_and_recolours_a_service_removed_by_hand() {
     assert_eq!(fill_of(&page, "web").as_deref(), Some("#c8ecc8"), "running services are green:\n{page}");
     assert_eq!(fill_of(&page, "db").as_deref(), Some("#c8ecc8"));
     assert!(page.contains("data-name=\"lan\"") && page.contains("delay 5ms"), "the network and its conditions:\n{page}");
+    assert!(page.contains("<td>Ready</td>") && page.contains("create service page_web"), "recent events in the table:\n{page}");
     let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join("web-page.png");
@@ -69,6 +70,7 @@ fn the_live_page_shows_every_lab_and_recolours_a_service_removed_by_hand() {
     });
     assert_eq!(fill_of(&page, "web").as_deref(), Some("#c8ecc8"), "web still runs");
     assert!(page.contains("data-phase=\"Suspended\""));
+    assert!(page.contains("<td>Ready</td>"), "the events table stays");
     lab.labctl(&["resume", "page"]);
     lab.wait_phase("page", "Ready", READY);
 }

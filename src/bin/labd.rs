@@ -125,7 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let metrics = std::sync::Arc::new(swarmlab::metrics::Metrics::new());
     let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Starting);
     if matches!(cli.command, Some(Cmd::Agent)) {
-        let _http = serve_http(cli.http.as_deref().unwrap_or("127.0.0.1:9465"), metrics.clone(), role_rx, None).await?;
+        let _http = serve_http(cli.http.as_deref().unwrap_or("127.0.0.1:9465"), metrics.clone(), role_rx, None, None).await?;
         role_tx.send_replace(Role::Agent);
         let agent = Agent::new(agent_config(&cli), swarm.clone()).with_metrics(metrics);
         agent.run(shutdown_signal()).await;
@@ -153,7 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     });
     let (view_tx, view_rx) = tokio::sync::watch::channel(BTreeMap::new());
     let view_tx = std::sync::Arc::new(view_tx);
-    let _http = serve_http(cli.http.as_deref().unwrap_or("127.0.0.1:9464"), metrics.clone(), role_rx, Some(view_rx)).await?;
+    let _http = serve_http(cli.http.as_deref().unwrap_or("127.0.0.1:9464"), metrics.clone(), role_rx, Some(view_rx), Some(cli.redis.clone())).await?;
     let store = RedisStore::new(&cli.redis).with_context(|| format!("bad redis URL {}", cli.redis))?;
     let store_task = tokio::spawn(store.clone().run(stopped(&stop_rx)));
     // One labd reconciles a swarm at a time; a second one stands by here.
@@ -210,6 +210,7 @@ async fn serve_http(
     metrics: std::sync::Arc<swarmlab::metrics::Metrics>,
     role: tokio::sync::watch::Receiver<Role>,
     view: Option<swarmlab::http::LabsView>,
+    redis_url: Option<String>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     if matches!(addr, "off" | "") {
         return Ok(None);
@@ -217,7 +218,7 @@ async fn serve_http(
     let addr: std::net::SocketAddr = addr.parse().with_context(|| format!("--http {addr}: expected ADDRESS:PORT, e.g. 0.0.0.0:9464, or off"))?;
     // Reconciling matters more than being scraped: a busy port (a second labd on this host, a
     // standby) is reported, not fatal.
-    match swarmlab::http::serve(addr, metrics, role, view).await {
+    match swarmlab::http::serve(addr, metrics, role, view, redis_url).await {
         Ok(task) => Ok(Some(task)),
         Err(e) => {
             tracing::error!(%addr, error = %e, "cannot serve /metrics, /healthz and /readyz (--http); running without them");
