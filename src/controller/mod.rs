@@ -253,7 +253,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                 }
                 _ = heartbeat.tick() => {
                     self.store.heartbeat(self.config.resync);
-                    self.refresh_suspended().await;
+                    self.refresh_flags().await;
                 }
                 _ = resync.tick() => {
                     self.swarm.invalidate();
@@ -581,7 +581,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
     }
 
     /// Picks up `labctl suspend`/`resume`/`start`: labs whose flag changed are looked at now.
-    async fn refresh_suspended(&mut self) {
+    async fn refresh_flags(&mut self) {
         let mut changed: Vec<String> = Vec::new();
         if let Some(starts) = self.store.starts().await {
             changed.extend(starts.iter().filter(|(lab, t)| self.starts.get(*lab) != Some(*t)).map(|(lab, _)| lab.clone()));

@@ -9,6 +9,7 @@ use crate::common::*;
 use crate::Output;
 
 
+#[allow(clippy::too_many_arguments)] // one per flag of the subcommand
 pub async fn run(url: &str, docker_host: Option<&str>, lab: &str, service: &str, to: Vec<String>, count: u32, interval: u32, output: Output) -> anyhow::Result<ExitCode> {
     use swarmlab::shaping::measure::{ping, resolve};
     let full = format!("{lab}_{service}");
