@@ -98,21 +98,28 @@ impl RedisStore {
         }
     }
 
-    /// What the node agents report for the lab's tasks; `None` when Redis cannot be read.
-    pub async fn task_shaping(&self, lab: &str) -> Option<Vec<crate::status::TaskShaping>> {
+    /// Runs one read command on the shared read connection: made on first use, dropped after
+    /// an error so the next read connects again. `None` when Redis cannot be read.
+    async fn read<T: redis::FromRedisValue>(&self, command: &str, key: &str) -> Option<T> {
         let mut slot = self.reader.lock().await;
         if slot.is_none() {
             let c = tokio::time::timeout(Duration::from_secs(2), self.client.get_multiplexed_async_connection()).await.ok()?.ok()?;
             *slot = Some(c);
         }
         let conn = slot.as_mut()?;
-        match conn.hgetall::<_, BTreeMap<String, String>>(keys::tasks(lab)).await {
-            Ok(map) => Some(map.values().filter_map(|v| serde_json::from_str(v).ok()).collect()),
+        match redis::cmd(command).arg(key).query_async(conn).await {
+            Ok(value) => Some(value),
             Err(_) => {
                 *slot = None;
                 None
             }
         }
+    }
+
+    /// What the node agents report for the lab's tasks; `None` when Redis cannot be read.
+    pub async fn task_shaping(&self, lab: &str) -> Option<Vec<crate::status::TaskShaping>> {
+        let map: BTreeMap<String, String> = self.read("HGETALL", &keys::tasks(lab)).await?;
+        Some(map.values().filter_map(|v| serde_json::from_str(v).ok()).collect())
     }
 
     fn with_outbox(&self, f: impl FnOnce(&mut Outbox)) {
@@ -183,41 +190,18 @@ impl RedisStore {
 
     /// The last `labctl start` of each lab; `None` when Redis cannot be read.
     pub async fn starts(&self) -> Option<BTreeMap<String, chrono::DateTime<chrono::Utc>>> {
-        let mut slot = self.reader.lock().await;
-        if slot.is_none() {
-            let c = tokio::time::timeout(Duration::from_secs(2), self.client.get_multiplexed_async_connection()).await.ok()?.ok()?;
-            *slot = Some(c);
-        }
-        let conn = slot.as_mut()?;
-        match conn.hgetall::<_, BTreeMap<String, String>>(keys::STARTS).await {
-            Ok(map) => Some(
-                map.into_iter()
-                    .filter_map(|(lab, t)| Some((lab, chrono::DateTime::parse_from_rfc3339(&t).ok()?.with_timezone(&chrono::Utc))))
-                    .collect(),
-            ),
-            Err(_) => {
-                *slot = None;
-                None
-            }
-        }
+        let map: BTreeMap<String, String> = self.read("HGETALL", keys::STARTS).await?;
+        Some(
+            map.into_iter()
+                .filter_map(|(lab, t)| Some((lab, chrono::DateTime::parse_from_rfc3339(&t).ok()?.with_timezone(&chrono::Utc))))
+                .collect(),
+        )
     }
 
     /// Labs suspended with `labctl suspend`; `None` when Redis cannot be read (then nothing
     /// changes: a lab is neither suspended nor resumed by an outage).
     pub async fn suspended(&self) -> Option<std::collections::BTreeSet<String>> {
-        let mut slot = self.reader.lock().await;
-        if slot.is_none() {
-            let c = tokio::time::timeout(Duration::from_secs(2), self.client.get_multiplexed_async_connection()).await.ok()?.ok()?;
-            *slot = Some(c);
-        }
-        let conn = slot.as_mut()?;
-        match conn.smembers::<_, std::collections::BTreeSet<String>>(keys::SUSPENDED).await {
-            Ok(set) => Some(set),
-            Err(_) => {
-                *slot = None;
-                None
-            }
-        }
+        self.read("SMEMBERS", keys::SUSPENDED).await
     }
 
     /// Every lab status a previous labd wrote; empty when Redis cannot be read.
