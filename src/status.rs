@@ -304,6 +304,9 @@ pub struct AttachmentShaping {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counters: Option<crate::shaping::userspace::CounterSnapshot>,
+    /// When the agent last changed what this attachment carries (its clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<DateTime<Utc>>,
 }
 
 impl TaskShaping {

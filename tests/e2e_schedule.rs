@@ -60,9 +60,9 @@ fn a_ramp_of_delay_is_measured_at_every_step_and_resumes_on_time_after_labd_is_k
         let want_rtt = 2.0 * f64::from(delay);
         assert!((rtt - want_rtt).abs() <= want_rtt * 0.2 + 1.0, "level {level}: delay {delay}ms per egress, rtt {rtt} ({stats})");
         assert!((-0.05..1.0).contains(&late), "level {level} came {late:.2}s after its time");
-        // labd learns of an application through the agents' reports (every 500 ms) and its own
-        // progress check (every 500 ms), so this over-states the agents' time by up to ~1 s.
-        // The first level also sets shaping up in tasks that have just started.
+        // By the agents' clocks: labd nudges them over Redis pub/sub when it publishes a step, and
+        // their reports say when each attachment took it. The first level also sets shaping up
+        // in tasks that have just started.
         let bound = if level == 0 { 2000 } else { 1000 };
         assert!(applied < bound, "level {level} applied on every task {applied} ms after it came");
         println!("SCHEDULE | delay {delay} ms | {late:.2} s | {:.2} s | {rtt:.1} ms |", applied as f64 / 1000.0);

@@ -19,6 +19,9 @@ pub struct Attachment {
     applied: EffectiveConditions,
     readback: String,
     error: Option<String>,
+    /// When this agent last made the kernel carry a new set of conditions: how labd measures
+    /// the time a schedule step took to apply, by the agents' own clocks.
+    applied_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn without_rate(c: &EffectiveConditions) -> EffectiveConditions {
@@ -40,6 +43,7 @@ impl Attachment {
             applied: EffectiveConditions::default(),
             readback: String::new(),
             error: None,
+            applied_at: None,
         })
     }
 
@@ -119,11 +123,16 @@ impl Attachment {
         if self.applied == *want && self.error.is_none() && !readback {
             return;
         }
-        if readback || self.applied != *want {
+        let asked_anew = self.applied != *want;
+        if readback || asked_anew {
             self.read_back(backend).await;
             self.round_rate(want);
         }
         if self.applied == *want && self.error.is_none() {
+            if asked_anew {
+                // Already there (put back by an earlier agent): in force as of now.
+                self.applied_at = Some(chrono::Utc::now());
+            }
             return;
         }
         self.error = None;
@@ -137,6 +146,9 @@ impl Attachment {
         }
         self.read_back(backend).await;
         self.round_rate(want);
+        if self.applied == *want {
+            self.applied_at = Some(chrono::Utc::now());
+        }
         tracing::info!(pid = self.pid, network = %self.network, interface = %self.interface, desired = ?want, applied = ?self.applied, "shaping applied");
     }
 
@@ -214,6 +226,7 @@ impl Attachment {
             unsupported,
             readback: self.readback.clone(),
             error: self.error.clone(),
+            applied_at: self.applied_at,
             counters: self.worker.as_ref().map(|w| w.counters.snapshot()),
         }
     }

@@ -105,7 +105,8 @@ impl Agent {
 
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let (wake_tx, mut wake) = tokio::sync::mpsc::channel::<()>(1);
+        let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let wake = wake_tx.clone();
         let swarm = self.swarm.clone();
         // Container starts wake a pass at once. The stream ends when dockerd restarts: it is
         // opened again with backoff, and each reopening wakes a pass too.
@@ -123,6 +124,7 @@ impl Agent {
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         });
+        let nudges = tokio::spawn(nudge_on_shaping_changes(self.config.redis_url.clone(), wake.clone()));
         let mut tick = tokio::time::interval(self.config.interval);
         let mut n: u32 = 0;
         let mut failing = false;
@@ -130,7 +132,7 @@ impl Agent {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {}
-                Some(()) = wake.recv() => {}
+                Some(()) = wake_rx.recv() => {}
             }
             n = n.wrapping_add(1);
             let readback = n % self.config.readback_every.max(1) == 0;
@@ -149,6 +151,7 @@ impl Agent {
             }
         }
         watcher.abort();
+        nudges.abort();
         // Clean up: queues are fail-open anyway, but leave no rule or qdisc behind.
         for (_, a) in self.attachments.drain() {
             a.clear().await;
@@ -342,5 +345,29 @@ impl Agent {
         }
         self.published = Some(now_published);
         Ok(())
+    }
+}
+
+/// Wakes a pass whenever labd says it wrote desired shaping (a schedule step, an edit), so a
+/// change is applied within milliseconds rather than at the next poll. The poll stays: a
+/// message lost while Redis was away costs one interval, never the change.
+async fn nudge_on_shaping_changes(redis_url: String, wake: tokio::sync::mpsc::Sender<()>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let subscribed = async {
+            let client = redis::Client::open(redis_url.as_str())?;
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(keys::SHAPING_CHANGED).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        if let Ok(Ok(mut pubsub)) = tokio::time::timeout(Duration::from_secs(2), subscribed).await {
+            backoff = Duration::from_millis(250);
+            let mut messages = pubsub.on_message();
+            while messages.next().await.is_some() {
+                let _ = wake.try_send(());
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

@@ -359,6 +359,7 @@ async fn apply<S: Swarm>(
         }
     }
     status.services = services;
+    let (shaping_state, last_applied) = shaping_condition(store, &desired, &shaping, observed).await;
     let findings = Findings {
         spec_error,
         conflicts: plan.conflicts.clone(),
@@ -370,18 +371,27 @@ async fn apply<S: Swarm>(
         not_running,
         failing_tasks,
         down_nodes: observed.down_nodes.clone(),
-        shaping: shaping_condition(store, &desired, &shaping, observed).await,
+        shaping: shaping_state,
     };
     let mut status = verdict::derive(status, &findings, now);
-    status.schedule = tick.map(|t| schedule_events(store, name, t, &findings.shaping, now));
+    status.schedule = tick.map(|t| schedule_events(store, name, t, &findings.shaping, last_applied, now));
     let result = if swarm_errors.is_empty() { Ok(Requeue::AwaitChange) } else { Err(ReconcileError::Actions(swarm_errors)) };
     Outcome { status, actions, result, gone: false, drift }
 }
 
 
 /// Records the schedule's steps as events: a new set of conditions in force, the time the
-/// agents took to apply it, the end of the schedule.
-fn schedule_events(store: &impl LabStore, lab: &str, tick: clock::Tick, shaping: &ShapingState, now: chrono::DateTime<Utc>) -> ScheduleStatus {
+/// agents took to apply it, the end of the schedule. The time is the agents' own (`last_applied`:
+/// the latest application among the reports), so labd's polling does not inflate it; labd's
+/// clock is the fallback for reports without one.
+fn schedule_events(
+    store: &impl LabStore,
+    lab: &str,
+    tick: clock::Tick,
+    shaping: &ShapingState,
+    last_applied: Option<chrono::DateTime<Utc>>,
+    now: chrono::DateTime<Utc>,
+) -> ScheduleStatus {
     let mut s = tick.status;
     if tick.in_force.is_none() {
         return s;
@@ -395,7 +405,8 @@ fn schedule_events(store: &impl LabStore, lab: &str, tick: clock::Tick, shaping:
         }
     }
     if s.applied_after_ms.is_none() && matches!(shaping, ShapingState::Done(_)) {
-        let took = s.changed_at.map(|t| (now - t).num_milliseconds().max(0) as u64).unwrap_or(0);
+        let done_at = last_applied.filter(|t| *t <= now).unwrap_or(now);
+        let took = s.changed_at.map(|t| (done_at - t).num_milliseconds().max(0) as u64).unwrap_or(0);
         s.applied_after_ms = Some(took);
         store.event(lab, event(EventReason::StepApplied, format!("step {}/{} applied on every task {:.1}s after its time", s.step, s.steps, took as f64 / 1000.0)));
     }
@@ -404,15 +415,19 @@ fn schedule_events(store: &impl LabStore, lab: &str, tick: clock::Tick, shaping:
 
 /// Compares what the agents report with the running tasks of services that have conditions.
 /// A report counts only once it carries what is in force now (an older one says nothing about
-/// a change just published).
-async fn shaping_condition(store: &impl LabStore, desired: &DesiredLab, in_force: &Shaping, observed: &Observed) -> ShapingState {
+/// a change just published). Also returns the latest time an agent changed an attachment.
+async fn shaping_condition(store: &impl LabStore, desired: &DesiredLab, in_force: &Shaping, observed: &Observed) -> (ShapingState, Option<chrono::DateTime<Utc>>) {
+    let fresh = |r: &&crate::status::TaskShaping| is_fresh(r);
+    let reports = store.task_shaping(&desired.lab).await;
+    let last_applied = reports.iter().flatten().filter(fresh).flat_map(|r| r.attachments.iter().filter_map(|a| a.applied_at)).max();
+    (shaping_state(reports, desired, in_force, observed), last_applied)
+}
+
+fn shaping_state(reports: Option<Vec<crate::status::TaskShaping>>, desired: &DesiredLab, in_force: &Shaping, observed: &Observed) -> ShapingState {
     let in_force_of = |service: &str, network: &str| in_force.get(service).and_then(|n| n.get(network)).cloned().unwrap_or_default();
     let shaped: Vec<&crate::plan::DesiredService> = desired.services.iter().filter(|s| in_force.contains_key(&s.short_name)).collect();
     let current = |r: &crate::status::TaskShaping| r.attachments.iter().all(|a| a.desired == in_force_of(&r.service, &a.network));
-    // An agent refreshes its reports twice a second; older ones are from a node that is gone.
-    let fresh_after = chrono::Utc::now() - chrono::Duration::seconds(10);
-    let fresh = |r: &&crate::status::TaskShaping| r.updated_at.is_some_and(|t| t > fresh_after);
-    let reports = store.task_shaping(&desired.lab).await;
+    let fresh = |r: &&crate::status::TaskShaping| is_fresh(r);
     if shaped.is_empty() {
         // Nothing in force: done once no agent still applies conditions that were (a step
         // restored, a file edited), or when the reports cannot be read at all.
@@ -454,6 +469,11 @@ async fn shaping_condition(store: &impl LabStore, desired: &DesiredLab, in_force
     }
 }
 
+
+/// An agent refreshes its reports twice a second; older ones are from a node that is gone.
+fn is_fresh(report: &crate::status::TaskShaping) -> bool {
+    report.updated_at.is_some_and(|t| t > chrono::Utc::now() - chrono::Duration::seconds(10))
+}
 
 /// The conditions in force per service and network, for the node agents.
 fn publish_shaping(store: &impl LabStore, lab: &str, shaping: &Shaping) {
@@ -636,6 +656,29 @@ mod tests {
         assert_eq!(o.result.as_ref().ok(), Some(&Requeue::After(POLL)), "converging: the poll comes before the next step");
         let steps = store.events.lock().unwrap().iter().filter(|(_, e)| e.reason == EventReason::Step).count();
         assert_eq!(steps, 1);
+        // The agent applied it 300 ms after it came, by its clock: that is the step's time,
+        // however late labd's next look comes.
+        let came = clock.changed_at.unwrap();
+        let delay30 = crate::spec::EffectiveConditions::from_fields(&[("delay", "30ms")]).unwrap();
+        *store.reports.lock().unwrap() = Some(vec![TaskShaping {
+            container: "c1".into(),
+            service: "a".into(),
+            node: "n1".into(),
+            updated_at: Some(Utc::now()),
+            attachments: vec![AttachmentShaping {
+                network: "lan".into(),
+                desired: delay30.clone(),
+                applied: delay30.clone(),
+                applied_at: Some(came + chrono::Duration::milliseconds(300)),
+                ..Default::default()
+            }],
+        }]);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!(o.status.phase, Phase::Ready, "{}", o.status.message);
+        assert_eq!(o.status.schedule.as_ref().and_then(|s| s.applied_after_ms), Some(300));
+        let applied = store.events.lock().unwrap().iter().filter(|(_, e)| e.reason == EventReason::StepApplied).count();
+        assert_eq!(applied, 1);
         // An agent still applying conditions no longer in force holds Ready back.
         let mut stale = o.status.clone();
         stale.schedule = None;

@@ -32,6 +32,9 @@ pub mod keys {
     pub fn metrics(lab: &str) -> String {
         format!("swarmlab:lab:{lab}:metrics")
     }
+    /// Pub/sub channel: the labs whose desired shaping was just written, so the node agents
+    /// apply a change at once instead of at their next poll.
+    pub const SHAPING_CHANGED: &str = "swarmlab:shaping-changed";
     pub fn shaping(lab: &str) -> String {
         format!("swarmlab:lab:{lab}:shaping")
     }
@@ -342,6 +345,10 @@ fn batch_pipeline(batch: &Outbox) -> redis::Pipeline {
             Some(json) => pipe.set(keys::shaping(lab), json).ignore(),
             None => pipe.del(keys::shaping(lab)).ignore(),
         };
+    }
+    if !batch.shaping.is_empty() {
+        let labs: Vec<&str> = batch.shaping.keys().map(String::as_str).collect();
+        pipe.publish(keys::SHAPING_CHANGED, labs.join(" ")).ignore();
     }
     for (lab, e) in &batch.events {
         if batch.statuses.get(lab).is_some_and(Option::is_none) {
