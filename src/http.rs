@@ -1,19 +1,25 @@
 //! labd's read-only HTTP endpoint: `/metrics` (Prometheus text format), `/healthz` (the process
 //! answers), `/readyz` (it has a role: leading, or standing by for the lease), and a live page
-//! of every lab at `/` (with its data at `/api/labs`). hyper
+//! of every lab at `/` (its data at `/api/labs` and `/api/events`, pushed as server-sent events
+//! at `/api/stream`). hyper
 //! directly, already in the tree through bollard: three fixed routes need no framework.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
+use std::time::Duration;
+
+use futures::StreamExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 
@@ -25,10 +31,10 @@ pub struct LabView {
     pub status: crate::status::LabStatus,
 }
 
-pub type LabsView = tokio::sync::watch::Receiver<std::collections::BTreeMap<String, LabView>>;
+pub type LabsView = watch::Receiver<std::collections::BTreeMap<String, LabView>>;
 
-/// The live page: a small script asks for `/api/labs` every second and draws what it gets (the
-/// SVG is made here, by the same code as `labctl graph`): no framework, no build step.
+/// The live page: a small script draws what `/api/stream` pushes (the SVG is made here, by the
+/// same code as `labctl graph`): no framework, no build step.
 const PAGE: &str = r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>swarmlab</title>
 <style>body{font-family:sans-serif;margin:1.5em} section{border:1px solid #ccc;border-radius:6px;padding:0 1em;margin:1em 0} .Ready{color:#2a7a2a} .Degraded,.Failed,.Invalid{color:#b02020} .Progressing,.Pending,.Suspended,.Orphaned,.Deleting{color:#a07000}</style>
@@ -39,21 +45,21 @@ const PAGE: &str = r#"<!doctype html>
 <h2>Recent events</h2>
 <table id="events"><tr><td>loading…</td></tr></table>
 <script>
-async function refresh() {
-  try {
-    const labs = await (await fetch('/api/labs')).json();
-    document.getElementById('labs').innerHTML = labs.length ? labs.map(l =>
-      `<section class="lab" data-lab="${l.name}" data-phase="${l.phase}"><h2>${l.name} — <span class="${l.phase}">${l.phase}</span></h2><p>${l.message}</p>${l.svg}</section>`).join('') : '<p>no labs</p>';
-    document.getElementById('updated').textContent = 'updated ' + new Date().toLocaleTimeString();
-    const events = await (await fetch('/api/events')).json();
-    document.getElementById('events').innerHTML = '<tr><th>time</th><th>lab</th><th>reason</th><th>message</th></tr>' +
-      events.map(e => `<tr class="event"><td>${e.time}</td><td>${e.lab}</td><td>${e.reason}</td><td>${e.message}</td></tr>`).join('');
-  } catch (e) {
-    document.getElementById('updated').textContent = 'labd unreachable: ' + e;
-  }
+// Pushed by labd (server-sent events): `labs` whenever a lab changes, `events` when the Redis
+// events stream of a lab grows. EventSource reconnects by itself if labd goes away.
+function drawLabs(labs) {
+  document.getElementById('labs').innerHTML = labs.length ? labs.map(l =>
+    `<section class="lab" data-lab="${l.name}" data-phase="${l.phase}"><h2>${l.name} — <span class="${l.phase}">${l.phase}</span></h2><p>${l.message}</p>${l.svg}</section>`).join('') : '<p>no labs</p>';
+  document.getElementById('updated').textContent = 'updated ' + new Date().toLocaleTimeString();
 }
-refresh();
-setInterval(refresh, 1000);
+function drawEvents(events) {
+  document.getElementById('events').innerHTML = '<tr><th>time</th><th>lab</th><th>reason</th><th>message</th></tr>' +
+    events.map(e => `<tr class="event"><td>${e.time}</td><td>${e.lab}</td><td>${e.reason}</td><td>${e.message}</td></tr>`).join('');
+}
+const stream = new EventSource('/api/stream');
+stream.addEventListener('labs', m => drawLabs(JSON.parse(m.data)));
+stream.addEventListener('events', m => drawEvents(JSON.parse(m.data)));
+stream.onerror = () => { document.getElementById('updated').textContent = 'labd unreachable; reconnecting…'; };
 </script>
 </body></html>
 "#;
@@ -84,8 +90,11 @@ pub enum Role {
     Agent,
 }
 
-fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+/// Every response: a whole body, or the page's endless stream.
+type Body = BoxBody<Bytes, Infallible>;
+
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
     *r.status_mut() = status;
     if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
         r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
@@ -93,23 +102,11 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
     r
 }
 
-/// The newest events of every lab on the page, newest first, read from Redis.
-async fn events_json(view: &LabsView, reader: &tokio::sync::Mutex<Option<crate::store::StoreReader>>, redis_url: &str) -> String {
-    let labs: Vec<String> = view.borrow().keys().cloned().collect();
-    let mut slot = reader.lock().await;
-    if slot.is_none() {
-        *slot = crate::store::StoreReader::connect(redis_url).await.ok();
-    }
-    let Some(r) = slot.as_mut() else { return "[]".into() };
+/// The newest events of every lab on the page, newest first, as the page's JSON.
+async fn events_json(labs: &[String], reader: &mut crate::store::StoreReader) -> redis::RedisResult<String> {
     let mut all = Vec::new();
     for lab in labs {
-        match r.events(&lab, 10).await {
-            Ok(events) => all.extend(events.into_iter().map(|e| (lab.clone(), e))),
-            Err(_) => {
-                *slot = None;
-                return "[]".into();
-            }
-        }
+        all.extend(reader.events(lab, 10).await?.into_iter().map(|e| (lab.clone(), e)));
     }
     all.sort_by(|a, b| b.1.time.cmp(&a.1.time));
     let rows: Vec<serde_json::Value> = all
@@ -117,15 +114,106 @@ async fn events_json(view: &LabsView, reader: &tokio::sync::Mutex<Option<crate::
         .take(20)
         .map(|(lab, e)| serde_json::json!({"time": e.time.format("%H:%M:%S").to_string(), "lab": lab, "reason": e.reason.to_string(), "message": escape(&e.message)}))
         .collect();
-    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
+    Ok(serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into()))
 }
 
-fn route(path: &str, metrics: &Metrics, role: Role, view: Option<&LabsView>) -> Response<Full<Bytes>> {
+/// How long one `XREAD BLOCK` waits before the lab list is looked at again.
+const EVENTS_BLOCK: Duration = Duration::from_secs(2);
+/// A comment line this often keeps proxies and browsers from closing a quiet stream.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// Keeps `feed` at the page's events JSON: read again whenever a lab's Redis events stream
+/// grows (one blocking `XREAD` for the whole endpoint, whatever the number of pages open), or
+/// the lab list changes. Redis away: the last JSON stays, and the feed reconnects.
+async fn feed_events(view: LabsView, redis_url: String, feed: watch::Sender<String>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let (reader, waiter) = tokio::join!(
+            crate::store::StoreReader::connect(&redis_url),
+            crate::store::StoreReader::connect_for_waiting(&redis_url, EVENTS_BLOCK)
+        );
+        let (Ok(mut reader), Ok(mut waiter)) = (reader, waiter) else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            continue;
+        };
+        backoff = Duration::from_millis(250);
+        loop {
+            let labs: Vec<String> = view.borrow().keys().cloned().collect();
+            match events_json(&labs, &mut reader).await {
+                Ok(json) => {
+                    feed.send_if_modified(|old| if *old != json { *old = json; true } else { false });
+                }
+                Err(_) => break,
+            }
+            // An event written between the read above and this wait is seen at the next
+            // round, at most EVENTS_BLOCK later.
+            if waiter.wait_for_events(&labs, EVENTS_BLOCK).await.is_err() {
+                break;
+            }
+            if feed.is_closed() {
+                return;
+            }
+        }
+    }
+}
+
+fn sse(event: &str, data: &str) -> Bytes {
+    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+/// The page's stream: the labs and the events at once, then each change of either.
+fn stream_of(mut labs: LabsView, mut events: watch::Receiver<String>) -> Body {
+    let first = [sse("labs", &labs_json(&labs)), sse("events", &events.borrow_and_update())];
+    labs.mark_unchanged();
+    let last_labs = labs_json(&labs);
+    let changes = futures::stream::unfold((labs, events, last_labs), |(mut labs, mut events, mut last_labs)| async move {
+        loop {
+            let chunk = tokio::select! {
+                changed = labs.changed() => {
+                    changed.ok()?;
+                    // Reconciles republish the view often; send only what the page would change.
+                    let json = labs_json(&labs);
+                    if json == last_labs {
+                        continue;
+                    }
+                    last_labs = json;
+                    sse("labs", &last_labs)
+                }
+                changed = events.changed() => {
+                    changed.ok()?;
+                    let json = events.borrow_and_update().clone();
+                    sse("events", &json)
+                }
+                _ = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keepalive\n\n"),
+            };
+            return Some((chunk, (labs, events, last_labs)));
+        }
+    });
+    let frames = futures::stream::iter(first).chain(changes).map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    BodyExt::boxed(StreamBody::new(frames))
+}
+
+fn route(path: &str, metrics: &Metrics, role: Role, view: Option<&LabsView>, events: Option<&watch::Receiver<String>>) -> Response<Body> {
     match path {
         "/" if view.is_some() => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE.into()),
         "/api/labs" => match view {
             Some(v) => reply(StatusCode::OK, "application/json", labs_json(v)),
             None => reply(StatusCode::NOT_FOUND, "text/plain", "no labs here: this is a node agent\n".into()),
+        },
+        "/api/events" => match events {
+            Some(e) => reply(StatusCode::OK, "application/json", e.borrow().clone()),
+            None => reply(StatusCode::NOT_FOUND, "text/plain", "no events here: this is a node agent\n".into()),
+        },
+        "/api/stream" => match (view, events) {
+            (Some(v), Some(e)) => {
+                let mut r = Response::new(stream_of(v.clone(), e.clone()));
+                let headers = r.headers_mut();
+                headers.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/event-stream"));
+                headers.insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-cache"));
+                r
+            }
+            _ => reply(StatusCode::NOT_FOUND, "text/plain", "no labs here: this is a node agent\n".into()),
         },
         "/metrics" => reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.encode()),
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
@@ -144,32 +232,28 @@ fn route(path: &str, metrics: &Metrics, role: Role, view: Option<&LabsView>) -> 
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
-    role: tokio::sync::watch::Receiver<Role>,
+    role: watch::Receiver<Role>,
     view: Option<LabsView>,
     redis_url: Option<String>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let reader = Arc::new(tokio::sync::Mutex::new(None));
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    let events = match (&view, redis_url) {
+        (Some(view), Some(url)) => {
+            let (feed, events) = watch::channel("[]".to_string());
+            tokio::spawn(feed_events(view.clone(), url, feed));
+            Some(events)
+        }
+        _ => None,
+    };
     Ok(tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
-            let metrics = metrics.clone();
-            let role = role.clone();
-            let view = view.clone();
-            let reader = reader.clone();
-            let redis_url = redis_url.clone();
+            let (metrics, role, view, events) = (metrics.clone(), role.clone(), view.clone(), events.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let path = req.uri().path().to_string();
-                    let response = route(&path, &metrics, *role.borrow(), view.as_ref());
-                    let (view, reader, redis_url) = (view.clone(), reader.clone(), redis_url.clone());
-                    async move {
-                        if let ("/api/events", Some(view), Some(url)) = (path.as_str(), view, redis_url) {
-                            return Ok::<_, Infallible>(reply(StatusCode::OK, "application/json", events_json(&view, &reader, &url).await));
-                        }
-                        Ok::<_, Infallible>(response)
-                    }
+                    let response = route(req.uri().path(), &metrics, *role.borrow(), view.as_ref(), events.as_ref());
+                    async move { Ok::<_, Infallible>(response) }
                 });
                 let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });

@@ -393,8 +393,17 @@ pub struct StoreReader {
 
 impl StoreReader {
     pub async fn connect(url: &str) -> redis::RedisResult<Self> {
+        Self::connect_with(url, redis::AsyncConnectionConfig::new()).await
+    }
+
+    /// A connection for [`StoreReader::wait_for_events`]: answers may take up to `block`.
+    pub async fn connect_for_waiting(url: &str, block: Duration) -> redis::RedisResult<Self> {
+        Self::connect_with(url, redis::AsyncConnectionConfig::new().set_response_timeout(Some(block + Duration::from_secs(2)))).await
+    }
+
+    async fn connect_with(url: &str, config: redis::AsyncConnectionConfig) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
-        let conn = tokio::time::timeout(Duration::from_secs(3), client.get_multiplexed_async_connection())
+        let conn = tokio::time::timeout(Duration::from_secs(3), client.get_multiplexed_async_connection_with_config(&config))
             .await
             .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
         Ok(StoreReader { conn })
@@ -446,6 +455,20 @@ impl StoreReader {
     pub async fn status(&mut self, lab: &str) -> redis::RedisResult<Option<LabStatus>> {
         let json: Option<String> = self.conn.get(keys::status(lab)).await?;
         Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
+    /// Waits up to `block` for an event newer than now in any of the labs' streams (`XREAD
+    /// BLOCK`): whether one came. Meant for a connection of its own (it holds it while waiting).
+    pub async fn wait_for_events(&mut self, labs: &[String], block: Duration) -> redis::RedisResult<bool> {
+        if labs.is_empty() {
+            tokio::time::sleep(block).await;
+            return Ok(false);
+        }
+        let streams: Vec<String> = labs.iter().map(|l| keys::events(l)).collect();
+        let from_now = vec!["$"; streams.len()];
+        let opts = redis::streams::StreamReadOptions::default().block(block.as_millis() as usize).count(1);
+        let reply: Option<redis::streams::StreamReadReply> = self.conn.xread_options(&streams, &from_now, &opts).await?;
+        Ok(reply.is_some_and(|r| !r.keys.is_empty()))
     }
 
     pub async fn events(&mut self, lab: &str, count: usize) -> redis::RedisResult<Vec<LabEvent>> {
