@@ -117,6 +117,27 @@ pub struct LabStatus {
     /// Where the lab's schedule is (kept here so a restart resumes it, never restarts it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleStatus>,
+    /// With a Git source (`labd --git`): the commit the running definition was read at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+/// Where labd reads labs from, when that is a Git branch: what it fetched last and whether the
+/// last fetch worked (a failed fetch keeps the last fetched commit running).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceStatus {
+    pub url: String,
+    pub branch: String,
+    /// The commit whose labs are applied (`None`: no fetch has worked yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// When the last fetch (of any outcome) ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_at: Option<DateTime<Utc>>,
+    /// Why the last fetch failed; `None` when it worked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The clock of a lab's schedule.

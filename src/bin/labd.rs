@@ -21,6 +21,23 @@ struct Cli {
     /// The labs directory (read recursively; a symlink is followed).
     #[arg(long, env = "LABD_LABS", default_value = "./labs")]
     labs: PathBuf,
+    /// Read labs from this Git repository instead (file://, git://, ssh:// or user@host:path);
+    /// labd fetches it itself and applies each new commit of --branch as one change (--labs is
+    /// then not read).
+    #[arg(long, env = "LABD_GIT")]
+    git: Option<String>,
+    /// With --git: the branch to follow.
+    #[arg(long, env = "LABD_GIT_BRANCH", default_value = "main", requires = "git")]
+    branch: String,
+    /// With --git: the directory of the repository that holds the labs (default: all of it).
+    #[arg(long, env = "LABD_GIT_PATH", requires = "git")]
+    path: Option<PathBuf>,
+    /// With --git: how often to fetch (`30s`, `5m`).
+    #[arg(long, env = "LABD_GIT_INTERVAL", default_value = "30s", value_parser = parse_duration, requires = "git")]
+    interval: Duration,
+    /// With --git: labd's own clone (bare) lives under this directory.
+    #[arg(long, env = "LABD_GIT_CACHE", default_value = "/var/cache/swarmlab/git", requires = "git")]
+    git_cache: PathBuf,
     /// Where status, events and metrics go.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true)]
     redis: String,
@@ -90,6 +107,11 @@ impl BackendChoice {
             BackendChoice::Userspace => Some(BackendKind::Userspace),
         }
     }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d: swarmlab::spec::units::Duration = text.parse().map_err(|e| format!("{e}"))?;
+    Ok(d.as_std().max(Duration::from_secs(1)))
 }
 
 fn agent_config(cli: &Cli) -> AgentConfig {
@@ -163,8 +185,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         swarmlab::store::lease::Lease::new(&cli.redis, holder, Duration::from_secs(cli.lease_ttl.max(3)))
             .with_context(|| format!("bad redis URL {}", cli.redis))?,
     );
+    let git = cli.git.as_ref().map(|url| swarmlab::controller::GitConfig {
+        source: swarmlab::source::GitSource {
+            url: url.clone(),
+            branch: cli.branch.clone(),
+            path: cli.path.clone().unwrap_or_default(),
+            cache: swarmlab::source::GitSource::default_cache(&cli.git_cache, url, &cli.branch),
+        },
+        interval: cli.interval,
+    });
     let config = Config {
         labs_dir: cli.labs.clone(),
+        git,
         resync: Duration::from_secs(cli.resync.max(1)),
         progress_poll: Duration::from_millis(500),
         delete_grace: Duration::from_secs_f64(cli.delete_grace.clamp(0.0, 86_400.0)),
@@ -172,7 +204,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         prune_orphans: cli.prune_orphans,
         heartbeat: Duration::from_secs(5),
     };
-    tracing::info!(labs = %cli.labs.display(), redis = %cli.redis, "labd starting");
+    match &cli.git {
+        Some(url) => tracing::info!(git = %url, branch = %cli.branch, path = ?cli.path, interval = ?cli.interval, redis = %cli.redis, "labd starting"),
+        None => tracing::info!(labs = %cli.labs.display(), redis = %cli.redis, "labd starting"),
+    }
     let code = loop {
         role_tx.send_replace(Role::StandingBy);
         metrics.set_leader(false);

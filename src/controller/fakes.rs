@@ -174,6 +174,8 @@ pub struct FakeStoreData {
     pub suspended: Mutex<std::collections::BTreeSet<String>>,
     /// `labctl start` times.
     pub starts: Mutex<BTreeMap<String, chrono::DateTime<chrono::Utc>>>,
+    /// The Git source's state, as labd last put it.
+    pub source: Mutex<Option<crate::status::SourceStatus>>,
 }
 
 impl std::ops::Deref for FakeStore {
@@ -209,6 +211,9 @@ impl LabStore for FakeStore {
     }
     fn heartbeat(&self, _resync: std::time::Duration) {
         self.count("", "heartbeats", 1);
+    }
+    fn put_source(&self, source: &crate::status::SourceStatus) {
+        *self.source.lock().unwrap() = Some(source.clone());
     }
     async fn starts(&self) -> Option<BTreeMap<String, chrono::DateTime<chrono::Utc>>> {
         Some(self.starts.lock().unwrap().clone())

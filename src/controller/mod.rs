@@ -26,9 +26,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
-use crate::source::{load_dir, Catalog, DirWatcher, FileEvent, LabEntry, Settle};
+use crate::source::{load_dir, Catalog, DirWatcher, FileEvent, GitNews, GitSource, LabEntry, Settle};
 use crate::spec::{Diagnostic, ValidLab};
-use crate::status::{EventReason, LabStatus, Phase};
+use crate::status::{EventReason, LabStatus, Phase, SourceStatus};
 use crate::store::LabStore;
 use crate::swarm::{EventSubject, Swarm};
 use cache::Cached;
@@ -46,7 +46,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The labs directory; with `git`, the prefix of the Git source's file names.
     pub labs_dir: PathBuf,
+    /// Read labs from a Git branch instead of the directory.
+    pub git: Option<GitConfig>,
     /// Every lab is re-checked this often even without events.
     pub resync: Duration,
     /// How soon a lab that is still converging is looked at again.
@@ -59,6 +62,13 @@ pub struct Config {
     pub prune_orphans: bool,
     /// How often labd says it is alive and picks up `labctl suspend`/`resume`.
     pub heartbeat: Duration,
+}
+
+/// A Git branch as the source of labs, fetched every `interval`.
+#[derive(Debug, Clone)]
+pub struct GitConfig {
+    pub source: GitSource,
+    pub interval: Duration,
 }
 
 /// What labd wants done with a lab, from the evidence of the labs directory.
@@ -84,6 +94,8 @@ struct LabState {
     /// Errors of the current definition, if it is invalid.
     invalid: Option<Vec<Diagnostic>>,
     desire: Desire,
+    /// The Git commit `last_good` was read at (a Git source).
+    commit: Option<String>,
     /// What the generation counter was bumped for last (revision or error text).
     definition_key: String,
     status: LabStatus,
@@ -138,13 +150,22 @@ pub struct Controller<S: Swarm, St: LabStore> {
     suspended: std::collections::BTreeSet<String>,
     /// The last `labctl start` of each lab, as last read from the store.
     starts: BTreeMap<String, chrono::DateTime<Utc>>,
+    /// With a Git source: the labs of the newest commit fetched (`None`: no fetch worked yet),
+    /// and what labctl shows of the source.
+    fetched: Option<Catalog>,
+    source: Option<SourceStatus>,
 }
 
 impl<S: Swarm, St: LabStore> Controller<S, St> {
     pub async fn new(config: Config, swarm: S, store: St) -> Self {
         let (phases, _) = watch::channel(BTreeMap::new());
         let absence = AbsenceTracker::new(config.delete_grace);
-        let config = Config { labs_dir: absolute(&config.labs_dir), ..config };
+        let labs_dir = match &config.git {
+            Some(git) => git.source.root(),
+            None => absolute(&config.labs_dir),
+        };
+        let source = config.git.as_ref().map(|g| SourceStatus { url: g.source.url.clone(), branch: g.source.branch.clone(), ..Default::default() });
+        let config = Config { labs_dir, ..config };
         let mut c = Controller {
             config,
             swarm: Arc::new(Cached::new(swarm)),
@@ -161,6 +182,8 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             view: None,
             suspended: Default::default(),
             starts: Default::default(),
+            fetched: None,
+            source,
         };
         c.restore_status().await;
         c
@@ -188,7 +211,15 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         tokio::pin!(shutdown);
         let (trigger_tx, mut triggers) = mpsc::channel::<Trigger>(1024);
         let (files_tx, mut file_events) = mpsc::channel::<FileEvent>(256);
-        let mut watcher = DirWatcher::new(&self.config.labs_dir, files_tx);
+        let (git_tx, mut git_news) = mpsc::channel::<GitNews>(4);
+        // A directory is watched; a Git branch is fetched on its interval.
+        let mut watcher = match &self.config.git {
+            None => Some(DirWatcher::new(&self.config.labs_dir, files_tx)),
+            Some(git) => {
+                tokio::spawn(crate::source::git::sync(git.source.clone(), git.interval, git_tx));
+                None
+            }
+        };
 
         // Docker events on owned objects: a service removed or scaled by hand comes back.
         let events_tx = trigger_tx.clone();
@@ -258,9 +289,10 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                 _ = resync.tick() => {
                     self.swarm.invalidate();
                     self.on_trigger(Trigger::Resync).await;
-                    watcher.refresh();
+                    watcher.iter_mut().for_each(DirWatcher::refresh);
                 }
                 Some(t) = triggers.recv() => self.on_trigger(t).await,
+                Some(news) = git_news.recv() => self.on_git(news).await,
                 timer = self.timers.next() => match timer {
                     Timer::Lab(lab) | Timer::Event(lab) => {
                         // Tasks on other nodes send no event here: look afresh.
@@ -272,7 +304,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                         self.settle.read();
                         self.swarm.invalidate();
                         self.on_files().await;
-                        watcher.refresh();
+                        watcher.iter_mut().for_each(DirWatcher::refresh);
                     }
                 },
                 Some(done) = running.join_next(), if !running.is_empty() => {
@@ -286,7 +318,10 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                 let Some(target) = self.target_of(&lab) else { self.queue.done(&lab, false); continue };
                 let swarm = self.swarm.clone();
                 let store = self.store.clone();
-                let status = self.labs.get(&lab).map(|s| s.status.clone()).unwrap_or_default();
+                let mut status = self.labs.get(&lab).map(|s| s.status.clone()).unwrap_or_default();
+                if self.config.git.is_some() {
+                    status.commit = self.labs.get(&lab).and_then(|s| s.commit.clone());
+                }
                 let poll = self.config.progress_poll;
                 let span = tracing::info_span!("reconcile", lab = %lab);
                 running.spawn(
@@ -347,8 +382,45 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         }
     }
 
-    /// Re-reads the whole directory and updates what each lab should be.
+    /// What the Git sync found: a new commit is applied as one change (every lab is looked at,
+    /// so each status shows the commit); a failed fetch changes nothing but says so.
+    async fn on_git(&mut self, news: GitNews) {
+        let Some(source) = self.source.as_mut() else { return };
+        source.fetched_at = Some(Utc::now());
+        match news {
+            GitNews::Moved(catalog) => {
+                tracing::info!(url = %source.url, branch = %source.branch, commit = ?catalog.commit, "new commit fetched; applying it");
+                source.commit = catalog.commit.clone();
+                source.error = None;
+                self.fetched = Some(catalog);
+                self.store.put_source(source);
+                self.on_trigger(Trigger::Files).await;
+            }
+            GitNews::Unchanged => {
+                if source.error.take().is_some() {
+                    tracing::info!(url = %source.url, "fetching works again");
+                }
+                self.store.put_source(source);
+            }
+            GitNews::Failed(why) => {
+                if source.error.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(error = %why, commit = ?source.commit, "fetch failed; the last fetched commit stays applied");
+                }
+                source.error = Some(why);
+                self.store.put_source(source);
+            }
+        }
+    }
+
+    /// Re-reads the whole directory (or takes the newest fetched commit) and updates what each
+    /// lab should be.
     async fn on_files(&mut self) {
+        if self.config.git.is_some() {
+            return match self.fetched.clone() {
+                Some(catalog) => self.apply_catalog(catalog, Instant::now()),
+                None => self.unreadable("no commit has been fetched yet"),
+            };
+        }
         let dir = self.config.labs_dir.clone();
         let read = tokio::time::timeout(READ_TIMEOUT, tokio::task::spawn_blocking(move || load_dir(&dir))).await;
         let catalog = match read {
@@ -395,7 +467,10 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                 state.status.source = file.display().to_string();
             }
             let changed = match entry {
-                LabEntry::Valid(v) => Self::set_definition(state, name, Some(v.clone()), None),
+                LabEntry::Valid(v) => {
+                    state.commit = catalog.commit.clone();
+                    Self::set_definition(state, name, Some(v.clone()), None)
+                }
                 LabEntry::Invalid(d) => Self::set_definition(state, name, None, Some(d.clone())),
             };
             self.absence.present(name);
@@ -408,7 +483,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         }
         let first_read = !self.read_once;
         self.read_once = true;
-        let root = absolute(&self.config.labs_dir);
+        let root = self.config.labs_dir.clone();
         let undefined: Vec<String> = self
             .labs
             .iter()

@@ -25,6 +25,7 @@ struct Running {
 fn config(dir: &Path, resync: Duration) -> Config {
     Config {
         labs_dir: dir.to_path_buf(),
+        git: None,
         resync,
         progress_poll: Duration::from_millis(50),
         delete_grace: Duration::from_millis(500),

@@ -26,6 +26,8 @@ pub struct Catalog {
     /// Why the read was not complete (a subdirectory or a file could not be read). An
     /// incomplete read is no evidence that a lab is gone.
     pub incomplete: Vec<String>,
+    /// The Git commit it was read at (a Git source); `None` for a directory.
+    pub commit: Option<String>,
 }
 
 impl Catalog {

@@ -1,7 +1,10 @@
-//! The labs directory: reading it whole into a catalog, and watching it for changes.
+//! Where labs come from: a directory (read whole into a catalog, watched for changes) or a Git
+//! branch (fetched by labd, read one commit at a time).
 
 pub mod catalog;
+pub mod git;
 pub mod watch;
 
 pub use catalog::{is_lab_file, load_dir, Catalog, LabEntry, UnreadableDir};
+pub use git::{GitError, GitNews, GitSource};
 pub use watch::{DirWatcher, FileEvent, Settle};

@@ -8,7 +8,7 @@ pub use redis_store::{keys, ProbeResult, RedisStore, StoreReader};
 
 use std::future::Future;
 
-use crate::status::{LabEvent, LabStatus, TaskShaping};
+use crate::status::{LabEvent, LabStatus, SourceStatus, TaskShaping};
 
 /// What the controller needs of the status store: write status, events and metrics, publish
 /// the desired shaping for the node agents, read what the agents applied and what a previous
@@ -26,6 +26,8 @@ pub trait LabStore: Clone + Send + Sync + 'static {
     fn global_gauge(&self, metric: &str, value: u128);
     /// The leading labd is alive (readers mark statuses stale when this stops).
     fn heartbeat(&self, resync: std::time::Duration);
+    /// The Git source's state (labctl status says when fetches fail).
+    fn put_source(&self, source: &SourceStatus);
     fn put_shaping(&self, lab: &str, json: Option<String>);
     /// The agents' reports for the lab's tasks; `None` when they cannot be read.
     fn task_shaping(&self, lab: &str) -> impl Future<Output = Option<Vec<TaskShaping>>> + Send;
@@ -61,6 +63,9 @@ impl LabStore for RedisStore {
     }
     fn put_shaping(&self, lab: &str, json: Option<String>) {
         RedisStore::put_shaping(self, lab, json)
+    }
+    fn put_source(&self, source: &SourceStatus) {
+        RedisStore::put_source(self, source)
     }
     async fn task_shaping(&self, lab: &str) -> Option<Vec<TaskShaping>> {
         RedisStore::task_shaping(self, lab).await

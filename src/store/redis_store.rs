@@ -183,6 +183,14 @@ impl RedisStore {
         });
     }
 
+    /// The Git source's state, beside the heartbeat (`swarmlab:labd`, field `source`).
+    pub fn put_source(&self, source: &crate::status::SourceStatus) {
+        let json = serde_json::to_string(source).unwrap_or_default();
+        self.with_outbox(|o| {
+            o.gauges.insert((keys::LABD.to_string(), "source".to_string()), json);
+        });
+    }
+
     /// Sets a gauge of labd as a whole (in `swarmlab:metrics`).
     pub fn global_gauge(&self, metric: &str, value: impl ToString) {
         let value = value.to_string();
@@ -450,6 +458,12 @@ impl StoreReader {
         let at = fields.get("heartbeat").and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&chrono::Utc));
         let resync = Duration::from_secs(fields.get("resync_secs").and_then(|s| s.parse().ok()).unwrap_or(15));
         Ok(at.map(|t| (t, resync)))
+    }
+
+    /// The Git source's state, if labd reads labs from Git.
+    pub async fn source(&mut self) -> redis::RedisResult<Option<crate::status::SourceStatus>> {
+        let json: Option<String> = self.conn.hget(keys::LABD, "source").await?;
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
     pub async fn status(&mut self, lab: &str) -> redis::RedisResult<Option<LabStatus>> {

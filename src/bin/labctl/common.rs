@@ -58,7 +58,11 @@ pub fn status_table(statuses: &[LabStatus], stale: bool) -> String {
             format!("{ready}/{total}"),
             shaping_cell(s),
             step_cell(s),
-            s.revision.chars().take(8).collect(),
+            // From Git, the commit is what people know their labs by (as `flux get`).
+            match &s.commit {
+                Some(commit) => commit.chars().take(7).collect(),
+                None => s.revision.chars().take(8).collect(),
+            },
             age(s),
             message,
         ]);

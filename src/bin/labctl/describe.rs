@@ -16,6 +16,9 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
     println!("Phase:        {}", s.phase);
     println!("Message:      {}", s.message);
     println!("Revision:     {}", s.revision);
+    if let Some(commit) = &s.commit {
+        println!("Commit:       {commit}");
+    }
     println!("Generation:   {} (observed {})", s.generation, s.observed_generation);
     if let Some(e) = &s.last_error {
         println!("Last error:   {e}");

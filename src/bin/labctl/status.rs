@@ -21,14 +21,13 @@ pub async fn run(url: &str, lab: Option<&str>, output: Output, watch: bool) -> a
             }
         }
         let stale = staleness(&mut r).await;
+        // A Git source that cannot be fetched: the labs run at the last commit fetched.
+        let notes: Vec<String> = stale.iter().cloned().chain(fetch_trouble(&mut r).await).collect();
         let text = match output {
             Output::Table if statuses.is_empty() => "no labs (is labd running?)".to_string(),
             Output::Table => {
                 let table = status_table(&statuses, stale.is_some());
-                match &stale {
-                    Some(why) => format!("{why}\n{table}"),
-                    None => table,
-                }
+                notes.iter().map(String::as_str).chain([table.as_str()]).collect::<Vec<_>>().join("\n")
             }
             Output::Json if lab.is_some() => serde_json::to_string_pretty(&statuses[0])?,
             Output::Json => serde_json::to_string_pretty(&statuses)?,
@@ -36,8 +35,8 @@ pub async fn run(url: &str, lab: Option<&str>, output: Output, watch: bool) -> a
             Output::Yaml => serde_yaml_ng::to_string(&statuses)?,
         };
         if !watch {
-            if let (Some(why), false) = (&stale, matches!(output, Output::Table)) {
-                eprintln!("{why}");
+            if !matches!(output, Output::Table) {
+                notes.iter().for_each(|n| eprintln!("{n}"));
             }
             println!("{text}");
             return Ok(ExitCode::SUCCESS);
@@ -47,6 +46,15 @@ pub async fn run(url: &str, lab: Option<&str>, output: Output, watch: bool) -> a
     }
 }
 
+
+/// What labctl says when labd's last fetch of its Git source failed.
+async fn fetch_trouble(r: &mut swarmlab::store::StoreReader) -> Option<String> {
+    let source = r.source().await.ok()??;
+    let error = source.error?;
+    let at = source.fetched_at.map(|t| t.with_timezone(&chrono::Local).format("%H:%M:%S").to_string()).unwrap_or_default();
+    let commit = source.commit.map(|c| format!("commit {}", &c[..c.len().min(7)])).unwrap_or_else(|| "nothing (no fetch has worked yet)".into());
+    Some(format!("SOURCE: fetching `{}` of {} failed at {at}: {error}; labs stay at {commit}", source.branch, source.url))
+}
 
 /// Why the statuses may be stale: the leading labd has not said it is alive for three resync
 /// periods (at least 15 s), or never did.

@@ -1,0 +1,278 @@
+//! A Git repository as the source of labs (`labd --git URL`): labd fetches one branch itself
+//! (gix, pure Rust) into a bare repository of its own, and reads the lab files of the branch
+//! head's tree straight from the object database. A commit is thus read whole or not at all: no
+//! working tree is ever half updated, and nothing but labd writes to the cache.
+//!
+//! Lab files are named `<url>/<path in the repository>`, the same at every commit, so the labs
+//! a file defines stay tied to it across commits (the deletion rule needs that) and errors read
+//! `file:///srv/labs.git/labs/x.yaml:12:3: …`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use super::catalog::{catalog_of, is_lab_file, Catalog};
+
+/// Where labs come from in Git mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitSource {
+    /// What `git clone` takes: `file://`, `git://`, `ssh://` or `user@host:path`.
+    pub url: String,
+    pub branch: String,
+    /// The directory of the repository holding the labs (`""`: all of it).
+    pub path: PathBuf,
+    /// labd's own bare repository for this source.
+    pub cache: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot prepare the repository cache {path}: {reason}")]
+    Cache { path: PathBuf, reason: String },
+    #[error("cannot fetch branch `{branch}` of {url}: {reason}")]
+    Fetch { url: String, branch: String, reason: String },
+    #[error("{url} has no branch `{branch}`")]
+    NoBranch { url: String, branch: String },
+    #[error("cannot read commit {commit}: {reason}")]
+    Read { commit: String, reason: String },
+}
+
+impl GitSource {
+    /// The cache directory labd uses for `url` and `branch` under `base` when none is given.
+    pub fn default_cache(base: &Path, url: &str, branch: &str) -> PathBuf {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{url}#{branch}").as_bytes());
+        base.join(hex::encode(&digest[..8]))
+    }
+
+    /// The prefix of every lab file's name from this source.
+    pub fn root(&self) -> PathBuf {
+        let url = PathBuf::from(self.url.trim_end_matches('/'));
+        if self.path.as_os_str().is_empty() {
+            url
+        } else {
+            url.join(&self.path)
+        }
+    }
+
+    fn tracking_ref(&self) -> String {
+        format!("refs/remotes/origin/{}", self.branch)
+    }
+
+    fn fetch_error(&self, error: impl std::error::Error) -> GitError {
+        GitError::Fetch { url: self.url.clone(), branch: self.branch.clone(), reason: with_causes(&error) }
+    }
+
+    fn open_cache(&self) -> Result<gix::Repository, GitError> {
+        let cache_error = |reason: String| GitError::Cache { path: self.cache.clone(), reason };
+        if self.cache.join("HEAD").exists() {
+            return gix::open(&self.cache).map_err(|e| cache_error(e.to_string()));
+        }
+        std::fs::create_dir_all(&self.cache).map_err(|e| cache_error(e.to_string()))?;
+        gix::init_bare(&self.cache).map_err(|e| cache_error(e.to_string()))
+    }
+
+    /// Fetches the branch (blocking; `interrupt` stops it) and returns the id of its head. A
+    /// force-push is taken as it is: the branch is wherever the remote says it is now.
+    pub fn fetch(&self, interrupt: &AtomicBool) -> Result<String, GitError> {
+        let repo = self.open_cache()?;
+        let refspec = format!("+refs/heads/{}:{}", self.branch, self.tracking_ref());
+        let remote = repo
+            .remote_at(self.url.as_str())
+            .map_err(|e| self.fetch_error(e))?
+            .with_refspecs(Some(refspec.as_str()), gix::remote::Direction::Fetch)
+            .map_err(|e| self.fetch_error(e))?;
+        let connection = remote.connect(gix::remote::Direction::Fetch).map_err(|e| self.fetch_error(e))?;
+        connection
+            .prepare_fetch(gix::progress::Discard, Default::default())
+            .map_err(|e| self.fetch_error(e))?
+            .receive(gix::progress::Discard, interrupt)
+            .map_err(|e| self.fetch_error(e))?;
+        // Opened again: the fetch may have written new packs and refs.
+        let repo = self.open_cache()?;
+        let mut reference = repo
+            .find_reference(self.tracking_ref().as_str())
+            .map_err(|_| GitError::NoBranch { url: self.url.clone(), branch: self.branch.clone() })?;
+        let id = reference.peel_to_id().map_err(|e| self.fetch_error(e))?;
+        Ok(id.to_string())
+    }
+
+    /// The lab files under `path` in `commit`'s tree, read into a catalog (its `commit` set).
+    pub fn read(&self, commit: &str) -> Result<Catalog, GitError> {
+        let read_error = |reason: String| GitError::Read { commit: commit.to_string(), reason };
+        let repo = self.open_cache()?;
+        let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| read_error(e.to_string()))?;
+        let tree = repo.find_commit(id).map_err(|e| read_error(e.to_string()))?.tree().map_err(|e| read_error(e.to_string()))?;
+        let sub = if self.path.as_os_str().is_empty() {
+            tree
+        } else {
+            match tree.lookup_entry_by_path(&self.path).map_err(|e| read_error(e.to_string()))? {
+                Some(entry) if entry.mode().is_tree() => repo.find_tree(entry.object_id()).map_err(|e| read_error(e.to_string()))?,
+                // A commit without the labs directory defines no labs (the deletion rule and
+                // the empty-start guard decide what that means).
+                _ => return Ok(Catalog { commit: Some(commit.to_string()), ..Catalog::default() }),
+            }
+        };
+        let mut recorder = gix::traverse::tree::Recorder::default();
+        sub.traverse().breadthfirst(&mut recorder).map_err(|e| read_error(e.to_string()))?;
+        let root = self.root();
+        let mut sources = Vec::new();
+        for entry in recorder.records.iter().filter(|e| e.mode.is_blob()) {
+            let relative = PathBuf::from(entry.filepath.to_string());
+            if !is_lab_file(&relative) {
+                continue;
+            }
+            let bytes = repo.find_blob(entry.oid).map(|b| b.data.clone()).map_err(|e| std::io::Error::other(e.to_string()));
+            sources.push((root.join(&relative), bytes));
+        }
+        sources.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut catalog = catalog_of(sources);
+        // A blob that cannot be read hides which labs it defines: no lab is proven gone.
+        catalog.incomplete.extend(
+            catalog
+                .file_errors
+                .iter()
+                .filter(|(_, d)| d.iter().any(|d| d.message.starts_with("cannot read")))
+                .map(|(path, _)| format!("cannot read {} at {commit}", path.display())),
+        );
+        catalog.commit = Some(commit.to_string());
+        Ok(catalog)
+    }
+}
+
+/// gix's errors say what failed at the top and why further down: people need both.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// What the sync loop tells the controller.
+#[derive(Debug)]
+pub enum GitNews {
+    /// The branch moved (or this is the first fetch): the labs of its new head.
+    Moved(Catalog),
+    /// A fetch or a read failed: the last commit stays applied.
+    Failed(String),
+    /// A fetch worked and the branch did not move.
+    Unchanged,
+}
+
+/// The longest one fetch may take; it is interrupted then, and counts as failed.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Fetches `source` at once and then every `interval`, sending what changed, until `news` is
+/// closed. Fetches run on a blocking thread, one at a time.
+pub async fn sync(source: GitSource, interval: std::time::Duration, news: tokio::sync::mpsc::Sender<GitNews>) {
+    let source = std::sync::Arc::new(source);
+    let mut applied: Option<String> = None;
+    loop {
+        let interrupt = std::sync::Arc::new(AtomicBool::new(false));
+        let (s, stop, last) = (source.clone(), interrupt.clone(), applied.clone());
+        let work = tokio::task::spawn_blocking(move || -> Result<Option<Catalog>, GitError> {
+            let head = s.fetch(&stop)?;
+            if last.as_deref() == Some(head.as_str()) {
+                return Ok(None);
+            }
+            s.read(&head).map(Some)
+        });
+        let message = match tokio::time::timeout(FETCH_TIMEOUT, work).await {
+            Ok(Ok(Ok(Some(catalog)))) => {
+                applied = catalog.commit.clone();
+                GitNews::Moved(catalog)
+            }
+            Ok(Ok(Ok(None))) => GitNews::Unchanged,
+            Ok(Ok(Err(e))) => GitNews::Failed(e.to_string()),
+            Ok(Err(e)) => GitNews::Failed(format!("the fetch stopped: {e}")),
+            Err(_) => {
+                interrupt.store(true, std::sync::atomic::Ordering::Relaxed);
+                GitNews::Failed(format!("no answer within {}s", FETCH_TIMEOUT.as_secs()))
+            }
+        };
+        if news.send(message).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    const LAB: &str = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: NAME}\nspec:\n  services:\n    web: {image: labbox:latest}\n";
+
+    #[test]
+    fn a_commit_is_read_whole_from_the_object_database_and_a_force_push_is_followed() {
+        let work = tempfile::tempdir().unwrap();
+        let repo = work.path().join("repo");
+        std::fs::create_dir_all(repo.join("labs/deeper")).unwrap();
+        git(&repo, &["init", "-q"]);
+        std::fs::write(repo.join("labs/a.yaml"), LAB.replace("NAME", "a")).unwrap();
+        std::fs::write(repo.join("labs/deeper/b.yml"), LAB.replace("NAME", "b")).unwrap();
+        std::fs::write(repo.join("labs/.hidden.yaml"), LAB.replace("NAME", "hidden")).unwrap();
+        std::fs::write(repo.join("README.yaml"), LAB.replace("NAME", "outside")).unwrap();
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-qm", "one"]);
+        let source = GitSource {
+            url: format!("file://{}", repo.display()),
+            branch: "main".into(),
+            path: "labs".into(),
+            cache: work.path().join("cache"),
+        };
+        let stop = AtomicBool::new(false);
+        let first = source.fetch(&stop).unwrap();
+        let catalog = source.read(&first).unwrap();
+        assert_eq!(catalog.labs.keys().collect::<Vec<_>>(), ["a", "b"], "{:?}", catalog.diagnostics());
+        assert_eq!(catalog.file_of("a").unwrap(), &source.root().join("a.yaml"));
+        assert_eq!(catalog.commit.as_deref(), Some(first.as_str()));
+
+        std::fs::write(repo.join("labs/a.yaml"), "metadata: {name: a\n").unwrap();
+        git(&repo, &["commit", "-qam", "broken"]);
+        let second = source.fetch(&stop).unwrap();
+        assert_ne!(first, second);
+        let broken = source.read(&second).unwrap();
+        let errors = broken.diagnostics();
+        let want = format!("file://{}/labs/a.yaml:", repo.display());
+        assert!(errors.iter().any(|d| d.to_string().starts_with(&want)), "{errors:?}");
+
+        // Back to the first commit, forced: fetched as it is.
+        git(&repo, &["reset", "-q", "--hard", &first]);
+        assert_eq!(source.fetch(&stop).unwrap(), first);
+        // The old commit can still be read after the force-push.
+        assert!(source.read(&first).unwrap().is_clean());
+    }
+
+    #[test]
+    fn an_unreachable_repository_or_branch_is_an_error_not_an_empty_catalog() {
+        let work = tempfile::tempdir().unwrap();
+        let stop = AtomicBool::new(false);
+        let missing = GitSource { url: format!("file://{}/nope", work.path().display()), branch: "main".into(), path: "".into(), cache: work.path().join("c1") };
+        assert!(matches!(missing.fetch(&stop), Err(GitError::Fetch { .. })));
+        let repo = work.path().join("repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        git(&repo, &["init", "-q"]);
+        std::fs::write(repo.join("x.yaml"), LAB.replace("NAME", "x")).unwrap();
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-qm", "one"]);
+        let other = GitSource { url: format!("file://{}", repo.display()), branch: "nope".into(), path: "".into(), cache: work.path().join("c2") };
+        assert!(other.fetch(&stop).is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! End-to-end: labd reading its labs from a Git branch served by a local `git daemon` (labd
+//! fetches with gix; nothing syncs a directory for it). A commit is applied within the interval
+//! plus a few seconds and the status shows it; a broken commit keeps the previous one running
+//! and says where it is broken; a force-push to an older commit is applied; a repository that
+//! cannot be reached changes nothing and `labctl status` says so.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const READY: Duration = Duration::from_secs(90);
+const INTERVAL_SECS: u64 = 2;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=swarmlab-test", "-c", "user.email=test@swarmlab", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn commit(repo: &Path, file: &str, text: &str, message: &str) -> String {
+    std::fs::write(repo.join(file), text).unwrap();
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-qm", message]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// `git daemon` serving every repository under `base` on a free port of 127.0.0.1.
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(base: &Path, port: u16) -> Daemon {
+        // git-daemon itself, not `git daemon` (which would leave it running when killed).
+        let exec_path = Command::new("git").arg("--exec-path").output().expect("git runs");
+        let daemon = Path::new(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-daemon");
+        let child = Command::new(daemon)
+            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1", &format!("--port={port}")])
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon runs (Debian's git has it)");
+        eventually("git daemon to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()).map_err(|e| e.to_string())
+        });
+        Daemon(child)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn lab_text(replicas: &str) -> String {
+    format!(
+        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: gitops}}\nspec:\n  defaults: {{image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"]}}\n  services:\n    web:\n      replicas: {replicas}\n"
+    )
+}
+
+/// The lab's status once it is Ready at `commit` with `replicas` tasks of web running.
+fn wait_applied(lab: &Lab, commit: &str, replicas: u64, timeout: Duration) -> serde_json::Value {
+    eventually(&format!("commit {commit} applied"), timeout, || {
+        let s = lab.status_json("gitops")?;
+        let web = &s["services"]["web"];
+        if s["commit"] == commit && s["phase"] == "Ready" && web["running"] == replicas && web["desired"] == replicas {
+            Ok(s)
+        } else {
+            Err(format!("{} {} {} {web}", s["commit"], s["phase"], s["message"]))
+        }
+    })
+}
+
+#[test]
+fn commits_are_applied_a_broken_one_keeps_the_last_good_and_a_force_push_goes_back() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("gitops".into());
+    remove_lab_objects("gitops");
+    let base = lab.dir.path().join("served");
+    let repo = base.join("labs-repo");
+    std::fs::create_dir_all(repo.join("labs")).unwrap();
+    git(&repo, &["init", "-q"]);
+    std::fs::write(repo.join("README.md"), "labs for swarmlab\n").unwrap();
+    let first = commit(&repo, "labs/gitops.yaml", &lab_text("1"), "one replica");
+    let port = free_port();
+    let daemon = Daemon::start(&base, port);
+    let url = format!("git://127.0.0.1:{port}/labs-repo");
+    let cache = lab.dir.path().join("git-cache");
+    let interval = format!("{INTERVAL_SECS}s");
+    lab.start_labd_args(&["--git", &url, "--path", "labs", "--interval", &interval, "--git-cache", cache.to_str().unwrap()]);
+    lab.wait_phase("gitops", "Ready", READY);
+    wait_applied(&lab, &first, 1, Duration::from_secs(10));
+    let table = String::from_utf8_lossy(&lab.labctl(&["status"]).stdout).to_string();
+    assert!(table.contains(&first[..7]), "labctl status shows the short commit:\n{table}");
+
+    // A new commit: applied within the interval plus a few seconds.
+    let started = Instant::now();
+    let second = commit(&repo, "labs/gitops.yaml", &lab_text("2"), "two replicas");
+    wait_applied(&lab, &second, 2, Duration::from_secs(INTERVAL_SECS + 20));
+    let took = started.elapsed().as_secs_f64();
+    println!("GIT | commit pushed → Ready at that commit | {took:.1} s (interval {INTERVAL_SECS} s)");
+    assert!(took < (INTERVAL_SECS + 8) as f64, "a commit took {took:.1}s to be applied");
+
+    // A broken commit: Invalid, saying where, and the previous commit keeps running.
+    let broken = commit(&repo, "labs/gitops.yaml", &lab_text("-1"), "broken");
+    let s = lab.wait_phase_saying("gitops", "Invalid", "spec.services.web.replicas", Duration::from_secs(INTERVAL_SECS + 20));
+    let message = s["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with(&format!("{url}/labs/gitops.yaml:")), "file:line:col of the broken file: {message}");
+    assert_eq!(s["commit"], second, "the running definition is still the second commit's");
+    assert_eq!(docker_ok(&["service", "inspect", "gitops_web", "--format", "{{.Spec.Mode.Replicated.Replicas}}"]).trim(), "2");
+    assert_ne!(broken, second);
+
+    // A force-push back to the first commit is applied as it is.
+    git(&repo, &["reset", "-q", "--hard", &first]);
+    wait_applied(&lab, &first, 1, Duration::from_secs(INTERVAL_SECS + 30));
+
+    // The repository out of reach: nothing changes, and labctl status says why.
+    drop(daemon);
+    let said = eventually("labctl status to report the failed fetch", Duration::from_secs(INTERVAL_SECS + 20), || {
+        let out = String::from_utf8_lossy(&lab.labctl(&["status"]).stdout).to_string();
+        if out.contains("SOURCE: fetching `main`") { Ok(out) } else { Err(out) }
+    });
+    assert!(said.contains(&format!("labs stay at commit {}", &first[..7])), "{said}");
+    std::thread::sleep(Duration::from_secs(INTERVAL_SECS * 2));
+    let s = lab.status_json("gitops").unwrap();
+    assert_eq!((s["phase"].as_str(), s["commit"].as_str()), (Some("Ready"), Some(first.as_str())), "{s}");
+    assert_eq!(stack_services("gitops").len(), 1, "the lab keeps running");
+
+    // Back, with the lab's file removed: the deletion rule applies to commits as to files.
+    let _daemon = Daemon::start(&base, port);
+    git(&repo, &["rm", "-q", "labs/gitops.yaml"]);
+    git(&repo, &["commit", "-qm", "remove the lab"]);
+    eventually("the lab to be torn down", Duration::from_secs(INTERVAL_SECS + 30), || {
+        if stack_services("gitops").is_empty() { Ok(()) } else { Err(format!("{:?}", stack_services("gitops"))) }
+    });
+}
