@@ -46,6 +46,10 @@ for so in /usr/lib/x86_64-linux-gnu/xtables/*.so; do
 done
 mkdir -p "$root/run/netns" "$root/tmp" "$root/etc"
 echo 'hosts: files dns' > "$root/etc/nsswitch.conf"
+# Certificate authorities for `labd --git https://…`.
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  mkdir -p "$root/etc/ssl/certs" && cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
+fi
 build swarmlab:latest "$root"
 
 root=$tmp/redis

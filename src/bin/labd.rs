@@ -38,6 +38,10 @@ struct Cli {
     /// With --git: labd's own clone (bare) lives under this directory.
     #[arg(long, env = "LABD_GIT_CACHE", default_value = "/var/cache/swarmlab/git", requires = "git")]
     git_cache: PathBuf,
+    /// With --git over HTTPS: a file holding `username:password` (a token as the password);
+    /// without it, Git's credential helpers apply. SSH uses `ssh` (GIT_SSH_COMMAND is honoured).
+    #[arg(long, env = "LABD_GIT_CREDENTIALS", requires = "git")]
+    git_credentials: Option<PathBuf>,
     /// Where status, events and metrics go.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true)]
     redis: String,
@@ -185,12 +189,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         swarmlab::store::lease::Lease::new(&cli.redis, holder, Duration::from_secs(cli.lease_ttl.max(3)))
             .with_context(|| format!("bad redis URL {}", cli.redis))?,
     );
-    let git = cli.git.as_ref().map(|url| swarmlab::controller::GitConfig {
+    // An empty LABD_GIT (a stack file's unset variable) means the directory.
+    let git = cli.git.as_ref().filter(|url| !url.is_empty()).map(|url| swarmlab::controller::GitConfig {
         source: swarmlab::source::GitSource {
             url: url.clone(),
             branch: cli.branch.clone(),
             path: cli.path.clone().unwrap_or_default(),
             cache: swarmlab::source::GitSource::default_cache(&cli.git_cache, url, &cli.branch),
+            credentials: cli.git_credentials.clone(),
         },
         interval: cli.interval,
     });
@@ -204,8 +210,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         prune_orphans: cli.prune_orphans,
         heartbeat: Duration::from_secs(5),
     };
-    match &cli.git {
-        Some(url) => tracing::info!(git = %url, branch = %cli.branch, path = ?cli.path, interval = ?cli.interval, redis = %cli.redis, "labd starting"),
+    match &config.git {
+        Some(git) => tracing::info!(git = %git.source.shown_url(), branch = %cli.branch, path = ?cli.path, interval = ?cli.interval, redis = %cli.redis, "labd starting"),
         None => tracing::info!(labs = %cli.labs.display(), redis = %cli.redis, "labd starting"),
     }
     let code = loop {

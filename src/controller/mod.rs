@@ -164,7 +164,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             Some(git) => git.source.root(),
             None => absolute(&config.labs_dir),
         };
-        let source = config.git.as_ref().map(|g| SourceStatus { url: g.source.url.clone(), branch: g.source.branch.clone(), ..Default::default() });
+        let source = config.git.as_ref().map(|g| SourceStatus { url: g.source.shown_url(), branch: g.source.branch.clone(), ..Default::default() });
         let config = Config { labs_dir, ..config };
         let mut c = Controller {
             config,

@@ -22,6 +22,9 @@ pub struct GitSource {
     pub path: PathBuf,
     /// labd's own bare repository for this source.
     pub cache: PathBuf,
+    /// A file holding `username:password` (a token as the password) for HTTPS, read at each
+    /// fetch so a rotated secret is picked up. Without it Git's own credential helpers apply.
+    pub credentials: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,8 @@ pub enum GitError {
     Fetch { url: String, branch: String, reason: String },
     #[error("{url} has no branch `{branch}`")]
     NoBranch { url: String, branch: String },
+    #[error("cannot read the credentials file {path}: {reason}")]
+    Credentials { path: PathBuf, reason: String },
     #[error("cannot read commit {commit}: {reason}")]
     Read { commit: String, reason: String },
 }
@@ -44,9 +49,25 @@ impl GitSource {
         base.join(hex::encode(&digest[..8]))
     }
 
+    /// The URL as people see it (status, errors, file names): a password or token written
+    /// into it (`https://user:token@host/…`) is left out.
+    pub fn shown_url(&self) -> String {
+        match self.url.split_once("://") {
+            Some((scheme, rest)) => match rest.split_once('/') {
+                Some((authority, path)) if authority.contains('@') => {
+                    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                    format!("{scheme}://{host}/{path}")
+                }
+                _ => self.url.clone(),
+            },
+            None => self.url.clone(),
+        }
+    }
+
     /// The prefix of every lab file's name from this source.
     pub fn root(&self) -> PathBuf {
-        let url = PathBuf::from(self.url.trim_end_matches('/'));
+        let shown = self.shown_url();
+        let url = PathBuf::from(shown.trim_end_matches('/'));
         if self.path.as_os_str().is_empty() {
             url
         } else {
@@ -59,7 +80,7 @@ impl GitSource {
     }
 
     fn fetch_error(&self, error: impl std::error::Error) -> GitError {
-        GitError::Fetch { url: self.url.clone(), branch: self.branch.clone(), reason: with_causes(&error) }
+        GitError::Fetch { url: self.shown_url(), branch: self.branch.clone(), reason: with_causes(&error).replace(&self.url, &self.shown_url()) }
     }
 
     fn open_cache(&self) -> Result<gix::Repository, GitError> {
@@ -82,18 +103,42 @@ impl GitSource {
             .with_refspecs(Some(refspec.as_str()), gix::remote::Direction::Fetch)
             .map_err(|e| self.fetch_error(e))?;
         let connection = remote.connect(gix::remote::Direction::Fetch).map_err(|e| self.fetch_error(e))?;
-        connection
-            .prepare_fetch(gix::progress::Discard, Default::default())
-            .map_err(|e| self.fetch_error(e))?
-            .receive(gix::progress::Discard, interrupt)
-            .map_err(|e| self.fetch_error(e))?;
+        // The connection's type changes with its credentials: one body for both.
+        macro_rules! receive {
+            ($connection:expr) => {
+                $connection
+                    .prepare_fetch(gix::progress::Discard, Default::default())
+                    .map_err(|e| self.fetch_error(e))?
+                    .receive(gix::progress::Discard, interrupt)
+                    .map_err(|e| self.fetch_error(e))?
+            };
+        }
+        match self.account()? {
+            Some(account) => {
+                receive!(connection.with_credentials(move |action| match action {
+                    gix::credentials::helper::Action::Get(context) => {
+                        Ok(Some(gix::credentials::protocol::Outcome { identity: account.clone(), next: context.into() }))
+                    }
+                    _ => Ok(None),
+                }))
+            }
+            None => receive!(connection),
+        };
         // Opened again: the fetch may have written new packs and refs.
         let repo = self.open_cache()?;
         let mut reference = repo
             .find_reference(self.tracking_ref().as_str())
-            .map_err(|_| GitError::NoBranch { url: self.url.clone(), branch: self.branch.clone() })?;
+            .map_err(|_| GitError::NoBranch { url: self.shown_url(), branch: self.branch.clone() })?;
         let id = reference.peel_to_id().map_err(|e| self.fetch_error(e))?;
         Ok(id.to_string())
+    }
+
+    /// The account in the credentials file, if one is given.
+    fn account(&self) -> Result<Option<gix::sec::identity::Account>, GitError> {
+        let Some(path) = &self.credentials else { return Ok(None) };
+        let error = |reason: String| GitError::Credentials { path: path.clone(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        parse_account(&text).map(Some).ok_or_else(|| error("expected one line `username:password` (a token as the password)".into()))
     }
 
     /// The lab files under `path` in `commit`'s tree, read into a catalog (its `commit` set).
@@ -137,6 +182,14 @@ impl GitSource {
         catalog.commit = Some(commit.to_string());
         Ok(catalog)
     }
+}
+
+/// `username:password` on the first non-empty line.
+fn parse_account(text: &str) -> Option<gix::sec::identity::Account> {
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let (username, password) = line.split_once(':')?;
+    (!username.is_empty() && !password.is_empty())
+        .then(|| gix::sec::identity::Account { username: username.to_string(), password: password.to_string(), oauth_refresh_token: None })
 }
 
 /// gix's errors say what failed at the top and why further down: people need both.
@@ -236,6 +289,7 @@ mod tests {
             branch: "main".into(),
             path: "labs".into(),
             cache: work.path().join("cache"),
+            credentials: None,
         };
         let stop = AtomicBool::new(false);
         let first = source.fetch(&stop).unwrap();
@@ -261,10 +315,24 @@ mod tests {
     }
 
     #[test]
+    fn a_credentials_file_holds_one_account() {
+        let a = parse_account("\n  x-access-token:ghp_abc:def \n").unwrap();
+        assert_eq!((a.username.as_str(), a.password.as_str()), ("x-access-token", "ghp_abc:def"));
+        assert!(parse_account("just-a-token").is_none());
+        assert!(parse_account(":password").is_none());
+        let with_token = GitSource { url: "https://bot:s3cret@git.example/labs.git".into(), branch: "main".into(), path: "labs".into(), cache: "/c".into(), credentials: None };
+        assert_eq!(with_token.shown_url(), "https://git.example/labs.git");
+        assert_eq!(with_token.root(), PathBuf::from("https://git.example/labs.git/labs"));
+        let work = tempfile::tempdir().unwrap();
+        let source = GitSource { url: "https://example.invalid/x.git".into(), branch: "main".into(), path: "".into(), cache: work.path().join("c"), credentials: Some(work.path().join("missing")) };
+        assert!(matches!(source.fetch(&AtomicBool::new(false)), Err(GitError::Credentials { .. })));
+    }
+
+    #[test]
     fn an_unreachable_repository_or_branch_is_an_error_not_an_empty_catalog() {
         let work = tempfile::tempdir().unwrap();
         let stop = AtomicBool::new(false);
-        let missing = GitSource { url: format!("file://{}/nope", work.path().display()), branch: "main".into(), path: "".into(), cache: work.path().join("c1") };
+        let missing = GitSource { url: format!("file://{}/nope", work.path().display()), branch: "main".into(), path: "".into(), cache: work.path().join("c1"), credentials: None };
         assert!(matches!(missing.fetch(&stop), Err(GitError::Fetch { .. })));
         let repo = work.path().join("repo");
         std::fs::create_dir_all(&repo).unwrap();
@@ -272,7 +340,7 @@ mod tests {
         std::fs::write(repo.join("x.yaml"), LAB.replace("NAME", "x")).unwrap();
         git(&repo, &["add", "-A"]);
         git(&repo, &["commit", "-qm", "one"]);
-        let other = GitSource { url: format!("file://{}", repo.display()), branch: "nope".into(), path: "".into(), cache: work.path().join("c2") };
+        let other = GitSource { url: format!("file://{}", repo.display()), branch: "nope".into(), path: "".into(), cache: work.path().join("c2"), credentials: None };
         assert!(other.fetch(&stop).is_err());
     }
 }
