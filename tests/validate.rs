@@ -125,3 +125,36 @@ fn completions_are_generated() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("labctl"));
 }
+
+#[test]
+fn fmt_checks_rewrites_keeps_comments_and_refuses_broken_files() {
+    // The examples are in canonical layout.
+    let out = labctl().args(["fmt", "--check"]).arg(root().join("labs")).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let dir = tempfile::tempdir().unwrap();
+    let messy = "# the lab\napiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata:\n    name: tidy    # why it exists\nspec:\n    services:\n        web: {image: labbox:latest, command: [sleep, \"100\"]}   \n";
+    let file = dir.path().join("tidy.yaml");
+    std::fs::write(&file, messy).unwrap();
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "metadata: {name: x\n").unwrap();
+
+    let out = labctl().args(["fmt", "--check"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tidy.yaml"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), messy, "--check writes nothing");
+
+    let out = labctl().arg("fmt").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "the broken file is an error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.yaml"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&broken).unwrap(), "metadata: {name: x\n", "a broken file is left as it is");
+    let tidy = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        tidy,
+        "# the lab\napiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata:\n  name: tidy # why it exists\nspec:\n  services:\n    web: {image: labbox:latest, command: [sleep, \"100\"]}\n"
+    );
+    let catalog = load_dir(&file).unwrap();
+    assert!(matches!(catalog.labs.get("tidy"), Some(LabEntry::Valid(_))), "still the same valid lab");
+    let out = labctl().args(["fmt", "--check"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "formatted once is formatted");
+}

@@ -2,6 +2,7 @@
 //! points at the offending spot. No I/O here.
 
 pub mod diagnostic;
+pub mod format;
 pub mod model;
 pub mod presets;
 pub mod resolve;

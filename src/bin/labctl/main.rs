@@ -5,6 +5,7 @@
 mod common;
 mod describe;
 mod diff;
+mod fmt;
 mod graph;
 mod import;
 mod probe;
@@ -45,6 +46,14 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Show labs at a glance: phase, ready services, revision, age, message.
+    /// Rewrite lab files in one layout, comments kept (exit 1 with --check if any would change).
+    Fmt {
+        #[arg(default_value = "labs")]
+        paths: Vec<PathBuf>,
+        /// List the files that would change instead of writing them.
+        #[arg(long)]
+        check: bool,
+    },
     Status {
         /// One lab; all labs when omitted.
         lab: Option<String>,
@@ -136,6 +145,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { paths } => return validate::run(&paths),
+        Command::Fmt { paths, check } => return fmt::run(&paths, check),
         Command::Import { file, name, output, images } => {
             return match import::run(&file, name.as_deref(), output.as_deref(), &images) {
                 Ok(code) => code,
