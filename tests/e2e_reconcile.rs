@@ -434,6 +434,12 @@ fn prometheus_scrapes_phase_readiness_reconciles_and_api_calls_and_probes_answer
                 .sum();
             if seen >= 20.0 { Ok(()) } else { Err(format!("{seen} packets seen")) }
         });
+        // Queue overruns (the kernel's count for the attachment's queue): a series of their own.
+        let (_, body) = get("/metrics");
+        assert!(
+            body.lines().any(|l| l.starts_with("swarmlab_nfqueue_packets_total{") && l.contains("outcome=\"overrun\"") && l.contains("service=\"web\"")),
+            "no overrun series:\n{body}"
+        );
     }
     // The lab goes: its series go with it.
     lab.remove("prom.yaml");

@@ -227,7 +227,11 @@ impl Attachment {
             readback: self.readback.clone(),
             error: self.error.clone(),
             applied_at: self.applied_at,
-            counters: self.worker.as_ref().map(|w| w.counters.snapshot()),
+            counters: self.worker.as_ref().map(|w| {
+                let mut counts = w.counters.snapshot();
+                counts.overruns = crate::shaping::userspace::queue_overruns(self.pid, self.queue).unwrap_or(0);
+                counts
+            }),
         }
     }
 }

@@ -23,6 +23,14 @@ pub const MARK: u32 = 0x5157;
 #[cfg(test)]
 mod tests {
     #[test]
+    fn overruns_are_read_from_the_kernels_queue_table() {
+        let table = "  100  12345     0 2 65531     7     2   881  1\n  101  12346     3 2 65531     0     0    12  1\n";
+        assert_eq!(super::overruns_in(table, 100), Some(9));
+        assert_eq!(super::overruns_in(table, 101), Some(0));
+        assert_eq!(super::overruns_in(table, 102), None);
+    }
+
+    #[test]
     fn rules_are_exact() {
         let r = super::rules("eth0", 100);
         assert_eq!(r[0].args("-A").join(" "), "-w -t raw -A OUTPUT -o eth0 -m comment --comment swarmlab:eth0 -j CT --notrack");
@@ -50,6 +58,27 @@ pub struct CounterSnapshot {
     pub corrupted: u64,
     pub duplicated: u64,
     pub reordered: u64,
+    /// Packets the kernel dropped because the queue was full or could not reach the worker
+    /// (`queue_dropped` + `user_dropped` of `/proc/net/netfilter/nfnetlink_queue`).
+    #[serde(default)]
+    pub overruns: u64,
+}
+
+/// The kernel's overrun count for `queue` in the network namespace of `pid`, read through
+/// procfs (`/proc/PID/net` is that process's namespace); `None` when unreadable.
+pub fn queue_overruns(pid: i64, queue: u16) -> Option<u64> {
+    let proc_root = std::env::var("LABD_PROC").unwrap_or_else(|_| "/proc".to_string());
+    let text = std::fs::read_to_string(format!("{proc_root}/{pid}/net/netfilter/nfnetlink_queue")).ok()?;
+    overruns_in(&text, queue)
+}
+
+/// Parses the kernel's queue table: `queue portid waiting copy_mode copy_range queue_dropped
+/// user_dropped id_sequence 1`, one line per bound queue.
+fn overruns_in(table: &str, queue: u16) -> Option<u64> {
+    table.lines().find_map(|line| {
+        let fields: Vec<u64> = line.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        (fields.len() >= 7 && fields[0] == u64::from(queue)).then(|| fields[5] + fields[6])
+    })
 }
 
 impl Counters {
@@ -62,6 +91,7 @@ impl Counters {
             corrupted: g(&self.corrupted),
             duplicated: g(&self.duplicated),
             reordered: g(&self.reordered),
+            overruns: 0,
         }
     }
 }
