@@ -134,3 +134,40 @@ fn a_service_taken_down_loses_all_traffic_both_ways_then_heals_and_a_flap_altern
     assert!((25..=75).contains(&lost), "about half lost: {lost} of {sent}");
     assert!((3..=12).contains(&windows), "alternating loss windows: {windows} switches in {answered:?}");
 }
+
+#[test]
+fn a_partition_cuts_traffic_between_groups_both_ways_leaves_others_alone_and_heals() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("split".into());
+    remove_lab_objects("split");
+    // a | b cut off from each other; c in no group reaches both.
+    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: split}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}\n  networks:\n    lan: {}\n  services:\n    a: {}\n    b: {}\n    c: {}\n  schedule:\n    steps:\n    - at: 2s\n      partition: [[a], [b]]\n    - at: 20s\n      heal: true\n";
+    lab.write("split.yaml", text);
+    lab.start_labd();
+    lab.wait_phase("split", "Ready", READY);
+    let (a, b, c) = (running_container_of("split_a"), running_container_of("split_b"), running_container_of("split_c"));
+    let (a_ip, b_ip, c_ip) = (ip_of(&a), ip_of(&b), ip_of(&c));
+
+    let clock = wait_schedule(&lab, "split", "the partition applied", Duration::from_secs(20), |c| c["step"] == 1 && c["appliedAfterMs"].is_u64());
+    assert_eq!(clock["inForce"], "partition [a] | [b]");
+    println!("SCHEDULE | partition | applied by every agent after {:.2} s |", clock["appliedAfterMs"].as_u64().unwrap_or(0) as f64 / 1000.0);
+    let (a_to_b, _) = ping_replies(&a, &b_ip, 10, "0.2");
+    let (b_to_a, _) = ping_replies(&b, &a_ip, 10, "0.2");
+    assert!(a_to_b.is_empty() && b_to_a.is_empty(), "partitioned: replies a→b {a_to_b:?}, b→a {b_to_a:?}");
+    for (from, to, what) in [(&a, &c_ip, "a→c"), (&c, &b_ip, "c→b"), (&b, &c_ip, "b→c")] {
+        let (replies, sent) = ping_replies(from, to, 5, "0.2");
+        assert_eq!(replies.len() as u32, sent, "{what} crosses no group boundary: every ping answered");
+    }
+    let described = String::from_utf8_lossy(&lab.labctl(&["describe", "split"]).stdout).to_string();
+    assert!(described.contains("partition [a] | [b]"), "{described}");
+
+    wait_schedule(&lab, "split", "healed", Duration::from_secs(30), |c| c["step"] == 2 && c["appliedAfterMs"].is_u64());
+    let (a_to_b, sent) = ping_replies(&a, &b_ip, 10, "0.2");
+    let (b_to_a, _) = ping_replies(&b, &a_ip, 10, "0.2");
+    assert_eq!((a_to_b.len() as u32, b_to_a.len() as u32), (sent, sent), "healed: every ping answered both ways");
+    // Nothing of the partition is left in the tasks.
+    for container in [&a, &b] {
+        let rules = String::from_utf8_lossy(&in_netns(container, &["iptables", "-S", "OUTPUT"]).stdout).to_string();
+        assert!(!rules.contains("swarmlab-cut"), "{rules}");
+    }
+}

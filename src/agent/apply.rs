@@ -84,6 +84,49 @@ impl Attachment {
         Ok(())
     }
 
+    /// The comment that marks this attachment's partition rules.
+    fn cut_comment(&self) -> String {
+        format!("swarmlab-cut:{}", self.interface)
+    }
+
+    /// A partition rule: packets to `address` leaving by this interface are dropped. First in
+    /// the chain, before the userspace backend's queue (a queued packet is accepted there).
+    fn cut_rule(&self, verb: &str, address: &str) -> Vec<String> {
+        let position: &[&str] = if verb == "-I" { &["OUTPUT", "1"] } else { &["OUTPUT"] };
+        let mut args: Vec<String> = ["-w", "-t", "filter", verb].iter().chain(position).map(|s| s.to_string()).collect();
+        args.extend(["-o", &self.interface, "-d", address, "-m", "comment", "--comment", &self.cut_comment(), "-j", "DROP"].map(String::from));
+        args
+    }
+
+    /// The addresses this attachment's partition rules cut off, as the kernel holds them.
+    async fn cut_rules(&self) -> Result<Vec<String>, String> {
+        let listing = run_in(self.pid, "iptables", &["-w", "-t", "filter", "-S", "OUTPUT"].map(String::from)).await.map_err(|e| e.to_string())?;
+        Ok(cut_addresses(&listing, &self.cut_comment()))
+    }
+
+    /// Makes the partition rules cut off exactly `addresses`.
+    async fn apply_cut(&self, addresses: &[String]) -> Result<(), String> {
+        let held = match self.cut_rules().await {
+            Ok(held) => held,
+            // No iptables to ask: nothing of ours can be there, and nothing is wanted.
+            Err(_) if addresses.is_empty() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        // Rules not wanted, and second copies of wanted ones, go.
+        let mut kept: Vec<&String> = Vec::new();
+        for rule in &held {
+            if addresses.contains(rule) && !kept.contains(&rule) {
+                kept.push(rule);
+            } else {
+                run_in(self.pid, "iptables", &self.cut_rule("-D", rule)).await.map_err(|e| e.to_string())?;
+            }
+        }
+        for new in addresses.iter().filter(|a| !held.contains(a)) {
+            run_in(self.pid, "iptables", &self.cut_rule("-I", new)).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Reads back what the kernel (root qdisc) and the agent's queue hold.
     async fn read_back(&mut self, backend: Option<BackendKind>) {
         let json = self.tc(vec!["-j".into(), "qdisc".into(), "show".into(), "dev".into(), self.interface.clone()]).await.unwrap_or_default();
@@ -114,6 +157,15 @@ impl Attachment {
                 notes.push(format!("nfqueue {}: rule {} worker {}", self.queue, if rule { "present" } else { "missing" }, if alive { "alive" } else { "gone" }));
             }
         }
+        match self.cut_rules().await {
+            Ok(cut) => {
+                if !cut.is_empty() {
+                    notes.push(format!("{} addresses cut off", cut.len()));
+                }
+                applied.blocked = cut;
+            }
+            Err(e) => notes.push(format!("partition rules unreadable: {e}")),
+        }
         self.applied = applied;
         self.readback = notes.join("; ");
     }
@@ -136,12 +188,14 @@ impl Attachment {
             return;
         }
         self.error = None;
+        // Partitions are DROP rules whatever the backend; the backend gets the rest.
+        let shaping = EffectiveConditions { blocked: vec![], ..want.clone() };
         let result = match backend {
-            Some(BackendKind::Netem) => self.apply_netem(want).await,
-            Some(BackendKind::Userspace) => self.apply_userspace(want, caps).await,
-            None => self.apply_rate_only(want, caps).await,
+            Some(BackendKind::Netem) => self.apply_netem(&shaping).await,
+            Some(BackendKind::Userspace) => self.apply_userspace(&shaping, caps).await,
+            None => self.apply_rate_only(&shaping, caps).await,
         };
-        if let Err(e) = result {
+        if let Err(e) = result.and(self.apply_cut(&want.blocked).await) {
             self.error = Some(e);
         }
         self.read_back(backend).await;
@@ -204,6 +258,7 @@ impl Attachment {
 
     /// Removes everything this attachment applied.
     pub async fn clear(mut self) {
+        let _ = self.apply_cut(&[]).await;
         let _ = self.iptables("-D").await;
         self.worker = None;
         let _ = self.clear_qdisc().await;
@@ -233,5 +288,31 @@ impl Attachment {
                 counts
             }),
         }
+    }
+}
+
+/// The destinations of the rules tagged `comment` in an `iptables -S OUTPUT` listing, sorted,
+/// a destination held twice listed twice.
+fn cut_addresses(listing: &str, comment: &str) -> Vec<String> {
+    let mut out: Vec<String> = listing
+        .lines()
+        // iptables-nft quotes the comment: `--comment "swarmlab-cut:eth0"`.
+        .filter(|l| l.split_whitespace().any(|w| w.trim_matches('"') == comment))
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words.iter().position(|w| *w == "-d").and_then(|i| words.get(i + 1)).map(|a| a.to_string())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn partition_rules_are_read_from_the_listing() {
+        let listing = "-P OUTPUT ACCEPT\n-A OUTPUT -d 10.0.1.9/32 -o eth0 -m comment --comment \"swarmlab-cut:eth0\" -j DROP\n-A OUTPUT -d 10.0.1.10/32 -o eth0 -m comment --comment \"swarmlab-cut:eth0\" -j DROP\n-A OUTPUT -d 10.0.1.10/32 -o eth0 -m comment --comment \"swarmlab-cut:eth0\" -j DROP\n-A OUTPUT -d 10.0.2.3/32 -o eth1 -m comment --comment \"swarmlab-cut:eth1\" -j DROP\n-A OUTPUT -o eth0 -m mark ! --mark 0x5157 -m comment --comment swarmlab:eth0 -j NFQUEUE --queue-num 100 --queue-bypass\n";
+        assert_eq!(super::cut_addresses(listing, "swarmlab-cut:eth0"), ["10.0.1.10/32", "10.0.1.10/32", "10.0.1.9/32"]);
+        assert!(super::cut_addresses(listing, "swarmlab-cut:eth2").is_empty());
     }
 }

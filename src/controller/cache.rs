@@ -95,6 +95,11 @@ impl<S: Swarm> Swarm for Cached<S> {
         self.changed(self.inner.remove_service(id).await)
     }
 
+    /// Not cached: asked only while a partition is in force, and tasks move.
+    async fn task_addresses(&self, network: &str) -> Result<crate::swarm::TaskAddresses, SwarmError> {
+        self.inner.task_addresses(network).await
+    }
+
     fn api_calls(&self) -> u64 {
         self.inner.api_calls()
     }

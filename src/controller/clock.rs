@@ -23,10 +23,14 @@ fn revision_of(schedule: &Schedule) -> String {
 }
 
 fn describe(in_force: &InForce) -> String {
-    if in_force.overrides.is_empty() {
+    if in_force.overrides.is_empty() && in_force.partition.is_empty() {
         return "static conditions".into();
     }
-    let parts: Vec<String> = in_force.overrides.iter().map(|(target, c)| format!("{target}: {}", c.summary())).collect();
+    let mut parts: Vec<String> = in_force.overrides.iter().map(|(target, c)| format!("{target}: {}", c.summary())).collect();
+    if !in_force.partition.is_empty() {
+        let groups: Vec<String> = in_force.partition.iter().map(|g| format!("[{}]", g.join(", "))).collect();
+        parts.push(format!("partition {}", groups.join(" | ")));
+    }
     parts.join("; ")
 }
 

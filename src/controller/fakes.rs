@@ -21,6 +21,8 @@ pub struct FakeState {
     /// The next this many changing calls fail with an API error.
     pub fail_next: u32,
     pub trouble: Option<TaskTrouble>,
+    /// Task addresses per network name, as `task_addresses` answers.
+    pub addresses: HashMap<String, crate::swarm::TaskAddresses>,
     starting: HashMap<String, u32>,
     next_id: u64,
 }
@@ -150,6 +152,11 @@ impl Swarm for FakeSwarm {
             s.services.retain(|x| x.id != id);
             Ok(())
         })
+    }
+
+    async fn task_addresses(&self, network: &str) -> Result<crate::swarm::TaskAddresses, SwarmError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Ok(self.state.lock().unwrap().addresses.get(network).cloned().unwrap_or_default())
     }
 
     fn api_calls(&self) -> u64 {

@@ -298,7 +298,21 @@ async fn apply<S: Swarm>(
     let desired = desired_lab(&lab.lab);
     // The schedule's clock runs in labd: the agents get the conditions in force, never time.
     let tick = lab.lab.spec.schedule.as_ref().map(|s| clock::tick(s, status.schedule.as_ref(), status.ready_since.is_some(), started_by_hand, now));
-    let shaping = shaping_in_force(&desired, tick.as_ref().and_then(|t| t.in_force.as_ref()));
+    let in_force = tick.as_ref().and_then(|t| t.in_force.as_ref());
+    // A partition cuts tasks off by address: where the other groups' tasks are now. Unknown
+    // addresses would publish a partition that cuts nothing, and agents would report it applied.
+    let mut addresses = BTreeMap::new();
+    if in_force.is_some_and(|f| !f.partition.is_empty()) {
+        for net in &desired.networks {
+            match swarm.task_addresses(&net.name).await {
+                Ok(by_service) => {
+                    addresses.insert(net.name.clone(), by_service);
+                }
+                Err(e) => return failed(status, ReconcileError::Observe(e)),
+            }
+        }
+    }
+    let shaping = shaping_in_force(&desired, in_force, &addresses);
     publish_shaping(store, &desired.lab, &shaping);
     let plan = diff(&desired, observed);
     let was_running = |short: &str| status.services.get(short).is_some_and(|s| s.running > 0);

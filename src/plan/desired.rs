@@ -195,10 +195,14 @@ impl DesiredService {
 /// Conditions per service short name, then per network short name: what the agents apply.
 pub type Shaping = BTreeMap<String, BTreeMap<String, EffectiveConditions>>;
 
+/// Service Swarm name → the IPv4 addresses of its tasks on one network, sorted.
+pub type TaskAddresses = BTreeMap<String, Vec<std::net::Ipv4Addr>>;
+
 /// The conditions in force on every attachment: the static ones, under what the schedule puts
-/// in force (if it runs), with `down` turned into what the backends apply. Attachments with
-/// nothing in force are left out.
-pub fn shaping_in_force(desired: &DesiredLab, schedule: Option<&InForce>) -> Shaping {
+/// in force (if it runs), with `down` turned into what the backends apply, and the addresses a
+/// partition cuts it off from (`addresses`: per network Swarm name, where the tasks are).
+/// Attachments with nothing in force are left out.
+pub fn shaping_in_force(desired: &DesiredLab, schedule: Option<&InForce>, addresses: &BTreeMap<String, TaskAddresses>) -> Shaping {
     let prefix = format!("{}_", desired.lab);
     let mut out = Shaping::new();
     for svc in &desired.services {
@@ -206,11 +210,42 @@ pub fn shaping_in_force(desired: &DesiredLab, schedule: Option<&InForce>) -> Sha
             let net = attachment.target.strip_prefix(&prefix).unwrap_or(&attachment.target);
             let fixed = svc.shaping.get(net).cloned().unwrap_or_default();
             let scheduled = schedule.and_then(|s| s.for_attachment(&svc.short_name, net));
-            let conditions = scheduled.map_or(fixed.clone(), |over| over.or(fixed)).normalized();
+            let mut conditions = scheduled.map_or(fixed.clone(), |over| over.or(fixed)).normalized();
+            if let Some(in_force) = schedule.filter(|s| !s.partition.is_empty()) {
+                let on_network = addresses.get(&attachment.target).into_iter().flatten();
+                let others = on_network.filter(|(other, _)| in_force.separates(&svc.short_name, other.strip_prefix(&prefix).unwrap_or(other)));
+                let mut blocked: Vec<String> = others.flat_map(|(_, ips)| ips.iter().map(|ip| format!("{ip}/32"))).collect();
+                blocked.sort();
+                blocked.dedup();
+                conditions.blocked = blocked;
+            }
             if !conditions.is_empty() {
                 out.entry(svc.short_name.clone()).or_default().insert(net.to_string(), conditions);
             }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_cuts_each_attachment_off_from_the_other_groups_tasks_on_its_network() {
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: p}\nspec:\n  defaults: {image: labbox:latest, networks: [lan]}\n  networks: {lan: {conditions: {delay: 5ms}}}\n  services: {a: {}, b: {}, c: {}}\n  schedule:\n    steps:\n    - at: 0s\n      partition: [[a], [b]]\n";
+        let lab = crate::spec::parse_file(std::path::Path::new("p.yaml"), text).remove(0).result.expect("valid");
+        let desired = desired_lab(&lab.lab);
+        let in_force = lab.lab.spec.schedule.as_ref().unwrap().at(std::time::Duration::from_secs(1));
+        let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+        let on_lan: TaskAddresses = [("p_a".to_string(), vec![ip("10.0.0.2")]), ("p_b".to_string(), vec![ip("10.0.0.3"), ip("10.0.0.4")]), ("p_c".to_string(), vec![ip("10.0.0.5")])].into();
+        let addresses = BTreeMap::from([("p_lan".to_string(), on_lan)]);
+        let shaping = shaping_in_force(&desired, Some(&in_force), &addresses);
+        assert_eq!(shaping["a"]["lan"].blocked, ["10.0.0.3/32", "10.0.0.4/32"]);
+        assert_eq!(shaping["b"]["lan"].blocked, ["10.0.0.2/32"]);
+        assert!(shaping["c"]["lan"].blocked.is_empty(), "c is in no group");
+        assert_eq!(shaping["a"]["lan"].delay, shaping["c"]["lan"].delay, "the static conditions stay");
+        let healed = shaping_in_force(&desired, None, &addresses);
+        assert!(healed.values().flat_map(|n| n.values()).all(|c| c.blocked.is_empty()));
+    }
 }

@@ -39,7 +39,7 @@ impl Policy {
     pub fn decide(&mut self, now: Instant) -> Fate {
         // Destructured: a new field must be placed here to compile (rate is the token
         // bucket's, in front of this policy).
-        let EffectiveConditions { delay, jitter, loss, rate: _, corrupt, duplicate, reorder, down: _ } = self.conditions.clone();
+        let EffectiveConditions { delay, jitter, loss, rate: _, corrupt, duplicate, reorder, down: _, blocked: _ } = self.conditions.clone();
         if self.chance(loss) {
             return Fate::Drop;
         }

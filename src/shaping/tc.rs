@@ -7,7 +7,7 @@ use crate::spec::EffectiveConditions;
 pub fn has_netem_fields(c: &EffectiveConditions) -> bool {
     // Destructured: a new field must be placed here (netem's or not) to compile. `down` is
     // loss 100% by the time conditions reach an agent.
-    let EffectiveConditions { delay, jitter, loss, rate: _, corrupt, duplicate, reorder, down: _ } = c;
+    let EffectiveConditions { delay, jitter, loss, rate: _, corrupt, duplicate, reorder, down: _, blocked: _ } = c;
     delay.is_some() || jitter.is_some() || loss.is_some() || corrupt.is_some() || duplicate.is_some() || reorder.is_some()
 }
 
@@ -16,7 +16,7 @@ pub fn has_netem_fields(c: &EffectiveConditions) -> bool {
 /// and rate of the previous request when the new one does not mention them (found on a real
 /// 6.1 kernel, tests/netem_uml.rs), so an edit that drops a field must say "0".
 pub fn netem_args(dev: &str, c: &EffectiveConditions) -> Vec<String> {
-    let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down: _ } = c;
+    let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down: _, blocked: _ } = c;
     let mut a: Vec<String> = ["qdisc", "replace", "dev", dev, "root", "handle", "1:", "netem"].map(String::from).to_vec();
     a.extend(["delay".into(), format!("{}us", delay.unwrap_or_default().micros)]);
     if let Some(j) = jitter {
@@ -64,6 +64,7 @@ pub fn read_netem(json: &str) -> Option<EffectiveConditions> {
         reorder: percent(num(&["reorder", "reorder"])),
         rate: (rate > 0.0).then(|| Rate { bits_per_sec: (rate * 8.0).round() as u64 }),
         down: None,
+        blocked: vec![],
     })
 }
 

@@ -29,6 +29,11 @@ pub struct EffectiveConditions {
     /// Only in what labd computes: published to the agents as loss 100% ([`Self::normalized`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub down: Option<bool>,
+    /// Only in what labd computes: the addresses (`10.0.1.5/32`, sorted) this attachment may not
+    /// send to, because a partition puts their tasks in another group. Every backend applies
+    /// it the same way: DROP rules in the task's namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<String>,
 }
 
 impl EffectiveConditions {
@@ -38,10 +43,13 @@ impl EffectiveConditions {
 
     /// For people: `delay 20ms, loss 2%` (empty when nothing is set).
     pub fn summary(&self) -> String {
-        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down } = self;
+        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down, blocked } = self;
         let mut parts = Vec::new();
         if *down == Some(true) {
             parts.push("down".to_string());
+        }
+        if !blocked.is_empty() {
+            parts.push(format!("cut off from {}", blocked.join(" ")));
         }
         let fields: [(&str, Option<String>); 7] = [
             ("delay", delay.map(|v| v.to_string())),
@@ -58,8 +66,9 @@ impl EffectiveConditions {
 
     /// Each field from `self`, or from `lower` where `self` does not set it.
     pub fn or(self, lower: EffectiveConditions) -> EffectiveConditions {
-        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down } = self;
+        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down, blocked } = self;
         EffectiveConditions {
+            blocked: if blocked.is_empty() { lower.blocked } else { blocked },
             delay: delay.or(lower.delay),
             jitter: jitter.or(lower.jitter),
             loss: loss.or(lower.loss),
@@ -119,7 +128,8 @@ impl Conditions {
     pub fn fields(&self) -> EffectiveConditions {
         // Destructured, not accessed: a field added to one struct and not the other fails here.
         let Conditions { preset: _, delay, jitter, loss, rate, corrupt, duplicate, reorder, down } = self.clone();
-        EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down }
+        // `blocked` is labd's, from partitions: never written in a lab's conditions.
+        EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down, blocked: vec![] }
     }
 }
 

@@ -10,6 +10,10 @@
 //!   field by field, until a later step on the same target; `restore: true` returns the target
 //!   to its static conditions. Where several targets cover one attachment, the attachment's
 //!   step wins over the service's, which wins over the network's (as the static levels).
+//! - `partition: [[a, b], [c]]` cuts all traffic between services of different groups, both
+//!   ways, from its step until a `heal: true` step or a later partition (which replaces it).
+//!   Services in no group keep reaching everyone. Its own target: it does not end, and is not
+//!   ended by, steps on networks or services.
 //! - A ramp changes fields from `from` to `to` in `steps` equal steps over `over` (or by `by`
 //!   every `every` until `until`), then holds `to`.
 //! - A flap alternates `up` (the target's conditions) and `down` (no traffic) from its step on,
@@ -94,6 +98,12 @@ pub struct Step {
     pub ramp: Option<Ramp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flap: Option<Flap>,
+    /// Groups of services that cannot reach each other (no traffic between groups, both ways).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Vec<Vec<String>>>,
+    /// Ends the partition in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal: Option<bool>,
 }
 
 /// Fields changed step by step: `from` → `to` in `steps` steps over `over`, or from `from` by
@@ -200,7 +210,7 @@ impl Ramp {
 
 /// The numeric fields of conditions, in a fixed order, for interpolation.
 fn numeric(c: &EffectiveConditions) -> [Option<f64>; 6] {
-    let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder: _, down: _ } = c;
+    let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder: _, down: _, blocked: _ } = c;
     let us = |d: &Option<Duration>| d.map(|d| d.micros as f64);
     let pc = |p: &Option<Percent>| p.map(|p| p.0);
     [us(delay), us(jitter), pc(loss), rate.map(|r| r.bits_per_sec as f64), pc(corrupt), pc(duplicate)]
@@ -226,6 +236,7 @@ fn interpolate(from: &EffectiveConditions, to: &EffectiveConditions, k: u32, n: 
         duplicate: pct(mix(u, u2)),
         reorder: from.reorder,
         down: from.down,
+        blocked: vec![],
     }
 }
 
@@ -247,6 +258,8 @@ impl Step {
 pub struct InForce {
     /// Overrides per target (a target back to its static conditions is absent).
     pub overrides: BTreeMap<Target, EffectiveConditions>,
+    /// The groups of the partition in force (empty: none).
+    pub partition: Vec<Vec<String>>,
     /// 1-based index of the last step reached in the current run (0: none yet).
     pub step: usize,
     /// 1-based run number.
@@ -258,6 +271,12 @@ pub struct InForce {
 }
 
 impl InForce {
+    /// Whether the partition in force puts `a` and `b` in different groups.
+    pub fn separates(&self, a: &str, b: &str) -> bool {
+        let group = |s: &str| self.partition.iter().position(|g| g.iter().any(|m| m == s));
+        matches!((group(a), group(b)), (Some(x), Some(y)) if x != y)
+    }
+
     /// The overrides for `service`'s attachment to `network`, the most specific target first.
     pub fn for_attachment(&self, service: &str, network: &str) -> Option<EffectiveConditions> {
         let mut covering: Vec<(&Target, &EffectiveConditions)> = self.overrides.iter().filter(|(t, _)| t.covers(service, network)).collect();
@@ -331,6 +350,14 @@ impl Schedule {
                 continue;
             }
             state.step = i + 1;
+            if let Some(groups) = &step.partition {
+                state.partition = groups.clone();
+                continue;
+            }
+            if step.heal == Some(true) {
+                state.partition.clear();
+                continue;
+            }
             let target = step.target();
             // The step lasts until the next step on the same target.
             let until = self.steps[i + 1..].iter().find(|s| s.target() == target).map(|s| s.at.as_std()).unwrap_or(period);
@@ -408,6 +435,25 @@ mod tests {
         assert_eq!(delay_ms(&end, &net("dht")), Some(500));
         assert!(end.finished && end.next_change.is_none(), "{end:?}");
         assert_eq!(delay_ms(&at(10_000), &net("dht")), Some(500), "end: hold");
+    }
+
+    #[test]
+    fn a_partition_holds_until_healed_or_replaced_and_leaves_other_targets_alone() {
+        let s = schedule(
+            "steps:\n- at: 5s\n  partition: [[a, b], [c]]\n- at: 8s\n  network: n\n  conditions: {delay: 5ms}\n- at: 10s\n  partition: [[a], [b, c]]\n- at: 20s\n  heal: true\n",
+        );
+        let at = |secs: u64| s.at(Std::from_secs(secs));
+        assert!(at(4).partition.is_empty());
+        assert_eq!(at(4).next_change, Some(Std::from_secs(5)));
+        let first = at(9);
+        assert!(first.separates("a", "c") && first.separates("c", "b") && !first.separates("a", "b"));
+        assert!(!first.separates("a", "d"), "a service in no group reaches everyone");
+        assert_eq!(delay_ms(&first, &net("n")), Some(5), "the network step is its own target");
+        let second = at(15);
+        assert!(second.separates("a", "b") && !second.separates("b", "c"), "a later partition replaces the first");
+        let healed = at(20);
+        assert!(healed.partition.is_empty() && healed.step == 4);
+        assert_eq!(delay_ms(&healed, &net("n")), Some(5), "healing touches nothing else");
     }
 
     #[test]

@@ -354,12 +354,25 @@ fn check_schedule(schedule: &Value, networks: &serde_json::Map<String, Value>, s
                 out.push(Finding::value(format!("{at_ptr}/{field}"), format!("{field} `{name}` is not defined in spec.{field}s{hint}")));
             }
         }
+        if let Some(groups) = step.get("partition") {
+            check_partition(groups, step, services, &at_ptr, out);
+            continue;
+        }
+        if step.get("heal").is_some() {
+            if let Some(extra) = step.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !matches!(k.as_str(), "at" | "heal")) {
+                out.push(Finding::key(format!("{at_ptr}/{extra}"), "a `heal` step ends the partition in force and says nothing else"));
+            }
+            if step.get("heal").and_then(Value::as_bool) == Some(false) {
+                out.push(Finding::value(format!("{at_ptr}/heal"), "`heal: false` does nothing: leave the step out"));
+            }
+            continue;
+        }
         if step.get("network").is_none() && step.get("service").is_none() {
-            out.push(Finding::key(at_ptr.clone(), "a step needs a target: `network`, `service`, or both (one attachment)"));
+            out.push(Finding::key(at_ptr.clone(), "a step needs a target: `network`, `service`, both (one attachment), or `partition`"));
         }
         let says: Vec<&str> = ["conditions", "restore", "ramp", "flap"].into_iter().filter(|k| step.get(*k).is_some()).collect();
         if says.is_empty() {
-            out.push(Finding::key(at_ptr.clone(), "a step needs `conditions`, `restore: true`, `ramp` or `flap`"));
+            out.push(Finding::key(at_ptr.clone(), "a step needs `conditions`, `restore: true`, `ramp`, `flap`, `partition` or `heal: true`"));
         }
         if says.contains(&"restore") && says.len() > 1 {
             out.push(Finding::key(format!("{at_ptr}/restore"), "`restore` returns the target to its static conditions: it cannot come with other changes"));
@@ -371,6 +384,30 @@ fn check_schedule(schedule: &Value, networks: &serde_json::Map<String, Value>, s
         }
         if let Some(ramp) = step.get("ramp") {
             check_ramp(ramp, &format!("{at_ptr}/ramp"), looped, out);
+        }
+    }
+}
+
+/// Two groups or more of services the lab defines, none in two groups; nothing else in the step.
+fn check_partition(groups: &Value, step: &Value, services: &serde_json::Map<String, Value>, at: &str, out: &mut Vec<Finding>) {
+    if let Some(extra) = step.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !matches!(k.as_str(), "at" | "partition")) {
+        out.push(Finding::key(format!("{at}/{extra}"), "a `partition` step cuts traffic between its groups and says nothing else"));
+    }
+    let Some(list) = groups.as_array() else { return };
+    if list.len() < 2 {
+        out.push(Finding::value(format!("{at}/partition"), "a partition needs two groups or more (`[[a, b], [c]]`)"));
+    }
+    let mut seen = BTreeSet::new();
+    for (g, group) in list.iter().enumerate() {
+        for (m, member) in group.as_array().into_iter().flatten().enumerate() {
+            let Some(name) = member.as_str() else { continue };
+            let here = format!("{at}/partition/{g}/{m}");
+            if !services.contains_key(name) {
+                let hint = did_you_mean(name, services.keys().map(String::as_str)).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                out.push(Finding::value(here, format!("service `{name}` is not defined in spec.services{hint}")));
+            } else if !seen.insert(name) {
+                out.push(Finding::value(here, format!("service `{name}` is in two groups")));
+            }
         }
     }
 }

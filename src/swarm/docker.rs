@@ -252,6 +252,22 @@ impl Swarm for DockerSwarm {
         }
     }
 
+    async fn task_addresses(&self, network: &str) -> Result<super::TaskAddresses, SwarmError> {
+        self.count();
+        let options = bollard::query_parameters::InspectNetworkOptionsBuilder::default().verbose(true).scope("swarm").build();
+        let inspected = self.docker.inspect_network(network, Some(options)).await.map_err(api_err(format!("inspect network {network}")))?;
+        // `Services` (verbose only): {name: {Tasks: [{EndpointIP: "10.0.1.5", …}]}}.
+        let mut out = super::TaskAddresses::new();
+        for (service, info) in inspected.services.unwrap_or_default() {
+            let tasks = info.get("Tasks").and_then(|t| t.as_array()).cloned().unwrap_or_default();
+            let mut ips: Vec<std::net::Ipv4Addr> = tasks.iter().filter_map(|t| t.get("EndpointIP")?.as_str()?.parse().ok()).collect();
+            ips.sort();
+            ips.dedup();
+            out.insert(service, ips);
+        }
+        Ok(out)
+    }
+
     async fn create_service(&self, svc: &DesiredService) -> Result<(), SwarmError> {
         self.count();
         match self.docker.create_service(super::spec::service_spec(svc), None).await {

@@ -73,9 +73,14 @@ pub trait Swarm: Send + Sync + 'static {
     fn create_service(&self, svc: &DesiredService) -> impl Future<Output = Result<(), SwarmError>> + Send;
     fn update_service(&self, id: &str, version: u64, svc: &DesiredService) -> impl Future<Output = Result<(), SwarmError>> + Send;
     fn remove_service(&self, id: &str) -> impl Future<Output = Result<(), SwarmError>> + Send;
+    /// The addresses of the tasks on a network, by service name (what a partition cuts off).
+    /// Swarm knows them where the network is present: on a manager with a task on it.
+    fn task_addresses(&self, network: &str) -> impl Future<Output = Result<TaskAddresses, SwarmError>> + Send;
     /// How many API calls this client has made, for benchmarks and tests.
     fn api_calls(&self) -> u64;
 }
+
+pub use crate::plan::TaskAddresses;
 
 /// A shared Swarm client is a Swarm (tests keep a handle on the fake they give the controller).
 impl<T: Swarm> Swarm for std::sync::Arc<T> {
@@ -99,6 +104,9 @@ impl<T: Swarm> Swarm for std::sync::Arc<T> {
     }
     fn remove_service(&self, id: &str) -> impl Future<Output = Result<(), SwarmError>> + Send {
         self.as_ref().remove_service(id)
+    }
+    fn task_addresses(&self, network: &str) -> impl Future<Output = Result<TaskAddresses, SwarmError>> + Send {
+        self.as_ref().task_addresses(network)
     }
     fn api_calls(&self) -> u64 {
         self.as_ref().api_calls()
