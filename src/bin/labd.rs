@@ -30,8 +30,9 @@ struct Cli {
     #[arg(long, env = "LABD_GIT_BRANCH", default_value = "main", requires = "git")]
     branch: String,
     /// With --git: the directory of the repository that holds the labs (default: all of it).
+    // A string: clap refuses an empty path, and a stack file's unset variable is one.
     #[arg(long, env = "LABD_GIT_PATH", requires = "git")]
-    path: Option<PathBuf>,
+    path: Option<String>,
     /// With --git: how often to fetch (`30s`, `5m`).
     #[arg(long, env = "LABD_GIT_INTERVAL", default_value = "30s", value_parser = parse_duration, requires = "git")]
     interval: Duration,
@@ -194,7 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         source: swarmlab::source::GitSource {
             url: url.clone(),
             branch: cli.branch.clone(),
-            path: cli.path.clone().unwrap_or_default(),
+            path: PathBuf::from(cli.path.clone().unwrap_or_default()),
             cache: swarmlab::source::GitSource::default_cache(&cli.git_cache, url, &cli.branch),
             credentials: cli.git_credentials.clone(),
         },
