@@ -258,3 +258,81 @@ async fn labs_owned_on_swarm_that_no_file_here_ever_defined_are_kept_as_orphans(
     assert!(status.message.contains("/elsewhere/other.yaml lies outside the labs directory"), "{}", status.message);
     c.stop().await;
 }
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_git_each_commit_applies_whole_a_broken_one_keeps_the_last_good_and_a_failed_fetch_changes_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    std::fs::write(repo.join("README.md"), "labs\n").unwrap();
+    std::fs::write(repo.join("a.yaml"), lab_yaml("a", &["web"])).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "a"]);
+    let first = git(&repo, &["rev-parse", "HEAD"]);
+    let source = crate::source::GitSource {
+        url: format!("file://{}", repo.display()),
+        branch: "main".into(),
+        path: "".into(),
+        cache: work.path().join("cache"),
+        credentials: None,
+    };
+    let mut config = config(work.path(), Duration::from_secs(60));
+    config.git = Some(super::GitConfig { source, interval: Duration::from_millis(100) });
+    let (swarm, store) = (Arc::new(FakeSwarm::default()), FakeStore::default());
+    let controller = Controller::new(config, swarm.clone(), store.clone()).await;
+    let mut phases = controller.phases();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(controller.run(async move {
+        let _ = stopped.await;
+    }));
+    let phase_is = |phases: &mut watch::Receiver<BTreeMap<String, Phase>>, lab: &'static str, phase: Phase| {
+        let mut phases = phases.clone();
+        async move { tokio::time::timeout(SOON, phases.wait_for(|p| p.get(lab) == Some(&phase))).await.is_ok() }
+    };
+    let commit_of = |store: &FakeStore| store.statuses.lock().unwrap().get("a").and_then(|s| s.commit.clone());
+    assert!(phase_is(&mut phases, "a", Phase::Ready).await);
+    eventually("the status names the commit", SOON, || commit_of(&store).as_deref() == Some(first.as_str())).await;
+
+    // Two files in one commit: both labs come with it.
+    std::fs::write(repo.join("a.yaml"), lab_yaml("a", &["web", "db"])).unwrap();
+    std::fs::write(repo.join("b.yaml"), lab_yaml("b", &["api"])).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "a and b"]);
+    let second = git(&repo, &["rev-parse", "HEAD"]);
+    assert!(phase_is(&mut phases, "b", Phase::Ready).await);
+    eventually("a at the second commit", SOON, || commit_of(&store).as_deref() == Some(second.as_str())).await;
+    let services = || {
+        let mut names: Vec<String> = swarm.state.lock().unwrap().services.iter().map(|s| s.name.clone()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(services(), ["a_db", "a_web", "b_api"]);
+
+    // A broken commit: Invalid, and what runs stays (with its commit).
+    std::fs::write(repo.join("a.yaml"), "metadata: {name: a\n").unwrap();
+    git(&repo, &["commit", "-qam", "broken"]);
+    assert!(phase_is(&mut phases, "a", Phase::Invalid).await);
+    assert_eq!(services(), ["a_db", "a_web", "b_api"]);
+    assert_eq!(commit_of(&store).as_deref(), Some(second.as_str()), "the running definition's commit");
+
+    // The repository gone: the fetch fails, is said, and nothing changes.
+    std::fs::rename(&repo, work.path().join("moved")).unwrap();
+    eventually("the failed fetch reported", SOON, || store.source.lock().unwrap().as_ref().is_some_and(|s| s.error.is_some())).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(services(), ["a_db", "a_web", "b_api"]);
+    assert_eq!(store.source.lock().unwrap().as_ref().and_then(|s| s.commit.clone()), Some(git(&work.path().join("moved"), &["rev-parse", "HEAD"])));
+    let _ = stop.send(());
+    let _ = task.await;
+}
