@@ -164,9 +164,9 @@ fn sse(event: &str, data: &str) -> Bytes {
 
 /// The page's stream: the labs and the events at once, then each change of either.
 fn stream_of(mut labs: LabsView, mut events: watch::Receiver<String>) -> Body {
-    let first = [sse("labs", &labs_json(&labs)), sse("events", &events.borrow_and_update())];
     labs.mark_unchanged();
     let last_labs = labs_json(&labs);
+    let first = [sse("labs", &last_labs), sse("events", &events.borrow_and_update())];
     let changes = futures::stream::unfold((labs, events, last_labs), |(mut labs, mut events, mut last_labs)| async move {
         loop {
             let chunk = tokio::select! {
