@@ -45,7 +45,8 @@ fn labctl_status(lab: &str) -> Result<serde_json::Value, String> {
 
 #[test]
 fn the_stack_deploys_swarmlab_which_converges_a_lab_and_survives_losing_its_leader() {
-    sh("bash charts/build-images.sh");
+    // The debug build `cargo test` has just made (stripped): a release build would add minutes.
+    sh("SWARMLAB_PROFILE=debug bash charts/build-images.sh");
     sh("bash scripts/multinode.sh up 3");
     let _harness = Harness;
     sh("for i in 1 2 3; do /usr/bin/docker save swarmlab:latest swarmlab-redis:latest | /usr/bin/docker -H unix:///run/slmn/n$i/docker.sock load >/dev/null; done");
