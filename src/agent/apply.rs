@@ -128,7 +128,8 @@ impl Attachment {
     }
 
     /// Reads back what the kernel (root qdisc) and the agent's queue hold.
-    async fn read_back(&mut self, backend: Option<BackendKind>) {
+    /// `cut`: look for partition rules too (an nsenter more), when some are wanted or held.
+    async fn read_back(&mut self, backend: Option<BackendKind>, cut: bool) {
         let json = self.tc(vec!["-j".into(), "qdisc".into(), "show".into(), "dev".into(), self.interface.clone()]).await.unwrap_or_default();
         let root = read_root_qdisc(&json);
         let mut applied = EffectiveConditions::default();
@@ -157,14 +158,16 @@ impl Attachment {
                 notes.push(format!("nfqueue {}: rule {} worker {}", self.queue, if rule { "present" } else { "missing" }, if alive { "alive" } else { "gone" }));
             }
         }
-        match self.cut_rules().await {
-            Ok(cut) => {
-                if !cut.is_empty() {
-                    notes.push(format!("{} addresses cut off", cut.len()));
+        if cut {
+            match self.cut_rules().await {
+                Ok(cut) => {
+                    if !cut.is_empty() {
+                        notes.push(format!("{} addresses cut off", cut.len()));
+                    }
+                    applied.blocked = cut;
                 }
-                applied.blocked = cut;
+                Err(e) => notes.push(format!("partition rules unreadable: {e}")),
             }
-            Err(e) => notes.push(format!("partition rules unreadable: {e}")),
         }
         self.applied = applied;
         self.readback = notes.join("; ");
@@ -176,8 +179,10 @@ impl Attachment {
             return;
         }
         let asked_anew = self.applied != *want;
+        // Partition rules are only ever ours: with none wanted or held there is nothing to read.
+        let cut = !want.blocked.is_empty() || !self.applied.blocked.is_empty();
         if readback || asked_anew {
-            self.read_back(backend).await;
+            self.read_back(backend, cut).await;
             self.round_rate(want);
         }
         if self.applied == *want && self.error.is_none() {
@@ -195,10 +200,11 @@ impl Attachment {
             Some(BackendKind::Userspace) => self.apply_userspace(&shaping, caps).await,
             None => self.apply_rate_only(&shaping, caps).await,
         };
-        if let Err(e) = result.and(self.apply_cut(&want.blocked).await) {
+        let cut_result = if cut { self.apply_cut(&want.blocked).await } else { Ok(()) };
+        if let Err(e) = result.and(cut_result) {
             self.error = Some(e);
         }
-        self.read_back(backend).await;
+        self.read_back(backend, cut).await;
         self.round_rate(want);
         if self.applied == *want {
             self.applied_at = Some(chrono::Utc::now());

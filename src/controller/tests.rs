@@ -10,6 +10,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::fakes::{FakeStore, FakeSwarm};
 use super::{Config, Controller};
+use crate::source::git::git;
 use crate::status::{EventReason, Phase};
 use crate::swarm::{EventSubject, Swarm, SwarmEvent};
 
@@ -257,17 +258,6 @@ async fn labs_owned_on_swarm_that_no_file_here_ever_defined_are_kept_as_orphans(
     let status = c.store.statuses.lock().unwrap()["other"].clone();
     assert!(status.message.contains("/elsewhere/other.yaml lies outside the labs directory"), "{}", status.message);
     c.stop().await;
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

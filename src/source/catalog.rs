@@ -77,46 +77,47 @@ pub fn is_lab_file(relative: &Path) -> bool {
     !hidden && yaml && !name.starts_with('#') && !name.starts_with('~')
 }
 
+/// The lab files at `root` (`root` itself if it is a file), in name order, following symlinks
+/// and skipping hidden directories; and what could not be walked (a dangling link, an
+/// unreadable subdirectory, a file vanishing mid-scan: the labs under it are unknown).
+pub fn lab_files(root: &Path) -> (Vec<PathBuf>, Vec<String>) {
+    if root.is_file() {
+        return (vec![root.to_path_buf()], vec![]);
+    }
+    let (mut files, mut errors) = (Vec::new(), Vec::new());
+    let walker = walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name().into_iter();
+    for entry in walker.filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')) {
+        match entry {
+            Ok(e) if e.file_type().is_file() && is_lab_file(e.path().strip_prefix(root).unwrap_or(e.path())) => files.push(e.into_path()),
+            Ok(_) => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    (files, errors)
+}
+
 /// Reads `root` recursively (following symlinks) and validates every lab file.
 pub fn load_dir(root: &Path) -> Result<Catalog, UnreadableDir> {
     let meta = std::fs::metadata(root).map_err(|source| UnreadableDir { path: root.to_path_buf(), source })?;
-    let mut sources = Vec::new();
-    let mut walk_errors = Vec::new();
-    if meta.is_file() {
-        sources.push((root.to_path_buf(), std::fs::read(root)));
-    } else {
+    if !meta.is_file() {
         std::fs::read_dir(root).map_err(|source| UnreadableDir { path: root.to_path_buf(), source })?;
-        let walker = walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name().into_iter();
-        for entry in walker.filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')) {
-            let entry = match entry {
-                Ok(e) => e,
-                // A dangling link, an unreadable subdirectory, a file vanishing mid-scan: the
-                // labs under it are unknown, so this read proves nothing about absence.
-                Err(e) => {
-                    walk_errors.push(e.to_string());
-                    continue;
-                }
-            };
-            let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
-            if entry.file_type().is_file() && is_lab_file(relative) {
-                sources.push((entry.path().to_path_buf(), std::fs::read(entry.path())));
-            }
-        }
     }
+    let (files, walk_errors) = lab_files(root);
+    let sources = files
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path);
+            (path, bytes)
+        })
+        .collect();
     let mut catalog = catalog_of(sources);
     catalog.incomplete.extend(walk_errors);
-    // An unreadable file hides which labs it defines: the read is incomplete too.
-    let unreadable: Vec<String> = catalog
-        .file_errors
-        .iter()
-        .filter(|(_, d)| d.iter().any(|d| d.message.starts_with("cannot read")))
-        .map(|(path, _)| format!("cannot read {}", path.display()))
-        .collect();
-    catalog.incomplete.extend(unreadable);
     Ok(catalog)
 }
 
-/// Builds the catalog from file contents (pure; `load_dir` feeds it from disk).
+/// Builds the catalog from file contents (pure; `load_dir` feeds it from disk, the Git source
+/// from a commit). A file that could not be read hides which labs it defines: the catalog is
+/// then incomplete.
 pub fn catalog_of(sources: Vec<(PathBuf, std::io::Result<Vec<u8>>)>) -> Catalog {
     let mut catalog = Catalog::default();
     // name -> every (file, line, column, outcome) defining it
@@ -172,6 +173,13 @@ pub fn catalog_of(sources: Vec<(PathBuf, std::io::Result<Vec<u8>>)>) -> Catalog 
         };
         catalog.labs.insert(name, entry);
     }
+    let unreadable: Vec<String> = catalog
+        .file_errors
+        .iter()
+        .filter(|(_, d)| d.iter().any(|d| d.message.starts_with("cannot read")))
+        .map(|(path, _)| format!("cannot read {}", path.display()))
+        .collect();
+    catalog.incomplete.extend(unreadable);
     catalog
 }
 

@@ -171,14 +171,6 @@ impl GitSource {
         }
         sources.sort_by(|a, b| a.0.cmp(&b.0));
         let mut catalog = catalog_of(sources);
-        // A blob that cannot be read hides which labs it defines: no lab is proven gone.
-        catalog.incomplete.extend(
-            catalog
-                .file_errors
-                .iter()
-                .filter(|(_, d)| d.iter().any(|d| d.message.starts_with("cannot read")))
-                .map(|(path, _)| format!("cannot read {} at {commit}", path.display())),
-        );
         catalog.commit = Some(commit.to_string());
         Ok(catalog)
     }
@@ -255,20 +247,22 @@ pub async fn sync(source: GitSource, interval: std::time::Duration, news: tokio:
     }
 }
 
+/// Runs the `git` program in `dir` (tests build real repositories with it); its stdout.
+#[cfg(test)]
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
-
-    fn git(dir: &Path, args: &[&str]) {
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("git runs");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
 
     const LAB: &str = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: NAME}\nspec:\n  services:\n    web: {image: labbox:latest}\n";
 
@@ -277,13 +271,13 @@ mod tests {
         let work = tempfile::tempdir().unwrap();
         let repo = work.path().join("repo");
         std::fs::create_dir_all(repo.join("labs/deeper")).unwrap();
-        git(&repo, &["init", "-q"]);
+        super::git(&repo, &["init", "-q"]);
         std::fs::write(repo.join("labs/a.yaml"), LAB.replace("NAME", "a")).unwrap();
         std::fs::write(repo.join("labs/deeper/b.yml"), LAB.replace("NAME", "b")).unwrap();
         std::fs::write(repo.join("labs/.hidden.yaml"), LAB.replace("NAME", "hidden")).unwrap();
         std::fs::write(repo.join("README.yaml"), LAB.replace("NAME", "outside")).unwrap();
-        git(&repo, &["add", "-A"]);
-        git(&repo, &["commit", "-qm", "one"]);
+        super::git(&repo, &["add", "-A"]);
+        super::git(&repo, &["commit", "-qm", "one"]);
         let source = GitSource {
             url: format!("file://{}", repo.display()),
             branch: "main".into(),
@@ -299,7 +293,7 @@ mod tests {
         assert_eq!(catalog.commit.as_deref(), Some(first.as_str()));
 
         std::fs::write(repo.join("labs/a.yaml"), "metadata: {name: a\n").unwrap();
-        git(&repo, &["commit", "-qam", "broken"]);
+        super::git(&repo, &["commit", "-qam", "broken"]);
         let second = source.fetch(&stop).unwrap();
         assert_ne!(first, second);
         let broken = source.read(&second).unwrap();
@@ -308,7 +302,7 @@ mod tests {
         assert!(errors.iter().any(|d| d.to_string().starts_with(&want)), "{errors:?}");
 
         // Back to the first commit, forced: fetched as it is.
-        git(&repo, &["reset", "-q", "--hard", &first]);
+        super::git(&repo, &["reset", "-q", "--hard", &first]);
         assert_eq!(source.fetch(&stop).unwrap(), first);
         // The old commit can still be read after the force-push.
         assert!(source.read(&first).unwrap().is_clean());
@@ -336,10 +330,10 @@ mod tests {
         assert!(matches!(missing.fetch(&stop), Err(GitError::Fetch { .. })));
         let repo = work.path().join("repo");
         std::fs::create_dir_all(&repo).unwrap();
-        git(&repo, &["init", "-q"]);
+        super::git(&repo, &["init", "-q"]);
         std::fs::write(repo.join("x.yaml"), LAB.replace("NAME", "x")).unwrap();
-        git(&repo, &["add", "-A"]);
-        git(&repo, &["commit", "-qm", "one"]);
+        super::git(&repo, &["add", "-A"]);
+        super::git(&repo, &["commit", "-qm", "one"]);
         let other = GitSource { url: format!("file://{}", repo.display()), branch: "nope".into(), path: "".into(), cache: work.path().join("c2"), credentials: None };
         assert!(other.fetch(&stop).is_err());
     }

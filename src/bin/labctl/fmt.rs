@@ -5,22 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use swarmlab::source::is_lab_file;
+use swarmlab::source::lab_files;
 use swarmlab::spec::format::format;
-
-/// The lab files at `path`: the file itself, or every lab file under the directory.
-fn lab_files(path: &Path) -> Vec<PathBuf> {
-    if path.is_file() {
-        return vec![path.to_path_buf()];
-    }
-    let walker = walkdir::WalkDir::new(path).follow_links(true).sort_by_file_name().into_iter();
-    walker
-        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'))
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file() && is_lab_file(e.path().strip_prefix(path).unwrap_or(e.path())))
-        .map(|e| e.into_path())
-        .collect()
-}
 
 /// Written beside the file and renamed over it: labd never reads half a file.
 fn replace(path: &Path, text: &str) -> std::io::Result<()> {
@@ -41,7 +27,7 @@ pub fn run(paths: &[PathBuf], check: bool) -> ExitCode {
             failed = true;
             continue;
         }
-        for path in lab_files(root) {
+        for path in lab_files(root).0 {
             let outcome = std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| format(&t).map_err(|e| e.to_string()));
             match outcome {
                 Ok(None) => {}
