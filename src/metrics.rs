@@ -88,7 +88,7 @@ pub struct Metrics {
     packets: Family<PacketLabels, Counter>,
     /// What each attachment's counters were at the last pass (counters only go up here; a
     /// worker restarted from zero adds its new count).
-    last_packets: std::sync::Mutex<std::collections::BTreeMap<AttachmentLabels, [u64; 7]>>,
+    last_packets: std::sync::Mutex<std::collections::BTreeMap<AttachmentLabels, [u64; 8]>>,
 }
 
 impl Default for Metrics {
@@ -188,10 +188,10 @@ impl Metrics {
 
     /// What one agent pass found: its backend, and per attachment whether it converged and
     /// its packet counters. Attachments not reported any more lose their series.
-    pub fn agent_pass(&self, node: &str, backend: &str, attachments: &[(AttachmentLabels, bool, Option<[u64; 7]>)]) {
+    pub fn agent_pass(&self, node: &str, backend: &str, attachments: &[(AttachmentLabels, bool, Option<[u64; 8]>)]) {
         self.agent.clear();
         self.agent.get_or_create(&AgentLabels { node: node.into(), backend: backend.into() }).set(1);
-        const OUTCOMES: [&str; 7] = ["seen", "dropped", "delayed", "corrupted", "duplicated", "reordered", "overrun"];
+        const OUTCOMES: [&str; 8] = ["seen", "dropped", "delayed", "corrupted", "duplicated", "reordered", "overrun", "overflow"];
         let Ok(mut last) = self.last_packets.lock() else { return };
         let now: std::collections::BTreeSet<&AttachmentLabels> = attachments.iter().map(|(a, _, _)| a).collect();
         for gone in last.keys().filter(|k| !now.contains(k)).cloned().collect::<Vec<_>>() {
@@ -204,7 +204,7 @@ impl Metrics {
         for (a, converged, counters) in attachments {
             self.shaping_converged.get_or_create(a).set(i64::from(*converged));
             let Some(counts) = counters else { continue };
-            let before = last.entry(a.clone()).or_insert([0; 7]);
+            let before = last.entry(a.clone()).or_insert([0; 8]);
             for (i, outcome) in OUTCOMES.iter().enumerate() {
                 let delta = if counts[i] >= before[i] { counts[i] - before[i] } else { counts[i] };
                 let labels = PacketLabels { lab: a.lab.clone(), service: a.service.clone(), container: a.container.clone(), network: a.network.clone(), outcome: (*outcome).into() };

@@ -3,7 +3,7 @@
 
 use crate::shaping::netns::{interface_for, ns_path, run_in};
 use crate::shaping::probe::Capabilities;
-use crate::shaping::tc::{clear_args, has_netem_fields, netem_args, read_netem, read_root_qdisc, tbf_args};
+use crate::shaping::tc::{clear_args, has_netem_fields, needs_fresh_qdisc, netem_args, read_netem, read_root_qdisc, tbf_args};
 use crate::shaping::userspace::{rules, QueueWorker};
 use crate::shaping::BackendKind;
 use crate::spec::EffectiveConditions;
@@ -22,6 +22,23 @@ pub struct Attachment {
     /// When this agent last made the kernel carry a new set of conditions: how labd measures
     /// the time a schedule step took to apply, by the agents' own clocks.
     applied_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether the netem qdisc holds a delay table (tc cannot read one back): `None` when not
+    /// known (an agent before this one may have loaded one).
+    table_loaded: Option<Option<crate::spec::stochastic::DelayDistribution>>,
+}
+
+/// What `backend` can apply of `want`, and what it cannot, with why.
+pub fn achievable(want: &EffectiveConditions, backend: Option<BackendKind>) -> (EffectiveConditions, Vec<String>) {
+    let mut can = want.clone();
+    let mut cannot = Vec::new();
+    if backend == Some(BackendKind::Netem) && want.seed.is_some() {
+        can.seed = None;
+        cannot.push("seed: netem draws from the kernel's random source (seeded runs need the userspace backend)".into());
+    }
+    if backend.is_none() && has_netem_fields(want) {
+        cannot.push("delay, jitter, loss, corrupt, duplicate, reorder: no netem and no NFQUEUE on this node".into());
+    }
+    (can, cannot)
 }
 
 fn without_rate(c: &EffectiveConditions) -> EffectiveConditions {
@@ -44,6 +61,7 @@ impl Attachment {
             readback: String::new(),
             error: None,
             applied_at: None,
+            table_loaded: None,
         })
     }
 
@@ -139,8 +157,10 @@ impl Attachment {
                 applied.rate = rate.map(|b| crate::spec::units::Rate { bits_per_sec: b });
                 notes.push(format!("qdisc {kind}"));
                 if kind == "netem" {
-                    // What the kernel holds, field by field, never what was asked.
+                    // What the kernel holds, field by field, never what was asked; tc prints
+                    // no delay table, so that one is what this agent's accepted request loaded.
                     applied = read_netem(&json).unwrap_or_default();
+                    applied.delay_distribution = self.table_loaded.flatten();
                 }
             }
             Some((kind, _)) => notes.push(format!("qdisc {kind}")),
@@ -175,6 +195,8 @@ impl Attachment {
 
     /// Makes the attachment carry `want`. Re-applies after a read-back if something drifted.
     pub async fn converge(&mut self, want: &EffectiveConditions, backend: Option<BackendKind>, caps: &Capabilities, readback: bool) {
+        let (want, _) = achievable(want, backend);
+        let want = &want;
         if self.applied == *want && self.error.is_none() && !readback {
             return;
         }
@@ -223,9 +245,16 @@ impl Attachment {
 
     async fn apply_netem(&mut self, want: &EffectiveConditions) -> Result<(), String> {
         if want.is_empty() {
+            self.table_loaded = Some(None);
             return self.clear_qdisc().await;
         }
-        self.tc(netem_args(&self.interface, want)).await.map(|_| ())
+        // A delay table stays until its qdisc goes: uniform jitter after one needs a new qdisc.
+        if needs_fresh_qdisc(want) && self.table_loaded != Some(None) {
+            self.clear_qdisc().await?;
+        }
+        self.tc(netem_args(&self.interface, want)).await?;
+        self.table_loaded = Some(want.delay_distribution.filter(|_| !needs_fresh_qdisc(want) && want.jitter.is_some()));
+        Ok(())
     }
 
     async fn apply_rate_only(&mut self, want: &EffectiveConditions, caps: &Capabilities) -> Result<(), String> {
@@ -271,10 +300,7 @@ impl Attachment {
     }
 
     pub fn report(&self, want: &EffectiveConditions, backend: Option<BackendKind>) -> AttachmentShaping {
-        let mut unsupported = Vec::new();
-        if backend.is_none() && has_netem_fields(want) {
-            unsupported.push("delay, jitter, loss, corrupt, duplicate, reorder: no netem and no NFQUEUE on this node".into());
-        }
+        let (_, mut unsupported) = achievable(want, backend);
         if want.reorder.is_some() && want.delay.is_none() {
             unsupported.push("reorder: has no effect without delay (as with netem)".into());
         }

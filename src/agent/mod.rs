@@ -293,7 +293,7 @@ impl Agent {
                 for a in &task.attachments {
                     let labels = crate::metrics::AttachmentLabels { lab: lab.clone(), service: task.service.clone(), container: task.container.clone(), network: a.network.clone() };
                     let converged = a.error.is_none() && a.applied == a.desired;
-                    let counters = a.counters.map(|c| [c.seen, c.dropped, c.delayed, c.corrupted, c.duplicated, c.reordered, c.overruns]);
+                    let counters = a.counters.map(|c| [c.seen, c.dropped, c.delayed, c.corrupted, c.duplicated, c.reordered, c.overruns, c.overflowed]);
                     rows.push((labels, converged, counters));
                 }
             }

@@ -65,9 +65,57 @@ pub async fn ping(pid: i64, ip: &str, count: u32, interval_ms: u32) -> Result<Pi
     parse_ping(&output).ok_or_else(|| format!("cannot read ping's summary: {output}"))
 }
 
+/// Every echo's round trip in ms by sequence number (1..=count), `None` where no reply came:
+/// what burst lengths and delay quantiles are measured from.
+pub async fn ping_replies(pid: i64, ip: &str, count: u32, interval_ms: u32) -> Result<Vec<Option<f64>>, String> {
+    let args = ["-n".to_string(), "-c".into(), count.to_string(), "-i".into(), format!("{:.3}", f64::from(interval_ms) / 1000.0), "-W".into(), "2".into(), ip.to_string()];
+    let output = match run_in(pid, "ping", &args).await {
+        Ok(o) => o,
+        Err(e) if e.message.contains("packet loss") => e.message,
+        Err(e) => return Err(e.to_string()),
+    };
+    Ok(parse_replies(&output, count))
+}
+
+/// The replies of iputils `ping` (not `-q`); duplicates are left out.
+pub fn parse_replies(output: &str, count: u32) -> Vec<Option<f64>> {
+    let mut rtts = vec![None; count as usize];
+    for line in output.lines().filter(|l| !l.contains("DUP!")) {
+        let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).and_then(|v| v.parse::<f64>().ok());
+        if let (Some(seq), Some(ms)) = (field("icmp_seq="), field("time=")) {
+            if let Some(slot) = (seq as usize).checked_sub(1).and_then(|i| rtts.get_mut(i)) {
+                *slot = Some(ms);
+            }
+        }
+    }
+    rtts
+}
+
+/// Loss rate and mean length of runs of consecutive losses.
+pub fn loss_runs(lost: &[bool]) -> (f64, f64) {
+    let losses = lost.iter().filter(|l| **l).count();
+    let runs = lost.windows(2).filter(|w| w[1] && !w[0]).count() + usize::from(lost.first() == Some(&true));
+    (losses as f64 / lost.len().max(1) as f64, losses as f64 / runs.max(1) as f64)
+}
+
+/// The `q` quantile (0..1) of `values` (sorted here).
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(((q * v.len() as f64) as usize).min(v.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_each_reply() {
+        let out = "PING 10.9.0.2 (10.9.0.2) 56(84) bytes of data.\n64 bytes from 10.9.0.2: icmp_seq=1 ttl=64 time=50.3 ms\n64 bytes from 10.9.0.2: icmp_seq=3 ttl=64 time=49.1 ms\n64 bytes from 10.9.0.2: icmp_seq=3 ttl=64 time=49.2 ms (DUP!)\n";
+        assert_eq!(parse_replies(out, 4), [Some(50.3), None, Some(49.1), None]);
+        assert_eq!(loss_runs(&[false, true, true, false, true]), (0.6, 1.5));
+        assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.5), 3.0);
+    }
 
     #[test]
     fn reads_iputils_summaries() {

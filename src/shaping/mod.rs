@@ -2,6 +2,7 @@
 //! the pure pieces they are built from (the packet policy, the exact `tc` requests).
 
 pub mod measure;
+pub mod distribution;
 pub mod netns;
 pub mod policy;
 pub mod probe;

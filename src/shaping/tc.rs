@@ -1,46 +1,119 @@
 //! The exact `tc` requests of the netem backend, and of the rate limit both backends use.
 //! Pure: the agent runs them with `tc` inside the task's network namespace.
 
+use crate::spec::stochastic::{DelayDistribution, LossModel};
+use crate::spec::units::Percent;
 use crate::spec::EffectiveConditions;
 
-/// Fields the netem qdisc carries (everything but rate, which tbf carries below it).
+/// Fields that need netem (or the userspace queue); rate alone is a token bucket's, and the
+/// models (correlation, distribution, limit, seed) only shape what these fields do.
 pub fn has_netem_fields(c: &EffectiveConditions) -> bool {
     // Destructured: a new field must be placed here (netem's or not) to compile. `down` is
     // loss 100% by the time conditions reach an agent.
-    let EffectiveConditions { delay, jitter, loss, rate: _, corrupt, duplicate, reorder, down: _, blocked: _ } = c;
-    delay.is_some() || jitter.is_some() || loss.is_some() || corrupt.is_some() || duplicate.is_some() || reorder.is_some()
+    let EffectiveConditions {
+        delay,
+        jitter,
+        loss,
+        rate: _,
+        corrupt,
+        duplicate,
+        reorder,
+        down: _,
+        blocked: _,
+        loss_model,
+        correlation: _,
+        delay_distribution: _,
+        limit: _,
+        seed: _,
+        ingress: _,
+    } = c;
+    delay.is_some() || jitter.is_some() || loss.is_some() || loss_model.is_some() || corrupt.is_some() || duplicate.is_some() || reorder.is_some()
 }
 
-/// `tc qdisc replace dev IF root handle 1: netem …` for the netem backend. Every field is
-/// written, zero when unset: a `replace` of an existing netem qdisc keeps the reorder, corrupt
-/// and rate of the previous request when the new one does not mention them (found on a real
-/// 6.1 kernel, tests/netem_uml.rs), so an edit that drops a field must say "0".
-pub fn netem_args(dev: &str, c: &EffectiveConditions) -> Vec<String> {
-    let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down: _, blocked: _ } = c;
-    let mut a: Vec<String> = ["qdisc", "replace", "dev", dev, "root", "handle", "1:", "netem"].map(String::from).to_vec();
-    a.extend(["delay".into(), format!("{}us", delay.unwrap_or_default().micros)]);
-    if let Some(j) = jitter {
-        a.push(format!("{}us", j.micros));
+use crate::spec::resolve::DEFAULT_LIMIT as NETEM_DEFAULT_LIMIT;
+
+fn pct(p: Option<Percent>) -> String {
+    format!("{}%", p.map(|p| p.0).unwrap_or(0.0))
+}
+
+/// The netem options (after `netem`) that carry `c`. Every field is written, zero when unset:
+/// a `replace` of an existing netem qdisc keeps the reorder, corrupt, rate and correlations of
+/// the previous request when the new one does not mention them (found on a real 6.1 kernel,
+/// tests/netem_uml.rs), so an edit that drops a field must say "0". `seed` is not written:
+/// netem has no seed before Linux 6.7 (the agent reports it as not applied).
+pub fn netem_options(c: &EffectiveConditions) -> Vec<String> {
+    let EffectiveConditions {
+        delay,
+        jitter,
+        loss,
+        rate,
+        corrupt,
+        duplicate,
+        reorder,
+        down: _,
+        blocked: _,
+        loss_model,
+        correlation,
+        delay_distribution,
+        limit,
+        seed: _,
+        ingress: _,
+    } = c;
+    let k = correlation.unwrap_or_default();
+    let mut a: Vec<String> = vec!["limit".into(), limit.unwrap_or(NETEM_DEFAULT_LIMIT).to_string()];
+    a.extend([
+        "delay".into(),
+        format!("{}us", delay.unwrap_or_default().micros),
+        format!("{}us", jitter.unwrap_or_default().micros),
+        pct(k.delay),
+    ]);
+    if let Some(d) = delay_distribution.filter(|d| *d != DelayDistribution::Uniform && jitter.is_some()) {
+        a.extend(["distribution".into(), d.name().into()]);
     }
-    for (name, p) in [("loss", loss), ("corrupt", corrupt), ("duplicate", duplicate), ("reorder", reorder)] {
-        a.extend([name.to_string(), format!("{}%", p.map(|p| p.0).unwrap_or(0.0))]);
+    match loss_model {
+        None => a.extend(["loss".into(), "random".into(), pct(*loss), pct(k.loss)]),
+        // tc takes the loss probabilities in each state (1-h, 1-k); the spec, as the
+        // literature, gives the chances of getting through (h, k).
+        Some(LossModel::GilbertElliott(ge)) => a.extend([
+            "loss".into(),
+            "gemodel".into(),
+            pct(Some(ge.p)),
+            pct(Some(ge.r)),
+            pct(Some(Percent(100.0 - ge.delivered_in_bad().0))),
+            pct(Some(Percent(100.0 - ge.delivered_in_good().0))),
+        ]),
+        Some(LossModel::FourState(m)) => {
+            a.extend(["loss".into(), "state".into()]);
+            a.extend(m.probabilities().map(|p| pct(Some(p))));
+        }
+    }
+    for (name, p, corr) in [("corrupt", corrupt, k.corrupt), ("duplicate", duplicate, k.duplicate), ("reorder", reorder, k.reorder)] {
+        a.extend([name.to_string(), pct(*p), pct(corr)]);
     }
     // netem's own rate: one qdisc carries everything, no child needed; 0 turns it off.
     a.extend(["rate".into(), format!("{}bit", rate.map(|r| r.bits_per_sec).unwrap_or(0))]);
     a
 }
 
-/// What a netem root qdisc really holds, from `tc -j qdisc show dev IF` (times in seconds,
-/// probabilities as fractions, rate in bytes/s). Fields at zero are unset. `None` when the
-/// root qdisc is not netem.
-pub fn read_netem(json: &str) -> Option<EffectiveConditions> {
-    use crate::spec::units::{Duration, Percent, Rate};
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    let root = v.as_array()?.iter().find(|q| q.get("root").and_then(|r| r.as_bool()) == Some(true))?;
-    if root.get("kind")?.as_str()? != "netem" {
-        return None;
-    }
-    let o = root.get("options")?;
+/// `tc qdisc replace dev IF root handle 1: netem …` for the netem backend.
+pub fn netem_args(dev: &str, c: &EffectiveConditions) -> Vec<String> {
+    let mut a: Vec<String> = ["qdisc", "replace", "dev", dev, "root", "handle", "1:", "netem"].map(String::from).to_vec();
+    a.extend(netem_options(c));
+    a
+}
+
+/// A table once loaded stays in the kernel until the qdisc goes: a request without one (uniform
+/// jitter) must start from a new qdisc.
+pub fn needs_fresh_qdisc(c: &EffectiveConditions) -> bool {
+    c.jitter.is_some() && c.delay_distribution.is_none_or(|d| d == DelayDistribution::Uniform)
+}
+
+/// What a netem qdisc really holds, from the `options` of its entry in `tc -j qdisc show`
+/// (times in seconds, probabilities as fractions, rate in bytes/s). Fields at zero are unset,
+/// as is the default limit; the delay table is not printed by tc and is left unset.
+pub fn read_netem_options(o: &serde_json::Value) -> EffectiveConditions {
+    use crate::spec::stochastic::{Correlation, FourState, GilbertElliott};
+    use crate::spec::units::{Duration, Rate};
     let num = |path: &[&str]| -> f64 {
         let mut node = o;
         for p in path {
@@ -53,9 +126,32 @@ pub fn read_netem(json: &str) -> Option<EffectiveConditions> {
     };
     let duration = |secs: f64| (secs > 0.0).then(|| Duration { micros: (secs * 1e6).round() as u64 });
     // The kernel keeps probabilities as 32-bit fractions: round back to what a user writes.
-    let percent = |fraction: f64| (fraction > 0.0).then(|| Percent((fraction * 100.0 * 1e4).round() / 1e4));
+    let exact = |fraction: f64| Percent((fraction * 100.0 * 1e4).round() / 1e4);
+    let percent = |fraction: f64| (fraction > 0.0).then(|| exact(fraction));
     let rate = num(&["rate", "rate"]);
-    Some(EffectiveConditions {
+    let correlation = Correlation {
+        delay: percent(num(&["delay", "correlation"])),
+        loss: percent(num(&["loss-random", "correlation"])),
+        duplicate: percent(num(&["duplicate", "correlation"])),
+        corrupt: percent(num(&["corrupt", "correlation"])),
+        reorder: percent(num(&["reorder", "correlation"])),
+    };
+    let loss_model = if o.get("loss-gemodel").is_some() {
+        let at = |k: &str| num(&["loss-gemodel", k]);
+        Some(LossModel::GilbertElliott(GilbertElliott {
+            p: exact(at("p")),
+            r: exact(at("r")),
+            h: Some(exact(1.0 - at("1-h"))),
+            k: Some(exact(1.0 - at("1-k"))),
+        }))
+    } else if o.get("loss-state").is_some() {
+        let at = |k: &str| exact(num(&["loss-state", k]));
+        Some(LossModel::FourState(FourState { p13: at("p13"), p31: at("p31"), p32: Some(at("p32")), p23: Some(at("p23")), p14: Some(at("p14")) }))
+    } else {
+        None
+    };
+    let limit = o.get("limit").and_then(serde_json::Value::as_u64).and_then(|l| u32::try_from(l).ok());
+    EffectiveConditions {
         delay: duration(num(&["delay", "delay"])),
         jitter: duration(num(&["delay", "jitter"])),
         loss: percent(num(&["loss-random", "loss"])),
@@ -63,9 +159,23 @@ pub fn read_netem(json: &str) -> Option<EffectiveConditions> {
         duplicate: percent(num(&["duplicate", "duplicate"])),
         reorder: percent(num(&["reorder", "reorder"])),
         rate: (rate > 0.0).then(|| Rate { bits_per_sec: (rate * 8.0).round() as u64 }),
-        down: None,
-        blocked: vec![],
-    })
+        loss_model,
+        correlation: (correlation != Correlation::default()).then_some(correlation),
+        limit: limit.filter(|l| *l != NETEM_DEFAULT_LIMIT),
+        ..Default::default()
+    }
+    .canonical()
+}
+
+/// What a netem root qdisc really holds, from `tc -j qdisc show dev IF`; `None` when the root
+/// qdisc is not netem.
+pub fn read_netem(json: &str) -> Option<EffectiveConditions> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let root = v.as_array()?.iter().find(|q| q.get("root").and_then(|r| r.as_bool()) == Some(true))?;
+    if root.get("kind")?.as_str()? != "netem" {
+        return None;
+    }
+    Some(read_netem_options(root.get("options")?))
 }
 
 /// Burst of a token bucket: enough for 10 ms at the rate, never below one MTU-sized frame.
@@ -115,7 +225,7 @@ mod tests {
         let c = cond(&[("delay", "100ms"), ("jitter", "10ms"), ("loss", "0.5%"), ("rate", "750kbit"), ("corrupt", "0.1%"), ("duplicate", "1%"), ("reorder", "25%")]);
         assert_eq!(
             netem_args("eth1", &c).join(" "),
-            "qdisc replace dev eth1 root handle 1: netem delay 100000us 10000us loss 0.5% corrupt 0.1% duplicate 1% reorder 25% rate 750000bit"
+            "qdisc replace dev eth1 root handle 1: netem limit 1000 delay 100000us 10000us 0% loss random 0.5% 0% corrupt 0.1% 0% duplicate 1% 0% reorder 25% 0% rate 750000bit"
         );
     }
 
@@ -123,7 +233,7 @@ mod tests {
     fn netem_request_with_loss_only_resets_every_other_field() {
         assert_eq!(
             netem_args("eth0", &cond(&[("loss", "20%")])).join(" "),
-            "qdisc replace dev eth0 root handle 1: netem delay 0us loss 20% corrupt 0% duplicate 0% reorder 0% rate 0bit"
+            "qdisc replace dev eth0 root handle 1: netem limit 1000 delay 0us 0us 0% loss random 20% 0% corrupt 0% 0% duplicate 0% 0% reorder 0% 0% rate 0bit"
         );
     }
 
@@ -136,6 +246,41 @@ mod tests {
         let only_delay = r#"[{"kind":"netem","handle":"1:","root":true,"options":{"limit":1000,"delay":{"delay":0.03,"jitter":0.005,"correlation":0},"ecn":false,"gap":0}}]"#;
         assert_eq!(read_netem(only_delay), Some(cond(&[("delay", "30ms"), ("jitter", "5ms")])));
         assert_eq!(read_netem(r#"[{"kind":"noqueue","handle":"0:","root":true,"options":{}}]"#), None);
+    }
+
+    #[test]
+    fn netem_request_carries_the_models() {
+        let c = EffectiveConditions {
+            loss_model: Some(serde_json::from_value(serde_json::json!({"gilbertElliott": {"p": "5%", "r": "40%", "h": "10%"}})).unwrap()),
+            correlation: Some(serde_json::from_value(serde_json::json!({"delay": "25%", "duplicate": "50%"})).unwrap()),
+            delay_distribution: Some(DelayDistribution::Pareto),
+            limit: Some(500),
+            seed: Some(7),
+            ..cond(&[("delay", "30ms"), ("jitter", "10ms"), ("duplicate", "1%")])
+        };
+        assert_eq!(
+            netem_options(&c).join(" "),
+            "limit 500 delay 30000us 10000us 25% distribution pareto loss gemodel 5% 40% 90% 0% corrupt 0% 0% duplicate 1% 50% reorder 0% 0% rate 0bit"
+        );
+        let four = EffectiveConditions { loss_model: Some(serde_json::from_value(serde_json::json!({"fourState": {"p13": "2%", "p31": "60%"}})).unwrap()), ..Default::default() };
+        assert!(netem_options(&four).join(" ").contains(" loss state 2% 60% 0% 0% 0% "));
+        assert!(!needs_fresh_qdisc(&c), "a table replaces a table");
+        assert!(needs_fresh_qdisc(&cond(&[("delay", "30ms"), ("jitter", "10ms")])), "uniform after a table needs a new qdisc");
+    }
+
+    #[test]
+    fn reads_back_the_models() {
+        // iproute2 prints the Gilbert-Elliott loss probabilities per state (1-h, 1-k).
+        let json = r#"[{"kind":"netem","handle":"1:","root":true,"options":{"limit":500,"delay":{"delay":0.03,"jitter":0.01,"correlation":0.25},"loss-gemodel":{"p":0.05,"r":0.4,"1-h":0.9,"1-k":0},"duplicate":{"duplicate":0.01,"correlation":0.5},"ecn":false,"gap":0}}]"#;
+        let back = read_netem(json).unwrap();
+        let want = EffectiveConditions {
+            loss_model: Some(serde_json::from_value(serde_json::json!({"gilbertElliott": {"p": "5%", "r": "40%", "h": "10%"}})).unwrap()),
+            correlation: Some(serde_json::from_value(serde_json::json!({"delay": "25%", "duplicate": "50%"})).unwrap()),
+            limit: Some(500),
+            ..cond(&[("delay", "30ms"), ("jitter", "10ms"), ("duplicate", "1%")])
+        }
+        .canonical();
+        assert_eq!(back, want);
     }
 
     #[test]

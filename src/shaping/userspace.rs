@@ -48,6 +48,7 @@ pub struct Counters {
     pub corrupted: AtomicU64,
     pub duplicated: AtomicU64,
     pub reordered: AtomicU64,
+    pub overflowed: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +59,9 @@ pub struct CounterSnapshot {
     pub corrupted: u64,
     pub duplicated: u64,
     pub reordered: u64,
+    /// Packets dropped because `limit` packets were held already.
+    #[serde(default)]
+    pub overflowed: u64,
     /// Packets the kernel dropped because the queue was full or could not reach the worker
     /// (`queue_dropped` + `user_dropped` of `/proc/net/netfilter/nfnetlink_queue`).
     #[serde(default)]
@@ -91,6 +95,7 @@ impl Counters {
             corrupted: g(&self.corrupted),
             duplicated: g(&self.duplicated),
             reordered: g(&self.reordered),
+            overflowed: g(&self.overflowed),
             overruns: 0,
         }
     }
@@ -285,7 +290,12 @@ fn run(
                     got += 1;
                     counters.seen.fetch_add(1, Ordering::Relaxed);
                     let now = Instant::now();
-                    match policy.decide(now) {
+                    match policy.decide(now, held.len()) {
+                        Fate::Overflow => {
+                            counters.overflowed.fetch_add(1, Ordering::Relaxed);
+                            msg.set_verdict(nfq::Verdict::Drop);
+                            let _ = q.verdict(msg);
+                        }
                         Fate::Drop => {
                             counters.dropped.fetch_add(1, Ordering::Relaxed);
                             msg.set_verdict(nfq::Verdict::Drop);

@@ -8,6 +8,7 @@ pub mod presets;
 pub mod resolve;
 pub mod schedule;
 pub mod schema;
+pub mod stochastic;
 pub mod units;
 pub mod validate;
 pub mod yaml;

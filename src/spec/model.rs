@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::presets::Preset;
+use super::stochastic::{Correlation, DelayDistribution, Ingress, LossModel};
 use super::units::{Duration, Memory, Percent, Rate};
 
 pub const API_VERSION: &str = "swarmlab/v1alpha1";
@@ -114,6 +115,26 @@ pub struct Conditions {
     /// No traffic at all: every packet leaving the attachment is dropped (loss 100%).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down: Option<bool>,
+    /// Loss with memory (bursts) instead of `loss`; a layer sets one or the other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_model: Option<LossModel>,
+    /// How much each draw of delay, loss, duplicate, corrupt and reorder leans on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<Correlation>,
+    /// The shape of the delay `jitter` wide around `delay`; uniform when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_distribution: Option<DelayDistribution>,
+    /// Most packets held at once (netem's queue `limit`, 1000 by default); beyond it, drops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub limit: Option<u32>,
+    /// Seed of the random draws, for runs that repeat exactly (userspace backend; netem's
+    /// kernel has no seed before Linux 6.7, so there it is reported as not applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Conditions on traffic arriving at the task: through an `ifb` device or the input path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Ingress>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]

@@ -6,7 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{Conditions, Lab, NetworkAttachment, Service, DEFAULT_NETWORK};
 use super::presets::Preset;
+use super::stochastic::{Correlation, DelayDistribution, Ingress, LossModel};
 use super::units::{Duration, Percent, Rate};
+
+/// Packets held at most when a lab sets no `limit` (netem's default, kept by both backends).
+pub const DEFAULT_LIMIT: u32 = 1000;
 
 /// The conditions that apply to one attachment after precedence is resolved.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -34,6 +38,18 @@ pub struct EffectiveConditions {
     /// it the same way: DROP rules in the task's namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocked: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_model: Option<LossModel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<Correlation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_distribution: Option<DelayDistribution>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Ingress>,
 }
 
 impl EffectiveConditions {
@@ -43,7 +59,8 @@ impl EffectiveConditions {
 
     /// For people: `delay 20ms, loss 2%` (empty when nothing is set).
     pub fn summary(&self) -> String {
-        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down, blocked } = self;
+        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down, blocked, loss_model, correlation, delay_distribution, limit, seed, ingress } =
+            self;
         let mut parts = Vec::new();
         if *down == Some(true) {
             parts.push("down".to_string());
@@ -61,17 +78,62 @@ impl EffectiveConditions {
             ("reorder", reorder.map(|v| v.to_string())),
         ];
         parts.extend(fields.into_iter().filter_map(|(name, v)| v.map(|v| format!("{name} {v}"))));
+        match loss_model {
+            Some(LossModel::GilbertElliott(ge)) => parts.push(format!(
+                "loss gilbert-elliott p {} r {} h {} k {}",
+                ge.p,
+                ge.r,
+                ge.delivered_in_bad(),
+                ge.delivered_in_good()
+            )),
+            Some(LossModel::FourState(m)) => {
+                let [p13, p31, p32, p23, p14] = m.probabilities();
+                parts.push(format!("loss 4-state p13 {p13} p31 {p31} p32 {p32} p23 {p23} p14 {p14}"))
+            }
+            None => {}
+        }
+        if let Some(c) = correlation.filter(|c| *c != Correlation::default()) {
+            parts.push(format!("correlation {}", c.summary()));
+        }
+        if let Some(d) = delay_distribution {
+            parts.push(format!("{} delay", d.name()));
+        }
+        if let Some(l) = limit {
+            parts.push(format!("limit {l}"));
+        }
+        if let Some(s) = seed {
+            parts.push(format!("seed {s}"));
+        }
+        if let Some(i) = ingress.filter(|i| !i.is_empty()) {
+            parts.push(format!("ingress {}", i.summary()));
+        }
         parts.join(", ")
     }
 
     /// Each field from `self`, or from `lower` where `self` does not set it.
     pub fn or(self, lower: EffectiveConditions) -> EffectiveConditions {
-        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down, blocked } = self;
+        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down, blocked, loss_model, correlation, delay_distribution, limit, seed, ingress } =
+            self;
+        // `loss` and `lossModel` are one choice: how packets are lost. The higher layer that
+        // says anything about it decides it whole.
+        let (loss, loss_model) = if loss.is_some() || loss_model.is_some() { (loss, loss_model) } else { (lower.loss, lower.loss_model) };
         EffectiveConditions {
             blocked: if blocked.is_empty() { lower.blocked } else { blocked },
             delay: delay.or(lower.delay),
             jitter: jitter.or(lower.jitter),
-            loss: loss.or(lower.loss),
+            loss,
+            loss_model,
+            correlation: match (correlation, lower.correlation) {
+                (Some(c), Some(l)) => Some(c.or(l)),
+                (c, l) => c.or(l),
+            },
+            delay_distribution: delay_distribution.or(lower.delay_distribution),
+            limit: limit.or(lower.limit),
+            seed: seed.or(lower.seed),
+            ingress: match (ingress, lower.ingress) {
+                (Some(i), Some(l)) => Some(i.or(l)),
+                (i, l) => i.or(l),
+            },
             rate: rate.or(lower.rate),
             corrupt: corrupt.or(lower.corrupt),
             duplicate: duplicate.or(lower.duplicate),
@@ -84,8 +146,40 @@ impl EffectiveConditions {
     /// `down: false` is just up.
     pub fn normalized(self) -> EffectiveConditions {
         match self.down {
-            Some(true) => EffectiveConditions { loss: Some(Percent(100.0)), down: None, ..self },
+            Some(true) => EffectiveConditions { loss: Some(Percent(100.0)), loss_model: None, down: None, ..self },
             _ => EffectiveConditions { down: None, ..self },
+        }
+        .canonical()
+    }
+
+    /// One way to write each meaning, as a kernel reads it back: defaults spelled out in the
+    /// loss models, netem's defaults (limit 1000, uniform delay, 0% correlations) left out.
+    pub fn canonical(self) -> EffectiveConditions {
+        use super::stochastic::{FourState, GilbertElliott};
+        let zero = |p: Option<Percent>| p.filter(|p| p.0 > 0.0);
+        let correlation = self.correlation.map(|k| Correlation {
+            delay: zero(k.delay),
+            loss: zero(k.loss),
+            duplicate: zero(k.duplicate),
+            corrupt: zero(k.corrupt),
+            reorder: zero(k.reorder),
+        });
+        let loss_model = self.loss_model.map(|m| match m {
+            LossModel::GilbertElliott(ge) => {
+                LossModel::GilbertElliott(GilbertElliott { h: Some(ge.delivered_in_bad()), k: Some(ge.delivered_in_good()), ..ge })
+            }
+            LossModel::FourState(f) => {
+                let [p13, p31, p32, p23, p14] = f.probabilities();
+                LossModel::FourState(FourState { p13, p31, p32: Some(p32), p23: Some(p23), p14: Some(p14) })
+            }
+        });
+        EffectiveConditions {
+            correlation: correlation.filter(|k| *k != Correlation::default()),
+            loss_model,
+            limit: self.limit.filter(|l| *l != DEFAULT_LIMIT),
+            delay_distribution: self.delay_distribution.filter(|d| *d != DelayDistribution::Uniform && self.jitter.is_some()),
+            ingress: self.ingress.filter(|i| !i.is_empty()),
+            ..self
         }
     }
 
@@ -104,6 +198,11 @@ impl EffectiveConditions {
                 "duplicate" => c.duplicate = Some(value.parse().map_err(bad)?),
                 "reorder" => c.reorder = Some(value.parse().map_err(bad)?),
                 "down" => c.down = Some(value.parse().map_err(|_| format!("{field}: expected true or false"))?),
+                "limit" => c.limit = Some(value.parse().map_err(|_| format!("{field}: expected a number of packets"))?),
+                "seed" => c.seed = Some(value.parse().map_err(|_| format!("{field}: expected a number"))?),
+                "delayDistribution" => {
+                    c.delay_distribution = Some(serde_json::from_value(serde_json::Value::String(value.to_string())).map_err(|e| format!("{field}: {e}"))?)
+                }
                 other => return Err(format!("unknown condition field `{other}`")),
             }
         }
@@ -127,9 +226,26 @@ impl Conditions {
     /// The fields this layer sets itself (its preset aside).
     pub fn fields(&self) -> EffectiveConditions {
         // Destructured, not accessed: a field added to one struct and not the other fails here.
-        let Conditions { preset: _, delay, jitter, loss, rate, corrupt, duplicate, reorder, down } = self.clone();
+        let Conditions { preset: _, delay, jitter, loss, rate, corrupt, duplicate, reorder, down, loss_model, correlation, delay_distribution, limit, seed, ingress } =
+            self.clone();
         // `blocked` is labd's, from partitions: never written in a lab's conditions.
-        EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down, blocked: vec![] }
+        EffectiveConditions {
+            delay,
+            jitter,
+            loss,
+            rate,
+            corrupt,
+            duplicate,
+            reorder,
+            down,
+            blocked: vec![],
+            loss_model,
+            correlation,
+            delay_distribution,
+            limit,
+            seed,
+            ingress,
+        }
     }
 }
 

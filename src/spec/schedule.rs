@@ -210,7 +210,7 @@ impl Ramp {
 
 /// The numeric fields of conditions, in a fixed order, for interpolation.
 fn numeric(c: &EffectiveConditions) -> [Option<f64>; 6] {
-    let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder: _, down: _, blocked: _ } = c;
+    let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, .. } = c;
     let us = |d: &Option<Duration>| d.map(|d| d.micros as f64);
     let pc = |p: &Option<Percent>| p.map(|p| p.0);
     [us(delay), us(jitter), pc(loss), rate.map(|r| r.bits_per_sec as f64), pc(corrupt), pc(duplicate)]
@@ -234,9 +234,9 @@ fn interpolate(from: &EffectiveConditions, to: &EffectiveConditions, k: u32, n: 
         rate: mix(r, r2).map(|v| Rate { bits_per_sec: v.round() as u64 }),
         corrupt: pct(mix(c, c2)),
         duplicate: pct(mix(u, u2)),
-        reorder: from.reorder,
-        down: from.down,
         blocked: vec![],
+        // The rest (reorder, models, ingress) holds as `from` has it.
+        ..from.clone()
     }
 }
 

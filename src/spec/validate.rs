@@ -292,6 +292,7 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
     }
     check_labels(doc, &mut out);
     check_units(doc, "", &mut out);
+    check_condition_blocks(doc, "", &mut out);
     check_subnets(networks, &mut out);
     let defaults = doc.pointer("/spec/defaults");
     let inherited = |svc: &Value, field: &str| svc.get(field).or_else(|| defaults.and_then(|d| d.get(field))).cloned();
@@ -475,6 +476,52 @@ fn check_labels(doc: &Value, out: &mut Vec<Finding>) {
 
 /// Unit values that are well formed (the schema checks that) but too large for Docker or tc.
 /// The depth of a document is bounded by the loader, so this recursion is too.
+/// Every `conditions` block (networks, services, attachments, links, schedule steps) says each
+/// thing once and gives what its models shape.
+fn check_condition_blocks(node: &Value, pointer: &str, out: &mut Vec<Finding>) {
+    let children: Vec<(String, &Value)> = match node {
+        Value::Object(map) => map.iter().map(|(k, v)| (pointer_segment(k), v)).collect(),
+        Value::Array(items) => items.iter().enumerate().map(|(i, v)| (i.to_string(), v)).collect(),
+        _ => return,
+    };
+    for (key, value) in children {
+        let child = format!("{pointer}/{key}");
+        if key == "conditions" && value.is_object() {
+            check_conditions(value, &child, out);
+        }
+        check_condition_blocks(value, &child, out);
+    }
+}
+
+fn check_conditions(c: &Value, at: &str, out: &mut Vec<Finding>) {
+    let has = |k: &str| c.get(k).is_some();
+    if has("loss") && has("lossModel") {
+        out.push(Finding::key(format!("{at}/lossModel"), "`loss` and `lossModel` both say how packets are lost: keep one"));
+    }
+    if has("delayDistribution") && !has("jitter") && c.get("delayDistribution").and_then(Value::as_str) != Some("uniform") {
+        out.push(Finding::key(format!("{at}/delayDistribution"), "a delay distribution shapes the jitter: set `jitter` (its width) in the same block"));
+    }
+    if let Some(k) = c.get("correlation") {
+        if k.get("delay").is_some() && !has("jitter") {
+            out.push(Finding::key(format!("{at}/correlation/delay"), "delay correlation applies to the jitter: set `jitter` in the same block"));
+        }
+        if k.get("loss").is_some() && has("lossModel") {
+            out.push(Finding::key(format!("{at}/correlation/loss"), "loss correlation is for `loss`; a `lossModel` has its own memory"));
+        }
+    }
+    let percent = |v: Option<&Value>| v.and_then(Value::as_str).and_then(|t| t.parse::<crate::spec::units::Percent>().ok()).map(|p| p.0).unwrap_or(0.0);
+    if let Some(m) = c.pointer("/lossModel/fourState") {
+        for (sum, leaving, state) in [(["p13", "p14"], "1", "a gap"), (["p31", "p32"], "3", "a burst loss")] {
+            if percent(m.get(sum[0])) + percent(m.get(sum[1])) > 100.0 {
+                out.push(Finding::value(
+                    format!("{at}/lossModel/fourState/{}", sum[1]),
+                    format!("{} + {} leave state {leaving} ({state}) and cannot exceed 100%", sum[0], sum[1]),
+                ));
+            }
+        }
+    }
+}
+
 fn check_units(node: &Value, pointer: &str, out: &mut Vec<Finding>) {
     match node {
         Value::Object(map) => {
