@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use swarmlab::agent::apply::Attachment;
 use swarmlab::shaping::distribution;
 use swarmlab::shaping::measure::{loss_runs, ping, ping_replies, quantile, PingStats};
+use swarmlab::spec::links::Toward;
 use swarmlab::spec::stochastic::DelayDistribution;
 use swarmlab::shaping::probe::{probe, Capabilities};
 use swarmlab::shaping::{choose_backend, BackendKind};
@@ -48,6 +49,8 @@ impl Pair {
         sh(&["ip", "link", "add", "va", "netns", &a, "type", "veth", "peer", "name", "vb", "netns", &b]);
         sh(&["ip", "-n", &a, "addr", "add", "10.9.0.1/24", "dev", "va"]);
         sh(&["ip", "-n", &b, "addr", "add", "10.9.0.2/24", "dev", "vb"]);
+        // A second address on B: a second destination behind the same interface of A.
+        sh(&["ip", "-n", &b, "addr", "add", "10.9.0.3/24", "dev", "vb"]);
         for (ns, dev) in [(&a, "va"), (&b, "vb")] {
             sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
@@ -230,6 +233,19 @@ async fn run_cases(backend: BackendKind, caps: &Capabilities, pair: &Pair) -> Ve
     assert!((4.0..7.5).contains(&s.mdev_ms) && s.min_ms < 42.0, "{backend} uniform after a table: {s:?}");
     row("back to uniform jitter", stats(&s));
 
+    // Per destination on one interface: 10.9.0.3 far, everything else near.
+    let far = cond(&[("delay", "50ms"), ("loss", "5%")]);
+    let linked = EffectiveConditions { toward: vec![Toward { to: "far".into(), addresses: vec!["10.9.0.3/32".into()], conditions: far }], ..cond(&[("delay", "5ms")]) };
+    apply(&mut att, &linked, backend, caps).await;
+    let (near_s, far_s) = (ping(pid, "10.9.0.2", 100, 10).await.unwrap(), ping(pid, "10.9.0.3", 100, 10).await.unwrap());
+    assert!((4.5..8.0).contains(&near_s.avg_ms) && near_s.loss_percent == 0.0, "{backend} near: {near_s:?}");
+    assert!((49.0..54.0).contains(&far_s.avg_ms) && far_s.loss_percent < 15.0, "{backend} far: {far_s:?}");
+    row("delay 5ms; toward 10.9.0.3: delay 50ms loss 5%", format!("near {}; far {}", stats(&near_s), stats(&far_s)));
+    // And back to one set for the whole interface.
+    apply(&mut att, &cond(&[("delay", "5ms")]), backend, caps).await;
+    let far_s = ping(pid, "10.9.0.3", 20, 10).await.unwrap();
+    assert!((4.5..8.0).contains(&far_s.avg_ms), "{backend} link removed: {far_s:?}");
+
     // What cannot apply is reported, not claimed.
     let seeded = EffectiveConditions { seed: Some(7), ..cond(&[("loss", "5%")]) };
     let report = att.report(&seeded, Some(backend));
@@ -279,7 +295,7 @@ fn boot_guest(out: &Path) -> (bool, Duration, String) {
          mount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev 2>/dev/null\n\
          for d in /run /var/tmp /dev/shm; do mount -t tmpfs tmpfs $d 2>/dev/null; done\n\
          mount -t hostfs -o {out} hostfs {out}\n\
-         for m in drivers/net/veth.ko net/sched/sch_netem.ko net/sched/sch_tbf.ko; do busybox insmod {modules}/$m; done\n\
+         for m in drivers/net/veth.ko net/sched/sch_netem.ko net/sched/sch_tbf.ko net/sched/sch_prio.ko net/sched/cls_u32.ko; do busybox insmod {modules}/$m; done\n\
          ip link set lo up\n\
          SWARMLAB_UML_OUT={out} {GUEST_ENV}=1 {exe} --ignored --exact {GUEST_TEST} --nocapture --test-threads=1 > {out}/guest.log 2>&1\n\
          echo $? > {out}/rc\nbusybox poweroff -f\n",

@@ -3,7 +3,11 @@
 
 use crate::shaping::netns::{interface_for, ns_path, run_in};
 use crate::shaping::probe::Capabilities;
-use crate::shaping::tc::{clear_args, has_netem_fields, needs_fresh_qdisc, netem_args, read_netem, read_root_qdisc, tbf_args};
+use crate::shaping::tc::{
+    clear_args, has_netem_fields, needs_fresh_qdisc, netem_args, prio_tree_requests, read_netem, read_prio_bands, read_prio_filters, read_root_qdisc, tbf_args,
+};
+use crate::spec::links::Toward;
+use crate::spec::stochastic::DelayDistribution;
 use crate::shaping::userspace::{rules, QueueWorker};
 use crate::shaping::BackendKind;
 use crate::spec::EffectiveConditions;
@@ -22,9 +26,9 @@ pub struct Attachment {
     /// When this agent last made the kernel carry a new set of conditions: how labd measures
     /// the time a schedule step took to apply, by the agents' own clocks.
     applied_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Whether the netem qdisc holds a delay table (tc cannot read one back): `None` when not
-    /// known (an agent before this one may have loaded one).
-    table_loaded: Option<Option<crate::spec::stochastic::DelayDistribution>>,
+    /// The delay table each netem qdisc holds (one, or one per band of a prio tree), as tc
+    /// cannot read one back: `None` when not known (an agent before this one may have loaded some).
+    tables: Option<Vec<Option<DelayDistribution>>>,
 }
 
 /// What `backend` can apply of `want`, and what it cannot, with why.
@@ -37,6 +41,13 @@ pub fn achievable(want: &EffectiveConditions, backend: Option<BackendKind>) -> (
     }
     if backend.is_none() && has_netem_fields(want) {
         cannot.push("delay, jitter, loss, corrupt, duplicate, reorder: no netem and no NFQUEUE on this node".into());
+    }
+    if backend == Some(BackendKind::Userspace) {
+        // Its token bucket sits on the whole interface.
+        for t in can.toward.iter_mut().filter(|t| t.conditions.rate != want.rate) {
+            cannot.push(format!("rate toward {}: the userspace backend limits the whole interface (per-destination rates need netem)", t.to));
+            t.conditions.rate = want.rate;
+        }
     }
     (can, cannot)
 }
@@ -61,7 +72,7 @@ impl Attachment {
             readback: String::new(),
             error: None,
             applied_at: None,
-            table_loaded: None,
+            tables: None,
         })
     }
 
@@ -147,7 +158,7 @@ impl Attachment {
 
     /// Reads back what the kernel (root qdisc) and the agent's queue hold.
     /// `cut`: look for partition rules too (an nsenter more), when some are wanted or held.
-    async fn read_back(&mut self, backend: Option<BackendKind>, cut: bool) {
+    async fn read_back(&mut self, backend: Option<BackendKind>, cut: bool, want: &EffectiveConditions) {
         let json = self.tc(vec!["-j".into(), "qdisc".into(), "show".into(), "dev".into(), self.interface.clone()]).await.unwrap_or_default();
         let root = read_root_qdisc(&json);
         let mut applied = EffectiveConditions::default();
@@ -160,8 +171,12 @@ impl Attachment {
                     // What the kernel holds, field by field, never what was asked; tc prints
                     // no delay table, so that one is what this agent's accepted request loaded.
                     applied = read_netem(&json).unwrap_or_default();
-                    applied.delay_distribution = self.table_loaded.flatten();
+                    applied.delay_distribution = self.tables.as_ref().and_then(|t| t.first().copied().flatten());
                 }
+            }
+            Some((kind, _)) if kind == "prio" => {
+                notes.push("qdisc prio (per destination)".into());
+                applied = self.read_prio_tree(&json, want).await;
             }
             Some((kind, _)) => notes.push(format!("qdisc {kind}")),
             None => {}
@@ -171,7 +186,11 @@ impl Attachment {
             let alive = self.worker.as_ref().is_some_and(QueueWorker::is_alive);
             if rule && alive {
                 let rate = applied.rate;
-                let held = self.worker.as_ref().map(QueueWorker::conditions).unwrap_or_default();
+                let mut held = self.worker.as_ref().map(QueueWorker::conditions).unwrap_or_default();
+                // The token bucket on the interface is the only rate, toward every destination.
+                for t in &mut held.toward {
+                    t.conditions.rate = rate;
+                }
                 applied = EffectiveConditions { rate, ..held };
                 notes.push(format!("nfqueue {} rule present, worker alive", self.queue));
             } else if rule || alive {
@@ -204,7 +223,7 @@ impl Attachment {
         // Partition rules are only ever ours: with none wanted or held there is nothing to read.
         let cut = !want.blocked.is_empty() || !self.applied.blocked.is_empty();
         if readback || asked_anew {
-            self.read_back(backend, cut).await;
+            self.read_back(backend, cut, want).await;
             self.round_rate(want);
         }
         if self.applied == *want && self.error.is_none() {
@@ -226,7 +245,7 @@ impl Attachment {
         if let Err(e) = result.and(cut_result) {
             self.error = Some(e);
         }
-        self.read_back(backend, cut).await;
+        self.read_back(backend, cut, want).await;
         self.round_rate(want);
         if self.applied == *want {
             self.applied_at = Some(chrono::Utc::now());
@@ -243,17 +262,58 @@ impl Attachment {
         }
     }
 
+    /// The conditions a prio tree holds: band 1 is the attachment's own, the others are the
+    /// destinations (named as `want` names them in that order; the kernel knows no names).
+    async fn read_prio_tree(&self, json: &str, want: &EffectiveConditions) -> EffectiveConditions {
+        let Some(mut bands) = read_prio_bands(json) else { return EffectiveConditions::default() };
+        let filters = self.tc(["-j", "filter", "show", "dev", &self.interface, "parent", "1:"].map(String::from).to_vec()).await.unwrap_or_default();
+        let mut addresses = read_prio_filters(&filters);
+        let tables = self.tables.clone().unwrap_or_default();
+        let table = |band: u32| tables.get(band as usize - 1).copied().flatten();
+        let mut applied = bands.remove(&1).unwrap_or_default();
+        applied.delay_distribution = table(1);
+        for (band, mut conditions) in bands {
+            conditions.delay_distribution = table(band);
+            let to = want.toward.get(band as usize - 2).map(|t| t.to.clone()).unwrap_or_else(|| format!("band {band}"));
+            applied.toward.push(Toward { to, addresses: addresses.remove(&band).unwrap_or_default(), conditions });
+        }
+        applied
+    }
+
     async fn apply_netem(&mut self, want: &EffectiveConditions) -> Result<(), String> {
         if want.is_empty() {
-            self.table_loaded = Some(None);
+            self.tables = Some(vec![]);
             return self.clear_qdisc().await;
         }
-        // A delay table stays until its qdisc goes: uniform jitter after one needs a new qdisc.
-        if needs_fresh_qdisc(want) && self.table_loaded != Some(None) {
+        let bands: Vec<&EffectiveConditions> = std::iter::once(want).chain(want.toward.iter().map(|t| &t.conditions)).collect();
+        // A delay table stays until its qdisc goes: uniform jitter where a table may be needs a
+        // new qdisc.
+        let stale = match &self.tables {
+            None => true,
+            Some(held) => bands.iter().enumerate().any(|(i, b)| needs_fresh_qdisc(b) && held.get(i).copied().flatten().is_some()),
+        };
+        // A root of another kind under the same handle cannot be replaced in place ("Invalid
+        // qdisc name"): one tree becoming a single netem, or back, starts from nothing.
+        let kind = if want.toward.is_empty() { "netem" } else { "prio" };
+        let root = read_root_qdisc(&self.tc(["-j", "qdisc", "show", "dev", &self.interface].map(String::from).to_vec()).await.unwrap_or_default());
+        let other_kind = root.is_some_and(|(k, _)| k != kind && matches!(k.as_str(), "netem" | "prio" | "tbf"));
+        if other_kind || (stale && bands.iter().any(|b| needs_fresh_qdisc(b))) {
             self.clear_qdisc().await?;
         }
-        self.tc(netem_args(&self.interface, want)).await?;
-        self.table_loaded = Some(want.delay_distribution.filter(|_| !needs_fresh_qdisc(want) && want.jitter.is_some()));
+        if want.toward.is_empty() {
+            self.tc(netem_args(&self.interface, want)).await?;
+        } else {
+            for (i, request) in prio_tree_requests(&self.interface, want)?.into_iter().enumerate() {
+                match self.tc(request).await {
+                    // Flushing filters where there are none (no prio root yet) fails: fine.
+                    Err(_) if i == 0 => {}
+                    other => {
+                        other?;
+                    }
+                }
+            }
+        }
+        self.tables = Some(bands.iter().map(|b| b.delay_distribution).collect());
         Ok(())
     }
 
@@ -270,7 +330,7 @@ impl Attachment {
             let healthy = self.worker.as_ref().is_some_and(QueueWorker::is_alive);
             if healthy {
                 if let Some(w) = &self.worker {
-                    w.set_conditions(without_rate(want));
+                    tokio::task::block_in_place(|| w.set_conditions(without_rate(want)));
                 }
             } else {
                 self.worker = None;

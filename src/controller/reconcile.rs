@@ -301,8 +301,9 @@ async fn apply<S: Swarm>(
     let in_force = tick.as_ref().and_then(|t| t.in_force.as_ref());
     // A partition cuts tasks off by address: where the other groups' tasks are now. Unknown
     // addresses would publish a partition that cuts nothing, and agents would report it applied.
+    // Links classify packets by destination address the same way.
     let mut addresses = BTreeMap::new();
-    if in_force.is_some_and(|f| !f.partition.is_empty()) {
+    if in_force.is_some_and(|f| !f.partition.is_empty()) || !desired.links.is_empty() {
         for net in &desired.networks {
             match swarm.task_addresses(&net.name).await {
                 Ok(by_service) => {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::labels;
+use crate::spec::links::{Destination, Directed, Toward};
 use crate::spec::{EffectiveConditions, EndpointMode, InForce, Lab, Mode, Port, Service};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +75,8 @@ pub struct DesiredLab {
     pub lab: String,
     pub networks: Vec<DesiredNetwork>,
     pub services: Vec<DesiredService>,
+    /// Per-pair conditions, one entry per direction.
+    pub links: Vec<Directed>,
 }
 
 pub fn object_name(lab: &str, member: &str) -> String {
@@ -121,7 +124,8 @@ pub fn desired_lab(lab: &Lab) -> DesiredLab {
         })
         .collect();
     let services = lab.resolved_services().map(|(short, svc)| desired_service(lab, short, &svc)).collect();
-    DesiredLab { lab: name.clone(), networks, services }
+    let links = lab.spec.links.iter().flat_map(|l| l.directions()).collect();
+    DesiredLab { lab: name.clone(), networks, services, links }
 }
 
 /// The service as Swarm should run it. Conditions are stripped before hashing: they are applied
@@ -211,6 +215,26 @@ pub fn shaping_in_force(desired: &DesiredLab, schedule: Option<&InForce>, addres
             let fixed = svc.shaping.get(net).cloned().unwrap_or_default();
             let scheduled = schedule.and_then(|s| s.for_attachment(&svc.short_name, net));
             let mut conditions = scheduled.map_or(fixed.clone(), |over| over.or(fixed)).normalized();
+            let on_network = addresses.get(&attachment.target);
+            conditions.toward = desired
+                .links
+                .iter()
+                .filter(|l| l.from == svc.short_name)
+                .filter_map(|link| {
+                    let mut addresses: Vec<String> = match &link.to {
+                        Destination::Range(range) => vec![range.to_string()],
+                        Destination::Service(other) => {
+                            on_network.and_then(|by| by.get(&object_name(&desired.lab, other))).into_iter().flatten().map(|ip| format!("{ip}/32")).collect()
+                        }
+                    };
+                    // As text, the order agents read them back in.
+                    addresses.sort();
+                    // The link's fields over everything else in force on the attachment.
+                    let over = EffectiveConditions { toward: vec![], blocked: vec![], ..conditions.clone() };
+                    // No task of the destination on this network (yet): nothing to classify.
+                    (!addresses.is_empty()).then(|| Toward { to: link.to.to_string(), addresses, conditions: link.conditions.clone().or(over).normalized() })
+                })
+                .collect();
             if let Some(in_force) = schedule.filter(|s| !s.partition.is_empty()) {
                 let on_network = addresses.get(&attachment.target).into_iter().flatten();
                 let others = on_network.filter(|(other, _)| in_force.separates(&svc.short_name, other.strip_prefix(&prefix).unwrap_or(other)));

@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use super::distribution;
 use crate::spec::stochastic::LossModel;
 use crate::spec::units::Percent;
+use crate::spec::links::Toward;
 use crate::spec::EffectiveConditions;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +184,49 @@ impl Policy {
     }
 }
 
+/// The policies of one attachment: one per link destination (`toward`), one for the rest.
+pub struct Policies {
+    all: Policy,
+    toward: Vec<(Toward, Policy)>,
+    seed: u64,
+}
+
+impl Policies {
+    pub fn new(conditions: EffectiveConditions, seed: u64) -> Self {
+        let mut p = Policies { all: Policy::new(EffectiveConditions::default(), seed), toward: vec![], seed };
+        p.set_conditions(conditions);
+        p
+    }
+
+    /// Keeps each destination's draws (and memory) where its conditions stay.
+    pub fn set_conditions(&mut self, mut conditions: EffectiveConditions) {
+        let toward = std::mem::take(&mut conditions.toward);
+        let mut old = std::mem::take(&mut self.toward);
+        for (i, t) in toward.into_iter().enumerate() {
+            let policy = match old.iter().position(|(o, _)| o.to == t.to) {
+                Some(at) => {
+                    let (_, mut p) = old.swap_remove(at);
+                    p.set_conditions(t.conditions.clone());
+                    p
+                }
+                // Each destination its own sequence; a lab's seed still repeats them all.
+                None => Policy::new(EffectiveConditions { seed: t.conditions.seed.map(|s| s.wrapping_add(i as u64 + 1)), ..t.conditions.clone() }, self.seed ^ (i as u64 + 1)),
+            };
+            self.toward.push((t, policy));
+        }
+        self.all.set_conditions(conditions);
+    }
+
+    /// The fate of a packet to `dst` (the attachment's own conditions when unknown).
+    pub fn decide(&mut self, dst: Option<std::net::Ipv4Addr>, now: Instant, held: usize) -> Fate {
+        let chosen = dst.and_then(|ip| self.toward.iter_mut().find(|(t, _)| t.contains(ip)));
+        match chosen {
+            Some((_, p)) => p.decide(now, held),
+            None => self.all.decide(now, held),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,5 +396,19 @@ mod tests {
         let now = Instant::now();
         assert!(matches!(p.decide(now, 4), Fate::Release { .. }));
         assert_eq!(p.decide(now, 5), Fate::Overflow);
+    }
+
+    #[test]
+    fn each_destination_gets_its_own_conditions() {
+        let toward = Toward { to: "b".into(), addresses: vec!["10.0.1.5/32".into()], conditions: cond(|c| c.delay = Some("50ms".parse().unwrap())) };
+        let mut p = Policies::new(EffectiveConditions { toward: vec![toward], ..cond(|c| c.delay = Some("5ms".parse().unwrap())) }, 1);
+        let now = Instant::now();
+        let wait = |f: Fate| match f {
+            Fate::Release { at, .. } => at - now,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(wait(p.decide(Some("10.0.1.5".parse().unwrap()), now, 0)), Duration::from_millis(50));
+        assert_eq!(wait(p.decide(Some("10.0.1.6".parse().unwrap()), now, 0)), Duration::from_millis(5));
+        assert_eq!(wait(p.decide(None, now, 0)), Duration::from_millis(5));
     }
 }

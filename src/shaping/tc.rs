@@ -25,9 +25,16 @@ pub fn has_netem_fields(c: &EffectiveConditions) -> bool {
         delay_distribution: _,
         limit: _,
         seed: _,
-        ingress: _,
+        toward,
     } = c;
-    delay.is_some() || jitter.is_some() || loss.is_some() || loss_model.is_some() || corrupt.is_some() || duplicate.is_some() || reorder.is_some()
+    delay.is_some()
+        || jitter.is_some()
+        || loss.is_some()
+        || loss_model.is_some()
+        || corrupt.is_some()
+        || duplicate.is_some()
+        || reorder.is_some()
+        || toward.iter().any(|t| has_netem_fields(&t.conditions))
 }
 
 use crate::spec::resolve::DEFAULT_LIMIT as NETEM_DEFAULT_LIMIT;
@@ -57,7 +64,8 @@ pub fn netem_options(c: &EffectiveConditions) -> Vec<String> {
         delay_distribution,
         limit,
         seed: _,
-        ingress: _,
+        // Per-destination conditions are children of a prio tree: `prio_tree_requests`.
+        toward: _,
     } = c;
     let k = correlation.unwrap_or_default();
     let mut a: Vec<String> = vec!["limit".into(), limit.unwrap_or(NETEM_DEFAULT_LIMIT).to_string()];
@@ -100,6 +108,78 @@ pub fn netem_args(dev: &str, c: &EffectiveConditions) -> Vec<String> {
     let mut a: Vec<String> = ["qdisc", "replace", "dev", dev, "root", "handle", "1:", "netem"].map(String::from).to_vec();
     a.extend(netem_options(c));
     a
+}
+
+/// Most destinations one interface can shape apart: a prio qdisc has 16 bands, one of them
+/// for everything else.
+pub const MAX_DESTINATIONS: usize = 15;
+
+/// The `tc` requests of the netem backend for an attachment with link destinations: a `prio`
+/// root whose priomap sends everything to band 1 (class `1:1`, the attachment's own netem),
+/// one more band per destination with its netem, and u32 filters on the destination address.
+/// The filters are flushed first (the first request; "no filter" there is fine).
+pub fn prio_tree_requests(dev: &str, c: &EffectiveConditions) -> Result<Vec<Vec<String>>, String> {
+    if c.toward.len() > MAX_DESTINATIONS {
+        return Err(format!("{} link destinations on {dev}: netem's prio tree shapes at most {MAX_DESTINATIONS} apart", c.toward.len()));
+    }
+    let v = |parts: &[&str]| parts.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    let bands = c.toward.len() + 1;
+    let mut root = v(&["qdisc", "replace", "dev", dev, "root", "handle", "1:", "prio", "bands", &bands.max(2).to_string(), "priomap"]);
+    root.extend(std::iter::repeat_n("0".to_string(), 16));
+    let mut out = vec![v(&["filter", "del", "dev", dev, "parent", "1:"]), root];
+    let all = EffectiveConditions { toward: vec![], ..c.clone() };
+    for (band, conditions) in std::iter::once(&all).chain(c.toward.iter().map(|t| &t.conditions)).enumerate() {
+        let mut child = v(&["qdisc", "replace", "dev", dev, "parent", &format!("1:{}", band + 1), "handle", &format!("{}:", band + 10), "netem"]);
+        child.extend(netem_options(conditions));
+        out.push(child);
+    }
+    for (i, t) in c.toward.iter().enumerate() {
+        for address in &t.addresses {
+            out.push(v(&["filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "ip", "dst", address, "flowid", &format!("1:{}", i + 2)]));
+        }
+    }
+    Ok(out)
+}
+
+/// The destination addresses of each band, from `tc -j filter show dev IF parent 1:` (u32
+/// keys as hex `value`/`mask` at offset 16, the IPv4 destination).
+pub fn read_prio_filters(json: &str) -> std::collections::BTreeMap<u32, Vec<String>> {
+    let mut out: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+    let Ok(serde_json::Value::Array(filters)) = serde_json::from_str::<serde_json::Value>(json) else { return out };
+    for o in filters.iter().filter_map(|f| f.get("options")) {
+        let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
+        let band = text(o.get("flowid")).and_then(|f| f.trim_start_matches('*').strip_prefix("1:").and_then(|b| u32::from_str_radix(b, 16).ok()));
+        let key = o.get("match");
+        let hex = |k: &str| text(key.and_then(|m| m.get(k))).and_then(|h| u32::from_str_radix(&h, 16).ok());
+        let at_destination = key.and_then(|m| m.get("off")).and_then(|o| o.as_u64()) == Some(16);
+        if let (Some(band), Some(value), Some(mask), true) = (band, hex("value"), hex("mask"), at_destination) {
+            out.entry(band).or_default().push(format!("{}/{}", std::net::Ipv4Addr::from(value), mask.count_ones()));
+        }
+    }
+    for addresses in out.values_mut() {
+        addresses.sort();
+    }
+    out
+}
+
+/// What a prio tree holds, by band (1 = the attachment's own), from `tc -j qdisc show`.
+pub fn read_prio_bands(json: &str) -> Option<std::collections::BTreeMap<u32, EffectiveConditions>> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let qdiscs = v.as_array()?;
+    let root = qdiscs.iter().find(|q| q.get("root").and_then(|r| r.as_bool()) == Some(true))?;
+    if root.get("kind")?.as_str()? != "prio" {
+        return None;
+    }
+    Some(
+        qdiscs
+            .iter()
+            .filter(|q| q.get("kind").and_then(|k| k.as_str()) == Some("netem"))
+            .filter_map(|q| {
+                let band = q.get("parent")?.as_str()?.strip_prefix("1:")?;
+                Some((u32::from_str_radix(band, 16).ok()?, read_netem_options(q.get("options")?)))
+            })
+            .collect(),
+    )
 }
 
 /// A table once loaded stays in the kernel until the qdisc goes: a request without one (uniform
@@ -281,6 +361,40 @@ mod tests {
         }
         .canonical();
         assert_eq!(back, want);
+    }
+
+    #[test]
+    fn links_make_a_prio_tree_with_a_band_and_filters_per_destination() {
+        use crate::spec::links::Toward;
+        let c = EffectiveConditions {
+            toward: vec![Toward { to: "b".into(), addresses: vec!["10.0.1.5/32".into(), "10.0.1.6/32".into()], conditions: cond(&[("delay", "50ms")]) }],
+            ..cond(&[("delay", "5ms")])
+        };
+        let requests: Vec<String> = prio_tree_requests("eth0", &c).unwrap().iter().map(|r| r.join(" ")).collect();
+        assert_eq!(
+            requests,
+            [
+                "filter del dev eth0 parent 1:",
+                "qdisc replace dev eth0 root handle 1: prio bands 2 priomap 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0",
+                "qdisc replace dev eth0 parent 1:1 handle 10: netem limit 1000 delay 5000us 0us 0% loss random 0% 0% corrupt 0% 0% duplicate 0% 0% reorder 0% 0% rate 0bit",
+                "qdisc replace dev eth0 parent 1:2 handle 11: netem limit 1000 delay 50000us 0us 0% loss random 0% 0% corrupt 0% 0% duplicate 0% 0% reorder 0% 0% rate 0bit",
+                "filter add dev eth0 parent 1: protocol ip prio 1 u32 match ip dst 10.0.1.5/32 flowid 1:2",
+                "filter add dev eth0 parent 1: protocol ip prio 1 u32 match ip dst 10.0.1.6/32 flowid 1:2",
+            ]
+        );
+        let too_many = EffectiveConditions { toward: vec![Toward::default(); 16], ..Default::default() };
+        assert!(prio_tree_requests("eth0", &too_many).unwrap_err().contains("at most 15"));
+    }
+
+    #[test]
+    fn reads_back_a_prio_tree() {
+        // As iproute2 6.1 prints them.
+        let filters = r#"[{"protocol":"ip","pref":1,"kind":"u32","chain":0},{"protocol":"ip","pref":1,"kind":"u32","chain":0,"options":{"fh":"800:","ht_divisor":1}},{"protocol":"ip","pref":1,"kind":"u32","chain":0,"options":{"fh":"800::800","order":2048,"key_ht":"800","bkt":"0","flowid":"1:2","not_in_hw":true,"match":{"value":"a000106","mask":"ffffffff","offmask":"","off":16}}},{"protocol":"ip","pref":1,"kind":"u32","chain":0,"options":{"fh":"800::801","order":2049,"key_ht":"800","bkt":"0","flowid":"1:2","not_in_hw":true,"match":{"value":"a000105","mask":"ffffffff","offmask":"","off":16}}}]"#;
+        assert_eq!(read_prio_filters(filters)[&2], ["10.0.1.5/32", "10.0.1.6/32"]);
+        let qdiscs = r#"[{"kind":"prio","handle":"1:","root":true,"options":{"bands":2,"priomap":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],"multiqueue":false}},{"kind":"netem","handle":"10:","parent":"1:1","options":{"limit":1000,"delay":{"delay":0.005,"jitter":0,"correlation":0},"ecn":false,"gap":0}},{"kind":"netem","handle":"11:","parent":"1:2","options":{"limit":1000,"delay":{"delay":0.05,"jitter":0,"correlation":0},"ecn":false,"gap":0}}]"#;
+        let bands = read_prio_bands(qdiscs).unwrap();
+        assert_eq!(bands[&1], cond(&[("delay", "5ms")]));
+        assert_eq!(bands[&2], cond(&[("delay", "50ms")]));
     }
 
     #[test]

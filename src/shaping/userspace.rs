@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::{Fate, Policy};
+use super::policy::{Fate, Policies};
 use crate::spec::EffectiveConditions;
 
 /// Packets re-sent by the agent carry this mark so the NFQUEUE rule lets them pass.
@@ -138,7 +138,11 @@ pub fn rules(dev: &str, queue: u16) -> Vec<Rule> {
 /// A running worker for one interface of one task.
 pub struct QueueWorker {
     pub queue: u16,
+    /// What the worker shapes by: written by the worker once its policy holds them, so what is
+    /// read back is what packets get.
     conditions: Arc<Mutex<EffectiveConditions>>,
+    /// New conditions for the worker to take, and whether it has yet.
+    pending: Arc<Mutex<Option<EffectiveConditions>>>,
     stop: Arc<AtomicBool>,
     pub counters: Arc<Counters>,
     thread: Option<JoinHandle<()>>,
@@ -150,15 +154,16 @@ impl QueueWorker {
     /// Returns once the queue is bound (or with the reason it could not be).
     pub fn start(netns: PathBuf, queue: u16, conditions: EffectiveConditions) -> Result<QueueWorker, String> {
         let conditions = Arc::new(Mutex::new(conditions));
+        let pending = Arc::new(Mutex::new(None));
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let failed = Arc::new(Mutex::new(None));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-        let (c, s, k, f) = (conditions.clone(), stop.clone(), counters.clone(), failed.clone());
+        let (c, p, s, k, f) = (conditions.clone(), pending.clone(), stop.clone(), counters.clone(), failed.clone());
         let thread = std::thread::Builder::new()
             .name(format!("shape-q{queue}"))
             .spawn(move || {
-                if let Err(e) = run(netns, queue, c, s, k, &ready_tx) {
+                if let Err(e) = run(netns, queue, c, p, s, k, &ready_tx) {
                     let _ = ready_tx.send(Err(e.clone()));
                     if let Ok(mut slot) = f.lock() {
                         *slot = Some(e);
@@ -167,15 +172,21 @@ impl QueueWorker {
             })
             .map_err(|e| e.to_string())?;
         match ready_rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok(())) => Ok(QueueWorker { queue, conditions, stop, counters, thread: Some(thread), failed }),
+            Ok(Ok(())) => Ok(QueueWorker { queue, conditions, pending, stop, counters, thread: Some(thread), failed }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err("the queue worker did not start in 5 s".into()),
         }
     }
 
+    /// Hands the worker new conditions and waits (briefly: it looks between packets, at least
+    /// every millisecond) until its policy holds them.
     pub fn set_conditions(&self, c: EffectiveConditions) {
-        if let Ok(mut slot) = self.conditions.lock() {
-            *slot = c;
+        if let Ok(mut slot) = self.pending.lock() {
+            *slot = Some(c);
+        }
+        let asked = Instant::now();
+        while self.pending.lock().is_ok_and(|p| p.is_some()) && self.is_alive() && asked.elapsed() < Duration::from_millis(200) {
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 
@@ -244,6 +255,7 @@ fn run(
     netns: PathBuf,
     queue_num: u16,
     conditions: Arc<Mutex<EffectiveConditions>>,
+    pending: Arc<Mutex<Option<EffectiveConditions>>>,
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
     ready: &std::sync::mpsc::Sender<Result<(), String>>,
@@ -263,10 +275,9 @@ fn run(
 
     let seed = u64::from(queue_num) ^ std::process::id() as u64;
     let initial = conditions.lock().map(|c| c.clone()).unwrap_or_default();
-    let mut policy = Policy::new(initial, seed);
+    let mut policy = Policies::new(initial, seed);
     let mut held: BinaryHeap<Reverse<Held>> = BinaryHeap::new();
     let mut seq = 0u64;
-    let mut last_sync = Instant::now();
     loop {
         if stop.load(Ordering::Relaxed) {
             // Let everything held go rather than drop it.
@@ -277,11 +288,17 @@ fn run(
             let _ = q.unbind(queue_num);
             return Ok(());
         }
-        if last_sync.elapsed() > Duration::from_millis(100) {
-            if let Ok(c) = conditions.lock() {
-                policy.set_conditions(c.clone());
+        if let Some(new) = pending.lock().ok().and_then(|p| p.clone()) {
+            policy.set_conditions(new.clone());
+            if let Ok(mut in_force) = conditions.lock() {
+                *in_force = new.clone();
             }
-            last_sync = Instant::now();
+            // Taken only now, so a caller who sees it taken reads back what is in force.
+            if let Ok(mut p) = pending.lock() {
+                if p.as_ref() == Some(&new) {
+                    *p = None;
+                }
+            }
         }
         let mut got = 0;
         loop {
@@ -290,7 +307,9 @@ fn run(
                     got += 1;
                     counters.seen.fetch_add(1, Ordering::Relaxed);
                     let now = Instant::now();
-                    match policy.decide(now, held.len()) {
+                    let payload = msg.get_payload();
+                    let dst = (payload.len() >= 20 && payload[0] >> 4 == 4).then(|| Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]));
+                    match policy.decide(dst, now, held.len()) {
                         Fate::Overflow => {
                             counters.overflowed.fetch_add(1, Ordering::Relaxed);
                             msg.set_verdict(nfq::Verdict::Drop);

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::presets::Preset;
-use super::stochastic::{Correlation, DelayDistribution, Ingress, LossModel};
+use super::stochastic::{Correlation, DelayDistribution, LossModel};
 use super::units::{Duration, Memory, Percent, Rate};
 
 pub const API_VERSION: &str = "swarmlab/v1alpha1";
@@ -72,6 +72,9 @@ pub struct LabSpec {
     /// Condition changes over time (an experiment): steps, ramps, flapping, repeats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<super::schedule::Schedule>,
+    /// Conditions between pairs: from a service toward another service or an address range.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<super::links::Link>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -132,9 +135,6 @@ pub struct Conditions {
     /// kernel has no seed before Linux 6.7, so there it is reported as not applied).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
-    /// Conditions on traffic arriving at the task: through an `ifb` device or the input path.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ingress: Option<Ingress>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]

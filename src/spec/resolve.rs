@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{Conditions, Lab, NetworkAttachment, Service, DEFAULT_NETWORK};
 use super::presets::Preset;
-use super::stochastic::{Correlation, DelayDistribution, Ingress, LossModel};
+use super::stochastic::{Correlation, DelayDistribution, LossModel};
 use super::units::{Duration, Percent, Rate};
 
 /// Packets held at most when a lab sets no `limit` (netem's default, kept by both backends).
@@ -48,8 +48,10 @@ pub struct EffectiveConditions {
     pub limit: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ingress: Option<Ingress>,
+    /// Only in what labd computes: conditions toward the current addresses of a link's
+    /// destination, instead of these (`spec.links`, resolved).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub toward: Vec<super::links::Toward>,
 }
 
 impl EffectiveConditions {
@@ -59,7 +61,7 @@ impl EffectiveConditions {
 
     /// For people: `delay 20ms, loss 2%` (empty when nothing is set).
     pub fn summary(&self) -> String {
-        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down, blocked, loss_model, correlation, delay_distribution, limit, seed, ingress } =
+        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down, blocked, loss_model, correlation, delay_distribution, limit, seed, toward } =
             self;
         let mut parts = Vec::new();
         if *down == Some(true) {
@@ -104,21 +106,20 @@ impl EffectiveConditions {
         if let Some(s) = seed {
             parts.push(format!("seed {s}"));
         }
-        if let Some(i) = ingress.filter(|i| !i.is_empty()) {
-            parts.push(format!("ingress {}", i.summary()));
-        }
+        parts.extend(toward.iter().map(|t| format!("toward {}: {}", t.to, t.conditions.summary())));
         parts.join(", ")
     }
 
     /// Each field from `self`, or from `lower` where `self` does not set it.
     pub fn or(self, lower: EffectiveConditions) -> EffectiveConditions {
-        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down, blocked, loss_model, correlation, delay_distribution, limit, seed, ingress } =
+        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down, blocked, loss_model, correlation, delay_distribution, limit, seed, toward } =
             self;
         // `loss` and `lossModel` are one choice: how packets are lost. The higher layer that
         // says anything about it decides it whole.
         let (loss, loss_model) = if loss.is_some() || loss_model.is_some() { (loss, loss_model) } else { (lower.loss, lower.loss_model) };
         EffectiveConditions {
             blocked: if blocked.is_empty() { lower.blocked } else { blocked },
+            toward: if toward.is_empty() { lower.toward } else { toward },
             delay: delay.or(lower.delay),
             jitter: jitter.or(lower.jitter),
             loss,
@@ -130,10 +131,7 @@ impl EffectiveConditions {
             delay_distribution: delay_distribution.or(lower.delay_distribution),
             limit: limit.or(lower.limit),
             seed: seed.or(lower.seed),
-            ingress: match (ingress, lower.ingress) {
-                (Some(i), Some(l)) => Some(i.or(l)),
-                (i, l) => i.or(l),
-            },
+
             rate: rate.or(lower.rate),
             corrupt: corrupt.or(lower.corrupt),
             duplicate: duplicate.or(lower.duplicate),
@@ -178,7 +176,6 @@ impl EffectiveConditions {
             loss_model,
             limit: self.limit.filter(|l| *l != DEFAULT_LIMIT),
             delay_distribution: self.delay_distribution.filter(|d| *d != DelayDistribution::Uniform && self.jitter.is_some()),
-            ingress: self.ingress.filter(|i| !i.is_empty()),
             ..self
         }
     }
@@ -226,7 +223,7 @@ impl Conditions {
     /// The fields this layer sets itself (its preset aside).
     pub fn fields(&self) -> EffectiveConditions {
         // Destructured, not accessed: a field added to one struct and not the other fails here.
-        let Conditions { preset: _, delay, jitter, loss, rate, corrupt, duplicate, reorder, down, loss_model, correlation, delay_distribution, limit, seed, ingress } =
+        let Conditions { preset: _, delay, jitter, loss, rate, corrupt, duplicate, reorder, down, loss_model, correlation, delay_distribution, limit, seed } =
             self.clone();
         // `blocked` is labd's, from partitions: never written in a lab's conditions.
         EffectiveConditions {
@@ -244,7 +241,7 @@ impl Conditions {
             delay_distribution,
             limit,
             seed,
-            ingress,
+            toward: vec![],
         }
     }
 }

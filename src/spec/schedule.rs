@@ -235,7 +235,7 @@ fn interpolate(from: &EffectiveConditions, to: &EffectiveConditions, k: u32, n: 
         corrupt: pct(mix(c, c2)),
         duplicate: pct(mix(u, u2)),
         blocked: vec![],
-        // The rest (reorder, models, ingress) holds as `from` has it.
+        // The rest (reorder, the models) holds as `from` has it.
         ..from.clone()
     }
 }

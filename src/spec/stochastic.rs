@@ -1,11 +1,11 @@
 //! How packets are lost and delayed beyond independent, uniform draws: the loss models,
 //! correlations and delay distributions of netem, written as netem defines them so both
-//! backends apply the same thing, and ingress conditions.
+//! backends apply the same thing.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::units::{Duration, Percent, Rate};
+use super::units::Percent;
 
 /// A loss process with memory, instead of `loss` (independent drops).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -130,44 +130,5 @@ impl DelayDistribution {
             DelayDistribution::Pareto => "pareto",
             DelayDistribution::Paretonormal => "paretonormal",
         }
-    }
-}
-
-/// Conditions on traffic arriving at a task (egress conditions are the rest of the block).
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Ingress {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delay: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jitter: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss: Option<Percent>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate: Option<Rate>,
-}
-
-impl Ingress {
-    pub fn or(self, lower: Ingress) -> Ingress {
-        let Ingress { delay, jitter, loss, rate } = self;
-        Ingress { delay: delay.or(lower.delay), jitter: jitter.or(lower.jitter), loss: loss.or(lower.loss), rate: rate.or(lower.rate) }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        *self == Ingress::default()
-    }
-
-    /// Fields beyond rate: they need netem or the userspace queue.
-    pub fn has_delay_or_loss(&self) -> bool {
-        self.delay.is_some() || self.jitter.is_some() || self.loss.is_some()
-    }
-
-    pub fn summary(&self) -> String {
-        let Ingress { delay, jitter, loss, rate } = self;
-        [("delay", delay.map(|v| v.to_string())), ("jitter", jitter.map(|v| v.to_string())), ("loss", loss.map(|v| v.to_string())), ("rate", rate.map(|v| v.to_string()))]
-            .into_iter()
-            .filter_map(|(n, v)| v.map(|v| format!("{n} {v}")))
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::diagnostic::Diagnostic;
+use super::links::{Cidr, Destination};
 use super::model::{Lab, API_VERSION, DEFAULT_NETWORK, KIND, MEMBER_NAME_MAX, NAME_PATTERN, RESERVED_LABEL_PREFIXES};
 use super::units::{Duration, Memory, Rate};
 use super::schema::{allowed_fields, validator};
@@ -312,10 +313,71 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
         }
         check_networks(networks, &base, svc.get("networks"), &mut out);
     }
+    let networks_of = |svc: &str| -> BTreeSet<String> {
+        let list = services.get(svc).and_then(|s| inherited(s, "networks"));
+        let names: BTreeSet<String> = list
+            .as_ref()
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().or_else(|| a.get("name").and_then(Value::as_str)).map(str::to_string))
+            .collect();
+        if names.is_empty() { BTreeSet::from([DEFAULT_NETWORK.to_string()]) } else { names }
+    };
+    if let Some(links) = doc.pointer("/spec/links").and_then(Value::as_array) {
+        check_links(links, services, &networks_of, &mut out);
+    }
     if let Some(schedule) = doc.pointer("/spec/schedule") {
         check_schedule(schedule, networks, services, &mut out);
     }
     out
+}
+
+fn unknown_service(name: &str, services: &serde_json::Map<String, Value>) -> String {
+    let hint = did_you_mean(name, services.keys().map(String::as_str)).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+    format!("service `{name}` is not defined in spec.services{hint}")
+}
+
+/// Links between services the lab defines, that share a network (or toward a real range),
+/// each direction said once.
+fn check_links(links: &[Value], services: &serde_json::Map<String, Value>, networks_of: &dyn Fn(&str) -> BTreeSet<String>, out: &mut Vec<Finding>) {
+    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+    for (i, link) in links.iter().enumerate() {
+        let at = format!("/spec/links/{i}");
+        let (Some(from), Some(to)) = (link.get("from").and_then(Value::as_str), link.get("to").and_then(Value::as_str)) else { continue };
+        let from_known = services.contains_key(from);
+        if !from_known {
+            out.push(Finding::value(format!("{at}/from"), unknown_service(from, services)));
+        }
+        let symmetric = link.get("symmetric").and_then(Value::as_bool) == Some(true);
+        let mut directions = vec![(from.to_string(), to.to_string())];
+        match Destination::parse(to) {
+            Err(e) => out.push(Finding::value(format!("{at}/to"), format!("`{to}` {e}"))),
+            Ok(Destination::Range(_)) => {
+                if symmetric {
+                    out.push(Finding::value(format!("{at}/symmetric"), "`symmetric` needs a service as `to`: an address range sends nothing back through the lab"));
+                }
+            }
+            Ok(Destination::Service(_)) if !services.contains_key(to) => out.push(Finding::value(format!("{at}/to"), unknown_service(to, services))),
+            Ok(Destination::Service(_)) if to == from => out.push(Finding::value(format!("{at}/to"), "a link joins two different services")),
+            Ok(Destination::Service(_)) => {
+                if from_known && networks_of(from).is_disjoint(&networks_of(to)) {
+                    out.push(Finding::key(
+                        at.clone(),
+                        format!("`{from}` and `{to}` share no network: no traffic goes between them to shape (add a common network)"),
+                    ));
+                }
+                if symmetric {
+                    directions.push((to.to_string(), from.to_string()));
+                }
+            }
+        }
+        for (a, b) in directions {
+            if !seen.insert((a.clone(), b.clone())) {
+                out.push(Finding::key(at.clone(), format!("the traffic from `{a}` to `{b}` already has a link above")));
+            }
+        }
+    }
 }
 
 /// Steps in order, on targets the lab defines, each saying one thing; ramps that end; runs
@@ -551,46 +613,13 @@ fn check_units(node: &Value, pointer: &str, out: &mut Vec<Finding>) {
     }
 }
 
-/// An IPv4 network in CIDR notation: its first address and prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub network: u32,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    pub fn parse(text: &str) -> Result<Cidr, String> {
-        let (addr, prefix) = text.split_once('/').ok_or("is not in CIDR notation (e.g. 10.42.0.0/24)")?;
-        let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| format!("`{addr}` is not an IPv4 address"))?;
-        let prefix: u8 = prefix.parse().map_err(|_| format!("`/{prefix}` is not a prefix length"))?;
-        if !(8..=29).contains(&prefix) {
-            return Err(format!("prefix /{prefix} is out of range: an overlay network needs /8 to /29"));
-        }
-        let mask = u32::MAX << (32 - prefix);
-        let bits = u32::from(addr);
-        if bits & !mask != 0 {
-            let network = std::net::Ipv4Addr::from(bits & mask);
-            return Err(format!("`{text}` has host bits set (did you mean `{network}/{prefix}`?)"));
-        }
-        Ok(Cidr { network: bits, prefix })
-    }
-
-    fn last(self) -> u32 {
-        self.network | (u32::MAX >> self.prefix)
-    }
-
-    pub fn overlaps(self, other: Cidr) -> bool {
-        self.network <= other.last() && other.network <= self.last()
-    }
-}
-
 /// Subnets must be real CIDRs and must not overlap within the lab.
 fn check_subnets(networks: &serde_json::Map<String, Value>, out: &mut Vec<Finding>) {
     let mut seen: Vec<(&str, Cidr)> = Vec::new();
     for (name, net) in networks {
         let Some(text) = net.get("subnet").and_then(Value::as_str) else { continue };
         let at = format!("/spec/networks/{}/subnet", pointer_segment(name));
-        match Cidr::parse(text) {
+        match Cidr::parse(text, 8..=29).map_err(|e| format!("`{text}` {e}")) {
             Ok(cidr) => {
                 if let Some((other, _)) = seen.iter().find(|(_, c)| c.overlaps(cidr)) {
                     out.push(Finding::value(at, format!("subnet {text} overlaps network `{other}`'s subnet")));
