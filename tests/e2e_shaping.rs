@@ -188,3 +188,58 @@ fn a_rule_deleted_by_hand_is_restored_and_stopping_the_agent_leaves_traffic_flow
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains(" 0% packet loss"), "traffic stalled after the agent died:\n{text}");
 }
+
+fn linked_lab(b_replicas: u32) -> String {
+    format!(
+        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: pairs}}\nspec:\n  defaults: {{image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}}\n  networks:\n    lan: {{conditions: {{delay: 2ms}}}}\n  services:\n    a: {{}}\n    b: {{replicas: {b_replicas}}}\n    c: {{}}\n  links:\n  - {{from: a, to: b, conditions: {{delay: 40ms}}}}\n  - {{from: b, to: c, symmetric: true, conditions: {{delay: 15ms, loss: 10%}}}}\n"
+    )
+}
+
+/// Per-pair delays on one interface, following the destination's tasks as they come, and
+/// `labctl probe --matrix` comparing every pair with what the lab asks.
+#[test]
+fn links_give_each_pair_its_own_delay_and_follow_new_tasks() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("pairs".into());
+    remove_lab_objects("pairs");
+    lab.write("pairs.yaml", &linked_lab(1));
+    lab.start_labd();
+    wait_shaped(&lab, "pairs", READY);
+
+    // a→b 40 ms out, 2 ms back (b's egress toward a is the network's); a→c 2 + 2.
+    let ab = probe(&lab, "pairs", "a", "b", 40, 20);
+    let ac = probe(&lab, "pairs", "a", "c", 40, 20);
+    assert!(within(avg_rtt(&ab), 42.0, 0.15), "a→b link: {ab}");
+    assert!(within(avg_rtt(&ac), 4.0, 0.5), "a→c keeps the network's delay: {ac}");
+    // b↔c symmetric: 15 ms and 10% loss each way.
+    let bc = probe(&lab, "pairs", "b", "c", 300, 10);
+    assert!(within(avg_rtt(&bc), 30.0, 0.15), "b↔c symmetric link: {bc}");
+    let loss = bc["loss_percent"].as_f64().unwrap();
+    assert!((10.0..=29.0).contains(&loss), "10% each way loses ~19% of round trips: {loss} ({bc})");
+
+    // Every pair beside what the lab asks.
+    let out = lab.labctl(&["probe", "pairs", "--matrix", "-c", "20", "--interval", "20", "-o", "json"]);
+    assert!(out.status.success(), "labctl probe --matrix: {}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 6, "3 services, every ordered pair: {rows:?}");
+    for r in &rows {
+        let (measured, asked) = (r["stats"]["avg_ms"].as_f64().unwrap(), r["asked"]["rtt_ms"].as_f64().expect("asked from the agents' reports"));
+        assert!((measured - asked).abs() < 3.0 + asked * 0.1, "{} → {}: measured {measured} ms, asked {asked} ms", r["from"], r["to"]);
+    }
+    let table = lab.labctl(&["probe", "pairs", "--matrix", "-c", "5", "--interval", "20"]);
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    println!("{table}");
+    assert!(table.contains("(42.0)") && table.contains("(30.0)"), "asked RTTs in the matrix:\n{table}");
+
+    // A second task of b: a's link reaches it too, without touching a's task.
+    let a_task = running_container_of("pairs_a");
+    lab.write("pairs.yaml", &linked_lab(2));
+    let both = eventually("a's link toward both tasks of b", READY, || {
+        let out = lab.labctl(&["probe", "pairs", "a", "--to", "b", "-c", "20", "--interval", "20", "-o", "json"]);
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let rtts: Vec<f64> = rows.iter().map(|r| r["stats"]["avg_ms"].as_f64().unwrap_or(0.0)).collect();
+        if rtts.len() == 2 && rtts.iter().all(|r| within(*r, 42.0, 0.15)) { Ok(rtts) } else { Err(format!("{rtts:?}")) }
+    });
+    println!("a → both tasks of b: {both:?} ms");
+    assert_eq!(running_container_of("pairs_a"), a_task, "a's task was not restarted");
+}

@@ -91,6 +91,37 @@ pub fn parse_replies(output: &str, count: u32) -> Vec<Option<f64>> {
     rtts
 }
 
+/// What a lab asks of one round trip: the delay both ways and the share of echoes lost.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct Asked {
+    pub rtt_ms: f64,
+    pub loss_percent: f64,
+}
+
+/// What the conditions the agents hold ask of a round trip between `from_ip` (a task of
+/// `from`, the sender) and `to_ip` (a task of `to`) on `network`: `from`'s egress toward
+/// `to_ip`, then `to`'s egress toward `from_ip` (links included). Services with no report on
+/// the network are unshaped there.
+pub fn asked_round_trip(
+    reports: &[crate::status::TaskShaping],
+    (from, from_ip): (&str, std::net::Ipv4Addr),
+    (to, to_ip): (&str, std::net::Ipv4Addr),
+    network: &str,
+) -> Asked {
+    let way = |service: &str, toward: std::net::Ipv4Addr| {
+        let attachment = reports.iter().filter(|r| r.service == service).flat_map(|r| &r.attachments).find(|a| a.network == network);
+        attachment.map(|a| crate::spec::links::conditions_for(&a.desired, toward).clone()).unwrap_or_default()
+    };
+    let (there, back) = (way(from, to_ip), way(to, from_ip));
+    let delay = |c: &crate::spec::EffectiveConditions| c.delay.map(|d| d.micros as f64 / 1000.0).unwrap_or(0.0);
+    let loss = |c: &crate::spec::EffectiveConditions| match c.loss_model {
+        Some(m) => m.mean_loss(),
+        None => c.loss.map(|l| l.fraction()).unwrap_or(0.0),
+    };
+    let delivered = (1.0 - loss(&there)) * (1.0 - loss(&back));
+    Asked { rtt_ms: delay(&there) + delay(&back), loss_percent: (1.0 - delivered) * 100.0 }
+}
+
 /// Loss rate and mean length of runs of consecutive losses.
 pub fn loss_runs(lost: &[bool]) -> (f64, f64) {
     let losses = lost.iter().filter(|l| **l).count();
@@ -108,6 +139,26 @@ pub fn quantile(values: &[f64], q: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_asked_round_trip_takes_each_way_and_its_links() {
+        use crate::spec::links::Toward;
+        use crate::spec::EffectiveConditions;
+        use crate::status::{AttachmentShaping, TaskShaping};
+        let cond = |f: &[(&str, &str)]| EffectiveConditions::from_fields(f).unwrap();
+        let report = |service: &str, desired: EffectiveConditions| TaskShaping {
+            service: service.into(),
+            attachments: vec![AttachmentShaping { network: "p_lan".into(), desired, ..Default::default() }],
+            ..Default::default()
+        };
+        let a_to_c = Toward { to: "c".into(), addresses: vec!["10.0.0.4/32".into()], conditions: cond(&[("delay", "50ms"), ("loss", "10%")]) };
+        let reports = [report("a", EffectiveConditions { toward: vec![a_to_c], ..cond(&[("delay", "5ms")]) }), report("b", cond(&[("delay", "1ms")]))];
+        let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+        let to_b = asked_round_trip(&reports, ("a", ip("10.0.0.2")), ("b", ip("10.0.0.3")), "p_lan");
+        assert_eq!(to_b, Asked { rtt_ms: 6.0, loss_percent: 0.0 });
+        let to_c = asked_round_trip(&reports, ("a", ip("10.0.0.2")), ("c", ip("10.0.0.4")), "p_lan");
+        assert!((to_c.rtt_ms - 50.0).abs() < 1e-9 && (to_c.loss_percent - 10.0).abs() < 1e-9, "{to_c:?}");
+    }
 
     #[test]
     fn reads_each_reply() {

@@ -54,6 +54,20 @@ struct IpAddr {
     family: String,
     #[serde(default)]
     local: String,
+    #[serde(default)]
+    prefixlen: u8,
+}
+
+/// Every IPv4 address inside the namespace: interface, address, prefix length.
+pub async fn ipv4_addresses(pid: i64) -> Result<Vec<(String, std::net::Ipv4Addr, u8)>, NetnsError> {
+    let json = run_in(pid, "ip", &["-j".into(), "addr".into(), "show".into()]).await?;
+    let links: Vec<IpLink> = serde_json::from_str(&json).unwrap_or_default();
+    Ok(links
+        .into_iter()
+        .flat_map(|l| {
+            l.addr_info.into_iter().filter(|a| a.family == "inet").filter_map(move |a| Some((l.ifname.clone(), a.local.parse().ok()?, a.prefixlen)))
+        })
+        .collect())
 }
 
 /// The interface inside the namespace with this MAC address or IPv4 address.

@@ -18,6 +18,43 @@ pub enum LossModel {
     FourState(FourState),
 }
 
+impl LossModel {
+    /// The share of packets lost in the long run (the chain's stationary distribution).
+    pub fn mean_loss(&self) -> f64 {
+        match self {
+            LossModel::GilbertElliott(ge) => {
+                let (p, r) = (ge.p.fraction(), ge.r.fraction());
+                if p + r == 0.0 {
+                    return 1.0 - ge.delivered_in_good().fraction();
+                }
+                let bad = p / (p + r);
+                (1.0 - bad) * (1.0 - ge.delivered_in_good().fraction()) + bad * (1.0 - ge.delivered_in_bad().fraction())
+            }
+            LossModel::FourState(m) => {
+                let [p13, p31, p32, p23, p14] = m.probabilities().map(Percent::fraction);
+                // netem's transitions; a packet is lost entering state 3 or 4.
+                let t = [
+                    [1.0 - p13 - p14, 0.0, p13, p14],
+                    [0.0, 1.0 - p23, p23, 0.0],
+                    [p31, p32, 1.0 - p31 - p32, 0.0],
+                    [1.0, 0.0, 0.0, 0.0],
+                ];
+                let mut pi = [1.0, 0.0, 0.0, 0.0];
+                for _ in 0..5_000 {
+                    let mut next = [0.0; 4];
+                    for (from, row) in t.iter().enumerate() {
+                        for (to, p) in row.iter().enumerate() {
+                            next[to] += pi[from] * p;
+                        }
+                    }
+                    pi = next;
+                }
+                pi[2] + pi[3]
+            }
+        }
+    }
+}
+
 /// Gilbert-Elliott loss. With the defaults of `h` and `k` (Gilbert's model), losses come in
 /// bursts of mean length `1/r` and the loss rate is `p/(p+r)`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -130,5 +167,19 @@ impl DelayDistribution {
             DelayDistribution::Pareto => "pareto",
             DelayDistribution::Paretonormal => "paretonormal",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_loss_of_the_models() {
+        let ge: LossModel = serde_json::from_value(serde_json::json!({"gilbertElliott": {"p": "5%", "r": "40%"}})).unwrap();
+        assert!((ge.mean_loss() - 0.05 / 0.45).abs() < 1e-9);
+        // With p14 alone the chain alternates gap and isolated loss at p14's rate.
+        let four: LossModel = serde_json::from_value(serde_json::json!({"fourState": {"p13": "0%", "p31": "100%", "p14": "10%"}})).unwrap();
+        assert!((four.mean_loss() - 0.1 / 1.1).abs() < 1e-6);
     }
 }

@@ -77,10 +77,15 @@ enum Command {
     /// from inside the task's network namespace (run on the node of that task).
     Probe {
         lab: String,
-        service: String,
+        /// The service whose task sends the probes.
+        service: Option<String>,
         /// Target services (short names); default: every other service of the lab.
         #[arg(long = "to")]
         to: Vec<String>,
+        /// Every pair of services with a task on this node: a table of RTTs beside what the
+        /// lab asks.
+        #[arg(long, conflicts_with = "service")]
+        matrix: bool,
         /// Probes per target.
         #[arg(short, long, default_value_t = 50)]
         count: u32,
@@ -172,8 +177,8 @@ async fn main() -> ExitCode {
         Command::Start { lab } => suspend::start(&cli.redis, &lab).await,
         Command::Wait { lab, target, timeout } => return wait::run(&cli.redis, &lab, target, timeout).await,
         Command::Diff { dir, docker_host } => return diff::run(&dir, docker_host.as_deref()).await,
-        Command::Probe { lab, service, to, count, interval, output, docker_host } => {
-            probe::run(&cli.redis, docker_host.as_deref(), &lab, &service, to, count, interval, output).await
+        Command::Probe { lab, service, to, matrix, count, interval, output, docker_host } => {
+            probe::run(&cli.redis, docker_host.as_deref(), probe::Args { lab, service, to, matrix, count, interval, output }).await
         }
     };
     match result {
