@@ -77,13 +77,22 @@ impl Pair {
 
     /// kbit/s of a 250 kB TCP transfer from A to B (python3 on both ends, from the host).
     fn throughput_kbit(&self) -> f64 {
+        self.transfer_kbit(&self.a, &self.b, "10.9.0.2")
+    }
+
+    /// kbit/s of a 250 kB TCP transfer from B to A: what arrives at A.
+    fn download_kbit(&self) -> f64 {
+        self.transfer_kbit(&self.b, &self.a, "10.9.0.1")
+    }
+
+    fn transfer_kbit(&self, sender: &str, receiver: &str, receiver_ip: &str) -> f64 {
         let server = Command::new("ip")
-            .args(["netns", "exec", &self.b, "python3", "-c", "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('10.9.0.2',5001));s.listen(1)\nc,_=s.accept()\nwhile c.recv(65536): pass\nc.sendall(b'k');c.close()"])
+            .args(["netns", "exec", receiver, "python3", "-c", &format!("import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('{receiver_ip}',5001));s.listen(1)\nc,_=s.accept()\nwhile c.recv(65536): pass\nc.sendall(b'k');c.close()")])
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(300));
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.a, "python3", "-c", "import socket,time\nc=socket.create_connection(('10.9.0.2',5001))\nt=time.time();c.sendall(b'x'*250000);c.shutdown(socket.SHUT_WR);c.recv(1)\nprint(250000*8/1000/(time.time()-t))"])
+            .args(["netns", "exec", sender, "python3", "-c", &format!("import socket,time\nc=socket.create_connection(('{receiver_ip}',5001))\nt=time.time();c.sendall(b'x'*250000);c.shutdown(socket.SHUT_WR);c.recv(1)\nprint(250000*8/1000/(time.time()-t))")])
             .output()
             .unwrap();
         let _ = server.wait_with_output();
@@ -246,6 +255,20 @@ async fn run_cases(backend: BackendKind, caps: &Capabilities, pair: &Pair) -> Ve
     let far_s = ping(pid, "10.9.0.3", 20, 10).await.unwrap();
     assert!((4.5..8.0).contains(&far_s.avg_ms), "{backend} link removed: {far_s:?}");
 
+    // Arriving traffic: delay on the way in (the echo replies), then a download's rate.
+    let incoming = |fields: &[(&str, &str)]| EffectiveConditions { ingress: Some(serde_json::from_value(serde_json::json!(fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>())).unwrap()), ..Default::default() };
+    apply(&mut att, &incoming(&[("delay", "30ms"), ("loss", "10%")]), backend, caps).await;
+    let s = ping(pid, "10.9.0.2", 300, 5).await.unwrap();
+    assert!((29.0..34.0).contains(&s.avg_ms) && (4.0..18.0).contains(&s.loss_percent), "{backend} ingress delay 30ms loss 10%: {s:?}");
+    row("ingress: delay 30ms loss 10%", stats(&s));
+    apply(&mut att, &incoming(&[("rate", "1mbit")]), backend, caps).await;
+    let (down, up) = (pair.download_kbit(), pair.throughput_kbit());
+    assert!((800.0..1100.0).contains(&down) && up > 5000.0, "{backend} ingress rate 1mbit: down {down} kbit/s, up {up} kbit/s");
+    row("ingress: rate 1mbit", format!("download {down:.0} kbit/s TCP, upload {up:.0} kbit/s (unshaped)"));
+    apply(&mut att, &EffectiveConditions::default(), backend, caps).await;
+    let s = ping(pid, "10.9.0.2", 20, 10).await.unwrap();
+    assert!(s.avg_ms < 5.0 && s.loss_percent == 0.0, "{backend} ingress removed: {s:?}");
+
     // What cannot apply is reported, not claimed.
     let seeded = EffectiveConditions { seed: Some(7), ..cond(&[("loss", "5%")]) };
     let report = att.report(&seeded, Some(backend));
@@ -295,7 +318,7 @@ fn boot_guest(out: &Path) -> (bool, Duration, String) {
          mount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev 2>/dev/null\n\
          for d in /run /var/tmp /dev/shm; do mount -t tmpfs tmpfs $d 2>/dev/null; done\n\
          mount -t hostfs -o {out} hostfs {out}\n\
-         for m in drivers/net/veth.ko net/sched/sch_netem.ko net/sched/sch_tbf.ko net/sched/sch_prio.ko net/sched/cls_u32.ko; do busybox insmod {modules}/$m; done\n\
+         for m in drivers/net/veth.ko net/sched/sch_netem.ko net/sched/sch_tbf.ko net/sched/sch_prio.ko net/sched/cls_u32.ko drivers/net/ifb.ko net/sched/sch_ingress.ko net/sched/act_mirred.ko; do busybox insmod {modules}/$m; done\n\
          ip link set lo up\n\
          SWARMLAB_UML_OUT={out} {GUEST_ENV}=1 {exe} --ignored --exact {GUEST_TEST} --nocapture --test-threads=1 > {out}/guest.log 2>&1\n\
          echo $? > {out}/rc\nbusybox poweroff -f\n",

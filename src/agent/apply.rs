@@ -4,11 +4,14 @@
 use crate::shaping::netns::{interface_for, ns_path, run_in};
 use crate::shaping::probe::Capabilities;
 use crate::shaping::tc::{
+    ifb_name, ingress_conditions, ingress_redirect_requests, redirects_to,
     clear_args, has_netem_fields, needs_fresh_qdisc, netem_args, prio_tree_requests, read_netem, read_prio_bands, read_prio_filters, read_root_qdisc, tbf_args,
 };
+use crate::spec::ingress::Ingress;
 use crate::spec::links::Toward;
+use crate::spec::units::Rate;
 use crate::spec::stochastic::DelayDistribution;
-use crate::shaping::userspace::{rules, QueueWorker};
+use crate::shaping::userspace::{input_rules, rules, QueueWorker};
 use crate::shaping::BackendKind;
 use crate::spec::EffectiveConditions;
 use crate::status::AttachmentShaping;
@@ -29,12 +32,32 @@ pub struct Attachment {
     /// The delay table each netem qdisc holds (one, or one per band of a prio tree), as tc
     /// cannot read one back: `None` when not known (an agent before this one may have loaded some).
     tables: Option<Vec<Option<DelayDistribution>>>,
+    /// The userspace backend's queue for arriving packets (ingress delay, jitter, loss).
+    ingress_worker: Option<QueueWorker>,
+    /// Whether an ifb redirect may be in place (set up here, or left by an agent before).
+    ifb_held: bool,
+    /// What the node offers, as of the last converge.
+    caps: Capabilities,
 }
 
-/// What `backend` can apply of `want`, and what it cannot, with why.
-pub fn achievable(want: &EffectiveConditions, backend: Option<BackendKind>) -> (EffectiveConditions, Vec<String>) {
+/// What `backend` can apply of `want` on a node with `caps`, and what it cannot, with why.
+pub fn achievable(want: &EffectiveConditions, backend: Option<BackendKind>, caps: &Capabilities) -> (EffectiveConditions, Vec<String>) {
     let mut can = want.clone();
     let mut cannot = Vec::new();
+    if let Some(ingress) = want.ingress {
+        let mut kept = ingress;
+        // Netem shapes arriving traffic on an ifb device; the userspace backend queues it on the
+        // input path and limits its rate on an ifb device; with neither, only the rate.
+        if ingress.has_delay_or_loss() && (backend.is_none() || (backend == Some(BackendKind::Netem) && !caps.ifb)) {
+            (kept.delay, kept.jitter, kept.loss) = (None, None, None);
+            cannot.push("ingress delay, jitter, loss: no ifb device with netem and no NFQUEUE on this node".into());
+        }
+        if ingress.rate.is_some() && !(caps.ifb && (caps.tbf || backend == Some(BackendKind::Netem))) {
+            kept.rate = None;
+            cannot.push("ingress rate: no ifb device (or tbf) on this node".into());
+        }
+        can.ingress = (!kept.is_empty()).then_some(kept);
+    }
     if backend == Some(BackendKind::Netem) && want.seed.is_some() {
         can.seed = None;
         cannot.push("seed: netem draws from the kernel's random source (seeded runs need the userspace backend)".into());
@@ -73,6 +96,9 @@ impl Attachment {
             error: None,
             applied_at: None,
             tables: None,
+            ingress_worker: None,
+            ifb_held: true,
+            caps: Capabilities::default(),
         })
     }
 
@@ -208,13 +234,19 @@ impl Attachment {
                 Err(e) => notes.push(format!("partition rules unreadable: {e}")),
             }
         }
+        if want.ingress.is_some() || self.ifb_held || self.ingress_worker.is_some() {
+            let (ingress, note) = self.read_ingress(backend).await;
+            applied.ingress = ingress;
+            notes.extend(note);
+        }
         self.applied = applied;
         self.readback = notes.join("; ");
     }
 
     /// Makes the attachment carry `want`. Re-applies after a read-back if something drifted.
     pub async fn converge(&mut self, want: &EffectiveConditions, backend: Option<BackendKind>, caps: &Capabilities, readback: bool) {
-        let (want, _) = achievable(want, backend);
+        self.caps = caps.clone();
+        let (want, _) = achievable(want, backend, caps);
         let want = &want;
         if self.applied == *want && self.error.is_none() && !readback {
             return;
@@ -242,7 +274,12 @@ impl Attachment {
             None => self.apply_rate_only(&shaping, caps).await,
         };
         let cut_result = if cut { self.apply_cut(&want.blocked).await } else { Ok(()) };
-        if let Err(e) = result.and(cut_result) {
+        let ingress_result = if want.ingress.is_some() || self.ifb_held || self.ingress_worker.is_some() {
+            self.apply_ingress(want.ingress.as_ref(), backend).await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result.and(cut_result).and(ingress_result) {
             self.error = Some(e);
         }
         self.read_back(backend, cut, want).await;
@@ -255,11 +292,128 @@ impl Attachment {
 
     /// The kernel stores rates in its own units and rounds them: within 1% counts as equal.
     fn round_rate(&mut self, want: &EffectiveConditions) {
-        if let (Some(a), Some(w)) = (self.applied.rate, want.rate) {
-            if (a.bits_per_sec as f64 - w.bits_per_sec as f64).abs() <= w.bits_per_sec as f64 * 0.01 {
-                self.applied.rate = Some(w);
+        let close = |a: Option<Rate>, w: Option<Rate>| match (a, w) {
+            (Some(a), Some(w)) if (a.bits_per_sec as f64 - w.bits_per_sec as f64).abs() <= w.bits_per_sec as f64 * 0.01 => Some(w),
+            _ => a,
+        };
+        self.applied.rate = close(self.applied.rate, want.rate);
+        if let (Some(a), Some(w)) = (self.applied.ingress.as_mut(), want.ingress) {
+            a.rate = close(a.rate, w.rate);
+        }
+    }
+
+    fn ifb(&self) -> String {
+        ifb_name(&self.interface)
+    }
+
+    /// Agents number egress queues from 100 up; arriving packets get their own range.
+    fn ingress_queue(&self) -> u16 {
+        self.queue.wrapping_add(20_000)
+    }
+
+    async fn run_ip(&self, args: &[&str]) -> Result<String, String> {
+        run_in(self.pid, "ip", &args.iter().map(|a| a.to_string()).collect::<Vec<_>>()).await.map_err(|e| e.to_string())
+    }
+
+    /// Makes arriving traffic carry `want`: netem (or, userspace, the rate's token bucket) on
+    /// an ifb device the interface redirects to; delay, jitter and loss of the userspace
+    /// backend in a queue on the input path. `None` removes all of it.
+    async fn apply_ingress(&mut self, want: Option<&Ingress>, backend: Option<BackendKind>) -> Result<(), String> {
+        let ifb = self.ifb();
+        let on_ifb: Option<EffectiveConditions> = want.map(|i| match backend {
+            Some(BackendKind::Netem) => ingress_conditions(i),
+            _ => EffectiveConditions { rate: i.rate, ..Default::default() },
+        });
+        match on_ifb.filter(|c| !c.is_empty()) {
+            None if self.ifb_held => {
+                // Deleting the ingress qdisc takes its filters; "nothing to delete" is fine.
+                let _ = self.tc(["qdisc", "del", "dev", &self.interface, "ingress"].map(String::from).to_vec()).await;
+                let _ = self.run_ip(&["link", "del", &ifb]).await;
+                self.ifb_held = false;
+            }
+            None => {}
+            Some(c) => {
+                self.ifb_held = true;
+                // "File exists" when it is there already.
+                let _ = self.run_ip(&["link", "add", &ifb, "type", "ifb"]).await;
+                self.run_ip(&["link", "set", &ifb, "up"]).await?;
+                for (i, request) in ingress_redirect_requests(&self.interface, &ifb).into_iter().enumerate() {
+                    match self.tc(request).await {
+                        // The qdisc exists already; there were no filters to flush.
+                        Err(_) if i < 2 => {}
+                        other => {
+                            other?;
+                        }
+                    }
+                }
+                let request = match (backend, c.rate) {
+                    (Some(BackendKind::Netem), _) => netem_args(&ifb, &c),
+                    (_, Some(rate)) => tbf_args(&ifb, rate.bits_per_sec),
+                    (_, None) => clear_args(&ifb),
+                };
+                self.tc(request).await?;
             }
         }
+        let queued = want
+            .filter(|i| backend == Some(BackendKind::Userspace) && i.has_delay_or_loss())
+            .map(|i| EffectiveConditions { delay: i.delay, jitter: i.jitter, loss: i.loss, ..Default::default() });
+        match queued {
+            Some(c) => {
+                match self.ingress_worker.as_ref().filter(|w| w.is_alive()) {
+                    Some(w) => tokio::task::block_in_place(|| w.set_conditions(c)),
+                    None => {
+                        self.ingress_worker = None;
+                        let queue = self.ingress_queue();
+                        self.ingress_worker = Some(tokio::task::block_in_place(|| QueueWorker::start(ns_path(self.pid), queue, c))?);
+                    }
+                }
+                for rule in input_rules(&self.interface, self.ingress_queue()) {
+                    if run_in(self.pid, "iptables", &rule.args("-C")).await.is_err() {
+                        run_in(self.pid, "iptables", &rule.args("-A")).await.map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+            None if self.ingress_worker.is_some() || want.is_none() => {
+                for rule in input_rules(&self.interface, self.ingress_queue()) {
+                    let _ = run_in(self.pid, "iptables", &rule.args("-D")).await;
+                }
+                self.ingress_worker = None;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// What arriving traffic really gets: the ifb device's qdisc if the interface redirects to
+    /// it, and the input queue's conditions if its rule is there and its worker alive.
+    async fn read_ingress(&mut self, backend: Option<BackendKind>) -> (Option<Ingress>, Vec<String>) {
+        let ifb = self.ifb();
+        let mut got = Ingress::default();
+        let mut notes = Vec::new();
+        let filters = self.tc(["-j", "filter", "show", "dev", &self.interface, "parent", "ffff:"].map(String::from).to_vec()).await.unwrap_or_default();
+        if redirects_to(&filters, &ifb) {
+            self.ifb_held = true;
+            let json = self.tc(["-j", "qdisc", "show", "dev", &ifb].map(String::from).to_vec()).await.unwrap_or_default();
+            if let Some(c) = read_netem(&json) {
+                (got.delay, got.jitter, got.loss, got.rate) = (c.delay, c.jitter, c.loss, c.rate);
+                notes.push(format!("ingress via {ifb}: netem"));
+            } else if let Some((kind, rate)) = read_root_qdisc(&json) {
+                got.rate = rate.map(|b| Rate { bits_per_sec: b });
+                notes.push(format!("ingress via {ifb}: {kind}"));
+            }
+        }
+        if backend == Some(BackendKind::Userspace) {
+            let mut rules_held = true;
+            for rule in input_rules(&self.interface, self.ingress_queue()) {
+                rules_held &= run_in(self.pid, "iptables", &rule.args("-C")).await.is_ok();
+            }
+            if let Some(w) = self.ingress_worker.as_ref().filter(|w| w.is_alive() && rules_held) {
+                let held = w.conditions();
+                (got.delay, got.jitter, got.loss) = (held.delay, held.jitter, held.loss);
+                notes.push(format!("ingress nfqueue {} rule present, worker alive", self.ingress_queue()));
+            }
+        }
+        ((!got.is_empty()).then_some(got), notes)
     }
 
     /// The conditions a prio tree holds: band 1 is the attachment's own, the others are the
@@ -353,6 +507,8 @@ impl Attachment {
 
     /// Removes everything this attachment applied.
     pub async fn clear(mut self) {
+        self.ifb_held = true;
+        let _ = self.apply_ingress(None, None).await;
         let _ = self.apply_cut(&[]).await;
         let _ = self.iptables("-D").await;
         self.worker = None;
@@ -360,7 +516,7 @@ impl Attachment {
     }
 
     pub fn report(&self, want: &EffectiveConditions, backend: Option<BackendKind>) -> AttachmentShaping {
-        let (_, mut unsupported) = achievable(want, backend);
+        let (_, mut unsupported) = achievable(want, backend, &self.caps);
         if want.reorder.is_some() && want.delay.is_none() {
             unsupported.push("reorder: has no effect without delay (as with netem)".into());
         }

@@ -45,8 +45,11 @@ pub fn parse_ping(output: &str) -> Option<PingStats> {
 
 /// `count` pings every `interval_ms` from the namespace of `pid` to `ip` (iputils ping on the host).
 pub async fn ping(pid: i64, ip: &str, count: u32, interval_ms: u32) -> Result<PingStats, String> {
+    // `-U`: time each echo when ping reads it, not when the interface got it, so a delay on
+    // the input path (the userspace backend's ingress queue) counts, as it does for programs.
     let args = vec![
         "-n".to_string(),
+        "-U".into(),
         "-q".into(),
         "-c".into(),
         count.to_string(),
@@ -68,6 +71,8 @@ pub async fn ping(pid: i64, ip: &str, count: u32, interval_ms: u32) -> Result<Pi
 /// Every echo's round trip in ms by sequence number (1..=count), `None` where no reply came:
 /// what burst lengths and delay quantiles are measured from.
 pub async fn ping_replies(pid: i64, ip: &str, count: u32, interval_ms: u32) -> Result<Vec<Option<f64>>, String> {
+    // Timed by the kernel at the interface (no `-U`): the network's own delays, without the
+    // scheduling of the pinging process, for distributions measured to the millisecond.
     let args = ["-n".to_string(), "-c".into(), count.to_string(), "-i".into(), format!("{:.3}", f64::from(interval_ms) / 1000.0), "-W".into(), "2".into(), ip.to_string()];
     let output = match run_in(pid, "ping", &args).await {
         Ok(o) => o,
@@ -108,18 +113,26 @@ pub fn asked_round_trip(
     (to, to_ip): (&str, std::net::Ipv4Addr),
     network: &str,
 ) -> Asked {
-    let way = |service: &str, toward: std::net::Ipv4Addr| {
+    use crate::spec::EffectiveConditions;
+    let held = |service: &str| -> EffectiveConditions {
         let attachment = reports.iter().filter(|r| r.service == service).flat_map(|r| &r.attachments).find(|a| a.network == network);
-        attachment.map(|a| crate::spec::links::conditions_for(&a.desired, toward).clone()).unwrap_or_default()
+        attachment.map(|a| a.desired.clone()).unwrap_or_default()
     };
-    let (there, back) = (way(from, to_ip), way(to, from_ip));
-    let delay = |c: &crate::spec::EffectiveConditions| c.delay.map(|d| d.micros as f64 / 1000.0).unwrap_or(0.0);
-    let loss = |c: &crate::spec::EffectiveConditions| match c.loss_model {
+    let (sender, receiver) = (held(from), held(to));
+    let delay = |c: &EffectiveConditions| c.delay.map(|d| d.micros as f64 / 1000.0).unwrap_or(0.0);
+    let loss = |c: &EffectiveConditions| match c.loss_model {
         Some(m) => m.mean_loss(),
         None => c.loss.map(|l| l.fraction()).unwrap_or(0.0),
     };
-    let delivered = (1.0 - loss(&there)) * (1.0 - loss(&back));
-    Asked { rtt_ms: delay(&there) + delay(&back), loss_percent: (1.0 - delivered) * 100.0 }
+    let incoming = |c: &EffectiveConditions| {
+        let i = c.ingress.unwrap_or_default();
+        (i.delay.map(|d| d.micros as f64 / 1000.0).unwrap_or(0.0), i.loss.map(|l| l.fraction()).unwrap_or(0.0))
+    };
+    // Each way: the sender's egress toward the other (its links), then the other's ingress.
+    let (there, back) = (crate::spec::links::conditions_for(&sender, to_ip), crate::spec::links::conditions_for(&receiver, from_ip));
+    let ((in_to_delay, in_to_loss), (in_from_delay, in_from_loss)) = (incoming(&receiver), incoming(&sender));
+    let delivered = (1.0 - loss(there)) * (1.0 - in_to_loss) * (1.0 - loss(back)) * (1.0 - in_from_loss);
+    Asked { rtt_ms: delay(there) + in_to_delay + delay(back) + in_from_delay, loss_percent: (1.0 - delivered) * 100.0 }
 }
 
 /// Loss rate and mean length of runs of consecutive losses.
@@ -152,10 +165,11 @@ mod tests {
             ..Default::default()
         };
         let a_to_c = Toward { to: "c".into(), addresses: vec!["10.0.0.4/32".into()], conditions: cond(&[("delay", "50ms"), ("loss", "10%")]) };
-        let reports = [report("a", EffectiveConditions { toward: vec![a_to_c], ..cond(&[("delay", "5ms")]) }), report("b", cond(&[("delay", "1ms")]))];
+        let b_in = EffectiveConditions { ingress: Some(serde_json::from_value(serde_json::json!({"delay": "3ms"})).unwrap()), ..cond(&[("delay", "1ms")]) };
+        let reports = [report("a", EffectiveConditions { toward: vec![a_to_c], ..cond(&[("delay", "5ms")]) }), report("b", b_in)];
         let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
         let to_b = asked_round_trip(&reports, ("a", ip("10.0.0.2")), ("b", ip("10.0.0.3")), "p_lan");
-        assert_eq!(to_b, Asked { rtt_ms: 6.0, loss_percent: 0.0 });
+        assert_eq!(to_b, Asked { rtt_ms: 9.0, loss_percent: 0.0 }, "a's 5 ms out, b's ingress 3 ms, b's 1 ms back");
         let to_c = asked_round_trip(&reports, ("a", ip("10.0.0.2")), ("c", ip("10.0.0.4")), "p_lan");
         assert!((to_c.rtt_ms - 50.0).abs() < 1e-9 && (to_c.loss_percent - 10.0).abs() < 1e-9, "{to_c:?}");
     }

@@ -13,6 +13,9 @@ pub struct Capabilities {
     pub tbf: bool,
     /// `nfnetlink_queue` + iptables NFQUEUE: packets handed to the agent.
     pub nfqueue: bool,
+    /// `ifb` devices and the `ingress` qdisc: incoming traffic redirected to be shaped.
+    #[serde(default)]
+    pub ifb: bool,
     pub notes: Vec<String>,
 }
 
@@ -51,6 +54,12 @@ pub fn probe() -> Capabilities {
     match ok(&mut in_ns(&ns, &["iptables", "-w", "-A", "OUTPUT", "-o", "lo", "-j", "NFQUEUE", "--queue-num", "9", "--queue-bypass"])) {
         Ok(()) => caps.nfqueue = nfqueue_binds(&ns),
         Err(e) => caps.notes.push(format!("iptables NFQUEUE unavailable: {e}")),
+    }
+    match ok(&mut in_ns(&ns, &["ip", "link", "add", "swl-ifb-probe", "type", "ifb"]))
+        .and_then(|()| ok(&mut in_ns(&ns, &["tc", "qdisc", "add", "dev", "lo", "handle", "ffff:", "ingress"])))
+    {
+        Ok(()) => caps.ifb = true,
+        Err(e) => caps.notes.push(format!("ifb/ingress unavailable: {e}")),
     }
     if !caps.nfqueue && !caps.notes.iter().any(|n| n.contains("NFQUEUE")) {
         caps.notes.push("nfnetlink_queue cannot be bound".into());

@@ -25,6 +25,7 @@ pub fn has_netem_fields(c: &EffectiveConditions) -> bool {
         delay_distribution: _,
         limit: _,
         seed: _,
+        ingress: _,
         toward,
     } = c;
     delay.is_some()
@@ -64,6 +65,8 @@ pub fn netem_options(c: &EffectiveConditions) -> Vec<String> {
         delay_distribution,
         limit,
         seed: _,
+        // Arriving traffic is shaped on the attachment's ifb device: `ingress_conditions`.
+        ingress: _,
         // Per-destination conditions are children of a prio tree: `prio_tree_requests`.
         toward: _,
     } = c;
@@ -108,6 +111,33 @@ pub fn netem_args(dev: &str, c: &EffectiveConditions) -> Vec<String> {
     let mut a: Vec<String> = ["qdisc", "replace", "dev", dev, "root", "handle", "1:", "netem"].map(String::from).to_vec();
     a.extend(netem_options(c));
     a
+}
+
+/// The `ifb` device that carries what arrives at `dev` (names are at most 15 bytes).
+pub fn ifb_name(dev: &str) -> String {
+    format!("swi-{dev}").chars().take(15).collect()
+}
+
+/// Arriving traffic of `dev` redirected to `ifb`: an ingress qdisc (its "exists" is fine), its
+/// filters flushed, and one filter that sends every packet to `ifb`'s egress, where it is shaped.
+pub fn ingress_redirect_requests(dev: &str, ifb: &str) -> Vec<Vec<String>> {
+    let v = |parts: &[&str]| parts.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    vec![
+        v(&["qdisc", "add", "dev", dev, "handle", "ffff:", "ingress"]),
+        v(&["filter", "del", "dev", dev, "parent", "ffff:"]),
+        v(&["filter", "add", "dev", dev, "parent", "ffff:", "protocol", "all", "prio", "1", "u32", "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", ifb]),
+    ]
+}
+
+/// Whether `tc -j filter show dev IF parent ffff:` holds a redirect to `ifb`.
+pub fn redirects_to(filters_json: &str, ifb: &str) -> bool {
+    let Ok(serde_json::Value::Array(filters)) = serde_json::from_str::<serde_json::Value>(filters_json) else { return false };
+    filters.iter().any(|f| f.pointer("/options/actions").is_some_and(|a| a.to_string().contains(&format!("\"{ifb}\""))))
+}
+
+/// The ingress fields as the conditions of the ifb device's egress.
+pub fn ingress_conditions(i: &crate::spec::ingress::Ingress) -> EffectiveConditions {
+    EffectiveConditions { delay: i.delay, jitter: i.jitter, loss: i.loss, rate: i.rate, ..Default::default() }
 }
 
 /// Most destinations one interface can shape apart: a prio qdisc has 16 bands, one of them
@@ -395,6 +425,19 @@ mod tests {
         let bands = read_prio_bands(qdiscs).unwrap();
         assert_eq!(bands[&1], cond(&[("delay", "5ms")]));
         assert_eq!(bands[&2], cond(&[("delay", "50ms")]));
+    }
+
+    #[test]
+    fn ingress_is_redirected_to_an_ifb_device() {
+        assert_eq!(ifb_name("eth0"), "swi-eth0");
+        assert_eq!(ifb_name("a-very-long-interface"), "swi-a-very-long");
+        let r: Vec<String> = ingress_redirect_requests("eth0", "swi-eth0").iter().map(|r| r.join(" ")).collect();
+        assert_eq!(r[2], "filter add dev eth0 parent ffff: protocol all prio 1 u32 match u32 0 0 action mirred egress redirect dev swi-eth0");
+        // As iproute2 6.1 prints the filter.
+        let shown = r#"[{"protocol":"all","pref":1,"kind":"u32","chain":0},{"protocol":"all","pref":1,"kind":"u32","chain":0,"options":{"fh":"800:","ht_divisor":1}},{"protocol":"all","pref":1,"kind":"u32","chain":0,"options":{"fh":"800::800","order":2048,"key_ht":"800","bkt":"0","terminal":true,"match":{"value":"0","mask":"0","offmask":"","off":0},"not_in_hw":true,"actions":[{"order":1,"kind":"mirred","mirred_action":"redirect","direction":"egress","to_dev":"swi-eth0","control_action":{"type":"stolen"},"index":1,"ref":1,"bind":1}]}}]"#;
+        assert!(redirects_to(shown, "swi-eth0"));
+        assert!(!redirects_to(shown, "swi-eth1"));
+        assert!(!redirects_to("[]", "swi-eth0"));
     }
 
     #[test]

@@ -35,6 +35,9 @@ mod tests {
         let r = super::rules("eth0", 100);
         assert_eq!(r[0].args("-A").join(" "), "-w -t raw -A OUTPUT -o eth0 -m comment --comment swarmlab:eth0 -j CT --notrack");
         assert_eq!(r[1].args("-C").join(" "), "-w -t filter -C OUTPUT -o eth0 -m mark ! --mark 20823 -m comment --comment swarmlab:eth0 -j NFQUEUE --queue-num 100 --queue-bypass");
+        let i = super::input_rules("eth0", 20100);
+        assert_eq!(i[0].args("-A").join(" "), "-w -t raw -A PREROUTING -i eth0 -m comment --comment swarmlab-in:eth0 -j CT --notrack");
+        assert_eq!(i[1].args("-D").join(" "), "-w -t filter -D INPUT -i eth0 -m comment --comment swarmlab-in:eth0 -j NFQUEUE --queue-num 20100 --queue-bypass");
     }
 }
 const QUEUE_MAX_LEN: u32 = 8192;
@@ -132,6 +135,17 @@ pub fn rules(dev: &str, queue: u16) -> Vec<Rule> {
                 "-j", "NFQUEUE", "--queue-num", &queue.to_string(), "--queue-bypass",
             ]),
         },
+    ]
+}
+
+/// The rules that hand the packets arriving at `dev` to `queue` (ingress conditions). As on the
+/// way out, shaped packets skip conntrack. A verdict sends a packet on through INPUT: no mark.
+pub fn input_rules(dev: &str, queue: u16) -> Vec<Rule> {
+    let comment = format!("swarmlab-in:{dev}");
+    let v = |parts: &[&str]| parts.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    vec![
+        Rule { table: "raw", spec: v(&["PREROUTING", "-i", dev, "-m", "comment", "--comment", &comment, "-j", "CT", "--notrack"]) },
+        Rule { table: "filter", spec: v(&["INPUT", "-i", dev, "-m", "comment", "--comment", &comment, "-j", "NFQUEUE", "--queue-num", &queue.to_string(), "--queue-bypass"]) },
     ]
 }
 

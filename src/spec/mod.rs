@@ -3,6 +3,7 @@
 
 pub mod diagnostic;
 pub mod format;
+pub mod ingress;
 pub mod links;
 pub mod model;
 pub mod presets;

@@ -135,6 +135,9 @@ pub struct Conditions {
     /// kernel has no seed before Linux 6.7, so there it is reported as not applied).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// Conditions on the traffic arriving at the task (everything above shapes what leaves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<super::ingress::Ingress>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]

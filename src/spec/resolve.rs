@@ -48,6 +48,8 @@ pub struct EffectiveConditions {
     pub limit: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<super::ingress::Ingress>,
     /// Only in what labd computes: conditions toward the current addresses of a link's
     /// destination, instead of these (`spec.links`, resolved).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -61,7 +63,7 @@ impl EffectiveConditions {
 
     /// For people: `delay 20ms, loss 2%` (empty when nothing is set).
     pub fn summary(&self) -> String {
-        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down, blocked, loss_model, correlation, delay_distribution, limit, seed, toward } =
+        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down, blocked, loss_model, correlation, delay_distribution, limit, seed, ingress, toward } =
             self;
         let mut parts = Vec::new();
         if *down == Some(true) {
@@ -106,13 +108,16 @@ impl EffectiveConditions {
         if let Some(s) = seed {
             parts.push(format!("seed {s}"));
         }
+        if let Some(i) = ingress.filter(|i| !i.is_empty()) {
+            parts.push(format!("ingress {}", i.summary()));
+        }
         parts.extend(toward.iter().map(|t| format!("toward {}: {}", t.to, t.conditions.summary())));
         parts.join(", ")
     }
 
     /// Each field from `self`, or from `lower` where `self` does not set it.
     pub fn or(self, lower: EffectiveConditions) -> EffectiveConditions {
-        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down, blocked, loss_model, correlation, delay_distribution, limit, seed, toward } =
+        let EffectiveConditions { delay, jitter, loss, rate, corrupt, duplicate, reorder, down, blocked, loss_model, correlation, delay_distribution, limit, seed, ingress, toward } =
             self;
         // `loss` and `lossModel` are one choice: how packets are lost. The higher layer that
         // says anything about it decides it whole.
@@ -131,6 +136,10 @@ impl EffectiveConditions {
             delay_distribution: delay_distribution.or(lower.delay_distribution),
             limit: limit.or(lower.limit),
             seed: seed.or(lower.seed),
+            ingress: match (ingress, lower.ingress) {
+                (Some(i), Some(l)) => Some(i.or(l)),
+                (i, l) => i.or(l),
+            },
 
             rate: rate.or(lower.rate),
             corrupt: corrupt.or(lower.corrupt),
@@ -175,6 +184,7 @@ impl EffectiveConditions {
             correlation: correlation.filter(|k| *k != Correlation::default()),
             loss_model,
             limit: self.limit.filter(|l| *l != DEFAULT_LIMIT),
+            ingress: self.ingress.filter(|i| !i.is_empty()),
             delay_distribution: self.delay_distribution.filter(|d| *d != DelayDistribution::Uniform && self.jitter.is_some()),
             ..self
         }
@@ -223,7 +233,7 @@ impl Conditions {
     /// The fields this layer sets itself (its preset aside).
     pub fn fields(&self) -> EffectiveConditions {
         // Destructured, not accessed: a field added to one struct and not the other fails here.
-        let Conditions { preset: _, delay, jitter, loss, rate, corrupt, duplicate, reorder, down, loss_model, correlation, delay_distribution, limit, seed } =
+        let Conditions { preset: _, delay, jitter, loss, rate, corrupt, duplicate, reorder, down, loss_model, correlation, delay_distribution, limit, seed, ingress } =
             self.clone();
         // `blocked` is labd's, from partitions: never written in a lab's conditions.
         EffectiveConditions {
@@ -241,6 +251,7 @@ impl Conditions {
             delay_distribution,
             limit,
             seed,
+            ingress,
             toward: vec![],
         }
     }
