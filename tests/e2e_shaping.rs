@@ -243,3 +243,45 @@ fn links_give_each_pair_its_own_delay_and_follow_new_tasks() {
     println!("a → both tasks of b: {both:?} ms");
     assert_eq!(running_container_of("pairs_a"), a_task, "a's task was not restarted");
 }
+
+/// Arriving traffic limited (a download) while sending stays fast, and Gilbert-Elliott loss on
+/// real tasks comes in bursts of the model's length.
+#[test]
+fn ingress_rate_limits_a_download_and_gilbert_elliott_loss_comes_in_bursts() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("inbound".into());
+    remove_lab_objects("inbound");
+    let a = "conditions: {ingress: {rate: 1mbit}, lossModel: {gilbertElliott: {p: 5%, r: 40%}}}";
+    lab.write("inbound.yaml", &two_services("inbound", "", a));
+    lab.start_labd();
+    wait_shaped(&lab, "inbound", READY);
+    let (a, b) = (running_container_of("inbound_a"), running_container_of("inbound_b"));
+    let ip_of = |c: &str| docker_ok(&["inspect", c, "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{if eq $k \"inbound_lan\"}}{{$v.IPAddress}}{{end}}{{end}}"]);
+    let (a_ip, b_ip) = (ip_of(&a), ip_of(&b));
+
+    // TCP from `sender` to `receiver`: Mbit/s as the receiver counts it.
+    let transfer = |sender: &str, receiver: &str, receiver_ip: &str, bytes: u64| -> f64 {
+        let sink = "import socket,time\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 5002)); s.listen(1)\nc,_=s.accept()\nn=0\nt=None\nwhile True:\n    d=c.recv(65536)\n    if not d: break\n    t=t or time.time()\n    n+=len(d)\nprint(n*8/(time.time()-t)/1e6)\n";
+        let pid = pid_of(receiver);
+        let server = std::process::Command::new("nsenter").arg(format!("--net=/proc/{pid}/ns/net")).args(["python3", "-c", sink]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let send = format!("import socket\nc=socket.create_connection(('{receiver_ip}', 5002))\nc.sendall(b'x'*{bytes})\nc.close()\n");
+        let out = in_netns(sender, &["python3", "-c", &send]);
+        assert!(out.status.success(), "send failed: {}", String::from_utf8_lossy(&out.stderr));
+        let got = server.wait_with_output().unwrap();
+        String::from_utf8_lossy(&got.stdout).trim().parse().unwrap_or(0.0)
+    };
+    let download = transfer(&b, &a, &a_ip, 375_000);
+    assert!(within(download, 1.0, 0.25), "a downloads at its ingress rate 1mbit: {download:.3} Mbit/s");
+    let upload = transfer(&a, &b, &b_ip, 2_000_000);
+    assert!(upload > 5.0, "a's uploads are not limited by its ingress: {upload:.1} Mbit/s");
+    println!("download {download:.3} Mbit/s (ingress rate 1mbit), upload {upload:.1} Mbit/s");
+
+    // a's echoes leave through Gilbert-Elliott loss: bursts of 1/r = 2.5 on average, 11% lost.
+    let out = in_netns(&a, &["ping", "-n", "-c", "1500", "-i", "0.004", "-W", "1", &b_ip]);
+    let lost: Vec<bool> = swarmlab::shaping::measure::parse_replies(&String::from_utf8_lossy(&out.stdout), 1500).iter().map(Option::is_none).collect();
+    let (rate, burst) = swarmlab::shaping::measure::loss_runs(&lost);
+    println!("Gilbert-Elliott p 5% r 40%: loss {:.1}% (theory 11.1%), mean burst {burst:.2} (theory 2.50) over {} echoes", rate * 100.0, lost.len());
+    assert!((0.06..0.17).contains(&rate), "loss rate {rate}");
+    assert!((1.9..3.2).contains(&burst), "losses come in bursts of ~2.5, not alone (independent loss gives 1.1): {burst}");
+}

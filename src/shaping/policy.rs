@@ -317,27 +317,10 @@ mod tests {
 
     #[test]
     fn four_state_loss_matches_its_stationary_distribution() {
-        let [p13, p31, p32, p23, p14] = [0.02, 0.6, 0.3, 0.2, 0.01];
-        // Transitions as netem's loss_4state takes them; a packet is lost entering 3 or 4.
-        let t = [
-            [1.0 - p13 - p14, 0.0, p13, p14],
-            [0.0, 1.0 - p23, p23, 0.0],
-            [p31, p32, 1.0 - p31 - p32, 0.0],
-            [1.0, 0.0, 0.0, 0.0],
-        ];
-        let mut pi = [1.0, 0.0, 0.0, 0.0];
-        for _ in 0..10_000 {
-            let mut next = [0.0; 4];
-            for (from, row) in t.iter().enumerate() {
-                for (to, p) in row.iter().enumerate() {
-                    next[to] += pi[from] * p;
-                }
-            }
-            pi = next;
-        }
-        let theory = pi[2] + pi[3];
-        let fates = decide_spaced(model(serde_json::json!({"fourState": {"p13": "2%", "p31": "60%", "p32": "30%", "p23": "20%", "p14": "1%"}})), 100_000, 2);
-        let (rate, _) = loss_runs(&fates);
+        let c = model(serde_json::json!({"fourState": {"p13": "2%", "p31": "60%", "p32": "30%", "p23": "20%", "p14": "1%"}}));
+        // The chain's stationary loss (LossModel::mean_loss), against 100k decisions.
+        let theory = c.loss_model.map(|m| m.mean_loss()).unwrap_or_default();
+        let (rate, _) = loss_runs(&decide_spaced(c, 100_000, 2));
         assert!((rate - theory).abs() < theory * 0.1, "loss rate {rate}, stationary {theory}");
     }
 
