@@ -272,4 +272,25 @@ mod tests {
         let healed = shaping_in_force(&desired, None, &addresses);
         assert!(healed.values().flat_map(|n| n.values()).all(|c| c.blocked.is_empty()));
     }
+
+    #[test]
+    fn links_give_the_sender_conditions_toward_the_destinations_current_addresses() {
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: p}\nspec:\n  defaults: {image: labbox:latest, networks: [lan]}\n  networks: {lan: {conditions: {delay: 5ms, loss: 1%}}}\n  services: {a: {}, b: {}, c: {}}\n  links:\n  - {from: a, to: b, symmetric: true, conditions: {delay: 50ms}}\n  - {from: a, to: 203.0.113.0/24, conditions: {rate: 1mbit}}\n";
+        let lab = crate::spec::parse_file(std::path::Path::new("p.yaml"), text).remove(0).result.expect("valid");
+        let desired = desired_lab(&lab.lab);
+        let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+        let on_lan: TaskAddresses = [("p_a".to_string(), vec![ip("10.0.0.2")]), ("p_b".to_string(), vec![ip("10.0.0.9"), ip("10.0.0.10")])].into();
+        let shaping = shaping_in_force(&desired, None, &BTreeMap::from([("p_lan".to_string(), on_lan)]));
+        let a = &shaping["a"]["lan"];
+        assert_eq!(a.toward.len(), 2);
+        assert_eq!(a.toward[0].addresses, ["10.0.0.10/32", "10.0.0.9/32"], "sorted as text, as agents read them back");
+        assert_eq!(a.toward[0].conditions.delay, Some(crate::spec::units::Duration::from_millis(50)), "the link's delay");
+        assert_eq!(a.toward[0].conditions.loss, a.loss, "the network's loss under the link");
+        assert_eq!(a.toward[1].addresses, ["203.0.113.0/24"]);
+        assert_eq!(shaping["b"]["lan"].toward[0].addresses, ["10.0.0.2/32"], "symmetric: b toward a");
+        assert!(shaping["c"]["lan"].toward.is_empty());
+        // No task of b yet: nothing to classify toward it.
+        let none = shaping_in_force(&desired, None, &BTreeMap::new());
+        assert_eq!(none["a"]["lan"].toward.len(), 1, "only the range");
+    }
 }
