@@ -232,7 +232,9 @@ pub fn shaping_in_force(desired: &DesiredLab, schedule: Option<&InForce>, addres
                     // The link's fields over everything else in force on the attachment.
                     let over = EffectiveConditions { toward: vec![], blocked: vec![], ..conditions.clone() };
                     // No task of the destination on this network (yet): nothing to classify.
-                    (!addresses.is_empty()).then(|| Toward { to: link.to.to_string(), addresses, conditions: link.conditions.clone().or(over).normalized() })
+                    // A schedule step on the link over the link's own fields.
+                    let stepped = schedule.and_then(|s| s.for_link(&svc.short_name, &link.to.to_string())).unwrap_or_default();
+                    (!addresses.is_empty()).then(|| Toward { to: link.to.to_string(), addresses, conditions: stepped.or(link.conditions.clone()).or(over).normalized() })
                 })
                 .collect();
             if let Some(in_force) = schedule.filter(|s| !s.partition.is_empty()) {
@@ -292,5 +294,24 @@ mod tests {
         // No task of b yet: nothing to classify toward it.
         let none = shaping_in_force(&desired, None, &BTreeMap::new());
         assert_eq!(none["a"]["lan"].toward.len(), 1, "only the range");
+    }
+
+    #[test]
+    fn a_schedule_step_on_a_link_changes_that_destination_only() {
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: p}\nspec:\n  defaults: {image: labbox:latest, networks: [lan]}\n  networks: {lan: {conditions: {delay: 5ms}}}\n  services: {a: {}, b: {}}\n  links:\n  - {from: a, to: b, symmetric: true, conditions: {delay: 50ms}}\n  schedule:\n    steps:\n    - {at: 10s, service: a, to: b, conditions: {delay: 80ms, loss: 5%}}\n";
+        let lab = crate::spec::parse_file(std::path::Path::new("p.yaml"), text).remove(0).result.expect("valid");
+        let desired = desired_lab(&lab.lab);
+        let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+        let on_lan: TaskAddresses = [("p_a".to_string(), vec![ip("10.0.0.2")]), ("p_b".to_string(), vec![ip("10.0.0.3")])].into();
+        let addresses = BTreeMap::from([("p_lan".to_string(), on_lan)]);
+        let schedule = lab.lab.spec.schedule.as_ref().unwrap();
+        let before = shaping_in_force(&desired, Some(&schedule.at(std::time::Duration::from_secs(1))), &addresses);
+        let after = shaping_in_force(&desired, Some(&schedule.at(std::time::Duration::from_secs(11))), &addresses);
+        let ms = |c: &EffectiveConditions| c.delay.map(|d| d.micros / 1000);
+        assert_eq!(ms(&before["a"]["lan"].toward[0].conditions), Some(50));
+        assert_eq!(ms(&after["a"]["lan"].toward[0].conditions), Some(80));
+        assert!(after["a"]["lan"].toward[0].conditions.loss.is_some());
+        assert_eq!(ms(&after["a"]["lan"]), Some(5), "the rest of a's traffic keeps the network's delay");
+        assert_eq!(ms(&after["b"]["lan"].toward[0].conditions), Some(50), "the way back is another direction");
     }
 }

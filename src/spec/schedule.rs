@@ -88,6 +88,9 @@ pub struct Step {
     /// Target service (alone: every attachment of it; with `network`: that attachment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+    /// With `service`: the link from it toward this service or range (one of `spec.links`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
     /// Conditions in force from `at`, over the target's static ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Conditions>,
@@ -138,17 +141,21 @@ pub struct Flap {
     pub duration: Option<Duration>,
 }
 
-/// What a step changes: a network, a service, or one service's attachment to a network.
+/// What a step changes: a network, a service, one service's attachment to a network, or one
+/// link (a service's traffic toward `to`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Target {
     pub network: Option<String>,
     pub service: Option<String>,
+    /// With `service`: the link from it toward this destination (as `spec.links` names it).
+    pub to: Option<String>,
 }
 
 impl Target {
-    /// Whether the target covers `service`'s attachment to `network`.
+    /// Whether the target covers `service`'s attachment to `network` (a link covers none: it
+    /// applies toward its destination only).
     pub fn covers(&self, service: &str, network: &str) -> bool {
-        self.network.as_deref().is_none_or(|n| n == network) && self.service.as_deref().is_none_or(|s| s == service)
+        self.to.is_none() && self.network.as_deref().is_none_or(|n| n == network) && self.service.as_deref().is_none_or(|s| s == service)
     }
 
     /// Higher wins where several targets cover one attachment.
@@ -159,6 +166,9 @@ impl Target {
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let (Some(s), Some(to)) = (&self.service, &self.to) {
+            return write!(f, "{s} toward {to}");
+        }
         match (&self.service, &self.network) {
             (Some(s), Some(n)) => write!(f, "{s} on {n}"),
             (Some(s), None) => write!(f, "service {s}"),
@@ -242,7 +252,7 @@ fn interpolate(from: &EffectiveConditions, to: &EffectiveConditions, k: u32, n: 
 
 impl Step {
     pub fn target(&self) -> Target {
-        Target { network: self.network.clone(), service: self.service.clone() }
+        Target { network: self.network.clone(), service: self.service.clone(), to: self.to.clone() }
     }
 
     /// How long the step's own change lasts (a ramp's climb, a flap's `for`).
@@ -278,6 +288,11 @@ impl InForce {
     }
 
     /// The overrides for `service`'s attachment to `network`, the most specific target first.
+    /// What a step puts in force on the link from `service` toward `to`.
+    pub fn for_link(&self, service: &str, to: &str) -> Option<EffectiveConditions> {
+        self.overrides.get(&Target { network: None, service: Some(service.into()), to: Some(to.into()) }).cloned()
+    }
+
     pub fn for_attachment(&self, service: &str, network: &str) -> Option<EffectiveConditions> {
         let mut covering: Vec<(&Target, &EffectiveConditions)> = self.overrides.iter().filter(|(t, _)| t.covers(service, network)).collect();
         covering.sort_by_key(|(t, _)| std::cmp::Reverse(t.precedence()));
@@ -417,7 +432,7 @@ mod tests {
     }
 
     fn net(n: &str) -> Target {
-        Target { network: Some(n.into()), service: None }
+        Target { network: Some(n.into()), service: None, to: None }
     }
 
     #[test]
@@ -468,7 +483,7 @@ mod tests {
         let s = schedule(
             "steps:\n- at: 0s\n  service: b\n  flap: {up: 20s, down: 3s}\n- at: 60s\n  service: b\n  restore: true\n- at: 70s\n  network: x\n  conditions: {delay: 1ms}\n",
         );
-        let b = Target { network: None, service: Some("b".into()) };
+        let b = Target { network: None, service: Some("b".into()), to: None };
         let down = |secs: u64| s.at(Std::from_secs(secs)).overrides.get(&b).and_then(|c| c.down) == Some(true);
         assert!(!down(0) && !down(19) && down(20) && down(22) && !down(23) && down(43) && !down(46));
         assert!(!down(61), "restored");

@@ -328,7 +328,8 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
         check_links(links, services, &networks_of, &mut out);
     }
     if let Some(schedule) = doc.pointer("/spec/schedule") {
-        check_schedule(schedule, networks, services, &mut out);
+        let links = doc.pointer("/spec/links").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        check_schedule(schedule, networks, services, links, &mut out);
     }
     out
 }
@@ -382,8 +383,17 @@ fn check_links(links: &[Value], services: &serde_json::Map<String, Value>, netwo
 
 /// Steps in order, on targets the lab defines, each saying one thing; ramps that end; runs
 /// that know how long they last.
-fn check_schedule(schedule: &Value, networks: &serde_json::Map<String, Value>, services: &serde_json::Map<String, Value>, out: &mut Vec<Finding>) {
+fn check_schedule(schedule: &Value, networks: &serde_json::Map<String, Value>, services: &serde_json::Map<String, Value>, links: &[Value], out: &mut Vec<Finding>) {
     let base = "/spec/schedule";
+    // Directions the lab's links cover: (from, to), both ways for symmetric ones.
+    let linked: BTreeSet<(String, String)> = links
+        .iter()
+        .filter_map(|l| Some((l.get("from")?.as_str()?.to_string(), l.get("to")?.as_str()?.to_string(), l.get("symmetric").and_then(Value::as_bool) == Some(true))))
+        .flat_map(|(from, to, both)| {
+            let back = both.then(|| (to.clone(), from.clone()));
+            std::iter::once((from, to)).chain(back)
+        })
+        .collect();
     let micros = |v: Option<&Value>| v.and_then(Value::as_str).and_then(|t| t.parse::<Duration>().ok()).map(|d| d.micros);
     if let Some(text) = schedule.get("startAt").and_then(Value::as_str) {
         if chrono::DateTime::parse_from_rfc3339(text).is_err() {
@@ -415,6 +425,19 @@ fn check_schedule(schedule: &Value, networks: &serde_json::Map<String, Value>, s
             if !defined.contains_key(name) && !(field == "network" && name == DEFAULT_NETWORK) {
                 let hint = did_you_mean(name, defined.keys().map(String::as_str)).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
                 out.push(Finding::value(format!("{at_ptr}/{field}"), format!("{field} `{name}` is not defined in spec.{field}s{hint}")));
+            }
+        }
+        if let Some(to) = step.get("to").and_then(Value::as_str) {
+            match step.get("service").and_then(Value::as_str) {
+                None => out.push(Finding::key(format!("{at_ptr}/to"), "`to` targets the link from `service` toward it: give `service` too")),
+                Some(_) if step.get("network").is_some() => {
+                    out.push(Finding::key(format!("{at_ptr}/network"), "a step on a link (`service` + `to`) takes no `network`"))
+                }
+                Some(from) if !linked.contains(&(from.to_string(), to.to_string())) => out.push(Finding::value(
+                    format!("{at_ptr}/to"),
+                    format!("no link from `{from}` toward `{to}` in spec.links: declare it there (its conditions may be empty)"),
+                )),
+                Some(_) => {}
             }
         }
         if let Some(groups) = step.get("partition") {
