@@ -100,7 +100,12 @@ fn rate_limits_a_tcp_transfer_and_duplicate_and_corrupt_show_in_counters() {
     let secs: f64 = parts.next().unwrap().parse().unwrap();
     assert_eq!(received, bytes, "TCP delivers every byte despite corruption and duplicates");
     let mbit = received as f64 * 8.0 / secs / 1e6;
-    assert!(within(mbit, 1.0, 0.20), "rate 1mbit: measured {mbit:.3} Mbit/s in {secs:.2} s (wall {:?})", start.elapsed());
+    // The token bucket limits what goes on the wire: the 10% duplicates and the retransmits of
+    // the 5% corrupted segments take their share of 1 Mbit/s, so the payload gets about
+    // 0.95 / 1.1 = 0.86 of it, less while TCP recovers (0.77-0.86 measured); never more than
+    // the rate. The rate alone is measured to 5% in tests/netem_uml.rs.
+    println!("rate 1mbit with duplicate 10% and corrupt 5%: {mbit:.3} Mbit/s of payload");
+    assert!((0.70..=1.05).contains(&mbit), "rate 1mbit: measured {mbit:.3} Mbit/s in {secs:.2} s (wall {:?})", start.elapsed());
 
     probe(&lab, "rated", "a", "b", 200, 5);
     let report = task_reports(&lab, "rated").into_iter().find(|r| r["service"] == "a").expect("a's report");

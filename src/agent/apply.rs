@@ -58,8 +58,11 @@ pub fn achievable(want: &EffectiveConditions, backend: Option<BackendKind>, caps
         }
         can.ingress = (!kept.is_empty()).then_some(kept);
     }
-    if backend == Some(BackendKind::Netem) && want.seed.is_some() {
+    if backend == Some(BackendKind::Netem) && (want.seed.is_some() || want.toward.iter().any(|t| t.conditions.seed.is_some())) {
         can.seed = None;
+        for t in &mut can.toward {
+            t.conditions.seed = None;
+        }
         cannot.push("seed: netem draws from the kernel's random source (seeded runs need the userspace backend)".into());
     }
     if backend.is_none() && has_netem_fields(want) {

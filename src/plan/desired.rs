@@ -229,11 +229,12 @@ pub fn shaping_in_force(desired: &DesiredLab, schedule: Option<&InForce>, addres
                     };
                     // As text, the order agents read them back in.
                     addresses.sort();
-                    // The link's fields over everything else in force on the attachment.
-                    let over = EffectiveConditions { toward: vec![], blocked: vec![], ..conditions.clone() };
-                    // No task of the destination on this network (yet): nothing to classify.
+                    // The link's fields over everything else in force on the attachment's egress
+                    // (ingress and partitions are the attachment's, not a destination's).
+                    let over = EffectiveConditions { toward: vec![], blocked: vec![], ingress: None, ..conditions.clone() };
                     // A schedule step on the link over the link's own fields.
                     let stepped = schedule.and_then(|s| s.for_link(&svc.short_name, &link.to.to_string())).unwrap_or_default();
+                    // No task of the destination on this network (yet): nothing to classify.
                     (!addresses.is_empty()).then(|| Toward { to: link.to.to_string(), addresses, conditions: stepped.or(link.conditions.clone()).or(over).normalized() })
                 })
                 .collect();
@@ -290,6 +291,7 @@ mod tests {
         assert_eq!(a.toward[0].conditions.loss, a.loss, "the network's loss under the link");
         assert_eq!(a.toward[1].addresses, ["203.0.113.0/24"]);
         assert_eq!(shaping["b"]["lan"].toward[0].addresses, ["10.0.0.2/32"], "symmetric: b toward a");
+        assert!(a.toward.iter().all(|t| t.conditions.ingress.is_none() && t.conditions.toward.is_empty()));
         assert!(shaping["c"]["lan"].toward.is_empty());
         // No task of b yet: nothing to classify toward it.
         let none = shaping_in_force(&desired, None, &BTreeMap::new());

@@ -165,7 +165,8 @@ impl Policy {
         }
         let duplicate = duplicate && !lost;
         let corrupt = Self::hit(corrupt_p, &mut self.draws.corrupt, &mut self.rng);
-        if limit.is_some_and(|l| held >= l as usize) {
+        // netem's queue limit, its default when the lab sets none.
+        if held >= limit.unwrap_or(crate::spec::resolve::DEFAULT_LIMIT) as usize {
             return Fate::Overflow;
         }
         let c = &self.conditions;
@@ -379,6 +380,8 @@ mod tests {
         let now = Instant::now();
         assert!(matches!(p.decide(now, 4), Fate::Release { .. }));
         assert_eq!(p.decide(now, 5), Fate::Overflow);
+        let mut default = Policy::new(EffectiveConditions { delay: Some("10ms".parse().unwrap()), ..Default::default() }, 1);
+        assert_eq!(default.decide(now, 1000), Fate::Overflow, "netem's 1000 when none is set");
     }
 
     #[test]
