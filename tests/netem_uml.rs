@@ -123,7 +123,7 @@ fn stats(s: &PingStats) -> String {
 /// Applies `want` with `backend` through the agent's code and checks the kernel's read-back.
 async fn apply(att: &mut Attachment, want: &EffectiveConditions, backend: BackendKind, caps: &Capabilities) {
     att.converge(want, Some(backend), caps, true).await;
-    let report = att.report(want, Some(backend));
+    let report = att.report(want, Some(backend), caps);
     assert_eq!(report.error, None, "{backend} {want:?}");
     assert_eq!(report.applied, *want, "{backend}: read back {} ({})", serde_json::to_string(&report.applied).unwrap(), report.readback);
 }
@@ -271,10 +271,10 @@ async fn run_cases(backend: BackendKind, caps: &Capabilities, pair: &Pair) -> Ve
 
     // What cannot apply is reported, not claimed.
     let seeded = EffectiveConditions { seed: Some(7), ..cond(&[("loss", "5%")]) };
-    let report = att.report(&seeded, Some(backend));
+    let report = att.report(&seeded, Some(backend), caps);
     assert_eq!(report.unsupported.iter().any(|u| u.starts_with("seed")), backend == BackendKind::Netem, "{report:?}");
     let lonely = cond(&[("reorder", "25%")]);
-    let report = att.report(&lonely, Some(backend));
+    let report = att.report(&lonely, Some(backend), caps);
     assert!(report.unsupported.iter().any(|u| u.starts_with("reorder")), "{report:?}");
 
     // Removal leaves nothing.

@@ -36,8 +36,8 @@ pub struct Attachment {
     ingress_worker: Option<QueueWorker>,
     /// Whether an ifb redirect may be in place (set up here, or left by an agent before).
     ifb_held: bool,
-    /// What the node offers, as of the last converge.
-    caps: Capabilities,
+    /// The root qdisc's kind as last read back (`None`: none, or not read yet).
+    root_kind: Option<String>,
 }
 
 /// What `backend` can apply of `want` on a node with `caps`, and what it cannot, with why.
@@ -101,7 +101,7 @@ impl Attachment {
             tables: None,
             ingress_worker: None,
             ifb_held: true,
-            caps: Capabilities::default(),
+            root_kind: None,
         })
     }
 
@@ -190,6 +190,7 @@ impl Attachment {
     async fn read_back(&mut self, backend: Option<BackendKind>, cut: bool, want: &EffectiveConditions) {
         let json = self.tc(vec!["-j".into(), "qdisc".into(), "show".into(), "dev".into(), self.interface.clone()]).await.unwrap_or_default();
         let root = read_root_qdisc(&json);
+        self.root_kind = root.as_ref().map(|(kind, _)| kind.clone());
         let mut applied = EffectiveConditions::default();
         let mut notes = Vec::new();
         match &root {
@@ -248,7 +249,6 @@ impl Attachment {
 
     /// Makes the attachment carry `want`. Re-applies after a read-back if something drifted.
     pub async fn converge(&mut self, want: &EffectiveConditions, backend: Option<BackendKind>, caps: &Capabilities, readback: bool) {
-        self.caps = caps.clone();
         let (want, _) = achievable(want, backend, caps);
         let want = &want;
         if self.applied == *want && self.error.is_none() && !readback {
@@ -338,8 +338,9 @@ impl Attachment {
         // A root of another kind under the same handle cannot be replaced in place ("Invalid
         // qdisc name"): one tree becoming a single netem, or back, starts from nothing.
         let kind = if want.toward.is_empty() { "netem" } else { "prio" };
-        let root = read_root_qdisc(&self.tc(["-j", "qdisc", "show", "dev", &self.interface].map(String::from).to_vec()).await.unwrap_or_default());
-        let other_kind = root.is_some_and(|(k, _)| k != kind && matches!(k.as_str(), "netem" | "prio" | "tbf"));
+        // The kind comes from the read-back converge just made (a stale one fails the request
+        // and the next read-back corrects it).
+        let other_kind = self.root_kind.as_deref().is_some_and(|k| k != kind && matches!(k, "netem" | "prio" | "tbf"));
         if other_kind || (stale && bands.iter().any(|b| needs_fresh_qdisc(b))) {
             self.clear_qdisc().await?;
         }
@@ -404,8 +405,8 @@ impl Attachment {
         let _ = self.clear_qdisc().await;
     }
 
-    pub fn report(&self, want: &EffectiveConditions, backend: Option<BackendKind>) -> AttachmentShaping {
-        let (_, mut unsupported) = achievable(want, backend, &self.caps);
+    pub fn report(&self, want: &EffectiveConditions, backend: Option<BackendKind>, caps: &Capabilities) -> AttachmentShaping {
+        let (_, mut unsupported) = achievable(want, backend, caps);
         if want.reorder.is_some() && want.delay.is_none() {
             unsupported.push("reorder: has no effect without delay (as with netem)".into());
         }

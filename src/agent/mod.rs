@@ -262,7 +262,7 @@ impl Agent {
                 };
                 let mut entry = entry;
                 entry.converge(&want, self.backend, &self.caps, readback).await;
-                report.attachments.push(entry.report(&want, self.backend));
+                report.attachments.push(entry.report(&want, self.backend, &self.caps));
                 if entry.is_idle() {
                     continue; // nothing applied, nothing wanted: forget it
                 }

@@ -43,28 +43,24 @@ pub fn parse_ping(output: &str) -> Option<PingStats> {
     Some(s)
 }
 
-/// `count` pings every `interval_ms` from the namespace of `pid` to `ip` (iputils ping on the host).
+/// Runs iputils `ping` with `flags` from the namespace of `pid` (on the host): `count` echoes
+/// every `interval_ms`, a 2 s wait for the last. Its output, also when it exits 1 because some
+/// replies are missing: that is a measurement, not a failure.
+async fn run_ping(pid: i64, flags: &[&str], ip: &str, count: u32, interval_ms: u32) -> Result<String, String> {
+    let mut args: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    args.extend(["-c".into(), count.to_string(), "-i".into(), format!("{:.3}", f64::from(interval_ms) / 1000.0), "-W".into(), "2".into(), ip.to_string()]);
+    match run_in(pid, "ping", &args).await {
+        Ok(o) => Ok(o),
+        Err(e) if e.message.is_empty() || e.message.contains("packet loss") => Ok(e.message),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `count` pings every `interval_ms` from the namespace of `pid` to `ip`: the summary.
 pub async fn ping(pid: i64, ip: &str, count: u32, interval_ms: u32) -> Result<PingStats, String> {
     // `-U`: time each echo when ping reads it, not when the interface got it, so a delay on
     // the input path (the userspace backend's ingress queue) counts, as it does for programs.
-    let args = vec![
-        "-n".to_string(),
-        "-U".into(),
-        "-q".into(),
-        "-c".into(),
-        count.to_string(),
-        "-i".into(),
-        format!("{:.3}", f64::from(interval_ms) / 1000.0),
-        "-W".into(),
-        "2".into(),
-        ip.to_string(),
-    ];
-    // ping exits 1 when some replies are missing: that is a measurement, not a failure.
-    let output = match run_in(pid, "ping", &args).await {
-        Ok(o) => o,
-        Err(e) if e.message.is_empty() || e.message.contains("packet loss") => e.message,
-        Err(e) => return Err(e.to_string()),
-    };
+    let output = run_ping(pid, &["-n", "-U", "-q"], ip, count, interval_ms).await?;
     parse_ping(&output).ok_or_else(|| format!("cannot read ping's summary: {output}"))
 }
 
@@ -73,12 +69,7 @@ pub async fn ping(pid: i64, ip: &str, count: u32, interval_ms: u32) -> Result<Pi
 pub async fn ping_replies(pid: i64, ip: &str, count: u32, interval_ms: u32) -> Result<Vec<Option<f64>>, String> {
     // Timed by the kernel at the interface (no `-U`): the network's own delays, without the
     // scheduling of the pinging process, for distributions measured to the millisecond.
-    let args = ["-n".to_string(), "-c".into(), count.to_string(), "-i".into(), format!("{:.3}", f64::from(interval_ms) / 1000.0), "-W".into(), "2".into(), ip.to_string()];
-    let output = match run_in(pid, "ping", &args).await {
-        Ok(o) => o,
-        Err(e) if e.message.contains("packet loss") => e.message,
-        Err(e) => return Err(e.to_string()),
-    };
+    let output = run_ping(pid, &["-n"], ip, count, interval_ms).await?;
     Ok(parse_replies(&output, count))
 }
 

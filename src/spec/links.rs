@@ -134,9 +134,9 @@ impl Cidr {
         Ok(Cidr { network: bits, prefix })
     }
 
-    /// One address.
-    pub fn host(ip: std::net::Ipv4Addr) -> Cidr {
-        Cidr { network: u32::from(ip), prefix: 32 }
+    /// The network of `prefix` bits that holds `ip` (an interface's subnet).
+    pub fn containing(ip: std::net::Ipv4Addr, prefix: u8) -> Cidr {
+        Cidr { network: u32::from(ip) & Self::mask_of(prefix), prefix }
     }
 
     fn mask_of(prefix: u8) -> u32 {
@@ -147,7 +147,7 @@ impl Cidr {
         }
     }
 
-    pub fn mask(self) -> u32 {
+    fn mask(self) -> u32 {
         Self::mask_of(self.prefix)
     }
 

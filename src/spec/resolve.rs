@@ -129,18 +129,11 @@ impl EffectiveConditions {
             jitter: jitter.or(lower.jitter),
             loss,
             loss_model,
-            correlation: match (correlation, lower.correlation) {
-                (Some(c), Some(l)) => Some(c.or(l)),
-                (c, l) => c.or(l),
-            },
+            correlation: merged(correlation, lower.correlation, Correlation::or),
             delay_distribution: delay_distribution.or(lower.delay_distribution),
             limit: limit.or(lower.limit),
             seed: seed.or(lower.seed),
-            ingress: match (ingress, lower.ingress) {
-                (Some(i), Some(l)) => Some(i.or(l)),
-                (i, l) => i.or(l),
-            },
-
+            ingress: merged(ingress, lower.ingress, super::ingress::Ingress::or),
             rate: rate.or(lower.rate),
             corrupt: corrupt.or(lower.corrupt),
             duplicate: duplicate.or(lower.duplicate),
@@ -214,6 +207,14 @@ impl EffectiveConditions {
             }
         }
         Ok(c)
+    }
+}
+
+/// Blocks of fields (correlation, ingress) merged field by field when both layers have one.
+fn merged<T>(higher: Option<T>, lower: Option<T>, or: fn(T, T) -> T) -> Option<T> {
+    match (higher, lower) {
+        (Some(h), Some(l)) => Some(or(h, l)),
+        (h, l) => h.or(l),
     }
 }
 

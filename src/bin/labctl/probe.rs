@@ -134,8 +134,7 @@ fn asked_of(
     task.networks.iter().find_map(|(network, _, address)| {
         let mine: Ipv4Addr = address.parse().ok()?;
         let (_, _, prefix) = own.iter().find(|(_, a, _)| *a == mine)?;
-        let subnet = Cidr { network: u32::from(mine) & Cidr { network: 0, prefix: *prefix }.mask(), prefix: *prefix };
-        subnet.contains(target).then(|| asked_round_trip(reports, (from, mine), (to, target), network))
+        Cidr::containing(mine, *prefix).contains(target).then(|| asked_round_trip(reports, (from, mine), (to, target), network))
     })
 }
 
