@@ -205,7 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         labs_dir: cli.labs.clone(),
         git,
         resync: Duration::from_secs(cli.resync.max(1)),
-        progress_poll: Duration::from_millis(500),
+        progress_poll: Duration::from_millis(250),
         delete_grace: Duration::from_secs_f64(cli.delete_grace.clamp(0.0, 86_400.0)),
         allow_empty: cli.allow_empty,
         prune_orphans: cli.prune_orphans,

@@ -21,6 +21,8 @@ pub struct FakeState {
     /// The next this many changing calls fail with an API error.
     pub fail_next: u32,
     pub trouble: Option<TaskTrouble>,
+    /// The next this many network removals answer "in use by task" (tasks still stopping).
+    pub network_in_use: u32,
     /// Task addresses per network name, as `task_addresses` answers.
     pub addresses: HashMap<String, crate::swarm::TaskAddresses>,
     starting: HashMap<String, u32>,
@@ -106,6 +108,13 @@ impl Swarm for FakeSwarm {
 
     async fn remove_network(&self, id: &str) -> Result<(), SwarmError> {
         self.change("remove network", |s| {
+            if !s.networks.iter().any(|n| n.id == id) {
+                return Err(SwarmError::NotFound(format!("network {id}")));
+            }
+            if s.network_in_use > 0 {
+                s.network_in_use -= 1;
+                return Err(SwarmError::InUse { action: format!("remove network {id}"), message: "network is in use by task".into() });
+            }
             s.networks.retain(|n| n.id != id);
             Ok(())
         })
@@ -149,6 +158,9 @@ impl Swarm for FakeSwarm {
 
     async fn remove_service(&self, id: &str) -> Result<(), SwarmError> {
         self.change("remove service", |s| {
+            if !s.services.iter().any(|x| x.id == id) {
+                return Err(SwarmError::NotFound(format!("service {id}")));
+            }
             s.services.retain(|x| x.id != id);
             Ok(())
         })

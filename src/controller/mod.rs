@@ -39,8 +39,9 @@ use scheduler::Scheduler;
 
 /// The longest one reconcile may take before it counts as failed.
 const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long after the last of a burst of Docker events their lab is looked at.
-const EVENT_FOLLOW_UP: Duration = Duration::from_millis(200);
+/// How long after a Docker event its lab is looked at: Swarm counts a task running 20–70 ms
+/// after its container's start event, and one look then sees a burst of events together.
+const EVENT_FOLLOW_UP: Duration = Duration::from_millis(80);
 /// The longest a read of the labs directory may take (a hung network mount): unreadable then.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -368,10 +369,11 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             }
             Trigger::Lab(lab) => {
                 // Not at once: Swarm reports a task running a moment after its container's
-                // start event, and events come in bursts (one per task); one look shortly
-                // after sees them all.
+                // start event, and events come in bursts (one per task). Not postponed by the
+                // next event either: tasks that start one after another over seconds would
+                // otherwise wait for the last one to be seen at all.
                 if self.labs.contains_key(&lab) && !self.backoff.waiting(&lab) {
-                    self.timers.reset(Timer::Event(lab), EVENT_FOLLOW_UP);
+                    self.timers.schedule(Timer::Event(lab), EVENT_FOLLOW_UP);
                 }
             }
             Trigger::Retry(lab) => {

@@ -132,6 +132,14 @@ fn record(store: &impl LabStore, lab: &str, action: &Action, result: Result<(), 
                 store.event(lab, event(EventReason::Applied, action.describe()));
             }
             Err(SwarmError::AlreadyExists(name)) => tracing::debug!(lab, %name, "already exists; the next pass sees it"),
+            // A removal that found nothing: what the next observation confirms, not an action.
+            Err(SwarmError::NotFound(what)) => tracing::debug!(lab, %what, "gone already"),
+            // A network whose tasks are still stopping: the caller decides whether that is an
+            // error (a teardown waits for it).
+            Err(e @ SwarmError::InUse { .. }) => {
+                tracing::debug!(lab, action = %action.describe(), error = %e, "still in use");
+                errors.push(e);
+            }
             Err(e) => {
                 tracing::warn!(lab, action = %action.describe(), error = %e, "action failed");
                 errors.push(e);
@@ -745,5 +753,26 @@ mod tests {
         assert!(o.gone);
         let o = pass(&swarm, &store, Target::Orphaned("x".into()), o.status).await;
         assert!(o.gone, "an orphan with nothing on Swarm is only a stale status");
+    }
+
+    #[tokio::test]
+    async fn a_teardown_waits_for_a_network_in_use_without_failing_and_a_vanished_object_is_no_action() {
+        let swarm = FakeSwarm::default();
+        let store = FakeStore::default();
+        let o = pass(&swarm, &store, apply(&lab(TWO)), LabStatus::default()).await;
+        swarm.state.lock().unwrap().network_in_use = 2;
+        let o = pass(&swarm, &store, Target::Delete, o.status).await;
+        assert_eq!((o.status.phase, o.actions.get("remove")), (Phase::Deleting, Some(&2)), "services removed, the network still used");
+        assert_eq!(o.result.as_ref().ok(), Some(&Requeue::After(POLL)), "waiting on Swarm is no error (no backoff): {:?}", o.result);
+        let o = pass(&swarm, &store, Target::Delete, o.status).await;
+        assert!(o.result.is_ok() && !o.gone);
+        let o = pass(&swarm, &store, Target::Delete, o.status).await;
+        assert_eq!(o.actions.get("remove"), Some(&1));
+        assert!(pass(&swarm, &store, Target::Delete, o.status).await.gone);
+        // Gone between the observation and the removal: done, and nothing counted as applied.
+        let removal = crate::plan::Action::RemoveService { id: "s404".into(), name: "t_a".into(), detach: false };
+        let (mut done, mut errors) = (BTreeMap::new(), Vec::new());
+        record(&store, "t", &removal, swarm.remove_service("s404").await, &mut done, &mut errors);
+        assert!(done.is_empty() && errors.is_empty(), "{done:?} {errors:?}");
     }
 }

@@ -28,7 +28,9 @@ fn api_err(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> 
             bollard::errors::Error::DockerResponseServerError { message, .. } => message,
             other => other.to_string(),
         };
-        if message.contains("has active endpoints") {
+        // A network still attached: "has active endpoints" (the engine), "is in use by task"
+        // (Swarm, while the removed services' tasks stop).
+        if message.contains("has active endpoints") || message.contains("is in use by task") {
             return SwarmError::InUse { action, message };
         }
         SwarmError::Api { action, message }
@@ -247,7 +249,7 @@ impl Swarm for DockerSwarm {
         self.count();
         match self.docker.remove_network(id).await {
             // Gone already (404, or Swarm's "not found" while it finishes a removal): done.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code, message }) if status_code == 404 || message.contains("not found") => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code, message }) if status_code == 404 || message.contains("not found") => Err(SwarmError::NotFound(format!("network {id}"))),
             other => other.map_err(api_err(format!("remove network {id}"))),
         }
     }
@@ -291,7 +293,7 @@ impl Swarm for DockerSwarm {
     async fn remove_service(&self, id: &str) -> Result<(), SwarmError> {
         self.count();
         match self.docker.delete_service(id).await {
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Err(SwarmError::NotFound(format!("service {id}"))),
             other => other.map_err(api_err(format!("remove service {id}"))),
         }
     }

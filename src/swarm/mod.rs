@@ -26,6 +26,10 @@ pub enum SwarmError {
     /// The object is still used (a network with tasks attached): not an error, just later.
     #[error("{action}: {message}")]
     InUse { action: String, message: String },
+    /// A removal found nothing to remove (gone already, or Swarm finishing its removal while
+    /// the node's copy of a network waits for its tasks): done, but nothing was applied.
+    #[error("{0} is gone already")]
+    NotFound(String),
     #[error("{action}: {message}")]
     Api { action: String, message: String },
 }
