@@ -132,8 +132,51 @@ fn agent_config(cli: &Cli) -> AgentConfig {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// glibc's allocator, tuned for a daemon that idles between bursts of reconciles: at most two
+/// arenas (by default each thread that ever allocated under contention keeps one of its own, up
+/// to 8 per core, with its freed memory), and freed memory handed back to the kernel every
+/// 30 s. Measured with 100 labs: 4 MB less resident with the arenas alone.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod allocator {
+    use nix::libc;
+
+    pub fn limit_arenas() {
+        // SAFETY: mallopt only sets a parameter of the allocator; called before any thread.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    }
+
+    pub fn give_back_periodically() {
+        tokio::spawn(async {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                every.tick().await;
+                // SAFETY: malloc_trim releases free pages of the arenas; no pointer is touched.
+                unsafe { libc::malloc_trim(0) };
+            }
+        });
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+mod allocator {
+    pub fn limit_arenas() {}
+    pub fn give_back_periodically() {}
+}
+
+fn main() -> ExitCode {
+    allocator::limit_arenas();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("labd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async_main())
+}
+
+async fn async_main() -> ExitCode {
+    allocator::give_back_periodically();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,bollard=warn".into()))
         .with_writer(std::io::stderr)

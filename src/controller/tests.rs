@@ -174,6 +174,27 @@ async fn a_service_removed_by_hand_comes_back_on_its_event_and_without_one_at_th
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_stream_of_events_does_not_postpone_the_look() {
+    // Tasks starting one after another for seconds (50 tasks on two cores): the first of their
+    // events must bring a look soon, not the end of the stream.
+    let mut c = start(&[("a.yaml", lab_yaml("a", &["web"]))], Duration::from_secs(600), FakeSwarm::default()).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    c.swarm.state.lock().unwrap().services.clear();
+    let swarm = c.swarm.clone();
+    let stream = tokio::spawn(async move {
+        for _ in 0..100 {
+            let event = SwarmEvent { subject: EventSubject::Container, action: "start".into(), name: "a_other.1".into(), lab: Some("a".into()) };
+            let _ = swarm.events.send(event);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    });
+    let took = eventually("a look while the events go on", Duration::from_secs(1), || c.services() == ["a_web"]).await;
+    assert!(!stream.is_finished(), "looked only once the events stopped ({took:?})");
+    stream.abort();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_wait_out_a_growing_backoff_then_the_lab_converges() {
     let swarm = FakeSwarm::default();
     // Two calls fail per pass (the lab's default network, then its service): two failed passes.
