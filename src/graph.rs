@@ -192,7 +192,7 @@ mod tests {
 
     fn kademlia() -> Lab {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/labs/kademlia.yaml")).unwrap();
-        crate::spec::parse_file(Path::new("k.yaml"), &text).remove(0).result.unwrap().lab
+        crate::spec::parse_file(Path::new("k.yaml"), &text).remove(0).result.unwrap().lab.as_ref().clone()
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 /// controller last saw them.
 #[derive(Debug, Clone, Default)]
 pub struct LabView {
-    pub lab: Option<crate::spec::Lab>,
+    pub lab: Option<std::sync::Arc<crate::spec::Lab>>,
     pub status: crate::status::LabStatus,
 }
 

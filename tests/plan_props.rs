@@ -128,7 +128,7 @@ fn conditions_do_not_change_the_service_hash() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/labs/iot.yaml")).unwrap();
     let doc = swarmlab::spec::parse_file(std::path::Path::new("iot.yaml"), &text).remove(0);
     let lab = doc.result.unwrap().lab;
-    let mut shaped = lab.clone();
+    let mut shaped = lab.as_ref().clone();
     shaped.spec.networks.get_mut("field").unwrap().conditions.as_mut().unwrap().delay = Some("300ms".parse().unwrap());
     let (a, b) = (desired_lab(&lab), desired_lab(&shaped));
     for (x, y) in a.services.iter().zip(&b.services) {

@@ -685,13 +685,23 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         }
         let phases = self.labs.iter().map(|(n, s)| (n.clone(), s.status.phase)).collect();
         self.phases.send_replace(phases);
+        // Called after every reconcile: only what changed is copied (the definitions are
+        // shared), and readers wake only then.
         if let Some(view) = &self.view {
-            let labs = self
-                .labs
-                .iter()
-                .map(|(n, s)| (n.clone(), crate::http::LabView { lab: s.last_good.as_ref().map(|v| v.lab.clone()), status: s.status.clone() }))
-                .collect();
-            view.send_replace(labs);
+            view.send_if_modified(|shown| {
+                let before = shown.len();
+                shown.retain(|name, _| self.labs.contains_key(name));
+                let mut changed = shown.len() != before;
+                for (name, state) in &self.labs {
+                    let lab = state.last_good.as_ref().map(|v| v.lab.clone());
+                    let same = shown.get(name).is_some_and(|v| v.status == state.status && v.lab.as_ref().map(Arc::as_ptr) == lab.as_ref().map(Arc::as_ptr));
+                    if !same {
+                        shown.insert(name.clone(), crate::http::LabView { lab, status: state.status.clone() });
+                        changed = true;
+                    }
+                }
+                changed
+            });
         }
     }
 

@@ -22,7 +22,7 @@ use super::yaml::{parse_documents, pointer_segment, Document, Mark, Positions};
 /// A lab that passed every check, with the hash of its content (the revision labd applies).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidLab {
-    pub lab: Lab,
+    pub lab: std::sync::Arc<Lab>,
     pub revision: String,
 }
 
@@ -108,7 +108,7 @@ fn validate_document(path: &Path, doc: Document) -> LabDocument {
         }
     }
     let result = match (lab, findings.is_empty()) {
-        (Some(lab), true) => Ok(ValidLab { revision: revision_of(&lab), lab }),
+        (Some(lab), true) => Ok(ValidLab { revision: revision_of(&lab), lab: std::sync::Arc::new(lab) }),
         _ => Err(to_diagnostics(path, &doc.value, &doc.positions, findings)),
     };
     LabDocument { name, name_mark, result }

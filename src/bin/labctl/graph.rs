@@ -22,7 +22,7 @@ fn lab_in(file: &Path, name: Option<&str>) -> anyhow::Result<swarmlab::spec::Lab
     let docs = swarmlab::spec::parse_file(file, &text);
     for doc in docs {
         match doc.result {
-            Ok(v) if name.is_none_or(|n| v.name() == n) => return Ok(v.lab),
+            Ok(v) if name.is_none_or(|n| v.name() == n) => return Ok(std::sync::Arc::unwrap_or_clone(v.lab)),
             Err(d) if name.is_none_or(|n| doc.name.as_deref() == Some(n)) => {
                 anyhow::bail!("{} is not valid: {} (`labctl validate {}` lists every error)", file.display(), d[0], file.display())
             }
