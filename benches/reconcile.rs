@@ -38,9 +38,12 @@ fn stack_running(stack: &str, services: usize) -> bool {
         && rows.iter().all(|r| r.split_once('/').is_some_and(|(a, b)| a == b.split_whitespace().next().unwrap_or("")))
 }
 
+/// No service, network or container of the stack (or lab) left: containers still stopping
+/// would take CPU from the next measurement.
 fn stack_gone(stack: &str) -> bool {
     docker(&["service", "ls", "-q", "--filter", &format!("label=com.docker.stack.namespace={stack}")]).trim().is_empty()
         && docker(&["network", "ls", "-q", "--filter", &format!("label=com.docker.stack.namespace={stack}")]).trim().is_empty()
+        && !docker(&["ps", "-a", "--format", "{{.Names}}"]).lines().any(|name| name.starts_with(&format!("{stack}_")))
 }
 
 /// (lab YAML, compose YAML, services) for `services` services with `replicas` tasks in all.
@@ -299,7 +302,7 @@ fn main() {
             scaled: "s0",
             scale: ("replicas: 3", "replicas: 5"),
             removed: "s1",
-            runs: 1,
+            runs: 3,
         },
     ];
     let mut rows = Vec::new();
