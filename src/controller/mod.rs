@@ -14,7 +14,7 @@ pub mod scheduler;
 mod tests;
 pub mod verdict;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,6 +103,8 @@ struct LabState {
     /// When the current generation appeared, for time-to-Ready.
     generation_since: Option<Instant>,
     ready_reported: bool,
+    /// Its services on Swarm at the last pass that looked (drift: one of them gone).
+    seen: BTreeSet<String>,
 }
 
 enum Trigger {
@@ -585,7 +587,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                     by_spec.then_some(SuspendedBy::Spec)
                 };
                 let started_by_hand = self.starts.get(lab).copied();
-                Some(Target::Apply { lab: state.last_good.clone(), invalid: state.invalid.clone(), suspended, started_by_hand })
+                Some(Target::Apply { lab: state.last_good.clone(), invalid: state.invalid.clone(), suspended, started_by_hand, last_seen: state.seen.clone() })
             }
         }
     }
@@ -600,6 +602,9 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         }
         self.store.count(lab, "reconciles", 1);
         let Some(state) = self.labs.get_mut(lab) else { return };
+        if let Some(seen) = outcome.seen {
+            state.seen = seen;
+        }
         if outcome.drift > 0 && state.desire == Desire::Defined {
             self.store.count(lab, "drift_repairs", outcome.drift as i64);
             self.metrics.drift_repaired(lab, outcome.drift);

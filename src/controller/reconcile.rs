@@ -1,13 +1,13 @@
 //! Reconciling one lab: observe, plan, act, and compute its status. Runs as its own task, so a
 //! slow or failing lab never holds up another.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 
 use chrono::Utc;
 
-use crate::plan::{desired_lab, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, Observed, Plan, Shaping};
+use crate::plan::{desired_lab, labels, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, Observed, Plan, Shaping};
 use crate::spec::{Diagnostic, ValidLab};
 use crate::status::{condition_types as ct, EventReason, LabStatus, Phase, ScheduleStatus, ServiceStatus};
 use crate::store::LabStore;
@@ -40,7 +40,15 @@ pub enum Target {
     /// Converge to `lab`. `invalid` holds the errors of a newer, broken definition: the lab
     /// then keeps its last good version and its phase is Invalid.
     /// `started_by_hand`: the last `labctl start` (time 0 of a `start: manual` schedule).
-    Apply { lab: Option<ValidLab>, invalid: Option<Vec<Diagnostic>>, suspended: Option<SuspendedBy>, started_by_hand: Option<chrono::DateTime<Utc>> },
+    /// `last_seen`: the lab's services on Swarm at its last pass; one of them missing now was
+    /// removed outside labd (drift), whatever its tasks were doing.
+    Apply {
+        lab: Option<ValidLab>,
+        invalid: Option<Vec<Diagnostic>>,
+        suspended: Option<SuspendedBy>,
+        started_by_hand: Option<chrono::DateTime<Utc>>,
+        last_seen: BTreeSet<String>,
+    },
     /// No file defines the lab any more: remove everything it owns.
     Delete,
     /// No file defines the lab, but nothing shows a person removed it: leave it, say why.
@@ -78,8 +86,10 @@ pub struct Outcome {
     /// Nothing of the lab is left on Swarm (after a Delete).
     pub gone: bool,
     /// Repairs of changes made outside labd: services scaled or changed by hand, and services
-    /// that were running at the last reconcile and are gone now.
+    /// that were on Swarm at the last pass and are gone now.
     pub drift: u64,
+    /// The lab's services left on Swarm after this pass (`None`: this pass did not look).
+    pub seen: Option<BTreeSet<String>>,
 }
 
 fn kind_name(k: ActionKind) -> &'static str {
@@ -166,7 +176,9 @@ pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, t
         Target::Delete => delete(swarm, store, name, &observed, status).await,
         Target::Orphaned(why) => orphaned(name, &observed, status, why),
         Target::Apply { lab: Some(lab), suspended: Some(by), .. } => suspended(&lab, &observed, status, by),
-        Target::Apply { lab, invalid, started_by_hand, .. } => apply(swarm, store, name, lab, invalid, started_by_hand, &observed, status).await,
+        Target::Apply { lab, invalid, started_by_hand, last_seen, .. } => {
+            apply(swarm, store, name, lab, invalid, started_by_hand, &last_seen, &observed, status).await
+        }
     };
     if let Ok(requeue) = &mut outcome.result {
         *requeue = requeue_of(&outcome.status, outcome.gone, poll);
@@ -212,7 +224,7 @@ pub(crate) fn failed(mut status: LabStatus, error: ReconcileError) -> Outcome {
     status.set_condition(ct::READY, false, "ReconcileFailed", message.clone(), now);
     status.set_abnormal(ct::STALLED, true, "ReconcileFailed", message, now);
     status.ready_since = None;
-    Outcome { status, actions: BTreeMap::new(), result: Err(error), gone: false, drift: 0 }
+    Outcome { status, actions: BTreeMap::new(), result: Err(error), gone: false, drift: 0, seen: None }
 }
 
 /// A suspended lab is looked at, never changed: its status shows what runs, and why nothing is
@@ -239,7 +251,7 @@ fn suspended(lab: &ValidLab, observed: &Observed, mut status: LabStatus, by: Sus
     status.message = format!("suspended by {by}: labd changes nothing; {waiting}");
     status.set_condition(ct::SUSPENDED, true, "Suspended", status.message.clone(), now);
     status.set_abnormal(ct::RECONCILING, false, "", "", now);
-    Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: false, drift: 0 }
+    Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: false, drift: 0, seen: None }
 }
 
 fn orphaned(name: &str, observed: &Observed, mut status: LabStatus, why: String) -> Outcome {
@@ -252,14 +264,14 @@ fn orphaned(name: &str, observed: &Observed, mut status: LabStatus, why: String)
     status.set_abnormal(ct::RECONCILING, false, "", "", now);
     status.set_abnormal(ct::STALLED, true, "Orphaned", status.message.clone(), now);
     // Nothing of it on Swarm: only a stale status was left; forget it.
-    Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: owned.is_empty(), drift: 0 }
+    Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: owned.is_empty(), drift: 0, seen: None }
 }
 
 async fn delete<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, observed: &Observed, mut status: LabStatus) -> Outcome {
     let plan = teardown(name, observed);
     if plan.is_empty() {
         status.phase = Phase::Deleting;
-        return Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: true, drift: 0 };
+        return Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: true, drift: 0, seen: None };
     }
     let (actions, errors) = execute(swarm, store, name, &plan).await;
     status.phase = Phase::Deleting;
@@ -269,7 +281,7 @@ async fn delete<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, observed
     // Networks are only removable once their tasks have stopped: not an error, just later.
     let errors: Vec<SwarmError> = errors.into_iter().filter(|e| !matches!(e, SwarmError::InUse { .. })).collect();
     let result = if errors.is_empty() { Ok(Requeue::AwaitChange) } else { Err(ReconcileError::Actions(errors)) };
-    Outcome { status, actions, result, gone: false, drift: 0 }
+    Outcome { status, actions, result, gone: false, drift: 0, seen: None }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -280,6 +292,7 @@ async fn apply<S: Swarm>(
     lab: Option<ValidLab>,
     invalid: Option<Vec<Diagnostic>>,
     started_by_hand: Option<chrono::DateTime<Utc>>,
+    last_seen: &BTreeSet<String>,
     observed: &Observed,
     mut status: LabStatus,
 ) -> Outcome {
@@ -299,7 +312,7 @@ async fn apply<S: Swarm>(
         status.set_condition(ct::READY, false, "SpecInvalid", message.clone(), now);
         status.set_abnormal(ct::RECONCILING, false, "", "", now);
         status.set_abnormal(ct::STALLED, true, "SpecInvalid", message, now);
-        return Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: false, drift: 0 };
+        return Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: false, drift: 0, seen: None };
     };
     status.revision = lab.revision.clone();
     status.conditions.retain(|c| c.type_ != ct::SUSPENDED);
@@ -325,13 +338,11 @@ async fn apply<S: Swarm>(
     let shaping = shaping_in_force(&desired, in_force, &addresses);
     publish_shaping(store, &desired.lab, &shaping);
     let plan = diff(&desired, observed);
-    let was_running = |short: &str| status.services.get(short).is_some_and(|s| s.running > 0);
-    let vanished = plan
-        .actions
-        .iter()
-        .filter(|a| matches!(a, Action::CreateService(s) if was_running(&s.short_name)))
-        .count() as u64;
+    // Not "was running": a service listed just before its removal, its tasks just after, looks
+    // stopped, and a service removed while its tasks start is drift too.
+    let vanished = plan.actions.iter().filter(|a| matches!(a, Action::CreateService(s) if last_seen.contains(&s.name))).count() as u64;
     let drift = plan.drift as u64 + vanished;
+    let seen = Some(seen_after(name, observed, &plan));
     let (actions, swarm_errors) = execute(swarm, store, name, &plan).await;
     let errors: Vec<String> = swarm_errors.iter().map(|e| e.to_string()).collect();
 
@@ -400,7 +411,18 @@ async fn apply<S: Swarm>(
     let mut status = verdict::derive(status, &findings, now);
     status.schedule = tick.map(|t| schedule_events(store, name, t, &findings.shaping, last_applied, now));
     let result = if swarm_errors.is_empty() { Ok(Requeue::AwaitChange) } else { Err(ReconcileError::Actions(swarm_errors)) };
-    Outcome { status, actions, result, gone: false, drift }
+    Outcome { status, actions, result, gone: false, drift, seen }
+}
+
+/// The lab's own services on Swarm once `plan` ran: what it observed, less what it removed.
+fn seen_after(lab: &str, observed: &Observed, plan: &Plan) -> BTreeSet<String> {
+    let removed: BTreeSet<&str> = plan.actions.iter().filter_map(|a| if let Action::RemoveService { name, .. } = a { Some(name.as_str()) } else { None }).collect();
+    observed
+        .services
+        .iter()
+        .filter(|s| labels::owner(&s.labels) == Some(lab) && !removed.contains(s.name.as_str()))
+        .map(|s| s.name.clone())
+        .collect()
 }
 
 
@@ -533,7 +555,14 @@ mod tests {
     }
 
     fn apply(l: &ValidLab) -> Target {
-        Target::Apply { lab: Some(l.clone()), invalid: None, suspended: None, started_by_hand: None }
+        Target::Apply { lab: Some(l.clone()), invalid: None, suspended: None, started_by_hand: None, last_seen: BTreeSet::new() }
+    }
+
+    /// The next pass after `before`, remembering what it saw on Swarm as the controller does.
+    async fn next_pass(swarm: &FakeSwarm, store: &FakeStore, l: &ValidLab, before: Outcome) -> Outcome {
+        let last_seen = before.seen.unwrap_or_default();
+        let target = Target::Apply { lab: Some(l.clone()), invalid: None, suspended: None, started_by_hand: None, last_seen };
+        pass(swarm, store, target, before.status).await
     }
 
     #[tokio::test]
@@ -568,7 +597,7 @@ mod tests {
         let store = FakeStore::default();
         let l = lab(TWO);
         let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
-        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        let o = next_pass(&swarm, &store, &l, o).await;
         assert_eq!(o.status.phase, Phase::Ready);
         {
             let mut s = swarm.state.lock().unwrap();
@@ -576,10 +605,35 @@ mod tests {
             b.replicas = Some(5); // `docker service scale t_b=5`
             s.services.retain(|x| x.name != "t_a"); // `docker service rm t_a`
         }
-        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        let o = next_pass(&swarm, &store, &l, o).await;
         assert_eq!(o.drift, 2, "one scaled, one removed while running");
         assert_eq!(swarm.service("t_b").unwrap().replicas, Some(2));
         assert!(swarm.service("t_a").is_some());
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!(o.drift, 0, "repaired: nothing more to count");
+    }
+
+    #[tokio::test]
+    async fn a_service_removed_by_hand_while_its_tasks_start_is_drift_too() {
+        // Seen on Swarm at the last pass with no task running yet (or listed just after its
+        // removal began): gone now is still a change made outside labd.
+        let swarm = FakeSwarm::default();
+        swarm.state.lock().unwrap().start_after = 10;
+        let store = FakeStore::default();
+        let l = lab(TWO);
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!(o.status.services["a"].running, 0, "{:?}", o.status.services);
+        swarm.state.lock().unwrap().services.retain(|x| x.name != "t_a");
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!((o.drift, o.actions.get("create")), (1, Some(&1)));
+        // A service the file drops, removed by labd, is no drift when it is gone next pass.
+        let smaller = lab(&TWO.replace("    b: {replicas: 2, networks: [lan]}\n", ""));
+        let o = next_pass(&swarm, &store, &smaller, o).await;
+        assert_eq!((o.drift, o.actions.get("remove")), (0, Some(&1)));
+        let o = next_pass(&swarm, &store, &smaller, o).await;
+        assert_eq!(o.drift, 0);
+        assert!(o.seen.is_some_and(|s| s == BTreeSet::from(["t_a".to_string()])));
     }
 
     #[tokio::test]
@@ -729,7 +783,7 @@ mod tests {
         let store = FakeStore::default();
         let l = lab(TWO);
         let bad = crate::spec::Diagnostic { file: "t.yaml".into(), line: 3, column: 1, field: "spec".into(), message: "broken".into() };
-        let target = Target::Apply { lab: Some(l.clone()), invalid: Some(vec![bad]), suspended: None, started_by_hand: None };
+        let target = Target::Apply { lab: Some(l.clone()), invalid: Some(vec![bad]), suspended: None, started_by_hand: None, last_seen: BTreeSet::new() };
         let o = pass(&swarm, &store, target, LabStatus::default()).await;
         assert_eq!(o.status.phase, Phase::Invalid);
         assert_eq!(o.status.message, "t.yaml:3:1: spec: broken");

@@ -128,9 +128,12 @@ impl DockerSwarm {
 
     /// Counts running tasks on Ready nodes and finds each short service's newest task problem,
     /// from one listing of every task (the retained history included).
-    async fn tally_tasks(&self, services: &mut [ObservedService], down: &[(String, String)]) -> Result<(), SwarmError> {
+    async fn list_tasks(&self) -> Result<Vec<bollard::models::Task>, SwarmError> {
         self.count();
-        let mut tasks = self.docker.list_tasks(None::<ListTasksOptions>).await.map_err(api_err("list tasks"))?;
+        self.docker.list_tasks(None::<ListTasksOptions>).await.map_err(api_err("list tasks"))
+    }
+
+    fn tally_tasks(mut tasks: Vec<bollard::models::Task>, services: &mut [ObservedService], down: &[(String, String)]) {
         tasks.sort_by_key(|t| std::cmp::Reverse(t.updated_at.clone().unwrap_or_default()));
         for s in services.iter_mut() {
             let mine = || tasks.iter().filter(|t| t.service_id.as_deref() == Some(s.id.as_str()));
@@ -141,7 +144,6 @@ impl DockerSwarm {
                 .count() as u64;
             s.trouble = if s.running < s.desired { mine().find_map(trouble_of) } else { None };
         }
-        Ok(())
     }
 }
 
@@ -160,6 +162,9 @@ fn trouble_of(t: &bollard::models::Task) -> Option<TaskTrouble> {
 
 impl Swarm for DockerSwarm {
     async fn observe_all(&self) -> Result<Observed, SwarmError> {
+        // Tasks before services: a service listed is never paired with tasks listed after its
+        // removal began (they would all look stopped, and the service would look scaled to 0).
+        let tasks = self.list_tasks().await?;
         self.count();
         let services = self
             .docker
@@ -170,11 +175,9 @@ impl Swarm for DockerSwarm {
         let networks = self.docker.list_networks(None::<ListNetworksOptions>).await.map_err(api_err("list networks"))?;
         let mut services: Vec<ObservedService> = services.into_iter().filter_map(observed_service).collect();
         let down = self.down_nodes().await?;
-        if !services.is_empty() {
-            // Swarm's own count lags: it keeps counting the tasks of a Down node as running, and
-            // for a while after the node returns. Count running tasks on Ready nodes ourselves.
-            self.tally_tasks(&mut services, &down).await?;
-        }
+        // Swarm's own count lags: it keeps counting the tasks of a Down node as running, and for
+        // a while after the node returns. Count running tasks on Ready nodes ourselves.
+        Self::tally_tasks(tasks, &mut services, &down);
         Ok(Observed {
             down_nodes: down.into_iter().map(|(_, host)| host).collect(),
             services,
