@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::spec::Lab;
+use crate::spec::links::Destination;
+use crate::spec::{resolve_conditions, Lab};
 use crate::status::{LabStatus, Phase};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +32,17 @@ pub struct Edge {
     pub label: String,
 }
 
+/// A per-pair link (`spec.links`): traffic from one service toward another or an address range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkEdge {
+    pub from: String,
+    pub to: Destination,
+    /// The same conditions on the way back.
+    pub symmetric: bool,
+    /// The link's own conditions (what differs toward `to`), empty when none.
+    pub label: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Topology {
     pub lab: String,
@@ -38,6 +50,7 @@ pub struct Topology {
     pub services: Vec<ServiceNode>,
     pub networks: Vec<NetworkNode>,
     pub edges: Vec<Edge>,
+    pub links: Vec<LinkEdge>,
 }
 
 impl Topology {
@@ -65,7 +78,25 @@ impl Topology {
                 edges.push(Edge { service: name.to_string(), network: a.name().to_string(), label: lab.effective_conditions(&svc, &a).summary() });
             }
         }
-        Topology { lab: lab.metadata.name.clone(), phase: status.map(|s| s.phase), services, networks, edges }
+        let links = lab
+            .spec
+            .links
+            .iter()
+            .filter_map(|l| {
+                let to = Destination::parse(&l.to).ok()?;
+                let symmetric = l.symmetric == Some(true) && matches!(to, Destination::Service(_));
+                Some(LinkEdge { from: l.from.clone(), to, symmetric, label: resolve_conditions(&[Some(&l.conditions)]).summary() })
+            })
+            .collect();
+        Topology { lab: lab.metadata.name.clone(), phase: status.map(|s| s.phase), services, networks, edges, links }
+    }
+
+    /// The address ranges links point at, each drawn once.
+    fn ranges(&self) -> Vec<String> {
+        let mut ranges: Vec<String> = self.links.iter().filter(|l| matches!(l.to, Destination::Range(_))).map(|l| l.to.to_string()).collect();
+        ranges.sort();
+        ranges.dedup();
+        ranges
     }
 
     fn service_text(s: &ServiceNode) -> String {
@@ -91,12 +122,29 @@ impl Topology {
             let _ = writeln!(out, "    {}((\"{}\"))", mermaid_id("net", &n.name), Self::network_text(n));
         }
         out.push_str("  end\n");
+        for r in self.ranges() {
+            let _ = writeln!(out, "  {}[/\"{r}\"/]", mermaid_id("ext", &r));
+        }
         for e in &self.edges {
             let (from, to) = (mermaid_id("svc", &e.service), mermaid_id("net", &e.network));
             if e.label.is_empty() {
                 let _ = writeln!(out, "  {from} --- {to}");
             } else {
                 let _ = writeln!(out, "  {from} ---|\"{}\"| {to}", e.label);
+            }
+        }
+        // Links dashed, with arrows the way their conditions apply.
+        for l in &self.links {
+            let from = mermaid_id("svc", &l.from);
+            let to = match &l.to {
+                Destination::Service(s) => mermaid_id("svc", s),
+                Destination::Range(r) => mermaid_id("ext", &r.to_string()),
+            };
+            let arrow = if l.symmetric { "<-.->" } else { "-.->" };
+            if l.label.is_empty() {
+                let _ = writeln!(out, "  {from} {arrow} {to}");
+            } else {
+                let _ = writeln!(out, "  {from} {arrow}|\"{}\"| {to}", l.label);
             }
         }
         out
@@ -110,8 +158,19 @@ impl Topology {
         for n in &self.networks {
             let _ = writeln!(out, "  \"net:{}\" [shape=ellipse, label=\"{}\"];", n.name, Self::network_text(n));
         }
+        for r in self.ranges() {
+            let _ = writeln!(out, "  \"ext:{r}\" [shape=parallelogram, label=\"{r}\"];");
+        }
         for e in &self.edges {
             let _ = writeln!(out, "  \"svc:{}\" -- \"net:{}\" [label=\"{}\"];", e.service, e.network, e.label);
+        }
+        for l in &self.links {
+            let to = match &l.to {
+                Destination::Service(s) => format!("svc:{s}"),
+                Destination::Range(r) => format!("ext:{r}"),
+            };
+            let dir = if l.symmetric { "both" } else { "forward" };
+            let _ = writeln!(out, "  \"svc:{}\" -- \"{to}\" [style=dashed, dir={dir}, label=\"{}\"];", l.from, l.label);
         }
         out.push_str("}\n");
         out
@@ -128,21 +187,65 @@ impl Topology {
     }
 
     /// Services on the left, networks on the right, an edge per attachment labelled with its
-    /// conditions; services coloured by how many tasks run.
+    /// conditions; services coloured by how many tasks run. Links are dashed arrows named
+    /// L1, L2 … (arcs left of the services, or lines to a range under the networks), and their
+    /// conditions listed under the drawing: a link's conditions are too long to sit on an arc.
     pub fn svg(&self) -> String {
         let row = 56.0;
-        let rows = self.services.len().max(self.networks.len()).max(1) as f64;
-        let (width, height) = (900.0, rows * row + 80.0);
+        let ranges = self.ranges();
+        let right = self.networks.len() + ranges.len();
+        let rows = self.services.len().max(right).max(1) as f64;
+        let pair_links = self.links.iter().filter(|l| matches!(l.to, Destination::Service(_))).count();
+        // Room left of the services for the arcs between them.
+        let shift = if pair_links == 0 { 0.0 } else { 60.0 + 32.0 * self.services.len() as f64 + 6.0 * pair_links as f64 };
+        let (svc_left, svc_right, net_x) = (30.0 + shift, 250.0 + shift, 740.0 + shift);
+        let legend_top = rows * row + 80.0;
+        let legend = if self.links.is_empty() { 0.0 } else { 24.0 + 20.0 * self.links.len() as f64 };
+        let (width, height) = (900.0 + shift, legend_top + legend);
         let y_of = |i: usize, n: usize| 60.0 + (i as f64 + 0.5) * (rows * row / n.max(1) as f64);
         let svc_y: BTreeMap<&str, f64> = self.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), y_of(i, self.services.len()))).collect();
-        let net_y: BTreeMap<&str, f64> = self.networks.iter().enumerate().map(|(i, n)| (n.name.as_str(), y_of(i, self.networks.len()))).collect();
+        let net_y: BTreeMap<&str, f64> = self.networks.iter().enumerate().map(|(i, n)| (n.name.as_str(), y_of(i, right))).collect();
+        let range_y: BTreeMap<&str, f64> = ranges.iter().enumerate().map(|(i, r)| (r.as_str(), y_of(self.networks.len() + i, right))).collect();
         let mut svg = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"13\">\n");
+        if !self.links.is_empty() {
+            svg.push_str("<defs><marker id=\"arrow\" viewBox=\"0 0 8 8\" refX=\"8\" refY=\"4\" markerWidth=\"8\" markerHeight=\"8\" orient=\"auto-start-reverse\"><path d=\"M0,0 L8,4 L0,8 z\" fill=\"#b05a00\"/></marker></defs>\n");
+        }
         for e in &self.edges {
             let (Some(y1), Some(y2)) = (svc_y.get(e.service.as_str()), net_y.get(e.network.as_str())) else { continue };
-            let _ = writeln!(svg, "<line x1=\"250\" y1=\"{y1}\" x2=\"640\" y2=\"{y2}\" stroke=\"#888\"/>");
+            let _ = writeln!(svg, "<line x1=\"{svc_right}\" y1=\"{y1}\" x2=\"{}\" y2=\"{y2}\" stroke=\"#888\"/>", net_x - 100.0);
             if !e.label.is_empty() {
-                let _ = writeln!(svg, "<text x=\"445\" y=\"{}\" text-anchor=\"middle\" fill=\"#333\">{}</text>", (y1 + y2) / 2.0 - 4.0, escape(&e.label));
+                let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"#333\">{}</text>", (svc_right + net_x - 100.0) / 2.0, (y1 + y2) / 2.0 - 4.0, escape(&e.label));
             }
+        }
+        let mut arcs = 0;
+        for (i, l) in self.links.iter().enumerate() {
+            let name = format!("L{}", i + 1);
+            let Some(&y1) = svc_y.get(l.from.as_str()) else { continue };
+            let ends = if l.symmetric { " marker-start=\"url(#arrow)\" marker-end=\"url(#arrow)\"" } else { " marker-end=\"url(#arrow)\"" };
+            let (path, label_x, label_y, anchor) = match &l.to {
+                Destination::Service(to) => {
+                    let Some(&y2) = svc_y.get(to.as_str()) else { continue };
+                    // Longer arcs further out, so that arcs nest instead of crossing.
+                    let span = ((y2 - y1).abs() / row).round();
+                    arcs += 1;
+                    let bulge = 24.0 + 32.0 * span + 6.0 * arcs as f64;
+                    let toward = if y2 > y1 { 1.0 } else { -1.0 };
+                    let (start, end) = (y1 + 8.0 * toward, y2 - 8.0 * toward);
+                    let path = format!("M{svc_left},{start} C{},{start} {},{end} {svc_left},{end}", svc_left - bulge, svc_left - bulge);
+                    // A cubic's middle lies three quarters of the way to its control points.
+                    (path, svc_left - 0.75 * bulge - 4.0, (y1 + y2) / 2.0 + 4.0, "end")
+                }
+                Destination::Range(r) => {
+                    let Some(&y2) = range_y.get(r.to_string().as_str()) else { continue };
+                    let path = format!("M{svc_right},{y1} L{},{y2}", net_x - 100.0);
+                    // Named at its arrow, away from the attachments' labels in the middle.
+                    (path, net_x - 108.0, y2 - 8.0, "end")
+                }
+            };
+            let _ = writeln!(
+                svg,
+                "<g class=\"link\" data-name=\"{name}\"><path d=\"{path}\" fill=\"none\" stroke=\"#b05a00\" stroke-dasharray=\"6 4\"{ends}/><text x=\"{label_x}\" y=\"{label_y}\" text-anchor=\"{anchor}\" fill=\"#b05a00\">{name}</text></g>"
+            );
         }
         for s in &self.services {
             let y = svc_y[s.name.as_str()];
@@ -154,9 +257,10 @@ impl Topology {
             };
             let _ = writeln!(
                 svg,
-                "<g class=\"service\" data-name=\"{}\"><rect x=\"30\" y=\"{}\" width=\"220\" height=\"36\" rx=\"6\" fill=\"{fill}\" stroke=\"#555\"/><text x=\"140\" y=\"{}\" text-anchor=\"middle\">{}</text></g>",
+                "<g class=\"service\" data-name=\"{}\"><rect x=\"{svc_left}\" y=\"{}\" width=\"220\" height=\"36\" rx=\"6\" fill=\"{fill}\" stroke=\"#555\"/><text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text></g>",
                 escape(&s.name),
                 y - 18.0,
+                svc_left + 110.0,
                 y + 5.0,
                 escape(&Self::service_text(s))
             );
@@ -165,10 +269,40 @@ impl Topology {
             let y = net_y[n.name.as_str()];
             let _ = writeln!(
                 svg,
-                "<g class=\"network\" data-name=\"{}\"><ellipse cx=\"740\" cy=\"{y}\" rx=\"100\" ry=\"20\" fill=\"#dde8f6\" stroke=\"#555\"/><text x=\"740\" y=\"{}\" text-anchor=\"middle\">{}</text></g>",
+                "<g class=\"network\" data-name=\"{}\"><ellipse cx=\"{net_x}\" cy=\"{y}\" rx=\"100\" ry=\"20\" fill=\"#dde8f6\" stroke=\"#555\"/><text x=\"{net_x}\" y=\"{}\" text-anchor=\"middle\">{}</text></g>",
                 escape(&n.name),
                 y + 5.0,
                 escape(&Self::network_text(n))
+            );
+        }
+        for r in &ranges {
+            let y = range_y[r.as_str()];
+            let (l, rt) = (net_x - 90.0, net_x + 90.0);
+            let _ = writeln!(
+                svg,
+                "<g class=\"range\" data-name=\"{r}\"><polygon points=\"{},{} {},{} {},{} {},{}\" fill=\"#f6efe4\" stroke=\"#555\" stroke-dasharray=\"4 3\"/><text x=\"{net_x}\" y=\"{}\" text-anchor=\"middle\">{r}</text></g>",
+                l + 12.0,
+                y - 18.0,
+                rt + 12.0,
+                y - 18.0,
+                rt - 12.0,
+                y + 18.0,
+                l - 12.0,
+                y + 18.0,
+                y + 5.0
+            );
+        }
+        for (i, l) in self.links.iter().enumerate() {
+            let arrow = if l.symmetric { "⇄" } else { "→" };
+            let what = if l.label.is_empty() { "as its networks" } else { l.label.as_str() };
+            let _ = writeln!(
+                svg,
+                "<text class=\"link-legend\" x=\"30\" y=\"{}\" fill=\"#b05a00\">L{}  {} {arrow} {}: {}</text>",
+                legend_top + 20.0 * (i + 1) as f64,
+                i + 1,
+                escape(&l.from),
+                escape(&l.to.to_string()),
+                escape(what)
             );
         }
         svg.push_str("</svg>\n");
@@ -206,6 +340,34 @@ mod tests {
         assert!(m.contains("svc_bootstrap ---|\"delay 20ms, jitter 5ms, loss 2%\"| net_sensors"), "{m}");
         let d = t.dot();
         assert!(d.contains("\"svc:sensor\" -- \"net:sensors\" [label=\"delay 20ms, jitter 5ms, loss 2%\"];"), "{d}");
+    }
+
+    fn geo() -> Lab {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/labs/geo-links.yaml")).unwrap();
+        let text = text.replace("  schedule:", "    - from: edge\n      to: 203.0.113.0/24\n      conditions: {loss: 5%}\n  schedule:");
+        crate::spec::parse_file(Path::new("geo.yaml"), &text).remove(0).result.unwrap().lab.as_ref().clone()
+    }
+
+    #[test]
+    fn links_are_dashed_arrows_toward_services_and_ranges() {
+        let t = Topology::of(&geo(), None);
+        assert_eq!(t.links.len(), 4);
+        assert_eq!((t.links[0].from.as_str(), t.links[0].symmetric), ("frankfurt", true));
+        assert!(!t.links[3].symmetric, "a range has no way back");
+        let m = t.mermaid();
+        assert!(m.contains("svc_edge <-.->|\"delay 12ms\"| svc_frankfurt"), "{m}");
+        assert!(m.contains("ext_203_0_113_0_24[/\"203.0.113.0/24\"/]") && m.contains("svc_edge -.->|\"loss 5%\"| ext_203_0_113_0_24"), "{m}");
+        let d = t.dot();
+        assert!(d.contains("\"svc:edge\" -- \"svc:virginia\" [style=dashed, dir=both, label=\"delay 60ms, loss 1%\"];"), "{d}");
+        assert!(d.contains("\"svc:edge\" -- \"ext:203.0.113.0/24\" [style=dashed, dir=forward, label=\"loss 5%\"];"), "{d}");
+        let svg = t.svg();
+        assert_eq!(svg.matches("<g class=\"link\"").count(), 4, "{svg}");
+        assert_eq!(svg.matches("<g class=\"range\"").count(), 1);
+        assert!(svg.contains("L4  edge → 203.0.113.0/24: loss 5%"), "{svg}");
+        assert!(svg.contains("L1  frankfurt ⇄ virginia: delay 45ms, jitter 5ms, loss gilbert-elliott"), "{svg}");
+        // The lab without links draws as before: no legend, no shift.
+        let plain = Topology::of(&kademlia(), None).svg();
+        assert!(!plain.contains("class=\"link") && plain.contains("<rect x=\"30\""));
     }
 
     #[test]
