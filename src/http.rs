@@ -108,7 +108,7 @@ async fn events_json(labs: &[String], reader: &mut crate::store::StoreReader) ->
     for lab in labs {
         all.extend(reader.events(lab, 10).await?.into_iter().map(|e| (lab.clone(), e)));
     }
-    all.sort_by(|a, b| b.1.time.cmp(&a.1.time));
+    all.sort_by_key(|e| std::cmp::Reverse(e.1.time));
     let rows: Vec<serde_json::Value> = all
         .into_iter()
         .take(20)

@@ -93,6 +93,7 @@ fn rate_limits_a_tcp_transfer_and_duplicate_and_corrupt_show_in_counters() {
     let start = Instant::now();
     let out = in_netns(&a, &["python3", "-c", &client]);
     let _ = sink.kill();
+    let _ = sink.wait();
     assert!(out.status.success(), "transfer failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let mut parts = text.split_whitespace();

@@ -135,7 +135,7 @@ impl Agent {
                 Some(()) = wake_rx.recv() => {}
             }
             n = n.wrapping_add(1);
-            let readback = n % self.config.readback_every.max(1) == 0;
+            let readback = n.is_multiple_of(self.config.readback_every.max(1));
             match self.pass(readback).await {
                 // Say it once per outage, not twice a second.
                 Err(e) if !failing => {

@@ -35,7 +35,7 @@ pub fn parse_ping(output: &str) -> Option<PingStats> {
         }
     }
     if let Some(rtt) = output.lines().find(|l| l.starts_with("rtt") || l.starts_with("round-trip")) {
-        let values: Vec<f64> = rtt.split('=').nth(1)?.trim().split_whitespace().next()?.split('/').filter_map(|v| v.parse().ok()).collect();
+        let values: Vec<f64> = rtt.split('=').nth(1)?.split_whitespace().next()?.split('/').filter_map(|v| v.parse().ok()).collect();
         if let [min, avg, max, mdev] = values[..] {
             (s.min_ms, s.avg_ms, s.max_ms, s.mdev_ms) = (min, avg, max, mdev);
         }

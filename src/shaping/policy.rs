@@ -275,7 +275,7 @@ mod tests {
         let waits: Vec<f64> = fates.iter().map(|(f, now)| match f { Fate::Release { at, .. } => (*at - *now).as_secs_f64() * 1000.0, _ => 0.0 }).collect();
         let min = waits.iter().cloned().fold(f64::MAX, f64::min);
         let max = waits.iter().cloned().fold(0.0, f64::max);
-        assert!(min >= 30.0 - 0.01 && min < 31.0 && max > 69.0 && max <= 70.01, "spread {min}..{max}");
+        assert!((30.0 - 0.01..31.0).contains(&min) && max > 69.0 && max <= 70.01, "spread {min}..{max}");
     }
 
     #[test]

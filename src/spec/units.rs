@@ -125,9 +125,9 @@ impl FromStr for Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let us = self.micros;
-        if us % 1_000_000 == 0 && us > 0 {
+        if us.is_multiple_of(1_000_000) && us > 0 {
             write!(f, "{}s", us / 1_000_000)
-        } else if us % 1_000 == 0 {
+        } else if us.is_multiple_of(1_000) {
             write!(f, "{}ms", us / 1_000)
         } else {
             write!(f, "{us}us")
@@ -203,9 +203,9 @@ impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.bits_per_sec;
         match b {
-            _ if b % 1_000_000_000 == 0 => write!(f, "{}gbit", b / 1_000_000_000),
-            _ if b % 1_000_000 == 0 => write!(f, "{}mbit", b / 1_000_000),
-            _ if b % 1_000 == 0 => write!(f, "{}kbit", b / 1_000),
+            _ if b.is_multiple_of(1_000_000_000) => write!(f, "{}gbit", b / 1_000_000_000),
+            _ if b.is_multiple_of(1_000_000) => write!(f, "{}mbit", b / 1_000_000),
+            _ if b.is_multiple_of(1_000) => write!(f, "{}kbit", b / 1_000),
             _ => write!(f, "{b}bit"),
         }
     }
@@ -247,9 +247,9 @@ impl fmt::Display for Memory {
         let b = self.bytes;
         match b {
             0 => write!(f, "0"),
-            _ if b % (K * K * K) == 0 => write!(f, "{}G", b / (K * K * K)),
-            _ if b % (K * K) == 0 => write!(f, "{}M", b / (K * K)),
-            _ if b % K == 0 => write!(f, "{}K", b / K),
+            _ if b.is_multiple_of(K * K * K) => write!(f, "{}G", b / (K * K * K)),
+            _ if b.is_multiple_of(K * K) => write!(f, "{}M", b / (K * K)),
+            _ if b.is_multiple_of(K) => write!(f, "{}K", b / K),
             _ => write!(f, "{b}"),
         }
     }

@@ -41,7 +41,7 @@ pub async fn run(url: &str, lab: Option<&str>, output: Output, watch: bool) -> a
             println!("{text}");
             return Ok(ExitCode::SUCCESS);
         }
-        print!("\x1b[2J\x1b[H{text}\n");
+        println!("\x1b[2J\x1b[H{text}");
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
 }
