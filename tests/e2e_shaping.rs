@@ -248,6 +248,20 @@ fn links_give_each_pair_its_own_delay_and_follow_new_tasks() {
     });
     println!("a → both tasks of b: {both:?} ms");
     assert_eq!(running_container_of("pairs_a"), a_task, "a's task was not restarted");
+
+    // A schedule step on one link: a→b slows to 80 ms; a→c keeps the network's delay.
+    let scheduled = format!("{}  schedule:\n    steps:\n    - {{at: 1s, service: a, to: b, conditions: {{delay: 80ms}}}}\n", linked_lab(2));
+    lab.write("pairs.yaml", &scheduled);
+    let slowed = eventually("the step's delay on a→b", READY, || {
+        let out = lab.labctl(&["probe", "pairs", "a", "--to", "b", "-c", "20", "--interval", "20", "-o", "json"]);
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let rtts: Vec<f64> = rows.iter().map(|r| r["stats"]["avg_ms"].as_f64().unwrap_or(0.0)).collect();
+        if rtts.len() == 2 && rtts.iter().all(|r| within(*r, 82.0, 0.15)) { Ok(rtts) } else { Err(format!("{rtts:?}")) }
+    });
+    let ac = probe(&lab, "pairs", "a", "c", 40, 20);
+    assert!(within(avg_rtt(&ac), 4.0, 0.5), "a→c is not on the step's link: {ac}");
+    println!("a → b under the step: {slowed:?} ms; a → c {} ms", avg_rtt(&ac));
+    assert_eq!(running_container_of("pairs_a"), a_task, "a's task was not restarted by the step");
 }
 
 /// Arriving traffic limited (a download) while sending stays fast, and Gilbert-Elliott loss on

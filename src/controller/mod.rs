@@ -714,7 +714,10 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
     async fn restore_status(&mut self) {
         for status in self.store.statuses().await {
             let name = status.name.clone();
-            self.labs.entry(name).or_default().status = status;
+            let state = self.labs.entry(name.clone()).or_default();
+            // What the last labd saw running: one of them removed while labd was down is drift.
+            state.seen = status.services.iter().filter(|(_, s)| s.running > 0).map(|(short, _)| crate::plan::object_name(&name, short)).collect();
+            state.status = status;
         }
     }
 

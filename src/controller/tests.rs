@@ -152,6 +152,20 @@ async fn a_file_truncated_in_place_keeps_the_lab_and_a_removed_file_goes_after_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_removed_while_labd_was_down_is_repaired_and_counted_as_drift() {
+    // The last labd saw a_web running; Swarm no longer has it when the next labd starts.
+    let store = FakeStore::default();
+    let mut last = crate::status::LabStatus { name: "a".into(), phase: Phase::Ready, ..Default::default() };
+    last.services.insert("web".into(), crate::status::ServiceStatus { desired: 1, running: 1, message: String::new() });
+    store.statuses.lock().unwrap().insert("a".into(), last);
+    let mut c = start_with(&[("a.yaml", lab_yaml("a", &["web", "db"]))], Duration::from_secs(600), FakeSwarm::default(), store).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    assert_eq!(c.services(), ["a_db", "a_web"]);
+    eventually("one repair: web, not db (new in the file)", SOON, || c.store.metric("a", "drift_repairs") == 1).await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_removed_by_hand_comes_back_on_its_event_and_without_one_at_the_resync() {
     // Events on, resync far away: the event repairs.
     let mut c = start(&[("a.yaml", lab_yaml("a", &["web"]))], Duration::from_secs(600), FakeSwarm::default()).await;
