@@ -126,13 +126,14 @@ impl DockerSwarm {
             .collect())
     }
 
-    /// Counts running tasks on Ready nodes and finds each short service's newest task problem,
-    /// from one listing of every task (the retained history included).
+    /// Every task, the retained history included.
     async fn list_tasks(&self) -> Result<Vec<bollard::models::Task>, SwarmError> {
         self.count();
         self.docker.list_tasks(None::<ListTasksOptions>).await.map_err(api_err("list tasks"))
     }
 
+    /// Counts running tasks on Ready nodes and finds each short service's newest task problem,
+    /// from one listing of every task.
     fn tally_tasks(mut tasks: Vec<bollard::models::Task>, services: &mut [ObservedService], down: &[(String, String)]) {
         tasks.sort_by_key(|t| std::cmp::Reverse(t.updated_at.clone().unwrap_or_default()));
         for s in services.iter_mut() {
