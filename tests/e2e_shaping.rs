@@ -195,6 +195,14 @@ fn a_rule_deleted_by_hand_is_restored_and_stopping_the_agent_leaves_traffic_flow
     assert!(text.contains(" 0% packet loss"), "traffic stalled after the agent died:\n{text}");
 }
 
+/// The network's 2 ms each way and nothing of a link's 40 or 80: no echo under the network's
+/// delay, the average far from the links'. Not the average within 50% of 4 ms: on 2 busy cores
+/// the userspace backend's worker adds a few ms now and then (CI measured 6.0 ms, min 4.7).
+fn network_delay_only(stats: &serde_json::Value) -> bool {
+    let min = stats["min_ms"].as_f64().unwrap_or(0.0);
+    min >= 3.8 && avg_rtt(stats) < 12.0
+}
+
 fn linked_lab(b_replicas: u32) -> String {
     format!(
         "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: pairs}}\nspec:\n  defaults: {{image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}}\n  networks:\n    lan: {{conditions: {{delay: 2ms}}}}\n  services:\n    a: {{}}\n    b: {{replicas: {b_replicas}}}\n    c: {{}}\n  links:\n  - {{from: a, to: b, conditions: {{delay: 40ms}}}}\n  - {{from: b, to: c, symmetric: true, conditions: {{delay: 15ms, loss: 10%}}}}\n"
@@ -216,7 +224,7 @@ fn links_give_each_pair_its_own_delay_and_follow_new_tasks() {
     let ab = probe(&lab, "pairs", "a", "b", 40, 20);
     let ac = probe(&lab, "pairs", "a", "c", 40, 20);
     assert!(within(avg_rtt(&ab), 42.0, 0.15), "a→b link: {ab}");
-    assert!(within(avg_rtt(&ac), 4.0, 0.5), "a→c keeps the network's delay: {ac}");
+    assert!(network_delay_only(&ac), "a→c keeps the network's delay: {ac}");
     // b↔c symmetric: 15 ms and 10% loss each way.
     let bc = probe(&lab, "pairs", "b", "c", 300, 10);
     assert!(within(avg_rtt(&bc), 30.0, 0.15), "b↔c symmetric link: {bc}");
@@ -230,7 +238,8 @@ fn links_give_each_pair_its_own_delay_and_follow_new_tasks() {
     assert_eq!(rows.len(), 6, "3 services, every ordered pair: {rows:?}");
     for r in &rows {
         let (measured, asked) = (r["stats"]["avg_ms"].as_f64().unwrap(), r["asked"]["rtt_ms"].as_f64().expect("asked from the agents' reports"));
-        assert!((measured - asked).abs() < 3.0 + asked * 0.1, "{} → {}: measured {measured} ms, asked {asked} ms", r["from"], r["to"]);
+        // 5 ms: the userspace backend's worker shares 2 cores with everything (CI saw +2 ms).
+        assert!((measured - asked).abs() < 5.0 + asked * 0.1, "{} → {}: measured {measured} ms, asked {asked} ms", r["from"], r["to"]);
     }
     let table = lab.labctl(&["probe", "pairs", "--matrix", "-c", "5", "--interval", "20"]);
     let table = String::from_utf8_lossy(&table.stdout).to_string();
@@ -259,7 +268,7 @@ fn links_give_each_pair_its_own_delay_and_follow_new_tasks() {
         if rtts.len() == 2 && rtts.iter().all(|r| within(*r, 82.0, 0.15)) { Ok(rtts) } else { Err(format!("{rtts:?}")) }
     });
     let ac = probe(&lab, "pairs", "a", "c", 40, 20);
-    assert!(within(avg_rtt(&ac), 4.0, 0.5), "a→c is not on the step's link: {ac}");
+    assert!(network_delay_only(&ac), "a→c is not on the step's link: {ac}");
     println!("a → b under the step: {slowed:?} ms; a → c {} ms", avg_rtt(&ac));
     assert_eq!(running_container_of("pairs_a"), a_task, "a's task was not restarted by the step");
 }
