@@ -61,6 +61,7 @@ fn main() {
                     image: s.image.clone(),
                     running: s.replicas.unwrap_or(1),
                     desired: s.replicas.unwrap_or(1),
+                    stopping: 0,
                     trouble: None,
                 })
                 .collect(),

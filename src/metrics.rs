@@ -59,7 +59,7 @@ pub struct ActionLabels {
 
 /// Every phase a lab can be in, so each lab has one series per phase (1 for the current one),
 /// as kube-state-metrics does for pods.
-const PHASES: [Phase; 9] = [
+const PHASES: [Phase; 10] = [
     Phase::Pending,
     Phase::Progressing,
     Phase::Ready,
@@ -69,6 +69,7 @@ const PHASES: [Phase; 9] = [
     Phase::Deleting,
     Phase::Orphaned,
     Phase::Suspended,
+    Phase::Completed,
 ];
 
 pub struct Metrics {

@@ -22,6 +22,10 @@ pub enum Phase {
     /// Suspended (`labctl suspend`, or `suspend: true` in the spec): observed, never changed;
     /// drift and file changes wait for the resume.
     Suspended,
+    /// The schedule ran to its end with `end: stop`: every task stopped, services and networks
+    /// kept; drift is still repaired (a task started by hand is stopped again). An edited
+    /// schedule or `labctl start` runs the lab again.
+    Completed,
 }
 
 impl std::fmt::Display for Phase {

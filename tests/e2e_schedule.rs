@@ -1,7 +1,7 @@
 //! End-to-end: experiments over time on real tasks. A ramp of delay measured by round trip at
 //! each step, across a SIGKILL of labd in the middle (the schedule resumes on its own clock);
 //! a service taken down and back (no traffic either way, then all of it); a flapping link seen
-//! as alternating loss windows.
+//! as alternating loss windows; a schedule whose end stops the lab.
 
 mod common;
 
@@ -170,4 +170,50 @@ fn a_partition_cuts_traffic_between_groups_both_ways_leaves_others_alone_and_hea
         let rules = String::from_utf8_lossy(&in_netns(container, &["iptables", "-S", "OUTPUT"]).stdout).to_string();
         assert!(!rules.contains("swarmlab-cut"), "{rules}");
     }
+}
+
+#[test]
+fn a_schedule_with_end_stop_stops_every_task_keeps_the_lab_over_a_restart_and_an_edit_runs_it_again() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("stopend".into());
+    remove_lab_objects("stopend");
+    let text = |period: &str| {
+        format!(
+            "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: stopend}}\nspec:\n  defaults: {{image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}}\n  networks:\n    lan: {{}}\n  services:\n    a: {{replicas: 2}}\n    g: {{mode: global}}\n  schedule:\n    period: {period}\n    end: stop\n    steps:\n    - at: 0s\n      network: lan\n      conditions: {{delay: 5ms}}\n"
+        )
+    };
+    lab.write("stopend.yaml", &text("3s"));
+    lab.start_labd();
+    lab.wait_phase("stopend", "Ready", READY);
+    assert_eq!(lab_containers("stopend").len(), 3);
+    // What a script running an experiment does: wait for its end.
+    let waited = lab.labctl(&["wait", "stopend", "--for", "completed", "--timeout", "60s"]);
+    assert!(waited.status.success(), "labctl wait --for completed: {}", String::from_utf8_lossy(&waited.stderr));
+    assert!(lab_containers("stopend").is_empty(), "Completed with tasks running");
+    let services = stack_services("stopend");
+    assert_eq!(services.get("stopend_a").map(String::as_str), Some("0/0"), "{services:?}");
+    assert_eq!(services.get("stopend_g").map(String::as_str), Some("0/0"), "{services:?}");
+    assert!(docker_ok(&["network", "ls", "--format", "{{.Name}}"]).lines().any(|n| n == "stopend_lan"), "the network stays");
+    let described = String::from_utf8_lossy(&lab.labctl(&["describe", "stopend"]).stdout).to_string();
+    assert!(described.contains("ScheduleFinished") && described.contains("stopping every task"), "{described}");
+    let versions = (service_version("stopend_a"), service_version("stopend_g"));
+
+    // A restarted labd leaves it stopped: no task started, no service updated.
+    lab.kill_labd();
+    let reconciles = lab.metric("stopend", "reconciles");
+    lab.start_labd();
+    eventually("the new labd looked at the lab", Duration::from_secs(30), || {
+        if lab.metric("stopend", "reconciles") > reconciles { Ok(()) } else { Err("not yet".to_string()) }
+    });
+    assert_eq!(lab.phase("stopend").unwrap(), "Completed");
+    assert!(lab_containers("stopend").is_empty());
+    assert_eq!((service_version("stopend_a"), service_version("stopend_g")), versions, "the restarted labd touched the stopped services");
+
+    // An edited schedule runs the lab again, tasks and conditions.
+    lab.write("stopend.yaml", &text("1h"));
+    lab.wait_phase("stopend", "Ready", READY);
+    assert_eq!(lab_containers("stopend").len(), 3);
+    wait_shaped(&lab, "stopend", Duration::from_secs(30));
+    let rtt = avg_rtt(&probe(&lab, "stopend", "a", "g", 5, 100));
+    assert!(rtt >= 9.5, "5 ms on each egress again: round trip {rtt} ms");
 }

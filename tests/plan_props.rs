@@ -77,6 +77,7 @@ fn observed_of(id: String, s: &swarmlab::plan::DesiredService) -> ObservedServic
         image: s.image.clone(),
         running: 0,
         desired: 0,
+        stopping: 0,
         trouble: None,
     }
 }

@@ -69,6 +69,8 @@ impl Swarm for FakeSwarm {
                 Some(0) | None => svc.running = svc.desired,
                 Some(left) => *left -= 1,
             }
+            // Tasks a scale-down stops: one of them ends at each observe.
+            svc.stopping = svc.stopping.saturating_sub(1);
         }
         let trouble = s.trouble.clone();
         for svc in s.services.iter_mut() {
@@ -135,6 +137,7 @@ impl Swarm for FakeSwarm {
                 image: svc.image.clone(),
                 running: 0,
                 desired: replicas,
+                stopping: 0,
                 trouble: None,
             });
             Ok(())
@@ -152,6 +155,8 @@ impl Swarm for FakeSwarm {
             have.replicas = svc.replicas;
             have.image = svc.image.clone();
             have.desired = svc.replicas.unwrap_or(1);
+            have.stopping = have.running.saturating_sub(have.desired);
+            have.running = have.running.min(have.desired);
             Ok(())
         })
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::plan::{desired_lab, labels, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, Observed, Plan, Shaping};
+use crate::plan::{self, desired_lab, labels, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, Observed, Plan, Shaping};
 use crate::spec::{Diagnostic, ValidLab};
 use crate::status::{condition_types as ct, EventReason, LabStatus, Phase, ScheduleStatus, ServiceStatus};
 use crate::store::LabStore;
@@ -205,7 +205,7 @@ fn requeue_of(status: &LabStatus, gone: bool, poll: Duration) -> Requeue {
     let never_valid = status.phase == Phase::Invalid && status.revision.is_empty();
     let settled = match status.phase {
         Phase::Deleting => gone,
-        Phase::Orphaned | Phase::Suspended => true,
+        Phase::Orphaned | Phase::Suspended | Phase::Completed => true,
         _ => status.ready_since.is_some() || never_valid,
     };
     if settled {
@@ -316,10 +316,13 @@ async fn apply<S: Swarm>(
     };
     status.revision = lab.revision.clone();
     status.conditions.retain(|c| c.type_ != ct::SUSPENDED);
-    let desired = desired_lab(&lab.lab);
     // The schedule's clock runs in labd: the agents get the conditions in force, never time.
+    // A stopped lab keeps its clock (and so stays stopped); an edited schedule starts when the
+    // lab is Ready again.
     let tick = lab.lab.spec.schedule.as_ref().map(|s| clock::tick(s, status.schedule.as_ref(), status.ready_since.is_some(), started_by_hand, now));
     let in_force = tick.as_ref().and_then(|t| t.in_force.as_ref());
+    let stopped = in_force.is_some_and(|f| f.stopped);
+    let desired = if stopped { plan::stopped(desired_lab(&lab.lab)) } else { desired_lab(&lab.lab) };
     // A partition cuts tasks off by address: where the other groups' tasks are now. Unknown
     // addresses would publish a partition that cuts nothing, and agents would report it applied.
     // Links classify packets by destination address the same way.
@@ -378,8 +381,11 @@ async fn apply<S: Swarm>(
             }
         }
         // More tasks than wanted is converging too: a scale-down still stopping its tasks.
+        let stopping = have.map_or(0, |h| h.stopping);
         if s.running != s.desired || have.is_none() {
             not_running.push(format!("{} {}/{}", want.short_name, s.running, s.desired));
+        } else if stopping > 0 {
+            not_running.push(format!("{} {}/{} ({stopping} stopping)", want.short_name, s.running, s.desired));
         }
         services.insert(want.short_name.clone(), s);
     }
@@ -407,6 +413,7 @@ async fn apply<S: Swarm>(
         failing_tasks,
         down_nodes: observed.down_nodes.clone(),
         shaping: shaping_state,
+        stopped,
     };
     let mut status = verdict::derive(status, &findings, now);
     status.schedule = tick.map(|t| schedule_events(store, name, t, &findings.shaping, last_applied, now));
@@ -446,7 +453,9 @@ fn schedule_events(
         let message = format!("step {}/{} (run {}): {}", s.step, s.steps, s.run, s.in_force);
         tracing::info!(lab, step = s.step, run = s.run, in_force = %s.in_force, "schedule step");
         store.event(lab, event(EventReason::Step, message));
-        if s.finished {
+        if tick.in_force.as_ref().is_some_and(|f| f.stopped) {
+            store.event(lab, event(EventReason::ScheduleFinished, "the schedule ran to its end; stopping every task (`end: stop`)".to_string()));
+        } else if s.finished {
             store.event(lab, event(EventReason::ScheduleFinished, format!("the schedule ran to its end; in force: {}", s.in_force)));
         }
     }

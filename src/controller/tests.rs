@@ -277,6 +277,44 @@ async fn a_manual_schedule_starts_with_labctl_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_ending_with_stop_stops_every_task_keeps_the_services_and_stays_stopped_over_a_restart() {
+    let schedule = |period: &str| {
+        format!(
+            "{}  schedule:\n    period: {period}\n    end: stop\n    steps:\n    - at: 0s\n      service: web\n      conditions: {{delay: 5ms}}\n",
+            lab_yaml("a", &["web", "db"])
+        )
+    };
+    let text = schedule("300ms");
+    let mut c = start(&[("a.yaml", text.clone())], Duration::from_secs(600), FakeSwarm::default()).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    c.until_phase("a", Phase::Completed, SOON).await;
+    assert_eq!(c.services(), ["a_db", "a_web"], "a stop removes nothing");
+    let wanted = |c: &Running| c.swarm.state.lock().unwrap().services.iter().map(|s| (s.name.clone(), s.replicas, s.version)).collect::<Vec<_>>();
+    let stopped = wanted(&c);
+    assert!(stopped.iter().all(|(_, replicas, _)| *replicas == Some(0)), "{stopped:?}");
+    let finished = c.store.events.lock().unwrap().iter().any(|(lab, e)| lab == "a" && e.reason == EventReason::ScheduleFinished && e.message.contains("stopping every task"));
+    assert!(finished, "no ScheduleFinished event saying the tasks stop");
+    assert_eq!(c.store.metric("a", "drift_repairs"), 0, "stopping is no drift");
+    let (swarm, store) = (c.swarm.clone(), c.store.clone());
+    c.stop().await;
+
+    // A new labd on the same Swarm and status: the lab stays stopped, never started in between.
+    let again = FakeSwarm::default();
+    *again.state.lock().unwrap() = std::mem::take(&mut *swarm.state.lock().unwrap());
+    let mut c = start_with(&[("a.yaml", text)], Duration::from_millis(100), again, store).await;
+    c.until_phase("a", Phase::Completed, SOON).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(wanted(&c), stopped, "the restarted labd changed the stopped services");
+    assert_eq!(c.store.statuses.lock().unwrap()["a"].phase, Phase::Completed);
+
+    // An edited schedule runs the lab again.
+    std::fs::write(c.dir.path().join("a.yaml"), schedule("1h")).unwrap();
+    c.until_phase("a", Phase::Ready, SOON).await;
+    assert!(wanted(&c).iter().all(|(_, replicas, _)| *replicas == Some(1)), "{:?}", wanted(&c));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labs_owned_on_swarm_that_no_file_here_ever_defined_are_kept_as_orphans() {
     // Another labd's lab (its file lay elsewhere): objects on Swarm, a status naming its file.
     let swarm = FakeSwarm::default();

@@ -38,6 +38,8 @@ pub struct Findings {
     /// Swarm nodes that are not Ready.
     pub down_nodes: Vec<String>,
     pub shaping: ShapingState,
+    /// The schedule ended with `end: stop`: every service is wanted at no task.
+    pub stopped: bool,
 }
 
 /// Writes phase, message, conditions and `ready_since` from `f` into `status`.
@@ -87,6 +89,8 @@ pub fn derive(mut status: LabStatus, f: &Findings, now: DateTime<Utc>) -> LabSta
         (Phase::Failed, "ReconcileFailed", problems.join("; "))
     } else if !troubles.is_empty() {
         (Phase::Degraded, "TasksFailing", troubles.join("; "))
+    } else if waiting.is_empty() && f.acted == 0 && f.stopped {
+        (Phase::Completed, "Completed", "the schedule ran to its end and stopped every task (`end: stop`); edit the schedule or `labctl start` to run it again".to_string())
     } else if waiting.is_empty() && f.acted == 0 {
         (Phase::Ready, "Converged", format!("{running}/{} services running", f.services))
     } else if f.acted > 0 {
@@ -128,6 +132,7 @@ mod tests {
             failing_tasks: vec![],
             down_nodes: vec![],
             shaping: ShapingState::Done("2 tasks shaped (userspace)".into()),
+            stopped: false,
         }
     }
 
@@ -167,6 +172,15 @@ mod tests {
         assert_eq!((s.phase, s.message.as_str()), (Phase::Invalid, "x.yaml:3:1: spec: bad"));
         assert_eq!(cond(&s, ct::READY), Some((ConditionStatus::False, "SpecInvalid".into())));
         assert!(s.condition(ct::RECONCILING).is_none(), "Invalid is not Reconciling");
+
+        let s = derived(Findings { stopped: true, acted: 2, ..calm() });
+        assert_eq!((s.phase, s.message.as_str()), (Phase::Progressing, "applied 2 changes"), "stopping");
+        let s = derived(Findings { stopped: true, not_running: vec!["a 1/0".into()], ..calm() });
+        assert_eq!((s.phase, s.message.as_str()), (Phase::Progressing, "waiting for a 1/0"), "a task still stopping");
+        let s = derived(Findings { stopped: true, ..calm() });
+        assert_eq!(s.phase, Phase::Completed);
+        assert_eq!(cond(&s, ct::READY), Some((ConditionStatus::False, "Completed".into())));
+        assert!(s.condition(ct::STALLED).is_none() && s.condition(ct::RECONCILING).is_none() && s.ready_since.is_none());
     }
 
     #[test]
@@ -201,8 +215,8 @@ mod tests {
             owner: None,
         });
         let conflicts = prop::collection::vec(conflict, 0..2);
-        (prop::option::of("[a-z]{1,8}"), conflicts, list(), 0usize..4, list(), list(), list(), list(), shaping).prop_map(
-            |(spec_error, conflicts, errors, acted, missing_networks, not_running, failing_tasks, down_nodes, shaping)| Findings {
+        (prop::option::of("[a-z]{1,8}"), conflicts, list(), 0usize..4, list(), list(), list(), list(), shaping, any::<bool>()).prop_map(
+            |(spec_error, conflicts, errors, acted, missing_networks, not_running, failing_tasks, down_nodes, shaping, stopped)| Findings {
                 spec_error,
                 conflicts,
                 errors,
@@ -214,6 +228,7 @@ mod tests {
                 failing_tasks,
                 down_nodes,
                 shaping,
+                stopped,
             },
         )
     }
@@ -228,6 +243,8 @@ mod tests {
             prop_assert_eq!(s.phase == Phase::Progressing, is(ct::RECONCILING).is_some());
             prop_assert_eq!(matches!(s.phase, Phase::Failed | Phase::Degraded | Phase::Invalid), is(ct::STALLED).is_some());
             prop_assert_eq!(s.phase == Phase::Ready, s.ready_since.is_some());
+            prop_assert!(s.phase != Phase::Ready || !second.stopped, "a stopped lab is never Ready");
+            prop_assert!(s.phase != Phase::Completed || second.stopped, "only a stopped lab completes");
             prop_assert_eq!(s.phase == Phase::Invalid, is(ct::SPEC_VALID) == Some(ConditionStatus::False));
             if s.phase == Phase::Ready {
                 for t in [ct::NETWORKS_READY, ct::SERVICES_READY, ct::SHAPING_APPLIED] {

@@ -196,6 +196,24 @@ impl DesiredService {
     }
 }
 
+/// The lab with every task stopped (a schedule's `end: stop`): replicated services at 0
+/// replicas, global ones constrained to nodes labelled `io.swarmlab.stopped=true` (the global
+/// orchestrator places no task on a node that does not match; Swarm cannot scale a global
+/// service). Services and networks stay, so logs and `docker service ps` outlive the run. A
+/// new spec hash makes the change a spec change, not drift, and the way back one too.
+pub fn stopped(mut desired: DesiredLab) -> DesiredLab {
+    for svc in &mut desired.services {
+        match svc.replicas {
+            Some(_) => svc.replicas = Some(0),
+            None => svc.constraints.push(format!("node.labels.{}==true", labels::STOPPED)),
+        }
+        svc.hash = hash_of(&(&svc.hash, labels::STOPPED));
+        svc.labels.insert(labels::SPEC_HASH.into(), svc.hash.clone());
+        svc.labels.insert(labels::STOPPED.into(), "true".into());
+    }
+    desired
+}
+
 /// Conditions per service short name, then per network short name: what the agents apply.
 pub type Shaping = BTreeMap<String, BTreeMap<String, EffectiveConditions>>;
 
@@ -315,5 +333,32 @@ mod tests {
         assert!(after["a"]["lan"].toward[0].conditions.loss.is_some());
         assert_eq!(ms(&after["a"]["lan"]), Some(5), "the rest of a's traffic keeps the network's delay");
         assert_eq!(ms(&after["b"]["lan"].toward[0].conditions), Some(50), "the way back is another direction");
+    }
+
+    #[test]
+    fn a_stopped_lab_runs_no_task_and_going_there_and_back_are_spec_changes_not_drift() {
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: p}\nspec:\n  defaults: {image: labbox:latest, networks: [lan]}\n  networks: {lan: {}}\n  services: {a: {replicas: 3}, g: {mode: global, placement: {constraints: [node.role==manager]}}}\n";
+        let lab = crate::spec::parse_file(std::path::Path::new("p.yaml"), text).remove(0).result.expect("valid");
+        let running = desired_lab(&lab.lab);
+        let stopped = stopped(running.clone());
+        let (a, g) = (&stopped.services[0], &stopped.services[1]);
+        assert_eq!(a.replicas, Some(0));
+        assert_eq!((g.replicas, g.constraints.as_slice()), (None, ["node.role==manager".to_string(), "node.labels.io.swarmlab.stopped==true".to_string()].as_slice()));
+        assert!(stopped.services.iter().zip(&running.services).all(|(s, r)| s.hash != r.hash && s.labels[labels::SPEC_HASH] == s.hash));
+        assert_eq!(stopped.networks, running.networks, "networks stay");
+        let observe = |d: &DesiredLab| crate::plan::Observed {
+            services: d.services.iter().map(|s| crate::plan::ObservedService { id: s.name.clone(), name: s.name.clone(), labels: s.labels.clone(), replicas: s.replicas, image: s.image.clone(), ..Default::default() }).collect(),
+            networks: d.networks.iter().map(|n| crate::plan::ObservedNetwork { id: n.name.clone(), name: n.name.clone(), labels: n.labels.clone(), ..Default::default() }).collect(),
+            down_nodes: vec![],
+        };
+        let reasons = |plan: crate::plan::Plan| -> Vec<String> {
+            assert_eq!(plan.drift, 0);
+            plan.actions.into_iter().map(|a| if let crate::plan::Action::UpdateService { reason, .. } = a { reason } else { panic!("{a:?}") }).collect()
+        };
+        let to_stop = reasons(crate::plan::diff(&stopped, &observe(&running)));
+        assert_eq!(to_stop, ["the schedule ended (`end: stop`): stopping its tasks"; 2]);
+        let back = reasons(crate::plan::diff(&running, &observe(&stopped)));
+        assert_eq!(back, ["the schedule runs again: starting its tasks"; 2]);
+        assert!(crate::plan::diff(&stopped, &observe(&stopped)).is_empty(), "stopped is a fixed point");
     }
 }

@@ -20,6 +20,8 @@ pub struct ObservedService {
     pub image: String,
     pub running: u64,
     pub desired: u64,
+    /// Tasks Swarm is stopping whose containers still run (not counted in `running`).
+    pub stopping: u64,
     /// Why its tasks do not all run (the newest task problem), when they do not.
     pub trouble: Option<TaskTrouble>,
 }
@@ -250,8 +252,13 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
                     service_actions.push(Action::RemoveService { id: have.id.clone(), name: have.name.clone(), detach: true });
                     continue;
                 }
+                let stopping = want.labels.contains_key(labels::STOPPED);
                 let reason = if have.labels.get(labels::SPEC_HASH) != Some(&want.hash) {
-                    Some("spec changed".to_string())
+                    Some(match (stopping, have.labels.contains_key(labels::STOPPED)) {
+                        (true, false) => "the schedule ended (`end: stop`): stopping its tasks".to_string(),
+                        (false, true) => "the schedule runs again: starting its tasks".to_string(),
+                        _ => "spec changed".to_string(),
+                    })
                 } else if have.replicas != want.replicas {
                     plan.drift += 1;
                     Some(format!("{} → {} (changed outside labd)", replicas_text(have.replicas), replicas_text(want.replicas)))

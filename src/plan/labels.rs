@@ -5,6 +5,8 @@ pub const LAB: &str = "io.swarmlab.lab";
 pub const MANAGED_BY: &str = "io.swarmlab.managed-by";
 pub const MANAGED_BY_VALUE: &str = "swarmlab";
 pub const SPEC_HASH: &str = "io.swarmlab.spec-hash";
+/// On a service the schedule's `end: stop` stopped (no task runs until the schedule runs again).
+pub const STOPPED: &str = "io.swarmlab.stopped";
 /// The short name of a service or network inside its lab.
 pub const MEMBER: &str = "io.swarmlab.name";
 

@@ -4,5 +4,5 @@ pub mod desired;
 pub mod diff;
 pub mod labels;
 
-pub use desired::{desired_lab, object_name, shaping_in_force, DesiredAttachment, DesiredLab, DesiredNetwork, DesiredService, Limits, Shaping, TaskAddresses};
+pub use desired::{desired_lab, object_name, shaping_in_force, stopped, DesiredAttachment, DesiredLab, DesiredNetwork, DesiredService, Limits, Shaping, TaskAddresses};
 pub use diff::{diff, teardown, Action, ActionKind, Conflict, ObjectKind, Observed, ObservedNetwork, ObservedService, Plan, TaskTrouble};

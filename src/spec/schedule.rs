@@ -21,7 +21,10 @@
 //! - One run lasts `period` if given, else until the last step (and its ramp or flap) is over.
 //!   `repeat: N` runs it N times, `loop: true` for ever; every run starts from the static
 //!   conditions. After the last run, `end: hold` (default) keeps what the last run left in
-//!   force; `end: restore` returns every target to its static conditions.
+//!   force; `end: restore` returns every target to its static conditions; `end: stop` stops
+//!   every task of the lab (replicated services scaled to 0, global ones placed nowhere) and
+//!   keeps its services and networks, so logs and `docker service ps` stay. Not a teardown: a
+//!   lab disappears only when its file does (the deletion rule).
 
 use std::collections::BTreeMap;
 
@@ -55,8 +58,9 @@ pub struct Schedule {
     /// Run the steps again and again.
     #[serde(default, rename = "loop", skip_serializing_if = "Option::is_none")]
     pub looped: Option<bool>,
-    /// After the last run: keep what is in force (`hold`, default) or go back to the static
-    /// conditions (`restore`).
+    /// After the last run: keep what is in force (`hold`, default), go back to the static
+    /// conditions (`restore`), or stop every task of the lab (`stop`: services and networks
+    /// stay; an edited schedule or `labctl start` runs it again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<ScheduleEnd>,
 }
@@ -75,6 +79,7 @@ pub enum ScheduleEnd {
     #[default]
     Hold,
     Restore,
+    Stop,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -276,6 +281,8 @@ pub struct InForce {
     pub run: u64,
     /// The schedule has run to its end.
     pub finished: bool,
+    /// It ended with `end: stop`: no task of the lab should run.
+    pub stopped: bool,
     /// Elapsed time at which the next change comes (`None`: nothing more changes).
     pub next_change: Option<std::time::Duration>,
 }
@@ -333,10 +340,13 @@ impl Schedule {
             let last = runs.unwrap_or(1);
             let mut state = match self.end.unwrap_or_default() {
                 ScheduleEnd::Hold => self.within_run(period, period),
-                ScheduleEnd::Restore => InForce { step: self.steps.len(), ..Default::default() },
+                // Stopped tasks have nothing to shape; a run after a stop starts from the static
+                // conditions like every run.
+                ScheduleEnd::Restore | ScheduleEnd::Stop => InForce { step: self.steps.len(), ..Default::default() },
             };
             state.run = last;
             state.finished = true;
+            state.stopped = self.end == Some(ScheduleEnd::Stop);
             state.next_change = None;
             return state;
         }
@@ -501,6 +511,7 @@ mod tests {
         assert_eq!((st.run, st.step, st.next_change), (2, 1, Some(Std::from_secs(25))));
         assert_eq!(s.at(Std::from_secs(26)).next_change, Some(Std::from_secs(30)), "the end of the last run");
         assert!(s.at(Std::from_secs(30)).finished);
+        assert!(!s.at(Std::from_secs(30)).stopped, "restore stops nothing");
     }
 
     #[test]

@@ -411,6 +411,16 @@ fn check_schedule(schedule: &Value, networks: &serde_json::Map<String, Value>, s
     if (repeats || looped) && schedule.get("period").is_none() {
         out.push(Finding::key(base, "a schedule that runs more than once needs `period` (how long one run lasts)"));
     }
+    if schedule.get("end").and_then(Value::as_str) == Some("stop") {
+        let steps = schedule.get("steps").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        // A run with every step at 0 and nothing lasting ends the moment it starts.
+        let instant = steps.iter().all(|s| micros(s.get("at")) == Some(0) && s.get("ramp").is_none() && s.get("flap").is_none());
+        if looped {
+            out.push(Finding::value(format!("{base}/end"), "a looped schedule never ends, so `end: stop` never comes; use `repeat`"));
+        } else if instant && schedule.get("period").is_none() {
+            out.push(Finding::value(format!("{base}/end"), "every step is at 0s, so the run ends as it starts and `end: stop` would stop the lab at once: set `period`"));
+        }
+    }
     let mut last_at = 0;
     for (i, step) in schedule.get("steps").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let at_ptr = format!("{base}/steps/{i}");

@@ -106,6 +106,7 @@ fn observed_service(s: Service) -> Option<ObservedService> {
         image,
         running: status.running_tasks.unwrap_or(0),
         desired: status.desired_tasks.unwrap_or(0),
+        stopping: 0,
         trouble: None,
     })
 }
@@ -133,16 +134,20 @@ impl DockerSwarm {
     }
 
     /// Counts running tasks on Ready nodes and finds each short service's newest task problem,
-    /// from one listing of every task.
+    /// from one listing of every task. Tasks Swarm is stopping (a scale-down, a stop, the old
+    /// task of an update) whose containers still run are counted apart: a lab is not Ready (or
+    /// Completed) while they run, and they never stand in for a new task not yet started.
     fn tally_tasks(mut tasks: Vec<bollard::models::Task>, services: &mut [ObservedService], down: &[(String, String)]) {
         tasks.sort_by_key(|t| std::cmp::Reverse(t.updated_at.clone().unwrap_or_default()));
         for s in services.iter_mut() {
             let mine = || tasks.iter().filter(|t| t.service_id.as_deref() == Some(s.id.as_str()));
-            s.running = mine()
-                .filter(|t| t.desired_state == Some(TaskState::RUNNING))
-                .filter(|t| t.status.as_ref().and_then(|st| st.state) == Some(TaskState::RUNNING))
-                .filter(|t| !down.iter().any(|(id, _)| t.node_id.as_deref() == Some(id.as_str())))
-                .count() as u64;
+            let up = || {
+                mine()
+                    .filter(|t| t.status.as_ref().and_then(|st| st.state) == Some(TaskState::RUNNING))
+                    .filter(|t| !down.iter().any(|(id, _)| t.node_id.as_deref() == Some(id.as_str())))
+            };
+            s.running = up().filter(|t| t.desired_state == Some(TaskState::RUNNING)).count() as u64;
+            s.stopping = up().filter(|t| t.desired_state != Some(TaskState::RUNNING)).count() as u64;
             s.trouble = if s.running < s.desired { mine().find_map(trouble_of) } else { None };
         }
     }
@@ -304,5 +309,36 @@ impl Swarm for DockerSwarm {
 
     fn api_calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{Task, TaskStatus};
+
+    fn task(service: &str, node: &str, desired: TaskState, state: TaskState) -> Task {
+        Task {
+            service_id: Some(service.into()),
+            node_id: Some(node.into()),
+            desired_state: Some(desired),
+            status: Some(TaskStatus { state: Some(state), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tasks_being_stopped_are_counted_apart_and_tasks_on_down_nodes_never() {
+        let mut services = vec![ObservedService { id: "s".into(), desired: 1, ..Default::default() }];
+        let tasks = vec![
+            task("s", "n1", TaskState::RUNNING, TaskState::RUNNING),
+            // Scaled down: Swarm wants it shut down, its container still runs.
+            task("s", "n1", TaskState::SHUTDOWN, TaskState::RUNNING),
+            task("s", "n1", TaskState::SHUTDOWN, TaskState::SHUTDOWN),
+            task("s", "n2", TaskState::RUNNING, TaskState::RUNNING),
+            task("other", "n1", TaskState::RUNNING, TaskState::RUNNING),
+        ];
+        DockerSwarm::tally_tasks(tasks, &mut services, &[("n2".into(), "node2".into())]);
+        assert_eq!((services[0].running, services[0].stopping), (1, 1));
     }
 }

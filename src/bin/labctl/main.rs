@@ -98,7 +98,7 @@ enum Command {
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
     },
-    /// Wait until a lab is Ready (or deleted); exit 1 with the reason on timeout.
+    /// Wait until a lab is Ready (or Completed, or deleted); exit 1 with the reason on timeout.
     Wait {
         lab: String,
         #[arg(long = "for", value_enum, default_value = "ready")]

@@ -1,4 +1,4 @@
-//! `labctl wait LAB --for ready|deleted [--timeout 120s]`: for scripts and CI, as `kubectl
+//! `labctl wait LAB --for ready|completed|deleted [--timeout 120s]`: for scripts and CI, as `kubectl
 //! wait`. Exit 0 when the lab gets there; 1 with the reason (phase, message, services not
 //! running) when the timeout comes first; 2 when Redis cannot be read.
 
@@ -14,6 +14,9 @@ use crate::common::*;
 pub enum WaitFor {
     /// Phase Ready for the current generation of the file (every task running, shaping applied).
     Ready,
+    /// Phase Completed: its schedule ran to its end and `end: stop` stopped every task (an
+    /// experiment run from a script: wait for it, then collect the results).
+    Completed,
     /// The lab is gone: its file was removed and everything it owned is torn down.
     Deleted,
 }
@@ -28,6 +31,7 @@ fn reached(status: Option<&LabStatus>, target: WaitFor) -> bool {
     match (target, status) {
         (WaitFor::Deleted, None) => true,
         (WaitFor::Ready, Some(s)) => s.phase == Phase::Ready && s.observed_generation >= s.generation,
+        (WaitFor::Completed, Some(s)) => s.phase == Phase::Completed && s.observed_generation >= s.generation,
         _ => false,
     }
 }
@@ -76,6 +80,7 @@ pub async fn run(url: &str, lab: &str, target: WaitFor, timeout: Duration) -> Ex
         if reached(status.as_ref(), target) {
             let what = match target {
                 WaitFor::Ready => format!("{lab} is Ready ({})", status.as_ref().map(|s| s.message.as_str()).unwrap_or_default()),
+                WaitFor::Completed => format!("{lab} is Completed"),
                 WaitFor::Deleted => format!("{lab} is deleted"),
             };
             println!("{what} after {:.1}s", started.elapsed().as_secs_f64());
@@ -89,6 +94,7 @@ pub async fn run(url: &str, lab: &str, target: WaitFor, timeout: Duration) -> Ex
         if started.elapsed() >= timeout {
             let goal = match target {
                 WaitFor::Ready => "Ready",
+                WaitFor::Completed => "Completed",
                 WaitFor::Deleted => "deleted",
             };
             eprintln!("labctl wait: {lab} is not {goal} after {}s: {now}", timeout.as_secs());
@@ -112,5 +118,8 @@ mod tests {
         assert!(reached(Some(&s), WaitFor::Ready));
         assert!(not_running(&s).is_empty());
         assert!(!reached(Some(&s), WaitFor::Deleted) && reached(None, WaitFor::Deleted));
+        assert!(!reached(Some(&s), WaitFor::Completed), "Ready is not Completed");
+        s.phase = Phase::Completed;
+        assert!(reached(Some(&s), WaitFor::Completed) && !reached(Some(&s), WaitFor::Ready));
     }
 }
