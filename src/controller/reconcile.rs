@@ -427,7 +427,7 @@ fn seen_after(lab: &str, observed: &Observed, plan: &Plan) -> BTreeSet<String> {
     observed
         .services
         .iter()
-        .filter(|s| labels::owner(&s.labels) == Some(lab) && !removed.contains(s.name.as_str()))
+        .filter(|s| labels::owned_by(lab, &s.labels) && !removed.contains(s.name.as_str()))
         .map(|s| s.name.clone())
         .collect()
 }

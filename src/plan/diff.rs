@@ -200,10 +200,6 @@ impl Plan {
     }
 }
 
-fn owned_by(lab: &str, labels: &HashMap<String, String>) -> bool {
-    labels::owner(labels) == Some(lab)
-}
-
 /// The actions turning `observed` into `desired`. Networks are created before services and
 /// removed after them; nothing without this lab's labels is updated or removed.
 pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
@@ -215,7 +211,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
     for want in &desired.networks {
         match observed.networks.iter().find(|n| n.name == want.name) {
             None => creates_net.push(Action::CreateNetwork(want.clone())),
-            Some(have) if !owned_by(lab, &have.labels) => plan.conflicts.push(Conflict {
+            Some(have) if !labels::owned_by(lab, &have.labels) => plan.conflicts.push(Conflict {
                 kind: ObjectKind::Network,
                 name: have.name.clone(),
                 owner: labels::owner(&have.labels).map(str::to_string),
@@ -238,7 +234,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
     for want in &desired.services {
         let waits_for_network = want.network_targets().any(|t| blocked.iter().any(|b| b == t));
         match observed.services.iter().find(|s| s.name == want.name) {
-            Some(have) if !owned_by(lab, &have.labels) => plan.conflicts.push(Conflict {
+            Some(have) if !labels::owned_by(lab, &have.labels) => plan.conflicts.push(Conflict {
                 kind: ObjectKind::Service,
                 name: have.name.clone(),
                 owner: labels::owner(&have.labels).map(str::to_string),
@@ -276,12 +272,12 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
     }
 
     let mut removes_svc = Vec::new();
-    for have in observed.services.iter().filter(|s| owned_by(lab, &s.labels)) {
+    for have in observed.services.iter().filter(|s| labels::owned_by(lab, &s.labels)) {
         if desired.services.iter().all(|w| w.name != have.name) {
             removes_svc.push(Action::RemoveService { id: have.id.clone(), name: have.name.clone(), detach: false });
         }
     }
-    for have in observed.networks.iter().filter(|n| owned_by(lab, &n.labels)) {
+    for have in observed.networks.iter().filter(|n| labels::owned_by(lab, &n.labels)) {
         if desired.networks.iter().all(|w| w.name != have.name) {
             removes_net.push(Action::RemoveNetwork { id: have.id.clone(), name: have.name.clone(), recreate: false });
         }

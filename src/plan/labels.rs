@@ -19,3 +19,8 @@ pub fn owner(labels: &HashMap<String, String>) -> Option<&str> {
         _ => None,
     }
 }
+
+/// Whether `lab` owns the object with these labels.
+pub fn owned_by(lab: &str, labels: &HashMap<String, String>) -> bool {
+    owner(labels) == Some(lab)
+}
