@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use comfy_table::{presets::NOTHING, Table};
+use swarmlab::spec::EffectiveConditions;
 use swarmlab::store::keys;
 
 use crate::common::*;
@@ -56,7 +57,6 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
         t.set_header(["TASK", "SERVICE", "NODE", "NETWORK", "IF", "BACKEND", "DESIRED", "APPLIED", "COUNTERS", "PROBLEMS"]);
         for task in &tasks {
             for a in &task.attachments {
-                let cond = |c: &swarmlab::spec::EffectiveConditions| serde_json::to_string(c).unwrap_or_default().replace('"', "");
                 let counters = a.counters.map(|c| format!("seen={} drop={} corrupt={} dup={} reorder={}", c.seen, c.dropped, c.corrupted, c.duplicated, c.reordered)).unwrap_or_default();
                 let mut problems: Vec<String> = a.error.iter().cloned().collect();
                 problems.extend(a.unsupported.iter().cloned());
@@ -67,8 +67,8 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
                     a.network.clone(),
                     a.interface.clone(),
                     a.backend.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
-                    cond(&a.desired),
-                    cond(&a.applied),
+                    summary(&a.desired),
+                    applied_cell(&a.desired, &a.applied),
                     counters,
                     problems.join("; "),
                 ]);
@@ -92,3 +92,26 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+
+/// Conditions as a user writes them (`delay 40ms, loss 1%, toward b: delay 80ms`), not as JSON.
+fn summary(c: &EffectiveConditions) -> String {
+    if c.is_empty() { "none".into() } else { c.summary() }
+}
+
+/// What the agent reads back: `= desired` when it matches, else what it is.
+fn applied_cell(desired: &EffectiveConditions, applied: &EffectiveConditions) -> String {
+    if applied == desired { "= desired".into() } else { summary(applied) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_read_as_written_and_a_match_says_so() {
+        let desired: EffectiveConditions = serde_json::from_str(r#"{"delay":"40ms","loss":"1%"}"#).unwrap();
+        assert_eq!(summary(&desired), "delay 40ms, loss 1%");
+        assert_eq!(applied_cell(&desired, &desired), "= desired");
+        assert_eq!(applied_cell(&desired, &EffectiveConditions::default()), "none");
+    }
+}
