@@ -1,19 +1,63 @@
 //! Time from dropping a lab file to Ready, from a change to its tasks running, and from a
 //! service removed by hand to it running again, next to `docker stack deploy` of the
 //! equivalent Compose file measured in the same run; the Docker API calls of one no-op resync
-//! and labd's memory with 1, 10 and 100 labs.
+//! and labd's memory with 1, 10 and 100 labs. Each first deploy is split, from Swarm's own
+//! records, into the tool's part before the first service exists, Swarm's part (first service
+//! created → last task running, the same pipeline for both tools) and, for labd, the time from
+//! the last task running to Ready.
 //! Needs the Swarm and Redis of scripts/setup.sh. Run: `cargo bench --bench reconcile`.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
 
 const DOCKER: &str = "/usr/bin/docker";
 
 fn docker(args: &[&str]) -> String {
     let out = Command::new(DOCKER).args(args).env("DOCKER_API_VERSION", "1.41").output().expect("docker runs");
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// RFC 3339 times printed by `docker inspect --format '{{json .X}}'`, one per line.
+fn times(out: &str) -> Vec<DateTime<Utc>> {
+    out.lines().filter_map(|l| serde_json::from_str::<String>(l.trim()).ok()).filter_map(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc)).collect()
+}
+
+/// When Swarm created the first service of a stack (or lab), and when its last task started
+/// running: Swarm's own records (services' CreatedAt, running tasks' status timestamps).
+fn swarm_span(stack: &str) -> (DateTime<Utc>, DateTime<Utc>) {
+    let services: Vec<String> = docker(&["service", "ls", "-q", "--filter", &format!("label=com.docker.stack.namespace={stack}")]).lines().map(str::to_string).collect();
+    let mut args = vec!["service", "inspect", "--format", "{{json .CreatedAt}}"];
+    args.extend(services.iter().map(String::as_str));
+    let created = times(&docker(&args)).into_iter().min().expect("services of the stack");
+    let tasks: Vec<String> = docker(&["stack", "ps", stack, "-q", "--no-trunc", "--filter", "desired-state=running"]).lines().map(str::to_string).collect();
+    let mut args = vec!["inspect", "--type", "task", "--format", "{{json .Status.Timestamp}}"];
+    args.extend(tasks.iter().map(String::as_str));
+    let running = times(&docker(&args)).into_iter().max().expect("running tasks of the stack");
+    (created, running)
+}
+
+fn between(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
+    (to - from).to_std().unwrap_or_default()
+}
+
+/// When labd last set the lab's Ready condition (its own clock, at the look that found it Ready).
+fn ready_at(lab: &str) -> DateTime<Utc> {
+    let status: serde_json::Value = serde_json::from_str(&status_of(lab)).expect("status JSON");
+    let ready = status["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready").expect("a Ready condition");
+    DateTime::parse_from_rfc3339(ready["lastTransitionTime"].as_str().expect("a time")).expect("RFC 3339").with_timezone(&Utc)
+}
+
+/// A first deploy split in three: the tool before the first service exists, Swarm until the
+/// last task runs, the tool until it says so (labd's Ready; none for `docker stack deploy`).
+#[derive(Clone, Copy)]
+struct Split {
+    before: Duration,
+    swarm: Duration,
+    after: Duration,
 }
 
 fn redis(args: &[&str]) -> String {
@@ -162,6 +206,18 @@ struct Row {
     labd_change: Duration,
     stack_change: Duration,
     labd_drift: Duration,
+    labd_split: Split,
+    stack_split: Split,
+}
+
+struct Run {
+    labd_ready: Duration,
+    stack_ready: Duration,
+    labd_change: Duration,
+    stack_change: Duration,
+    labd_drift: Duration,
+    labd_split: Split,
+    stack_split: Split,
 }
 
 fn stack_deploy(compose: &Path, stack: &str) {
@@ -175,7 +231,7 @@ fn stack_deploy(compose: &Path, stack: &str) {
 
 /// labd then `docker stack deploy`: first deploy, a change of replicas, and (labd only) a
 /// service removed by hand until it runs again.
-fn run_case(labs: &Path, case: &Case) -> (Duration, Duration, Duration, Duration, Duration) {
+fn run_case(labs: &Path, case: &Case) -> Run {
     let Case { name, lab, compose, services, scaled, scale: (from, to), removed, .. } = case;
     let changed_lab = lab.replacen(from, to, 1);
     let want = |to: &str| {
@@ -185,11 +241,14 @@ fn run_case(labs: &Path, case: &Case) -> (Duration, Duration, Duration, Duration
     // labd: drop the file, wait for status Ready.
     redis(&["del", &format!("swarmlab:lab:{name}:status")]);
     let file = labs.join(format!("{name}.yaml"));
+    let written = DateTime::<Utc>::from(SystemTime::now());
     let start = Instant::now();
     std::fs::write(&file, lab).unwrap();
     wait("labd Ready", Duration::from_secs(180), || status_of(name).contains("\"phase\":\"Ready\""));
     let labd_ready = start.elapsed();
     assert!(stack_running(name, *services), "Ready means every task runs");
+    let (created, running) = swarm_span(name);
+    let labd_split = Split { before: between(written, created), swarm: between(created, running), after: between(running, ready_at(name)) };
     let start = Instant::now();
     std::fs::write(&file, &changed_lab).unwrap();
     wait("labd applied the change", Duration::from_secs(180), || service_replicas(&format!("{name}_{scaled}")) == want(to));
@@ -208,10 +267,13 @@ fn run_case(labs: &Path, case: &Case) -> (Duration, Duration, Duration, Duration
     let stack = format!("{name}stack");
     let compose_file = labs.join("compose.yml");
     std::fs::write(&compose_file, compose).unwrap();
+    let deployed = DateTime::<Utc>::from(SystemTime::now());
     let start = Instant::now();
     stack_deploy(&compose_file, &stack);
     wait("stack running", Duration::from_secs(180), || stack_running(&stack, *services));
     let stack_ready = start.elapsed();
+    let (created, running) = swarm_span(&stack);
+    let stack_split = Split { before: between(deployed, created), swarm: between(created, running), after: Duration::ZERO };
     std::fs::write(&compose_file, compose.replacen(from, to, 1)).unwrap();
     let start = Instant::now();
     stack_deploy(&compose_file, &stack);
@@ -220,7 +282,7 @@ fn run_case(labs: &Path, case: &Case) -> (Duration, Duration, Duration, Duration
     docker(&["stack", "rm", &stack]);
     wait("stack removal", Duration::from_secs(120), || stack_gone(&stack));
     std::fs::remove_file(&compose_file).unwrap();
-    (labd_ready, stack_ready, labd_change, stack_change, labd_drift)
+    Run { labd_ready, stack_ready, labd_change, stack_change, labd_drift, labd_split, stack_split }
 }
 
 /// Docker API calls of one no-op resync and labd's resident memory, with `counts` labs of one
@@ -308,14 +370,16 @@ fn main() {
     let mut rows = Vec::new();
     for case in &cases {
         let runs: Vec<_> = (0..case.runs).map(|_| run_case(labs.path(), case)).collect();
-        let pick = |f: fn(&(Duration, Duration, Duration, Duration, Duration)) -> Duration| median(runs.iter().map(f).collect());
+        let pick = |f: fn(&Run) -> Duration| median(runs.iter().map(f).collect());
         rows.push(Row {
             label: case.label,
-            labd_ready: pick(|r| r.0),
-            stack_ready: pick(|r| r.1),
-            labd_change: pick(|r| r.2),
-            stack_change: pick(|r| r.3),
-            labd_drift: pick(|r| r.4),
+            labd_ready: pick(|r| r.labd_ready),
+            stack_ready: pick(|r| r.stack_ready),
+            labd_change: pick(|r| r.labd_change),
+            stack_change: pick(|r| r.stack_change),
+            labd_drift: pick(|r| r.labd_drift),
+            labd_split: Split { before: pick(|r| r.labd_split.before), swarm: pick(|r| r.labd_split.swarm), after: pick(|r| r.labd_split.after) },
+            stack_split: Split { before: pick(|r| r.stack_split.before), swarm: pick(|r| r.stack_split.swarm), after: Duration::ZERO },
         });
     }
     drop(labd);
@@ -338,6 +402,20 @@ fn main() {
     match multinode {
         Some(t) => println!("| 20 services / 50 tasks, three nodes | {} | – | – | – | – | – |", secs(t)),
         None => println!("| 20 services / 50 tasks, three nodes | harness unavailable | – | – | – | – | – |"),
+    }
+    let ms = |d: Duration| format!("{} ms", d.as_millis());
+    println!("\n| lab | labd: file written → first service created | Swarm (labd's run): first service created → last task running | labd: last task running → Ready | `docker stack deploy`: command → first service created | Swarm (the stack's run) |");
+    println!("|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            r.label,
+            ms(r.labd_split.before),
+            secs(r.labd_split.swarm),
+            ms(r.labd_split.after),
+            ms(r.stack_split.before),
+            secs(r.stack_split.swarm)
+        );
     }
     println!("\n| labs running (one task each) | Docker API calls of one no-op resync | labd RSS (controller + node agent) |");
     println!("|---|---|---|");
