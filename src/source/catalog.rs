@@ -115,14 +115,15 @@ pub fn load_dir(root: &Path) -> Result<Catalog, UnreadableDir> {
     Ok(catalog)
 }
 
+/// Where a lab is defined (file, line and column) and what its document gave.
+type Definition = (PathBuf, crate::spec::yaml::Mark, Result<ValidLab, Vec<Diagnostic>>);
+
 /// Builds the catalog from file contents (pure; `load_dir` feeds it from disk, the Git source
 /// from a commit). A file that could not be read hides which labs it defines: the catalog is
 /// then incomplete.
 pub fn catalog_of(sources: Vec<(PathBuf, std::io::Result<Vec<u8>>)>) -> Catalog {
     let mut catalog = Catalog::default();
-    // name -> every (file, line, column, outcome) defining it
-    let mut definitions: BTreeMap<String, Vec<(PathBuf, crate::spec::yaml::Mark, Result<ValidLab, Vec<Diagnostic>>)>> =
-        BTreeMap::new();
+    let mut definitions: BTreeMap<String, Vec<Definition>> = BTreeMap::new();
     for (path, bytes) in sources {
         let text = match bytes.map(String::from_utf8) {
             Ok(Ok(text)) => text,

@@ -432,7 +432,9 @@ fn check_schedule(schedule: &Value, networks: &serde_json::Map<String, Value>, s
         }
         for (field, defined) in [("network", networks), ("service", services)] {
             let Some(name) = step.get(field).and_then(Value::as_str) else { continue };
-            if !defined.contains_key(name) && !(field == "network" && name == DEFAULT_NETWORK) {
+            // The implicit default network needs no definition.
+            let implicit = field == "network" && name == DEFAULT_NETWORK;
+            if !implicit && !defined.contains_key(name) {
                 let hint = did_you_mean(name, defined.keys().map(String::as_str)).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
                 out.push(Finding::value(format!("{at_ptr}/{field}"), format!("{field} `{name}` is not defined in spec.{field}s{hint}")));
             }
