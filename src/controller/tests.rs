@@ -315,6 +315,25 @@ async fn a_schedule_ending_with_stop_stops_every_task_keeps_the_services_and_sta
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_schedule_that_stopped_the_lab_runs_it_again_at_the_next_labctl_start() {
+    // A step with nothing to shape: the fake agents report nothing, and the lab must get Ready.
+    let text = format!(
+        "{}  schedule:\n    start: manual\n    period: 1s\n    end: stop\n    steps:\n    - at: 0s\n      service: web\n      restore: true\n",
+        lab_yaml("a", &["web"])
+    );
+    let mut c = start(&[("a.yaml", text)], Duration::from_secs(600), FakeSwarm::default()).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    c.store.starts.lock().unwrap().insert("a".into(), chrono::Utc::now());
+    c.until_phase("a", Phase::Completed, SOON).await;
+    assert_eq!(c.swarm.service("a_web").and_then(|s| s.replicas), Some(0));
+    c.store.starts.lock().unwrap().insert("a".into(), chrono::Utc::now());
+    c.until_phase("a", Phase::Ready, SOON).await;
+    assert_eq!(c.swarm.service("a_web").and_then(|s| s.replicas), Some(1), "running again");
+    c.until_phase("a", Phase::Completed, SOON).await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labs_owned_on_swarm_that_no_file_here_ever_defined_are_kept_as_orphans() {
     // Another labd's lab (its file lay elsewhere): objects on Swarm, a status naming its file.
     let swarm = FakeSwarm::default();

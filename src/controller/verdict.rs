@@ -90,7 +90,7 @@ pub fn derive(mut status: LabStatus, f: &Findings, now: DateTime<Utc>) -> LabSta
     } else if !troubles.is_empty() {
         (Phase::Degraded, "TasksFailing", troubles.join("; "))
     } else if waiting.is_empty() && f.acted == 0 && f.stopped {
-        (Phase::Completed, "Completed", "the schedule ran to its end and stopped every task (`end: stop`); edit the schedule or `labctl start` to run it again".to_string())
+        (Phase::Completed, "Completed", "the schedule ran to its end and stopped every task (`end: stop`); an edited schedule (or `labctl start`, for `start: manual`) runs it again".to_string())
     } else if waiting.is_empty() && f.acted == 0 {
         (Phase::Ready, "Converged", format!("{running}/{} services running", f.services))
     } else if f.acted > 0 {
