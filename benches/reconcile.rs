@@ -199,17 +199,7 @@ struct Case {
     runs: usize,
 }
 
-struct Row {
-    label: &'static str,
-    labd_ready: Duration,
-    stack_ready: Duration,
-    labd_change: Duration,
-    stack_change: Duration,
-    labd_drift: Duration,
-    labd_split: Split,
-    stack_split: Split,
-}
-
+/// The figures of one run of a case, or the medians of its runs.
 struct Run {
     labd_ready: Duration,
     stack_ready: Duration,
@@ -371,8 +361,7 @@ fn main() {
     for case in &cases {
         let runs: Vec<_> = (0..case.runs).map(|_| run_case(labs.path(), case)).collect();
         let pick = |f: fn(&Run) -> Duration| median(runs.iter().map(f).collect());
-        rows.push(Row {
-            label: case.label,
+        rows.push((case.label, Run {
             labd_ready: pick(|r| r.labd_ready),
             stack_ready: pick(|r| r.stack_ready),
             labd_change: pick(|r| r.labd_change),
@@ -380,17 +369,17 @@ fn main() {
             labd_drift: pick(|r| r.labd_drift),
             labd_split: Split { before: pick(|r| r.labd_split.before), swarm: pick(|r| r.labd_split.swarm), after: pick(|r| r.labd_split.after) },
             stack_split: Split { before: pick(|r| r.stack_split.before), swarm: pick(|r| r.stack_split.swarm), after: Duration::ZERO },
-        });
+        }));
     }
     drop(labd);
     let many = many_labs(&[1, 10, 100]);
     let multinode = multinode_row();
     println!("\n| lab | labd: file drop → Ready | `docker stack deploy` → all running | ratio | labd: replicas change → running | `docker stack deploy` of the change | labd: `docker service rm` → running again |");
     println!("|---|---|---|---|---|---|---|");
-    for r in &rows {
+    for (label, r) in &rows {
         println!(
             "| {} | {} | {} | {:.2} | {} | {} | {} |",
-            r.label,
+            label,
             secs(r.labd_ready),
             secs(r.stack_ready),
             r.labd_ready.as_secs_f64() / r.stack_ready.as_secs_f64(),
@@ -406,10 +395,10 @@ fn main() {
     let ms = |d: Duration| format!("{} ms", d.as_millis());
     println!("\n| lab | labd: file written → first service created | Swarm (labd's run): first service created → last task running | labd: last task running → Ready | `docker stack deploy`: command → first service created | Swarm (the stack's run) |");
     println!("|---|---|---|---|---|---|");
-    for r in &rows {
+    for (label, r) in &rows {
         println!(
             "| {} | {} | {} | {} | {} | {} |",
-            r.label,
+            label,
             ms(r.labd_split.before),
             secs(r.labd_split.swarm),
             ms(r.labd_split.after),
