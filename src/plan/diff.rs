@@ -248,9 +248,8 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
                     service_actions.push(Action::RemoveService { id: have.id.clone(), name: have.name.clone(), detach: true });
                     continue;
                 }
-                let stopping = want.labels.contains_key(labels::STOPPED);
                 let reason = if have.labels.get(labels::SPEC_HASH) != Some(&want.hash) {
-                    Some(match (stopping, have.labels.contains_key(labels::STOPPED)) {
+                    Some(match (want.labels.contains_key(labels::STOPPED), have.labels.contains_key(labels::STOPPED)) {
                         (true, false) => "the schedule ended (`end: stop`): stopping its tasks".to_string(),
                         (false, true) => "the schedule runs again: starting its tasks".to_string(),
                         _ => "spec changed".to_string(),

@@ -60,7 +60,7 @@ pub struct Schedule {
     pub looped: Option<bool>,
     /// After the last run: keep what is in force (`hold`, default), go back to the static
     /// conditions (`restore`), or stop every task of the lab (`stop`: services and networks
-    /// stay; an edited schedule or `labctl start` runs it again).
+    /// stay; an edited schedule, or `labctl start` for `start: manual`, runs it again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<ScheduleEnd>,
 }

@@ -92,7 +92,6 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-
 /// Conditions as a user writes them (`delay 40ms, loss 1%, toward b: delay 80ms`), not as JSON.
 fn summary(c: &EffectiveConditions) -> String {
     if c.is_empty() { "none".into() } else { c.summary() }
