@@ -16,6 +16,8 @@ pub struct Tick {
     pub in_force: Option<InForce>,
     /// What is in force differs from the last look (a step came).
     pub changed: bool,
+    /// The schedule ran to its end since the last look.
+    pub ended: bool,
 }
 
 fn revision_of(schedule: &Schedule) -> String {
@@ -54,12 +56,16 @@ pub fn tick(schedule: &Schedule, previous: Option<&ScheduleStatus>, ready: bool,
         status: ScheduleStatus { revision: revision.clone(), started_at, steps, next_change_at, in_force: waiting_for.clone(), ..Default::default() },
         in_force: None,
         changed: false,
+        ended: false,
     };
     let Some(start) = started_at else { return waiting(None) };
     let Ok(elapsed) = (now - start).to_std() else { return waiting(Some(start)) };
     let in_force = schedule.at(elapsed);
     let text = describe(&in_force);
     let changed = same.is_none_or(|p| (p.run, p.step, p.in_force.as_str()) != (in_force.run, in_force.step, text.as_str()));
+    // The end comes whether or not what is in force changes with it (a stop, or a last step
+    // that already restored everything).
+    let ended = in_force.finished && !same.is_some_and(|p| p.finished);
     let next_change_at = in_force.next_change.and_then(|n| chrono::Duration::from_std(n).ok()).map(|n| start + n);
     let (changed_at, applied_after_ms) = match same {
         Some(p) if !changed => (p.changed_at, p.applied_after_ms),
@@ -77,7 +83,7 @@ pub fn tick(schedule: &Schedule, previous: Option<&ScheduleStatus>, ready: bool,
         changed_at,
         applied_after_ms,
     };
-    Tick { status, in_force: Some(in_force), changed }
+    Tick { status, in_force: Some(in_force), changed, ended }
 }
 
 #[cfg(test)]
@@ -142,5 +148,18 @@ mod tests {
         assert_eq!((first.status.started_at, first.status.step), (Some(at(t0, 100)), 1));
         let again = tick(&s, Some(&first.status), true, Some(at(t0, 200)), at(t0, 201));
         assert_eq!((again.status.started_at, again.status.step), (Some(at(t0, 200)), 0));
+    }
+
+    #[test]
+    fn the_end_is_told_once_even_when_nothing_in_force_changes_with_it() {
+        let t0 = Utc::now();
+        let yaml = "period: 30s\nsteps:\n- at: 0s\n  network: dht\n  restore: true\n";
+        let s: Schedule = serde_json::from_value(serde_yaml_ng::from_str(yaml).unwrap()).unwrap();
+        let first = tick(&s, None, true, None, t0);
+        assert!(first.changed && !first.ended);
+        let end = tick(&s, Some(&first.status), true, None, at(t0, 31));
+        assert!(!end.changed && end.ended, "step and conditions as before, but the schedule ended");
+        let after = tick(&s, Some(&end.status), true, None, at(t0, 40));
+        assert!(!after.ended, "told once");
     }
 }

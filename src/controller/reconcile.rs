@@ -453,11 +453,14 @@ fn schedule_events(
         let message = format!("step {}/{} (run {}): {}", s.step, s.steps, s.run, s.in_force);
         tracing::info!(lab, step = s.step, run = s.run, in_force = %s.in_force, "schedule step");
         store.event(lab, event(EventReason::Step, message));
-        if tick.in_force.as_ref().is_some_and(|f| f.stopped) {
-            store.event(lab, event(EventReason::ScheduleFinished, "the schedule ran to its end; stopping every task (`end: stop`)".to_string()));
-        } else if s.finished {
-            store.event(lab, event(EventReason::ScheduleFinished, format!("the schedule ran to its end; in force: {}", s.in_force)));
-        }
+    }
+    if tick.ended {
+        let message = if tick.in_force.as_ref().is_some_and(|f| f.stopped) {
+            "the schedule ran to its end; stopping every task (`end: stop`)".to_string()
+        } else {
+            format!("the schedule ran to its end; in force: {}", s.in_force)
+        };
+        store.event(lab, event(EventReason::ScheduleFinished, message));
     }
     if s.applied_after_ms.is_none() && matches!(shaping, ShapingState::Done(_)) {
         let done_at = last_applied.filter(|t| *t <= now).unwrap_or(now);

@@ -280,11 +280,13 @@ async fn a_manual_schedule_starts_with_labctl_start() {
 async fn a_schedule_ending_with_stop_stops_every_task_keeps_the_services_and_stays_stopped_over_a_restart() {
     let schedule = |period: &str| {
         format!(
-            "{}  schedule:\n    period: {period}\n    end: stop\n    steps:\n    - at: 0s\n      service: web\n      conditions: {{delay: 5ms}}\n",
+            "{}  schedule:\n    period: {period}\n    end: stop\n    steps:\n    - at: 0s\n      service: web\n      restore: true\n",
             lab_yaml("a", &["web", "db"])
         )
     };
-    let text = schedule("300ms");
+    // A step with nothing to shape (the fake agents report nothing): Ready holds until the
+    // stop, so the phases watch cannot miss it.
+    let text = schedule("1s");
     let mut c = start(&[("a.yaml", text.clone())], Duration::from_secs(600), FakeSwarm::default()).await;
     c.until_phase("a", Phase::Ready, SOON).await;
     c.until_phase("a", Phase::Completed, SOON).await;
