@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -231,7 +231,7 @@ fn run_case(labs: &Path, case: &Case) -> Run {
     // labd: drop the file, wait for status Ready.
     redis(&["del", &format!("swarmlab:lab:{name}:status")]);
     let file = labs.join(format!("{name}.yaml"));
-    let written = DateTime::<Utc>::from(SystemTime::now());
+    let written = Utc::now();
     let start = Instant::now();
     std::fs::write(&file, lab).unwrap();
     wait("labd Ready", Duration::from_secs(180), || status_of(name).contains("\"phase\":\"Ready\""));
@@ -257,7 +257,7 @@ fn run_case(labs: &Path, case: &Case) -> Run {
     let stack = format!("{name}stack");
     let compose_file = labs.join("compose.yml");
     std::fs::write(&compose_file, compose).unwrap();
-    let deployed = DateTime::<Utc>::from(SystemTime::now());
+    let deployed = Utc::now();
     let start = Instant::now();
     stack_deploy(&compose_file, &stack);
     wait("stack running", Duration::from_secs(180), || stack_running(&stack, *services));
