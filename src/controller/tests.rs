@@ -49,12 +49,19 @@ async fn start(files: &[(&str, String)], resync: Duration, swarm: FakeSwarm) -> 
 }
 
 async fn start_with(files: &[(&str, String)], resync: Duration, swarm: FakeSwarm, store: FakeStore) -> Running {
+    start_tuned(files, swarm, store, |c| c.resync = resync).await
+}
+
+/// Starts the controller with the test config changed by `tune`.
+async fn start_tuned(files: &[(&str, String)], swarm: FakeSwarm, store: FakeStore, tune: impl FnOnce(&mut Config)) -> Running {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
     let swarm = Arc::new(swarm);
-    let controller = Controller::new(config(dir.path(), resync), swarm.clone(), store.clone()).await;
+    let mut config = config(dir.path(), Duration::from_secs(600));
+    tune(&mut config);
+    let controller = Controller::new(config, swarm.clone(), store.clone()).await;
     let phases = controller.phases();
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(controller.run(async move {
@@ -205,6 +212,40 @@ async fn a_steady_stream_of_events_does_not_postpone_the_look() {
     let took = eventually("a look while the events go on", Duration::from_secs(1), || c.services() == ["a_web"]).await;
     assert!(!stream.is_finished(), "looked only once the events stopped ({took:?})");
     stream.abort();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_its_events_keep_looking_at_is_not_polled_besides() {
+    // 50 tasks starting on two cores: a container starts every few hundred ms and each start
+    // brings a look; a progress poll on top of those looks only takes dockerd's CPU from the
+    // containers starting. The poll is for what sends no event here (tasks on other nodes).
+    let swarm = FakeSwarm::default();
+    swarm.state.lock().unwrap().start_after = u32::MAX;
+    let poll = Duration::from_millis(150);
+    let mut c = start_tuned(&[("a.yaml", lab_yaml("a", &["web"]))], swarm, FakeStore::default(), |c| c.progress_poll = poll).await;
+    c.until_phase("a", Phase::Progressing, SOON).await;
+    let looks = |c: &Running| c.swarm.api_calls();
+    // No events: the poll looks.
+    let before = looks(&c);
+    tokio::time::sleep(poll * 10).await;
+    let polled = looks(&c) - before;
+    assert!((4..=11).contains(&polled), "{polled} looks in 10 poll periods without events");
+    // Events every 25 ms: a look 80 ms after the first of each burst, and no poll besides.
+    let before = looks(&c);
+    let span = Duration::from_millis(1500);
+    let started = Instant::now();
+    while started.elapsed() < span {
+        let event = SwarmEvent { subject: EventSubject::Container, action: "start".into(), name: "a_web.1".into(), lab: Some("a".into()) };
+        c.swarm.events.send(event).unwrap();
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let with_events = looks(&c) - before;
+    // One per event look, and a poll due at either end of the window (polled each 150 ms
+    // besides, it would be ~10 more).
+    let at_most = (span.as_millis() / 80) as u64 + 2;
+    eprintln!("looks: {polled} polled, {with_events} with events");
+    assert!((5..=at_most).contains(&with_events), "{with_events} looks in {span:?} of events, at most {at_most} expected");
     c.stop().await;
 }
 

@@ -96,7 +96,6 @@ fn observed_service(s: Service) -> Option<ObservedService> {
         .and_then(|t| t.container_spec.as_ref())
         .and_then(|c| c.image.clone())
         .unwrap_or_default();
-    let status = s.service_status.unwrap_or_default();
     Some(ObservedService {
         id: s.id?,
         name: spec.name.unwrap_or_default(),
@@ -104,8 +103,10 @@ fn observed_service(s: Service) -> Option<ObservedService> {
         labels: spec.labels.unwrap_or_default(),
         replicas,
         image,
-        running: status.running_tasks.unwrap_or(0),
-        desired: status.desired_tasks.unwrap_or(0),
+        // Counted from the tasks (see `tally_tasks`).
+        running: 0,
+        // A global service's count comes from its tasks (see `tally_tasks`).
+        desired: replicas.unwrap_or(0),
         stopping: 0,
         trouble: None,
     })
@@ -141,6 +142,11 @@ impl DockerSwarm {
         tasks.sort_by_key(|t| std::cmp::Reverse(t.updated_at.clone().unwrap_or_default()));
         for s in services.iter_mut() {
             let mine = || tasks.iter().filter(|t| t.service_id.as_deref() == Some(s.id.as_str()));
+            if s.replicas.is_none() {
+                // As Swarm's own service status counts a global service: its tasks that are
+                // not to be shut down (one per eligible node).
+                s.desired = mine().filter(|t| !matches!(t.desired_state, Some(TaskState::SHUTDOWN | TaskState::REMOVE) | None)).count() as u64;
+            }
             let up = || {
                 mine()
                     .filter(|t| t.status.as_ref().and_then(|st| st.state) == Some(TaskState::RUNNING))
@@ -174,7 +180,9 @@ impl Swarm for DockerSwarm {
         self.count();
         let services = self
             .docker
-            .list_services(Some(ListServicesOptions { filters: None, status: Some(true) }))
+            // Without Swarm's status (it costs dockerd half again the listing): the tasks
+            // listed above give the counts.
+            .list_services(Some(ListServicesOptions { filters: None, status: Some(false) }))
             .await
             .map_err(api_err("list services"))?;
         self.count();
@@ -329,7 +337,7 @@ mod tests {
 
     #[test]
     fn tasks_being_stopped_are_counted_apart_and_tasks_on_down_nodes_never() {
-        let mut services = vec![ObservedService { id: "s".into(), desired: 1, ..Default::default() }];
+        let mut services = vec![ObservedService { id: "s".into(), replicas: Some(1), desired: 1, ..Default::default() }];
         let tasks = vec![
             task("s", "n1", TaskState::RUNNING, TaskState::RUNNING),
             // Scaled down: Swarm wants it shut down, its container still runs.
@@ -340,5 +348,19 @@ mod tests {
         ];
         DockerSwarm::tally_tasks(tasks, &mut services, &[("n2".into(), "node2".into())]);
         assert_eq!((services[0].running, services[0].stopping), (1, 1));
+    }
+
+    #[test]
+    fn a_global_service_wants_its_tasks_that_are_not_to_be_shut_down() {
+        let mut services = vec![ObservedService { id: "g".into(), replicas: None, ..Default::default() }];
+        let tasks = vec![
+            task("g", "n1", TaskState::RUNNING, TaskState::RUNNING),
+            task("g", "n2", TaskState::RUNNING, TaskState::PREPARING),
+            // An old task on n1 (the service was updated): history, not wanted.
+            task("g", "n1", TaskState::SHUTDOWN, TaskState::SHUTDOWN),
+            task("g", "n3", TaskState::REMOVE, TaskState::RUNNING),
+        ];
+        DockerSwarm::tally_tasks(tasks, &mut services, &[]);
+        assert_eq!((services[0].desired, services[0].running, services[0].stopping), (2, 1, 1));
     }
 }
