@@ -175,7 +175,7 @@ pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, t
     let mut outcome = match target {
         Target::Delete => delete(swarm, store, name, &observed, status).await,
         Target::Orphaned(why) => orphaned(name, &observed, status, why),
-        Target::Apply { lab: Some(lab), suspended: Some(by), .. } => suspended(&lab, &observed, status, by),
+        Target::Apply { lab: Some(lab), suspended: Some(by), started_by_hand, .. } => suspended(&lab, &observed, status, by, started_by_hand),
         Target::Apply { lab, invalid, started_by_hand, last_seen, .. } => {
             apply(swarm, store, name, lab, invalid, started_by_hand, &last_seen, &observed, status).await
         }
@@ -227,11 +227,24 @@ pub(crate) fn failed(mut status: LabStatus, error: ReconcileError) -> Outcome {
     Outcome { status, actions: BTreeMap::new(), result: Err(error), gone: false, drift: 0, seen: None }
 }
 
+/// The lab's Swarm objects with what its schedule has in force: all of it, or stopped.
+fn desired_in_force(lab: &ValidLab, in_force: Option<&crate::spec::InForce>) -> DesiredLab {
+    let desired = desired_lab(&lab.lab);
+    if in_force.is_some_and(|f| f.stopped) {
+        plan::stopped(desired)
+    } else {
+        desired
+    }
+}
+
 /// A suspended lab is looked at, never changed: its status shows what runs, and why nothing is
 /// done about the rest. Its shaping and its schedule stay as they were.
-fn suspended(lab: &ValidLab, observed: &Observed, mut status: LabStatus, by: SuspendedBy) -> Outcome {
+fn suspended(lab: &ValidLab, observed: &Observed, mut status: LabStatus, by: SuspendedBy, started_by_hand: Option<chrono::DateTime<Utc>>) -> Outcome {
     let now = Utc::now();
-    let desired = desired_lab(&lab.lab);
+    // What the resume would run: a schedule that stopped the lab (its clock runs on, read
+    // here and not kept) leaves nothing waiting in a lab that stays stopped.
+    let tick = lab.lab.spec.schedule.as_ref().map(|s| clock::tick(s, status.schedule.as_ref(), status.ready_since.is_some(), started_by_hand, now));
+    let desired = desired_in_force(lab, tick.as_ref().and_then(|t| t.in_force.as_ref()));
     let pending = diff(&desired, observed).actions.len();
     status.services = desired
         .services
@@ -322,7 +335,7 @@ async fn apply<S: Swarm>(
     let tick = lab.lab.spec.schedule.as_ref().map(|s| clock::tick(s, status.schedule.as_ref(), status.ready_since.is_some(), started_by_hand, now));
     let in_force = tick.as_ref().and_then(|t| t.in_force.as_ref());
     let stopped = in_force.is_some_and(|f| f.stopped);
-    let desired = if stopped { plan::stopped(desired_lab(&lab.lab)) } else { desired_lab(&lab.lab) };
+    let desired = desired_in_force(&lab, in_force);
     // A partition cuts tasks off by address: where the other groups' tasks are now. Unknown
     // addresses would publish a partition that cuts nothing, and agents would report it applied.
     // Links classify packets by destination address the same way.

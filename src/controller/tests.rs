@@ -350,6 +350,15 @@ async fn a_schedule_ending_with_stop_stops_every_task_keeps_the_services_and_sta
     assert_eq!(wanted(&c), stopped, "the restarted labd changed the stopped services");
     assert_eq!(c.store.statuses.lock().unwrap()["a"].phase, Phase::Completed);
 
+    // Suspended while stopped: nothing waits for the resume, which keeps it stopped.
+    c.store.suspended.lock().unwrap().insert("a".into());
+    c.until_phase("a", Phase::Suspended, SOON).await;
+    let message = c.store.statuses.lock().unwrap()["a"].message.clone();
+    assert!(message.ends_with("nothing is waiting"), "{message}");
+    c.store.suspended.lock().unwrap().remove("a");
+    c.until_phase("a", Phase::Completed, SOON).await;
+    assert_eq!(wanted(&c), stopped, "the resume changed the stopped services");
+
     // An edited schedule runs the lab again.
     std::fs::write(c.dir.path().join("a.yaml"), schedule("1h")).unwrap();
     c.until_phase("a", Phase::Ready, SOON).await;
