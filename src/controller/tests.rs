@@ -221,9 +221,11 @@ async fn a_lab_its_events_keep_looking_at_is_not_polled_besides() {
     // brings a look; a progress poll on top of those looks only takes dockerd's CPU from the
     // containers starting. The poll is for what sends no event here (tasks on other nodes).
     let swarm = FakeSwarm::default();
+    // Tasks run only as the test starts them, one per container start event.
     swarm.state.lock().unwrap().start_after = u32::MAX;
     let poll = Duration::from_millis(150);
-    let mut c = start_tuned(&[("a.yaml", lab_yaml("a", &["web"]))], swarm, FakeStore::default(), |c| c.progress_poll = poll).await;
+    let text = lab_yaml("a", &["web"]).replace("web: {}", "web: {replicas: 100}");
+    let mut c = start_tuned(&[("a.yaml", text)], swarm, FakeStore::default(), |c| c.progress_poll = poll).await;
     c.until_phase("a", Phase::Progressing, SOON).await;
     let looks = |c: &Running| c.swarm.api_calls();
     // No events: the poll looks.
@@ -236,6 +238,7 @@ async fn a_lab_its_events_keep_looking_at_is_not_polled_besides() {
     let span = Duration::from_millis(1500);
     let started = Instant::now();
     while started.elapsed() < span {
+        c.swarm.state.lock().unwrap().services[0].running += 1;
         let event = SwarmEvent { subject: EventSubject::Container, action: "start".into(), name: "a_web.1".into(), lab: Some("a".into()) };
         c.swarm.events.send(event).unwrap();
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -246,6 +249,25 @@ async fn a_lab_its_events_keep_looking_at_is_not_polled_besides() {
     let at_most = (span.as_millis() / 80) as u64 + 2;
     eprintln!("looks: {polled} polled, {with_events} with events");
     assert!((5..=at_most).contains(&with_events), "{with_events} looks in {span:?} of events, at most {at_most} expected");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_start_that_swarm_counts_late_brings_a_second_look_not_the_poll() {
+    // The last task's container started, but Swarm counts the task running only after the
+    // look its event brought: Ready must not wait for the poll (5 s here).
+    let swarm = FakeSwarm::default();
+    // Tasks run only as the test starts them.
+    swarm.state.lock().unwrap().start_after = u32::MAX;
+    let mut c = start_tuned(&[("a.yaml", lab_yaml("a", &["web"]))], swarm, FakeStore::default(), |c| c.progress_poll = Duration::from_secs(5)).await;
+    c.until_phase("a", Phase::Progressing, SOON).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let looks = c.swarm.api_calls();
+    let event = SwarmEvent { subject: EventSubject::Container, action: "start".into(), name: "a_web.1".into(), lab: Some("a".into()) };
+    c.swarm.events.send(event).unwrap();
+    eventually("the event's look", SOON, || c.swarm.api_calls() > looks).await;
+    c.swarm.state.lock().unwrap().services[0].running = 1;
+    c.until_phase("a", Phase::Ready, Duration::from_secs(2)).await;
     c.stop().await;
 }
 

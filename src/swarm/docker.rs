@@ -134,8 +134,8 @@ impl DockerSwarm {
         self.docker.list_tasks(None::<ListTasksOptions>).await.map_err(api_err("list tasks"))
     }
 
-    /// Counts running tasks on Ready nodes and finds each short service's newest task problem,
-    /// from one listing of every task. Tasks Swarm is stopping (a scale-down, a stop, the old
+    /// Counts running tasks on Ready nodes (and the tasks a global service wants) and finds each
+    /// short service's newest task problem, from one listing of every task. Tasks Swarm is stopping (a scale-down, a stop, the old
     /// task of an update) whose containers still run are counted apart: a lab is not Ready (or
     /// Completed) while they run, and they never stand in for a new task not yet started.
     fn tally_tasks(mut tasks: Vec<bollard::models::Task>, services: &mut [ObservedService], down: &[(String, String)]) {

@@ -56,6 +56,13 @@ pub struct SwarmEvent {
     pub lab: Option<String>,
 }
 
+impl SwarmEvent {
+    /// A task's container started: Swarm will count the task running a moment later.
+    pub fn is_container_start(&self) -> bool {
+        self.subject == EventSubject::Container && self.action == "start"
+    }
+}
+
 
 pub trait Swarm: Send + Sync + 'static {
     /// Every service (with its running tasks counted on Ready nodes), every swarm network and
