@@ -230,15 +230,31 @@ fn stack_deploy(compose: &Path, stack: &str) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// labd then `docker stack deploy`: first deploy, a change of replicas, and (labd only) a
-/// service removed by hand until it runs again.
-fn run_case(labs: &Path, case: &Case) -> Run {
-    let Case { name, lab, compose, services, scaled, scale: (from, to), removed, .. } = case;
-    let changed_lab = lab.replacen(from, to, 1);
-    let want = |to: &str| {
-        let n: String = to.chars().filter(|c| c.is_ascii_digit()).collect();
-        format!("{n}/{n}")
+/// `n/n` replicas for a scale step like `replicas: 5`.
+fn want(to: &str) -> String {
+    let n: String = to.chars().filter(|c| c.is_ascii_digit()).collect();
+    format!("{n}/{n}")
+}
+
+/// labd and `docker stack deploy`: first deploy, a change of replicas, and (labd only) a
+/// service removed by hand until it runs again. Which tool goes first alternates from run to
+/// run, so neither always follows the other's teardown.
+fn run_case(labs: &Path, case: &Case, stack_first: bool) -> Run {
+    let (stack, labd) = if stack_first {
+        let stack = run_stack(labs, case);
+        (stack, run_labd(labs, case))
+    } else {
+        let labd = run_labd(labs, case);
+        (run_stack(labs, case), labd)
     };
+    let ((labd_ready, labd_change, labd_drift, labd_split), (stack_ready, stack_change, stack_split)) = (labd, stack);
+    Run { labd_ready, stack_ready, labd_change, stack_change, labd_drift, labd_split, stack_split }
+}
+
+/// labd's first deploy, change and drift repair: (ready, change, drift, split).
+fn run_labd(labs: &Path, case: &Case) -> (Duration, Duration, Duration, Split) {
+    let Case { name, lab, services, scaled, scale: (from, to), removed, .. } = case;
+    let changed_lab = lab.replacen(from, to, 1);
     // labd: drop the file, wait for status Ready.
     redis(&["del", &format!("swarmlab:lab:{name}:status")]);
     let file = labs.join(format!("{name}.yaml"));
@@ -262,8 +278,13 @@ fn run_case(labs: &Path, case: &Case) -> Run {
     let labd_drift = start.elapsed();
     std::fs::remove_file(&file).unwrap();
     wait("labd teardown", Duration::from_secs(120), || stack_gone(name));
+    (labd_ready, labd_change, labd_drift, labd_split)
+}
 
-    // docker stack deploy of the same thing, until all tasks run; then the same change.
+/// `docker stack deploy` of the same lab until all tasks run, then the same change:
+/// (ready, change, split).
+fn run_stack(labs: &Path, case: &Case) -> (Duration, Duration, Split) {
+    let Case { name, compose, services, scaled, scale: (from, to), .. } = case;
     let stack = format!("{name}stack");
     let compose_file = labs.join("compose.yml");
     std::fs::write(&compose_file, compose).unwrap();
@@ -281,7 +302,7 @@ fn run_case(labs: &Path, case: &Case) -> Run {
     docker(&["stack", "rm", &stack]);
     wait("stack removal", Duration::from_secs(120), || stack_gone(&stack));
     std::fs::remove_file(&compose_file).unwrap();
-    Run { labd_ready, stack_ready, labd_change, stack_change, labd_drift, labd_split, stack_split }
+    (stack_ready, stack_change, stack_split)
 }
 
 /// Docker API calls of one no-op resync and labd's resident memory, with `counts` labs of one
@@ -368,7 +389,7 @@ fn main() {
     ];
     let mut rows = Vec::new();
     for case in &cases {
-        let runs: Vec<_> = (0..case.runs).map(|_| run_case(labs.path(), case)).collect();
+        let runs: Vec<_> = (0..case.runs).map(|i| run_case(labs.path(), case, i % 2 == 1)).collect();
         let pick = |f: fn(&Run) -> Duration| median(runs.iter().map(f).collect());
         rows.push((case.label, Run {
             labd_ready: pick(|r| r.labd_ready),
