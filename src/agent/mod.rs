@@ -3,6 +3,7 @@
 //! reads desired shaping from Redis and writes back, per task, what it applied.
 
 pub mod apply;
+pub mod running;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -17,8 +18,9 @@ use crate::spec::EffectiveConditions;
 use crate::status::{AttachmentShaping, TaskShaping};
 use crate::shaping::netns::ns_path;
 use crate::store::keys;
-use crate::swarm::{DockerSwarm, LocalTask};
+use crate::swarm::{DockerSwarm, LocalTask, LocalTaskEvent};
 use apply::Attachment;
+use running::{Inbox, Running, Seen};
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -66,6 +68,9 @@ pub struct Agent {
     known_labs: BTreeSet<String>,
     /// Whether the agent has looked at this node's containers once.
     looked: bool,
+    /// The node's running task containers, and the events since the last pass.
+    running: Running,
+    inbox: Inbox,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
@@ -89,6 +94,8 @@ impl Agent {
             desired: Desired::new(),
             known_labs: BTreeSet::new(),
             looked: false,
+            running: Running::default(),
+            inbox: Inbox::default(),
             metrics: Default::default(),
         }
     }
@@ -108,17 +115,35 @@ impl Agent {
         let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<()>(1);
         let wake = wake_tx.clone();
         let swarm = self.swarm.clone();
-        // Container starts wake a pass at once. The stream ends when dockerd restarts: it is
-        // opened again with backoff, and each reopening wakes a pass too.
+        let inbox = self.inbox.clone();
+        // Container starts wake a pass at once; deaths are noted for the next. The stream ends
+        // when dockerd restarts: it is opened again with backoff, and each reopening lists the
+        // node again (events were missed) and wakes a pass.
         let watcher = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(250);
             loop {
-                let events = swarm.local_task_starts();
+                let events = swarm.local_task_events();
                 futures::pin_mut!(events);
+                // Docker subscribes at the first poll: the node is listed once the subscription
+                // stands (what starts after is seen), or at once if an event comes sooner.
+                let first = tokio::time::timeout(Duration::from_millis(200), events.next()).await;
+                inbox.push(Seen::Reopened);
                 let _ = wake_tx.try_send(());
-                while let Some(Ok(_)) = events.next().await {
+                let mut next = match first {
+                    Ok(item) => item,
+                    Err(_) => events.next().await,
+                };
+                while let Some(Ok(event)) = next {
                     backoff = Duration::from_millis(250);
-                    let _ = wake_tx.try_send(());
+                    match event {
+                        Some(LocalTaskEvent::Started(id)) => {
+                            inbox.push(Seen::Started(id));
+                            let _ = wake_tx.try_send(());
+                        }
+                        Some(LocalTaskEvent::Died(id)) => inbox.push(Seen::Died(id)),
+                        None => {}
+                    }
+                    next = events.next().await;
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -199,7 +224,11 @@ impl Agent {
     }
 
     async fn discover(&mut self) -> Result<(), String> {
-        let running: HashSet<String> = self.swarm.local_task_ids().await.map_err(|e| e.to_string())?.into_iter().collect();
+        if self.running.take(&self.inbox, std::time::Instant::now()) {
+            let ids = self.swarm.local_task_ids().await.map_err(|e| e.to_string())?;
+            self.running.listed(ids, std::time::Instant::now());
+        }
+        let running = self.running.ids().clone();
         // A task whose pid is no longer in the namespace it was found in restarted (or its pid
         // was reused): look it up again, and forget what was applied in the old namespace.
         self.tasks.retain(|id, t| running.contains(id) && std::fs::read_link(ns_path(t.pid)).is_ok_and(|ns| ns == t.netns));
@@ -211,7 +240,11 @@ impl Agent {
             if self.tasks.contains_key(&id) {
                 continue;
             }
-            let Some(found) = self.swarm.local_task(&id).await else { continue };
+            let Some(found) = self.swarm.local_task(&id).await else {
+                // Not running after all (its die event is on its way, or was lost).
+                self.running.forget(&id);
+                continue;
+            };
             let Ok(netns) = std::fs::read_link(ns_path(found.pid)) else { continue };
             let LocalTask { lab, service, pid, networks, .. } = found;
             self.tasks.insert(id, Task { lab, service, pid, netns, inherited, networks });

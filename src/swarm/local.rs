@@ -23,6 +23,13 @@ pub struct LocalTask {
     pub networks: Vec<(String, String, String)>,
 }
 
+/// A task container of this node started or died (its id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalTaskEvent {
+    Started(String),
+    Died(String),
+}
+
 fn owned_filter() -> (String, Vec<String>) {
     ("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)])
 }
@@ -70,15 +77,22 @@ impl DockerSwarm {
         Ok(None)
     }
 
-    /// Starts of owned task containers on this node. Ends when the daemon goes away.
-    pub fn local_task_starts(&self) -> impl Stream<Item = Result<(), SwarmError>> + Send + 'static {
+    /// Starts and deaths of owned task containers on this node (`None`: an event without a
+    /// container id). Ends when the daemon goes away.
+    pub fn local_task_events(&self) -> impl Stream<Item = Result<Option<LocalTaskEvent>, SwarmError>> + Send + 'static {
         let filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
-            ("event".to_string(), vec!["start".to_string()]),
+            ("event".to_string(), vec!["start".to_string(), "die".to_string()]),
             owned_filter(),
         ]);
-        self.docker()
-            .events(Some(EventsOptions { filters: Some(filters), ..Default::default() }))
-            .map(|e| e.map(|_| ()).map_err(|e| SwarmError::Api { action: "stream events".into(), message: e.to_string() }))
+        self.docker().events(Some(EventsOptions { filters: Some(filters), ..Default::default() })).map(|e| {
+            let e = e.map_err(|e| SwarmError::Api { action: "stream events".into(), message: e.to_string() })?;
+            let id = e.actor.and_then(|a| a.id);
+            Ok(match (e.action.as_deref(), id) {
+                (Some("start"), Some(id)) => Some(LocalTaskEvent::Started(id)),
+                (Some("die"), Some(id)) => Some(LocalTaskEvent::Died(id)),
+                _ => None,
+            })
+        })
     }
 }

@@ -6,7 +6,7 @@ mod local;
 pub mod spec;
 
 pub use docker::DockerSwarm;
-pub use local::LocalTask;
+pub use local::{LocalTask, LocalTaskEvent};
 
 use std::future::Future;
 
