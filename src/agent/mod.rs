@@ -135,13 +135,12 @@ impl Agent {
                 };
                 while let Some(Ok(event)) = next {
                     backoff = Duration::from_millis(250);
-                    match event {
-                        Some(LocalTaskEvent::Started(id)) => {
-                            inbox.push(Seen::Started(id));
+                    if let Some(event) = event {
+                        let started = matches!(event, LocalTaskEvent::Started(_));
+                        inbox.push(Seen::Event(event));
+                        if started {
                             let _ = wake_tx.try_send(());
                         }
-                        Some(LocalTaskEvent::Died(id)) => inbox.push(Seen::Died(id)),
-                        None => {}
                     }
                     next = events.next().await;
                 }

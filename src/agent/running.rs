@@ -8,14 +8,15 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::swarm::LocalTaskEvent;
+
 /// The longest the agent goes without listing the node's containers.
 pub const RELIST_AFTER: Duration = Duration::from_secs(10);
 
 /// What the event stream told since the last pass, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {
-    Started(String),
-    Died(String),
+    Event(LocalTaskEvent),
     /// The stream (re)opened: events may have been missed meanwhile.
     Reopened,
 }
@@ -51,10 +52,10 @@ impl Running {
         let mut relist = self.listed_at.is_none_or(|at| now.duration_since(at) >= RELIST_AFTER);
         for seen in inbox.drain() {
             match seen {
-                Seen::Started(id) => {
+                Seen::Event(LocalTaskEvent::Started(id)) => {
                     self.ids.insert(id);
                 }
-                Seen::Died(id) => {
+                Seen::Event(LocalTaskEvent::Died(id)) => {
                     self.ids.remove(&id);
                 }
                 Seen::Reopened => relist = true,
@@ -95,11 +96,11 @@ mod tests {
         let t0 = Instant::now();
         assert!(running.take(&inbox, t0), "never listed");
         running.listed(["a".to_string(), "b".to_string()], t0);
-        inbox.push(Seen::Started("c".into()));
-        inbox.push(Seen::Died("a".into()));
+        inbox.push(Seen::Event(LocalTaskEvent::Started("c".into())));
+        inbox.push(Seen::Event(LocalTaskEvent::Died("a".into())));
         // A container that started and died between two passes.
-        inbox.push(Seen::Started("d".into()));
-        inbox.push(Seen::Died("d".into()));
+        inbox.push(Seen::Event(LocalTaskEvent::Started("d".into())));
+        inbox.push(Seen::Event(LocalTaskEvent::Died("d".into())));
         assert!(!running.take(&inbox, t0 + Duration::from_secs(1)), "listed again although the events told all");
         assert_eq!(ids(&running), ["b", "c"]);
         assert!(!running.take(&inbox, t0 + Duration::from_secs(2)), "nothing new, no listing");

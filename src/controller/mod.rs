@@ -105,12 +105,11 @@ struct LabState {
     ready_reported: bool,
     /// Its services on Swarm at the last pass that looked (drift: one of them gone).
     seen: BTreeSet<String>,
-    /// Its containers started (Docker events) since its last pass began, and those of the
-    /// pass running now with the tasks running before it: a look that finds fewer running
-    /// than that came before Swarm counted them, and looks again soon instead of at the poll.
+    /// Its containers started (Docker events) since its last pass began, and those before the
+    /// pass running now: a look that finds fewer tasks running than before plus those came
+    /// before Swarm counted them, and looks again soon instead of at the poll.
     starts_unseen: u64,
     starts_in_pass: u64,
-    running_before_pass: u64,
 }
 
 enum Trigger {
@@ -336,7 +335,6 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                 let mut status = self.labs.get(&lab).map(|s| s.status.clone()).unwrap_or_default();
                 if let Some(state) = self.labs.get_mut(&lab) {
                     state.starts_in_pass = std::mem::take(&mut state.starts_unseen);
-                    state.running_before_pass = running_tasks(&state.status);
                 }
                 if self.config.git.is_some() {
                     status.commit = self.labs.get(&lab).and_then(|s| s.commit.clone());
@@ -672,16 +670,15 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         if state.status.phase != status.phase {
             tracing::info!(lab, phase = %status.phase, message = %status.message, "phase changed");
         }
-        state.status = status;
-        self.store.put_status(&state.status);
         // Containers started before this look that Swarm did not yet count as running tasks
         // (it does 20–70 ms after the start event, sometimes later): look again as soon as
         // after an event, not at the poll. Once: the next look has no such starts of its own.
-        let uncounted = state.running_before_pass + state.starts_in_pass > running_tasks(&state.status);
+        let uncounted = running_tasks(&state.status) + state.starts_in_pass > running_tasks(&status);
         if requeue.is_some() && state.starts_in_pass > 0 && uncounted && !self.backoff.waiting(lab) {
             self.timers.schedule(Timer::Event(lab.to_string()), EVENT_FOLLOW_UP);
         }
-        state.starts_in_pass = 0;
+        state.status = status;
+        self.store.put_status(&state.status);
         match requeue {
             // From this look, not the one before: a lab whose events keep it looked at is not
             // polled besides (each look costs dockerd ~12 ms of CPU with 50 tasks, taken from
