@@ -262,7 +262,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                         }
                         Ok(e) => {
                             backoff = Duration::from_millis(250);
-                            let started = e.is_container_start();
+                            let started = e.subject == EventSubject::ContainerStarted;
                             if let Some(lab) = e.lab {
                                 if events_tx.send(Trigger::Lab { lab, started }).await.is_err() {
                                     return;

@@ -199,7 +199,8 @@ impl std::fmt::Display for EnvValue {
 #[serde(untagged)]
 pub enum NetworkAttachment {
     Name(String),
-    Entry(NetworkEntry),
+    // Boxed: an entry (conditions and all) is ~400 bytes, a name 24, and most attachments are names.
+    Entry(Box<NetworkEntry>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

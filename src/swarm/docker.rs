@@ -60,30 +60,30 @@ impl DockerSwarm {
         self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn to_event(item: Result<bollard::models::EventMessage, bollard::errors::Error>) -> Result<SwarmEvent, SwarmError> {
-        {
-            let e = item.map_err(api_err("stream events"))?;
-            let attrs = e.actor.and_then(|a| a.attributes).unwrap_or_default();
-            let name = attrs.get("name").cloned().unwrap_or_default();
-            let lab = attrs
-                .get(labels::LAB)
-                .or_else(|| attrs.get(labels::STACK_NAMESPACE))
-                .cloned()
-                .or_else(|| attrs.get("com.docker.swarm.service.name").and_then(|s| s.split_once('_')).map(|(l, _)| l.to_string()))
-                .or_else(|| name.split_once('_').map(|(l, _)| l.to_string()));
-            let subject = match e.typ {
-                Some(EventMessageTypeEnum::SERVICE) => EventSubject::Service,
-                Some(EventMessageTypeEnum::NETWORK) => EventSubject::Network,
-                Some(EventMessageTypeEnum::NODE) => EventSubject::Node,
-                _ => EventSubject::Container,
-            };
-            Ok(SwarmEvent {
-                subject,
-                action: e.action.unwrap_or_default(),
-                name,
-                lab,
-            })
-        }
+    /// Our event for one of Docker's, or `None` for one labd does not act on (a container
+    /// event other than a start or a death).
+    fn to_event(item: Result<bollard::models::EventMessage, bollard::errors::Error>) -> Option<Result<SwarmEvent, SwarmError>> {
+        let e = match item.map_err(api_err("stream events")) {
+            Ok(e) => e,
+            Err(err) => return Some(Err(err)),
+        };
+        let subject = match (e.typ, e.action.as_deref()) {
+            (Some(EventMessageTypeEnum::SERVICE), _) => EventSubject::Service,
+            (Some(EventMessageTypeEnum::NETWORK), _) => EventSubject::Network,
+            (Some(EventMessageTypeEnum::NODE), _) => EventSubject::Node,
+            (Some(EventMessageTypeEnum::CONTAINER), Some("start")) => EventSubject::ContainerStarted,
+            (Some(EventMessageTypeEnum::CONTAINER), Some("die")) => EventSubject::ContainerDied,
+            _ => return None,
+        };
+        let attrs = e.actor.and_then(|a| a.attributes).unwrap_or_default();
+        let name = attrs.get("name").cloned().unwrap_or_default();
+        let lab = attrs
+            .get(labels::LAB)
+            .or_else(|| attrs.get(labels::STACK_NAMESPACE))
+            .cloned()
+            .or_else(|| attrs.get("com.docker.swarm.service.name").and_then(|s| s.split_once('_')).map(|(l, _)| l.to_string()))
+            .or_else(|| name.split_once('_').map(|(l, _)| l.to_string()));
+        Some(Ok(SwarmEvent { subject, name, lab }))
     }
 }
 
@@ -212,21 +212,13 @@ impl Swarm for DockerSwarm {
         })
     }
 
-    /// Service, network and container events, each tagged with the lab it belongs to.
+    /// Service, network and node events and task containers starting or dying, each tagged
+    /// with the lab it belongs to.
     fn events(&self) -> impl Stream<Item = Result<SwarmEvent, SwarmError>> + Send + 'static {
         let filters: HashMap<String, Vec<String>> =
             HashMap::from([("type".to_string(), vec!["service".to_string(), "network".to_string(), "container".to_string(), "node".to_string()])]);
         let options = EventsOptions { filters: Some(filters), ..Default::default() };
-        self.docker.events(Some(options)).filter_map(|item| async move {
-            // Container events that matter: a task starting or dying changes running counts.
-            if let Ok(e) = &item {
-                let container = e.typ.map(|t| t.to_string()) == Some("container".to_string());
-                if container && !matches!(e.action.as_deref(), Some("start" | "die")) {
-                    return None;
-                }
-            }
-            Some(Self::to_event(item))
-        })
+        self.docker.events(Some(options)).filter_map(|item| async move { Self::to_event(item) })
     }
 
 

@@ -39,9 +39,11 @@ pub enum SwarmError {
 pub enum EventSubject {
     Service,
     Network,
-    /// A task's container started or died (on this node only: Docker sends container events
-    /// of the local engine).
-    Container,
+    /// A task's container started (on this node only: Docker sends container events of the
+    /// local engine): Swarm will count the task running a moment later.
+    ContainerStarted,
+    /// A task's container died (on this node only).
+    ContainerDied,
     /// A node went down or came back: every lab may have tasks there.
     Node,
 }
@@ -51,16 +53,8 @@ pub enum EventSubject {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwarmEvent {
     pub subject: EventSubject,
-    pub action: String,
     pub name: String,
     pub lab: Option<String>,
-}
-
-impl SwarmEvent {
-    /// A task's container started: Swarm will count the task running a moment later.
-    pub fn is_container_start(&self) -> bool {
-        self.subject == EventSubject::Container && self.action == "start"
-    }
 }
 
 
