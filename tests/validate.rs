@@ -158,3 +158,20 @@ fn fmt_checks_rewrites_keeps_comments_and_refuses_broken_files() {
     let out = labctl().args(["fmt", "--check"]).arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "formatted once is formatted");
 }
+
+#[test]
+fn every_subcommand_says_what_it_does_in_the_help() {
+    let out = labctl().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let commands: Vec<&str> = help.lines().skip_while(|l| !l.starts_with("Commands:")).skip(1).take_while(|l| l.starts_with("  ")).collect();
+    assert!(commands.len() >= 10, "{help}");
+    for line in commands {
+        let mut words = line.split_whitespace();
+        let name = words.next().unwrap_or_default();
+        assert!(words.next().is_some(), "`labctl {name}` has no description in --help:\n{help}");
+    }
+    let status = String::from_utf8_lossy(&labctl().args(["help", "status"]).output().unwrap().stdout).to_string();
+    assert!(status.starts_with("Show labs at a glance"), "{status}");
+    let fmt = String::from_utf8_lossy(&labctl().args(["help", "fmt"]).output().unwrap().stdout).to_string();
+    assert!(fmt.starts_with("Rewrite lab files"), "{fmt}");
+}

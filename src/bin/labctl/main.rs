@@ -45,7 +45,6 @@ enum Command {
         #[arg(default_value = "labs")]
         paths: Vec<PathBuf>,
     },
-    /// Show labs at a glance: phase, ready services, revision, age, message.
     /// Rewrite lab files in one layout, comments kept (exit 1 with --check if any would change).
     Fmt {
         #[arg(default_value = "labs")]
@@ -54,6 +53,7 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Show labs at a glance: phase, ready services, revision, age, message.
     Status {
         /// One lab; all labs when omitted.
         lab: Option<String>,
