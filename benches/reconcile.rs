@@ -6,7 +6,9 @@
 //! created → last task running, the same pipeline for both tools) and, for labd, the time from
 //! the last task running to Ready. A first deploy's time is taken from those records too
 //! (file written → labd's Ready, `docker stack deploy` started → last task running), so how
-//! often the bench checks does not count, and its checks are rare enough not to slow Swarm.
+//! often the bench checks does not count; and the checks cost the deploys next to nothing (a
+//! `redis-cli get` every 500 ms for labd; for the stack, its container start events, then
+//! `docker stack services` every 500 ms, typically once).
 //! Needs the Swarm and Redis of scripts/setup.sh. Run: `cargo bench --bench reconcile`.
 
 use std::fmt::Write as _;
@@ -85,6 +87,56 @@ fn wait_every(every: Duration, what: &str, timeout: Duration, mut ok: impl FnMut
 /// 50 ms took ~0.4 s of CPU a second from the deploy it measured (each call ~30 ms of CPU).
 const DEPLOY_CHECK: Duration = Duration::from_millis(500);
 
+/// The container starts of a stack, from one `docker events` stream: a check of a deploy that
+/// costs the deploy nothing (labd's is a `redis-cli get`; a `docker stack services` is ~30 ms
+/// of CPU, its CLI's and dockerd's, taken from the deploy it checks).
+struct ContainerStarts {
+    events: Child,
+    started: std::sync::mpsc::Receiver<()>,
+}
+
+impl ContainerStarts {
+    fn watch(stack: &str) -> ContainerStarts {
+        let mut events = Command::new(DOCKER)
+            .args(["events", "--filter", "type=container", "--filter", "event=start", "--filter"])
+            .arg(format!("label=com.docker.stack.namespace={stack}"))
+            .args(["--format", "{{.ID}}"])
+            .env("DOCKER_API_VERSION", "1.41")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("docker events runs");
+        let stdout = events.stdout.take().expect("piped");
+        let (tx, started) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for _ in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        // The stream stands once the CLI has connected; a start before that would be missed.
+        std::thread::sleep(Duration::from_millis(300));
+        ContainerStarts { events, started }
+    }
+
+    /// Until `n` containers have started (then Swarm's records say when each task ran).
+    fn wait_for(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for _ in 0..n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.started.recv_timeout(left).expect("every container of the stack started in time");
+        }
+    }
+}
+
+impl Drop for ContainerStarts {
+    fn drop(&mut self) {
+        let _ = self.events.kill();
+        let _ = self.events.wait();
+    }
+}
+
 /// All tasks of a stack running, by `docker stack services`.
 fn stack_running(stack: &str, services: usize) -> bool {
     let out = docker(&["stack", "services", stack, "--format", "{{.Replicas}}"]);
@@ -101,8 +153,8 @@ fn stack_gone(stack: &str) -> bool {
         && !docker(&["ps", "-a", "--format", "{{.Names}}"]).lines().any(|name| name.starts_with(&format!("{stack}_")))
 }
 
-/// (lab YAML, compose YAML, services) for `services` services with `replicas` tasks in all.
-fn synthetic(name: &str, services: usize, replicas: usize) -> (String, String, usize) {
+/// (lab YAML, compose YAML, services, tasks) for `services` services with `replicas` tasks in all.
+fn synthetic(name: &str, services: usize, replicas: usize) -> (String, String, usize, usize) {
     let mut lab = format!(
         "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: {name}}}\nspec:\n  defaults: {{image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [net]}}\n  networks: {{net: {{}}}}\n  services:\n"
     );
@@ -115,14 +167,16 @@ fn synthetic(name: &str, services: usize, replicas: usize) -> (String, String, u
             "  s{i}:\n    image: labbox:latest\n    command: [sleep, \"100000\"]\n    init: true\n    stop_grace_period: 1s\n    networks: [net]\n    deploy: {{replicas: {r}, endpoint_mode: dnsrr}}\n"
         );
     }
-    (lab, compose, services)
+    (lab, compose, services, replicas)
 }
 
-fn dockercoins() -> (String, String, usize) {
+fn dockercoins() -> (String, String, usize, usize) {
     let lab = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/labs/dockercoins.yaml")).unwrap();
     let parsed = swarmlab::spec::parse_file(Path::new("d.yaml"), &lab).remove(0).result.expect("example is valid").lab;
     let mut compose = "version: \"3.8\"\nnetworks: {coins: {driver: overlay}}\nservices:\n".to_string();
+    let mut tasks = 0;
     for (name, svc) in parsed.resolved_services() {
+        tasks += svc.replicas.unwrap_or(1) as usize;
         let cmd = serde_json::to_string(&svc.command.map(|c| c.to_args()).unwrap_or_default()).unwrap();
         let _ = write!(
             compose,
@@ -130,7 +184,7 @@ fn dockercoins() -> (String, String, usize) {
             svc.replicas.unwrap_or(1)
         );
     }
-    (lab.replace("name: coins", "name: benchcoins"), compose, parsed.spec.services.len())
+    (lab.replace("name: coins", "name: benchcoins"), compose, parsed.spec.services.len(), tasks)
 }
 
 struct Labd(Child);
@@ -162,7 +216,7 @@ fn multinode_row() -> Option<Duration> {
     }
     let labs = tempfile::tempdir().unwrap();
     let labd = Labd::start(&["--labs", labs.path().to_str().unwrap(), "--docker-host", "unix:///run/slmn/n1/docker.sock", "--node", "slmn-n1"]);
-    let (lab, _, _) = synthetic("benchmn", 20, 50);
+    let (lab, ..) = synthetic("benchmn", 20, 50);
     redis(&["del", "swarmlab:lab:benchmn:status"]);
     let start = Instant::now();
     std::fs::write(labs.path().join("benchmn.yaml"), lab).unwrap();
@@ -204,6 +258,7 @@ struct Case {
     lab: String,
     compose: String,
     services: usize,
+    tasks: usize,
     scaled: &'static str,
     scale: (&'static str, &'static str),
     removed: &'static str,
@@ -284,13 +339,16 @@ fn run_labd(labs: &Path, case: &Case) -> (Duration, Duration, Duration, Split) {
 /// `docker stack deploy` of the same lab until all tasks run, then the same change:
 /// (ready, change, split).
 fn run_stack(labs: &Path, case: &Case) -> (Duration, Duration, Split) {
-    let Case { name, compose, services, scaled, scale: (from, to), .. } = case;
+    let Case { name, compose, services, tasks, scaled, scale: (from, to), .. } = case;
     let stack = format!("{name}stack");
     let compose_file = labs.join("compose.yml");
     std::fs::write(&compose_file, compose).unwrap();
+    let starts = ContainerStarts::watch(&stack);
     let deployed = Utc::now();
     stack_deploy(&compose_file, &stack);
+    starts.wait_for(*tasks, Duration::from_secs(180));
     wait_every(DEPLOY_CHECK, "stack running", Duration::from_secs(180), || stack_running(&stack, *services));
+    drop(starts);
     let (created, running) = swarm_span(&stack);
     let stack_ready = between(deployed, running);
     let stack_split = Split { before: between(deployed, created), swarm: between(created, running), after: Duration::ZERO };
@@ -361,8 +419,8 @@ fn many_labs(counts: &[usize]) -> Vec<(usize, u64, u64)> {
 fn main() {
     let labs = tempfile::tempdir().unwrap();
     let labd = Labd::start(&["--labs", labs.path().to_str().unwrap(), "--resync", "5"]);
-    let (coins, coins_compose, coins_services) = dockercoins();
-    let (fifty, fifty_compose, fifty_services) = synthetic("bench50", 20, 50);
+    let (coins, coins_compose, coins_services, coins_tasks) = dockercoins();
+    let (fifty, fifty_compose, fifty_services, fifty_tasks) = synthetic("bench50", 20, 50);
     let cases = [
         Case {
             label: "DockerCoins (5 services, 6 tasks)",
@@ -370,6 +428,7 @@ fn main() {
             lab: coins,
             compose: coins_compose,
             services: coins_services,
+            tasks: coins_tasks,
             scaled: "worker",
             scale: ("replicas: 2", "replicas: 4"),
             removed: "rng",
@@ -381,6 +440,7 @@ fn main() {
             lab: fifty,
             compose: fifty_compose,
             services: fifty_services,
+            tasks: fifty_tasks,
             scaled: "s0",
             scale: ("replicas: 3", "replicas: 5"),
             removed: "s1",
@@ -389,7 +449,24 @@ fn main() {
     ];
     let mut rows = Vec::new();
     for case in &cases {
-        let runs: Vec<_> = (0..case.runs).map(|i| run_case(labs.path(), case, i % 2 == 1)).collect();
+        let runs: Vec<_> = (0..case.runs)
+            .map(|i| {
+                let stack_first = i % 2 == 1;
+                let r = run_case(labs.path(), case, stack_first);
+                // Each run on its own line, so the spread and any effect of the order show.
+                eprintln!(
+                    "{} run {} ({} first): labd {} (Swarm {}), stack {} (Swarm {})",
+                    case.label,
+                    i + 1,
+                    if stack_first { "stack" } else { "labd" },
+                    secs(r.labd_ready),
+                    secs(r.labd_split.swarm),
+                    secs(r.stack_ready),
+                    secs(r.stack_split.swarm)
+                );
+                r
+            })
+            .collect();
         let pick = |f: fn(&Run) -> Duration| median(runs.iter().map(f).collect());
         rows.push((case.label, Run {
             labd_ready: pick(|r| r.labd_ready),

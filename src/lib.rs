@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod controller;
+pub mod error_chain;
 pub mod graph;
 pub mod http;
 pub mod import;

@@ -185,7 +185,7 @@ async fn async_main() -> ExitCode {
     match run(Cli::parse()).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("labd: {e:#}");
+            eprintln!("labd: {}", swarmlab::error_chain::Chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

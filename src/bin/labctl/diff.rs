@@ -13,7 +13,7 @@ pub async fn run(dir: &std::path::Path, docker_host: Option<&str>) -> ExitCode {
         }
         Ok(_) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("labctl diff: {e:#}");
+            eprintln!("labctl diff: {}", swarmlab::error_chain::Chain(e.as_ref()));
             ExitCode::from(2)
         }
     }

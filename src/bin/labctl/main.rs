@@ -155,7 +155,7 @@ async fn main() -> ExitCode {
             return match import::run(&file, name.as_deref(), output.as_deref(), &images) {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("labctl import: {e:#}");
+                    eprintln!("labctl import: {}", swarmlab::error_chain::Chain(e.as_ref()));
                     ExitCode::from(2)
                 }
             }
@@ -184,7 +184,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("labctl: {e:#}");
+            eprintln!("labctl: {}", swarmlab::error_chain::Chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

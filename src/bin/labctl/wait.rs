@@ -65,11 +65,11 @@ pub async fn run(url: &str, lab: &str, target: WaitFor, timeout: Duration) -> Ex
             // A wrong address fails at once; Redis going away while we wait (a restart) is
             // waited out until the timeout.
             Err(e) if !read_once => {
-                eprintln!("labctl wait: {e:#}");
+                eprintln!("labctl wait: {}", swarmlab::error_chain::Chain(e.as_ref()));
                 return ExitCode::from(2);
             }
             Err(e) if started.elapsed() >= timeout => {
-                eprintln!("labctl wait: {lab}: redis unreadable at the timeout: {e:#}");
+                eprintln!("labctl wait: {lab}: redis unreadable at the timeout: {}", swarmlab::error_chain::Chain(e.as_ref()));
                 return ExitCode::from(1);
             }
             Err(_) => {
