@@ -65,7 +65,11 @@ impl Lease {
                         said = current;
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot reach redis for the leader lease; retrying"),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    redis = %self.client.get_connection_info().addr(),
+                    "cannot reach redis for the leader lease (is redis-server running there? --redis or REDIS_URL says where); retrying"
+                ),
             }
             tokio::time::sleep(self.ttl / 3).await;
         }
