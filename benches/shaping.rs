@@ -228,4 +228,29 @@ fn main() {
     println!("| offered (pkt/s) | forwarded (pkt/s) | worker CPU |");
     println!("|---|---|---|");
     println!("| {:.0} | {:.0} | {cpu:.0}% of one core |", sent as f64 / elapsed, forwarded as f64 / elapsed);
+
+    // Memory: what each packet a delay holds costs the agent (the nfq crate's receive buffer
+    // stays allocated while its packet waits for the verdict).
+    let cond = EffectiveConditions { delay: Some(swarmlab::spec::units::Duration::from_millis(3000)), ..Default::default() };
+    let worker = QueueWorker::start(netns.clone(), 100, cond).expect("queue binds");
+    std::thread::sleep(Duration::from_millis(200));
+    let rss0 = rss_kb();
+    let burst = "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range(900):\n    s.sendto(b'x'*1200, ('10.250.0.2', 9))\n";
+    run_in(A, &["python3", "-c", burst]);
+    std::thread::sleep(Duration::from_millis(500));
+    let held = worker.counters.snapshot().delayed;
+    let rss1 = rss_kb();
+    drop(worker);
+    println!("\nmemory of held packets (1200-byte UDP, delay 3 s):\n");
+    println!("| packets held | agent RSS before | while held | per held packet |");
+    println!("|---|---|---|---|");
+    println!("| {held} | {} MB | {} MB | {:.1} KB |", rss0 / 1024, rss1 / 1024, (rss1.saturating_sub(rss0)) as f64 / held.max(1) as f64);
+}
+
+/// This process's resident memory.
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())))
+        .unwrap_or(0)
 }
