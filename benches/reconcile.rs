@@ -318,8 +318,9 @@ fn run_labd(labs: &Path, case: &Case) -> (Duration, Duration, Duration, Split) {
     wait_every(DEPLOY_CHECK, "labd Ready", Duration::from_secs(180), || status_of(name).contains("\"phase\":\"Ready\""));
     assert!(stack_running(name, *services), "Ready means every task runs");
     let (created, running) = swarm_span(name);
-    let labd_ready = between(written, ready_at(name));
-    let labd_split = Split { before: between(written, created), swarm: between(created, running), after: between(running, ready_at(name)) };
+    let ready = ready_at(name);
+    let labd_ready = between(written, ready);
+    let labd_split = Split { before: between(written, created), swarm: between(created, running), after: between(running, ready) };
     let start = Instant::now();
     std::fs::write(&file, &changed_lab).unwrap();
     wait("labd applied the change", Duration::from_secs(180), || service_replicas(&format!("{name}_{scaled}")) == want(to));
