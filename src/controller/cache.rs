@@ -17,20 +17,34 @@ use crate::swarm::{Swarm, SwarmError, SwarmEvent};
 /// mark the view stale.
 pub struct Cached<S: Swarm> {
     inner: S,
-    /// Bumped by everything that may make the view stale.
+    /// Bumped by everything that may make the whole view stale.
     wanted: AtomicU64,
-    /// The view and the value of `wanted` when its listing started.
-    view: Mutex<Option<(u64, Arc<Observed>)>>,
+    /// Bumped by what changes tasks alone (a container started or died): the next look lists
+    /// the tasks again and keeps the services and networks it has.
+    tasks_wanted: AtomicU64,
+    view: Mutex<Option<View>>,
+}
+
+struct View {
+    /// The values of `wanted` and `tasks_wanted` when the listings behind it started.
+    taken_at: u64,
+    tasks_taken_at: u64,
+    observed: Arc<Observed>,
 }
 
 impl<S: Swarm> Cached<S> {
     pub fn new(inner: S) -> Self {
-        Cached { inner, wanted: AtomicU64::new(1), view: Mutex::new(None) }
+        Cached { inner, wanted: AtomicU64::new(1), tasks_wanted: AtomicU64::new(0), view: Mutex::new(None) }
     }
 
-    /// The next observation lists again.
+    /// The next observation lists everything again.
     pub fn invalidate(&self) {
         self.wanted.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The next observation counts the tasks again.
+    pub fn invalidate_tasks(&self) {
+        self.tasks_wanted.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn inner(&self) -> &S {
@@ -41,15 +55,17 @@ impl<S: Swarm> Cached<S> {
         // One listing at a time: labs asking meanwhile wait for it and share it.
         let mut slot = self.view.lock().await;
         let wanted = self.wanted.load(Ordering::SeqCst);
-        if let Some((taken_at, view)) = slot.as_ref() {
-            if *taken_at >= wanted {
-                return Ok(view.clone());
-            }
-        }
-        // A change while the listing runs bumps `wanted` past `taken_at`: the next look lists again.
-        let view = Arc::new(self.inner.observe_all().await?);
-        *slot = Some((wanted, view.clone()));
-        Ok(view)
+        let tasks_wanted = self.tasks_wanted.load(Ordering::SeqCst);
+        // A change while a listing runs bumps a counter past what the view records: the next
+        // look lists again.
+        let observed = match slot.as_ref() {
+            Some(v) if v.taken_at >= wanted && v.tasks_taken_at >= tasks_wanted => return Ok(v.observed.clone()),
+            Some(v) if v.taken_at >= wanted => Arc::new(self.inner.recount(&v.observed).await?),
+            _ => Arc::new(self.inner.observe_all().await?),
+        };
+        let taken_at = slot.as_ref().map_or(wanted, |v| v.taken_at.max(wanted));
+        *slot = Some(View { taken_at, tasks_taken_at: tasks_wanted, observed: observed.clone() });
+        Ok(observed)
     }
 
     fn changed<T>(&self, result: Result<T, SwarmError>) -> Result<T, SwarmError> {
@@ -61,6 +77,10 @@ impl<S: Swarm> Cached<S> {
 impl<S: Swarm> Swarm for Cached<S> {
     async fn observe_all(&self) -> Result<Observed, SwarmError> {
         Ok(self.view().await?.as_ref().clone())
+    }
+
+    async fn recount(&self, observed: &Observed) -> Result<Observed, SwarmError> {
+        self.inner.recount(observed).await
     }
 
     async fn observe(&self, lab: &str) -> Result<Observed, SwarmError> {
@@ -132,6 +152,33 @@ mod tests {
         cached.observe("lab0").await.unwrap();
         cached.observe("lab1").await.unwrap();
         assert_eq!(cached.api_calls() - before, 2);
+    }
+
+    #[tokio::test]
+    async fn a_container_event_recounts_the_tasks_alone_and_a_service_event_lists_everything() {
+        let swarm = Arc::new(with_labs(1));
+        let cached = Cached::new(swarm.clone());
+        let full = || swarm.full_looks.load(std::sync::atomic::Ordering::Relaxed);
+        let seen = |o: Observed| (o.services[0].running, o.services[0].image.clone());
+        assert_eq!(seen(cached.observe("lab0").await.unwrap()), (0, String::new()));
+        let calls = cached.api_calls();
+        // On Swarm: two tasks start, and the service's image changes (its event not yet here).
+        {
+            let mut state = swarm.state.lock().unwrap();
+            state.services[0].desired = 2;
+            state.services[0].image = "new".into();
+        }
+        // A container started: the tasks are counted again, the services kept as they were.
+        cached.invalidate_tasks();
+        assert_eq!(seen(cached.observe("lab0").await.unwrap()), (2, String::new()));
+        assert_eq!((full(), cached.api_calls() - calls), (1, 1), "one task recount, no full look");
+        cached.observe("lab0").await.unwrap();
+        assert_eq!(cached.api_calls() - calls, 1, "nothing changed since: no call");
+        // Both kinds of change before one look: everything is listed, once.
+        cached.invalidate_tasks();
+        cached.invalidate();
+        assert_eq!(seen(cached.observe("lab0").await.unwrap()), (2, "new".to_string()));
+        assert_eq!((full(), cached.api_calls() - calls), (2, 2));
     }
 
     #[tokio::test]

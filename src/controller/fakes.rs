@@ -33,13 +33,15 @@ pub struct FakeState {
 pub struct FakeSwarm {
     pub state: Mutex<FakeState>,
     calls: AtomicU64,
+    /// Of the calls, the full observations (`observe_all`, not `recount`).
+    pub full_looks: AtomicU64,
     /// What `events()` streams; tests send on it (or do not, to drop events).
     pub events: tokio::sync::broadcast::Sender<SwarmEvent>,
 }
 
 impl Default for FakeSwarm {
     fn default() -> Self {
-        FakeSwarm { state: Mutex::default(), calls: AtomicU64::new(0), events: tokio::sync::broadcast::channel(1024).0 }
+        FakeSwarm { state: Mutex::default(), calls: AtomicU64::new(0), full_looks: AtomicU64::new(0), events: tokio::sync::broadcast::channel(1024).0 }
     }
 }
 
@@ -57,11 +59,9 @@ impl FakeSwarm {
     pub fn service(&self, name: &str) -> Option<ObservedService> {
         self.state.lock().unwrap().services.iter().find(|s| s.name == name).cloned()
     }
-}
 
-impl Swarm for FakeSwarm {
-    async fn observe_all(&self) -> Result<Observed, SwarmError> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
+    /// What Swarm has now; each look moves starting tasks on.
+    fn look(&self) -> Observed {
         let mut s = self.state.lock().unwrap();
         let FakeState { services, starting, .. } = &mut *s;
         for svc in services.iter_mut() {
@@ -76,7 +76,36 @@ impl Swarm for FakeSwarm {
         for svc in s.services.iter_mut() {
             svc.trouble = (svc.running < svc.desired).then(|| trouble.clone()).flatten();
         }
-        Ok(Observed { services: s.services.clone(), networks: s.networks.clone(), down_nodes: s.down_nodes.clone() })
+        Observed { services: s.services.clone(), networks: s.networks.clone(), down_nodes: s.down_nodes.clone() }
+    }
+}
+
+impl Swarm for FakeSwarm {
+    async fn observe_all(&self) -> Result<Observed, SwarmError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.full_looks.fetch_add(1, Ordering::Relaxed);
+        Ok(self.look())
+    }
+
+    /// As Docker's: the services and networks given, the task counts of now (none for a
+    /// service removed since).
+    async fn recount(&self, observed: &Observed) -> Result<Observed, SwarmError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let now = self.look();
+        let services = observed
+            .services
+            .iter()
+            .map(|was| {
+                let counted = now.services.iter().find(|s| s.id == was.id);
+                ObservedService {
+                    running: counted.map_or(0, |c| c.running),
+                    stopping: counted.map_or(0, |c| c.stopping),
+                    trouble: counted.and_then(|c| c.trouble.clone()),
+                    ..was.clone()
+                }
+            })
+            .collect();
+        Ok(Observed { services, networks: observed.networks.clone(), down_nodes: now.down_nodes })
     }
 
     fn events(&self) -> impl futures::Stream<Item = Result<SwarmEvent, SwarmError>> + Send + 'static {

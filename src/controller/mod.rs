@@ -30,7 +30,7 @@ use crate::source::{load_dir, Catalog, DirWatcher, FileEvent, GitNews, GitSource
 use crate::spec::{Diagnostic, ValidLab};
 use crate::status::{EventReason, LabStatus, Phase, SourceStatus};
 use crate::store::LabStore;
-use crate::swarm::{EventSubject, Swarm};
+use crate::swarm::{ContainerChange, EventSubject, Swarm};
 use cache::Cached;
 use deletion::{AbsenceTracker, Verdict};
 use queue::{Backoff, WorkQueue};
@@ -249,8 +249,11 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                     let _ = events_tx.send(Trigger::Resync).await;
                 }
                 while let Some(item) = events.next().await {
-                    if item.is_ok() {
-                        swarm.invalidate();
+                    match &item {
+                        // A container's start or death changes tasks, not services or networks.
+                        Ok(e) if matches!(e.subject, EventSubject::Container(_)) => swarm.invalidate_tasks(),
+                        Ok(_) => swarm.invalidate(),
+                        Err(_) => {}
                     }
                     match item {
                         Ok(e) if e.subject == EventSubject::Node => {
@@ -262,7 +265,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                         }
                         Ok(e) => {
                             backoff = Duration::from_millis(250);
-                            let started = e.subject == EventSubject::ContainerStarted;
+                            let started = e.subject == EventSubject::Container(ContainerChange::Started);
                             if let Some(lab) = e.lab {
                                 if events_tx.send(Trigger::Lab { lab, started }).await.is_err() {
                                     return;
@@ -308,9 +311,16 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                 Some(t) = triggers.recv() => self.on_trigger(t).await,
                 Some(news) = git_news.recv() => self.on_git(news).await,
                 timer = self.timers.next() => match timer {
-                    Timer::Lab(lab) | Timer::Event(lab) => {
-                        // Tasks on other nodes send no event here: look afresh.
+                    Timer::Lab(lab) => {
+                        // A poll or a retry: tasks on other nodes send no event here, and a
+                        // retry must not act on what the failed pass saw. Look afresh.
                         self.swarm.invalidate();
+                        self.on_trigger(Trigger::Retry(lab)).await;
+                    }
+                    Timer::Event(lab) => {
+                        // The follow-up of container events (their tasks counted anew), or
+                        // of a pass that saw starts Swarm had not counted yet.
+                        self.swarm.invalidate_tasks();
                         self.on_trigger(Trigger::Retry(lab)).await;
                     }
                     Timer::Reread => self.on_trigger(Trigger::Files).await,

@@ -12,7 +12,7 @@ use super::fakes::{FakeStore, FakeSwarm};
 use super::{Config, Controller};
 use crate::source::git::git;
 use crate::status::{EventReason, Phase};
-use crate::swarm::{EventSubject, Swarm, SwarmEvent};
+use crate::swarm::{ContainerChange, EventSubject, Swarm, SwarmEvent};
 
 struct Running {
     dir: tempfile::TempDir,
@@ -204,7 +204,7 @@ async fn a_steady_stream_of_events_does_not_postpone_the_look() {
     let swarm = c.swarm.clone();
     let stream = tokio::spawn(async move {
         for _ in 0..100 {
-            let event = SwarmEvent { subject: EventSubject::ContainerStarted, name: "a_other.1".into(), lab: Some("a".into()) };
+            let event = SwarmEvent { subject: EventSubject::Container(ContainerChange::Started), name: "a_other.1".into(), lab: Some("a".into()) };
             let _ = swarm.events.send(event);
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
@@ -239,7 +239,7 @@ async fn a_lab_its_events_keep_looking_at_is_not_polled_besides() {
     let started = Instant::now();
     while started.elapsed() < span {
         c.swarm.state.lock().unwrap().services[0].running += 1;
-        let event = SwarmEvent { subject: EventSubject::ContainerStarted, name: "a_web.1".into(), lab: Some("a".into()) };
+        let event = SwarmEvent { subject: EventSubject::Container(ContainerChange::Started), name: "a_web.1".into(), lab: Some("a".into()) };
         c.swarm.events.send(event).unwrap();
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -263,7 +263,7 @@ async fn a_container_start_that_swarm_counts_late_brings_a_second_look_not_the_p
     c.until_phase("a", Phase::Progressing, SOON).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let looks = c.swarm.api_calls();
-    let event = SwarmEvent { subject: EventSubject::ContainerStarted, name: "a_web.1".into(), lab: Some("a".into()) };
+    let event = SwarmEvent { subject: EventSubject::Container(ContainerChange::Started), name: "a_web.1".into(), lab: Some("a".into()) };
     c.swarm.events.send(event).unwrap();
     eventually("the event's look", SOON, || c.swarm.api_calls() > looks).await;
     c.swarm.state.lock().unwrap().services[0].running = 1;

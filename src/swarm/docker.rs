@@ -12,7 +12,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::{Stream, StreamExt};
 
-use super::{EventSubject, Swarm, SwarmError, SwarmEvent, TaskTrouble};
+use super::{ContainerChange, EventSubject, Swarm, SwarmError, SwarmEvent, TaskTrouble};
 use crate::plan::{labels, DesiredNetwork, DesiredService, Observed, ObservedNetwork, ObservedService};
 
 #[derive(Clone)]
@@ -21,7 +21,8 @@ pub struct DockerSwarm {
     calls: Arc<AtomicU64>,
 }
 
-fn api_err(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> SwarmError {
+/// A bollard error as ours, told apart where the controller acts on the difference.
+pub(crate) fn api_err(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> SwarmError {
     let action = action.into();
     move |e| {
         let message = match e {
@@ -60,8 +61,9 @@ impl DockerSwarm {
         self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Our event for one of Docker's, or `None` for one labd does not act on (a container
-    /// event other than a start or a death).
+    /// Our event for one of Docker's, or `None` for one labd does not act on: a container
+    /// event other than a start or a death, or a container joining or leaving a network (its
+    /// start and death say that already, and each would cost every lab a full look).
     fn to_event(item: Result<bollard::models::EventMessage, bollard::errors::Error>) -> Option<Result<SwarmEvent, SwarmError>> {
         let e = match item.map_err(api_err("stream events")) {
             Ok(e) => e,
@@ -69,10 +71,10 @@ impl DockerSwarm {
         };
         let subject = match (e.typ, e.action.as_deref()) {
             (Some(EventMessageTypeEnum::SERVICE), _) => EventSubject::Service,
+            (Some(EventMessageTypeEnum::NETWORK), Some("connect" | "disconnect")) => return None,
             (Some(EventMessageTypeEnum::NETWORK), _) => EventSubject::Network,
             (Some(EventMessageTypeEnum::NODE), _) => EventSubject::Node,
-            (Some(EventMessageTypeEnum::CONTAINER), Some("start")) => EventSubject::ContainerStarted,
-            (Some(EventMessageTypeEnum::CONTAINER), Some("die")) => EventSubject::ContainerDied,
+            (Some(EventMessageTypeEnum::CONTAINER), Some(action)) => EventSubject::Container(ContainerChange::from_action(action)?),
             _ => return None,
         };
         let attrs = e.actor.and_then(|a| a.attributes).unwrap_or_default();
@@ -173,6 +175,14 @@ fn trouble_of(t: &bollard::models::Task) -> Option<TaskTrouble> {
 }
 
 impl Swarm for DockerSwarm {
+    async fn recount(&self, observed: &Observed) -> Result<Observed, SwarmError> {
+        let tasks = self.list_tasks().await?;
+        let down = self.down_nodes().await?;
+        let mut services = observed.services.clone();
+        Self::tally_tasks(tasks, &mut services, &down);
+        Ok(Observed { services, networks: observed.networks.clone(), down_nodes: down.into_iter().map(|(_, host)| host).collect() })
+    }
+
     async fn observe_all(&self) -> Result<Observed, SwarmError> {
         // Tasks before services: a service listed is never paired with tasks listed after its
         // removal began (they would all look stopped, and the service would look scaled to 0).
@@ -325,6 +335,27 @@ mod tests {
             status: Some(TaskStatus { state: Some(state), ..Default::default() }),
             ..Default::default()
         }
+    }
+
+    fn docker_event(typ: EventMessageTypeEnum, action: &str, name: &str) -> Result<bollard::models::EventMessage, bollard::errors::Error> {
+        let attributes = HashMap::from([("name".to_string(), name.to_string())]);
+        let actor = bollard::models::EventActor { id: Some("id".into()), attributes: Some(attributes) };
+        Ok(bollard::models::EventMessage { typ: Some(typ), action: Some(action.into()), actor: Some(actor), ..Default::default() })
+    }
+
+    #[test]
+    fn container_starts_and_deaths_are_kept_and_network_attachments_dropped() {
+        let subject = |typ, action| DockerSwarm::to_event(docker_event(typ, action, "lab_web.1.x")).map(|e| e.unwrap().subject);
+        assert_eq!(subject(EventMessageTypeEnum::CONTAINER, "start"), Some(EventSubject::Container(ContainerChange::Started)));
+        assert_eq!(subject(EventMessageTypeEnum::CONTAINER, "die"), Some(EventSubject::Container(ContainerChange::Died)));
+        assert_eq!(subject(EventMessageTypeEnum::CONTAINER, "exec_start"), None);
+        // Each task's container joining its network: said by its start already.
+        assert_eq!(subject(EventMessageTypeEnum::NETWORK, "connect"), None);
+        assert_eq!(subject(EventMessageTypeEnum::NETWORK, "disconnect"), None);
+        assert_eq!(subject(EventMessageTypeEnum::NETWORK, "destroy"), Some(EventSubject::Network));
+        assert_eq!(subject(EventMessageTypeEnum::SERVICE, "remove"), Some(EventSubject::Service));
+        let lab = DockerSwarm::to_event(docker_event(EventMessageTypeEnum::SERVICE, "remove", "lab_web")).unwrap().unwrap().lab;
+        assert_eq!(lab.as_deref(), Some("lab"));
     }
 
     #[test]

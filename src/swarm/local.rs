@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListContainersOptions};
 use futures::{Stream, StreamExt};
 
-use super::{DockerSwarm, SwarmError};
+use super::{api_err, ContainerChange, DockerSwarm, SwarmError};
 use crate::plan::labels;
 
 /// A running task container on this node.
@@ -42,7 +42,7 @@ impl DockerSwarm {
             .docker()
             .list_containers(Some(ListContainersOptions { filters: Some(filters), ..Default::default() }))
             .await
-            .map_err(|e| SwarmError::Api { action: "list containers".into(), message: e.to_string() })?;
+            .map_err(api_err("list containers"))?;
         Ok(list.into_iter().filter_map(|c| c.id).collect())
     }
 
@@ -82,15 +82,15 @@ impl DockerSwarm {
     pub fn local_task_events(&self) -> impl Stream<Item = Result<Option<LocalTaskEvent>, SwarmError>> + Send + 'static {
         let filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
-            ("event".to_string(), vec!["start".to_string(), "die".to_string()]),
+            ("event".to_string(), ContainerChange::ACTIONS.map(String::from).to_vec()),
             owned_filter(),
         ]);
         self.docker().events(Some(EventsOptions { filters: Some(filters), ..Default::default() })).map(|e| {
-            let e = e.map_err(|e| SwarmError::Api { action: "stream events".into(), message: e.to_string() })?;
+            let e = e.map_err(api_err("stream events"))?;
             let id = e.actor.and_then(|a| a.id);
-            Ok(match (e.action.as_deref(), id) {
-                (Some("start"), Some(id)) => Some(LocalTaskEvent::Started(id)),
-                (Some("die"), Some(id)) => Some(LocalTaskEvent::Died(id)),
+            Ok(match (e.action.as_deref().and_then(ContainerChange::from_action), id) {
+                (Some(ContainerChange::Started), Some(id)) => Some(LocalTaskEvent::Started(id)),
+                (Some(ContainerChange::Died), Some(id)) => Some(LocalTaskEvent::Died(id)),
                 _ => None,
             })
         })

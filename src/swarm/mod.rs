@@ -7,6 +7,7 @@ pub mod spec;
 
 pub use docker::DockerSwarm;
 pub use local::{LocalTask, LocalTaskEvent};
+pub(crate) use docker::api_err;
 
 use std::future::Future;
 
@@ -39,13 +40,32 @@ pub enum SwarmError {
 pub enum EventSubject {
     Service,
     Network,
-    /// A task's container started (on this node only: Docker sends container events of the
-    /// local engine): Swarm will count the task running a moment later.
-    ContainerStarted,
-    /// A task's container died (on this node only).
-    ContainerDied,
+    /// A task's container started or died (on this node only: Docker sends container events
+    /// of the local engine). Swarm counts the task running a moment after its start.
+    Container(ContainerChange),
     /// A node went down or came back: every lab may have tasks there.
     Node,
+}
+
+/// The two things that happen to a task's container that labd acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerChange {
+    Started,
+    Died,
+}
+
+impl ContainerChange {
+    /// Docker's actions for them, for event filters.
+    pub const ACTIONS: [&'static str; 2] = ["start", "die"];
+
+    /// The change a Docker container event's action names, if labd acts on it.
+    pub fn from_action(action: &str) -> Option<Self> {
+        match action {
+            "start" => Some(ContainerChange::Started),
+            "die" => Some(ContainerChange::Died),
+            _ => None,
+        }
+    }
 }
 
 /// An event on an object labd cares about: a service or network changed, a container started
@@ -70,6 +90,10 @@ pub trait Swarm: Send + Sync + 'static {
     fn owned_labs(&self) -> impl Future<Output = Result<Vec<String>, SwarmError>> + Send {
         async move { Ok(self.observe_all().await?.owned_labs()) }
     }
+    /// `observed` with its tasks counted afresh, for a look after changes to tasks alone (a
+    /// container started or died): its services and networks are as they were, so only the
+    /// tasks and the nodes are listed again.
+    fn recount(&self, observed: &Observed) -> impl Future<Output = Result<Observed, SwarmError>> + Send;
     /// Changes to services, networks, task containers and nodes, as they happen. The stream
     /// ends (or yields an error) when the daemon goes away; the caller opens it again.
     fn events(&self) -> impl Stream<Item = Result<SwarmEvent, SwarmError>> + Send + 'static;
@@ -91,6 +115,9 @@ pub use crate::plan::TaskAddresses;
 impl<T: Swarm> Swarm for std::sync::Arc<T> {
     fn observe_all(&self) -> impl Future<Output = Result<Observed, SwarmError>> + Send {
         self.as_ref().observe_all()
+    }
+    fn recount(&self, observed: &Observed) -> impl Future<Output = Result<Observed, SwarmError>> + Send {
+        self.as_ref().recount(observed)
     }
     fn events(&self) -> impl Stream<Item = Result<SwarmEvent, SwarmError>> + Send + 'static {
         self.as_ref().events()
