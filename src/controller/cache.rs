@@ -60,8 +60,14 @@ impl<S: Swarm> Cached<S> {
         // look lists again.
         let observed = match slot.as_ref() {
             Some(v) if v.taken_at >= wanted && v.tasks_taken_at >= tasks_wanted => return Ok(v.observed.clone()),
-            Some(v) if v.taken_at >= wanted => Arc::new(self.inner.recount(&v.observed).await?),
-            _ => Arc::new(self.inner.observe_all().await?),
+            Some(v) if v.taken_at >= wanted => {
+                tracing::debug!("observing: tasks recounted");
+                Arc::new(self.inner.recount(&v.observed).await?)
+            }
+            _ => {
+                tracing::debug!("observing: everything listed");
+                Arc::new(self.inner.observe_all().await?)
+            }
         };
         let taken_at = slot.as_ref().map_or(wanted, |v| v.taken_at.max(wanted));
         *slot = Some(View { taken_at, tasks_taken_at: tasks_wanted, observed: observed.clone() });

@@ -246,6 +246,8 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                 let events = swarm.events();
                 futures::pin_mut!(events);
                 if reopened {
+                    // What changed while the stream was closed sent no event.
+                    swarm.invalidate();
                     let _ = events_tx.send(Trigger::Resync).await;
                 }
                 while let Some(item) = events.next().await {
@@ -311,15 +313,11 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                 Some(t) = triggers.recv() => self.on_trigger(t).await,
                 Some(news) = git_news.recv() => self.on_git(news).await,
                 timer = self.timers.next() => match timer {
-                    Timer::Lab(lab) => {
-                        // A poll or a retry: tasks on other nodes send no event here, and a
-                        // retry must not act on what the failed pass saw. Look afresh.
-                        self.swarm.invalidate();
-                        self.on_trigger(Trigger::Retry(lab)).await;
-                    }
-                    Timer::Event(lab) => {
-                        // The follow-up of container events (their tasks counted anew), or
-                        // of a pass that saw starts Swarm had not counted yet.
+                    Timer::Lab(lab) | Timer::Event(lab) => {
+                        // Tasks change without an event here (on other nodes; Swarm counts a
+                        // started container a moment after its event): count them again.
+                        // Services, networks and nodes send events, labd's own changes mark
+                        // everything stale, and the resync lists everything besides.
                         self.swarm.invalidate_tasks();
                         self.on_trigger(Trigger::Retry(lab)).await;
                     }
