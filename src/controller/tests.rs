@@ -200,9 +200,11 @@ async fn a_steady_stream_of_events_does_not_postpone_the_look() {
     // events must bring a look soon, not the end of the stream.
     let mut c = start(&[("a.yaml", lab_yaml("a", &["web"]))], Duration::from_secs(600), FakeSwarm::default()).await;
     c.until_phase("a", Phase::Ready, SOON).await;
+    // The service removed by hand, its event first, then other tasks' containers starting.
     c.swarm.state.lock().unwrap().services.clear();
     let swarm = c.swarm.clone();
     let stream = tokio::spawn(async move {
+        let _ = swarm.events.send(SwarmEvent { subject: EventSubject::Service, name: "a_web".into(), lab: Some("a".into()) });
         for _ in 0..100 {
             let event = SwarmEvent { subject: EventSubject::Container(ContainerChange::Started), name: "a_other.1".into(), lab: Some("a".into()) };
             let _ = swarm.events.send(event);
