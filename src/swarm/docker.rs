@@ -225,8 +225,15 @@ impl Swarm for DockerSwarm {
     /// Service, network and node events and task containers starting or dying, each tagged
     /// with the lab it belongs to.
     fn events(&self) -> impl Stream<Item = Result<SwarmEvent, SwarmError>> + Send + 'static {
-        let filters: HashMap<String, Vec<String>> =
-            HashMap::from([("type".to_string(), vec!["service".to_string(), "network".to_string(), "container".to_string(), "node".to_string()])]);
+        let types = ["service", "network", "container", "node"];
+        // Docker ANDs the keys: of every type, only the actions labd acts on. A task
+        // container's create and destroy still come (dropped in `to_event`); the rest of its
+        // life (attach, exec, kill, stop, network connect and disconnect) is not sent.
+        let actions = ["create", "update", "remove", "destroy"].into_iter().chain(ContainerChange::ACTIONS);
+        let filters: HashMap<String, Vec<String>> = HashMap::from([
+            ("type".to_string(), types.map(String::from).to_vec()),
+            ("event".to_string(), actions.map(String::from).collect()),
+        ]);
         let options = EventsOptions { filters: Some(filters), ..Default::default() };
         self.docker.events(Some(options)).filter_map(|item| async move { Self::to_event(item) })
     }
