@@ -62,8 +62,9 @@ impl DockerSwarm {
     }
 
     /// Our event for one of Docker's, or `None` for one labd does not act on: a container
-    /// event other than a start or a death, or a container joining or leaving a network (its
-    /// start and death say that already, and each would cost every lab a full look).
+    /// event other than a start or a death, or a container joining or leaving a network (not
+    /// asked for; its start and death say it, and as a network event it would cost every lab a
+    /// full look).
     fn to_event(item: Result<bollard::models::EventMessage, bollard::errors::Error>) -> Option<Result<SwarmEvent, SwarmError>> {
         let e = match item.map_err(api_err("stream events")) {
             Ok(e) => e,
