@@ -209,6 +209,18 @@ fn a_schedule_with_end_stop_stops_every_task_keeps_the_lab_over_a_restart_and_an
     assert!(lab_containers("stopend").is_empty());
     assert_eq!((service_version("stopend_a"), service_version("stopend_g")), versions, "the restarted labd touched the stopped services");
 
+    // Redis lost as well (a host rebooted, Redis without persistence): the new labd finds the
+    // schedule's clock on the stopped services and keeps the lab stopped, same time 0.
+    let started_at = lab.status_json("stopend").map(|s| s["schedule"]["startedAt"].clone()).unwrap_or_default();
+    assert!(started_at.is_string(), "no time 0 in the status");
+    lab.kill_labd();
+    lab.redis.cli(&["flushall"]);
+    lab.start_labd();
+    let status = lab.wait_phase("stopend", "Completed", READY);
+    assert_eq!(status["schedule"]["startedAt"], started_at, "the schedule started again");
+    assert!(lab_containers("stopend").is_empty(), "the labd without a status started tasks");
+    assert_eq!((service_version("stopend_a"), service_version("stopend_g")), versions, "the labd without a status touched the stopped services");
+
     // An edited schedule runs the lab again, tasks and conditions.
     lab.write("stopend.yaml", &text("1h"));
     lab.wait_phase("stopend", "Ready", READY);

@@ -44,7 +44,9 @@ pub fn tick(schedule: &Schedule, previous: Option<&ScheduleStatus>, ready: bool,
     let same = previous.filter(|p| p.revision == revision);
     let start_at = schedule.start_at.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc));
     let started_at = match schedule.start.unwrap_or_default() {
-        ScheduleStart::Manual => started_by_hand,
+        // The last `labctl start`, or, with the starts lost (Redis emptied), the time 0 the
+        // clock already had.
+        ScheduleStart::Manual => started_by_hand.or(same.and_then(|p| p.started_at)),
         ScheduleStart::Ready => same.and_then(|p| p.started_at).or(start_at).or(ready.then_some(now)),
     };
     let steps = schedule.steps.len();
@@ -148,6 +150,9 @@ mod tests {
         assert_eq!((first.status.started_at, first.status.step), (Some(at(t0, 100)), 1));
         let again = tick(&s, Some(&first.status), true, Some(at(t0, 200)), at(t0, 201));
         assert_eq!((again.status.started_at, again.status.step), (Some(at(t0, 200)), 0));
+        // The starts lost with Redis: the clock keeps the time 0 it had.
+        let lost = tick(&s, Some(&again.status), true, None, at(t0, 215));
+        assert_eq!((lost.status.started_at, lost.status.step), (Some(at(t0, 200)), 1));
     }
 
     #[test]

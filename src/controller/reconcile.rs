@@ -175,7 +175,7 @@ pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, t
     let mut outcome = match target {
         Target::Delete => delete(swarm, store, name, &observed, status).await,
         Target::Orphaned(why) => orphaned(name, &observed, status, why),
-        Target::Apply { lab: Some(lab), suspended: Some(by), started_by_hand, .. } => suspended(&lab, &observed, status, by, started_by_hand),
+        Target::Apply { lab: Some(lab), suspended: Some(by), started_by_hand, .. } => suspended(name, &lab, &observed, status, by, started_by_hand),
         Target::Apply { lab, invalid, started_by_hand, last_seen, .. } => {
             apply(swarm, store, name, lab, invalid, started_by_hand, &last_seen, &observed, status).await
         }
@@ -227,24 +227,37 @@ pub(crate) fn failed(mut status: LabStatus, error: ReconcileError) -> Outcome {
     Outcome { status, actions: BTreeMap::new(), result: Err(error), gone: false, drift: 0, seen: None }
 }
 
-/// The lab's Swarm objects with what its schedule has in force: all of it, or stopped.
-fn desired_in_force(lab: &ValidLab, in_force: Option<&crate::spec::InForce>) -> DesiredLab {
+/// The lab's Swarm objects with what its schedule has in force: all of it, or stopped (marked
+/// with the clock that stopped it).
+fn desired_in_force(lab: &ValidLab, tick: Option<&clock::Tick>) -> DesiredLab {
     let desired = desired_lab(&lab.lab);
-    if in_force.is_some_and(|f| f.stopped) {
-        plan::stopped(desired)
-    } else {
-        desired
+    let stopped_by = tick.filter(|t| t.in_force.as_ref().is_some_and(|f| f.stopped)).and_then(|t| Some(labels::schedule_clock(&t.status.revision, t.status.started_at?)));
+    match stopped_by {
+        Some(clock) => plan::stopped(desired, &clock),
+        None => desired,
     }
+}
+
+/// The schedule's clock as the last pass left it: in the status, or, when the status is gone
+/// (Redis lost it) and the schedule had stopped the lab, on the stopped services. Without it
+/// the clock would wait for Ready again, and the lab would start and run its schedule anew.
+fn last_clock(name: &str, status: &LabStatus, observed: &Observed) -> Option<ScheduleStatus> {
+    if status.schedule.is_some() {
+        return status.schedule.clone();
+    }
+    let found = observed.services.iter().filter(|s| labels::owned_by(name, &s.labels)).find_map(|s| labels::parse_schedule_clock(s.labels.get(labels::SCHEDULE_CLOCK)?));
+    found.map(|(revision, started_at)| ScheduleStatus { revision, started_at: Some(started_at), finished: true, ..Default::default() })
 }
 
 /// A suspended lab is looked at, never changed: its status shows what runs, and why nothing is
 /// done about the rest. Its shaping and its schedule stay as they were.
-fn suspended(lab: &ValidLab, observed: &Observed, mut status: LabStatus, by: SuspendedBy, started_by_hand: Option<chrono::DateTime<Utc>>) -> Outcome {
+fn suspended(name: &str, lab: &ValidLab, observed: &Observed, mut status: LabStatus, by: SuspendedBy, started_by_hand: Option<chrono::DateTime<Utc>>) -> Outcome {
     let now = Utc::now();
     // What the resume would run: a schedule that stopped the lab (its clock runs on, read
     // here and not kept) leaves nothing waiting in a lab that stays stopped.
-    let tick = lab.lab.spec.schedule.as_ref().map(|s| clock::tick(s, status.schedule.as_ref(), status.ready_since.is_some(), started_by_hand, now));
-    let desired = desired_in_force(lab, tick.as_ref().and_then(|t| t.in_force.as_ref()));
+    let previous = last_clock(name, &status, observed);
+    let tick = lab.lab.spec.schedule.as_ref().map(|s| clock::tick(s, previous.as_ref(), status.ready_since.is_some(), started_by_hand, now));
+    let desired = desired_in_force(lab, tick.as_ref());
     let pending = diff(&desired, observed).actions.len();
     status.services = desired
         .services
@@ -332,10 +345,11 @@ async fn apply<S: Swarm>(
     // The schedule's clock runs in labd: the agents get the conditions in force, never time.
     // A stopped lab keeps its clock (and so stays stopped); an edited schedule starts when the
     // lab is Ready again.
-    let tick = lab.lab.spec.schedule.as_ref().map(|s| clock::tick(s, status.schedule.as_ref(), status.ready_since.is_some(), started_by_hand, now));
+    let previous = last_clock(name, &status, observed);
+    let tick = lab.lab.spec.schedule.as_ref().map(|s| clock::tick(s, previous.as_ref(), status.ready_since.is_some(), started_by_hand, now));
     let in_force = tick.as_ref().and_then(|t| t.in_force.as_ref());
     let stopped = in_force.is_some_and(|f| f.stopped);
-    let desired = desired_in_force(&lab, in_force);
+    let desired = desired_in_force(&lab, tick.as_ref());
     // A partition cuts tasks off by address: where the other groups' tasks are now. Unknown
     // addresses would publish a partition that cuts nothing, and agents would report it applied.
     // Links classify packets by destination address the same way.

@@ -374,6 +374,19 @@ async fn a_schedule_ending_with_stop_stops_every_task_keeps_the_services_and_sta
     assert_eq!(wanted(&c), stopped, "the restarted labd changed the stopped services");
     assert_eq!(c.store.statuses.lock().unwrap()["a"].phase, Phase::Completed);
 
+    // A new labd on the same Swarm with the status lost (Redis emptied): the clock is found on
+    // the stopped services, and the lab stays stopped.
+    let (swarm, text) = (c.swarm.clone(), schedule("1s"));
+    c.stop().await;
+    let again = FakeSwarm::default();
+    *again.state.lock().unwrap() = std::mem::take(&mut *swarm.state.lock().unwrap());
+    let mut c = start_with(&[("a.yaml", text)], Duration::from_millis(100), again, FakeStore::default()).await;
+    c.until_phase("a", Phase::Completed, SOON).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(wanted(&c), stopped, "the labd without a status started the stopped lab");
+    let restarted = c.store.events.lock().unwrap().iter().any(|(_, e)| e.reason == EventReason::ScheduleFinished);
+    assert!(!restarted, "the schedule's end was told again");
+
     // Suspended while stopped: nothing waits for the resume, which keeps it stopped.
     c.store.suspended.lock().unwrap().insert("a".into());
     c.until_phase("a", Phase::Suspended, SOON).await;
@@ -406,6 +419,21 @@ async fn a_manual_schedule_that_stopped_the_lab_runs_it_again_at_the_next_labctl
     c.until_phase("a", Phase::Ready, SOON).await;
     assert_eq!(c.swarm.service("a_web").and_then(|s| s.replicas), Some(1), "running again");
     c.until_phase("a", Phase::Completed, SOON).await;
+    let stopped = c.swarm.service("a_web").map(|s| (s.replicas, s.version));
+
+    // Redis emptied (statuses and starts gone) under a running labd, then a new labd on it:
+    // the lab stays stopped, not back up waiting for a start.
+    c.store.starts.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.swarm.service("a_web").map(|s| (s.replicas, s.version)), stopped, "the starts lost started the lab");
+    let (swarm, text) = (c.swarm.clone(), std::fs::read_to_string(c.dir.path().join("a.yaml")).unwrap());
+    c.stop().await;
+    let again = FakeSwarm::default();
+    *again.state.lock().unwrap() = std::mem::take(&mut *swarm.state.lock().unwrap());
+    let mut c = start_with(&[("a.yaml", text)], Duration::from_millis(100), again, FakeStore::default()).await;
+    c.until_phase("a", Phase::Completed, SOON).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.swarm.service("a_web").map(|s| (s.replicas, s.version)), stopped, "the labd without a status started the lab");
     c.stop().await;
 }
 

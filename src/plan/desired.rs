@@ -201,15 +201,18 @@ impl DesiredService {
 /// orchestrator places no task on a node that does not match; Swarm cannot scale a global
 /// service). Services and networks stay, so logs and `docker service ps` outlive the run. A
 /// new spec hash makes the change a spec change, not drift, and the way back one too.
-pub fn stopped(mut desired: DesiredLab) -> DesiredLab {
+/// `clock` (a [`labels::SCHEDULE_CLOCK`] value) goes on every service, in the hash too, so
+/// the services always carry the clock that stopped them.
+pub fn stopped(mut desired: DesiredLab, clock: &str) -> DesiredLab {
     for svc in &mut desired.services {
         match svc.replicas {
             Some(_) => svc.replicas = Some(0),
             None => svc.constraints.push(format!("node.labels.{}==true", labels::STOPPED)),
         }
-        svc.hash = hash_of(&(&svc.hash, labels::STOPPED));
+        svc.hash = hash_of(&(&svc.hash, labels::STOPPED, clock));
         svc.labels.insert(labels::SPEC_HASH.into(), svc.hash.clone());
         svc.labels.insert(labels::STOPPED.into(), "true".into());
+        svc.labels.insert(labels::SCHEDULE_CLOCK.into(), clock.into());
     }
     desired
 }
@@ -340,11 +343,12 @@ mod tests {
         let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: p}\nspec:\n  defaults: {image: labbox:latest, networks: [lan]}\n  networks: {lan: {}}\n  services: {a: {replicas: 3}, g: {mode: global, placement: {constraints: [node.role==manager]}}}\n";
         let lab = crate::spec::parse_file(std::path::Path::new("p.yaml"), text).remove(0).result.expect("valid");
         let running = desired_lab(&lab.lab);
-        let stopped = stopped(running.clone());
+        let stopped = stopped(running.clone(), "r@2026-12-01T00:00:00Z");
         let (a, g) = (&stopped.services[0], &stopped.services[1]);
         assert_eq!(a.replicas, Some(0));
         assert_eq!((g.replicas, g.constraints.as_slice()), (None, ["node.role==manager".to_string(), "node.labels.io.swarmlab.stopped==true".to_string()].as_slice()));
         assert!(stopped.services.iter().zip(&running.services).all(|(s, r)| s.hash != r.hash && s.labels[labels::SPEC_HASH] == s.hash));
+        assert!(stopped.services.iter().all(|s| s.labels[labels::SCHEDULE_CLOCK] == "r@2026-12-01T00:00:00Z"), "the clock that stopped them");
         assert_eq!(stopped.networks, running.networks, "networks stay");
         let observe = |d: &DesiredLab| crate::plan::Observed {
             services: d.services.iter().map(|s| crate::plan::ObservedService { id: s.name.clone(), name: s.name.clone(), labels: s.labels.clone(), replicas: s.replicas, image: s.image.clone(), ..Default::default() }).collect(),

@@ -7,10 +7,16 @@ pub const MANAGED_BY_VALUE: &str = "swarmlab";
 pub const SPEC_HASH: &str = "io.swarmlab.spec-hash";
 /// On a service the schedule's `end: stop` stopped (no task runs until the schedule runs again).
 pub const STOPPED: &str = "io.swarmlab.stopped";
+/// On a service the schedule stopped: the schedule's revision and its time 0
+/// (`<revision>@<RFC 3339>`). Swarm keeps it when Redis loses the lab's status, so a labd
+/// starting on an empty Redis finds the clock again and keeps the lab stopped.
+pub const SCHEDULE_CLOCK: &str = "io.swarmlab.schedule-clock";
 /// The short name of a service or network inside its lab.
 pub const MEMBER: &str = "io.swarmlab.name";
 
 use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
 
 /// The lab that owns an object with these labels, if swarmlab owns it at all.
 pub fn owner(labels: &HashMap<String, String>) -> Option<&str> {
@@ -23,4 +29,30 @@ pub fn owner(labels: &HashMap<String, String>) -> Option<&str> {
 /// Whether `lab` owns the object with these labels.
 pub fn owned_by(lab: &str, labels: &HashMap<String, String>) -> bool {
     owner(labels) == Some(lab)
+}
+
+/// The value of [`SCHEDULE_CLOCK`].
+pub fn schedule_clock(revision: &str, started_at: DateTime<Utc>) -> String {
+    format!("{revision}@{}", started_at.to_rfc3339())
+}
+
+/// The schedule revision and time 0 a [`SCHEDULE_CLOCK`] label holds, if it is one.
+pub fn parse_schedule_clock(value: &str) -> Option<(String, DateTime<Utc>)> {
+    let (revision, started_at) = value.split_once('@')?;
+    let started_at = DateTime::parse_from_rfc3339(started_at).ok()?.with_timezone(&Utc);
+    Some((revision.to_string(), started_at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schedule_clock_reads_back_to_the_nanosecond_and_nothing_else_passes_for_one() {
+        let t0 = DateTime::parse_from_rfc3339("2026-12-01T06:30:12.123456789Z").unwrap().with_timezone(&Utc);
+        let value = schedule_clock("0a1b2c3d4e5f6071", t0);
+        assert_eq!(parse_schedule_clock(&value), Some(("0a1b2c3d4e5f6071".to_string(), t0)));
+        assert_eq!(parse_schedule_clock("true"), None);
+        assert_eq!(parse_schedule_clock("abc@yesterday"), None);
+    }
 }
