@@ -424,7 +424,10 @@ async fn a_manual_schedule_that_stopped_the_lab_runs_it_again_at_the_next_labctl
     // Redis emptied (statuses and starts gone) under a running labd, then a new labd on it:
     // the lab stays stopped, not back up waiting for a start.
     c.store.starts.lock().unwrap().clear();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // flags are read every 100 ms
+    let passes = c.store.metric("a", "reconciles");
+    let _ = c.swarm.events.send(SwarmEvent { subject: EventSubject::Service, name: "a_web".into(), lab: Some("a".into()) });
+    eventually("a pass after the starts were lost", SOON, || c.store.metric("a", "reconciles") > passes).await;
     assert_eq!(c.swarm.service("a_web").map(|s| (s.replicas, s.version)), stopped, "the starts lost started the lab");
     let (swarm, text) = (c.swarm.clone(), std::fs::read_to_string(c.dir.path().join("a.yaml")).unwrap());
     c.stop().await;
