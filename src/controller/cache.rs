@@ -69,8 +69,8 @@ impl<S: Swarm> Cached<S> {
                 Arc::new(self.inner.observe_all().await?)
             }
         };
-        let taken_at = slot.as_ref().map_or(wanted, |v| v.taken_at.max(wanted));
-        *slot = Some(View { taken_at, tasks_taken_at: tasks_wanted, observed: observed.clone() });
+        // A recount keeps a view whose `taken_at` is `wanted` already (the counter only grows).
+        *slot = Some(View { taken_at: wanted, tasks_taken_at: tasks_wanted, observed: observed.clone() });
         Ok(observed)
     }
 

@@ -238,15 +238,18 @@ fn desired_in_force(lab: &ValidLab, tick: Option<&clock::Tick>) -> DesiredLab {
     }
 }
 
-/// The schedule's clock as the last pass left it: in the status, or, when the status is gone
-/// (Redis lost it) and the schedule had stopped the lab, on the stopped services. Without it
-/// the clock would wait for Ready again, and the lab would start and run its schedule anew.
-fn last_clock(name: &str, status: &LabStatus, observed: &Observed) -> Option<ScheduleStatus> {
-    if status.schedule.is_some() {
-        return status.schedule.clone();
-    }
-    let found = observed.services.iter().filter(|s| labels::owned_by(name, &s.labels)).find_map(|s| labels::parse_schedule_clock(s.labels.get(labels::SCHEDULE_CLOCK)?));
-    found.map(|(revision, started_at)| ScheduleStatus { revision, started_at: Some(started_at), finished: true, ..Default::default() })
+/// The lab's schedule clock now (`None`: no schedule), from the clock the last pass left: in
+/// the status, or, when the status is gone (Redis lost it) and the schedule had stopped the
+/// lab, on the stopped services. Without that the clock would wait for Ready again, and the
+/// lab would start and run its schedule anew.
+fn tick_of(name: &str, lab: &ValidLab, status: &LabStatus, observed: &Observed, started_by_hand: Option<chrono::DateTime<Utc>>, now: chrono::DateTime<Utc>) -> Option<clock::Tick> {
+    let schedule = lab.lab.spec.schedule.as_ref()?;
+    let on_swarm = || {
+        let found = observed.services.iter().filter(|s| labels::owned_by(name, &s.labels)).find_map(|s| labels::parse_schedule_clock(s.labels.get(labels::SCHEDULE_CLOCK)?));
+        found.map(|(revision, started_at)| ScheduleStatus { revision, started_at: Some(started_at), finished: true, ..Default::default() })
+    };
+    let previous = status.schedule.clone().or_else(on_swarm);
+    Some(clock::tick(schedule, previous.as_ref(), status.ready_since.is_some(), started_by_hand, now))
 }
 
 /// A suspended lab is looked at, never changed: its status shows what runs, and why nothing is
@@ -255,8 +258,7 @@ fn suspended(name: &str, lab: &ValidLab, observed: &Observed, mut status: LabSta
     let now = Utc::now();
     // What the resume would run: a schedule that stopped the lab (its clock runs on, read
     // here and not kept) leaves nothing waiting in a lab that stays stopped.
-    let previous = last_clock(name, &status, observed);
-    let tick = lab.lab.spec.schedule.as_ref().map(|s| clock::tick(s, previous.as_ref(), status.ready_since.is_some(), started_by_hand, now));
+    let tick = tick_of(name, lab, &status, observed, started_by_hand, now);
     let desired = desired_in_force(lab, tick.as_ref());
     let pending = diff(&desired, observed).actions.len();
     status.services = desired
@@ -345,8 +347,7 @@ async fn apply<S: Swarm>(
     // The schedule's clock runs in labd: the agents get the conditions in force, never time.
     // A stopped lab keeps its clock (and so stays stopped); an edited schedule starts when the
     // lab is Ready again.
-    let previous = last_clock(name, &status, observed);
-    let tick = lab.lab.spec.schedule.as_ref().map(|s| clock::tick(s, previous.as_ref(), status.ready_since.is_some(), started_by_hand, now));
+    let tick = tick_of(name, &lab, &status, observed, started_by_hand, now);
     let in_force = tick.as_ref().and_then(|t| t.in_force.as_ref());
     let stopped = in_force.is_some_and(|f| f.stopped);
     let desired = desired_in_force(&lab, tick.as_ref());

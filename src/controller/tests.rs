@@ -110,6 +110,13 @@ async fn eventually(what: &str, within: Duration, ok: impl Fn() -> bool) -> Dura
 
 const SOON: Duration = Duration::from_secs(5);
 
+/// The Swarm a stopped labd leaves, for the next one (its own call and event counters).
+fn handed_over(swarm: &FakeSwarm) -> FakeSwarm {
+    let next = FakeSwarm::default();
+    *next.state.lock().unwrap() = std::mem::take(&mut *swarm.state.lock().unwrap());
+    next
+}
+
 /// Docker API calls of labd over `resyncs` resync periods once `labs` labs are Ready.
 async fn calls_over_resyncs(labs: usize, resyncs: u32) -> u64 {
     let period = Duration::from_millis(200);
@@ -366,9 +373,7 @@ async fn a_schedule_ending_with_stop_stops_every_task_keeps_the_services_and_sta
     c.stop().await;
 
     // A new labd on the same Swarm and status: the lab stays stopped, never started in between.
-    let again = FakeSwarm::default();
-    *again.state.lock().unwrap() = std::mem::take(&mut *swarm.state.lock().unwrap());
-    let mut c = start_with(&[("a.yaml", text)], Duration::from_millis(100), again, store).await;
+    let mut c = start_with(&[("a.yaml", text)], Duration::from_millis(100), handed_over(&swarm), store).await;
     c.until_phase("a", Phase::Completed, SOON).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(wanted(&c), stopped, "the restarted labd changed the stopped services");
@@ -378,9 +383,7 @@ async fn a_schedule_ending_with_stop_stops_every_task_keeps_the_services_and_sta
     // the stopped services, and the lab stays stopped.
     let (swarm, text) = (c.swarm.clone(), schedule("1s"));
     c.stop().await;
-    let again = FakeSwarm::default();
-    *again.state.lock().unwrap() = std::mem::take(&mut *swarm.state.lock().unwrap());
-    let mut c = start_with(&[("a.yaml", text)], Duration::from_millis(100), again, FakeStore::default()).await;
+    let mut c = start_with(&[("a.yaml", text)], Duration::from_millis(100), handed_over(&swarm), FakeStore::default()).await;
     c.until_phase("a", Phase::Completed, SOON).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(wanted(&c), stopped, "the labd without a status started the stopped lab");
@@ -431,9 +434,7 @@ async fn a_manual_schedule_that_stopped_the_lab_runs_it_again_at_the_next_labctl
     assert_eq!(c.swarm.service("a_web").map(|s| (s.replicas, s.version)), stopped, "the starts lost started the lab");
     let (swarm, text) = (c.swarm.clone(), std::fs::read_to_string(c.dir.path().join("a.yaml")).unwrap());
     c.stop().await;
-    let again = FakeSwarm::default();
-    *again.state.lock().unwrap() = std::mem::take(&mut *swarm.state.lock().unwrap());
-    let mut c = start_with(&[("a.yaml", text)], Duration::from_millis(100), again, FakeStore::default()).await;
+    let mut c = start_with(&[("a.yaml", text)], Duration::from_millis(100), handed_over(&swarm), FakeStore::default()).await;
     c.until_phase("a", Phase::Completed, SOON).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(c.swarm.service("a_web").map(|s| (s.replicas, s.version)), stopped, "the labd without a status started the lab");

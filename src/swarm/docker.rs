@@ -160,6 +160,15 @@ impl DockerSwarm {
             s.trouble = if s.running < s.desired { mine().find_map(trouble_of) } else { None };
         }
     }
+
+    /// The observation with `tasks` counted on the nodes that are up. Swarm's own count lags:
+    /// it keeps counting the tasks of a Down node as running, and for a while after the node
+    /// returns, so labd counts running tasks on Ready nodes itself.
+    async fn counted(&self, tasks: Vec<bollard::models::Task>, mut services: Vec<ObservedService>, networks: Vec<ObservedNetwork>) -> Result<Observed, SwarmError> {
+        let down = self.down_nodes().await?;
+        Self::tally_tasks(tasks, &mut services, &down);
+        Ok(Observed { services, networks, down_nodes: down.into_iter().map(|(_, host)| host).collect() })
+    }
 }
 
 /// What a task that is not running says about why.
@@ -178,10 +187,7 @@ fn trouble_of(t: &bollard::models::Task) -> Option<TaskTrouble> {
 impl Swarm for DockerSwarm {
     async fn recount(&self, observed: &Observed) -> Result<Observed, SwarmError> {
         let tasks = self.list_tasks().await?;
-        let down = self.down_nodes().await?;
-        let mut services = observed.services.clone();
-        Self::tally_tasks(tasks, &mut services, &down);
-        Ok(Observed { services, networks: observed.networks.clone(), down_nodes: down.into_iter().map(|(_, host)| host).collect() })
+        self.counted(tasks, observed.services.clone(), observed.networks.clone()).await
     }
 
     async fn observe_all(&self) -> Result<Observed, SwarmError> {
@@ -198,29 +204,22 @@ impl Swarm for DockerSwarm {
             .map_err(api_err("list services"))?;
         self.count();
         let networks = self.docker.list_networks(None::<ListNetworksOptions>).await.map_err(api_err("list networks"))?;
-        let mut services: Vec<ObservedService> = services.into_iter().filter_map(observed_service).collect();
-        let down = self.down_nodes().await?;
-        // Swarm's own count lags: it keeps counting the tasks of a Down node as running, and for
-        // a while after the node returns. Count running tasks on Ready nodes ourselves.
-        Self::tally_tasks(tasks, &mut services, &down);
-        Ok(Observed {
-            down_nodes: down.into_iter().map(|(_, host)| host).collect(),
-            services,
-            networks: networks
-                .into_iter()
-                .filter(|n| n.scope.as_deref() == Some("swarm") || n.labels.as_ref().is_some_and(|l| labels::owner(l).is_some()))
-                .filter_map(|n| {
-                    let subnet = n.ipam.as_ref().and_then(|i| i.config.as_ref()).and_then(|c| c.iter().find_map(|c| c.subnet.clone()));
-                    Some(ObservedNetwork {
-                        id: n.id?,
-                        name: n.name.unwrap_or_default(),
-                        labels: n.labels.unwrap_or_default(),
-                        subnet,
-                        internal: n.internal.unwrap_or(false),
-                    })
+        let services: Vec<ObservedService> = services.into_iter().filter_map(observed_service).collect();
+        let networks = networks
+            .into_iter()
+            .filter(|n| n.scope.as_deref() == Some("swarm") || n.labels.as_ref().is_some_and(|l| labels::owner(l).is_some()))
+            .filter_map(|n| {
+                let subnet = n.ipam.as_ref().and_then(|i| i.config.as_ref()).and_then(|c| c.iter().find_map(|c| c.subnet.clone()));
+                Some(ObservedNetwork {
+                    id: n.id?,
+                    name: n.name.unwrap_or_default(),
+                    labels: n.labels.unwrap_or_default(),
+                    subnet,
+                    internal: n.internal.unwrap_or(false),
                 })
-                .collect(),
-        })
+            })
+            .collect();
+        self.counted(tasks, services, networks).await
     }
 
     /// Service, network and node events and task containers starting or dying, each tagged
