@@ -8,7 +8,8 @@
 //! (file written → labd's Ready, `docker stack deploy` started → last task running), so how
 //! often the bench checks does not count; and the checks cost the deploys next to nothing (a
 //! `redis-cli get` every 500 ms for labd; for the stack, its container start events, then
-//! `docker stack services` every 500 ms, typically once).
+//! `docker stack services` every 500 ms, typically once). Each first deploy also records the
+//! CPU time the whole machine used during it, which on this machine is what bounds a deploy.
 //! Needs the Swarm and Redis of scripts/setup.sh. Run: `cargo bench --bench reconcile`.
 
 use std::fmt::Write as _;
@@ -62,6 +63,19 @@ struct Split {
     before: Duration,
     swarm: Duration,
     after: Duration,
+    /// CPU time the whole machine used from the start of the deploy until the check that saw
+    /// it done: Swarm's work (dockerd, containerd, runc, the containers' start) and the tool's.
+    cpu: Duration,
+}
+
+/// CPU time used so far by every process on the machine (/proc/stat's first line: user, nice,
+/// system, irq, softirq and steal; not idle or iowait). /proc/stat counts in USER_HZ, which
+/// Linux fixes at 100 for user space.
+fn machine_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat is readable");
+    let fields: Vec<u64> = stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| fields.get(i)).sum();
+    Duration::from_millis(busy * 10)
 }
 
 fn redis(args: &[&str]) -> String {
@@ -313,14 +327,16 @@ fn run_labd(labs: &Path, case: &Case) -> (Duration, Duration, Duration, Split) {
     // labd: drop the file, wait for status Ready.
     redis(&["del", &format!("swarmlab:lab:{name}:status")]);
     let file = labs.join(format!("{name}.yaml"));
+    let cpu = machine_cpu();
     let written = Utc::now();
     std::fs::write(&file, lab).unwrap();
     wait_every(DEPLOY_CHECK, "labd Ready", Duration::from_secs(180), || status_of(name).contains("\"phase\":\"Ready\""));
+    let cpu = machine_cpu() - cpu;
     assert!(stack_running(name, *services), "Ready means every task runs");
     let (created, running) = swarm_span(name);
     let ready = ready_at(name);
     let labd_ready = between(written, ready);
-    let labd_split = Split { before: between(written, created), swarm: between(created, running), after: between(running, ready) };
+    let labd_split = Split { before: between(written, created), swarm: between(created, running), after: between(running, ready), cpu };
     let start = Instant::now();
     std::fs::write(&file, &changed_lab).unwrap();
     wait("labd applied the change", Duration::from_secs(180), || service_replicas(&format!("{name}_{scaled}")) == want(to));
@@ -345,14 +361,16 @@ fn run_stack(labs: &Path, case: &Case) -> (Duration, Duration, Split) {
     let compose_file = labs.join("compose.yml");
     std::fs::write(&compose_file, compose).unwrap();
     let starts = ContainerStarts::watch(&stack);
+    let cpu = machine_cpu();
     let deployed = Utc::now();
     stack_deploy(&compose_file, &stack);
     starts.wait_for(*tasks, Duration::from_secs(180));
     wait_every(DEPLOY_CHECK, "stack running", Duration::from_secs(180), || stack_running(&stack, *services));
+    let cpu = machine_cpu() - cpu;
     drop(starts);
     let (created, running) = swarm_span(&stack);
     let stack_ready = between(deployed, running);
-    let stack_split = Split { before: between(deployed, created), swarm: between(created, running), after: Duration::ZERO };
+    let stack_split = Split { before: between(deployed, created), swarm: between(created, running), after: Duration::ZERO, cpu };
     std::fs::write(&compose_file, compose.replacen(from, to, 1)).unwrap();
     let start = Instant::now();
     stack_deploy(&compose_file, &stack);
@@ -456,14 +474,16 @@ fn main() {
                 let r = run_case(labs.path(), case, stack_first);
                 // Each run on its own line, so the spread and any effect of the order show.
                 eprintln!(
-                    "{} run {} ({} first): labd {} (Swarm {}), stack {} (Swarm {})",
+                    "{} run {} ({} first): labd {} (Swarm {}, machine CPU {}), stack {} (Swarm {}, machine CPU {})",
                     case.label,
                     i + 1,
                     if stack_first { "stack" } else { "labd" },
                     secs(r.labd_ready),
                     secs(r.labd_split.swarm),
+                    secs(r.labd_split.cpu),
                     secs(r.stack_ready),
-                    secs(r.stack_split.swarm)
+                    secs(r.stack_split.swarm),
+                    secs(r.stack_split.cpu)
                 );
                 r
             })
@@ -475,8 +495,8 @@ fn main() {
             labd_change: pick(|r| r.labd_change),
             stack_change: pick(|r| r.stack_change),
             labd_drift: pick(|r| r.labd_drift),
-            labd_split: Split { before: pick(|r| r.labd_split.before), swarm: pick(|r| r.labd_split.swarm), after: pick(|r| r.labd_split.after) },
-            stack_split: Split { before: pick(|r| r.stack_split.before), swarm: pick(|r| r.stack_split.swarm), after: Duration::ZERO },
+            labd_split: Split { before: pick(|r| r.labd_split.before), swarm: pick(|r| r.labd_split.swarm), after: pick(|r| r.labd_split.after), cpu: pick(|r| r.labd_split.cpu) },
+            stack_split: Split { before: pick(|r| r.stack_split.before), swarm: pick(|r| r.stack_split.swarm), after: Duration::ZERO, cpu: pick(|r| r.stack_split.cpu) },
         }));
     }
     drop(labd);
@@ -515,6 +535,25 @@ fn main() {
             ms(r.stack_split.before),
             secs(r.stack_split.swarm),
             r.labd_split.swarm.as_secs_f64() / r.stack_ready.as_secs_f64()
+        );
+    }
+    // What bounds a first deploy here: the CPU the machine spends on it, nearly all Swarm's
+    // (each task's container started by dockerd, containerd and runc), whichever tool asks.
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    println!("\n| lab | machine CPU during labd's deploy | during the stack's deploy | per task: labd / stack | cores busy: labd / stack | the stack's CPU ÷ {cores} cores (no core ever idle) |");
+    println!("|---|---|---|---|---|---|");
+    for ((label, r), case) in rows.iter().zip(&cases) {
+        let (labd, stack) = (r.labd_split.cpu.as_secs_f64(), r.stack_split.cpu.as_secs_f64());
+        println!(
+            "| {} | {:.1} s | {:.1} s | {:.0} / {:.0} ms | {:.0} / {:.0} % | {:.1} s |",
+            label,
+            labd,
+            stack,
+            labd * 1000.0 / case.tasks as f64,
+            stack * 1000.0 / case.tasks as f64,
+            labd * 100.0 / (cores * r.labd_ready.as_secs_f64()),
+            stack * 100.0 / (cores * r.stack_ready.as_secs_f64()),
+            stack / cores
         );
     }
     println!("\n| labs running (one task each) | Docker API calls of one no-op resync | labd RSS (controller + node agent) |");

@@ -196,4 +196,9 @@ fn a_redis_with_a_password_works_end_to_end() {
     assert!(lab.redis.cli(&["get", "swarmlab:leader"]).contains(':'), "the lease was taken with the password");
     let anonymous = std::process::Command::new("redis-cli").args(["-p", &lab.redis.port.to_string(), "get", "swarmlab:leader"]).output().unwrap();
     assert!(String::from_utf8_lossy(&anonymous.stdout).contains("NOAUTH"), "the server really requires the password");
+    // The harness's Redis runs without an append-only file or save points: labd says what a
+    // restart of it would lose, and what to do.
+    assert_eq!(lab.redis.cli(&["config", "get", "appendonly"]).lines().nth(1), Some("no"));
+    lab.wait_log("redis keeps labd's data in memory only", Duration::from_secs(5));
+    lab.wait_log("start redis with --appendonly yes", Duration::from_secs(1));
 }

@@ -133,6 +133,7 @@ pub fn catalog_of(sources: Vec<(PathBuf, std::io::Result<Vec<u8>>)>) -> Catalog 
             }
             Err(e) => {
                 catalog.file_errors.entry(path.clone()).or_default().push(file_diag(&path, &format!("cannot read: {e}")));
+                catalog.incomplete.push(format!("cannot read {}", path.display()));
                 continue;
             }
         };
@@ -174,13 +175,6 @@ pub fn catalog_of(sources: Vec<(PathBuf, std::io::Result<Vec<u8>>)>) -> Catalog 
         };
         catalog.labs.insert(name, entry);
     }
-    let unreadable: Vec<String> = catalog
-        .file_errors
-        .iter()
-        .filter(|(_, d)| d.iter().any(|d| d.message.starts_with("cannot read")))
-        .map(|(path, _)| format!("cannot read {}", path.display()))
-        .collect();
-    catalog.incomplete.extend(unreadable);
     catalog
 }
 
@@ -200,5 +194,14 @@ mod tests {
         for no in [".a.yaml", ".git/c.yaml", "a.yaml~", "#a.yaml#", "a.yaml.swp", ".a.yaml.swp", "a.json", "4913"] {
             assert!(!is_lab_file(Path::new(no)), "{no}");
         }
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_makes_the_read_incomplete_and_one_that_is_not_utf8_does_not() {
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let catalog = catalog_of(vec![(PathBuf::from("labs/a.yaml"), Err(denied)), (PathBuf::from("labs/b.yaml"), Ok(vec![0xff, 0xfe]))]);
+        assert_eq!(catalog.incomplete, vec!["cannot read labs/a.yaml".to_string()], "what it defines is unknown: no lab may count as gone");
+        assert_eq!(catalog.file_errors.len(), 2, "both are reported");
+        assert!(catalog.file_errors[Path::new("labs/b.yaml")][0].message.contains("UTF-8"));
     }
 }

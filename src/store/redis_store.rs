@@ -71,6 +71,40 @@ impl Outbox {
     }
 }
 
+/// Whether Redis keeps what labd writes over a restart of its own. Statuses, suspensions,
+/// `labctl start` times and the clock of a running schedule live only there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// An append-only file: every write survives a restart.
+    AppendOnly,
+    /// Snapshots alone: a restart loses what was written since the last one.
+    Snapshots,
+    /// Neither: a restart loses everything labd wrote.
+    MemoryOnly,
+}
+
+impl Durability {
+    /// From the values of `CONFIG GET appendonly` and `CONFIG GET save` (`""`: no snapshots).
+    pub fn of(appendonly: &str, save: &str) -> Self {
+        if appendonly.eq_ignore_ascii_case("yes") {
+            Durability::AppendOnly
+        } else if save.trim().is_empty() {
+            Durability::MemoryOnly
+        } else {
+            Durability::Snapshots
+        }
+    }
+
+    /// Asks the server; `None` where `CONFIG` is not allowed (managed Redis services rename or
+    /// forbid it), so nothing is claimed.
+    async fn of_server(conn: &mut MultiplexedConnection) -> Option<Self> {
+        let value = |reply: Vec<String>| reply.get(1).cloned();
+        let appendonly: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(conn).await.ok()?;
+        let save: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("save").query_async(conn).await.ok()?;
+        Some(Durability::of(&value(appendonly)?, &value(save)?))
+    }
+}
+
 #[derive(Clone)]
 pub struct RedisStore {
     client: redis::Client,
@@ -81,6 +115,8 @@ pub struct RedisStore {
     /// The leader lease's generation this labd holds: writes are made only while it is still
     /// the current one, so a deposed leader's late writes cannot overwrite the new leader's.
     fence: Arc<Mutex<Option<u64>>>,
+    /// What the last connection found, so a warning is said once per change, not per reconnect.
+    durability: Arc<Mutex<Option<Durability>>>,
 }
 
 impl RedisStore {
@@ -91,6 +127,7 @@ impl RedisStore {
             wake: Arc::new(Notify::new()),
             reader: Arc::default(),
             fence: Arc::default(),
+            durability: Arc::default(),
         })
     }
 
@@ -269,11 +306,31 @@ impl RedisStore {
         }
     }
 
+    fn tell_durability(&self, found: Durability) {
+        let Ok(mut said) = self.durability.lock() else { return };
+        if *said == Some(found) {
+            return;
+        }
+        *said = Some(found);
+        match found {
+            Durability::MemoryOnly => tracing::warn!(
+                "redis keeps labd's data in memory only (appendonly no, no save points): if it restarts, the labs keep running but their statuses, \
+                 suspensions, `labctl start` times and the clocks of running schedules are lost; start redis with --appendonly yes"
+            ),
+            Durability::Snapshots => tracing::info!("redis saves snapshots without an append-only file: a restart of it loses what labd wrote since the last snapshot"),
+            Durability::AppendOnly => tracing::debug!("redis keeps an append-only file"),
+        }
+    }
+
     async fn flush(&self, conn: &mut Option<MultiplexedConnection>) -> redis::RedisResult<()> {
         if conn.is_none() {
-            let c = tokio::time::timeout(Duration::from_secs(2), self.client.get_multiplexed_async_connection())
+            let mut c = tokio::time::timeout(Duration::from_secs(2), self.client.get_multiplexed_async_connection())
                 .await
                 .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+            // A new connection may be to a new server (Redis restarted, or failed over).
+            if let Some(found) = Durability::of_server(&mut c).await {
+                self.tell_durability(found);
+            }
             *conn = Some(c);
         }
         let Some(c) = conn.as_mut() else { return Ok(()) };
@@ -511,5 +568,18 @@ impl StoreReader {
     pub async fn task_shaping(&mut self, lab: &str) -> redis::RedisResult<Vec<crate::status::TaskShaping>> {
         let map: BTreeMap<String, String> = self.conn.hgetall(keys::tasks(lab)).await?;
         Ok(map.values().filter_map(|v| serde_json::from_str(v).ok()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durability_follows_the_append_only_file_then_the_save_points() {
+        assert_eq!(Durability::of("yes", ""), Durability::AppendOnly);
+        assert_eq!(Durability::of("no", "3600 1 300 100 60 10000"), Durability::Snapshots);
+        assert_eq!(Durability::of("no", ""), Durability::MemoryOnly);
+        assert_eq!(Durability::of("no", "  "), Durability::MemoryOnly);
     }
 }
