@@ -42,6 +42,10 @@ const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long after a Docker event its lab is looked at: Swarm counts a task running 20–70 ms
 /// after its container's start event, and one look then sees a burst of events together.
 const EVENT_FOLLOW_UP: Duration = Duration::from_millis(80);
+/// How long after a container start labd keeps looking every `EVENT_FOLLOW_UP` for Swarm to
+/// count its task (nodes report task states in batches; 20–200 ms measured here). Past it,
+/// the count is off for another reason (a task died, was replaced): the poll looks.
+const START_COUNTED_WITHIN: Duration = Duration::from_secs(1);
 /// The longest a read of the labs directory may take (a hung network mount): unreadable then.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -106,10 +110,15 @@ struct LabState {
     /// Its services on Swarm at the last pass that looked (drift: one of them gone).
     seen: BTreeSet<String>,
     /// Its containers started (Docker events) since its last pass began, and those before the
-    /// pass running now: a look that finds fewer tasks running than before plus those came
-    /// before Swarm counted them, and looks again soon instead of at the poll.
+    /// pass running now.
     starts_unseen: u64,
     starts_in_pass: u64,
+    /// The tasks its container starts so far promise to be running, while a look has found
+    /// fewer: Swarm had not counted them yet. Carried from look to look, so a start that Swarm
+    /// counts late cannot hide a later one that it has not counted yet.
+    awaited_running: Option<u64>,
+    /// When one of its containers last started.
+    last_start: Option<Instant>,
 }
 
 enum Trigger {
@@ -394,6 +403,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             Trigger::Lab { lab, started } => {
                 if let Some(state) = self.labs.get_mut(&lab).filter(|_| started) {
                     state.starts_unseen += 1;
+                    state.last_start = Some(Instant::now());
                 }
                 // Not at once: Swarm reports a task running a moment after its container's
                 // start event, and events come in bursts (one per task). Not postponed by the
@@ -679,10 +689,15 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             tracing::info!(lab, phase = %status.phase, message = %status.message, "phase changed");
         }
         // Containers started before this look that Swarm did not yet count as running tasks
-        // (it does 20–70 ms after the start event, sometimes later): look again as soon as
-        // after an event, not at the poll. Once: the next look has no such starts of its own.
-        let uncounted = running_tasks(&state.status) + state.starts_in_pass > running_tasks(&status);
-        if requeue.is_some() && state.starts_in_pass > 0 && uncounted && !self.backoff.waiting(lab) {
+        // (it does 20–70 ms after the start event, sometimes 200 ms): look again as soon as
+        // after an event, not at the poll, until Swarm counts them all or the last start is
+        // too old to be the reason.
+        let running = running_tasks(&status);
+        let awaited = state.awaited_running.unwrap_or(0).max(running_tasks(&state.status)) + state.starts_in_pass;
+        let recent_start = state.last_start.is_some_and(|t| t.elapsed() < START_COUNTED_WITHIN);
+        let promised = state.starts_in_pass > 0 || state.awaited_running.is_some();
+        state.awaited_running = (promised && requeue.is_some() && running < awaited && recent_start).then_some(awaited);
+        if state.awaited_running.is_some() && !self.backoff.waiting(lab) {
             self.timers.schedule(Timer::Event(lab.to_string()), EVENT_FOLLOW_UP);
         }
         state.status = status;

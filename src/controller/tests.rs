@@ -281,6 +281,34 @@ async fn a_container_start_that_swarm_counts_late_brings_a_second_look_not_the_p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_counted_start_does_not_hide_the_next_one_from_the_second_look() {
+    // Seen in a DockerCoins deploy: the look after one container's start found Swarm counting
+    // an earlier task only then, and not yet the new one; the counts matched, so Ready waited
+    // for the poll (250 ms later). Starts seen so far and still not counted bring looks.
+    let swarm = FakeSwarm::default();
+    // Tasks run only as the test starts them.
+    swarm.state.lock().unwrap().start_after = u32::MAX;
+    let text = lab_yaml("a", &["web"]).replace("web: {}", "web: {replicas: 2}");
+    let mut c = start_tuned(&[("a.yaml", text)], swarm, FakeStore::default(), |c| c.progress_poll = Duration::from_secs(5)).await;
+    c.until_phase("a", Phase::Progressing, SOON).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = |task: &str| SwarmEvent { subject: EventSubject::Container(ContainerChange::Started), name: format!("a_web.{task}"), lab: Some("a".into()) };
+    // The first task's container starts; the look it brings finds it not counted yet.
+    let looks = c.swarm.api_calls();
+    c.swarm.events.send(started("1")).unwrap();
+    eventually("the first start's look", SOON, || c.swarm.api_calls() > looks).await;
+    // The second starts; Swarm now counts the first, not the second, at the next look.
+    let looks = c.swarm.api_calls();
+    c.swarm.events.send(started("2")).unwrap();
+    c.swarm.state.lock().unwrap().services[0].running = 1;
+    eventually("the next look", SOON, || c.swarm.api_calls() > looks).await;
+    // Then the second too: a look must come soon, not at the poll 5 s on.
+    c.swarm.state.lock().unwrap().services[0].running = 2;
+    c.until_phase("a", Phase::Ready, Duration::from_secs(1)).await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_wait_out_a_growing_backoff_then_the_lab_converges() {
     let swarm = FakeSwarm::default();
     // Two calls fail per pass (the lab's default network, then its service): two failed passes.
