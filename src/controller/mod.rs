@@ -690,14 +690,17 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         }
         // Containers started before this look that Swarm did not yet count as running tasks
         // (it does 20–70 ms after the start event, sometimes 200 ms): look again as soon as
-        // after an event, not at the poll, until Swarm counts them all or the last start is
-        // too old to be the reason.
+        // after an event, not at the poll. Once after a look that had starts of its own; again
+        // and again once every task the lab wants has started (no later start will bring a
+        // look), until Swarm counts them all or the last start is too old to be the reason.
         let running = running_tasks(&status);
         let awaited = state.awaited_running.unwrap_or(0).max(running_tasks(&state.status)) + state.starts_in_pass;
         let recent_start = state.last_start.is_some_and(|t| t.elapsed() < START_COUNTED_WITHIN);
         let promised = state.starts_in_pass > 0 || state.awaited_running.is_some();
         state.awaited_running = (promised && requeue.is_some() && running < awaited && recent_start).then_some(awaited);
-        if state.awaited_running.is_some() && !self.backoff.waiting(lab) {
+        let all_started = awaited >= status.services.values().map(|s| s.desired).sum::<u64>();
+        let look_again = state.awaited_running.is_some() && (state.starts_in_pass > 0 || all_started);
+        if look_again && !self.backoff.waiting(lab) {
             self.timers.schedule(Timer::Event(lab.to_string()), EVENT_FOLLOW_UP);
         }
         state.status = status;
