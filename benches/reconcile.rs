@@ -502,6 +502,8 @@ fn main() {
     drop(labd);
     let many = many_labs(&[1, 10, 100]);
     let multinode = multinode_row();
+    // Which Engine: its per-container cost sets most of both tools' times.
+    println!("\nDocker Engine {}", docker(&["version", "--format", "{{.Server.Version}} (API {{.Server.APIVersion}})"]).trim());
     println!("\n| lab | labd: file drop → Ready | `docker stack deploy` → all running | ratio | labd: replicas change → running | `docker stack deploy` of the change | labd: `docker service rm` → running again |");
     println!("|---|---|---|---|---|---|---|");
     for (label, r) in &rows {

@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
 # Runs every test: unit, property, CLI, and the end-to-end tests against the real Docker Swarm
-# and Redis that scripts/setup.sh installs and starts.
+# and Redis that scripts/setup.sh installs and starts. Then the end-to-end tests of the
+# controller and the node agent once more on a newer Docker Engine (Debian 13's 26.1, API
+# 1.45; scripts/newer-engine.sh), as most users run one: skipped with a warning when it cannot
+# be fetched, unless SWARMLAB_REQUIRE_NEWER_ENGINE=1 (CI); SWARMLAB_NEWER_ENGINE=skip skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export DOCKER_API_VERSION=1.41
 # e2e tests share one Swarm; they run one at a time to keep timing measurements honest.
 cargo test --locked --no-fail-fast -- --test-threads=1
+
+[ "${SWARMLAB_NEWER_ENGINE:-}" = skip ] && { echo "[test] newer Engine: skipped (SWARMLAB_NEWER_ENGINE=skip)" >&2; exit 0; }
+if ! bash scripts/newer-engine.sh fetch; then
+  [ "${SWARMLAB_REQUIRE_NEWER_ENGINE:-}" = 1 ] && exit 1
+  echo "[test] WARNING: NOT RUN: the e2e tests on a newer Docker Engine (it could not be fetched; see above)" >&2
+  exit 0
+fi
+trap 'bash scripts/newer-engine.sh down' EXIT
+bash scripts/newer-engine.sh up
+cargo test --locked --no-fail-fast --test e2e_reconcile --test e2e_shaping -- --test-threads=1

@@ -193,6 +193,7 @@ async fn async_main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let swarm = DockerSwarm::connect(cli.docker_host.as_deref()).await.context("connecting to Docker")?;
+    tracing::info!(engine = %swarm.engine(), "connected to Docker");
     let metrics = std::sync::Arc::new(swarmlab::metrics::Metrics::new());
     let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Starting);
     if matches!(cli.command, Some(Cmd::Agent)) {

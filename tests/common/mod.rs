@@ -400,19 +400,37 @@ impl Lab {
     }
 }
 
-/// Restarts the Docker daemon that scripts/setup.sh started (SIGTERM, then the same command),
-/// as an upgrade or `systemctl restart docker` would; waits until the swarm answers again.
+/// Restarts the Docker daemon of /var/run/docker.sock (SIGTERM, then the same binary with the
+/// same arguments, environment and log), as an upgrade or `systemctl restart docker` would;
+/// waits until the swarm answers again. The same binary: the suite also runs on a newer Engine
+/// (scripts/newer-engine.sh), which a plain `dockerd` from PATH would replace by 20.10.
 pub fn restart_dockerd() {
-    let pid = String::from_utf8_lossy(&Command::new("pidof").arg("dockerd").output().unwrap().stdout).trim().to_string();
-    assert!(!pid.is_empty(), "no dockerd running");
+    let pid = std::fs::read_to_string("/var/run/docker.pid").expect("dockerd's pidfile").trim().to_string();
+    let proc = |what: &str| std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_else(|e| panic!("/proc/{pid}/{what}: {e}"));
+    let split = |bytes: Vec<u8>| bytes.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).to_string()).collect::<Vec<_>>();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("dockerd's binary");
+    let args: Vec<String> = split(proc("cmdline")).into_iter().skip(1).collect();
+    let env: Vec<(String, String)> = split(proc("environ")).iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let log = std::fs::read_link(format!("/proc/{pid}/fd/1")).ok().filter(|p| p.is_absolute()).unwrap_or_else(|| "/var/log/swarmlab-dockerd.log".into());
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     eventually("dockerd to stop", Duration::from_secs(60), || {
         if Path::new(&format!("/proc/{pid}")).exists() { Err("still running".into()) } else { Ok(()) }
     });
-    Command::new("sh")
-        .args(["-c", "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid nohup dockerd >>/var/log/swarmlab-dockerd.log 2>&1 &"])
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("dockerd's log");
+    // setsid --fork: the daemon, a child of init, outlives this test process as one started
+    // by scripts/setup.sh does; setsid itself returns at once.
+    let started = Command::new("setsid")
+        .arg("--fork")
+        .arg(&exe)
+        .args(&args)
+        .env_clear()
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().expect("dockerd's log"))
+        .stderr(out)
         .status()
-        .unwrap();
+        .expect("setsid runs");
+    assert!(started.success(), "dockerd did not start again: {started}");
     eventually("the swarm to answer after the restart", Duration::from_secs(60), || {
         let out = docker(&["node", "ls", "--format", "{{.Status}}"]);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
