@@ -18,6 +18,9 @@ HOST_DOCKER=/usr/bin/docker
 export DOCKER_API_VERSION=1.41
 log() { printf '[multinode] %s\n' "$*" >&2; }
 d() { local i=$1; shift; $HOST_DOCKER -H "unix://$ROOT/n$i/docker.sock" "$@"; }
+# The nodes run the host daemon's Engine (the binary of /var/run/docker.pid's process), so the
+# harness follows scripts/newer-engine.sh; `dockerd` from PATH when the host runs none.
+DOCKERD=$(readlink "/proc/$(cat /var/run/docker.pid 2>/dev/null || echo none)/exe" 2>/dev/null || echo dockerd)
 
 start_node() {
   local i=$1 ns=slmn-n$1
@@ -27,7 +30,7 @@ start_node() {
   # mount namespace gets its own /run, so a container that mounts /var/run/docker.sock (the
   # agent of charts/) talks to its own node, as on a real machine.
   DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 nsenter --net=/run/netns/$ns unshare --uts --mount --propagation private sh -c \
-    "hostname $ns; mount --bind $ROOT/n$i/run /run; exec dockerd --data-root $DATA/n$i --exec-root $DATA/n$i/exec \
+    "hostname $ns; mount --bind $ROOT/n$i/run /run; exec $DOCKERD --data-root $DATA/n$i --exec-root $DATA/n$i/exec \
      --pidfile /run/docker.pid -H unix:///run/docker.sock --bridge none" >>"$ROOT/n$i/dockerd.log" 2>&1 &
 }
 

@@ -20,6 +20,8 @@ use swarmlab::spec::EffectiveConditions;
 
 const GUEST_ENV: &str = "SWARMLAB_IN_UML";
 const GUEST_TEST: &str = "guest_netem_backend";
+/// How long the guest (boot, the netem cases, power-off) may take before it counts as hung.
+const GUEST_LIMIT: Duration = Duration::from_secs(300);
 
 fn uml_dir() -> PathBuf {
     PathBuf::from(std::env::var("SWARMLAB_UML_DIR").unwrap_or_else(|_| "/var/cache/swarmlab/uml".into()))
@@ -85,17 +87,24 @@ impl Pair {
         self.transfer_kbit(&self.b, &self.a, "10.9.0.1")
     }
 
+    /// The receiver says when it listens (the sender waits for that line, not for a fixed
+    /// time: a slow guest once took longer than 300 ms to start python, the sender's connection
+    /// was refused, and the receiver waited in accept() for good). Both give up after 60 s.
     fn transfer_kbit(&self, sender: &str, receiver: &str, receiver_ip: &str) -> f64 {
-        let server = Command::new("ip")
-            .args(["netns", "exec", receiver, "python3", "-c", &format!("import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('{receiver_ip}',5001));s.listen(1)\nc,_=s.accept()\nwhile c.recv(65536): pass\nc.sendall(b'k');c.close()")])
+        use std::io::BufRead;
+        let mut server = Command::new("ip")
+            .args(["netns", "exec", receiver, "python3", "-c", &format!("import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('{receiver_ip}',5001));s.listen(1);s.settimeout(60)\nprint('listening',flush=True)\nc,_=s.accept();c.settimeout(60)\nwhile c.recv(65536): pass\nc.sendall(b'k');c.close()")])
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut line);
+        assert_eq!(line.trim(), "listening", "the transfer's receiver did not start");
         let out = Command::new("ip")
-            .args(["netns", "exec", sender, "python3", "-c", &format!("import socket,time\nc=socket.create_connection(('{receiver_ip}',5001))\nt=time.time();c.sendall(b'x'*250000);c.shutdown(socket.SHUT_WR);c.recv(1)\nprint(250000*8/1000/(time.time()-t))")])
+            .args(["netns", "exec", sender, "python3", "-c", &format!("import socket,time\nc=socket.create_connection(('{receiver_ip}',5001),timeout=60)\nt=time.time();c.sendall(b'x'*250000);c.shutdown(socket.SHUT_WR);c.recv(1)\nprint(250000*8/1000/(time.time()-t))")])
             .output()
             .unwrap();
-        let _ = server.wait_with_output();
+        let _ = server.wait();
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0.0)
     }
 }
@@ -329,7 +338,7 @@ fn boot_guest(out: &Path) -> (bool, Duration, String) {
     std::fs::write(&init, script).unwrap();
     sh(&["chmod", "+x", init.to_str().unwrap()]);
     let started = Instant::now();
-    let status = Command::new(&kernel)
+    let mut guest = Command::new(&kernel)
         .env("TMPDIR", &scratch)
         .args(["mem=512M", &format!("umid=sl{}", std::process::id()), &format!("uml_dir={}", scratch.display())])
         .args(["root=/dev/root", "rootfstype=hostfs", "rootflags=/", "ro", &format!("init={}", init.display())])
@@ -337,10 +346,28 @@ fn boot_guest(out: &Path) -> (bool, Duration, String) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
+        .spawn()
         .unwrap();
+    // A watchdog: a guest that hangs fails this test with its log instead of holding CI until
+    // its limit (the cases take ~60-100 s there).
+    let status = loop {
+        if let Some(status) = guest.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > GUEST_LIMIT {
+            let _ = guest.kill();
+            let _ = guest.wait();
+            // The kernel's helper processes share its umid.
+            let _ = Command::new("pkill").args(["-9", "-f", &format!("umid=sl{} ", std::process::id())]).status();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let took = started.elapsed();
     let log = std::fs::read_to_string(out.join("guest.log")).unwrap_or_default();
+    let Some(status) = status else {
+        return (false, took, format!("{log}\n(the guest did not finish within {GUEST_LIMIT:?}: stopped)"));
+    };
     let rc = std::fs::read_to_string(out.join("rc")).unwrap_or_default();
     (status.success() && rc.trim() == "0", took, log)
 }
