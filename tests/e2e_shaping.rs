@@ -84,10 +84,8 @@ fn rate_limits_a_tcp_transfer_and_duplicate_and_corrupt_show_in_counters() {
     let b_ip = docker_ok(&["inspect", &b, "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{if eq $k \"rated_lan\"}}{{$v.IPAddress}}{{end}}{{end}}"]);
 
     // A TCP sink in b's namespace that answers once the sender closes.
-    let server = "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 5001)); s.listen(1)\nc,_=s.accept()\nn=0\nwhile True:\n    d=c.recv(65536)\n    if not d: break\n    n+=len(d)\nc.sendall(str(n).encode()); c.close()\n";
-    let pid_b = pid_of(&b);
-    let mut sink = std::process::Command::new("nsenter").arg(format!("--net=/proc/{pid_b}/ns/net")).args(["python3", "-c", server]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let server = "import socket,sys\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 5001)); s.listen(1); s.settimeout(60)\nprint('listening', file=sys.stderr, flush=True)\nc,_=s.accept()\nn=0\nwhile True:\n    d=c.recv(65536)\n    if not d: break\n    n+=len(d)\nc.sendall(str(n).encode()); c.close()\n";
+    let mut sink = receiver_in_netns(&b, server);
     let bytes = 375_000u64; // 3 s at 1 Mbit/s
     let client = format!("import socket,time\nc=socket.create_connection(('{b_ip}', 5001))\nt=time.time()\nc.sendall(b'x'*{bytes})\nc.shutdown(socket.SHUT_WR)\nn=int(c.recv(64))\nprint(n, time.time()-t)\n");
     let start = Instant::now();
@@ -292,10 +290,8 @@ fn ingress_rate_limits_a_download_and_gilbert_elliott_loss_comes_in_bursts() {
 
     // TCP from `sender` to `receiver`: Mbit/s as the receiver counts it.
     let transfer = |sender: &str, receiver: &str, receiver_ip: &str, bytes: u64| -> f64 {
-        let sink = "import socket,time\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 5002)); s.listen(1)\nc,_=s.accept()\nn=0\nt=None\nwhile True:\n    d=c.recv(65536)\n    if not d: break\n    t=t or time.time()\n    n+=len(d)\nprint(n*8/(time.time()-t)/1e6)\n";
-        let pid = pid_of(receiver);
-        let server = std::process::Command::new("nsenter").arg(format!("--net=/proc/{pid}/ns/net")).args(["python3", "-c", sink]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(500));
+        let sink = "import socket,sys,time\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 5002)); s.listen(1); s.settimeout(60)\nprint('listening', file=sys.stderr, flush=True)\nc,_=s.accept()\nn=0\nt=None\nwhile True:\n    d=c.recv(65536)\n    if not d: break\n    t=t or time.time()\n    n+=len(d)\nprint(n*8/(time.time()-t)/1e6)\n";
+        let server = receiver_in_netns(receiver, sink);
         let send = format!("import socket\nc=socket.create_connection(('{receiver_ip}', 5002))\nc.sendall(b'x'*{bytes})\nc.close()\n");
         let out = in_netns(sender, &["python3", "-c", &send]);
         assert!(out.status.success(), "send failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -360,6 +360,25 @@ pub fn in_netns(container: &str, args: &[&str]) -> Output {
     Command::new("nsenter").arg(format!("--net=/proc/{pid}/ns/net")).args(args).output().unwrap()
 }
 
+/// Starts a TCP receiver (a python script) in a container's network namespace and returns once
+/// it listens: the script prints `listening` on stderr after `listen()`. Waiting for that line,
+/// not for a fixed time, keeps a slow start from refusing the sender's connection.
+pub fn receiver_in_netns(container: &str, script: &str) -> Child {
+    use std::io::BufRead;
+    let pid = pid_of(container);
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["python3", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(child.stderr.take().unwrap()).read_line(&mut line);
+    assert_eq!(line.trim(), "listening", "the receiver in {container} did not start");
+    child
+}
+
 /// Ids of the running containers of a lab's tasks, sorted: unchanged means nothing was
 /// removed, recreated or restarted.
 pub fn lab_containers(lab: &str) -> Vec<String> {
