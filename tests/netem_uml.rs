@@ -87,9 +87,9 @@ impl Pair {
         self.transfer_kbit(&self.b, &self.a, "10.9.0.1")
     }
 
-    /// The receiver says when it listens (the sender waits for that line, not for a fixed
-    /// time: a slow guest once took longer than 300 ms to start python, the sender's connection
-    /// was refused, and the receiver waited in accept() for good). Both give up after 60 s.
+    /// The receiver says when it listens and the sender waits for that line, not for a fixed
+    /// time: after a fixed 300 ms a CI run hung here, most likely a guest too slow to start
+    /// python, the connection refused and the receiver left in accept(). Both give up after 60 s.
     fn transfer_kbit(&self, sender: &str, receiver: &str, receiver_ip: &str) -> f64 {
         use std::io::BufRead;
         let mut server = Command::new("ip")
