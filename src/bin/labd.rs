@@ -193,7 +193,11 @@ async fn async_main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let swarm = DockerSwarm::connect(cli.docker_host.as_deref()).await.context("connecting to Docker")?;
-    tracing::info!(engine = %swarm.engine(), "connected to Docker");
+    // The Engine's version, the first thing a bug report needs (labd's alone: labctl skips it).
+    match swarm.docker().version().await {
+        Ok(v) => tracing::info!(engine = %v.version.unwrap_or_default(), api = %v.api_version.unwrap_or_default(), "connected to Docker"),
+        Err(e) => tracing::warn!(error = %e, "connected to Docker; its version is unknown"),
+    }
     let metrics = std::sync::Arc::new(swarmlab::metrics::Metrics::new());
     let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Starting);
     if matches!(cli.command, Some(Cmd::Agent)) {

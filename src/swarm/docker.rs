@@ -19,9 +19,6 @@ use crate::plan::{labels, DesiredNetwork, DesiredService, Observed, ObservedNetw
 pub struct DockerSwarm {
     docker: Docker,
     calls: Arc<AtomicU64>,
-    /// The daemon's version and API version as it reported them at connect ("26.1.5 (API
-    /// 1.45)"), for labd's start-up log: the first thing a bug report needs.
-    engine: String,
 }
 
 /// A bollard error as ours, told apart where the controller acts on the difference.
@@ -53,14 +50,7 @@ impl DockerSwarm {
         }
         .map_err(|e| SwarmError::Connect(e.to_string()))?;
         let docker = docker.negotiate_version().await.map_err(|e| SwarmError::Connect(e.to_string()))?;
-        let version = docker.version().await.map_err(|e| SwarmError::Connect(e.to_string()))?;
-        let engine = format!("{} (API {})", version.version.as_deref().unwrap_or("?"), version.api_version.as_deref().unwrap_or("?"));
-        Ok(DockerSwarm { docker, calls: Arc::new(AtomicU64::new(0)), engine })
-    }
-
-    /// The daemon's version and API version, as reported at connect.
-    pub fn engine(&self) -> &str {
-        &self.engine
+        Ok(DockerSwarm { docker, calls: Arc::new(AtomicU64::new(0)) })
     }
 
     pub fn docker(&self) -> &Docker {
