@@ -208,6 +208,9 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             source,
         };
         c.restore_status().await;
+        // Before the first pass, not at the first heartbeat: a lab suspended with labctl
+        // must not be changed by the first look of a restarted labd.
+        c.refresh_flags().await;
         c
     }
 

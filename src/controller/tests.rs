@@ -364,6 +364,23 @@ async fn a_suspended_lab_is_watched_but_never_changed_until_resumed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_suspended_with_labctl_is_not_changed_by_the_first_pass_of_a_restarted_labd() {
+    let mut c = start(&[("a.yaml", lab_yaml("a", &["web", "db"]))], Duration::from_secs(600), FakeSwarm::default()).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    c.store.suspended.lock().unwrap().insert("a".into());
+    c.until_phase("a", Phase::Suspended, SOON).await;
+    let (swarm, store) = (c.swarm.clone(), c.store.clone());
+    c.stop().await;
+    // Removed by hand while labd was down: drift, but the lab is suspended.
+    swarm.state.lock().unwrap().services.retain(|s| s.name != "a_db");
+    let mut c = start_with(&[("a.yaml", lab_yaml("a", &["web", "db"]))], Duration::from_secs(600), handed_over(&swarm), store).await;
+    c.until_phase("a", Phase::Suspended, SOON).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.services(), ["a_web"], "the restarted labd changed a suspended lab");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_schedule_starts_with_labctl_start() {
     let text = format!(
         "{}  schedule:\n    start: manual\n    steps:\n    - at: 0s\n      service: web\n      conditions: {{delay: 5ms}}\n",
