@@ -179,6 +179,92 @@ fn restarts_with_a_missing_directory_a_broken_file_or_an_empty_directory_remove_
     assert_untouched(&lab, "restarts", &containers);
 }
 
+/// The labels of the lab's memory config on Swarm.
+fn memory_labels(name: &str) -> serde_json::Value {
+    let out = docker(&["config", "inspect", &format!("{name}_swarmlab-memory"), "--format", "{{json .Spec.Labels}}"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// Waits until labd has written its heartbeat into Redis again, twice: each heartbeat is
+/// followed by a read of the suspensions, so by then labd has looked at what Redis says now.
+fn two_heartbeats(lab: &Lab) {
+    for round in 0..2 {
+        let before = lab.redis.cli(&["hget", "swarmlab:labd", "heartbeat"]);
+        eventually(&format!("heartbeat {round}"), Duration::from_secs(15), || {
+            let now = lab.redis.cli(&["hget", "swarmlab:labd", "heartbeat"]);
+            if !now.is_empty() && now != before { Ok(()) } else { Err(format!("heartbeat {now:?}")) }
+        });
+    }
+}
+
+#[test]
+fn a_redis_that_loses_everything_neither_resumes_a_suspended_lab_nor_restarts_its_schedule() {
+    let name = "memo";
+    let mut lab = Lab::new();
+    lab.cleanup.push(name.into());
+    remove_lab_objects(name);
+    // Steps with nothing to shape: the clock is what is checked here.
+    let schedule = "  schedule:\n    steps:\n    - at: 0s\n      service: web\n      restore: true\n    - at: 1h\n      service: web\n      restore: true\n";
+    lab.write("memo.yaml", &format!("{}{schedule}", lab_yaml(name, "    web: {}\n")));
+    lab.start_labd();
+    let status = lab.wait_phase(name, "Ready", READY);
+    let t0 = eventually("the schedule at step 1", READY, || {
+        let s = lab.status_json(name)?;
+        if s["schedule"]["step"] == 1 { Ok(s["schedule"]["startedAt"].clone()) } else { Err(s["schedule"].to_string()) }
+    });
+    assert!(t0.is_string(), "{status}");
+    let out = lab.labctl(&["suspend", name]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    lab.wait_phase(name, "Suspended", READY);
+    // On Swarm: the suspension and the clock, in the labels of a config the lab owns.
+    let labels = eventually("the memory written", READY, || {
+        let l = memory_labels(name);
+        if l["io.swarmlab.suspended"] == "true" { Ok(l) } else { Err(l.to_string()) }
+    });
+    assert_eq!(labels["io.swarmlab.lab"], name);
+    assert_eq!(labels["io.swarmlab.managed-by"], "swarmlab");
+    let written_t0 = labels["io.swarmlab.schedule-clock"].as_str().unwrap_or_default().split_once('@').map(|(_, t)| t.to_string()).unwrap_or_default();
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap();
+    assert_eq!(parse(&written_t0), parse(t0.as_str().unwrap()), "{labels}");
+
+    // Redis emptied under a running labd: a change by hand stays (still suspended).
+    lab.redis.cli(&["flushall"]);
+    two_heartbeats(&lab);
+    docker_ok(&["service", "scale", "--detach", "memo_web=2"]);
+    lab.wait_phase(name, "Suspended", READY);
+    assert_eq!(docker_ok(&["service", "inspect", "memo_web", "--format", "{{.Spec.Mode.Replicated.Replicas}}"]), "2", "the suspended lab was changed");
+
+    // Redis emptied and labd restarted: still suspended, the change by hand still there.
+    lab.stop_labd();
+    lab.redis.cli(&["flushall"]);
+    lab.start_labd();
+    lab.wait_phase(name, "Suspended", READY);
+    two_heartbeats(&lab);
+    assert_eq!(docker_ok(&["service", "inspect", "memo_web", "--format", "{{.Spec.Mode.Replicated.Replicas}}"]), "2", "the restarted labd changed the suspended lab");
+
+    // `labctl resume`: reconciled again, and the schedule resumes on its clock, not from 0.
+    let out = lab.labctl(&["resume", name]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually("resumed and repaired", READY, || {
+        let s = lab.status_json(name)?;
+        let replicas = docker_ok(&["service", "inspect", "memo_web", "--format", "{{.Spec.Mode.Replicated.Replicas}}"]);
+        if s["phase"] == "Ready" && replicas == "1" && s["schedule"]["step"] == 1 { Ok(()) } else { Err(format!("{replicas} {s}")) }
+    });
+    let resumed = lab.status_json(name).unwrap();
+    assert_eq!(parse(resumed["schedule"]["startedAt"].as_str().unwrap()), parse(t0.as_str().unwrap()), "the schedule started again");
+    eventually("the memory says resumed", READY, || {
+        let l = memory_labels(name);
+        if l["io.swarmlab.suspended"] == "false" { Ok(()) } else { Err(l.to_string()) }
+    });
+
+    // The memory goes with the lab.
+    lab.remove("memo.yaml");
+    eventually("torn down with its memory", Duration::from_secs(60), || {
+        let left = docker_ok(&["config", "ls", "-q", "--filter", "label=com.docker.stack.namespace=memo"]);
+        if stack_services(name).is_empty() && left.is_empty() { Ok(()) } else { Err(format!("configs {left:?}")) }
+    });
+}
+
 #[test]
 fn a_leader_that_cannot_renew_its_lease_stops_before_the_lease_can_pass_on() {
     let mut lab = start("fenced", "    web: {}\n");

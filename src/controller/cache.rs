@@ -126,6 +126,20 @@ impl<S: Swarm> Swarm for Cached<S> {
         self.inner.task_addresses(network).await
     }
 
+    /// Not cached: memories are not part of the observed view (read once at start, written
+    /// only by labd).
+    async fn memories(&self) -> Result<std::collections::BTreeMap<String, crate::plan::LabMemory>, SwarmError> {
+        self.inner.memories().await
+    }
+
+    async fn remember(&self, lab: &str, memory: &crate::plan::LabMemory) -> Result<(), SwarmError> {
+        self.inner.remember(lab, memory).await
+    }
+
+    async fn forget(&self, lab: &str) -> Result<(), SwarmError> {
+        self.inner.forget(lab).await
+    }
+
     fn api_calls(&self) -> u64 {
         self.inner.api_calls()
     }

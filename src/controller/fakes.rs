@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::plan::{DesiredNetwork, DesiredService, Observed, ObservedNetwork, ObservedService};
+use crate::plan::{DesiredNetwork, DesiredService, LabMemory, Observed, ObservedNetwork, ObservedService};
 use crate::status::{LabEvent, LabStatus, TaskShaping};
 use crate::store::LabStore;
 use crate::swarm::{Swarm, SwarmError, SwarmEvent, TaskTrouble};
@@ -25,6 +25,8 @@ pub struct FakeState {
     pub network_in_use: u32,
     /// Task addresses per network name, as `task_addresses` answers.
     pub addresses: HashMap<String, crate::swarm::TaskAddresses>,
+    /// What labd remembers of each lab on Swarm (its memory configs).
+    pub memories: BTreeMap<String, LabMemory>,
     starting: HashMap<String, u32>,
     next_id: u64,
 }
@@ -205,6 +207,25 @@ impl Swarm for FakeSwarm {
         Ok(self.state.lock().unwrap().addresses.get(network).cloned().unwrap_or_default())
     }
 
+    async fn memories(&self) -> Result<BTreeMap<String, LabMemory>, SwarmError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Ok(self.state.lock().unwrap().memories.clone())
+    }
+
+    async fn remember(&self, lab: &str, memory: &LabMemory) -> Result<(), SwarmError> {
+        self.change(&format!("write config {lab}_swarmlab-memory"), |s| {
+            s.memories.insert(lab.to_string(), memory.clone());
+            Ok(())
+        })
+    }
+
+    async fn forget(&self, lab: &str) -> Result<(), SwarmError> {
+        self.change(&format!("remove config {lab}_swarmlab-memory"), |s| {
+            s.memories.remove(lab);
+            Ok(())
+        })
+    }
+
     fn api_calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
     }
@@ -225,6 +246,8 @@ pub struct FakeStoreData {
     pub reports: Mutex<Option<Vec<TaskShaping>>>,
     /// Labs suspended with `labctl suspend`.
     pub suspended: Mutex<std::collections::BTreeSet<String>>,
+    /// Labs resumed with `labctl resume` (and not suspended since).
+    pub resumed: Mutex<std::collections::BTreeSet<String>>,
     /// `labctl start` times.
     pub starts: Mutex<BTreeMap<String, chrono::DateTime<chrono::Utc>>>,
     /// The Git source's state, as labd last put it.
@@ -239,6 +262,14 @@ impl std::ops::Deref for FakeStore {
 }
 
 impl FakeStore {
+    /// What `labctl suspend` (`true`) or `labctl resume` writes.
+    pub fn labctl_suspend(&self, lab: &str, suspend: bool) {
+        let (mut suspended, mut resumed) = (self.suspended.lock().unwrap(), self.resumed.lock().unwrap());
+        let (add_to, remove_from) = if suspend { (&mut suspended, &mut resumed) } else { (&mut resumed, &mut suspended) };
+        add_to.insert(lab.to_string());
+        remove_from.remove(lab);
+    }
+
     pub fn metric(&self, lab: &str, metric: &str) -> i128 {
         self.metrics.lock().unwrap().get(&(lab.to_string(), metric.to_string())).copied().unwrap_or(0)
     }
@@ -271,8 +302,8 @@ impl LabStore for FakeStore {
     async fn starts(&self) -> Option<BTreeMap<String, chrono::DateTime<chrono::Utc>>> {
         Some(self.starts.lock().unwrap().clone())
     }
-    async fn suspended(&self) -> Option<std::collections::BTreeSet<String>> {
-        Some(self.suspended.lock().unwrap().clone())
+    async fn suspensions(&self) -> Option<crate::store::Suspensions> {
+        Some(crate::store::Suspensions { suspended: self.suspended.lock().unwrap().clone(), resumed: self.resumed.lock().unwrap().clone() })
     }
     async fn statuses(&self) -> Vec<LabStatus> {
         self.statuses.lock().unwrap().values().cloned().collect()

@@ -29,7 +29,8 @@ use crate::metrics::Metrics;
 use crate::source::{load_dir, Catalog, DirWatcher, FileEvent, GitNews, GitSource, LabEntry, Settle};
 use crate::spec::{Diagnostic, ValidLab};
 use crate::status::{EventReason, LabStatus, Phase, SourceStatus};
-use crate::store::LabStore;
+use crate::plan::LabMemory;
+use crate::store::{LabStore, Suspensions};
 use crate::swarm::{ContainerChange, EventSubject, Swarm};
 use cache::Cached;
 use deletion::{AbsenceTracker, Verdict};
@@ -119,6 +120,8 @@ struct LabState {
     awaited_running: Option<u64>,
     /// When one of its containers last started.
     last_start: Option<Instant>,
+    /// What labd remembers of it on Swarm (its memory config; `None`: it has none).
+    memory: Option<LabMemory>,
 }
 
 enum Trigger {
@@ -168,8 +171,8 @@ pub struct Controller<S: Swarm, St: LabStore> {
     metrics: Arc<Metrics>,
     /// What the live page shows (labd's HTTP endpoint), if anything.
     view: Option<Arc<watch::Sender<BTreeMap<String, crate::http::LabView>>>>,
-    /// Labs suspended with `labctl suspend`, as last read from the store.
-    suspended: std::collections::BTreeSet<String>,
+    /// What `labctl suspend`/`resume` said, as last read from the store.
+    suspensions: Suspensions,
     /// The last `labctl start` of each lab, as last read from the store.
     starts: BTreeMap<String, chrono::DateTime<Utc>>,
     /// With a Git source: the labs of the newest commit fetched (`None`: no fetch worked yet),
@@ -202,12 +205,13 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             phases,
             metrics: Arc::default(),
             view: None,
-            suspended: Default::default(),
+            suspensions: Default::default(),
             starts: Default::default(),
             fetched: None,
             source,
         };
         c.restore_status().await;
+        c.restore_memories().await;
         // Before the first pass, not at the first heartbeat: a lab suspended with labctl
         // must not be changed by the first look of a restarted labd.
         c.refresh_flags().await;
@@ -619,13 +623,13 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             Desire::Orphaned(why) => Some(Target::Orphaned(why.clone())),
             Desire::Defined => {
                 let by_spec = state.last_good.as_ref().is_some_and(|l| l.lab.spec.suspend == Some(true));
-                let suspended = if self.suspended.contains(lab) {
+                let suspended = if self.labctl_suspended(lab) {
                     Some(SuspendedBy::Labctl)
                 } else {
                     by_spec.then_some(SuspendedBy::Spec)
                 };
                 let started_by_hand = self.starts.get(lab).copied();
-                Some(Target::Apply { lab: state.last_good.clone(), invalid: state.invalid.clone(), suspended, started_by_hand, last_seen: state.seen.clone() })
+                Some(Target::Apply { lab: state.last_good.clone(), invalid: state.invalid.clone(), suspended, started_by_hand, last_seen: state.seen.clone(), remembered: state.memory.clone() })
             }
         }
     }
@@ -642,6 +646,9 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         let Some(state) = self.labs.get_mut(lab) else { return };
         if let Some(seen) = outcome.seen {
             state.seen = seen;
+        }
+        if let Some(memory) = outcome.memory {
+            state.memory = Some(memory);
         }
         if outcome.drift > 0 && state.desire == Desire::Defined {
             self.store.count(lab, "drift_repairs", outcome.drift as i64);
@@ -725,16 +732,44 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             changed.extend(starts.iter().filter(|(lab, t)| self.starts.get(*lab) != Some(*t)).map(|(lab, _)| lab.clone()));
             self.starts = starts;
         }
-        let Some(now) = self.store.suspended().await else { return self.queue_changed(changed) };
-        changed.extend(now.symmetric_difference(&self.suspended).cloned());
-        self.suspended = now;
+        let Some(now) = self.store.suspensions().await else { return self.queue_changed(changed) };
+        let before: Vec<bool> = self.labs.keys().map(|lab| self.labctl_suspended(lab)).collect();
+        self.suspensions = now;
+        let flipped = self.labs.keys().zip(before).filter(|(lab, was)| self.labctl_suspended(lab) != *was);
+        changed.extend(flipped.map(|(lab, _)| lab.clone()).collect::<Vec<_>>());
         self.queue_changed(changed);
+    }
+
+    /// Whether `labctl suspend` holds the lab: as the store says, or, where it says nothing
+    /// (a Redis that restarted empty), as labd remembers on Swarm.
+    fn labctl_suspended(&self, lab: &str) -> bool {
+        let remembered = self.labs.get(lab).and_then(|s| s.memory.as_ref()).is_some_and(|m| m.suspended);
+        self.suspensions.holds(lab, remembered)
+    }
+
+    /// What labd remembers of each lab on Swarm: its memory, and the schedule's clock where
+    /// the store has no status to resume it from (Redis lost it). A lab with only a memory
+    /// left joins the others, so the deletion rule decides about it like any lab.
+    async fn restore_memories(&mut self) {
+        match self.swarm.memories().await {
+            Ok(memories) => {
+                for (lab, memory) in memories {
+                    let state = self.labs.entry(lab.clone()).or_default();
+                    if state.status.schedule.is_none() && memory.clock.is_some() {
+                        tracing::info!(lab = %lab, "the status is gone; the schedule's clock resumes from the lab's memory on Swarm");
+                        state.status.schedule = memory.schedule_status();
+                    }
+                    state.memory = Some(memory);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the labs' memories on Swarm; what Redis keeps stands"),
+        }
     }
 
     fn queue_changed(&mut self, changed: Vec<String>) {
         for lab in changed {
             if self.labs.contains_key(&lab) {
-                tracing::info!(lab = %lab, suspended = self.suspended.contains(&lab), started = ?self.starts.get(&lab), "suspension or start changed");
+                tracing::info!(lab = %lab, suspended = self.labctl_suspended(&lab), started = ?self.starts.get(&lab), "suspension or start changed");
                 self.queue.add(&lab);
             }
         }

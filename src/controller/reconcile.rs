@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::plan::{self, desired_lab, labels, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, Observed, Plan, Shaping};
+use crate::plan::{self, desired_lab, labels, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, LabMemory, Observed, Plan, Shaping};
 use crate::spec::{Diagnostic, ValidLab};
 use crate::status::{condition_types as ct, EventReason, LabStatus, Phase, ScheduleStatus, ServiceStatus};
 use crate::store::LabStore;
@@ -48,6 +48,8 @@ pub enum Target {
         suspended: Option<SuspendedBy>,
         started_by_hand: Option<chrono::DateTime<Utc>>,
         last_seen: BTreeSet<String>,
+        /// What labd remembers of the lab on Swarm (`None`: no memory config).
+        remembered: Option<LabMemory>,
     },
     /// No file defines the lab any more: remove everything it owns.
     Delete,
@@ -90,6 +92,8 @@ pub struct Outcome {
     pub drift: u64,
     /// The lab's services left on Swarm after this pass (`None`: this pass did not look).
     pub seen: Option<BTreeSet<String>>,
+    /// What this pass wrote of the lab's memory on Swarm (`None`: nothing new).
+    pub memory: Option<LabMemory>,
 }
 
 fn kind_name(k: ActionKind) -> &'static str {
@@ -172,6 +176,11 @@ pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, t
         Ok(o) => o,
         Err(e) => return failed(status, ReconcileError::Observe(e)),
     };
+    let memory = match &target {
+        Target::Apply { suspended, remembered, .. } => Some((remembered.clone(), *suspended == Some(SuspendedBy::Labctl))),
+        _ => None,
+    };
+    let deleting = matches!(target, Target::Delete);
     let mut outcome = match target {
         Target::Delete => delete(swarm, store, name, &observed, status).await,
         Target::Orphaned(why) => orphaned(name, &observed, status, why),
@@ -180,6 +189,16 @@ pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, t
             apply(swarm, store, name, lab, invalid, started_by_hand, &last_seen, &observed, status).await
         }
     };
+    if let Some((remembered, by_labctl)) = memory {
+        outcome.memory = remember(swarm, name, LabMemory::of(&outcome.status, by_labctl), remembered).await;
+    }
+    if deleting && outcome.gone {
+        // The memory goes last, so a teardown cut short still finds the lab by it.
+        if let Err(e) = swarm.forget(name).await {
+            outcome.gone = false;
+            outcome.result = Err(ReconcileError::Actions(vec![e]));
+        }
+    }
     if let Ok(requeue) = &mut outcome.result {
         *requeue = requeue_of(&outcome.status, outcome.gone, poll);
         // The schedule's next change, or its start now that the lab is Ready.
@@ -198,6 +217,25 @@ pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, t
         }
     }
     outcome
+}
+
+/// Writes the lab's memory on Swarm when it differs from what is there (a lab that never had
+/// anything to remember gets no config). A failed write is retried at the next pass; it
+/// fails nothing else.
+async fn remember<S: Swarm>(swarm: &S, name: &str, wanted: LabMemory, remembered: Option<LabMemory>) -> Option<LabMemory> {
+    if wanted == remembered.unwrap_or_default() {
+        return None;
+    }
+    match swarm.remember(name, &wanted).await {
+        Ok(()) => {
+            tracing::debug!(lab = name, memory = ?wanted, "memory written on Swarm");
+            Some(wanted)
+        }
+        Err(e) => {
+            tracing::warn!(lab = name, error = %e, "cannot write the lab's memory on Swarm (its suspension and schedule clock); retrying at the next pass");
+            None
+        }
+    }
 }
 
 /// The requeue rule: settled labs wait for a change; the rest are checked again after `poll`.
@@ -224,7 +262,7 @@ pub(crate) fn failed(mut status: LabStatus, error: ReconcileError) -> Outcome {
     status.set_condition(ct::READY, false, "ReconcileFailed", message.clone(), now);
     status.set_abnormal(ct::STALLED, true, "ReconcileFailed", message, now);
     status.ready_since = None;
-    Outcome { status, actions: BTreeMap::new(), result: Err(error), gone: false, drift: 0, seen: None }
+    Outcome { status, actions: BTreeMap::new(), result: Err(error), gone: false, drift: 0, seen: None, memory: None }
 }
 
 /// The lab's Swarm objects with what its schedule has in force: all of it, or stopped (marked
@@ -279,7 +317,7 @@ fn suspended(name: &str, lab: &ValidLab, observed: &Observed, mut status: LabSta
     status.message = format!("suspended by {by}: labd changes nothing; {waiting}");
     status.set_condition(ct::SUSPENDED, true, "Suspended", status.message.clone(), now);
     status.set_abnormal(ct::RECONCILING, false, "", "", now);
-    Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: false, drift: 0, seen: None }
+    Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: false, drift: 0, seen: None, memory: None }
 }
 
 fn orphaned(name: &str, observed: &Observed, mut status: LabStatus, why: String) -> Outcome {
@@ -292,14 +330,14 @@ fn orphaned(name: &str, observed: &Observed, mut status: LabStatus, why: String)
     status.set_abnormal(ct::RECONCILING, false, "", "", now);
     status.set_abnormal(ct::STALLED, true, "Orphaned", status.message.clone(), now);
     // Nothing of it on Swarm: only a stale status was left; forget it.
-    Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: owned.is_empty(), drift: 0, seen: None }
+    Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: owned.is_empty(), drift: 0, seen: None, memory: None }
 }
 
 async fn delete<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, observed: &Observed, mut status: LabStatus) -> Outcome {
     let plan = teardown(name, observed);
     if plan.is_empty() {
         status.phase = Phase::Deleting;
-        return Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: true, drift: 0, seen: None };
+        return Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: true, drift: 0, seen: None, memory: None };
     }
     let (actions, errors) = execute(swarm, store, name, &plan).await;
     status.phase = Phase::Deleting;
@@ -309,7 +347,7 @@ async fn delete<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, observed
     // Networks are only removable once their tasks have stopped: not an error, just later.
     let errors: Vec<SwarmError> = errors.into_iter().filter(|e| !matches!(e, SwarmError::InUse { .. })).collect();
     let result = if errors.is_empty() { Ok(Requeue::AwaitChange) } else { Err(ReconcileError::Actions(errors)) };
-    Outcome { status, actions, result, gone: false, drift: 0, seen: None }
+    Outcome { status, actions, result, gone: false, drift: 0, seen: None, memory: None }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -340,7 +378,7 @@ async fn apply<S: Swarm>(
         status.set_condition(ct::READY, false, "SpecInvalid", message.clone(), now);
         status.set_abnormal(ct::RECONCILING, false, "", "", now);
         status.set_abnormal(ct::STALLED, true, "SpecInvalid", message, now);
-        return Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: false, drift: 0, seen: None };
+        return Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: false, drift: 0, seen: None, memory: None };
     };
     status.revision = lab.revision.clone();
     status.conditions.retain(|c| c.type_ != ct::SUSPENDED);
@@ -446,7 +484,7 @@ async fn apply<S: Swarm>(
     let mut status = verdict::derive(status, &findings, now);
     status.schedule = tick.map(|t| schedule_events(store, name, t, &findings.shaping, last_applied, now));
     let result = if swarm_errors.is_empty() { Ok(Requeue::AwaitChange) } else { Err(ReconcileError::Actions(swarm_errors)) };
-    Outcome { status, actions, result, gone: false, drift, seen }
+    Outcome { status, actions, result, gone: false, drift, seen, memory: None }
 }
 
 /// The lab's own services on Swarm once `plan` ran: what it observed, less what it removed.
@@ -595,13 +633,13 @@ mod tests {
     }
 
     fn apply(l: &ValidLab) -> Target {
-        Target::Apply { lab: Some(l.clone()), invalid: None, suspended: None, started_by_hand: None, last_seen: BTreeSet::new() }
+        Target::Apply { lab: Some(l.clone()), invalid: None, suspended: None, started_by_hand: None, last_seen: BTreeSet::new(), remembered: None }
     }
 
     /// The next pass after `before`, remembering what it saw on Swarm as the controller does.
     async fn next_pass(swarm: &FakeSwarm, store: &FakeStore, l: &ValidLab, before: Outcome) -> Outcome {
         let last_seen = before.seen.unwrap_or_default();
-        let target = Target::Apply { lab: Some(l.clone()), invalid: None, suspended: None, started_by_hand: None, last_seen };
+        let target = Target::Apply { lab: Some(l.clone()), invalid: None, suspended: None, started_by_hand: None, last_seen, remembered: None };
         pass(swarm, store, target, before.status).await
     }
 
@@ -823,7 +861,7 @@ mod tests {
         let store = FakeStore::default();
         let l = lab(TWO);
         let bad = crate::spec::Diagnostic { file: "t.yaml".into(), line: 3, column: 1, field: "spec".into(), message: "broken".into() };
-        let target = Target::Apply { lab: Some(l.clone()), invalid: Some(vec![bad]), suspended: None, started_by_hand: None, last_seen: BTreeSet::new() };
+        let target = Target::Apply { lab: Some(l.clone()), invalid: Some(vec![bad]), suspended: None, started_by_hand: None, last_seen: BTreeSet::new(), remembered: None };
         let o = pass(&swarm, &store, target, LabStatus::default()).await;
         assert_eq!(o.status.phase, Phase::Invalid);
         assert_eq!(o.status.message, "t.yaml:3:1: spec: broken");

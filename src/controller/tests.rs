@@ -343,7 +343,7 @@ async fn failures_wait_out_a_growing_backoff_then_the_lab_converges() {
 async fn a_suspended_lab_is_watched_but_never_changed_until_resumed() {
     let mut c = start(&[("a.yaml", lab_yaml("a", &["web"]))], Duration::from_millis(300), FakeSwarm::default()).await;
     c.until_phase("a", Phase::Ready, SOON).await;
-    c.store.suspended.lock().unwrap().insert("a".into());
+    c.store.labctl_suspend("a", true);
     c.until_phase("a", Phase::Suspended, SOON).await;
     c.swarm.state.lock().unwrap().services.clear();
     std::fs::write(c.dir.path().join("a.yaml"), lab_yaml("a", &["web", "db"])).unwrap();
@@ -353,7 +353,7 @@ async fn a_suspended_lab_is_watched_but_never_changed_until_resumed() {
     assert!(c.services().is_empty(), "a suspended lab was changed: {:?}", c.services());
     let status = c.store.statuses.lock().unwrap()["a"].clone();
     assert!(status.message.contains("labctl suspend") && status.message.contains("2 changes wait"), "{}", status.message);
-    c.store.suspended.lock().unwrap().clear();
+    c.store.labctl_suspend("a", false);
     eventually("resumed: drift repaired and the edit applied", SOON, || c.services() == ["a_db", "a_web"]).await;
     c.until_phase("a", Phase::Ready, SOON).await;
     // The same from the spec.
@@ -367,7 +367,7 @@ async fn a_suspended_lab_is_watched_but_never_changed_until_resumed() {
 async fn a_lab_suspended_with_labctl_is_not_changed_by_the_first_pass_of_a_restarted_labd() {
     let mut c = start(&[("a.yaml", lab_yaml("a", &["web", "db"]))], Duration::from_secs(600), FakeSwarm::default()).await;
     c.until_phase("a", Phase::Ready, SOON).await;
-    c.store.suspended.lock().unwrap().insert("a".into());
+    c.store.labctl_suspend("a", true);
     c.until_phase("a", Phase::Suspended, SOON).await;
     let (swarm, store) = (c.swarm.clone(), c.store.clone());
     c.stop().await;
@@ -377,6 +377,48 @@ async fn a_lab_suspended_with_labctl_is_not_changed_by_the_first_pass_of_a_resta
     c.until_phase("a", Phase::Suspended, SOON).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(c.services(), ["a_web"], "the restarted labd changed a suspended lab");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_restarts_empty_neither_resumes_a_suspended_lab_nor_restarts_a_running_schedule() {
+    let scheduled = format!(
+        "{}  schedule:\n    steps:\n    - at: 0s\n      service: web\n      restore: true\n    - at: 1h\n      service: web\n      restore: true\n",
+        lab_yaml("a", &["web"])
+    );
+    // Steps with nothing to shape: the fake agents report nothing, and the lab must get Ready.
+    let files = [("a.yaml", scheduled), ("b.yaml", lab_yaml("b", &["web", "db"]))];
+    let mut c = start(&files, Duration::from_secs(600), FakeSwarm::default()).await;
+    c.until("both Ready", SOON, |p| p.get("a") == Some(&Phase::Ready) && p.get("b") == Some(&Phase::Ready)).await;
+    let clock = |store: &FakeStore| store.statuses.lock().unwrap().get("a").and_then(|s| s.schedule.clone());
+    eventually("a's schedule at step 1", SOON, || clock(&c.store).is_some_and(|s| s.step == 1)).await;
+    let t0 = clock(&c.store).and_then(|s| s.started_at).unwrap();
+    c.store.labctl_suspend("b", true);
+    c.until_phase("b", Phase::Suspended, SOON).await;
+    let memory = |swarm: &FakeSwarm, lab: &str| swarm.state.lock().unwrap().memories.get(lab).cloned();
+    eventually("both remembered on Swarm", SOON, || memory(&c.swarm, "b").is_some_and(|m| m.suspended) && memory(&c.swarm, "a").is_some_and(|m| m.clock.is_some_and(|k| k.started_at == t0))).await;
+    let swarm = c.swarm.clone();
+    c.stop().await;
+
+    // Redis restarted empty and labd with it; b's db removed by hand meanwhile.
+    swarm.state.lock().unwrap().services.retain(|s| s.name != "b_db");
+    let files = [("a.yaml", files[0].1.clone()), ("b.yaml", files[1].1.clone())];
+    let mut c = start(&files, Duration::from_secs(600), handed_over(&swarm)).await;
+    c.until_phase("b", Phase::Suspended, SOON).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    eventually("a's clock resumed", SOON, || clock(&c.store).is_some_and(|s| s.step == 1)).await;
+    assert_eq!(clock(&c.store).and_then(|s| s.started_at), Some(t0), "the schedule started again instead of resuming");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!c.services().contains(&"b_db".to_string()), "the suspended lab was changed: {:?}", c.services());
+
+    // `labctl resume` on the new Redis resumes it, and the memory says so.
+    c.store.labctl_suspend("b", false);
+    eventually("resumed: drift repaired", SOON, || c.services().contains(&"b_db".to_string())).await;
+    eventually("the memory follows", SOON, || memory(&c.swarm, "b").is_some_and(|m| !m.suspended)).await;
+
+    // The memory goes with the lab.
+    std::fs::remove_file(c.dir.path().join("a.yaml")).unwrap();
+    eventually("a torn down with its memory", SOON, || memory(&c.swarm, "a").is_none() && !c.services().contains(&"a_web".to_string())).await;
     c.stop().await;
 }
 
@@ -440,11 +482,11 @@ async fn a_schedule_ending_with_stop_stops_every_task_keeps_the_services_and_sta
     assert!(!restarted, "the schedule's end was told again");
 
     // Suspended while stopped: nothing waits for the resume, which keeps it stopped.
-    c.store.suspended.lock().unwrap().insert("a".into());
+    c.store.labctl_suspend("a", true);
     c.until_phase("a", Phase::Suspended, SOON).await;
     let message = c.store.statuses.lock().unwrap()["a"].message.clone();
     assert!(message.ends_with("nothing is waiting"), "{message}");
-    c.store.suspended.lock().unwrap().remove("a");
+    c.store.labctl_suspend("a", false);
     c.until_phase("a", Phase::Completed, SOON).await;
     assert_eq!(wanted(&c), stopped, "the resume changed the stopped services");
 

@@ -8,7 +8,26 @@ pub use redis_store::{keys, ProbeResult, RedisStore, StoreReader};
 
 use std::future::Future;
 
+use std::collections::BTreeSet;
+
 use crate::status::{LabEvent, LabStatus, SourceStatus, TaskShaping};
+
+/// What `labctl suspend` and `labctl resume` said, as read from the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Suspensions {
+    pub suspended: BTreeSet<String>,
+    /// Resumed, and not suspended since.
+    pub resumed: BTreeSet<String>,
+}
+
+impl Suspensions {
+    /// Whether `labctl suspend` holds `lab`. `remembered`: labd's memory of it on Swarm (the
+    /// suspension it last acted on), which stands when the store says nothing of the lab (a
+    /// Redis that restarted empty must not resume a suspended lab).
+    pub fn holds(&self, lab: &str, remembered: bool) -> bool {
+        self.suspended.contains(lab) || (remembered && !self.resumed.contains(lab))
+    }
+}
 
 /// What the controller needs of the status store: write status, events and metrics, publish
 /// the desired shaping for the node agents, read what the agents applied and what a previous
@@ -33,8 +52,8 @@ pub trait LabStore: Clone + Send + Sync + 'static {
     fn task_shaping(&self, lab: &str) -> impl Future<Output = Option<Vec<TaskShaping>>> + Send;
     /// The last `labctl start` of each lab; `None` when unreadable.
     fn starts(&self) -> impl Future<Output = Option<std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>>> + Send;
-    /// Labs suspended with `labctl suspend`; `None` when unreadable.
-    fn suspended(&self) -> impl Future<Output = Option<std::collections::BTreeSet<String>>> + Send;
+    /// What `labctl suspend` and `resume` said; `None` when unreadable.
+    fn suspensions(&self) -> impl Future<Output = Option<Suspensions>> + Send;
     /// The statuses a previous labd wrote (generations, files, start times survive restarts).
     fn statuses(&self) -> impl Future<Output = Vec<LabStatus>> + Send;
 }
@@ -73,8 +92,8 @@ impl LabStore for RedisStore {
     async fn statuses(&self) -> Vec<LabStatus> {
         RedisStore::statuses(self).await
     }
-    async fn suspended(&self) -> Option<std::collections::BTreeSet<String>> {
-        RedisStore::suspended(self).await
+    async fn suspensions(&self) -> Option<Suspensions> {
+        RedisStore::suspensions(self).await
     }
     async fn starts(&self) -> Option<std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>> {
         RedisStore::starts(self).await

@@ -9,6 +9,7 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use tokio::sync::Notify;
 
+use super::Suspensions;
 use crate::status::{LabEvent, LabStatus};
 
 /// The Redis keys, in one place (the README documents them).
@@ -23,6 +24,9 @@ pub mod keys {
     pub const STARTS: &str = "swarmlab:starts";
     /// Set: labs suspended with `labctl suspend`.
     pub const SUSPENDED: &str = "swarmlab:suspended";
+    /// Set: labs resumed with `labctl resume` (and not suspended since). A lab in neither set
+    /// stays as labd remembers it on Swarm: Redis said nothing, or lost what it said.
+    pub const RESUMED: &str = "swarmlab:resumed";
     pub fn status(lab: &str) -> String {
         format!("swarmlab:lab:{lab}:status")
     }
@@ -246,10 +250,10 @@ impl RedisStore {
         )
     }
 
-    /// Labs suspended with `labctl suspend`; `None` when Redis cannot be read (then nothing
+    /// What `labctl suspend` and `resume` said; `None` when Redis cannot be read (then nothing
     /// changes: a lab is neither suspended nor resumed by an outage).
-    pub async fn suspended(&self) -> Option<std::collections::BTreeSet<String>> {
-        self.read("SMEMBERS", keys::SUSPENDED).await
+    pub async fn suspensions(&self) -> Option<Suspensions> {
+        Some(Suspensions { suspended: self.read("SMEMBERS", keys::SUSPENDED).await?, resumed: self.read("SMEMBERS", keys::RESUMED).await? })
     }
 
     /// Every lab status a previous labd wrote; empty when Redis cannot be read.
@@ -314,8 +318,8 @@ impl RedisStore {
         *said = Some(found);
         match found {
             Durability::MemoryOnly => tracing::warn!(
-                "redis keeps labd's data in memory only (appendonly no, no save points): if it restarts, the labs keep running but their statuses, \
-                 suspensions, `labctl start` times and the clocks of running schedules are lost; start redis with --appendonly yes"
+                "redis keeps labd's data in memory only (appendonly no, no save points): if it restarts, the labs keep running but their statuses \
+                 and `labctl start` times are lost (suspensions and schedule clocks stay on Swarm); start redis with --appendonly yes"
             ),
             Durability::Snapshots => tracing::info!("redis saves snapshots without an append-only file: a restart of it loses what labd wrote since the last snapshot"),
             Durability::AppendOnly => tracing::debug!("redis keeps an append-only file"),
@@ -502,11 +506,8 @@ impl StoreReader {
 
     /// Suspends (or resumes) a lab: labd stops (or starts again) changing it.
     pub async fn set_suspended(&mut self, lab: &str, suspended: bool) -> redis::RedisResult<()> {
-        if suspended {
-            self.conn.sadd::<_, _, ()>(keys::SUSPENDED, lab).await
-        } else {
-            self.conn.srem::<_, _, ()>(keys::SUSPENDED, lab).await
-        }
+        let (add_to, remove_from) = if suspended { (keys::SUSPENDED, keys::RESUMED) } else { (keys::RESUMED, keys::SUSPENDED) };
+        redis::pipe().atomic().sadd(add_to, lab).ignore().srem(remove_from, lab).ignore().query_async(&mut self.conn).await
     }
 
     /// When the leading labd last said it was alive, and its resync period.

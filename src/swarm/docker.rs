@@ -1,19 +1,19 @@
 //! [`Swarm`] over the Docker Engine API with bollard, negotiating the API version so Engine
 //! 20.10 (API 1.41) and newer both work.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bollard::models::{EventMessageTypeEnum, NetworkCreateRequest, Service, TaskState};
+use bollard::models::{ConfigSpec, EventMessageTypeEnum, NetworkCreateRequest, Service, TaskState};
 use bollard::query_parameters::{
-    EventsOptions, ListNetworksOptions, ListServicesOptions, ListTasksOptions, UpdateServiceOptions,
+    EventsOptions, ListConfigsOptions, ListNetworksOptions, ListServicesOptions, ListTasksOptions, UpdateConfigOptions, UpdateServiceOptions,
 };
 use bollard::Docker;
 use futures::{Stream, StreamExt};
 
 use super::{ContainerChange, EventSubject, Swarm, SwarmError, SwarmEvent, TaskTrouble};
-use crate::plan::{labels, DesiredNetwork, DesiredService, Observed, ObservedNetwork, ObservedService};
+use crate::plan::{labels, memory, DesiredNetwork, DesiredService, LabMemory, Observed, ObservedNetwork, ObservedService};
 
 #[derive(Clone)]
 pub struct DockerSwarm {
@@ -324,8 +324,63 @@ impl Swarm for DockerSwarm {
         }
     }
 
+    async fn memories(&self) -> Result<BTreeMap<String, LabMemory>, SwarmError> {
+        let filters = HashMap::from([("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)])]);
+        let configs = self.list_configs(filters).await?;
+        Ok(configs.iter().filter_map(|c| {
+            let spec = c.spec.as_ref()?;
+            LabMemory::from_config(spec.name.as_deref()?, spec.labels.as_ref()?)
+        }).collect())
+    }
+
+    async fn remember(&self, lab: &str, memory: &LabMemory) -> Result<(), SwarmError> {
+        let name = memory::memory_name(lab);
+        let action = format!("write config {name}");
+        let found = self.memory_config(&name).await?;
+        let labels = memory.labels(lab);
+        self.count();
+        let Some(config) = found else {
+            let spec = ConfigSpec { name: Some(name.clone()), labels: Some(labels), data: Some(memory::DATA_BASE64.into()), ..Default::default() };
+            return self.docker.create_config(spec).await.map(|_| ()).map_err(api_err(action));
+        };
+        let mut spec = config.spec.unwrap_or_default();
+        if !spec.labels.as_ref().is_some_and(|l| labels::owned_by(lab, l)) {
+            return Err(SwarmError::Api { action, message: format!("a config named {name} exists that swarmlab does not own; it is left alone") });
+        }
+        spec.labels = Some(labels);
+        let version = config.version.and_then(|v| v.index).unwrap_or_default() as i64;
+        let id = config.id.unwrap_or(name);
+        self.docker.update_config(&id, spec, UpdateConfigOptions { version }).await.map_err(api_err(action))
+    }
+
+    async fn forget(&self, lab: &str) -> Result<(), SwarmError> {
+        let name = memory::memory_name(lab);
+        let Some(config) = self.memory_config(&name).await? else { return Ok(()) };
+        if !config.spec.as_ref().and_then(|s| s.labels.as_ref()).is_some_and(|l| labels::owned_by(lab, l)) {
+            return Ok(()); // not ours: never touched
+        }
+        self.count();
+        match self.docker.delete_config(config.id.as_deref().unwrap_or(&name)).await {
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            other => other.map_err(api_err(format!("remove config {name}"))),
+        }
+    }
+
     fn api_calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+}
+
+impl DockerSwarm {
+    async fn list_configs(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<bollard::models::Config>, SwarmError> {
+        self.count();
+        self.docker.list_configs(Some(ListConfigsOptions { filters: Some(filters) })).await.map_err(api_err("list configs"))
+    }
+
+    /// The config named `name` exactly (Docker's name filter also matches longer names).
+    async fn memory_config(&self, name: &str) -> Result<Option<bollard::models::Config>, SwarmError> {
+        let configs = self.list_configs(HashMap::from([("name".to_string(), vec![name.to_string()])])).await?;
+        Ok(configs.into_iter().find(|c| c.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name)))
     }
 }
 

@@ -9,12 +9,13 @@ pub use docker::DockerSwarm;
 pub use local::{LocalTask, LocalTaskEvent};
 pub(crate) use docker::api_err;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use futures::Stream;
 
 pub use crate::plan::TaskTrouble;
-use crate::plan::{DesiredNetwork, DesiredService, Observed};
+use crate::plan::{DesiredNetwork, DesiredService, LabMemory, Observed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwarmError {
@@ -105,6 +106,12 @@ pub trait Swarm: Send + Sync + 'static {
     /// The addresses of the tasks on a network, by service name (what a partition cuts off).
     /// Swarm knows them where the network is present: on a manager with a task on it.
     fn task_addresses(&self, network: &str) -> impl Future<Output = Result<TaskAddresses, SwarmError>> + Send;
+    /// Every lab's memory (the `<lab>_swarmlab-memory` configs swarmlab owns), by lab.
+    fn memories(&self) -> impl Future<Output = Result<BTreeMap<String, LabMemory>, SwarmError>> + Send;
+    /// Writes the lab's memory: its config's labels updated in place, or the config created.
+    fn remember(&self, lab: &str, memory: &LabMemory) -> impl Future<Output = Result<(), SwarmError>> + Send;
+    /// Removes the lab's memory config, if it has one (none is not an error).
+    fn forget(&self, lab: &str) -> impl Future<Output = Result<(), SwarmError>> + Send;
     /// How many API calls this client has made, for benchmarks and tests.
     fn api_calls(&self) -> u64;
 }
@@ -139,6 +146,15 @@ impl<T: Swarm> Swarm for std::sync::Arc<T> {
     }
     fn task_addresses(&self, network: &str) -> impl Future<Output = Result<TaskAddresses, SwarmError>> + Send {
         self.as_ref().task_addresses(network)
+    }
+    fn memories(&self) -> impl Future<Output = Result<BTreeMap<String, LabMemory>, SwarmError>> + Send {
+        self.as_ref().memories()
+    }
+    fn remember(&self, lab: &str, memory: &LabMemory) -> impl Future<Output = Result<(), SwarmError>> + Send {
+        self.as_ref().remember(lab, memory)
+    }
+    fn forget(&self, lab: &str) -> impl Future<Output = Result<(), SwarmError>> + Send {
+        self.as_ref().forget(lab)
     }
     fn api_calls(&self) -> u64 {
         self.as_ref().api_calls()

@@ -284,6 +284,10 @@ pub fn remove_lab_objects(lab: &str) {
     for id in services.lines().filter(|l| !l.is_empty()) {
         let _ = docker(&["service", "rm", id]);
     }
+    // labd's memory of the lab (a config), which `docker stack rm` removes too.
+    for id in docker_ok(&["config", "ls", "-q", "--filter", &filter]).lines().filter(|l| !l.is_empty()) {
+        let _ = docker(&["config", "rm", id]);
+    }
     let start = Instant::now();
     loop {
         let nets = docker_ok(&["network", "ls", "-q", "--filter", &filter]);

@@ -1,7 +1,8 @@
 //! `labctl suspend LAB` / `labctl resume LAB` (Flux's suspend): labd stops changing the lab
-//! (drift stays, file changes wait) until it is resumed. Kept in Redis, so it holds across
-//! labd restarts; `suspend: true` in the spec does the same from the file. And `labctl start
-//! LAB`: time 0 of a `start: manual` schedule.
+//! (drift stays, file changes wait) until it is resumed. Kept in Redis (labd also keeps it in
+//! the lab's memory on Swarm, so a Redis that restarts empty does not resume the lab);
+//! `suspend: true` in the spec does the same from the file. And `labctl start LAB`: time 0 of
+//! a `start: manual` schedule.
 
 use std::process::ExitCode;
 
