@@ -7,9 +7,10 @@ pub const MANAGED_BY_VALUE: &str = "swarmlab";
 pub const SPEC_HASH: &str = "io.swarmlab.spec-hash";
 /// On a service the schedule's `end: stop` stopped (no task runs until the schedule runs again).
 pub const STOPPED: &str = "io.swarmlab.stopped";
-/// On a service the schedule stopped: the schedule's revision and its time 0
-/// (`<revision>@<RFC 3339>`). Swarm keeps it when Redis loses the lab's status, so a labd
-/// starting on an empty Redis finds the clock again and keeps the lab stopped.
+/// On a service the schedule stopped, and on the lab's memory config: the schedule's revision
+/// and its time 0 (`<revision>@<RFC 3339>`). Swarm keeps it when Redis loses the lab's status,
+/// so a labd starting on an empty Redis finds the clock again (and keeps a stopped lab
+/// stopped).
 pub const SCHEDULE_CLOCK: &str = "io.swarmlab.schedule-clock";
 /// The short name of a service or network inside its lab.
 pub const MEMBER: &str = "io.swarmlab.name";
