@@ -27,6 +27,8 @@ pub struct FakeState {
     pub addresses: HashMap<String, crate::swarm::TaskAddresses>,
     /// What labd remembers of each lab on Swarm (its memory configs).
     pub memories: BTreeMap<String, LabMemory>,
+    /// The next this many reads of the memories fail (a manager without a leader yet).
+    pub memories_unreadable: u32,
     starting: HashMap<String, u32>,
     next_id: u64,
 }
@@ -209,7 +211,12 @@ impl Swarm for FakeSwarm {
 
     async fn memories(&self) -> Result<BTreeMap<String, LabMemory>, SwarmError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        Ok(self.state.lock().unwrap().memories.clone())
+        let mut s = self.state.lock().unwrap();
+        if s.memories_unreadable > 0 {
+            s.memories_unreadable -= 1;
+            return Err(SwarmError::Api { action: "list configs".into(), message: "The swarm does not have a leader".into() });
+        }
+        Ok(s.memories.clone())
     }
 
     async fn remember(&self, lab: &str, memory: &LabMemory) -> Result<(), SwarmError> {

@@ -49,6 +49,9 @@ const EVENT_FOLLOW_UP: Duration = Duration::from_millis(80);
 const START_COUNTED_WITHIN: Duration = Duration::from_secs(1);
 /// The longest a read of the labs directory may take (a hung network mount): unreadable then.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the labs' memories on Swarm are read again while they cannot be (a manager not
+/// ready yet after a reboot); no lab is reconciled until they are.
+const MEMORY_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -122,6 +125,9 @@ struct LabState {
     last_start: Option<Instant>,
     /// What labd remembers of it on Swarm (its memory config; `None`: it has none).
     memory: Option<LabMemory>,
+    /// Its status was read back from the store at start: the store kept what labd wrote, so
+    /// its suspensions can be trusted without the memory on Swarm.
+    restored: bool,
 }
 
 enum Trigger {
@@ -149,6 +155,8 @@ enum Timer {
     Reread,
     /// Files changed: read once they are whole (see [`Settle`]).
     Settle,
+    /// Try again to read the labs' memories on Swarm.
+    Memories,
 }
 
 pub struct Controller<S: Swarm, St: LabStore> {
@@ -173,6 +181,12 @@ pub struct Controller<S: Swarm, St: LabStore> {
     view: Option<Arc<watch::Sender<BTreeMap<String, crate::http::LabView>>>>,
     /// What `labctl suspend`/`resume` said, as last read from the store.
     suspensions: Suspensions,
+    /// The labs' memories on Swarm have been read (failed reads so far, and the last error,
+    /// while not), and the labs whose pass waits for them.
+    memories_read: bool,
+    memory_failures: u32,
+    memory_error: String,
+    awaiting_memory: BTreeSet<String>,
     /// The last `labctl start` of each lab, as last read from the store.
     starts: BTreeMap<String, chrono::DateTime<Utc>>,
     /// With a Git source: the labs of the newest commit fetched (`None`: no fetch worked yet),
@@ -206,6 +220,10 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             metrics: Arc::default(),
             view: None,
             suspensions: Default::default(),
+            memories_read: false,
+            memory_failures: 0,
+            memory_error: String::new(),
+            awaiting_memory: BTreeSet::new(),
             starts: Default::default(),
             fetched: None,
             source,
@@ -338,6 +356,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                         self.on_trigger(Trigger::Retry(lab)).await;
                     }
                     Timer::Reread => self.on_trigger(Trigger::Files).await,
+                    Timer::Memories => self.restore_memories().await,
                     Timer::Settle => {
                         self.settle.read();
                         self.swarm.invalidate();
@@ -353,6 +372,9 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                 }
             }
             for lab in self.queue.take_ready() {
+                if self.awaits_memory(&lab) {
+                    continue;
+                }
                 let Some(target) = self.target_of(&lab) else { self.queue.done(&lab, false); continue };
                 let swarm = self.swarm.clone();
                 let store = self.store.clone();
@@ -749,10 +771,22 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
 
     /// What labd remembers of each lab on Swarm: its memory, and the schedule's clock where
     /// the store has no status to resume it from (Redis lost it). A lab with only a memory
-    /// left joins the others, so the deletion rule decides about it like any lab.
+    /// left joins the others, so the deletion rule decides about it like any lab. Until the
+    /// memories are read (a host that rebooted: Redis empty, the manager without a leader for
+    /// a few seconds), no pass runs; the read is tried again every [`MEMORY_RETRY`].
     async fn restore_memories(&mut self) {
-        match self.swarm.memories().await {
+        let read = tokio::time::timeout(READ_TIMEOUT, self.swarm.memories()).await.unwrap_or_else(|_| {
+            Err(crate::swarm::SwarmError::Api { action: "list configs".into(), message: format!("no answer within {}s", READ_TIMEOUT.as_secs()) })
+        });
+        match read {
             Ok(memories) => {
+                if self.memory_failures > 0 {
+                    tracing::info!(failures = self.memory_failures, "the labs' memories on Swarm are read; reconciling");
+                }
+                self.memories_read = true;
+                for lab in std::mem::take(&mut self.awaiting_memory) {
+                    self.queue.add(&lab);
+                }
                 for (lab, memory) in memories {
                     let state = self.labs.entry(lab.clone()).or_default();
                     if state.status.schedule.is_none() && memory.clock.is_some() {
@@ -762,8 +796,30 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                     state.memory = Some(memory);
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read the labs' memories on Swarm; what Redis keeps stands"),
+            Err(e) => {
+                self.memory_failures += 1;
+                self.memory_error = e.to_string();
+                if self.memory_failures % 60 == 1 {
+                    tracing::warn!(error = %e, retry_in = ?MEMORY_RETRY, "cannot read the labs' memories on Swarm (suspensions, schedule clocks); no lab is reconciled until they are read");
+                }
+                self.timers.schedule(Timer::Memories, MEMORY_RETRY);
+            }
         }
+    }
+
+    /// A lab whose status the store did not keep waits for the memories (a Redis that lost
+    /// everything also lost its suspension): its pass is held, and its status says why.
+    fn awaits_memory(&mut self, lab: &str) -> bool {
+        let Some(state) = self.labs.get_mut(lab).filter(|s| !self.memories_read && !s.restored) else { return false };
+        self.queue.done(lab, false);
+        self.awaiting_memory.insert(lab.to_string());
+        let message = format!("waiting to read what labd remembers of the lab on Swarm: {} (retrying every {}s)", self.memory_error, MEMORY_RETRY.as_secs());
+        if state.status.message != message {
+            state.status.name = lab.to_string();
+            state.status.message = message;
+            self.store.put_status(&state.status);
+        }
+        true
     }
 
     fn queue_changed(&mut self, changed: Vec<String>) {
@@ -809,6 +865,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             // What the last labd saw running: one of them removed while labd was down is drift.
             state.seen = status.services.iter().filter(|(_, s)| s.running > 0).map(|(short, _)| crate::plan::object_name(&name, short)).collect();
             state.status = status;
+            state.restored = true;
         }
     }
 

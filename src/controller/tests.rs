@@ -423,6 +423,30 @@ async fn a_redis_that_restarts_empty_neither_resumes_a_suspended_lab_nor_restart
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_lab_is_reconciled_until_the_memories_on_swarm_can_be_read() {
+    let mut c = start(&[("b.yaml", lab_yaml("b", &["web", "db"]))], Duration::from_secs(600), FakeSwarm::default()).await;
+    c.until_phase("b", Phase::Ready, SOON).await;
+    c.store.labctl_suspend("b", true);
+    c.until_phase("b", Phase::Suspended, SOON).await;
+    eventually("remembered", SOON, || c.swarm.state.lock().unwrap().memories.get("b").is_some_and(|m| m.suspended)).await;
+    let swarm = c.swarm.clone();
+    c.stop().await;
+    // A host reboot: Redis comes back empty, the manager has no leader for a few reads, and
+    // b's db was removed meanwhile.
+    let next = handed_over(&swarm);
+    next.state.lock().unwrap().services.retain(|s| s.name != "b_db");
+    next.state.lock().unwrap().memories_unreadable = 3;
+    let mut c = start(&[("b.yaml", lab_yaml("b", &["web", "db"]))], Duration::from_secs(600), next).await;
+    let told = || c.store.statuses.lock().unwrap().get("b").is_some_and(|s| s.message.contains("waiting to read what labd remembers") && s.message.contains("does not have a leader"));
+    eventually("the wait told in b's status", SOON, told).await;
+    c.until_phase("b", Phase::Suspended, SOON).await;
+    assert_eq!(c.swarm.state.lock().unwrap().memories_unreadable, 0, "reconciled before the memories were read");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.services(), ["b_web"], "the suspended lab was changed");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_schedule_starts_with_labctl_start() {
     let text = format!(
         "{}  schedule:\n    start: manual\n    steps:\n    - at: 0s\n      service: web\n      conditions: {{delay: 5ms}}\n",
