@@ -758,7 +758,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         let before: Vec<bool> = self.labs.keys().map(|lab| self.labctl_suspended(lab)).collect();
         self.suspensions = now;
         let flipped = self.labs.keys().zip(before).filter(|(lab, was)| self.labctl_suspended(lab) != *was);
-        changed.extend(flipped.map(|(lab, _)| lab.clone()).collect::<Vec<_>>());
+        changed.extend(flipped.map(|(lab, _)| lab.clone()));
         self.queue_changed(changed);
     }
 

@@ -6,9 +6,8 @@ mod redis_store;
 
 pub use redis_store::{keys, ProbeResult, RedisStore, StoreReader};
 
-use std::future::Future;
-
 use std::collections::BTreeSet;
+use std::future::Future;
 
 use crate::status::{LabEvent, LabStatus, SourceStatus, TaskShaping};
 
