@@ -363,17 +363,33 @@ async fn a_suspended_lab_is_watched_but_never_changed_until_resumed() {
     c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lab_suspended_with_labctl_is_not_changed_by_the_first_pass_of_a_restarted_labd() {
+/// A labd stopped over lab `a` (web, db) suspended with `labctl suspend`, and what it leaves:
+/// the Swarm, with `a_db` removed by hand after the stop (drift, but the lab is suspended), and
+/// the store.
+async fn suspended_and_stopped() -> (FakeSwarm, FakeStore) {
     let mut c = start(&[("a.yaml", lab_yaml("a", &["web", "db"]))], Duration::from_secs(600), FakeSwarm::default()).await;
     c.until_phase("a", Phase::Ready, SOON).await;
     c.store.labctl_suspend("a", true);
     c.until_phase("a", Phase::Suspended, SOON).await;
+    eventually("remembered on Swarm", SOON, || c.swarm.state.lock().unwrap().memories.get("a").is_some_and(|m| m.suspended)).await;
     let (swarm, store) = (c.swarm.clone(), c.store.clone());
     c.stop().await;
-    // Removed by hand while labd was down: drift, but the lab is suspended.
-    swarm.state.lock().unwrap().services.retain(|s| s.name != "a_db");
-    let mut c = start_with(&[("a.yaml", lab_yaml("a", &["web", "db"]))], Duration::from_secs(600), handed_over(&swarm), store).await;
+    let next = handed_over(&swarm);
+    next.state.lock().unwrap().services.retain(|s| s.name != "a_db");
+    (next, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_suspended_while_labd_was_down_is_not_changed_by_the_first_pass_of_the_restarted_labd() {
+    let mut c = start(&[("a.yaml", lab_yaml("a", &["web", "db"]))], Duration::from_secs(600), FakeSwarm::default()).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    let (swarm, store) = (c.swarm.clone(), c.store.clone());
+    c.stop().await;
+    // Suspended while labd is down (its memory on Swarm does not know), then changed by hand.
+    store.labctl_suspend("a", true);
+    let next = handed_over(&swarm);
+    next.state.lock().unwrap().services.retain(|s| s.name != "a_db");
+    let mut c = start_with(&[("a.yaml", lab_yaml("a", &["web", "db"]))], Duration::from_secs(600), next, store).await;
     c.until_phase("a", Phase::Suspended, SOON).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(c.services(), ["a_web"], "the restarted labd changed a suspended lab");
@@ -424,25 +440,16 @@ async fn a_redis_that_restarts_empty_neither_resumes_a_suspended_lab_nor_restart
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_lab_is_reconciled_until_the_memories_on_swarm_can_be_read() {
-    let mut c = start(&[("b.yaml", lab_yaml("b", &["web", "db"]))], Duration::from_secs(600), FakeSwarm::default()).await;
-    c.until_phase("b", Phase::Ready, SOON).await;
-    c.store.labctl_suspend("b", true);
-    c.until_phase("b", Phase::Suspended, SOON).await;
-    eventually("remembered", SOON, || c.swarm.state.lock().unwrap().memories.get("b").is_some_and(|m| m.suspended)).await;
-    let swarm = c.swarm.clone();
-    c.stop().await;
-    // A host reboot: Redis comes back empty, the manager has no leader for a few reads, and
-    // b's db was removed meanwhile.
-    let next = handed_over(&swarm);
-    next.state.lock().unwrap().services.retain(|s| s.name != "b_db");
-    next.state.lock().unwrap().memories_unreadable = 3;
-    let mut c = start(&[("b.yaml", lab_yaml("b", &["web", "db"]))], Duration::from_secs(600), next).await;
-    let told = || c.store.statuses.lock().unwrap().get("b").is_some_and(|s| s.message.contains("waiting to read what labd remembers") && s.message.contains("does not have a leader"));
-    eventually("the wait told in b's status", SOON, told).await;
-    c.until_phase("b", Phase::Suspended, SOON).await;
+    // A host reboot: Redis comes back empty, and the manager has no leader for a few reads.
+    let (swarm, _) = suspended_and_stopped().await;
+    swarm.state.lock().unwrap().memories_unreadable = 3;
+    let mut c = start(&[("a.yaml", lab_yaml("a", &["web", "db"]))], Duration::from_secs(600), swarm).await;
+    let told = || c.store.statuses.lock().unwrap().get("a").is_some_and(|s| s.message.contains("waiting to read what labd remembers") && s.message.contains("does not have a leader"));
+    eventually("the wait told in a's status", SOON, told).await;
+    c.until_phase("a", Phase::Suspended, SOON).await;
     assert_eq!(c.swarm.state.lock().unwrap().memories_unreadable, 0, "reconciled before the memories were read");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(c.services(), ["b_web"], "the suspended lab was changed");
+    assert_eq!(c.services(), ["a_web"], "the suspended lab was changed");
     c.stop().await;
 }
 
