@@ -82,6 +82,8 @@ fn the_stack_deploys_swarmlab_which_converges_a_lab_and_survives_losing_its_lead
         Err("no leader yet".to_string())
     });
     sh(&format!("{D1} kill {leader}"));
+    // Any status written from now on comes from the new leader (a pass stamps it as it starts).
+    let killed_at = chrono::Utc::now();
     eventually("the standby to take over", Duration::from_secs(40), || {
         for c in sh(&format!("{D1} ps -q -f name=swarmlab_labd")).lines().filter(|c| *c != leader) {
             let logs = Command::new("bash").arg("-c").arg(format!("{D1} logs {c} 2>&1")).env("DOCKER_API_VERSION", "1.41").output().unwrap();
@@ -91,9 +93,12 @@ fn the_stack_deploys_swarmlab_which_converges_a_lab_and_survives_losing_its_lead
         }
         Err("no new leader".to_string())
     });
-    // The new leader reconciles (a resync) and recreates nothing.
-    std::thread::sleep(Duration::from_secs(20));
-    let s = labctl_status("charted").unwrap();
+    // The new leader looks at the lab (its first pass writes the status) and recreates nothing.
+    let s = eventually("the new leader's pass over the lab", Duration::from_secs(40), || {
+        let s = labctl_status("charted")?;
+        let at = s["updatedAt"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        if at.is_some_and(|t| t > killed_at) { Ok(s) } else { Err(s.to_string()) }
+    });
     assert_eq!(s["phase"], "Ready", "{s}");
     assert_eq!(sh(&format!("{D1} service inspect charted_w --format '{{{{.Version.Index}}}}'")), version, "the lab's service was updated or recreated");
     sh(&format!("{D1} stack rm swarmlab"));
