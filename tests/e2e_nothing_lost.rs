@@ -239,7 +239,6 @@ fn a_redis_that_loses_everything_neither_resumes_a_suspended_lab_nor_restarts_it
     lab.redis.cli(&["flushall"]);
     lab.start_labd();
     lab.wait_phase(name, "Suspended", READY);
-    two_heartbeats(&lab);
     assert_eq!(docker_ok(&["service", "inspect", "memo_web", "--format", "{{.Spec.Mode.Replicated.Replicas}}"]), "2", "the restarted labd changed the suspended lab");
 
     // `labctl resume`: reconciled again, and the schedule resumes on its clock, not from 0.
