@@ -190,6 +190,9 @@ pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, t
         }
     };
     if let Some((remembered, by_labctl)) = memory {
+        // Drift repaired: what removed the services (`docker stack rm`) may have taken the
+        // memory with them, so it is written again if there is anything to remember.
+        let remembered = remembered.filter(|_| outcome.drift == 0);
         outcome.memory = remember(swarm, name, LabMemory::of(&outcome.status, by_labctl), remembered).await;
     }
     if deleting && outcome.gone {

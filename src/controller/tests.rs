@@ -432,6 +432,16 @@ async fn a_redis_that_restarts_empty_neither_resumes_a_suspended_lab_nor_restart
     eventually("resumed: drift repaired", SOON, || c.services().contains(&"b_db".to_string())).await;
     eventually("the memory follows", SOON, || memory(&c.swarm, "b").is_some_and(|m| !m.suspended)).await;
 
+    // `docker stack rm` while the file stays: the services come back, and so does the memory.
+    eventually("a's memory", SOON, || memory(&c.swarm, "a").is_some()).await;
+    {
+        let mut s = c.swarm.state.lock().unwrap();
+        s.services.retain(|s| !s.name.starts_with("a_"));
+        s.memories.remove("a");
+    }
+    let _ = c.swarm.events.send(SwarmEvent { subject: EventSubject::Service, name: "a_web".into(), lab: Some("a".into()) });
+    eventually("the stack removed by hand restored with its memory", SOON, || c.services().contains(&"a_web".to_string()) && memory(&c.swarm, "a").is_some_and(|m| m.clock.is_some_and(|k| k.started_at == t0))).await;
+
     // The memory goes with the lab.
     std::fs::remove_file(c.dir.path().join("a.yaml")).unwrap();
     eventually("a torn down with its memory", SOON, || memory(&c.swarm, "a").is_none() && !c.services().contains(&"a_web".to_string())).await;
