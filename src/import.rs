@@ -376,6 +376,18 @@ mod tests {
     }
 
     #[test]
+    fn extension_fields_and_merge_keys_are_read_as_compose_reads_them() {
+        let compose = "x-node: &node\n  image: labbox:latest\n  networks: [back]\nservices:\n  a:\n    <<: *node\n    command: [sleep, infinity]\n  b:\n    <<: *node\n    deploy: {replicas: 3}\nnetworks:\n  back: {}\n";
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "dry", &vec![]).expect("valid");
+        let lab = parse_file(Path::new("dry.yaml"), &out.text).remove(0).result.unwrap().lab;
+        let (a, b) = (&lab.spec.services["a"], &lab.spec.services["b"]);
+        assert_eq!((a.image.as_deref(), b.image.as_deref()), (Some("labbox:latest"), Some("labbox:latest")));
+        assert_eq!(b.replicas, Some(3));
+        assert_eq!(a.networks.as_ref().map(Vec::len), Some(1));
+        assert!(out.notes.is_empty(), "an `x-` field is Compose's own, not a field dropped: {:?}", out.notes);
+    }
+
+    #[test]
     fn builds_are_reported_and_images_can_be_mapped_to_local_ones() {
         let dockercoins = "version: \"2\"\nservices:\n  rng:\n    build: rng\n    ports:\n    - \"8001:80\"\n  hasher:\n    build: hasher\n    ports:\n    - \"8002:80\"\n  webui:\n    build: webui\n    ports:\n    - \"8000:80\"\n    volumes:\n    - \"./webui/files/:/files/\"\n  redis:\n    image: redis\n  worker:\n    build: worker\n    deploy:\n      replicas: 2\n      resources: {limits: {cpus: '0.5', memory: 50M}}\n    stop_grace_period: 1m30s\n";
         let unmapped = compose_to_lab(Path::new("dc.yml"), dockercoins, "coins", &vec![]);

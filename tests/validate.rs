@@ -103,6 +103,39 @@ fn a_lab_defined_twice_is_an_error_on_both_definitions() {
     assert!(diags.iter().all(|d| d.line == 4 && d.column == 9 && d.message.contains("defined 2 times")));
 }
 
+/// Compose's way of not repeating oneself: `x-` fields holding anchors, `<<` merging them.
+#[test]
+fn compose_style_anchors_and_merge_keys_make_the_same_lab_as_writing_it_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata:\n  name: dry\n";
+    write(dir.path(), "merged.yaml", &format!("{head}x-node: &node\n  image: labbox:latest\n  replicas: 2\n  networks: [a]\nspec:\n  networks: {{a: {{}}}}\n  services:\n    one: *node\n    two:\n      <<: *node\n      replicas: 3\n"));
+    write(dir.path(), "written-out.yaml", &format!("{head}spec:\n  networks: {{a: {{}}}}\n  services:\n    one: {{image: labbox:latest, replicas: 2, networks: [a]}}\n    two: {{image: labbox:latest, replicas: 3, networks: [a]}}\n"));
+    let revision = |file: &str| {
+        let out = labctl().arg("validate").arg(dir.path().join(file)).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{file}: {stdout}");
+        assert!(stdout.contains("2 services, 5 replicas"), "{file}: {stdout}");
+        stdout.split_whitespace().skip_while(|w| *w != "revision").nth(1).unwrap().to_string()
+    };
+    assert_eq!(revision("merged.yaml"), revision("written-out.yaml"), "the `x-` field and the merge are not part of the lab");
+
+    // An error in a merged value is reported where its text is: in the anchor.
+    write(dir.path(), "bad.yaml", &format!("{head}x-node: &node\n  image: labbox:latest\n  replicas: lots\nspec:\n  services:\n    one:\n      <<: *node\n    two:\n      <<: 7\n      image: labbox:latest\nextra: 1\n"));
+    let out = labctl().arg("validate").arg(dir.path().join("bad.yaml")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).replace(&dir.path().display().to_string(), "");
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "/bad.yaml:7:13: spec.services.one.replicas: expected an integer, found a string `lots`",
+            "/bad.yaml:13:7: spec.services.two: `<<` (a merge key) takes a mapping or a list of mappings, found a number `7`",
+            "/bad.yaml:15:1: extra: unknown field `extra` (allowed: apiVersion, kind, metadata, spec)",
+        ],
+        "{stdout}"
+    );
+}
+
 #[test]
 fn a_missing_directory_is_an_error_not_an_empty_catalog() {
     assert!(load_dir(Path::new("/nonexistent/labs")).is_err());

@@ -27,10 +27,15 @@ pub const MAX_REPLICAS: u32 = 10_000;
 /// them, or labd would create objects it then does not recognise as its own.
 pub const RESERVED_LABEL_PREFIXES: [&str; 2] = ["io.swarmlab.", "com.docker.stack."];
 
+/// Top-level fields with this prefix are the user's own (anchors to merge from), not the lab's.
+pub const EXTENSION_PREFIX: &str = "x-";
+
 /// A network lab: overlay networks, services and the traffic conditions between them.
+/// Top-level fields named `x-…` are ignored, as Compose's extension fields are: a place for
+/// YAML anchors that `<<` merge keys reuse.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schemars(title = "Lab", extend("$id" = "https://swarmlab.dev/schemas/lab.v1alpha1.json"))]
+#[schemars(title = "Lab", extend("$id" = "https://swarmlab.dev/schemas/lab.v1alpha1.json", "patternProperties" = {"^x-": {}}))]
 pub struct Lab {
     /// Always `swarmlab/v1alpha1`.
     #[schemars(extend("const" = API_VERSION))]

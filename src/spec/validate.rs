@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::diagnostic::Diagnostic;
 use super::links::{Cidr, Destination};
-use super::model::{Lab, API_VERSION, DEFAULT_NETWORK, KIND, MEMBER_NAME_MAX, NAME_PATTERN, RESERVED_LABEL_PREFIXES};
+use super::model::{Lab, API_VERSION, DEFAULT_NETWORK, EXTENSION_PREFIX, KIND, MEMBER_NAME_MAX, NAME_PATTERN, RESERVED_LABEL_PREFIXES};
 use super::units::{Duration, Memory, Rate};
 use super::schema::{allowed_fields, validator};
 use super::units::pattern_hint;
@@ -102,7 +102,12 @@ fn validate_document(path: &Path, doc: Document) -> LabDocument {
     }
     let mut lab = None;
     if findings.is_empty() {
-        match serde_json::from_value::<Lab>(doc.value.clone()) {
+        // Extension fields served the YAML (anchors); the lab, its revision included, is the rest.
+        let mut value = doc.value.clone();
+        if let Value::Object(fields) = &mut value {
+            fields.retain(|k, _| !k.starts_with(EXTENSION_PREFIX));
+        }
+        match serde_json::from_value::<Lab>(value) {
             Ok(parsed) => lab = Some(parsed),
             Err(e) => findings.push(Finding::value("", e.to_string())),
         }
@@ -153,7 +158,7 @@ pub fn field_path(root: &Value, pointer: &str) -> String {
     out
 }
 
-fn type_name(v: &Value) -> String {
+pub(super) fn type_name(v: &Value) -> String {
     match v {
         Value::Null => "nothing (null)".into(),
         Value::Bool(b) => format!("a boolean `{b}`"),

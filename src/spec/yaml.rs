@@ -145,7 +145,15 @@ fn convert(node: &MarkedYaml<'_>, pointer: &str, doc: &mut Document) -> Value {
         ),
         YamlData::Mapping(map) => {
             let mut out = Map::new();
-            for (k, v) in map.iter() {
+            // Merge keys first, so the mapping's own keys (and their positions) win over them.
+            let merges: Vec<&MarkedYaml<'_>> = map.iter().filter(|(k, _)| is_merge_key(k)).map(|(_, v)| v).collect();
+            if !merges.is_empty() {
+                merge_into(&mut out, &merges, pointer, doc);
+                if node.span.start.line() > 0 {
+                    doc.positions.values.insert(pointer.to_string(), Mark::of(&node.span.start));
+                }
+            }
+            for (k, v) in map.iter().filter(|(k, _)| !is_merge_key(k)) {
                 let key = match key_text(k) {
                     Some(key) => key,
                     None => {
@@ -163,9 +171,44 @@ fn convert(node: &MarkedYaml<'_>, pointer: &str, doc: &mut Document) -> Value {
             Value::Object(out)
         }
         YamlData::Tagged(_, inner) => convert(inner, pointer, doc),
+        // The loader resolves aliases (an unknown one is a syntax error); one it could not is
+        // an alias used inside its own anchor, which is not finished at that point.
         YamlData::Alias(_) | YamlData::BadValue => {
-            doc.problems.push((pointer.to_string(), "YAML aliases and anchors are not supported here".into()));
+            doc.problems.push((pointer.to_string(), "an alias used inside its own anchor: an anchor can be used only after it ends".into()));
             Value::Null
+        }
+    }
+}
+
+/// YAML's merge key (`<<: *defaults`, as Compose files use it).
+fn is_merge_key(k: &MarkedYaml<'_>) -> bool {
+    match &k.data {
+        YamlData::Representation(text, style, _) => text == "<<" && *style == ScalarStyle::Plain,
+        YamlData::Value(Scalar::String(s)) => s == "<<",
+        _ => false,
+    }
+}
+
+/// Merges `<<` values into `out` (YAML 1.1's merge): each is a mapping or a list of mappings;
+/// earlier mappings of a list win over later ones (the mapping's own keys, set after, over
+/// all). Shallow, as in the YAML spec: a merged `labels` is replaced by a `labels` here, not
+/// combined with it.
+fn merge_into(out: &mut Map<String, Value>, merges: &[&MarkedYaml<'_>], pointer: &str, doc: &mut Document) {
+    for merge in merges {
+        let sources: Vec<&MarkedYaml<'_>> = match &merge.data {
+            YamlData::Sequence(items) => items.iter().collect(),
+            _ => vec![merge],
+        };
+        // Last to first, each overwriting: the earliest mapping's values and positions win.
+        for source in sources.into_iter().rev() {
+            match convert(source, pointer, doc) {
+                Value::Object(merged) => out.extend(merged),
+                Value::Null if matches!(source.data, YamlData::Alias(_) | YamlData::BadValue) => {}
+                other => doc.problems.push((
+                    pointer.to_string(),
+                    format!("`<<` (a merge key) takes a mapping or a list of mappings, found {}", super::validate::type_name(&other)),
+                )),
+            }
         }
     }
 }
@@ -240,6 +283,36 @@ mod tests {
         let text = format!("a: \"{}\"\n", "x".repeat(MAX_FILE_BYTES));
         let err = parse_documents(&text).err().expect("refused");
         assert!(err.message.contains("limited to"), "{}", err.message);
+    }
+
+    #[test]
+    fn merge_keys_merge_shallowly_and_the_mappings_own_keys_and_earlier_sources_win() {
+        let text = "x-a: &a\n  image: one\n  replicas: 2\n  labels: {k: a}\nx-b: &b\n  replicas: 3\n  init: true\ns:\n  one:\n    <<: [*a, *b]\n    labels: {j: own}\n  two:\n    <<: *b\n";
+        let docs = parse_documents(text).unwrap();
+        let d = &docs[0];
+        assert!(d.problems.is_empty(), "{:?}", d.problems);
+        assert_eq!(d.value["s"]["one"], serde_json::json!({"image": "one", "replicas": 2, "init": true, "labels": {"j": "own"}}));
+        assert_eq!(d.value["s"]["two"], serde_json::json!({"replicas": 3, "init": true}));
+        // A merged value is where its text is (the anchor); the mapping itself stays where it is.
+        assert_eq!(d.positions.value("/s/one/replicas"), Mark { line: 3, column: 13 });
+        assert_eq!(d.positions.value("/s/one/init"), Mark { line: 7, column: 9 });
+        assert_eq!(d.positions.value("/s/one/labels/j"), Mark { line: 11, column: 17 });
+        assert_eq!(d.positions.value("/s/one"), Mark { line: 10, column: 5 });
+    }
+
+    #[test]
+    fn a_merge_key_of_anything_but_mappings_is_a_located_problem() {
+        let d = &parse_documents("s:\n  a:\n    <<: 5\n    b: 1\n").unwrap()[0];
+        assert_eq!(d.problems, vec![("/s/a".to_string(), "`<<` (a merge key) takes a mapping or a list of mappings, found a number `5`".to_string())]);
+        assert_eq!(d.positions.value("/s/a"), Mark { line: 3, column: 5 });
+        assert_eq!(d.value["s"]["a"], serde_json::json!({"b": 1}));
+    }
+
+    #[test]
+    fn an_anchor_used_inside_itself_is_a_located_problem() {
+        let d = &parse_documents("a: &a\n  b: *a\n").unwrap()[0];
+        assert_eq!(d.problems, vec![("/a/b".to_string(), "an alias used inside its own anchor: an anchor can be used only after it ends".to_string())]);
+        assert_eq!(d.positions.value("/a/b"), Mark { line: 2, column: 6 });
     }
 
     #[test]
