@@ -1,5 +1,5 @@
 //! From a Compose file to a Lab: what carries over (services, images, commands, environment,
-//! networks, replicas, resources, placement, ports, init, grace period, labels), and a located
+//! networks, replicas, resources, placement, ports, init, grace period, health check, labels), and a located
 //! note for everything that does not. Pure: text in, text out; the result is validated like
 //! any lab file before it is returned.
 
@@ -20,7 +20,6 @@ fn not_carried(key: &str) -> Option<&'static str> {
         "restart" => "Swarm restarts failed tasks by itself",
         "depends_on" => "Swarm starts services in no order; the lab is Ready when all run",
         "links" | "external_links" => "services reach each other by name on their networks",
-        "healthcheck" => "health checks are not part of a lab (yet)",
         "expose" => "every port is reachable on the lab's networks",
         "logging" | "secrets" | "configs" | "devices" | "privileged" | "security_opt" | "sysctls" | "ulimits" | "tmpfs" | "dns" | "extra_hosts" | "working_dir" | "user" | "entrypoint" | "stdin_open" | "tty" | "profiles" | "pid" | "ipc" | "network_mode" | "env_file" | "shm_size" | "platform" | "pull_policy" => {
             "not supported by swarmlab"
@@ -137,6 +136,55 @@ fn duration(text: &str) -> Option<String> {
     Some(if micros % 1e6 == 0.0 { format!("{}s", micros / 1e6) } else { format!("{}ms", (micros / 1e3).round()) })
 }
 
+/// Compose's `healthcheck`: `test` is `[CMD, …]` (a list), `[CMD-SHELL, line]` or a string (a
+/// string), or `[NONE]` (off, as `disable: true`).
+fn healthcheck(ctx: &mut Ctx, at: &str, value: &Value, out: &mut Map<String, Value>) {
+    let Some(fields) = value.as_object() else { return ctx.note(at, "expected a mapping") };
+    let mut check = Map::new();
+    for (key, value) in fields {
+        let field_at = format!("{at}/{}", pointer_segment(key));
+        match key.as_str() {
+            "test" => match value {
+                Value::String(line) => {
+                    check.insert("test".into(), json!(line));
+                }
+                Value::Array(items) => {
+                    let words: Vec<String> = items.iter().filter_map(as_string).collect();
+                    match words.split_first() {
+                        Some((form, rest)) if form == "CMD" => {
+                            check.insert("test".into(), json!(rest));
+                        }
+                        Some((form, rest)) if form == "CMD-SHELL" => {
+                            check.insert("test".into(), json!(rest.join(" ")));
+                        }
+                        Some((form, _)) if form == "NONE" => {
+                            check.insert("disable".into(), json!(true));
+                        }
+                        _ => ctx.note(&field_at, "expected [CMD, …], [CMD-SHELL, …] or [NONE]"),
+                    }
+                }
+                _ => ctx.note(&field_at, "expected a string or a list"),
+            },
+            "interval" | "timeout" | "start_period" => match value.as_str().and_then(duration) {
+                Some(d) => {
+                    check.insert(if key == "start_period" { "startPeriod".into() } else { key.clone() }, json!(d));
+                }
+                None => ctx.note(&field_at, "not a duration swarmlab reads"),
+            },
+            "retries" | "disable" => {
+                check.insert(key.clone(), value.clone());
+            }
+            "start_interval" => ctx.note(&field_at, "not carried: it needs Engine API 1.44 (Docker 25), labd also runs on older Engines"),
+            _ => ctx.note(&field_at, "unknown to swarmlab; not carried"),
+        }
+    }
+    // Compose lets `disable: true` sit beside a test; the test is then not run.
+    if check.get("disable") == Some(&json!(true)) {
+        check.remove("test");
+    }
+    out.insert("healthcheck".into(), Value::Object(check));
+}
+
 fn mapped_image(map: &ImageMap, service: &str, image: Option<&str>) -> Option<String> {
     map.iter()
         .find(|(from, _)| from == "*" || from == service || Some(from.as_str()) == image || image.is_some_and(|i| i.split(':').next() == Some(from.as_str())))
@@ -229,6 +277,9 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
                 out.insert("networks".into(), json!(names));
             }
             "deploy" => deploy(ctx, &at, value, &mut out),
+            "healthcheck" => healthcheck(ctx, &at, value, &mut out),
+            // Compose's extension fields: the file's own, ignored by Compose too.
+            other if other.starts_with("x-") => {}
             other => match not_carried(other) {
                 Some(why) => ctx.note(&at, why),
                 None => ctx.note(&at, "unknown to swarmlab; not carried"),
@@ -385,6 +436,23 @@ mod tests {
         assert_eq!(b.replicas, Some(3));
         assert_eq!(a.networks.as_ref().map(Vec::len), Some(1));
         assert!(out.notes.is_empty(), "an `x-` field is Compose's own, not a field dropped: {:?}", out.notes);
+    }
+
+    #[test]
+    fn health_checks_carry_over_in_each_of_composes_forms() {
+        let compose = "services:\n  exec:\n    image: labbox:latest\n    healthcheck:\n      test: [CMD, nc, -z, localhost, '80']\n      interval: 1m30s\n      timeout: 10s\n      retries: 3\n      start_period: 40s\n      start_interval: 5s\n  shell:\n    image: labbox:latest\n    healthcheck: {test: [CMD-SHELL, test -f /tmp/ok]}\n  line:\n    image: labbox:latest\n    healthcheck: {test: test -f /tmp/ok}\n  off:\n    image: labbox:latest\n    healthcheck: {test: [NONE]}\n";
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "hc", &vec![]).expect("valid");
+        let lab = parse_file(Path::new("hc.yaml"), &out.text).remove(0).result.unwrap().lab;
+        let check = |name: &str| lab.spec.services[name].healthcheck.clone().unwrap();
+        let exec = check("exec");
+        assert_eq!(exec.test, Some(crate::spec::Command::Exec(["nc", "-z", "localhost", "80"].map(String::from).to_vec())));
+        assert_eq!((exec.interval.map(|d| d.micros), exec.timeout.map(|d| d.micros)), (Some(90_000_000), Some(10_000_000)));
+        assert_eq!((exec.retries, exec.start_period.map(|d| d.micros)), (Some(3), Some(40_000_000)));
+        assert_eq!(check("shell").test, Some(crate::spec::Command::Shell("test -f /tmp/ok".into())));
+        assert_eq!(check("line").test, check("shell").test);
+        assert_eq!((check("off").test, check("off").disable), (None, Some(true)));
+        assert!(out.text.contains("#   10:7: services.exec.healthcheck.start_interval: not carried"), "{}", out.text);
+        assert_eq!(out.notes.len(), 1, "{:?}", out.notes);
     }
 
     #[test]

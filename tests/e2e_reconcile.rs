@@ -511,3 +511,46 @@ fn a_suspended_lab_keeps_its_drift_and_its_file_changes_until_resumed() {
     assert_eq!((status["services"]["web"]["running"].as_u64(), status["services"]["web"]["desired"].as_u64()), (Some(1), Some(1)), "{status}");
     assert_eq!(status["services"]["api"]["running"], 1, "{status}");
 }
+
+/// A service with a health check counts as running once the check passes, as with `docker
+/// service create --health-cmd`: the lab is not Ready while it fails, Ready soon after it
+/// passes; a task Swarm kills as unhealthy shows in the status with Swarm's reason.
+#[test]
+fn a_health_check_holds_ready_until_it_passes_and_an_unhealthy_task_is_reported() {
+    let mut lab = Lab::new();
+    lab.cleanup.extend(["health".to_string(), "sick".to_string()]);
+    remove_lab_objects("health");
+    remove_lab_objects("sick");
+    lab.write("health.yaml", &lab_yaml("health", "    db:\n      healthcheck: {test: test -f /up, interval: 300ms, retries: 100}\n"));
+    lab.write("sick.yaml", &lab_yaml("sick", "    db:\n      healthcheck: {test: [\"false\"], interval: 300ms, retries: 1}\n"));
+    lab.start_labd();
+
+    // The task's container runs, its check has failed three times in a row: not Ready, and
+    // the status (written after that) says what it waits for.
+    let container = running_container_of("health_db");
+    let inspect = docker_ok(&["service", "inspect", "health_db", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Healthcheck.Test}}"]);
+    assert_eq!(inspect.trim(), r#"["CMD-SHELL","test -f /up"]"#);
+    eventually("the check to have failed 3 times in a row", Duration::from_secs(30), || {
+        let streak = docker_ok(&["inspect", &container, "--format", "{{.State.Health.FailingStreak}}"]);
+        if streak.trim().parse::<u32>().unwrap_or(0) >= 3 { Ok(()) } else { Err(streak) }
+    });
+    let failing_since = chrono::Utc::now();
+    let waiting = eventually("a status written after the failures", Duration::from_secs(30), || {
+        let s = lab.status_json("health")?;
+        let at = s["updatedAt"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        if at.is_some_and(|t| t > failing_since) { Ok(s) } else { Err(s.to_string()) }
+    });
+    assert_ne!(waiting["phase"], "Ready", "{waiting}");
+    assert!(waiting["message"].as_str().unwrap_or_default().contains("db 0/1"), "{waiting}");
+    println!("waiting: {}", waiting["message"]);
+
+    // Healthy: Ready within a few check intervals and polls.
+    docker_ok(&["exec", &container, "sh", "-c", ": > /up"]);
+    let healthy_at = std::time::Instant::now();
+    lab.wait_phase("health", "Ready", READY);
+    println!("health check passing -> Ready: {:?}", healthy_at.elapsed());
+    assert_eq!(running_container_of("health_db"), container, "the same task, not a new one");
+
+    let sick = lab.wait_phase_saying("sick", "Degraded", "unhealthy container", READY);
+    assert!(sick["message"].as_str().unwrap_or_default().contains("its health check kept failing"), "{sick}");
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::plan::{self, desired_lab, labels, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, LabMemory, Observed, Plan, Shaping};
+use crate::plan::{self, desired_lab, labels, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, LabMemory, Observed, Plan, Shaping, TroubleCause};
 use crate::spec::{Diagnostic, ValidLab};
 use crate::status::{condition_types as ct, EventReason, LabStatus, Phase, ScheduleStatus, ServiceStatus};
 use crate::store::LabStore;
@@ -440,8 +440,14 @@ async fn apply<S: Swarm>(
         if let Some(h) = have.filter(|h| h.running < s.desired) {
             if let Some(t) = &h.trouble {
                 let mut message = format!("{}: {}", t.state, t.message);
-                if t.image_missing {
-                    message.push_str(" (labd never pulls: build or `docker load` the image on every node)");
+                // Swarm holds a task with a health check in `starting` until the check passes.
+                if !t.failed && want.health.as_ref().is_some_and(plan::Health::runs) {
+                    message = format!("{}: {} (its health check has not passed yet)", t.state, t.message);
+                }
+                match t.cause {
+                    Some(TroubleCause::ImageMissing) => message.push_str(" (labd never pulls: build or `docker load` the image on every node)"),
+                    Some(TroubleCause::Unhealthy) => message.push_str(" (its health check kept failing: `docker inspect` a task's container; .State.Health.Log has the check's output)"),
+                    None => {}
                 }
                 if t.failed {
                     failing_tasks.push(format!("{}: {message}", want.short_name));
@@ -756,7 +762,7 @@ mod tests {
             message: "No such image: nope:latest".into(),
             node: "n1".into(),
             failed: true,
-            image_missing: true,
+            cause: Some(TroubleCause::ImageMissing),
         });
         let store = FakeStore::default();
         let l = lab(TWO);
@@ -764,6 +770,27 @@ mod tests {
         let o = pass(&swarm, &store, apply(&l), o.status).await;
         assert_eq!(o.status.phase, Phase::Degraded);
         assert!(o.status.message.contains("labd never pulls"), "{}", o.status.message);
+    }
+
+    #[tokio::test]
+    async fn a_task_waiting_for_its_health_check_or_killed_by_it_says_so() {
+        let swarm = FakeSwarm::default();
+        swarm.state.lock().unwrap().start_after = 100;
+        let starting = TaskTrouble { state: "starting".into(), message: "starting".into(), node: "n1".into(), failed: false, cause: None };
+        swarm.state.lock().unwrap().trouble = Some(starting);
+        let store = FakeStore::default();
+        let l = lab("  services:\n    db: {healthcheck: {test: test -f /up}}\n");
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!(o.status.phase, Phase::Progressing);
+        assert_eq!(o.status.services["db"].message, "starting: starting (its health check has not passed yet)");
+
+        let unhealthy = "task: non-zero exit (143): dockerexec: unhealthy container";
+        let killed = TaskTrouble { state: "failed".into(), message: unhealthy.into(), node: "n1".into(), failed: true, cause: Some(TroubleCause::Unhealthy) };
+        swarm.state.lock().unwrap().trouble = Some(killed);
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!(o.status.phase, Phase::Degraded);
+        assert!(o.status.message.contains(unhealthy) && o.status.message.contains("its health check kept failing"), "{}", o.status.message);
     }
 
     #[tokio::test]

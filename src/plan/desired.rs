@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::labels;
 use crate::spec::links::{Destination, Directed, Toward};
-use crate::spec::{EffectiveConditions, EndpointMode, InForce, Lab, Mode, Port, Service};
+use crate::spec::{Command, EffectiveConditions, EndpointMode, InForce, Lab, Mode, Port, Service};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredNetwork {
@@ -45,6 +45,7 @@ pub struct DesiredService {
     pub env: Vec<String>,
     pub init: Option<bool>,
     pub stop_grace_period: Option<Duration>,
+    pub health: Option<Health>,
     pub cap_add: Vec<String>,
     pub limits: Option<Limits>,
     pub constraints: Vec<String>,
@@ -55,6 +56,35 @@ pub struct DesiredService {
     /// Effective conditions per network short name (not part of the Swarm spec: changing them
     /// must never restart a task, so the node agent applies them in place).
     pub shaping: BTreeMap<String, EffectiveConditions>,
+}
+
+/// A health check in Docker's terms: `test` is `["CMD", …]`, `["CMD-SHELL", line]`, `["NONE"]`
+/// (off), or empty (the image's own); `None` timings keep the image's or Docker's.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Health {
+    pub test: Vec<String>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    pub start_period: Option<Duration>,
+}
+
+impl Health {
+    /// Whether a check runs at all (not `disable: true`; an empty test is the image's own).
+    pub fn runs(&self) -> bool {
+        self.test.first().map(String::as_str) != Some("NONE")
+    }
+
+    fn of(check: &crate::spec::Healthcheck) -> Health {
+        let test = match (&check.test, check.disable) {
+            (_, Some(true)) => vec!["NONE".to_string()],
+            (Some(Command::Exec(args)), _) => std::iter::once("CMD".to_string()).chain(args.iter().cloned()).collect(),
+            (Some(Command::Shell(line)), _) => vec!["CMD-SHELL".to_string(), line.clone()],
+            (None, _) => Vec::new(),
+        };
+        let std = |d: Option<crate::spec::units::Duration>| d.map(|d| Duration::from_micros(d.micros));
+        Health { test, interval: std(check.interval), timeout: std(check.timeout), retries: check.retries, start_period: std(check.start_period) }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -175,6 +205,7 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
         env: svc.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         init: svc.init,
         stop_grace_period: svc.stop_grace_period.map(|d| Duration::from_micros(d.micros)),
+        health: svc.healthcheck.as_ref().map(Health::of),
         cap_add: svc.cap_add.clone(),
         limits: svc.resources.as_ref().map(|r| Limits {
             nano_cpus: r.cpus.map(|c| (c * 1e9).round() as i64),

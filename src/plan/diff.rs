@@ -34,8 +34,17 @@ pub struct TaskTrouble {
     pub node: String,
     /// The task ended in `failed` or `rejected` (not merely starting).
     pub failed: bool,
+    /// Why, where Docker's message says and the user can act on it.
+    pub cause: Option<TroubleCause>,
+}
+
+/// A task problem's cause that the status explains with what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TroubleCause {
     /// The node does not have the image (labd never pulls).
-    pub image_missing: bool,
+    ImageMissing,
+    /// Docker stopped the container because its health check kept failing.
+    Unhealthy,
 }
 
 

@@ -315,8 +315,39 @@ pub struct Service {
     /// Time between SIGTERM and SIGKILL; Swarm's default is 10s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_period: Option<Duration>,
+    /// A check Swarm runs in every task: a task counts as running (and the lab as Ready) only
+    /// once it passes, and one that keeps failing is replaced. As Compose's `healthcheck`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Healthcheck>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+}
+
+/// A health check (Docker's `HEALTHCHECK`). Fields left out keep the image's own values, or
+/// Docker's defaults (30s, 30s, 3, 0s).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Healthcheck {
+    /// The check, healthy when it exits 0: a list is run as is, a string by `/bin/sh -c`.
+    /// Left out: the image's own check, with the timings set here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<Command>,
+    /// Time between two checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    /// A check running longer than this has failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Failures in a row that make the task unhealthy (Swarm then replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub retries: Option<u32>,
+    /// Failures within this time of the start do not count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<Duration>,
+    /// `true`: no health check at all, not even the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable: Option<bool>,
 }
 
 /// `PUBLISHED:TARGET` or `TARGET`, with an optional `/tcp` or `/udp`.

@@ -284,6 +284,7 @@ impl Service {
             ports: if self.ports.is_empty() { d.ports.clone() } else { self.ports.clone() },
             init: self.init.or(d.init),
             stop_grace_period: self.stop_grace_period.or(d.stop_grace_period),
+            healthcheck: self.healthcheck.clone().or_else(|| d.healthcheck.clone()),
             labels,
         }
     }

@@ -304,6 +304,7 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
     let inherited = |svc: &Value, field: &str| svc.get(field).or_else(|| defaults.and_then(|d| d.get(field))).cloned();
     if let Some(d) = defaults {
         check_networks(networks, "/spec/defaults", d.get("networks"), &mut out);
+        check_healthcheck("/spec/defaults", d, &mut out);
     }
     for (svc_name, svc) in services {
         let base = format!("/spec/services/{}", pointer_segment(svc_name));
@@ -317,6 +318,7 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
             out.push(Finding::value(format!("{base}/replicas"), "`replicas` cannot be set with `mode: global` (one task per node)"));
         }
         check_networks(networks, &base, svc.get("networks"), &mut out);
+        check_healthcheck(&base, svc, &mut out);
     }
     let networks_of = |svc: &str| -> BTreeSet<String> {
         let list = services.get(svc).and_then(|s| inherited(s, "networks"));
@@ -631,7 +633,7 @@ fn check_units(node: &Value, pointer: &str, out: &mut Vec<Finding>) {
                 let child = format!("{pointer}/{}", pointer_segment(key));
                 if let Value::String(text) = value {
                     let parsed = match key.as_str() {
-                        "delay" | "jitter" | "stopGracePeriod" => text.parse::<Duration>().err(),
+                        "delay" | "jitter" | "stopGracePeriod" | "interval" | "timeout" | "startPeriod" => text.parse::<Duration>().err(),
                         "rate" => text.parse::<Rate>().err(),
                         "memory" => text.parse::<Memory>().err(),
                         _ => None,
@@ -650,6 +652,25 @@ fn check_units(node: &Value, pointer: &str, out: &mut Vec<Finding>) {
             }
         }
         _ => {}
+    }
+}
+
+/// What Docker would refuse in a health check, or take for "keep the image's" unasked.
+fn check_healthcheck(base: &str, svc: &Value, out: &mut Vec<Finding>) {
+    let Some(check) = svc.get("healthcheck") else { return };
+    let at = |field: &str| format!("{base}/healthcheck/{field}");
+    if check.get("disable").and_then(Value::as_bool) == Some(true) && check.get("test").is_some() {
+        out.push(Finding::key(at("disable"), "`disable: true` turns every check off, the image's too: remove `test` or `disable`"));
+    }
+    if check.get("test").and_then(Value::as_array).is_some_and(Vec::is_empty) {
+        out.push(Finding::value(at("test"), "an empty list: leave `test` out to keep the image's own check"));
+    }
+    // Docker reads 0 as "the image's value" and refuses anything between 0 and 1ms.
+    for (field, zero_allowed) in [("interval", false), ("timeout", false), ("startPeriod", true)] {
+        let Some(Ok(d)) = check.get(field).and_then(Value::as_str).map(str::parse::<Duration>) else { continue };
+        if d.micros < 1000 && !(zero_allowed && d.micros == 0) {
+            out.push(Finding::value(at(field), format!("must be at least 1ms (Docker's shortest){}", if zero_allowed { ", or 0s" } else { "" })));
+        }
     }
 }
 

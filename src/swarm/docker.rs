@@ -13,7 +13,7 @@ use bollard::Docker;
 use futures::{Stream, StreamExt};
 
 use super::{ContainerChange, EventSubject, Swarm, SwarmError, SwarmEvent, TaskTrouble};
-use crate::plan::{labels, memory, DesiredNetwork, DesiredService, LabMemory, Observed, ObservedNetwork, ObservedService};
+use crate::plan::{labels, memory, DesiredNetwork, DesiredService, LabMemory, Observed, ObservedNetwork, ObservedService, TroubleCause};
 
 #[derive(Clone)]
 pub struct DockerSwarm {
@@ -179,9 +179,15 @@ fn trouble_of(t: &bollard::models::Task) -> Option<TaskTrouble> {
         return None;
     }
     let message = status.err.filter(|e| !e.is_empty()).or(status.message)?;
-    let image_missing = message.contains("No such image") || message.contains("does not exist");
+    let cause = if message.contains("No such image") || message.contains("does not exist") {
+        Some(TroubleCause::ImageMissing)
+    } else if message.contains("unhealthy container") {
+        Some(TroubleCause::Unhealthy)
+    } else {
+        None
+    };
     let failed = matches!(state, TaskState::FAILED | TaskState::REJECTED);
-    Some(TaskTrouble { state: state.to_string(), message, node: t.node_id.clone().unwrap_or_default(), failed, image_missing })
+    Some(TaskTrouble { state: state.to_string(), message, node: t.node_id.clone().unwrap_or_default(), failed, cause })
 }
 
 impl Swarm for DockerSwarm {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, Ipam,
+    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, HealthConfig, Ipam,
     IpamConfig, Limit, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
     TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources,
 };
@@ -54,6 +54,14 @@ pub fn service_spec(svc: &DesiredService) -> ServiceSpec {
         env: non_empty(&svc.env),
         init: svc.init,
         stop_grace_period: svc.stop_grace_period.map(|d| d.as_nanos() as i64),
+        health_check: svc.health.as_ref().map(|h| HealthConfig {
+            test: non_empty(&h.test),
+            interval: h.interval.map(|d| d.as_nanos() as i64),
+            timeout: h.timeout.map(|d| d.as_nanos() as i64),
+            retries: h.retries.map(i64::from),
+            start_period: h.start_period.map(|d| d.as_nanos() as i64),
+            ..Default::default()
+        }),
         capability_add: non_empty(&svc.cap_add),
         ..Default::default()
     };
@@ -121,5 +129,24 @@ mod tests {
         let port = &endpoint.ports.unwrap()[0];
         assert_eq!((port.target_port, port.published_port, port.protocol), (Some(80), Some(8080), Some(EndpointPortConfigProtocolEnum::UDP)));
         assert_eq!(port.publish_mode, Some(EndpointPortConfigPublishModeEnum::HOST));
+        assert_eq!(c.health_check, None, "no check asked: the image's own stays");
+    }
+
+    #[test]
+    fn health_checks_become_dockers_test_forms_and_nanoseconds() {
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  defaults: {image: labbox:latest}\n  services:\n    exec: {healthcheck: {test: [nc, -z, localhost, '80'], interval: 500ms, timeout: 2s, retries: 5, startPeriod: 10s}}\n    shell: {healthcheck: {test: test -f /tmp/ok}}\n    timings: {healthcheck: {interval: 1s}}\n    off: {healthcheck: {disable: true}}\n";
+        let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
+        let desired = crate::plan::desired_lab(&lab.lab);
+        let check = |name: &str| {
+            let svc = desired.services.iter().find(|s| s.short_name == name).unwrap();
+            service_spec(svc).task_template.unwrap().container_spec.unwrap().health_check.unwrap()
+        };
+        let exec = check("exec");
+        assert_eq!(exec.test, Some(["CMD", "nc", "-z", "localhost", "80"].map(String::from).to_vec()));
+        assert_eq!((exec.interval, exec.timeout, exec.retries, exec.start_period), (Some(500_000_000), Some(2_000_000_000), Some(5), Some(10_000_000_000)));
+        assert_eq!(check("shell").test, Some(vec!["CMD-SHELL".to_string(), "test -f /tmp/ok".to_string()]));
+        let timings = check("timings");
+        assert_eq!((timings.test, timings.interval), (None, Some(1_000_000_000)), "no test: the image's, at this interval");
+        assert_eq!(check("off").test, Some(vec!["NONE".to_string()]));
     }
 }
