@@ -227,6 +227,15 @@ fn a_redis_that_loses_everything_neither_resumes_a_suspended_lab_nor_restarts_it
     let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap();
     assert_eq!(parse(&written_t0), parse(t0.as_str().unwrap()), "{labels}");
 
+    // The memory removed by hand (`docker config rm`): labd hears of it and writes it again.
+    docker_ok(&["config", "rm", "memo_swarmlab-memory"]);
+    let removed = std::time::Instant::now();
+    eventually("the memory written again", READY, || {
+        let l = memory_labels(name);
+        if l == labels { Ok(()) } else { Err(l.to_string()) }
+    });
+    println!("memory removed by hand -> written again: {:?}", removed.elapsed());
+
     // Redis emptied under a running labd: a change by hand stays (still suspended).
     lab.redis.cli(&["flushall"]);
     two_heartbeats(&lab);

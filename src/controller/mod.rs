@@ -133,8 +133,8 @@ struct LabState {
 enum Trigger {
     Files,
     Resync,
-    /// A Docker event on one of the lab's objects (`started`: one of its containers started).
-    Lab { lab: String, started: bool },
+    /// A Docker event on one of the lab's objects.
+    Lab { lab: String, subject: EventSubject },
     /// The lab's backoff or progress poll is over.
     Retry(String),
 }
@@ -288,6 +288,8 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                     match &item {
                         // A container's start or death changes tasks, not services or networks.
                         Ok(e) if matches!(e.subject, EventSubject::Container(_)) => swarm.invalidate_tasks(),
+                        // Memories are not part of the observed view.
+                        Ok(e) if e.subject == EventSubject::MemoryRemoved => {}
                         Ok(_) => swarm.invalidate(),
                         Err(_) => {}
                     }
@@ -301,9 +303,8 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                         }
                         Ok(e) => {
                             backoff = Duration::from_millis(250);
-                            let started = e.subject == EventSubject::Container(ContainerChange::Started);
                             if let Some(lab) = e.lab {
-                                if events_tx.send(Trigger::Lab { lab, started }).await.is_err() {
+                                if events_tx.send(Trigger::Lab { lab, subject: e.subject }).await.is_err() {
                                     return;
                                 }
                             }
@@ -429,10 +430,18 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                     }
                 }
             }
-            Trigger::Lab { lab, started } => {
-                if let Some(state) = self.labs.get_mut(&lab).filter(|_| started) {
-                    state.starts_unseen += 1;
-                    state.last_start = Some(Instant::now());
+            Trigger::Lab { lab, subject } => {
+                if let Some(state) = self.labs.get_mut(&lab) {
+                    match subject {
+                        EventSubject::Container(ContainerChange::Started) => {
+                            state.starts_unseen += 1;
+                            state.last_start = Some(Instant::now());
+                        }
+                        // Gone from Swarm (its own removal at a teardown included): the next
+                        // pass writes it again if there is anything to remember.
+                        EventSubject::MemoryRemoved => state.memory = None,
+                        _ => {}
+                    }
                 }
                 // Not at once: Swarm reports a task running a moment after its container's
                 // start event, and events come in bursts (one per task). Not postponed by the

@@ -442,6 +442,11 @@ async fn a_redis_that_restarts_empty_neither_resumes_a_suspended_lab_nor_restart
     let _ = c.swarm.events.send(SwarmEvent { subject: EventSubject::Service, name: "a_web".into(), lab: Some("a".into()) });
     eventually("the stack removed by hand restored with its memory", SOON, || c.services().contains(&"a_web".to_string()) && memory(&c.swarm, "a").is_some_and(|m| m.clock.is_some_and(|k| k.started_at == t0))).await;
 
+    // `docker config rm` of the memory alone (nothing else drifts): written again at once.
+    c.swarm.state.lock().unwrap().memories.remove("a");
+    let _ = c.swarm.events.send(SwarmEvent { subject: EventSubject::MemoryRemoved, name: "a_swarmlab-memory".into(), lab: Some("a".into()) });
+    eventually("the memory removed by hand written again", SOON, || memory(&c.swarm, "a").is_some_and(|m| m.clock.is_some_and(|k| k.started_at == t0))).await;
+
     // The memory goes with the lab.
     std::fs::remove_file(c.dir.path().join("a.yaml")).unwrap();
     eventually("a torn down with its memory", SOON, || memory(&c.swarm, "a").is_none() && !c.services().contains(&"a_web".to_string())).await;

@@ -22,9 +22,16 @@ pub const MEMORY: &str = "io.swarmlab.memory";
 /// The config's data (Swarm refuses an empty one): a line for whoever inspects it, base64.
 pub const DATA_BASE64: &str = "c3dhcm1sYWI6IHdoYXQgbGFiZCByZW1lbWJlcnMgb2YgdGhpcyBsYWIgaXMgaW4gdGhlIGxhYmVscwo=";
 
+const MEMORY_SUFFIX: &str = "_swarmlab-memory";
+
 /// The name of the lab's memory config.
 pub fn memory_name(lab: &str) -> String {
-    format!("{lab}_swarmlab-memory")
+    format!("{lab}{MEMORY_SUFFIX}")
+}
+
+/// The lab whose memory config has this name, if it is one.
+pub fn lab_of_memory(config: &str) -> Option<&str> {
+    config.strip_suffix(MEMORY_SUFFIX).filter(|lab| !lab.is_empty())
 }
 
 /// What labd keeps of a lab beyond its definition and its objects.
@@ -95,6 +102,13 @@ impl LabMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_memory_configs_name_gives_its_lab() {
+        assert_eq!(lab_of_memory(&memory_name("kad")), Some("kad"));
+        assert_eq!(lab_of_memory("kad_web"), None);
+        assert_eq!(lab_of_memory("_swarmlab-memory"), None);
+    }
 
     #[test]
     fn a_memory_reads_back_from_its_labels_and_only_ours_is_read() {

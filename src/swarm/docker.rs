@@ -76,10 +76,16 @@ impl DockerSwarm {
             (Some(EventMessageTypeEnum::NETWORK), _) => EventSubject::Network,
             (Some(EventMessageTypeEnum::NODE), _) => EventSubject::Node,
             (Some(EventMessageTypeEnum::CONTAINER), Some(action)) => EventSubject::Container(ContainerChange::from_action(action)?),
+            (Some(EventMessageTypeEnum::CONFIG), Some("remove")) => EventSubject::MemoryRemoved,
             _ => return None,
         };
         let attrs = e.actor.and_then(|a| a.attributes).unwrap_or_default();
         let name = attrs.get("name").cloned().unwrap_or_default();
+        if subject == EventSubject::MemoryRemoved {
+            // Only memory configs; they carry no labels in the event, their name says the lab.
+            let lab = memory::lab_of_memory(&name)?.to_string();
+            return Some(Ok(SwarmEvent { subject, name, lab: Some(lab) }));
+        }
         let lab = attrs
             .get(labels::LAB)
             .or_else(|| attrs.get(labels::STACK_NAMESPACE))
@@ -228,10 +234,10 @@ impl Swarm for DockerSwarm {
         self.counted(tasks, services, networks).await
     }
 
-    /// Service, network and node events and task containers starting or dying, each tagged
-    /// with the lab it belongs to.
+    /// Service, network and node events, task containers starting or dying, and memory configs
+    /// removed, each tagged with the lab it belongs to.
     fn events(&self) -> impl Stream<Item = Result<SwarmEvent, SwarmError>> + Send + 'static {
-        let types = ["service", "network", "container", "node"];
+        let types = ["service", "network", "container", "node", "config"];
         // Docker ANDs the keys: of every type, only the actions labd acts on. A task
         // container's create and destroy still come (dropped in `to_event`); the rest of its
         // life (attach, exec, kill, stop, network connect and disconnect) is not sent.

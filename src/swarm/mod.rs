@@ -46,6 +46,8 @@ pub enum EventSubject {
     Container(ContainerChange),
     /// A node went down or came back: every lab may have tasks there.
     Node,
+    /// The lab's memory config was removed (by hand, or by `docker stack rm` beside the file).
+    MemoryRemoved,
 }
 
 /// The two things that happen to a task's container that labd acts on.
