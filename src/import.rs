@@ -1,5 +1,5 @@
 //! From a Compose file to a Lab: what carries over (services, images, commands, environment,
-//! networks, replicas, resources, placement, ports, init, grace period, health check, labels), and a located
+//! networks, replicas, resources, placement, ports, init, grace period, health check, sysctls, labels), and a located
 //! note for everything that does not. Pure: text in, text out; the result is validated like
 //! any lab file before it is returned.
 
@@ -21,7 +21,7 @@ fn not_carried(key: &str) -> Option<&'static str> {
         "depends_on" => "Swarm starts services in no order; the lab is Ready when all run",
         "links" | "external_links" => "services reach each other by name on their networks",
         "expose" => "every port is reachable on the lab's networks",
-        "logging" | "secrets" | "configs" | "devices" | "privileged" | "security_opt" | "sysctls" | "ulimits" | "tmpfs" | "dns" | "extra_hosts" | "working_dir" | "user" | "entrypoint" | "stdin_open" | "tty" | "profiles" | "pid" | "ipc" | "network_mode" | "env_file" | "shm_size" | "platform" | "pull_policy" => {
+        "logging" | "secrets" | "configs" | "devices" | "privileged" | "security_opt" | "ulimits" | "tmpfs" | "dns" | "extra_hosts" | "working_dir" | "user" | "entrypoint" | "stdin_open" | "tty" | "profiles" | "pid" | "ipc" | "network_mode" | "env_file" | "shm_size" | "platform" | "pull_policy" => {
             "not supported by swarmlab"
         }
         _ => return None,
@@ -278,6 +278,9 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
             }
             "deploy" => deploy(ctx, &at, value, &mut out),
             "healthcheck" => healthcheck(ctx, &at, value, &mut out),
+            "sysctls" => {
+                out.insert("sysctls".into(), json!(key_values(value)));
+            }
             // Compose's extension fields: the file's own, ignored by Compose too.
             other if other.starts_with("x-") => {}
             other => match not_carried(other) {
@@ -440,7 +443,7 @@ mod tests {
 
     #[test]
     fn health_checks_carry_over_in_each_of_composes_forms() {
-        let compose = "services:\n  exec:\n    image: labbox:latest\n    healthcheck:\n      test: [CMD, nc, -z, localhost, '80']\n      interval: 1m30s\n      timeout: 10s\n      retries: 3\n      start_period: 40s\n      start_interval: 5s\n  shell:\n    image: labbox:latest\n    healthcheck: {test: [CMD-SHELL, test -f /tmp/ok]}\n  line:\n    image: labbox:latest\n    healthcheck: {test: test -f /tmp/ok}\n  off:\n    image: labbox:latest\n    healthcheck: {test: [NONE]}\n";
+        let compose = "services:\n  exec:\n    image: labbox:latest\n    sysctls: [net.ipv4.ip_default_ttl=42]\n    healthcheck:\n      test: [CMD, nc, -z, localhost, '80']\n      interval: 1m30s\n      timeout: 10s\n      retries: 3\n      start_period: 40s\n      start_interval: 5s\n  shell:\n    image: labbox:latest\n    healthcheck: {test: [CMD-SHELL, test -f /tmp/ok]}\n  line:\n    image: labbox:latest\n    healthcheck: {test: test -f /tmp/ok}\n  off:\n    image: labbox:latest\n    healthcheck: {test: [NONE]}\n";
         let out = compose_to_lab(Path::new("compose.yml"), compose, "hc", &vec![]).expect("valid");
         let lab = parse_file(Path::new("hc.yaml"), &out.text).remove(0).result.unwrap().lab;
         let check = |name: &str| lab.spec.services[name].healthcheck.clone().unwrap();
@@ -451,7 +454,8 @@ mod tests {
         assert_eq!(check("shell").test, Some(crate::spec::Command::Shell("test -f /tmp/ok".into())));
         assert_eq!(check("line").test, check("shell").test);
         assert_eq!((check("off").test, check("off").disable), (None, Some(true)));
-        assert!(out.text.contains("#   10:7: services.exec.healthcheck.start_interval: not carried"), "{}", out.text);
+        assert!(out.text.contains("#   11:7: services.exec.healthcheck.start_interval: not carried"), "{}", out.text);
+        assert_eq!(lab.spec.services["exec"].sysctls["net.ipv4.ip_default_ttl"].to_string(), "42");
         assert_eq!(out.notes.len(), 1, "{:?}", out.notes);
     }
 

@@ -554,3 +554,32 @@ fn a_health_check_holds_ready_until_it_passes_and_an_unhealthy_task_is_reported(
     let sick = lab.wait_phase_saying("sick", "Degraded", "unhealthy container", READY);
     assert!(sick["message"].as_str().unwrap_or_default().contains("its health check kept failing"), "{sick}");
 }
+
+/// Kernel settings of each task's own network namespace (`sysctls`), as a user comparing TCP
+/// congestion control under the same conditions sets them: read back inside the task, the
+/// host's left alone, and an edit restarts the task with the new value.
+#[test]
+fn sysctls_are_set_in_each_tasks_own_namespace_and_an_edit_applies() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("knobs".into());
+    remove_lab_objects("knobs");
+    let knobs = |ttl: u32| lab_yaml("knobs", &format!("    web:\n      sysctls: {{net.ipv4.ip_default_ttl: {ttl}, net.ipv4.tcp_congestion_control: reno}}\n"));
+    let host_ttl = std::fs::read_to_string("/proc/sys/net/ipv4/ip_default_ttl").unwrap();
+    lab.write("knobs.yaml", &knobs(42));
+    lab.start_labd();
+    lab.wait_phase("knobs", "Ready", READY);
+    // A task being replaced may be gone between the listing and the exec: that reads as "".
+    let read = |container: &str, key: &str| String::from_utf8_lossy(&docker(&["exec", container, "cat", &format!("/proc/sys/net/ipv4/{key}")]).stdout).trim().to_string();
+    let first = running_container_of("knobs_web");
+    assert_eq!(read(&first, "ip_default_ttl"), "42");
+    assert_eq!(read(&first, "tcp_congestion_control"), "reno");
+    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_default_ttl").unwrap(), host_ttl, "the host's own setting changed");
+
+    lab.write("knobs.yaml", &knobs(7));
+    eventually("a task with the new value", READY, || {
+        let now = running_container_of("knobs_web");
+        let ttl = read(&now, "ip_default_ttl");
+        if now != first && ttl == "7" { Ok(()) } else { Err(format!("{now} ttl {ttl}")) }
+    });
+    lab.wait_phase("knobs", "Ready", READY);
+}

@@ -46,6 +46,7 @@ pub struct DesiredService {
     pub init: Option<bool>,
     pub stop_grace_period: Option<Duration>,
     pub health: Option<Health>,
+    pub sysctls: HashMap<String, String>,
     pub cap_add: Vec<String>,
     pub limits: Option<Limits>,
     pub constraints: Vec<String>,
@@ -206,6 +207,7 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
         init: svc.init,
         stop_grace_period: svc.stop_grace_period.map(|d| Duration::from_micros(d.micros)),
         health: svc.healthcheck.as_ref().map(Health::of),
+        sysctls: svc.sysctls.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
         cap_add: svc.cap_add.clone(),
         limits: svc.resources.as_ref().map(|r| Limits {
             nano_cpus: r.cpus.map(|c| (c * 1e9).round() as i64),

@@ -315,6 +315,10 @@ pub struct Service {
     /// Time between SIGTERM and SIGKILL; Swarm's default is 10s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_period: Option<Duration>,
+    /// Kernel settings of each task's own namespaces, e.g. `net.ipv4.tcp_congestion_control:
+    /// reno` (as Compose's `sysctls`): only namespaced ones, `net.*` and the IPC ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, EnvValue>,
     /// A check Swarm runs in every task: a task counts as running (and the lab as Ready) only
     /// once it passes, and one that keeps failing is replaced. As Compose's `healthcheck`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

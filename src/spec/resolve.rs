@@ -260,13 +260,15 @@ impl Conditions {
 
 impl Service {
     /// This service with `defaults` filled in wherever it sets nothing itself; maps (env,
-    /// labels) are merged with the service's keys winning.
+    /// labels, sysctls) are merged with the service's keys winning.
     pub fn with_defaults(&self, defaults: Option<&Service>) -> Service {
         let Some(d) = defaults else { return self.clone() };
         let mut env = d.env.clone();
         env.extend(self.env.clone());
         let mut labels = d.labels.clone();
         labels.extend(self.labels.clone());
+        let mut sysctls = d.sysctls.clone();
+        sysctls.extend(self.sysctls.clone());
         Service {
             image: self.image.clone().or_else(|| d.image.clone()),
             replicas: self.replicas.or(d.replicas),
@@ -285,6 +287,7 @@ impl Service {
             init: self.init.or(d.init),
             stop_grace_period: self.stop_grace_period.or(d.stop_grace_period),
             healthcheck: self.healthcheck.clone().or_else(|| d.healthcheck.clone()),
+            sysctls,
             labels,
         }
     }
@@ -332,6 +335,18 @@ mod tests {
         let mut c = Conditions::default();
         f(&mut c);
         c
+    }
+
+    #[test]
+    fn defaults_fill_what_a_service_leaves_out_and_maps_merge_with_the_service_winning() {
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: d}\nspec:\n  defaults:\n    image: labbox:latest\n    env: {A: '1', B: '2'}\n    sysctls: {net.ipv4.ip_default_ttl: 42, net.core.somaxconn: 128}\n    healthcheck: {test: 'true'}\n  services:\n    web:\n      env: {B: '3'}\n      sysctls: {net.core.somaxconn: 1024}\n      healthcheck: {disable: true}\n";
+        let lab = crate::spec::parse_file(std::path::Path::new("d.yaml"), text).remove(0).result.expect("valid").lab;
+        let (_, web) = lab.resolved_services().next().unwrap();
+        let text_of = |m: &std::collections::BTreeMap<String, crate::spec::EnvValue>| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>();
+        assert_eq!(text_of(&web.env), ["A=1", "B=3"]);
+        assert_eq!(text_of(&web.sysctls), ["net.core.somaxconn=1024", "net.ipv4.ip_default_ttl=42"]);
+        assert_eq!(web.healthcheck.and_then(|h| h.disable), Some(true), "a health check is taken whole, not merged");
+        assert_eq!(web.image.as_deref(), Some("labbox:latest"));
     }
 
     #[test]

@@ -305,6 +305,7 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
     if let Some(d) = defaults {
         check_networks(networks, "/spec/defaults", d.get("networks"), &mut out);
         check_healthcheck("/spec/defaults", d, &mut out);
+        check_sysctls("/spec/defaults", d, &mut out);
     }
     for (svc_name, svc) in services {
         let base = format!("/spec/services/{}", pointer_segment(svc_name));
@@ -319,6 +320,7 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
         }
         check_networks(networks, &base, svc.get("networks"), &mut out);
         check_healthcheck(&base, svc, &mut out);
+        check_sysctls(&base, svc, &mut out);
     }
     let networks_of = |svc: &str| -> BTreeSet<String> {
         let list = services.get(svc).and_then(|s| inherited(s, "networks"));
@@ -652,6 +654,22 @@ fn check_units(node: &Value, pointer: &str, out: &mut Vec<Finding>) {
             }
         }
         _ => {}
+    }
+}
+
+/// Docker sets only the sysctls of a task's own namespaces (its network and IPC ones); any
+/// other would fail every task at its start, so it is refused here, with its position.
+fn check_sysctls(base: &str, svc: &Value, out: &mut Vec<Finding>) {
+    const IPC: [&str; 8] = ["kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"];
+    let Some(sysctls) = svc.get("sysctls").and_then(Value::as_object) else { return };
+    for key in sysctls.keys() {
+        let namespaced = key.starts_with("net.") || key.starts_with("fs.mqueue.") || IPC.contains(&key.as_str());
+        if !namespaced {
+            out.push(Finding::key(
+                format!("{base}/sysctls/{}", pointer_segment(key)),
+                format!("`{key}` is not a setting of the task's own namespaces (it would change the whole node): a task may set `net.*`, `fs.mqueue.*` and `kernel.shm*`/`msg*`/`sem`"),
+            ));
+        }
     }
 }
 

@@ -63,6 +63,7 @@ pub fn service_spec(svc: &DesiredService) -> ServiceSpec {
             ..Default::default()
         }),
         capability_add: non_empty(&svc.cap_add),
+        sysctls: (!svc.sysctls.is_empty()).then(|| svc.sysctls.clone()),
         ..Default::default()
     };
     let placement = (!svc.constraints.is_empty() || svc.max_replicas_per_node.is_some()).then(|| TaskSpecPlacement {
@@ -107,7 +108,7 @@ mod tests {
 
     #[test]
     fn a_service_becomes_the_spec_docker_service_create_would_send() {
-        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2}\n      ports: ['8080:80/udp']\n      networks: [dht]\n";
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2}\n      ports: ['8080:80/udp']\n      networks: [dht]\n      sysctls: {net.ipv4.ip_default_ttl: 42, net.ipv4.tcp_congestion_control: reno}\n";
         let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
         let desired = crate::plan::desired_lab(&lab.lab);
         let spec = service_spec(&desired.services[0]);
@@ -130,6 +131,8 @@ mod tests {
         assert_eq!((port.target_port, port.published_port, port.protocol), (Some(80), Some(8080), Some(EndpointPortConfigProtocolEnum::UDP)));
         assert_eq!(port.publish_mode, Some(EndpointPortConfigPublishModeEnum::HOST));
         assert_eq!(c.health_check, None, "no check asked: the image's own stays");
+        let sysctls = c.sysctls.unwrap();
+        assert_eq!((sysctls["net.ipv4.ip_default_ttl"].as_str(), sysctls["net.ipv4.tcp_congestion_control"].as_str()), ("42", "reno"));
     }
 
     #[test]
