@@ -108,7 +108,7 @@ fn a_lab_defined_twice_is_an_error_on_both_definitions() {
 fn compose_style_anchors_and_merge_keys_make_the_same_lab_as_writing_it_out() {
     let dir = tempfile::tempdir().unwrap();
     let head = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata:\n  name: dry\n";
-    write(dir.path(), "merged.yaml", &format!("{head}x-node: &node\n  image: labbox:latest\n  replicas: 2\n  networks: [a]\nspec:\n  networks: {{a: {{}}}}\n  services:\n    one: *node\n    two:\n      <<: *node\n      replicas: 3\n"));
+    write(dir.path(), "merged.yaml", &format!("{head}x-unused: {{replicas: lots, delay: 100000h}}\nx-node: &node\n  image: labbox:latest\n  replicas: 2\n  networks: [a]\nspec:\n  networks: {{a: {{}}}}\n  services:\n    one: *node\n    two:\n      <<: *node\n      replicas: 3\n"));
     write(dir.path(), "written-out.yaml", &format!("{head}spec:\n  networks: {{a: {{}}}}\n  services:\n    one: {{image: labbox:latest, replicas: 2, networks: [a]}}\n    two: {{image: labbox:latest, replicas: 3, networks: [a]}}\n"));
     let revision = |file: &str| {
         let out = labctl().arg("validate").arg(dir.path().join(file)).output().unwrap();
@@ -117,7 +117,7 @@ fn compose_style_anchors_and_merge_keys_make_the_same_lab_as_writing_it_out() {
         assert!(stdout.contains("2 services, 5 replicas"), "{file}: {stdout}");
         stdout.split_whitespace().skip_while(|w| *w != "revision").nth(1).unwrap().to_string()
     };
-    assert_eq!(revision("merged.yaml"), revision("written-out.yaml"), "the `x-` field and the merge are not part of the lab");
+    assert_eq!(revision("merged.yaml"), revision("written-out.yaml"), "the `x-` fields and the merge are not part of the lab");
 
     // An error in a merged value is reported where its text is: in the anchor.
     write(dir.path(), "bad.yaml", &format!("{head}x-node: &node\n  image: labbox:latest\n  replicas: lots\nspec:\n  services:\n    one:\n      <<: *node\n    two:\n      <<: 7\n      image: labbox:latest\nextra: 1\n"));

@@ -89,32 +89,33 @@ impl Finding {
 }
 
 fn validate_document(path: &Path, doc: Document) -> LabDocument {
-    let name = doc.value.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string);
+    // Extension fields served the YAML (anchors, merged where used, and checked there); the
+    // lab, its revision included, is the rest. Pointers into the rest are unchanged.
+    let mut value = doc.value;
+    if let Value::Object(fields) = &mut value {
+        fields.retain(|k, _| !k.starts_with(EXTENSION_PREFIX));
+    }
+    let name = value.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string);
     let name_mark = doc.positions.value("/metadata/name");
     let mut findings: Vec<Finding> = doc.problems.iter().map(|(p, m)| Finding::value(p.clone(), m.clone())).collect();
-    if !doc.value.is_object() {
-        findings.push(Finding::value("", format!("expected a Lab mapping (apiVersion: {API_VERSION}, kind: {KIND}), found {}", type_name(&doc.value))));
+    if !value.is_object() {
+        findings.push(Finding::value("", format!("expected a Lab mapping (apiVersion: {API_VERSION}, kind: {KIND}), found {}", type_name(&value))));
     } else {
-        for error in validator().iter_errors(&doc.value) {
-            findings.extend(schema_findings(&error, &doc.value));
+        for error in validator().iter_errors(&value) {
+            findings.extend(schema_findings(&error, &value));
         }
-        findings.extend(semantic_findings(&doc.value));
+        findings.extend(semantic_findings(&value));
     }
     let mut lab = None;
     if findings.is_empty() {
-        // Extension fields served the YAML (anchors); the lab, its revision included, is the rest.
-        let mut value = doc.value.clone();
-        if let Value::Object(fields) = &mut value {
-            fields.retain(|k, _| !k.starts_with(EXTENSION_PREFIX));
-        }
-        match serde_json::from_value::<Lab>(value) {
+        match serde_json::from_value::<Lab>(value.clone()) {
             Ok(parsed) => lab = Some(parsed),
             Err(e) => findings.push(Finding::value("", e.to_string())),
         }
     }
     let result = match (lab, findings.is_empty()) {
         (Some(lab), true) => Ok(ValidLab { revision: revision_of(&lab), lab: std::sync::Arc::new(lab) }),
-        _ => Err(to_diagnostics(path, &doc.value, &doc.positions, findings)),
+        _ => Err(to_diagnostics(path, &value, &doc.positions, findings)),
     };
     LabDocument { name, name_mark, result }
 }
