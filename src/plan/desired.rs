@@ -83,8 +83,8 @@ impl Health {
             (Some(Command::Shell(line)), _) => vec!["CMD-SHELL".to_string(), line.clone()],
             (None, _) => Vec::new(),
         };
-        let std = |d: Option<crate::spec::units::Duration>| d.map(|d| Duration::from_micros(d.micros));
-        Health { test, interval: std(check.interval), timeout: std(check.timeout), retries: check.retries, start_period: std(check.start_period) }
+        let std = crate::spec::units::Duration::as_std;
+        Health { test, interval: check.interval.map(std), timeout: check.timeout.map(std), retries: check.retries, start_period: check.start_period.map(std) }
     }
 }
 
