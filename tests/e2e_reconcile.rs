@@ -555,31 +555,62 @@ fn a_health_check_holds_ready_until_it_passes_and_an_unhealthy_task_is_reported(
     assert!(sick["message"].as_str().unwrap_or_default().contains("its health check kept failing"), "{sick}");
 }
 
-/// Kernel settings of each task's own network namespace (`sysctls`), as a user comparing TCP
-/// congestion control under the same conditions sets them: read back inside the task, the
-/// host's left alone, and an edit restarts the task with the new value.
+/// What a task starts with beyond its image: kernel settings of its own network namespace
+/// (`sysctls`, as a user comparing TCP congestion control under the same conditions sets them)
+/// and files written in the lab (`configs`, as Compose's). Both read back inside the task, the
+/// host's settings left alone; an edit of either restarts the task with the new value, the
+/// file's old config goes once no service names it, and the lab's removal takes the rest.
 #[test]
-fn sysctls_are_set_in_each_tasks_own_namespace_and_an_edit_applies() {
+fn sysctls_and_files_are_set_in_each_task_and_an_edit_applies() {
     let mut lab = Lab::new();
     lab.cleanup.push("knobs".into());
     remove_lab_objects("knobs");
-    let knobs = |ttl: u32| lab_yaml("knobs", &format!("    web:\n      sysctls: {{net.ipv4.ip_default_ttl: {ttl}, net.ipv4.tcp_congestion_control: reno}}\n"));
+    let knobs = |ttl: u32, peers: &str| {
+        let services = format!("    web:\n      sysctls: {{net.ipv4.ip_default_ttl: {ttl}, net.ipv4.tcp_congestion_control: reno}}\n      configs:\n        - {{source: peers.conf, target: /etc/dht/peers.conf, uid: '1000', mode: 0440}}\n");
+        format!("{}  configs:\n    peers.conf:\n      content: |\n        {peers}\n", lab_yaml("knobs", &services))
+    };
     let host_ttl = std::fs::read_to_string("/proc/sys/net/ipv4/ip_default_ttl").unwrap();
-    lab.write("knobs.yaml", &knobs(42));
+    lab.write("knobs.yaml", &knobs(42, "seed-1:4000"));
     lab.start_labd();
     lab.wait_phase("knobs", "Ready", READY);
     // A task being replaced may be gone between the listing and the exec: that reads as "".
-    let read = |container: &str, key: &str| String::from_utf8_lossy(&docker(&["exec", container, "cat", &format!("/proc/sys/net/ipv4/{key}")]).stdout).trim().to_string();
+    let cat = |container: &str, path: &str| String::from_utf8_lossy(&docker(&["exec", container, "cat", path]).stdout).trim().to_string();
+    let read = |container: &str, key: &str| cat(container, &format!("/proc/sys/net/ipv4/{key}"));
     let first = running_container_of("knobs_web");
     assert_eq!(read(&first, "ip_default_ttl"), "42");
     assert_eq!(read(&first, "tcp_congestion_control"), "reno");
     assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_default_ttl").unwrap(), host_ttl, "the host's own setting changed");
+    assert_eq!(cat(&first, "/etc/dht/peers.conf"), "seed-1:4000");
+    // `ls -ln`: mode, links, uid, gid, … (the image has no `stat`).
+    let listing = docker_ok(&["exec", &first, "ls", "-ln", "/etc/dht/peers.conf"]);
+    let fields: Vec<&str> = listing.split_whitespace().collect();
+    assert_eq!((fields[0], fields[2]), ("-r--r-----", "1000"), "mode 0440 (read as octal, as Compose reads it) and uid: {listing}");
+    let configs = || docker_ok(&["config", "ls", "--filter", "label=io.swarmlab.lab=knobs", "--filter", "label=io.swarmlab.file", "--format", "{{.Name}}"]);
+    let first_configs = configs();
+    assert_eq!(first_configs.lines().count(), 1, "{first_configs}");
 
-    lab.write("knobs.yaml", &knobs(7));
-    eventually("a task with the new value", READY, || {
+    lab.write("knobs.yaml", &knobs(7, "seed-1:4000"));
+    let second = eventually("a task with the new value", READY, || {
         let now = running_container_of("knobs_web");
         let ttl = read(&now, "ip_default_ttl");
-        if now != first && ttl == "7" { Ok(()) } else { Err(format!("{now} ttl {ttl}")) }
+        if now != first && ttl == "7" { Ok(now) } else { Err(format!("{now} ttl {ttl}")) }
     });
     lab.wait_phase("knobs", "Ready", READY);
+    assert_eq!(configs(), first_configs, "the same content keeps its config");
+
+    lab.write("knobs.yaml", &knobs(7, "seed-2:4000"));
+    eventually("a task with the new file", READY, || {
+        let now = running_container_of("knobs_web");
+        let peers = cat(&now, "/etc/dht/peers.conf");
+        if now != second && peers == "seed-2:4000" { Ok(()) } else { Err(format!("{now}: {peers:?}")) }
+    });
+    lab.wait_phase("knobs", "Ready", READY);
+    let now_configs = configs();
+    assert!(now_configs.lines().count() == 1 && now_configs != first_configs, "the old content's config is removed: {now_configs}");
+
+    lab.remove("knobs.yaml");
+    eventually("the lab and its files gone", READY, || {
+        let left = format!("{}{}", docker_ok(&["service", "ls", "-q", "--filter", "label=io.swarmlab.lab=knobs"]), configs());
+        if left.trim().is_empty() { Ok(()) } else { Err(left) }
+    });
 }

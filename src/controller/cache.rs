@@ -136,6 +136,10 @@ impl<S: Swarm> Swarm for Cached<S> {
         self.inner.remember(lab, memory).await
     }
 
+    async fn prune_files(&self, lab: &str, keep: &std::collections::BTreeSet<String>) -> Result<(), SwarmError> {
+        self.inner.prune_files(lab, keep).await
+    }
+
     async fn forget(&self, lab: &str) -> Result<(), SwarmError> {
         self.inner.forget(lab).await
     }

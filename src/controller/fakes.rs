@@ -29,8 +29,31 @@ pub struct FakeState {
     pub memories: BTreeMap<String, LabMemory>,
     /// The next this many reads of the memories fail (a manager without a leader yet).
     pub memories_unreadable: u32,
+    /// The file configs that exist, by name.
+    pub file_configs: std::collections::BTreeSet<String>,
+    /// The file configs each service (by id) names: Swarm refuses to remove those.
+    service_files: HashMap<String, Vec<String>>,
     starting: HashMap<String, u32>,
     next_id: u64,
+}
+
+impl FakeState {
+    /// The service's files exist (created with it, as Docker's edge does) and it names them.
+    fn name_files(&mut self, id: &str, svc: &DesiredService) {
+        let names: Vec<String> = svc.files.iter().map(|f| f.config_name.clone()).collect();
+        self.file_configs.extend(names.iter().cloned());
+        self.service_files.insert(id.to_string(), names);
+    }
+
+    /// Removes the lab's file configs but `keep` and those a service still names.
+    fn remove_files(&mut self, lab: &str, keep: &std::collections::BTreeSet<String>) {
+        let named: std::collections::BTreeSet<&String> = self.service_files.values().flatten().collect();
+        let prefix = format!("{lab}_");
+        let gone: Vec<String> = self.file_configs.iter().filter(|c| c.starts_with(&prefix) && !keep.contains(*c) && !named.contains(c)).cloned().collect();
+        for c in gone {
+            self.file_configs.remove(&c);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -161,6 +184,7 @@ impl Swarm for FakeSwarm {
             let id = format!("s{}", s.next_id);
             let replicas = svc.replicas.unwrap_or(1);
             s.starting.insert(id.clone(), s.start_after);
+            s.name_files(&id, svc);
             s.services.push(ObservedService {
                 id,
                 name: svc.name.clone(),
@@ -190,6 +214,7 @@ impl Swarm for FakeSwarm {
             have.desired = svc.replicas.unwrap_or(1);
             have.stopping = have.running.saturating_sub(have.desired);
             have.running = have.running.min(have.desired);
+            s.name_files(id, svc);
             Ok(())
         })
     }
@@ -200,6 +225,7 @@ impl Swarm for FakeSwarm {
                 return Err(SwarmError::NotFound(format!("service {id}")));
             }
             s.services.retain(|x| x.id != id);
+            s.service_files.remove(id);
             Ok(())
         })
     }
@@ -226,8 +252,16 @@ impl Swarm for FakeSwarm {
         })
     }
 
+    async fn prune_files(&self, lab: &str, keep: &std::collections::BTreeSet<String>) -> Result<(), SwarmError> {
+        self.change("remove configs", |s| {
+            s.remove_files(lab, keep);
+            Ok(())
+        })
+    }
+
     async fn forget(&self, lab: &str) -> Result<(), SwarmError> {
         self.change(&format!("remove config {lab}_swarmlab-memory"), |s| {
+            s.remove_files(lab, &Default::default());
             s.memories.remove(lab);
             Ok(())
         })

@@ -416,6 +416,15 @@ async fn apply<S: Swarm>(
     let drift = plan.drift as u64 + vanished;
     let seen = Some(seen_after(name, observed, &plan));
     let (actions, swarm_errors) = execute(swarm, store, name, &plan).await;
+    // Files no service names any more (a new content is a new config; a file or a service
+    // dropped) go once the services are updated. Swarm keeps any a service still names (an
+    // update that failed); the lab's removal takes whatever is left.
+    if plan.actions.iter().any(|a| matches!(a, Action::UpdateService { .. } | Action::RemoveService { .. })) {
+        let keep = desired.services.iter().flat_map(|s| &s.files).map(|f| f.config_name.clone()).collect();
+        if let Err(e) = swarm.prune_files(name, &keep).await {
+            tracing::warn!(lab = name, error = %e, "cannot remove the file configs no service names any more; they go with the next update or with the lab");
+        }
+    }
     let errors: Vec<String> = swarm_errors.iter().map(|e| e.to_string()).collect();
 
 
@@ -915,6 +924,35 @@ mod tests {
         assert!(o.gone);
         let o = pass(&swarm, &store, Target::Orphaned("x".into()), o.status).await;
         assert!(o.gone, "an orphan with nothing on Swarm is only a stale status");
+    }
+
+    #[tokio::test]
+    async fn a_files_new_content_rolls_its_services_onto_a_new_config_and_the_old_one_goes_then_all_go_with_the_lab() {
+        let swarm = FakeSwarm::default();
+        let store = FakeStore::default();
+        let files = |content: &str| format!("  configs: {{app.conf: {{content: '{content}'}}}}\n  services:\n    a: {{configs: [app.conf]}}\n    b: {{configs: [{{source: app.conf, target: /etc/app.conf}}]}}\n    c: {{}}\n");
+        let configs = || swarm.state.lock().unwrap().file_configs.clone();
+        let v1 = lab(&files("x = 1"));
+        let o = pass(&swarm, &store, apply(&v1), LabStatus::default()).await;
+        let first = configs();
+        assert_eq!(first.len(), 2, "one config per service that mounts the file: {first:?}");
+        assert!(first.iter().all(|c| c.starts_with("t_a-") || c.starts_with("t_b-")), "{first:?}");
+        let v2 = lab(&files("x = 2"));
+        let o = pass(&swarm, &store, apply(&v2), o.status).await;
+        assert_eq!(o.actions.get("update"), Some(&2), "the two services that mount it, not c");
+        let second = configs();
+        assert_eq!(second.len(), 2, "the old contents' configs are gone: {second:?}");
+        assert!(second.is_disjoint(&first));
+        // A service that stops mounting it: its config goes with the update.
+        let v3 = lab("  configs: {app.conf: {content: 'x = 2'}}\n  services:\n    a: {configs: [app.conf]}\n    b: {}\n    c: {}\n");
+        let o = pass(&swarm, &store, apply(&v3), o.status).await;
+        let third = configs();
+        assert_eq!(third.len(), 1);
+        assert!(third.is_subset(&second) && third.iter().all(|c| c.starts_with("t_a-")), "{third:?}");
+        let o = pass(&swarm, &store, Target::Delete, o.status).await;
+        let o = pass(&swarm, &store, Target::Delete, o.status).await;
+        assert!(o.gone);
+        assert!(configs().is_empty(), "removed with the lab");
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::labels;
 use crate::spec::links::{Destination, Directed, Toward};
-use crate::spec::{Command, EffectiveConditions, EndpointMode, InForce, Lab, Mode, Port, Service};
+use crate::spec::{Command, ConfigMount, EffectiveConditions, EndpointMode, InForce, Lab, Mode, Port, Service, CONFIG_DEFAULT_MODE};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredNetwork {
@@ -47,6 +47,8 @@ pub struct DesiredService {
     pub stop_grace_period: Option<Duration>,
     pub health: Option<Health>,
     pub sysctls: HashMap<String, String>,
+    /// Files mounted in every task, each a Swarm config of the service's own.
+    pub files: Vec<DesiredFile>,
     pub cap_add: Vec<String>,
     pub limits: Option<Limits>,
     pub constraints: Vec<String>,
@@ -85,6 +87,55 @@ impl Health {
         };
         let std = crate::spec::units::Duration::as_std;
         Health { test, interval: check.interval.map(std), timeout: check.timeout.map(std), retries: check.retries, start_period: check.start_period.map(std) }
+    }
+}
+
+/// A file in the service's tasks. Swarm cannot change a config's content, so the config's
+/// name carries a hash of it: new content is a new config, and the service's update rolls its
+/// tasks onto it (the old one is removed once the service no longer names it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredFile {
+    /// `<lab>_<service>-<hash of name and content>` (Docker takes 64 characters: a long
+    /// `<lab>_<service>` is cut; the labels say whose it is).
+    pub config_name: String,
+    /// Its name in `spec.configs`.
+    pub source: String,
+    pub target: String,
+    pub uid: String,
+    pub gid: String,
+    pub mode: u32,
+    pub content: String,
+    /// Ownership (the service's [`labels::MEMBER`]) and [`labels::FILE`].
+    pub labels: HashMap<String, String>,
+}
+
+/// Docker's longest config name.
+const CONFIG_NAME_MAX: usize = 64;
+
+impl DesiredFile {
+    fn of(lab: &Lab, service: &str, mount: &ConfigMount) -> DesiredFile {
+        let source = mount.source().to_string();
+        let content = lab.spec.configs.get(&source).map(|c| c.content.clone()).unwrap_or_default();
+        // The service is in the hash too: names cut short stay apart.
+        let hash = hex::encode(&Sha256::digest(format!("{service}\0{source}\0{content}"))[..6]);
+        let owner = object_name(&lab.metadata.name, service);
+        let prefix: String = owner.chars().take(CONFIG_NAME_MAX - 1 - hash.len()).collect();
+        let (uid, gid, mode) = match mount {
+            ConfigMount::Entry(e) => (e.uid.as_ref().map(ToString::to_string), e.gid.as_ref().map(ToString::to_string), e.mode),
+            ConfigMount::Name(_) => (None, None, None),
+        };
+        let mut labels = base_labels(lab, service);
+        labels.insert(labels::FILE.into(), source.clone());
+        DesiredFile {
+            config_name: format!("{prefix}-{hash}"),
+            target: mount.target(),
+            source,
+            uid: uid.unwrap_or_else(|| "0".into()),
+            gid: gid.unwrap_or_else(|| "0".into()),
+            mode: mode.unwrap_or(CONFIG_DEFAULT_MODE),
+            content,
+            labels,
+        }
     }
 }
 
@@ -175,7 +226,15 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
     let attachment_view: Vec<(String, Vec<String>)> =
         attachments.iter().map(|a| (a.name().to_string(), a.aliases().to_vec())).collect();
     unshaped.networks = None;
-    let hash = hash_of(&(&unshaped, &attachment_view, &lab.metadata.labels));
+    let files: Vec<DesiredFile> = svc.configs.iter().flatten().map(|m| DesiredFile::of(lab, short, m)).collect();
+    // The files' contents are in the hash through their configs' names; a lab without files
+    // hashes as before they existed, so upgrading labd updates no service.
+    let hash = if files.is_empty() {
+        hash_of(&(&unshaped, &attachment_view, &lab.metadata.labels))
+    } else {
+        let names: Vec<&str> = files.iter().map(|f| f.config_name.as_str()).collect();
+        hash_of(&(&unshaped, &attachment_view, &lab.metadata.labels, names))
+    };
 
     let labels = owned_labels(lab, short, &svc.labels, &hash);
 
@@ -208,6 +267,7 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
         stop_grace_period: svc.stop_grace_period.map(|d| Duration::from_micros(d.micros)),
         health: svc.healthcheck.as_ref().map(Health::of),
         sysctls: svc.sysctls.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+        files,
         cap_add: svc.cap_add.clone(),
         limits: svc.resources.as_ref().map(|r| Limits {
             nano_cpus: r.cpus.map(|c| (c * 1e9).round() as i64),

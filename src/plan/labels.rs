@@ -14,6 +14,9 @@ pub const STOPPED: &str = "io.swarmlab.stopped";
 pub const SCHEDULE_CLOCK: &str = "io.swarmlab.schedule-clock";
 /// The short name of a service or network inside its lab.
 pub const MEMBER: &str = "io.swarmlab.name";
+/// On a config holding a file a service mounts: the file's name in `spec.configs` (the
+/// config's [`MEMBER`] is the service's).
+pub const FILE: &str = "io.swarmlab.file";
 
 use std::collections::HashMap;
 

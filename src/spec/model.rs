@@ -80,6 +80,71 @@ pub struct LabSpec {
     /// Conditions between pairs: from a service toward another service or an address range.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<super::links::Link>,
+    /// Files given to tasks, by name (as Compose's top-level `configs`): a service lists the
+    /// ones it mounts under its own `configs`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub configs: BTreeMap<String, ConfigFile>,
+}
+
+/// Most bytes of one file: Swarm keeps each as a config of less than 1,024,000 bytes.
+pub const CONFIG_MAX_BYTES: usize = 1_023_999;
+/// A config's name: as Docker's config names (a letter or digit, then also `.`, `_`, `-`).
+pub const CONFIG_NAME_PATTERN: &str = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$";
+/// Permissions of a mounted file when the service gives none (Docker's and Compose's).
+pub const CONFIG_DEFAULT_MODE: u32 = 0o444;
+
+/// A file's content, written in the lab. Swarm keeps it as a config (read-only in the task,
+/// the same on every node); a change of content rolls the services that mount it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The file's text (1 byte to about 1000 KB; a YAML block scalar `|` keeps its lines).
+    pub content: String,
+}
+
+/// A file a service mounts: a config's name (at `/<name>`, as Compose), or an entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ConfigMount {
+    Name(String),
+    Entry(ConfigMountEntry),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigMountEntry {
+    /// The config's name in `spec.configs`.
+    pub source: String,
+    /// Absolute path of the file in the task; `/<source>` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Owner's user id (numeric), 0 when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<EnvValue>,
+    /// Owner's group id (numeric), 0 when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<EnvValue>,
+    /// Permissions, as `chmod` reads them: `0440` (a number with a leading zero is octal, as in
+    /// Compose). 0444 when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+impl ConfigMount {
+    pub fn source(&self) -> &str {
+        match self {
+            ConfigMount::Name(n) => n,
+            ConfigMount::Entry(e) => &e.source,
+        }
+    }
+
+    /// Where the file is in the task (Compose's rule: `/<source>` unless given).
+    pub fn target(&self) -> String {
+        match self {
+            ConfigMount::Entry(ConfigMountEntry { target: Some(t), .. }) => t.clone(),
+            _ => format!("/{}", self.source()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -323,6 +388,9 @@ pub struct Service {
     /// once it passes, and one that keeps failing is replaced. As Compose's `healthcheck`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<Healthcheck>,
+    /// Files from `spec.configs` to mount in every task (as Compose's service `configs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configs: Option<Vec<ConfigMount>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }

@@ -287,6 +287,7 @@ impl Service {
             init: self.init.or(d.init),
             stop_grace_period: self.stop_grace_period.or(d.stop_grace_period),
             healthcheck: self.healthcheck.clone().or_else(|| d.healthcheck.clone()),
+            configs: self.configs.clone().or_else(|| d.configs.clone()),
             sysctls,
             labels,
         }

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::diagnostic::Diagnostic;
 use super::links::{Cidr, Destination};
-use super::model::{Lab, API_VERSION, DEFAULT_NETWORK, EXTENSION_PREFIX, KIND, MEMBER_NAME_MAX, NAME_PATTERN, RESERVED_LABEL_PREFIXES};
+use super::model::{Lab, API_VERSION, CONFIG_MAX_BYTES, DEFAULT_NETWORK, EXTENSION_PREFIX, KIND, MEMBER_NAME_MAX, NAME_PATTERN, RESERVED_LABEL_PREFIXES};
 use super::units::{Duration, Memory, Rate};
 use super::schema::{allowed_fields, validator};
 use super::units::pattern_hint;
@@ -301,12 +301,15 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
     check_units(doc, "", &mut out);
     check_condition_blocks(doc, "", &mut out);
     check_subnets(networks, &mut out);
+    let configs = doc.pointer("/spec/configs").and_then(Value::as_object).unwrap_or(&empty);
+    check_configs(configs, &mut out);
     let defaults = doc.pointer("/spec/defaults");
     let inherited = |svc: &Value, field: &str| svc.get(field).or_else(|| defaults.and_then(|d| d.get(field))).cloned();
     if let Some(d) = defaults {
         check_networks(networks, "/spec/defaults", d.get("networks"), &mut out);
         check_healthcheck("/spec/defaults", d, &mut out);
         check_sysctls("/spec/defaults", d, &mut out);
+        check_config_mounts(configs, "/spec/defaults", d, &mut out);
     }
     for (svc_name, svc) in services {
         let base = format!("/spec/services/{}", pointer_segment(svc_name));
@@ -322,6 +325,7 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
         check_networks(networks, &base, svc.get("networks"), &mut out);
         check_healthcheck(&base, svc, &mut out);
         check_sysctls(&base, svc, &mut out);
+        check_config_mounts(configs, &base, svc, &mut out);
     }
     let networks_of = |svc: &str| -> BTreeSet<String> {
         let list = services.get(svc).and_then(|s| inherited(s, "networks"));
@@ -672,6 +676,83 @@ fn check_sysctls(base: &str, svc: &Value, out: &mut Vec<Finding>) {
             ));
         }
     }
+}
+
+/// Names Docker takes for a config, and contents Swarm keeps (it refuses empty ones).
+fn check_configs(configs: &serde_json::Map<String, Value>, out: &mut Vec<Finding>) {
+    for (name, config) in configs {
+        let at = format!("/spec/configs/{}", pointer_segment(name));
+        let inner_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        let ends_ok = name.starts_with(|c: char| c.is_ascii_alphanumeric()) && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if name.len() > 64 || !ends_ok || !name.chars().all(inner_ok) {
+            out.push(Finding::key(at.clone(), format!("`{name}` is not a config name: at most 64 letters, digits, `.`, `_` and `-`, a letter or digit at both ends")));
+        }
+        match config.get("content").and_then(Value::as_str) {
+            Some("") => out.push(Finding::value(format!("{at}/content"), "empty: Swarm keeps no empty config (leave the file out, or give it a line)")),
+            Some(text) if text.len() > CONFIG_MAX_BYTES => out.push(Finding::value(
+                format!("{at}/content"),
+                format!("{} bytes: Swarm keeps configs of at most {CONFIG_MAX_BYTES} bytes (bake a larger file into the image)", text.len()),
+            )),
+            _ => {}
+        }
+    }
+}
+
+/// Each file a service mounts: a defined config, at an absolute path of its own, owned by
+/// numeric ids (Swarm does not resolve user names), with permissions `chmod` would take.
+fn check_config_mounts(defined: &serde_json::Map<String, Value>, base: &str, svc: &Value, out: &mut Vec<Finding>) {
+    let mut targets = BTreeSet::new();
+    for (i, mount) in svc.get("configs").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let at = format!("{base}/configs/{i}");
+        let (source, source_at) = match mount {
+            Value::String(n) => (n.as_str(), at.clone()),
+            Value::Object(o) => match o.get("source").and_then(Value::as_str) {
+                Some(n) => (n, format!("{at}/source")),
+                None => continue,
+            },
+            _ => continue,
+        };
+        if !defined.contains_key(source) {
+            let names: Vec<&str> = defined.keys().map(String::as_str).collect();
+            let hint = match did_you_mean(source, names.iter().copied()) {
+                Some(s) => format!(" (did you mean `{s}`?)"),
+                None if names.is_empty() => " (spec.configs is empty)".to_string(),
+                None => format!(" (defined: {})", names.join(", ")),
+            };
+            out.push(Finding::value(source_at.clone(), format!("config `{source}` is not defined in spec.configs{hint}")));
+        }
+        let target = mount.get("target").and_then(Value::as_str).map_or_else(|| format!("/{source}"), str::to_string);
+        let target_at = if mount.get("target").is_some() { format!("{at}/target") } else { source_at };
+        if !target.starts_with('/') {
+            out.push(Finding::value(target_at.clone(), format!("`{target}` is not an absolute path (files are mounted at a path such as /etc/app.conf)")));
+        } else if target.ends_with('/') {
+            out.push(Finding::value(target_at.clone(), format!("`{target}` names a directory: give the file's own path")));
+        }
+        if !targets.insert(target.clone()) {
+            out.push(Finding::value(target_at, format!("two files are mounted at `{target}`")));
+        }
+        if let Some(mode) = mount.get("mode").and_then(Value::as_u64).filter(|m| *m > 0o777) {
+            out.push(Finding::value(
+                format!("{at}/mode"),
+                format!("{mode} is not a file mode: write it in octal as chmod reads it, with a leading zero (0440); a number without one is decimal"),
+            ));
+        }
+        for id in ["uid", "gid"] {
+            let Some(value) = mount.get(id) else { continue };
+            let numeric = match value {
+                Value::Number(n) => n.is_u64(),
+                Value::String(s) => !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()),
+                _ => true, // the schema's to report
+            };
+            if !numeric {
+                out.push(Finding::value(format!("{at}/{id}"), format!("`{}` is not a numeric id (Swarm sets the owner by number, e.g. {id}: \"1000\")", value_text(value))));
+            }
+        }
+    }
+}
+
+fn value_text(value: &Value) -> String {
+    value.as_str().map_or_else(|| value.to_string(), str::to_string)
 }
 
 /// What Docker would refuse in a health check, or take for "keep the image's" unasked.

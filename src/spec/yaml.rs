@@ -105,6 +105,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
     check_bounds(text)?;
     let docs = MarkedYaml::load_from_str(text)
         .map_err(|e| SyntaxError { mark: Mark::of(e.marker()), message: e.info().to_string() })?;
+    let source = Source { text, ascii: text.is_ascii(), char_offsets: std::cell::OnceCell::new() };
     Ok(docs
         .iter()
         .filter(|d| !matches!(d.data, YamlData::Value(Scalar::Null)))
@@ -115,10 +116,49 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
                 positions: Positions { document: start, ..Default::default() },
                 problems: Vec::new(),
             };
-            doc.value = convert(d, "", &mut doc);
+            doc.value = convert(d, "", &mut doc, &source);
             doc
         })
         .collect())
+}
+
+/// The text being loaded, to read a scalar as it was written.
+struct Source<'a> {
+    text: &'a str,
+    ascii: bool,
+    /// Byte offset of each character, built the first time a non-ASCII text needs it (the
+    /// parser's marks count characters).
+    char_offsets: std::cell::OnceCell<Vec<usize>>,
+}
+
+impl Source<'_> {
+    /// A number written with a leading zero (`0440`) is octal, as in YAML 1.1 and in Compose's
+    /// reader (Go's yaml): file modes are written that way. YAML 1.2, which the parser follows,
+    /// reads it as decimal 440; `0o440` is octal in both. (A number given by an alias, `*m`, is
+    /// read as the parser reads it: its node carries the alias's text, not the anchor's.)
+    fn legacy_octal(&self, node: &MarkedYaml<'_>, value: i64) -> Option<i64> {
+        let (start, end) = (node.span.start.index(), node.span.end.index());
+        // Only a number written longer than its decimal digits can have a leading zero.
+        if value < 0 || end.saturating_sub(start) <= value.to_string().len() {
+            return None;
+        }
+        // The span starts at an anchor or tag written before the number (`&mode 0440`).
+        legacy_octal(self.slice(start, end)?.split_whitespace().last()?)
+    }
+
+    fn slice(&self, start: usize, end: usize) -> Option<&str> {
+        if self.ascii {
+            return self.text.get(start..end);
+        }
+        let offsets = self.char_offsets.get_or_init(|| self.text.char_indices().map(|(i, _)| i).chain(std::iter::once(self.text.len())).collect());
+        self.text.get(*offsets.get(start)?..*offsets.get(end)?)
+    }
+}
+
+/// `0440` → 288; anything else (`0`, `440`, `0o440`, `089`) → `None`.
+fn legacy_octal(raw: &str) -> Option<i64> {
+    let digits = raw.strip_prefix('0').filter(|d| !d.is_empty() && d.bytes().all(|b| (b'0'..=b'7').contains(&b)))?;
+    i64::from_str_radix(digits, 8).ok()
 }
 
 /// Escapes a key as one JSON pointer segment (RFC 6901).
@@ -126,29 +166,33 @@ pub fn pointer_segment(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
-fn convert(node: &MarkedYaml<'_>, pointer: &str, doc: &mut Document) -> Value {
+fn convert(node: &MarkedYaml<'_>, pointer: &str, doc: &mut Document, source: &Source<'_>) -> Value {
     // Some nodes (an empty tagged scalar such as `!`) carry no span: their parent's is used.
     if node.span.start.line() > 0 {
         doc.positions.values.insert(pointer.to_string(), Mark::of(&node.span.start));
     }
     match &node.data {
+        YamlData::Value(Scalar::Integer(i)) => Value::Number(source.legacy_octal(node, *i).unwrap_or(*i).into()),
         YamlData::Value(s) => scalar(s),
         YamlData::Representation(text, style, _) => {
             if *style == ScalarStyle::Plain {
-                scalar(&Scalar::parse_from_cow(text.clone()))
+                match legacy_octal(text) {
+                    Some(n) => Value::Number(n.into()),
+                    None => scalar(&Scalar::parse_from_cow(text.clone())),
+                }
             } else {
                 Value::String(text.to_string())
             }
         }
         YamlData::Sequence(items) => Value::Array(
-            items.iter().enumerate().map(|(i, item)| convert(item, &format!("{pointer}/{i}"), doc)).collect(),
+            items.iter().enumerate().map(|(i, item)| convert(item, &format!("{pointer}/{i}"), doc, source)).collect(),
         ),
         YamlData::Mapping(map) => {
             let mut out = Map::new();
             // Merge keys first, so the mapping's own keys (and their positions) win over them.
             let merges: Vec<&MarkedYaml<'_>> = map.iter().filter(|(k, _)| is_merge_key(k)).map(|(_, v)| v).collect();
             if !merges.is_empty() {
-                merge_into(&mut out, &merges, pointer, doc);
+                merge_into(&mut out, &merges, pointer, doc, source);
                 if node.span.start.line() > 0 {
                     doc.positions.values.insert(pointer.to_string(), Mark::of(&node.span.start));
                 }
@@ -165,12 +209,12 @@ fn convert(node: &MarkedYaml<'_>, pointer: &str, doc: &mut Document) -> Value {
                 if k.span.start.line() > 0 {
                     doc.positions.keys.insert(child.clone(), Mark::of(&k.span.start));
                 }
-                let value = convert(v, &child, doc);
+                let value = convert(v, &child, doc, source);
                 out.insert(key, value);
             }
             Value::Object(out)
         }
-        YamlData::Tagged(_, inner) => convert(inner, pointer, doc),
+        YamlData::Tagged(_, inner) => convert(inner, pointer, doc, source),
         // The loader resolves aliases (an unknown one is a syntax error); one it could not is
         // an alias used inside its own anchor, which is not finished at that point.
         YamlData::Alias(_) | YamlData::BadValue => {
@@ -193,17 +237,17 @@ fn is_merge_key(k: &MarkedYaml<'_>) -> bool {
 /// earlier mappings of a list win over later ones (the mapping's own keys, set after, over
 /// all). Shallow, as in the YAML spec: a merged `labels` is replaced by a `labels` here, not
 /// combined with it.
-fn merge_into(out: &mut Map<String, Value>, merges: &[&MarkedYaml<'_>], pointer: &str, doc: &mut Document) {
+fn merge_into(out: &mut Map<String, Value>, merges: &[&MarkedYaml<'_>], pointer: &str, doc: &mut Document, source: &Source<'_>) {
     for merge in merges {
         let sources: Vec<&MarkedYaml<'_>> = match &merge.data {
             YamlData::Sequence(items) => items.iter().collect(),
             _ => vec![merge],
         };
         // Last to first, each overwriting: the earliest mapping's values and positions win.
-        for source in sources.into_iter().rev() {
-            match convert(source, pointer, doc) {
+        for merged_from in sources.into_iter().rev() {
+            match convert(merged_from, pointer, doc, source) {
                 Value::Object(merged) => out.extend(merged),
-                Value::Null if matches!(source.data, YamlData::Alias(_) | YamlData::BadValue) => {}
+                Value::Null if matches!(merged_from.data, YamlData::Alias(_) | YamlData::BadValue) => {}
                 other => doc.problems.push((
                     pointer.to_string(),
                     format!("`<<` (a merge key) takes a mapping or a list of mappings, found {}", super::validate::type_name(&other)),
@@ -313,6 +357,14 @@ mod tests {
         let d = &parse_documents("a: &a\n  b: *a\n").unwrap()[0];
         assert_eq!(d.problems, vec![("/a/b".to_string(), "an alias used inside its own anchor: an anchor can be used only after it ends".to_string())]);
         assert_eq!(d.positions.value("/a/b"), Mark { line: 2, column: 6 });
+    }
+
+    #[test]
+    fn numbers_with_a_leading_zero_are_octal_as_in_compose() {
+        let value = |text: &str| parse_documents(text).unwrap().remove(0).value;
+        assert_eq!(value("{a: 0440, b: 0o440, c: 440, d: 0, e: 089, f: '0440', g: 00}"), serde_json::json!({"a": 288, "b": 288, "c": 440, "d": 0, "e": 89, "f": "0440", "g": 0}));
+        assert_eq!(value("é: x\nmode: 0644\nnext: 0755"), serde_json::json!({"é": "x", "mode": 420, "next": 493}), "marks count characters, not bytes");
+        assert_eq!(value("x: &m {mode: 0600}\ny: {<<: *m}\n"), serde_json::json!({"x": {"mode": 384}, "y": {"mode": 384}}), "merged from an anchor");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! [`Swarm`] over the Docker Engine API with bollard, negotiating the API version so Engine
 //! 20.10 (API 1.41) and newer both work.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -31,7 +31,8 @@ pub(crate) fn api_err(action: impl Into<String>) -> impl FnOnce(bollard::errors:
         };
         // A network still attached: "has active endpoints" (the engine), "is in use by task"
         // (Swarm, while the removed services' tasks stop).
-        if message.contains("has active endpoints") || message.contains("is in use by task") {
+        // A config a service still names: "is in use by the following service".
+        if message.contains("has active endpoints") || message.contains("is in use by task") || message.contains("is in use by the following service") {
             return SwarmError::InUse { action, message };
         }
         SwarmError::Api { action, message }
@@ -57,7 +58,7 @@ impl DockerSwarm {
         &self.docker
     }
 
-    fn count(&self) {
+    pub(super) fn count(&self) {
         self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -309,8 +310,9 @@ impl Swarm for DockerSwarm {
     }
 
     async fn create_service(&self, svc: &DesiredService) -> Result<(), SwarmError> {
+        let config_ids = self.ensure_files(svc).await?;
         self.count();
-        match self.docker.create_service(super::spec::service_spec(svc), None).await {
+        match self.docker.create_service(super::spec::service_spec(svc, &config_ids), None).await {
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
                 Err(SwarmError::AlreadyExists(svc.name.clone()))
             }
@@ -319,10 +321,11 @@ impl Swarm for DockerSwarm {
     }
 
     async fn update_service(&self, id: &str, version: u64, svc: &DesiredService) -> Result<(), SwarmError> {
+        let config_ids = self.ensure_files(svc).await?;
         self.count();
         let options = UpdateServiceOptions { version: version as i32, ..Default::default() };
         self.docker
-            .update_service(id, super::spec::service_spec(svc), options, None)
+            .update_service(id, super::spec::service_spec(svc, &config_ids), options, None)
             .await
             .map_err(api_err(format!("update service {}", svc.name)))?;
         Ok(())
@@ -365,7 +368,12 @@ impl Swarm for DockerSwarm {
         self.docker.update_config(&id, spec, UpdateConfigOptions { version }).await.map_err(api_err(action))
     }
 
+    async fn prune_files(&self, lab: &str, keep: &BTreeSet<String>) -> Result<(), SwarmError> {
+        self.remove_files(lab, keep).await
+    }
+
     async fn forget(&self, lab: &str) -> Result<(), SwarmError> {
+        self.remove_files(lab, &BTreeSet::new()).await?;
         let name = memory::memory_name(lab);
         let Some(config) = self.memory_config(&name).await? else { return Ok(()) };
         if !config.spec.as_ref().and_then(|s| s.labels.as_ref()).is_some_and(|l| labels::owned_by(lab, l)) {
@@ -384,7 +392,7 @@ impl Swarm for DockerSwarm {
 }
 
 impl DockerSwarm {
-    async fn list_configs(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<bollard::models::Config>, SwarmError> {
+    pub(super) async fn list_configs(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<bollard::models::Config>, SwarmError> {
         self.count();
         self.docker.list_configs(Some(ListConfigsOptions { filters: Some(filters) })).await.map_err(api_err("list configs"))
     }

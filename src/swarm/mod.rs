@@ -2,6 +2,7 @@
 //! controller does not know about HTTP, and one implementation over bollard.
 
 mod docker;
+mod files;
 mod local;
 pub mod spec;
 
@@ -9,7 +10,7 @@ pub use docker::DockerSwarm;
 pub use local::{LocalTask, LocalTaskEvent};
 pub(crate) use docker::api_err;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use futures::Stream;
@@ -112,7 +113,9 @@ pub trait Swarm: Send + Sync + 'static {
     fn memories(&self) -> impl Future<Output = Result<BTreeMap<String, LabMemory>, SwarmError>> + Send;
     /// Writes the lab's memory: its config's labels updated in place, or the config created.
     fn remember(&self, lab: &str, memory: &LabMemory) -> impl Future<Output = Result<(), SwarmError>> + Send;
-    /// Removes the lab's memory config, if it has one (none is not an error).
+    /// Removes the lab's file configs that no service names any more (all but `keep`).
+    fn prune_files(&self, lab: &str, keep: &BTreeSet<String>) -> impl Future<Output = Result<(), SwarmError>> + Send;
+    /// Removes what the lab keeps in configs: its files, then its memory (none is not an error).
     fn forget(&self, lab: &str) -> impl Future<Output = Result<(), SwarmError>> + Send;
     /// How many API calls this client has made, for benchmarks and tests.
     fn api_calls(&self) -> u64;
@@ -154,6 +157,9 @@ impl<T: Swarm> Swarm for std::sync::Arc<T> {
     }
     fn remember(&self, lab: &str, memory: &LabMemory) -> impl Future<Output = Result<(), SwarmError>> + Send {
         self.as_ref().remember(lab, memory)
+    }
+    fn prune_files(&self, lab: &str, keep: &BTreeSet<String>) -> impl Future<Output = Result<(), SwarmError>> + Send {
+        self.as_ref().prune_files(lab, keep)
     }
     fn forget(&self, lab: &str) -> impl Future<Output = Result<(), SwarmError>> + Send {
         self.as_ref().forget(lab)

@@ -1,12 +1,12 @@
 //! Our desired objects in the Docker Engine API's terms: the only place that knows how a lab's
 //! service becomes a bollard `ServiceSpec`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, HealthConfig, Ipam,
     IpamConfig, Limit, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile1, TaskSpecPlacement, TaskSpecResources,
 };
 
 use crate::plan::{DesiredNetwork, DesiredService};
@@ -23,7 +23,9 @@ where
     (!v.is_empty()).then(|| v.to_vec())
 }
 
-pub fn service_spec(svc: &DesiredService) -> ServiceSpec {
+/// `config_ids`: the Swarm id of each of the service's file configs, by name (Swarm takes a
+/// reference by both).
+pub fn service_spec(svc: &DesiredService, config_ids: &BTreeMap<String, String>) -> ServiceSpec {
     let publish_mode = match svc.endpoint_mode {
         // Ingress publishing needs a VIP; with dnsrr Swarm only allows host-mode ports.
         EndpointMode::Dnsrr => EndpointPortConfigPublishModeEnum::HOST,
@@ -64,6 +66,17 @@ pub fn service_spec(svc: &DesiredService) -> ServiceSpec {
         }),
         capability_add: non_empty(&svc.cap_add),
         sysctls: (!svc.sysctls.is_empty()).then(|| svc.sysctls.clone()),
+        configs: (!svc.files.is_empty()).then(|| {
+            svc.files
+                .iter()
+                .map(|f| TaskSpecContainerSpecConfigs {
+                    file: Some(TaskSpecContainerSpecFile1 { name: Some(f.target.clone()), uid: Some(f.uid.clone()), gid: Some(f.gid.clone()), mode: Some(f.mode) }),
+                    config_id: config_ids.get(&f.config_name).cloned(),
+                    config_name: Some(f.config_name.clone()),
+                    ..Default::default()
+                })
+                .collect()
+        }),
         ..Default::default()
     };
     let placement = (!svc.constraints.is_empty() || svc.max_replicas_per_node.is_some()).then(|| TaskSpecPlacement {
@@ -111,7 +124,7 @@ mod tests {
         let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2}\n      ports: ['8080:80/udp']\n      networks: [dht]\n      sysctls: {net.ipv4.ip_default_ttl: 42, net.ipv4.tcp_congestion_control: reno}\n";
         let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
         let desired = crate::plan::desired_lab(&lab.lab);
-        let spec = service_spec(&desired.services[0]);
+        let spec = service_spec(&desired.services[0], &BTreeMap::new());
         assert_eq!(spec.name.as_deref(), Some("k_worker"));
         assert_eq!(spec.mode.unwrap().replicated.unwrap().replicas, Some(3));
         let task = spec.task_template.unwrap();
@@ -136,13 +149,36 @@ mod tests {
     }
 
     #[test]
+    fn files_are_config_references_at_their_targets_with_owner_and_mode() {
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  configs:\n    app.conf: {content: \"x = 1\\n\"}\n  services:\n    web:\n      image: labbox:latest\n      configs: [app.conf, {source: app.conf, target: /etc/app.conf, uid: '1000', gid: 100, mode: 0440}]\n";
+        let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
+        let desired = crate::plan::desired_lab(&lab.lab);
+        let svc = &desired.services[0];
+        let name = svc.files[0].config_name.clone();
+        assert!(name.starts_with("k_web-") && name.len() == "k_web-".len() + 12, "{name}");
+        let ids = BTreeMap::from([(name.clone(), "cfg1".to_string())]);
+        let configs = service_spec(svc, &ids).task_template.unwrap().container_spec.unwrap().configs.unwrap();
+        let view: Vec<_> = configs
+            .iter()
+            .map(|c| {
+                let f = c.file.clone().unwrap();
+                (c.config_id.as_deref(), c.config_name.as_deref(), f.name.unwrap(), f.uid.unwrap(), f.gid.unwrap(), f.mode.unwrap())
+            })
+            .collect();
+        assert_eq!(view, vec![
+            (Some("cfg1"), Some(name.as_str()), "/app.conf".to_string(), "0".to_string(), "0".to_string(), 0o444),
+            (Some("cfg1"), Some(name.as_str()), "/etc/app.conf".to_string(), "1000".to_string(), "100".to_string(), 0o440),
+        ]);
+    }
+
+    #[test]
     fn health_checks_become_dockers_test_forms_and_nanoseconds() {
         let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  defaults: {image: labbox:latest}\n  services:\n    exec: {healthcheck: {test: [nc, -z, localhost, '80'], interval: 500ms, timeout: 2s, retries: 5, startPeriod: 10s}}\n    shell: {healthcheck: {test: test -f /tmp/ok}}\n    timings: {healthcheck: {interval: 1s}}\n    off: {healthcheck: {disable: true}}\n";
         let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
         let desired = crate::plan::desired_lab(&lab.lab);
         let check = |name: &str| {
             let svc = desired.services.iter().find(|s| s.short_name == name).unwrap();
-            service_spec(svc).task_template.unwrap().container_spec.unwrap().health_check.unwrap()
+            service_spec(svc, &BTreeMap::new()).task_template.unwrap().container_spec.unwrap().health_check.unwrap()
         };
         let exec = check("exec");
         assert_eq!(exec.test, Some(["CMD", "nc", "-z", "localhost", "80"].map(String::from).to_vec()));
