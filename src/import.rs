@@ -1,7 +1,8 @@
 //! From a Compose file to a Lab: what carries over (services, images, commands, environment,
-//! networks, replicas, resources, placement, ports, init, grace period, health check, sysctls, labels), and a located
-//! note for everything that does not. Pure: text in, text out; the result is validated like
-//! any lab file before it is returned.
+//! networks, replicas, resources, placement, ports, init, grace period, health check, sysctls,
+//! configs, labels), and a located note for everything that does not. Pure: text in, text out
+//! (the files a Compose config names are read through the caller's reader); the result is
+//! validated like any lab file before it is returned.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,7 +22,7 @@ fn not_carried(key: &str) -> Option<&'static str> {
         "depends_on" => "Swarm starts services in no order; the lab is Ready when all run",
         "links" | "external_links" => "services reach each other by name on their networks",
         "expose" => "every port is reachable on the lab's networks",
-        "logging" | "secrets" | "configs" | "devices" | "privileged" | "security_opt" | "ulimits" | "tmpfs" | "dns" | "extra_hosts" | "working_dir" | "user" | "entrypoint" | "stdin_open" | "tty" | "profiles" | "pid" | "ipc" | "network_mode" | "env_file" | "shm_size" | "platform" | "pull_policy" => {
+        "logging" | "secrets" | "devices" | "privileged" | "security_opt" | "ulimits" | "tmpfs" | "dns" | "extra_hosts" | "working_dir" | "user" | "entrypoint" | "stdin_open" | "tty" | "profiles" | "pid" | "ipc" | "network_mode" | "env_file" | "shm_size" | "platform" | "pull_policy" => {
             "not supported by swarmlab"
         }
         _ => return None,
@@ -191,7 +192,56 @@ fn mapped_image(map: &ImageMap, service: &str, image: Option<&str>) -> Option<St
         .map(|(_, to)| to.clone())
 }
 
-fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMap, networks_defined: &[String]) -> Value {
+/// A service's Compose `configs` (`- name` or `{source, target, uid, gid, mode}`): the same
+/// fields in a lab, the mode written as octal text. Mounts of configs not carried are noted.
+fn config_mounts(ctx: &mut Ctx, at: &str, value: &Value, carried: &Map<String, Value>) -> Vec<Value> {
+    let mut mounts = Vec::new();
+    for (i, mount) in value.as_array().into_iter().flatten().enumerate() {
+        let source = mount.as_str().or_else(|| mount.get("source").and_then(Value::as_str)).unwrap_or_default();
+        if !carried.contains_key(source) {
+            ctx.note(&format!("{at}/{i}"), format!("config `{source}` is not carried (see the top-level configs)"));
+            continue;
+        }
+        let mut mount = mount.clone();
+        if let Some(mode) = mount.get("mode").and_then(Value::as_u64) {
+            mount["mode"] = json!(format!("{mode:04o}"));
+        }
+        mounts.push(mount);
+    }
+    mounts
+}
+
+/// Compose's top-level `configs` with a `file` (read beside the Compose file) or a `content`;
+/// `external` and `environment` ones are noted.
+fn configs(ctx: &mut Ctx, compose: &Path, top: &Value, read_file: &dyn Fn(&Path) -> std::io::Result<String>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (name, def) in top.as_object().into_iter().flatten() {
+        let at = format!("/configs/{}", pointer_segment(name));
+        let content = match (def.get("content").and_then(Value::as_str), def.get("file").and_then(Value::as_str)) {
+            (Some(content), _) => Some(content.to_string()),
+            (None, Some(file)) => {
+                let full = compose.parent().unwrap_or(Path::new("")).join(file.trim_start_matches("./"));
+                match read_file(&full) {
+                    Ok(text) => Some(text),
+                    Err(e) => {
+                        ctx.note(&format!("{at}/file"), format!("cannot read {}: {e}; not carried", full.display()));
+                        None
+                    }
+                }
+            }
+            (None, None) => {
+                ctx.note(&at, "only configs with a `file` or a `content` are carried (not `external` or `environment` ones)");
+                None
+            }
+        };
+        if let Some(content) = content {
+            out.insert(name.clone(), json!({"content": content}));
+        }
+    }
+    out
+}
+
+fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMap, networks_defined: &[String], configs: &Map<String, Value>) -> Value {
     let base = format!("/services/{}", pointer_segment(name));
     let mut out = Map::new();
     let image = svc.get("image").and_then(Value::as_str);
@@ -281,6 +331,9 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
             "sysctls" => {
                 out.insert("sysctls".into(), json!(key_values(value)));
             }
+            "configs" => {
+                out.insert("configs".into(), json!(config_mounts(ctx, &at, value, configs)));
+            }
             // Compose's extension fields: the file's own, ignored by Compose too.
             other if other.starts_with("x-") => {}
             other => match not_carried(other) {
@@ -348,8 +401,9 @@ fn deploy(ctx: &mut Ctx, at: &str, value: &Value, out: &mut Map<String, Value>) 
     }
 }
 
-/// Converts a Compose file into a lab named `name`.
-pub fn compose_to_lab(path: &Path, text: &str, name: &str, images: &ImageMap) -> Result<Imported, ImportError> {
+/// Converts a Compose file into a lab named `name`; `read_file` reads the files its configs
+/// name (relative to the Compose file's directory, as Compose reads them).
+pub fn compose_to_lab(path: &Path, text: &str, name: &str, images: &ImageMap, read_file: &dyn Fn(&Path) -> std::io::Result<String>) -> Result<Imported, ImportError> {
     let docs = parse_documents(text).map_err(|e| ImportError::Syntax(format!("{}:{}:{}: {}", path.display(), e.mark.line, e.mark.column, e.message)))?;
     let doc = docs.into_iter().next().ok_or(ImportError::NoServices)?;
     let mut ctx = Ctx { positions: &doc.positions, notes: Vec::new() };
@@ -370,7 +424,8 @@ pub fn compose_to_lab(path: &Path, text: &str, name: &str, images: &ImageMap) ->
         networks.insert(net.clone(), Value::Object(n));
     }
     let defined: Vec<String> = networks.keys().cloned().collect();
-    for top in ["volumes", "secrets", "configs"] {
+    let configs = configs(&mut ctx, path, doc.value.get("configs").unwrap_or(&Value::Null), read_file);
+    for top in ["volumes", "secrets"] {
         if doc.value.get(top).is_some() {
             ctx.note(&format!("/{top}"), format!("top-level {top} are not carried"));
         }
@@ -378,9 +433,12 @@ pub fn compose_to_lab(path: &Path, text: &str, name: &str, images: &ImageMap) ->
     let mut lab_services = Map::new();
     for (svc_name, svc) in services {
         let svc = svc.as_object().cloned().unwrap_or_default();
-        lab_services.insert(svc_name.clone(), service(&mut ctx, svc_name, &svc, images, &defined));
+        lab_services.insert(svc_name.clone(), service(&mut ctx, svc_name, &svc, images, &defined, &configs));
     }
     let mut spec = Map::new();
+    if !configs.is_empty() {
+        spec.insert("configs".into(), Value::Object(configs));
+    }
     if !networks.is_empty() {
         spec.insert("networks".into(), Value::Object(networks));
     }
@@ -413,12 +471,39 @@ pub fn compose_to_lab(path: &Path, text: &str, name: &str, images: &ImageMap) ->
 mod tests {
     use super::*;
 
+    fn no_files(path: &Path) -> std::io::Result<String> {
+        Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} (no files in this test)", path.display())))
+    }
+
+    #[test]
+    fn configs_carry_with_their_files_read_beside_the_compose_file_and_modes_in_octal() {
+        let compose = "services:\n  web:\n    image: labbox:latest\n    configs:\n      - inline\n      - source: nginx\n        target: /etc/nginx/nginx.conf\n        uid: '101'\n        mode: 0440\n      - gone\n      - far\nconfigs:\n  nginx:\n    file: ./nginx.conf\n  inline:\n    content: |\n      x = 1\n  gone:\n    external: true\n  far:\n    file: ./missing.conf\n";
+        let read = |path: &Path| match path.to_str() {
+            Some("deploy/nginx.conf") => Ok("events {}\n".to_string()),
+            _ => no_files(path),
+        };
+        let out = compose_to_lab(Path::new("deploy/compose.yml"), compose, "files", &vec![], &read).expect("valid");
+        let lab = parse_file(Path::new("files.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
+        assert_eq!(lab.spec.configs["nginx"].content, "events {}\n");
+        assert_eq!(lab.spec.configs["inline"].content, "x = 1\n");
+        assert_eq!(lab.spec.configs.len(), 2, "{}", out.text);
+        let mounts = lab.spec.services["web"].configs.clone().unwrap();
+        assert_eq!(mounts.len(), 2, "{}", out.text);
+        assert_eq!((mounts[0].source(), mounts[0].target()), ("inline", "/inline".to_string()));
+        let crate::spec::ConfigMount::Entry(nginx) = &mounts[1] else { panic!("{:?}", mounts[1]) };
+        assert_eq!((nginx.target.as_deref(), nginx.mode.as_ref().and_then(|m| m.bits())), (Some("/etc/nginx/nginx.conf"), Some(0o440)));
+        assert!(out.text.contains("mode: '0440'"), "written as octal: {}", out.text);
+        assert!(out.text.contains("#   18:3: configs.gone: only configs with a `file` or a `content` are carried"), "{}", out.text);
+        assert!(out.text.contains("#   21:5: configs.far.file: cannot read deploy/missing.conf"), "{}", out.text);
+        assert!(out.text.contains("#   10:9: services.web.configs.2: config `gone` is not carried"), "{}", out.text);
+    }
+
     /// The IoT lab of the seeds (a Docker training, in French), verbatim.
     const IOT: &str = "version: \"3\"\nservices:\n  db:\n    image: influxdb:1.3\n    container_name: influx\n    restart: on-failure\n  dashboard:\n    image: grafana/grafana:4.3.2\n    ports:\n      - 3000:3000\n    restart: on-failure\n  simulator:\n    image: lucj/iot-simulator:1.0\n    command: -h collector -p 1337\n    restart: on-failure\n  collector:\n    image: lucj/iot-collector:1.0\n    restart: on-failure\n";
 
     #[test]
     fn the_iot_compose_file_becomes_a_valid_lab_with_every_dropped_field_located() {
-        let out = compose_to_lab(Path::new("docker-compose.yml"), IOT, "iot", &vec![]).expect("valid");
+        let out = compose_to_lab(Path::new("docker-compose.yml"), IOT, "iot", &vec![], &no_files).expect("valid");
         let lab = parse_file(Path::new("iot.yaml"), &out.text).remove(0).result.unwrap().lab;
         assert_eq!(lab.spec.services.len(), 4);
         let sim = &lab.spec.services["simulator"];
@@ -432,7 +517,7 @@ mod tests {
     #[test]
     fn extension_fields_and_merge_keys_are_read_as_compose_reads_them() {
         let compose = "x-node: &node\n  image: labbox:latest\n  networks: [back]\nservices:\n  a:\n    <<: *node\n    command: [sleep, infinity]\n  b:\n    <<: *node\n    deploy: {replicas: 3}\nnetworks:\n  back: {}\n";
-        let out = compose_to_lab(Path::new("compose.yml"), compose, "dry", &vec![]).expect("valid");
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "dry", &vec![], &no_files).expect("valid");
         let lab = parse_file(Path::new("dry.yaml"), &out.text).remove(0).result.unwrap().lab;
         let (a, b) = (&lab.spec.services["a"], &lab.spec.services["b"]);
         assert_eq!((a.image.as_deref(), b.image.as_deref()), (Some("labbox:latest"), Some("labbox:latest")));
@@ -444,7 +529,7 @@ mod tests {
     #[test]
     fn health_checks_carry_over_in_each_of_composes_forms() {
         let compose = "services:\n  exec:\n    image: labbox:latest\n    sysctls: [net.ipv4.ip_default_ttl=42]\n    healthcheck:\n      test: [CMD, nc, -z, localhost, '80']\n      interval: 1m30s\n      timeout: 10s\n      retries: 3\n      start_period: 40s\n      start_interval: 5s\n  shell:\n    image: labbox:latest\n    healthcheck: {test: [CMD-SHELL, test -f /tmp/ok]}\n  line:\n    image: labbox:latest\n    healthcheck: {test: test -f /tmp/ok}\n  off:\n    image: labbox:latest\n    healthcheck: {test: [NONE]}\n";
-        let out = compose_to_lab(Path::new("compose.yml"), compose, "hc", &vec![]).expect("valid");
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "hc", &vec![], &no_files).expect("valid");
         let lab = parse_file(Path::new("hc.yaml"), &out.text).remove(0).result.unwrap().lab;
         let check = |name: &str| lab.spec.services[name].healthcheck.clone().unwrap();
         let exec = check("exec");
@@ -462,10 +547,10 @@ mod tests {
     #[test]
     fn builds_are_reported_and_images_can_be_mapped_to_local_ones() {
         let dockercoins = "version: \"2\"\nservices:\n  rng:\n    build: rng\n    ports:\n    - \"8001:80\"\n  hasher:\n    build: hasher\n    ports:\n    - \"8002:80\"\n  webui:\n    build: webui\n    ports:\n    - \"8000:80\"\n    volumes:\n    - \"./webui/files/:/files/\"\n  redis:\n    image: redis\n  worker:\n    build: worker\n    deploy:\n      replicas: 2\n      resources: {limits: {cpus: '0.5', memory: 50M}}\n    stop_grace_period: 1m30s\n";
-        let unmapped = compose_to_lab(Path::new("dc.yml"), dockercoins, "coins", &vec![]);
+        let unmapped = compose_to_lab(Path::new("dc.yml"), dockercoins, "coins", &vec![], &no_files);
         assert!(matches!(&unmapped, Err(ImportError::Invalid(d)) if d.iter().any(|d| d.message.contains("has no image"))), "{unmapped:?}");
         let images = vec![("redis".to_string(), "labbox:latest".to_string()), ("*".to_string(), "standin:latest".to_string())];
-        let out = compose_to_lab(Path::new("dc.yml"), dockercoins, "coins", &images).expect("valid once mapped");
+        let out = compose_to_lab(Path::new("dc.yml"), dockercoins, "coins", &images, &no_files).expect("valid once mapped");
         assert!(out.text.contains("#   4:5: services.rng.build: labd never builds or pulls"), "{}", out.text);
         assert!(out.text.contains("services.webui.volumes"), "{}", out.text);
         assert!(out.text.contains("services.redis.image: image redis mapped to labbox:latest (--image)"), "{}", out.text);

@@ -121,7 +121,7 @@ impl DesiredFile {
         let owner = object_name(&lab.metadata.name, service);
         let prefix: String = owner.chars().take(CONFIG_NAME_MAX - 1 - hash.len()).collect();
         let (uid, gid, mode) = match mount {
-            ConfigMount::Entry(e) => (e.uid.as_ref().map(ToString::to_string), e.gid.as_ref().map(ToString::to_string), e.mode),
+            ConfigMount::Entry(e) => (e.uid.as_ref().map(ToString::to_string), e.gid.as_ref().map(ToString::to_string), e.mode.as_ref().and_then(|m| m.bits())),
             ConfigMount::Name(_) => (None, None, None),
         };
         let mut labels = base_labels(lab, service);

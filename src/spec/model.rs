@@ -125,9 +125,30 @@ pub struct ConfigMountEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid: Option<EnvValue>,
     /// Permissions, as `chmod` reads them: `0440` (a number with a leading zero is octal, as in
-    /// Compose). 0444 when left out.
+    /// Compose) or `"0440"`. 0444 when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<u32>,
+    pub mode: Option<FileMode>,
+}
+
+/// File permissions: a number (octal when written with a leading zero, as in Compose: `0440`),
+/// or octal digits as text (`"0440"`, what `labctl import` writes: a number would be written
+/// back in decimal).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum FileMode {
+    Number(u32),
+    Octal(#[schemars(regex(pattern = r"^0?[0-7]{1,3}$"))] String),
+}
+
+impl FileMode {
+    /// The permission bits, if they are some (at most 0777).
+    pub fn bits(&self) -> Option<u32> {
+        let bits = match self {
+            FileMode::Number(n) => *n,
+            FileMode::Octal(text) => u32::from_str_radix(text, 8).ok()?,
+        };
+        (bits <= 0o777).then_some(bits)
+    }
 }
 
 impl ConfigMount {

@@ -731,6 +731,7 @@ fn check_config_mounts(defined: &serde_json::Map<String, Value>, base: &str, svc
         if !targets.insert(target.clone()) {
             out.push(Finding::value(target_at, format!("two files are mounted at `{target}`")));
         }
+        // Octal text out of range is the schema's (its pattern) to report.
         if let Some(mode) = mount.get("mode").and_then(Value::as_u64).filter(|m| *m > 0o777) {
             out.push(Finding::value(
                 format!("{at}/mode"),

@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn files_are_config_references_at_their_targets_with_owner_and_mode() {
-        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  configs:\n    app.conf: {content: \"x = 1\\n\"}\n  services:\n    web:\n      image: labbox:latest\n      configs: [app.conf, {source: app.conf, target: /etc/app.conf, uid: '1000', gid: 100, mode: 0440}]\n";
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  configs:\n    app.conf: {content: \"x = 1\\n\"}\n  services:\n    web:\n      image: labbox:latest\n      configs: [app.conf, {source: app.conf, target: /etc/app.conf, uid: '1000', gid: 100, mode: 0440}, {source: app.conf, target: /b, mode: '640'}]\n";
         let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
         let desired = crate::plan::desired_lab(&lab.lab);
         let svc = &desired.services[0];
@@ -168,6 +168,7 @@ mod tests {
         assert_eq!(view, vec![
             (Some("cfg1"), Some(name.as_str()), "/app.conf".to_string(), "0".to_string(), "0".to_string(), 0o444),
             (Some("cfg1"), Some(name.as_str()), "/etc/app.conf".to_string(), "1000".to_string(), "100".to_string(), 0o440),
+            (Some("cfg1"), Some(name.as_str()), "/b".to_string(), "0".to_string(), "0".to_string(), 0o640),
         ]);
     }
 

@@ -22,7 +22,7 @@ pub fn run(file: &Path, name: Option<&str>, output: Option<&Path>, images: &[Str
         .map(|m| m.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())).with_context(|| format!("--image {m}: expected FROM=TO, e.g. redis=labbox:latest")))
         .collect::<anyhow::Result<_>>()?;
     let name = name.map(str::to_string).unwrap_or_else(|| default_name(file));
-    let imported = compose_to_lab(file, &text, &name, &images)?;
+    let imported = compose_to_lab(file, &text, &name, &images, &|path| std::fs::read_to_string(path))?;
     match output {
         Some(path) => {
             std::fs::write(path, &imported.text).with_context(|| format!("cannot write {}", path.display()))?;
