@@ -373,9 +373,13 @@ impl Swarm for DockerSwarm {
     }
 
     async fn forget(&self, lab: &str) -> Result<(), SwarmError> {
-        self.remove_files(lab, &BTreeSet::new()).await?;
+        // One listing for the files and the memory: both carry the lab's label.
+        let configs = self.list_configs(HashMap::from([("label".to_string(), vec![format!("{}={lab}", labels::LAB)])])).await?;
+        if let Some(e) = self.delete_files(lab, &configs, &BTreeSet::new()).await.into_iter().next() {
+            return Err(e); // the memory goes last, so a teardown cut short still finds the lab by it
+        }
         let name = memory::memory_name(lab);
-        let Some(config) = self.memory_config(&name).await? else { return Ok(()) };
+        let Some(config) = configs.iter().find(|c| c.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name.as_str())) else { return Ok(()) };
         if !config.spec.as_ref().and_then(|s| s.labels.as_ref()).is_some_and(|l| labels::owned_by(lab, l)) {
             return Ok(()); // not ours: never touched
         }

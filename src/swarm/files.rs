@@ -47,31 +47,39 @@ impl DockerSwarm {
         Ok(ids)
     }
 
-    /// Removes the lab's file configs not in `keep`. One still named by a service (an update
-    /// that failed) is left for a later pass.
+    /// Removes the lab's file configs not in `keep`. One a service still names (an update that
+    /// failed) is kept for a later pass.
     pub(super) async fn remove_files(&self, lab: &str, keep: &BTreeSet<String>) -> Result<(), SwarmError> {
         let filters = HashMap::from([("label".to_string(), vec![format!("{}={lab}", labels::LAB), labels::FILE.to_string()])]);
         let configs = self.list_configs(filters).await?;
+        let errors = self.delete_files(lab, &configs, keep).await;
+        let mut errors = errors.into_iter().filter(|e| match e {
+            SwarmError::InUse { message, .. } => {
+                tracing::debug!(lab, %message, "file config still named by a service; kept");
+                false
+            }
+            _ => true,
+        });
+        errors.next().map_or(Ok(()), Err)
+    }
+
+    /// Deletes the file configs among `configs` that `lab` owns, but those in `keep`; the
+    /// failures (a config still named by a service is [`SwarmError::InUse`]).
+    pub(super) async fn delete_files(&self, lab: &str, configs: &[bollard::models::Config], keep: &BTreeSet<String>) -> Vec<SwarmError> {
         let mut errors = Vec::new();
         for config in configs {
             let Some(spec) = config.spec.as_ref() else { continue };
             let (Some(name), Some(labels)) = (spec.name.as_deref(), spec.labels.as_ref()) else { continue };
-            if keep.contains(name) || !labels::owned_by(lab, labels) {
+            if keep.contains(name) || !labels.contains_key(labels::FILE) || !labels::owned_by(lab, labels) {
                 continue;
             }
             self.count();
             match self.docker().delete_config(config.id.as_deref().unwrap_or(name)).await {
                 Ok(()) => tracing::debug!(lab, config = name, "file config removed"),
                 Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
-                Err(e) => match api_err(format!("remove config {name}"))(e) {
-                    SwarmError::InUse { message, .. } => tracing::debug!(lab, config = name, %message, "file config still named by a service; kept"),
-                    other => errors.push(other),
-                },
+                Err(e) => errors.push(api_err(format!("remove config {name}"))(e)),
             }
         }
-        match errors.into_iter().next() {
-            None => Ok(()),
-            Some(first) => Err(first),
-        }
+        errors
     }
 }
