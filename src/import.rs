@@ -22,7 +22,7 @@ fn not_carried(key: &str) -> Option<&'static str> {
         "depends_on" => "Swarm starts services in no order; the lab is Ready when all run",
         "links" | "external_links" => "services reach each other by name on their networks",
         "expose" => "every port is reachable on the lab's networks",
-        "logging" | "secrets" | "devices" | "privileged" | "security_opt" | "ulimits" | "tmpfs" | "dns" | "extra_hosts" | "working_dir" | "user" | "entrypoint" | "stdin_open" | "tty" | "profiles" | "pid" | "ipc" | "network_mode" | "env_file" | "shm_size" | "platform" | "pull_policy" => {
+        "logging" | "secrets" | "devices" | "privileged" | "security_opt" | "ulimits" | "tmpfs" | "dns" | "extra_hosts" | "stdin_open" | "tty" | "profiles" | "pid" | "ipc" | "network_mode" | "env_file" | "shm_size" | "platform" | "pull_policy" => {
             "not supported by swarmlab"
         }
         _ => return None,
@@ -284,6 +284,29 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
             "hostname" => {
                 out.insert("hostname".into(), value.clone());
             }
+            "user" => {
+                out.insert("user".into(), json!(as_string(value)));
+            }
+            "working_dir" => {
+                out.insert("workingDir".into(), value.clone());
+            }
+            "stop_signal" => {
+                out.insert("stopSignal".into(), value.clone());
+            }
+            // Compose's entrypoint is what a lab's `command` is (it replaces the image's);
+            // a string is split into words, as Compose splits it (not run by a shell).
+            "entrypoint" => match value {
+                Value::String(s) => match shlex::split(s) {
+                    Some(words) => {
+                        out.insert("command".into(), json!(words));
+                    }
+                    None => ctx.note(&at, "cannot split this entrypoint into words (unbalanced quotes)"),
+                },
+                Value::Array(items) => {
+                    out.insert("command".into(), json!(items.iter().filter_map(as_string).collect::<Vec<_>>()));
+                }
+                _ => ctx.note(&at, "expected a string or a list"),
+            },
             "init" => {
                 out.insert("init".into(), value.clone());
             }
@@ -473,6 +496,19 @@ mod tests {
 
     fn no_files(path: &Path) -> std::io::Result<String> {
         Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} (no files in this test)", path.display())))
+    }
+
+    #[test]
+    fn entrypoint_user_working_dir_and_stop_signal_carry() {
+        let compose = "services:\n  node:\n    image: labbox:latest\n    entrypoint: /bin/node --flag 'a b'\n    command: [--port, 4000]\n    user: 1000\n    working_dir: /srv\n    stop_signal: SIGINT\n  list:\n    image: labbox:latest\n    entrypoint: [sh, -c]\n";
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "run", &vec![], &no_files).expect("valid");
+        assert!(out.notes.is_empty(), "{:?}", out.notes);
+        let lab = parse_file(Path::new("run.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
+        let node = &lab.spec.services["node"];
+        assert_eq!(node.command, Some(crate::spec::Command::Exec(vec!["/bin/node".into(), "--flag".into(), "a b".into()])), "split, not run by a shell");
+        assert_eq!(node.args, Some(vec!["--port".to_string(), "4000".to_string()]));
+        assert_eq!((node.user.as_deref(), node.working_dir.as_deref(), node.stop_signal.as_deref()), (Some("1000"), Some("/srv"), Some("SIGINT")));
+        assert_eq!(lab.spec.services["list"].command, Some(crate::spec::Command::Exec(vec!["sh".into(), "-c".into()])));
     }
 
     #[test]

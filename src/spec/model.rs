@@ -401,6 +401,18 @@ pub struct Service {
     /// Time between SIGTERM and SIGKILL; Swarm's default is 10s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_period: Option<Duration>,
+    /// The signal that asks a task to stop (`SIGINT`, `SIGUSR1`…); the image's, else SIGTERM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(SIG)?[A-Z][A-Z0-9+-]*$|^[0-9]{1,2}$"))]
+    pub stop_signal: Option<String>,
+    /// The user the command runs as: `uid`, `uid:gid`, or a name the image knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub user: Option<String>,
+    /// The command's working directory (an absolute path); the image's when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/"))]
+    pub working_dir: Option<String>,
     /// Kernel settings of each task's own namespaces, e.g. `net.ipv4.tcp_congestion_control:
     /// reno` (as Compose's `sysctls`): only namespaced ones, `net.*` and the IPC ones.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -56,6 +56,9 @@ pub fn service_spec(svc: &DesiredService, config_ids: &BTreeMap<String, String>)
         env: non_empty(&svc.env),
         init: svc.init,
         stop_grace_period: svc.stop_grace_period.map(|d| d.as_nanos() as i64),
+        stop_signal: svc.stop_signal.clone(),
+        user: svc.user.clone(),
+        dir: svc.working_dir.clone(),
         health_check: svc.health.as_ref().map(|h| HealthConfig {
             test: non_empty(&h.test),
             interval: h.interval.map(|d| d.as_nanos() as i64),
@@ -121,7 +124,7 @@ mod tests {
 
     #[test]
     fn a_service_becomes_the_spec_docker_service_create_would_send() {
-        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2}\n      ports: ['8080:80/udp']\n      networks: [dht]\n      sysctls: {net.ipv4.ip_default_ttl: 42, net.ipv4.tcp_congestion_control: reno}\n";
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2}\n      ports: ['8080:80/udp']\n      networks: [dht]\n      sysctls: {net.ipv4.ip_default_ttl: 42, net.ipv4.tcp_congestion_control: reno}\n      user: '1000:1000'\n      workingDir: /srv\n      stopSignal: SIGINT\n";
         let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
         let desired = crate::plan::desired_lab(&lab.lab);
         let spec = service_spec(&desired.services[0], &BTreeMap::new());
@@ -132,6 +135,7 @@ mod tests {
         assert_eq!(c.command, Some(vec!["sleep".to_string(), "100".to_string()]));
         assert_eq!(c.env, Some(vec!["A=1".to_string()]));
         assert_eq!((c.init, c.stop_grace_period), (Some(true), Some(2_000_000_000)));
+        assert_eq!((c.user.as_deref(), c.dir.as_deref(), c.stop_signal.as_deref()), (Some("1000:1000"), Some("/srv"), Some("SIGINT")));
         let limits = task.resources.unwrap().limits.unwrap();
         assert_eq!((limits.nano_cpus, limits.memory_bytes), (Some(500_000_000), Some(64 * 1024 * 1024)));
         let placement = task.placement.unwrap();
