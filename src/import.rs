@@ -16,7 +16,6 @@ use crate::spec::{parse_file, Diagnostic};
 fn not_carried(key: &str) -> Option<&'static str> {
     Some(match key {
         "build" => "labd never builds or pulls: build the image and load it on every node, then set `image` (or map it with --image)",
-        "volumes" => "volumes are not part of a lab (yet); bake the files into the image",
         "container_name" => "Swarm names tasks itself (`<lab>_<service>.<slot>`)",
         "restart" => "Swarm restarts failed tasks by itself",
         "depends_on" => "Swarm starts services in no order; the lab is Ready when all run",
@@ -211,6 +210,87 @@ fn config_mounts(ctx: &mut Ctx, at: &str, value: &Value, carried: &Map<String, V
     mounts
 }
 
+/// A service's Compose `volumes`: named volumes (declared at the top), absolute binds and
+/// tmpfs carry; relative binds (the Compose file's directory is not on the nodes) and
+/// anonymous volumes are noted.
+fn volume_mounts(ctx: &mut Ctx, at: &str, value: &Value, declared: &Map<String, Value>) -> Vec<Value> {
+    let mut mounts = Vec::new();
+    for (i, mount) in value.as_array().into_iter().flatten().enumerate() {
+        let here = format!("{at}/{i}");
+        let (kind, source, target, read_only, size) = match mount {
+            Value::String(text) => {
+                let parts: Vec<&str> = text.split(':').collect();
+                match parts.as_slice() {
+                    [source, target, rest @ ..] if rest.len() <= 1 => {
+                        let kind = if crate::spec::is_host_path(source) { "bind" } else { "volume" };
+                        (kind, Some(source.to_string()), target.to_string(), rest.first().is_some_and(|m| m.split(',').any(|o| o == "ro")), None)
+                    }
+                    [target] => {
+                        ctx.note(&here, format!("anonymous volume at {target} is not carried: name it in the top-level volumes"));
+                        continue;
+                    }
+                    _ => {
+                        ctx.note(&here, format!("`{text}` is not carried (SOURCE:TARGET[:MODE] expected)"));
+                        continue;
+                    }
+                }
+            }
+            Value::Object(long) => {
+                let kind = long.get("type").and_then(Value::as_str).unwrap_or("volume");
+                let size = long.get("tmpfs").and_then(|t| t.get("size")).and_then(as_string);
+                let target = long.get("target").and_then(Value::as_str).unwrap_or_default().to_string();
+                (kind, long.get("source").and_then(Value::as_str).map(str::to_string), target, long.get("read_only").and_then(Value::as_bool).unwrap_or(false), size)
+            }
+            _ => continue,
+        };
+        match (kind, source.as_deref()) {
+            ("bind", Some(path)) if !path.starts_with('/') => {
+                ctx.note(&here, format!("relative host path `{path}` is not carried: a bind mounts a path of the node that runs the task; use an absolute one, or bake the files into the image"));
+                continue;
+            }
+            ("volume", Some(name)) if !declared.contains_key(name) => {
+                ctx.note(&here, format!("volume `{name}` is not declared in the top-level volumes; not carried"));
+                continue;
+            }
+            ("volume" | "bind" | "tmpfs", _) => {}
+            (other, _) => {
+                ctx.note(&here, format!("a {other} mount is not carried (volume, bind and tmpfs are)"));
+                continue;
+            }
+        }
+        let mut out = Map::new();
+        out.insert("type".into(), json!(kind));
+        if let Some(source) = source.filter(|_| kind != "tmpfs") {
+            out.insert("source".into(), json!(source));
+        }
+        out.insert("target".into(), json!(target));
+        if read_only {
+            out.insert("readOnly".into(), json!(true));
+        }
+        if let Some(size) = size.filter(|_| kind == "tmpfs") {
+            // Compose writes sizes in bytes or with a unit (`64m`): the lab takes upper-case units.
+            let size = if size.bytes().all(|b| b.is_ascii_digit()) { size } else { size.to_uppercase() };
+            out.insert("size".into(), json!(size));
+        }
+        mounts.push(Value::Object(out));
+    }
+    mounts
+}
+
+/// Compose's top-level `volumes`: a name each (Docker's local volumes); drivers and external
+/// ones are noted.
+fn volumes(ctx: &mut Ctx, top: &Value) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (name, def) in top.as_object().into_iter().flatten() {
+        let at = format!("/volumes/{}", pointer_segment(name));
+        for key in def.as_object().into_iter().flatten().map(|(k, _)| k) {
+            ctx.note(&format!("{at}/{}", pointer_segment(key)), format!("{key} is not carried: the lab's volumes are Docker's local ones"));
+        }
+        out.insert(name.clone(), json!({}));
+    }
+    out
+}
+
 /// Compose's top-level `configs` with a `file` (read beside the Compose file) or a `content`;
 /// `external` and `environment` ones are noted.
 fn configs(ctx: &mut Ctx, compose: &Path, top: &Value, read_file: &dyn Fn(&Path) -> std::io::Result<String>) -> Map<String, Value> {
@@ -241,7 +321,7 @@ fn configs(ctx: &mut Ctx, compose: &Path, top: &Value, read_file: &dyn Fn(&Path)
     out
 }
 
-fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMap, networks_defined: &[String], configs: &Map<String, Value>) -> Value {
+fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMap, networks_defined: &[String], configs: &Map<String, Value>, volumes: &Map<String, Value>) -> Value {
     let base = format!("/services/{}", pointer_segment(name));
     let mut out = Map::new();
     let image = svc.get("image").and_then(Value::as_str);
@@ -357,6 +437,9 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
             "configs" => {
                 out.insert("configs".into(), json!(config_mounts(ctx, &at, value, configs)));
             }
+            "volumes" => {
+                out.insert("volumes".into(), json!(volume_mounts(ctx, &at, value, volumes)));
+            }
             // Compose's extension fields: the file's own, ignored by Compose too.
             other if other.starts_with("x-") => {}
             other => match not_carried(other) {
@@ -448,7 +531,8 @@ pub fn compose_to_lab(path: &Path, text: &str, name: &str, images: &ImageMap, re
     }
     let defined: Vec<String> = networks.keys().cloned().collect();
     let configs = configs(&mut ctx, path, doc.value.get("configs").unwrap_or(&Value::Null), read_file);
-    for top in ["volumes", "secrets"] {
+    let volumes = volumes(&mut ctx, doc.value.get("volumes").unwrap_or(&Value::Null));
+    for top in ["secrets"] {
         if doc.value.get(top).is_some() {
             ctx.note(&format!("/{top}"), format!("top-level {top} are not carried"));
         }
@@ -456,11 +540,14 @@ pub fn compose_to_lab(path: &Path, text: &str, name: &str, images: &ImageMap, re
     let mut lab_services = Map::new();
     for (svc_name, svc) in services {
         let svc = svc.as_object().cloned().unwrap_or_default();
-        lab_services.insert(svc_name.clone(), service(&mut ctx, svc_name, &svc, images, &defined, &configs));
+        lab_services.insert(svc_name.clone(), service(&mut ctx, svc_name, &svc, images, &defined, &configs, &volumes));
     }
     let mut spec = Map::new();
     if !configs.is_empty() {
         spec.insert("configs".into(), Value::Object(configs));
+    }
+    if !volumes.is_empty() {
+        spec.insert("volumes".into(), Value::Object(volumes));
     }
     if !networks.is_empty() {
         spec.insert("networks".into(), Value::Object(networks));
@@ -496,6 +583,25 @@ mod tests {
 
     fn no_files(path: &Path) -> std::io::Result<String> {
         Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} (no files in this test)", path.display())))
+    }
+
+    #[test]
+    fn named_volumes_absolute_binds_and_tmpfs_carry_and_relative_binds_are_noted() {
+        let compose = "services:\n  db:\n    image: labbox:latest\n    volumes:\n      - data:/var/lib/db\n      - /srv/results:/results:ro\n      - ./conf:/etc/db\n      - /anonymous\n      - type: tmpfs\n        target: /scratch\n        tmpfs: {size: 64m}\nvolumes:\n  data:\n    driver: local\n";
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "vols", &vec![], &no_files).expect("valid");
+        let lab = parse_file(Path::new("vols.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
+        assert!(lab.spec.volumes.contains_key("data"));
+        let mounts: Vec<_> = lab.spec.services["db"].volumes.clone().unwrap().iter().map(|m| m.entry().unwrap()).collect();
+        let view: Vec<_> = mounts.iter().map(|m| (m.kind, m.source.as_deref(), m.target.as_str(), m.read_only, m.size.map(|s| s.bytes))).collect();
+        use crate::spec::MountKind::*;
+        assert_eq!(view, vec![
+            (Volume, Some("data"), "/var/lib/db", None, None),
+            (Bind, Some("/srv/results"), "/results", Some(true), None),
+            (Tmpfs, None, "/scratch", None, Some(64 * 1024 * 1024)),
+        ]);
+        assert!(out.text.contains("#   7:9: services.db.volumes.2: relative host path `./conf` is not carried"), "{}", out.text);
+        assert!(out.text.contains("#   8:9: services.db.volumes.3: anonymous volume at /anonymous is not carried"), "{}", out.text);
+        assert!(out.text.contains("#   14:5: volumes.data.driver: driver is not carried"), "{}", out.text);
     }
 
     #[test]

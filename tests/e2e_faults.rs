@@ -71,6 +71,51 @@ fn a_killed_task_is_replaced_and_the_replacement_is_shaped() {
     row("task container killed, rescheduled by Swarm", took, "nothing");
 }
 
+/// The running container of a task slot of `service` (`<service>.<slot>.<task id>`).
+fn container_in_slot(service: &str, slot: u32) -> Result<String, String> {
+    let out = docker_ok(&["ps", "--filter", &format!("label=com.docker.swarm.service.name={service}"), "--filter", "status=running", "--format", "{{.ID}} {{.Label \"com.docker.swarm.task.name\"}}"]);
+    let prefix = format!("{service}.{slot}.");
+    out.lines().find_map(|l| l.split_once(' ').filter(|(_, task)| task.starts_with(&prefix)).map(|(id, _)| id.to_string())).ok_or_else(|| format!("no running task in slot {slot}: {out}"))
+}
+
+/// A consensus node's log on a per-task volume: a task killed and restarted in its slot finds
+/// its own data (not its neighbour's), its tmpfs starts empty, and the data outlives the lab,
+/// as with `docker stack rm`, labelled so it can be found.
+#[test]
+fn a_killed_task_comes_back_to_its_own_volume_and_an_empty_tmpfs() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("fvol".into());
+    remove_lab_objects("fvol");
+    let services = "    node:\n      replicas: 2\n      volumes: ['log:/var/lib/raft', {type: tmpfs, target: /scratch, size: 8M}]\n";
+    lab.write("fvol.yaml", &format!("{}  volumes:\n    log: {{perTask: true}}\n", lab_yaml("fvol", services)));
+    lab.start_labd();
+    lab.wait_phase("fvol", "Ready", READY);
+    for slot in [1, 2] {
+        let c = container_in_slot("fvol_node", slot).unwrap();
+        docker_ok(&["exec", &c, "sh", "-c", &format!("echo slot{slot} > /var/lib/raft/term; echo x > /scratch/tmp")]);
+    }
+    let killed = container_in_slot("fvol_node", 1).unwrap();
+    docker_ok(&["kill", &killed]);
+    let since = Instant::now();
+    let back = eventually("slot 1 running again", READY, || container_in_slot("fvol_node", 1).and_then(|c| if c != killed { Ok(c) } else { Err("the killed one".into()) }));
+    let took = since.elapsed();
+    let read = |c: &str, cmd: &str| String::from_utf8_lossy(&docker(&["exec", c, "sh", "-c", cmd]).stdout).trim().to_string();
+    assert_eq!(read(&back, "cat /var/lib/raft/term"), "slot1", "its own volume, data kept");
+    assert_eq!(read(&back, "ls /scratch"), "", "a tmpfs starts empty");
+    assert!(read(&back, "grep ' /scratch ' /proc/mounts").starts_with("tmpfs /scratch tmpfs"), "{}", read(&back, "cat /proc/mounts"));
+    assert_eq!(read(&container_in_slot("fvol_node", 2).unwrap(), "cat /var/lib/raft/term"), "slot2", "the other slot's own");
+    let volumes = || docker_ok(&["volume", "ls", "--filter", "label=io.swarmlab.lab=fvol", "--format", "{{.Name}}"]);
+    assert_eq!(volumes().lines().collect::<Vec<_>>(), ["fvol_log-1", "fvol_log-2"]);
+    lab.wait_phase("fvol", "Ready", READY);
+    row("task container killed: back on its own per-task volume", took, "nothing (its data read back)");
+    lab.remove("fvol.yaml");
+    eventually("the lab gone", READY, || {
+        let left = docker_ok(&["service", "ls", "-q", "--filter", "label=io.swarmlab.lab=fvol"]);
+        if left.trim().is_empty() { Ok(()) } else { Err(left) }
+    });
+    assert_eq!(volumes().lines().count(), 2, "volumes outlive the lab, as with `docker stack rm`");
+}
+
 #[test]
 fn labd_killed_with_shaping_applied_then_conditions_removed_leaves_nothing_behind() {
     let mut lab = start_shaped("fagt", "conditions: {delay: 20ms, rate: 1mbit}");

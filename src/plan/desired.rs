@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::labels;
 use crate::spec::links::{Destination, Directed, Toward};
-use crate::spec::{Command, ConfigMount, EffectiveConditions, EndpointMode, InForce, Lab, Mode, Port, Service, CONFIG_DEFAULT_MODE};
+use crate::spec::{Command, ConfigMount, MountKind, VolumeMount, EffectiveConditions, EndpointMode, InForce, Lab, Mode, Port, Service, CONFIG_DEFAULT_MODE};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredNetwork {
@@ -52,6 +52,8 @@ pub struct DesiredService {
     pub sysctls: HashMap<String, String>,
     /// Files mounted in every task, each a Swarm config of the service's own.
     pub files: Vec<DesiredFile>,
+    /// Volumes, host paths and tmpfs mounted in every task.
+    pub mounts: Vec<DesiredMount>,
     pub cap_add: Vec<String>,
     pub limits: Option<Limits>,
     pub constraints: Vec<String>,
@@ -110,6 +112,39 @@ pub struct DesiredFile {
     pub content: String,
     /// Ownership (the service's [`labels::MEMBER`]) and [`labels::FILE`].
     pub labels: HashMap<String, String>,
+}
+
+/// A mount of the service's tasks, in Docker's terms.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DesiredMount {
+    pub kind: MountKind,
+    /// A volume's Docker name (`<lab>_<name>`, with `-{{.Task.Slot}}` for one per task: Swarm
+    /// fills the template in), a bind's node path; none for a tmpfs.
+    pub source: Option<String>,
+    pub target: String,
+    pub read_only: bool,
+    pub tmpfs_bytes: Option<u64>,
+    /// On a volume: ownership, so `docker volume ls --filter label=io.swarmlab.lab=<lab>` finds
+    /// them (Docker creates them with the task; they outlive the lab, as with `docker stack rm`).
+    #[serde(skip)]
+    pub labels: HashMap<String, String>,
+}
+
+impl DesiredMount {
+    fn of(lab: &Lab, service: &str, replicated: bool, mount: &VolumeMount) -> Option<DesiredMount> {
+        let entry = mount.entry()?;
+        let source = match entry.kind {
+            MountKind::Volume => entry.source.as_ref().map(|name| {
+                let per_task = lab.spec.volumes.get(name).and_then(|v| v.per_task).unwrap_or(false);
+                let base = object_name(&lab.metadata.name, name);
+                if per_task && replicated { format!("{base}-{{{{.Task.Slot}}}}") } else { base }
+            }),
+            MountKind::Bind => entry.source.clone(),
+            MountKind::Tmpfs => None,
+        };
+        let labels = if entry.kind == MountKind::Volume { base_labels(lab, entry.source.as_deref().unwrap_or(service)) } else { HashMap::new() };
+        Some(DesiredMount { kind: entry.kind, source, target: entry.target, read_only: entry.read_only.unwrap_or(false), tmpfs_bytes: entry.size.map(|m| m.bytes), labels })
+    }
 }
 
 /// Docker's longest config name.
@@ -230,13 +265,16 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
         attachments.iter().map(|a| (a.name().to_string(), a.aliases().to_vec())).collect();
     unshaped.networks = None;
     let files: Vec<DesiredFile> = svc.configs.iter().flatten().map(|m| DesiredFile::of(lab, short, m)).collect();
-    // The files' contents are in the hash through their configs' names; a lab without files
-    // hashes as before they existed, so upgrading labd updates no service.
-    let hash = if files.is_empty() {
+    let replicated = svc.mode.unwrap_or_default() == Mode::Replicated;
+    let mounts: Vec<DesiredMount> = svc.volumes.iter().flatten().filter_map(|m| DesiredMount::of(lab, short, replicated, m)).collect();
+    // The files' contents are in the hash through their configs' names, a volume's `perTask`
+    // through its source; a lab with neither hashes as before they existed, so upgrading labd
+    // updates no service.
+    let hash = if files.is_empty() && mounts.is_empty() {
         hash_of(&(&unshaped, &attachment_view, &lab.metadata.labels))
     } else {
         let names: Vec<&str> = files.iter().map(|f| f.config_name.as_str()).collect();
-        hash_of(&(&unshaped, &attachment_view, &lab.metadata.labels, names))
+        hash_of(&(&unshaped, &attachment_view, &lab.metadata.labels, names, &mounts))
     };
 
     let labels = owned_labels(lab, short, &svc.labels, &hash);
@@ -274,6 +312,7 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
         health: svc.healthcheck.as_ref().map(Health::of),
         sysctls: svc.sysctls.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
         files,
+        mounts,
         cap_add: svc.cap_add.clone(),
         limits: svc.resources.as_ref().map(|r| Limits {
             nano_cpus: r.cpus.map(|c| (c * 1e9).round() as i64),

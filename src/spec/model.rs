@@ -84,6 +84,84 @@ pub struct LabSpec {
     /// ones it mounts under its own `configs`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub configs: BTreeMap<String, ConfigFile>,
+    /// Named volumes services mount (as Compose's top-level `volumes`): Docker's local volumes
+    /// `<lab>_<name>` on the nodes that run the tasks.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volumes: BTreeMap<String, VolumeDef>,
+}
+
+/// A named volume.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeDef {
+    /// One volume per task (`<lab>_<name>-<slot>`: a task restarted in its slot finds its own
+    /// data again, as a StatefulSet's claim) rather than one per node shared by the tasks there
+    /// (Compose's). A global service's tasks have one per node either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_task: Option<bool>,
+}
+
+/// What a service mounts: `SOURCE:TARGET[:ro]` (a named volume, or an absolute host path for
+/// a bind mount), or an entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum VolumeMount {
+    Short(String),
+    Entry(VolumeMountEntry),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// A named volume from `spec.volumes`.
+    Volume,
+    /// A path of the node that runs the task (absolute).
+    Bind,
+    /// Memory of the task, empty at each start.
+    Tmpfs,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeMountEntry {
+    #[serde(rename = "type")]
+    pub kind: MountKind,
+    /// The volume's name in `spec.volumes`, or the node's path for a bind; none for tmpfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Absolute path in the task.
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    /// Largest size of a tmpfs, e.g. 64M (unbounded when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Memory>,
+}
+
+/// Whether the source of a short volume form is a path (a bind), as Compose tells them apart.
+pub fn is_host_path(source: &str) -> bool {
+    source.starts_with(['/', '.', '~']) || source.contains('/')
+}
+
+impl VolumeMount {
+    /// The entry this mount means; a short form that is not `SOURCE:TARGET[:ro|:rw]` is `None`
+    /// (validation says why).
+    pub fn entry(&self) -> Option<VolumeMountEntry> {
+        match self {
+            VolumeMount::Entry(e) => Some(e.clone()),
+            VolumeMount::Short(text) => {
+                let parts: Vec<&str> = text.split(':').collect();
+                let (source, target, read_only) = match parts.as_slice() {
+                    [source, target] => (*source, *target, None),
+                    [source, target, "ro"] => (*source, *target, Some(true)),
+                    [source, target, "rw"] => (*source, *target, None),
+                    _ => return None,
+                };
+                let kind = if is_host_path(source) { MountKind::Bind } else { MountKind::Volume };
+                Some(VolumeMountEntry { kind, source: Some(source.to_string()), target: target.to_string(), read_only, size: None })
+            }
+        }
+    }
 }
 
 /// Most bytes of one file: Swarm keeps each as a config of less than 1,024,000 bytes.
@@ -424,6 +502,9 @@ pub struct Service {
     /// Files from `spec.configs` to mount in every task (as Compose's service `configs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configs: Option<Vec<ConfigMount>>,
+    /// Volumes, host paths and tmpfs mounted in every task (as Compose's service `volumes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<VolumeMount>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }

@@ -291,6 +291,7 @@ impl Service {
             working_dir: self.working_dir.clone().or_else(|| d.working_dir.clone()),
             healthcheck: self.healthcheck.clone().or_else(|| d.healthcheck.clone()),
             configs: self.configs.clone().or_else(|| d.configs.clone()),
+            volumes: self.volumes.clone().or_else(|| d.volumes.clone()),
             sysctls,
             labels,
         }

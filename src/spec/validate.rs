@@ -303,6 +303,10 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
     check_subnets(networks, &mut out);
     let configs = doc.pointer("/spec/configs").and_then(Value::as_object).unwrap_or(&empty);
     check_configs(configs, &mut out);
+    let volumes = doc.pointer("/spec/volumes").and_then(Value::as_object).unwrap_or(&empty);
+    for name in volumes.keys().filter(|n| !is_docker_name(n)) {
+        out.push(Finding::key(format!("/spec/volumes/{}", pointer_segment(name)), format!("`{name}` is not a volume name: at most 64 letters, digits, `.`, `_` and `-`, a letter or digit at both ends")));
+    }
     let defaults = doc.pointer("/spec/defaults");
     let inherited = |svc: &Value, field: &str| svc.get(field).or_else(|| defaults.and_then(|d| d.get(field))).cloned();
     if let Some(d) = defaults {
@@ -310,6 +314,7 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
         check_healthcheck("/spec/defaults", d, &mut out);
         check_sysctls("/spec/defaults", d, &mut out);
         check_config_mounts(configs, "/spec/defaults", d, &mut out);
+        check_volume_mounts(volumes, "/spec/defaults", d, &mut out);
     }
     for (svc_name, svc) in services {
         let base = format!("/spec/services/{}", pointer_segment(svc_name));
@@ -326,6 +331,7 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
         check_healthcheck(&base, svc, &mut out);
         check_sysctls(&base, svc, &mut out);
         check_config_mounts(configs, &base, svc, &mut out);
+        check_volume_mounts(volumes, &base, svc, &mut out);
     }
     let networks_of = |svc: &str| -> BTreeSet<String> {
         let list = services.get(svc).and_then(|s| inherited(s, "networks"));
@@ -682,9 +688,7 @@ fn check_sysctls(base: &str, svc: &Value, out: &mut Vec<Finding>) {
 fn check_configs(configs: &serde_json::Map<String, Value>, out: &mut Vec<Finding>) {
     for (name, config) in configs {
         let at = format!("/spec/configs/{}", pointer_segment(name));
-        let inner_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-        let ends_ok = name.starts_with(|c: char| c.is_ascii_alphanumeric()) && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-        if name.len() > 64 || !ends_ok || !name.chars().all(inner_ok) {
+        if !is_docker_name(name) {
             out.push(Finding::key(at.clone(), format!("`{name}` is not a config name: at most 64 letters, digits, `.`, `_` and `-`, a letter or digit at both ends")));
         }
         match config.get("content").and_then(Value::as_str) {
@@ -695,6 +699,77 @@ fn check_configs(configs: &serde_json::Map<String, Value>, out: &mut Vec<Finding
             )),
             _ => {}
         }
+    }
+}
+
+/// Docker's rule for config and volume names.
+fn is_docker_name(name: &str) -> bool {
+    let inner_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let ends_ok = name.starts_with(|c: char| c.is_ascii_alphanumeric()) && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    name.len() <= 64 && ends_ok && name.chars().all(inner_ok)
+}
+
+/// A path in a task that something is mounted at: absolute, a file or directory's own, and
+/// only one thing there.
+fn check_target(target: &str, at: &str, targets: &mut BTreeSet<String>, out: &mut Vec<Finding>) {
+    if !target.starts_with('/') {
+        out.push(Finding::value(at, format!("`{target}` is not an absolute path (mounts go at a path such as /etc/app.conf)")));
+    } else if target.len() > 1 && target.ends_with('/') {
+        out.push(Finding::value(at, format!("`{target}` ends with `/`: give the path without it")));
+    }
+    if !targets.insert(target.trim_end_matches('/').to_string()) {
+        out.push(Finding::value(at, format!("two mounts at `{target}`")));
+    }
+}
+
+/// Each volume, host path or tmpfs a service mounts: the short form readable, a named volume
+/// declared, a host path absolute, each at a path of its own.
+fn check_volume_mounts(defined: &serde_json::Map<String, Value>, base: &str, svc: &Value, out: &mut Vec<Finding>) {
+    let mut targets = BTreeSet::new();
+    for (i, mount) in svc.get("volumes").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let at = format!("{base}/volumes/{i}");
+        let (kind, source, target, short) = match mount {
+            Value::String(text) => {
+                let parts: Vec<&str> = text.split(':').collect();
+                match parts.as_slice() {
+                    [source, target] | [source, target, "ro" | "rw"] => {
+                        (if super::model::is_host_path(source) { "bind" } else { "volume" }, Some(source.to_string()), target.to_string(), true)
+                    }
+                    _ => {
+                        let hint = if parts.len() == 1 { " (a volume needs a name: declare one in spec.volumes and write NAME:TARGET)" } else { "" };
+                        out.push(Finding::value(at, format!("`{text}` is not SOURCE:TARGET or SOURCE:TARGET:ro{hint}")));
+                        continue;
+                    }
+                }
+            }
+            Value::Object(o) => {
+                let (Some(kind), Some(target)) = (o.get("type").and_then(Value::as_str), o.get("target").and_then(Value::as_str)) else { continue };
+                (kind, o.get("source").and_then(Value::as_str).map(str::to_string), target.to_string(), false)
+            }
+            _ => continue,
+        };
+        let field = |name: &str| if short { at.clone() } else { format!("{at}/{name}") };
+        match (kind, source.as_deref()) {
+            ("volume", Some(name)) if !defined.contains_key(name) => {
+                let names: Vec<&str> = defined.keys().map(String::as_str).collect();
+                let hint = match did_you_mean(name, names.iter().copied()) {
+                    Some(s) => format!(" (did you mean `{s}`?)"),
+                    None if names.is_empty() => " (spec.volumes is empty)".to_string(),
+                    None => format!(" (defined: {})", names.join(", ")),
+                };
+                out.push(Finding::value(field("source"), format!("volume `{name}` is not defined in spec.volumes{hint}")));
+            }
+            ("volume" | "bind", None) => out.push(Finding::key(at.clone(), format!("a {kind} mount needs a `source`"))),
+            ("bind", Some(path)) if !path.starts_with('/') => {
+                out.push(Finding::value(field("source"), format!("`{path}` is not an absolute path: a bind mounts a path of the node that runs the task (the lab file's directory is not there)")))
+            }
+            ("tmpfs", Some(_)) => out.push(Finding::value(field("source"), "a tmpfs has no source")),
+            _ => {}
+        }
+        if kind != "tmpfs" && mount.get("size").is_some() {
+            out.push(Finding::key(format!("{at}/size"), "`size` is a tmpfs's only"));
+        }
+        check_target(&target, &field("target"), &mut targets, out);
     }
 }
 
@@ -723,14 +798,7 @@ fn check_config_mounts(defined: &serde_json::Map<String, Value>, base: &str, svc
         }
         let target = mount.get("target").and_then(Value::as_str).map_or_else(|| format!("/{source}"), str::to_string);
         let target_at = if mount.get("target").is_some() { format!("{at}/target") } else { source_at };
-        if !target.starts_with('/') {
-            out.push(Finding::value(target_at.clone(), format!("`{target}` is not an absolute path (files are mounted at a path such as /etc/app.conf)")));
-        } else if target.ends_with('/') {
-            out.push(Finding::value(target_at.clone(), format!("`{target}` names a directory: give the file's own path")));
-        }
-        if !targets.insert(target.clone()) {
-            out.push(Finding::value(target_at, format!("two files are mounted at `{target}`")));
-        }
+        check_target(&target, &target_at, &mut targets, out);
         // Octal text out of range is the schema's (its pattern) to report.
         if let Some(mode) = mount.get("mode").and_then(Value::as_u64).filter(|m| *m > 0o777) {
             out.push(Finding::value(

@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, HealthConfig, Ipam,
-    IpamConfig, Limit, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
+    IpamConfig, Limit, Mount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
     TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile1, TaskSpecPlacement, TaskSpecResources,
 };
 
-use crate::plan::{DesiredNetwork, DesiredService};
-use crate::spec::EndpointMode;
+use crate::plan::{DesiredMount, DesiredNetwork, DesiredService};
+use crate::spec::{EndpointMode, MountKind};
 
 pub fn ipam(net: &DesiredNetwork) -> Option<Ipam> {
     net.subnet.as_ref().map(|s| Ipam { config: Some(vec![IpamConfig { subnet: Some(s.clone()), ..Default::default() }]), ..Default::default() })
@@ -25,6 +25,22 @@ where
 
 /// `config_ids`: the Swarm id of each of the service's file configs, by name (Swarm takes a
 /// reference by both).
+fn mount(m: &DesiredMount) -> Mount {
+    Mount {
+        target: Some(m.target.clone()),
+        source: m.source.clone(),
+        typ: Some(match m.kind {
+            MountKind::Volume => MountType::VOLUME,
+            MountKind::Bind => MountType::BIND,
+            MountKind::Tmpfs => MountType::TMPFS,
+        }),
+        read_only: m.read_only.then_some(true),
+        volume_options: (m.kind == MountKind::Volume).then(|| MountVolumeOptions { labels: Some(m.labels.clone()), ..Default::default() }),
+        tmpfs_options: m.tmpfs_bytes.map(|b| MountTmpfsOptions { size_bytes: Some(b as i64), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
 pub fn service_spec(svc: &DesiredService, config_ids: &BTreeMap<String, String>) -> ServiceSpec {
     let publish_mode = match svc.endpoint_mode {
         // Ingress publishing needs a VIP; with dnsrr Swarm only allows host-mode ports.
@@ -80,6 +96,7 @@ pub fn service_spec(svc: &DesiredService, config_ids: &BTreeMap<String, String>)
                 })
                 .collect()
         }),
+        mounts: (!svc.mounts.is_empty()).then(|| svc.mounts.iter().map(mount).collect()),
         ..Default::default()
     };
     let placement = (!svc.constraints.is_empty() || svc.max_replicas_per_node.is_some()).then(|| TaskSpecPlacement {
@@ -174,6 +191,29 @@ mod tests {
             (Some("cfg1"), Some(name.as_str()), "/etc/app.conf".to_string(), "1000".to_string(), "100".to_string(), 0o440),
             (Some("cfg1"), Some(name.as_str()), "/b".to_string(), "0".to_string(), "0".to_string(), 0o640),
         ]);
+    }
+
+    #[test]
+    fn volumes_per_task_or_per_node_binds_and_tmpfs_become_mounts() {
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  volumes: {log: {perTask: true}, shared: {}}\n  defaults: {image: labbox:latest, volumes: ['log:/var/lib/raft', 'shared:/shared:ro', '/srv/results:/results', {type: tmpfs, target: /scratch, size: 64M}]}\n  services:\n    node: {replicas: 3}\n    agent: {mode: global}\n";
+        let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
+        let desired = crate::plan::desired_lab(&lab.lab);
+        let mounts = |name: &str| {
+            let svc = desired.services.iter().find(|s| s.short_name == name).unwrap();
+            service_spec(svc, &BTreeMap::new()).task_template.unwrap().container_spec.unwrap().mounts.unwrap()
+        };
+        let node = mounts("node");
+        let view: Vec<_> = node.iter().map(|m| (m.typ, m.source.as_deref(), m.target.as_deref().unwrap(), m.read_only)).collect();
+        assert_eq!(view, vec![
+            (Some(MountType::VOLUME), Some("k_log-{{.Task.Slot}}"), "/var/lib/raft", None),
+            (Some(MountType::VOLUME), Some("k_shared"), "/shared", Some(true)),
+            (Some(MountType::BIND), Some("/srv/results"), "/results", None),
+            (Some(MountType::TMPFS), None, "/scratch", None),
+        ]);
+        let labels = node[0].volume_options.as_ref().unwrap().labels.as_ref().unwrap();
+        assert_eq!(labels.get("io.swarmlab.lab").map(String::as_str), Some("k"), "a volume says whose it is");
+        assert_eq!(node[3].tmpfs_options.as_ref().unwrap().size_bytes, Some(64 * 1024 * 1024));
+        assert_eq!(mounts("agent")[0].source.as_deref(), Some("k_log"), "a global service's tasks have one per node anyway");
     }
 
     #[test]

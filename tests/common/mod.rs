@@ -300,6 +300,10 @@ pub fn remove_lab_objects(lab: &str) {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Volumes outlive a lab (as with `docker stack rm`); a test starts without them.
+    for name in docker_ok(&["volume", "ls", "-q", "--filter", &filter]).lines().filter(|l| !l.is_empty()) {
+        let _ = docker(&["volume", "rm", name]);
+    }
 }
 
 /// `docker stack services LAB` as NAME → REPLICAS ("2/2").
