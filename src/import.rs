@@ -21,7 +21,7 @@ fn not_carried(key: &str) -> Option<&'static str> {
         "depends_on" => "Swarm starts services in no order; the lab is Ready when all run",
         "links" | "external_links" => "services reach each other by name on their networks",
         "expose" => "every port is reachable on the lab's networks",
-        "logging" | "secrets" | "devices" | "privileged" | "security_opt" | "ulimits" | "tmpfs" | "dns" | "extra_hosts" | "stdin_open" | "tty" | "profiles" | "pid" | "ipc" | "network_mode" | "env_file" | "shm_size" | "platform" | "pull_policy" => {
+        "logging" | "secrets" | "devices" | "privileged" | "security_opt" | "tmpfs" | "dns" | "extra_hosts" | "stdin_open" | "tty" | "profiles" | "pid" | "ipc" | "network_mode" | "env_file" | "shm_size" | "platform" | "pull_policy" => {
             "not supported by swarmlab"
         }
         _ => return None,
@@ -434,6 +434,10 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
             "sysctls" => {
                 out.insert("sysctls".into(), json!(key_values(value)));
             }
+            // The same shape in a lab: a number, or {soft, hard}.
+            "ulimits" => {
+                out.insert("ulimits".into(), value.clone());
+            }
             "configs" => {
                 out.insert("configs".into(), json!(config_mounts(ctx, &at, value, configs)));
             }
@@ -605,8 +609,8 @@ mod tests {
     }
 
     #[test]
-    fn entrypoint_user_working_dir_and_stop_signal_carry() {
-        let compose = "services:\n  node:\n    image: labbox:latest\n    entrypoint: /bin/node --flag 'a b'\n    command: [--port, 4000]\n    user: 1000\n    working_dir: /srv\n    stop_signal: SIGINT\n  list:\n    image: labbox:latest\n    entrypoint: [sh, -c]\n";
+    fn entrypoint_user_working_dir_stop_signal_and_ulimits_carry() {
+        let compose = "services:\n  node:\n    image: labbox:latest\n    ulimits: {nofile: {soft: 20000, hard: 40000}, nproc: 65535}\n    entrypoint: /bin/node --flag 'a b'\n    command: [--port, 4000]\n    user: 1000\n    working_dir: /srv\n    stop_signal: SIGINT\n  list:\n    image: labbox:latest\n    entrypoint: [sh, -c]\n";
         let out = compose_to_lab(Path::new("compose.yml"), compose, "run", &vec![], &no_files).expect("valid");
         assert!(out.notes.is_empty(), "{:?}", out.notes);
         let lab = parse_file(Path::new("run.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
@@ -614,6 +618,8 @@ mod tests {
         assert_eq!(node.command, Some(crate::spec::Command::Exec(vec!["/bin/node".into(), "--flag".into(), "a b".into()])), "split, not run by a shell");
         assert_eq!(node.args, Some(vec!["--port".to_string(), "4000".to_string()]));
         assert_eq!((node.user.as_deref(), node.working_dir.as_deref(), node.stop_signal.as_deref()), (Some("1000"), Some("/srv"), Some("SIGINT")));
+        assert_eq!(node.ulimits["nofile"].soft_hard(), (20000, 40000));
+        assert_eq!(node.ulimits["nproc"].soft_hard(), (65535, 65535));
         assert_eq!(lab.spec.services["list"].command, Some(crate::spec::Command::Exec(vec!["sh".into(), "-c".into()])));
     }
 

@@ -557,7 +557,7 @@ fn a_health_check_holds_ready_until_it_passes_and_an_unhealthy_task_is_reported(
 
 /// What a task starts with beyond its image: kernel settings of its own network namespace
 /// (`sysctls`, as a user comparing TCP congestion control under the same conditions sets them),
-/// files written in the lab (`configs`, as Compose's), its user and working directory. Both read back inside the task, the
+/// files written in the lab (`configs`, as Compose's), its user, working directory and limits. Both read back inside the task, the
 /// host's settings left alone; an edit of either restarts the task with the new value, the
 /// file's old config goes once no service names it, and the lab's removal takes the rest.
 #[test]
@@ -566,7 +566,7 @@ fn sysctls_and_files_are_set_in_each_task_and_an_edit_applies() {
     lab.cleanup.push("knobs".into());
     remove_lab_objects("knobs");
     let knobs = |ttl: u32, peers: &str| {
-        let services = format!("    web:\n      user: '1000'\n      workingDir: /etc/dht\n      sysctls: {{net.ipv4.ip_default_ttl: {ttl}, net.ipv4.tcp_congestion_control: reno}}\n      configs:\n        - {{source: peers.conf, target: /etc/dht/peers.conf, uid: '1000', mode: 0440}}\n");
+        let services = format!("    web:\n      user: '1000'\n      workingDir: /etc/dht\n      ulimits: {{nofile: {{soft: 2048, hard: 4096}}}}\n      sysctls: {{net.ipv4.ip_default_ttl: {ttl}, net.ipv4.tcp_congestion_control: reno}}\n      configs:\n        - {{source: peers.conf, target: /etc/dht/peers.conf, uid: '1000', mode: 0440}}\n");
         format!("{}  configs:\n    peers.conf:\n      content: |\n        {peers}\n", lab_yaml("knobs", &services))
     };
     let host_ttl = std::fs::read_to_string("/proc/sys/net/ipv4/ip_default_ttl").unwrap();
@@ -582,8 +582,8 @@ fn sysctls_and_files_are_set_in_each_task_and_an_edit_applies() {
     assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_default_ttl").unwrap(), host_ttl, "the host's own setting changed");
     assert_eq!(cat(&first, "/etc/dht/peers.conf"), "seed-1:4000");
     // `docker exec` runs as the task's user, in its working directory.
-    let whoami = docker_ok(&["exec", &first, "sh", "-c", "pwd; grep ^Uid: /proc/self/status"]);
-    assert_eq!(whoami.split_whitespace().take(3).collect::<Vec<_>>(), ["/etc/dht", "Uid:", "1000"], "{whoami}");
+    let whoami = docker_ok(&["exec", &first, "sh", "-c", "pwd; ulimit -Sn; ulimit -Hn; grep ^Uid: /proc/self/status"]);
+    assert_eq!(whoami.split_whitespace().take(5).collect::<Vec<_>>(), ["/etc/dht", "2048", "4096", "Uid:", "1000"], "{whoami}");
     // `ls -ln`: mode, links, uid, gid, … (the image has no `stat`).
     let listing = docker_ok(&["exec", &first, "ls", "-ln", "/etc/dht/peers.conf"]);
     let fields: Vec<&str> = listing.split_whitespace().collect();

@@ -152,6 +152,17 @@ fn the_checked_in_schema_is_current() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), checked_in);
 }
 
+/// `labctl … | head` closes the pipe early: labctl ends quietly, as `ls | head` does, not with a
+/// panic about printing to stdout.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let mut child = labctl().arg("schema").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn completions_are_generated() {
     let out = labctl().args(["completions", "bash"]).output().unwrap();

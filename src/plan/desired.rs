@@ -50,6 +50,8 @@ pub struct DesiredService {
     pub working_dir: Option<String>,
     pub health: Option<Health>,
     pub sysctls: HashMap<String, String>,
+    /// name → (soft, hard)
+    pub ulimits: BTreeMap<String, (i64, i64)>,
     /// Files mounted in every task, each a Swarm config of the service's own.
     pub files: Vec<DesiredFile>,
     /// Volumes, host paths and tmpfs mounted in every task.
@@ -311,6 +313,7 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
         working_dir: svc.working_dir.clone(),
         health: svc.healthcheck.as_ref().map(Health::of),
         sysctls: svc.sysctls.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+        ulimits: svc.ulimits.iter().map(|(name, u)| (name.clone(), u.soft_hard())).collect(),
         files,
         mounts,
         cap_add: svc.cap_add.clone(),

@@ -495,6 +495,10 @@ pub struct Service {
     /// reno` (as Compose's `sysctls`): only namespaced ones, `net.*` and the IPC ones.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sysctls: BTreeMap<String, EnvValue>,
+    /// Resource limits of each task's processes (as Compose's `ulimits`): `nofile: 65536`
+    /// (soft and hard), or `{soft, hard}`; merged with `spec.defaults`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, Ulimit>,
     /// A check Swarm runs in every task: a task counts as running (and the lab as Ready) only
     /// once it passes, and one that keeps failing is replaced. As Compose's `healthcheck`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -507,6 +511,36 @@ pub struct Service {
     pub volumes: Option<Vec<VolumeMount>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+}
+
+/// The limits `ulimit` names (`setrlimit`'s resources), as Docker takes them.
+pub const ULIMIT_NAMES: [&str; 15] = ["core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack"];
+
+/// A resource limit: one number for both, or the two.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Ulimit {
+    Both(#[schemars(range(min = -1))] i64),
+    Pair(UlimitPair),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UlimitPair {
+    #[schemars(range(min = -1))]
+    pub soft: i64,
+    #[schemars(range(min = -1))]
+    pub hard: i64,
+}
+
+impl Ulimit {
+    /// (soft, hard); -1 is unlimited.
+    pub fn soft_hard(&self) -> (i64, i64) {
+        match self {
+            Ulimit::Both(n) => (*n, *n),
+            Ulimit::Pair(p) => (p.soft, p.hard),
+        }
+    }
 }
 
 /// A health check (Docker's `HEALTHCHECK`). Fields left out keep the image's own values, or

@@ -260,7 +260,7 @@ impl Conditions {
 
 impl Service {
     /// This service with `defaults` filled in wherever it sets nothing itself; maps (env,
-    /// labels, sysctls) are merged with the service's keys winning.
+    /// labels, sysctls, ulimits) are merged with the service's keys winning.
     pub fn with_defaults(&self, defaults: Option<&Service>) -> Service {
         let Some(d) = defaults else { return self.clone() };
         let mut env = d.env.clone();
@@ -269,6 +269,8 @@ impl Service {
         labels.extend(self.labels.clone());
         let mut sysctls = d.sysctls.clone();
         sysctls.extend(self.sysctls.clone());
+        let mut ulimits = d.ulimits.clone();
+        ulimits.extend(self.ulimits.clone());
         Service {
             image: self.image.clone().or_else(|| d.image.clone()),
             replicas: self.replicas.or(d.replicas),
@@ -293,6 +295,7 @@ impl Service {
             configs: self.configs.clone().or_else(|| d.configs.clone()),
             volumes: self.volumes.clone().or_else(|| d.volumes.clone()),
             sysctls,
+            ulimits,
             labels,
         }
     }

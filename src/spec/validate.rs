@@ -313,6 +313,7 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
         check_networks(networks, "/spec/defaults", d.get("networks"), &mut out);
         check_healthcheck("/spec/defaults", d, &mut out);
         check_sysctls("/spec/defaults", d, &mut out);
+        check_ulimits("/spec/defaults", d, &mut out);
         check_config_mounts(configs, "/spec/defaults", d, &mut out);
         check_volume_mounts(volumes, "/spec/defaults", d, &mut out);
     }
@@ -330,6 +331,7 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
         check_networks(networks, &base, svc.get("networks"), &mut out);
         check_healthcheck(&base, svc, &mut out);
         check_sysctls(&base, svc, &mut out);
+        check_ulimits(&base, svc, &mut out);
         check_config_mounts(configs, &base, svc, &mut out);
         check_volume_mounts(volumes, &base, svc, &mut out);
     }
@@ -822,6 +824,22 @@ fn check_config_mounts(defined: &serde_json::Map<String, Value>, base: &str, svc
 
 fn value_text(value: &Value) -> String {
     value.as_str().map_or_else(|| value.to_string(), str::to_string)
+}
+
+/// Limits `setrlimit` knows, a soft one no higher than its hard one (-1: unlimited).
+fn check_ulimits(base: &str, svc: &Value, out: &mut Vec<Finding>) {
+    for (name, limit) in svc.get("ulimits").and_then(Value::as_object).into_iter().flatten() {
+        let at = format!("{base}/ulimits/{}", pointer_segment(name));
+        if !super::model::ULIMIT_NAMES.contains(&name.as_str()) {
+            let hint = did_you_mean(name, super::model::ULIMIT_NAMES).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+            out.push(Finding::key(at.clone(), format!("`{name}` is not a limit `ulimit` knows{hint}: one of {}", super::model::ULIMIT_NAMES.join(", "))));
+        }
+        let (Some(soft), Some(hard)) = (limit.get("soft").and_then(Value::as_i64), limit.get("hard").and_then(Value::as_i64)) else { continue };
+        let unlimited = |n: i64| if n == -1 { i64::MAX } else { n };
+        if unlimited(soft) > unlimited(hard) {
+            out.push(Finding::value(format!("{at}/soft"), format!("the soft limit {soft} is above the hard one {hard}")));
+        }
+    }
 }
 
 /// What Docker would refuse in a health check, or take for "keep the image's" unasked.

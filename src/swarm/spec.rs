@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, HealthConfig, Ipam,
-    IpamConfig, Limit, Mount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
+    IpamConfig, Limit, Mount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkAttachmentConfig, ResourcesUlimits, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
     TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile1, TaskSpecPlacement, TaskSpecResources,
 };
 
@@ -96,6 +96,9 @@ pub fn service_spec(svc: &DesiredService, config_ids: &BTreeMap<String, String>)
                 })
                 .collect()
         }),
+        ulimits: (!svc.ulimits.is_empty()).then(|| {
+            svc.ulimits.iter().map(|(name, (soft, hard))| ResourcesUlimits { name: Some(name.clone()), soft: Some(*soft), hard: Some(*hard) }).collect()
+        }),
         mounts: (!svc.mounts.is_empty()).then(|| svc.mounts.iter().map(mount).collect()),
         ..Default::default()
     };
@@ -141,7 +144,7 @@ mod tests {
 
     #[test]
     fn a_service_becomes_the_spec_docker_service_create_would_send() {
-        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2}\n      ports: ['8080:80/udp']\n      networks: [dht]\n      sysctls: {net.ipv4.ip_default_ttl: 42, net.ipv4.tcp_congestion_control: reno}\n      user: '1000:1000'\n      workingDir: /srv\n      stopSignal: SIGINT\n";
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2}\n      ports: ['8080:80/udp']\n      networks: [dht]\n      sysctls: {net.ipv4.ip_default_ttl: 42, net.ipv4.tcp_congestion_control: reno}\n      user: '1000:1000'\n      ulimits: {nofile: {soft: 1024, hard: 4096}, core: 0}\n      workingDir: /srv\n      stopSignal: SIGINT\n";
         let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
         let desired = crate::plan::desired_lab(&lab.lab);
         let spec = service_spec(&desired.services[0], &BTreeMap::new());
@@ -153,6 +156,8 @@ mod tests {
         assert_eq!(c.env, Some(vec!["A=1".to_string()]));
         assert_eq!((c.init, c.stop_grace_period), (Some(true), Some(2_000_000_000)));
         assert_eq!((c.user.as_deref(), c.dir.as_deref(), c.stop_signal.as_deref()), (Some("1000:1000"), Some("/srv"), Some("SIGINT")));
+        let ulimits: Vec<_> = c.ulimits.unwrap().into_iter().map(|u| (u.name.unwrap(), u.soft.unwrap(), u.hard.unwrap())).collect();
+        assert_eq!(ulimits, [("core".to_string(), 0, 0), ("nofile".to_string(), 1024, 4096)]);
         let limits = task.resources.unwrap().limits.unwrap();
         assert_eq!((limits.nano_cpus, limits.memory_bytes), (Some(500_000_000), Some(64 * 1024 * 1024)));
         let placement = task.placement.unwrap();

@@ -147,6 +147,12 @@ enum Command {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so `labctl status | head` would panic printing to a closed pipe; a
+    // command-line tool ends quietly there, as `ls | head` does.
+    // SAFETY: restoring a signal's default action, before any other thread exists.
+    unsafe {
+        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { paths } => return validate::run(&paths),
