@@ -21,7 +21,7 @@ fn not_carried(key: &str) -> Option<&'static str> {
         "depends_on" => "Swarm starts services in no order; the lab is Ready when all run",
         "links" | "external_links" => "services reach each other by name on their networks",
         "expose" => "every port is reachable on the lab's networks",
-        "logging" | "secrets" | "devices" | "privileged" | "security_opt" | "tmpfs" | "dns" | "extra_hosts" | "stdin_open" | "tty" | "profiles" | "pid" | "ipc" | "network_mode" | "env_file" | "shm_size" | "platform" | "pull_policy" => {
+        "logging" | "secrets" | "devices" | "privileged" | "security_opt" | "dns" | "extra_hosts" | "stdin_open" | "tty" | "profiles" | "pid" | "ipc" | "network_mode" | "env_file" | "shm_size" | "platform" | "pull_policy" => {
             "not supported by swarmlab"
         }
         _ => return None,
@@ -277,6 +277,13 @@ fn volume_mounts(ctx: &mut Ctx, at: &str, value: &Value, declared: &Map<String, 
     mounts
 }
 
+/// Adds mounts to a lab service's `volumes` (Compose's `volumes` and `tmpfs` both end there).
+fn append_mounts(service: &mut Map<String, Value>, mounts: Vec<Value>) {
+    if let Value::Array(list) = service.entry("volumes").or_insert_with(|| json!([])) {
+        list.extend(mounts);
+    }
+}
+
 /// Compose's top-level `volumes`: a name each (Docker's local volumes); drivers and external
 /// ones are noted.
 fn volumes(ctx: &mut Ctx, top: &Value) -> Map<String, Value> {
@@ -442,7 +449,28 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
                 out.insert("configs".into(), json!(config_mounts(ctx, &at, value, configs)));
             }
             "volumes" => {
-                out.insert("volumes".into(), json!(volume_mounts(ctx, &at, value, volumes)));
+                let mounts = volume_mounts(ctx, &at, value, volumes);
+                append_mounts(&mut out, mounts);
+            }
+            // Compose's `tmpfs: /run` or `[/run, /tmp:size=64m]`: tmpfs mounts of a lab.
+            "tmpfs" => {
+                let paths: Vec<&str> = match value {
+                    Value::String(one) => vec![one.as_str()],
+                    other => other.as_array().into_iter().flatten().filter_map(Value::as_str).collect(),
+                };
+                let mut mounts = Vec::new();
+                for (i, entry) in paths.into_iter().enumerate() {
+                    let (target, options) = entry.split_once(':').unwrap_or((entry, ""));
+                    let mut mount = json!({"type": "tmpfs", "target": target});
+                    for option in options.split(',').filter(|o| !o.is_empty()) {
+                        match option.split_once('=') {
+                            Some(("size", size)) => mount["size"] = json!(size.to_uppercase()),
+                            _ => ctx.note(&format!("{at}/{i}"), format!("tmpfs option `{option}` is not carried (size is)")),
+                        }
+                    }
+                    mounts.push(mount);
+                }
+                append_mounts(&mut out, mounts);
             }
             // Compose's extension fields: the file's own, ignored by Compose too.
             other if other.starts_with("x-") => {}
@@ -591,7 +619,7 @@ mod tests {
 
     #[test]
     fn named_volumes_absolute_binds_and_tmpfs_carry_and_relative_binds_are_noted() {
-        let compose = "services:\n  db:\n    image: labbox:latest\n    volumes:\n      - data:/var/lib/db\n      - /srv/results:/results:ro\n      - ./conf:/etc/db\n      - /anonymous\n      - type: tmpfs\n        target: /scratch\n        tmpfs: {size: 64m}\nvolumes:\n  data:\n    driver: local\n";
+        let compose = "services:\n  db:\n    image: labbox:latest\n    tmpfs: [/run, '/tmp:size=16m,mode=1777']\n    volumes:\n      - data:/var/lib/db\n      - /srv/results:/results:ro\n      - ./conf:/etc/db\n      - /anonymous\n      - type: tmpfs\n        target: /scratch\n        tmpfs: {size: 64m}\nvolumes:\n  data:\n    driver: local\n";
         let out = compose_to_lab(Path::new("compose.yml"), compose, "vols", &vec![], &no_files).expect("valid");
         let lab = parse_file(Path::new("vols.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
         assert!(lab.spec.volumes.contains_key("data"));
@@ -599,13 +627,16 @@ mod tests {
         let view: Vec<_> = mounts.iter().map(|m| (m.kind, m.source.as_deref(), m.target.as_str(), m.read_only, m.size.map(|s| s.bytes))).collect();
         use crate::spec::MountKind::*;
         assert_eq!(view, vec![
+            (Tmpfs, None, "/run", None, None),
+            (Tmpfs, None, "/tmp", None, Some(16 * 1024 * 1024)),
             (Volume, Some("data"), "/var/lib/db", None, None),
             (Bind, Some("/srv/results"), "/results", Some(true), None),
             (Tmpfs, None, "/scratch", None, Some(64 * 1024 * 1024)),
         ]);
-        assert!(out.text.contains("#   7:9: services.db.volumes.2: relative host path `./conf` is not carried"), "{}", out.text);
-        assert!(out.text.contains("#   8:9: services.db.volumes.3: anonymous volume at /anonymous is not carried"), "{}", out.text);
-        assert!(out.text.contains("#   14:5: volumes.data.driver: driver is not carried"), "{}", out.text);
+        assert!(out.text.contains("#   4:19: services.db.tmpfs.1: tmpfs option `mode=1777` is not carried"), "{}", out.text);
+        assert!(out.text.contains("#   8:9: services.db.volumes.2: relative host path `./conf` is not carried"), "{}", out.text);
+        assert!(out.text.contains("#   9:9: services.db.volumes.3: anonymous volume at /anonymous is not carried"), "{}", out.text);
+        assert!(out.text.contains("#   15:5: volumes.data.driver: driver is not carried"), "{}", out.text);
     }
 
     #[test]
