@@ -704,6 +704,17 @@ fn check_configs(configs: &serde_json::Map<String, Value>, out: &mut Vec<Finding
     }
 }
 
+/// "network `x` is not defined in spec.networks (did you mean `y`?)", with what is defined.
+fn not_defined(kind: &str, section: &str, name: &str, defined: &serde_json::Map<String, Value>) -> String {
+    let names: Vec<&str> = defined.keys().map(String::as_str).collect();
+    let hint = match did_you_mean(name, names.iter().copied()) {
+        Some(s) => format!(" (did you mean `{s}`?)"),
+        None if names.is_empty() => format!(" (spec.{section} is empty)"),
+        None => format!(" (defined: {})", names.join(", ")),
+    };
+    format!("{kind} `{name}` is not defined in spec.{section}{hint}")
+}
+
 /// Docker's rule for config and volume names.
 fn is_docker_name(name: &str) -> bool {
     let inner_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
@@ -753,13 +764,7 @@ fn check_volume_mounts(defined: &serde_json::Map<String, Value>, base: &str, svc
         let field = |name: &str| if short { at.clone() } else { format!("{at}/{name}") };
         match (kind, source.as_deref()) {
             ("volume", Some(name)) if !defined.contains_key(name) => {
-                let names: Vec<&str> = defined.keys().map(String::as_str).collect();
-                let hint = match did_you_mean(name, names.iter().copied()) {
-                    Some(s) => format!(" (did you mean `{s}`?)"),
-                    None if names.is_empty() => " (spec.volumes is empty)".to_string(),
-                    None => format!(" (defined: {})", names.join(", ")),
-                };
-                out.push(Finding::value(field("source"), format!("volume `{name}` is not defined in spec.volumes{hint}")));
+                out.push(Finding::value(field("source"), not_defined("volume", "volumes", name, defined)));
             }
             ("volume" | "bind", None) => out.push(Finding::key(at.clone(), format!("a {kind} mount needs a `source`"))),
             ("bind", Some(path)) if !path.starts_with('/') => {
@@ -790,13 +795,7 @@ fn check_config_mounts(defined: &serde_json::Map<String, Value>, base: &str, svc
             _ => continue,
         };
         if !defined.contains_key(source) {
-            let names: Vec<&str> = defined.keys().map(String::as_str).collect();
-            let hint = match did_you_mean(source, names.iter().copied()) {
-                Some(s) => format!(" (did you mean `{s}`?)"),
-                None if names.is_empty() => " (spec.configs is empty)".to_string(),
-                None => format!(" (defined: {})", names.join(", ")),
-            };
-            out.push(Finding::value(source_at.clone(), format!("config `{source}` is not defined in spec.configs{hint}")));
+            out.push(Finding::value(source_at.clone(), not_defined("config", "configs", source, defined)));
         }
         let target = mount.get("target").and_then(Value::as_str).map_or_else(|| format!("/{source}"), str::to_string);
         let target_at = if mount.get("target").is_some() { format!("{at}/target") } else { source_at };
@@ -895,13 +894,7 @@ fn check_networks(defined: &serde_json::Map<String, Value>, base: &str, attachme
             _ => continue,
         };
         if n != DEFAULT_NETWORK && !defined.contains_key(n) {
-            let names: Vec<&str> = defined.keys().map(String::as_str).collect();
-            let hint = match did_you_mean(n, names.iter().copied()) {
-                Some(s) => format!(" (did you mean `{s}`?)"),
-                None if names.is_empty() => " (spec.networks is empty)".to_string(),
-                None => format!(" (defined: {})", names.join(", ")),
-            };
-            out.push(Finding::value(at.clone(), format!("network `{n}` is not defined in spec.networks{hint}")));
+            out.push(Finding::value(at.clone(), not_defined("network", "networks", n, defined)));
         }
         if !seen.insert(n) {
             out.push(Finding::value(at, format!("network `{n}` is listed twice")));
