@@ -328,6 +328,25 @@ fn configs(ctx: &mut Ctx, compose: &Path, top: &Value, read_file: &dyn Fn(&Path)
     out
 }
 
+/// A Compose command or entrypoint as a list of words: a string is split as Compose splits it
+/// (shell quoting, not run by a shell).
+fn words(ctx: &mut Ctx, at: &str, value: &Value) -> Option<Value> {
+    match value {
+        Value::String(s) => match shlex::split(s) {
+            Some(words) => Some(json!(words)),
+            None => {
+                ctx.note(at, "cannot split this into words (unbalanced quotes)");
+                None
+            }
+        },
+        Value::Array(items) => Some(json!(items.iter().filter_map(as_string).collect::<Vec<_>>())),
+        _ => {
+            ctx.note(at, "expected a string or a list");
+            None
+        }
+    }
+}
+
 fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMap, networks_defined: &[String], configs: &Map<String, Value>, volumes: &Map<String, Value>) -> Value {
     let base = format!("/services/{}", pointer_segment(name));
     let mut out = Map::new();
@@ -350,18 +369,11 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
         match key.as_str() {
             "image" => {}
             // Compose's command is the arguments of the image's entrypoint.
-            "command" => match value {
-                Value::String(s) => match shlex::split(s) {
-                    Some(words) => {
-                        out.insert("args".into(), json!(words));
-                    }
-                    None => ctx.note(&at, "cannot split this command into words (unbalanced quotes)"),
-                },
-                Value::Array(items) => {
-                    out.insert("args".into(), json!(items.iter().filter_map(as_string).collect::<Vec<_>>()));
+            "command" => {
+                if let Some(words) = words(ctx, &at, value) {
+                    out.insert("args".into(), words);
                 }
-                _ => ctx.note(&at, "expected a string or a list"),
-            },
+            }
             "environment" => {
                 out.insert("env".into(), json!(key_values(value)));
             }
@@ -380,20 +392,12 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
             "stop_signal" => {
                 out.insert("stopSignal".into(), value.clone());
             }
-            // Compose's entrypoint is what a lab's `command` is (it replaces the image's);
-            // a string is split into words, as Compose splits it (not run by a shell).
-            "entrypoint" => match value {
-                Value::String(s) => match shlex::split(s) {
-                    Some(words) => {
-                        out.insert("command".into(), json!(words));
-                    }
-                    None => ctx.note(&at, "cannot split this entrypoint into words (unbalanced quotes)"),
-                },
-                Value::Array(items) => {
-                    out.insert("command".into(), json!(items.iter().filter_map(as_string).collect::<Vec<_>>()));
+            // Compose's entrypoint is what a lab's `command` is (it replaces the image's).
+            "entrypoint" => {
+                if let Some(words) = words(ctx, &at, value) {
+                    out.insert("command".into(), words);
                 }
-                _ => ctx.note(&at, "expected a string or a list"),
-            },
+            }
             "init" => {
                 out.insert("init".into(), value.clone());
             }
