@@ -21,7 +21,7 @@ fn not_carried(key: &str) -> Option<&'static str> {
         "depends_on" => "Swarm starts services in no order; the lab is Ready when all run",
         "links" | "external_links" => "services reach each other by name on their networks",
         "expose" => "every port is reachable on the lab's networks",
-        "logging" | "secrets" | "devices" | "privileged" | "security_opt" | "dns" | "extra_hosts" | "stdin_open" | "tty" | "profiles" | "pid" | "ipc" | "network_mode" | "env_file" | "shm_size" | "platform" | "pull_policy" => {
+        "logging" | "secrets" | "devices" | "privileged" | "security_opt" | "dns" | "extra_hosts" | "stdin_open" | "tty" | "profiles" | "pid" | "ipc" | "network_mode" | "shm_size" | "platform" | "pull_policy" => {
             "not supported by swarmlab"
         }
         _ => return None,
@@ -307,7 +307,7 @@ fn configs(ctx: &mut Ctx, compose: &Path, top: &Value, read_file: &dyn Fn(&Path)
         let content = match (def.get("content").and_then(Value::as_str), def.get("file").and_then(Value::as_str)) {
             (Some(content), _) => Some(content.to_string()),
             (None, Some(file)) => {
-                let full = compose.parent().unwrap_or(Path::new("")).join(file.trim_start_matches("./"));
+                let full = beside(compose, file);
                 match read_file(&full) {
                     Ok(text) => Some(text),
                     Err(e) => {
@@ -347,7 +347,62 @@ fn words(ctx: &mut Ctx, at: &str, value: &Value) -> Option<Value> {
     }
 }
 
-fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMap, networks_defined: &[String], configs: &Map<String, Value>, volumes: &Map<String, Value>) -> Value {
+/// What a service's fields refer to outside it: the file's top-level definitions, and where
+/// the files it names are.
+struct Top<'a> {
+    networks: &'a [String],
+    configs: &'a Map<String, Value>,
+    volumes: &'a Map<String, Value>,
+    compose: &'a Path,
+    read_file: &'a dyn Fn(&Path) -> std::io::Result<String>,
+}
+
+/// The files Compose names are relative to its own directory.
+fn beside(compose: &Path, file: &str) -> std::path::PathBuf {
+    compose.parent().unwrap_or(Path::new("")).join(file.trim_start_matches("./"))
+}
+
+/// Compose's `env_file` (a path, a list of paths or of `{path, required}`): `KEY=VALUE` lines,
+/// `#` comments, quotes around a value removed. A line without `=` takes the value from the
+/// environment of whoever runs Compose: not carried.
+fn env_files(ctx: &mut Ctx, at: &str, value: &Value, top: &Top) -> BTreeMap<String, String> {
+    let entries: Vec<(usize, &Value)> = match value {
+        Value::Array(items) => items.iter().enumerate().collect(),
+        one => vec![(0, one)],
+    };
+    let mut env = BTreeMap::new();
+    for (i, entry) in entries {
+        let here = if value.is_array() { format!("{at}/{i}") } else { at.to_string() };
+        let Some(file) = entry.as_str().or_else(|| entry.get("path").and_then(Value::as_str)) else { continue };
+        let required = entry.get("required").and_then(Value::as_bool).unwrap_or(true);
+        let path = beside(top.compose, file);
+        let text = match (top.read_file)(&path) {
+            Ok(text) => text,
+            Err(_) if !required => continue,
+            Err(e) => {
+                ctx.note(&here, format!("cannot read {}: {e}; its variables are not carried", path.display()));
+                continue;
+            }
+        };
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line.split_once('=') {
+                Some((key, value)) => {
+                    let value = value.trim();
+                    let unquoted = ['"', '\''].iter().find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q))).unwrap_or(value);
+                    env.insert(key.trim().to_string(), unquoted.to_string());
+                }
+                None => ctx.note(&here, format!("{}:{}: `{line}` takes its value from where Compose runs; not carried", path.display(), n + 1)),
+            }
+        }
+    }
+    env
+}
+
+fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMap, top: &Top) -> Value {
     let base = format!("/services/{}", pointer_segment(name));
     let mut out = Map::new();
     let image = svc.get("image").and_then(Value::as_str);
@@ -364,6 +419,7 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
         }
         (None, None) => {}
     }
+    let (mut env_from_files, mut explicit_env) = (BTreeMap::new(), BTreeMap::new());
     for (key, value) in svc {
         let at = format!("{base}/{}", pointer_segment(key));
         match key.as_str() {
@@ -374,9 +430,9 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
                     out.insert("args".into(), words);
                 }
             }
-            "environment" => {
-                out.insert("env".into(), json!(key_values(value)));
-            }
+            // Both end in `env`, `environment` winning (as in Compose), whatever their order.
+            "environment" => explicit_env = key_values(value),
+            "env_file" => env_from_files = env_files(ctx, &at, value, top),
             "labels" => {
                 out.insert("labels".into(), json!(key_values(value)));
             }
@@ -437,7 +493,7 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
                     Value::Object(m) => m.keys().cloned().collect(),
                     _ => Vec::new(),
                 };
-                let names: Vec<String> = names.into_iter().filter(|n| n == "default" || networks_defined.contains(n)).collect();
+                let names: Vec<String> = names.into_iter().filter(|n| n == "default" || top.networks.contains(n)).collect();
                 out.insert("networks".into(), json!(names));
             }
             "deploy" => deploy(ctx, &at, value, &mut out),
@@ -450,10 +506,10 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
                 out.insert("ulimits".into(), value.clone());
             }
             "configs" => {
-                out.insert("configs".into(), json!(config_mounts(ctx, &at, value, configs)));
+                out.insert("configs".into(), json!(config_mounts(ctx, &at, value, top.configs)));
             }
             "volumes" => {
-                let mounts = volume_mounts(ctx, &at, value, volumes);
+                let mounts = volume_mounts(ctx, &at, value, top.volumes);
                 append_mounts(&mut out, mounts);
             }
             // Compose's `tmpfs: /run` or `[/run, /tmp:size=64m]`: tmpfs mounts of a lab.
@@ -483,6 +539,10 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
                 None => ctx.note(&at, "unknown to swarmlab; not carried"),
             },
         }
+    }
+    env_from_files.extend(explicit_env);
+    if !env_from_files.is_empty() {
+        out.insert("env".into(), json!(env_from_files));
     }
     if !out.contains_key("image") {
         ctx.note(&base, "no image: set one (labd never builds), or map it with --image");
@@ -573,10 +633,11 @@ pub fn compose_to_lab(path: &Path, text: &str, name: &str, images: &ImageMap, re
             ctx.note(&format!("/{top}"), format!("top-level {top} are not carried"));
         }
     }
+    let top = Top { networks: &defined, configs: &configs, volumes: &volumes, compose: path, read_file };
     let mut lab_services = Map::new();
     for (svc_name, svc) in services {
         let svc = svc.as_object().cloned().unwrap_or_default();
-        lab_services.insert(svc_name.clone(), service(&mut ctx, svc_name, &svc, images, &defined, &configs, &volumes));
+        lab_services.insert(svc_name.clone(), service(&mut ctx, svc_name, &svc, images, &top));
     }
     let mut spec = Map::new();
     if !configs.is_empty() {
@@ -641,6 +702,22 @@ mod tests {
         assert!(out.text.contains("#   8:9: services.db.volumes.2: relative host path `./conf` is not carried"), "{}", out.text);
         assert!(out.text.contains("#   9:9: services.db.volumes.3: anonymous volume at /anonymous is not carried"), "{}", out.text);
         assert!(out.text.contains("#   15:5: volumes.data.driver: driver is not carried"), "{}", out.text);
+    }
+
+    #[test]
+    fn env_files_are_read_beside_the_compose_file_and_environment_wins() {
+        let compose = "services:\n  node:\n    image: labbox:latest\n    environment: {B: explicit}\n    env_file: [.env, {path: ./optional.env, required: false}, missing.env]\n";
+        let read = |path: &Path| match path.to_str() {
+            Some("lab/.env") => Ok("# peers\nA=1\nB=from-file\nC=\"quoted value\"\n\nFROM_SHELL\n".to_string()),
+            _ => no_files(path),
+        };
+        let out = compose_to_lab(Path::new("lab/compose.yml"), compose, "envs", &vec![], &read).expect("valid");
+        let lab = parse_file(Path::new("envs.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
+        let env: Vec<String> = lab.spec.services["node"].env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(env, ["A=1", "B=explicit", "C=quoted value"]);
+        assert!(out.text.contains("services.node.env_file.0: lab/.env:6: `FROM_SHELL` takes its value from where Compose runs"), "{}", out.text);
+        assert!(out.text.contains("services.node.env_file.2: cannot read lab/missing.env"), "{}", out.text);
+        assert!(!out.text.contains("optional.env"), "a file not required may be missing: {}", out.text);
     }
 
     #[test]
