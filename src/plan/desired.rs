@@ -102,7 +102,7 @@ impl Health {
 /// tasks onto it (the old one is removed once the service no longer names it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredFile {
-    /// `<lab>_<service>-<hash of name and content>` (Docker takes 64 characters: a long
+    /// `<lab>_<service>-<hash of service, name and content>` (Docker takes 64 characters: a long
     /// `<lab>_<service>` is cut; the labels say whose it is).
     pub config_name: String,
     /// Its name in `spec.configs`.

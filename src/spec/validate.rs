@@ -742,19 +742,15 @@ fn check_volume_mounts(defined: &serde_json::Map<String, Value>, base: &str, svc
     for (i, mount) in svc.get("volumes").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let at = format!("{base}/volumes/{i}");
         let (kind, source, target, short) = match mount {
-            Value::String(text) => {
-                let parts: Vec<&str> = text.split(':').collect();
-                match parts.as_slice() {
-                    [source, target] | [source, target, "ro" | "rw"] => {
-                        (if super::model::is_host_path(source) { "bind" } else { "volume" }, Some(source.to_string()), target.to_string(), true)
-                    }
-                    _ => {
-                        let hint = if parts.len() == 1 { " (a volume needs a name: declare one in spec.volumes and write NAME:TARGET)" } else { "" };
-                        out.push(Finding::value(at, format!("`{text}` is not SOURCE:TARGET or SOURCE:TARGET:ro{hint}")));
-                        continue;
-                    }
+            // The short form as the lab reads it.
+            Value::String(text) => match (super::model::VolumeMount::Short(text.clone())).entry() {
+                Some(e) => (if e.kind == super::model::MountKind::Bind { "bind" } else { "volume" }, e.source, e.target, true),
+                None => {
+                    let hint = if !text.contains(':') { " (a volume needs a name: declare one in spec.volumes and write NAME:TARGET)" } else { "" };
+                    out.push(Finding::value(at, format!("`{text}` is not SOURCE:TARGET or SOURCE:TARGET:ro{hint}")));
+                    continue;
                 }
-            }
+            },
             Value::Object(o) => {
                 let (Some(kind), Some(target)) = (o.get("type").and_then(Value::as_str), o.get("target").and_then(Value::as_str)) else { continue };
                 (kind, o.get("source").and_then(Value::as_str).map(str::to_string), target.to_string(), false)
