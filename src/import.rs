@@ -252,6 +252,10 @@ fn volume_mounts(ctx: &mut Ctx, at: &str, value: &Value, declared: &Map<String, 
                 ctx.note(&here, format!("volume `{name}` is not declared in the top-level volumes; not carried"));
                 continue;
             }
+            ("volume" | "bind", None) => {
+                ctx.note(&here, format!("a {kind} without a source at {target} is not carried: name it in the top-level volumes"));
+                continue;
+            }
             ("volume" | "bind" | "tmpfs", _) => {}
             (other, _) => {
                 ctx.note(&here, format!("a {other} mount is not carried (volume, bind and tmpfs are)"));
@@ -684,7 +688,7 @@ mod tests {
 
     #[test]
     fn named_volumes_absolute_binds_and_tmpfs_carry_and_relative_binds_are_noted() {
-        let compose = "services:\n  db:\n    image: labbox:latest\n    tmpfs: [/run, '/tmp:size=16m,mode=1777']\n    volumes:\n      - data:/var/lib/db\n      - /srv/results:/results:ro\n      - ./conf:/etc/db\n      - /anonymous\n      - type: tmpfs\n        target: /scratch\n        tmpfs: {size: 64m}\nvolumes:\n  data:\n    driver: local\n";
+        let compose = "services:\n  db:\n    image: labbox:latest\n    tmpfs: [/run, '/tmp:size=16m,mode=1777']\n    volumes:\n      - data:/var/lib/db\n      - /srv/results:/results:ro\n      - ./conf:/etc/db\n      - /anonymous\n      - {type: volume, target: /anon}\n      - type: tmpfs\n        target: /scratch\n        tmpfs: {size: 64m}\nvolumes:\n  data:\n    driver: local\n";
         let out = compose_to_lab(Path::new("compose.yml"), compose, "vols", &vec![], &no_files).expect("valid");
         let lab = parse_file(Path::new("vols.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
         assert!(lab.spec.volumes.contains_key("data"));
@@ -701,7 +705,8 @@ mod tests {
         assert!(out.text.contains("#   4:19: services.db.tmpfs.1: tmpfs option `mode=1777` is not carried"), "{}", out.text);
         assert!(out.text.contains("#   8:9: services.db.volumes.2: relative host path `./conf` is not carried"), "{}", out.text);
         assert!(out.text.contains("#   9:9: services.db.volumes.3: anonymous volume at /anonymous is not carried"), "{}", out.text);
-        assert!(out.text.contains("#   15:5: volumes.data.driver: driver is not carried"), "{}", out.text);
+        assert!(out.text.contains("#   10:9: services.db.volumes.4: a volume without a source at /anon is not carried"), "{}", out.text);
+        assert!(out.text.contains("#   16:5: volumes.data.driver: driver is not carried"), "{}", out.text);
     }
 
     #[test]
