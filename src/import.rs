@@ -602,6 +602,29 @@ fn deploy(ctx: &mut Ctx, at: &str, value: &Value, out: &mut Map<String, Value>) 
                 }
                 out.insert("placement".into(), Value::Object(p));
             }
+            "restart_policy" => {
+                let mut policy = Map::new();
+                for (field, value) in v.as_object().into_iter().flatten() {
+                    let at = format!("{here}/{}", pointer_segment(field));
+                    match (field.as_str(), value) {
+                        ("condition", Value::String(c)) if c == "any" => {}
+                        ("condition", _) => ctx.note(&at, "not carried: a lab's tasks are always restarted (condition any)"),
+                        ("max_attempts", n) => {
+                            policy.insert("maxAttempts".into(), n.clone());
+                        }
+                        ("delay" | "window", text) => match text.as_str().and_then(duration) {
+                            Some(d) => {
+                                policy.insert(field.clone(), json!(d));
+                            }
+                            None => ctx.note(&at, "not a duration swarmlab reads"),
+                        },
+                        _ => ctx.note(&at, "not carried"),
+                    }
+                }
+                if !policy.is_empty() {
+                    out.insert("restartPolicy".into(), Value::Object(policy));
+                }
+            }
             other => ctx.note(&here, format!("deploy.{other} is not carried (Swarm's defaults apply)")),
         }
     }
@@ -726,15 +749,17 @@ mod tests {
     }
 
     #[test]
-    fn entrypoint_user_working_dir_stop_signal_and_ulimits_carry() {
-        let compose = "services:\n  node:\n    image: labbox:latest\n    ulimits: {nofile: {soft: 20000, hard: 40000}, nproc: 65535}\n    entrypoint: /bin/node --flag 'a b'\n    command: [--port, 4000]\n    user: 1000\n    working_dir: /srv\n    stop_signal: SIGINT\n  list:\n    image: labbox:latest\n    entrypoint: [sh, -c]\n";
+    fn entrypoint_user_working_dir_stop_signal_ulimits_and_restart_policy_carry() {
+        let compose = "services:\n  node:\n    image: labbox:latest\n    deploy: {restart_policy: {condition: on-failure, delay: 500ms, max_attempts: 3, window: 2m}}\n    ulimits: {nofile: {soft: 20000, hard: 40000}, nproc: 65535}\n    entrypoint: /bin/node --flag 'a b'\n    command: [--port, 4000]\n    user: 1000\n    working_dir: /srv\n    stop_signal: SIGINT\n  list:\n    image: labbox:latest\n    entrypoint: [sh, -c]\n";
         let out = compose_to_lab(Path::new("compose.yml"), compose, "run", &vec![], &no_files).expect("valid");
-        assert!(out.notes.is_empty(), "{:?}", out.notes);
+        assert_eq!(out.notes.iter().map(ToString::to_string).collect::<Vec<_>>(), ["4:31: services.node.deploy.restart_policy.condition: not carried: a lab's tasks are always restarted (condition any)"]);
         let lab = parse_file(Path::new("run.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
         let node = &lab.spec.services["node"];
         assert_eq!(node.command, Some(crate::spec::Command::Exec(vec!["/bin/node".into(), "--flag".into(), "a b".into()])), "split, not run by a shell");
         assert_eq!(node.args, Some(vec!["--port".to_string(), "4000".to_string()]));
         assert_eq!((node.user.as_deref(), node.working_dir.as_deref(), node.stop_signal.as_deref()), (Some("1000"), Some("/srv"), Some("SIGINT")));
+        let restart = node.restart_policy.unwrap();
+        assert_eq!((restart.delay.map(|d| d.micros), restart.max_attempts, restart.window.map(|d| d.micros)), (Some(500_000), Some(3), Some(120_000_000)));
         assert_eq!(node.ulimits["nofile"].soft_hard(), (20000, 40000));
         assert_eq!(node.ulimits["nproc"].soft_hard(), (65535, 65535));
         assert_eq!(lab.spec.services["list"].command, Some(crate::spec::Command::Exec(vec!["sh".into(), "-c".into()])));

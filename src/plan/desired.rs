@@ -50,6 +50,8 @@ pub struct DesiredService {
     pub working_dir: Option<String>,
     pub health: Option<Health>,
     pub sysctls: HashMap<String, String>,
+    /// Restart delay, attempts and their window, when the lab sets any (Swarm's defaults else).
+    pub restart: Option<Restart>,
     /// name → (soft, hard)
     pub ulimits: BTreeMap<String, (i64, i64)>,
     /// Files mounted in every task, each a Swarm config of the service's own.
@@ -177,6 +179,13 @@ impl DesiredFile {
             labels,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Restart {
+    pub delay: Option<Duration>,
+    pub max_attempts: Option<u32>,
+    pub window: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -313,6 +322,11 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
         working_dir: svc.working_dir.clone(),
         health: svc.healthcheck.as_ref().map(Health::of),
         sysctls: svc.sysctls.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+        restart: svc.restart_policy.map(|r| Restart {
+            delay: r.delay.map(crate::spec::units::Duration::as_std),
+            max_attempts: r.max_attempts,
+            window: r.window.map(crate::spec::units::Duration::as_std),
+        }),
         ulimits: svc.ulimits.iter().map(|(name, u)| (name.clone(), u.soft_hard())).collect(),
         files,
         mounts,

@@ -5,6 +5,6 @@ pub mod diff;
 pub mod labels;
 pub mod memory;
 
-pub use desired::{desired_lab, object_name, shaping_in_force, stopped, DesiredAttachment, DesiredFile, DesiredLab, DesiredMount, DesiredNetwork, DesiredService, Health, Limits, Shaping, TaskAddresses};
+pub use desired::{desired_lab, object_name, shaping_in_force, stopped, DesiredAttachment, DesiredFile, DesiredLab, DesiredMount, DesiredNetwork, DesiredService, Health, Limits, Restart, Shaping, TaskAddresses};
 pub use memory::LabMemory;
 pub use diff::{diff, teardown, Action, ActionKind, Conflict, ObjectKind, Observed, ObservedNetwork, ObservedService, Plan, TaskTrouble, TroubleCause};

@@ -495,6 +495,10 @@ pub struct Service {
     /// reno` (as Compose's `sysctls`): only namespaced ones, `net.*` and the IPC ones.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sysctls: BTreeMap<String, EnvValue>,
+    /// How Swarm restarts a task whose container ended (Compose's `deploy.restart_policy`,
+    /// without `condition`: a lab's tasks are meant to run, so Swarm always restarts them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
     /// Resource limits of each task's processes (as Compose's `ulimits`): `nofile: 65536`
     /// (soft and hard), or `{soft, hard}`; merged with `spec.defaults`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -511,6 +515,24 @@ pub struct Service {
     pub volumes: Option<Vec<VolumeMount>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+}
+
+/// When Swarm starts a task again after its container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestartPolicy {
+    /// Time between the end and the new start; Swarm's default is 5s. `0s` for a fault
+    /// experiment whose killed node should come back at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<Duration>,
+    /// Restarts within `window` before Swarm gives up on the task (the lab then says Degraded
+    /// with the task's last error); unlimited when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_attempts: Option<u32>,
+    /// The time over which `maxAttempts` counts; unbounded when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
 }
 
 /// The limits `ulimit` names (`setrlimit`'s resources), as Docker takes them.

@@ -293,6 +293,7 @@ impl Service {
             working_dir: self.working_dir.clone().or_else(|| d.working_dir.clone()),
             healthcheck: self.healthcheck.clone().or_else(|| d.healthcheck.clone()),
             configs: self.configs.clone().or_else(|| d.configs.clone()),
+            restart_policy: self.restart_policy.or(d.restart_policy),
             volumes: self.volumes.clone().or_else(|| d.volumes.clone()),
             sysctls,
             ulimits,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, HealthConfig, Ipam,
     IpamConfig, Limit, Mount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkAttachmentConfig, ResourcesUlimits, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile1, TaskSpecPlacement, TaskSpecResources,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile1, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
 
 use crate::plan::{DesiredMount, DesiredNetwork, DesiredService};
@@ -121,6 +121,13 @@ pub fn service_spec(svc: &DesiredService, config_ids: &BTreeMap<String, String>)
                 ..Default::default()
             }),
             placement,
+            // Always `any`: a lab's tasks are meant to run; only the timing is the lab's.
+            restart_policy: svc.restart.map(|r| TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
+                delay: r.delay.map(|d| d.as_nanos() as i64),
+                max_attempts: r.max_attempts.map(i64::from),
+                window: r.window.map(|d| d.as_nanos() as i64),
+            }),
             networks: Some(networks),
             ..Default::default()
         }),
@@ -144,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_service_becomes_the_spec_docker_service_create_would_send() {
-        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2}\n      ports: ['8080:80/udp']\n      networks: [dht]\n      sysctls: {net.ipv4.ip_default_ttl: 42, net.ipv4.tcp_congestion_control: reno}\n      user: '1000:1000'\n      ulimits: {nofile: {soft: 1024, hard: 4096}, core: 0}\n      workingDir: /srv\n      stopSignal: SIGINT\n";
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2}\n      ports: ['8080:80/udp']\n      networks: [dht]\n      sysctls: {net.ipv4.ip_default_ttl: 42, net.ipv4.tcp_congestion_control: reno}\n      user: '1000:1000'\n      ulimits: {nofile: {soft: 1024, hard: 4096}, core: 0}\n      restartPolicy: {delay: 0s, maxAttempts: 3, window: 1m}\n      workingDir: /srv\n      stopSignal: SIGINT\n";
         let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
         let desired = crate::plan::desired_lab(&lab.lab);
         let spec = service_spec(&desired.services[0], &BTreeMap::new());
@@ -156,6 +163,8 @@ mod tests {
         assert_eq!(c.env, Some(vec!["A=1".to_string()]));
         assert_eq!((c.init, c.stop_grace_period), (Some(true), Some(2_000_000_000)));
         assert_eq!((c.user.as_deref(), c.dir.as_deref(), c.stop_signal.as_deref()), (Some("1000:1000"), Some("/srv"), Some("SIGINT")));
+        let restart = task.restart_policy.clone().unwrap();
+        assert_eq!((restart.condition, restart.delay, restart.max_attempts, restart.window), (Some(TaskSpecRestartPolicyConditionEnum::ANY), Some(0), Some(3), Some(60_000_000_000)));
         let ulimits: Vec<_> = c.ulimits.unwrap().into_iter().map(|u| (u.name.unwrap(), u.soft.unwrap(), u.hard.unwrap())).collect();
         assert_eq!(ulimits, [("core".to_string(), 0, 0), ("nofile".to_string(), 1024, 4096)]);
         let limits = task.resources.unwrap().limits.unwrap();
