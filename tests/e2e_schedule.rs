@@ -225,6 +225,11 @@ fn a_schedule_with_end_stop_stops_every_task_keeps_the_lab_over_a_restart_and_an
     lab.write("stopend.yaml", &text("1h"));
     lab.wait_phase("stopend", "Ready", READY);
     assert_eq!(lab_containers("stopend").len(), 3);
+    // The schedule starts once the lab is Ready, so a first Ready says "shaped" of the static
+    // conditions (none here): wait for the new run's first step applied by every agent.
+    wait_schedule(&lab, "stopend", "the edited schedule's first step applied", Duration::from_secs(30), |c| {
+        c["startedAt"] != started_at && c["startedAt"].is_string() && c["inForce"] == "network lan: delay 5ms" && c["appliedAfterMs"].is_u64()
+    });
     wait_shaped(&lab, "stopend", Duration::from_secs(30));
     let rtt = avg_rtt(&probe(&lab, "stopend", "a", "g", 5, 100));
     assert!(rtt >= 9.5, "5 ms on each egress again: round trip {rtt} ms");
