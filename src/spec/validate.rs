@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::diagnostic::Diagnostic;
 use super::links::{Cidr, Destination};
-use super::model::{Lab, API_VERSION, CONFIG_MAX_BYTES, DEFAULT_NETWORK, EXTENSION_PREFIX, KIND, MEMBER_NAME_MAX, NAME_PATTERN, RESERVED_LABEL_PREFIXES};
+use super::model::{Lab, MountKind, VolumeMount, API_VERSION, CONFIG_MAX_BYTES, DEFAULT_NETWORK, EXTENSION_PREFIX, KIND, MEMBER_NAME_MAX, NAME_PATTERN, RESERVED_LABEL_PREFIXES};
 use super::units::{Duration, Memory, Rate};
 use super::schema::{allowed_fields, validator};
 use super::units::pattern_hint;
@@ -743,8 +743,8 @@ fn check_volume_mounts(defined: &serde_json::Map<String, Value>, base: &str, svc
         let at = format!("{base}/volumes/{i}");
         let (kind, source, target, short) = match mount {
             // The short form as the lab reads it.
-            Value::String(text) => match (super::model::VolumeMount::Short(text.clone())).entry() {
-                Some(e) => (if e.kind == super::model::MountKind::Bind { "bind" } else { "volume" }, e.source, e.target, true),
+            Value::String(text) => match (VolumeMount::Short(text.clone())).entry() {
+                Some(e) => (e.kind, e.source, e.target, true),
                 None => {
                     let hint = if !text.contains(':') { " (a volume needs a name: declare one in spec.volumes and write NAME:TARGET)" } else { "" };
                     out.push(Finding::value(at, format!("`{text}` is not SOURCE:TARGET or SOURCE:TARGET:ro{hint}")));
@@ -752,24 +752,29 @@ fn check_volume_mounts(defined: &serde_json::Map<String, Value>, base: &str, svc
                 }
             },
             Value::Object(o) => {
-                let (Some(kind), Some(target)) = (o.get("type").and_then(Value::as_str), o.get("target").and_then(Value::as_str)) else { continue };
+                // A type the schema refuses is its to report.
+                let kind = o.get("type").and_then(|t| serde_json::from_value::<MountKind>(t.clone()).ok());
+                let (Some(kind), Some(target)) = (kind, o.get("target").and_then(Value::as_str)) else { continue };
                 (kind, o.get("source").and_then(Value::as_str).map(str::to_string), target.to_string(), false)
             }
             _ => continue,
         };
         let field = |name: &str| if short { at.clone() } else { format!("{at}/{name}") };
         match (kind, source.as_deref()) {
-            ("volume", Some(name)) if !defined.contains_key(name) => {
+            (MountKind::Volume, Some(name)) if !defined.contains_key(name) => {
                 out.push(Finding::value(field("source"), not_defined("volume", "volumes", name, defined)));
             }
-            ("volume" | "bind", None) => out.push(Finding::key(at.clone(), format!("a {kind} mount needs a `source`"))),
-            ("bind", Some(path)) if !path.starts_with('/') => {
+            (MountKind::Volume | MountKind::Bind, None) => {
+                let kind = if kind == MountKind::Bind { "bind" } else { "volume" };
+                out.push(Finding::key(at.clone(), format!("a {kind} mount needs a `source`")));
+            }
+            (MountKind::Bind, Some(path)) if !path.starts_with('/') => {
                 out.push(Finding::value(field("source"), format!("`{path}` is not an absolute path: a bind mounts a path of the node that runs the task (the lab file's directory is not there)")))
             }
-            ("tmpfs", Some(_)) => out.push(Finding::value(field("source"), "a tmpfs has no source")),
+            (MountKind::Tmpfs, Some(_)) => out.push(Finding::value(field("source"), "a tmpfs has no source")),
             _ => {}
         }
-        if kind != "tmpfs" && mount.get("size").is_some() {
+        if kind != MountKind::Tmpfs && mount.get("size").is_some() {
             out.push(Finding::key(format!("{at}/size"), "`size` is a tmpfs's only"));
         }
         check_target(&target, &field("target"), &mut targets, out);

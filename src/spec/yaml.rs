@@ -139,7 +139,8 @@ impl Source<'_> {
     fn legacy_octal(&self, node: &MarkedYaml<'_>, value: i64) -> Option<i64> {
         let (start, end) = (node.span.start.index(), node.span.end.index());
         // Only a number written longer than its decimal digits can have a leading zero.
-        if value < 0 || end.saturating_sub(start) <= value.to_string().len() {
+        let digits = value.checked_ilog10().map_or(1, |d| d as usize + 1);
+        if value < 0 || end.saturating_sub(start) <= digits {
             return None;
         }
         // The span starts at an anchor or tag written before the number (`&mode 0440`).

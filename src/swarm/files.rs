@@ -34,8 +34,8 @@ impl DockerSwarm {
                 Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
                     self.count();
                     let found = self.docker().inspect_config(&file.config_name).await.map_err(api_err(format!("inspect config {}", file.config_name)))?;
-                    let ours = found.spec.as_ref().and_then(|s| s.labels.as_ref()).and_then(labels::owner).is_some_and(|lab| Some(lab) == file.labels.get(labels::LAB).map(String::as_str));
-                    if !ours {
+                    let lab = file.labels.get(labels::LAB).map(String::as_str).unwrap_or_default();
+                    if !found.spec.as_ref().and_then(|s| s.labels.as_ref()).is_some_and(|l| labels::owned_by(lab, l)) {
                         return Err(SwarmError::Api { action, message: format!("a config named {} exists that swarmlab does not own; it is left alone (rename the lab or remove that config)", file.config_name) });
                     }
                     found.id.unwrap_or_else(|| file.config_name.clone())
