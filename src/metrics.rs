@@ -51,6 +51,15 @@ pub struct PacketLabels {
     pub outcome: String,
 }
 
+/// A kill, freeze or thaw the agent made of a task, as the schedule says.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskFaultLabels {
+    pub lab: String,
+    pub service: String,
+    /// kill, pause, unpause
+    pub action: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     pub lab: String,
@@ -87,6 +96,7 @@ pub struct Metrics {
     agent: Family<AgentLabels, Gauge>,
     shaping_converged: Family<AttachmentLabels, Gauge>,
     packets: Family<PacketLabels, Counter>,
+    task_faults: Family<TaskFaultLabels, Counter>,
     /// What each attachment's counters were at the last pass (counters only go up here; a
     /// worker restarted from zero adds its new count).
     last_packets: std::sync::Mutex<std::collections::BTreeMap<AttachmentLabels, [u64; 8]>>,
@@ -115,6 +125,7 @@ impl Metrics {
             agent: Family::default(),
             shaping_converged: Family::default(),
             packets: Family::default(),
+            task_faults: Family::default(),
             last_packets: Default::default(),
             registry: Registry::default(),
         };
@@ -131,6 +142,7 @@ impl Metrics {
         registry.register("agent_info", "The node agent of this node and the shaping backend it chose", m.agent.clone());
         registry.register("task_shaping_converged", "1 when a task's attachment carries the conditions in force", m.shaping_converged.clone());
         registry.register("nfqueue_packets", "Packets of a task's attachment through the userspace backend, by outcome", m.packets.clone());
+        registry.register("task_faults", "Tasks this node's agent killed, paused or unpaused as their lab's schedule says, by action", m.task_faults.clone());
         Metrics { registry, ..m }
     }
 
@@ -213,6 +225,11 @@ impl Metrics {
             }
             *before = *counts;
         }
+    }
+
+    /// The agent killed, paused or unpaused a task of `service` (`action`).
+    pub fn task_fault(&self, lab: &str, service: &str, action: &str) {
+        self.task_faults.get_or_create(&TaskFaultLabels { lab: lab.into(), service: service.into(), action: action.into() }).inc();
     }
 
     pub fn set_leader(&self, leading: bool) {

@@ -308,6 +308,22 @@ pub struct TaskShaping {
     pub node: String,
     pub updated_at: Option<DateTime<Utc>>,
     pub attachments: Vec<AttachmentShaping>,
+    /// The task's slot (tasks of replicated services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u64>,
+    /// When its container started (reported for the tasks of services the schedule kills or
+    /// pauses: a kill is done once no task started before it runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// Frozen, by Docker's read-back (tasks of services the schedule pauses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+    /// When the agent last paused or thawed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_changed_at: Option<DateTime<Utc>>,
+    /// Why pausing, thawing or killing the task failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -386,17 +386,7 @@ fn prometheus_scrapes_phase_readiness_reconciles_and_api_calls_and_probes_answer
     let port = 19464;
     lab.start_labd_args(&["--http", &format!("127.0.0.1:{port}")]);
     lab.wait_phase("prom", "Ready", READY);
-    // A bare HTTP/1.1 GET (what a scraper sends), so the test needs no HTTP client.
-    let get = |path: &str| -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("labd listens on --http");
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        (code, body.to_string())
-    };
+    let get = |path: &str| http_get(port, path);
     assert_eq!(get("/healthz").0, 200);
     assert_eq!(get("/readyz"), (200, "leading\n".to_string()));
     let (code, body) = get("/metrics");

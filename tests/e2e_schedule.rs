@@ -1,7 +1,8 @@
 //! End-to-end: experiments over time on real tasks. A ramp of delay measured by round trip at
 //! each step, across a SIGKILL of labd in the middle (the schedule resumes on its own clock);
 //! a service taken down and back (no traffic either way, then all of it); a flapping link seen
-//! as alternating loss windows; a schedule whose end stops the lab.
+//! as alternating loss windows; a schedule whose end stops the lab; a task frozen and thawed,
+//! another killed and started again by Swarm.
 
 mod common;
 
@@ -233,4 +234,78 @@ fn a_schedule_with_end_stop_stops_every_task_keeps_the_lab_over_a_restart_and_an
     wait_shaped(&lab, "stopend", Duration::from_secs(30));
     let rtt = avg_rtt(&probe(&lab, "stopend", "a", "g", 5, 100));
     assert!(rtt >= 9.5, "5 ms on each egress again: round trip {rtt} ms");
+}
+
+/// The running containers of `service` by task slot.
+fn containers_by_slot(service: &str) -> std::collections::BTreeMap<u64, String> {
+    let out = docker_ok(&["ps", "--filter", &format!("label=com.docker.swarm.service.name={service}"), "--filter", "status=running", "--format", "{{.ID}} {{.Label \"com.docker.swarm.task.name\"}}"]);
+    out.lines()
+        .filter_map(|l| {
+            let (id, task) = l.split_once(' ')?;
+            Some((task.split('.').nth(1)?.parse().ok()?, id.to_string()))
+        })
+        .collect()
+}
+
+/// The counter the task's loop writes ten times a second (whole: written beside, then
+/// renamed), read from the host (a frozen container cannot be exec'd into).
+fn counter(container: &str) -> u64 {
+    let pid = pid_of(container);
+    std::fs::read_to_string(format!("/proc/{}/root/count", pid.trim())).unwrap_or_default().trim().parse().unwrap_or(0)
+}
+
+fn counts_on(container: &str) -> bool {
+    let before = counter(container);
+    std::thread::sleep(Duration::from_millis(700));
+    counter(container) > before
+}
+
+#[test]
+fn a_step_freezes_one_task_then_thaws_it_and_another_kills_a_task_that_swarm_starts_again() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("crash".into());
+    remove_lab_objects("crash");
+    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: crash}\nspec:\n  services:\n    raft:\n      image: labbox:latest\n      init: true\n      stopGracePeriod: 1s\n      replicas: 2\n      restartPolicy: {delay: 0s}\n      command: [sh, -c, \"i=0; while true; do i=$((i+1)); echo $i > /count.new; mv /count.new /count; sleep 0.1; done\"]\n  schedule:\n    steps:\n    - at: 2s\n      service: raft\n      slots: [1]\n      pause: true\n    - at: 7s\n      service: raft\n      slots: [1]\n      pause: false\n    - at: 10s\n      service: raft\n      slots: [2]\n      kill: true\n";
+    lab.write("crash.yaml", text);
+    let port = 19471;
+    lab.start_labd_args(&["--http", &format!("127.0.0.1:{port}")]);
+    lab.wait_phase("crash", "Ready", READY);
+    let before = containers_by_slot("crash_raft");
+    assert_eq!(before.keys().copied().collect::<Vec<_>>(), vec![1, 2], "{before:?}");
+    let (one, two) = (before[&1].clone(), before[&2].clone());
+    assert!(counts_on(&one) && counts_on(&two), "both tasks count before the schedule");
+
+    let clock = wait_schedule(&lab, "crash", "slot 1 frozen", Duration::from_secs(20), |c| c["step"] == 1 && c["appliedAfterMs"].is_u64());
+    assert_eq!(clock["inForce"], "service raft: slot 1 paused");
+    println!("SCHEDULE | pause slot 1 | applied by every agent after {:.2} s |", clock["appliedAfterMs"].as_u64().unwrap_or(0) as f64 / 1000.0);
+    assert_eq!(docker_ok(&["inspect", &one, "--format", "{{.State.Paused}}"]).trim(), "true");
+    assert!(!counts_on(&one), "the frozen task does not run");
+    assert!(counts_on(&two), "the other task runs on");
+    let report = task_reports(&lab, "crash").into_iter().find(|r| r["slot"] == 1).expect("slot 1's report");
+    assert_eq!(report["paused"], true, "{report}");
+    let described = String::from_utf8_lossy(&lab.labctl(&["describe", "crash"]).stdout).to_string();
+    let row = described.lines().find(|l| l.contains(&one[..12])).unwrap_or_default();
+    assert!(row.contains("raft") && row.contains(" 1 ") && row.contains("yes"), "describe shows slot 1 paused: {described}");
+
+    wait_schedule(&lab, "crash", "slot 1 thawed", Duration::from_secs(20), |c| c["step"] == 2 && c["appliedAfterMs"].is_u64());
+    assert_eq!(docker_ok(&["inspect", &one, "--format", "{{.State.Paused}}"]).trim(), "false");
+    assert!(counts_on(&one), "thawed: it runs again, in the same container");
+
+    let clock = wait_schedule(&lab, "crash", "slot 2 killed", Duration::from_secs(20), |c| c["step"] == 3 && c["appliedAfterMs"].is_u64());
+    println!("SCHEDULE | kill slot 2 | applied by every agent after {:.2} s |", clock["appliedAfterMs"].as_u64().unwrap_or(0) as f64 / 1000.0);
+    let killed = docker_ok(&["inspect", &two, "--format", "{{.State.Running}} {{.State.ExitCode}}"]);
+    assert_eq!(killed.trim(), "false 137", "SIGKILL ends the task's container");
+    lab.wait_phase("crash", "Ready", Duration::from_secs(30));
+    let after = containers_by_slot("crash_raft");
+    assert_eq!(after.get(&1), Some(&one), "slot 1 untouched by the kill");
+    assert!(after.get(&2).is_some_and(|c| *c != two), "Swarm started slot 2 again: {after:?}");
+    assert!(counts_on(&after[&2]));
+    let (_, metrics) = http_get(port, "/metrics");
+    for action in ["pause", "unpause", "kill"] {
+        let series = format!("swarmlab_task_faults_total{{lab=\"crash\",service=\"raft\",action=\"{action}\"}} 1");
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
+    // One kill per step: the new task of slot 2 stays.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(containers_by_slot("crash_raft"), after, "the replacement is not killed again");
 }

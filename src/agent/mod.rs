@@ -14,6 +14,7 @@ use redis::AsyncCommands;
 
 use crate::shaping::probe::{probe, Capabilities};
 use crate::shaping::{choose_backend, BackendKind};
+use crate::plan::{ServiceFaults, TaskFaults};
 use crate::spec::EffectiveConditions;
 use crate::status::{AttachmentShaping, TaskShaping};
 use crate::shaping::netns::ns_path;
@@ -36,6 +37,9 @@ pub struct AgentConfig {
 /// Desired conditions: lab → service → network → conditions.
 type Desired = BTreeMap<String, BTreeMap<String, BTreeMap<String, EffectiveConditions>>>;
 
+/// What the schedules do to task processes: lab → service → frozen tasks and kills.
+type Faults = BTreeMap<String, TaskFaults>;
+
 struct Task {
     lab: String,
     service: String,
@@ -48,6 +52,8 @@ struct Task {
     inherited: bool,
     /// (network short name, MAC, IPv4)
     networks: Vec<(String, String, String)>,
+    slot: Option<u64>,
+    started_at: Option<chrono::DateTime<Utc>>,
 }
 
 pub struct Agent {
@@ -63,6 +69,14 @@ pub struct Agent {
     /// The last desired shaping read from Redis. While Redis is down, or after it came back
     /// empty (no persistence), the data plane keeps what it had: only labd's word changes it.
     desired: Desired,
+    /// The last faults read from Redis, kept as `desired` is.
+    faults: Faults,
+    /// Containers this agent froze: thawed if their schedule no longer says anything of them.
+    frozen: HashSet<String>,
+    /// Containers this agent sent a kill (until they are gone).
+    killed: HashSet<String>,
+    /// When this agent last froze or thawed each container (reported: the step's time applied).
+    process_changed_at: HashMap<String, chrono::DateTime<Utc>>,
     /// The labs Redis listed at the last successful read: only theirs get reports, so a
     /// deleted lab's keys never come back.
     known_labs: BTreeSet<String>,
@@ -92,6 +106,10 @@ impl Agent {
             redis: None,
             published: None,
             desired: Desired::new(),
+            faults: Faults::new(),
+            frozen: HashSet::new(),
+            killed: HashSet::new(),
+            process_changed_at: HashMap::new(),
             known_labs: BTreeSet::new(),
             looked: false,
             running: Running::default(),
@@ -202,24 +220,31 @@ impl Agent {
         if result.is_err() {
             self.redis = None;
         }
-        let (labs, fresh) = result?;
+        let (labs, fresh, faults) = result?;
         self.desired.retain(|lab, _| !labs.contains(lab));
         self.desired.extend(fresh);
+        self.faults.retain(|lab, _| !labs.contains(lab));
+        self.faults.extend(faults);
         self.known_labs = labs;
         Ok(())
     }
 
-    async fn read_desired(&mut self) -> Result<(BTreeSet<String>, Desired), String> {
+    async fn read_desired(&mut self) -> Result<(BTreeSet<String>, Desired, Faults), String> {
         let conn = self.connection().await?;
         let labs: BTreeSet<String> = conn.smembers(keys::LABS).await.map_err(|e| e.to_string())?;
         let mut out = Desired::new();
+        let mut faults = Faults::new();
         for lab in &labs {
-            let json: Option<String> = conn.get(keys::shaping(lab)).await.map_err(|e| e.to_string())?;
-            if let Some(map) = json.and_then(|j| serde_json::from_str(&j).ok()) {
+            let (shaping, on_tasks): (Option<String>, Option<String>) =
+                redis::pipe().get(keys::shaping(lab)).get(keys::faults(lab)).query_async(conn).await.map_err(|e| e.to_string())?;
+            if let Some(map) = shaping.and_then(|j| serde_json::from_str(&j).ok()) {
                 out.insert(lab.clone(), map);
             }
+            if let Some(map) = on_tasks.and_then(|j| serde_json::from_str(&j).ok()) {
+                faults.insert(lab.clone(), map);
+            }
         }
-        Ok((labs, out))
+        Ok((labs, out, faults))
     }
 
     async fn discover(&mut self) -> Result<(), String> {
@@ -245,8 +270,8 @@ impl Agent {
                 continue;
             };
             let Ok(netns) = std::fs::read_link(ns_path(found.pid)) else { continue };
-            let LocalTask { lab, service, pid, networks, .. } = found;
-            self.tasks.insert(id, Task { lab, service, pid, netns, inherited, networks });
+            let LocalTask { lab, service, pid, networks, slot, started_at, .. } = found;
+            self.tasks.insert(id, Task { lab, service, pid, netns, inherited, networks, slot, started_at });
         }
         Ok(())
     }
@@ -264,7 +289,16 @@ impl Agent {
         for id in ids {
             let Some(task) = self.tasks.get(&id) else { continue };
             let (lab, service, pid, inherited) = (task.lab.clone(), task.service.clone(), task.pid, task.inherited);
-            let mut report = TaskShaping { container: id[..12.min(id.len())].to_string(), service: service.clone(), node: self.config.node.clone(), updated_at: Some(Utc::now()), attachments: vec![] };
+            let (slot, started_at) = (task.slot, task.started_at);
+            let mut report = TaskShaping {
+                container: id[..12.min(id.len())].to_string(),
+                service: service.clone(),
+                node: self.config.node.clone(),
+                updated_at: Some(Utc::now()),
+                slot,
+                started_at,
+                ..Default::default()
+            };
             let mut networks = task.networks.clone();
             networks.sort();
             for (index, (net, mac, ip)) in networks.into_iter().enumerate() {
@@ -300,13 +334,19 @@ impl Agent {
                 }
                 self.attachments.insert(key, entry);
             }
+            let faults = self.faults.get(&lab).and_then(|f| f.get(&service)).cloned();
+            self.converge_process(&id, &lab, faults.as_ref(), &mut report).await;
             // Only labs that still exist: a deleted lab's keys must not come back.
-            if !report.attachments.is_empty() && self.known_labs.contains(&lab) {
+            if (!report.attachments.is_empty() || faults.is_some()) && self.known_labs.contains(&lab) {
                 reports.entry(lab).or_default().push((id.clone(), report));
             }
         }
         // Tasks gone from this node: their namespace went with them.
         self.attachments.retain(|k, _| live.contains(k));
+        let tasks = &self.tasks;
+        self.frozen.retain(|id| tasks.contains_key(id));
+        self.killed.retain(|id| tasks.contains_key(id));
+        self.process_changed_at.retain(|id, _| tasks.contains_key(id));
         for task in self.tasks.values_mut() {
             task.inherited = false;
         }
@@ -316,6 +356,64 @@ impl Agent {
         self.record_metrics(&reports);
         self.publish(reports).await?;
         redis
+    }
+
+    /// Brings the task's process to what its schedule asks (`faults`: `None` when it asks
+    /// nothing of this service): killed if it started before a kill reached, else frozen or
+    /// thawed; reports the state Docker reads back.
+    async fn converge_process(&mut self, id: &str, lab: &str, faults: Option<&ServiceFaults>, report: &mut TaskShaping) {
+        let Some(faults) = faults else {
+            // A schedule edited or removed while this agent had the task frozen.
+            if self.frozen.remove(id) && self.swarm.task_paused(id).await.unwrap_or(false) {
+                match self.swarm.pause_task(id, false).await {
+                    Ok(()) => self.metrics.task_fault(lab, &report.service, "unpause"),
+                    Err(e) => {
+                        tracing::warn!(container = id, error = %e, "cannot thaw a task no schedule pauses any more");
+                        self.frozen.insert(id.to_string());
+                    }
+                }
+            }
+            return;
+        };
+        if report.started_at.is_some_and(|t| faults.kills(report.slot, t)) {
+            if self.killed.contains(id) {
+                return; // on its way out: its death event removes it
+            }
+            match self.swarm.kill_task(id).await {
+                Ok(()) => {
+                    tracing::info!(container = id, service = %report.service, slot = ?report.slot, "killed, as the schedule says");
+                    self.metrics.task_fault(lab, &report.service, "kill");
+                    self.killed.insert(id.to_string());
+                }
+                Err(e) => report.fault_error = Some(e.to_string()),
+            }
+            return;
+        }
+        let want = faults.paused.contains(report.slot);
+        let outcome = async {
+            let mut paused = self.swarm.task_paused(id).await?;
+            if paused != want {
+                self.swarm.pause_task(id, want).await?;
+                self.process_changed_at.insert(id.to_string(), Utc::now());
+                self.metrics.task_fault(lab, &report.service, if want { "pause" } else { "unpause" });
+                tracing::info!(container = id, service = %report.service, slot = ?report.slot, paused = want, "paused or unpaused, as the schedule says");
+                paused = self.swarm.task_paused(id).await?;
+            }
+            Ok::<bool, crate::swarm::SwarmError>(paused)
+        };
+        let outcome = outcome.await;
+        report.paused_changed_at = self.process_changed_at.get(id).copied();
+        match outcome {
+            Ok(paused) => {
+                report.paused = Some(paused);
+                if paused {
+                    self.frozen.insert(id.to_string());
+                } else {
+                    self.frozen.remove(id);
+                }
+            }
+            Err(e) => report.fault_error = Some(e.to_string()),
+        }
     }
 
     fn record_metrics(&self, reports: &BTreeMap<String, Vec<(String, TaskShaping)>>) {

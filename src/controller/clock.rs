@@ -25,7 +25,7 @@ fn revision_of(schedule: &Schedule) -> String {
 }
 
 fn describe(in_force: &InForce) -> String {
-    if in_force.overrides.is_empty() && in_force.partition.is_empty() {
+    if in_force.overrides.is_empty() && in_force.partition.is_empty() && in_force.paused.is_empty() && in_force.kills.is_empty() {
         return "static conditions".into();
     }
     let mut parts: Vec<String> = in_force.overrides.iter().map(|(target, c)| format!("{target}: {}", c.summary())).collect();
@@ -33,6 +33,9 @@ fn describe(in_force: &InForce) -> String {
         let groups: Vec<String> = in_force.partition.iter().map(|g| format!("[{}]", g.join(", "))).collect();
         parts.push(format!("partition {}", groups.join(" | ")));
     }
+    parts.extend(in_force.paused.iter().map(|(service, tasks)| format!("service {service}: {tasks} paused")));
+    // The kills of this run so far: each one changes what is in force, even on the same tasks.
+    parts.extend(in_force.kills.iter().map(|k| format!("service {}: {} killed at {}s", k.service, k.tasks, k.at.as_secs_f64())));
     parts.join("; ")
 }
 

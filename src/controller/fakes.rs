@@ -283,6 +283,7 @@ pub struct FakeStoreData {
     pub events: Mutex<Vec<(String, LabEvent)>>,
     pub metrics: Mutex<BTreeMap<(String, String), i128>>,
     pub shaping: Mutex<BTreeMap<String, Option<String>>>,
+    pub faults: Mutex<BTreeMap<String, Option<String>>>,
     /// What the agents report; `None`: Redis unreadable.
     pub reports: Mutex<Option<Vec<TaskShaping>>>,
     /// Labs suspended with `labctl suspend`.
@@ -354,6 +355,9 @@ impl LabStore for FakeStore {
     }
     fn put_shaping(&self, lab: &str, json: Option<String>) {
         self.shaping.lock().unwrap().insert(lab.to_string(), json);
+    }
+    fn put_faults(&self, lab: &str, json: Option<String>) {
+        self.faults.lock().unwrap().insert(lab.to_string(), json);
     }
     async fn task_shaping(&self, _lab: &str) -> Option<Vec<TaskShaping>> {
         self.reports.lock().unwrap().clone()

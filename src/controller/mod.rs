@@ -10,6 +10,7 @@ pub mod fakes;
 pub mod queue;
 pub mod reconcile;
 pub mod scheduler;
+pub mod task_faults;
 #[cfg(test)]
 mod tests;
 pub mod verdict;

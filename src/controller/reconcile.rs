@@ -409,6 +409,8 @@ async fn apply<S: Swarm>(
     }
     let shaping = shaping_in_force(&desired, in_force, &addresses);
     publish_shaping(store, &desired.lab, &shaping);
+    let faults = plan::faults_in_force(lab.lab.spec.schedule.as_ref(), in_force, tick.as_ref().and_then(|t| t.status.started_at));
+    store.put_faults(&desired.lab, (!faults.is_empty()).then(|| serde_json::to_string(&faults).unwrap_or_default()));
     let plan = diff(&desired, observed);
     // Not "was running": a service listed just before its removal, its tasks just after, looks
     // stopped, and a service removed while its tasks start is drift too.
@@ -484,7 +486,7 @@ async fn apply<S: Swarm>(
         }
     }
     status.services = services;
-    let (shaping_state, last_applied) = shaping_condition(store, &desired, &shaping, observed).await;
+    let (shaping_state, last_applied) = shaping_condition(store, &desired, &shaping, &faults, observed).await;
     let findings = Findings {
         spec_error,
         conflicts: plan.conflicts.clone(),
@@ -547,7 +549,9 @@ fn schedule_events(
         store.event(lab, event(EventReason::ScheduleFinished, message));
     }
     if s.applied_after_ms.is_none() && matches!(shaping, ShapingState::Done(_)) {
-        let done_at = last_applied.filter(|t| *t <= now).unwrap_or(now);
+        // An application older than the step was of an earlier one (a kill leaves no report
+        // behind): labd's own clock then.
+        let done_at = last_applied.filter(|t| *t <= now && s.changed_at.is_none_or(|c| *t >= c)).unwrap_or(now);
         let took = s.changed_at.map(|t| (done_at - t).num_milliseconds().max(0) as u64).unwrap_or(0);
         s.applied_after_ms = Some(took);
         store.event(lab, event(EventReason::StepApplied, format!("step {}/{} applied on every task {:.1}s after its time", s.step, s.steps, took as f64 / 1000.0)));
@@ -558,11 +562,21 @@ fn schedule_events(
 /// Compares what the agents report with the running tasks of services that have conditions.
 /// A report counts only once it carries what is in force now (an older one says nothing about
 /// a change just published). Also returns the latest time an agent changed an attachment.
-async fn shaping_condition(store: &impl LabStore, desired: &DesiredLab, in_force: &Shaping, observed: &Observed) -> (ShapingState, Option<chrono::DateTime<Utc>>) {
+/// What the schedule asks of the tasks' processes (paused, killed) counts as shaping too: a
+/// step is applied when its conditions and its faults are.
+async fn shaping_condition(store: &impl LabStore, desired: &DesiredLab, in_force: &Shaping, faults: &plan::TaskFaults, observed: &Observed) -> (ShapingState, Option<chrono::DateTime<Utc>>) {
     let fresh = |r: &&crate::status::TaskShaping| is_fresh(r);
     let reports = store.task_shaping(&desired.lab).await;
-    let last_applied = reports.iter().flatten().filter(fresh).flat_map(|r| r.attachments.iter().filter_map(|a| a.applied_at)).max();
-    (shaping_state(reports, desired, in_force, observed), last_applied)
+    let last_applied = reports.iter().flatten().filter(fresh).flat_map(|r| r.attachments.iter().filter_map(|a| a.applied_at).chain(r.paused_changed_at)).max();
+    let on_tasks = super::task_faults::faults_state(reports.as_deref(), faults, desired, observed);
+    let state = match (shaping_state(reports, desired, in_force, observed), on_tasks) {
+        (ShapingState::Failing(m), _) => ShapingState::Failing(m),
+        (_, Err(m)) => ShapingState::Failing(m),
+        (ShapingState::Pending(m), _) => ShapingState::Pending(m),
+        (ShapingState::Done(_), Ok(Some(m))) => ShapingState::Pending(m),
+        (done, Ok(None)) => done,
+    };
+    (state, last_applied)
 }
 
 fn shaping_state(reports: Option<Vec<crate::status::TaskShaping>>, desired: &DesiredLab, in_force: &Shaping, observed: &Observed) -> ShapingState {
@@ -613,7 +627,7 @@ fn shaping_state(reports: Option<Vec<crate::status::TaskShaping>>, desired: &Des
 
 
 /// An agent refreshes its reports twice a second; older ones are from a node that is gone.
-fn is_fresh(report: &crate::status::TaskShaping) -> bool {
+pub(super) fn is_fresh(report: &crate::status::TaskShaping) -> bool {
     report.updated_at.is_some_and(|t| t > chrono::Utc::now() - chrono::Duration::seconds(10))
 }
 
@@ -819,6 +833,7 @@ mod tests {
             node: "n1".into(),
             updated_at: Some(Utc::now()),
             attachments: vec![AttachmentShaping { network: "lan".into(), desired: want.clone(), applied, ..Default::default() }],
+            ..Default::default()
         };
         *store.reports.lock().unwrap() = Some(vec![report(want.clone())]);
         let o = pass(&swarm, &store, apply(&l), o.status).await;
@@ -830,6 +845,41 @@ mod tests {
         let o = pass(&swarm, &store, apply(&l), o.status).await;
         assert_eq!(o.status.phase, Phase::Degraded);
         assert!(o.status.message.contains("nsenter failed"));
+    }
+
+    #[tokio::test]
+    async fn a_pause_step_is_published_for_the_agents_and_applied_once_they_report_the_task_frozen() {
+        let swarm = FakeSwarm::default();
+        let store = FakeStore::default();
+        *store.reports.lock().unwrap() = Some(vec![]);
+        let l = lab("  services:\n    a: {replicas: 2}\n  schedule:\n    steps:\n    - at: 0s\n      service: a\n      slots: [2]\n      pause: true\n");
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        let faults = |store: &FakeStore| -> crate::plan::TaskFaults { serde_json::from_str(store.faults.lock().unwrap()["t"].as_deref().unwrap()).unwrap() };
+        assert!(faults(&store)["a"].paused.is_empty(), "listed, thawed, before the schedule starts");
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!(o.status.phase, Phase::Ready);
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert!(faults(&store)["a"].paused.contains(Some(2)) && !faults(&store)["a"].paused.contains(Some(1)));
+        assert_eq!(o.status.phase, Phase::Progressing);
+        assert!(o.status.message.contains("a: 0/2 tasks reported"), "{}", o.status.message);
+        let report = |slot: u64, paused: bool| TaskShaping {
+            container: format!("c{slot}"),
+            service: "a".into(),
+            updated_at: Some(Utc::now()),
+            slot: Some(slot),
+            started_at: Some(Utc::now()),
+            paused: Some(paused),
+            paused_changed_at: paused.then(Utc::now),
+            ..Default::default()
+        };
+        *store.reports.lock().unwrap() = Some(vec![report(1, false), report(2, false)]);
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert!(o.status.message.contains("a.2 not paused yet"), "{}", o.status.message);
+        assert!(o.status.schedule.as_ref().is_some_and(|s| s.applied_after_ms.is_none()));
+        *store.reports.lock().unwrap() = Some(vec![report(1, false), report(2, true)]);
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!(o.status.phase, Phase::Ready, "{}", o.status.message);
+        assert!(o.status.schedule.as_ref().is_some_and(|s| s.applied_after_ms.is_some()));
     }
 
     #[tokio::test]
@@ -867,6 +917,7 @@ mod tests {
                 applied_at: Some(came + chrono::Duration::milliseconds(300)),
                 ..Default::default()
             }],
+            ..Default::default()
         }]);
         tokio::time::sleep(Duration::from_millis(400)).await;
         let o = pass(&swarm, &store, apply(&l), o.status).await;
@@ -888,6 +939,7 @@ mod tests {
                 desired: crate::spec::EffectiveConditions::from_fields(&[("delay", "30ms")]).unwrap(),
                 ..Default::default()
             }],
+            ..Default::default()
         }]);
         let o = pass(&swarm, &store, apply(&plain), stale).await;
         assert_eq!(o.status.phase, Phase::Progressing, "{}", o.status.message);

@@ -14,6 +14,10 @@
 //!   ways, from its step until a `heal: true` step or a later partition (which replaces it).
 //!   Services in no group keep reaching everyone. Its own target: it does not end, and is not
 //!   ended by, steps on networks or services.
+//! - `kill: true` on a service kills its tasks (those in `slots`, or all) that run at the
+//!   step's time; `pause: true` freezes them until `pause: false`, `restore: true` on the
+//!   service, or the end of the run. Their own target: steps on the service's traffic neither
+//!   end nor are ended by them.
 //! - A ramp changes fields from `from` to `to` in `steps` equal steps over `over` (or by `by`
 //!   every `every` until `until`), then holds `to`.
 //! - A flap alternates `up` (the target's conditions) and `down` (no traffic) from its step on,
@@ -26,7 +30,7 @@
 //!   keeps its services and networks, so logs and `docker service ps` stay. Not a teardown: a
 //!   lab disappears only when its file does (the deletion rule).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -112,6 +116,20 @@ pub struct Step {
     /// Ends the partition in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heal: Option<bool>,
+    /// Kills the tasks of `service` (those in `slots`, or all) running at the step's time, as
+    /// `docker kill` does (SIGKILL): a crash. Swarm starts each again after the service's
+    /// restart delay, on its volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill: Option<bool>,
+    /// `true` freezes the tasks of `service` (those in `slots`, or all) as `docker pause` does;
+    /// `false` thaws them. Frozen until then, `restore: true` on the service, or the end of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<bool>,
+    /// With `kill` or `pause`: the task slots (1, 2, … of a replicated service) it acts on;
+    /// default every task of the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(range(min = 1)))]
+    pub slots: Option<Vec<u64>>,
 }
 
 /// Fields changed step by step: `from` → `to` in `steps` steps over `over`, or from `from` by
@@ -260,12 +278,80 @@ impl Step {
         Target { network: self.network.clone(), service: self.service.clone(), to: self.to.clone() }
     }
 
+    /// A step that kills or freezes tasks: it acts on processes, not on the target's traffic.
+    pub fn acts_on_tasks(&self) -> bool {
+        self.kill.is_some() || self.pause.is_some()
+    }
+
     /// How long the step's own change lasts (a ramp's climb, a flap's `for`).
     fn length(&self) -> std::time::Duration {
         let ramp = self.ramp.as_ref().map(Ramp::length).unwrap_or_default();
         let flap = self.flap.and_then(|f| f.duration).map(Duration::as_std).unwrap_or_default();
         ramp.max(flap)
     }
+}
+
+/// Some tasks of a service: every one, or those in some slots.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSet {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub slots: BTreeSet<u64>,
+}
+
+impl TaskSet {
+    fn of(slots: Option<&Vec<u64>>) -> TaskSet {
+        match slots {
+            Some(s) => TaskSet { all: false, slots: s.iter().copied().collect() },
+            None => TaskSet { all: true, slots: BTreeSet::new() },
+        }
+    }
+
+    /// Whether the task in `slot` is in the set (a global service's tasks have no slot).
+    pub fn contains(&self, slot: Option<u64>) -> bool {
+        self.all || slot.is_some_and(|s| self.slots.contains(&s))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.slots.is_empty()
+    }
+
+    fn add(&mut self, other: &TaskSet) {
+        self.all |= other.all;
+        self.slots.extend(other.slots.iter().copied());
+    }
+
+    /// Thawing every task ends every pause; thawing slots ends theirs (a pause of every task
+    /// stays: the slots it holds are not known here).
+    fn remove(&mut self, other: &TaskSet) {
+        if other.all {
+            *self = TaskSet::default();
+        } else {
+            self.slots.retain(|s| !other.slots.contains(s));
+        }
+    }
+}
+
+impl std::fmt::Display for TaskSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let slots: Vec<String> = self.slots.iter().map(u64::to_string).collect();
+        match (self.all, slots.is_empty()) {
+            (true, _) => f.write_str("every task"),
+            (false, true) => f.write_str("no task"),
+            (false, false) => write!(f, "slot{} {}", if slots.len() > 1 { "s" } else { "" }, slots.join(", ")),
+        }
+    }
+}
+
+/// A kill reached: the tasks of `service` in `tasks` that were running before `at` are killed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kill {
+    pub service: String,
+    pub tasks: TaskSet,
+    /// From time 0 (runs before this one included).
+    pub at: std::time::Duration,
 }
 
 /// What is in force at one moment, and when that changes next.
@@ -275,6 +361,10 @@ pub struct InForce {
     pub overrides: BTreeMap<Target, EffectiveConditions>,
     /// The groups of the partition in force (empty: none).
     pub partition: Vec<Vec<String>>,
+    /// Frozen tasks, per service.
+    pub paused: BTreeMap<String, TaskSet>,
+    /// The kills of this run reached so far, in order.
+    pub kills: Vec<Kill>,
     /// 1-based index of the last step reached in the current run (0: none yet).
     pub step: usize,
     /// 1-based run number.
@@ -304,6 +394,16 @@ impl InForce {
         let mut covering: Vec<(&Target, &EffectiveConditions)> = self.overrides.iter().filter(|(t, _)| t.covers(service, network)).collect();
         covering.sort_by_key(|(t, _)| std::cmp::Reverse(t.precedence()));
         covering.into_iter().map(|(_, c)| c.clone()).reduce(EffectiveConditions::or)
+    }
+}
+
+impl InForce {
+    /// This state with its kills' times counted from time 0 instead of the run's start.
+    fn after(mut self, run_start: std::time::Duration) -> InForce {
+        for kill in &mut self.kills {
+            kill.at += run_start;
+        }
+        self
     }
 }
 
@@ -339,7 +439,7 @@ impl Schedule {
         if runs.is_some_and(|n| run >= n) {
             let last = runs.unwrap_or(1);
             let mut state = match self.end.unwrap_or_default() {
-                ScheduleEnd::Hold => self.within_run(period, period),
+                ScheduleEnd::Hold => self.within_run(period, period).after(period * (last - 1) as u32),
                 // Stopped tasks have nothing to shape; a run after a stop starts from the static
                 // conditions like every run.
                 ScheduleEnd::Restore | ScheduleEnd::Stop => InForce { step: self.steps.len(), ..Default::default() },
@@ -351,7 +451,7 @@ impl Schedule {
             return state;
         }
         let run_start = period * run as u32;
-        let mut state = self.within_run(elapsed - run_start, period);
+        let mut state = self.within_run(elapsed - run_start, period).after(run_start);
         state.run = run + 1;
         // The end of a run is a change too (the next run starts from the static conditions).
         let change_in_run = state.next_change.filter(|t| *t < period).unwrap_or(period);
@@ -383,9 +483,31 @@ impl Schedule {
                 state.partition.clear();
                 continue;
             }
+            if let (Some(service), true) = (&step.service, step.acts_on_tasks()) {
+                let tasks = TaskSet::of(step.slots.as_ref());
+                if step.kill == Some(true) {
+                    state.kills.push(Kill { service: service.clone(), tasks: tasks.clone(), at });
+                }
+                match step.pause {
+                    Some(true) => state.paused.entry(service.clone()).or_default().add(&tasks),
+                    Some(false) => {
+                        if let Some(paused) = state.paused.get_mut(service) {
+                            paused.remove(&tasks);
+                        }
+                        state.paused.retain(|_, p| !p.is_empty());
+                    }
+                    None => {}
+                }
+                continue;
+            }
             let target = step.target();
-            // The step lasts until the next step on the same target.
-            let until = self.steps[i + 1..].iter().find(|s| s.target() == target).map(|s| s.at.as_std()).unwrap_or(period);
+            if step.restore == Some(true) && target.network.is_none() && target.to.is_none() {
+                if let Some(service) = &target.service {
+                    state.paused.remove(service);
+                }
+            }
+            // The step lasts until the next step on the same target (its tasks' steps aside).
+            let until = self.steps[i + 1..].iter().find(|s| s.target() == target && !s.acts_on_tasks()).map(|s| s.at.as_std()).unwrap_or(period);
             let since = t - at;
             let mut value: Option<EffectiveConditions> = step.conditions.as_ref().map(Conditions::fields);
             if step.restore == Some(true) {
@@ -521,6 +643,29 @@ mod tests {
         assert_eq!((st.run, st.finished), (361, false));
         assert_eq!(st.overrides.get(&net("n")).and_then(|c| c.down), Some(true));
         assert_eq!(st.next_change, Some(Std::from_secs(3605)));
+    }
+
+    #[test]
+    fn pauses_hold_until_thawed_or_restored_and_kills_keep_their_time_across_runs() {
+        let s = schedule(
+            "repeat: 2\nperiod: 20s\nsteps:\n- at: 2s\n  service: a\n  slots: [1, 2]\n  pause: true\n- at: 4s\n  service: a\n  network: n\n  conditions: {delay: 5ms}\n- at: 5s\n  service: a\n  slots: [1]\n  pause: false\n- at: 8s\n  service: b\n  kill: true\n- at: 9s\n  service: a\n  pause: true\n- at: 12s\n  service: a\n  restore: true\n",
+        );
+        let at = |secs: u64| s.at(Std::from_secs(secs));
+        let paused = |st: &InForce, slot: u64| st.paused.get("a").is_some_and(|p| p.contains(Some(slot)));
+        assert!(at(1).paused.is_empty());
+        assert!(paused(&at(2), 1) && paused(&at(2), 2) && !paused(&at(2), 3));
+        assert!(paused(&at(4), 1), "a step on one attachment of the service leaves its pause alone");
+        assert!(!paused(&at(5), 1) && paused(&at(5), 2), "thawing slot 1 leaves slot 2 frozen");
+        assert_eq!(at(7).next_change, Some(Std::from_secs(8)), "a kill is a change");
+        assert_eq!(at(8).kills, vec![Kill { service: "b".into(), tasks: TaskSet { all: true, slots: BTreeSet::new() }, at: Std::from_secs(8) }]);
+        assert!(paused(&at(9), 7) && at(9).paused["a"].all);
+        assert!(at(12).paused.is_empty(), "restore on the service thaws it");
+        assert_eq!(at(12).overrides.len(), 1, "the attachment's own step stays in force");
+        let second = at(29);
+        assert_eq!((second.run, second.kills.len()), (2, 1));
+        assert_eq!(second.kills[0].at, Std::from_secs(28), "the kill of run 2, counted from time 0");
+        assert!(at(21).kills.is_empty() && at(22).paused.contains_key("a"), "each run starts over");
+        assert_eq!(at(45).kills[0].at, Std::from_secs(28), "end: hold keeps the last run's kill");
     }
 
     #[test]

@@ -351,7 +351,7 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
     }
     if let Some(schedule) = doc.pointer("/spec/schedule") {
         let links = doc.pointer("/spec/links").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-        check_schedule(schedule, networks, services, links, &mut out);
+        check_schedule(schedule, networks, services, defaults, links, &mut out);
     }
     out
 }
@@ -405,7 +405,14 @@ fn check_links(links: &[Value], services: &serde_json::Map<String, Value>, netwo
 
 /// Steps in order, on targets the lab defines, each saying one thing; ramps that end; runs
 /// that know how long they last.
-fn check_schedule(schedule: &Value, networks: &serde_json::Map<String, Value>, services: &serde_json::Map<String, Value>, links: &[Value], out: &mut Vec<Finding>) {
+fn check_schedule(
+    schedule: &Value,
+    networks: &serde_json::Map<String, Value>,
+    services: &serde_json::Map<String, Value>,
+    defaults: Option<&Value>,
+    links: &[Value],
+    out: &mut Vec<Finding>,
+) {
     let base = "/spec/schedule";
     // Directions the lab's links cover: (from, to), both ways for symmetric ones.
     let linked: BTreeSet<(String, String)> = links
@@ -478,6 +485,13 @@ fn check_schedule(schedule: &Value, networks: &serde_json::Map<String, Value>, s
             check_partition(groups, step, services, &at_ptr, out);
             continue;
         }
+        if step.get("kill").is_some() || step.get("pause").is_some() {
+            check_task_step(step, services, defaults, &at_ptr, out);
+            continue;
+        }
+        if step.get("slots").is_some() {
+            out.push(Finding::key(format!("{at_ptr}/slots"), "`slots` picks the tasks a `kill` or `pause` step acts on"));
+        }
         if step.get("heal").is_some() {
             if let Some(extra) = step.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !matches!(k.as_str(), "at" | "heal")) {
                 out.push(Finding::key(format!("{at_ptr}/{extra}"), "a `heal` step ends the partition in force and says nothing else"));
@@ -504,6 +518,41 @@ fn check_schedule(schedule: &Value, networks: &serde_json::Map<String, Value>, s
         }
         if let Some(ramp) = step.get("ramp") {
             check_ramp(ramp, &format!("{at_ptr}/ramp"), looped, out);
+        }
+    }
+}
+
+/// A step that kills or freezes tasks: of one service, in slots it has; nothing else in the step.
+fn check_task_step(step: &Value, services: &serde_json::Map<String, Value>, defaults: Option<&Value>, at: &str, out: &mut Vec<Finding>) {
+    let verb = if step.get("kill").is_some() { "kill" } else { "pause" };
+    if let Some(extra) = step.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !matches!(k.as_str(), "at" | "service" | "slots" | "kill" | "pause")) {
+        let why = if extra == "network" || extra == "to" {
+            format!("a `{verb}` step acts on a service's tasks, not on one of its networks or links: leave `{extra}` out")
+        } else {
+            format!("a `{verb}` step acts on a service's tasks and says nothing else (`service`, `slots`)")
+        };
+        out.push(Finding::key(format!("{at}/{extra}"), why));
+    }
+    if step.get("kill").is_some() && step.get("pause").is_some() {
+        out.push(Finding::key(format!("{at}/pause"), "one step kills or pauses, not both: make two steps"));
+    }
+    if step.get("kill").and_then(Value::as_bool) == Some(false) {
+        out.push(Finding::value(format!("{at}/kill"), "`kill: false` does nothing: leave the step out"));
+    }
+    let Some(name) = step.get("service").and_then(Value::as_str) else {
+        out.push(Finding::key(at.to_string(), format!("a `{verb}` step needs the `service` whose tasks it acts on")));
+        return;
+    };
+    let (Some(slots), Some(svc)) = (step.get("slots").and_then(Value::as_array), services.get(name)) else { return };
+    let field = |f: &str| svc.get(f).or_else(|| defaults.and_then(|d| d.get(f)));
+    if field("mode").and_then(Value::as_str) == Some("global") {
+        out.push(Finding::key(format!("{at}/slots"), format!("`{name}` is global: its tasks have no slots (leave `slots` out to act on every task)")));
+        return;
+    }
+    let replicas = svc.get("replicas").and_then(Value::as_u64).unwrap_or(1);
+    for (i, slot) in slots.iter().enumerate() {
+        if let Some(n) = slot.as_u64().filter(|n| *n > replicas) {
+            out.push(Finding::value(format!("{at}/slots/{i}"), format!("`{name}` has {replicas} replica{}: slots 1 to {replicas}, found {n}", if replicas == 1 { "" } else { "s" })));
         }
     }
 }

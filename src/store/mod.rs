@@ -47,6 +47,8 @@ pub trait LabStore: Clone + Send + Sync + 'static {
     /// The Git source's state (labctl status says when fetches fail).
     fn put_source(&self, source: &SourceStatus);
     fn put_shaping(&self, lab: &str, json: Option<String>);
+    /// What the schedule does to the lab's task processes, for the agents (`None`: nothing).
+    fn put_faults(&self, lab: &str, json: Option<String>);
     /// The agents' reports for the lab's tasks; `None` when they cannot be read.
     fn task_shaping(&self, lab: &str) -> impl Future<Output = Option<Vec<TaskShaping>>> + Send;
     /// The last `labctl start` of each lab; `None` when unreadable.
@@ -81,6 +83,9 @@ impl LabStore for RedisStore {
     }
     fn put_shaping(&self, lab: &str, json: Option<String>) {
         RedisStore::put_shaping(self, lab, json)
+    }
+    fn put_faults(&self, lab: &str, json: Option<String>) {
+        RedisStore::put_faults(self, lab, json)
     }
     fn put_source(&self, source: &SourceStatus) {
         RedisStore::put_source(self, source)

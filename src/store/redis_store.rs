@@ -1,7 +1,7 @@
 //! Status in Redis. Writes go through an in-memory outbox flushed in the background, so labd
 //! keeps reconciling while Redis is down and writes the current state when it comes back.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +42,10 @@ pub mod keys {
     pub fn shaping(lab: &str) -> String {
         format!("swarmlab:lab:{lab}:shaping")
     }
+    /// What the schedule does to the lab's task processes (frozen, killed), for the agents.
+    pub fn faults(lab: &str) -> String {
+        format!("swarmlab:lab:{lab}:faults")
+    }
     pub fn tasks(lab: &str) -> String {
         format!("swarmlab:lab:{lab}:tasks")
     }
@@ -62,6 +66,8 @@ struct Outbox {
     statuses: BTreeMap<String, Option<LabStatus>>,
     /// Latest desired shaping per lab (JSON); `None` deletes it.
     shaping: BTreeMap<String, Option<String>>,
+    /// Latest task faults per lab (JSON); `None` deletes them.
+    faults: BTreeMap<String, Option<String>>,
     events: VecDeque<(String, LabEvent)>,
     /// (hash key, field) -> increment
     counters: BTreeMap<(String, String), i64>,
@@ -71,7 +77,7 @@ struct Outbox {
 
 impl Outbox {
     fn is_empty(&self) -> bool {
-        self.statuses.is_empty() && self.shaping.is_empty() && self.events.is_empty() && self.counters.is_empty() && self.gauges.is_empty()
+        self.statuses.is_empty() && self.shaping.is_empty() && self.faults.is_empty() && self.events.is_empty() && self.counters.is_empty() && self.gauges.is_empty()
     }
 }
 
@@ -185,6 +191,7 @@ impl RedisStore {
         self.with_outbox(|o| {
             o.statuses.insert(lab.to_string(), None);
             o.shaping.insert(lab.to_string(), None);
+            o.faults.insert(lab.to_string(), None);
             o.events.retain(|(l, _)| l != lab);
             // Counted before the deletion: written after it, they would bring its key back.
             o.counters.retain(|(key, _), _| *key != metrics);
@@ -195,6 +202,12 @@ impl RedisStore {
     pub fn put_shaping(&self, lab: &str, json: Option<String>) {
         self.with_outbox(|o| {
             o.shaping.insert(lab.to_string(), json);
+        });
+    }
+
+    pub fn put_faults(&self, lab: &str, json: Option<String>) {
+        self.with_outbox(|o| {
+            o.faults.insert(lab.to_string(), json);
         });
     }
 
@@ -356,6 +369,9 @@ impl RedisStore {
                 for (k, v) in batch.shaping {
                     o.shaping.entry(k).or_insert(v);
                 }
+                for (k, v) in batch.faults {
+                    o.faults.entry(k).or_insert(v);
+                }
                 for e in batch.events.into_iter().rev() {
                     o.events.push_front(e);
                 }
@@ -405,19 +421,21 @@ fn batch_pipeline(batch: &Outbox) -> redis::Pipeline {
             }
             None => {
                 pipe.srem(keys::LABS, lab).ignore();
-                pipe.del(&[keys::status(lab), keys::events(lab), keys::metrics(lab), keys::shaping(lab), keys::tasks(lab)]).ignore();
+                pipe.del(&[keys::status(lab), keys::events(lab), keys::metrics(lab), keys::shaping(lab), keys::faults(lab), keys::tasks(lab)]).ignore();
             }
         }
     }
-    for (lab, shaping) in &batch.shaping {
-        match shaping {
-            Some(json) => pipe.set(keys::shaping(lab), json).ignore(),
-            None => pipe.del(keys::shaping(lab)).ignore(),
-        };
+    for (key, written) in [(keys::shaping as fn(&str) -> String, &batch.shaping), (keys::faults, &batch.faults)] {
+        for (lab, json) in written {
+            match json {
+                Some(json) => pipe.set(key(lab), json).ignore(),
+                None => pipe.del(key(lab)).ignore(),
+            };
+        }
     }
-    if !batch.shaping.is_empty() {
-        let labs: Vec<&str> = batch.shaping.keys().map(String::as_str).collect();
-        pipe.publish(keys::SHAPING_CHANGED, labs.join(" ")).ignore();
+    let changed: BTreeSet<&str> = batch.shaping.keys().chain(batch.faults.keys()).map(String::as_str).collect();
+    if !changed.is_empty() {
+        pipe.publish(keys::SHAPING_CHANGED, changed.into_iter().collect::<Vec<_>>().join(" ")).ignore();
     }
     for (lab, e) in &batch.events {
         if batch.statuses.get(lab).is_some_and(Option::is_none) {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListContainersOptions};
+use bollard::query_parameters::{EventsOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions};
 use futures::{Stream, StreamExt};
 
 use super::{api_err, ContainerChange, DockerSwarm, SwarmError};
@@ -21,6 +21,16 @@ pub struct LocalTask {
     pub pid: i64,
     /// (network short name, MAC, IPv4) of each of the lab's networks it is attached to.
     pub networks: Vec<(String, String, String)>,
+    /// Its slot (tasks of replicated services).
+    pub slot: Option<u64>,
+    /// When its container started, by the node's clock.
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Swarm names a task's container's `com.docker.swarm.task.name` `<service>.<slot>.<task id>`
+/// for a replicated service, `<service>.<node id>.<task id>` for a global one.
+fn slot_of(task_name: &str, service: &str) -> Option<u64> {
+    task_name.strip_prefix(service)?.strip_prefix('.')?.split('.').next()?.parse().ok()
 }
 
 /// A task container of this node started or died (its id).
@@ -49,11 +59,14 @@ impl DockerSwarm {
     /// The task a running container holds; `None` if it is not one of ours or not running.
     pub async fn local_task(&self, container: &str) -> Option<LocalTask> {
         let info = self.docker().inspect_container(container, None::<InspectContainerOptions>).await.ok()?;
-        let pid = info.state.and_then(|s| s.pid).filter(|p| *p > 0)?;
+        let state = info.state.unwrap_or_default();
+        let pid = state.pid.filter(|p| *p > 0)?;
+        let started_at = state.started_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&chrono::Utc));
         let labels_of = info.config.and_then(|c| c.labels).unwrap_or_default();
         let lab = labels::owner(&labels_of)?.to_string();
         let service = labels_of.get(labels::MEMBER).cloned().unwrap_or_default();
         let prefix = format!("{lab}_");
+        let slot = labels_of.get("com.docker.swarm.task.name").and_then(|n| slot_of(n, &format!("{prefix}{service}")));
         let networks = info
             .network_settings
             .and_then(|n| n.networks)
@@ -64,7 +77,7 @@ impl DockerSwarm {
                 Some((short, ep.mac_address.unwrap_or_default(), ep.ip_address.unwrap_or_default()))
             })
             .collect();
-        Some(LocalTask { container: container.to_string(), lab, service, pid, networks })
+        Some(LocalTask { container: container.to_string(), lab, service, pid, networks, slot, started_at })
     }
 
     /// A running task of `lab`'s service `service` on this node, if there is one.
@@ -75,6 +88,30 @@ impl DockerSwarm {
             }
         }
         Ok(None)
+    }
+
+    /// Whether the task's container is frozen (`docker pause`).
+    pub async fn task_paused(&self, container: &str) -> Result<bool, SwarmError> {
+        let info = self.docker().inspect_container(container, None::<InspectContainerOptions>).await.map_err(api_err("inspect container"))?;
+        Ok(info.state.and_then(|s| s.paused).unwrap_or(false))
+    }
+
+    /// Freezes (`true`) or thaws the task's container, as `docker pause`/`unpause`.
+    pub async fn pause_task(&self, container: &str, paused: bool) -> Result<(), SwarmError> {
+        if paused {
+            self.docker().pause_container(container).await.map_err(api_err("pause container"))
+        } else {
+            self.docker().unpause_container(container).await.map_err(api_err("unpause container"))
+        }
+    }
+
+    /// Kills the task's container (SIGKILL), as `docker kill`: Swarm sees its task fail and
+    /// starts another in its slot. Docker refuses to kill a frozen container: it is thawed first.
+    pub async fn kill_task(&self, container: &str) -> Result<(), SwarmError> {
+        if self.task_paused(container).await? {
+            self.pause_task(container, false).await?;
+        }
+        self.docker().kill_container(container, None::<KillContainerOptions>).await.map_err(api_err("kill container"))
     }
 
     /// Starts and deaths of owned task containers on this node (`None`: an event without a
@@ -94,5 +131,15 @@ impl DockerSwarm {
                 _ => None,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_replicated_task_has_a_slot_and_a_global_one_none() {
+        assert_eq!(super::slot_of("lab_raft.3.k2x9q8w7e6r5t4y3u2i1o0p9a", "lab_raft"), Some(3));
+        assert_eq!(super::slot_of("lab_agent.vzq0d3u2cm0gnwa3rpwyxdq2q.k2x9q8w7e6r5t4y3u2i1o0p9a", "lab_agent"), None);
+        assert_eq!(super::slot_of("lab_raft2.3.x", "lab_raft"), None, "another service's task");
     }
 }

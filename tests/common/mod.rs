@@ -476,3 +476,16 @@ pub fn shaping_in(container: &str) -> (bool, bool) {
 pub fn started_at(container: &str) -> String {
     docker_ok(&["inspect", container, "--format", "{{.State.StartedAt}}"])
 }
+
+/// A bare HTTP/1.1 GET of labd's `--http` server (what a scraper sends), so tests need no HTTP
+/// client: the status code and the body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("labd listens on --http");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, body.to_string())
+}

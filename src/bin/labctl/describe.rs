@@ -50,7 +50,7 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
     }
     println!("{t}");
     let tasks = r.task_shaping(lab).await.unwrap_or_default();
-    if !tasks.is_empty() {
+    if tasks.iter().any(|t| !t.attachments.is_empty()) {
         println!("\nShaping (per task and network; egress):");
         let mut t = Table::new();
         t.load_preset(NOTHING);
@@ -73,6 +73,25 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
                     problems.join("; "),
                 ]);
             }
+        }
+        println!("{t}");
+    }
+    let processes: Vec<_> = tasks.iter().filter(|t| t.paused.is_some() || t.fault_error.is_some()).collect();
+    if !processes.is_empty() {
+        println!("\nTasks the schedule pauses or kills (Docker's read-back):");
+        let mut t = Table::new();
+        t.load_preset(NOTHING);
+        t.set_header(["TASK", "SERVICE", "SLOT", "NODE", "STARTED", "PAUSED", "PROBLEMS"]);
+        for task in processes {
+            t.add_row([
+                task.container.clone(),
+                task.service.clone(),
+                task.slot.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                task.node.clone(),
+                task.started_at.map(|t| t.format("%H:%M:%S%.3f").to_string()).unwrap_or_else(|| "-".into()),
+                task.paused.map(|p| if p { "yes" } else { "no" }).unwrap_or("-").to_string(),
+                task.fault_error.clone().unwrap_or_default(),
+            ]);
         }
         println!("{t}");
     }

@@ -1,0 +1,90 @@
+//! What the schedule does to the lab's task processes, for the node agents: which tasks are
+//! frozen now, and which kills were reached. Pure. A kill is published as "kill the tasks that
+//! started before this time", so it is idempotent without the agents keeping any state: the task
+//! Swarm starts in place of a killed one started after it, and an agent that restarts kills
+//! nothing twice.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{InForce, Schedule, TaskSet};
+
+/// Service short name → what is asked of its tasks.
+pub type TaskFaults = BTreeMap<String, ServiceFaults>;
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceFaults {
+    /// The tasks that are frozen (none: thawed; listed, so that a thaw reaches the agents).
+    #[serde(default)]
+    pub paused: TaskSet,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kills: Vec<KillOrder>,
+}
+
+/// Kill each task in `tasks` that started before `before`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KillOrder {
+    pub tasks: TaskSet,
+    pub before: DateTime<Utc>,
+}
+
+impl ServiceFaults {
+    /// Whether the task in `slot` started at `started` is to be killed now.
+    pub fn kills(&self, slot: Option<u64>, started: DateTime<Utc>) -> bool {
+        self.kills.iter().any(|k| k.tasks.contains(slot) && started < k.before)
+    }
+}
+
+/// The faults in force: every service a `pause` step names gets an entry (frozen or not), so
+/// a thaw or a schedule that starts over reaches the agents; each kill reached gets its time,
+/// from the schedule's time 0 (`started_at`).
+pub fn faults_in_force(schedule: Option<&Schedule>, in_force: Option<&InForce>, started_at: Option<DateTime<Utc>>) -> TaskFaults {
+    let mut out = TaskFaults::new();
+    let Some(schedule) = schedule else { return out };
+    for step in schedule.steps.iter().filter(|s| s.pause.is_some()) {
+        if let Some(service) = &step.service {
+            out.entry(service.clone()).or_default();
+        }
+    }
+    let Some(in_force) = in_force else { return out };
+    for (service, tasks) in &in_force.paused {
+        out.entry(service.clone()).or_default().paused = tasks.clone();
+    }
+    if let Some(start) = started_at {
+        for kill in &in_force.kills {
+            let Ok(at) = chrono::Duration::from_std(kill.at) else { continue };
+            out.entry(kill.service.clone()).or_default().kills.push(KillOrder { tasks: kill.tasks.clone(), before: start + at });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(yaml: &str) -> Schedule {
+        serde_json::from_value(serde_yaml_ng::from_str(yaml).expect("yaml")).expect("a schedule")
+    }
+
+    #[test]
+    fn a_paused_service_is_listed_before_and_after_its_pause_and_kills_get_their_time() {
+        let s = schedule("steps:\n- at: 5s\n  service: a\n  slots: [2]\n  pause: true\n- at: 9s\n  service: a\n  pause: false\n- at: 10s\n  service: b\n  kill: true\n");
+        let t0 = Utc::now();
+        let waiting = faults_in_force(Some(&s), None, None);
+        assert_eq!(waiting.get("a"), Some(&ServiceFaults::default()), "listed unfrozen before the schedule runs");
+        let frozen = faults_in_force(Some(&s), Some(&s.at(std::time::Duration::from_secs(6))), Some(t0));
+        assert!(frozen["a"].paused.contains(Some(2)) && !frozen["a"].paused.contains(Some(1)));
+        assert!(!frozen.contains_key("b"), "no kill reached yet");
+        let later = faults_in_force(Some(&s), Some(&s.at(std::time::Duration::from_secs(11))), Some(t0));
+        assert!(later["a"].paused.is_empty());
+        let b = &later["b"];
+        assert_eq!(b.kills[0].before, t0 + chrono::Duration::seconds(10));
+        assert!(b.kills(Some(1), t0 + chrono::Duration::seconds(3)), "started before the kill: killed");
+        assert!(!b.kills(Some(1), t0 + chrono::Duration::seconds(12)), "its replacement is left alone");
+    }
+}
