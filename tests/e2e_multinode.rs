@@ -1,5 +1,6 @@
 //! End-to-end on a real three-node swarm (scripts/multinode.sh): placement over workers,
-//! cross-node service names, shaping on every node, and a node lost and back.
+//! cross-node service names, shaping on every node, a node lost and back, and tasks frozen,
+//! thawed and killed by each worker's agent.
 
 mod common;
 
@@ -74,7 +75,7 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     }
     lab.write(
         "spread.yaml",
-        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: spread}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 20ms}}\n  services:\n    w:\n      replicas: 4\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"], maxReplicasPerNode: 2}\n    m:\n      replicas: 2\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"]}\n",
+        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: spread}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 20ms}}\n  services:\n    w:\n      replicas: 4\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"], maxReplicasPerNode: 2}\n    m:\n      replicas: 2\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"]}\n  schedule:\n    start: manual\n    steps:\n    - {at: 0s, service: w, pause: true}\n    - {at: 3s, service: w, pause: false}\n    - {at: 5s, service: w, kill: true}\n",
     );
     wait_shaped(&lab, "spread", Duration::from_secs(120));
 
@@ -131,4 +132,34 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     let mut shaped_on: Vec<String> = task_reports(&lab, "spread").iter().filter(|r| r["service"] == "w").map(|r| r["node"].as_str().unwrap().to_string()).collect();
     shaped_on.sort();
     assert_eq!(shaped_on, ["slmn-n2", "slmn-n2", "slmn-n3", "slmn-n3"], "replacements shaped");
+
+    // The schedule freezes, thaws, then kills w's tasks: each worker's agent acts on its own.
+    let w_on = |node: u32| -> Vec<String> {
+        node_docker(node, &["ps", "-q", "--filter", "label=com.docker.swarm.service.name=spread_w", "--filter", "status=running"]).lines().map(str::to_string).collect()
+    };
+    let paused_on = |node: u32, ids: &[String]| -> Vec<String> {
+        ids.iter().map(|id| node_docker(node, &["inspect", id, "--format", "{{.State.Paused}}"])).collect()
+    };
+    let before: Vec<Vec<String>> = [2, 3].map(w_on).to_vec();
+    assert_eq!(before.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2], "{before:?}");
+    let out = lab.labctl(&["start", "spread"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let step_applied = |step: u64| {
+        eventually(&format!("step {step} applied"), Duration::from_secs(30), || {
+            let s = lab.status_json("spread")?;
+            let c = &s["schedule"];
+            if c["step"] == step && c["appliedAfterMs"].is_u64() { Ok(()) } else { Err(c.to_string()) }
+        })
+    };
+    step_applied(1);
+    assert_eq!([paused_on(2, &before[0]), paused_on(3, &before[1])].concat(), ["true"; 4], "every task of w frozen, on both workers");
+    step_applied(2);
+    assert_eq!([paused_on(2, &before[0]), paused_on(3, &before[1])].concat(), ["false"; 4], "thawed");
+    step_applied(3);
+    for (node, old) in [(2, &before[0]), (3, &before[1])] {
+        let now = w_on(node);
+        assert!(old.iter().all(|id| !now.contains(id)), "n{node}: the tasks running before the kill are gone: {old:?} → {now:?}");
+    }
+    wait_shaped(&lab, "spread", Duration::from_secs(60));
+    assert_eq!(task_reports(&lab, "spread").iter().filter(|r| r["service"] == "w").count(), 4, "Swarm ran w's four tasks again, reported");
 }

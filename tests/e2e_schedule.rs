@@ -265,7 +265,7 @@ fn a_step_freezes_one_task_then_thaws_it_and_another_kills_a_task_that_swarm_sta
     let mut lab = Lab::new();
     lab.cleanup.push("crash".into());
     remove_lab_objects("crash");
-    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: crash}\nspec:\n  services:\n    raft:\n      image: labbox:latest\n      init: true\n      stopGracePeriod: 1s\n      replicas: 2\n      restartPolicy: {delay: 0s}\n      command: [sh, -c, \"i=0; while true; do i=$((i+1)); echo $i > /count.new; mv /count.new /count; sleep 0.1; done\"]\n  schedule:\n    steps:\n    - at: 2s\n      service: raft\n      slots: [1]\n      pause: true\n    - at: 7s\n      service: raft\n      slots: [1]\n      pause: false\n    - at: 10s\n      service: raft\n      slots: [2]\n      kill: true\n";
+    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: crash}\nspec:\n  services:\n    raft:\n      image: labbox:latest\n      init: true\n      stopGracePeriod: 1s\n      replicas: 2\n      restartPolicy: {delay: 0s}\n      command: [sh, -c, \"i=0; while true; do i=$((i+1)); echo $i > /count.new; mv /count.new /count; sleep 0.1; done\"]\n  schedule:\n    steps:\n    - at: 2s\n      service: raft\n      slots: [1]\n      pause: true\n    - at: 13s\n      service: raft\n      slots: [1]\n      pause: false\n    - at: 16s\n      service: raft\n      slots: [2]\n      kill: true\n";
     lab.write("crash.yaml", text);
     let port = 19471;
     lab.start_labd_args(&["--http", &format!("127.0.0.1:{port}")]);
@@ -287,6 +287,8 @@ fn a_step_freezes_one_task_then_thaws_it_and_another_kills_a_task_that_swarm_sta
     let row = described.lines().find(|l| l.contains(&one[..12])).unwrap_or_default();
     assert!(row.contains("raft") && row.contains(" 1 ") && row.contains("yes"), "describe shows slot 1 paused: {described}");
 
+    // Frozen for 11 s: longer than the agent goes between two listings of its node (a paused
+    // container is listed as `paused`, and must stay in the agent's view to be thawed).
     wait_schedule(&lab, "crash", "slot 1 thawed", Duration::from_secs(20), |c| c["step"] == 2 && c["appliedAfterMs"].is_u64());
     assert_eq!(docker_ok(&["inspect", &one, "--format", "{{.State.Paused}}"]).trim(), "false");
     assert!(counts_on(&one), "thawed: it runs again, in the same container");

@@ -486,7 +486,7 @@ async fn apply<S: Swarm>(
         }
     }
     status.services = services;
-    let (shaping_state, last_applied) = shaping_condition(store, &desired, &shaping, &faults, observed).await;
+    let (shaping_state, last_applied) = shaping_condition(store, &desired, &shaping, (&faults, in_force.is_some()), observed).await;
     let findings = Findings {
         spec_error,
         conflicts: plan.conflicts.clone(),
@@ -564,11 +564,17 @@ fn schedule_events(
 /// a change just published). Also returns the latest time an agent changed an attachment.
 /// What the schedule asks of the tasks' processes (paused, killed) counts as shaping too: a
 /// step is applied when its conditions and its faults are.
-async fn shaping_condition(store: &impl LabStore, desired: &DesiredLab, in_force: &Shaping, faults: &plan::TaskFaults, observed: &Observed) -> (ShapingState, Option<chrono::DateTime<Utc>>) {
+async fn shaping_condition(
+    store: &impl LabStore,
+    desired: &DesiredLab,
+    in_force: &Shaping,
+    (faults, schedule_running): (&plan::TaskFaults, bool),
+    observed: &Observed,
+) -> (ShapingState, Option<chrono::DateTime<Utc>>) {
     let fresh = |r: &&crate::status::TaskShaping| is_fresh(r);
     let reports = store.task_shaping(&desired.lab).await;
     let last_applied = reports.iter().flatten().filter(fresh).flat_map(|r| r.attachments.iter().filter_map(|a| a.applied_at).chain(r.paused_changed_at)).max();
-    let on_tasks = super::task_faults::faults_state(reports.as_deref(), faults, desired, observed);
+    let on_tasks = super::task_faults::faults_state(reports.as_deref(), faults, schedule_running, desired, observed);
     let state = match (shaping_state(reports, desired, in_force, observed), on_tasks) {
         (ShapingState::Failing(m), _) => ShapingState::Failing(m),
         (_, Err(m)) => ShapingState::Failing(m),

@@ -6,7 +6,8 @@ use crate::plan::{DesiredLab, Observed, TaskFaults};
 use crate::status::TaskShaping;
 
 /// What is not done yet, or failed; `Ok(None)` when there is nothing to do or it is all done.
-pub fn faults_state(reports: Option<&[TaskShaping]>, faults: &TaskFaults, desired: &DesiredLab, observed: &Observed) -> Result<Option<String>, String> {
+/// `running`: the schedule has started (before, nothing is asked of the tasks it lists).
+pub fn faults_state(reports: Option<&[TaskShaping]>, faults: &TaskFaults, running: bool, desired: &DesiredLab, observed: &Observed) -> Result<Option<String>, String> {
     if faults.is_empty() {
         return Ok(None);
     }
@@ -27,20 +28,20 @@ pub fn faults_state(reports: Option<&[TaskShaping]>, faults: &TaskFaults, desire
                 behind.push(format!("{} not {} yet", name(r), if asked.paused.contains(r.slot) { "paused" } else { "thawed" }));
             }
         }
-        // Nothing asked (listed only so that a thaw reaches the agents): done unless a task
-        // is still reported frozen. Otherwise every running task must be reported: silence is
-        // not "done".
-        if asked.paused.is_empty() && asked.kills.is_empty() {
+        // Before the schedule starts, the services are listed only so that a thaw reaches the
+        // agents: done unless a task is still reported frozen. Once it runs, every task must be
+        // reported (a thaw too): silence is not "done".
+        if !running {
             continue;
         }
-        let running = desired
+        let tasks = desired
             .services
             .iter()
             .find(|d| &d.short_name == service)
             .and_then(|d| observed.services.iter().find(|o| o.name == d.name))
             .map_or(0, |o| o.running);
-        if (ours.len() as u64) < running {
-            behind.push(format!("{service}: {}/{running} tasks reported", ours.len()));
+        if (ours.len() as u64) < tasks {
+            behind.push(format!("{service}: {}/{tasks} tasks reported", ours.len()));
         }
     }
     if !failing.is_empty() {
@@ -75,14 +76,15 @@ mod tests {
         let t0 = Utc::now() - chrono::Duration::seconds(60);
         let faults = TaskFaults::from([("a".to_string(), ServiceFaults { paused: TaskSet { all: false, slots: [2].into() }, kills: vec![] })]);
         let (l, o) = (lab(), running(2));
-        assert_eq!(faults_state(Some(&[task(1, t0, false), task(2, t0, false)]), &faults, &l, &o), Ok(Some("a.2 not paused yet".into())));
-        assert_eq!(faults_state(Some(&[task(1, t0, false), task(2, t0, true)]), &faults, &l, &o), Ok(None));
-        assert_eq!(faults_state(Some(&[task(2, t0, true)]), &faults, &l, &o), Ok(Some("a: 1/2 tasks reported".into())), "a silent agent is not done");
+        assert_eq!(faults_state(Some(&[task(1, t0, false), task(2, t0, false)]), &faults, true, &l, &o), Ok(Some("a.2 not paused yet".into())));
+        assert_eq!(faults_state(Some(&[task(1, t0, false), task(2, t0, true)]), &faults, true, &l, &o), Ok(None));
+        assert_eq!(faults_state(Some(&[task(2, t0, true)]), &faults, true, &l, &o), Ok(Some("a: 1/2 tasks reported".into())), "a silent agent is not done");
         let thawed = TaskFaults::from([("a".to_string(), ServiceFaults::default())]);
-        assert_eq!(faults_state(Some(&[task(1, t0, false), task(2, t0, true)]), &thawed, &l, &o), Ok(Some("a.2 not thawed yet".into())));
-        assert_eq!(faults_state(Some(&[]), &thawed, &l, &o), Ok(None), "nothing frozen asked, none reported frozen");
+        assert_eq!(faults_state(Some(&[task(1, t0, false), task(2, t0, true)]), &thawed, true, &l, &o), Ok(Some("a.2 not thawed yet".into())));
+        assert_eq!(faults_state(Some(&[]), &thawed, false, &l, &o), Ok(None), "before the schedule starts, nothing is asked");
+        assert_eq!(faults_state(Some(&[task(1, t0, false)]), &thawed, true, &l, &o), Ok(Some("a: 1/2 tasks reported".into())), "a thaw nobody reported is not done");
         let failed = TaskShaping { fault_error: Some("container is not running".into()), ..task(1, t0, false) };
-        assert!(faults_state(Some(&[failed, task(2, t0, true)]), &faults, &l, &o).is_err());
+        assert!(faults_state(Some(&[failed, task(2, t0, true)]), &faults, true, &l, &o).is_err());
     }
 
     #[test]
@@ -91,10 +93,10 @@ mod tests {
         let kill_at = t0 + chrono::Duration::seconds(30);
         let faults = TaskFaults::from([("a".to_string(), ServiceFaults { paused: TaskSet::default(), kills: vec![KillOrder { tasks: TaskSet { all: false, slots: [1].into() }, before: kill_at }] })]);
         let l = lab();
-        assert_eq!(faults_state(Some(&[task(1, t0, false), task(2, t0, false)]), &faults, &l, &running(2)), Ok(Some("a.1 not killed yet".into())));
+        assert_eq!(faults_state(Some(&[task(1, t0, false), task(2, t0, false)]), &faults, true, &l, &running(2)), Ok(Some("a.1 not killed yet".into())));
         // Killed: Swarm runs one task until it starts the slot again.
-        assert_eq!(faults_state(Some(&[task(2, t0, false)]), &faults, &l, &running(1)), Ok(None));
+        assert_eq!(faults_state(Some(&[task(2, t0, false)]), &faults, true, &l, &running(1)), Ok(None));
         let again = task(1, kill_at + chrono::Duration::seconds(1), false);
-        assert_eq!(faults_state(Some(&[again, task(2, t0, false)]), &faults, &l, &running(2)), Ok(None), "slot 2 was not asked");
+        assert_eq!(faults_state(Some(&[again, task(2, t0, false)]), &faults, true, &l, &running(2)), Ok(None), "slot 2 was not asked");
     }
 }

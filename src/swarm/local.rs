@@ -45,9 +45,11 @@ fn owned_filter() -> (String, Vec<String>) {
 }
 
 impl DockerSwarm {
-    /// Ids of the running containers of owned services on this node.
+    /// Ids of the running containers of owned services on this node (frozen ones included:
+    /// Docker lists a paused container as `paused`, not `running`, and a schedule's pause must
+    /// not make its task vanish from the agent's view).
     pub async fn local_task_ids(&self) -> Result<Vec<String>, SwarmError> {
-        let filters = HashMap::from([owned_filter(), ("status".to_string(), vec!["running".to_string()])]);
+        let filters = HashMap::from([owned_filter(), ("status".to_string(), vec!["running".to_string(), "paused".to_string()])]);
         let list = self
             .docker()
             .list_containers(Some(ListContainersOptions { filters: Some(filters), ..Default::default() }))
