@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: unit, property, CLI, and the end-to-end tests against the real Docker Swarm
 # and Redis that scripts/setup.sh installs and starts. Then nine of the controller's end-to-end
-# tests and three of the node agent's once more on a newer Docker Engine (Debian 13's 26.1, API
-# 1.45; scripts/newer-engine.sh), as most users run one: skipped with a warning when it cannot
+# tests, three of the node agent's and the task-fault one once more on a newer Docker Engine
+# (Debian 13's 26.1, API 1.45; scripts/newer-engine.sh), as most users run one: skipped with a
+# warning when it cannot
 # be fetched, unless SWARMLAB_REQUIRE_NEWER_ENGINE=1 (CI); SWARMLAB_NEWER_ENGINE=skip skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,3 +30,5 @@ cargo test --locked --no-fail-fast --test e2e_reconcile -- --test-threads=1 \
 # The agent's Docker surface (a task's container found, shaped, edited, cleared; a killed task and
 # new tasks followed by events), without the slower TCP and 500-probe measurements.
 cargo test --locked --no-fail-fast --test e2e_shaping -- --test-threads=1 delay_jitter_edits a_preset_applies links_give_each_pair
+# Tasks frozen, thawed and killed through the Engine (pause, unpause, kill, paused listings).
+cargo test --locked --no-fail-fast --test e2e_schedule -- --test-threads=1 a_step_freezes
