@@ -293,7 +293,11 @@ fn a_step_freezes_one_task_then_thaws_it_and_another_kills_a_task_that_swarm_sta
     assert_eq!(docker_ok(&["inspect", &one, "--format", "{{.State.Paused}}"]).trim(), "false");
     assert!(counts_on(&one), "thawed: it runs again, in the same container");
 
-    let clock = wait_schedule(&lab, "crash", "slot 2 killed", Duration::from_secs(20), |c| c["step"] == 3 && c["appliedAfterMs"].is_u64());
+    // What a script does: wait for the step, then look.
+    let out = lab.labctl(&["wait", "crash", "--for", "step=3", "--timeout", "30s"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && said.contains("crash is at step 3 of its schedule, applied"), "{said} {}", String::from_utf8_lossy(&out.stderr));
+    let clock = lab.status_json("crash").expect("status")["schedule"].clone();
     println!("SCHEDULE | kill slot 2 | applied by every agent after {:.2} s |", clock["appliedAfterMs"].as_u64().unwrap_or(0) as f64 / 1000.0);
     let killed = docker_ok(&["inspect", &two, "--format", "{{.State.Running}} {{.State.ExitCode}}"]);
     assert_eq!(killed.trim(), "false 137", "SIGKILL ends the task's container");

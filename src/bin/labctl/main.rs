@@ -98,10 +98,13 @@ enum Command {
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
     },
-    /// Wait until a lab is Ready (or Completed, or deleted); exit 1 with the reason on timeout.
+    /// Wait until a lab is Ready (or Completed, deleted, or at a step of its schedule); exit 1
+    /// with the reason on timeout.
     Wait {
         lab: String,
-        #[arg(long = "for", value_enum, default_value = "ready")]
+        /// ready, completed, deleted, or step=N (step N of the schedule in force and applied by
+        /// every agent, or passed).
+        #[arg(long = "for", default_value = "ready")]
         target: wait::WaitFor,
         /// Seconds (or a duration such as 90s, 5m).
         #[arg(long, default_value = "120s", value_parser = parse_timeout)]

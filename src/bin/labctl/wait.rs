@@ -1,6 +1,7 @@
-//! `labctl wait LAB --for ready|completed|deleted [--timeout 120s]`: for scripts and CI, as `kubectl
-//! wait`. Exit 0 when the lab gets there; 1 with the reason (phase, message, services not
-//! running) when the timeout comes first; 2 when Redis cannot be read.
+//! `labctl wait LAB --for ready|completed|deleted|step=N [--timeout 120s]`: for scripts and CI,
+//! as `kubectl wait`. Exit 0 when the lab gets there; 1 with the reason (phase, message,
+//! services not running, the schedule's step) when the timeout comes first; 2 when Redis
+//! cannot be read.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use swarmlab::status::{LabStatus, Phase};
 
 use crate::common::*;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitFor {
     /// Phase Ready for the current generation of the file (every task running, shaping applied).
     Ready,
@@ -19,6 +20,36 @@ pub enum WaitFor {
     Completed,
     /// The lab is gone: its file was removed and everything it owned is torn down.
     Deleted,
+    /// Step N of the schedule (1-based) is in force and applied by every agent, or a later
+    /// step came: what a script measures next sees step N's conditions (or what followed).
+    Step(usize),
+}
+
+impl std::str::FromStr for WaitFor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "ready" => Ok(WaitFor::Ready),
+            "completed" => Ok(WaitFor::Completed),
+            "deleted" => Ok(WaitFor::Deleted),
+            _ => match text.strip_prefix("step=").map(str::parse::<usize>) {
+                Some(Ok(n)) if n >= 1 => Ok(WaitFor::Step(n)),
+                _ => Err(format!("`{text}`: expected ready, completed, deleted or step=N (N from 1, the schedule's step)")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for WaitFor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WaitFor::Ready => f.write_str("Ready"),
+            WaitFor::Completed => f.write_str("Completed"),
+            WaitFor::Deleted => f.write_str("deleted"),
+            WaitFor::Step(n) => write!(f, "at step {n} of its schedule, applied"),
+        }
+    }
 }
 
 /// Services that do not run exactly their tasks, as `web 1/3` (or `web 3/1` while scaling
@@ -32,6 +63,11 @@ fn reached(status: Option<&LabStatus>, target: WaitFor) -> bool {
         (WaitFor::Deleted, None) => true,
         (WaitFor::Ready, Some(s)) => s.phase == Phase::Ready && s.observed_generation >= s.generation,
         (WaitFor::Completed, Some(s)) => s.phase == Phase::Completed && s.observed_generation >= s.generation,
+        (WaitFor::Step(n), Some(s)) => {
+            let Some(c) = s.schedule.as_ref().filter(|_| s.observed_generation >= s.generation) else { return false };
+            // A later run has been through every step; in the first, step N applied or passed.
+            c.run > 1 || c.step > n || (c.step == n && c.applied_after_ms.is_some())
+        }
         _ => false,
     }
 }
@@ -42,7 +78,8 @@ fn progress(status: Option<&LabStatus>) -> String {
         Some(s) => {
             let waiting = not_running(s);
             let services = if waiting.is_empty() { String::new() } else { format!(" [{}]", waiting.join(", ")) };
-            format!("{}: {}{services}", s.phase, s.message)
+            let step = s.schedule.as_ref().map(|c| format!(" (step {}/{}{}{})", c.step, c.steps, if c.run > 1 { format!(" run {}", c.run) } else { String::new() }, if c.step > 0 && c.applied_after_ms.is_none() { ", applying" } else { "" })).unwrap_or_default();
+            format!("{}: {}{services}{step}", s.phase, s.message)
         }
     }
 }
@@ -80,8 +117,8 @@ pub async fn run(url: &str, lab: &str, target: WaitFor, timeout: Duration) -> Ex
         if reached(status.as_ref(), target) {
             let what = match target {
                 WaitFor::Ready => format!("{lab} is Ready ({})", status.as_ref().map(|s| s.message.as_str()).unwrap_or_default()),
-                WaitFor::Completed => format!("{lab} is Completed"),
-                WaitFor::Deleted => format!("{lab} is deleted"),
+                WaitFor::Step(_) => format!("{lab} is {target} ({})", status.as_ref().and_then(|s| s.schedule.as_ref()).map(|c| c.in_force.as_str()).unwrap_or_default()),
+                _ => format!("{lab} is {target}"),
             };
             println!("{what} after {:.1}s", started.elapsed().as_secs_f64());
             return ExitCode::SUCCESS;
@@ -92,12 +129,7 @@ pub async fn run(url: &str, lab: &str, target: WaitFor, timeout: Duration) -> Ex
             shown = now.clone();
         }
         if started.elapsed() >= timeout {
-            let goal = match target {
-                WaitFor::Ready => "Ready",
-                WaitFor::Completed => "Completed",
-                WaitFor::Deleted => "deleted",
-            };
-            eprintln!("labctl wait: {lab} is not {goal} after {}s: {now}", timeout.as_secs());
+            eprintln!("labctl wait: {lab} is not {target} after {}s: {now}", timeout.as_secs());
             return ExitCode::from(1);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -121,5 +153,23 @@ mod tests {
         assert!(!reached(Some(&s), WaitFor::Completed), "Ready is not Completed");
         s.phase = Phase::Completed;
         assert!(reached(Some(&s), WaitFor::Completed) && !reached(Some(&s), WaitFor::Ready));
+    }
+
+    #[test]
+    fn a_step_counts_once_applied_or_passed() {
+        use swarmlab::status::ScheduleStatus;
+        let at = |step: usize, run: u64, applied: bool| LabStatus {
+            schedule: Some(ScheduleStatus { step, steps: 3, run, applied_after_ms: applied.then_some(40), ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(!reached(Some(&at(1, 1, true)), WaitFor::Step(2)), "not yet");
+        assert!(!reached(Some(&at(2, 1, false)), WaitFor::Step(2)), "in force, not applied everywhere yet");
+        assert!(reached(Some(&at(2, 1, true)), WaitFor::Step(2)));
+        assert!(reached(Some(&at(3, 1, false)), WaitFor::Step(2)), "passed");
+        assert!(reached(Some(&at(1, 2, false)), WaitFor::Step(2)), "a later run");
+        assert!(!reached(Some(&LabStatus::default()), WaitFor::Step(1)), "no schedule running");
+        assert_eq!("step=2".parse::<WaitFor>(), Ok(WaitFor::Step(2)));
+        assert!("step=0".parse::<WaitFor>().is_err() && "stop".parse::<WaitFor>().is_err());
+        assert!(progress(Some(&at(2, 1, false))).contains("(step 2/3, applying)"));
     }
 }
