@@ -265,7 +265,7 @@ fn a_step_freezes_one_task_then_thaws_it_and_another_kills_a_task_that_swarm_sta
     let mut lab = Lab::new();
     lab.cleanup.push("crash".into());
     remove_lab_objects("crash");
-    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: crash}\nspec:\n  services:\n    raft:\n      image: labbox:latest\n      init: true\n      stopGracePeriod: 1s\n      replicas: 2\n      restartPolicy: {delay: 0s}\n      command: [sh, -c, \"i=0; while true; do i=$((i+1)); echo $i > /count.new; mv /count.new /count; sleep 0.1; done\"]\n  schedule:\n    steps:\n    - at: 2s\n      service: raft\n      slots: [1]\n      pause: true\n    - at: 13s\n      service: raft\n      slots: [1]\n      pause: false\n    - at: 16s\n      service: raft\n      slots: [2]\n      kill: true\n";
+    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: crash}\nspec:\n  services:\n    raft:\n      image: labbox:latest\n      init: true\n      stopGracePeriod: 1s\n      replicas: 2\n      restartPolicy: {delay: 0s}\n      command: [sh, -c, \"i=0; while true; do i=$((i+1)); echo $i > /count.new; mv /count.new /count; [ $((i % 10)) = 0 ] && echo tick $i; sleep 0.1; done\"]\n  schedule:\n    steps:\n    - at: 2s\n      service: raft\n      slots: [1]\n      pause: true\n    - at: 13s\n      service: raft\n      slots: [1]\n      pause: false\n    - at: 16s\n      service: raft\n      slots: [2]\n      kill: true\n";
     lab.write("crash.yaml", text);
     let port = 19471;
     lab.start_labd_args(&["--http", &format!("127.0.0.1:{port}")]);
@@ -273,6 +273,13 @@ fn a_step_freezes_one_task_then_thaws_it_and_another_kills_a_task_that_swarm_sta
     let before = containers_by_slot("crash_raft");
     assert_eq!(before.keys().copied().collect::<Vec<_>>(), vec![1, 2], "{before:?}");
     let (one, two) = (before[&1].clone(), before[&2].clone());
+    // Followed from the start: it must join the task Swarm starts after the kill.
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["logs", "crash", "-f"])
+        .env("REDIS_URL", lab.redis.url())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("labctl logs -f");
     assert!(counts_on(&one) && counts_on(&two), "both tasks count before the schedule");
 
     let clock = wait_schedule(&lab, "crash", "slot 1 frozen", Duration::from_secs(20), |c| c["step"] == 1 && c["appliedAfterMs"].is_u64());
@@ -314,4 +321,24 @@ fn a_step_freezes_one_task_then_thaws_it_and_another_kills_a_task_that_swarm_sta
     // One kill per step: the new task of slot 2 stays.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(containers_by_slot("crash_raft"), after, "the replacement is not killed again");
+
+    // The logs read against the schedule: slot 1 silent while frozen, slot 2 counting from the
+    // start again after its kill.
+    let _ = follow.kill();
+    let followed = String::from_utf8_lossy(&follow.wait_with_output().expect("its output").stdout).to_string();
+    let kill_seen = followed.find("step 3/3 (run 1)").unwrap_or_else(|| panic!("followed, the kill is marked: {followed}"));
+    assert!(followed[kill_seen..].contains("raft.2 | tick 10\n"), "followed, the replacement joined: {followed}");
+    let out = lab.labctl(&["logs", "crash"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    let mark = |step: &str| lines.iter().position(|l| l.starts_with("=== ") && l.contains(&format!("step {step} (run 1)"))).unwrap_or_else(|| panic!("step {step} marked: {text}"));
+    let (frozen, thawed, killed) = (mark("1/3"), mark("2/3"), mark("3/3"));
+    assert!(frozen < thawed && thawed < killed, "{text}");
+    let from = |slot: &str, range: &[&str]| range.iter().filter(|l| l.starts_with(&format!("raft.{slot} | tick"))).count();
+    assert!(from("1", &lines[..frozen]) >= 1 && from("2", &lines[frozen..thawed]) >= 8, "{text}");
+    assert!(from("1", &lines[frozen..thawed]) <= 1, "slot 1 wrote nothing while frozen: {text}");
+    assert!(from("1", &lines[thawed..]) >= 1, "and again once thawed: {text}");
+    assert!(lines[..killed].iter().any(|l| l.starts_with("raft.2 | tick 100")), "the killed task's count: {text}");
+    assert!(lines[killed..].contains(&"raft.2 | tick 10"), "its replacement counts from the start, after the kill: {text}");
 }

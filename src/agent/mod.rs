@@ -71,7 +71,8 @@ pub struct Agent {
     desired: Desired,
     /// The last faults read from Redis, kept as `desired` is.
     faults: Faults,
-    /// Containers this agent froze: thawed if their schedule no longer says anything of them.
+    /// Containers frozen while their schedule paused them: thawed if it no longer says
+    /// anything of them.
     frozen: HashSet<String>,
     /// Containers this agent sent a kill (until they are gone).
     killed: HashSet<String>,
@@ -385,6 +386,10 @@ impl Agent {
                     self.metrics.task_fault(lab, &report.service, "kill");
                     self.killed.insert(id.to_string());
                 }
+                // Died on its own meanwhile: what the kill asked.
+                Err(crate::swarm::SwarmError::NotFound(_)) => {
+                    self.killed.insert(id.to_string());
+                }
                 Err(e) => report.fault_error = Some(e.to_string()),
             }
             return;
@@ -412,6 +417,8 @@ impl Agent {
                     self.frozen.remove(id);
                 }
             }
+            // Its task is going away (a death event follows): nothing to report of it.
+            Err(crate::swarm::SwarmError::NotFound(_)) => {}
             Err(e) => report.fault_error = Some(e.to_string()),
         }
     }

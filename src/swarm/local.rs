@@ -27,6 +27,19 @@ pub struct LocalTask {
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// An error about a task's container; one that is gone or no longer running (it died between
+/// the agent's look and its call) is `NotFound`: its task is going away, nothing failed.
+fn container_err(action: &'static str, container: &str) -> impl FnOnce(bollard::errors::Error) -> SwarmError {
+    let container = container.to_string();
+    move |e| {
+        let gone = match &e {
+            bollard::errors::Error::DockerResponseServerError { status_code, message } => *status_code == 404 || message.contains("is not running"),
+            _ => false,
+        };
+        if gone { SwarmError::NotFound(format!("container {container}")) } else { api_err(action)(e) }
+    }
+}
+
 /// Swarm names a task's container's `com.docker.swarm.task.name` `<service>.<slot>.<task id>`
 /// for a replicated service, `<service>.<node id>.<task id>` for a global one.
 fn slot_of(task_name: &str, service: &str) -> Option<u64> {
@@ -94,16 +107,16 @@ impl DockerSwarm {
 
     /// Whether the task's container is frozen (`docker pause`).
     pub async fn task_paused(&self, container: &str) -> Result<bool, SwarmError> {
-        let info = self.docker().inspect_container(container, None::<InspectContainerOptions>).await.map_err(api_err("inspect container"))?;
+        let info = self.docker().inspect_container(container, None::<InspectContainerOptions>).await.map_err(container_err("inspect container", container))?;
         Ok(info.state.and_then(|s| s.paused).unwrap_or(false))
     }
 
     /// Freezes (`true`) or thaws the task's container, as `docker pause`/`unpause`.
     pub async fn pause_task(&self, container: &str, paused: bool) -> Result<(), SwarmError> {
         if paused {
-            self.docker().pause_container(container).await.map_err(api_err("pause container"))
+            self.docker().pause_container(container).await.map_err(container_err("pause container", container))
         } else {
-            self.docker().unpause_container(container).await.map_err(api_err("unpause container"))
+            self.docker().unpause_container(container).await.map_err(container_err("unpause container", container))
         }
     }
 
@@ -113,7 +126,7 @@ impl DockerSwarm {
         if self.task_paused(container).await? {
             self.pause_task(container, false).await?;
         }
-        self.docker().kill_container(container, None::<KillContainerOptions>).await.map_err(api_err("kill container"))
+        self.docker().kill_container(container, None::<KillContainerOptions>).await.map_err(container_err("kill container", container))
     }
 
     /// Starts and deaths of owned task containers on this node (`None`: an event without a

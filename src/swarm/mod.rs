@@ -4,10 +4,12 @@
 mod docker;
 mod files;
 mod local;
+mod logs;
 pub mod spec;
 
 pub use docker::DockerSwarm;
 pub use local::{LocalTask, LocalTaskEvent};
+pub use logs::{LabTask, LogLine, LogRange};
 pub(crate) use docker::api_err;
 
 use std::collections::{BTreeMap, BTreeSet};

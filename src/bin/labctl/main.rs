@@ -14,6 +14,7 @@ mod status;
 mod suspend;
 mod validate;
 mod wait;
+mod logs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -95,6 +96,31 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
         /// Docker daemon of the task's node (default: the local socket, or DOCKER_HOST).
+        #[arg(long, env = "DOCKER_HOST")]
+        docker_host: Option<String>,
+    },
+    /// What the lab's tasks wrote, merged in time order and labelled by task (`raft.2 | …`), with
+    /// the schedule's steps marked where they came.
+    Logs {
+        lab: String,
+        /// Only these services (short names); default: every service of the lab.
+        services: Vec<String>,
+        /// Keep printing lines (and steps) as they come; joins tasks Swarm starts meanwhile.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only lines of the last DURATION (90s, 10m, 2h).
+        #[arg(long, value_parser = parse_timeout)]
+        since: Option<std::time::Duration>,
+        /// Only the last N lines of each task.
+        #[arg(short = 'n', long)]
+        tail: Option<u64>,
+        /// Each line's time as Docker recorded it.
+        #[arg(short, long)]
+        timestamps: bool,
+        /// Leave the schedule's steps out.
+        #[arg(long)]
+        no_steps: bool,
+        /// Docker daemon of a manager of the lab's swarm (default: the local socket, or DOCKER_HOST).
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
     },
@@ -186,6 +212,9 @@ async fn main() -> ExitCode {
         Command::Start { lab } => suspend::start(&cli.redis, &lab).await,
         Command::Wait { lab, target, timeout } => return wait::run(&cli.redis, &lab, target, timeout).await,
         Command::Diff { dir, docker_host } => return diff::run(&dir, docker_host.as_deref()).await,
+        Command::Logs { lab, services, follow, since, tail, timestamps, no_steps, docker_host } => {
+            logs::run(&cli.redis, docker_host.as_deref(), logs::Args { lab, services, follow, since, tail, timestamps, steps: !no_steps }).await
+        }
         Command::Probe { lab, service, to, matrix, count, interval, output, docker_host } => {
             probe::run(&cli.redis, docker_host.as_deref(), probe::Args { lab, service, to, matrix, count, interval, output }).await
         }
