@@ -75,7 +75,14 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         for task in &tasks {
             let lines: Vec<_> = swarm.task_log(&task.id, range).collect().await;
             for line in lines {
-                entries.push(line_entry(task, width, line?, timestamps));
+                match line {
+                    Ok(line) => entries.push(line_entry(task, width, line, timestamps)),
+                    // A task on a node that is down: the others' output still counts.
+                    Err(e) => {
+                        eprintln!("labctl logs: {} on {}: {e}", task.label(), task.node);
+                        break;
+                    }
+                }
             }
         }
         in_time_order(&mut entries);
