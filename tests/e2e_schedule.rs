@@ -342,3 +342,51 @@ fn a_step_freezes_one_task_then_thaws_it_and_another_kills_a_task_that_swarm_sta
     assert!(lines[..killed].iter().any(|l| l.starts_with("raft.2 | tick 100")), "the killed task's count: {text}");
     assert!(lines[killed..].contains(&"raft.2 | tick 10"), "its replacement counts from the start, after the kill: {text}");
 }
+
+/// `labd agent` alone (the node agent of a node without labd), its output in `log`.
+fn spawn_agent(lab: &Lab, log: &str) -> std::process::Child {
+    let out = std::fs::File::create(lab.dir.path().join(log)).expect("agent log");
+    std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
+        .args(["agent", "--redis", &lab.redis.url()])
+        .env("DOCKER_API_VERSION", "1.41")
+        .stdout(std::process::Stdio::null())
+        .stderr(out)
+        .spawn()
+        .expect("labd agent")
+}
+
+#[test]
+fn a_task_frozen_when_its_agent_was_killed_is_thawed_by_the_next_once_its_schedule_is_edited_away() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("thaw".into());
+    remove_lab_objects("thaw");
+    let plain = lab_yaml("thaw", "    a: {}\n");
+    lab.write("thaw.yaml", &format!("{plain}  schedule:\n    steps:\n    - {{at: 0s, service: a, pause: true}}\n"));
+    lab.start_labd_args(&["--no-agent"]);
+    let mut agent = spawn_agent(&lab, "agent1.log");
+    lab.wait_phase("thaw", "Ready", READY);
+    // `docker ps` lists running and paused containers (`status=running` would miss it).
+    let container = || docker_ok(&["ps", "-q", "--filter", "label=com.docker.swarm.service.name=thaw_a"]).trim().to_string();
+    let a = container();
+    assert!(!a.is_empty());
+    let out = lab.labctl(&["wait", "thaw", "--for", "step=1", "--timeout", "20s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(docker_ok(&["inspect", &a, "--format", "{{.State.Paused}}"]).trim(), "true");
+    // The agent killed; the schedule goes meanwhile, and labd says nothing of the task any more.
+    agent.kill().expect("kill the agent");
+    let _ = agent.wait();
+    lab.write("thaw.yaml", &plain);
+    eventually("labd to drop the lab's faults", Duration::from_secs(20), || {
+        let left = lab.redis.cli(&["exists", "swarmlab:lab:thaw:faults"]);
+        if left.trim() == "0" { Ok(()) } else { Err(left) }
+    });
+    // The next agent finds the task frozen in its predecessor's report: its own to thaw.
+    let mut agent = spawn_agent(&lab, "agent2.log");
+    eventually("the task thawed", Duration::from_secs(20), || {
+        let paused = docker_ok(&["inspect", &a, "--format", "{{.State.Paused}}"]);
+        if paused.trim() == "false" { Ok(()) } else { Err(format!("paused: {paused}")) }
+    });
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(running_container_of("thaw_a"), a, "the same task, thawed, not replaced");
+}

@@ -74,6 +74,9 @@ pub struct Agent {
     /// Containers frozen while their schedule paused them: thawed if it no longer says
     /// anything of them.
     frozen: HashSet<String>,
+    /// Containers (12-character ids) an earlier run of this node's agent reported frozen: after
+    /// a restart, still this agent's to thaw.
+    frozen_before: HashSet<String>,
     /// Containers this agent sent a kill (until they are gone).
     killed: HashSet<String>,
     /// When this agent last froze or thawed each container (reported: the step's time applied).
@@ -109,6 +112,7 @@ impl Agent {
             desired: Desired::new(),
             faults: Faults::new(),
             frozen: HashSet::new(),
+            frozen_before: HashSet::new(),
             killed: HashSet::new(),
             process_changed_at: HashMap::new(),
             known_labs: BTreeSet::new(),
@@ -348,6 +352,7 @@ impl Agent {
         self.frozen.retain(|id| tasks.contains_key(id));
         self.killed.retain(|id| tasks.contains_key(id));
         self.process_changed_at.retain(|id, _| tasks.contains_key(id));
+        self.frozen_before.retain(|short| tasks.keys().any(|id| id.starts_with(short.as_str())));
         for task in self.tasks.values_mut() {
             task.inherited = false;
         }
@@ -364,8 +369,10 @@ impl Agent {
     /// thawed; reports the state Docker reads back.
     async fn converge_process(&mut self, id: &str, lab: &str, faults: Option<&ServiceFaults>, report: &mut TaskShaping) {
         let Some(faults) = faults else {
-            // A schedule edited or removed while this agent had the task frozen.
-            if self.frozen.remove(id) && self.swarm.task_paused(id).await.unwrap_or(false) {
+            // A schedule edited or removed while this agent (or its run before a restart) had
+            // the task frozen.
+            let ours = self.frozen.remove(id) | self.frozen_before.remove(&id[..12.min(id.len())]);
+            if ours && self.swarm.task_paused(id).await.unwrap_or(false) {
                 match self.swarm.pause_task(id, false).await {
                     Ok(()) => self.metrics.task_fault(lab, &report.service, "unpause"),
                     Err(e) => {
@@ -445,16 +452,15 @@ impl Agent {
         let known = self.published.clone();
         let conn = self.connection().await?;
         let mut previous = BTreeMap::<String, BTreeSet<String>>::new();
+        let mut was_frozen = HashSet::new();
         if known.is_none() {
             // Once per start: find what an earlier run of this node's agent left behind.
             let labs: Vec<String> = conn.smembers(keys::LABS).await.map_err(|e| e.to_string())?;
             for lab in labs {
                 let existing: BTreeMap<String, String> = conn.hgetall(keys::tasks(&lab)).await.map_err(|e| e.to_string())?;
-                let mine = existing
-                    .into_iter()
-                    .filter(|(_, v)| serde_json::from_str::<TaskShaping>(v).map(|t| t.node == node).unwrap_or(false))
-                    .map(|(k, _)| k);
-                previous.insert(lab, mine.collect());
+                let mine: Vec<TaskShaping> = existing.values().filter_map(|v| serde_json::from_str::<TaskShaping>(v).ok()).filter(|t| t.node == node).collect();
+                was_frozen.extend(mine.iter().filter(|t| t.paused == Some(true)).map(|t| t.container.clone()));
+                previous.insert(lab, mine.into_iter().map(|t| t.container).collect());
             }
         }
         let previous = known.unwrap_or(previous);
@@ -481,6 +487,7 @@ impl Agent {
             return Err(e.to_string());
         }
         self.published = Some(now_published);
+        self.frozen_before.extend(was_frozen);
         Ok(())
     }
 }
