@@ -314,8 +314,10 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
         check_healthcheck("/spec/defaults", d, &mut out);
         check_sysctls("/spec/defaults", d, &mut out);
         check_ulimits("/spec/defaults", d, &mut out);
-        check_config_mounts(configs, "/spec/defaults", d, &mut out);
-        check_volume_mounts(volumes, "/spec/defaults", d, &mut out);
+        // Files and volumes share the task's paths: one set of targets for both.
+        let mut targets = BTreeSet::new();
+        check_config_mounts(configs, "/spec/defaults", d, &mut targets, &mut out);
+        check_volume_mounts(volumes, "/spec/defaults", d, &mut targets, &mut out);
     }
     for (svc_name, svc) in services {
         let base = format!("/spec/services/{}", pointer_segment(svc_name));
@@ -332,8 +334,9 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
         check_healthcheck(&base, svc, &mut out);
         check_sysctls(&base, svc, &mut out);
         check_ulimits(&base, svc, &mut out);
-        check_config_mounts(configs, &base, svc, &mut out);
-        check_volume_mounts(volumes, &base, svc, &mut out);
+        let mut targets = BTreeSet::new();
+        check_config_mounts(configs, &base, svc, &mut targets, &mut out);
+        check_volume_mounts(volumes, &base, svc, &mut targets, &mut out);
     }
     let networks_of = |svc: &str| -> BTreeSet<String> {
         let list = services.get(svc).and_then(|s| inherited(s, "networks"));
@@ -786,8 +789,7 @@ fn check_target(target: &str, at: &str, targets: &mut BTreeSet<String>, out: &mu
 
 /// Each volume, host path or tmpfs a service mounts: the short form readable, a named volume
 /// declared, a host path absolute, each at a path of its own.
-fn check_volume_mounts(defined: &serde_json::Map<String, Value>, base: &str, svc: &Value, out: &mut Vec<Finding>) {
-    let mut targets = BTreeSet::new();
+fn check_volume_mounts(defined: &serde_json::Map<String, Value>, base: &str, svc: &Value, targets: &mut BTreeSet<String>, out: &mut Vec<Finding>) {
     for (i, mount) in svc.get("volumes").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let at = format!("{base}/volumes/{i}");
         let (kind, source, target, short) = match mount {
@@ -826,14 +828,13 @@ fn check_volume_mounts(defined: &serde_json::Map<String, Value>, base: &str, svc
         if kind != MountKind::Tmpfs && mount.get("size").is_some() {
             out.push(Finding::key(format!("{at}/size"), "`size` is a tmpfs's only"));
         }
-        check_target(&target, &field("target"), &mut targets, out);
+        check_target(&target, &field("target"), targets, out);
     }
 }
 
 /// Each file a service mounts: a defined config, at an absolute path of its own, owned by
 /// numeric ids (Swarm does not resolve user names), with permissions `chmod` would take.
-fn check_config_mounts(defined: &serde_json::Map<String, Value>, base: &str, svc: &Value, out: &mut Vec<Finding>) {
-    let mut targets = BTreeSet::new();
+fn check_config_mounts(defined: &serde_json::Map<String, Value>, base: &str, svc: &Value, targets: &mut BTreeSet<String>, out: &mut Vec<Finding>) {
     for (i, mount) in svc.get("configs").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let at = format!("{base}/configs/{i}");
         let (source, source_at) = match mount {
@@ -849,7 +850,7 @@ fn check_config_mounts(defined: &serde_json::Map<String, Value>, base: &str, svc
         }
         let target = mount.get("target").and_then(Value::as_str).map_or_else(|| format!("/{source}"), str::to_string);
         let target_at = if mount.get("target").is_some() { format!("{at}/target") } else { source_at };
-        check_target(&target, &target_at, &mut targets, out);
+        check_target(&target, &target_at, targets, out);
         // Octal text out of range is the schema's (its pattern) to report.
         if let Some(mode) = mount.get("mode").and_then(Value::as_u64).filter(|m| *m > 0o777) {
             out.push(Finding::value(
