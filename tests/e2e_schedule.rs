@@ -290,6 +290,12 @@ fn a_step_freezes_one_task_then_thaws_it_and_another_kills_a_task_that_swarm_sta
     assert!(counts_on(&two), "the other task runs on");
     let report = task_reports(&lab, "crash").into_iter().find(|r| r["slot"] == 1).expect("slot 1's report");
     assert_eq!(report["paused"], true, "{report}");
+    // Thawed by hand while the step holds: frozen again at the agent's next read-back.
+    docker_ok(&["unpause", &one]);
+    eventually("slot 1 frozen again", Duration::from_secs(6), || {
+        let paused = docker_ok(&["inspect", &one, "--format", "{{.State.Paused}}"]);
+        if paused.trim() == "true" { Ok(()) } else { Err(paused) }
+    });
     let described = String::from_utf8_lossy(&lab.labctl(&["describe", "crash"]).stdout).to_string();
     let row = described.lines().find(|l| l.contains(&one[..12])).unwrap_or_default();
     assert!(row.contains("raft") && row.contains(" 1 ") && row.contains("yes"), "describe shows slot 1 paused: {described}");
@@ -314,8 +320,9 @@ fn a_step_freezes_one_task_then_thaws_it_and_another_kills_a_task_that_swarm_sta
     assert!(after.get(&2).is_some_and(|c| *c != two), "Swarm started slot 2 again: {after:?}");
     assert!(counts_on(&after[&2]));
     let (_, metrics) = http_get(port, "/metrics");
-    for action in ["pause", "unpause", "kill"] {
-        let series = format!("swarmlab_task_faults_total{{lab=\"crash\",service=\"raft\",action=\"{action}\"}} 1");
+    // Frozen twice (the step, then again after the thaw by hand), thawed once, killed once.
+    for (action, times) in [("pause", 2), ("unpause", 1), ("kill", 1)] {
+        let series = format!("swarmlab_task_faults_total{{lab=\"crash\",service=\"raft\",action=\"{action}\"}} {times}");
         assert!(metrics.contains(&series), "{series} in {metrics}");
     }
     // One kill per step: the new task of slot 2 stays.

@@ -81,6 +81,8 @@ pub struct Agent {
     killed: HashSet<String>,
     /// When this agent last froze or thawed each container (reported: the step's time applied).
     process_changed_at: HashMap<String, chrono::DateTime<Utc>>,
+    /// Docker's last word on whether each container is paused.
+    paused_seen: HashMap<String, bool>,
     /// The labs Redis listed at the last successful read: only theirs get reports, so a
     /// deleted lab's keys never come back.
     known_labs: BTreeSet<String>,
@@ -115,6 +117,7 @@ impl Agent {
             frozen_before: HashSet::new(),
             killed: HashSet::new(),
             process_changed_at: HashMap::new(),
+            paused_seen: HashMap::new(),
             known_labs: BTreeSet::new(),
             looked: false,
             running: Running::default(),
@@ -340,7 +343,7 @@ impl Agent {
                 self.attachments.insert(key, entry);
             }
             let faults = self.faults.get(&lab).and_then(|f| f.get(&service)).cloned();
-            self.converge_process(&id, &lab, faults.as_ref(), &mut report).await;
+            self.converge_process(&id, &lab, faults.as_ref(), readback, &mut report).await;
             // Only labs that still exist: a deleted lab's keys must not come back.
             if (!report.attachments.is_empty() || faults.is_some()) && self.known_labs.contains(&lab) {
                 reports.entry(lab).or_default().push((id.clone(), report));
@@ -352,6 +355,7 @@ impl Agent {
         self.frozen.retain(|id| tasks.contains_key(id));
         self.killed.retain(|id| tasks.contains_key(id));
         self.process_changed_at.retain(|id, _| tasks.contains_key(id));
+        self.paused_seen.retain(|id, _| tasks.contains_key(id));
         self.frozen_before.retain(|short| tasks.keys().any(|id| id.starts_with(short.as_str())));
         for task in self.tasks.values_mut() {
             task.inherited = false;
@@ -367,7 +371,7 @@ impl Agent {
     /// Brings the task's process to what its schedule asks (`faults`: `None` when it asks
     /// nothing of this service): killed if it started before a kill reached, else frozen or
     /// thawed; reports the state Docker reads back.
-    async fn converge_process(&mut self, id: &str, lab: &str, faults: Option<&ServiceFaults>, report: &mut TaskShaping) {
+    async fn converge_process(&mut self, id: &str, lab: &str, faults: Option<&ServiceFaults>, readback: bool, report: &mut TaskShaping) {
         let Some(faults) = faults else {
             // A schedule edited or removed while this agent (or its run before a restart) had
             // the task frozen.
@@ -402,8 +406,14 @@ impl Agent {
             return;
         }
         let want = faults.paused.contains(report.slot);
+        // Docker is asked when the state may differ from what is wanted, and on read-back
+        // passes (a `docker pause` by hand), not twice a second for every task.
+        let known = self.paused_seen.get(id).copied().filter(|seen| *seen == want && !readback);
         let outcome = async {
-            let mut paused = self.swarm.task_paused(id).await?;
+            let mut paused = match known {
+                Some(seen) => seen,
+                None => self.swarm.task_paused(id).await?,
+            };
             if paused != want {
                 self.swarm.pause_task(id, want).await?;
                 self.process_changed_at.insert(id.to_string(), Utc::now());
@@ -417,6 +427,7 @@ impl Agent {
         report.paused_changed_at = self.process_changed_at.get(id).copied();
         match outcome {
             Ok(paused) => {
+                self.paused_seen.insert(id.to_string(), paused);
                 report.paused = Some(paused);
                 if paused {
                     self.frozen.insert(id.to_string());
@@ -425,8 +436,13 @@ impl Agent {
                 }
             }
             // Its task is going away (a death event follows): nothing to report of it.
-            Err(crate::swarm::SwarmError::NotFound(_)) => {}
-            Err(e) => report.fault_error = Some(e.to_string()),
+            Err(crate::swarm::SwarmError::NotFound(_)) => {
+                self.paused_seen.remove(id);
+            }
+            Err(e) => {
+                self.paused_seen.remove(id);
+                report.fault_error = Some(e.to_string());
+            }
         }
     }
 
