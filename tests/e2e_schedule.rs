@@ -27,6 +27,10 @@ fn wait_schedule(lab: &Lab, name: &str, what: &str, timeout: Duration, ok: impl 
     })
 }
 
+fn time_of(v: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_default()).map(|t| t.with_timezone(&chrono::Utc)).unwrap_or_else(|e| panic!("a time, not {v}: {e}"))
+}
+
 fn seconds_between(a: &serde_json::Value, b: &serde_json::Value) -> f64 {
     let t = |v: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
     (t(b) - t(a)).num_milliseconds() as f64 / 1000.0
@@ -291,18 +295,21 @@ fn a_step_freezes_one_task_then_thaws_it_and_another_kills_a_task_that_swarm_sta
     let report = task_reports(&lab, "crash").into_iter().find(|r| r["slot"] == 1).expect("slot 1's report");
     assert_eq!(report["paused"], true, "{report}");
     // Thawed by hand while the step holds: frozen again at the agent's next read-back.
+    let thawed_by_hand = chrono::Utc::now();
     docker_ok(&["unpause", &one]);
     eventually("slot 1 frozen again", Duration::from_secs(6), || {
         let paused = docker_ok(&["inspect", &one, "--format", "{{.State.Paused}}"]);
         if paused.trim() == "true" { Ok(()) } else { Err(paused) }
     });
+    let frozen_again = chrono::Utc::now();
+    let frozen_at = time_of(&clock["changedAt"]) + chrono::Duration::milliseconds(clock["appliedAfterMs"].as_i64().unwrap_or(0) + 200);
     let described = String::from_utf8_lossy(&lab.labctl(&["describe", "crash"]).stdout).to_string();
     let row = described.lines().find(|l| l.contains(&one[..12])).unwrap_or_default();
     assert!(row.contains("raft") && row.contains(" 1 ") && row.contains("yes"), "describe shows slot 1 paused: {described}");
 
     // Frozen for 11 s: longer than the agent goes between two listings of its node (a paused
     // container is listed as `paused`, and must stay in the agent's view to be thawed).
-    wait_schedule(&lab, "crash", "slot 1 thawed", Duration::from_secs(20), |c| c["step"] == 2 && c["appliedAfterMs"].is_u64());
+    let thaw = wait_schedule(&lab, "crash", "slot 1 thawed", Duration::from_secs(20), |c| c["step"] == 2 && c["appliedAfterMs"].is_u64());
     assert_eq!(docker_ok(&["inspect", &one, "--format", "{{.State.Paused}}"]).trim(), "false");
     assert!(counts_on(&one), "thawed: it runs again, in the same container");
 
@@ -344,7 +351,17 @@ fn a_step_freezes_one_task_then_thaws_it_and_another_kills_a_task_that_swarm_sta
     assert!(frozen < thawed && thawed < killed, "{text}");
     let from = |slot: &str, range: &[&str]| range.iter().filter(|l| l.starts_with(&format!("raft.{slot} | tick"))).count();
     assert!(from("1", &lines[..frozen]) >= 1 && from("2", &lines[frozen..thawed]) >= 8, "{text}");
-    assert!(from("1", &lines[frozen..thawed]) <= 1, "slot 1 wrote nothing while frozen: {text}");
+    // Slot 1 wrote nothing while frozen (Docker's time of each line), but while thawed by hand.
+    let timed = String::from_utf8_lossy(&lab.labctl(&["logs", "crash", "raft", "-t", "--no-steps"]).stdout).to_string();
+    let written_while_frozen: Vec<&str> = timed
+        .lines()
+        .filter(|l| l.starts_with("raft.1 | "))
+        .filter(|l| {
+            let t = time_of(&serde_json::Value::from(l[9..].split(' ').next().unwrap_or_default()));
+            t > frozen_at && t < time_of(&thaw["changedAt"]) && !(t > thawed_by_hand && t < frozen_again + chrono::Duration::milliseconds(200))
+        })
+        .collect();
+    assert!(written_while_frozen.is_empty(), "slot 1 wrote while frozen: {written_while_frozen:?}");
     assert!(from("1", &lines[thawed..]) >= 1, "and again once thawed: {text}");
     assert!(lines[..killed].iter().any(|l| l.starts_with("raft.2 | tick 100")), "the killed task's count: {text}");
     assert!(lines[killed..].contains(&"raft.2 | tick 10"), "its replacement counts from the start, after the kill: {text}");
