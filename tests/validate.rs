@@ -219,3 +219,15 @@ fn every_subcommand_says_what_it_does_in_the_help() {
     let fmt = String::from_utf8_lossy(&labctl().args(["help", "fmt"]).output().unwrap().stdout).to_string();
     assert!(fmt.starts_with("Rewrite lab files"), "{fmt}");
 }
+
+#[test]
+fn a_kill_step_counts_the_slots_that_spec_defaults_gives_a_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: dr}\nspec:\n  defaults: {image: labbox:latest, replicas: 3}\n  services:\n    raft: {}\n  schedule:\n    steps:\n      - {at: 10s, service: raft, slots: [3], kill: true}\n";
+    write(dir.path(), "dr.yaml", text);
+    let out = labctl().arg("validate").arg(dir.path().join("dr.yaml")).output().unwrap();
+    assert!(out.status.success(), "slot 3 of 3 replicas: {}", String::from_utf8_lossy(&out.stdout));
+    write(dir.path(), "dr.yaml", &text.replace("slots: [3]", "slots: [4]"));
+    let out = labctl().arg("validate").arg(dir.path().join("dr.yaml")).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("`raft` has 3 replicas: slots 1 to 3, found 4"), "{}", String::from_utf8_lossy(&out.stdout));
+}

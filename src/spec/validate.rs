@@ -552,10 +552,11 @@ fn check_task_step(step: &Value, services: &serde_json::Map<String, Value>, defa
         out.push(Finding::key(format!("{at}/slots"), format!("`{name}` is global: its tasks have no slots (leave `slots` out to act on every task)")));
         return;
     }
-    let replicas = svc.get("replicas").and_then(Value::as_u64).unwrap_or(1);
+    let replicas = field("replicas").and_then(Value::as_u64).unwrap_or(1);
+    let range = if replicas == 1 { "slot 1 only".to_string() } else { format!("slots 1 to {replicas}") };
     for (i, slot) in slots.iter().enumerate() {
         if let Some(n) = slot.as_u64().filter(|n| *n > replicas) {
-            out.push(Finding::value(format!("{at}/slots/{i}"), format!("`{name}` has {replicas} replica{}: slots 1 to {replicas}, found {n}", if replicas == 1 { "" } else { "s" })));
+            out.push(Finding::value(format!("{at}/slots/{i}"), format!("`{name}` has {replicas} replica{}: {range}, found {n}", if replicas == 1 { "" } else { "s" })));
         }
     }
 }
