@@ -365,6 +365,11 @@ fn a_step_freezes_one_task_then_thaws_it_and_another_kills_a_task_that_swarm_sta
     assert!(from("1", &lines[thawed..]) >= 1, "and again once thawed: {text}");
     assert!(lines[..killed].iter().any(|l| l.starts_with("raft.2 | tick 100")), "the killed task's count: {text}");
     assert!(lines[killed..].contains(&"raft.2 | tick 10"), "its replacement counts from the start, after the kill: {text}");
+    // The last two lines of each task (three: slot 2's killed one too), and only the steps
+    // among them.
+    let tail = String::from_utf8_lossy(&lab.labctl(&["logs", "crash", "-n", "2"]).stdout).to_string();
+    assert_eq!(tail.lines().filter(|l| l.starts_with("raft.")).count(), 6, "{tail}");
+    assert!(!tail.contains("step 1/3 (run 1)"), "no step from before the lines shown: {tail}");
 }
 
 /// `labd agent` alone (the node agent of a node without labd), its output in `log`.

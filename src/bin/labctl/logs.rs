@@ -85,6 +85,12 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
                 }
             }
         }
+        // With `--tail`, the steps from the first line shown on, not the whole schedule's.
+        if tail.is_some() {
+            if let Some(first) = entries.iter().filter(|e| e.line).map(|e| e.time).min() {
+                entries.retain(|e| e.line || e.time >= first);
+            }
+        }
         in_time_order(&mut entries);
         for e in entries {
             println!("{}", e.text);
