@@ -63,7 +63,10 @@ impl DockerSwarm {
     /// The tasks of the lab's services (`services`: short names; empty: every service the lab
     /// has on Swarm), the ended ones Swarm keeps included, oldest first.
     pub async fn lab_tasks(&self, lab: &str, services: &[String]) -> Result<Vec<LabTask>, SwarmError> {
-        let wanted: Vec<(String, String)> = self.lab_services(lab).await?.into_iter().filter(|(_, short)| services.is_empty() || services.contains(short)).collect();
+        let wanted: HashMap<String, String> = self.lab_services(lab).await?.into_iter().filter(|(_, short)| services.is_empty() || services.contains(short)).collect();
+        if wanted.is_empty() {
+            return Ok(vec![]);
+        }
         let nodes: HashMap<String, String> = self
             .docker()
             .list_nodes(None::<ListNodesOptions>)
@@ -72,26 +75,25 @@ impl DockerSwarm {
             .into_iter()
             .filter_map(|n| Some((n.id?, n.description.and_then(|d| d.hostname).unwrap_or_default())))
             .collect();
+        // One listing for every service (Docker ORs the values of one filter).
+        let filters = HashMap::from([("service".to_string(), wanted.keys().cloned().collect())]);
+        let listed = self.docker().list_tasks(Some(ListTasksOptions { filters: Some(filters) })).await.map_err(api_err("list tasks"))?;
         let mut tasks = Vec::new();
-        for (full, short) in wanted {
-            let filters = HashMap::from([("service".to_string(), vec![full.clone()])]);
-            let listed = self.docker().list_tasks(Some(ListTasksOptions { filters: Some(filters) })).await.map_err(api_err("list tasks"))?;
-            for t in listed {
-                // A task never given a container has no output.
-                if t.status.as_ref().and_then(|s| s.container_status.as_ref()).and_then(|c| c.container_id.as_ref()).is_none() {
-                    continue;
-                }
-                let Some(id) = t.id else { continue };
-                let node = t.node_id.as_ref().map(|n| nodes.get(n).cloned().unwrap_or_else(|| n.clone())).unwrap_or_default();
-                let created_at = t.created_at.as_deref().and_then(|c| DateTime::parse_from_rfc3339(c).ok()).map(|c| c.with_timezone(&Utc));
-                tasks.push(LabTask { id, service: short.clone(), slot: t.slot.map(|s| s as u64), node, created_at });
+        for t in listed {
+            // A task never given a container has no output.
+            if t.status.as_ref().and_then(|s| s.container_status.as_ref()).and_then(|c| c.container_id.as_ref()).is_none() {
+                continue;
             }
+            let (Some(id), Some(short)) = (t.id, t.service_id.as_ref().and_then(|s| wanted.get(s))) else { continue };
+            let node = t.node_id.as_ref().map(|n| nodes.get(n).cloned().unwrap_or_else(|| n.clone())).unwrap_or_default();
+            let created_at = t.created_at.as_deref().and_then(|c| DateTime::parse_from_rfc3339(c).ok()).map(|c| c.with_timezone(&Utc));
+            tasks.push(LabTask { id, service: short.clone(), slot: t.slot.map(|s| s as u64), node, created_at });
         }
         tasks.sort_by_key(|t| (t.created_at, t.service.clone(), t.slot));
         Ok(tasks)
     }
 
-    /// (Swarm name, short name) of the lab's own services on Swarm.
+    /// (Swarm id, short name) of the lab's own services on Swarm.
     async fn lab_services(&self, lab: &str) -> Result<Vec<(String, String)>, SwarmError> {
         let filters = HashMap::from([("label".to_string(), vec![format!("{}={lab}", labels::STACK_NAMESPACE)])]);
         let services = self
@@ -99,17 +101,16 @@ impl DockerSwarm {
             .list_services(Some(bollard::query_parameters::ListServicesOptions { filters: Some(filters), ..Default::default() }))
             .await
             .map_err(api_err("list services"))?;
-        let mut names: Vec<(String, String)> = services
+        let ids = services
             .into_iter()
             .filter_map(|s| {
                 let spec = s.spec?;
                 let of = spec.labels.unwrap_or_default();
                 let short = of.get(labels::MEMBER).cloned().filter(|_| labels::owned_by(lab, &of))?;
-                Some((spec.name?, short))
+                Some((s.id?, short))
             })
             .collect();
-        names.sort();
-        Ok(names)
+        Ok(ids)
     }
 
     /// What one task wrote, line by line, with Docker's time of each line.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::stream::{SelectAll, StreamExt};
 use swarmlab::status::EventReason;
+use swarmlab::store::StoreReader;
 use swarmlab::swarm::{DockerSwarm, LabTask, LogLine, LogRange};
 
 use crate::common::*;
@@ -47,8 +48,8 @@ fn line_entry(task: &LabTask, width: usize, line: LogLine, timestamps: bool) -> 
 }
 
 /// The schedule's steps among the lab's events (best effort: without Redis, no marks).
-async fn step_marks(url: &str, lab: &str, after: Option<DateTime<Utc>>) -> Vec<Entry> {
-    let Ok(mut r) = reader(url).await else { return vec![] };
+async fn step_marks(store: Option<&mut StoreReader>, lab: &str, after: Option<DateTime<Utc>>) -> Vec<Entry> {
+    let Some(r) = store else { return vec![] };
     let events = r.events(lab, 200).await.unwrap_or_default();
     events
         .into_iter()
@@ -69,7 +70,9 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     let since = since.and_then(|d| chrono::Duration::from_std(d).ok()).map(|d| Utc::now() - d);
     let range = LogRange { follow, since, tail };
     let width = tasks.iter().map(|t| t.label().len()).max().unwrap_or(0);
-    let mut marks = if steps { step_marks(url, &lab, since).await } else { vec![] };
+    // One connection for every look at the steps (`-f` looks each second).
+    let mut store = if steps { reader(url).await.ok() } else { None };
+    let mut marks = step_marks(store.as_mut(), &lab, since).await;
     if !follow {
         let mut entries = std::mem::take(&mut marks);
         for task in &tasks {
@@ -125,7 +128,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
             }
             _ = look.tick() => {
                 if steps {
-                    for m in step_marks(url, &lab, last_mark).await {
+                    for m in step_marks(store.as_mut(), &lab, last_mark).await {
                         last_mark = Some(m.time);
                         println!("{}", m.text);
                     }
