@@ -58,11 +58,11 @@ fn main() {
                     version: 1,
                     labels: s.labels.clone(),
                     replicas: s.replicas,
+                    mode: s.mode,
                     image: s.image.clone(),
                     running: s.replicas.unwrap_or(1),
                     desired: s.replicas.unwrap_or(1),
-                    stopping: 0,
-                    trouble: None,
+                    ..Default::default()
                 })
                 .collect(),
             networks: desired

@@ -12,10 +12,12 @@ use crate::status::{LabStatus, Phase};
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceNode {
     pub name: String,
-    /// `×3`, or `global`.
+    /// `×3`, or `global` (`job ×3`, `global job` for a run to completion).
     pub replicas: String,
-    /// Running/desired from the status, when known.
+    /// Running/desired from the status, when known (completed/desired for a job).
     pub running: Option<(u64, u64)>,
+    /// A run to completion: `running` counts its completed tasks.
+    pub job: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,11 +62,14 @@ impl Topology {
             .resolved_services()
             .map(|(name, svc)| ServiceNode {
                 name: name.to_string(),
-                replicas: match (svc.mode, svc.replicas) {
-                    (Some(crate::spec::Mode::Global), _) => "global".into(),
-                    (_, r) => format!("×{}", r.unwrap_or(1)),
+                replicas: match (svc.mode.unwrap_or_default(), svc.replicas) {
+                    (crate::spec::Mode::Global, _) => "global".into(),
+                    (crate::spec::Mode::GlobalJob, _) => "global job".into(),
+                    (crate::spec::Mode::ReplicatedJob, r) => format!("job ×{}", r.unwrap_or(1)),
+                    (crate::spec::Mode::Replicated, r) => format!("×{}", r.unwrap_or(1)),
                 },
-                running: status.and_then(|s| s.services.get(name)).map(|s| (s.running, s.desired)),
+                running: status.and_then(|s| s.services.get(name)).map(|s| (s.completed.unwrap_or(s.running), s.desired)),
+                job: svc.mode.is_some_and(crate::spec::Mode::is_job),
             })
             .collect();
         let networks = lab
@@ -101,7 +106,7 @@ impl Topology {
 
     fn service_text(s: &ServiceNode) -> String {
         match s.running {
-            Some((r, d)) => format!("{} {} ({r}/{d} running)", s.name, s.replicas),
+            Some((r, d)) => format!("{} {} ({r}/{d} {})", s.name, s.replicas, if s.job { "completed" } else { "running" }),
             None => format!("{} {}", s.name, s.replicas),
         }
     }
@@ -373,8 +378,8 @@ mod tests {
     #[test]
     fn the_page_colours_services_by_running_tasks() {
         let mut status = LabStatus { phase: Phase::Degraded, ..Default::default() };
-        status.services.insert("sensor".into(), crate::status::ServiceStatus { desired: 12, running: 7, message: String::new() });
-        status.services.insert("bootstrap".into(), crate::status::ServiceStatus { desired: 1, running: 1, message: String::new() });
+        status.services.insert("sensor".into(), crate::status::ServiceStatus { desired: 12, running: 7, ..Default::default() });
+        status.services.insert("bootstrap".into(), crate::status::ServiceStatus { desired: 1, running: 1, ..Default::default() });
         let html = Topology::of(&kademlia(), Some(&status)).html();
         assert!(html.contains("<h1>kademlia — Degraded</h1>"));
         assert!(html.contains("sensor ×12 (7/12 running)") && html.contains("#fbe6a8"), "partly running is amber");

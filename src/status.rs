@@ -80,8 +80,19 @@ pub struct ServiceStatus {
     /// `None` for global services before Swarm reports a count.
     pub desired: u64,
     pub running: u64,
+    /// A job's tasks of its current run that completed (exited 0); absent for a service kept
+    /// running. The job is done when it reaches `desired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<u64>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+}
+
+impl ServiceStatus {
+    /// A job whose current run has every task it needs completed.
+    pub fn job_done(&self) -> bool {
+        self.completed.is_some_and(|c| c >= self.desired)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,7 +220,8 @@ impl LabStatus {
     }
 
     pub fn ready_services(&self) -> (usize, usize) {
-        let ready = self.services.values().filter(|s| s.running >= s.desired).count();
+        // A job is ready while it runs or once done (it holds the lab back in neither).
+        let ready = self.services.values().filter(|s| if s.completed.is_some() { s.job_done() || s.running > 0 } else { s.running >= s.desired }).count();
         (ready, self.services.len())
     }
 }

@@ -607,3 +607,58 @@ fn sysctls_and_files_are_set_in_each_task_and_an_edit_applies() {
         if left.trim().is_empty() { Ok(()) } else { Err(left) }
     });
 }
+
+#[test]
+fn a_job_runs_to_completion_beside_the_services_it_reaches_and_a_labd_restart_runs_it_not_again() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("jobs".into());
+    remove_lab_objects("jobs");
+    let load = "    load:\n      mode: replicated-job\n      replicas: 2\n      command: [sh, -c, 'ping -c 1 -W 5 web > /dev/null && echo reached web from $(hostname)']\n";
+    lab.write("jobs.yaml", &lab_yaml("jobs", &format!("    web: {{}}\n{load}")));
+    lab.start_labd();
+    // The workload ran: both its tasks exited 0, having reached the service by name.
+    let out = lab.labctl(&["wait", "jobs", "--for", "jobs", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let status = lab.status_json("jobs").unwrap();
+    assert_eq!((status["services"]["load"]["completed"].as_u64(), status["services"]["load"]["desired"].as_u64()), (Some(2), Some(2)), "{status}");
+    assert!(status["message"].as_str().unwrap_or_default().ends_with("jobs: load 2/2 completed"), "{status}");
+    let logs = lab.labctl(&["logs", "jobs", "load"]);
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert_eq!(logs.matches("reached web from").count(), 2, "{logs}");
+    // Every task of the job, failed attempts included (a ping before `web` answers fails,
+    // and Swarm starts the task again).
+    let tasks = || docker_ok(&["service", "ps", "jobs_load", "--format", "{{.ID}} {{.DesiredState}} {{.CurrentState}} {{.Error}}"]);
+    let ran = tasks();
+    assert_eq!(ran.lines().filter(|l| l.contains(" Complete Complete")).count(), 2, "{ran}");
+
+    // A new labd finds the job done: it neither updates it (which would run it again) nor
+    // counts it as missing.
+    let version = service_version("jobs_load");
+    let reconciles = lab.metric("jobs", "reconciles");
+    lab.stop_labd();
+    lab.start_labd();
+    eventually("the new labd to reconcile", READY, || {
+        let n = lab.metric("jobs", "reconciles");
+        if n > reconciles { Ok(()) } else { Err(format!("{n}")) }
+    });
+    assert_eq!(lab.phase("jobs").unwrap(), "Ready");
+    assert_eq!(service_version("jobs_load"), version, "the job was updated");
+    assert_eq!(tasks().lines().map(|l| l.split(' ').next()).collect::<Vec<_>>(), ran.lines().map(|l| l.split(' ').next()).collect::<Vec<_>>(), "the job ran again");
+
+    // The service turned into a job (Swarm cannot change a mode: removed, created again) and
+    // the job edited into one that fails: the lab says why, and `wait --for jobs` fails.
+    let failing = "    load:\n      mode: replicated-job\n      restartPolicy: {delay: 0s, maxAttempts: 1}\n      command: [sh, -c, 'exit 3']\n";
+    lab.write("jobs.yaml", &lab_yaml("jobs", &format!("    web: {{mode: replicated-job, command: ['true']}}\n{failing}")));
+    lab.wait_phase_saying("jobs", "Degraded", "load: failed: task: non-zero exit (3)", READY);
+    let out = lab.labctl(&["wait", "jobs", "--for", "jobs", "--timeout", "2s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually("web recreated as a job and completed", READY, || {
+        let s = lab.status_json("jobs")?;
+        if s["services"]["web"]["completed"].as_u64() == Some(1) { Ok(()) } else { Err(s["services"].to_string()) }
+    });
+    let mode = docker_ok(&["service", "inspect", "jobs_web", "--format", "{{json .Spec.Mode}}"]);
+    assert!(mode.contains("ReplicatedJob"), "{mode}");
+    let events = lab.redis.cli(&["xrange", "swarmlab:lab:jobs:events", "-", "+"]);
+    assert!(events.contains("to create it again in its new mode"), "the events say why:\n{events}");
+    assert_eq!(lab.metric("jobs", "drift_repairs"), 0, "a spec change is not drift");
+}

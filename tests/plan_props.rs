@@ -5,19 +5,22 @@ use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
 use swarmlab::plan::{desired_lab, diff, labels, teardown, Action, Observed, ObservedNetwork, ObservedService};
-use swarmlab::spec::{Lab, LabSpec, Metadata, Network, NetworkAttachment, Service};
+use swarmlab::spec::{Lab, LabSpec, Metadata, Mode, Network, NetworkAttachment, Service};
 
 fn lab_strategy() -> impl Strategy<Value = Lab> {
     let nets = prop::collection::btree_set("[a-c]", 0..3);
-    (nets, prop::collection::btree_map("[a-e]", (0u32..5, any::<bool>(), 0usize..3), 0..5)).prop_map(|(nets, svcs)| {
+    (nets, prop::collection::btree_map("[a-e]", (0u32..5, any::<bool>(), 0usize..3, 0usize..4), 0..5)).prop_map(|(nets, svcs)| {
         let networks: BTreeMap<String, Network> = nets.iter().map(|n| (format!("net{n}"), Network::default())).collect();
         let names: Vec<String> = networks.keys().cloned().collect();
         let services = svcs
             .into_iter()
-            .map(|(name, (replicas, alt_image, net_pick))| {
+            .map(|(name, (replicas, alt_image, net_pick, mode_pick))| {
                 let svc = Service {
                     image: Some(if alt_image { "labbox:other".into() } else { "labbox:latest".into() }),
                     replicas: Some(replicas),
+                    // A mode changed between the two labs is a remove and a create (Swarm
+                    // cannot change it in place).
+                    mode: Some([Mode::Replicated, Mode::Global, Mode::ReplicatedJob, Mode::GlobalJob][mode_pick]),
                     networks: names.get(net_pick).map(|n| vec![NetworkAttachment::Name(n.clone())]),
                     ..Default::default()
                 };
@@ -74,11 +77,9 @@ fn observed_of(id: String, s: &swarmlab::plan::DesiredService) -> ObservedServic
         version: 1,
         labels: s.labels.clone(),
         replicas: s.replicas,
+        mode: s.mode,
         image: s.image.clone(),
-        running: 0,
-        desired: 0,
-        stopping: 0,
-        trouble: None,
+        ..Default::default()
     }
 }
 

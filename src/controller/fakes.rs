@@ -90,18 +90,34 @@ impl FakeSwarm {
     /// What Swarm has now; each look moves starting tasks on.
     fn look(&self) -> Observed {
         let mut s = self.state.lock().unwrap();
+        let failing = s.trouble.as_ref().is_some_and(|t| t.failed);
         let FakeState { services, starting, .. } = &mut *s;
         for svc in services.iter_mut() {
+            let job = svc.mode.is_job();
             match starting.get_mut(&svc.id) {
+                // A job's tasks run while it starts, then complete (unless they fail).
+                Some(0) | None if job => {
+                    svc.running = 0;
+                    svc.completed = Some(if failing { 0 } else { svc.desired });
+                }
                 Some(0) | None => svc.running = svc.desired,
-                Some(left) => *left -= 1,
+                Some(left) => {
+                    *left -= 1;
+                    if job {
+                        svc.running = svc.desired;
+                    }
+                }
             }
             // Tasks a scale-down stops: one of them ends at each observe.
             svc.stopping = svc.stopping.saturating_sub(1);
         }
         let trouble = s.trouble.clone();
         for svc in s.services.iter_mut() {
-            svc.trouble = (svc.running < svc.desired).then(|| trouble.clone()).flatten();
+            let short = match svc.completed {
+                Some(done) => done < svc.desired && svc.running == 0,
+                None => svc.running < svc.desired,
+            };
+            svc.trouble = short.then(|| trouble.clone()).flatten();
         }
         Observed { services: s.services.clone(), networks: s.networks.clone(), down_nodes: s.down_nodes.clone() }
     }
@@ -128,6 +144,7 @@ impl Swarm for FakeSwarm {
                     running: counted.map_or(0, |c| c.running),
                     stopping: counted.map_or(0, |c| c.stopping),
                     trouble: counted.and_then(|c| c.trouble.clone()),
+                    completed: counted.and_then(|c| c.completed),
                     ..was.clone()
                 }
             })
@@ -191,11 +208,14 @@ impl Swarm for FakeSwarm {
                 version: 1,
                 labels: svc.labels.clone(),
                 replicas: svc.replicas,
+                mode: svc.mode,
+                job_run: svc.mode.is_job().then_some(0),
                 image: svc.image.clone(),
                 running: 0,
                 desired: replicas,
                 stopping: 0,
                 trouble: None,
+                completed: svc.mode.is_job().then_some(0),
             });
             Ok(())
         })
@@ -214,6 +234,15 @@ impl Swarm for FakeSwarm {
             have.desired = svc.replicas.unwrap_or(1);
             have.stopping = have.running.saturating_sub(have.desired);
             have.running = have.running.min(have.desired);
+            if let Some(run) = have.job_run.as_mut() {
+                // As Swarm's: any update runs the job again.
+                *run += 1;
+                have.completed = Some(0);
+                have.stopping += have.running;
+                have.running = 0;
+                let after = s.start_after;
+                s.starting.insert(id.to_string(), after);
+            }
             s.name_files(id, svc);
             Ok(())
         })

@@ -310,6 +310,7 @@ fn suspended(name: &str, lab: &ValidLab, observed: &Observed, mut status: LabSta
             let s = ServiceStatus {
                 desired: want.replicas.unwrap_or_else(|| have.map(|h| h.desired).unwrap_or(0)),
                 running: have.map(|h| h.running).unwrap_or(0),
+                completed: have.and_then(|h| h.completed),
                 message: String::new(),
             };
             (want.short_name.clone(), s)
@@ -441,14 +442,19 @@ async fn apply<S: Swarm>(
     let mut services = BTreeMap::new();
     let mut not_running = Vec::new();
     let mut failing_tasks = Vec::new();
+    let mut jobs = Vec::new();
     for want in &desired.services {
         let have = observed.services.iter().find(|o| o.name == want.name);
+        let job = want.mode.is_job();
         let mut s = ServiceStatus {
             desired: want.replicas.unwrap_or_else(|| have.map(|h| h.desired).unwrap_or(0)),
             running: have.map(|h| h.running).unwrap_or(0),
+            completed: job.then(|| have.and_then(|h| h.completed).unwrap_or(0)),
             message: String::new(),
         };
-        if let Some(h) = have.filter(|h| h.running < s.desired) {
+        // A job's tasks end by design: only its tasks not done are of interest.
+        let short = if job { !s.job_done() } else { s.running < s.desired };
+        if let Some(h) = have.filter(|_| short) {
             if let Some(t) = &h.trouble {
                 let mut message = format!("{}: {}", t.state, t.message);
                 // Swarm holds a task with a health check in `starting` until the check passes.
@@ -468,20 +474,29 @@ async fn apply<S: Swarm>(
         }
         // More tasks than wanted is converging too: a scale-down still stopping its tasks.
         let stopping = have.map_or(0, |h| h.stopping);
-        if s.running != s.desired || have.is_none() {
+        // A job does not hold the lab back while it runs (a client may run for the whole
+        // experiment): it is waited for once created, and its failures degrade the lab.
+        if (!job && s.running != s.desired) || have.is_none() {
             not_running.push(format!("{} {}/{}", want.short_name, s.running, s.desired));
         } else if stopping > 0 {
             not_running.push(format!("{} {}/{} ({stopping} stopping)", want.short_name, s.running, s.desired));
+        }
+        if let Some(done) = s.completed {
+            jobs.push(format!("{} {done}/{} completed", want.short_name, s.desired));
         }
         services.insert(want.short_name.clone(), s);
     }
     // Services labd removed itself (to move them to a recreated network) are not running now,
     // and their coming back next pass is no drift.
     for a in &plan.actions {
-        if let Action::RemoveService { name: full, detach: true, .. } = a {
+        if let Action::RemoveService { name: full, recreate: Some(why), .. } = a {
             if let Some(s) = desired.services.iter().find(|d| &d.name == full).and_then(|d| services.get_mut(&d.short_name)) {
                 s.running = 0;
-                s.message = "recreating on its recreated network".into();
+                s.message = match why {
+                    plan::Recreate::Network => "recreating on its recreated network",
+                    plan::Recreate::Mode => "recreating in its new mode",
+                }
+                .into();
             }
         }
     }
@@ -494,7 +509,8 @@ async fn apply<S: Swarm>(
         acted: plan.actions.len(),
         networks: desired.networks.len(),
         missing_networks,
-        services: desired.services.len(),
+        services: desired.services.iter().filter(|s| !s.mode.is_job()).count(),
+        jobs,
         not_running,
         failing_tasks,
         down_nodes: observed.down_nodes.clone(),
@@ -705,6 +721,72 @@ mod tests {
         let o = pass(&swarm, &store, apply(&l), o.status).await;
         assert_eq!((o.status.phase, o.status.ready_since), (Phase::Ready, since));
         assert_eq!(swarm.api_calls() - calls, 1, "a no-op pass only observes");
+    }
+
+    const WITH_JOB: &str = "  services:\n    web: {}\n    load: {mode: replicated-job, replicas: 2, command: [sh, -c, 'true']}\n";
+
+    #[tokio::test]
+    async fn a_job_running_holds_nothing_back_and_its_completion_is_counted() {
+        let swarm = FakeSwarm::default();
+        swarm.state.lock().unwrap().start_after = 2;
+        let store = FakeStore::default();
+        let l = lab(WITH_JOB);
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        assert_eq!(o.actions.get("create"), Some(&3), "the network, the service and the job");
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Progressing, "waiting for web 0/1"), "not for the job");
+        assert_eq!((o.status.services["load"].running, o.status.services["load"].completed), (2, Some(0)), "the job's tasks run");
+        let o = next_pass(&swarm, &store, &l, o).await;
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Ready, "1/1 services running; jobs: load 2/2 completed"));
+        assert!(o.status.services["load"].job_done() && o.status.services["web"].completed.is_none());
+        assert_eq!(o.status.ready_services(), (2, 2));
+        // Completed tasks are no drift: nothing to do, and no rerun.
+        let version = swarm.service("t_load").map(|s| s.version);
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert!(o.actions.is_empty() && o.drift == 0, "{:?}", o.actions);
+        assert_eq!(swarm.service("t_load").map(|s| s.version), version);
+        // An edit runs it again (as Swarm does on any update of a job).
+        let edited = lab(&WITH_JOB.replace("replicas: 2", "replicas: 3"));
+        let o = next_pass(&swarm, &store, &edited, o).await;
+        assert_eq!(o.actions.get("update"), Some(&1));
+        let o = next_pass(&swarm, &store, &edited, o).await;
+        // Its three tasks run: a running job holds nothing back.
+        assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Ready, "1/1 services running; jobs: load 0/3 completed"), "a new run counts afresh");
+        assert_eq!(o.status.services["load"].running, 3);
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_degrades_the_lab_with_its_error() {
+        let swarm = FakeSwarm::default();
+        {
+            let mut s = swarm.state.lock().unwrap();
+            s.start_after = 0;
+            s.trouble = Some(TaskTrouble { state: "failed".into(), message: "task: non-zero exit (3)".into(), node: "n1".into(), failed: true, cause: None });
+        }
+        let store = FakeStore::default();
+        let l = lab(WITH_JOB);
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!(o.status.phase, Phase::Degraded, "{}", o.status.message);
+        assert!(o.status.message.contains("load: failed: task: non-zero exit (3)"), "{}", o.status.message);
+    }
+
+    #[tokio::test]
+    async fn a_mode_changed_is_a_removal_then_a_create_as_swarm_cannot_update_it() {
+        let swarm = FakeSwarm::default();
+        let store = FakeStore::default();
+        let l = lab(TWO);
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!(o.status.phase, Phase::Ready);
+        let to_job = lab(&TWO.replace("b: {replicas: 2,", "b: {replicas: 2, mode: replicated-job,"));
+        let o = next_pass(&swarm, &store, &to_job, o).await;
+        assert_eq!((o.actions.get("remove"), o.actions.get("update")), (Some(&1), None));
+        assert_eq!(o.status.services["b"].message, "recreating in its new mode");
+        let o = next_pass(&swarm, &store, &to_job, o).await;
+        assert_eq!((o.actions.get("create"), o.drift), (Some(&1), 0), "created again, and that is no drift");
+        assert_eq!(swarm.service("t_b").map(|s| s.mode), Some(crate::spec::Mode::ReplicatedJob));
     }
 
     #[tokio::test]
@@ -1028,7 +1110,7 @@ mod tests {
         assert_eq!(o.actions.get("remove"), Some(&1));
         assert!(pass(&swarm, &store, Target::Delete, o.status).await.gone);
         // Gone between the observation and the removal: done, and nothing counted as applied.
-        let removal = crate::plan::Action::RemoveService { id: "s404".into(), name: "t_a".into(), detach: false };
+        let removal = crate::plan::Action::RemoveService { id: "s404".into(), name: "t_a".into(), recreate: None };
         let (mut done, mut errors) = (BTreeMap::new(), Vec::new());
         record(&store, "t", &removal, swarm.remove_service("s404").await, &mut done, &mut errors);
         assert!(done.is_empty() && errors.is_empty(), "{done:?} {errors:?}");

@@ -170,7 +170,7 @@ async fn a_service_removed_while_labd_was_down_is_repaired_and_counted_as_drift(
     // The last labd saw a_web running; Swarm no longer has it when the next labd starts.
     let store = FakeStore::default();
     let mut last = crate::status::LabStatus { name: "a".into(), phase: Phase::Ready, ..Default::default() };
-    last.services.insert("web".into(), crate::status::ServiceStatus { desired: 1, running: 1, message: String::new() });
+    last.services.insert("web".into(), crate::status::ServiceStatus { desired: 1, running: 1, ..Default::default() });
     store.statuses.lock().unwrap().insert("a".into(), last);
     let mut c = start_with(&[("a.yaml", lab_yaml("a", &["web", "db"]))], Duration::from_secs(600), FakeSwarm::default(), store).await;
     c.until_phase("a", Phase::Ready, SOON).await;

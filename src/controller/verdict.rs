@@ -30,7 +30,10 @@ pub struct Findings {
     pub acted: usize,
     pub networks: usize,
     pub missing_networks: Vec<String>,
+    /// Services kept running (jobs apart).
     pub services: usize,
+    /// Jobs, as `name completed/desired completed`: a job's run holds nothing back.
+    pub jobs: Vec<String>,
     /// Services not running all their tasks, as `name running/desired`.
     pub not_running: Vec<String>,
     /// Services whose tasks fail or are rejected, with the reason.
@@ -92,7 +95,8 @@ pub fn derive(mut status: LabStatus, f: &Findings, now: DateTime<Utc>) -> LabSta
     } else if waiting.is_empty() && f.acted == 0 && f.stopped {
         (Phase::Completed, "Completed", "the schedule ran to its end and stopped every task (`end: stop`); an edited schedule (or `labctl start`, for `start: manual`) runs it again".to_string())
     } else if waiting.is_empty() && f.acted == 0 {
-        (Phase::Ready, "Converged", format!("{running}/{} services running", f.services))
+        let jobs = if f.jobs.is_empty() { String::new() } else { format!("; jobs: {}", f.jobs.join(", ")) };
+        (Phase::Ready, "Converged", format!("{running}/{} services running{jobs}", f.services))
     } else if f.acted > 0 {
         (Phase::Progressing, "Progressing", format!("applied {} changes", f.acted))
     } else {
@@ -128,6 +132,7 @@ mod tests {
             networks: 1,
             missing_networks: vec![],
             services: 2,
+            jobs: vec![],
             not_running: vec![],
             failing_tasks: vec![],
             down_nodes: vec![],
@@ -224,6 +229,7 @@ mod tests {
                 networks: 2,
                 missing_networks,
                 services: 3,
+                jobs: vec![],
                 not_running,
                 failing_tasks,
                 down_nodes,

@@ -28,8 +28,13 @@ pub struct DesiredService {
     /// `<lab>_<name>`
     pub name: String,
     pub short_name: String,
-    /// Replicas for replicated services; `None` for global ones.
+    /// Replicas for replicated services (the completions a replicated job needs); `None` for
+    /// global ones.
     pub replicas: Option<u64>,
+    /// Kept running, or run to completion (a job); Swarm cannot change it in place.
+    pub mode: Mode,
+    /// A replicated job's tasks at once (`None`: all of them).
+    pub max_concurrent: Option<u64>,
     pub image: String,
     pub hash: String,
     /// The service's labels, ownership labels included.
@@ -276,7 +281,8 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
         attachments.iter().map(|a| (a.name().to_string(), a.aliases().to_vec())).collect();
     unshaped.networks = None;
     let files: Vec<DesiredFile> = svc.configs.iter().flatten().map(|m| DesiredFile::of(lab, short, m)).collect();
-    let replicated = svc.mode.unwrap_or_default() == Mode::Replicated;
+    let mode = svc.mode.unwrap_or_default();
+    let replicated = mode.is_replicated();
     let mounts: Vec<DesiredMount> = svc.volumes.iter().flatten().filter_map(|m| DesiredMount::of(lab, short, replicated, m)).collect();
     // The files' contents are in the hash through their configs' names, a volume's `perTask`
     // through its source; a lab with neither hashes as before they existed, so upgrading labd
@@ -298,15 +304,14 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
             DesiredAttachment { target: object_name(lab_name, a.name()), aliases }
         })
         .collect();
-    let replicas = match svc.mode.unwrap_or_default() {
-        Mode::Replicated => Some(u64::from(svc.replicas.unwrap_or(1))),
-        Mode::Global => None,
-    };
+    let replicas = mode.is_replicated().then(|| u64::from(svc.replicas.unwrap_or(1)));
     let placement = svc.placement.clone().unwrap_or_default();
     DesiredService {
         name: object_name(lab_name, short),
         short_name: short.to_string(),
         replicas,
+        mode,
+        max_concurrent: svc.max_concurrent.filter(|_| mode == Mode::ReplicatedJob).map(u64::from),
         image: svc.image.clone().unwrap_or_default(),
         hash,
         labels,
@@ -506,7 +511,7 @@ mod tests {
         assert!(stopped.services.iter().all(|s| s.labels[labels::SCHEDULE_CLOCK] == "r@2026-12-01T00:00:00Z"), "the clock that stopped them");
         assert_eq!(stopped.networks, running.networks, "networks stay");
         let observe = |d: &DesiredLab| crate::plan::Observed {
-            services: d.services.iter().map(|s| crate::plan::ObservedService { id: s.name.clone(), name: s.name.clone(), labels: s.labels.clone(), replicas: s.replicas, image: s.image.clone(), ..Default::default() }).collect(),
+            services: d.services.iter().map(|s| crate::plan::ObservedService { id: s.name.clone(), name: s.name.clone(), labels: s.labels.clone(), replicas: s.replicas, mode: s.mode, image: s.image.clone(), ..Default::default() }).collect(),
             networks: d.networks.iter().map(|n| crate::plan::ObservedNetwork { id: n.name.clone(), name: n.name.clone(), labels: n.labels.clone(), ..Default::default() }).collect(),
             down_nodes: vec![],
         };

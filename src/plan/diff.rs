@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::desired::{DesiredLab, DesiredNetwork, DesiredService};
 use super::labels;
+use crate::spec::Mode;
 
 /// What the Swarm adapter reports of a service, reduced to what the plan needs.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -17,6 +18,10 @@ pub struct ObservedService {
     pub labels: HashMap<String, String>,
     /// `None` for global services.
     pub replicas: Option<u64>,
+    pub mode: Mode,
+    /// A job's current run (Swarm's job iteration), which its tasks carry; `None` for a
+    /// service kept running.
+    pub job_run: Option<u64>,
     pub image: String,
     pub running: u64,
     pub desired: u64,
@@ -24,6 +29,8 @@ pub struct ObservedService {
     pub stopping: u64,
     /// Why its tasks do not all run (the newest task problem), when they do not.
     pub trouble: Option<TaskTrouble>,
+    /// A job's tasks of its current run that completed (`None` for a service kept running).
+    pub completed: Option<u64>,
 }
 
 /// A task problem: why a service's task is not running.
@@ -105,8 +112,18 @@ pub enum Action {
     RemoveNetwork { id: String, name: String, recreate: bool },
     CreateService(DesiredService),
     UpdateService { id: String, version: u64, desired: DesiredService, reason: String },
-    /// `detach`: removed only to be recreated on a network that is being recreated.
-    RemoveService { id: String, name: String, detach: bool },
+    /// `recreate`: removed only to be created again by the next pass.
+    RemoveService { id: String, name: String, recreate: Option<Recreate> },
+}
+
+/// Why a service is removed only to be created again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recreate {
+    /// It joins a network being recreated.
+    Network,
+    /// Its mode changed (kept running or run to completion, replicated or global), which
+    /// Swarm cannot update ("service mode change is not allowed").
+    Mode,
 }
 
 impl Action {
@@ -136,13 +153,24 @@ impl Action {
                 format!("remove network {name} to recreate it (subnet or internal changed; Docker cannot update a network)")
             }
             Action::RemoveNetwork { name, .. } => format!("remove network {name}"),
-            Action::CreateService(s) => format!("create service {} ({})", s.name, replicas_text(s.replicas)),
+            Action::CreateService(s) => format!("create service {} ({})", s.name, mode_text(s.mode, s.replicas)),
             Action::UpdateService { desired, reason, .. } => format!("update service {} ({reason})", desired.name),
-            Action::RemoveService { name, detach: true, .. } => {
+            Action::RemoveService { name, recreate: Some(Recreate::Network), .. } => {
                 format!("remove service {name} from a network being recreated; it is created again on the new network")
+            }
+            Action::RemoveService { name, recreate: Some(Recreate::Mode), .. } => {
+                format!("remove service {name} to create it again in its new mode (Swarm cannot change a service's mode)")
             }
             Action::RemoveService { name, .. } => format!("remove service {name}"),
         }
+    }
+}
+
+fn mode_text(mode: Mode, r: Option<u64>) -> String {
+    match (mode, r) {
+        (Mode::ReplicatedJob, Some(n)) => format!("job, {n} completions"),
+        (Mode::GlobalJob, _) => "job on every node".into(),
+        _ => replicas_text(r),
     }
 }
 
@@ -254,7 +282,11 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
                 let uses_recreated = want.network_targets().any(|t| recreated.contains(&t));
                 if uses_recreated {
                     // Detach: remove the service; it comes back on the recreated network.
-                    service_actions.push(Action::RemoveService { id: have.id.clone(), name: have.name.clone(), detach: true });
+                    service_actions.push(Action::RemoveService { id: have.id.clone(), name: have.name.clone(), recreate: Some(Recreate::Network) });
+                    continue;
+                }
+                if have.mode != want.mode {
+                    service_actions.push(Action::RemoveService { id: have.id.clone(), name: have.name.clone(), recreate: Some(Recreate::Mode) });
                     continue;
                 }
                 let reason = if have.labels.get(labels::SPEC_HASH) != Some(&want.hash) {
@@ -282,7 +314,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
     let mut removes_svc = Vec::new();
     for have in observed.services.iter().filter(|s| labels::owned_by(lab, &s.labels)) {
         if desired.services.iter().all(|w| w.name != have.name) {
-            removes_svc.push(Action::RemoveService { id: have.id.clone(), name: have.name.clone(), detach: false });
+            removes_svc.push(Action::RemoveService { id: have.id.clone(), name: have.name.clone(), recreate: None });
         }
     }
     for have in observed.networks.iter().filter(|n| labels::owned_by(lab, &n.labels)) {

@@ -9,4 +9,4 @@ pub mod memory;
 pub use desired::{desired_lab, object_name, shaping_in_force, stopped, DesiredAttachment, DesiredFile, DesiredLab, DesiredMount, DesiredNetwork, DesiredService, Health, Limits, Restart, Shaping, TaskAddresses};
 pub use faults::{faults_in_force, KillOrder, ServiceFaults, TaskFaults};
 pub use memory::LabMemory;
-pub use diff::{diff, teardown, Action, ActionKind, Conflict, ObjectKind, Observed, ObservedNetwork, ObservedService, Plan, TaskTrouble, TroubleCause};
+pub use diff::{diff, teardown, Action, ActionKind, Conflict, ObjectKind, Observed, ObservedNetwork, ObservedService, Plan, Recreate, TaskTrouble, TroubleCause};

@@ -310,11 +310,31 @@ pub struct Conditions {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
+    /// `replicas` tasks, kept running.
     #[default]
     Replicated,
+    /// One task per node, kept running.
     Global,
+    /// A run to completion (Swarm's job): `replicas` tasks must exit 0, `maxConcurrent` at a
+    /// time; one that fails is started again. Runs when created and again when its definition
+    /// changes; a workload client, a benchmark, a loader of data.
+    ReplicatedJob,
+    /// A run to completion of one task per node.
+    GlobalJob,
+}
+
+impl Mode {
+    /// A run to completion rather than tasks kept running.
+    pub fn is_job(self) -> bool {
+        matches!(self, Mode::ReplicatedJob | Mode::GlobalJob)
+    }
+
+    /// A count of tasks (`replicas`) rather than one per node.
+    pub fn is_replicated(self) -> bool {
+        matches!(self, Mode::Replicated | Mode::ReplicatedJob)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -438,12 +458,17 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub image: Option<String>,
-    /// Number of tasks; default 1, 0 allowed. Not with `mode: global`.
+    /// Number of tasks; default 1, 0 allowed. Not with `mode: global`. For a
+    /// `replicated-job`, the tasks that must complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = MAX_REPLICAS))]
     pub replicas: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// A `replicated-job`'s tasks running at once (all `replicas` when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_REPLICAS))]
+    pub max_concurrent: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Command>,
     /// Arguments to the image's own entrypoint (what Compose's `command` sets); `command`

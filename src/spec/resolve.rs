@@ -275,6 +275,7 @@ impl Service {
             image: self.image.clone().or_else(|| d.image.clone()),
             replicas: self.replicas.or(d.replicas),
             mode: self.mode.or(d.mode),
+            max_concurrent: self.max_concurrent.or(d.max_concurrent),
             command: self.command.clone().or_else(|| d.command.clone()),
             args: self.args.clone().or_else(|| d.args.clone()),
             env,

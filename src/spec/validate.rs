@@ -327,8 +327,18 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
                 format!("service `{svc_name}` has no image: set `image` on the service or `spec.defaults.image`"),
             ));
         }
-        if inherited(svc, "mode").as_ref().and_then(Value::as_str) == Some("global") && svc.get("replicas").is_some() {
-            out.push(Finding::value(format!("{base}/replicas"), "`replicas` cannot be set with `mode: global` (one task per node)"));
+        let mode = inherited(svc, "mode");
+        let mode = mode.as_ref().and_then(Value::as_str).unwrap_or("replicated");
+        if matches!(mode, "global" | "global-job") && svc.get("replicas").is_some() {
+            out.push(Finding::value(format!("{base}/replicas"), format!("`replicas` cannot be set with `mode: {mode}` (one task per node)")));
+        }
+        if let Some(most) = svc.get("maxConcurrent").and_then(Value::as_u64) {
+            let replicas = inherited(svc, "replicas").as_ref().and_then(Value::as_u64).unwrap_or(1);
+            if mode != "replicated-job" {
+                out.push(Finding::key(format!("{base}/maxConcurrent"), format!("`maxConcurrent` is for `mode: replicated-job` (this service is {mode})")));
+            } else if most > replicas {
+                out.push(Finding::value(format!("{base}/maxConcurrent"), format!("{most} at once is more than the job's {replicas} replicas: at most {replicas}")));
+            }
         }
         check_networks(networks, &base, svc.get("networks"), &mut out);
         check_healthcheck(&base, svc, &mut out);
@@ -548,9 +558,16 @@ fn check_task_step(step: &Value, services: &serde_json::Map<String, Value>, defa
     };
     let (Some(slots), Some(svc)) = (step.get("slots").and_then(Value::as_array), services.get(name)) else { return };
     let field = |f: &str| svc.get(f).or_else(|| defaults.and_then(|d| d.get(f)));
-    if field("mode").and_then(Value::as_str) == Some("global") {
-        out.push(Finding::key(format!("{at}/slots"), format!("`{name}` is global: its tasks have no slots (leave `slots` out to act on every task)")));
-        return;
+    match field("mode").and_then(Value::as_str) {
+        Some("global" | "global-job") => {
+            out.push(Finding::key(format!("{at}/slots"), format!("`{name}` is global: its tasks have no slots (leave `slots` out to act on every task)")));
+            return;
+        }
+        Some("replicated-job") => {
+            out.push(Finding::key(format!("{at}/slots"), format!("`{name}` is a job: Swarm numbers a job's tasks by run, not by slot (leave `slots` out to act on every task)")));
+            return;
+        }
+        _ => {}
     }
     let replicas = field("replicas").and_then(Value::as_u64).unwrap_or(1);
     let range = if replicas == 1 { "slot 1 only".to_string() } else { format!("slots 1 to {replicas}") };

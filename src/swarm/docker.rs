@@ -13,6 +13,7 @@ use bollard::Docker;
 use futures::{Stream, StreamExt};
 
 use super::{ContainerChange, EventSubject, Swarm, SwarmError, SwarmEvent, TaskTrouble};
+use crate::spec::Mode;
 use crate::plan::{labels, memory, DesiredNetwork, DesiredService, LabMemory, Observed, ObservedNetwork, ObservedService, TroubleCause};
 
 #[derive(Clone)]
@@ -99,7 +100,18 @@ impl DockerSwarm {
 
 fn observed_service(s: Service) -> Option<ObservedService> {
     let spec = s.spec?;
-    let replicas = spec.mode.as_ref().and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas).map(|r| r as u64);
+    let spec_mode = spec.mode.clone().unwrap_or_default();
+    let (mode, replicas) = if let Some(job) = &spec_mode.replicated_job {
+        (Mode::ReplicatedJob, Some(job.total_completions.or(job.max_concurrent).unwrap_or(1).max(0) as u64))
+    } else if spec_mode.global_job.is_some() {
+        (Mode::GlobalJob, None)
+    } else if spec_mode.global.is_some() {
+        (Mode::Global, None)
+    } else {
+        (Mode::Replicated, Some(spec_mode.replicated.and_then(|r| r.replicas).unwrap_or(1).max(0) as u64))
+    };
+    // A job's tasks of its current run carry this; a rerun (any update) increments it.
+    let job_run = mode.is_job().then(|| s.job_status.and_then(|j| j.job_iteration).and_then(|v| v.index).unwrap_or(0));
     let image = spec
         .task_template
         .as_ref()
@@ -112,6 +124,8 @@ fn observed_service(s: Service) -> Option<ObservedService> {
         version: s.version.and_then(|v| v.index).unwrap_or(0),
         labels: spec.labels.unwrap_or_default(),
         replicas,
+        mode,
+        job_run,
         image,
         // Counted from the tasks (see `tally_tasks`).
         running: 0,
@@ -119,6 +133,7 @@ fn observed_service(s: Service) -> Option<ObservedService> {
         desired: replicas.unwrap_or(0),
         stopping: 0,
         trouble: None,
+        completed: None,
     })
 }
 
@@ -152,6 +167,12 @@ impl DockerSwarm {
         tasks.sort_by_key(|t| std::cmp::Reverse(t.updated_at.clone().unwrap_or_default()));
         for s in services.iter_mut() {
             let mine = || tasks.iter().filter(|t| t.service_id.as_deref() == Some(s.id.as_str()));
+            if let Some(run) = s.job_run {
+                let id = s.id.clone();
+                let of_run = tasks.iter().filter(|t| t.service_id.as_deref() == Some(id.as_str()) && t.job_iteration.as_ref().and_then(|v| v.index).unwrap_or(0) == run);
+                Self::tally_job(of_run, s, down);
+                continue;
+            }
             if s.replicas.is_none() {
                 // As Swarm's own service status counts a global service: its tasks that are
                 // not to be shut down (one per eligible node).
@@ -166,6 +187,24 @@ impl DockerSwarm {
             s.stopping = up().filter(|t| t.desired_state != Some(TaskState::RUNNING)).count() as u64;
             s.trouble = if s.running < s.desired { mine().find_map(trouble_of) } else { None };
         }
+    }
+
+    /// A job's current run, from its tasks of that run (newest first): Swarm wants each
+    /// `complete` (a running one is not stopping), one that failed is shut down and replaced,
+    /// and those of an earlier run are no part of it.
+    fn tally_job<'t>(run: impl Iterator<Item = &'t bollard::models::Task> + Clone, s: &mut ObservedService, down: &[(String, String)]) {
+        let state = |t: &bollard::models::Task| t.status.as_ref().and_then(|st| st.state);
+        let wanted = |t: &&bollard::models::Task| t.desired_state == Some(TaskState::COMPLETE);
+        if s.replicas.is_none() {
+            // A global job: one task per eligible node, each to complete.
+            s.desired = run.clone().filter(wanted).count() as u64;
+        }
+        let up = run.clone().filter(|t| state(t) == Some(TaskState::RUNNING)).filter(|t| !down.iter().any(|(id, _)| t.node_id.as_deref() == Some(id.as_str())));
+        s.running = up.clone().filter(wanted).count() as u64;
+        s.stopping = up.filter(|t| !wanted(t)).count() as u64;
+        let completed = run.clone().filter(|t| state(t) == Some(TaskState::COMPLETE)).count() as u64;
+        s.completed = Some(completed);
+        s.trouble = if completed < s.desired { run.filter(|t| state(t) != Some(TaskState::COMPLETE)).find_map(trouble_of) } else { None };
     }
 
     /// The observation with `tasks` counted on the nodes that are up. Swarm's own count lags:
@@ -471,5 +510,34 @@ mod tests {
         ];
         DockerSwarm::tally_tasks(tasks, &mut services, &[]);
         assert_eq!((services[0].desired, services[0].running, services[0].stopping), (2, 1, 1));
+    }
+
+    #[test]
+    fn a_job_counts_its_current_run_whose_tasks_swarm_wants_complete() {
+        let of_run = |mut t: Task, run: u64| {
+            t.job_iteration = Some(bollard::models::ObjectVersion { index: Some(run) });
+            t
+        };
+        let mut failed = task("j", "n1", TaskState::SHUTDOWN, TaskState::FAILED);
+        failed.status.as_mut().unwrap().err = Some("task: non-zero exit (3)".into());
+        let tasks = vec![
+            of_run(task("j", "n1", TaskState::COMPLETE, TaskState::RUNNING), 2),
+            of_run(task("j", "n2", TaskState::COMPLETE, TaskState::COMPLETE), 2),
+            of_run(failed, 2),
+            // The run before (the job was updated since): no part of this one.
+            of_run(task("j", "n1", TaskState::COMPLETE, TaskState::COMPLETE), 1),
+            of_run(task("j", "n1", TaskState::COMPLETE, TaskState::COMPLETE), 1),
+        ];
+        let job = ObservedService { id: "j".into(), replicas: Some(3), desired: 3, mode: Mode::ReplicatedJob, job_run: Some(2), ..Default::default() };
+        let mut services = vec![job.clone()];
+        DockerSwarm::tally_tasks(tasks.clone(), &mut services, &[]);
+        let s = &services[0];
+        assert_eq!((s.desired, s.running, s.stopping, s.completed), (3, 1, 0, Some(1)), "a running task of a job is not one being stopped");
+        assert!(s.trouble.as_ref().is_some_and(|t| t.failed && t.message.contains("non-zero exit")), "{:?}", s.trouble);
+        // A global job wants one task per node of its run; done, it has no trouble.
+        let mut services = vec![ObservedService { replicas: None, desired: 0, mode: Mode::GlobalJob, ..job }];
+        let done = vec![of_run(task("j", "n1", TaskState::COMPLETE, TaskState::COMPLETE), 2), of_run(task("j", "n2", TaskState::COMPLETE, TaskState::COMPLETE), 2)];
+        DockerSwarm::tally_tasks(done, &mut services, &[]);
+        assert_eq!((services[0].desired, services[0].completed, services[0].trouble.is_none()), (2, Some(2), true));
     }
 }

@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, HealthConfig, Ipam,
-    IpamConfig, Limit, Mount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkAttachmentConfig, ResourcesUlimits, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
+    IpamConfig, Limit, Mount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkAttachmentConfig, ResourcesUlimits, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecModeReplicatedJob, TaskSpec,
     TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile1, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
 
 use crate::plan::{DesiredMount, DesiredNetwork, DesiredService};
-use crate::spec::{EndpointMode, MountKind};
+use crate::spec::{EndpointMode, Mode, MountKind};
 
 pub fn ipam(net: &DesiredNetwork) -> Option<Ipam> {
     net.subnet.as_ref().map(|s| Ipam { config: Some(vec![IpamConfig { subnet: Some(s.clone()), ..Default::default() }]), ..Default::default() })
@@ -107,9 +107,25 @@ pub fn service_spec(svc: &DesiredService, config_ids: &BTreeMap<String, String>)
         max_replicas: svc.max_replicas_per_node.map(|m| m as i64),
         ..Default::default()
     });
-    let mode = match svc.replicas {
-        Some(r) => ServiceSpecMode { replicated: Some(ServiceSpecModeReplicated { replicas: Some(r as i64) }), ..Default::default() },
-        None => ServiceSpecMode { global: Some(HashMap::new()), ..Default::default() },
+    let replicas = svc.replicas.unwrap_or(0) as i64;
+    let mode = match svc.mode {
+        Mode::Replicated => ServiceSpecMode { replicated: Some(ServiceSpecModeReplicated { replicas: Some(replicas) }), ..Default::default() },
+        Mode::Global => ServiceSpecMode { global: Some(HashMap::new()), ..Default::default() },
+        Mode::ReplicatedJob => ServiceSpecMode {
+            replicated_job: Some(ServiceSpecModeReplicatedJob {
+                max_concurrent: Some(svc.max_concurrent.map_or(replicas, |m| (m as i64).min(replicas))),
+                total_completions: Some(replicas),
+            }),
+            ..Default::default()
+        },
+        Mode::GlobalJob => ServiceSpecMode { global_job: Some(HashMap::new()), ..Default::default() },
+    };
+    // A lab's services are meant to run: Swarm always starts them again. A job's task that
+    // completed is done; one that failed is started again (`maxAttempts` bounds it).
+    let condition = if svc.mode.is_job() { TaskSpecRestartPolicyConditionEnum::ON_FAILURE } else { TaskSpecRestartPolicyConditionEnum::ANY };
+    let restart = match svc.restart {
+        None if !svc.mode.is_job() => None,
+        r => Some(r.unwrap_or_default()),
     };
     ServiceSpec {
         name: Some(svc.name.clone()),
@@ -121,9 +137,8 @@ pub fn service_spec(svc: &DesiredService, config_ids: &BTreeMap<String, String>)
                 ..Default::default()
             }),
             placement,
-            // Always `any`: a lab's tasks are meant to run; only the timing is the lab's.
-            restart_policy: svc.restart.map(|r| TaskSpecRestartPolicy {
-                condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
+            restart_policy: restart.map(|r| TaskSpecRestartPolicy {
+                condition: Some(condition),
                 delay: r.delay.map(|d| d.as_nanos() as i64),
                 max_attempts: r.max_attempts.map(i64::from),
                 window: r.window.map(|d| d.as_nanos() as i64),
@@ -246,5 +261,23 @@ mod tests {
         let timings = check("timings");
         assert_eq!((timings.test, timings.interval), (None, Some(1_000_000_000)), "no test: the image's, at this interval");
         assert_eq!(check("off").test, Some(vec!["NONE".to_string()]));
+    }
+
+    #[test]
+    fn a_job_is_swarm_s_job_mode_restarted_on_failure_only() {
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  defaults: {image: labbox:latest}\n  services:\n    load: {mode: replicated-job, replicas: 4, maxConcurrent: 2}\n    once: {mode: replicated-job, restartPolicy: {maxAttempts: 2}}\n    each: {mode: global-job}\n    web: {}\n";
+        let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
+        let desired = crate::plan::desired_lab(&lab.lab);
+        let spec = |name: &str| service_spec(desired.services.iter().find(|s| s.short_name == name).expect("service"), &BTreeMap::new());
+        let load = spec("load");
+        let job = load.mode.as_ref().and_then(|m| m.replicated_job.clone()).expect("a replicated job");
+        assert_eq!((job.total_completions, job.max_concurrent), (Some(4), Some(2)));
+        let restart = |s: &ServiceSpec| s.task_template.as_ref().and_then(|t| t.restart_policy.clone());
+        assert_eq!(restart(&load).and_then(|r| r.condition), Some(TaskSpecRestartPolicyConditionEnum::ON_FAILURE));
+        let once = spec("once");
+        assert_eq!(once.mode.as_ref().and_then(|m| m.replicated_job.clone()).map(|j| (j.total_completions, j.max_concurrent)), Some((Some(1), Some(1))));
+        assert_eq!(restart(&once).map(|r| (r.condition, r.max_attempts)), Some((Some(TaskSpecRestartPolicyConditionEnum::ON_FAILURE), Some(2))));
+        assert!(spec("each").mode.is_some_and(|m| m.global_job.is_some() && m.global.is_none()));
+        assert_eq!(restart(&spec("web")), None, "a service keeps Swarm's default (any)");
     }
 }

@@ -44,9 +44,18 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
     println!("\nServices:");
     let mut t = Table::new();
     t.load_preset(NOTHING);
-    t.set_header(["SERVICE", "RUNNING", "DESIRED", "MESSAGE"]);
+    let jobs = s.services.values().any(|v| v.completed.is_some());
+    let mut header = vec!["SERVICE", "RUNNING", "DESIRED"];
+    header.extend(jobs.then_some("COMPLETED"));
+    header.push("MESSAGE");
+    t.set_header(header);
     for (name, svc) in &s.services {
-        t.add_row([name.clone(), svc.running.to_string(), svc.desired.to_string(), svc.message.clone()]);
+        let mut row = vec![name.clone(), svc.running.to_string(), svc.desired.to_string()];
+        if jobs {
+            row.push(svc.completed.map(|c| c.to_string()).unwrap_or_else(|| "-".into()));
+        }
+        row.push(svc.message.clone());
+        t.add_row(row);
     }
     println!("{t}");
     let tasks = r.task_shaping(lab).await.unwrap_or_default();

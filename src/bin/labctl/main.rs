@@ -124,12 +124,12 @@ enum Command {
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
     },
-    /// Wait until a lab is Ready (or Completed, deleted, or at a step of its schedule); exit 1
-    /// with the reason on timeout.
+    /// Wait until a lab is Ready (or its jobs done, Completed, deleted, or at a step of its
+    /// schedule); exit 1 with the reason on timeout.
     Wait {
         lab: String,
-        /// ready, completed, deleted, or step=N (step N of the schedule in force and applied by
-        /// every agent, or passed).
+        /// ready, jobs (Ready and every job's run completed), completed, deleted, or step=N
+        /// (step N of the schedule in force and applied by every agent, or passed).
         #[arg(long = "for", default_value = "ready")]
         target: wait::WaitFor,
         /// Seconds (or a duration such as 90s, 5m).

@@ -1,4 +1,4 @@
-//! `labctl wait LAB --for ready|completed|deleted|step=N [--timeout 120s]`: for scripts and CI,
+//! `labctl wait LAB --for ready|jobs|completed|deleted|step=N [--timeout 120s]`: for scripts and CI,
 //! as `kubectl wait`. Exit 0 when the lab gets there; 1 with the reason (phase, message,
 //! services not running, the schedule's step) when the timeout comes first; 2 when Redis
 //! cannot be read.
@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use swarmlab::status::{LabStatus, Phase};
+use swarmlab::status::{LabStatus, Phase, ServiceStatus};
 
 use crate::common::*;
 
@@ -23,6 +23,9 @@ pub enum WaitFor {
     /// Step N of the schedule (1-based) is in force and applied by every agent, or a later
     /// step came: what a script measures next sees step N's conditions (or what followed).
     Step(usize),
+    /// Ready, and every job's current run completed (each of its tasks exited 0): the
+    /// workload ran; its output is in `labctl logs`.
+    Jobs,
 }
 
 impl std::str::FromStr for WaitFor {
@@ -33,9 +36,10 @@ impl std::str::FromStr for WaitFor {
             "ready" => Ok(WaitFor::Ready),
             "completed" => Ok(WaitFor::Completed),
             "deleted" => Ok(WaitFor::Deleted),
+            "jobs" => Ok(WaitFor::Jobs),
             _ => match text.strip_prefix("step=").map(str::parse::<usize>) {
                 Some(Ok(n)) if n >= 1 => Ok(WaitFor::Step(n)),
-                _ => Err(format!("`{text}`: expected ready, completed, deleted or step=N (N from 1, the schedule's step)")),
+                _ => Err(format!("`{text}`: expected ready, jobs, completed, deleted or step=N (N from 1, the schedule's step)")),
             },
         }
     }
@@ -48,20 +52,30 @@ impl std::fmt::Display for WaitFor {
             WaitFor::Completed => f.write_str("Completed"),
             WaitFor::Deleted => f.write_str("deleted"),
             WaitFor::Step(n) => write!(f, "at step {n} of its schedule, applied"),
+            WaitFor::Jobs => f.write_str("Ready with its jobs completed"),
         }
     }
 }
 
 /// Services that do not run exactly their tasks, as `web 1/3` (or `web 3/1` while scaling
-/// down). Services scaled to 0 converge at 0.
+/// down), and jobs not done, as `load 1/4 completed`. Services scaled to 0 converge at 0.
 fn not_running(s: &LabStatus) -> Vec<String> {
-    s.services.iter().filter(|(_, v)| v.running != v.desired).map(|(n, v)| format!("{n} {}/{}", v.running, v.desired)).collect()
+    s.services
+        .iter()
+        .filter_map(|(n, v)| match v.completed {
+            Some(done) => (!v.job_done()).then(|| format!("{n} {done}/{} completed", v.desired)),
+            None => (v.running != v.desired).then(|| format!("{n} {}/{}", v.running, v.desired)),
+        })
+        .collect()
 }
 
 fn reached(status: Option<&LabStatus>, target: WaitFor) -> bool {
     match (target, status) {
         (WaitFor::Deleted, None) => true,
         (WaitFor::Ready, Some(s)) => s.phase == Phase::Ready && s.observed_generation >= s.generation,
+        (WaitFor::Jobs, Some(s)) => {
+            s.phase == Phase::Ready && s.observed_generation >= s.generation && s.services.values().filter(|v| v.completed.is_some()).all(ServiceStatus::job_done)
+        }
         (WaitFor::Completed, Some(s)) => s.phase == Phase::Completed && s.observed_generation >= s.generation,
         (WaitFor::Step(n), Some(s)) => {
             let Some(c) = s.schedule.as_ref().filter(|_| s.observed_generation >= s.generation) else { return false };
@@ -139,20 +153,34 @@ pub async fn run(url: &str, lab: &str, target: WaitFor, timeout: Duration) -> Ex
 #[cfg(test)]
 mod tests {
     use super::*;
-    use swarmlab::status::ServiceStatus;
 
     #[test]
     fn ready_means_the_current_generation_and_scaled_to_zero_counts_as_converged() {
         let mut s = LabStatus { phase: Phase::Ready, generation: 2, observed_generation: 1, ..Default::default() };
         assert!(!reached(Some(&s), WaitFor::Ready), "Ready for an older version of the file");
         s.observed_generation = 2;
-        s.services.insert("idle".into(), ServiceStatus { desired: 0, running: 0, message: String::new() });
+        s.services.insert("idle".into(), ServiceStatus { desired: 0, running: 0, ..Default::default() });
         assert!(reached(Some(&s), WaitFor::Ready));
         assert!(not_running(&s).is_empty());
         assert!(!reached(Some(&s), WaitFor::Deleted) && reached(None, WaitFor::Deleted));
         assert!(!reached(Some(&s), WaitFor::Completed), "Ready is not Completed");
         s.phase = Phase::Completed;
         assert!(reached(Some(&s), WaitFor::Completed) && !reached(Some(&s), WaitFor::Ready));
+    }
+
+    #[test]
+    fn jobs_means_ready_with_every_job_run_complete() {
+        let mut s = LabStatus { phase: Phase::Ready, generation: 1, observed_generation: 1, ..Default::default() };
+        s.services.insert("web".into(), ServiceStatus { desired: 2, running: 2, ..Default::default() });
+        assert!(reached(Some(&s), WaitFor::Jobs), "a lab without jobs has them all done");
+        s.services.insert("load".into(), ServiceStatus { desired: 4, running: 2, completed: Some(1), ..Default::default() });
+        assert!(reached(Some(&s), WaitFor::Ready) && !reached(Some(&s), WaitFor::Jobs), "a running job does not hold Ready back");
+        assert_eq!(not_running(&s), ["load 1/4 completed"]);
+        s.services.insert("load".into(), ServiceStatus { desired: 4, running: 0, completed: Some(4), ..Default::default() });
+        assert!(reached(Some(&s), WaitFor::Jobs) && not_running(&s).is_empty());
+        s.phase = Phase::Degraded;
+        assert!(!reached(Some(&s), WaitFor::Jobs), "not while the lab is degraded");
+        assert_eq!("jobs".parse::<WaitFor>(), Ok(WaitFor::Jobs));
     }
 
     #[test]
