@@ -84,6 +84,9 @@ pub struct ServiceStatus {
     /// running. The job is done when it reaches `desired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed: Option<u64>,
+    /// What a job's run waits for before labd creates or updates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waits_for: Option<crate::plan::JobWait>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
@@ -217,6 +220,13 @@ impl LabStatus {
         } else {
             self.conditions.retain(|c| c.type_ != type_);
         }
+    }
+
+    /// Networks created, services running and shaping applied, whatever the jobs do (one that
+    /// fails makes the lab Degraded, and must not hold the others back): what jobs wait for.
+    pub fn ready_for_jobs(&self) -> bool {
+        let holds = |t: &str| self.condition(t).is_some_and(|c| c.status == ConditionStatus::True);
+        self.phase != Phase::Invalid && [condition_types::NETWORKS_READY, condition_types::SERVICES_READY, condition_types::SHAPING_APPLIED].into_iter().all(holds)
     }
 
     pub fn ready_services(&self) -> (usize, usize) {

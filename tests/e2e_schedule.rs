@@ -184,13 +184,15 @@ fn a_schedule_with_end_stop_stops_every_task_keeps_the_lab_over_a_restart_and_an
     remove_lab_objects("stopend");
     let text = |period: &str| {
         format!(
-            "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: stopend}}\nspec:\n  defaults: {{image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}}\n  networks:\n    lan: {{}}\n  services:\n    a: {{replicas: 2}}\n    g: {{mode: global}}\n  schedule:\n    period: {period}\n    end: stop\n    steps:\n    - at: 0s\n      network: lan\n      conditions: {{delay: 5ms}}\n"
+            "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: stopend}}\nspec:\n  defaults: {{image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}}\n  networks:\n    lan: {{}}\n  services:\n    a: {{replicas: 2}}\n    g: {{mode: global}}\n    load: {{mode: replicated-job, command: ['true']}}\n  schedule:\n    period: {period}\n    end: stop\n    steps:\n    - at: 0s\n      network: lan\n      conditions: {{delay: 5ms}}\n"
         )
     };
     lab.write("stopend.yaml", &text("3s"));
     lab.start_labd();
     lab.wait_phase("stopend", "Ready", READY);
-    assert_eq!(lab_containers("stopend").len(), 3);
+    // The services' tasks (the job's may be running too: it starts at time 0, with Ready).
+    let service_tasks = || ["stopend_a", "stopend_g"].map(|s| docker_ok(&["ps", "-q", "--filter", &format!("label=com.docker.swarm.service.name={s}")]).lines().count());
+    assert_eq!(service_tasks(), [2, 1]);
     // What a script running an experiment does: wait for its end.
     let waited = lab.labctl(&["wait", "stopend", "--for", "completed", "--timeout", "60s"]);
     assert!(waited.status.success(), "labctl wait --for completed: {}", String::from_utf8_lossy(&waited.stderr));
@@ -201,6 +203,13 @@ fn a_schedule_with_end_stop_stops_every_task_keeps_the_lab_over_a_restart_and_an
     assert!(docker_ok(&["network", "ls", "--format", "{{.Name}}"]).lines().any(|n| n == "stopend_lan"), "the network stays");
     let described = String::from_utf8_lossy(&lab.labctl(&["describe", "stopend"]).stdout).to_string();
     assert!(described.contains("ScheduleFinished") && described.contains("stopping every task"), "{described}");
+    // The job ran with the schedule's run: created at time 0, not with the lab.
+    let time_0 = lab.status_json("stopend").map(|s| time_of(&s["schedule"]["startedAt"])).unwrap_or_else(|e| panic!("{e}"));
+    let created = docker_ok(&["service", "inspect", "stopend_load", "--format", "{{.CreatedAt.Format \"2006-01-02T15:04:05.000000000Z07:00\"}}"]);
+    assert!(time_of(&serde_json::Value::String(created.trim().to_string())) >= time_0, "the job was created at {created}, before time 0 ({time_0})");
+    let job_run = || docker_ok(&["service", "inspect", "stopend_load", "--format", "{{index .Spec.Labels \"io.swarmlab.job-run\"}}"]).trim().to_string();
+    let first_run = job_run();
+    assert!(first_run.contains(&time_0.to_rfc3339()), "{first_run}");
     let versions = (service_version("stopend_a"), service_version("stopend_g"));
 
     // A restarted labd leaves it stopped: no task started, no service updated.
@@ -229,13 +238,16 @@ fn a_schedule_with_end_stop_stops_every_task_keeps_the_lab_over_a_restart_and_an
     // An edited schedule runs the lab again, tasks and conditions.
     lab.write("stopend.yaml", &text("1h"));
     lab.wait_phase("stopend", "Ready", READY);
-    assert_eq!(lab_containers("stopend").len(), 3);
+    assert_eq!(service_tasks(), [2, 1]);
     // The schedule starts once the lab is Ready, so a first Ready says "shaped" of the static
     // conditions (none here): wait for the new run's first step applied by every agent.
     wait_schedule(&lab, "stopend", "the edited schedule's first step applied", Duration::from_secs(30), |c| {
         c["startedAt"] != started_at && c["startedAt"].is_string() && c["inForce"] == "network lan: delay 5ms" && c["appliedAfterMs"].is_u64()
     });
     wait_shaped(&lab, "stopend", Duration::from_secs(30));
+    let out = lab.labctl(&["wait", "stopend", "--for", "jobs", "--timeout", "30s"]);
+    assert!(out.status.success(), "the job's new run: {}", String::from_utf8_lossy(&out.stderr));
+    assert_ne!(job_run(), first_run, "the new run of the schedule ran the job again");
     let rtt = avg_rtt(&probe(&lab, "stopend", "a", "g", 5, 100));
     assert!(rtt >= 9.5, "5 ms on each egress again: round trip {rtt} ms");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::plan::{self, desired_lab, labels, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, LabMemory, Observed, Plan, Shaping, TroubleCause};
+use crate::plan::{self, desired_lab, labels, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, JobGate, JobWait, LabMemory, Observed, Plan, Shaping, TroubleCause};
 use crate::spec::{Diagnostic, ValidLab};
 use crate::status::{condition_types as ct, EventReason, LabStatus, Phase, ScheduleStatus, ServiceStatus};
 use crate::store::LabStore;
@@ -204,6 +204,10 @@ pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, t
     }
     if let Ok(requeue) = &mut outcome.result {
         *requeue = requeue_of(&outcome.status, outcome.gone, poll);
+        // Jobs waiting for Ready run as soon as it is (and a schedule's, at its start, below).
+        if outcome.status.ready_for_jobs() && outcome.status.services.values().any(|s| s.waits_for == Some(JobWait::LabReady)) {
+            *requeue = Requeue::After(Duration::ZERO);
+        }
         // The schedule's next change, or its start now that the lab is Ready.
         if let Some(s) = outcome.status.schedule.as_ref().filter(|_| !matches!(outcome.status.phase, Phase::Deleting | Phase::Suspended)) {
             let wake = match (s.started_at, s.next_change_at) {
@@ -270,8 +274,17 @@ pub(crate) fn failed(mut status: LabStatus, error: ReconcileError) -> Outcome {
 
 /// The lab's Swarm objects with what its schedule has in force: all of it, or stopped (marked
 /// with the clock that stopped it).
-fn desired_in_force(lab: &ValidLab, tick: Option<&clock::Tick>) -> DesiredLab {
-    let desired = desired_lab(&lab.lab);
+fn desired_in_force(lab: &ValidLab, tick: Option<&clock::Tick>, ready: bool, observed: &Observed) -> DesiredLab {
+    let gate = match tick {
+        // With a schedule, its jobs run with each of its runs.
+        Some(t) => match (&t.in_force, t.status.started_at) {
+            (Some(f), Some(at)) => JobGate::Open { run: Some(format!("{}#{}", labels::schedule_clock(&t.status.revision, at), f.run)) },
+            _ => JobGate::Closed(JobWait::ScheduleStart),
+        },
+        None if ready => JobGate::Open { run: None },
+        None => JobGate::Closed(JobWait::LabReady),
+    };
+    let desired = plan::gate_jobs(desired_lab(&lab.lab), &gate, observed);
     let stopped_by = tick.filter(|t| t.in_force.as_ref().is_some_and(|f| f.stopped)).and_then(|t| Some(labels::schedule_clock(&t.status.revision, t.status.started_at?)));
     match stopped_by {
         Some(clock) => plan::stopped(desired, &clock),
@@ -300,7 +313,7 @@ fn suspended(name: &str, lab: &ValidLab, observed: &Observed, mut status: LabSta
     // What the resume would run: a schedule that stopped the lab (its clock runs on, read
     // here and not kept) leaves nothing waiting in a lab that stays stopped.
     let tick = tick_of(name, lab, &status, observed, started_by_hand, now);
-    let desired = desired_in_force(lab, tick.as_ref());
+    let desired = desired_in_force(lab, tick.as_ref(), status.ready_for_jobs(), observed);
     let pending = diff(&desired, observed).actions.len();
     status.services = desired
         .services
@@ -311,6 +324,7 @@ fn suspended(name: &str, lab: &ValidLab, observed: &Observed, mut status: LabSta
                 desired: want.replicas.unwrap_or_else(|| have.map(|h| h.desired).unwrap_or(0)),
                 running: have.map(|h| h.running).unwrap_or(0),
                 completed: have.and_then(|h| h.completed),
+                waits_for: desired.waiting_jobs.get(&want.name).copied(),
                 message: String::new(),
             };
             (want.short_name.clone(), s)
@@ -392,7 +406,7 @@ async fn apply<S: Swarm>(
     let tick = tick_of(name, &lab, &status, observed, started_by_hand, now);
     let in_force = tick.as_ref().and_then(|t| t.in_force.as_ref());
     let stopped = in_force.is_some_and(|f| f.stopped);
-    let desired = desired_in_force(&lab, tick.as_ref());
+    let desired = desired_in_force(&lab, tick.as_ref(), status.ready_for_jobs(), observed);
     // A partition cuts tasks off by address: where the other groups' tasks are now. Unknown
     // addresses would publish a partition that cuts nothing, and agents would report it applied.
     // Links classify packets by destination address the same way.
@@ -446,15 +460,18 @@ async fn apply<S: Swarm>(
     for want in &desired.services {
         let have = observed.services.iter().find(|o| o.name == want.name);
         let job = want.mode.is_job();
+        let waits_for = desired.waiting_jobs.get(&want.name).copied();
         let mut s = ServiceStatus {
             desired: want.replicas.unwrap_or_else(|| have.map(|h| h.desired).unwrap_or(0)),
             running: have.map(|h| h.running).unwrap_or(0),
-            completed: job.then(|| have.and_then(|h| h.completed).unwrap_or(0)),
-            message: String::new(),
+            // A run that waits has completed nothing yet (what Swarm has is an earlier one).
+            completed: job.then(|| have.filter(|_| waits_for.is_none()).and_then(|h| h.completed).unwrap_or(0)),
+            waits_for,
+            message: waits_for.map(|w| w.to_string()).unwrap_or_default(),
         };
         // A job's tasks end by design: only its tasks not done are of interest.
         let short = if job { !s.job_done() } else { s.running < s.desired };
-        if let Some(h) = have.filter(|_| short) {
+        if let Some(h) = have.filter(|_| short && waits_for.is_none()) {
             if let Some(t) = &h.trouble {
                 let mut message = format!("{}: {}", t.state, t.message);
                 // Swarm holds a task with a health check in `starting` until the check passes.
@@ -476,13 +493,16 @@ async fn apply<S: Swarm>(
         let stopping = have.map_or(0, |h| h.stopping);
         // A job does not hold the lab back while it runs (a client may run for the whole
         // experiment): it is waited for once created, and its failures degrade the lab.
-        if (!job && s.running != s.desired) || have.is_none() {
+        if (!job && s.running != s.desired) || (have.is_none() && waits_for.is_none()) {
             not_running.push(format!("{} {}/{}", want.short_name, s.running, s.desired));
         } else if stopping > 0 {
             not_running.push(format!("{} {}/{} ({stopping} stopping)", want.short_name, s.running, s.desired));
         }
-        if let Some(done) = s.completed {
-            jobs.push(format!("{} {done}/{} completed", want.short_name, s.desired));
+        match (s.completed, waits_for) {
+            (_, Some(JobWait::LabReady)) => jobs.push(format!("{} waiting for Ready", want.short_name)),
+            (_, Some(JobWait::ScheduleStart)) => jobs.push(format!("{} waiting for the schedule", want.short_name)),
+            (Some(done), None) => jobs.push(format!("{} {done}/{} completed", want.short_name, s.desired)),
+            (None, None) => {}
         }
         services.insert(want.short_name.clone(), s);
     }
@@ -725,28 +745,52 @@ mod tests {
 
     const WITH_JOB: &str = "  services:\n    web: {}\n    load: {mode: replicated-job, replicas: 2, command: [sh, -c, 'true']}\n";
 
+    /// Passes until `done` holds (at most 10).
+    async fn passes_until(swarm: &FakeSwarm, store: &FakeStore, l: &ValidLab, mut o: Outcome, done: impl Fn(&Outcome) -> bool) -> Outcome {
+        for _ in 0..10 {
+            if done(&o) {
+                return o;
+            }
+            o = next_pass(swarm, store, l, o).await;
+        }
+        panic!("not reached in 10 passes: {:?} {}", o.status.phase, o.status.message);
+    }
+
     #[tokio::test]
-    async fn a_job_running_holds_nothing_back_and_its_completion_is_counted() {
+    async fn a_job_runs_once_the_lab_is_ready_holds_nothing_back_and_its_completion_is_counted() {
         let swarm = FakeSwarm::default();
         swarm.state.lock().unwrap().start_after = 2;
         let store = FakeStore::default();
         let l = lab(WITH_JOB);
         let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
-        assert_eq!(o.actions.get("create"), Some(&3), "the network, the service and the job");
+        assert_eq!(o.actions.get("create"), Some(&2), "the network and the service; the job waits for Ready");
+        assert_eq!((o.status.services["load"].waits_for, o.status.services["load"].message.as_str()), (Some(JobWait::LabReady), "starts once the lab is Ready"));
         let o = next_pass(&swarm, &store, &l, o).await;
         assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Progressing, "waiting for web 0/1"), "not for the job");
-        assert_eq!((o.status.services["load"].running, o.status.services["load"].completed), (2, Some(0)), "the job's tasks run");
+        let o = passes_until(&swarm, &store, &l, o, |o| o.status.phase == Phase::Ready).await;
+        assert_eq!(o.status.message, "1/1 services running; jobs: load waiting for Ready");
+        assert_eq!(o.result.as_ref().ok(), Some(&Requeue::After(Duration::ZERO)), "the job starts at once");
+        assert!(swarm.service("t_load").is_none());
         let o = next_pass(&swarm, &store, &l, o).await;
-        let o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!(o.actions.get("create"), Some(&1), "the job");
+        let o = passes_until(&swarm, &store, &l, o, |o| o.status.services["load"].running == 2).await;
+        // Its two tasks run: the lab is Ready meanwhile.
+        assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Ready, "1/1 services running; jobs: load 0/2 completed"));
+        assert_eq!(o.status.services["load"].waits_for, None);
+        let o = passes_until(&swarm, &store, &l, o, |o| o.status.services["load"].job_done()).await;
         assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Ready, "1/1 services running; jobs: load 2/2 completed"));
-        assert!(o.status.services["load"].job_done() && o.status.services["web"].completed.is_none());
+        assert!(o.status.services["web"].completed.is_none());
         assert_eq!(o.status.ready_services(), (2, 2));
         // Completed tasks are no drift: nothing to do, and no rerun.
         let version = swarm.service("t_load").map(|s| s.version);
         let o = next_pass(&swarm, &store, &l, o).await;
         assert!(o.actions.is_empty() && o.drift == 0, "{:?}", o.actions);
         assert_eq!(swarm.service("t_load").map(|s| s.version), version);
-        // An edit runs it again (as Swarm does on any update of a job).
+        // A status lost (Redis emptied): the job Swarm runs as defined is kept, not run again.
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        assert!(o.actions.is_empty(), "{:?}", o.actions);
+        assert_eq!((o.status.phase, o.status.services["load"].completed), (Phase::Ready, Some(2)));
+        // An edit runs it again at once in a Ready lab (as Swarm does on any update of a job).
         let edited = lab(&WITH_JOB.replace("replicas: 2", "replicas: 3"));
         let o = next_pass(&swarm, &store, &edited, o).await;
         assert_eq!(o.actions.get("update"), Some(&1));
@@ -754,6 +798,30 @@ mod tests {
         // Its three tasks run: a running job holds nothing back.
         assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Ready, "1/1 services running; jobs: load 0/3 completed"), "a new run counts afresh");
         assert_eq!(o.status.services["load"].running, 3);
+    }
+
+    #[tokio::test]
+    async fn a_schedule_runs_its_jobs_at_time_0_and_again_with_each_run() {
+        let swarm = FakeSwarm::default();
+        let store = FakeStore::default();
+        let l = lab(&format!("{WITH_JOB}  schedule:\n    start: manual\n    steps:\n    - {{at: 0s, network: default, conditions: {{delay: 5ms}}}}\n"));
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        let o = passes_until(&swarm, &store, &l, o, |o| o.status.phase == Phase::Ready).await;
+        assert_eq!(o.status.services["load"].waits_for, Some(JobWait::ScheduleStart), "Ready, not started");
+        assert_eq!(o.status.message, "1/1 services running; jobs: load waiting for the schedule");
+        assert!(swarm.service("t_load").is_none());
+        let start = |o: Outcome, at: chrono::DateTime<Utc>| {
+            let target = Target::Apply { lab: Some(l.clone()), invalid: None, suspended: None, started_by_hand: Some(at), last_seen: o.seen.clone().unwrap_or_default(), remembered: None };
+            pass(&swarm, &store, target, o.status)
+        };
+        let o = start(o, Utc::now() - chrono::Duration::seconds(2)).await;
+        assert_eq!(o.actions.get("create"), Some(&1), "the job, at time 0");
+        let run = swarm.service("t_load").map(|s| s.labels[labels::JOB_RUN].clone()).expect("created");
+        assert!(run.ends_with("#1"), "{run}");
+        // `labctl start` again: a new run, the job's update runs it again.
+        let o = start(o, Utc::now() - chrono::Duration::seconds(1)).await;
+        assert_eq!(o.actions.get("update"), Some(&1), "{:?}", o.actions);
+        assert_ne!(swarm.service("t_load").map(|s| s.labels[labels::JOB_RUN].clone()), Some(run));
     }
 
     #[tokio::test]
@@ -767,8 +835,7 @@ mod tests {
         let store = FakeStore::default();
         let l = lab(WITH_JOB);
         let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
-        let o = next_pass(&swarm, &store, &l, o).await;
-        assert_eq!(o.status.phase, Phase::Degraded, "{}", o.status.message);
+        let o = passes_until(&swarm, &store, &l, o, |o| o.status.phase == Phase::Degraded).await;
         assert!(o.status.message.contains("load: failed: task: non-zero exit (3)"), "{}", o.status.message);
     }
 
@@ -784,7 +851,7 @@ mod tests {
         let o = next_pass(&swarm, &store, &to_job, o).await;
         assert_eq!((o.actions.get("remove"), o.actions.get("update")), (Some(&1), None));
         assert_eq!(o.status.services["b"].message, "recreating in its new mode");
-        let o = next_pass(&swarm, &store, &to_job, o).await;
+        let o = passes_until(&swarm, &store, &to_job, o, |o| o.actions.contains_key("create")).await;
         assert_eq!((o.actions.get("create"), o.drift), (Some(&1), 0), "created again, and that is no drift");
         assert_eq!(swarm.service("t_b").map(|s| s.mode), Some(crate::spec::Mode::ReplicatedJob));
     }

@@ -213,13 +213,15 @@ pub struct DesiredLab {
     pub services: Vec<DesiredService>,
     /// Per-pair conditions, one entry per direction.
     pub links: Vec<Directed>,
+    /// Jobs (by full name) whose run waits (see [`super::jobs`]): not created or updated yet.
+    pub waiting_jobs: BTreeMap<String, super::jobs::JobWait>,
 }
 
 pub fn object_name(lab: &str, member: &str) -> String {
     format!("{lab}_{member}")
 }
 
-fn hash_of<T: Serialize>(value: &T) -> String {
+pub(super) fn hash_of<T: Serialize>(value: &T) -> String {
     hex::encode(&Sha256::digest(serde_json::to_vec(value).unwrap_or_default())[..8])
 }
 
@@ -261,7 +263,7 @@ pub fn desired_lab(lab: &Lab) -> DesiredLab {
         .collect();
     let services = lab.resolved_services().map(|(short, svc)| desired_service(lab, short, &svc)).collect();
     let links = lab.spec.links.iter().flat_map(|l| l.directions()).collect();
-    DesiredLab { lab: name.clone(), networks, services, links }
+    DesiredLab { lab: name.clone(), networks, services, links, waiting_jobs: BTreeMap::new() }
 }
 
 /// The service as Swarm should run it. Conditions are stripped before hashing: they are applied

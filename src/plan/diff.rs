@@ -277,6 +277,8 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
                 owner: labels::owner(&have.labels).map(str::to_string),
             }),
             _ if waits_for_network => {}
+            // A job whose run waits (for the lab to be Ready, or the schedule's start).
+            _ if desired.waiting_jobs.contains_key(&want.name) => {}
             None => service_actions.push(Action::CreateService(want.clone())),
             Some(have) => {
                 let uses_recreated = want.network_targets().any(|t| recreated.contains(&t));

@@ -12,6 +12,9 @@ pub const STOPPED: &str = "io.swarmlab.stopped";
 /// so a labd starting on an empty Redis finds the clock again (and keeps a stopped lab
 /// stopped).
 pub const SCHEDULE_CLOCK: &str = "io.swarmlab.schedule-clock";
+/// On a job of a lab with a schedule: the schedule's run it belongs to (`<clock>#<run>`);
+/// in its hash, so each run is an update, which runs the job again.
+pub const JOB_RUN: &str = "io.swarmlab.job-run";
 /// The short name of a service or network inside its lab.
 pub const MEMBER: &str = "io.swarmlab.name";
 /// On a config holding a file a service mounts: the file's name in `spec.configs` (the

@@ -3,10 +3,12 @@
 pub mod desired;
 pub mod diff;
 pub mod faults;
+pub mod jobs;
 pub mod labels;
 pub mod memory;
 
 pub use desired::{desired_lab, object_name, shaping_in_force, stopped, DesiredAttachment, DesiredFile, DesiredLab, DesiredMount, DesiredNetwork, DesiredService, Health, Limits, Restart, Shaping, TaskAddresses};
+pub use jobs::{gate_jobs, JobGate, JobWait};
 pub use faults::{faults_in_force, KillOrder, ServiceFaults, TaskFaults};
 pub use memory::LabMemory;
 pub use diff::{diff, teardown, Action, ActionKind, Conflict, ObjectKind, Observed, ObservedNetwork, ObservedService, Plan, Recreate, TaskTrouble, TroubleCause};
