@@ -211,6 +211,12 @@ fn a_schedule_with_end_stop_stops_every_task_keeps_the_lab_over_a_restart_and_an
     let first_run = job_run();
     assert!(first_run.contains(&time_0.to_rfc3339()), "{first_run}");
     let versions = (service_version("stopend_a"), service_version("stopend_g"));
+    // `labctl diff` reads the schedule's state from Swarm: a stopped lab, its job of the last
+    // run, are what labd wants, no difference.
+    let only = tempfile::tempdir().unwrap();
+    std::fs::copy(lab.labs.join("stopend.yaml"), only.path().join("stopend.yaml")).unwrap();
+    let diffed = String::from_utf8_lossy(&lab.labctl(&["diff", only.path().to_str().unwrap()]).stdout).to_string();
+    assert!(!diffed.contains("stopend:"), "{diffed}");
 
     // A restarted labd leaves it stopped: no task started, no service updated.
     lab.kill_labd();

@@ -19,6 +19,22 @@ pub async fn run(dir: &std::path::Path, docker_host: Option<&str>) -> ExitCode {
     }
 }
 
+/// `desired` as the lab's schedule has it now, read from Swarm (labctl has no clock of its
+/// own): its jobs in the run they carry, everything stopped if the schedule stopped it. A lab
+/// in the middle of its schedule is then no difference.
+fn as_scheduled(desired: swarmlab::plan::DesiredLab, observed: &swarmlab::plan::Observed) -> swarmlab::plan::DesiredLab {
+    use swarmlab::plan::labels;
+    let label = |key: &str| observed.services.iter().find_map(|s| s.labels.get(key).cloned());
+    let desired = match label(labels::JOB_RUN) {
+        Some(run) => swarmlab::plan::gate_jobs(desired, &swarmlab::plan::JobGate::Open { run: Some(run) }, observed),
+        None => desired,
+    };
+    match label(labels::STOPPED).and(label(labels::SCHEDULE_CLOCK)) {
+        Some(clock) => swarmlab::plan::stopped(desired, &clock),
+        None => desired,
+    }
+}
+
 /// Prints every difference; returns how many there are.
 async fn differences(dir: &std::path::Path, docker_host: Option<&str>) -> anyhow::Result<usize> {
     use swarmlab::plan::{desired_lab, diff, teardown};
@@ -31,7 +47,8 @@ async fn differences(dir: &std::path::Path, docker_host: Option<&str>) -> anyhow
     for (name, entry) in &catalog.labs {
         match entry {
             LabEntry::Valid(v) => {
-                let plan = diff(&desired_lab(&v.lab), &observed.of_lab(name));
+                let observed = observed.of_lab(name);
+                let plan = diff(&as_scheduled(desired_lab(&v.lab), &observed), &observed);
                 for c in &plan.conflicts {
                     println!("! {name}: {c}");
                     changes += 1;
