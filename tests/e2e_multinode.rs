@@ -75,7 +75,7 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     }
     lab.write(
         "spread.yaml",
-        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: spread}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 20ms}}\n  services:\n    w:\n      replicas: 4\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"], maxReplicasPerNode: 2}\n    m:\n      replicas: 2\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"]}\n  schedule:\n    start: manual\n    steps:\n    - {at: 6s, service: w, pause: true}\n    - {at: 10s, service: w, pause: false}\n    - {at: 12s, service: w, kill: true}\n",
+        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: spread}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 20ms}}\n  services:\n    w:\n      replicas: 4\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"], maxReplicasPerNode: 2}\n    m:\n      replicas: 2\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"]}\n  schedule:\n    start: manual\n    steps:\n    - {at: 2s, service: w, pause: true}\n    - {at: 5s, service: w, pause: false}\n    - {at: 7s, service: w, kill: true}\n",
     );
     wait_shaped(&lab, "spread", Duration::from_secs(120));
 
@@ -142,9 +142,14 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     };
     let before: Vec<Vec<String>> = [2, 3].map(w_on).to_vec();
     assert_eq!(before.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2], "{before:?}");
-    // labd picks a `labctl start` up within 5 s: the first step comes after that, so it is seen.
+    // labd reads a `labctl start` at once (labctl publishes it): its first step, 2 s later, is
+    // seen in force.
     let out = lab.labctl(&["start", "spread"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually("the start read", Duration::from_secs(2), || {
+        let s = lab.status_json("spread")?;
+        if s["schedule"]["startedAt"].is_string() { Ok(()) } else { Err(s["schedule"].to_string()) }
+    });
     let step_applied = |step: u64| {
         eventually(&format!("step {step} applied"), Duration::from_secs(30), || {
             let s = lab.status_json("spread")?;

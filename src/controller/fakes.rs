@@ -306,7 +306,7 @@ impl Swarm for FakeSwarm {
 #[derive(Debug, Default, Clone)]
 pub struct FakeStore(Arc<FakeStoreData>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FakeStoreData {
     pub statuses: Mutex<BTreeMap<String, LabStatus>>,
     pub events: Mutex<Vec<(String, LabEvent)>>,
@@ -323,6 +323,26 @@ pub struct FakeStoreData {
     pub starts: Mutex<BTreeMap<String, chrono::DateTime<chrono::Utc>>>,
     /// The Git source's state, as labd last put it.
     pub source: Mutex<Option<crate::status::SourceStatus>>,
+    /// What `flag_changes` yields: tests send on it as `labctl` publishes.
+    pub flags_changed: tokio::sync::broadcast::Sender<()>,
+}
+
+impl Default for FakeStoreData {
+    fn default() -> Self {
+        FakeStoreData {
+            statuses: Mutex::default(),
+            events: Mutex::default(),
+            metrics: Mutex::default(),
+            shaping: Mutex::default(),
+            faults: Mutex::default(),
+            reports: Mutex::default(),
+            suspended: Mutex::default(),
+            resumed: Mutex::default(),
+            starts: Mutex::default(),
+            source: Mutex::default(),
+            flags_changed: tokio::sync::broadcast::channel(16).0,
+        }
+    }
 }
 
 impl std::ops::Deref for FakeStore {
@@ -372,6 +392,16 @@ impl LabStore for FakeStore {
     }
     async fn starts(&self) -> Option<BTreeMap<String, chrono::DateTime<chrono::Utc>>> {
         Some(self.starts.lock().unwrap().clone())
+    }
+    fn flag_changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        futures::stream::unfold(self.flags_changed.subscribe(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return Some(((), rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
     }
     async fn suspensions(&self) -> Option<crate::store::Suspensions> {
         Some(crate::store::Suspensions { suspended: self.suspended.lock().unwrap().clone(), resumed: self.resumed.lock().unwrap().clone() })

@@ -330,9 +330,14 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         let mut running: JoinSet<(String, Outcome, Duration)> = JoinSet::new();
         let _ = trigger_tx.send(Trigger::Files).await;
         self.discover_owned().await;
+        // `labctl start`/`suspend`/`resume` are read at once (a manual schedule's time 0 is
+        // the moment of the start: a look 5 s later would pass over its first steps).
+        let flag_changes = self.store.flag_changes();
+        tokio::pin!(flag_changes);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                Some(()) = flag_changes.next() => self.refresh_flags().await,
                 Some(change) = file_events.recv() => {
                     let wait = self.settle.on_event(&change, Instant::now());
                     self.timers.reset(Timer::Settle, wait);

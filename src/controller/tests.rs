@@ -544,6 +544,24 @@ async fn a_schedule_ending_with_stop_stops_every_task_keeps_the_services_and_sta
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_labctl_start_is_read_when_labctl_says_so_not_at_the_next_heartbeat() {
+    let text = format!("{}  schedule:\n    start: manual\n    steps:\n    - at: 0s\n      service: web\n      restore: true\n", lab_yaml("a", &["web"]));
+    let mut c = start_tuned(&[("a.yaml", text)], FakeSwarm::default(), FakeStore::default(), |c| c.heartbeat = Duration::from_secs(3600)).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    let started = || c.store.statuses.lock().unwrap().get("a").and_then(|s| s.schedule.as_ref()?.started_at);
+    assert_eq!(started(), None);
+    let at = chrono::Utc::now();
+    c.store.starts.lock().unwrap().insert("a".into(), at);
+    let _ = c.store.flags_changed.send(());
+    eventually("the start read", SOON, || started() == Some(at)).await;
+    // Suspended the same way.
+    c.store.labctl_suspend("a", true);
+    let _ = c.store.flags_changed.send(());
+    c.until_phase("a", Phase::Suspended, SOON).await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_schedule_that_stopped_the_lab_runs_it_again_at_the_next_labctl_start() {
     // A step with nothing to shape: the fake agents report nothing, and the lab must get Ready.
     let text = format!(

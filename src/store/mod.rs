@@ -57,6 +57,8 @@ pub trait LabStore: Clone + Send + Sync + 'static {
     fn suspensions(&self) -> impl Future<Output = Option<Suspensions>> + Send;
     /// The statuses a previous labd wrote (generations, files, start times survive restarts).
     fn statuses(&self) -> impl Future<Output = Vec<LabStatus>> + Send;
+    /// Yields when `labctl` changed a lab's flags (start, suspend, resume): read them now.
+    fn flag_changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static;
 }
 
 impl LabStore for RedisStore {
@@ -101,5 +103,8 @@ impl LabStore for RedisStore {
     }
     async fn starts(&self) -> Option<std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>> {
         RedisStore::starts(self).await
+    }
+    fn flag_changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        RedisStore::flag_changes(self)
     }
 }

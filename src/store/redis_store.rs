@@ -27,6 +27,9 @@ pub mod keys {
     /// Set: labs resumed with `labctl resume` (and not suspended since). A lab in neither set
     /// stays as labd remembers it on Swarm: Redis said nothing, or lost what it said.
     pub const RESUMED: &str = "swarmlab:resumed";
+    /// Pub/sub channel: a lab was just started, suspended or resumed (`labctl`), so labd
+    /// reads the flags at once instead of at its next heartbeat.
+    pub const FLAGS_CHANGED: &str = "swarmlab:flags-changed";
     pub fn status(lab: &str) -> String {
         format!("swarmlab:lab:{lab}:status")
     }
@@ -130,6 +133,37 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
+    /// Yields whenever `labctl` says a lab's flags changed (start, suspend, resume), and once
+    /// at each (re)subscription, since a message sent while unsubscribed is lost. The
+    /// heartbeat's read of the flags stays: a lost message costs one heartbeat, never the flag.
+    pub fn flag_changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        use futures::StreamExt;
+        let client = self.client.clone();
+        let state = (client, None::<redis::aio::PubSubStream>, Duration::from_millis(250));
+        futures::stream::unfold(state, |(client, mut messages, mut backoff)| async move {
+            loop {
+                if let Some(stream) = messages.as_mut() {
+                    if stream.next().await.is_some() {
+                        return Some(((), (client, messages, backoff)));
+                    }
+                    messages = None;
+                }
+                let subscribed = async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(keys::FLAGS_CHANGED).await?;
+                    Ok::<_, redis::RedisError>(pubsub)
+                };
+                match tokio::time::timeout(Duration::from_secs(2), subscribed).await {
+                    Ok(Ok(pubsub)) => return Some(((), (client, Some(pubsub.into_on_message()), Duration::from_millis(250)))),
+                    _ => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        })
+    }
+
     pub fn new(url: &str) -> Result<Self, redis::RedisError> {
         Ok(RedisStore {
             client: redis::Client::open(url)?,
@@ -518,14 +552,14 @@ impl StoreReader {
     /// `labctl start`: time 0 of the lab's `start: manual` schedule is now.
     pub async fn start_schedule(&mut self, lab: &str) -> redis::RedisResult<chrono::DateTime<chrono::Utc>> {
         let now = chrono::Utc::now();
-        self.conn.hset::<_, _, _, ()>(keys::STARTS, lab, now.to_rfc3339()).await?;
+        redis::pipe().hset(keys::STARTS, lab, now.to_rfc3339()).ignore().publish(keys::FLAGS_CHANGED, lab).ignore().query_async::<()>(&mut self.conn).await?;
         Ok(now)
     }
 
     /// Suspends (or resumes) a lab: labd stops (or starts again) changing it.
     pub async fn set_suspended(&mut self, lab: &str, suspended: bool) -> redis::RedisResult<()> {
         let (add_to, remove_from) = if suspended { (keys::SUSPENDED, keys::RESUMED) } else { (keys::RESUMED, keys::SUSPENDED) };
-        redis::pipe().atomic().sadd(add_to, lab).ignore().srem(remove_from, lab).ignore().query_async(&mut self.conn).await
+        redis::pipe().atomic().sadd(add_to, lab).ignore().srem(remove_from, lab).ignore().publish(keys::FLAGS_CHANGED, lab).ignore().query_async(&mut self.conn).await
     }
 
     /// When the leading labd last said it was alive, and its resync period.
