@@ -395,11 +395,9 @@ impl LabStore for FakeStore {
     }
     fn flag_changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
         futures::stream::unfold(self.flags_changed.subscribe(), |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return Some(((), rx)),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
+            match rx.recv().await {
+                Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
             }
         })
     }
