@@ -272,8 +272,15 @@ pub(crate) fn failed(mut status: LabStatus, error: ReconcileError) -> Outcome {
     Outcome { status, actions: BTreeMap::new(), result: Err(error), gone: false, drift: 0, seen: None, memory: None }
 }
 
+/// Whether a lab without a schedule may start its jobs: the last pass found it up (networks,
+/// services, conditions), and for this very definition: after an edit, its services converge
+/// first (one pass more for an edit of a job alone).
+fn jobs_may_start(last: &LabStatus, lab: &ValidLab) -> bool {
+    last.revision == lab.revision && last.ready_for_jobs()
+}
+
 /// The lab's Swarm objects with what its schedule has in force: all of it, or stopped (marked
-/// with the clock that stopped it).
+/// with the clock that stopped it); its jobs held until they may run.
 fn desired_in_force(lab: &ValidLab, tick: Option<&clock::Tick>, ready: bool, observed: &Observed) -> DesiredLab {
     let gate = match tick {
         // With a schedule, its jobs run with each of its runs.
@@ -313,7 +320,7 @@ fn suspended(name: &str, lab: &ValidLab, observed: &Observed, mut status: LabSta
     // What the resume would run: a schedule that stopped the lab (its clock runs on, read
     // here and not kept) leaves nothing waiting in a lab that stays stopped.
     let tick = tick_of(name, lab, &status, observed, started_by_hand, now);
-    let desired = desired_in_force(lab, tick.as_ref(), status.ready_for_jobs(), observed);
+    let desired = desired_in_force(lab, tick.as_ref(), jobs_may_start(&status, lab), observed);
     let pending = diff(&desired, observed).actions.len();
     status.services = desired
         .services
@@ -398,6 +405,7 @@ async fn apply<S: Swarm>(
         status.set_abnormal(ct::STALLED, true, "SpecInvalid", message, now);
         return Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: false, drift: 0, seen: None, memory: None };
     };
+    let jobs_may_start = jobs_may_start(&status, &lab);
     status.revision = lab.revision.clone();
     status.conditions.retain(|c| c.type_ != ct::SUSPENDED);
     // The schedule's clock runs in labd: the agents get the conditions in force, never time.
@@ -406,7 +414,7 @@ async fn apply<S: Swarm>(
     let tick = tick_of(name, &lab, &status, observed, started_by_hand, now);
     let in_force = tick.as_ref().and_then(|t| t.in_force.as_ref());
     let stopped = in_force.is_some_and(|f| f.stopped);
-    let desired = desired_in_force(&lab, tick.as_ref(), status.ready_for_jobs(), observed);
+    let desired = desired_in_force(&lab, tick.as_ref(), jobs_may_start, observed);
     // A partition cuts tasks off by address: where the other groups' tasks are now. Unknown
     // addresses would publish a partition that cuts nothing, and agents would report it applied.
     // Links classify packets by destination address the same way.
@@ -790,14 +798,28 @@ mod tests {
         let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
         assert!(o.actions.is_empty(), "{:?}", o.actions);
         assert_eq!((o.status.phase, o.status.services["load"].completed), (Phase::Ready, Some(2)));
-        // An edit runs it again at once in a Ready lab (as Swarm does on any update of a job).
+        // An edit runs it again (as Swarm does on any update of a job) once the lab is up for
+        // the new definition: here at once, the services unchanged.
         let edited = lab(&WITH_JOB.replace("replicas: 2", "replicas: 3"));
+        let o = next_pass(&swarm, &store, &edited, o).await;
+        assert_eq!((o.status.phase, o.status.services["load"].waits_for), (Phase::Ready, Some(JobWait::LabReady)));
+        assert_eq!(o.result.as_ref().ok(), Some(&Requeue::After(Duration::ZERO)));
         let o = next_pass(&swarm, &store, &edited, o).await;
         assert_eq!(o.actions.get("update"), Some(&1));
         let o = next_pass(&swarm, &store, &edited, o).await;
         // Its three tasks run: a running job holds nothing back.
         assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Ready, "1/1 services running; jobs: load 0/3 completed"), "a new run counts afresh");
         assert_eq!(o.status.services["load"].running, 3);
+        // The service and the job edited together: the job's new run waits for the service's.
+        swarm.state.lock().unwrap().start_after = 2;
+        let both = lab(&WITH_JOB.replace("replicas: 2", "replicas: 4").replace("web: {}", "web: {replicas: 2}"));
+        let o = next_pass(&swarm, &store, &both, o).await;
+        assert_eq!(o.actions.get("update"), Some(&1), "the service only: {:?}", o.actions);
+        assert_eq!(swarm.service("t_load").and_then(|s| s.replicas), Some(3));
+        let o = next_pass(&swarm, &store, &both, o).await;
+        let o = passes_until(&swarm, &store, &both, o, |o| o.actions.contains_key("update")).await;
+        assert_eq!(swarm.service("t_load").and_then(|s| s.replicas), Some(4));
+        assert_eq!(o.status.services["web"].running, 2, "the service ran first");
     }
 
     #[tokio::test]
@@ -848,7 +870,8 @@ mod tests {
         let o = next_pass(&swarm, &store, &l, o).await;
         assert_eq!(o.status.phase, Phase::Ready);
         let to_job = lab(&TWO.replace("b: {replicas: 2,", "b: {replicas: 2, mode: replicated-job,"));
-        let o = next_pass(&swarm, &store, &to_job, o).await;
+        // The job's run waits one pass for the lab to be up as now defined.
+        let o = passes_until(&swarm, &store, &to_job, o, |o| o.actions.contains_key("remove")).await;
         assert_eq!((o.actions.get("remove"), o.actions.get("update")), (Some(&1), None));
         assert_eq!(o.status.services["b"].message, "recreating in its new mode");
         let o = passes_until(&swarm, &store, &to_job, o, |o| o.actions.contains_key("create")).await;
