@@ -63,7 +63,8 @@ impl DockerSwarm {
     /// The tasks of the lab's services (`services`: short names; empty: every service the lab
     /// has on Swarm), the ended ones Swarm keeps included, oldest first.
     pub async fn lab_tasks(&self, lab: &str, services: &[String]) -> Result<Vec<LabTask>, SwarmError> {
-        let wanted: HashMap<String, String> = self.lab_services(lab).await?.into_iter().filter(|(_, short)| services.is_empty() || services.contains(short)).collect();
+        let wanted: HashMap<String, (String, bool)> =
+            self.lab_services(lab).await?.into_iter().filter(|(_, (short, _))| services.is_empty() || services.contains(short)).collect();
         if wanted.is_empty() {
             return Ok(vec![]);
         }
@@ -84,17 +85,19 @@ impl DockerSwarm {
             if t.status.as_ref().and_then(|s| s.container_status.as_ref()).and_then(|c| c.container_id.as_ref()).is_none() {
                 continue;
             }
-            let (Some(id), Some(short)) = (t.id, t.service_id.as_ref().and_then(|s| wanted.get(s))) else { continue };
+            let (Some(id), Some((short, global))) = (t.id, t.service_id.as_ref().and_then(|s| wanted.get(s))) else { continue };
             let node = t.node_id.as_ref().map(|n| nodes.get(n).cloned().unwrap_or_else(|| n.clone())).unwrap_or_default();
             let created_at = t.created_at.as_deref().and_then(|c| DateTime::parse_from_rfc3339(c).ok()).map(|c| c.with_timezone(&Utc));
-            tasks.push(LabTask { id, service: short.clone(), slot: t.slot.map(|s| s as u64), node, created_at });
+            // Docker leaves a slot 0 out (a replicated job's first task has it).
+            let slot = (!global).then(|| t.slot.unwrap_or(0) as u64);
+            tasks.push(LabTask { id, service: short.clone(), slot, node, created_at });
         }
         tasks.sort_by_key(|t| (t.created_at, t.service.clone(), t.slot));
         Ok(tasks)
     }
 
-    /// (Swarm id, short name) of the lab's own services on Swarm.
-    async fn lab_services(&self, lab: &str) -> Result<Vec<(String, String)>, SwarmError> {
+    /// (Swarm id, (short name, one task per node)) of the lab's own services on Swarm.
+    async fn lab_services(&self, lab: &str) -> Result<Vec<(String, (String, bool))>, SwarmError> {
         let filters = HashMap::from([("label".to_string(), vec![format!("{}={lab}", labels::STACK_NAMESPACE)])]);
         let services = self
             .docker()
@@ -107,7 +110,8 @@ impl DockerSwarm {
                 let spec = s.spec?;
                 let of = spec.labels.unwrap_or_default();
                 let short = of.get(labels::MEMBER).cloned().filter(|_| labels::owned_by(lab, &of))?;
-                Some((s.id?, short))
+                let global = spec.mode.is_some_and(|m| m.global.is_some() || m.global_job.is_some());
+                Some((s.id?, (short, global)))
             })
             .collect();
         Ok(ids)
