@@ -465,6 +465,7 @@ async fn apply<S: Swarm>(
     let mut not_running = Vec::new();
     let mut failing_tasks = Vec::new();
     let mut jobs = Vec::new();
+    let mut jobs_to_start = Vec::new();
     for want in &desired.services {
         let have = observed.services.iter().find(|o| o.name == want.name);
         let job = want.mode.is_job();
@@ -507,7 +508,7 @@ async fn apply<S: Swarm>(
             not_running.push(format!("{} {}/{} ({stopping} stopping)", want.short_name, s.running, s.desired));
         }
         match (s.completed, waits_for) {
-            (_, Some(JobWait::LabReady)) => jobs.push(format!("{} waiting for Ready", want.short_name)),
+            (_, Some(JobWait::LabReady)) => jobs_to_start.push(want.short_name.clone()),
             (_, Some(JobWait::ScheduleStart)) => jobs.push(format!("{} waiting for the schedule", want.short_name)),
             (Some(done), None) => jobs.push(format!("{} {done}/{} completed", want.short_name, s.desired)),
             (None, None) => {}
@@ -539,6 +540,7 @@ async fn apply<S: Swarm>(
         missing_networks,
         services: desired.services.iter().filter(|s| !s.mode.is_job()).count(),
         jobs,
+        jobs_to_start,
         not_running,
         failing_tasks,
         down_nodes: observed.down_nodes.clone(),
@@ -774,9 +776,10 @@ mod tests {
         assert_eq!(o.actions.get("create"), Some(&2), "the network and the service; the job waits for Ready");
         assert_eq!((o.status.services["load"].waits_for, o.status.services["load"].message.as_str()), (Some(JobWait::LabReady), "starts once the lab is Ready"));
         let o = next_pass(&swarm, &store, &l, o).await;
-        assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Progressing, "waiting for web 0/1"), "not for the job");
-        let o = passes_until(&swarm, &store, &l, o, |o| o.status.phase == Phase::Ready).await;
-        assert_eq!(o.status.message, "1/1 services running; jobs: load waiting for Ready");
+        assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Progressing, "waiting for web 0/1, job load to start"));
+        let o = passes_until(&swarm, &store, &l, o, |o| o.status.services["web"].running == 1).await;
+        // The service runs: not Ready yet, the job is to start, at once.
+        assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Progressing, "waiting for job load to start"));
         assert_eq!(o.result.as_ref().ok(), Some(&Requeue::After(Duration::ZERO)), "the job starts at once");
         assert!(swarm.service("t_load").is_none());
         let o = next_pass(&swarm, &store, &l, o).await;
@@ -802,7 +805,7 @@ mod tests {
         // the new definition: here at once, the services unchanged.
         let edited = lab(&WITH_JOB.replace("replicas: 2", "replicas: 3"));
         let o = next_pass(&swarm, &store, &edited, o).await;
-        assert_eq!((o.status.phase, o.status.services["load"].waits_for), (Phase::Ready, Some(JobWait::LabReady)));
+        assert_eq!((o.status.phase, o.status.services["load"].waits_for), (Phase::Progressing, Some(JobWait::LabReady)));
         assert_eq!(o.result.as_ref().ok(), Some(&Requeue::After(Duration::ZERO)));
         let o = next_pass(&swarm, &store, &edited, o).await;
         assert_eq!(o.actions.get("update"), Some(&1));

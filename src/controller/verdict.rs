@@ -34,6 +34,8 @@ pub struct Findings {
     pub services: usize,
     /// Jobs, as `name completed/desired completed`: a job's run holds nothing back.
     pub jobs: Vec<String>,
+    /// Jobs labd starts once the lab is up: it has not converged until it has.
+    pub jobs_to_start: Vec<String>,
     /// Services not running all their tasks, as `name running/desired`.
     pub not_running: Vec<String>,
     /// Services whose tasks fail or are rejected, with the reason.
@@ -81,6 +83,7 @@ pub fn derive(mut status: LabStatus, f: &Findings, now: DateTime<Utc>) -> LabSta
     }
     let mut waiting: Vec<String> = f.missing_networks.iter().map(|n| format!("network {n}")).collect();
     waiting.extend(f.not_running.iter().cloned());
+    waiting.extend(f.jobs_to_start.iter().map(|j| format!("job {j} to start")));
     if let ShapingState::Pending(m) = &f.shaping {
         waiting.push(format!("shaping ({m})"));
     }
@@ -133,6 +136,7 @@ mod tests {
             missing_networks: vec![],
             services: 2,
             jobs: vec![],
+            jobs_to_start: vec![],
             not_running: vec![],
             failing_tasks: vec![],
             down_nodes: vec![],
@@ -147,6 +151,14 @@ mod tests {
 
     fn derived(f: Findings) -> LabStatus {
         derive(LabStatus::default(), &f, Utc::now())
+    }
+
+    #[test]
+    fn a_job_to_start_keeps_the_lab_progressing_with_its_services_ready() {
+        let s = derived(Findings { jobs_to_start: vec!["load".into()], ..calm() });
+        assert_eq!((s.phase, s.message.as_str()), (Phase::Progressing, "waiting for job load to start"));
+        assert_eq!(cond(&s, ct::SERVICES_READY), Some((ConditionStatus::True, "AllRunning".into())), "what the job waits for");
+        assert!(s.ready_for_jobs() && s.ready_since.is_none());
     }
 
     #[test]
@@ -230,6 +242,7 @@ mod tests {
                 missing_networks,
                 services: 3,
                 jobs: vec![],
+                jobs_to_start: vec![],
                 not_running,
                 failing_tasks,
                 down_nodes,
