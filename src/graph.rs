@@ -256,6 +256,8 @@ impl Topology {
             let y = svc_y[s.name.as_str()];
             let fill = match s.running {
                 Some((r, d)) if r >= d => "#c8ecc8",
+                // A job not done yet is on its way, not down.
+                Some(_) if s.job => "#fbe6a8",
                 Some((0, _)) => "#f4c2c2",
                 Some(_) => "#fbe6a8",
                 None => "#e4e4e4",
