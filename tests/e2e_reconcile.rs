@@ -625,6 +625,10 @@ fn a_job_runs_once_its_services_are_ready_to_completion_and_a_labd_restart_runs_
     let logs = lab.labctl(&["logs", "jobs", "load"]);
     let logs = String::from_utf8_lossy(&logs.stdout);
     assert_eq!(logs.matches("reached web from").count(), 2, "{logs}");
+    // Labelled by slot (Docker leaves a job's slot 0 out of its task).
+    let mut labels: Vec<&str> = logs.lines().filter(|l| l.contains("reached web")).filter_map(|l| l.split_whitespace().next()).collect();
+    labels.sort();
+    assert_eq!(labels, ["load.0", "load.1"], "{logs}");
     // Each task ran once: the job started once `web` ran (started beside it, a ping before
     // `web` answers fails, and Swarm starts the task again).
     let tasks = || docker_ok(&["service", "ps", "jobs_load", "--format", "{{.ID}} {{.DesiredState}} {{.CurrentState}} {{.Error}}"]);
