@@ -26,6 +26,13 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+/// One service (or job) of one lab.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub lab: String,
+    pub service: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AgentLabels {
     pub node: String,
@@ -97,6 +104,12 @@ pub struct Metrics {
     shaping_converged: Family<AttachmentLabels, Gauge>,
     packets: Family<PacketLabels, Counter>,
     task_faults: Family<TaskFaultLabels, Counter>,
+    tasks_desired: Family<ServiceLabels, Gauge>,
+    tasks_running: Family<ServiceLabels, Gauge>,
+    job_completed: Family<ServiceLabels, Gauge>,
+    /// The services each lab's series were last set for, so a service edited out of its lab
+    /// loses its series.
+    services: std::sync::Mutex<std::collections::BTreeMap<String, Vec<ServiceLabels>>>,
     /// What each attachment's counters were at the last pass (counters only go up here; a
     /// worker restarted from zero adds its new count).
     last_packets: std::sync::Mutex<std::collections::BTreeMap<AttachmentLabels, [u64; 8]>>,
@@ -126,6 +139,10 @@ impl Metrics {
             shaping_converged: Family::default(),
             packets: Family::default(),
             task_faults: Family::default(),
+            tasks_desired: Family::default(),
+            tasks_running: Family::default(),
+            job_completed: Family::default(),
+            services: Default::default(),
             last_packets: Default::default(),
             registry: Registry::default(),
         };
@@ -142,6 +159,9 @@ impl Metrics {
         registry.register("agent_info", "The node agent of this node and the shaping backend it chose", m.agent.clone());
         registry.register("task_shaping_converged", "1 when a task's attachment carries the conditions in force", m.shaping_converged.clone());
         registry.register("nfqueue_packets", "Packets of a task's attachment through the userspace backend, by outcome", m.packets.clone());
+        registry.register("service_tasks_desired", "Tasks each service of a lab should run (a job: the completions its run needs)", m.tasks_desired.clone());
+        registry.register("service_tasks_running", "Tasks of each service of a lab that run", m.tasks_running.clone());
+        registry.register("job_tasks_completed", "Tasks of a job's current run that completed (exited 0)", m.job_completed.clone());
         registry.register("task_faults", "Tasks this node's agent killed, paused or unpaused as their lab's schedule says, by action", m.task_faults.clone());
         Metrics { registry, ..m }
     }
@@ -153,8 +173,38 @@ impl Metrics {
         self.ready.get_or_create(&LabLabel { lab: lab.into() }).set(i64::from(phase == Phase::Ready));
     }
 
+    /// Each service's task counts, as the lab's status has them; series of services no longer
+    /// in the status go.
+    pub fn set_services(&self, lab: &str, services: &std::collections::BTreeMap<String, crate::status::ServiceStatus>) {
+        let now: Vec<ServiceLabels> = services.keys().map(|s| ServiceLabels { lab: lab.into(), service: s.clone() }).collect();
+        for (l, s) in now.iter().zip(services.values()) {
+            self.tasks_desired.get_or_create(l).set(gauge_value(s.desired));
+            self.tasks_running.get_or_create(l).set(gauge_value(s.running));
+            // A job turned into a service kept running loses its completions.
+            if let Some(done) = s.completed {
+                self.job_completed.get_or_create(l).set(gauge_value(done));
+            } else {
+                self.job_completed.remove(l);
+            }
+        }
+        let mut known = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in known.insert(lab.to_string(), now.clone()).unwrap_or_default().into_iter().filter(|l| !now.contains(l)) {
+            self.remove_service(&gone);
+        }
+    }
+
+    fn remove_service(&self, l: &ServiceLabels) {
+        self.tasks_desired.remove(l);
+        self.tasks_running.remove(l);
+        self.job_completed.remove(l);
+    }
+
     /// A lab is gone: its series go too.
     pub fn forget(&self, lab: &str) {
+        let services = self.services.lock().unwrap_or_else(|e| e.into_inner()).remove(lab).unwrap_or_default();
+        for l in &services {
+            self.remove_service(l);
+        }
         for p in PHASES {
             self.phase.remove(&PhaseLabels { lab: lab.into(), phase: p.to_string() });
         }
@@ -245,3 +295,45 @@ impl Metrics {
 }
 
 pub type SharedMetrics = Arc<Metrics>;
+
+/// A count as a gauge's value (counts of tasks never come near `i64::MAX`).
+fn gauge_value(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::status::ServiceStatus;
+
+    fn status(desired: u64, running: u64, completed: Option<u64>) -> ServiceStatus {
+        ServiceStatus { desired, running, completed, waits_for: None, message: String::new() }
+    }
+
+    #[test]
+    fn each_service_has_its_task_counts_and_a_service_or_lab_gone_takes_its_series() {
+        let m = Metrics::new();
+        m.set_services("kv", &BTreeMap::from([("kv".to_string(), status(3, 2, None)), ("load".to_string(), status(4, 2, Some(1)))]));
+        m.set_services("other", &BTreeMap::from([("web".to_string(), status(1, 1, None))]));
+        let text = m.encode();
+        for line in [
+            "swarmlab_service_tasks_desired{lab=\"kv\",service=\"kv\"} 3",
+            "swarmlab_service_tasks_running{lab=\"kv\",service=\"kv\"} 2",
+            "swarmlab_service_tasks_desired{lab=\"kv\",service=\"load\"} 4",
+            "swarmlab_job_tasks_completed{lab=\"kv\",service=\"load\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+        assert!(!text.contains("swarmlab_job_tasks_completed{lab=\"kv\",service=\"kv\"}"), "a service kept running has no completions");
+        m.set_services("kv", &BTreeMap::from([("kv".to_string(), status(3, 2, None)), ("load".to_string(), status(4, 4, None))]));
+        assert!(!m.encode().contains("swarmlab_job_tasks_completed"), "a job made a service: {}", m.encode());
+        // `load` edited out of the lab, then the lab gone.
+        m.set_services("kv", &BTreeMap::from([("kv".to_string(), status(3, 3, None))]));
+        assert!(!m.encode().contains("service=\"load\""), "{}", m.encode());
+        m.forget("kv");
+        let text = m.encode();
+        assert!(!text.contains("lab=\"kv\"") && text.contains("lab=\"other\""), "{text}");
+    }
+}

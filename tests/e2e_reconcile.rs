@@ -407,6 +407,10 @@ fn prometheus_scrapes_phase_readiness_reconciles_and_api_calls_and_probes_answer
     assert!(value("swarmlab_docker_api_calls_total", &[]).is_some_and(|v| v > 0.0));
     assert!(value("swarmlab_time_to_ready_seconds", &[("lab", "prom")]).is_some_and(|v| v > 0.0 && v < 90.0));
     assert_eq!(value("swarmlab_leader", &[]), Some(1.0));
+    // Per service, as kube-state-metrics has them per deployment.
+    assert_eq!(value("swarmlab_service_tasks_desired", &[("lab", "prom"), ("service", "web")]), Some(2.0), "{body}");
+    assert_eq!(value("swarmlab_service_tasks_running", &[("lab", "prom"), ("service", "web")]), Some(2.0));
+    assert_eq!(value("swarmlab_service_tasks_running", &[("lab", "prom"), ("service", "db")]), Some(1.0));
     assert!(scrape.samples.iter().any(|s| s.metric == "swarmlab_reconcile_duration_seconds_count" || s.metric == "swarmlab_reconcile_duration_seconds"), "histogram missing");
     // The in-process node agent's series: its backend, each shaped attachment, its packets.
     let backend = if std::path::Path::new("/sys/module/sch_netem").exists() { "netem" } else { "userspace" };

@@ -849,6 +849,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
     fn publish_phases(&self) {
         for (lab, state) in &self.labs {
             self.metrics.set_phase(lab, state.status.phase);
+            self.metrics.set_services(lab, &state.status.services);
         }
         let phases = self.labs.iter().map(|(n, s)| (n.clone(), s.status.phase)).collect();
         self.phases.send_replace(phases);
