@@ -15,9 +15,9 @@ pub async fn run(url: &str, lab: &str, suspend: bool) -> anyhow::Result<ExitCode
     }
     r.set_suspended(lab, suspend).await?;
     if suspend {
-        println!("{lab} suspended: labd stops changing it within a few seconds (`labctl resume {lab}` to undo)");
+        println!("{lab} suspended: labd stops changing it once a pass in progress ends (`labctl resume {lab}` to undo)");
     } else {
-        println!("{lab} resumed: labd reconciles it again within a few seconds");
+        println!("{lab} resumed: labd reconciles it again at once");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -26,7 +26,7 @@ pub async fn start(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
     let mut r = reader(url).await?;
     let manual = r.status(lab).await?.and_then(|s| s.schedule).is_some_and(|c| c.in_force.contains("labctl start") || c.started_at.is_some());
     let at = r.start_schedule(lab).await?;
-    println!("{lab}: schedule started at {} (labd picks it up within a few seconds)", at.format("%H:%M:%S%.3f"));
+    println!("{lab}: schedule started at {} (its time 0; labd reads it at once: `labctl wait {lab} --for step=1` waits for the first step)", at.format("%H:%M:%S%.3f"));
     if !manual {
         eprintln!("note: this counts only for a schedule with `start: manual`");
     }
