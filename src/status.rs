@@ -230,8 +230,16 @@ impl LabStatus {
     }
 
     pub fn ready_services(&self) -> (usize, usize) {
-        // A job is ready while it runs or once done (it holds the lab back in neither).
-        let ready = self.services.values().filter(|s| if s.completed.is_some() { s.job_done() || s.running > 0 } else { s.running >= s.desired }).count();
+        // A job is ready while it runs, once done, or waiting for its schedule to start (it
+        // holds the lab back in none of these).
+        let ready = self
+            .services
+            .values()
+            .filter(|s| match s.completed {
+                Some(_) => s.job_done() || s.running > 0 || s.waits_for == Some(crate::plan::JobWait::ScheduleStart),
+                None => s.running >= s.desired,
+            })
+            .count();
         (ready, self.services.len())
     }
 }

@@ -780,6 +780,7 @@ mod tests {
         let o = passes_until(&swarm, &store, &l, o, |o| o.status.services["web"].running == 1).await;
         // The service runs: not Ready yet, the job is to start, at once.
         assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Progressing, "waiting for job load to start"));
+        assert_eq!(o.status.ready_services(), (1, 2), "a job to start is not ready");
         assert_eq!(o.result.as_ref().ok(), Some(&Requeue::After(Duration::ZERO)), "the job starts at once");
         assert!(swarm.service("t_load").is_none());
         let o = next_pass(&swarm, &store, &l, o).await;
@@ -833,6 +834,7 @@ mod tests {
         let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
         let o = passes_until(&swarm, &store, &l, o, |o| o.status.phase == Phase::Ready).await;
         assert_eq!(o.status.services["load"].waits_for, Some(JobWait::ScheduleStart), "Ready, not started");
+        assert_eq!(o.status.ready_services(), (2, 2), "the job holds nothing back");
         assert_eq!(o.status.message, "1/1 services running; jobs: load waiting for the schedule");
         assert!(swarm.service("t_load").is_none());
         let start = |o: Outcome, at: chrono::DateTime<Utc>| {
