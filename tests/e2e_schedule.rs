@@ -391,6 +391,47 @@ fn a_step_freezes_one_task_then_thaws_it_and_another_kills_a_task_that_swarm_sta
 }
 
 /// `labd agent` alone (the node agent of a node without labd), its output in `log`.
+#[test]
+fn a_stop_step_ends_a_task_gracefully_and_one_that_ignores_sigterm_is_killed_after_its_grace_period() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("stopx".into());
+    remove_lab_objects("stopx");
+    let service = |grace: &str, on_term: &str| format!("      stopGracePeriod: {grace}\n      restartPolicy: {{delay: 0s}}\n      command: [sh, -c, \"trap '{on_term}' TERM; echo hello; while true; do sleep 0.2; done\"]\n");
+    let text = format!(
+        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: stopx}}\nspec:\n  defaults: {{image: labbox:latest, init: true}}\n  services:\n    polite:\n{}    stubborn:\n{}  schedule:\n    steps:\n    - {{at: 1s, service: polite, stop: true}}\n    - {{at: 1s, service: stubborn, stop: true}}\n",
+        service("5s", "echo bye; exit 0"),
+        service("3s", ""),
+    );
+    lab.write("stopx.yaml", &text);
+    lab.start_labd();
+    lab.wait_phase("stopx", "Ready", READY);
+    let (polite, stubborn) = (running_container_of("stopx_polite"), running_container_of("stopx_stubborn"));
+    let out = lab.labctl(&["wait", "stopx", "--for", "step=2", "--timeout", "30s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let clock = lab.status_json("stopx").expect("status")["schedule"].clone();
+    assert_eq!(clock["inForce"], "service polite: every task stopped at 1s; service stubborn: every task stopped at 1s", "{clock}");
+    let step_at = time_of(&clock["startedAt"]) + chrono::Duration::seconds(1);
+    let ended = |c: &str| {
+        let out = docker_ok(&["inspect", c, "--format", "{{.State.ExitCode}} {{.State.FinishedAt}}"]);
+        let (code, at) = out.trim().split_once(' ').unwrap_or_default();
+        (code.to_string(), (time_of(&serde_json::json!(at)) - step_at).num_milliseconds() as f64 / 1000.0)
+    };
+    // The polite task handled SIGTERM at once (exit 0, its last words in its log); the stubborn
+    // one was killed once its 3 s were up.
+    let (code, after) = ended(&polite);
+    assert!(code == "0" && after < 2.0, "polite: exit {code} {after:.2} s after the step");
+    let (code, after) = ended(&stubborn);
+    assert!(code == "137" && (2.9..6.0).contains(&after), "stubborn: exit {code} {after:.2} s after the step");
+    println!("SCHEDULE | stop (SIGTERM handled / ignored, grace 3 s) | exited {:.2} s / {after:.2} s after the step |", ended(&polite).1);
+    let logs = String::from_utf8_lossy(&lab.labctl(&["logs", "stopx", "polite"]).stdout).to_string();
+    assert!(logs.contains("polite.1 | bye"), "{logs}");
+    // Swarm started both again, and the stop is not repeated on them.
+    let (again, again_stubborn) = (running_container_of("stopx_polite"), running_container_of("stopx_stubborn"));
+    assert!(again != polite && again_stubborn != stubborn);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!((running_container_of("stopx_polite"), running_container_of("stopx_stubborn")), (again, again_stubborn));
+}
+
 fn spawn_agent(lab: &Lab, log: &str) -> std::process::Child {
     let out = std::fs::File::create(lab.dir.path().join(log)).expect("agent log");
     std::process::Command::new(env!("CARGO_BIN_EXE_labd"))

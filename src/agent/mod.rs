@@ -387,9 +387,25 @@ impl Agent {
             }
             return;
         };
-        if report.started_at.is_some_and(|t| faults.kills(report.slot, t)) {
+        if let Some(order) = report.started_at.and_then(|t| faults.kill_order(report.slot, t)) {
             if self.killed.contains(id) {
                 return; // on its way out: its death event removes it
+            }
+            if order.grace_ms.is_some() {
+                // A stop takes up to its grace period: run apart, so that the other tasks of
+                // this node are not kept waiting. Its grace counts from the step's time (an
+                // agent that restarts meanwhile gives what is left of it).
+                let grace = (order.kill_at() - Utc::now()).to_std().unwrap_or_default();
+                let (swarm, container, service, slot) = (self.swarm.clone(), id.to_string(), report.service.clone(), report.slot);
+                tokio::spawn(async move {
+                    match swarm.stop_task(&container, grace).await {
+                        Ok(()) | Err(crate::swarm::SwarmError::NotFound(_)) => tracing::info!(container, service, slot, "stopped, as the schedule says"),
+                        Err(e) => tracing::warn!(container, service, slot, error = %e, "cannot stop the task as the schedule says"),
+                    }
+                });
+                self.metrics.task_fault(lab, &report.service, "stop");
+                self.killed.insert(id.to_string());
+                return;
             }
             match self.swarm.kill_task(id).await {
                 Ok(()) => {

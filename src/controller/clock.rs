@@ -35,7 +35,7 @@ fn describe(in_force: &InForce) -> String {
     }
     parts.extend(in_force.paused.iter().map(|(service, tasks)| format!("service {service}: {tasks} paused")));
     // The kills of this run so far: each one changes what is in force, even on the same tasks.
-    parts.extend(in_force.kills.iter().map(|k| format!("service {}: {} killed at {}s", k.service, k.tasks, k.at.as_secs_f64())));
+    parts.extend(in_force.kills.iter().map(|k| format!("service {}: {} {} at {}s", k.service, k.tasks, if k.graceful { "stopped" } else { "killed" }, k.at.as_secs_f64())));
     parts.join("; ")
 }
 

@@ -432,7 +432,9 @@ async fn apply<S: Swarm>(
     }
     let shaping = shaping_in_force(&desired, in_force, &addresses);
     publish_shaping(store, &desired.lab, &shaping);
-    let faults = plan::faults_in_force(lab.lab.spec.schedule.as_ref(), in_force, tick.as_ref().and_then(|t| t.status.started_at));
+    // A stop's grace is the service's, as `docker stop` and Swarm use it.
+    let stop_grace = |short: &str| desired.services.iter().find(|s| s.short_name == short).and_then(|s| s.stop_grace_period).unwrap_or(plan::faults::SWARM_STOP_GRACE);
+    let faults = plan::faults_in_force(lab.lab.spec.schedule.as_ref(), in_force, tick.as_ref().and_then(|t| t.status.started_at), stop_grace);
     store.put_faults(&desired.lab, (!faults.is_empty()).then(|| serde_json::to_string(&faults).unwrap_or_default()));
     let plan = diff(&desired, observed);
     // Not "was running": a service listed just before its removal, its tasks just after, looks

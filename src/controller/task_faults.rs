@@ -21,9 +21,8 @@ pub fn faults_state(reports: Option<&[TaskShaping]>, faults: &TaskFaults, runnin
             if let Some(e) = &r.fault_error {
                 failing.push(format!("{}: {e}", name(r)));
             }
-            let killed = r.started_at.is_some_and(|t| asked.kills(r.slot, t));
-            if killed {
-                behind.push(format!("{} not killed yet", name(r)));
+            if let Some(order) = r.started_at.and_then(|t| asked.kill_order(r.slot, t)) {
+                behind.push(format!("{} not {} yet", name(r), if order.grace_ms.is_some() { "stopped" } else { "killed" }));
             } else if r.paused != Some(asked.paused.contains(r.slot)) {
                 behind.push(format!("{} not {} yet", name(r), if asked.paused.contains(r.slot) { "paused" } else { "thawed" }));
             }
@@ -91,7 +90,7 @@ mod tests {
     fn a_kill_is_done_when_no_task_started_before_it_runs() {
         let t0 = Utc::now() - chrono::Duration::seconds(60);
         let kill_at = t0 + chrono::Duration::seconds(30);
-        let faults = TaskFaults::from([("a".to_string(), ServiceFaults { paused: TaskSet::default(), kills: vec![KillOrder { tasks: TaskSet { all: false, slots: [1].into() }, before: kill_at }] })]);
+        let faults = TaskFaults::from([("a".to_string(), ServiceFaults { paused: TaskSet::default(), kills: vec![KillOrder { tasks: TaskSet { all: false, slots: [1].into() }, before: kill_at, grace_ms: None }] })]);
         let l = lab();
         assert_eq!(faults_state(Some(&[task(1, t0, false), task(2, t0, false)]), &faults, true, &l, &running(2)), Ok(Some("a.1 not killed yet".into())));
         // Killed: Swarm runs one task until it starts the slot again.

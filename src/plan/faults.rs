@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{InForce, Schedule, TaskSet};
 
+/// Swarm's stop grace period when a service sets none.
+pub const SWARM_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Service short name → what is asked of its tasks.
 pub type TaskFaults = BTreeMap<String, ServiceFaults>;
 
@@ -30,19 +33,39 @@ pub struct ServiceFaults {
 pub struct KillOrder {
     pub tasks: TaskSet,
     pub before: DateTime<Utc>,
+    /// A stop (`stop: true`): SIGTERM, then SIGKILL once this many milliseconds have passed
+    /// since `before` (the service's stop grace period). Absent: SIGKILL at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_ms: Option<u64>,
+}
+
+impl KillOrder {
+    /// When a stop turns into a kill (`before` for a kill).
+    pub fn kill_at(&self) -> DateTime<Utc> {
+        self.before + chrono::Duration::milliseconds(self.grace_ms.unwrap_or(0).min(i64::MAX as u64) as i64)
+    }
 }
 
 impl ServiceFaults {
-    /// Whether the task in `slot` started at `started` is to be killed now.
+    /// Whether the task in `slot` started at `started` is to be killed (or stopped) now.
     pub fn kills(&self, slot: Option<u64>, started: DateTime<Utc>) -> bool {
-        self.kills.iter().any(|k| k.tasks.contains(slot) && started < k.before)
+        self.kill_order(slot, started).is_some()
+    }
+
+    /// The order that ends the task in `slot` started at `started`: a kill before a stop (the
+    /// harsher one wins).
+    pub fn kill_order(&self, slot: Option<u64>, started: DateTime<Utc>) -> Option<&KillOrder> {
+        let mut orders = self.kills.iter().filter(|k| k.tasks.contains(slot) && started < k.before);
+        let first = orders.clone().find(|k| k.grace_ms.is_none());
+        first.or_else(|| orders.next())
     }
 }
 
 /// The faults in force: every service a `pause` step names gets an entry (frozen or not), so
 /// a thaw or a schedule that starts over reaches the agents; each kill reached gets its time,
-/// from the schedule's time 0 (`started_at`).
-pub fn faults_in_force(schedule: Option<&Schedule>, in_force: Option<&InForce>, started_at: Option<DateTime<Utc>>) -> TaskFaults {
+/// from the schedule's time 0 (`started_at`); a stop, its service's stop grace period
+/// (`stop_grace`).
+pub fn faults_in_force(schedule: Option<&Schedule>, in_force: Option<&InForce>, started_at: Option<DateTime<Utc>>, stop_grace: impl Fn(&str) -> std::time::Duration) -> TaskFaults {
     let mut out = TaskFaults::new();
     let Some(schedule) = schedule else { return out };
     for step in schedule.steps.iter().filter(|s| s.pause.is_some()) {
@@ -57,7 +80,8 @@ pub fn faults_in_force(schedule: Option<&Schedule>, in_force: Option<&InForce>, 
     if let Some(start) = started_at {
         for kill in &in_force.kills {
             let Ok(at) = chrono::Duration::from_std(kill.at) else { continue };
-            out.entry(kill.service.clone()).or_default().kills.push(KillOrder { tasks: kill.tasks.clone(), before: start + at });
+            let grace_ms = kill.graceful.then(|| u64::try_from(stop_grace(&kill.service).as_millis()).unwrap_or(u64::MAX));
+            out.entry(kill.service.clone()).or_default().kills.push(KillOrder { tasks: kill.tasks.clone(), before: start + at, grace_ms });
         }
     }
     out
@@ -75,16 +99,34 @@ mod tests {
     fn a_paused_service_is_listed_before_and_after_its_pause_and_kills_get_their_time() {
         let s = schedule("steps:\n- at: 5s\n  service: a\n  slots: [2]\n  pause: true\n- at: 9s\n  service: a\n  pause: false\n- at: 10s\n  service: b\n  kill: true\n");
         let t0 = Utc::now();
-        let waiting = faults_in_force(Some(&s), None, None);
+        let grace = |_: &str| std::time::Duration::from_secs(10);
+        let waiting = faults_in_force(Some(&s), None, None, grace);
         assert_eq!(waiting.get("a"), Some(&ServiceFaults::default()), "listed unfrozen before the schedule runs");
-        let frozen = faults_in_force(Some(&s), Some(&s.at(std::time::Duration::from_secs(6))), Some(t0));
+        let frozen = faults_in_force(Some(&s), Some(&s.at(std::time::Duration::from_secs(6))), Some(t0), grace);
         assert!(frozen["a"].paused.contains(Some(2)) && !frozen["a"].paused.contains(Some(1)));
         assert!(!frozen.contains_key("b"), "no kill reached yet");
-        let later = faults_in_force(Some(&s), Some(&s.at(std::time::Duration::from_secs(11))), Some(t0));
+        let later = faults_in_force(Some(&s), Some(&s.at(std::time::Duration::from_secs(11))), Some(t0), grace);
         assert!(later["a"].paused.is_empty());
         let b = &later["b"];
         assert_eq!(b.kills[0].before, t0 + chrono::Duration::seconds(10));
         assert!(b.kills(Some(1), t0 + chrono::Duration::seconds(3)), "started before the kill: killed");
         assert!(!b.kills(Some(1), t0 + chrono::Duration::seconds(12)), "its replacement is left alone");
+        assert_eq!((b.kills[0].grace_ms, b.kills[0].kill_at()), (None, b.kills[0].before), "a kill is SIGKILL at once");
+    }
+
+    #[test]
+    fn a_stop_carries_its_services_grace_period_and_a_kill_of_the_same_task_wins() {
+        let s = schedule("steps:\n- at: 2s\n  service: a\n  stop: true\n- at: 4s\n  service: a\n  slots: [2]\n  kill: true\n");
+        let t0 = Utc::now();
+        let grace = |svc: &str| std::time::Duration::from_millis(if svc == "a" { 1500 } else { 10_000 });
+        let a = &faults_in_force(Some(&s), Some(&s.at(std::time::Duration::from_secs(3))), Some(t0), grace)["a"];
+        let stop = a.kill_order(Some(1), t0).expect("stopped");
+        assert_eq!((stop.grace_ms, stop.kill_at()), (Some(1500), t0 + chrono::Duration::milliseconds(3500)));
+        let a = &faults_in_force(Some(&s), Some(&s.at(std::time::Duration::from_secs(5))), Some(t0), grace)["a"];
+        assert_eq!(a.kill_order(Some(2), t0).map(|k| k.grace_ms), Some(None), "slot 2 is killed, not stopped");
+        assert_eq!(a.kill_order(Some(1), t0).map(|k| k.grace_ms), Some(Some(1500)));
+        // A kill is published as before this field.
+        let json = serde_json::to_value(&a.kills[1]).expect("json");
+        assert!(json.get("graceMs").is_none(), "{json}");
     }
 }

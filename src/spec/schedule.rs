@@ -15,7 +15,7 @@
 //!   Services in no group keep reaching everyone. Its own target: it does not end, and is not
 //!   ended by, steps on networks or services.
 //! - `kill: true` on a service kills its tasks (those in `slots`, or all) that run at the
-//!   step's time; `pause: true` freezes them until `pause: false`, `restore: true` on the
+//!   step's time; `stop: true` stops them as `docker stop` does; `pause: true` freezes them until `pause: false`, `restore: true` on the
 //!   service, or the end of the run. Their own target: steps on the service's traffic neither
 //!   end nor are ended by them.
 //! - A ramp changes fields from `from` to `to` in `steps` equal steps over `over` (or by `by`
@@ -121,11 +121,16 @@ pub struct Step {
     /// restart delay, on its volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill: Option<bool>,
+    /// Stops the tasks of `service` (those in `slots`, or all) running at the step's time, as
+    /// `docker stop` does: SIGTERM, then SIGKILL once the service's `stopGracePeriod` (10 s by
+    /// default) has passed: a graceful shutdown. Swarm starts each again, as after a kill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<bool>,
     /// `true` freezes the tasks of `service` (those in `slots`, or all) as `docker pause` does;
     /// `false` thaws them. Frozen until then, `restore: true` on the service, or the end of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<bool>,
-    /// With `kill` or `pause`: the task slots (1, 2, … of a replicated service) it acts on;
+    /// With `kill`, `stop` or `pause`: the task slots (1, 2, … of a replicated service) it acts on;
     /// default every task of the service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(inner(range(min = 1)))]
@@ -278,9 +283,10 @@ impl Step {
         Target { network: self.network.clone(), service: self.service.clone(), to: self.to.clone() }
     }
 
-    /// A step that kills or freezes tasks: it acts on processes, not on the target's traffic.
+    /// A step that kills, stops or freezes tasks: it acts on processes, not on the target's
+    /// traffic.
     pub fn acts_on_tasks(&self) -> bool {
-        self.kill.is_some() || self.pause.is_some()
+        self.kill.is_some() || self.stop.is_some() || self.pause.is_some()
     }
 
     /// How long the step's own change lasts (a ramp's climb, a flap's `for`).
@@ -345,13 +351,16 @@ impl std::fmt::Display for TaskSet {
     }
 }
 
-/// A kill reached: the tasks of `service` in `tasks` that were running before `at` are killed.
+/// A kill reached: the tasks of `service` in `tasks` that were running before `at` are killed
+/// (or stopped, when `graceful`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kill {
     pub service: String,
     pub tasks: TaskSet,
     /// From time 0 (runs before this one included).
     pub at: std::time::Duration,
+    /// `stop: true`: SIGTERM first, SIGKILL after the service's grace period.
+    pub graceful: bool,
 }
 
 /// What is in force at one moment, and when that changes next.
@@ -485,8 +494,8 @@ impl Schedule {
             }
             if let (Some(service), true) = (&step.service, step.acts_on_tasks()) {
                 let tasks = TaskSet::of(step.slots.as_ref());
-                if step.kill == Some(true) {
-                    state.kills.push(Kill { service: service.clone(), tasks: tasks.clone(), at });
+                if step.kill == Some(true) || step.stop == Some(true) {
+                    state.kills.push(Kill { service: service.clone(), tasks: tasks.clone(), at, graceful: step.stop == Some(true) });
                 }
                 match step.pause {
                     Some(true) => state.paused.entry(service.clone()).or_default().add(&tasks),
@@ -646,6 +655,15 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_is_a_kill_that_is_graceful() {
+        let s = schedule("steps:\n- at: 3s\n  service: a\n  slots: [2]\n  stop: true\n- at: 4s\n  service: a\n  kill: true\n");
+        let kills = s.at(Std::from_secs(5)).kills;
+        assert_eq!(kills[0], Kill { service: "a".into(), tasks: TaskSet { all: false, slots: BTreeSet::from([2]) }, at: Std::from_secs(3), graceful: true });
+        assert!(!kills[1].graceful);
+        assert_eq!(s.at(Std::from_secs(2)).next_change, Some(Std::from_secs(3)), "a stop is a change");
+    }
+
+    #[test]
     fn pauses_hold_until_thawed_or_restored_and_kills_keep_their_time_across_runs() {
         let s = schedule(
             "repeat: 2\nperiod: 20s\nsteps:\n- at: 2s\n  service: a\n  slots: [1, 2]\n  pause: true\n- at: 4s\n  service: a\n  network: n\n  conditions: {delay: 5ms}\n- at: 5s\n  service: a\n  slots: [1]\n  pause: false\n- at: 8s\n  service: b\n  kill: true\n- at: 9s\n  service: a\n  pause: true\n- at: 12s\n  service: a\n  restore: true\n",
@@ -657,7 +675,7 @@ mod tests {
         assert!(paused(&at(4), 1), "a step on one attachment of the service leaves its pause alone");
         assert!(!paused(&at(5), 1) && paused(&at(5), 2), "thawing slot 1 leaves slot 2 frozen");
         assert_eq!(at(7).next_change, Some(Std::from_secs(8)), "a kill is a change");
-        assert_eq!(at(8).kills, vec![Kill { service: "b".into(), tasks: TaskSet { all: true, slots: BTreeSet::new() }, at: Std::from_secs(8) }]);
+        assert_eq!(at(8).kills, vec![Kill { service: "b".into(), tasks: TaskSet { all: true, slots: BTreeSet::new() }, at: Std::from_secs(8), graceful: false }]);
         assert!(paused(&at(9), 7) && at(9).paused["a"].all);
         assert!(at(12).paused.is_empty(), "restore on the service thaws it");
         assert_eq!(at(12).overrides.len(), 1, "the attachment's own step stays in force");

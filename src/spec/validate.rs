@@ -498,12 +498,12 @@ fn check_schedule(
             check_partition(groups, step, services, &at_ptr, out);
             continue;
         }
-        if step.get("kill").is_some() || step.get("pause").is_some() {
+        if ["kill", "stop", "pause"].iter().any(|k| step.get(*k).is_some()) {
             check_task_step(step, services, defaults, &at_ptr, out);
             continue;
         }
         if step.get("slots").is_some() {
-            out.push(Finding::key(format!("{at_ptr}/slots"), "`slots` picks the tasks a `kill` or `pause` step acts on"));
+            out.push(Finding::key(format!("{at_ptr}/slots"), "`slots` picks the tasks a `kill`, `stop` or `pause` step acts on"));
         }
         if step.get("heal").is_some() {
             if let Some(extra) = step.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !matches!(k.as_str(), "at" | "heal")) {
@@ -535,10 +535,12 @@ fn check_schedule(
     }
 }
 
-/// A step that kills or freezes tasks: of one service, in slots it has; nothing else in the step.
+/// A step that kills, stops or freezes tasks: of one service, in slots it has; nothing else in
+/// the step.
 fn check_task_step(step: &Value, services: &serde_json::Map<String, Value>, defaults: Option<&Value>, at: &str, out: &mut Vec<Finding>) {
-    let verb = if step.get("kill").is_some() { "kill" } else { "pause" };
-    if let Some(extra) = step.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !matches!(k.as_str(), "at" | "service" | "slots" | "kill" | "pause")) {
+    let verbs: Vec<&str> = ["kill", "stop", "pause"].into_iter().filter(|k| step.get(*k).is_some()).collect();
+    let verb = verbs.first().copied().unwrap_or("kill");
+    if let Some(extra) = step.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !matches!(k.as_str(), "at" | "service" | "slots" | "kill" | "stop" | "pause")) {
         let why = if extra == "network" || extra == "to" {
             format!("a `{verb}` step acts on a service's tasks, not on one of its networks or links: leave `{extra}` out")
         } else {
@@ -546,11 +548,13 @@ fn check_task_step(step: &Value, services: &serde_json::Map<String, Value>, defa
         };
         out.push(Finding::key(format!("{at}/{extra}"), why));
     }
-    if step.get("kill").is_some() && step.get("pause").is_some() {
-        out.push(Finding::key(format!("{at}/pause"), "one step kills or pauses, not both: make two steps"));
+    if let [first, second, ..] = verbs[..] {
+        out.push(Finding::key(format!("{at}/{second}"), format!("one step does one of `kill`, `stop` and `pause`, not `{first}` and `{second}`: make two steps")));
     }
-    if step.get("kill").and_then(Value::as_bool) == Some(false) {
-        out.push(Finding::value(format!("{at}/kill"), "`kill: false` does nothing: leave the step out"));
+    for verb in ["kill", "stop"] {
+        if step.get(verb).and_then(Value::as_bool) == Some(false) {
+            out.push(Finding::value(format!("{at}/{verb}"), format!("`{verb}: false` does nothing: leave the step out")));
+        }
     }
     let Some(name) = step.get("service").and_then(Value::as_str) else {
         out.push(Finding::key(at.to_string(), format!("a `{verb}` step needs the `service` whose tasks it acts on")));

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use bollard::query_parameters::{EventsOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions};
+use bollard::query_parameters::{EventsOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions, StopContainerOptions};
 use futures::{Stream, StreamExt};
 
 use super::{api_err, ContainerChange, DockerSwarm, SwarmError};
@@ -127,6 +127,20 @@ impl DockerSwarm {
             self.pause_task(container, false).await?;
         }
         self.docker().kill_container(container, None::<KillContainerOptions>).await.map_err(container_err("kill container", container))
+    }
+
+    /// Stops the task's container as `docker stop` does: its stop signal (SIGTERM unless the
+    /// service sets `stopSignal`), then SIGKILL after `grace`. Returns once it has exited, so
+    /// it may take `grace`: callers that must not wait run it apart. A frozen container is
+    /// thawed first (it could not handle the signal).
+    pub async fn stop_task(&self, container: &str, grace: std::time::Duration) -> Result<(), SwarmError> {
+        if self.task_paused(container).await? {
+            self.pause_task(container, false).await?;
+        }
+        // Docker counts whole seconds: a part of one is a whole one (never less than asked).
+        let t = i32::try_from(grace.as_millis().div_ceil(1000)).unwrap_or(i32::MAX);
+        let options = StopContainerOptions { t: Some(t), ..Default::default() };
+        self.docker().stop_container(container, Some(options)).await.map_err(container_err("stop container", container))
     }
 
     /// Starts and deaths of owned task containers on this node (`None`: an event without a
