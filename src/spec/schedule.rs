@@ -15,9 +15,9 @@
 //!   Services in no group keep reaching everyone. Its own target: it does not end, and is not
 //!   ended by, steps on networks or services.
 //! - `kill: true` on a service kills its tasks (those in `slots`, or all) that run at the
-//!   step's time; `stop: true` stops them as `docker stop` does; `pause: true` freezes them until `pause: false`, `restore: true` on the
-//!   service, or the end of the run. Their own target: steps on the service's traffic neither
-//!   end nor are ended by them.
+//!   step's time; `stop: true` stops them as `docker stop` does; `pause: true` freezes them
+//!   until `pause: false`, `restore: true` on the service, or the end of the run. Their own
+//!   target: steps on the service's traffic neither end nor are ended by them.
 //! - A ramp changes fields from `from` to `to` in `steps` equal steps over `over` (or by `by`
 //!   every `every` until `until`), then holds `to`.
 //! - A flap alternates `up` (the target's conditions) and `down` (no traffic) from its step on,
