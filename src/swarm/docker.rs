@@ -185,7 +185,7 @@ impl DockerSwarm {
             };
             s.running = up().filter(|t| t.desired_state == Some(TaskState::RUNNING)).count() as u64;
             s.stopping = up().filter(|t| t.desired_state != Some(TaskState::RUNNING)).count() as u64;
-            s.trouble = if s.running < s.desired { mine().find_map(trouble_of) } else { None };
+            s.trouble = if s.running < s.desired { service_trouble(mine()) } else { None };
         }
     }
 
@@ -214,6 +214,22 @@ impl DockerSwarm {
         let down = self.down_nodes().await?;
         Self::tally_tasks(tasks, &mut services, &down);
         Ok(Observed { services, networks, down_nodes: down.into_iter().map(|(_, host)| host).collect() })
+    }
+}
+
+/// Why a service's tasks (newest first) do not all run: its newest task's problem, unless that
+/// task is only on its way (pending, starting) after one that failed for a cause that comes
+/// back (an unhealthy container, a missing image): a crash loop says why it loops, not that its
+/// next try starts. Swarm's restart delay is most of such a loop, but no event marks the
+/// failure itself, so a pass may well see only the tries.
+fn service_trouble<'t>(mut tasks: impl Iterator<Item = &'t bollard::models::Task>) -> Option<TaskTrouble> {
+    let newest = tasks.by_ref().find_map(trouble_of)?;
+    if newest.failed {
+        return Some(newest);
+    }
+    match tasks.filter_map(trouble_of).find(|t| t.failed) {
+        Some(failure) if failure.cause.is_some() => Some(failure),
+        _ => Some(newest),
     }
 }
 
@@ -496,6 +512,30 @@ mod tests {
         ];
         DockerSwarm::tally_tasks(tasks, &mut services, &[("n2".into(), "node2".into())]);
         assert_eq!((services[0].running, services[0].stopping), (1, 1));
+    }
+
+    #[test]
+    fn a_crash_loop_says_why_it_loops_while_its_next_try_starts() {
+        let with = |mut t: Task, err: &str| {
+            t.status.as_mut().expect("status").err = Some(err.into());
+            t
+        };
+        let mut starting = task("s", "n1", TaskState::RUNNING, TaskState::STARTING);
+        starting.status.as_mut().expect("status").message = Some("starting".into());
+        let unhealthy = with(task("s", "n1", TaskState::SHUTDOWN, TaskState::FAILED), "task: non-zero exit (143): dockerexec: unhealthy container");
+        let killed = with(task("s", "n1", TaskState::SHUTDOWN, TaskState::FAILED), "task: non-zero exit (137)");
+        let tally = |tasks: Vec<Task>| {
+            let mut services = vec![ObservedService { id: "s".into(), replicas: Some(1), desired: 1, ..Default::default() }];
+            DockerSwarm::tally_tasks(tasks, &mut services, &[]);
+            services.remove(0).trouble.expect("a trouble")
+        };
+        let t = tally(vec![starting.clone(), unhealthy.clone(), killed.clone()]);
+        assert_eq!((t.cause, t.failed), (Some(TroubleCause::Unhealthy), true), "the loop's cause, not the try");
+        // A task killed (a schedule's kill, an OOM): its replacement starting is what goes on.
+        let t = tally(vec![starting.clone(), killed, unhealthy]);
+        assert_eq!((t.state.as_str(), t.failed), ("starting", false));
+        let t = tally(vec![starting]);
+        assert_eq!((t.state.as_str(), t.message.as_str()), ("starting", "starting"));
     }
 
     #[test]
