@@ -42,22 +42,16 @@ pub struct KillOrder {
 impl KillOrder {
     /// When a stop turns into a kill (`before` for a kill).
     pub fn kill_at(&self) -> DateTime<Utc> {
-        self.before + chrono::Duration::milliseconds(self.grace_ms.unwrap_or(0).min(i64::MAX as u64) as i64)
+        self.before + chrono::Duration::milliseconds(i64::try_from(self.grace_ms.unwrap_or(0)).unwrap_or(i64::MAX))
     }
 }
 
 impl ServiceFaults {
-    /// Whether the task in `slot` started at `started` is to be killed (or stopped) now.
-    pub fn kills(&self, slot: Option<u64>, started: DateTime<Utc>) -> bool {
-        self.kill_order(slot, started).is_some()
-    }
-
     /// The order that ends the task in `slot` started at `started`: a kill before a stop (the
     /// harsher one wins).
     pub fn kill_order(&self, slot: Option<u64>, started: DateTime<Utc>) -> Option<&KillOrder> {
-        let mut orders = self.kills.iter().filter(|k| k.tasks.contains(slot) && started < k.before);
-        let first = orders.clone().find(|k| k.grace_ms.is_none());
-        first.or_else(|| orders.next())
+        // `false` (a kill) sorts first; of equals, the first is kept.
+        self.kills.iter().filter(|k| k.tasks.contains(slot) && started < k.before).min_by_key(|k| k.grace_ms.is_some())
     }
 }
 
@@ -109,8 +103,8 @@ mod tests {
         assert!(later["a"].paused.is_empty());
         let b = &later["b"];
         assert_eq!(b.kills[0].before, t0 + chrono::Duration::seconds(10));
-        assert!(b.kills(Some(1), t0 + chrono::Duration::seconds(3)), "started before the kill: killed");
-        assert!(!b.kills(Some(1), t0 + chrono::Duration::seconds(12)), "its replacement is left alone");
+        assert!(b.kill_order(Some(1), t0 + chrono::Duration::seconds(3)).is_some(), "started before the kill: killed");
+        assert!(b.kill_order(Some(1), t0 + chrono::Duration::seconds(12)).is_none(), "its replacement is left alone");
         assert_eq!((b.kills[0].grace_ms, b.kills[0].kill_at()), (None, b.kills[0].before), "a kill is SIGKILL at once");
     }
 
