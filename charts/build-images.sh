@@ -8,10 +8,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DOCKER_API_VERSION=1.41
 DOCKER=${DOCKER:-/usr/bin/docker}
-# SWARMLAB_PROFILE=debug packs the debug build (stripped) instead: the chart test uses it, since
-# `cargo test` has just built it and a release build would add minutes to CI.
-PROFILE=${SWARMLAB_PROFILE:-release}
-if [ "$PROFILE" = release ]; then cargo build --release --locked --bins; else cargo build --locked --bins; fi
+# SWARMLAB_BINS=DIR packs the labd and labctl found there instead (stripped): the chart test
+# passes the debug build `cargo test` has just made, since a release build would add minutes to
+# CI (and `cargo build` would rebuild the debug one: tests enable other features of tokio).
+if [ -n "${SWARMLAB_BINS:-}" ]; then
+  BINS=$SWARMLAB_BINS
+else
+  cargo build --release --locked --bins
+  BINS=target/release
+fi
 
 libs_of() { # the shared libraries a binary links; none for a static one
   { ldd "$1" 2>/dev/null || true; } | { grep -o '/[^ ]*' || true; }
@@ -39,7 +44,7 @@ build() { # tag rootfs
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 root=$tmp/swarmlab
-add "$root" "target/$PROFILE/labd" "target/$PROFILE/labctl" tc ip nsenter ping busybox xtables-nft-multi
+add "$root" "$BINS/labd" "$BINS/labctl" tc ip nsenter ping busybox xtables-nft-multi
 strip "$root/usr/bin/labd" "$root/usr/bin/labctl"
 for t in iptables iptables-save iptables-restore; do ln -sf xtables-nft-multi "$root/usr/bin/$t"; done
 # iptables' match and target modules (comment, mark, CT, NFQUEUE) and their libraries.

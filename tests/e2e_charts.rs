@@ -46,7 +46,10 @@ fn labctl_status(lab: &str) -> Result<serde_json::Value, String> {
 #[test]
 fn the_stack_deploys_swarmlab_which_converges_a_lab_and_survives_losing_its_leader() {
     // The debug build `cargo test` has just made (stripped): a release build would add minutes.
-    sh("SWARMLAB_PROFILE=debug bash charts/build-images.sh");
+    let bins = PathBuf::from(env!("CARGO_BIN_EXE_labd"));
+    let bins = bins.parent().expect("labd's directory");
+    assert_eq!(bins, PathBuf::from(env!("CARGO_BIN_EXE_labctl")).parent().expect("labctl's directory"));
+    sh(&format!("SWARMLAB_BINS={} bash charts/build-images.sh", bins.display()));
     sh("bash scripts/multinode.sh up 3");
     let _harness = Harness;
     sh("for i in 1 2 3; do /usr/bin/docker save swarmlab:latest swarmlab-redis:latest | /usr/bin/docker -H unix:///run/slmn/n$i/docker.sock load >/dev/null; done");

@@ -670,3 +670,49 @@ fn a_job_runs_once_its_services_are_ready_to_completion_and_a_labd_restart_runs_
     assert!(events.contains("to create it again in its new mode"), "the events say why:\n{events}");
     assert_eq!(lab.metric("jobs", "drift_repairs"), 0, "a spec change is not drift");
 }
+
+/// `labctl exec` finds tasks by the lab's names: one slot (its output and exit status passed
+/// through, input with `-i`), or every task of a service, each line labelled; a wrong name
+/// says what there is.
+#[test]
+fn labctl_exec_runs_a_command_in_one_task_or_in_each_task_of_a_service() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("execx".into());
+    remove_lab_objects("execx");
+    lab.write("execx.yaml", &lab_yaml("execx", "    web: {replicas: 2}\n    mon: {mode: global}\n"));
+    lab.start_labd();
+    lab.wait_phase("execx", "Ready", READY);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+
+    let out = lab.labctl(&["exec", "execx", "web.2", "--", "sh", "-c", "hostname; echo oops >&2; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "the command's own status: {out:?}");
+    let web2 = running_container_of_slot("execx_web", 2);
+    assert_eq!(text(&out.stdout).trim(), web2, "run in slot 2's container (its hostname is its id)");
+    assert_eq!(text(&out.stderr).trim(), "oops");
+
+    let out = lab.labctl(&["exec", "execx", "web", "--", "hostname"]);
+    assert!(out.status.success(), "{out:?}");
+    let mut lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(lines, [format!("web.1 | {}", running_container_of_slot("execx_web", 1)), format!("web.2 | {web2}")]);
+    let out = lab.labctl(&["exec", "execx", "mon", "--", "true"]);
+    assert!(out.status.success(), "a global service's task: {out:?}");
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["--redis", &lab.redis.url(), "exec", "-i", "execx", "web.1", "--", "sh", "-c", "n=0; while read l; do n=$((n+1)); done; echo $n"])
+        .env("DOCKER_API_VERSION", "1.41")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("labctl exec -i");
+    use std::io::Write;
+    child.stdin.take().expect("stdin").write_all(b"one\ntwo\nthree\n").expect("write");
+    let out = child.wait_with_output().expect("labctl exec -i");
+    assert_eq!((out.status.code(), text(&out.stdout).trim()), (Some(0), "3"), "input reaches the command, and its end ends it");
+
+    let out = lab.labctl(&["exec", "execx", "nope", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("the lab's services: mon, web"), "{}", text(&out.stderr));
+    let out = lab.labctl(&["exec", "execx", "web.7", "--", "true"]);
+    assert!(text(&out.stderr).contains("its slots: 1, 2"), "{}", text(&out.stderr));
+}

@@ -392,24 +392,25 @@ fn a_step_freezes_one_task_then_thaws_it_and_another_kills_a_task_that_swarm_sta
 
 /// `labd agent` alone (the node agent of a node without labd), its output in `log`.
 #[test]
-fn a_stop_step_ends_a_task_gracefully_and_one_that_ignores_sigterm_is_killed_after_its_grace_period() {
+fn a_stop_step_ends_a_task_gracefully_and_one_that_ignores_sigterm_is_killed_after_its_grace_period_or_by_a_kill_step() {
     let mut lab = Lab::new();
     lab.cleanup.push("stopx".into());
     remove_lab_objects("stopx");
     let service = |grace: &str, on_term: &str| format!("      stopGracePeriod: {grace}\n      restartPolicy: {{delay: 0s}}\n      command: [sh, -c, \"trap '{on_term}' TERM; echo hello; while true; do sleep 0.2; done\"]\n");
     let text = format!(
-        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: stopx}}\nspec:\n  defaults: {{image: labbox:latest, init: true}}\n  services:\n    polite:\n{}    stubborn:\n{}  schedule:\n    steps:\n    - {{at: 1s, service: polite, stop: true}}\n    - {{at: 1s, service: stubborn, stop: true}}\n",
+        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: stopx}}\nspec:\n  defaults: {{image: labbox:latest, init: true}}\n  services:\n    polite:\n{}    stubborn:\n{}    obstinate:\n{}  schedule:\n    steps:\n    - {{at: 1s, service: polite, stop: true}}\n    - {{at: 1s, service: stubborn, stop: true}}\n    - {{at: 1s, service: obstinate, stop: true}}\n    - {{at: 2s, service: obstinate, kill: true}}\n",
         service("5s", "echo bye; exit 0"),
         service("2s", ""),
+        service("60s", ""),
     );
     lab.write("stopx.yaml", &text);
     lab.start_labd();
     lab.wait_phase("stopx", "Ready", READY);
-    let (polite, stubborn) = (running_container_of("stopx_polite"), running_container_of("stopx_stubborn"));
-    let out = lab.labctl(&["wait", "stopx", "--for", "step=2", "--timeout", "30s"]);
+    let (polite, stubborn, obstinate) = (running_container_of("stopx_polite"), running_container_of("stopx_stubborn"), running_container_of("stopx_obstinate"));
+    let out = lab.labctl(&["wait", "stopx", "--for", "step=4", "--timeout", "30s"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let clock = lab.status_json("stopx").expect("status")["schedule"].clone();
-    assert_eq!(clock["inForce"], "service polite: every task stopped at 1s; service stubborn: every task stopped at 1s", "{clock}");
+    assert_eq!(clock["inForce"], "service polite: every task stopped at 1s; service stubborn: every task stopped at 1s; service obstinate: every task stopped at 1s; service obstinate: every task killed at 2s", "{clock}");
     let step_at = time_of(&clock["startedAt"]) + chrono::Duration::seconds(1);
     let ended = |c: &str| {
         let out = docker_ok(&["inspect", c, "--format", "{{.State.ExitCode}} {{.State.FinishedAt}}"]);
@@ -422,11 +423,20 @@ fn a_stop_step_ends_a_task_gracefully_and_one_that_ignores_sigterm_is_killed_aft
     assert!(code == "0" && after < 2.0, "polite: exit {code} {after:.2} s after the step");
     let (code, after) = ended(&stubborn);
     assert!(code == "137" && (1.9..5.0).contains(&after), "stubborn: exit {code} {after:.2} s after the step");
-    println!("SCHEDULE | stop (SIGTERM handled / ignored, grace 2 s) | exited {:.2} s / {after:.2} s after the step |", ended(&polite).1);
+    // A kill step within a stop's grace (60 s here) kills at its own time, a second later.
+    let (code, killed_after) = ended(&obstinate);
+    assert!(code == "137" && (0.9..2.5).contains(&killed_after), "obstinate: exit {code} {killed_after:.2} s after the stop");
+    println!("SCHEDULE | stop (SIGTERM handled / ignored, grace 2 s; killed 1 s into a 60 s grace) | exited {:.2} s / {after:.2} s / {killed_after:.2} s after the step |", ended(&polite).1);
     let logs = String::from_utf8_lossy(&lab.labctl(&["logs", "stopx", "polite"]).stdout).to_string();
     assert!(logs.contains("polite.1 | bye"), "{logs}");
-    // Swarm started both again (step 2 applied means their replacements run).
-    assert!(running_container_of("stopx_polite") != polite && running_container_of("stopx_stubborn") != stubborn);
+    // Swarm started them again (step 4 applied means their replacements run).
+    assert!(running_container_of("stopx_polite") != polite && running_container_of("stopx_stubborn") != stubborn && running_container_of("stopx_obstinate") != obstinate);
+    // Clean-up without waiting out the 60 s grace of obstinate's replacement.
+    lab.stop_labd();
+    docker_ok(&["service", "rm", "stopx_obstinate"]);
+    for c in docker_ok(&["ps", "-q", "--filter", "label=com.docker.swarm.service.name=stopx_obstinate"]).lines() {
+        let _ = docker(&["kill", c]);
+    }
 }
 
 fn spawn_agent(lab: &Lab, log: &str) -> std::process::Child {

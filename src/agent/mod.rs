@@ -79,6 +79,9 @@ pub struct Agent {
     frozen_before: HashSet<String>,
     /// Containers this agent sent a kill (until they are gone).
     killed: HashSet<String>,
+    /// Containers this agent asked to stop, within their grace period (until they are gone): a
+    /// kill step reached meanwhile still kills them at its own time.
+    stopping: HashSet<String>,
     /// When this agent last froze or thawed each container (reported: the step's time applied).
     process_changed_at: HashMap<String, chrono::DateTime<Utc>>,
     /// Docker's last word on whether each container is paused.
@@ -116,6 +119,7 @@ impl Agent {
             frozen: HashSet::new(),
             frozen_before: HashSet::new(),
             killed: HashSet::new(),
+            stopping: HashSet::new(),
             process_changed_at: HashMap::new(),
             paused_seen: HashMap::new(),
             known_labs: BTreeSet::new(),
@@ -354,6 +358,7 @@ impl Agent {
         let tasks = &self.tasks;
         self.frozen.retain(|id| tasks.contains_key(id));
         self.killed.retain(|id| tasks.contains_key(id));
+        self.stopping.retain(|id| tasks.contains_key(id));
         self.process_changed_at.retain(|id, _| tasks.contains_key(id));
         self.paused_seen.retain(|id, _| tasks.contains_key(id));
         self.frozen_before.retain(|short| tasks.keys().any(|id| id.starts_with(short.as_str())));
@@ -388,8 +393,10 @@ impl Agent {
             return;
         };
         if let Some(order) = report.started_at.and_then(|t| faults.kill_order(report.slot, t)) {
-            if self.killed.contains(id) {
-                return; // on its way out: its death event removes it
+            // On its way out (its death event forgets it): nothing more to send, but a kill to
+            // a task still within a stop's grace.
+            if self.killed.contains(id) || (order.grace_ms.is_some() && self.stopping.contains(id)) {
+                return;
             }
             if order.grace_ms.is_some() {
                 // A stop takes up to its grace period: run apart, so that the other tasks of
@@ -404,7 +411,7 @@ impl Agent {
                     }
                 });
                 self.metrics.task_fault(lab, &report.service, "stop");
-                self.killed.insert(id.to_string());
+                self.stopping.insert(id.to_string());
                 return;
             }
             match self.swarm.kill_task(id).await {

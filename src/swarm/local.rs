@@ -140,7 +140,10 @@ impl DockerSwarm {
         // Docker counts whole seconds: a part of one is a whole one (never less than asked).
         let t = i32::try_from(grace.as_millis().div_ceil(1000)).unwrap_or(i32::MAX);
         let options = StopContainerOptions { t: Some(t), ..Default::default() };
-        self.docker().stop_container(container, Some(options)).await.map_err(container_err("stop container", container))
+        // Docker answers once the container has exited: the client's timeout (2 minutes for
+        // every other call) must outlast the grace.
+        let docker = self.docker().clone().with_timeout(grace.max(self.docker().timeout()) + std::time::Duration::from_secs(30));
+        docker.stop_container(container, Some(options)).await.map_err(container_err("stop container", container))
     }
 
     /// Starts and deaths of owned task containers on this node (`None`: an event without a

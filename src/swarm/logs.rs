@@ -25,6 +25,8 @@ pub struct LabTask {
     /// The hostname of its node.
     pub node: String,
     pub created_at: Option<DateTime<Utc>>,
+    /// Swarm wants it running (its desired state): not one that ended or is being replaced.
+    pub current: bool,
 }
 
 impl LabTask {
@@ -90,7 +92,8 @@ impl DockerSwarm {
             let created_at = t.created_at.as_deref().and_then(|c| DateTime::parse_from_rfc3339(c).ok()).map(|c| c.with_timezone(&Utc));
             // Docker leaves a slot 0 out (a replicated job's first task has it).
             let slot = (!global).then(|| t.slot.unwrap_or(0) as u64);
-            tasks.push(LabTask { id, service: short.clone(), slot, node, created_at });
+            let current = t.desired_state == Some(bollard::models::TaskState::RUNNING);
+            tasks.push(LabTask { id, service: short.clone(), slot, node, created_at, current });
         }
         tasks.sort_by_key(|t| (t.created_at, t.service.clone(), t.slot));
         Ok(tasks)
@@ -152,7 +155,7 @@ mod tests {
         assert_eq!((time.timestamp_subsec_millis(), text), (123, "tick 10 and more"));
         assert_eq!(timed("2026-12-02T01:02:03Z").map(|(_, t)| t), Some(""), "an empty line");
         assert!(timed("no time here").is_none());
-        let task = |slot| LabTask { id: "x".into(), service: "raft".into(), slot, node: "n1".into(), created_at: None };
+        let task = |slot| LabTask { id: "x".into(), service: "raft".into(), slot, node: "n1".into(), created_at: None, current: true };
         assert_eq!((task(Some(2)).label(), task(None).label()), ("raft.2".to_string(), "raft@n1".to_string()));
     }
 }

@@ -2,12 +2,14 @@
 //! controller does not know about HTTP, and one implementation over bollard.
 
 mod docker;
+mod exec;
 mod files;
 mod local;
 mod logs;
 pub mod spec;
 
 pub use docker::DockerSwarm;
+pub use exec::{ExecOutput, TaskExec};
 pub use local::{LocalTask, LocalTaskEvent};
 pub use logs::{LabTask, LogLine, LogRange};
 pub(crate) use docker::api_err;

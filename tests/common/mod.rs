@@ -324,6 +324,15 @@ pub fn running_container_of(service: &str) -> String {
     })
 }
 
+/// The short id of the running container of `service`'s task in `slot`.
+pub fn running_container_of_slot(service: &str, slot: u32) -> String {
+    eventually(&format!("a running container of {service}.{slot}"), Duration::from_secs(30), || {
+        // Task containers are named `<service>.<slot>.<task id>`.
+        let out = docker_ok(&["ps", "-q", "--filter", &format!("name={service}.{slot}."), "--filter", "status=running"]);
+        out.lines().next().map(str::to_string).ok_or_else(|| "none yet".to_string())
+    })
+}
+
 /// A Lab file with `services` lines under `spec.services` (indented by 4).
 pub fn lab_yaml(name: &str, services: &str) -> String {
     format!(

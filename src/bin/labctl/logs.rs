@@ -151,7 +151,7 @@ mod tests {
     #[test]
     fn a_step_sorts_before_a_line_of_the_same_instant_and_lines_are_labelled() {
         let t = Utc::now();
-        let task = LabTask { id: "x".into(), service: "raft".into(), slot: Some(2), node: "n1".into(), created_at: None };
+        let task = LabTask { id: "x".into(), service: "raft".into(), slot: Some(2), node: "n1".into(), created_at: None, current: true };
         let line = line_entry(&task, 8, LogLine { time: t, stderr: false, text: "elected".into() }, false);
         assert_eq!(line.text, "raft.2   | elected");
         let step = Entry { time: t, line: false, text: "=== step".into() };

@@ -5,6 +5,7 @@
 mod common;
 mod describe;
 mod diff;
+mod exec;
 mod fmt;
 mod graph;
 mod import;
@@ -124,6 +125,24 @@ enum Command {
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
     },
+    /// Run a command in a task of the lab (SERVICE.SLOT), or in every task of SERVICE on this
+    /// node, as `docker exec` does; exits with the command's status.
+    #[command(after_help = "Examples:\n  labctl exec raft raft.2 -- ip addr\n  labctl exec raft raft -- ss -tn     # every raft task on this node, lines labelled raft.N\n  echo 'SET k v' | labctl exec -i kv kv.1 -- redis-cli")]
+    Exec {
+        lab: String,
+        /// SERVICE.SLOT (one task) or SERVICE (each of its tasks on this node).
+        target: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+        /// Pass labctl's standard input to the command (one task; no terminal: for a shell's
+        /// prompt, `docker exec -it` on the task's node).
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Docker daemon of the task's node (default: the local socket, or DOCKER_HOST).
+        #[arg(long, env = "DOCKER_HOST")]
+        docker_host: Option<String>,
+    },
     /// Wait until a lab is Ready (or its jobs done, Completed, deleted, or at a step of its
     /// schedule); exit 1 with the reason on timeout.
     Wait {
@@ -215,6 +234,7 @@ async fn main() -> ExitCode {
         Command::Logs { lab, services, follow, since, tail, timestamps, no_steps, docker_host } => {
             logs::run(&cli.redis, docker_host.as_deref(), logs::Args { lab, services, follow, since, tail, timestamps, steps: !no_steps }).await
         }
+        Command::Exec { lab, target, command, interactive, docker_host } => exec::run(docker_host.as_deref(), exec::Args { lab, target, command, stdin: interactive }).await,
         Command::Probe { lab, service, to, matrix, count, interval, output, docker_host } => {
             probe::run(&cli.redis, docker_host.as_deref(), probe::Args { lab, service, to, matrix, count, interval, output }).await
         }

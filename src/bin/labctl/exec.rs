@@ -1,0 +1,219 @@
+//! `labctl exec LAB SERVICE[.SLOT] -- COMMAND...`: runs a command in a task of the lab, as
+//! `docker exec` does, found by the lab's names instead of a container id: in the task of that
+//! slot, or in every task of the service on this node (each line labelled `raft.2 | …`, as
+//! `labctl logs` labels them, and the tasks run at once). Docker runs a command only in a
+//! container of its own node: a task elsewhere is named, with its node, not run.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use futures::future::join_all;
+use futures::StreamExt;
+use swarmlab::swarm::{DockerSwarm, ExecOutput, LocalTask};
+use tokio::io::AsyncWriteExt;
+
+pub struct Args {
+    pub lab: String,
+    /// `service` or `service.slot`.
+    pub target: String,
+    pub command: Vec<String>,
+    /// Pass labctl's standard input to the command (one task only).
+    pub stdin: bool,
+}
+
+/// The tasks asked for: a service's, or the one in a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    service: String,
+    slot: Option<u64>,
+}
+
+impl std::str::FromStr for Target {
+    type Err = anyhow::Error;
+    fn from_str(text: &str) -> anyhow::Result<Target> {
+        // Service names are DNS labels (no dots), so the first dot starts the slot.
+        match text.split_once('.') {
+            None => Ok(Target { service: text.to_string(), slot: None }),
+            Some((service, slot)) => {
+                let slot = slot.parse().with_context(|| format!("`{text}`: after the dot comes a slot number, as in `{service}.1`"))?;
+                Ok(Target { service: service.to_string(), slot: Some(slot) })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.slot {
+            Some(slot) => write!(f, "{}.{slot}", self.service),
+            None => write!(f, "{}", self.service),
+        }
+    }
+}
+
+impl Target {
+    fn matches(&self, slot: Option<u64>) -> bool {
+        self.slot.is_none() || self.slot == slot
+    }
+}
+
+fn label(task: &LocalTask, node: &str) -> String {
+    match task.slot {
+        Some(slot) => format!("{}.{slot}", task.service),
+        None => format!("{}@{node}", task.service),
+    }
+}
+
+/// Splits what a task wrote into whole lines, each printed with the task's label as it ends
+/// (a line is never cut by another task's).
+#[derive(Default)]
+struct Lines {
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.pending.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            out.push(String::from_utf8_lossy(&line[..end]).trim_end_matches('\r').to_string());
+        }
+        out
+    }
+
+    fn rest(&mut self) -> Option<String> {
+        (!self.pending.is_empty()).then(|| String::from_utf8_lossy(&std::mem::take(&mut self.pending)).to_string())
+    }
+}
+
+/// Runs the command in one task; returns its exit code. `prefix`: label each line (several
+/// tasks), else pass the bytes through as they come.
+async fn run_in(swarm: &DockerSwarm, task: &LocalTask, name: &str, command: &[String], stdin: bool, prefix: Option<usize>) -> anyhow::Result<i64> {
+    let mut exec = swarm.exec_in_task(&task.container, command, stdin).await.with_context(|| format!("{name}: cannot run {}", command.join(" ")))?;
+    if let Some(mut input) = exec.input.take() {
+        // The command reads until labctl's input ends (as `docker exec -i`).
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut input).await;
+            let _ = input.shutdown().await;
+        });
+    }
+    let (mut out, mut err) = (Lines::default(), Lines::default());
+    let show = |stderr: bool, line: &str| {
+        let width = prefix.unwrap_or(0);
+        if stderr { eprintln!("{name:<width$} | {line}") } else { println!("{name:<width$} | {line}") }
+    };
+    while let Some(piece) = exec.output.next().await {
+        match (piece.with_context(|| format!("{name}: reading the command's output"))?, prefix) {
+            (ExecOutput::Stdout(bytes), None) => {
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(&bytes)?;
+                stdout.flush()?;
+            }
+            (ExecOutput::Stderr(bytes), None) => {
+                use std::io::Write;
+                std::io::stderr().lock().write_all(&bytes)?;
+            }
+            (ExecOutput::Stdout(bytes), Some(_)) => out.push(&bytes).iter().for_each(|l| show(false, l)),
+            (ExecOutput::Stderr(bytes), Some(_)) => err.push(&bytes).iter().for_each(|l| show(true, l)),
+        }
+    }
+    if prefix.is_some() {
+        out.rest().iter().for_each(|l| show(false, l));
+        err.rest().iter().for_each(|l| show(true, l));
+    }
+    // Docker may mark the command ended a moment after its output closed.
+    for _ in 0..50 {
+        if let Some(code) = swarm.exec_exit_code(&exec.id).await? {
+            return Ok(code);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("{name}: the command's output ended but Docker still says it runs")
+}
+
+pub async fn run(docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCode> {
+    let Args { lab, target, command, stdin } = args;
+    let target: Target = target.parse()?;
+    if command.is_empty() {
+        anyhow::bail!("no command: put it after `--`, as in `labctl exec {lab} {} -- ip addr`", target.service);
+    }
+    let swarm = DockerSwarm::connect(docker_host).await?;
+    let node = swarm.docker().info().await.ok().and_then(|i| i.name).unwrap_or_else(|| "this node".into());
+    let mut here = Vec::new();
+    for id in swarm.local_task_ids().await? {
+        if let Some(task) = swarm.local_task(&id).await.filter(|t| t.lab == lab && t.service == target.service && target.matches(t.slot)) {
+            here.push(task);
+        }
+    }
+    here.sort_by_key(|t| t.slot);
+    // The lab's tasks on every node, when this daemon is a manager (a worker cannot list them).
+    let listed: Vec<_> = swarm.lab_tasks(&lab, &[]).await.unwrap_or_default().into_iter().filter(|t| t.current).collect();
+    let elsewhere: Vec<String> =
+        listed.iter().filter(|t| t.service == target.service && target.matches(t.slot) && t.node != node).map(|t| format!("{} on {}", t.label(), t.node)).collect();
+    if here.is_empty() {
+        if elsewhere.is_empty() {
+            let services: std::collections::BTreeSet<&str> = listed.iter().map(|t| t.service.as_str()).collect();
+            let slots: Vec<String> = listed.iter().filter(|t| t.service == target.service).filter_map(|t| t.slot).map(|s| s.to_string()).collect();
+            let hint = match () {
+                _ if services.is_empty() => format!("is the lab deployed (`labctl status {lab}`)?"),
+                _ if !services.contains(target.service.as_str()) => format!("the lab's services: {}", services.into_iter().collect::<Vec<_>>().join(", ")),
+                _ if !slots.is_empty() => format!("its slots: {}", slots.join(", ")),
+                _ => format!("`labctl describe {lab}` says why"),
+            };
+            anyhow::bail!("no running task of `{target}` in lab `{lab}` on {node}: {hint}");
+        }
+        anyhow::bail!("no task of `{target}` runs on {node}: {}. Run labctl exec on that node, or point --docker-host (DOCKER_HOST) at its daemon", elsewhere.join(", "));
+    }
+    if !elsewhere.is_empty() {
+        eprintln!("labctl exec: not run in the tasks on other nodes: {} (run labctl exec there)", elsewhere.join(", "));
+    }
+    if stdin && here.len() > 1 {
+        anyhow::bail!("-i passes one input to one command: name a slot (`{}.{}`)", target.service, here[0].slot.unwrap_or(1));
+    }
+    let names: Vec<String> = here.iter().map(|t| label(t, &node)).collect();
+    if here.len() == 1 {
+        let code = run_in(&swarm, &here[0], &names[0], &command, stdin, None).await?;
+        // As a shell passes its command's status on (a code beyond 255 is a failure still).
+        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+    }
+    let width = names.iter().map(String::len).max().unwrap_or(0);
+    let results = join_all(here.iter().zip(&names).map(|(task, name)| run_in(&swarm, task, name, &command, false, Some(width)))).await;
+    let mut failed = Vec::new();
+    for (name, result) in names.iter().zip(results) {
+        match result {
+            Ok(0) => {}
+            Ok(code) => failed.push(format!("{name}: exit {code}")),
+            Err(e) => failed.push(format!("{}", swarmlab::error_chain::Chain(e.as_ref()))),
+        }
+    }
+    if failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("labctl exec: failed in {} of {} tasks: {}", failed.len(), names.len(), failed.join("; "));
+    Ok(ExitCode::FAILURE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_is_a_service_or_a_slot_of_one() {
+        assert_eq!("raft".parse::<Target>().unwrap(), Target { service: "raft".into(), slot: None });
+        assert_eq!("raft.3".parse::<Target>().unwrap(), Target { service: "raft".into(), slot: Some(3) });
+        let e = "raft.x".parse::<Target>().unwrap_err().to_string();
+        assert!(e.contains("slot number") && e.contains("raft.1"), "{e}");
+        assert!(Target { service: "raft".into(), slot: None }.matches(Some(2)) && !Target { service: "raft".into(), slot: Some(1) }.matches(Some(2)));
+    }
+
+    #[test]
+    fn output_is_cut_into_whole_lines_and_the_rest_kept_for_the_end() {
+        let mut lines = Lines::default();
+        assert_eq!(lines.push(b"one\ntw"), ["one"]);
+        assert_eq!(lines.push(b"o\r\nthree"), ["two"]);
+        assert_eq!(lines.rest().as_deref(), Some("three"));
+        assert_eq!(lines.rest(), None);
+    }
+}

@@ -1,0 +1,63 @@
+//! A command run in a task's container, as `docker exec` without a terminal: what `labctl exec`
+//! runs in one task or in every task of a service on this node.
+
+use std::pin::Pin;
+
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::io::AsyncWrite;
+
+use super::{api_err, DockerSwarm, SwarmError};
+
+/// A piece of what the command wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutput {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
+/// A command started in a task: its output as it comes, its input when asked for, and its id
+/// for the exit code once the output ends.
+pub struct TaskExec {
+    pub id: String,
+    pub output: BoxStream<'static, Result<ExecOutput, SwarmError>>,
+    pub input: Option<Pin<Box<dyn AsyncWrite + Send>>>,
+}
+
+impl DockerSwarm {
+    /// Starts `command` in the container (`stdin`: attach the command's standard input).
+    pub async fn exec_in_task(&self, container: &str, command: &[String], stdin: bool) -> Result<TaskExec, SwarmError> {
+        let options = CreateExecOptions {
+            cmd: Some(command.to_vec()),
+            attach_stdin: Some(stdin),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            ..Default::default()
+        };
+        let created = self.docker().create_exec(container, options).await.map_err(api_err("create exec"))?;
+        let started = self.docker().start_exec(&created.id, Some(StartExecOptions::default())).await.map_err(api_err("start exec"))?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(SwarmError::Api { action: "start exec".into(), message: "Docker started the command detached".into() });
+        };
+        let output = output
+            .filter_map(|piece| async move {
+                match piece {
+                    Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => Some(Ok(ExecOutput::Stdout(message.to_vec()))),
+                    Ok(LogOutput::StdErr { message }) => Some(Ok(ExecOutput::Stderr(message.to_vec()))),
+                    Ok(LogOutput::StdIn { .. }) => None,
+                    Err(e) => Some(Err(api_err("read exec output")(e))),
+                }
+            })
+            .boxed();
+        Ok(TaskExec { id: created.id, output, input: stdin.then_some(input) })
+    }
+
+    /// The command's exit code, once it has ended (`None` while it runs).
+    pub async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, SwarmError> {
+        let info = self.docker().inspect_exec(exec_id).await.map_err(api_err("inspect exec"))?;
+        Ok(if info.running == Some(true) { None } else { info.exit_code })
+    }
+}
