@@ -21,7 +21,7 @@ fn not_carried(key: &str) -> Option<&'static str> {
         "depends_on" => "Swarm starts services in no order; the lab is Ready when all run",
         "links" | "external_links" => "services reach each other by name on their networks",
         "expose" => "every port is reachable on the lab's networks",
-        "logging" | "secrets" | "devices" | "privileged" | "security_opt" | "dns" | "extra_hosts" | "stdin_open" | "tty" | "profiles" | "pid" | "ipc" | "network_mode" | "shm_size" | "platform" | "pull_policy" => {
+        "logging" | "devices" | "privileged" | "security_opt" | "dns" | "extra_hosts" | "stdin_open" | "tty" | "profiles" | "pid" | "ipc" | "network_mode" | "shm_size" | "platform" | "pull_policy" => {
             "not supported by swarmlab"
         }
         _ => return None,
@@ -191,23 +191,54 @@ fn mapped_image(map: &ImageMap, service: &str, image: Option<&str>) -> Option<St
         .map(|(_, to)| to.clone())
 }
 
-/// A service's Compose `configs` (`- name` or `{source, target, uid, gid, mode}`): the same
-/// fields in a lab, the mode written as octal text. Mounts of configs not carried are noted.
-fn config_mounts(ctx: &mut Ctx, at: &str, value: &Value, carried: &Map<String, Value>) -> Vec<Value> {
+/// A service's Compose `configs` or `secrets` (`- name` or `{source, target, uid, gid, mode}`):
+/// the same fields in a lab's `configs`, the mode written as octal text; a secret goes to
+/// `/run/secrets/<source>` (or `/run/secrets/<target>` for a relative target), as Compose puts
+/// it. Mounts of files not carried are noted.
+fn config_mounts(ctx: &mut Ctx, at: &str, value: &Value, carried: &Map<String, Value>, kind: FileKind) -> Vec<Value> {
     let mut mounts = Vec::new();
     for (i, mount) in value.as_array().into_iter().flatten().enumerate() {
         let source = mount.as_str().or_else(|| mount.get("source").and_then(Value::as_str)).unwrap_or_default();
         if !carried.contains_key(source) {
-            ctx.note(&format!("{at}/{i}"), format!("config `{source}` is not carried (see the top-level configs)"));
+            ctx.note(&format!("{at}/{i}"), format!("{} `{source}` is not carried (see the top-level {})", kind.one(), kind.top()));
             continue;
         }
-        let mut mount = mount.clone();
+        let mut mount = if mount.is_string() { json!({"source": source}) } else { mount.clone() };
         if let Some(mode) = mount.get("mode").and_then(Value::as_u64) {
             mount["mode"] = json!(format!("{mode:04o}"));
         }
-        mounts.push(mount);
+        if kind == FileKind::Secret {
+            let target = mount.get("target").and_then(Value::as_str).unwrap_or(source);
+            if !target.starts_with('/') {
+                mount["target"] = json!(format!("/run/secrets/{target}"));
+            }
+        }
+        mounts.push(if mount.as_object().is_some_and(|m| m.len() == 1) { json!(source) } else { mount });
     }
     mounts
+}
+
+/// Compose's two kinds of files a service mounts; a lab carries both as configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    Config,
+    Secret,
+}
+
+impl FileKind {
+    fn one(self) -> &'static str {
+        match self {
+            FileKind::Config => "config",
+            FileKind::Secret => "secret",
+        }
+    }
+
+    fn top(self) -> &'static str {
+        match self {
+            FileKind::Config => "configs",
+            FileKind::Secret => "secrets",
+        }
+    }
 }
 
 /// A service's Compose `volumes`: named volumes (declared at the top), absolute binds and
@@ -302,12 +333,12 @@ fn volumes(ctx: &mut Ctx, top: &Value) -> Map<String, Value> {
     out
 }
 
-/// Compose's top-level `configs` with a `file` (read beside the Compose file) or a `content`;
-/// `external` and `environment` ones are noted.
-fn configs(ctx: &mut Ctx, compose: &Path, top: &Value, read_file: &dyn Fn(&Path) -> std::io::Result<String>) -> Map<String, Value> {
+/// Compose's top-level `configs` (or `secrets`) with a `file` (read beside the Compose file) or
+/// a `content`; `external` and `environment` ones are noted.
+fn files_of(ctx: &mut Ctx, compose: &Path, top: &Value, kind: FileKind, read_file: &dyn Fn(&Path) -> std::io::Result<String>) -> Map<String, Value> {
     let mut out = Map::new();
     for (name, def) in top.as_object().into_iter().flatten() {
-        let at = format!("/configs/{}", pointer_segment(name));
+        let at = format!("/{}/{}", kind.top(), pointer_segment(name));
         let content = match (def.get("content").and_then(Value::as_str), def.get("file").and_then(Value::as_str)) {
             (Some(content), _) => Some(content.to_string()),
             (None, Some(file)) => {
@@ -321,7 +352,7 @@ fn configs(ctx: &mut Ctx, compose: &Path, top: &Value, read_file: &dyn Fn(&Path)
                 }
             }
             (None, None) => {
-                ctx.note(&at, "only configs with a `file` or a `content` are carried (not `external` or `environment` ones)");
+                ctx.note(&at, format!("only {} with a `file` or a `content` are carried (not `external` or `environment` ones)", kind.top()));
                 None
             }
         };
@@ -356,6 +387,8 @@ fn words(ctx: &mut Ctx, at: &str, value: &Value) -> Option<Value> {
 struct Top<'a> {
     networks: &'a [String],
     configs: &'a Map<String, Value>,
+    /// The secrets carried (configs of the lab, of the same names).
+    secrets: &'a Map<String, Value>,
     volumes: &'a Map<String, Value>,
     compose: &'a Path,
     read_file: &'a dyn Fn(&Path) -> std::io::Result<String>,
@@ -509,8 +542,12 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
             "ulimits" => {
                 out.insert("ulimits".into(), value.clone());
             }
-            "configs" => {
-                out.insert("configs".into(), json!(config_mounts(ctx, &at, value, top.configs)));
+            "configs" | "secrets" => {
+                let (kind, carried) = if key == "configs" { (FileKind::Config, top.configs) } else { (FileKind::Secret, top.secrets) };
+                let mounts = config_mounts(ctx, &at, value, carried, kind);
+                if let Value::Array(list) = out.entry("configs").or_insert_with(|| json!([])) {
+                    list.extend(mounts);
+                }
             }
             "volumes" => {
                 let mounts = volume_mounts(ctx, &at, value, top.volumes);
@@ -653,22 +690,30 @@ pub fn compose_to_lab(path: &Path, text: &str, name: &str, images: &ImageMap, re
         networks.insert(net.clone(), Value::Object(n));
     }
     let defined: Vec<String> = networks.keys().cloned().collect();
-    let configs = configs(&mut ctx, path, doc.value.get("configs").unwrap_or(&Value::Null), read_file);
-    let volumes = volumes(&mut ctx, doc.value.get("volumes").unwrap_or(&Value::Null));
-    for top in ["secrets"] {
-        if doc.value.get(top).is_some() {
-            ctx.note(&format!("/{top}"), format!("top-level {top} are not carried"));
+    let configs = files_of(&mut ctx, path, doc.value.get("configs").unwrap_or(&Value::Null), FileKind::Config, read_file);
+    // Secrets become configs of the lab (mounted where Compose mounts them): a test lab's
+    // passwords and keys need no encryption at rest, and one kind of file is simpler to read.
+    let mut secrets = Map::new();
+    for (name, content) in files_of(&mut ctx, path, doc.value.get("secrets").unwrap_or(&Value::Null), FileKind::Secret, read_file) {
+        let at = format!("/secrets/{}", pointer_segment(&name));
+        if configs.contains_key(&name) {
+            ctx.note(&at, format!("not carried: a config is named `{name}` too"));
+            continue;
         }
+        ctx.note(&at, "carried as a config of the lab (Swarm keeps secrets encrypted; configs are not), mounted at /run/secrets/ as Compose does");
+        secrets.insert(name, content);
     }
-    let top = Top { networks: &defined, configs: &configs, volumes: &volumes, compose: path, read_file };
+    let volumes = volumes(&mut ctx, doc.value.get("volumes").unwrap_or(&Value::Null));
+    let top = Top { networks: &defined, configs: &configs, secrets: &secrets, volumes: &volumes, compose: path, read_file };
     let mut lab_services = Map::new();
     for (svc_name, svc) in services {
         let svc = svc.as_object().cloned().unwrap_or_default();
         lab_services.insert(svc_name.clone(), service(&mut ctx, svc_name, &svc, images, &top));
     }
     let mut spec = Map::new();
-    if !configs.is_empty() {
-        spec.insert("configs".into(), Value::Object(configs));
+    let files: Map<String, Value> = configs.into_iter().chain(secrets).collect();
+    if !files.is_empty() {
+        spec.insert("configs".into(), Value::Object(files));
     }
     if !volumes.is_empty() {
         spec.insert("volumes".into(), Value::Object(volumes));
@@ -786,6 +831,30 @@ mod tests {
         assert!(out.text.contains("#   18:3: configs.gone: only configs with a `file` or a `content` are carried"), "{}", out.text);
         assert!(out.text.contains("#   21:5: configs.far.file: cannot read deploy/missing.conf"), "{}", out.text);
         assert!(out.text.contains("#   10:9: services.web.configs.2: config `gone` is not carried"), "{}", out.text);
+    }
+
+    #[test]
+    fn secrets_become_configs_mounted_where_compose_mounts_secrets() {
+        let compose = "services:\n  db:\n    image: labbox:latest\n    secrets:\n      - db_password\n      - source: tls_key\n        target: server.key\n        mode: 0400\n      - source: token\n        target: /etc/app/token\n      - missing\n    configs: [nginx]\nconfigs:\n  nginx:\n    content: x\nsecrets:\n  db_password:\n    file: ./db_password.txt\n  tls_key:\n    file: ./tls.key\n  token:\n    environment: API_TOKEN\n";
+        let read = |path: &Path| match path.to_str() {
+            Some("deploy/db_password.txt") => Ok("hunter2\n".to_string()),
+            Some("deploy/tls.key") => Ok("KEY\n".to_string()),
+            _ => no_files(path),
+        };
+        let out = compose_to_lab(Path::new("deploy/compose.yml"), compose, "vault", &vec![], &read).expect("valid");
+        let lab = parse_file(Path::new("vault.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
+        assert_eq!((lab.spec.configs["db_password"].content.as_str(), lab.spec.configs["tls_key"].content.as_str()), ("hunter2\n", "KEY\n"));
+        assert_eq!(lab.spec.configs.len(), 3, "{}", out.text);
+        let mounts = lab.spec.services["db"].configs.clone().expect("mounts");
+        let placed: Vec<(&str, String, Option<u32>)> = mounts
+            .iter()
+            .map(|m| (m.source(), m.target(), match m { crate::spec::ConfigMount::Entry(e) => e.mode.as_ref().and_then(|m| m.bits()), _ => None }))
+            .collect();
+        assert_eq!(placed, [("nginx", "/nginx".to_string(), None), ("db_password", "/run/secrets/db_password".to_string(), None), ("tls_key", "/run/secrets/server.key".to_string(), Some(0o400))], "{}", out.text);
+        assert!(out.text.contains("#   17:3: secrets.db_password: carried as a config of the lab"), "{}", out.text);
+        assert!(out.text.contains("#   21:3: secrets.token: only secrets with a `file` or a `content` are carried"), "{}", out.text);
+        assert!(out.text.contains("#   9:9: services.db.secrets.2: secret `token` is not carried (see the top-level secrets)"), "{}", out.text);
+        assert!(out.text.contains("#   11:9: services.db.secrets.3: secret `missing` is not carried"), "{}", out.text);
     }
 
     /// The IoT lab of the seeds (a Docker training, in French), verbatim.

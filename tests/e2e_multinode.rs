@@ -108,6 +108,25 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
         assert_eq!(rows.iter().map(|r| r["stats"]["loss_percent"].as_f64().unwrap()).sum::<f64>(), 0.0);
     }
 
+    // `labctl exec` through the manager, which runs no task of w: the tasks are named with their
+    // nodes, nothing run; through n2's daemon: run in the two tasks there.
+    let exec = |host: &str| {
+        Command::new(env!("CARGO_BIN_EXE_labctl"))
+            .args(["exec", "spread", "w", "--", "hostname"])
+            .env("DOCKER_HOST", host)
+            .env("DOCKER_API_VERSION", "1.41")
+            .output()
+            .unwrap()
+    };
+    let out = exec(MANAGER);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("no task of `w` runs on slmn-n1") && said.matches(" on slmn-n2").count() == 2 && said.matches(" on slmn-n3").count() == 2, "{said}");
+    let out = exec("unix:///run/slmn/n2/docker.sock");
+    let lines = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lines.lines().filter(|l| l.starts_with("w.") && l.contains(" | ")).count(), 2, "{lines}");
+
     // A worker's daemon goes away: Degraded, naming the node; back: Ready and shaped again.
     multinode(&["stop-node", "3"]);
     let lost_at = std::time::Instant::now();
