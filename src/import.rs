@@ -312,6 +312,35 @@ fn volume_mounts(ctx: &mut Ctx, at: &str, value: &Value, declared: &Map<String, 
     mounts
 }
 
+/// A service's Compose `networks`: a list of names, or a map whose entries may give `aliases`
+/// (carried: a lab entry `{name, aliases}`); fixed addresses and the like are noted (Swarm
+/// gives each task its address).
+fn service_networks(ctx: &mut Ctx, at: &str, value: &Value, defined: &[String]) -> Vec<Value> {
+    let mut out = Vec::new();
+    let known = |name: &str| name == "default" || defined.iter().any(|d| d == name);
+    match value {
+        Value::Array(items) => out.extend(items.iter().filter_map(as_string).filter(|n| known(n)).map(Value::String)),
+        Value::Object(map) => {
+            for (name, entry) in map {
+                if !known(name) {
+                    continue;
+                }
+                let here = format!("{at}/{}", pointer_segment(name));
+                let mut aliases = Vec::new();
+                for (key, v) in entry.as_object().into_iter().flatten() {
+                    match key.as_str() {
+                        "aliases" => aliases.extend(v.as_array().into_iter().flatten().filter_map(as_string)),
+                        other => ctx.note(&format!("{here}/{}", pointer_segment(other)), "not carried: Swarm gives each task its address on the network"),
+                    }
+                }
+                out.push(if aliases.is_empty() { json!(name) } else { json!({"name": name, "aliases": aliases}) });
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
 /// Adds mounts to a lab service's `volumes` (Compose's `volumes` and `tmpfs` both end there).
 fn append_mounts(service: &mut Map<String, Value>, mounts: Vec<Value>) {
     if let Value::Array(list) = service.entry("volumes").or_insert_with(|| json!([])) {
@@ -525,13 +554,7 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
                 out.insert("ports".into(), json!(ports));
             }
             "networks" => {
-                let names: Vec<String> = match value {
-                    Value::Array(items) => items.iter().filter_map(as_string).collect(),
-                    Value::Object(m) => m.keys().cloned().collect(),
-                    _ => Vec::new(),
-                };
-                let names: Vec<String> = names.into_iter().filter(|n| n == "default" || top.networks.contains(n)).collect();
-                out.insert("networks".into(), json!(names));
+                out.insert("networks".into(), json!(service_networks(ctx, &at, value, top.networks)));
             }
             "deploy" => deploy(ctx, &at, value, &mut out),
             "healthcheck" => healthcheck(ctx, &at, value, &mut out),
@@ -855,6 +878,17 @@ mod tests {
         assert!(out.text.contains("#   21:3: secrets.token: only secrets with a `file` or a `content` are carried"), "{}", out.text);
         assert!(out.text.contains("#   9:9: services.db.secrets.2: secret `token` is not carried (see the top-level secrets)"), "{}", out.text);
         assert!(out.text.contains("#   11:9: services.db.secrets.3: secret `missing` is not carried"), "{}", out.text);
+    }
+
+    #[test]
+    fn a_services_network_aliases_carry_and_its_fixed_address_is_noted() {
+        let compose = "services:\n  broker:\n    image: labbox:latest\n    networks:\n      iot:\n        aliases: [mqtt.example.com]\n        ipv4_address: 10.5.0.9\n      back: {}\nnetworks:\n  iot: {}\n  back: {}\n";
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "nets", &vec![], &no_files).expect("valid");
+        let lab = parse_file(Path::new("nets.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
+        let nets = lab.spec.services["broker"].networks.clone().expect("networks");
+        let got: Vec<(&str, &[String])> = nets.iter().map(|n| (n.name(), n.aliases())).collect();
+        assert_eq!(got, [("back", &[][..]), ("iot", &["mqtt.example.com".to_string()][..])], "{}", out.text);
+        assert!(out.text.contains("#   7:9: services.broker.networks.iot.ipv4_address: not carried"), "{}", out.text);
     }
 
     /// The IoT lab of the seeds (a Docker training, in French), verbatim.
