@@ -21,7 +21,7 @@ fn not_carried(key: &str) -> Option<&'static str> {
         "depends_on" => "Swarm starts services in no order; the lab is Ready when all run",
         "links" | "external_links" => "services reach each other by name on their networks",
         "expose" => "every port is reachable on the lab's networks",
-        "logging" | "devices" | "privileged" | "security_opt" | "dns" | "extra_hosts" | "stdin_open" | "tty" | "profiles" | "pid" | "ipc" | "network_mode" | "shm_size" | "platform" | "pull_policy" => {
+        "logging" | "devices" | "privileged" | "security_opt" | "dns" | "extra_hosts" | "profiles" | "pid" | "ipc" | "network_mode" | "shm_size" | "platform" | "pull_policy" => {
             "not supported by swarmlab"
         }
         _ => return None,
@@ -520,8 +520,11 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
                     out.insert("command".into(), words);
                 }
             }
-            "init" => {
-                out.insert("init".into(), value.clone());
+            "init" | "tty" => {
+                out.insert(key.clone(), value.clone());
+            }
+            "stdin_open" => {
+                out.insert("stdinOpen".into(), value.clone());
             }
             "cap_add" => {
                 out.insert("capAdd".into(), value.clone());
@@ -881,14 +884,15 @@ mod tests {
     }
 
     #[test]
-    fn a_services_network_aliases_carry_and_its_fixed_address_is_noted() {
-        let compose = "services:\n  broker:\n    image: labbox:latest\n    networks:\n      iot:\n        aliases: [mqtt.example.com]\n        ipv4_address: 10.5.0.9\n      back: {}\nnetworks:\n  iot: {}\n  back: {}\n";
+    fn a_services_network_aliases_and_terminal_carry_and_its_fixed_address_is_noted() {
+        let compose = "services:\n  broker:\n    image: labbox:latest\n    tty: true\n    stdin_open: true\n    networks:\n      iot:\n        aliases: [mqtt.example.com]\n        ipv4_address: 10.5.0.9\n      back: {}\nnetworks:\n  iot: {}\n  back: {}\n";
         let out = compose_to_lab(Path::new("compose.yml"), compose, "nets", &vec![], &no_files).expect("valid");
         let lab = parse_file(Path::new("nets.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
         let nets = lab.spec.services["broker"].networks.clone().expect("networks");
         let got: Vec<(&str, &[String])> = nets.iter().map(|n| (n.name(), n.aliases())).collect();
         assert_eq!(got, [("back", &[][..]), ("iot", &["mqtt.example.com".to_string()][..])], "{}", out.text);
-        assert!(out.text.contains("#   7:9: services.broker.networks.iot.ipv4_address: not carried"), "{}", out.text);
+        assert!(out.text.contains("#   9:9: services.broker.networks.iot.ipv4_address: not carried"), "{}", out.text);
+        assert_eq!((lab.spec.services["broker"].tty, lab.spec.services["broker"].stdin_open), (Some(true), Some(true)), "{}", out.text);
     }
 
     /// The IoT lab of the seeds (a Docker training, in French), verbatim.

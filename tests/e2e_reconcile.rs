@@ -679,7 +679,8 @@ fn labctl_exec_runs_a_command_in_one_task_or_in_each_task_of_a_service() {
     let mut lab = Lab::new();
     lab.cleanup.push("execx".into());
     remove_lab_objects("execx");
-    lab.write("execx.yaml", &lab_yaml("execx", "    web: {replicas: 2}\n    mon: {mode: global}\n"));
+    // `shell` is a shell with a terminal (`tty`): without one it would exit at once.
+    lab.write("execx.yaml", &lab_yaml("execx", "    web: {replicas: 2}\n    mon: {mode: global}\n    shell: {command: [sh], tty: true}\n"));
     lab.start_labd();
     lab.wait_phase("execx", "Ready", READY);
     let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
@@ -697,6 +698,8 @@ fn labctl_exec_runs_a_command_in_one_task_or_in_each_task_of_a_service() {
     assert_eq!(lines, [format!("web.1 | {}", running_container_of_slot("execx_web", 1)), format!("web.2 | {web2}")]);
     let out = lab.labctl(&["exec", "execx", "mon", "--", "true"]);
     assert!(out.status.success(), "a global service's task: {out:?}");
+    let out = lab.labctl(&["exec", "execx", "shell.1", "--", "ls", "-l", "/proc/1/fd/0"]);
+    assert!(text(&out.stdout).trim().ends_with("-> /dev/pts/0"), "the task's input is its terminal: {out:?}");
 
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_labctl"))
         .args(["--redis", &lab.redis.url(), "exec", "-i", "execx", "web.1", "--", "sh", "-c", "n=0; while read l; do n=$((n+1)); done; echo $n"])
@@ -712,7 +715,7 @@ fn labctl_exec_runs_a_command_in_one_task_or_in_each_task_of_a_service() {
 
     let out = lab.labctl(&["exec", "execx", "nope", "--", "true"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("the lab's services: mon, web"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("the lab's services: mon, shell, web"), "{}", text(&out.stderr));
     let out = lab.labctl(&["exec", "execx", "web.7", "--", "true"]);
     assert!(text(&out.stderr).contains("its slots: 1, 2"), "{}", text(&out.stderr));
 }

@@ -49,6 +49,8 @@ pub struct DesiredService {
     /// `KEY=value`
     pub env: Vec<String>,
     pub init: Option<bool>,
+    pub tty: Option<bool>,
+    pub stdin_open: Option<bool>,
     pub stop_grace_period: Option<Duration>,
     pub stop_signal: Option<String>,
     pub user: Option<String>,
@@ -323,6 +325,8 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
         hostname: svc.hostname.clone(),
         env: svc.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         init: svc.init,
+        tty: svc.tty,
+        stdin_open: svc.stdin_open,
         stop_grace_period: svc.stop_grace_period.map(|d| Duration::from_micros(d.micros)),
         stop_signal: svc.stop_signal.clone(),
         user: svc.user.clone(),

@@ -501,6 +501,14 @@ pub struct Service {
     /// Run an init as PID 1 so SIGTERM stops the task at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<bool>,
+    /// Give each task a terminal (Compose's `tty`): an image whose command is a shell keeps
+    /// running instead of exiting at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<bool>,
+    /// Keep each task's standard input open (Compose's `stdin_open`), for a command that
+    /// reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_open: Option<bool>,
     /// Time between SIGTERM and SIGKILL; Swarm's default is 10s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_period: Option<Duration>,

@@ -288,6 +288,8 @@ impl Service {
             endpoint_mode: self.endpoint_mode.or(d.endpoint_mode),
             ports: if self.ports.is_empty() { d.ports.clone() } else { self.ports.clone() },
             init: self.init.or(d.init),
+            tty: self.tty.or(d.tty),
+            stdin_open: self.stdin_open.or(d.stdin_open),
             stop_grace_period: self.stop_grace_period.or(d.stop_grace_period),
             stop_signal: self.stop_signal.clone().or_else(|| d.stop_signal.clone()),
             user: self.user.clone().or_else(|| d.user.clone()),

@@ -71,6 +71,8 @@ pub fn service_spec(svc: &DesiredService, config_ids: &BTreeMap<String, String>)
         hostname: svc.hostname.clone(),
         env: non_empty(&svc.env),
         init: svc.init,
+        tty: svc.tty,
+        open_stdin: svc.stdin_open,
         stop_grace_period: svc.stop_grace_period.map(|d| d.as_nanos() as i64),
         stop_signal: svc.stop_signal.clone(),
         user: svc.user.clone(),
@@ -166,7 +168,7 @@ mod tests {
 
     #[test]
     fn a_service_becomes_the_spec_docker_service_create_would_send() {
-        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2}\n      ports: ['8080:80/udp']\n      networks: [dht]\n      sysctls: {net.ipv4.ip_default_ttl: 42, net.ipv4.tcp_congestion_control: reno}\n      user: '1000:1000'\n      ulimits: {nofile: {soft: 1024, hard: 4096}, core: 0}\n      restartPolicy: {delay: 0s, maxAttempts: 3, window: 1m}\n      workingDir: /srv\n      stopSignal: SIGINT\n";
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2}\n      ports: ['8080:80/udp']\n      networks: [dht]\n      sysctls: {net.ipv4.ip_default_ttl: 42, net.ipv4.tcp_congestion_control: reno}\n      user: '1000:1000'\n      ulimits: {nofile: {soft: 1024, hard: 4096}, core: 0}\n      restartPolicy: {delay: 0s, maxAttempts: 3, window: 1m}\n      workingDir: /srv\n      stopSignal: SIGINT\n      tty: true\n      stdinOpen: true\n";
         let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
         let desired = crate::plan::desired_lab(&lab.lab);
         let spec = service_spec(&desired.services[0], &BTreeMap::new());
@@ -176,7 +178,7 @@ mod tests {
         let c = task.container_spec.unwrap();
         assert_eq!(c.command, Some(vec!["sleep".to_string(), "100".to_string()]));
         assert_eq!(c.env, Some(vec!["A=1".to_string()]));
-        assert_eq!((c.init, c.stop_grace_period), (Some(true), Some(2_000_000_000)));
+        assert_eq!((c.init, c.stop_grace_period, c.tty, c.open_stdin), (Some(true), Some(2_000_000_000), Some(true), Some(true)));
         assert_eq!((c.user.as_deref(), c.dir.as_deref(), c.stop_signal.as_deref()), (Some("1000:1000"), Some("/srv"), Some("SIGINT")));
         let restart = task.restart_policy.clone().unwrap();
         assert_eq!((restart.condition, restart.delay, restart.max_attempts, restart.window), (Some(TaskSpecRestartPolicyConditionEnum::ANY), Some(0), Some(3), Some(60_000_000_000)));
