@@ -310,6 +310,9 @@ fn a_step_freezes_one_task_then_thaws_it_and_another_kills_a_task_that_swarm_sta
     assert_eq!(docker_ok(&["inspect", &one, "--format", "{{.State.Paused}}"]).trim(), "true");
     assert!(!counts_on(&one), "the frozen task does not run");
     assert!(counts_on(&two), "the other task runs on");
+    let out = lab.labctl(&["exec", "crash", "raft.1", "--", "true"]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && said.contains("raft.1 is frozen by a pause step"), "labctl exec says why it cannot run: {said}");
     let report = task_reports(&lab, "crash").into_iter().find(|r| r["slot"] == 1).expect("slot 1's report");
     assert_eq!(report["paused"], true, "{report}");
     // Thawed by hand while the step holds: frozen again at the agent's next read-back.

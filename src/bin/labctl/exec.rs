@@ -90,6 +90,10 @@ impl Lines {
 /// Runs the command in one task; returns its exit code. `prefix`: label each line (several
 /// tasks), else pass the bytes through as they come.
 async fn run_in(swarm: &DockerSwarm, task: &LocalTask, name: &str, command: &[String], stdin: bool, prefix: Option<usize>) -> anyhow::Result<i64> {
+    // Docker would say "unpause the container": here a schedule froze it, and holds it so.
+    if swarm.task_paused(&task.container).await.unwrap_or(false) {
+        anyhow::bail!("{name} is frozen by a pause step of the lab's schedule: a command runs in it once the schedule thaws it");
+    }
     let mut exec = swarm.exec_in_task(&task.container, command, stdin).await.with_context(|| format!("{name}: cannot run {}", command.join(" ")))?;
     if let Some(mut input) = exec.input.take() {
         // The command reads until labctl's input ends (as `docker exec -i`).
