@@ -121,7 +121,7 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     let out = exec(MANAGER);
     let said = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(said.contains("no task of `w` runs on slmn-n1") && said.matches(" on slmn-n2").count() == 2 && said.matches(" on slmn-n3").count() == 2, "{said}");
+    assert!(said.contains("no task of `w` is on slmn-n1") && said.matches(" on slmn-n2").count() == 2 && said.matches(" on slmn-n3").count() == 2, "{said}");
     let out = exec("unix:///run/slmn/n2/docker.sock");
     let lines = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -673,14 +673,15 @@ fn a_job_runs_once_its_services_are_ready_to_completion_and_a_labd_restart_runs_
 
 /// `labctl exec` finds tasks by the lab's names: one slot (its output and exit status passed
 /// through, input with `-i`), or every task of a service, each line labelled; a wrong name
-/// says what there is.
+/// says what there is. `labctl cp` takes files out of each task, a completed job's included.
 #[test]
-fn labctl_exec_runs_a_command_in_one_task_or_in_each_task_of_a_service() {
+fn labctl_exec_and_cp_reach_into_each_task_of_a_service_or_one_slot_by_the_labs_names() {
     let mut lab = Lab::new();
     lab.cleanup.push("execx".into());
     remove_lab_objects("execx");
     // `shell` is a shell with a terminal (`tty`): without one it would exit at once.
-    lab.write("execx.yaml", &lab_yaml("execx", "    web: {replicas: 2}\n    mon: {mode: global}\n    shell: {command: [sh], tty: true}\n"));
+    let load = "    load:\n      mode: replicated-job\n      replicas: 2\n      command: [sh, -c, \"mkdir -p /results/raw; hostname > /results/raw/host; echo 42 > /results/ops\"]\n";
+    lab.write("execx.yaml", &lab_yaml("execx", &format!("    web: {{replicas: 2}}\n    mon: {{mode: global}}\n    shell: {{command: [sh], tty: true}}\n{load}")));
     lab.start_labd();
     lab.wait_phase("execx", "Ready", READY);
     let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
@@ -715,7 +716,26 @@ fn labctl_exec_runs_a_command_in_one_task_or_in_each_task_of_a_service() {
 
     let out = lab.labctl(&["exec", "execx", "nope", "--", "true"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("the lab's services: mon, shell, web"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("the lab's services: load, mon, shell, web"), "{}", text(&out.stderr));
     let out = lab.labctl(&["exec", "execx", "web.7", "--", "true"]);
     assert!(text(&out.stderr).contains("its slots: 1, 2"), "{}", text(&out.stderr));
+
+    // A job's results, once it completed: each task's directory beside the other's.
+    let out = lab.labctl(&["wait", "execx", "--for", "jobs", "--timeout", "60s"]);
+    assert!(out.status.success(), "{out:?}");
+    let dest = lab.dir.path().join("results");
+    let out = lab.labctl(&["cp", "execx", "load:/results", dest.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{out:?}");
+    for slot in ["load.0", "load.1"] {
+        let got = dest.join(slot).join("results");
+        assert_eq!(std::fs::read_to_string(got.join("ops")).unwrap_or_default(), "42\n", "{slot}: {}", text(&out.stdout));
+        assert_eq!(std::fs::read_to_string(got.join("raw/host")).map(|h| h.trim().len()).unwrap_or(0), 12, "{slot}: a directory inside, whole");
+        assert!(text(&out.stdout).contains(&format!("{slot}: /results -> {} (2 files, 16 B)", got.display())), "{}", text(&out.stdout));
+    }
+    let out = lab.labctl(&["cp", "execx", "web.2:/etc/hostname", dest.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(dest.join("web.2/hostname")).unwrap_or_default().trim(), web2, "one file of one slot, from a running task");
+    let out = lab.labctl(&["cp", "execx", "web.1:/nowhere", dest.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("web.1: no /nowhere in its container"), "{}", text(&out.stderr));
 }

@@ -42,7 +42,7 @@ fn container_err(action: &'static str, container: &str) -> impl FnOnce(bollard::
 
 /// Swarm names a task's container's `com.docker.swarm.task.name` `<service>.<slot>.<task id>`
 /// for a replicated service, `<service>.<node id>.<task id>` for a global one.
-fn slot_of(task_name: &str, service: &str) -> Option<u64> {
+pub(super) fn slot_of(task_name: &str, service: &str) -> Option<u64> {
     task_name.strip_prefix(service)?.strip_prefix('.')?.split('.').next()?.parse().ok()
 }
 

@@ -25,7 +25,7 @@ pub struct LabTask {
     /// The hostname of its node.
     pub node: String,
     pub created_at: Option<DateTime<Utc>>,
-    /// Swarm wants it running (its desired state): not one that ended or is being replaced.
+    /// Swarm wants it running, or (a job's) completed: not one that failed or was replaced.
     pub current: bool,
 }
 
@@ -92,7 +92,7 @@ impl DockerSwarm {
             let created_at = t.created_at.as_deref().and_then(|c| DateTime::parse_from_rfc3339(c).ok()).map(|c| c.with_timezone(&Utc));
             // Docker leaves a slot 0 out (a replicated job's first task has it).
             let slot = (!global).then(|| t.slot.unwrap_or(0) as u64);
-            let current = t.desired_state == Some(bollard::models::TaskState::RUNNING);
+            let current = matches!(t.desired_state, Some(bollard::models::TaskState::RUNNING | bollard::models::TaskState::COMPLETE));
             tasks.push(LabTask { id, service: short.clone(), slot, node, created_at, current });
         }
         tasks.sort_by_key(|t| (t.created_at, t.service.clone(), t.slot));
@@ -100,7 +100,7 @@ impl DockerSwarm {
     }
 
     /// (Swarm id, (short name, one task per node)) of the lab's own services on Swarm.
-    async fn lab_services(&self, lab: &str) -> Result<Vec<(String, (String, bool))>, SwarmError> {
+    pub(super) async fn lab_services(&self, lab: &str) -> Result<Vec<(String, (String, bool))>, SwarmError> {
         let filters = HashMap::from([("label".to_string(), vec![format!("{}={lab}", labels::STACK_NAMESPACE)])]);
         let services = self
             .docker()

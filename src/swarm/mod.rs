@@ -1,6 +1,7 @@
 //! The Swarm edge: what labd reads from and does to a Docker Swarm, behind a small trait so the
 //! controller does not know about HTTP, and one implementation over bollard.
 
+mod copy;
 mod docker;
 mod exec;
 mod files;
@@ -8,6 +9,7 @@ mod local;
 mod logs;
 pub mod spec;
 
+pub use copy::TaskContainer;
 pub use docker::DockerSwarm;
 pub use exec::{ExecOutput, TaskExec};
 pub use local::{LocalTask, LocalTaskEvent};

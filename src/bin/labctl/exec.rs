@@ -10,6 +10,8 @@ use anyhow::Context;
 use futures::future::join_all;
 use futures::StreamExt;
 use swarmlab::swarm::{DockerSwarm, ExecOutput, LocalTask};
+
+use crate::tasks::{task_label, this_node, Placement, Target};
 use tokio::io::AsyncWriteExt;
 
 pub struct Args {
@@ -19,49 +21,6 @@ pub struct Args {
     pub command: Vec<String>,
     /// Pass labctl's standard input to the command (one task only).
     pub stdin: bool,
-}
-
-/// The tasks asked for: a service's, or the one in a slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
-    service: String,
-    slot: Option<u64>,
-}
-
-impl std::str::FromStr for Target {
-    type Err = anyhow::Error;
-    fn from_str(text: &str) -> anyhow::Result<Target> {
-        // Service names are DNS labels (no dots), so the first dot starts the slot.
-        match text.split_once('.') {
-            None => Ok(Target { service: text.to_string(), slot: None }),
-            Some((service, slot)) => {
-                let slot = slot.parse().with_context(|| format!("`{text}`: after the dot comes a slot number, as in `{service}.1`"))?;
-                Ok(Target { service: service.to_string(), slot: Some(slot) })
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.slot {
-            Some(slot) => write!(f, "{}.{slot}", self.service),
-            None => write!(f, "{}", self.service),
-        }
-    }
-}
-
-impl Target {
-    fn matches(&self, slot: Option<u64>) -> bool {
-        self.slot.is_none() || self.slot == slot
-    }
-}
-
-fn label(task: &LocalTask, node: &str) -> String {
-    match task.slot {
-        Some(slot) => format!("{}.{slot}", task.service),
-        None => format!("{}@{node}", task.service),
-    }
 }
 
 /// Splits what a task wrote into whole lines, each printed with the task's label as it ends
@@ -144,7 +103,7 @@ pub async fn run(docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCo
         anyhow::bail!("no command: put it after `--`, as in `labctl exec {lab} {} -- ip addr`", target.service);
     }
     let swarm = DockerSwarm::connect(docker_host).await?;
-    let node = swarm.docker().info().await.ok().and_then(|i| i.name).unwrap_or_else(|| "this node".into());
+    let node = this_node(&swarm).await;
     let mut here = Vec::new();
     for id in swarm.local_task_ids().await? {
         if let Some(task) = swarm.local_task(&id).await.filter(|t| t.lab == lab && t.service == target.service && target.matches(t.slot)) {
@@ -152,31 +111,15 @@ pub async fn run(docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCo
         }
     }
     here.sort_by_key(|t| t.slot);
-    // The lab's tasks on every node, when this daemon is a manager (a worker cannot list them).
-    let listed: Vec<_> = swarm.lab_tasks(&lab, &[]).await.unwrap_or_default().into_iter().filter(|t| t.current).collect();
-    let elsewhere: Vec<String> =
-        listed.iter().filter(|t| t.service == target.service && target.matches(t.slot) && t.node != node).map(|t| format!("{} on {}", t.label(), t.node)).collect();
+    let placed = Placement::of(&swarm, &lab, &target, &node).await;
     if here.is_empty() {
-        if elsewhere.is_empty() {
-            let services: std::collections::BTreeSet<&str> = listed.iter().map(|t| t.service.as_str()).collect();
-            let slots: Vec<String> = listed.iter().filter(|t| t.service == target.service).filter_map(|t| t.slot).map(|s| s.to_string()).collect();
-            let hint = match () {
-                _ if services.is_empty() => format!("is the lab deployed (`labctl status {lab}`)?"),
-                _ if !services.contains(target.service.as_str()) => format!("the lab's services: {}", services.into_iter().collect::<Vec<_>>().join(", ")),
-                _ if !slots.is_empty() => format!("its slots: {}", slots.join(", ")),
-                _ => format!("`labctl describe {lab}` says why"),
-            };
-            anyhow::bail!("no running task of `{target}` in lab `{lab}` on {node}: {hint}");
-        }
-        anyhow::bail!("no task of `{target}` runs on {node}: {}. Run labctl exec on that node, or point --docker-host (DOCKER_HOST) at its daemon", elsewhere.join(", "));
+        return Err(placed.none_here("running task", &lab, &target));
     }
-    if !elsewhere.is_empty() {
-        eprintln!("labctl exec: not run in the tasks on other nodes: {} (run labctl exec there)", elsewhere.join(", "));
-    }
+    placed.warn_elsewhere("labctl exec", "run");
     if stdin && here.len() > 1 {
         anyhow::bail!("-i passes one input to one command: name a slot (`{}.{}`)", target.service, here[0].slot.unwrap_or(1));
     }
-    let names: Vec<String> = here.iter().map(|t| label(t, &node)).collect();
+    let names: Vec<String> = here.iter().map(|t| task_label(&t.service, t.slot, &node)).collect();
     if here.len() == 1 {
         let code = run_in(&swarm, &here[0], &names[0], &command, stdin, None).await?;
         // As a shell passes its command's status on (a code beyond 255 is a failure still).
@@ -202,15 +145,6 @@ pub async fn run(docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_target_is_a_service_or_a_slot_of_one() {
-        assert_eq!("raft".parse::<Target>().unwrap(), Target { service: "raft".into(), slot: None });
-        assert_eq!("raft.3".parse::<Target>().unwrap(), Target { service: "raft".into(), slot: Some(3) });
-        let e = "raft.x".parse::<Target>().unwrap_err().to_string();
-        assert!(e.contains("slot number") && e.contains("raft.1"), "{e}");
-        assert!(Target { service: "raft".into(), slot: None }.matches(Some(2)) && !Target { service: "raft".into(), slot: Some(1) }.matches(Some(2)));
-    }
 
     #[test]
     fn output_is_cut_into_whole_lines_and_the_rest_kept_for_the_end() {

@@ -3,6 +3,7 @@
 //! One subcommand per file; `common` holds what several share.
 
 mod common;
+mod cp;
 mod describe;
 mod diff;
 mod exec;
@@ -13,6 +14,7 @@ mod probe;
 mod report;
 mod status;
 mod suspend;
+mod tasks;
 mod validate;
 mod wait;
 mod logs;
@@ -143,6 +145,19 @@ enum Command {
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
     },
+    /// Copy a file or directory out of each task of SERVICE (or the one in SLOT) on this node
+    /// into DEST/SERVICE.SLOT/, as `docker cp` does; ended tasks count (a job's results).
+    #[command(after_help = "Examples:\n  labctl cp raft raft:/var/log/raft results/     # results/raft.1/raft, results/raft.2/raft, …\n  labctl cp kv-bench load:/results out/          # a job's results, once `labctl wait kv-bench --for jobs`")]
+    Cp {
+        lab: String,
+        /// SERVICE[.SLOT]:PATH, the path absolute.
+        source: String,
+        /// The directory the tasks' copies go in (one directory per task).
+        dest: PathBuf,
+        /// Docker daemon of the tasks' node (default: the local socket, or DOCKER_HOST).
+        #[arg(long, env = "DOCKER_HOST")]
+        docker_host: Option<String>,
+    },
     /// Wait until a lab is Ready (or its jobs done, Completed, deleted, or at a step of its
     /// schedule); exit 1 with the reason on timeout.
     Wait {
@@ -234,6 +249,7 @@ async fn main() -> ExitCode {
         Command::Logs { lab, services, follow, since, tail, timestamps, no_steps, docker_host } => {
             logs::run(&cli.redis, docker_host.as_deref(), logs::Args { lab, services, follow, since, tail, timestamps, steps: !no_steps }).await
         }
+        Command::Cp { lab, source, dest, docker_host } => cp::run(docker_host.as_deref(), cp::Args { lab, source, dest }).await,
         Command::Exec { lab, target, command, interactive, docker_host } => exec::run(docker_host.as_deref(), exec::Args { lab, target, command, stdin: interactive }).await,
         Command::Probe { lab, service, to, matrix, count, interval, output, docker_host } => {
             probe::run(&cli.redis, docker_host.as_deref(), probe::Args { lab, service, to, matrix, count, interval, output }).await

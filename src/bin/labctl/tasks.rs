@@ -1,0 +1,119 @@
+//! A lab's tasks found by the names of the lab (`raft`, `raft.2`) on the node whose Docker is
+//! asked, for the subcommands that reach into task containers (`exec`, `cp`): Docker acts only
+//! on its own node's containers, so the tasks elsewhere are named with their nodes.
+
+use anyhow::Context;
+use swarmlab::swarm::{DockerSwarm, LabTask};
+
+/// The tasks asked for: a service's, or the one in a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub service: String,
+    pub slot: Option<u64>,
+}
+
+impl std::str::FromStr for Target {
+    type Err = anyhow::Error;
+    fn from_str(text: &str) -> anyhow::Result<Target> {
+        // Service names are DNS labels (no dots), so the first dot starts the slot.
+        match text.split_once('.') {
+            None => Ok(Target { service: text.to_string(), slot: None }),
+            Some((service, slot)) => {
+                let slot = slot.parse().with_context(|| format!("`{text}`: after the dot comes a slot number, as in `{service}.1`"))?;
+                Ok(Target { service: service.to_string(), slot: Some(slot) })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.slot {
+            Some(slot) => write!(f, "{}.{slot}", self.service),
+            None => write!(f, "{}", self.service),
+        }
+    }
+}
+
+impl Target {
+    pub fn matches(&self, slot: Option<u64>) -> bool {
+        self.slot.is_none() || self.slot == slot
+    }
+}
+
+/// `service.slot` for a task with a slot, `service@node` for a global service's (as `labctl
+/// logs` labels them).
+pub fn task_label(service: &str, slot: Option<u64>, node: &str) -> String {
+    match slot {
+        Some(slot) => format!("{service}.{slot}"),
+        None => format!("{service}@{node}"),
+    }
+}
+
+/// The node name of the Docker asked (Swarm's name of the node: its hostname).
+pub async fn this_node(swarm: &DockerSwarm) -> String {
+    swarm.docker().info().await.ok().and_then(|i| i.name).unwrap_or_else(|| "this node".into())
+}
+
+/// Where the lab's tasks are, as far as the Docker asked knows: a manager lists every node's.
+pub struct Placement {
+    node: String,
+    /// The lab's tasks Swarm wants running (or completed), on every node.
+    listed: Vec<LabTask>,
+    /// `raft.3 on n2` for each task of the target on another node.
+    pub elsewhere: Vec<String>,
+}
+
+impl Placement {
+    pub async fn of(swarm: &DockerSwarm, lab: &str, target: &Target, node: &str) -> Placement {
+        // A worker cannot list tasks: then nothing is known of the other nodes.
+        let listed: Vec<LabTask> = swarm.lab_tasks(lab, &[]).await.unwrap_or_default().into_iter().filter(|t| t.current).collect();
+        let mut elsewhere: Vec<String> =
+            listed.iter().filter(|t| t.service == target.service && target.matches(t.slot) && t.node != node).map(|t| format!("{} on {}", t.label(), t.node)).collect();
+        elsewhere.dedup();
+        Placement { node: node.to_string(), listed, elsewhere }
+    }
+
+    /// Why no `what` of the target is on this node, and what to do.
+    pub fn none_here(&self, what: &str, lab: &str, target: &Target) -> anyhow::Error {
+        let node = &self.node;
+        if !self.elsewhere.is_empty() {
+            return anyhow::anyhow!("no task of `{target}` is on {node}: {}. Run labctl there, or point --docker-host (DOCKER_HOST) at that node's daemon", self.elsewhere.join(", "));
+        }
+        let services: std::collections::BTreeSet<&str> = self.listed.iter().map(|t| t.service.as_str()).collect();
+        let mut slots: Vec<u64> = self.listed.iter().filter(|t| t.service == target.service).filter_map(|t| t.slot).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        let hint = if services.is_empty() {
+            format!("is the lab deployed (`labctl status {lab}`)?")
+        } else if !services.contains(target.service.as_str()) {
+            format!("the lab's services: {}", services.into_iter().collect::<Vec<_>>().join(", "))
+        } else if !slots.is_empty() {
+            format!("its slots: {}", slots.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
+        } else {
+            format!("`labctl describe {lab}` says why")
+        };
+        anyhow::anyhow!("no {what} of `{target}` in lab `{lab}` on {node}: {hint}")
+    }
+
+    /// Says on stderr which tasks of the target were left out, being on other nodes.
+    pub fn warn_elsewhere(&self, command: &str, verb: &str) {
+        if !self.elsewhere.is_empty() {
+            eprintln!("{command}: not {verb} in the tasks on other nodes: {} (run it there)", self.elsewhere.join(", "));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_is_a_service_or_a_slot_of_one() {
+        assert_eq!("raft".parse::<Target>().unwrap(), Target { service: "raft".into(), slot: None });
+        assert_eq!("raft.3".parse::<Target>().unwrap(), Target { service: "raft".into(), slot: Some(3) });
+        let e = "raft.x".parse::<Target>().unwrap_err().to_string();
+        assert!(e.contains("slot number") && e.contains("raft.1"), "{e}");
+        assert!(Target { service: "raft".into(), slot: None }.matches(Some(2)) && !Target { service: "raft".into(), slot: Some(1) }.matches(Some(2)));
+    }
+}
