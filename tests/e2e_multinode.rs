@@ -109,7 +109,8 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     }
 
     // `labctl exec` through the manager, which runs no task of w: the tasks are named with their
-    // nodes, nothing run; through n2's daemon: run in the two tasks there.
+    // nodes, nothing run; through n2's daemon (a worker): run in the two tasks there, and `cp`
+    // takes a file out of each.
     let exec = |host: &str| {
         Command::new(env!("CARGO_BIN_EXE_labctl"))
             .args(["exec", "spread", "w", "--", "hostname"])
@@ -126,6 +127,16 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     let lines = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(lines.lines().filter(|l| l.starts_with("w.") && l.contains(" | ")).count(), 2, "{lines}");
+    let dest = lab.dir.path().join("copies");
+    let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["cp", "spread", "w:/etc/hostname", dest.to_str().unwrap()])
+        .env("DOCKER_HOST", "unix:///run/slmn/n2/docker.sock")
+        .env("DOCKER_API_VERSION", "1.41")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let copied = std::fs::read_dir(&dest).unwrap().filter_map(|e| e.ok()).filter(|e| e.path().join("hostname").is_file()).count();
+    assert_eq!(copied, 2, "each task on n2 copied into its own directory: {}", String::from_utf8_lossy(&out.stdout));
 
     // A worker's daemon goes away: Degraded, naming the node; back: Ready and shaped again.
     multinode(&["stop-node", "3"]);
