@@ -10,9 +10,9 @@ use anyhow::Context;
 use futures::future::join_all;
 use futures::StreamExt;
 use swarmlab::swarm::{DockerSwarm, ExecOutput, LocalTask};
+use tokio::io::AsyncWriteExt;
 
 use crate::tasks::{task_label, this_node, Placement, Target};
-use tokio::io::AsyncWriteExt;
 
 pub struct Args {
     pub lab: String,
