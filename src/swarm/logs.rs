@@ -32,10 +32,16 @@ pub struct LabTask {
 impl LabTask {
     /// `service.slot` for a replicated service's task, `service@node` for a global one's.
     pub fn label(&self) -> String {
-        match self.slot {
-            Some(slot) => format!("{}.{slot}", self.service),
-            None => format!("{}@{}", self.service, self.node),
-        }
+        task_label(&self.service, self.slot, &self.node)
+    }
+}
+
+/// How a task is named to users (`labctl logs`, `exec`, `cp`): `service.slot` for a task with
+/// a slot, `service@node` for a global service's.
+pub fn task_label(service: &str, slot: Option<u64>, node: &str) -> String {
+    match slot {
+        Some(slot) => format!("{service}.{slot}"),
+        None => format!("{service}@{node}"),
     }
 }
 

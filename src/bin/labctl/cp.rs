@@ -10,10 +10,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use futures::TryStreamExt;
-use swarmlab::swarm::{DockerSwarm, SwarmError, TaskContainer};
+use swarmlab::swarm::{task_label, DockerSwarm, SwarmError, TaskContainer};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use crate::tasks::{task_label, this_node, Placement, Target};
+use crate::tasks::{this_node, Placement, Target};
 
 pub struct Args {
     pub lab: String,

@@ -4,15 +4,16 @@
 //! `labctl logs` labels them, and the tasks run at once). Docker runs a command only in a
 //! container of its own node: a task elsewhere is named, with its node, not run.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use futures::future::join_all;
 use futures::StreamExt;
-use swarmlab::swarm::{DockerSwarm, ExecOutput, LocalTask};
+use swarmlab::swarm::{task_label, DockerSwarm, ExecOutput, LocalTask};
 use tokio::io::AsyncWriteExt;
 
-use crate::tasks::{task_label, this_node, Placement, Target};
+use crate::tasks::{this_node, Placement, Target};
 
 pub struct Args {
     pub lab: String,
@@ -69,13 +70,11 @@ async fn run_in(swarm: &DockerSwarm, task: &LocalTask, name: &str, command: &[St
     while let Some(piece) = exec.output.next().await {
         match (piece.with_context(|| format!("{name}: reading the command's output"))?, prefix) {
             (ExecOutput::Stdout(bytes), None) => {
-                use std::io::Write;
                 let mut stdout = std::io::stdout().lock();
                 stdout.write_all(&bytes)?;
                 stdout.flush()?;
             }
             (ExecOutput::Stderr(bytes), None) => {
-                use std::io::Write;
                 std::io::stderr().lock().write_all(&bytes)?;
             }
             (ExecOutput::Stdout(bytes), Some(_)) => out.push(&bytes).iter().for_each(|l| show(false, l)),

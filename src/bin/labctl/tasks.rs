@@ -41,15 +41,6 @@ impl Target {
     }
 }
 
-/// `service.slot` for a task with a slot, `service@node` for a global service's (as `labctl
-/// logs` labels them).
-pub fn task_label(service: &str, slot: Option<u64>, node: &str) -> String {
-    match slot {
-        Some(slot) => format!("{service}.{slot}"),
-        None => format!("{service}@{node}"),
-    }
-}
-
 /// The node name of the Docker asked (Swarm's name of the node: its hostname).
 pub async fn this_node(swarm: &DockerSwarm) -> String {
     swarm.docker().info().await.ok().and_then(|i| i.name).unwrap_or_else(|| "this node".into())
