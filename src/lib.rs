@@ -18,3 +18,4 @@ pub mod spec;
 pub mod status;
 pub mod store;
 pub mod swarm;
+pub mod usage;

@@ -48,6 +48,14 @@ pub struct AttachmentLabels {
     pub network: String,
 }
 
+/// One task (its container) of one lab on an agent's node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct TaskLabels {
+    pub lab: String,
+    pub service: String,
+    pub container: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PacketLabels {
     pub lab: String,
@@ -71,6 +79,14 @@ pub struct TaskFaultLabels {
 pub struct ActionLabels {
     pub lab: String,
     pub kind: String,
+}
+
+/// The task usage series set at an agent's last sample: each task's CPU seconds, each task
+/// network's counters (`TASK_NETWORK_SERIES`' order).
+#[derive(Default)]
+struct LastUsage {
+    tasks: std::collections::BTreeMap<TaskLabels, f64>,
+    networks: std::collections::BTreeMap<AttachmentLabels, [u64; 6]>,
 }
 
 /// Every phase a lab can be in, so each lab has one series per phase (1 for the current one),
@@ -107,6 +123,13 @@ pub struct Metrics {
     tasks_desired: Family<ServiceLabels, Gauge>,
     tasks_running: Family<ServiceLabels, Gauge>,
     job_completed: Family<ServiceLabels, Gauge>,
+    task_cpu: Family<TaskLabels, Counter<f64, AtomicU64>>,
+    task_memory: Family<TaskLabels, Gauge>,
+    /// Receive and transmit bytes, packets and dropped packets of each task on each network.
+    task_network: [Family<AttachmentLabels, Counter>; 6],
+    /// The task series set at the last sample, with their values (counters only go up
+    /// here, as `last_packets`).
+    last_usage: std::sync::Mutex<LastUsage>,
     /// The services each lab's series were last set for, so a service edited out of its lab
     /// loses its series.
     services: std::sync::Mutex<std::collections::BTreeMap<String, Vec<ServiceLabels>>>,
@@ -142,6 +165,10 @@ impl Metrics {
             tasks_desired: Family::default(),
             tasks_running: Family::default(),
             job_completed: Family::default(),
+            task_cpu: Family::default(),
+            task_memory: Family::default(),
+            task_network: Default::default(),
+            last_usage: Default::default(),
             services: Default::default(),
             last_packets: Default::default(),
             registry: Registry::default(),
@@ -162,6 +189,11 @@ impl Metrics {
         registry.register("service_tasks_desired", "Tasks each service of a lab should run (a job: the completions its run needs)", m.tasks_desired.clone());
         registry.register("service_tasks_running", "Tasks of each service of a lab that run", m.tasks_running.clone());
         registry.register("job_tasks_completed", "Tasks of a job's current run that completed (exited 0)", m.job_completed.clone());
+        registry.register("task_cpu_seconds", "CPU time of a task's processes (as sampled by its node's agent)", m.task_cpu.clone());
+        registry.register("task_memory_bytes", "Memory a task uses, less reclaimable page cache (what docker stats shows)", m.task_memory.clone());
+        for (i, (name, help)) in TASK_NETWORK_SERIES.iter().enumerate() {
+            registry.register(*name, *help, m.task_network[i].clone());
+        }
         registry.register("task_faults", "Tasks this node's agent killed, paused or unpaused as their lab's schedule says, by action", m.task_faults.clone());
         Metrics { registry, ..m }
     }
@@ -266,8 +298,9 @@ impl Metrics {
         }
         for (a, converged, counters) in attachments {
             self.shaping_converged.get_or_create(a).set(i64::from(*converged));
-            let Some(counts) = counters else { continue };
+            // Every attachment is remembered, so that its series go with it.
             let before = last.entry(a.clone()).or_insert([0; 8]);
+            let Some(counts) = counters else { continue };
             for (i, outcome) in OUTCOMES.iter().enumerate() {
                 let delta = if counts[i] >= before[i] { counts[i] - before[i] } else { counts[i] };
                 let labels = PacketLabels { lab: a.lab.clone(), service: a.service.clone(), container: a.container.clone(), network: a.network.clone(), outcome: (*outcome).into() };
@@ -275,6 +308,40 @@ impl Metrics {
             }
             *before = *counts;
         }
+    }
+
+    /// What the tasks of an agent's node use, at its last sample (lab, usage); tasks not in
+    /// it lose their series.
+    pub fn task_usage<'a>(&self, tasks: impl Iterator<Item = (&'a str, &'a crate::usage::TaskUsage)>) {
+        let Ok(mut last) = self.last_usage.lock() else { return };
+        let (mut tasks_now, mut networks_now) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
+        for (lab, usage) in tasks {
+            let task = TaskLabels { lab: lab.into(), service: usage.service.clone(), container: usage.container.clone() };
+            let cpu_before = last.tasks.get(&task).copied().unwrap_or(0.0);
+            self.task_cpu.get_or_create(&task).inc_by((usage.cpu_seconds - cpu_before).max(0.0));
+            self.task_memory.get_or_create(&task).set(gauge_value(usage.memory_bytes));
+            tasks_now.insert(task, usage.cpu_seconds);
+            for net in &usage.networks {
+                let labels = AttachmentLabels { lab: lab.into(), service: usage.service.clone(), container: usage.container.clone(), network: net.network.clone() };
+                let values = network_values(&net.counters);
+                let was = last.networks.get(&labels).copied().unwrap_or_default();
+                for (family, (value, previous)) in self.task_network.iter().zip(values.into_iter().zip(was)) {
+                    family.get_or_create(&labels).inc_by(if value >= previous { value - previous } else { value });
+                }
+                networks_now.insert(labels, values);
+            }
+        }
+        // A dying container's last sample may lack its interfaces: series go by what was set.
+        for gone in last.tasks.keys().filter(|t| !tasks_now.contains_key(*t)) {
+            self.task_cpu.remove(gone);
+            self.task_memory.remove(gone);
+        }
+        for gone in last.networks.keys().filter(|n| !networks_now.contains_key(*n)) {
+            for family in &self.task_network {
+                family.remove(gone);
+            }
+        }
+        *last = LastUsage { tasks: tasks_now, networks: networks_now };
     }
 
     /// The agent killed, paused or unpaused a task of `service` (`action`).
@@ -295,6 +362,21 @@ impl Metrics {
 }
 
 pub type SharedMetrics = Arc<Metrics>;
+
+/// The six traffic series of a task on a network, named as cAdvisor names a container's.
+const TASK_NETWORK_SERIES: [(&str, &str); 6] = [
+    ("task_network_receive_bytes", "Bytes a task received on a lab network"),
+    ("task_network_transmit_bytes", "Bytes a task sent on a lab network"),
+    ("task_network_receive_packets", "Packets a task received on a lab network"),
+    ("task_network_transmit_packets", "Packets a task sent on a lab network"),
+    ("task_network_receive_packets_dropped", "Packets the kernel dropped on a task's receiving side of a lab network"),
+    ("task_network_transmit_packets_dropped", "Packets the kernel dropped on a task's sending side of a lab network"),
+];
+
+/// The counters in `TASK_NETWORK_SERIES`' order.
+fn network_values(c: &crate::usage::InterfaceCounters) -> [u64; 6] {
+    [c.rx_bytes, c.tx_bytes, c.rx_packets, c.tx_packets, c.rx_dropped, c.tx_dropped]
+}
 
 /// A count as a gauge's value (counts of tasks never come near `i64::MAX`).
 fn gauge_value(n: u64) -> i64 {
@@ -335,5 +417,49 @@ mod tests {
         m.forget("kv");
         let text = m.encode();
         assert!(!text.contains("lab=\"kv\"") && text.contains("lab=\"other\""), "{text}");
+    }
+
+    #[test]
+    fn an_attachment_gone_takes_its_series_whether_or_not_it_had_packet_counters() {
+        let m = Metrics::new();
+        let attachment = |container: &str| AttachmentLabels { lab: "lab".into(), service: "s".into(), container: container.into(), network: "lan".into() };
+        // A rate alone is the kernel's (no queue, no counters); a delay goes through the queue.
+        m.agent_pass("n1", "userspace", &[(attachment("rate"), true, None), (attachment("delay"), true, Some([5, 0, 5, 0, 0, 0, 0, 0]))]);
+        assert!(m.encode().contains("container=\"rate\"") && m.encode().contains("container=\"delay\""), "{}", m.encode());
+        m.agent_pass("n1", "userspace", &[]);
+        assert!(!m.encode().contains("lab=\"lab\""), "{}", m.encode());
+    }
+
+    #[test]
+    fn task_usage_counts_up_per_network_and_a_task_gone_takes_its_series() {
+        use crate::usage::{InterfaceCounters, NetworkUsage, TaskUsage};
+        let usage = |container: &str, cpu: f64, rx: u64| TaskUsage {
+            container: container.into(),
+            service: "kv".into(),
+            cpu_seconds: cpu,
+            memory_bytes: 5 << 20,
+            networks: vec![NetworkUsage { network: "dht".into(), interface: "eth1".into(), counters: InterfaceCounters { rx_bytes: rx, tx_packets: 3, ..Default::default() }, ..Default::default() }],
+            ..Default::default()
+        };
+        let m = Metrics::new();
+        let (a, b) = (usage("aaaa", 1.5, 1000), usage("bbbb", 0.5, 10));
+        m.task_usage([("lab", &a), ("lab", &b)].into_iter());
+        m.task_usage([("lab", &a), ("lab", &b)].into_iter());
+        let a2 = usage("aaaa", 2.0, 4000);
+        m.task_usage([("lab", &a2)].into_iter());
+        // b's last sample, dying, had no interfaces: its network series go all the same.
+        let b_dying = TaskUsage { networks: vec![], ..usage("bbbb", 0.6, 0) };
+        m.task_usage([("lab", &a2), ("lab", &b_dying)].into_iter());
+        m.task_usage([("lab", &a2)].into_iter());
+        let text = m.encode();
+        for line in [
+            "swarmlab_task_cpu_seconds_total{lab=\"lab\",service=\"kv\",container=\"aaaa\"} 2.0",
+            "swarmlab_task_memory_bytes{lab=\"lab\",service=\"kv\",container=\"aaaa\"} 5242880",
+            "swarmlab_task_network_receive_bytes_total{lab=\"lab\",service=\"kv\",container=\"aaaa\",network=\"dht\"} 4000",
+            "swarmlab_task_network_transmit_packets_total{lab=\"lab\",service=\"kv\",container=\"aaaa\",network=\"dht\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+        assert!(!text.contains("bbbb"), "a task no longer sampled keeps no series:\n{text}");
     }
 }

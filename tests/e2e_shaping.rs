@@ -318,3 +318,63 @@ fn ingress_rate_limits_a_download_and_gilbert_elliott_loss_comes_in_bursts() {
     assert!((0.06..0.17).contains(&rate), "loss rate {rate}");
     assert!((1.9..3.2).contains(&burst), "losses come in bursts of ~2.5, not alone (independent loss gives 1.1): {burst}");
 }
+
+/// `labctl top` and the `swarmlab_task_*` series: each task's traffic on each lab network, its
+/// CPU and memory, as the node agent samples them; the download rate is the rate the lab sets.
+#[test]
+fn top_shows_each_task_s_traffic_per_network_at_the_rate_the_lab_sets() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("top".into());
+    remove_lab_objects("top");
+    // `source` downloads a 1.3 MB file from `sink` over and over; `mgmt` carries nothing.
+    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: top}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s}\n  networks:\n    lan: {conditions: {rate: 2mbit}}\n    mgmt: {}\n  services:\n    sink:\n      networks: [lan, mgmt]\n      command: [sh, -c, 'seq 1 200000 > /blob; httpd -f -p 8080 -h /']\n    source:\n      networks: [lan]\n      command: [sh, -c, 'while true; do wget -q -O /dev/null http://sink:8080/blob; sleep 0.1; done']\n";
+    lab.write("top.yaml", text);
+    lab.start_labd_args(&["--usage-interval", "1s"]);
+    wait_shaped(&lab, "top", READY);
+    let usage = || -> Result<Vec<serde_json::Value>, String> {
+        let out = lab.labctl(&["top", "top", "-o", "json"]);
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let task = |rows: &[serde_json::Value], service: &str| rows.iter().find(|r| r["service"] == service).cloned();
+    let network = |task: &serde_json::Value, name: &str| task["networks"].as_array().and_then(|n| n.iter().find(|n| n["network"] == name).cloned());
+    // Two samples 6 s apart, once the download runs: the received bytes between them.
+    let first = eventually("source's download to show on lan", READY, || {
+        let rows = usage()?;
+        let source = task(&rows, "source").ok_or_else(|| format!("no source in {rows:?}"))?;
+        let rate = network(&source, "lan").and_then(|n| n["rxBytesPerSecond"].as_f64()).unwrap_or(0.0);
+        if rate > 50_000.0 { Ok(source) } else { Err(source.to_string()) }
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    let rows = usage().unwrap();
+    let (source, sink) = (task(&rows, "source").unwrap(), task(&rows, "sink").unwrap());
+    let seconds = |t: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(t["sampledAt"].as_str().unwrap()).unwrap();
+    let elapsed = (seconds(&source) - seconds(&first)).num_milliseconds() as f64 / 1000.0;
+    let received = network(&source, "lan").unwrap()["rxBytes"].as_u64().unwrap() - network(&first, "lan").unwrap()["rxBytes"].as_u64().unwrap();
+    let rate = received as f64 / elapsed;
+    println!("source received {received} B in {elapsed:.1} s: {:.0} kB/s (the lab's rate: 2mbit = 250 kB/s)", rate / 1000.0);
+    assert!((150_000.0..=275_000.0).contains(&rate), "a download through a 2mbit link: {rate:.0} B/s");
+    let sent = network(&sink, "lan").unwrap()["txBytes"].as_u64().unwrap();
+    assert!(sent >= network(&source, "lan").unwrap()["rxBytes"].as_u64().unwrap() * 9 / 10, "sink sent what source received: {sink}\n{source}");
+    let mgmt = network(&sink, "mgmt").ok_or_else(|| format!("sink's mgmt network: {sink}")).unwrap();
+    assert!(mgmt["rxBytes"].as_u64().unwrap() < 20_000 && mgmt["txBytes"].as_u64().unwrap() < 20_000, "nothing goes over mgmt: {mgmt}");
+    assert!(source["cpuSeconds"].as_f64().unwrap() > 0.0 && source["memoryBytes"].as_u64().unwrap() > 0, "{source}");
+    assert_eq!(source["node"], sink["node"], "one node here");
+
+    let table = String::from_utf8_lossy(&lab.labctl(&["top", "top"]).stdout).to_string();
+    let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert!(lines.iter().any(|l| l.first() == Some(&"sink.1") && l.get(4) == Some(&"lan")), "{table}");
+    assert!(lines.iter().any(|l| l.first() == Some(&"mgmt")), "sink's second network on its own row:\n{table}");
+    let (_, metrics) = http_get(9464, "/metrics");
+    let series = format!("swarmlab_task_network_receive_bytes_total{{lab=\"top\",service=\"source\",container=\"{}\",network=\"lan\"}} ", source["container"].as_str().unwrap());
+    let counted: u64 = metrics.lines().find_map(|l| l.strip_prefix(series.as_str())).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{series} not in\n{metrics}"));
+    assert!(counted >= received, "Prometheus counts what top shows: {counted}");
+
+    lab.remove("top.yaml");
+    assert!(lab.labctl(&["wait", "top", "--for", "deleted", "--timeout", "60s"]).status.success(), "{}", lab.log_tail());
+    eventually("the lab's usage and its series to go with it", Duration::from_secs(15), || {
+        let left = lab.redis.cli(&["exists", "swarmlab:lab:top:usage"]);
+        let (_, metrics) = http_get(9464, "/metrics");
+        let series: Vec<&str> = metrics.lines().filter(|l| l.contains("lab=\"top\"")).collect();
+        if left.trim() == "0" && series.is_empty() { Ok(()) } else { Err(format!("{left} {series:?}")) }
+    });
+}

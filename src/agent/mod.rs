@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod running;
+pub mod usage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -32,6 +33,8 @@ pub struct AgentConfig {
     pub interval: Duration,
     /// Every this many intervals, read back the kernel state to repair drift.
     pub readback_every: u32,
+    /// How often what the tasks use is sampled (`None`: never).
+    pub usage_every: Option<Duration>,
 }
 
 /// Desired conditions: lab → service → network → conditions.
@@ -95,6 +98,8 @@ pub struct Agent {
     running: Running,
     inbox: Inbox,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The tasks and labs for the usage sampler, when it runs.
+    usage: Option<tokio::sync::watch::Sender<usage::Snapshot>>,
 }
 
 impl Agent {
@@ -127,6 +132,7 @@ impl Agent {
             running: Running::default(),
             inbox: Inbox::default(),
             metrics: Default::default(),
+            usage: None,
         }
     }
 
@@ -179,6 +185,12 @@ impl Agent {
             }
         });
         let nudges = tokio::spawn(nudge_on_shaping_changes(self.config.redis_url.clone(), wake.clone()));
+        let sampler = self.config.usage_every.filter(|every| !every.is_zero()).map(|every| {
+            let (tx, rx) = tokio::sync::watch::channel(usage::Snapshot::default());
+            self.usage = Some(tx);
+            let sampler = usage::UsageSampler::new(self.swarm.clone(), self.config.redis_url.clone(), self.config.node.clone(), every, self.metrics.clone());
+            tokio::spawn(sampler.run(rx))
+        });
         let mut tick = tokio::time::interval(self.config.interval);
         let mut n: u32 = 0;
         let mut failing = false;
@@ -206,6 +218,9 @@ impl Agent {
         }
         watcher.abort();
         nudges.abort();
+        if let Some(sampler) = sampler {
+            sampler.abort();
+        }
         // Clean up: queues are fail-open anyway, but leave no rule or qdisc behind.
         for (_, a) in self.attachments.drain() {
             a.clear().await;
@@ -294,6 +309,7 @@ impl Agent {
         // from the cached desired state; the error is reported after the pass.
         let redis = self.refresh_desired().await;
         self.discover().await?;
+        self.tell_sampler();
         let desired = self.desired.clone();
         let mut reports: BTreeMap<String, Vec<(String, TaskShaping)>> = BTreeMap::new();
         let mut live: HashSet<(String, String)> = HashSet::new();
@@ -371,6 +387,25 @@ impl Agent {
         self.record_metrics(&reports);
         self.publish(reports).await?;
         redis
+    }
+
+    /// Hands the usage sampler this node's tasks, when they or the labs changed.
+    fn tell_sampler(&self) {
+        let Some(tx) = &self.usage else { return };
+        let mut tasks: Vec<usage::SampledTask> = self
+            .tasks
+            .iter()
+            .map(|(id, t)| usage::SampledTask { container: id.clone(), lab: t.lab.clone(), service: t.service.clone(), slot: t.slot, pid: t.pid, networks: t.networks.clone() })
+            .collect();
+        tasks.sort_by(|a, b| a.container.cmp(&b.container));
+        let snapshot = usage::Snapshot { tasks, labs: self.known_labs.clone() };
+        tx.send_if_modified(|current| {
+            let changed = *current != snapshot;
+            if changed {
+                *current = snapshot;
+            }
+            changed
+        });
     }
 
     /// Brings the task's process to what its schedule asks (`faults`: `None` when it asks

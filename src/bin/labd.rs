@@ -87,6 +87,10 @@ struct Cli {
     /// Default 127.0.0.1:9464, and 127.0.0.1:9465 for `labd agent`.
     #[arg(long, env = "LABD_HTTP", global = true)]
     http: Option<String>,
+    /// How often the node agent samples what each task uses (CPU, memory, traffic per lab
+    /// network: `labctl top`, and the `swarmlab_task_*` series); `0s` never.
+    #[arg(long, env = "LABD_USAGE_INTERVAL", default_value = "5s", value_parser = parse_usage_interval, global = true)]
+    usage_interval: Duration,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -119,6 +123,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d.as_std().max(Duration::from_secs(1)))
 }
 
+fn parse_usage_interval(text: &str) -> Result<Duration, String> {
+    let d: swarmlab::spec::units::Duration = text.parse().map_err(|e| format!("{e}"))?;
+    Ok(d.as_std())
+}
+
 fn agent_config(cli: &Cli) -> AgentConfig {
     let node = cli.node.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "node".into())
@@ -129,6 +138,7 @@ fn agent_config(cli: &Cli) -> AgentConfig {
         forced_backend: cli.shaping_backend.forced(),
         interval: Duration::from_millis(500),
         readback_every: 6,
+        usage_every: Some(cli.usage_interval).filter(|d| !d.is_zero()),
     }
 }
 

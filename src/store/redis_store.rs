@@ -52,6 +52,11 @@ pub mod keys {
     pub fn tasks(lab: &str) -> String {
         format!("swarmlab:lab:{lab}:tasks")
     }
+    /// Hash: per task container (12-character id), what it uses (`TaskUsage` JSON), written
+    /// by the agent of its node every sampling interval; expires when no agent writes it.
+    pub fn usage(lab: &str) -> String {
+        format!("swarmlab:lab:{lab}:usage")
+    }
     /// Stream of `labctl probe` results (capped): the time series of `labctl report`.
     pub fn probes(lab: &str) -> String {
         format!("swarmlab:lab:{lab}:probes")
@@ -455,7 +460,7 @@ fn batch_pipeline(batch: &Outbox) -> redis::Pipeline {
             }
             None => {
                 pipe.srem(keys::LABS, lab).ignore();
-                pipe.del(&[keys::status(lab), keys::events(lab), keys::metrics(lab), keys::shaping(lab), keys::faults(lab), keys::tasks(lab)]).ignore();
+                pipe.del(&[keys::status(lab), keys::events(lab), keys::metrics(lab), keys::shaping(lab), keys::faults(lab), keys::tasks(lab), keys::usage(lab)]).ignore();
             }
         }
     }
@@ -620,6 +625,12 @@ impl StoreReader {
 
     pub async fn task_shaping(&mut self, lab: &str) -> redis::RedisResult<Vec<crate::status::TaskShaping>> {
         let map: BTreeMap<String, String> = self.conn.hgetall(keys::tasks(lab)).await?;
+        Ok(map.values().filter_map(|v| serde_json::from_str(v).ok()).collect())
+    }
+
+    /// What the lab's tasks use, as their nodes' agents last sampled it.
+    pub async fn task_usage(&mut self, lab: &str) -> redis::RedisResult<Vec<crate::usage::TaskUsage>> {
+        let map: BTreeMap<String, String> = self.conn.hgetall(keys::usage(lab)).await?;
         Ok(map.values().filter_map(|v| serde_json::from_str(v).ok()).collect())
     }
 }

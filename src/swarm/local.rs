@@ -29,7 +29,7 @@ pub struct LocalTask {
 
 /// An error about a task's container; one that is gone or no longer running (it died between
 /// the agent's look and its call) is `NotFound`: its task is going away, nothing failed.
-fn container_err(action: &'static str, container: &str) -> impl FnOnce(bollard::errors::Error) -> SwarmError {
+pub(super) fn container_err(action: &'static str, container: &str) -> impl FnOnce(bollard::errors::Error) -> SwarmError {
     let container = container.to_string();
     move |e| {
         let gone = match &e {

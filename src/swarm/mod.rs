@@ -7,6 +7,7 @@ mod exec;
 mod files;
 mod local;
 mod logs;
+mod stats;
 pub mod spec;
 
 pub use copy::TaskContainer;

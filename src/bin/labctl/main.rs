@@ -15,6 +15,7 @@ mod report;
 mod status;
 mod suspend;
 mod tasks;
+mod top;
 mod validate;
 mod wait;
 mod logs;
@@ -69,6 +70,16 @@ enum Command {
     },
     /// Conditions, services and recent events of one lab.
     Describe { lab: String },
+    /// What each task of a lab uses, on every node: CPU, memory, and traffic on each of the
+    /// lab's networks, as the node agents last sampled it.
+    Top {
+        lab: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+        /// Refresh every two seconds until interrupted.
+        #[arg(short, long)]
+        watch: bool,
+    },
     /// What labd would do to make Swarm match DIR, without doing it (exit 0: nothing, 1: changes, 2: error).
     Diff {
         #[arg(default_value = "labs")]
@@ -239,6 +250,7 @@ async fn main() -> ExitCode {
         }
         Command::Status { lab, output, watch } => status::run(&cli.redis, lab.as_deref(), output, watch).await,
         Command::Describe { lab } => describe::run(&cli.redis, &lab).await,
+        Command::Top { lab, output, watch } => top::run(&cli.redis, &lab, output, watch).await,
         Command::Graph { lab, output } => graph::run(&cli.redis, &lab, output).await,
         Command::Report { lab, output } => report::run(&cli.redis, &lab, output.as_deref()).await,
         Command::Suspend { lab } => suspend::run(&cli.redis, &lab, true).await,

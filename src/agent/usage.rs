@@ -1,0 +1,186 @@
+//! Samples what this node's tasks use (CPU, memory, traffic per lab network) every interval,
+//! apart from the shaping passes: Docker answers a stats request at its collector's next tick,
+//! up to a second later, and a shaping pass must not wait for that.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::metrics::SharedMetrics;
+use crate::shaping::netns::interface_for;
+use crate::store::keys;
+use crate::swarm::{DockerSwarm, SwarmError};
+use crate::usage::{TaskIdentity, TaskUsage};
+
+/// A task of this node, as the sampler needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampledTask {
+    pub container: String,
+    pub lab: String,
+    pub service: String,
+    pub slot: Option<u64>,
+    pub pid: i64,
+    /// (network short name, MAC, IPv4)
+    pub networks: Vec<(String, String, String)>,
+}
+
+/// What the agent's last pass knew: its tasks, and the labs Redis listed (only theirs are
+/// written, so a deleted lab's key does not come back).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub tasks: Vec<SampledTask>,
+    pub labs: BTreeSet<String>,
+}
+
+pub struct UsageSampler {
+    swarm: DockerSwarm,
+    redis_url: String,
+    node: String,
+    every: Duration,
+    metrics: SharedMetrics,
+    redis: Option<redis::aio::MultiplexedConnection>,
+    /// Each container's lab networks by interface (found once: they stay for its life).
+    interfaces: HashMap<String, BTreeMap<String, String>>,
+    /// Each container's last sample, for rates.
+    last: HashMap<String, TaskUsage>,
+    /// The entries this sampler wrote, by lab, so those of tasks gone are removed.
+    published: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl UsageSampler {
+    pub fn new(swarm: DockerSwarm, redis_url: String, node: String, every: Duration, metrics: SharedMetrics) -> UsageSampler {
+        UsageSampler { swarm, redis_url, node, every, metrics, redis: None, interfaces: HashMap::new(), last: HashMap::new(), published: BTreeMap::new() }
+    }
+
+    pub async fn run(mut self, mut tasks: tokio::sync::watch::Receiver<Snapshot>) {
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let snapshot = tasks.borrow_and_update().clone();
+            let result = self.sample(snapshot).await;
+            if result.is_err() {
+                self.redis = None;
+            }
+            match result {
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "cannot write task usage to Redis; retrying every interval");
+                    failing = true;
+                }
+                Ok(()) => failing = false,
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Samples every task at once, counts it for Prometheus, and writes it to Redis.
+    async fn sample(&mut self, snapshot: Snapshot) -> Result<(), String> {
+        // Bounded: a container removed during the request may leave Docker's answer hanging.
+        let limit = self.every.max(Duration::from_secs(2)) * 2;
+        let swarm = &self.swarm;
+        let samples = futures::future::join_all(snapshot.tasks.iter().map(|t| async move {
+            tokio::time::timeout(limit, swarm.task_sample(&t.container)).await.unwrap_or_else(|_| Err(SwarmError::NotFound(format!("container {} (no stats in time)", t.container))))
+        }))
+        .await;
+        let at = Utc::now();
+        let mut usage: Vec<(String, String, TaskUsage)> = Vec::new();
+        for (task, sample) in snapshot.tasks.iter().zip(samples) {
+            let sample = match sample {
+                Ok(s) => s,
+                Err(SwarmError::NotFound(_)) => continue, // ended meanwhile
+                Err(e) => {
+                    tracing::debug!(container = %task.container, error = %e, "cannot read a task's stats");
+                    continue;
+                }
+            };
+            if !self.interfaces.contains_key(&task.container) {
+                let mut found = BTreeMap::new();
+                for (network, mac, ip) in &task.networks {
+                    if let Ok(Some(interface)) = interface_for(task.pid, mac, ip).await {
+                        found.insert(network.clone(), interface);
+                    }
+                }
+                self.interfaces.insert(task.container.clone(), found);
+            }
+            let interfaces = self.interfaces.get(&task.container).cloned().unwrap_or_default();
+            let identity = TaskIdentity { container: short(&task.container), service: task.service.clone(), slot: task.slot, node: self.node.clone() };
+            let now = TaskUsage::from_sample(identity, &sample, &interfaces, at, self.last.get(&task.container));
+            self.last.insert(task.container.clone(), now.clone());
+            usage.push((task.lab.clone(), task.container.clone(), now));
+        }
+        let live: BTreeSet<&String> = snapshot.tasks.iter().map(|t| &t.container).collect();
+        self.interfaces.retain(|id, _| live.contains(id));
+        self.last.retain(|id, _| live.contains(id));
+        tracing::debug!(tasks = snapshot.tasks.len(), sampled = usage.len(), "task usage sampled");
+        self.metrics.task_usage(usage.iter().map(|(lab, _, u)| (lab.as_str(), u)));
+        self.publish(&usage, &snapshot.labs).await
+    }
+
+    /// Writes each lab's entries and removes those of its tasks gone from this node. Per lab
+    /// in one script that first checks the lab is still listed: a lab deleted between the
+    /// agent's read and this write does not get its key back.
+    async fn publish(&mut self, usage: &[(String, String, TaskUsage)], labs: &BTreeSet<String>) -> Result<(), String> {
+        let mut now_published: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut writes: BTreeMap<&String, Vec<(&String, String)>> = BTreeMap::new();
+        for (lab, _, u) in usage.iter().filter(|(lab, _, _)| labs.contains(lab)) {
+            writes.entry(lab).or_default().push((&u.container, serde_json::to_string(u).unwrap_or_default()));
+            now_published.entry(lab.clone()).or_default().insert(u.container.clone());
+        }
+        // Entries of an agent that stops last a few intervals at most.
+        let ttl = (self.every.as_secs() * 5).max(30);
+        let gone: Vec<(String, Vec<String>)> = self
+            .published
+            .iter()
+            .map(|(lab, containers)| (lab.clone(), containers.iter().filter(|c| !now_published.get(lab).is_some_and(|n| n.contains(*c))).cloned().collect::<Vec<_>>()))
+            .filter(|(_, gone)| !gone.is_empty())
+            .collect();
+        let conn = self.connection().await?;
+        for (lab, containers) in gone {
+            let removed: redis::RedisResult<()> = redis::cmd("HDEL").arg(keys::usage(&lab)).arg(containers).query_async(conn).await;
+            removed.map_err(|e| e.to_string())?;
+        }
+        let script = redis::Script::new(WRITE_IF_LISTED);
+        for (lab, entries) in writes {
+            let mut invocation = script.prepare_invoke();
+            invocation.key(keys::usage(lab)).key(keys::LABS).arg(lab).arg(ttl);
+            for (container, json) in entries {
+                invocation.arg(container).arg(json);
+            }
+            let written: redis::RedisResult<i64> = invocation.invoke_async(conn).await;
+            written.map_err(|e| e.to_string())?;
+        }
+        self.published = now_published;
+        Ok(())
+    }
+
+    async fn connection(&mut self) -> Result<&mut redis::aio::MultiplexedConnection, String> {
+        let result = async {
+            if self.redis.is_none() {
+                let client = redis::Client::open(self.redis_url.as_str()).map_err(|e| e.to_string())?;
+                let conn = tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection())
+                    .await
+                    .map_err(|_| "redis connect timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
+                self.redis = Some(conn);
+            }
+            Ok::<(), String>(())
+        };
+        result.await?;
+        self.redis.as_mut().ok_or_else(|| "no redis".to_string())
+    }
+}
+
+/// KEYS: the lab's usage hash, the set of labs; ARGV: the lab, the TTL in seconds, then
+/// container and JSON pairs.
+const WRITE_IF_LISTED: &str = r#"
+if redis.call("SISMEMBER", KEYS[2], ARGV[1]) == 0 then return 0 end
+for i = 3, #ARGV, 2 do redis.call("HSET", KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call("EXPIRE", KEYS[1], ARGV[2])
+return 1
+"#;
+
+fn short(container: &str) -> String {
+    container[..12.min(container.len())].to_string()
+}
