@@ -138,6 +138,18 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     let copied = std::fs::read_dir(&dest).unwrap().filter_map(|e| e.ok()).filter(|e| e.path().join("hostname").is_file()).count();
     assert_eq!(copied, 2, "each task on n2 copied into its own directory: {}", String::from_utf8_lossy(&out.stdout));
 
+    // `labctl top` from anywhere Redis is: every task of the lab with its node, sampled by
+    // that node's agent, its traffic under the lab's network name.
+    let tops = eventually("labctl top to list the six tasks with their nodes", Duration::from_secs(30), || {
+        let out = lab.labctl(&["top", "spread", "-o", "json"]);
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stderr)))?;
+        let mut seen: Vec<String> = rows.iter().filter(|r| r["networks"][0]["network"] == "lan").map(|r| format!("{}@{}", r["service"].as_str().unwrap_or("?"), r["node"].as_str().unwrap_or("?"))).collect();
+        seen.sort();
+        if seen.len() == 6 { Ok(seen) } else { Err(format!("{seen:?}")) }
+    });
+    assert_eq!(tops.iter().filter(|t| t.starts_with("w@")).cloned().collect::<Vec<_>>(), ["w@slmn-n2", "w@slmn-n2", "w@slmn-n3", "w@slmn-n3"], "{tops:?}");
+    assert!(tops.iter().all(|t| !t.ends_with("slmn-n1")), "nothing on the manager: {tops:?}");
+
     // A worker's daemon goes away: Degraded, naming the node; back: Ready and shaped again.
     multinode(&["stop-node", "3"]);
     let lost_at = std::time::Instant::now();
