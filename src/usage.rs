@@ -23,6 +23,9 @@ pub struct InterfaceCounters {
 /// One sample of a container, in Docker's terms (interfaces by name).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContainerSample {
+    /// When Docker read the counters (its collector's tick), so that rates divide by the time
+    /// between two reads rather than between two requests.
+    pub read_at: Option<DateTime<Utc>>,
     /// CPU time of all its processes since it started.
     pub cpu_seconds: f64,
     /// Memory in use, less the page cache the kernel can reclaim (what `docker stats` shows).
@@ -81,7 +84,8 @@ impl TaskUsage {
     /// From one sample: each of the lab's networks by the interface it is on in the task
     /// (`interfaces`: network → interface); rates against `previous`, the sample before of
     /// the same container.
-    pub fn from_sample(identity: TaskIdentity, sample: &ContainerSample, interfaces: &BTreeMap<String, String>, sampled_at: DateTime<Utc>, previous: Option<&TaskUsage>) -> TaskUsage {
+    pub fn from_sample(identity: TaskIdentity, sample: &ContainerSample, interfaces: &BTreeMap<String, String>, requested_at: DateTime<Utc>, previous: Option<&TaskUsage>) -> TaskUsage {
+        let sampled_at = sample.read_at.unwrap_or(requested_at);
         let elapsed = previous.map(|p| (sampled_at - p.sampled_at).num_milliseconds() as f64 / 1000.0).filter(|s| *s > 0.0);
         let rate = |now: u64, before: Option<u64>| -> Option<f64> {
             let (elapsed, before) = (elapsed?, before?);
@@ -139,7 +143,7 @@ mod tests {
     fn sample(cpu: f64, rx: u64, tx: u64) -> ContainerSample {
         let eth1 = InterfaceCounters { rx_bytes: rx, tx_bytes: tx, rx_packets: 10, tx_packets: 20, ..Default::default() };
         let eth0 = InterfaceCounters { rx_bytes: 7, ..Default::default() };
-        ContainerSample { cpu_seconds: cpu, memory_bytes: 4 << 20, memory_limit_bytes: Some(64 << 20), interfaces: BTreeMap::from([("eth0".into(), eth0), ("eth1".into(), eth1)]) }
+        ContainerSample { read_at: None, cpu_seconds: cpu, memory_bytes: 4 << 20, memory_limit_bytes: Some(64 << 20), interfaces: BTreeMap::from([("eth0".into(), eth0), ("eth1".into(), eth1)]) }
     }
 
     #[test]
@@ -159,6 +163,18 @@ mod tests {
         // Counters that went back (the interface came again) give no rate, not a huge one.
         let third = TaskUsage::from_sample(identity(), &sample(2.0, 10, 1600), &interfaces, t0 + chrono::Duration::seconds(4), Some(&second));
         assert_eq!((third.networks[0].rx_bytes_per_second, third.networks[0].tx_bytes_per_second), (None, Some(50.0)));
+    }
+
+    #[test]
+    fn rates_divide_by_the_time_between_docker_s_reads() {
+        let interfaces = BTreeMap::from([("dht".to_string(), "eth1".to_string())]);
+        let t0 = Utc::now();
+        let read = |at: DateTime<Utc>, rx: u64| ContainerSample { read_at: Some(at), ..sample(1.0, rx, 0) };
+        let first = TaskUsage::from_sample(identity(), &read(t0, 0), &interfaces, t0 + chrono::Duration::milliseconds(900), None);
+        assert_eq!(first.sampled_at, t0);
+        // Requested 1 s later, but Docker read the counters 2 s after the first read.
+        let second = TaskUsage::from_sample(identity(), &read(t0 + chrono::Duration::seconds(2), 4000), &interfaces, t0 + chrono::Duration::milliseconds(1900), Some(&first));
+        assert_eq!(second.networks[0].rx_bytes_per_second, Some(2000.0));
     }
 
     #[test]

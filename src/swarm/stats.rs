@@ -49,7 +49,10 @@ pub(crate) fn sample_of(stats: &ContainerStatsResponse) -> ContainerSample {
             (name.clone(), counters)
         })
         .collect();
+    // Docker sends its zero time when it has read nothing yet.
+    let read_at = stats.read.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&chrono::Utc)).filter(|t| t.timestamp() > 0);
     ContainerSample {
+        read_at,
         cpu_seconds: cpu_ns as f64 / 1e9,
         memory_bytes: usage - reclaimable,
         memory_limit_bytes: memory.and_then(|m| m.limit).filter(|l| *l > 0),
@@ -69,6 +72,7 @@ mod tests {
         assert_eq!(sample.memory_limit_bytes, Some(25_275_973_632));
         assert!((sample.cpu_seconds - 0.031_882_523).abs() < 1e-9, "{}", sample.cpu_seconds);
         assert_eq!(sample.interfaces.get("eth0").map(|c| (c.rx_bytes, c.rx_packets)), Some((876, 10)));
+        assert_eq!(sample.read_at.map(|t| t.to_rfc3339()), Some("2026-12-02T11:55:16.788256872+00:00".to_string()));
     }
 
     #[test]
