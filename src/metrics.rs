@@ -420,6 +420,33 @@ mod tests {
     }
 
     #[test]
+    fn every_series_the_grafana_dashboard_queries_is_one_labd_serves() {
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!("../charts/grafana-dashboard.json")).unwrap();
+        // Families without a series are not written: one of each.
+        let m = Metrics::new();
+        m.set_phase("lab", Phase::Ready);
+        m.set_services("lab", &BTreeMap::from([("job".to_string(), status(1, 0, Some(1)))]));
+        m.reconciled("lab", 0.01, true);
+        m.acted("lab", "create", 1);
+        m.drift_repaired("lab", 1);
+        m.ready_after("lab", 1.0);
+        m.api_calls(1);
+        m.set_leader(true);
+        let usage = crate::usage::TaskUsage { networks: vec![Default::default()], ..Default::default() };
+        m.task_usage([("lab", &usage)].into_iter());
+        let exposition = m.encode();
+        let served: std::collections::BTreeSet<&str> = exposition.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next()).collect();
+        let exprs: Vec<String> = dashboard["panels"].as_array().unwrap().iter().flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default()).filter_map(|t| t["expr"].as_str().map(str::to_string)).collect();
+        assert!(exprs.len() > 10, "{exprs:?}");
+        for expr in &exprs {
+            for name in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("swarmlab_")) {
+                let family = ["_total", "_bucket", "_sum", "_count"].iter().find_map(|suffix| name.strip_suffix(suffix)).unwrap_or(name);
+                assert!(served.contains(family), "the dashboard queries `{name}`, which labd does not serve: {expr}");
+            }
+        }
+    }
+
+    #[test]
     fn an_attachment_gone_takes_its_series_whether_or_not_it_had_packet_counters() {
         let m = Metrics::new();
         let attachment = |container: &str| AttachmentLabels { lab: "lab".into(), service: "s".into(), container: container.into(), network: "lan".into() };
