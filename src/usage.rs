@@ -122,6 +122,98 @@ impl TaskUsage {
     }
 }
 
+/// What a service's tasks on one node used over the agent's last interval (their sum).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceUsage {
+    pub tasks: u32,
+    pub cpu_cores: f64,
+    pub memory_bytes: u64,
+    /// Per lab network: bytes per second received and sent.
+    pub networks: BTreeMap<String, [f64; 2]>,
+}
+
+/// One agent's sample of a lab, by service: the history `labctl report` plots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageRecord {
+    pub node: String,
+    pub at: DateTime<Utc>,
+    /// The agent's sampling interval: records of several nodes within one are summed.
+    pub every_seconds: f64,
+    pub services: BTreeMap<String, ServiceUsage>,
+}
+
+impl UsageRecord {
+    /// The sum per service of the tasks that have rates (a task's first sample has none);
+    /// `None` when none has.
+    pub fn of<'a>(node: &str, every_seconds: f64, tasks: impl Iterator<Item = &'a TaskUsage>) -> Option<UsageRecord> {
+        let mut services: BTreeMap<String, ServiceUsage> = BTreeMap::new();
+        let mut at: Option<DateTime<Utc>> = None;
+        for task in tasks {
+            let Some(cpu) = task.cpu_cores else { continue };
+            at = at.max(Some(task.sampled_at));
+            let service = services.entry(task.service.clone()).or_default();
+            service.tasks += 1;
+            service.cpu_cores += cpu;
+            service.memory_bytes += task.memory_bytes;
+            for n in &task.networks {
+                let rates = service.networks.entry(n.network.clone()).or_default();
+                rates[0] += n.rx_bytes_per_second.unwrap_or(0.0);
+                rates[1] += n.tx_bytes_per_second.unwrap_or(0.0);
+            }
+        }
+        Some(UsageRecord { node: node.to_string(), at: at?, every_seconds, services })
+    }
+}
+
+/// A service's usage over time, summed over nodes: (seconds since the first record, value).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceSeries {
+    pub cpu_cores: Vec<(f64, f64)>,
+    /// Per (network, "received" or "sent"): bytes per second.
+    pub traffic: BTreeMap<(String, &'static str), Vec<(f64, f64)>>,
+}
+
+/// The records as series per service. Records of different nodes within one sampling interval
+/// of each other are one point (their sum), at the interval's time.
+pub fn service_series(records: &[UsageRecord]) -> (Option<DateTime<Utc>>, BTreeMap<String, ServiceSeries>) {
+    let Some(start) = records.iter().map(|r| r.at).min() else { return (None, BTreeMap::new()) };
+    let mut buckets: BTreeMap<i64, BTreeMap<String, ServiceUsage>> = BTreeMap::new();
+    let mut every = 1.0_f64;
+    for r in records {
+        every = every.max(r.every_seconds);
+    }
+    for r in records {
+        let offset = (r.at - start).num_milliseconds() as f64 / 1000.0;
+        let bucket = buckets.entry((offset / every).round() as i64).or_default();
+        for (name, u) in &r.services {
+            let sum = bucket.entry(name.clone()).or_default();
+            sum.tasks += u.tasks;
+            sum.cpu_cores += u.cpu_cores;
+            sum.memory_bytes += u.memory_bytes;
+            for (net, [rx, tx]) in &u.networks {
+                let rates = sum.networks.entry(net.clone()).or_default();
+                rates[0] += rx;
+                rates[1] += tx;
+            }
+        }
+    }
+    let mut out: BTreeMap<String, ServiceSeries> = BTreeMap::new();
+    for (bucket, services) in buckets {
+        let t = bucket as f64 * every;
+        for (name, u) in services {
+            let series = out.entry(name).or_default();
+            series.cpu_cores.push((t, u.cpu_cores));
+            for (net, [rx, tx]) in u.networks {
+                series.traffic.entry((net.clone(), "received")).or_default().push((t, rx));
+                series.traffic.entry((net, "sent")).or_default().push((t, tx));
+            }
+        }
+    }
+    (Some(start), out)
+}
+
 /// Which task a sample is of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskIdentity {
@@ -175,6 +267,28 @@ mod tests {
         // Requested 1 s later, but Docker read the counters 2 s after the first read.
         let second = TaskUsage::from_sample(identity(), &read(t0 + chrono::Duration::seconds(2), 4000), &interfaces, t0 + chrono::Duration::milliseconds(1900), Some(&first));
         assert_eq!(second.networks[0].rx_bytes_per_second, Some(2000.0));
+    }
+
+    #[test]
+    fn records_sum_a_service_s_tasks_and_the_nodes_within_an_interval() {
+        let interfaces = BTreeMap::from([("dht".to_string(), "eth1".to_string())]);
+        let t0 = Utc::now();
+        let task = |slot: u64, node: &str, at: i64, rx: u64| {
+            let first = TaskUsage::from_sample(TaskIdentity { slot: Some(slot), node: node.into(), ..identity() }, &sample(1.0, 0, 0), &interfaces, t0 + chrono::Duration::seconds(at - 5), None);
+            TaskUsage::from_sample(TaskIdentity { slot: Some(slot), node: node.into(), ..identity() }, &sample(1.5, rx, 0), &interfaces, t0 + chrono::Duration::seconds(at), Some(&first))
+        };
+        let fresh = TaskUsage::from_sample(TaskIdentity { slot: Some(9), ..identity() }, &sample(1.0, 0, 0), &interfaces, t0, None);
+        let n1 = UsageRecord::of("n1", 5.0, [task(1, "n1", 0, 5000), task(2, "n1", 0, 10_000), fresh.clone()].iter()).unwrap();
+        assert_eq!((n1.services["kv"].tasks, n1.services["kv"].cpu_cores, n1.services["kv"].networks["dht"]), (2, 0.2, [3000.0, 0.0]), "{n1:?}");
+        assert_eq!(UsageRecord::of("n1", 5.0, [fresh].iter()), None, "no task with a rate yet");
+        // n2 samples 1 s after n1 (one interval: summed), then both again 5 s later.
+        let n2 = UsageRecord::of("n2", 5.0, [task(3, "n2", 1, 5000)].iter()).unwrap();
+        let later = UsageRecord::of("n1", 5.0, [task(1, "n1", 5, 500)].iter()).unwrap();
+        let (start, series) = service_series(&[n1, n2, later]);
+        assert_eq!(start, Some(t0));
+        let kv = &series["kv"];
+        assert_eq!(kv.traffic[&("dht".to_string(), "received")], [(0.0, 4000.0), (5.0, 100.0)]);
+        assert_eq!(kv.cpu_cores.len(), 2);
     }
 
     #[test]

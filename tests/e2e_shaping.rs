@@ -369,6 +369,15 @@ fn top_shows_each_task_s_traffic_per_network_at_the_rate_the_lab_sets() {
     let counted: u64 = metrics.lines().find_map(|l| l.strip_prefix(series.as_str())).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{series} not in\n{metrics}"));
     assert!(counted >= received, "Prometheus counts what top shows: {counted}");
 
+    // The agents' samples, by service, are kept for `labctl report`'s plots.
+    let report = lab.dir.path().join("report.html");
+    let out = lab.labctl(&["report", "top", "-o", report.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("<h3>source</h3>") && html.contains("source: traffic per lab network") && html.contains(">received on lan</text>"), "{html}");
+    let points = html.matches("<title>received on lan, ").count();
+    assert!(points >= 2 * 5, "a point per second of source and sink since the download began: {points}");
+
     lab.remove("top.yaml");
     assert!(lab.labctl(&["wait", "top", "--for", "deleted", "--timeout", "60s"]).status.success(), "{}", lab.log_tail());
     eventually("the lab's usage and its series to go with it", Duration::from_secs(15), || {

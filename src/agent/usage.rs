@@ -11,7 +11,7 @@ use crate::metrics::SharedMetrics;
 use crate::shaping::netns::interface_for;
 use crate::store::keys;
 use crate::swarm::{DockerSwarm, SwarmError};
-use crate::usage::{TaskIdentity, TaskUsage};
+use crate::usage::{TaskIdentity, TaskUsage, UsageRecord};
 
 /// A task of this node, as the sampler needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +136,7 @@ impl UsageSampler {
             .map(|(lab, containers)| (lab.clone(), containers.iter().filter(|c| !now_published.get(lab).is_some_and(|n| n.contains(*c))).cloned().collect::<Vec<_>>()))
             .filter(|(_, gone)| !gone.is_empty())
             .collect();
+        let (node, every) = (self.node.clone(), self.every.as_secs_f64());
         let conn = self.connection().await?;
         for (lab, containers) in gone {
             let removed: redis::RedisResult<()> = redis::cmd("HDEL").arg(keys::usage(&lab)).arg(containers).query_async(conn).await;
@@ -143,8 +144,10 @@ impl UsageSampler {
         }
         let script = redis::Script::new(WRITE_IF_LISTED);
         for (lab, entries) in writes {
+            let tasks = usage.iter().filter(|(l, _, _)| l == lab).map(|(_, _, u)| u);
+            let record = UsageRecord::of(&node, every, tasks).and_then(|r| serde_json::to_string(&r).ok()).unwrap_or_default();
             let mut invocation = script.prepare_invoke();
-            invocation.key(keys::usage(lab)).key(keys::LABS).arg(lab).arg(ttl);
+            invocation.key(keys::usage(lab)).key(keys::LABS).key(keys::usage_history(lab)).arg(lab).arg(ttl).arg(record).arg(USAGE_HISTORY_LEN);
             for (container, json) in entries {
                 invocation.arg(container).arg(json);
             }
@@ -172,14 +175,19 @@ impl UsageSampler {
     }
 }
 
-/// KEYS: the lab's usage hash, the set of labs; ARGV: the lab, the TTL in seconds, then
-/// container and JSON pairs.
+/// KEYS: the lab's usage hash, the set of labs, the lab's usage history; ARGV: the lab, the
+/// TTL in seconds, the history record (empty: none), the history's length, then container and
+/// JSON pairs.
 const WRITE_IF_LISTED: &str = r#"
 if redis.call("SISMEMBER", KEYS[2], ARGV[1]) == 0 then return 0 end
-for i = 3, #ARGV, 2 do redis.call("HSET", KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 5, #ARGV, 2 do redis.call("HSET", KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call("EXPIRE", KEYS[1], ARGV[2])
+if ARGV[3] ~= "" then redis.call("XADD", KEYS[3], "MAXLEN", "~", ARGV[4], "*", "usage", ARGV[3]) end
 return 1
 "#;
+
+/// Records kept per lab (all nodes): seven hours of one node at 5 s.
+const USAGE_HISTORY_LEN: u32 = 5000;
 
 fn short(container: &str) -> String {
     container[..12.min(container.len())].to_string()

@@ -57,6 +57,11 @@ pub mod keys {
     pub fn usage(lab: &str) -> String {
         format!("swarmlab:lab:{lab}:usage")
     }
+    /// Stream (capped) of the node agents' samples of the lab by service (`UsageRecord`
+    /// JSON): the usage plots of `labctl report`. Kept after the lab, as its probes.
+    pub fn usage_history(lab: &str) -> String {
+        format!("swarmlab:lab:{lab}:usage-history")
+    }
     /// Stream of `labctl probe` results (capped): the time series of `labctl report`.
     pub fn probes(lab: &str) -> String {
         format!("swarmlab:lab:{lab}:probes")
@@ -552,6 +557,12 @@ impl StoreReader {
     pub async fn probes(&mut self, lab: &str) -> redis::RedisResult<Vec<ProbeResult>> {
         let reply: redis::streams::StreamRangeReply = self.conn.xrange_all(keys::probes(lab)).await?;
         Ok(reply.ids.iter().filter_map(|id| id.get::<String>("probe")).filter_map(|j| serde_json::from_str(&j).ok()).collect())
+    }
+
+    /// The node agents' samples of the lab by service, oldest first.
+    pub async fn usage_history(&mut self, lab: &str) -> redis::RedisResult<Vec<crate::usage::UsageRecord>> {
+        let reply: redis::streams::StreamRangeReply = self.conn.xrange_all(keys::usage_history(lab)).await?;
+        Ok(reply.ids.iter().filter_map(|id| id.get::<String>("usage")).filter_map(|j| serde_json::from_str(&j).ok()).collect())
     }
 
     /// `labctl start`: time 0 of the lab's `start: manual` schedule is now.
