@@ -1,7 +1,7 @@
 //! labd's read-only HTTP endpoint: `/metrics` (Prometheus text format), `/healthz` (the process
 //! answers), `/readyz` (it has a role: leading, or standing by for the lease), and a live page
-//! of every lab at `/` (its data at `/api/labs` and `/api/events`, pushed as server-sent events
-//! at `/api/stream`). hyper
+//! of every lab at `/` (its data at `/api/labs`, `/api/events` and `/api/usage`, pushed as
+//! server-sent events at `/api/stream`). hyper
 //! directly, already in the tree through bollard: three fixed routes need no framework.
 
 use std::convert::Infallible;
@@ -46,11 +46,21 @@ const PAGE: &str = r#"<!doctype html>
 <table id="events"><tr><td>loading…</td></tr></table>
 <script>
 // Pushed by labd (server-sent events): `labs` whenever a lab changes, `events` when the Redis
-// events stream of a lab grows. EventSource reconnects by itself if labd goes away.
+// events stream of a lab grows, `usage` when the agents' samples change. EventSource
+// reconnects by itself if labd goes away.
+let usage = {};
 function drawLabs(labs) {
   document.getElementById('labs').innerHTML = labs.length ? labs.map(l =>
-    `<section class="lab" data-lab="${l.name}" data-phase="${l.phase}"><h2>${l.name} — <span class="${l.phase}">${l.phase}</span></h2><p>${l.message}</p>${l.svg}</section>`).join('') : '<p>no labs</p>';
+    `<section class="lab" data-lab="${l.name}" data-phase="${l.phase}"><h2>${l.name} — <span class="${l.phase}">${l.phase}</span></h2><p>${l.message}</p>${l.svg}<table class="usage"></table></section>`).join('') : '<p>no labs</p>';
   document.getElementById('updated').textContent = 'updated ' + new Date().toLocaleTimeString();
+  drawUsage();
+}
+function drawUsage() {
+  for (const section of document.querySelectorAll('section.lab')) {
+    const rows = usage[section.dataset.lab] || [];
+    section.querySelector('table.usage').innerHTML = rows.length ? '<tr><th>service</th><th>tasks</th><th>CPU</th><th>memory</th><th>traffic (received / sent per second)</th></tr>' +
+      rows.map(r => `<tr class="usage" data-service="${r.service}"><td>${r.service}</td><td>${r.tasks}</td><td>${r.cpu}</td><td>${r.memory}</td><td>${r.traffic}</td></tr>`).join('') : '';
+  }
 }
 function drawEvents(events) {
   document.getElementById('events').innerHTML = '<tr><th>time</th><th>lab</th><th>reason</th><th>message</th></tr>' +
@@ -59,6 +69,7 @@ function drawEvents(events) {
 const stream = new EventSource('/api/stream');
 stream.addEventListener('labs', m => drawLabs(JSON.parse(m.data)));
 stream.addEventListener('events', m => drawEvents(JSON.parse(m.data)));
+stream.addEventListener('usage', m => { usage = JSON.parse(m.data); drawUsage(); });
 stream.onerror = () => { document.getElementById('updated').textContent = 'labd unreachable; reconnecting…'; };
 </script>
 </body></html>
@@ -158,16 +169,70 @@ async fn feed_events(view: LabsView, redis_url: String, feed: watch::Sender<Stri
     }
 }
 
+/// What the page shows of what each lab's services use: per lab, a row per service (the sum
+/// of its tasks' last samples on every node), the figures formatted as `labctl top`'s.
+async fn usage_json(labs: &[String], reader: &mut crate::store::StoreReader) -> redis::RedisResult<String> {
+    use crate::usage::{binary_bytes, decimal_bytes, UsageRecord};
+    let mut out = serde_json::Map::new();
+    for lab in labs {
+        let tasks = reader.task_usage(lab).await?;
+        let Some(record) = UsageRecord::of("", 0.0, tasks.iter()) else { continue };
+        let rows: Vec<serde_json::Value> = record
+            .services
+            .iter()
+            .map(|(service, u)| {
+                let traffic: Vec<String> = u.networks.iter().map(|(net, [rx, tx])| format!("{}: {}/s / {}/s", escape(net), decimal_bytes(*rx), decimal_bytes(*tx))).collect();
+                serde_json::json!({"service": escape(service), "tasks": u.tasks, "cpu": format!("{:.1}%", u.cpu_cores * 100.0), "memory": binary_bytes(u.memory_bytes), "traffic": traffic.join(", ")})
+            })
+            .collect();
+        out.insert(lab.clone(), serde_json::Value::Array(rows));
+    }
+    Ok(serde_json::Value::Object(out).to_string())
+}
+
+/// How often the page's usage is read again (the agents sample every few seconds).
+const USAGE_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps `feed` at the page's usage JSON, read every `USAGE_EVERY`. Redis away: the last JSON
+/// stays, and the feed reconnects.
+async fn feed_usage(view: LabsView, redis_url: String, feed: watch::Sender<String>) {
+    let mut reader = None;
+    let mut tick = tokio::time::interval(USAGE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !feed.is_closed() {
+        tick.tick().await;
+        if reader.is_none() {
+            reader = crate::store::StoreReader::connect(&redis_url).await.ok();
+        }
+        let Some(r) = reader.as_mut() else { continue };
+        let labs: Vec<String> = view.borrow().keys().cloned().collect();
+        match usage_json(&labs, r).await {
+            Ok(json) => {
+                feed.send_if_modified(|old| if *old != json { *old = json; true } else { false });
+            }
+            Err(_) => reader = None,
+        }
+    }
+}
+
 fn sse(event: &str, data: &str) -> Bytes {
     Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
 }
 
-/// The page's stream: the labs and the events at once, then each change of either.
-fn stream_of(mut labs: LabsView, mut events: watch::Receiver<String>) -> Body {
+/// What the page's stream carries besides the labs, each kept current by its feed.
+#[derive(Clone)]
+struct Feeds {
+    events: watch::Receiver<String>,
+    usage: watch::Receiver<String>,
+}
+
+/// The page's stream: the labs, the events and the usage at once, then each change of any.
+fn stream_of(mut labs: LabsView, feeds: Feeds) -> Body {
+    let Feeds { mut events, mut usage } = feeds;
     labs.mark_unchanged();
     let last_labs = labs_json(&labs);
-    let first = [sse("labs", &last_labs), sse("events", &events.borrow_and_update())];
-    let changes = futures::stream::unfold((labs, events, last_labs), |(mut labs, mut events, mut last_labs)| async move {
+    let first = [sse("labs", &last_labs), sse("events", &events.borrow_and_update()), sse("usage", &usage.borrow_and_update())];
+    let changes = futures::stream::unfold((labs, events, usage, last_labs), |(mut labs, mut events, mut usage, mut last_labs)| async move {
         loop {
             let chunk = tokio::select! {
                 changed = labs.changed() => {
@@ -185,29 +250,38 @@ fn stream_of(mut labs: LabsView, mut events: watch::Receiver<String>) -> Body {
                     let json = events.borrow_and_update().clone();
                     sse("events", &json)
                 }
+                changed = usage.changed() => {
+                    changed.ok()?;
+                    let json = usage.borrow_and_update().clone();
+                    sse("usage", &json)
+                }
                 _ = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keepalive\n\n"),
             };
-            return Some((chunk, (labs, events, last_labs)));
+            return Some((chunk, (labs, events, usage, last_labs)));
         }
     });
     let frames = futures::stream::iter(first).chain(changes).map(|b| Ok::<_, Infallible>(Frame::data(b)));
     BodyExt::boxed(StreamBody::new(frames))
 }
 
-fn route(path: &str, metrics: &Metrics, role: Role, view: Option<&LabsView>, events: Option<&watch::Receiver<String>>) -> Response<Body> {
+fn route(path: &str, metrics: &Metrics, role: Role, view: Option<&LabsView>, feeds: Option<&Feeds>) -> Response<Body> {
     match path {
         "/" if view.is_some() => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE.into()),
         "/api/labs" => match view {
             Some(v) => reply(StatusCode::OK, "application/json", labs_json(v)),
             None => reply(StatusCode::NOT_FOUND, "text/plain", "no labs here: this is a node agent\n".into()),
         },
-        "/api/events" => match events {
-            Some(e) => reply(StatusCode::OK, "application/json", e.borrow().clone()),
+        "/api/events" => match feeds {
+            Some(f) => reply(StatusCode::OK, "application/json", f.events.borrow().clone()),
             None => reply(StatusCode::NOT_FOUND, "text/plain", "no events here: this is a node agent\n".into()),
         },
-        "/api/stream" => match (view, events) {
-            (Some(v), Some(e)) => {
-                let mut r = Response::new(stream_of(v.clone(), e.clone()));
+        "/api/usage" => match feeds {
+            Some(f) => reply(StatusCode::OK, "application/json", f.usage.borrow().clone()),
+            None => reply(StatusCode::NOT_FOUND, "text/plain", "no labs here: this is a node agent (`labctl top` reads every node's)\n".into()),
+        },
+        "/api/stream" => match (view, feeds) {
+            (Some(v), Some(f)) => {
+                let mut r = Response::new(stream_of(v.clone(), f.clone()));
                 let headers = r.headers_mut();
                 headers.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/event-stream"));
                 headers.insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-cache"));
@@ -238,21 +312,23 @@ pub async fn serve(
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-    let events = match (&view, redis_url) {
+    let feeds = match (&view, redis_url) {
         (Some(view), Some(url)) => {
             let (feed, events) = watch::channel("[]".to_string());
-            tokio::spawn(feed_events(view.clone(), url, feed));
-            Some(events)
+            tokio::spawn(feed_events(view.clone(), url.clone(), feed));
+            let (feed, usage) = watch::channel("{}".to_string());
+            tokio::spawn(feed_usage(view.clone(), url, feed));
+            Some(Feeds { events, usage })
         }
         _ => None,
     };
     Ok(tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
-            let (metrics, role, view, events) = (metrics.clone(), role.clone(), view.clone(), events.clone());
+            let (metrics, role, view, feeds) = (metrics.clone(), role.clone(), view.clone(), feeds.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let response = route(req.uri().path(), &metrics, *role.borrow(), view.as_ref(), events.as_ref());
+                    let response = route(req.uri().path(), &metrics, *role.borrow(), view.as_ref(), feeds.as_ref());
                     async move { Ok::<_, Infallible>(response) }
                 });
                 let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;

@@ -214,6 +214,30 @@ pub fn service_series(records: &[UsageRecord]) -> (Option<DateTime<Utc>>, BTreeM
     (Some(start), out)
 }
 
+/// Memory as `docker stats` shows it (powers of 1024).
+pub fn binary_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < units.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n}B") } else { format!("{value:.1}{}", units[unit]) }
+}
+
+/// Traffic as `docker stats` shows it (powers of 1000).
+pub fn decimal_bytes(n: f64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = n;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < units.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{value:.0}B") } else { format!("{value:.1}{}", units[unit]) }
+}
+
 /// Which task a sample is of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskIdentity {

@@ -126,7 +126,7 @@ fn the_live_page_shows_every_lab_and_recolours_a_service_removed_by_hand() {
         "page.yaml",
         "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: page}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 5ms}}\n  services:\n    web: {}\n    db: {}\n",
     );
-    lab.start_labd_args(&["--http", &format!("127.0.0.1:{PORT}")]);
+    lab.start_labd_args(&["--http", &format!("127.0.0.1:{PORT}"), "--usage-interval", "1s"]);
     eventually("labd's HTTP endpoint", Duration::from_secs(30), || http_get(PORT, "/healthz"));
     // Opened before the lab is Ready: what follows reaches the page without a reload.
     let mut browser = Browser::open(&format!("http://127.0.0.1:{PORT}/"));
@@ -139,6 +139,12 @@ fn the_live_page_shows_every_lab_and_recolours_a_service_removed_by_hand() {
     assert_eq!(fill_of(&page, "db").as_deref(), Some("#c8ecc8"));
     assert!(page.contains("data-name=\"lan\"") && page.contains("delay 5ms"), "the network and its conditions:\n{page}");
     assert!(page.contains("create service page_web"), "recent events in the table:\n{page}");
+    // What each service uses, from the agents' samples, under the lab's drawing.
+    let page = eventually("the usage of web and db under the lab", Duration::from_secs(30), || {
+        let d = browser.dom();
+        if ["web", "db"].iter().all(|s| d.contains(&format!("<tr class=\"usage\" data-service=\"{s}\"><td>{s}</td><td>1</td>"))) { Ok(d) } else { Err(d) }
+    });
+    assert!(page.contains("lan: 0B/s / 0B/s") && page.contains("iB</td>"), "sleeping tasks: memory, no traffic on lan:\n{page}");
     let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join("web-page.png");

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use comfy_table::presets::NOTHING;
 use comfy_table::Table;
-use swarmlab::usage::TaskUsage;
+use swarmlab::usage::{binary_bytes, decimal_bytes, TaskUsage};
 
 use crate::common::reader;
 use crate::Output;
@@ -67,30 +67,6 @@ fn usage_table(usage: &[TaskUsage], now: DateTime<Utc>) -> String {
         }
     }
     t.to_string().lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
-}
-
-/// Memory as `docker stats` shows it (powers of 1024).
-fn binary_bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < units.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{n}B") } else { format!("{value:.1}{}", units[unit]) }
-}
-
-/// Traffic as `docker stats` shows it (powers of 1000).
-fn decimal_bytes(n: f64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = n;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < units.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{value:.0}B") } else { format!("{value:.1}{}", units[unit]) }
 }
 
 #[cfg(test)]
