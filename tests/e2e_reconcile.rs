@@ -714,6 +714,27 @@ fn labctl_exec_and_cp_reach_into_each_task_of_a_service_or_one_slot_by_the_labs_
     let out = child.wait_with_output().expect("labctl exec -i");
     assert_eq!((out.status.code(), text(&out.stdout).trim()), (Some(0), "3"), "input reaches the command, and its end ends it");
 
+    // -it: a shell's prompt in the task, on a terminal sized as labctl's (`script` gives labctl
+    // one, 33x101; busybox `ps` cuts its lines at the terminal's width), its status labctl's.
+    let labctl = format!("stty rows 33 cols 101; {} --redis {} exec -it execx web.1 -- sh", env!("CARGO_BIN_EXE_labctl"), lab.redis.url());
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &labctl, "/dev/null"])
+        .env("DOCKER_API_VERSION", "1.41")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script");
+    let long = "x".repeat(150);
+    let typed = format!("ls -l /proc/self/fd/0; sh -c 'ps -o args; : {long}'; echo answer $((6*7)); exit 5\n");
+    child.stdin.take().expect("stdin").write_all(typed.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("labctl exec -it");
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "the shell's status: {shown}");
+    assert!(shown.contains("-> /dev/pts/") && shown.contains("answer 42"), "{shown}");
+    // ps shows the inner shell's arguments unquoted (what was typed, echoed, has its quote).
+    let widest = shown.lines().find(|l| l.starts_with("sh -c ps -o args")).map(|l| l.trim_end_matches('\r').chars().count()).unwrap_or(0);
+    assert!((96..=101).contains(&widest), "ps cut at the terminal's 101 columns, not at 80 or the line's 170: {widest}\n{shown}");
+
     let out = lab.labctl(&["exec", "execx", "nope", "--", "true"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("the lab's services: load, mon, shell, web"), "{}", text(&out.stderr));

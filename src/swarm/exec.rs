@@ -1,5 +1,5 @@
-//! A command run in a task's container, as `docker exec` without a terminal: what `labctl exec`
-//! runs in one task or in every task of a service on this node.
+//! A command run in a task's container, as `docker exec`: what `labctl exec` runs in one task
+//! or in every task of a service on this node.
 
 use std::pin::Pin;
 
@@ -27,14 +27,15 @@ pub struct TaskExec {
 }
 
 impl DockerSwarm {
-    /// Starts `command` in the container (`stdin`: attach the command's standard input).
-    pub async fn exec_in_task(&self, container: &str, command: &[String], stdin: bool) -> Result<TaskExec, SwarmError> {
+    /// Starts `command` in the container (`stdin`: attach the command's standard input; `tty`:
+    /// give it a terminal, whose output comes as one stream, on `Stdout`).
+    pub async fn exec_in_task(&self, container: &str, command: &[String], stdin: bool, tty: bool) -> Result<TaskExec, SwarmError> {
         let options = CreateExecOptions {
             cmd: Some(command.to_vec()),
             attach_stdin: Some(stdin),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
-            tty: Some(false),
+            tty: Some(tty),
             ..Default::default()
         };
         let created = self.docker().create_exec(container, options).await.map_err(api_err("create exec"))?;
@@ -53,6 +54,13 @@ impl DockerSwarm {
             })
             .boxed();
         Ok(TaskExec { id: created.id, output, input: stdin.then_some(input) })
+    }
+
+    /// Sets the size of a command's terminal (as `docker exec -t` does at start and on each
+    /// resize of the local one).
+    pub async fn resize_exec_terminal(&self, exec_id: &str, rows: u16, columns: u16) -> Result<(), SwarmError> {
+        let size = bollard::exec::ResizeExecOptions { height: rows, width: columns };
+        self.docker().resize_exec(exec_id, size).await.map_err(api_err("resize exec terminal"))
     }
 
     /// The command's exit code, once it has ended (`None` while it runs).

@@ -1,8 +1,9 @@
-//! `labctl exec LAB SERVICE[.SLOT] -- COMMAND...`: runs a command in a task of the lab, as
-//! `docker exec` does, found by the lab's names instead of a container id: in the task of that
-//! slot, or in every task of the service on this node (each line labelled `raft.2 | …`, as
-//! `labctl logs` labels them, and the tasks run at once). Docker runs a command only in a
-//! container of its own node: a task elsewhere is named, with its node, not run.
+//! `labctl exec LAB SERVICE[.SLOT] [-i] [-t] -- COMMAND...`: runs a command in a task of the
+//! lab, as `docker exec` does, found by the lab's names instead of a container id: in the task
+//! of that slot (with a terminal if asked: `-it … -- sh` is a shell's prompt), or in every task
+//! of the service on this node (each line labelled `raft.2 | …`, as `labctl logs` labels them,
+//! and the tasks run at once). Docker runs a command only in a container of its own node: a
+//! task elsewhere is named, with its node, not run.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -22,6 +23,8 @@ pub struct Args {
     pub command: Vec<String>,
     /// Pass labctl's standard input to the command (one task only).
     pub stdin: bool,
+    /// Give the command a terminal (one task only).
+    pub tty: bool,
 }
 
 /// Splits what a task wrote into whole lines, each printed with the task's label as it ends
@@ -49,12 +52,17 @@ impl Lines {
 
 /// Runs the command in one task; returns its exit code. `prefix`: label each line (several
 /// tasks), else pass the bytes through as they come.
-async fn run_in(swarm: &DockerSwarm, task: &LocalTask, name: &str, command: &[String], stdin: bool, prefix: Option<usize>) -> anyhow::Result<i64> {
+async fn run_in(swarm: &DockerSwarm, task: &LocalTask, name: &str, command: &[String], stdin: bool, tty: bool, prefix: Option<usize>) -> anyhow::Result<i64> {
     // Docker would say "unpause the container": here a schedule froze it, and holds it so.
     if swarm.task_paused(&task.container).await.unwrap_or(false) {
         anyhow::bail!("{name} is frozen by a pause step of the lab's schedule: a command runs in it once the schedule thaws it");
     }
-    let mut exec = swarm.exec_in_task(&task.container, command, stdin).await.with_context(|| format!("{name}: cannot run {}", command.join(" ")))?;
+    let mut exec = swarm.exec_in_task(&task.container, command, stdin, tty).await.with_context(|| format!("{name}: cannot run {}", command.join(" ")))?;
+    // Keys typed go to the task's terminal as they are (as `docker exec -it`).
+    let _raw = (tty && stdin).then(crate::terminal::RawMode::enter).flatten();
+    if tty {
+        follow_terminal_size(swarm.clone(), exec.id.clone()).await;
+    }
     if let Some(mut input) = exec.input.take() {
         // The command reads until labctl's input ends (as `docker exec -i`).
         tokio::spawn(async move {
@@ -95,8 +103,22 @@ async fn run_in(swarm: &DockerSwarm, task: &LocalTask, name: &str, command: &[St
     anyhow::bail!("{name}: the command's output ended but Docker still says it runs")
 }
 
+/// Sizes the command's terminal as the local one, now and whenever that one is resized.
+async fn follow_terminal_size(swarm: DockerSwarm, exec_id: String) {
+    let Some((rows, columns)) = crate::terminal::size() else { return };
+    let _ = swarm.resize_exec_terminal(&exec_id, rows, columns).await;
+    let Ok(mut resized) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()) else { return };
+    tokio::spawn(async move {
+        while resized.recv().await.is_some() {
+            if let Some((rows, columns)) = crate::terminal::size() {
+                let _ = swarm.resize_exec_terminal(&exec_id, rows, columns).await;
+            }
+        }
+    });
+}
+
 pub async fn run(docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCode> {
-    let Args { lab, target, command, stdin } = args;
+    let Args { lab, target, command, stdin, tty } = args;
     let target: Target = target.parse()?;
     if command.is_empty() {
         anyhow::bail!("no command: put it after `--`, as in `labctl exec {lab} {} -- ip addr`", target.service);
@@ -118,14 +140,24 @@ pub async fn run(docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCo
     if stdin && here.len() > 1 {
         anyhow::bail!("-i passes one input to one command: name a slot (`{}.{}`)", target.service, here[0].slot.unwrap_or(1));
     }
+    if tty && here.len() > 1 {
+        anyhow::bail!("-t gives one command a terminal: name a slot (`{}.{}`)", target.service, here[0].slot.unwrap_or(1));
+    }
     let names: Vec<String> = here.iter().map(|t| task_label(&t.service, t.slot, &node)).collect();
     if here.len() == 1 {
-        let code = run_in(&swarm, &here[0], &names[0], &command, stdin, None).await?;
+        let code = run_in(&swarm, &here[0], &names[0], &command, stdin, tty, None).await?;
         // As a shell passes its command's status on (a code beyond 255 is a failure still).
-        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+        let code = u8::try_from(code).unwrap_or(1);
+        if stdin {
+            // The copy of labctl's input may be blocked reading it (a terminal waiting for a
+            // key): the command has ended, so labctl ends now rather than at the next key.
+            let _ = std::io::stdout().flush();
+            std::process::exit(i32::from(code));
+        }
+        return Ok(ExitCode::from(code));
     }
     let width = names.iter().map(String::len).max().unwrap_or(0);
-    let results = join_all(here.iter().zip(&names).map(|(task, name)| run_in(&swarm, task, name, &command, false, Some(width)))).await;
+    let results = join_all(here.iter().zip(&names).map(|(task, name)| run_in(&swarm, task, name, &command, false, false, Some(width)))).await;
     let mut failed = Vec::new();
     for (name, result) in names.iter().zip(results) {
         match result {

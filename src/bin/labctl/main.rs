@@ -15,6 +15,7 @@ mod report;
 mod status;
 mod suspend;
 mod tasks;
+mod terminal;
 mod top;
 mod validate;
 mod wait;
@@ -140,7 +141,7 @@ enum Command {
     },
     /// Run a command in a task of the lab (SERVICE.SLOT), or in every task of SERVICE on this
     /// node, as `docker exec` does; exits with the command's status.
-    #[command(after_help = "Examples:\n  labctl exec raft raft.2 -- ip addr\n  labctl exec raft raft -- ss -tn     # every raft task on this node, lines labelled raft.N\n  echo 'SET k v' | labctl exec -i kv kv.1 -- redis-cli")]
+    #[command(after_help = "Examples:\n  labctl exec raft raft.2 -- ip addr\n  labctl exec raft raft -- ss -tn     # every raft task on this node, lines labelled raft.N\n  labctl exec -it raft raft.1 -- sh   # a shell's prompt in raft.1\n  echo 'SET k v' | labctl exec -i kv kv.1 -- redis-cli")]
     Exec {
         lab: String,
         /// SERVICE.SLOT (one task) or SERVICE (each of its tasks on this node).
@@ -148,10 +149,12 @@ enum Command {
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
-        /// Pass labctl's standard input to the command (one task; no terminal: for a shell's
-        /// prompt, `docker exec -it` on the task's node).
+        /// Pass labctl's standard input to the command (one task).
         #[arg(short = 'i', long)]
         interactive: bool,
+        /// Give the command a terminal (one task); with -i, a shell's prompt.
+        #[arg(short = 't', long)]
+        tty: bool,
         /// Docker daemon of the task's node (default: the local socket, or DOCKER_HOST).
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
@@ -262,7 +265,7 @@ async fn main() -> ExitCode {
             logs::run(&cli.redis, docker_host.as_deref(), logs::Args { lab, services, follow, since, tail, timestamps, steps: !no_steps }).await
         }
         Command::Cp { lab, source, dest, docker_host } => cp::run(docker_host.as_deref(), cp::Args { lab, source, dest }).await,
-        Command::Exec { lab, target, command, interactive, docker_host } => exec::run(docker_host.as_deref(), exec::Args { lab, target, command, stdin: interactive }).await,
+        Command::Exec { lab, target, command, interactive, tty, docker_host } => exec::run(docker_host.as_deref(), exec::Args { lab, target, command, stdin: interactive, tty }).await,
         Command::Probe { lab, service, to, matrix, count, interval, output, docker_host } => {
             probe::run(&cli.redis, docker_host.as_deref(), probe::Args { lab, service, to, matrix, count, interval, output }).await
         }
