@@ -95,16 +95,22 @@ impl UsageSampler {
                     continue;
                 }
             };
-            if !self.interfaces.contains_key(&task.container) {
-                let mut found = BTreeMap::new();
-                for (network, mac, ip) in &task.networks {
-                    if let Ok(Some(interface)) = interface_for(task.pid, mac, ip).await {
-                        found.insert(network.clone(), interface);
+            let interfaces = match self.interfaces.get(&task.container) {
+                Some(known) => known.clone(),
+                None => {
+                    let mut found = BTreeMap::new();
+                    for (network, mac, ip) in &task.networks {
+                        if let Ok(Some(interface)) = interface_for(task.pid, mac, ip).await {
+                            found.insert(network.clone(), interface);
+                        }
                     }
+                    // Kept once every network is found; else looked for again next time.
+                    if found.len() == task.networks.len() {
+                        self.interfaces.insert(task.container.clone(), found.clone());
+                    }
+                    found
                 }
-                self.interfaces.insert(task.container.clone(), found);
-            }
-            let interfaces = self.interfaces.get(&task.container).cloned().unwrap_or_default();
+            };
             let identity = TaskIdentity { container: short(&task.container), service: task.service.clone(), slot: task.slot, node: self.node.clone() };
             let now = TaskUsage::from_sample(identity, &sample, &interfaces, at, self.last.get(&task.container));
             self.last.insert(task.container.clone(), now.clone());
