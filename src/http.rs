@@ -172,13 +172,12 @@ async fn feed_events(view: LabsView, redis_url: String, feed: watch::Sender<Stri
 /// What the page shows of what each lab's services use: per lab, a row per service (the sum
 /// of its tasks' last samples on every node), the figures formatted as `labctl top`'s.
 async fn usage_json(labs: &[String], reader: &mut crate::store::StoreReader) -> redis::RedisResult<String> {
-    use crate::usage::{binary_bytes, decimal_bytes, UsageRecord};
+    use crate::usage::{binary_bytes, by_service, decimal_bytes};
     let mut out = serde_json::Map::new();
     for lab in labs {
         let tasks = reader.task_usage(lab).await?;
-        let Some(record) = UsageRecord::of("", 0.0, tasks.iter()) else { continue };
-        let rows: Vec<serde_json::Value> = record
-            .services
+        let (Some(_), services) = by_service(tasks.iter()) else { continue };
+        let rows: Vec<serde_json::Value> = services
             .iter()
             .map(|(service, u)| {
                 let traffic: Vec<String> = u.networks.iter().map(|(net, [rx, tx])| format!("{}: {}/s / {}/s", escape(net), decimal_bytes(*rx), decimal_bytes(*tx))).collect();

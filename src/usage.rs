@@ -144,25 +144,42 @@ pub struct UsageRecord {
     pub services: BTreeMap<String, ServiceUsage>,
 }
 
-impl UsageRecord {
-    /// The sum per service of the tasks that have rates (a task's first sample has none);
-    /// `None` when none has.
-    pub fn of<'a>(node: &str, every_seconds: f64, tasks: impl Iterator<Item = &'a TaskUsage>) -> Option<UsageRecord> {
-        let mut services: BTreeMap<String, ServiceUsage> = BTreeMap::new();
-        let mut at: Option<DateTime<Utc>> = None;
-        for task in tasks {
-            let Some(cpu) = task.cpu_cores else { continue };
-            at = at.max(Some(task.sampled_at));
-            let service = services.entry(task.service.clone()).or_default();
-            service.tasks += 1;
-            service.cpu_cores += cpu;
-            service.memory_bytes += task.memory_bytes;
-            for n in &task.networks {
-                let rates = service.networks.entry(n.network.clone()).or_default();
-                rates[0] += n.rx_bytes_per_second.unwrap_or(0.0);
-                rates[1] += n.tx_bytes_per_second.unwrap_or(0.0);
-            }
+impl ServiceUsage {
+    /// One task's part: `None` at its first sample (no rates yet).
+    fn of_task(task: &TaskUsage) -> Option<ServiceUsage> {
+        let networks = task.networks.iter().map(|n| (n.network.clone(), [n.rx_bytes_per_second.unwrap_or(0.0), n.tx_bytes_per_second.unwrap_or(0.0)])).collect();
+        Some(ServiceUsage { tasks: 1, cpu_cores: task.cpu_cores?, memory_bytes: task.memory_bytes, networks })
+    }
+
+    fn add(&mut self, other: &ServiceUsage) {
+        self.tasks += other.tasks;
+        self.cpu_cores += other.cpu_cores;
+        self.memory_bytes += other.memory_bytes;
+        for (net, [rx, tx]) in &other.networks {
+            let rates = self.networks.entry(net.clone()).or_default();
+            rates[0] += rx;
+            rates[1] += tx;
         }
+    }
+}
+
+/// The sum per service of the tasks that have rates (a task's first sample has none), and the
+/// latest of their samples' times (`None` when none has rates).
+pub fn by_service<'a>(tasks: impl Iterator<Item = &'a TaskUsage>) -> (Option<DateTime<Utc>>, BTreeMap<String, ServiceUsage>) {
+    let mut services: BTreeMap<String, ServiceUsage> = BTreeMap::new();
+    let mut at: Option<DateTime<Utc>> = None;
+    for task in tasks {
+        let Some(part) = ServiceUsage::of_task(task) else { continue };
+        at = at.max(Some(task.sampled_at));
+        services.entry(task.service.clone()).or_default().add(&part);
+    }
+    (at, services)
+}
+
+impl UsageRecord {
+    /// The sum per service of the tasks that have rates; `None` when none has.
+    pub fn of<'a>(node: &str, every_seconds: f64, tasks: impl Iterator<Item = &'a TaskUsage>) -> Option<UsageRecord> {
+        let (at, services) = by_service(tasks);
         Some(UsageRecord { node: node.to_string(), at: at?, every_seconds, services })
     }
 }
@@ -188,15 +205,7 @@ pub fn service_series(records: &[UsageRecord]) -> (Option<DateTime<Utc>>, BTreeM
         let offset = (r.at - start).num_milliseconds() as f64 / 1000.0;
         let bucket = buckets.entry((offset / every).round() as i64).or_default();
         for (name, u) in &r.services {
-            let sum = bucket.entry(name.clone()).or_default();
-            sum.tasks += u.tasks;
-            sum.cpu_cores += u.cpu_cores;
-            sum.memory_bytes += u.memory_bytes;
-            for (net, [rx, tx]) in &u.networks {
-                let rates = sum.networks.entry(net.clone()).or_default();
-                rates[0] += rx;
-                rates[1] += tx;
-            }
+            bucket.entry(name.clone()).or_default().add(u);
         }
     }
     let mut out: BTreeMap<String, ServiceSeries> = BTreeMap::new();

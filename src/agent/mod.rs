@@ -230,12 +230,7 @@ impl Agent {
 
     async fn connection(&mut self) -> Result<&mut redis::aio::MultiplexedConnection, String> {
         if self.redis.is_none() {
-            let client = redis::Client::open(self.config.redis_url.as_str()).map_err(|e| e.to_string())?;
-            let conn = tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection())
-                .await
-                .map_err(|_| "redis connect timed out".to_string())?
-                .map_err(|e| e.to_string())?;
-            self.redis = Some(conn);
+            self.redis = Some(connect_redis(&self.config.redis_url).await?);
         }
         self.redis.as_mut().ok_or_else(|| "no redis".to_string())
     }
@@ -564,6 +559,15 @@ impl Agent {
         self.frozen_before.extend(was_frozen);
         Ok(())
     }
+}
+
+/// A connection to the agent's Redis, given up after 2 s (a pass must not hang on it).
+async fn connect_redis(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection())
+        .await
+        .map_err(|_| "redis connect timed out".to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// Wakes a pass whenever labd says it wrote desired shaping (a schedule step, an edit), so a

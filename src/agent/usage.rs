@@ -85,7 +85,7 @@ impl UsageSampler {
         }))
         .await;
         let at = Utc::now();
-        let mut usage: Vec<(String, String, TaskUsage)> = Vec::new();
+        let mut usage: Vec<(String, TaskUsage)> = Vec::new();
         for (task, sample) in snapshot.tasks.iter().zip(samples) {
             let sample = match sample {
                 Ok(s) => s,
@@ -114,23 +114,23 @@ impl UsageSampler {
             let identity = TaskIdentity { container: short(&task.container), service: task.service.clone(), slot: task.slot, node: self.node.clone() };
             let now = TaskUsage::from_sample(identity, &sample, &interfaces, at, self.last.get(&task.container));
             self.last.insert(task.container.clone(), now.clone());
-            usage.push((task.lab.clone(), task.container.clone(), now));
+            usage.push((task.lab.clone(), now));
         }
         let live: BTreeSet<&String> = snapshot.tasks.iter().map(|t| &t.container).collect();
         self.interfaces.retain(|id, _| live.contains(id));
         self.last.retain(|id, _| live.contains(id));
         tracing::debug!(tasks = snapshot.tasks.len(), sampled = usage.len(), "task usage sampled");
-        self.metrics.task_usage(usage.iter().map(|(lab, _, u)| (lab.as_str(), u)));
+        self.metrics.task_usage(usage.iter().map(|(lab, u)| (lab.as_str(), u)));
         self.publish(&usage, &snapshot.labs).await
     }
 
     /// Writes each lab's entries and removes those of its tasks gone from this node. Per lab
     /// in one script that first checks the lab is still listed: a lab deleted between the
     /// agent's read and this write does not get its key back.
-    async fn publish(&mut self, usage: &[(String, String, TaskUsage)], labs: &BTreeSet<String>) -> Result<(), String> {
+    async fn publish(&mut self, usage: &[(String, TaskUsage)], labs: &BTreeSet<String>) -> Result<(), String> {
         let mut now_published: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut writes: BTreeMap<&String, Vec<(&String, String)>> = BTreeMap::new();
-        for (lab, _, u) in usage.iter().filter(|(lab, _, _)| labs.contains(lab)) {
+        for (lab, u) in usage.iter().filter(|(lab, _)| labs.contains(lab)) {
             writes.entry(lab).or_default().push((&u.container, serde_json::to_string(u).unwrap_or_default()));
             now_published.entry(lab.clone()).or_default().insert(u.container.clone());
         }
@@ -150,7 +150,7 @@ impl UsageSampler {
         }
         let script = redis::Script::new(WRITE_IF_LISTED);
         for (lab, entries) in writes {
-            let tasks = usage.iter().filter(|(l, _, _)| l == lab).map(|(_, _, u)| u);
+            let tasks = usage.iter().filter(|(l, _)| l == lab).map(|(_, u)| u);
             let record = UsageRecord::of(&node, every, tasks).and_then(|r| serde_json::to_string(&r).ok()).unwrap_or_default();
             let mut invocation = script.prepare_invoke();
             invocation.key(keys::usage(lab)).key(keys::LABS).key(keys::usage_history(lab)).arg(lab).arg(ttl).arg(record).arg(USAGE_HISTORY_LEN);
@@ -165,18 +165,9 @@ impl UsageSampler {
     }
 
     async fn connection(&mut self) -> Result<&mut redis::aio::MultiplexedConnection, String> {
-        let result = async {
-            if self.redis.is_none() {
-                let client = redis::Client::open(self.redis_url.as_str()).map_err(|e| e.to_string())?;
-                let conn = tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection())
-                    .await
-                    .map_err(|_| "redis connect timed out".to_string())?
-                    .map_err(|e| e.to_string())?;
-                self.redis = Some(conn);
-            }
-            Ok::<(), String>(())
-        };
-        result.await?;
+        if self.redis.is_none() {
+            self.redis = Some(super::connect_redis(&self.redis_url).await?);
+        }
         self.redis.as_mut().ok_or_else(|| "no redis".to_string())
     }
 }
