@@ -4,6 +4,7 @@
 //! do I/O behind small traits; the `controller` wires them together.
 
 pub mod agent;
+pub mod capture;
 pub mod controller;
 pub mod error_chain;
 pub mod graph;

@@ -387,3 +387,98 @@ fn top_shows_each_task_s_traffic_per_network_at_the_rate_the_lab_sets() {
         if left.trim() == "0" && series.is_empty() { Ok(()) } else { Err(format!("{left} {series:?}")) }
     });
 }
+
+/// (interface names, name records, frames as (interface, time, outbound, ICMP type, ICMP id)) of a pcapng file.
+type Captured = (Vec<String>, Vec<(Vec<u8>, String)>, Vec<(usize, Duration, bool, u8, u16)>);
+
+fn read_capture(path: &std::path::Path) -> Captured {
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+    use pcap_file::pcapng::blocks::name_resolution::Record;
+    use pcap_file::pcapng::{Block, PcapNgReader};
+    let bytes = std::fs::read(path).unwrap();
+    let mut reader = PcapNgReader::new(&bytes[..]).expect("a pcapng file");
+    let (mut names, mut frames) = (Vec::new(), Vec::new());
+    while let Some(block) = reader.next_block() {
+        match block.expect("a readable block") {
+            Block::NameResolution(nrb) => {
+                for record in nrb.records {
+                    if let Record::Ipv4(r) = record {
+                        names.push((r.ip_addr.to_vec(), r.names[0].to_string()));
+                    }
+                }
+            }
+            Block::EnhancedPacket(p) => {
+                let outbound = p.options.iter().any(|o| matches!(o, EnhancedPacketOption::Flags(f) if f & 0b11 == 0b10));
+                let packet = etherparse::SlicedPacket::from_ethernet(&p.data).expect("an Ethernet frame");
+                let (kind, id) = match packet.transport {
+                    Some(etherparse::TransportSlice::Icmpv4(icmp)) => (icmp.type_u8(), u16::from_be_bytes([icmp.slice()[4], icmp.slice()[5]])),
+                    _ => (255, 0),
+                };
+                frames.push((p.interface_id as usize, p.timestamp, outbound, kind, id));
+            }
+            _ => {}
+        }
+    }
+    let interfaces = reader
+        .interfaces()
+        .iter()
+        .map(|i| i.options.iter().find_map(|o| if let InterfaceDescriptionOption::IfName(n) = o { Some(n.to_string()) } else { None }).unwrap_or_default())
+        .collect();
+    (interfaces, names, frames)
+}
+
+#[test]
+fn capture_shows_each_task_s_frames_named_by_the_lab_with_the_delay_its_conditions_add() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("cap".into());
+    remove_lab_objects("cap");
+    // `ping` pings `pong` (a new ICMP id each time) over lan; pong delays what it sends by 100 ms.
+    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: cap}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, networks: [lan, mgmt]}\n  networks:\n    lan: {}\n    mgmt: {}\n  services:\n    ping: {command: [sh, -c, 'while true; do ping -c 1 -W 1 pong; sleep 0.2; done']}\n    pong: {command: [sleep, '100000'], networks: [{name: lan, conditions: {delay: 100ms}}, mgmt]}\n";
+    lab.write("cap.yaml", text);
+    lab.start_labd();
+    wait_shaped(&lab, "cap", READY);
+
+    let file = lab.dir.path().join("cap.pcapng");
+    let out = lab.labctl(&["capture", "cap", "--network", "lan", "-c", "24", "--duration", "30s", "-w", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("24 frames to") && stderr.contains("0 dropped by the kernel"), "{stderr}");
+    let (interfaces, names, frames) = read_capture(&file);
+    assert_eq!(interfaces, ["ping.1/lan", "pong.1/lan"], "a task and network each, mgmt left out");
+    let named: Vec<&str> = names.iter().map(|(_, n)| n.as_str()).collect();
+    assert!(named.contains(&"ping.1") && named.contains(&"pong.1"), "the tasks' addresses are named: {names:?}");
+    assert_eq!(frames.len(), 24);
+    // Each echo (by its id) at both ends: the request out of ping and into pong, the reply out
+    // of pong 100 ms later (pong's condition), and into ping.
+    let (request, reply) = (8, 0);
+    let at = |tap: usize, kind: u8, id: u16| frames.iter().find(|f| f.0 == tap && f.3 == kind && f.4 == id).copied();
+    let mut whole = 0;
+    for id in frames.iter().filter(|f| f.3 == request).map(|f| f.4).collect::<std::collections::BTreeSet<_>>() {
+        let (Some(sent), Some(arrived), Some(answered), Some(back)) = (at(0, request, id), at(1, request, id), at(1, reply, id), at(0, reply, id)) else { continue };
+        whole += 1;
+        assert!(sent.2 && !arrived.2 && answered.2 && !back.2, "directions of echo {id}: {frames:?}");
+        let held = answered.1 - arrived.1;
+        let round_trip = back.1 - sent.1;
+        println!("echo {id}: pong held it {held:?}, ping's round trip {round_trip:?}");
+        assert!(held >= Duration::from_millis(99) && held < Duration::from_millis(250), "pong's 100ms delay between request in and reply out: {held:?}");
+        assert!(round_trip >= held && round_trip < held + Duration::from_millis(50), "{round_trip:?}");
+    }
+    assert!(whole >= 3, "24 frames hold at least 3 whole echoes seen at both ends: {frames:?}");
+
+    // Without -w, a line per frame, by the lab's names.
+    let out = lab.labctl(&["capture", "cap", "pong.1", "-c", "4", "--duration", "30s"]);
+    let lines = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(lines.lines().count(), 4, "{lines}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        lines.lines().all(|l| l.contains(" pong.1/") && (l.contains("ping.1 > pong.1: ICMP echo request") || l.contains("pong.1 > ping.1: ICMP echo reply") || l.contains("ARP"))),
+        "only pong.1's interfaces:\n{lines}"
+    );
+
+    let out = lab.labctl(&["capture", "cap", "--network", "wan", "-c", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && stderr.contains("wan") && stderr.contains("lan, mgmt"), "{stderr}");
+    let out = lab.labctl(&["capture", "cap", "pang", "-c", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && stderr.contains("ping, pong"), "names the lab's services: {stderr}");
+}

@@ -2,6 +2,7 @@
 
 //! One subcommand per file; `common` holds what several share.
 
+mod capture;
 mod common;
 mod cp;
 mod describe;
@@ -159,6 +160,34 @@ enum Command {
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
     },
+    /// Capture the frames the lab's tasks on this node send and receive on its networks: a line
+    /// per frame, or pcapng for Wireshark (an interface per task and network, the tasks' names
+    /// for their addresses).
+    #[command(after_help = "Examples:\n  labctl capture raft                               # every task here, every lab network, a line per frame\n  labctl capture raft raft.2 --network lan -c 20\n  labctl capture raft -w raft.pcapng --duration 30s  # then: wireshark raft.pcapng\n  labctl capture raft -w - | wireshark -k -i -      # live\n\nRun it as root on the tasks' node: it enters each task's network namespace.")]
+    Capture {
+        lab: String,
+        /// SERVICE.SLOT (one task) or SERVICE (each of its tasks on this node); every service when left out.
+        target: Option<String>,
+        /// Only this network of the lab (repeat for more); every lab network of the task by default.
+        #[arg(long = "network", short = 'n')]
+        networks: Vec<String>,
+        /// Write pcapng to FILE (`-` for stdout) instead of a line per frame.
+        #[arg(short = 'w', long = "write")]
+        write: Option<PathBuf>,
+        /// Stop after this many frames (of all the interfaces together).
+        #[arg(short = 'c', long)]
+        count: Option<u64>,
+        /// Stop after this long (seconds, or a duration such as 30s, 5m).
+        #[arg(long, value_parser = parse_timeout)]
+        duration: Option<std::time::Duration>,
+        /// Bytes kept of each frame (its length on the wire is recorded whole).
+        #[arg(long, default_value_t = 262_144)]
+        snaplen: usize,
+        /// Docker daemon of this machine's node (default: the local socket, or DOCKER_HOST): the
+        /// tasks' pids must be this kernel's.
+        #[arg(long, env = "DOCKER_HOST")]
+        docker_host: Option<String>,
+    },
     /// Copy a file or directory out of each task of SERVICE (or the one in SLOT) on this node
     /// into DEST/SERVICE.SLOT/, as `docker cp` does; ended tasks count (a job's results).
     #[command(after_help = "Examples:\n  labctl cp raft raft:/var/log/raft results/     # results/raft.1/raft, results/raft.2/raft, …\n  labctl cp kv-bench load:/results out/          # a job's results, once `labctl wait kv-bench --for jobs`")]
@@ -263,6 +292,9 @@ async fn main() -> ExitCode {
         Command::Diff { dir, docker_host } => return diff::run(&dir, docker_host.as_deref()).await,
         Command::Logs { lab, services, follow, since, tail, timestamps, no_steps, docker_host } => {
             logs::run(&cli.redis, docker_host.as_deref(), logs::Args { lab, services, follow, since, tail, timestamps, steps: !no_steps }).await
+        }
+        Command::Capture { lab, target, networks, write, count, duration, snaplen, docker_host } => {
+            capture::run(docker_host.as_deref(), capture::Args { lab, target, networks, write, count, duration, snaplen }).await
         }
         Command::Cp { lab, source, dest, docker_host } => cp::run(docker_host.as_deref(), cp::Args { lab, source, dest }).await,
         Command::Exec { lab, target, command, interactive, tty, docker_host } => exec::run(docker_host.as_deref(), exec::Args { lab, target, command, stdin: interactive, tty }).await,
