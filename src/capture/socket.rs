@@ -17,6 +17,8 @@ use super::{CaptureError, Direction, Frame, TapEnd};
 
 /// How long a read waits before the thread looks at the stop flag again.
 const POLL: Duration = Duration::from_millis(100);
+/// The socket's receive buffer (the kernel's default is ~200 KB: a few dozen merged frames).
+const RECEIVE_BUFFER: usize = 8 << 20;
 /// Large enough for a veth's biggest (GRO-merged) frame; longer ones are cut and say so.
 const BUFFER: usize = 65_536 + 128;
 
@@ -31,7 +33,7 @@ pub enum TapMessage {
 /// Frames go to `out` tagged with `tap` (the interface's index in the capture) until `stop` is
 /// set or the interface goes away; the last message is always `Ended`. Returns once the socket
 /// is open, or why it could not be.
-pub fn start(tap: usize, netns: std::path::PathBuf, interface: String, snaplen: usize, stop: Arc<AtomicBool>, out: mpsc::UnboundedSender<TapMessage>) -> Result<(), CaptureError> {
+pub fn start(tap: usize, netns: std::path::PathBuf, interface: String, snaplen: usize, stop: Arc<AtomicBool>, out: mpsc::Sender<TapMessage>) -> Result<(), CaptureError> {
     let (opened_tx, opened_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name(format!("capture-{interface}"))
@@ -48,7 +50,7 @@ pub fn start(tap: usize, netns: std::path::PathBuf, interface: String, snaplen: 
             };
             let error = read_until_stopped(&socket, tap, snaplen, &stop, &out).err();
             let (received, dropped) = statistics(&socket);
-            let _ = out.send(TapMessage::Ended(TapEnd { tap, received, dropped, error }));
+            let _ = out.blocking_send(TapMessage::Ended(TapEnd { tap, received, dropped, error }));
         })
         .map_err(|e| CaptureError::Thread(e.to_string()))?;
     opened_rx.recv().map_err(|_| CaptureError::Thread("the capture thread ended before opening its socket".into()))?
@@ -78,13 +80,18 @@ fn open(netns: &std::path::Path, interface: &str) -> Result<OwnedFd, CaptureErro
     // SAFETY: `raw` is a fully initialised sockaddr_ll of the length given.
     let address = unsafe { LinkAddr::from_raw(std::ptr::addr_of!(raw).cast(), Some(length)) }.ok_or_else(|| CaptureError::Socket("cannot make the interface's address".into()))?;
     socket::bind(fd.as_raw_fd(), &address).map_err(|e| CaptureError::Socket(format!("bind to {interface}: {e}")))?;
+    // Room for bursts (a download's frames come faster than they are written): past the
+    // system's default cap when root may, else what the system allows.
+    if socket::setsockopt(&fd, socket::sockopt::RcvBufForce, &RECEIVE_BUFFER).is_err() {
+        let _ = socket::setsockopt(&fd, socket::sockopt::RcvBuf, &RECEIVE_BUFFER);
+    }
     socket::setsockopt(&fd, socket::sockopt::ReceiveTimestampns, &true).map_err(|e| CaptureError::Socket(e.to_string()))?;
     let poll = nix::sys::time::TimeVal::new(0, POLL.as_micros() as i64);
     socket::setsockopt(&fd, socket::sockopt::ReceiveTimeout, &poll).map_err(|e| CaptureError::Socket(e.to_string()))?;
     Ok(fd)
 }
 
-fn read_until_stopped(socket: &OwnedFd, tap: usize, snaplen: usize, stop: &AtomicBool, out: &mpsc::UnboundedSender<TapMessage>) -> Result<(), String> {
+fn read_until_stopped(socket: &OwnedFd, tap: usize, snaplen: usize, stop: &AtomicBool, out: &mpsc::Sender<TapMessage>) -> Result<(), String> {
     let mut buffer = vec![0u8; BUFFER];
     while !stop.load(Ordering::Relaxed) {
         let mut control = nix::cmsg_space!(nix::sys::time::TimeSpec);
@@ -114,7 +121,7 @@ fn read_until_stopped(socket: &OwnedFd, tap: usize, snaplen: usize, stop: &Atomi
         };
         let kept = original.min(snaplen).min(BUFFER);
         let frame = Frame { tap, at, direction, original_len: original as u32, data: buffer[..kept].to_vec() };
-        if out.send(TapMessage::Frame(frame)).is_err() {
+        if out.blocking_send(TapMessage::Frame(frame)).is_err() {
             return Ok(());
         }
     }

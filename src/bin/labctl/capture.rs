@@ -42,23 +42,28 @@ pub struct Args {
 
 /// Where the frames go.
 enum Sink {
-    Lines { width: usize, names: HashMap<Ipv4Addr, String> },
+    Lines { width: usize, names: HashMap<Ipv4Addr, String>, out: std::io::BufWriter<std::io::Stdout> },
     Pcapng(PcapngOut<Box<dyn Write>>),
 }
 
 impl Sink {
-    fn write(&mut self, frame: &Frame, taps: &[Tap]) -> std::io::Result<()> {
+    fn write(&mut self, frame: &Frame, taps: &[Tap], flush: bool) -> std::io::Result<()> {
         match self {
-            Sink::Lines { width, names } => {
-                let mut out = std::io::stdout().lock();
+            Sink::Lines { width, names, out } => {
                 writeln!(out, "{}", summary::line(frame, &taps[frame.tap].name(), *width, names))?;
-                out.flush()
             }
-            Sink::Pcapng(file) => {
-                file.write(frame).map_err(std::io::Error::other)?;
-                // A reader on the other end of a pipe sees each frame as it comes.
-                file.get_mut().flush()
-            }
+            Sink::Pcapng(file) => file.write(frame).map_err(|e| match e {
+                pcap_file::PcapError::IoError(e) => e,
+                e => std::io::Error::other(e),
+            })?,
+        }
+        if flush { self.flush() } else { Ok(()) }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Lines { out, .. } => out.flush(),
+            Sink::Pcapng(file) => file.get_mut().flush(),
         }
     }
 }
@@ -128,17 +133,19 @@ pub async fn run(docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCo
     let taps: Vec<Tap> = found.iter().map(|(tap, _)| tap.clone()).collect();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (frames_tx, mut frames) = mpsc::unbounded_channel();
+    // Bounded: when the output cannot keep up, the taps wait and the kernel drops (and says so)
+    // rather than labctl holding the backlog in memory.
+    let (frames_tx, mut frames) = mpsc::channel(4096);
     for (index, (tap, pid)) in found.iter().enumerate() {
         socket::start(index, netns::ns_path(*pid), tap.interface.clone(), snaplen, stop.clone(), frames_tx.clone()).with_context(|| tap.name())?;
     }
     drop(frames_tx);
 
     let mut sink = match &write {
-        None => Sink::Lines { width: taps.iter().map(|t| t.name().len()).max().unwrap_or(0), names: names.clone() },
+        None => Sink::Lines { width: taps.iter().map(|t| t.name().len()).max().unwrap_or(0), names: names.clone(), out: std::io::BufWriter::new(std::io::stdout()) },
         Some(path) => {
             let out: Box<dyn Write> = if to_stdout {
-                Box::new(std::io::stdout())
+                Box::new(std::io::BufWriter::new(std::io::stdout()))
             } else {
                 Box::new(std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?))
             };
@@ -155,6 +162,8 @@ pub async fn run(docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCo
     };
     eprintln!("labctl capture: on {node}, {}{limit} (Ctrl-C to stop)", listed.join(", "));
 
+    // Made once, so that an interrupt between two frames is kept for the next look.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("cannot catch Ctrl-C")?;
     let deadline = duration.map(|d| tokio::time::Instant::now() + d);
     let mut written = 0u64;
     let mut ends: Vec<TapEnd> = Vec::new();
@@ -162,14 +171,17 @@ pub async fn run(docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCo
     loop {
         let message = tokio::select! {
             message = frames.recv() => message,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
             _ = async { match deadline { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => break,
         };
         match message {
             None => break,
             Some(TapMessage::Ended(end)) => ends.push(end),
             Some(TapMessage::Frame(frame)) => {
-                if let Err(e) = sink.write(&frame, &taps) {
+                // A reader of a pipe sees each frame as it comes; a busy capture is written in
+                // batches, when it has no more frames waiting.
+                let flush = frames.is_empty();
+                if let Err(e) = sink.write(&frame, &taps, flush) {
                     // Wireshark closed, or `| head`: the capture is done.
                     if e.kind() == std::io::ErrorKind::BrokenPipe {
                         reader_gone = true;
@@ -195,11 +207,9 @@ pub async fn run(docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCo
             Ok(None) | Err(_) => break,
         }
     }
-    if let Sink::Pcapng(file) = &mut sink {
-        if let Err(e) = file.get_mut().flush() {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                return Err(e).context("cannot write the capture");
-            }
+    if let Err(e) = sink.flush() {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e).context("cannot write the capture");
         }
     }
     if reader_gone {
