@@ -361,6 +361,16 @@ fn labctl_wait_says_why_a_lab_is_not_ready_and_status_marks_a_silent_labd_stale(
     assert!(stderr.contains("labd never pulls"), "the reason is given: {stderr}");
     let out = lab.labctl(&["wait", "nosuchlab", "--for", "deleted", "--timeout", "5s"]);
     assert!(out.status.success(), "a lab with no status is deleted");
+    // An invalid file cannot become Ready until it is fixed: the wait says so, not at its timeout.
+    lab.cleanup.push("waitbad".into());
+    lab.write("waitbad.yaml", "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: waitbad}\nspec:\n  services:\n    web: {image: labbox:latest, replicas: many}\n");
+    let started = std::time::Instant::now();
+    let out = lab.labctl(&["wait", "waitbad", "--timeout", "60s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(15), "gave up on the invalid file in {:?}", started.elapsed());
+    assert!(stderr.contains("waitbad cannot become Ready: its file is invalid") && stderr.contains("waitbad.yaml:6:") && stderr.contains("spec.services.web.replicas"), "{stderr}");
+    lab.remove("waitbad.yaml");
 
     // labd gone for a minute: the statuses it left are marked stale.
     lab.kill_labd();

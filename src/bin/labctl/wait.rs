@@ -1,7 +1,8 @@
 //! `labctl wait LAB --for ready|jobs|completed|deleted|step=N [--timeout 120s]`: for scripts and CI,
 //! as `kubectl wait`. Exit 0 when the lab gets there; 1 with the reason (phase, message,
-//! services not running, the schedule's step) when the timeout comes first; 2 when Redis
-//! cannot be read.
+//! services not running, the schedule's step) when the timeout comes first, or as soon as the
+//! lab's file has been invalid for 2 s (it cannot get there until someone fixes it); 2 when
+//! Redis cannot be read.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -86,6 +87,17 @@ fn reached(status: Option<&LabStatus>, target: WaitFor) -> bool {
     }
 }
 
+/// Why the lab cannot get there without someone changing its file: its current version is
+/// invalid (labd keeps what the last valid one made, and waits for a fix).
+fn blocked(status: Option<&LabStatus>, target: WaitFor) -> Option<&str> {
+    let s = status?;
+    (target != WaitFor::Deleted && s.phase == Phase::Invalid && s.observed_generation >= s.generation).then_some(s.message.as_str())
+}
+
+/// How long a lab must stay invalid before the wait gives up: a file being written (a save
+/// in several writes) is read again by labd within its debounce.
+const INVALID_FOR: Duration = Duration::from_secs(2);
+
 fn progress(status: Option<&LabStatus>) -> String {
     match status {
         None => "no status yet (is the lab's file in labd's directory?)".into(),
@@ -103,6 +115,7 @@ pub async fn run(url: &str, lab: &str, target: WaitFor, timeout: Duration) -> Ex
     let tty = std::io::stderr().is_terminal();
     let mut shown = String::new();
     let mut read_once = false;
+    let mut invalid_since: Option<Instant> = None;
     loop {
         let read = match reader(url).await {
             Ok(mut r) => r.status(lab).await.map_err(anyhow::Error::from),
@@ -137,6 +150,14 @@ pub async fn run(url: &str, lab: &str, target: WaitFor, timeout: Duration) -> Ex
             println!("{what} after {:.1}s", started.elapsed().as_secs_f64());
             return ExitCode::SUCCESS;
         }
+        match blocked(status.as_ref(), target) {
+            Some(why) if invalid_since.is_some_and(|t| t.elapsed() >= INVALID_FOR) => {
+                eprintln!("labctl wait: {lab} cannot become {target}: its file is invalid: {why}. Fix the file (`labctl validate` says the same), then wait again");
+                return ExitCode::from(1);
+            }
+            Some(_) => invalid_since = invalid_since.or(Some(Instant::now())),
+            None => invalid_since = None,
+        }
         let now = progress(status.as_ref());
         if tty && now != shown {
             eprintln!("[{:>5.1}s] {lab}: {now}", started.elapsed().as_secs_f64());
@@ -166,6 +187,20 @@ mod tests {
         assert!(!reached(Some(&s), WaitFor::Completed), "Ready is not Completed");
         s.phase = Phase::Completed;
         assert!(reached(Some(&s), WaitFor::Completed) && !reached(Some(&s), WaitFor::Ready));
+    }
+
+    #[test]
+    fn an_invalid_file_blocks_every_wait_but_deletion() {
+        let mut s = LabStatus { phase: Phase::Invalid, generation: 3, observed_generation: 3, message: "lab.yaml:4:7: spec.services: expected a mapping".into(), ..Default::default() };
+        assert_eq!(blocked(Some(&s), WaitFor::Ready), Some("lab.yaml:4:7: spec.services: expected a mapping"));
+        assert!(blocked(Some(&s), WaitFor::Jobs).is_some() && blocked(Some(&s), WaitFor::Step(2)).is_some());
+        assert_eq!(blocked(Some(&s), WaitFor::Deleted), None, "an invalid lab can still be deleted");
+        s.generation = 4;
+        assert_eq!(blocked(Some(&s), WaitFor::Ready), None, "a newer version of the file is not read yet");
+        s.observed_generation = 4;
+        s.phase = Phase::Failed;
+        assert_eq!(blocked(Some(&s), WaitFor::Ready), None, "Docker's failures are retried");
+        assert_eq!(blocked(None, WaitFor::Ready), None);
     }
 
     #[test]
