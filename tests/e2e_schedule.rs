@@ -496,3 +496,28 @@ fn a_task_frozen_when_its_agent_was_killed_is_thawed_by_the_next_once_its_schedu
     let _ = agent.wait();
     assert_eq!(running_container_of("thaw_a"), a, "the same task, thawed, not replaced");
 }
+
+#[test]
+fn a_capture_marks_the_schedule_s_steps_and_follows_a_killed_task_s_replacement() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("capk".into());
+    remove_lab_objects("capk");
+    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: capk}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, networks: [lan]}\n  networks:\n    lan: {}\n  services:\n    ping: {command: [sh, -c, 'while true; do ping -c 1 -W 1 pong; sleep 0.2; done']}\n    pong: {command: [sleep, '100000'], restartPolicy: {delay: 0s}}\n  schedule:\n    steps:\n    - {at: 4s, service: pong, kill: true}\n";
+    lab.write("capk.yaml", text);
+    lab.start_labd();
+    lab.wait_phase("capk", "Ready", READY);
+    let killed = running_container_of("capk_pong");
+    let out = lab.labctl(&["capture", "capk", "--duration", "11s"]);
+    let (lines, stderr) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+    assert!(out.status.success(), "{stderr}");
+    assert_ne!(running_container_of("capk_pong"), killed, "the step killed pong and Swarm started it again");
+    let at = |what: &str| lines.lines().position(|l| l.contains(what)).unwrap_or_else(|| panic!("no `{what}` in:\n{lines}\n{stderr}"));
+    let step = at("step 1/1");
+    assert!(lines.lines().nth(step).unwrap().starts_with("=== "), "the step is marked as logs marks it:\n{lines}");
+    let rejoined = at("capturing pong.1/lan (started)");
+    assert!(step < rejoined, "the replacement comes after the kill:\n{lines}");
+    let replies = |range: std::ops::Range<usize>| lines.lines().skip(range.start).take(range.len()).filter(|l| l.contains("pong.1/lan out pong.1 > ping.1: ICMP echo reply")).count();
+    assert!(replies(0..step) >= 3, "pong answered before the kill:\n{lines}");
+    assert!(replies(rejoined..usize::MAX) >= 3, "and its replacement answers, captured from its start:\n{lines}");
+    assert!(stderr.contains("pong.1/lan: its interface went away"), "the killed task's end is said: {stderr}");
+}

@@ -1,7 +1,8 @@
 //! The capture as a pcapng file (Wireshark's and tcpdump's format): one interface per tap,
-//! named `ping.1/lan` and described with its node and its interface inside the task, frames
-//! stamped in nanoseconds with their direction, and a name record for every address of the
-//! lab's tasks, so Wireshark shows `ping.1` where the packet says 10.0.1.5.
+//! named `ping.1/lan` and described with its node and its interface inside the task (a task
+//! that starts during the capture adds its own then), frames stamped in nanoseconds with their
+//! direction, a name record for every address of the lab's tasks, so Wireshark shows `ping.1`
+//! where the packet says 10.0.1.5, and the schedule's steps as comments on frames.
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -28,37 +29,49 @@ pub struct PcapngOut<W: Write> {
 }
 
 impl<W: Write> PcapngOut<W> {
-    /// Starts the file: its header, an interface per tap (in the taps' order: a frame's `tap`
-    /// is its interface), and the names of the lab's addresses.
-    pub fn start(out: W, lab: &str, taps: &[Tap], snaplen: u32, names: &[(Ipv4Addr, String)]) -> Result<PcapngOut<W>, pcap_file::PcapError> {
-        let mut writer = PcapNgWriter::new(out)?;
-        for tap in taps {
-            let description = format!("lab {lab}: task {} on {}, network {} ({} in the task)", tap.task, tap.node, tap.network, tap.interface);
-            writer.write_pcapng_block(InterfaceDescriptionBlock {
-                linktype: DataLink::ETHERNET,
-                snaplen,
-                options: vec![
-                    InterfaceDescriptionOption::IfName(Cow::Owned(tap.name())),
-                    InterfaceDescriptionOption::IfDescription(Cow::Owned(description)),
-                    // The crate writes timestamps in nanoseconds; this tells readers so.
-                    InterfaceDescriptionOption::IfTsResol(9),
-                ],
-            })?;
-        }
-        if !names.is_empty() {
-            let records = names.iter().map(|(ip, name)| Record::Ipv4(Ipv4Record { ip_addr: Cow::Owned(ip.octets().to_vec()), names: vec![Cow::Owned(name.clone())] })).collect();
-            writer.write_pcapng_block(NameResolutionBlock { records, options: vec![] })?;
-        }
-        Ok(PcapngOut { writer })
+    /// Starts the file (its section header); interfaces and names come as taps join.
+    pub fn start(out: W) -> Result<PcapngOut<W>, pcap_file::PcapError> {
+        Ok(PcapngOut { writer: PcapNgWriter::new(out)? })
     }
 
-    pub fn write(&mut self, frame: &Frame) -> Result<(), pcap_file::PcapError> {
+    /// A tap's interface; taps must be added in the order of their index (a frame's `tap` is
+    /// its interface's number in the file).
+    pub fn add_tap(&mut self, lab: &str, tap: &Tap, snaplen: u32) -> Result<(), pcap_file::PcapError> {
+        let description = format!("lab {lab}: task {} on {}, network {} ({} in the task)", tap.task, tap.node, tap.network, tap.interface);
+        self.writer.write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen,
+            options: vec![
+                InterfaceDescriptionOption::IfName(Cow::Owned(tap.name())),
+                InterfaceDescriptionOption::IfDescription(Cow::Owned(description)),
+                // The crate writes timestamps in nanoseconds; this tells readers so.
+                InterfaceDescriptionOption::IfTsResol(9),
+            ],
+        })?;
+        Ok(())
+    }
+
+    /// Names for addresses (a name record may come anywhere in the file).
+    pub fn add_names(&mut self, names: &[(Ipv4Addr, String)]) -> Result<(), pcap_file::PcapError> {
+        if !names.is_empty() {
+            let records = names.iter().map(|(ip, name)| Record::Ipv4(Ipv4Record { ip_addr: Cow::Owned(ip.octets().to_vec()), names: vec![Cow::Owned(name.clone())] })).collect();
+            self.writer.write_pcapng_block(NameResolutionBlock { records, options: vec![] })?;
+        }
+        Ok(())
+    }
+
+    /// A frame, with a comment if given (Wireshark shows it and filters on `frame.comment`).
+    pub fn write(&mut self, frame: &Frame, comment: Option<&str>) -> Result<(), pcap_file::PcapError> {
+        let mut options = vec![EnhancedPacketOption::Flags(flags(frame.direction))];
+        if let Some(comment) = comment {
+            options.push(EnhancedPacketOption::Comment(Cow::Borrowed(comment)));
+        }
         self.writer.write_pcapng_block(EnhancedPacketBlock {
             interface_id: frame.tap as u32,
             timestamp: frame.at,
             original_len: frame.original_len,
             data: Cow::Borrowed(&frame.data),
-            options: vec![EnhancedPacketOption::Flags(flags(frame.direction))],
+            options,
         })?;
         Ok(())
     }
@@ -81,9 +94,14 @@ mod tests {
             Tap { task: "pong.1".into(), network: "lan".into(), interface: "eth2".into(), node: "n1".into() },
         ];
         let names = [(Ipv4Addr::new(10, 0, 1, 5), "ping.1".to_string())];
-        let mut out = PcapngOut::start(Vec::new(), "demo", &taps, 262_144, &names).unwrap();
+        let mut out = PcapngOut::start(Vec::new()).unwrap();
+        out.add_tap("demo", &taps[0], 262_144).unwrap();
+        out.add_names(&names).unwrap();
         let at = Duration::new(1_764_000_000, 123_456_789);
-        out.write(&Frame { tap: 1, at, direction: Direction::In, original_len: 98, data: vec![7; 60] }).unwrap();
+        out.write(&Frame { tap: 0, at, direction: Direction::Out, original_len: 98, data: vec![7; 98] }, None).unwrap();
+        // A task that joins later: its interface comes after the first frames.
+        out.add_tap("demo", &taps[1], 262_144).unwrap();
+        out.write(&Frame { tap: 1, at, direction: Direction::In, original_len: 98, data: vec![7; 60] }, Some("step 2/3: partition")).unwrap();
         let bytes = out.writer.into_inner();
 
         let mut reader = PcapNgReader::new(&bytes[..]).unwrap();
@@ -99,6 +117,8 @@ mod tests {
         assert_eq!(nrb.records, vec![Record::Ipv4(Ipv4Record { ip_addr: vec![10, 0, 1, 5].into(), names: vec!["ping.1".into()] })]);
         let Some(Block::EnhancedPacket(packet)) = seen.last() else { panic!("no packet: {seen:?}") };
         assert_eq!((packet.interface_id, packet.timestamp, packet.original_len, packet.data.len()), (1, at, 98, 60));
-        assert_eq!(packet.options, vec![EnhancedPacketOption::Flags(0b01)]);
+        assert_eq!(packet.options, vec![EnhancedPacketOption::Flags(0b01), EnhancedPacketOption::Comment("step 2/3: partition".into())]);
+        let first = seen.iter().find_map(|b| if let Block::EnhancedPacket(p) = b { Some(p) } else { None }).unwrap();
+        assert_eq!((first.interface_id, first.options.clone()), (0, vec![EnhancedPacketOption::Flags(0b10)]));
     }
 }

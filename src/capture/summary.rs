@@ -64,9 +64,10 @@ pub fn describe(data: &[u8], names: &HashMap<Ipv4Addr, String>) -> String {
     }
 }
 
-/// The frame's line: local time, tap, direction, what it carries, its length on the wire.
+/// The frame's line: time (UTC), tap, direction, what it carries, its length on the wire.
 pub fn line(frame: &Frame, tap_name: &str, width: usize, names: &HashMap<Ipv4Addr, String>) -> String {
-    let at = chrono::DateTime::<chrono::Utc>::from_timestamp(frame.at.as_secs() as i64, frame.at.subsec_nanos()).unwrap_or_default().with_timezone(&chrono::Local);
+    // UTC, as labctl's other times (`logs -t`, the steps' marks).
+    let at = chrono::DateTime::<chrono::Utc>::from_timestamp(frame.at.as_secs() as i64, frame.at.subsec_nanos()).unwrap_or_default();
     let direction = match frame.direction {
         Direction::In => "in ",
         Direction::Out => "out",

@@ -5,6 +5,22 @@ use comfy_table::{presets::NOTHING, Table};
 use swarmlab::status::LabStatus;
 use swarmlab::store::StoreReader;
 
+/// The schedule's steps among the lab's events after `after` (best effort: without Redis, or
+/// with no schedule, none), oldest first: what `logs` and `capture` mark among what they show.
+pub async fn schedule_steps(store: Option<&mut StoreReader>, lab: &str, after: Option<chrono::DateTime<chrono::Utc>>) -> Vec<swarmlab::status::LabEvent> {
+    use swarmlab::status::EventReason;
+    let Some(r) = store else { return vec![] };
+    let mut events = r.events(lab, 200).await.unwrap_or_default();
+    events.retain(|e| matches!(e.reason, EventReason::Step | EventReason::StepApplied | EventReason::ScheduleFinished) && after.is_none_or(|t| e.time > t));
+    events.sort_by_key(|e| e.time);
+    events
+}
+
+/// A step's mark among lines: `=== 01:02:03.456 step 2/3 (run 1): …` (UTC, as labctl's times).
+pub fn step_mark(event: &swarmlab::status::LabEvent) -> String {
+    format!("=== {} {}", event.time.format("%H:%M:%S%.3f"), event.message)
+}
+
 pub async fn reader(url: &str) -> anyhow::Result<StoreReader> {
     StoreReader::connect(url)
         .await

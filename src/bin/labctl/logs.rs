@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{SelectAll, StreamExt};
-use swarmlab::status::EventReason;
 use swarmlab::store::StoreReader;
 use swarmlab::swarm::{DockerSwarm, LabTask, LogLine, LogRange};
 
@@ -47,16 +46,9 @@ fn line_entry(task: &LabTask, width: usize, line: LogLine, timestamps: bool) -> 
     Entry { time: line.time, line: true, text: format!("{:<width$} | {time}{}", task.label(), line.text) }
 }
 
-/// The schedule's steps among the lab's events (best effort: without Redis, no marks).
+/// The schedule's steps as entries among the lines.
 async fn step_marks(store: Option<&mut StoreReader>, lab: &str, after: Option<DateTime<Utc>>) -> Vec<Entry> {
-    let Some(r) = store else { return vec![] };
-    let events = r.events(lab, 200).await.unwrap_or_default();
-    events
-        .into_iter()
-        .filter(|e| matches!(e.reason, EventReason::Step | EventReason::StepApplied | EventReason::ScheduleFinished))
-        .filter(|e| after.is_none_or(|t| e.time > t))
-        .map(|e| Entry { time: e.time, line: false, text: format!("=== {} {}", e.time.format("%H:%M:%S%.3f"), e.message) })
-        .collect()
+    schedule_steps(store, lab, after).await.iter().map(|e| Entry { time: e.time, line: false, text: step_mark(e) }).collect()
 }
 
 pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCode> {

@@ -294,7 +294,7 @@ async fn main() -> ExitCode {
             logs::run(&cli.redis, docker_host.as_deref(), logs::Args { lab, services, follow, since, tail, timestamps, steps: !no_steps }).await
         }
         Command::Capture { lab, target, networks, write, count, duration, snaplen, docker_host } => {
-            capture::run(docker_host.as_deref(), capture::Args { lab, target, networks, write, count, duration, snaplen }).await
+            capture::run(&cli.redis, docker_host.as_deref(), capture::Args { lab, target, networks, write, count, duration, snaplen }).await
         }
         Command::Cp { lab, source, dest, docker_host } => cp::run(docker_host.as_deref(), cp::Args { lab, source, dest }).await,
         Command::Exec { lab, target, command, interactive, tty, docker_host } => exec::run(docker_host.as_deref(), exec::Args { lab, target, command, stdin: interactive, tty }).await,
