@@ -217,10 +217,16 @@ impl Topology {
         }
         for e in &self.edges {
             let (Some(y1), Some(y2)) = (svc_y.get(e.service.as_str()), net_y.get(e.network.as_str())) else { continue };
+            // Labels a third of the way from the service, where the edges are still apart (they
+            // meet at the network).
+            let (mid_x, mid_y) = (svc_right + (net_x - 100.0 - svc_right) / 3.0, y1 + (y2 - y1) / 3.0);
+            let _ = writeln!(svg, "<g class=\"attachment\" data-service=\"{}\" data-network=\"{}\">", escape(&e.service), escape(&e.network));
             let _ = writeln!(svg, "<line x1=\"{svc_right}\" y1=\"{y1}\" x2=\"{}\" y2=\"{y2}\" stroke=\"#888\"/>", net_x - 100.0);
             if !e.label.is_empty() {
-                let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"#333\">{}</text>", (svc_right + net_x - 100.0) / 2.0, (y1 + y2) / 2.0 - 4.0, escape(&e.label));
+                let _ = writeln!(svg, "<text x=\"{mid_x}\" y=\"{}\" text-anchor=\"middle\" fill=\"#333\">{}</text>", mid_y - 4.0, escape(&e.label));
             }
+            // Filled by the live page with the service's traffic on this network.
+            let _ = writeln!(svg, "<text class=\"traffic\" x=\"{mid_x}\" y=\"{}\" text-anchor=\"middle\" fill=\"#2a5a9a\" font-size=\"12\"></text>\n</g>", mid_y + 13.0);
         }
         let mut arcs = 0;
         for (i, l) in self.links.iter().enumerate() {

@@ -60,6 +60,11 @@ function drawUsage() {
     const rows = usage[section.dataset.lab] || [];
     section.querySelector('table.usage').innerHTML = rows.length ? '<tr><th>service</th><th>tasks</th><th>CPU</th><th>memory</th><th>traffic (received / sent per second)</th></tr>' +
       rows.map(r => `<tr class="usage" data-service="${r.service}"><td>${r.service}</td><td>${r.tasks}</td><td>${r.cpu}</td><td>${r.memory}</td><td>${r.traffic}</td></tr>`).join('') : '';
+    // Each attachment's edge: what its service received (↓) and sent (↑) there, per second.
+    for (const t of section.querySelectorAll('g.attachment text.traffic')) {
+      const g = t.parentNode, row = rows.find(r => r.service === g.dataset.service);
+      t.textContent = (row && row.edges && row.edges[g.dataset.network]) || '';
+    }
   }
 }
 function drawEvents(events) {
@@ -181,7 +186,10 @@ async fn usage_json(labs: &[String], reader: &mut crate::store::StoreReader) -> 
             .iter()
             .map(|(service, u)| {
                 let traffic: Vec<String> = u.networks.iter().map(|(net, [rx, tx])| format!("{}: {}/s / {}/s", escape(net), decimal_bytes(*rx), decimal_bytes(*tx))).collect();
-                serde_json::json!({"service": escape(service), "tasks": u.tasks, "cpu": format!("{:.1}%", u.cpu_cores * 100.0), "memory": binary_bytes(u.memory_bytes), "traffic": traffic.join(", ")})
+                // For the drawing: each attachment's edge carries its service's traffic there.
+                let edges: serde_json::Map<String, serde_json::Value> =
+                    u.networks.iter().map(|(net, [rx, tx])| (escape(net), serde_json::json!(format!("↓ {}/s  ↑ {}/s", decimal_bytes(*rx), decimal_bytes(*tx))))).collect();
+                serde_json::json!({"service": escape(service), "tasks": u.tasks, "cpu": format!("{:.1}%", u.cpu_cores * 100.0), "memory": binary_bytes(u.memory_bytes), "traffic": traffic.join(", "), "edges": edges})
             })
             .collect();
         out.insert(lab.clone(), serde_json::Value::Array(rows));

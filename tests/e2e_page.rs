@@ -117,6 +117,13 @@ fn http_get(port: u16, path: &str) -> Result<String, String> {
     }
 }
 
+/// The traffic the page wrote on the edge of `service`'s attachment to `network`.
+fn edge_traffic(dom: &str, service: &str, network: &str) -> Option<String> {
+    let edge = &dom[dom.find(&format!("class=\"attachment\" data-service=\"{service}\" data-network=\"{network}\""))?..];
+    let text = &edge[edge.find("class=\"traffic\"")?..edge.find("</g>")?];
+    Some(text[text.find('>')? + 1..text.find("</text>")?].to_string())
+}
+
 #[test]
 fn the_live_page_shows_every_lab_and_recolours_a_service_removed_by_hand() {
     let mut lab = Lab::new();
@@ -124,7 +131,7 @@ fn the_live_page_shows_every_lab_and_recolours_a_service_removed_by_hand() {
     remove_lab_objects("page");
     lab.write(
         "page.yaml",
-        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: page}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 5ms}}\n  services:\n    web: {}\n    db: {}\n",
+        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: page}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 5ms}}\n  services:\n    web: {command: [sh, -c, 'while true; do ping -c 1 -s 1000 db; sleep 0.1; done']}\n    db: {}\n",
     );
     lab.start_labd_args(&["--http", &format!("127.0.0.1:{PORT}"), "--usage-interval", "1s"]);
     eventually("labd's HTTP endpoint", Duration::from_secs(30), || http_get(PORT, "/healthz"));
@@ -144,7 +151,13 @@ fn the_live_page_shows_every_lab_and_recolours_a_service_removed_by_hand() {
         let d = browser.dom();
         if ["web", "db"].iter().all(|s| d.contains(&format!("<tr class=\"usage\" data-service=\"{s}\"><td>{s}</td><td>1</td>"))) { Ok(d) } else { Err(d) }
     });
-    assert!(page.contains("lan: 0B/s / 0B/s") && page.contains("iB</td>"), "sleeping tasks: memory, no traffic on lan:\n{page}");
+    assert!(page.contains("iB</td>") && page.contains("<td>lan: "), "memory, and traffic per lab network:\n{page}");
+    // web pings db with 1 kB packets ~9 times a second: the edges carry it, both ways.
+    let page = eventually("the traffic on the web and db edges", Duration::from_secs(30), || {
+        let d = browser.dom();
+        let (web, db) = (edge_traffic(&d, "web", "lan"), edge_traffic(&d, "db", "lan"));
+        if [&web, &db].iter().all(|t| t.as_deref().is_some_and(|t| t.starts_with("↓ ") && t.contains("kB/s  ↑ ") && t.ends_with("kB/s"))) { Ok(d) } else { Err(format!("{web:?} {db:?}")) }
+    });
     let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join("web-page.png");
