@@ -209,20 +209,57 @@ impl Topology {
         let (width, height) = (900.0 + shift, legend_top + legend);
         let y_of = |i: usize, n: usize| 60.0 + (i as f64 + 0.5) * (rows * row / n.max(1) as f64);
         let svc_y: BTreeMap<&str, f64> = self.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), y_of(i, self.services.len()))).collect();
-        let net_y: BTreeMap<&str, f64> = self.networks.iter().enumerate().map(|(i, n)| (n.name.as_str(), y_of(i, right))).collect();
+        // Networks in the order of the mean height of their services (the barycentre rule of
+        // layered drawings): fewer edges cross.
+        let svc_index: BTreeMap<&str, usize> = self.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        let mut by_height: Vec<(f64, usize, &str)> = self
+            .networks
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let at: Vec<f64> = self.edges.iter().filter(|e| e.network == n.name).filter_map(|e| svc_index.get(e.service.as_str()).map(|&j| j as f64)).collect();
+                let mean = if at.is_empty() { f64::MAX } else { at.iter().sum::<f64>() / at.len() as f64 };
+                (mean, i, n.name.as_str())
+            })
+            .collect();
+        by_height.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let net_y: BTreeMap<&str, f64> = by_height.iter().enumerate().map(|(i, (_, _, n))| (*n, y_of(i, right))).collect();
         let range_y: BTreeMap<&str, f64> = ranges.iter().enumerate().map(|(i, r)| (r.as_str(), y_of(self.networks.len() + i, right))).collect();
         let mut svg = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"13\">\n");
         if !self.links.is_empty() {
             svg.push_str("<defs><marker id=\"arrow\" viewBox=\"0 0 8 8\" refX=\"8\" refY=\"4\" markerWidth=\"8\" markerHeight=\"8\" orient=\"auto-start-reverse\"><path d=\"M0,0 L8,4 L0,8 z\" fill=\"#b05a00\"/></marker></defs>\n");
         }
+        // A network whose attachments all have the same conditions (its own, no service
+        // overriding them) shows them once, under it; an edge is labelled where it differs.
+        let shared: BTreeMap<&str, &str> = self
+            .networks
+            .iter()
+            .filter_map(|n| {
+                let labels: std::collections::BTreeSet<&str> = self.edges.iter().filter(|e| e.network == n.name).map(|e| e.label.as_str()).collect();
+                let only = labels.into_iter().next().filter(|l| !l.is_empty())?;
+                self.edges.iter().filter(|e| e.network == n.name).all(|e| e.label == only).then_some((n.name.as_str(), only))
+            })
+            .collect();
+        // Each service's edges leave its box at heights of their own, in the order of their
+        // networks, so that they do not share a first stretch.
+        let mut start_y: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+        for s in &self.services {
+            let mut own: Vec<&Edge> = self.edges.iter().filter(|e| e.service == s.name && net_y.contains_key(e.network.as_str())).collect();
+            own.sort_by(|a, b| net_y[a.network.as_str()].total_cmp(&net_y[b.network.as_str()]));
+            let spread = 24.0_f64.min(8.0 * own.len().saturating_sub(1) as f64);
+            for (i, e) in own.iter().enumerate() {
+                let offset = if own.len() > 1 { -spread / 2.0 + spread * i as f64 / (own.len() - 1) as f64 } else { 0.0 };
+                start_y.insert((e.service.as_str(), e.network.as_str()), svc_y[s.name.as_str()] + offset);
+            }
+        }
         for e in &self.edges {
-            let (Some(y1), Some(y2)) = (svc_y.get(e.service.as_str()), net_y.get(e.network.as_str())) else { continue };
-            // Labels a third of the way from the service, where the edges are still apart (they
-            // meet at the network).
-            let (mid_x, mid_y) = (svc_right + (net_x - 100.0 - svc_right) / 3.0, y1 + (y2 - y1) / 3.0);
+            let (Some(&y1), Some(y2)) = (start_y.get(&(e.service.as_str(), e.network.as_str())), net_y.get(e.network.as_str())) else { continue };
+            // Labels a quarter of the way from the service, where the edges are still apart
+            // (they meet at the network).
+            let (mid_x, mid_y) = (svc_right + (net_x - 100.0 - svc_right) / 4.0, y1 + (y2 - y1) / 4.0);
             let _ = writeln!(svg, "<g class=\"attachment\" data-service=\"{}\" data-network=\"{}\">", escape(&e.service), escape(&e.network));
             let _ = writeln!(svg, "<line x1=\"{svc_right}\" y1=\"{y1}\" x2=\"{}\" y2=\"{y2}\" stroke=\"#888\"/>", net_x - 100.0);
-            if !e.label.is_empty() {
+            if !e.label.is_empty() && shared.get(e.network.as_str()) != Some(&e.label.as_str()) {
                 let _ = writeln!(svg, "<text x=\"{mid_x}\" y=\"{}\" text-anchor=\"middle\" fill=\"#333\">{}</text>", mid_y - 4.0, escape(&e.label));
             }
             // Filled by the live page with the service's traffic on this network.
@@ -282,10 +319,14 @@ impl Topology {
             let y = net_y[n.name.as_str()];
             let _ = writeln!(
                 svg,
-                "<g class=\"network\" data-name=\"{}\"><ellipse cx=\"{net_x}\" cy=\"{y}\" rx=\"100\" ry=\"20\" fill=\"#dde8f6\" stroke=\"#555\"/><text x=\"{net_x}\" y=\"{}\" text-anchor=\"middle\">{}</text></g>",
+                "<g class=\"network\" data-name=\"{}\"><ellipse cx=\"{net_x}\" cy=\"{y}\" rx=\"100\" ry=\"20\" fill=\"#dde8f6\" stroke=\"#555\"/><text x=\"{net_x}\" y=\"{}\" text-anchor=\"middle\">{}</text>{}</g>",
                 escape(&n.name),
                 y + 5.0,
-                escape(&Self::network_text(n))
+                escape(&Self::network_text(n)),
+                shared
+                    .get(n.name.as_str())
+                    .map(|l| format!("<text class=\"conditions\" x=\"{net_x}\" y=\"{}\" text-anchor=\"middle\" fill=\"#333\" font-size=\"12\">{}</text>", y + 34.0, escape(l)))
+                    .unwrap_or_default()
             );
         }
         for r in &ranges {
@@ -353,6 +394,15 @@ mod tests {
         assert!(m.contains("svc_bootstrap ---|\"delay 20ms, jitter 5ms, loss 2%\"| net_sensors"), "{m}");
         let d = t.dot();
         assert!(d.contains("\"svc:sensor\" -- \"net:sensors\" [label=\"delay 20ms, jitter 5ms, loss 2%\"];"), "{d}");
+        // Drawn, the network's conditions, the same on each attachment, sit once under it; a
+        // service's own override labels its edge.
+        let svg = t.svg();
+        assert_eq!(svg.matches("delay 20ms, jitter 5ms, loss 2%").count(), 1, "{svg}");
+        assert!(svg.contains("<text class=\"conditions\" x=\"740\""), "{svg}");
+        let mut lab = kademlia();
+        lab.spec.services.get_mut("bootstrap").unwrap().conditions = Some(crate::spec::Conditions { delay: Some("1ms".parse().unwrap()), ..Default::default() });
+        let svg = Topology::of(&lab, None).svg();
+        assert!(!svg.contains("class=\"conditions\"") && svg.contains(">delay 1ms, jitter 5ms, loss 2%</text>") && svg.contains(">delay 20ms, jitter 5ms, loss 2%</text>"), "{svg}");
     }
 
     fn geo() -> Lab {

@@ -37,7 +37,7 @@ pub type LabsView = watch::Receiver<std::collections::BTreeMap<String, LabView>>
 /// same code as `labctl graph`): no framework, no build step.
 const PAGE: &str = r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>swarmlab</title>
-<style>body{font-family:sans-serif;margin:1.5em} section{border:1px solid #ccc;border-radius:6px;padding:0 1em;margin:1em 0} .Ready{color:#2a7a2a} .Completed{color:#2a5a9a} .Degraded,.Failed,.Invalid{color:#b02020} .Progressing,.Pending,.Suspended,.Orphaned,.Deleting{color:#a07000}</style>
+<style>body{font-family:sans-serif;margin:1.5em} section{border:1px solid #ccc;border-radius:6px;padding:0 1em;margin:1em 0} .Ready{color:#2a7a2a} .Completed{color:#2a5a9a} .Degraded,.Failed,.Invalid{color:#b02020} .Progressing,.Pending,.Suspended,.Orphaned,.Deleting{color:#a07000} table{border-collapse:collapse;margin-bottom:1em} th,td{padding:2px 14px 2px 0;text-align:left} th{font-weight:600}</style>
 </head><body>
 <h1>swarmlab</h1>
 <p id="updated">loading…</p>
