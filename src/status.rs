@@ -354,6 +354,10 @@ pub struct TaskShaping {
     /// Why pausing, thawing or killing the task failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault_error: Option<String>,
+    /// Its IPv4 address on each of the lab's networks, by the lab's name of the network: what
+    /// `labctl capture` names the task by in frames from any node.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub addresses: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

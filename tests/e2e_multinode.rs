@@ -150,6 +150,36 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     assert_eq!(tops.iter().filter(|t| t.starts_with("w@")).cloned().collect::<Vec<_>>(), ["w@slmn-n2", "w@slmn-n2", "w@slmn-n3", "w@slmn-n3"], "{tops:?}");
     assert!(tops.iter().all(|t| !t.ends_with("slmn-n1")), "nothing on the manager: {tops:?}");
 
+    // `labctl capture` on n2 while a task there pings every task of w: the frames name the
+    // tasks on n3 too (by their agent's report), not only the two captured here.
+    let on_n3: Vec<String> = task_reports(&lab, "spread").iter().filter(|r| r["service"] == "w" && r["node"] == "slmn-n3").map(|r| format!("w.{}", r["slot"])).collect();
+    assert_eq!(on_n3.len(), 2, "{on_n3:?}");
+    let mut pings = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["probe", "spread", "w", "--to", "w", "-c", "40", "--interval", "100"])
+        .env("REDIS_URL", &redis)
+        .env("DOCKER_HOST", "unix:///run/slmn/n2/docker.sock")
+        .env("DOCKER_API_VERSION", "1.41")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["capture", "spread", "w", "-c", "40", "--duration", "20s"])
+        .env("REDIS_URL", &redis)
+        .env("DOCKER_HOST", "unix:///run/slmn/n2/docker.sock")
+        .env("DOCKER_API_VERSION", "1.41")
+        .output()
+        .unwrap();
+    let _ = pings.kill();
+    let _ = pings.wait();
+    let (lines, said) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("on slmn-n2, w.") && said.contains("40 frames"), "{said}");
+    let echoes: Vec<&str> = lines.lines().filter(|l| l.contains("ICMP echo")).collect();
+    assert!(!echoes.is_empty(), "{lines}");
+    assert!(echoes.iter().all(|l| !l.contains(" 10.")), "every address named by its task:\n{lines}");
+    assert!(echoes.iter().any(|l| on_n3.iter().any(|t| l.contains(&format!("> {t}: ICMP echo request")))), "pings toward the tasks on n3 ({on_n3:?}), named:\n{lines}");
+
     // A worker's daemon goes away: Degraded, naming the node; back: Ready and shaped again.
     multinode(&["stop-node", "3"]);
     let lost_at = std::time::Instant::now();

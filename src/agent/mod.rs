@@ -320,6 +320,7 @@ impl Agent {
                 updated_at: Some(Utc::now()),
                 slot,
                 started_at,
+                addresses: task.networks.iter().filter(|(_, _, ip)| !ip.is_empty()).map(|(net, _, ip)| (net.clone(), ip.clone())).collect(),
                 ..Default::default()
             };
             let mut networks = task.networks.clone();

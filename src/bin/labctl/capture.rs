@@ -23,7 +23,7 @@ use anyhow::Context;
 use swarmlab::capture::pcapng::PcapngOut;
 use swarmlab::capture::socket::{self, TapMessage};
 use swarmlab::capture::{summary, Frame, Tap, TapEnd};
-use swarmlab::status::LabEvent;
+use swarmlab::status::{LabEvent, TaskShaping};
 use swarmlab::shaping::netns;
 use swarmlab::swarm::{task_label, DockerSwarm, LocalTask};
 use tokio::sync::mpsc;
@@ -93,11 +93,10 @@ impl Sink {
         }
     }
 
-    /// A task's taps and names, as it joins.
-    fn join(&mut self, lab: &str, taps: &[Tap], snaplen: u32, names: &[(Ipv4Addr, String)], first: bool) -> std::io::Result<()> {
+    /// A task's taps, as it joins.
+    fn join(&mut self, lab: &str, taps: &[Tap], snaplen: u32, first: bool) -> std::io::Result<()> {
         match self {
-            Sink::Lines { names: known, out } => {
-                known.extend(names.iter().cloned());
+            Sink::Lines { out, .. } => {
                 if !first && !taps.is_empty() {
                     let now = chrono::Utc::now().format("%H:%M:%S%.3f");
                     writeln!(out, "=== {now} capturing {} (started)", taps.iter().map(Tap::name).collect::<Vec<_>>().join(", "))?;
@@ -108,8 +107,19 @@ impl Sink {
                 for tap in taps {
                     file.add_tap(lab, tap, snaplen).map_err(io_error)?;
                 }
-                file.add_names(names).map_err(io_error)
+                Ok(())
             }
+        }
+    }
+
+    /// Names for addresses not named so (or named otherwise) before.
+    fn names(&mut self, names: &[(Ipv4Addr, String)]) -> std::io::Result<()> {
+        match self {
+            Sink::Lines { names: known, .. } => {
+                known.extend(names.iter().cloned());
+                Ok(())
+            }
+            Sink::Pcapng { file, .. } => file.add_names(names).map_err(io_error),
         }
     }
 
@@ -157,6 +167,16 @@ async fn taps_of(here: &[LocalTask], networks: &[String], node: &str) -> Vec<(Ta
     taps
 }
 
+/// The addresses the agents report for the lab's tasks that have no name yet: a task here was
+/// named from its container, which is newer than any report.
+fn reported_names(reports: &[TaskShaping], named: &HashMap<Ipv4Addr, String>) -> Vec<(Ipv4Addr, String)> {
+    reports
+        .iter()
+        .flat_map(|r| r.addresses.values().filter_map(move |ip| Some((ip.parse::<Ipv4Addr>().ok()?, task_label(&r.service, r.slot, &r.node)))))
+        .filter(|(ip, _)| !named.contains_key(ip))
+        .collect()
+}
+
 /// What is being captured, and what joins it.
 struct Capture {
     lab: String,
@@ -167,6 +187,8 @@ struct Capture {
     taps: Vec<Tap>,
     /// The longest tap name, for the lines' column.
     width: usize,
+    /// The names given to addresses so far.
+    named: HashMap<Ipv4Addr, String>,
     /// Containers looked at (captured or not), so each is inspected once.
     known: HashSet<String>,
     stop: Arc<AtomicBool>,
@@ -174,6 +196,16 @@ struct Capture {
 }
 
 impl Capture {
+    /// Gives the sink the names that are new: `tasks` here first (they are what runs now),
+    /// then the lab's tasks on every node as their agents report them to Redis.
+    fn name(&mut self, names: impl IntoIterator<Item = (Ipv4Addr, String)>, sink: &mut Sink) -> std::io::Result<()> {
+        let mut new: Vec<(Ipv4Addr, String)> = names.into_iter().filter(|(ip, name)| self.named.get(ip) != Some(name)).collect();
+        new.sort();
+        new.dedup_by_key(|(ip, _)| *ip);
+        self.named.extend(new.iter().cloned());
+        sink.names(&new)
+    }
+
     fn wanted(&self, task: &LocalTask) -> bool {
         self.target.as_ref().is_none_or(|w| task.service == w.service && w.matches(task.slot))
     }
@@ -182,9 +214,9 @@ impl Capture {
     /// names of every task's addresses to the sink first, so no frame comes before its
     /// interface. Returns the new taps' names.
     async fn join(&mut self, tasks: &[LocalTask], sink: &mut Sink, first: bool) -> anyhow::Result<Vec<String>> {
-        let mut names: Vec<(Ipv4Addr, String)> =
+        let names: Vec<(Ipv4Addr, String)> =
             tasks.iter().flat_map(|t| t.networks.iter().filter_map(|(_, _, ip)| Some((ip.parse().ok()?, task_label(&t.service, t.slot, &self.node))))).collect();
-        names.sort();
+        self.name(names, sink)?;
         let wanted: Vec<LocalTask> = tasks.iter().filter(|t| self.wanted(t)).cloned().collect();
         let found = taps_of(&wanted, &self.networks, &self.node).await;
         if first && found.is_empty() && !self.networks.is_empty() {
@@ -194,7 +226,7 @@ impl Capture {
             anyhow::bail!("none of these tasks is on {}: their networks are {}", self.networks.join(", "), known.join(", "));
         }
         let new: Vec<Tap> = found.iter().map(|(tap, _)| tap.clone()).collect();
-        sink.join(&self.lab, &new, self.snaplen as u32, &names, first)?;
+        sink.join(&self.lab, &new, self.snaplen as u32, first)?;
         let mut opened = Vec::new();
         for (tap, pid) in found {
             let index = self.taps.len();
@@ -250,7 +282,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     // rather than labctl holding the backlog in memory.
     let (frames_tx, mut frames) = mpsc::channel(4096);
     let stop = Arc::new(AtomicBool::new(false));
-    let mut capture = Capture { lab: lab.clone(), node: node.clone(), target, networks, snaplen, taps: Vec::new(), width: 0, known, stop: stop.clone(), frames: frames_tx };
+    let mut capture = Capture { lab: lab.clone(), node: node.clone(), target, networks, snaplen, taps: Vec::new(), width: 0, named: HashMap::new(), known, stop: stop.clone(), frames: frames_tx };
     let started = chrono::Utc::now();
     let opened = capture.join(&lab_here, &mut sink, true).await?;
     let limit = match (count, duration) {
@@ -276,6 +308,17 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
             _ = interrupt.recv() => break,
             _ = async { match deadline { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => break,
             _ = look.tick() => {
+                // The lab's tasks on other nodes, by their agents' reports (best effort).
+                if let Some(r) = store.as_mut() {
+                    let reported = r.task_shaping(&lab).await.unwrap_or_default();
+                    if let Err(e) = capture.name(reported_names(&reported, &capture.named), &mut sink) {
+                        if reader_gone(&e) {
+                            gone = true;
+                            break;
+                        }
+                        return Err(e).context("cannot write the capture");
+                    }
+                }
                 let steps = schedule_steps(store.as_mut(), &lab, last_step).await;
                 last_step = steps.last().map(|e| e.time).or(last_step);
                 let joined = match (sink.steps(&steps), new_lab_tasks(&swarm, &lab, &mut capture.known).await) {
