@@ -153,7 +153,7 @@ fn the_live_page_shows_every_lab_and_recolours_a_service_removed_by_hand() {
     });
     assert!(page.contains("iB</td>") && page.contains("<td>lan: "), "memory, and traffic per lab network:\n{page}");
     // web pings db with 1 kB packets ~9 times a second: the edges carry it, both ways.
-    let page = eventually("the traffic on the web and db edges", Duration::from_secs(30), || {
+    eventually("the traffic on the web and db edges", Duration::from_secs(30), || {
         let d = browser.dom();
         let (web, db) = (edge_traffic(&d, "web", "lan"), edge_traffic(&d, "db", "lan"));
         if [&web, &db].iter().all(|t| t.as_deref().is_some_and(|t| t.starts_with("↓ ") && t.contains("kB/s  ↑ ") && t.ends_with("kB/s"))) { Ok(d) } else { Err(format!("{web:?} {db:?}")) }
