@@ -21,7 +21,7 @@ fn not_carried(key: &str) -> Option<&'static str> {
         "depends_on" => "Swarm starts services in no order; the lab is Ready when all run",
         "links" | "external_links" => "services reach each other by name on their networks",
         "expose" => "every port is reachable on the lab's networks",
-        "logging" | "devices" | "privileged" | "security_opt" | "dns" | "extra_hosts" | "profiles" | "pid" | "ipc" | "network_mode" | "shm_size" | "platform" | "pull_policy" => {
+        "logging" | "devices" | "privileged" | "security_opt" | "profiles" | "pid" | "ipc" | "network_mode" | "shm_size" | "platform" | "pull_policy" => {
             "not supported by swarmlab"
         }
         _ => return None,
@@ -101,6 +101,32 @@ fn key_values(v: &Value) -> BTreeMap<String, String> {
             })
             .collect(),
         _ => BTreeMap::new(),
+    }
+}
+
+/// Compose's `extra_hosts`: a map, or a list of `host:ip` / `host=ip` (an IPv6 address after
+/// the first `:`, bracketed or not), as hostname → address.
+fn extra_hosts(v: &Value) -> BTreeMap<String, String> {
+    let unbracket = |ip: &str| ip.trim_start_matches('[').trim_end_matches(']').to_string();
+    match v {
+        Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), unbracket(&as_string(v).unwrap_or_default()))).collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(|s| {
+                let (host, ip) = s.split_once('=').or_else(|| s.split_once(':'))?;
+                Some((host.to_string(), unbracket(ip)))
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// A Compose value that is a string or a list of them, as a list.
+fn one_or_many(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items.iter().filter_map(as_string).collect(),
+        other => as_string(other).into_iter().collect(),
     }
 }
 
@@ -529,6 +555,19 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
             "cap_add" => {
                 out.insert("capAdd".into(), value.clone());
             }
+            "extra_hosts" => {
+                out.insert("extraHosts".into(), json!(extra_hosts(value)));
+            }
+            // The three make one `dns` block.
+            "dns" | "dns_search" | "dns_opt" => {
+                let field = match key.as_str() {
+                    "dns" => "nameservers",
+                    "dns_search" => "search",
+                    _ => "options",
+                };
+                let block = out.entry("dns").or_insert_with(|| json!({}));
+                block[field] = json!(one_or_many(value));
+            }
             "stop_grace_period" => match value.as_str().and_then(duration) {
                 Some(d) => {
                     out.insert("stopGracePeriod".into(), json!(d));
@@ -834,6 +873,25 @@ mod tests {
         assert_eq!(node.ulimits["nofile"].soft_hard(), (20000, 40000));
         assert_eq!(node.ulimits["nproc"].soft_hard(), (65535, 65535));
         assert_eq!(lab.spec.services["list"].command, Some(crate::spec::Command::Exec(vec!["sh".into(), "-c".into()])));
+    }
+
+    #[test]
+    fn extra_hosts_and_dns_carry_in_each_of_compose_s_forms() {
+        let compose = "services:\n  list:\n    image: labbox:latest\n    extra_hosts: ['broker:10.42.0.5', 'v6host:::1', 'eq=10.0.0.9']\n    dns: 10.42.0.2\n    dns_search: [lab.internal]\n    dns_opt: [ndots:2]\n  map:\n    image: labbox:latest\n    extra_hosts: {broker: '[fd00::5]'}\n    dns: [10.42.0.2, 10.42.0.3]\n";
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "hosts", &vec![], &no_files).expect("valid");
+        assert!(out.notes.is_empty(), "{:?}", out.notes);
+        let lab = parse_file(Path::new("hosts.yaml"), &out.text).remove(0).result.expect("a valid lab").lab;
+        let list = &lab.spec.services["list"];
+        let hosts: Vec<(&str, &str)> = list.extra_hosts.iter().map(|(h, ip)| (h.as_str(), ip.as_str())).collect();
+        assert_eq!(hosts, [("broker", "10.42.0.5"), ("eq", "10.0.0.9"), ("v6host", "::1")]);
+        assert_eq!(list.dns, Some(crate::spec::Dns { nameservers: vec!["10.42.0.2".into()], search: vec!["lab.internal".into()], options: vec!["ndots:2".into()] }));
+        let map = &lab.spec.services["map"];
+        assert_eq!(map.extra_hosts["broker"], "fd00::5");
+        assert_eq!(map.dns.as_ref().map(|d| d.nameservers.len()), Some(2));
+        // As Swarm takes them: `IP hostname` lines, and a DNS config.
+        let desired = crate::plan::desired_lab(&lab);
+        let svc = desired.services.iter().find(|s| s.short_name == "list").unwrap();
+        assert_eq!(svc.hosts, ["10.42.0.5 broker", "10.0.0.9 eq", "::1 v6host"]);
     }
 
     #[test]

@@ -561,7 +561,8 @@ fn a_health_check_holds_ready_until_it_passes_and_an_unhealthy_task_is_reported(
 
 /// What a task starts with beyond its image: kernel settings of its own network namespace
 /// (`sysctls`, as a user comparing TCP congestion control under the same conditions sets them),
-/// files written in the lab (`configs`, as Compose's), its user, working directory and limits. Both read back inside the task, the
+/// files written in the lab (`configs`, as Compose's), its user, working directory, limits, extra
+/// hosts and resolver settings. Both read back inside the task, the
 /// host's settings left alone; an edit of either restarts the task with the new value, the
 /// file's old config goes once no service names it, and the lab's removal takes the rest.
 #[test]
@@ -570,7 +571,7 @@ fn sysctls_and_files_are_set_in_each_task_and_an_edit_applies() {
     lab.cleanup.push("knobs".into());
     remove_lab_objects("knobs");
     let knobs = |ttl: u32, peers: &str| {
-        let services = format!("    web:\n      user: '1000'\n      workingDir: /etc/dht\n      ulimits: {{nofile: {{soft: 2048, hard: 4096}}}}\n      sysctls: {{net.ipv4.ip_default_ttl: {ttl}, net.ipv4.tcp_congestion_control: reno}}\n      configs:\n        - {{source: peers.conf, target: /etc/dht/peers.conf, uid: '1000', mode: 0440}}\n");
+        let services = format!("    web:\n      user: '1000'\n      workingDir: /etc/dht\n      ulimits: {{nofile: {{soft: 2048, hard: 4096}}}}\n      extraHosts: {{broker.example: 10.42.0.5}}\n      dns: {{search: [lab.internal], options: [ndots:2]}}\n      sysctls: {{net.ipv4.ip_default_ttl: {ttl}, net.ipv4.tcp_congestion_control: reno}}\n      configs:\n        - {{source: peers.conf, target: /etc/dht/peers.conf, uid: '1000', mode: 0440}}\n");
         format!("{}  configs:\n    peers.conf:\n      content: |\n        {peers}\n", lab_yaml("knobs", &services))
     };
     let host_ttl = std::fs::read_to_string("/proc/sys/net/ipv4/ip_default_ttl").unwrap();
@@ -585,6 +586,12 @@ fn sysctls_and_files_are_set_in_each_task_and_an_edit_applies() {
     assert_eq!(read(&first, "tcp_congestion_control"), "reno");
     assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_default_ttl").unwrap(), host_ttl, "the host's own setting changed");
     assert_eq!(cat(&first, "/etc/dht/peers.conf"), "seed-1:4000");
+    // `extraHosts` in its /etc/hosts, `dns` in its resolver's settings (Docker's own resolver
+    // stays the server: it answers for the lab's services).
+    let hosts = cat(&first, "/etc/hosts");
+    assert!(hosts.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["10.42.0.5", "broker.example"]), "{hosts}");
+    let resolver = cat(&first, "/etc/resolv.conf");
+    assert!(resolver.lines().any(|l| l.starts_with("search") && l.contains("lab.internal")) && resolver.lines().any(|l| l.starts_with("options") && l.contains("ndots:2")), "{resolver}");
     // `docker exec` runs as the task's user, in its working directory.
     let whoami = docker_ok(&["exec", &first, "sh", "-c", "pwd; ulimit -Sn; ulimit -Hn; grep ^Uid: /proc/self/status"]);
     assert_eq!(whoami.split_whitespace().take(5).collect::<Vec<_>>(), ["/etc/dht", "2048", "4096", "Uid:", "1000"], "{whoami}");

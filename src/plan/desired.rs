@@ -66,6 +66,9 @@ pub struct DesiredService {
     /// Volumes, host paths and tmpfs mounted in every task.
     pub mounts: Vec<DesiredMount>,
     pub cap_add: Vec<String>,
+    /// `/etc/hosts` lines, `IP hostname` (Swarm's format).
+    pub hosts: Vec<String>,
+    pub dns: Option<crate::spec::Dns>,
     pub limits: Option<Limits>,
     pub constraints: Vec<String>,
     pub max_replicas_per_node: Option<u64>,
@@ -342,6 +345,8 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
         files,
         mounts,
         cap_add: svc.cap_add.clone(),
+        hosts: svc.extra_hosts.iter().map(|(host, ip)| format!("{ip} {host}")).collect(),
+        dns: svc.dns.clone(),
         limits: svc.resources.as_ref().map(|r| Limits {
             nano_cpus: r.cpus.map(|c| (c * 1e9).round() as i64),
             memory_bytes: r.memory.map(|m| m.bytes as i64),

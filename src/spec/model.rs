@@ -493,6 +493,13 @@ pub struct Service {
     /// Hostname, with Swarm templates such as `sensor-{{.Task.Slot}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// Lines added to every task's `/etc/hosts`: a hostname and the IP address it resolves to
+    /// (Compose's `extra_hosts`), e.g. `broker.example: 10.42.0.5`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_hosts: BTreeMap<String, String>,
+    /// The tasks' resolver settings (Compose's `dns`, `dns_search`, `dns_opt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Dns>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_mode: Option<EndpointMode>,
     /// Published ports `PUBLISHED:TARGET[/tcp|/udp]` (host mode with dnsrr, ingress with vip).
@@ -548,6 +555,22 @@ pub struct Service {
     pub volumes: Option<Vec<VolumeMount>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+}
+
+/// A task's resolver settings, as Swarm's `DNSConfig`. On the lab's networks Docker's own
+/// resolver still answers for the lab's services, and asks these servers for other names.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Dns {
+    /// IP addresses of name servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<String>,
+    /// Domains searched for a name without dots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
+    /// Resolver options, as `resolv.conf` takes them (`ndots:2`, `timeout:1`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
 }
 
 /// When Swarm starts a task again after its container ended.

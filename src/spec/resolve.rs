@@ -260,7 +260,7 @@ impl Conditions {
 
 impl Service {
     /// This service with `defaults` filled in wherever it sets nothing itself; maps (env,
-    /// labels, sysctls, ulimits) are merged with the service's keys winning.
+    /// labels, sysctls, ulimits, extraHosts) are merged with the service's keys winning.
     pub fn with_defaults(&self, defaults: Option<&Service>) -> Service {
         let Some(d) = defaults else { return self.clone() };
         let mut env = d.env.clone();
@@ -271,6 +271,8 @@ impl Service {
         sysctls.extend(self.sysctls.clone());
         let mut ulimits = d.ulimits.clone();
         ulimits.extend(self.ulimits.clone());
+        let mut extra_hosts = d.extra_hosts.clone();
+        extra_hosts.extend(self.extra_hosts.clone());
         Service {
             image: self.image.clone().or_else(|| d.image.clone()),
             replicas: self.replicas.or(d.replicas),
@@ -285,6 +287,8 @@ impl Service {
             placement: self.placement.clone().or_else(|| d.placement.clone()),
             cap_add: if self.cap_add.is_empty() { d.cap_add.clone() } else { self.cap_add.clone() },
             hostname: self.hostname.clone().or_else(|| d.hostname.clone()),
+            extra_hosts,
+            dns: self.dns.clone().or_else(|| d.dns.clone()),
             endpoint_mode: self.endpoint_mode.or(d.endpoint_mode),
             ports: if self.ports.is_empty() { d.ports.clone() } else { self.ports.clone() },
             init: self.init.or(d.init),

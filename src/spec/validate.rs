@@ -313,6 +313,7 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
         check_networks(networks, "/spec/defaults", d.get("networks"), &mut out);
         check_healthcheck("/spec/defaults", d, &mut out);
         check_sysctls("/spec/defaults", d, &mut out);
+        check_hosts_and_dns("/spec/defaults", d, &mut out);
         check_ulimits("/spec/defaults", d, &mut out);
         // Files and volumes share the task's paths: one set of targets for both.
         let mut targets = BTreeSet::new();
@@ -343,6 +344,7 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
         check_networks(networks, &base, svc.get("networks"), &mut out);
         check_healthcheck(&base, svc, &mut out);
         check_sysctls(&base, svc, &mut out);
+        check_hosts_and_dns(&base, svc, &mut out);
         check_ulimits(&base, svc, &mut out);
         let mut targets = BTreeSet::new();
         check_config_mounts(configs, &base, svc, &mut targets, &mut out);
@@ -741,6 +743,44 @@ fn check_units(node: &Value, pointer: &str, out: &mut Vec<Finding>) {
             }
         }
         _ => {}
+    }
+}
+
+/// A hostname as `/etc/hosts` and resolvers take it: dot-separated labels of letters, digits
+/// and `-` (each at most 63, no `-` at either end), 253 characters at most.
+fn is_hostname(name: &str) -> bool {
+    name.len() <= 253
+        && !name.is_empty()
+        && name.split('.').all(|l| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+}
+
+/// `extraHosts` maps hostnames to IP addresses, `dns` names servers by address and domains by
+/// name: a wrong one would make every task fail to start, or resolve nothing.
+fn check_hosts_and_dns(base: &str, svc: &Value, out: &mut Vec<Finding>) {
+    for (host, ip) in svc.get("extraHosts").and_then(Value::as_object).into_iter().flatten() {
+        let at = format!("{base}/extraHosts/{}", pointer_segment(host));
+        if !is_hostname(host) {
+            out.push(Finding::key(at.clone(), format!("`{host}` is not a hostname: letters, digits, `-` and dots")));
+        }
+        if let Some(text) = ip.as_str().filter(|t| t.parse::<std::net::IpAddr>().is_err()) {
+            out.push(Finding::value(at, format!("`{text}` is not an IP address (`10.42.0.5`, `fd00::5`): an extra host names an address")));
+        }
+    }
+    let Some(dns) = svc.get("dns") else { return };
+    for (i, server) in dns.get("nameservers").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        if let Some(text) = server.as_str().filter(|t| t.parse::<std::net::IpAddr>().is_err()) {
+            out.push(Finding::value(format!("{base}/dns/nameservers/{i}"), format!("`{text}` is not an IP address: a name server is given by its address")));
+        }
+    }
+    for (i, domain) in dns.get("search").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        if let Some(text) = domain.as_str().filter(|t| !is_hostname(t)) {
+            out.push(Finding::value(format!("{base}/dns/search/{i}"), format!("`{text}` is not a domain name")));
+        }
+    }
+    for (i, option) in dns.get("options").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        if let Some(text) = option.as_str().filter(|t| t.is_empty() || t.contains(char::is_whitespace)) {
+            out.push(Finding::value(format!("{base}/dns/options/{i}"), format!("`{text}` is not a resolver option (one word, as `ndots:2`)")));
+        }
     }
 }
 

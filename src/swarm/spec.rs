@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, HealthConfig, Ipam,
     IpamConfig, Limit, Mount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkAttachmentConfig, ResourcesUlimits, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecModeReplicatedJob, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile1, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecDnsConfig, TaskSpecContainerSpecFile1, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
 
 use crate::plan::{DesiredMount, DesiredNetwork, DesiredService};
@@ -86,6 +86,12 @@ pub fn service_spec(svc: &DesiredService, config_ids: &BTreeMap<String, String>)
             ..Default::default()
         }),
         capability_add: non_empty(&svc.cap_add),
+        hosts: non_empty(&svc.hosts),
+        dns_config: svc.dns.as_ref().map(|d| TaskSpecContainerSpecDnsConfig {
+            nameservers: non_empty(&d.nameservers),
+            search: non_empty(&d.search),
+            options: non_empty(&d.options),
+        }),
         sysctls: (!svc.sysctls.is_empty()).then(|| svc.sysctls.clone()),
         configs: (!svc.files.is_empty()).then(|| {
             svc.files
