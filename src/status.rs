@@ -385,6 +385,11 @@ pub struct AttachmentShaping {
 }
 
 impl TaskShaping {
+    /// An agent refreshes its reports twice a second; older ones are from a node that is gone.
+    pub fn is_fresh(&self) -> bool {
+        self.updated_at.is_some_and(|t| t > chrono::Utc::now() - chrono::Duration::seconds(10))
+    }
+
     /// Every attachment has what it asked for (fields that cannot apply here excepted).
     pub fn converged(&self) -> bool {
         self.attachments.iter().all(|a| a.error.is_none() && a.applied == a.desired)

@@ -175,6 +175,8 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     let (lines, said) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
     assert!(out.status.success(), "{said}");
     assert!(said.contains("on slmn-n2, w.") && said.contains("40 frames"), "{said}");
+    // n2 is a worker (it cannot list tasks): the tasks elsewhere are named from the agents' reports.
+    assert!(said.contains("not captured in the tasks on other nodes") && said.matches(" on slmn-n3").count() == 2, "{said}");
     let echoes: Vec<&str> = lines.lines().filter(|l| l.contains("ICMP echo")).collect();
     assert!(!echoes.is_empty(), "{lines}");
     assert!(echoes.iter().all(|l| !l.contains(" 10.")), "every address named by its task:\n{lines}");

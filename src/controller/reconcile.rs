@@ -619,7 +619,7 @@ async fn shaping_condition(
     (faults, schedule_running): (&plan::TaskFaults, bool),
     observed: &Observed,
 ) -> (ShapingState, Option<chrono::DateTime<Utc>>) {
-    let fresh = |r: &&crate::status::TaskShaping| is_fresh(r);
+    let fresh = |r: &&crate::status::TaskShaping| r.is_fresh();
     let reports = store.task_shaping(&desired.lab).await;
     let last_applied = reports.iter().flatten().filter(fresh).flat_map(|r| r.attachments.iter().filter_map(|a| a.applied_at).chain(r.paused_changed_at)).max();
     let on_tasks = super::task_faults::faults_state(reports.as_deref(), faults, schedule_running, desired, observed);
@@ -637,7 +637,7 @@ fn shaping_state(reports: Option<Vec<crate::status::TaskShaping>>, desired: &Des
     let in_force_of = |service: &str, network: &str| in_force.get(service).and_then(|n| n.get(network)).cloned().unwrap_or_default();
     let shaped: Vec<&crate::plan::DesiredService> = desired.services.iter().filter(|s| in_force.contains_key(&s.short_name)).collect();
     let current = |r: &crate::status::TaskShaping| r.attachments.iter().all(|a| a.desired == in_force_of(&r.service, &a.network));
-    let fresh = |r: &&crate::status::TaskShaping| is_fresh(r);
+    let fresh = |r: &&crate::status::TaskShaping| r.is_fresh();
     if shaped.is_empty() {
         // Nothing in force: done once no agent still applies conditions that were (a step
         // restored, a file edited), or when the reports cannot be read at all.
@@ -677,12 +677,6 @@ fn shaping_state(reports: Option<Vec<crate::status::TaskShaping>>, desired: &Des
     } else {
         ShapingState::Pending(format!("{done}/{expected} tasks shaped"))
     }
-}
-
-
-/// An agent refreshes its reports twice a second; older ones are from a node that is gone.
-pub(super) fn is_fresh(report: &crate::status::TaskShaping) -> bool {
-    report.updated_at.is_some_and(|t| t > chrono::Utc::now() - chrono::Duration::seconds(10))
 }
 
 /// The conditions in force per service and network, for the node agents.

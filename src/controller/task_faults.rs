@@ -15,7 +15,7 @@ pub fn faults_state(reports: Option<&[TaskShaping]>, faults: &TaskFaults, runnin
     let mut behind = Vec::new();
     let mut failing = Vec::new();
     for (service, asked) in faults {
-        let ours: Vec<&TaskShaping> = reports.iter().filter(|r| &r.service == service && super::reconcile::is_fresh(r)).collect();
+        let ours: Vec<&TaskShaping> = reports.iter().filter(|r| &r.service == service && r.is_fresh()).collect();
         let name = |r: &TaskShaping| r.slot.map_or_else(|| format!("{service} {}", r.container), |s| format!("{service}.{s}"));
         for r in &ours {
             if let Some(e) = &r.fault_error {

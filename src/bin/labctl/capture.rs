@@ -257,7 +257,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     let here = lab_here.iter().filter(|t| target.as_ref().is_none_or(|w| t.service == w.service && w.matches(t.slot))).count();
     match &target {
         Some(target) => {
-            let placed = Placement::of(&swarm, &lab, target, &node).await;
+            let placed = Placement::of(&swarm, url, &lab, target, &node).await;
             if here == 0 {
                 return Err(placed.none_here("running task", &lab, target));
             }

@@ -89,13 +89,13 @@ fn size(bytes: u64) -> String {
     }
 }
 
-pub async fn run(docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCode> {
     let Args { lab, source, dest } = args;
     let (target, path) = parse_source(&source)?;
     let swarm = DockerSwarm::connect(docker_host).await?;
     let node = this_node(&swarm).await;
     let here = latest_per_slot(swarm.task_containers(&lab, &target.service).await?, &target);
-    let placed = Placement::of(&swarm, &lab, &target, &node).await;
+    let placed = Placement::of(&swarm, url, &lab, &target, &node).await;
     if here.is_empty() {
         return Err(placed.none_here("task", &lab, &target));
     }

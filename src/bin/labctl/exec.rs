@@ -117,7 +117,7 @@ async fn follow_terminal_size(swarm: DockerSwarm, exec_id: String) {
     });
 }
 
-pub async fn run(docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCode> {
     let Args { lab, target, command, stdin, tty } = args;
     let target: Target = target.parse()?;
     if command.is_empty() {
@@ -132,7 +132,7 @@ pub async fn run(docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCo
         }
     }
     here.sort_by_key(|t| t.slot);
-    let placed = Placement::of(&swarm, &lab, &target, &node).await;
+    let placed = Placement::of(&swarm, url, &lab, &target, &node).await;
     if here.is_empty() {
         return Err(placed.none_here("running task", &lab, &target));
     }

@@ -296,8 +296,8 @@ async fn main() -> ExitCode {
         Command::Capture { lab, target, networks, write, count, duration, snaplen, docker_host } => {
             capture::run(&cli.redis, docker_host.as_deref(), capture::Args { lab, target, networks, write, count, duration, snaplen }).await
         }
-        Command::Cp { lab, source, dest, docker_host } => cp::run(docker_host.as_deref(), cp::Args { lab, source, dest }).await,
-        Command::Exec { lab, target, command, interactive, tty, docker_host } => exec::run(docker_host.as_deref(), exec::Args { lab, target, command, stdin: interactive, tty }).await,
+        Command::Cp { lab, source, dest, docker_host } => cp::run(&cli.redis, docker_host.as_deref(), cp::Args { lab, source, dest }).await,
+        Command::Exec { lab, target, command, interactive, tty, docker_host } => exec::run(&cli.redis, docker_host.as_deref(), exec::Args { lab, target, command, stdin: interactive, tty }).await,
         Command::Probe { lab, service, to, matrix, count, interval, output, docker_host } => {
             probe::run(&cli.redis, docker_host.as_deref(), probe::Args { lab, service, to, matrix, count, interval, output }).await
         }

@@ -1,6 +1,7 @@
 //! A lab's tasks found by the names of the lab (`raft`, `raft.2`) on the node whose Docker is
 //! asked, for the subcommands that reach into task containers (`exec`, `cp`): Docker acts only
-//! on its own node's containers, so the tasks elsewhere are named with their nodes.
+//! on its own node's containers, so the tasks elsewhere are named with their nodes (from Swarm
+//! on a manager, from the agents' reports on a worker).
 
 use anyhow::Context;
 use swarmlab::swarm::{DockerSwarm, LabTask};
@@ -55,10 +56,25 @@ pub struct Placement {
     pub elsewhere: Vec<String>,
 }
 
+/// The lab's tasks as their agents last reported them (none when Redis cannot be read).
+async fn reported(redis: &str, lab: &str) -> Vec<LabTask> {
+    let Ok(mut store) = crate::common::reader(redis).await else { return vec![] };
+    let reports = store.task_shaping(lab).await.unwrap_or_default();
+    reports
+        .into_iter()
+        .filter(|r| r.is_fresh())
+        .map(|r| LabTask { id: r.container, service: r.service, slot: r.slot, node: r.node, created_at: r.started_at, current: true })
+        .collect()
+}
+
 impl Placement {
-    pub async fn of(swarm: &DockerSwarm, lab: &str, target: &Target, node: &str) -> Placement {
-        // A worker cannot list tasks: then nothing is known of the other nodes.
-        let listed: Vec<LabTask> = swarm.lab_tasks(lab, &[]).await.unwrap_or_default().into_iter().filter(|t| t.current).collect();
+    /// From Swarm's task list when the Docker asked is a manager; else (a worker cannot list
+    /// tasks) from the agents' reports in Redis, which every node's agent writes.
+    pub async fn of(swarm: &DockerSwarm, redis: &str, lab: &str, target: &Target, node: &str) -> Placement {
+        let listed: Vec<LabTask> = match swarm.lab_tasks(lab, &[]).await {
+            Ok(tasks) => tasks.into_iter().filter(|t| t.current).collect(),
+            Err(_) => reported(redis, lab).await,
+        };
         let mut elsewhere: Vec<String> =
             listed.iter().filter(|t| t.service == target.service && target.matches(t.slot) && t.node != node).map(|t| format!("{} on {}", t.label(), t.node)).collect();
         elsewhere.dedup();
