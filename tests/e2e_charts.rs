@@ -73,6 +73,22 @@ fn the_stack_deploys_swarmlab_which_converges_a_lab_and_survives_losing_its_lead
         if s["phase"] == "Ready" && shaped { Ok(()) } else { Err(s.to_string()) }
     });
     let version = sh(&format!("{D1} service inspect charted_w --format '{{{{.Version.Index}}}}'"));
+    // What the tasks use, sampled by each worker's agent in its container from the host's
+    // cgroup tree the chart mounts (not from Docker's stats, its fallback).
+    eventually("labctl top to show both tasks of w", Duration::from_secs(40), || {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!("{D1} exec $({D1} ps -q -f name=swarmlab_labd | head -1) labctl top charted -o json"))
+            .env("DOCKER_API_VERSION", "1.41")
+            .output()
+            .unwrap();
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stderr)))?;
+        let sampled = rows.iter().filter(|r| r["service"] == "w" && r["memoryBytes"].as_u64().unwrap_or(0) > 0 && r["networks"][0]["network"] == "lan").count();
+        if sampled == 2 { Ok(()) } else { Err(format!("{rows:?}")) }
+    });
+    let agent_logs = Command::new("bash").arg("-c").arg(format!("{D1} service logs swarmlab_agent 2>&1")).env("DOCKER_API_VERSION", "1.41").output().unwrap();
+    let agent_logs = String::from_utf8_lossy(&agent_logs.stdout).to_string();
+    assert!(agent_logs.contains("agent") && !agent_logs.contains("cgroup files are not readable"), "{agent_logs}");
 
     // Kill the leader's container: the standby takes the lease.
     let leader = eventually("a leader", Duration::from_secs(10), || {

@@ -3,6 +3,7 @@
 //! reads desired shaping from Redis and writes back, per task, what it applied.
 
 pub mod apply;
+pub mod cgroup;
 pub mod running;
 pub mod usage;
 

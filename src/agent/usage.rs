@@ -1,6 +1,7 @@
 //! Samples what this node's tasks use (CPU, memory, traffic per lab network) every interval,
-//! apart from the shaping passes: Docker answers a stats request at its collector's next tick,
-//! up to a second later, and a shaping pass must not wait for that.
+//! apart from the shaping passes: from the kernel's files where this agent can read them
+//! (`cgroup`), else from Docker's stats, which answers at its collector's next tick, up to a
+//! second later (a shaping pass must not wait for that).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -12,6 +13,8 @@ use crate::shaping::netns::interface_for;
 use crate::store::keys;
 use crate::swarm::{DockerSwarm, SwarmError};
 use crate::usage::{TaskIdentity, TaskUsage, UsageRecord};
+
+use super::cgroup::CgroupFiles;
 
 /// A task of this node, as the sampler needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +45,11 @@ pub struct UsageSampler {
     redis: Option<redis::aio::MultiplexedConnection>,
     /// Each container's lab networks by interface (found once: they stay for its life).
     interfaces: HashMap<String, BTreeMap<String, String>>,
+    /// Each container's cgroup and interface files (`None`: not readable here, Docker is asked),
+    /// found once.
+    files: HashMap<String, Option<CgroupFiles>>,
+    /// Whether the log has said that some task's usage comes from Docker (said once).
+    told_fallback: bool,
     /// Each container's last sample, for rates.
     last: HashMap<String, TaskUsage>,
     /// The entries this sampler wrote, by lab, so those of tasks gone are removed.
@@ -50,7 +58,7 @@ pub struct UsageSampler {
 
 impl UsageSampler {
     pub fn new(swarm: DockerSwarm, redis_url: String, node: String, every: Duration, metrics: SharedMetrics) -> UsageSampler {
-        UsageSampler { swarm, redis_url, node, every, metrics, redis: None, interfaces: HashMap::new(), last: HashMap::new(), published: BTreeMap::new() }
+        UsageSampler { swarm, redis_url, node, every, metrics, redis: None, interfaces: HashMap::new(), files: HashMap::new(), told_fallback: false, last: HashMap::new(), published: BTreeMap::new() }
     }
 
     pub async fn run(mut self, mut tasks: tokio::sync::watch::Receiver<Snapshot>) {
@@ -79,9 +87,24 @@ impl UsageSampler {
     async fn sample(&mut self, snapshot: Snapshot) -> Result<(), String> {
         // Bounded: a container removed during the request may leave Docker's answer hanging.
         let limit = self.every.max(Duration::from_secs(2)) * 2;
-        let swarm = &self.swarm;
+        for t in &snapshot.tasks {
+            if !self.files.contains_key(&t.container) {
+                let found = CgroupFiles::locate(t.pid);
+                tracing::debug!(container = %t.container, from_files = found.is_some(), "where a task's usage is read");
+                if found.is_none() && !self.told_fallback {
+                    tracing::info!(container = %t.container, "a task's cgroup files are not readable here: its usage comes from Docker's stats, at more CPU for dockerd (an agent in a container needs the host's /sys/fs/cgroup mounted, LABD_CGROUP)");
+                    self.told_fallback = true;
+                }
+                self.files.insert(t.container.clone(), found);
+            }
+        }
+        let (swarm, files) = (&self.swarm, &self.files);
         let samples = futures::future::join_all(snapshot.tasks.iter().map(|t| async move {
-            tokio::time::timeout(limit, swarm.task_sample(&t.container)).await.unwrap_or_else(|_| Err(SwarmError::NotFound(format!("container {} (no stats in time)", t.container))))
+            match files.get(&t.container).and_then(Option::as_ref) {
+                // A container that ended meanwhile took its files with it.
+                Some(f) => f.read().map_err(|e| SwarmError::NotFound(format!("container {} ({e})", t.container))),
+                None => tokio::time::timeout(limit, swarm.task_sample(&t.container)).await.unwrap_or_else(|_| Err(SwarmError::NotFound(format!("container {} (no stats in time)", t.container)))),
+            }
         }))
         .await;
         let at = Utc::now();
@@ -118,6 +141,7 @@ impl UsageSampler {
         }
         let live: BTreeSet<&String> = snapshot.tasks.iter().map(|t| &t.container).collect();
         self.interfaces.retain(|id, _| live.contains(id));
+        self.files.retain(|id, _| live.contains(id));
         self.last.retain(|id, _| live.contains(id));
         tracing::debug!(tasks = snapshot.tasks.len(), sampled = usage.len(), "task usage sampled");
         self.metrics.task_usage(usage.iter().map(|(lab, u)| (lab.as_str(), u)));

@@ -24,6 +24,7 @@ use swarmlab::capture::pcapng::PcapngOut;
 use swarmlab::capture::socket::{self, TapMessage};
 use swarmlab::capture::{summary, Frame, Tap, TapEnd};
 use swarmlab::status::{LabEvent, TaskShaping};
+use swarmlab::store::StoreReader;
 use swarmlab::shaping::netns;
 use swarmlab::swarm::{task_label, DockerSwarm, LocalTask};
 use tokio::sync::mpsc;
@@ -243,6 +244,35 @@ impl Capture {
     }
 }
 
+impl Capture {
+    /// What changed since the last look: names the agents reported, steps of the schedule
+    /// (marked), tasks started here (captured). Only a failed write is an error: Redis or
+    /// Docker away for a moment leaves the open taps capturing.
+    async fn look_again(&mut self, swarm: &DockerSwarm, mut store: Option<&mut StoreReader>, last_step: &mut Option<chrono::DateTime<chrono::Utc>>, sink: &mut Sink, announce: bool) -> std::io::Result<()> {
+        if let Some(r) = store.as_deref_mut() {
+            let reported = r.task_shaping(&self.lab).await.unwrap_or_default();
+            let names = reported_names(&reported, &self.named);
+            self.name(names, sink)?;
+        }
+        let steps = schedule_steps(store, &self.lab, *last_step).await;
+        *last_step = steps.last().map(|e| e.time).or(*last_step);
+        sink.steps(&steps)?;
+        let tasks = match new_lab_tasks(swarm, &self.lab, &mut self.known).await {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                eprintln!("labctl capture: looking for new tasks: {}", swarmlab::error_chain::Chain(e.as_ref()));
+                return Ok(());
+            }
+        };
+        match self.join(&tasks, sink, false).await {
+            Ok(opened) if !opened.is_empty() && announce => eprintln!("labctl capture: now also {} (started)", opened.join(", ")),
+            Ok(_) => {}
+            Err(e) => return Err(e.downcast::<std::io::Error>().unwrap_or_else(std::io::Error::other)),
+        }
+        Ok(())
+    }
+}
+
 pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCode> {
     let Args { lab, target, networks, write, count, duration, snaplen } = args;
     let target: Option<Target> = target.map(|t| t.parse()).transpose()?;
@@ -308,34 +338,12 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
             _ = interrupt.recv() => break,
             _ = async { match deadline { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => break,
             _ = look.tick() => {
-                // The lab's tasks on other nodes, by their agents' reports (best effort).
-                if let Some(r) = store.as_mut() {
-                    let reported = r.task_shaping(&lab).await.unwrap_or_default();
-                    if let Err(e) = capture.name(reported_names(&reported, &capture.named), &mut sink) {
-                        if reader_gone(&e) {
-                            gone = true;
-                            break;
-                        }
-                        return Err(e).context("cannot write the capture");
-                    }
-                }
-                let steps = schedule_steps(store.as_mut(), &lab, last_step).await;
-                last_step = steps.last().map(|e| e.time).or(last_step);
-                let joined = match (sink.steps(&steps), new_lab_tasks(&swarm, &lab, &mut capture.known).await) {
-                    (Err(e), _) => Err(anyhow::Error::from(e)),
-                    (Ok(()), Ok(tasks)) => capture.join(&tasks, &mut sink, false).await,
-                    (Ok(()), Err(e)) => Err(e),
-                };
-                match joined.map_err(|e| e.downcast::<std::io::Error>()) {
-                    Ok(opened) if !opened.is_empty() && write.is_some() => eprintln!("labctl capture: now also {} (started)", opened.join(", ")),
-                    Err(Ok(e)) if reader_gone(&e) => {
+                if let Err(e) = capture.look_again(&swarm, store.as_mut(), &mut last_step, &mut sink, write.is_some()).await {
+                    if reader_gone(&e) {
                         gone = true;
                         break;
                     }
-                    Err(Ok(e)) => return Err(e).context("cannot write the capture"),
-                    // Docker unreachable for a moment: the taps open keep capturing.
-                    Err(Err(e)) => eprintln!("labctl capture: looking for new tasks: {}", swarmlab::error_chain::Chain(e.as_ref())),
-                    Ok(_) => {}
+                    return Err(e).context("cannot write the capture");
                 }
                 continue;
             }
