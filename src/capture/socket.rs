@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sched::CloneFlags;
-use nix::sys::socket::{self, AddressFamily, ControlMessageOwned, LinkAddr, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrLike};
+use nix::sys::socket::{self, AddressFamily, ControlMessageOwned, LinkAddr, MsgFlags, SockFlag, SockType, SockaddrLike};
 use tokio::sync::mpsc;
 
 use super::{CaptureError, Direction, Frame, TapEnd};
@@ -66,12 +66,15 @@ fn open(netns: &std::path::Path, interface: &str) -> Result<OwnedFd, CaptureErro
     })?;
     let index = nix::net::if_::if_nametoindex(interface).map_err(|e| CaptureError::Interface(interface.to_string(), e.to_string()))?;
     let all = (libc::ETH_P_ALL as u16).to_be();
-    let fd = socket::socket(AddressFamily::Packet, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::EthAll).map_err(|e| match e {
+    // Protocol 0 until bound (as libpcap does): a socket made for every protocol would get the
+    // frames of every interface of the namespace until `bind` narrows it to this one.
+    let fd = socket::socket(AddressFamily::Packet, SockType::Raw, SockFlag::SOCK_CLOEXEC, None).map_err(|e| match e {
         nix::errno::Errno::EPERM => CaptureError::NotPermitted,
         e => CaptureError::Socket(e.to_string()),
     })?;
     // nix has no constructor for a link-layer address: the kernel's struct, filled as
     // packet(7) says, read through nix's own wrapper.
+    // SAFETY: sockaddr_ll is plain data, for which all zeroes is a valid value.
     let mut raw: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     raw.sll_family = libc::AF_PACKET as u16;
     raw.sll_protocol = all;
