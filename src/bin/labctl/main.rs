@@ -169,10 +169,10 @@ enum Command {
         /// SERVICE.SLOT (one task) or SERVICE (each of its tasks on this node); every service when left out.
         target: Option<String>,
         /// Only this network of the lab (repeat for more); every lab network of the task by default.
-        #[arg(long = "network", short = 'n')]
+        #[arg(long = "network", short = 'n', value_name = "NETWORK")]
         networks: Vec<String>,
         /// Write pcapng to FILE (`-` for stdout) instead of a line per frame.
-        #[arg(short = 'w', long = "write")]
+        #[arg(short = 'w', long = "write", value_name = "FILE")]
         write: Option<PathBuf>,
         /// Stop after this many frames (of all the interfaces together).
         #[arg(short = 'c', long)]
