@@ -314,6 +314,13 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     let stop = Arc::new(AtomicBool::new(false));
     let mut capture = Capture { lab: lab.clone(), node: node.clone(), target, networks, snaplen, taps: Vec::new(), width: 0, named: HashMap::new(), known, stop: stop.clone(), frames: frames_tx };
     let started = chrono::Utc::now();
+    // Steps and the other nodes' names are best effort: without Redis, the frames alone. The
+    // names come before the first frame can.
+    let mut store = reader(url).await.ok();
+    if let Some(r) = store.as_mut() {
+        let reported = r.task_shaping(&lab).await.unwrap_or_default();
+        capture.name(reported_names(&reported, &capture.named), &mut sink).context("cannot write the capture")?;
+    }
     let opened = capture.join(&lab_here, &mut sink, true).await?;
     let limit = match (count, duration) {
         (Some(n), _) => format!(" until {n} frames"),
@@ -322,8 +329,6 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     };
     eprintln!("labctl capture: on {node}, {}{limit} (Ctrl-C to stop)", opened.join(", "));
 
-    // Steps are best effort: without Redis, the frames alone.
-    let mut store = reader(url).await.ok();
     let mut last_step = Some(started);
     // Made once, so that an interrupt between two frames is kept for the next look.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("cannot catch Ctrl-C")?;
