@@ -1,5 +1,5 @@
 //! A lab's tasks found by the names of the lab (`raft`, `raft.2`) on the node whose Docker is
-//! asked, for the subcommands that reach into task containers (`exec`, `cp`): Docker acts only
+//! asked, for the subcommands that reach into task containers (`exec`, `cp`, `capture`): Docker acts only
 //! on its own node's containers, so the tasks elsewhere are named with their nodes (from Swarm
 //! on a manager, from the agents' reports on a worker).
 
