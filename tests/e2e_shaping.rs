@@ -467,9 +467,9 @@ fn capture_shows_each_task_s_frames_named_by_the_lab_with_the_delay_its_conditio
         }
     }
     assert!(whole >= 3, "24 frames hold at least 3 whole echoes seen at both ends: {frames:?}");
-    // One reply in eight runs here left pong undelayed (20 µs) in the capture's first second:
-    // a gap of the userspace backend the capture shows, not seen again in 70 runs since; more
-    // than one is a failure. When it shows, what the agent did and every frame go to the
+    // One reply in eight runs here once left pong undelayed (20 µs) in the capture's first
+    // second, then none in 69 runs; unexplained (capture now waits for the kernel's timestamps,
+    // one possible cause). More than one is a failure. When it shows, what the agent did and every frame go to the
     // test's output, for whoever looks next.
     if !undelayed.is_empty() {
         let log = std::fs::read_to_string(&lab.log).unwrap_or_default();

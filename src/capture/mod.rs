@@ -7,6 +7,7 @@
 pub mod pcapng;
 pub mod socket;
 pub mod summary;
+pub mod timestamps;
 
 use std::time::Duration;
 

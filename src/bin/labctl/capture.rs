@@ -22,6 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use swarmlab::capture::pcapng::PcapngOut;
 use swarmlab::capture::socket::{self, TapMessage};
+use swarmlab::capture::timestamps::Timestamps;
 use swarmlab::capture::{summary, Frame, Tap, TapEnd};
 use swarmlab::status::{LabEvent, TaskShaping};
 use swarmlab::store::StoreReader;
@@ -320,6 +321,12 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     if let Some(r) = store.as_mut() {
         let reported = r.task_shaping(&lab).await.unwrap_or_default();
         capture.name(reported_names(&reported, &capture.named), &mut sink).context("cannot write the capture")?;
+    }
+    // Before the first tap: a frame that arrives while the kernel's timestamps are still being
+    // switched on would be stamped when read (see `timestamps`).
+    let timestamps = Timestamps::on()?;
+    if !timestamps.confirmed {
+        eprintln!("labctl capture: the kernel's receive timestamps were not seen in force within 2 s; the first frames' times may be when they were read");
     }
     let opened = capture.join(&lab_here, &mut sink, true).await?;
     let limit = match (count, duration) {
