@@ -2,10 +2,10 @@
 //!
 //! Linux turns its receive timestamps on for the first socket that asks through deferred work;
 //! until that work runs, a packet socket's frame is stamped when it is *read*, not when it
-//! arrived. A tap opened in that window can show a request and its reply, read together,
-//! microseconds apart though 100 ms lay between them (seen once in about ten runs of the
-//! capture test, which took it for unshaped traffic). Measured on this machine under load: the
-//! first datagram after asking was stamped at its read 2 times in 20.
+//! arrived. A tap opened in that window that reads late can show a request and its reply, read
+//! together, microseconds apart though 100 ms lay between them (one possible cause of the
+//! undelayed reply the capture test once saw). Measured on this machine under load: the first
+//! datagram after asking was stamped at its read 2 times in 20.
 //!
 //! [`Timestamps::on`] asks, then sends itself datagrams over loopback until one is stamped on
 //! arrival (its stamp well before its read). It is kept for the whole capture, so the kernel's
