@@ -247,8 +247,10 @@ async fn run_cases(backend: BackendKind, caps: &Capabilities, pair: &Pair) -> Ve
     // Back to uniform: the table goes with a new qdisc.
     apply(&mut att, &cond(&[("delay", "50ms"), ("jitter", "10ms")]), backend, caps).await;
     let s = ping(pid, "10.9.0.2", 200, 5).await.unwrap();
-    // A Pareto table left behind would keep every delay above 43 ms, a normal one spread it wider.
-    assert!((4.0..7.5).contains(&s.mdev_ms) && s.min_ms < 42.0, "{backend} uniform after a table: {s:?}");
+    // A Pareto table left behind would keep every delay above 43 ms, a normal one spread it wider
+    // (ping's mdev is the standard deviation: 5.8 ms uniform, 10 ms normal; one late echo in the
+    // user-mode kernel on busy cores measured 7.6).
+    assert!((4.0..8.5).contains(&s.mdev_ms) && s.min_ms < 42.0, "{backend} uniform after a table: {s:?}");
     row("back to uniform jitter", stats(&s));
 
     // Per destination on one interface: 10.9.0.3 far, everything else near.
