@@ -111,12 +111,7 @@ fn read_until_stopped(socket: &OwnedFd, tap: usize, snaplen: usize, stop: &Atomi
         let at = message
             .cmsgs()
             .ok()
-            .and_then(|mut c| {
-                c.find_map(|m| match m {
-                    ControlMessageOwned::ScmTimestampns(t) => Some(Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)),
-                    _ => None,
-                })
-            })
+            .and_then(kernel_stamp)
             .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default());
         let direction = match message.address.map(|a| a.pkttype()) {
             Some(libc::PACKET_OUTGOING) => Direction::Out,
@@ -129,6 +124,14 @@ fn read_until_stopped(socket: &OwnedFd, tap: usize, snaplen: usize, stop: &Atomi
         }
     }
     Ok(())
+}
+
+/// The kernel's receive timestamp among a message's control messages (SO_TIMESTAMPNS).
+pub(super) fn kernel_stamp(mut messages: impl Iterator<Item = ControlMessageOwned>) -> Option<Duration> {
+    messages.find_map(|m| match m {
+        ControlMessageOwned::ScmTimestampns(t) => Some(Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)),
+        _ => None,
+    })
 }
 
 /// (frames the socket received, frames the kernel dropped for want of room in its buffer).

@@ -15,7 +15,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nix::sys::socket::{self, ControlMessageOwned, MsgFlags, SockaddrIn};
+use nix::sys::socket::{self, MsgFlags, SockaddrIn};
 
 use super::CaptureError;
 
@@ -57,13 +57,7 @@ fn stamp_of_next(socket: &UdpSocket) -> std::io::Result<Option<Duration>> {
     let mut iov = [std::io::IoSliceMut::new(&mut buffer)];
     let mut control = nix::cmsg_space!(nix::sys::time::TimeSpec);
     let message = socket::recvmsg::<SockaddrIn>(socket.as_raw_fd(), &mut iov, Some(&mut control), MsgFlags::empty()).map_err(std::io::Error::from)?;
-    let stamp = message.cmsgs().ok().and_then(|mut c| {
-        c.find_map(|m| match m {
-            ControlMessageOwned::ScmTimestampns(t) => Some(Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)),
-            _ => None,
-        })
-    });
-    Ok(stamp)
+    Ok(message.cmsgs().ok().and_then(super::socket::kernel_stamp))
 }
 
 #[cfg(test)]
