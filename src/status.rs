@@ -351,7 +351,15 @@ pub struct TaskShaping {
     /// When the agent last paused or thawed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_changed_at: Option<DateTime<Utc>>,
-    /// Why pausing, thawing or killing the task failed.
+    /// The CPUs it may use, in billionths of one (0: no cap), by Docker's read-back (tasks of
+    /// services the schedule caps or pauses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nano_cpus: Option<i64>,
+    /// While the agent holds a `cpus` cap on it: the limit it had before (what lifting the cap
+    /// sets again, also for the agent's next run after a restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nano_cpus_before: Option<i64>,
+    /// Why pausing, thawing, capping or killing the task failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault_error: Option<String>,
     /// Its IPv4 address on each of the lab's networks, by the lab's name of the network: what

@@ -2,7 +2,7 @@
 //! each step, across a SIGKILL of labd in the middle (the schedule resumes on its own clock);
 //! a service taken down and back (no traffic either way, then all of it); a flapping link seen
 //! as alternating loss windows; a schedule whose end stops the lab; a task frozen and thawed,
-//! another killed and started again by Swarm.
+//! another killed and started again by Swarm; a task slowed by a CPU cap and freed again.
 
 mod common;
 
@@ -520,4 +520,76 @@ fn a_capture_marks_the_schedule_s_steps_and_follows_a_killed_task_s_replacement(
     assert!(replies(0..step) >= 3, "pong answered before the kill:\n{lines}");
     assert!(replies(rejoined..usize::MAX) >= 3, "and its replacement answers, captured from its start:\n{lines}");
     assert!(stderr.contains("pong.1/lan: its interface went away"), "the killed task's end is said: {stderr}");
+}
+
+/// The CPU time (user and system, in seconds) a task's main process has used, from the host.
+fn cpu_seconds(container: &str) -> f64 {
+    let pid = pid_of(container);
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    // The fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Each container's CPU use (cores) over the same `window`.
+fn cores_used(containers: &[&str], window: Duration) -> Vec<f64> {
+    let before: Vec<f64> = containers.iter().map(|c| cpu_seconds(c)).collect();
+    let start = Instant::now();
+    std::thread::sleep(window);
+    let secs = start.elapsed().as_secs_f64();
+    containers.iter().zip(before).map(|(c, was)| (cpu_seconds(c) - was) / secs).collect()
+}
+
+#[test]
+fn a_cpus_step_slows_one_task_live_and_the_next_agent_lifts_the_cap_once_the_schedule_is_edited_away() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("slow".into());
+    remove_lab_objects("slow");
+    // Two busy loops, the shell itself the task's main process (no init) so its CPU time shows.
+    // `b` has a limit of its own (Swarm sets it as `NanoCpus`, which the cap then changes).
+    let plain = lab_yaml("slow", "    a: {replicas: 2, init: false, command: [sh, -c, 'while :; do :; done']}\n    b: {resources: {cpus: 0.5}}\n");
+    lab.write("slow.yaml", &format!("{plain}  schedule:\n    steps:\n    - {{at: 0s, service: a, slots: [1], cpus: 0.2}}\n    - {{at: 0s, service: b, cpus: 0.1}}\n"));
+    lab.start_labd_args(&["--no-agent"]);
+    let mut agent = spawn_agent(&lab, "agent1.log");
+    lab.wait_phase("slow", "Ready", READY);
+    let out = lab.labctl(&["wait", "slow", "--for", "step=1", "--timeout", "20s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (one, two) = (running_container_of_slot("slow_a", 1), running_container_of_slot("slow_a", 2));
+    let quota = |c: &str| docker_ok(&["inspect", c, "--format", "{{.HostConfig.CpuQuota}}/{{.HostConfig.CpuPeriod}}"]).trim().to_string();
+    assert_eq!((quota(&one), quota(&two)), ("20000/100000".to_string(), "0/0".to_string()), "slot 1 capped as `docker update --cpus 0.2` would, slot 2 left alone");
+    let b = running_container_of("slow_b");
+    let nano = |c: &str| docker_ok(&["inspect", c, "--format", "{{.HostConfig.NanoCpus}}"]).trim().to_string();
+    assert_eq!(nano(&b), "100000000", "b capped below its own limit");
+    let used = cores_used(&[&one, &two], Duration::from_secs(3));
+    println!("SCHEDULE | cpus: 0.2 on slot 1 of two busy loops | slot 1 used {:.2} cores, slot 2 {:.2} |", used[0], used[1]);
+    assert!(used[0] <= 0.26, "the capped task used {:.2} cores", used[0]);
+    assert!(used[1] >= 0.5 && used[1] > 2.0 * used[0], "the other ran free: {used:?}");
+    let describe = String::from_utf8_lossy(&lab.labctl(&["describe", "slow"]).stdout).to_string();
+    assert!(describe.contains("0.2 (capped)"), "{describe}");
+    // Lifted by hand while the step holds: the agent's read-back puts it back.
+    docker_ok(&["update", "--cpu-quota", "-1", &one]);
+    eventually("the cap set again", Duration::from_secs(15), || {
+        let q = quota(&one);
+        if q == "20000/100000" { Ok(()) } else { Err(q) }
+    });
+    // The agent killed; the schedule goes meanwhile, and labd says nothing of the tasks any more.
+    agent.kill().expect("kill the agent");
+    let _ = agent.wait();
+    lab.write("slow.yaml", &plain);
+    eventually("labd to drop the lab's faults", Duration::from_secs(20), || {
+        let left = lab.redis.cli(&["exists", "swarmlab:lab:slow:faults"]);
+        if left.trim() == "0" { Ok(()) } else { Err(left) }
+    });
+    // The next agent finds the cap in its predecessor's report: its own to lift.
+    let mut agent = spawn_agent(&lab, "agent2.log");
+    eventually("the caps lifted", Duration::from_secs(20), || {
+        let (q, n) = (quota(&one), nano(&b));
+        if q.starts_with("-1/") && n == "500000000" { Ok(()) } else { Err(format!("a.1 {q}, b {n}")) }
+    });
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(running_container_of_slot("slow_a", 1), one, "the same task, not replaced");
+    let used = cores_used(&[&one], Duration::from_secs(2));
+    assert!(used[0] >= 0.5, "uncapped, it runs free again: {:.2} cores", used[0]);
 }

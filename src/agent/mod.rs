@@ -21,7 +21,7 @@ use crate::spec::EffectiveConditions;
 use crate::status::{AttachmentShaping, TaskShaping};
 use crate::shaping::netns::ns_path;
 use crate::store::keys;
-use crate::swarm::{DockerSwarm, LocalTask, LocalTaskEvent};
+use crate::swarm::{DockerSwarm, LocalTask, LocalTaskEvent, ProcessState};
 use apply::Attachment;
 use running::{Inbox, Running, Seen};
 
@@ -88,8 +88,13 @@ pub struct Agent {
     stopping: HashSet<String>,
     /// When this agent last froze or thawed each container (reported: the step's time applied).
     process_changed_at: HashMap<String, chrono::DateTime<Utc>>,
-    /// Docker's last word on whether each container is paused.
-    paused_seen: HashMap<String, bool>,
+    /// Docker's last word on each container's process (frozen, CPU cap).
+    process_seen: HashMap<String, ProcessState>,
+    /// Containers this agent capped at some CPUs, with the limit each had before (what lifting
+    /// the cap sets again).
+    capped: HashMap<String, i64>,
+    /// The same from an earlier run of this node's agent (12-character ids), from its reports.
+    capped_before: HashMap<String, i64>,
     /// The labs Redis listed at the last successful read: only theirs get reports, so a
     /// deleted lab's keys never come back.
     known_labs: BTreeSet<String>,
@@ -127,7 +132,9 @@ impl Agent {
             killed: HashSet::new(),
             stopping: HashSet::new(),
             process_changed_at: HashMap::new(),
-            paused_seen: HashMap::new(),
+            process_seen: HashMap::new(),
+            capped: HashMap::new(),
+            capped_before: HashMap::new(),
             known_labs: BTreeSet::new(),
             looked: false,
             running: Running::default(),
@@ -373,8 +380,10 @@ impl Agent {
         self.killed.retain(|id| tasks.contains_key(id));
         self.stopping.retain(|id| tasks.contains_key(id));
         self.process_changed_at.retain(|id, _| tasks.contains_key(id));
-        self.paused_seen.retain(|id, _| tasks.contains_key(id));
+        self.process_seen.retain(|id, _| tasks.contains_key(id));
+        self.capped.retain(|id, _| tasks.contains_key(id));
         self.frozen_before.retain(|short| tasks.keys().any(|id| id.starts_with(short.as_str())));
+        self.capped_before.retain(|short, _| tasks.keys().any(|id| id.starts_with(short.as_str())));
         for task in self.tasks.values_mut() {
             task.inherited = false;
         }
@@ -422,6 +431,16 @@ impl Agent {
                     }
                 }
             }
+            // Likewise a cap: back to the limit it had.
+            if let Some(before) = self.capped.remove(id).or_else(|| self.capped_before.remove(&id[..12.min(id.len())])) {
+                match self.swarm.cap_task_cpus(id, before).await {
+                    Ok(()) => self.metrics.task_fault(lab, &report.service, "uncap"),
+                    Err(e) => {
+                        tracing::warn!(container = id, error = %e, "cannot lift a CPU cap no schedule asks for any more");
+                        self.capped.insert(id.to_string(), before);
+                    }
+                }
+            }
             return;
         };
         if let Some(order) = report.started_at.and_then(|t| faults.kill_order(report.slot, t)) {
@@ -461,44 +480,74 @@ impl Agent {
             return;
         }
         let want = faults.paused.contains(report.slot);
+        let short = &id[..12.min(id.len())];
+        if let Some(before) = self.capped_before.remove(short) {
+            self.capped.entry(id.to_string()).or_insert(before);
+        }
+        let cap = faults.cpu_cap(report.slot);
+        let before = self.capped.get(id).copied();
+        // The CPUs it should have: its cap, else (a cap lifted) what it had before; `None`:
+        // never capped by this agent, left as Swarm made it.
+        let cpus = cap.or(before);
+        let settled = |st: &ProcessState| st.paused == want && cpus.is_none_or(|c| st.nano_cpus == c);
         // Docker is asked when the state may differ from what is wanted, and on read-back
-        // passes (a `docker pause` by hand), not twice a second for every task.
-        let known = self.paused_seen.get(id).copied().filter(|seen| *seen == want && !readback);
+        // passes (a `docker pause` or `docker update` by hand), not twice a second for every task.
+        let known = self.process_seen.get(id).copied().filter(|seen| settled(seen) && !readback);
         let outcome = async {
-            let mut paused = match known {
+            let mut state = match known {
                 Some(seen) => seen,
-                None => self.swarm.task_paused(id).await?,
+                None => self.swarm.task_process(id).await?,
             };
-            if paused != want {
+            let mut changed = false;
+            if state.paused != want {
                 self.swarm.pause_task(id, want).await?;
                 self.process_changed_at.insert(id.to_string(), Utc::now());
                 self.metrics.task_fault(lab, &report.service, if want { "pause" } else { "unpause" });
                 tracing::info!(container = id, service = %report.service, slot = ?report.slot, paused = want, "paused or unpaused, as the schedule says");
-                paused = self.swarm.task_paused(id).await?;
+                changed = true;
             }
-            Ok::<bool, crate::swarm::SwarmError>(paused)
+            if let Some(cpus) = cpus.filter(|c| *c != state.nano_cpus) {
+                // The limit Swarm gave it, kept before the first cap (and reported, so that the
+                // next run of this agent can lift it after a restart).
+                self.capped.entry(id.to_string()).or_insert(state.nano_cpus);
+                self.swarm.cap_task_cpus(id, cpus).await?;
+                self.process_changed_at.insert(id.to_string(), Utc::now());
+                self.metrics.task_fault(lab, &report.service, if cap.is_some() { "cap" } else { "uncap" });
+                tracing::info!(container = id, service = %report.service, slot = ?report.slot, cpus = cpus as f64 / 1e9, "CPU cap set, as the schedule says");
+                changed = true;
+            }
+            if changed {
+                state = self.swarm.task_process(id).await?;
+            }
+            Ok::<ProcessState, crate::swarm::SwarmError>(state)
         };
         let outcome = outcome.await;
         report.paused_changed_at = self.process_changed_at.get(id).copied();
         match outcome {
-            Ok(paused) => {
-                self.paused_seen.insert(id.to_string(), paused);
-                report.paused = Some(paused);
-                if paused {
+            Ok(state) => {
+                self.process_seen.insert(id.to_string(), state);
+                report.paused = Some(state.paused);
+                if state.paused {
                     self.frozen.insert(id.to_string());
                 } else {
                     self.frozen.remove(id);
                 }
+                // A lifted cap, read back: nothing of this agent's left on it.
+                if cap.is_none() && self.capped.get(id) == Some(&state.nano_cpus) {
+                    self.capped.remove(id);
+                }
+                report.nano_cpus = Some(state.nano_cpus);
             }
             // Its task is going away (a death event follows): nothing to report of it.
             Err(crate::swarm::SwarmError::NotFound(_)) => {
-                self.paused_seen.remove(id);
+                self.process_seen.remove(id);
             }
             Err(e) => {
-                self.paused_seen.remove(id);
+                self.process_seen.remove(id);
                 report.fault_error = Some(e.to_string());
             }
         }
+        report.nano_cpus_before = self.capped.get(id).copied();
     }
 
     fn record_metrics(&self, reports: &BTreeMap<String, Vec<(String, TaskShaping)>>) {
@@ -524,6 +573,7 @@ impl Agent {
         let conn = self.connection().await?;
         let mut previous = BTreeMap::<String, BTreeSet<String>>::new();
         let mut was_frozen = HashSet::new();
+        let mut was_capped = HashMap::new();
         if known.is_none() {
             // Once per start: find what an earlier run of this node's agent left behind.
             let labs: Vec<String> = conn.smembers(keys::LABS).await.map_err(|e| e.to_string())?;
@@ -531,6 +581,7 @@ impl Agent {
                 let existing: BTreeMap<String, String> = conn.hgetall(keys::tasks(&lab)).await.map_err(|e| e.to_string())?;
                 let mine: Vec<TaskShaping> = existing.values().filter_map(|v| serde_json::from_str::<TaskShaping>(v).ok()).filter(|t| t.node == node).collect();
                 was_frozen.extend(mine.iter().filter(|t| t.paused == Some(true)).map(|t| t.container.clone()));
+                was_capped.extend(mine.iter().filter_map(|t| Some((t.container.clone(), t.nano_cpus_before?))));
                 previous.insert(lab, mine.into_iter().map(|t| t.container).collect());
             }
         }
@@ -559,6 +610,7 @@ impl Agent {
         }
         self.published = Some(now_published);
         self.frozen_before.extend(was_frozen);
+        self.capped_before.extend(was_capped);
         Ok(())
     }
 }

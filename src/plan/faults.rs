@@ -1,5 +1,5 @@
 //! What the schedule does to the lab's task processes, for the node agents: which tasks are
-//! frozen now, and which kills were reached. Pure. A kill is published as "kill the tasks that
+//! frozen and which are capped at some CPUs now, and which kills were reached. Pure. A kill is published as "kill the tasks that
 //! started before this time", so it is idempotent without the agents keeping any state: the task
 //! Swarm starts in place of a killed one started after it, and an agent that restarts kills
 //! nothing twice.
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{InForce, Schedule, TaskSet};
+use crate::spec::{CpuCap, InForce, Schedule, TaskSet};
 
 /// Swarm's stop grace period when a service sets none.
 pub const SWARM_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -25,6 +25,9 @@ pub struct ServiceFaults {
     pub paused: TaskSet,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kills: Vec<KillOrder>,
+    /// CPU caps in force, in step order (none: every task at its service's own limit).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpus: Vec<CpuCap>,
 }
 
 /// Kill each task in `tasks` that started before `before`.
@@ -47,6 +50,12 @@ impl KillOrder {
 }
 
 impl ServiceFaults {
+    /// The CPU cap of the task in `slot`, in billionths of a CPU (Docker's `NanoCpus`): the
+    /// last cap that covers it.
+    pub fn cpu_cap(&self, slot: Option<u64>) -> Option<i64> {
+        self.cpus.iter().rev().find(|c| c.tasks.contains(slot)).map(|c| (c.cpus * 1e9).round() as i64)
+    }
+
     /// The order that ends the task in `slot` started at `started`: a kill before a stop (the
     /// harsher one wins).
     pub fn kill_order(&self, slot: Option<u64>, started: DateTime<Utc>) -> Option<&KillOrder> {
@@ -55,14 +64,14 @@ impl ServiceFaults {
     }
 }
 
-/// The faults in force: every service a `pause` step names gets an entry (frozen or not), so
-/// a thaw or a schedule that starts over reaches the agents; each kill reached gets its time,
+/// The faults in force: every service a `pause` or `cpus` step names gets an entry (frozen,
+/// capped or not), so a thaw, a lifted cap or a schedule that starts over reaches the agents; each kill reached gets its time,
 /// from the schedule's time 0 (`started_at`); a stop, its service's stop grace period
 /// (`stop_grace`).
 pub fn faults_in_force(schedule: Option<&Schedule>, in_force: Option<&InForce>, started_at: Option<DateTime<Utc>>, stop_grace: impl Fn(&str) -> std::time::Duration) -> TaskFaults {
     let mut out = TaskFaults::new();
     let Some(schedule) = schedule else { return out };
-    for step in schedule.steps.iter().filter(|s| s.pause.is_some()) {
+    for step in schedule.steps.iter().filter(|s| s.pause.is_some() || s.cpus.is_some()) {
         if let Some(service) = &step.service {
             out.entry(service.clone()).or_default();
         }
@@ -70,6 +79,9 @@ pub fn faults_in_force(schedule: Option<&Schedule>, in_force: Option<&InForce>, 
     let Some(in_force) = in_force else { return out };
     for (service, tasks) in &in_force.paused {
         out.entry(service.clone()).or_default().paused = tasks.clone();
+    }
+    for (service, caps) in &in_force.cpus {
+        out.entry(service.clone()).or_default().cpus = caps.clone();
     }
     if let Some(start) = started_at {
         for kill in &in_force.kills {
@@ -106,6 +118,15 @@ mod tests {
         assert!(b.kill_order(Some(1), t0 + chrono::Duration::seconds(3)).is_some(), "started before the kill: killed");
         assert!(b.kill_order(Some(1), t0 + chrono::Duration::seconds(12)).is_none(), "its replacement is left alone");
         assert_eq!((b.kills[0].grace_ms, b.kills[0].kill_at()), (None, b.kills[0].before), "a kill is SIGKILL at once");
+    }
+
+    #[test]
+    fn a_capped_service_is_listed_before_its_cap_and_a_slot_gets_the_last_cap_covering_it() {
+        let s = schedule("steps:\n- at: 5s\n  service: a\n  cpus: 0.5\n- at: 6s\n  service: a\n  slots: [2]\n  cpus: 0.25\n");
+        let grace = |_: &str| std::time::Duration::from_secs(10);
+        assert_eq!(faults_in_force(Some(&s), None, None, grace).get("a"), Some(&ServiceFaults::default()), "listed uncapped before the schedule runs");
+        let a = &faults_in_force(Some(&s), Some(&s.at(std::time::Duration::from_secs(7))), Some(Utc::now()), grace)["a"];
+        assert_eq!((a.cpu_cap(Some(1)), a.cpu_cap(Some(2)), a.cpu_cap(None)), (Some(500_000_000), Some(250_000_000), Some(500_000_000)));
     }
 
     #[test]

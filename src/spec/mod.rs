@@ -19,5 +19,5 @@ pub use diagnostic::Diagnostic;
 pub use model::*;
 pub use presets::Preset;
 pub use resolve::{resolve_conditions, EffectiveConditions};
-pub use schedule::{InForce, Kill, Schedule, ScheduleStart, Target as ScheduleTarget, TaskSet};
+pub use schedule::{CpuCap, InForce, Kill, Schedule, ScheduleStart, Target as ScheduleTarget, TaskSet};
 pub use validate::{parse_file, revision_of, LabDocument, ValidLab};

@@ -16,7 +16,9 @@
 //!   ended by, steps on networks or services.
 //! - `kill: true` on a service kills its tasks (those in `slots`, or all) that run at the
 //!   step's time; `stop: true` stops them as `docker stop` does; `pause: true` freezes them
-//!   until `pause: false`, `restore: true` on the service, or the end of the run. Their own
+//!   until `pause: false`, `restore: true` on the service, or the end of the run; `cpus: 0.2`
+//!   caps them at a fifth of a core (a slow node, as `docker update --cpus` does, live) until a
+//!   later `cpus` step on them, `restore: true` on the service, or the end of the run. Their own
 //!   target: steps on the service's traffic neither end nor are ended by them.
 //! - A ramp changes fields from `from` to `to` in `steps` equal steps over `over` (or by `by`
 //!   every `every` until `until`), then holds `to`.
@@ -130,7 +132,13 @@ pub struct Step {
     /// `false` thaws them. Frozen until then, `restore: true` on the service, or the end of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<bool>,
-    /// With `kill`, `stop` or `pause`: the task slots (1, 2, … of a replicated service) it acts on;
+    /// Caps the tasks of `service` (those in `slots`, or all) at this many CPUs (`0.2`: a fifth
+    /// of one core), as `docker update --cpus` does, without restarting them: a slow node. Until
+    /// a later `cpus` step on them, `restore: true` on the service, or the end of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01, max = 1024.0))]
+    pub cpus: Option<f64>,
+    /// With `kill`, `stop`, `pause` or `cpus`: the task slots (1, 2, … of a replicated service) it acts on;
     /// default every task of the service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(inner(range(min = 1)))]
@@ -283,10 +291,10 @@ impl Step {
         Target { network: self.network.clone(), service: self.service.clone(), to: self.to.clone() }
     }
 
-    /// A step that kills, stops or freezes tasks: it acts on processes, not on the target's
-    /// traffic.
+    /// A step that kills, stops, freezes or slows tasks: it acts on processes, not on the
+    /// target's traffic.
     pub fn acts_on_tasks(&self) -> bool {
-        self.kill.is_some() || self.stop.is_some() || self.pause.is_some()
+        self.kill.is_some() || self.stop.is_some() || self.pause.is_some() || self.cpus.is_some()
     }
 
     /// How long the step's own change lasts (a ramp's climb, a flap's `for`).
@@ -363,6 +371,14 @@ pub struct Kill {
     pub graceful: bool,
 }
 
+/// A CPU cap in force: the tasks of a service in `tasks` may use `cpus` CPUs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuCap {
+    pub tasks: TaskSet,
+    pub cpus: f64,
+}
+
 /// What is in force at one moment, and when that changes next.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct InForce {
@@ -372,6 +388,9 @@ pub struct InForce {
     pub partition: Vec<Vec<String>>,
     /// Frozen tasks, per service.
     pub paused: BTreeMap<String, TaskSet>,
+    /// CPU caps per service, in the order of their steps: a task's cap is the last one that
+    /// covers it.
+    pub cpus: BTreeMap<String, Vec<CpuCap>>,
     /// The kills of this run reached so far, in order.
     pub kills: Vec<Kill>,
     /// 1-based index of the last step reached in the current run (0: none yet).
@@ -507,12 +526,21 @@ impl Schedule {
                     }
                     None => {}
                 }
+                if let Some(cpus) = step.cpus {
+                    let caps = state.cpus.entry(service.clone()).or_default();
+                    // A cap of every task replaces the ones before it.
+                    if tasks.all {
+                        caps.clear();
+                    }
+                    caps.push(CpuCap { tasks, cpus });
+                }
                 continue;
             }
             let target = step.target();
             if step.restore == Some(true) && target.network.is_none() && target.to.is_none() {
                 if let Some(service) = &target.service {
                     state.paused.remove(service);
+                    state.cpus.remove(service);
                 }
             }
             // The step lasts until the next step on the same target (its tasks' steps aside).
@@ -684,6 +712,23 @@ mod tests {
         assert_eq!(second.kills[0].at, Std::from_secs(28), "the kill of run 2, counted from time 0");
         assert!(at(21).kills.is_empty() && at(22).paused.contains_key("a"), "each run starts over");
         assert_eq!(at(45).kills[0].at, Std::from_secs(28), "end: hold keeps the last run's kill");
+    }
+
+    #[test]
+    fn cpu_caps_hold_until_a_later_cap_restore_or_the_next_run() {
+        let s = schedule(
+            "repeat: 2\nperiod: 20s\nsteps:\n- at: 2s\n  service: a\n  slots: [1]\n  cpus: 0.2\n- at: 4s\n  service: a\n  conditions: {delay: 5ms}\n- at: 5s\n  service: a\n  cpus: 0.5\n- at: 6s\n  service: a\n  slots: [2]\n  cpus: 0.1\n- at: 9s\n  service: a\n  restore: true\n",
+        );
+        let at = |secs: u64| s.at(Std::from_secs(secs));
+        let cap = |st: &InForce, slot: u64| st.cpus.get("a").and_then(|caps| caps.iter().rev().find(|c| c.tasks.contains(Some(slot))).map(|c| c.cpus));
+        assert_eq!((cap(&at(1), 1), cap(&at(2), 1), cap(&at(2), 2)), (None, Some(0.2), None));
+        assert_eq!(cap(&at(4), 1), Some(0.2), "a step on the service's traffic leaves its cap alone");
+        assert_eq!((cap(&at(5), 1), cap(&at(5), 2)), (Some(0.5), Some(0.5)), "a cap of every task replaces the slot's");
+        assert_eq!(at(5).cpus["a"].len(), 1);
+        assert_eq!((cap(&at(6), 1), cap(&at(6), 2)), (Some(0.5), Some(0.1)), "the later cap of a slot wins");
+        assert!(at(9).cpus.is_empty(), "restore on the service lifts its caps");
+        assert!(at(21).cpus.is_empty() && cap(&at(22), 1) == Some(0.2), "each run starts over");
+        assert_eq!(at(5).next_change, Some(Std::from_secs(6)));
     }
 
     #[test]

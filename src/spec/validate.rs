@@ -500,12 +500,12 @@ fn check_schedule(
             check_partition(groups, step, services, &at_ptr, out);
             continue;
         }
-        if ["kill", "stop", "pause"].iter().any(|k| step.get(*k).is_some()) {
+        if TASK_VERBS.iter().any(|k| step.get(*k).is_some()) {
             check_task_step(step, services, defaults, &at_ptr, out);
             continue;
         }
         if step.get("slots").is_some() {
-            out.push(Finding::key(format!("{at_ptr}/slots"), "`slots` picks the tasks a `kill`, `stop` or `pause` step acts on"));
+            out.push(Finding::key(format!("{at_ptr}/slots"), "`slots` picks the tasks a `kill`, `stop`, `pause` or `cpus` step acts on"));
         }
         if step.get("heal").is_some() {
             if let Some(extra) = step.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !matches!(k.as_str(), "at" | "heal")) {
@@ -537,12 +537,15 @@ fn check_schedule(
     }
 }
 
-/// A step that kills, stops or freezes tasks: of one service, in slots it has; nothing else in
-/// the step.
+/// What a step may do to a service's tasks (rather than to its traffic).
+const TASK_VERBS: [&str; 4] = ["kill", "stop", "pause", "cpus"];
+
+/// A step that kills, stops, freezes or slows tasks: of one service, in slots it has; nothing
+/// else in the step.
 fn check_task_step(step: &Value, services: &serde_json::Map<String, Value>, defaults: Option<&Value>, at: &str, out: &mut Vec<Finding>) {
-    let verbs: Vec<&str> = ["kill", "stop", "pause"].into_iter().filter(|k| step.get(*k).is_some()).collect();
+    let verbs: Vec<&str> = TASK_VERBS.into_iter().filter(|k| step.get(*k).is_some()).collect();
     let verb = verbs.first().copied().unwrap_or("kill");
-    if let Some(extra) = step.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !matches!(k.as_str(), "at" | "service" | "slots" | "kill" | "stop" | "pause")) {
+    if let Some(extra) = step.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !matches!(k.as_str(), "at" | "service" | "slots") && !TASK_VERBS.contains(&k.as_str())) {
         let why = if extra == "network" || extra == "to" {
             format!("a `{verb}` step acts on a service's tasks, not on one of its networks or links: leave `{extra}` out")
         } else {
@@ -551,7 +554,7 @@ fn check_task_step(step: &Value, services: &serde_json::Map<String, Value>, defa
         out.push(Finding::key(format!("{at}/{extra}"), why));
     }
     if let [first, second, ..] = verbs[..] {
-        out.push(Finding::key(format!("{at}/{second}"), format!("one step does one of `kill`, `stop` and `pause`, not `{first}` and `{second}`: make two steps")));
+        out.push(Finding::key(format!("{at}/{second}"), format!("one step does one of `kill`, `stop`, `pause` and `cpus`, not `{first}` and `{second}`: make two steps")));
     }
     for verb in ["kill", "stop"] {
         if step.get(verb).and_then(Value::as_bool) == Some(false) {

@@ -5,11 +5,32 @@
 
 use std::collections::HashMap;
 
+use bollard::models::ContainerUpdateBody;
 use bollard::query_parameters::{EventsOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions, StopContainerOptions};
 use futures::{Stream, StreamExt};
 
 use super::{api_err, ContainerChange, DockerSwarm, SwarmError};
 use crate::plan::labels;
+
+/// A task container's process, by Docker's read-back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessState {
+    pub paused: bool,
+    /// The CPUs it may use, in billionths of one (0: no cap).
+    pub nano_cpus: i64,
+}
+
+/// The period of the kernel's CPU quota that a cap uses (its default, 100 ms).
+const CPU_PERIOD_MICROS: i64 = 100_000;
+
+/// A container's CPU limit in billionths of a CPU from its host config: the kernel's quota when
+/// one is set (over its period, 100 ms unless given), else `NanoCpus`; 0 when neither.
+fn cpu_limit(nano_cpus: Option<i64>, quota: Option<i64>, period: Option<i64>) -> i64 {
+    match quota.filter(|q| *q > 0) {
+        Some(q) => q * 1_000_000_000 / period.filter(|p| *p > 0).unwrap_or(CPU_PERIOD_MICROS),
+        None => nano_cpus.unwrap_or(0).max(0),
+    }
+}
 
 /// A running task container on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +132,31 @@ impl DockerSwarm {
         Ok(info.state.and_then(|s| s.paused).unwrap_or(false))
     }
 
+    /// Whether the task's container is frozen, and the CPUs it may use, by Docker's read-back.
+    pub async fn task_process(&self, container: &str) -> Result<ProcessState, SwarmError> {
+        let info = self.docker().inspect_container(container, None::<InspectContainerOptions>).await.map_err(container_err("inspect container", container))?;
+        let paused = info.state.and_then(|s| s.paused).unwrap_or(false);
+        let host = info.host_config.unwrap_or_default();
+        Ok(ProcessState { paused, nano_cpus: cpu_limit(host.nano_cpus, host.cpu_quota, host.cpu_period) })
+    }
+
+    /// Caps the task's container at `nano_cpus` billionths of a CPU (0: no cap), live, as
+    /// `docker update --cpus` does. Docker cannot lift a `NanoCpus` limit (0 there means "leave
+    /// it") nor change a quota where `NanoCpus` is set: a container Swarm made with a limit
+    /// (its service's `resources.cpus`) is capped through `NanoCpus`, which is only ever set back
+    /// to that limit; any other through the kernel's quota (`CpuQuota` over a 100 ms period),
+    /// lifted with -1.
+    pub async fn cap_task_cpus(&self, container: &str, nano_cpus: i64) -> Result<(), SwarmError> {
+        let info = self.docker().inspect_container(container, None::<InspectContainerOptions>).await.map_err(container_err("inspect container", container))?;
+        let by_nano = info.host_config.and_then(|h| h.nano_cpus).unwrap_or(0) > 0;
+        let update = match (by_nano, nano_cpus) {
+            (true, n) => ContainerUpdateBody { nano_cpus: Some(n), ..Default::default() },
+            (false, 0) => ContainerUpdateBody { cpu_quota: Some(-1), ..Default::default() },
+            (false, n) => ContainerUpdateBody { cpu_period: Some(CPU_PERIOD_MICROS), cpu_quota: Some(n / (1_000_000_000 / CPU_PERIOD_MICROS)), ..Default::default() },
+        };
+        self.docker().update_container(container, update).await.map_err(container_err("update container", container))
+    }
+
     /// Freezes (`true`) or thaws the task's container, as `docker pause`/`unpause`.
     pub async fn pause_task(&self, container: &str, paused: bool) -> Result<(), SwarmError> {
         if paused {
@@ -168,6 +214,15 @@ impl DockerSwarm {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_quota_counts_over_its_period_and_otherwise_nano_cpus() {
+        assert_eq!(super::cpu_limit(Some(0), Some(20_000), Some(100_000)), 200_000_000);
+        assert_eq!(super::cpu_limit(Some(0), Some(20_000), None), 200_000_000, "the kernel's default period");
+        assert_eq!(super::cpu_limit(Some(500_000_000), Some(0), Some(0)), 500_000_000);
+        assert_eq!(super::cpu_limit(Some(0), Some(-1), Some(100_000)), 0, "a lifted quota is no cap");
+        assert_eq!(super::cpu_limit(None, None, None), 0);
+    }
+
     #[test]
     fn a_replicated_task_has_a_slot_and_a_global_one_none() {
         assert_eq!(super::slot_of("lab_raft.3.k2x9q8w7e6r5t4y3u2i1o0p9a", "lab_raft"), Some(3));

@@ -13,7 +13,7 @@ pub mod spec;
 pub use copy::TaskContainer;
 pub use docker::DockerSwarm;
 pub use exec::{ExecOutput, TaskExec};
-pub use local::{LocalTask, LocalTaskEvent};
+pub use local::{LocalTask, LocalTaskEvent, ProcessState};
 pub use logs::{task_label, LabTask, LogLine, LogRange};
 pub(crate) use docker::api_err;
 

@@ -87,10 +87,10 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
     }
     let processes: Vec<_> = tasks.iter().filter(|t| t.paused.is_some() || t.fault_error.is_some()).collect();
     if !processes.is_empty() {
-        println!("\nTasks the schedule pauses or kills (Docker's read-back):");
+        println!("\nTasks the schedule pauses, caps or kills (Docker's read-back):");
         let mut t = Table::new();
         t.load_preset(NOTHING);
-        t.set_header(["TASK", "SERVICE", "SLOT", "NODE", "STARTED", "PAUSED", "PROBLEMS"]);
+        t.set_header(["TASK", "SERVICE", "SLOT", "NODE", "STARTED", "PAUSED", "CPUS", "PROBLEMS"]);
         for task in processes {
             t.add_row([
                 task.container.clone(),
@@ -99,6 +99,7 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
                 task.node.clone(),
                 task.started_at.map(|t| t.format("%H:%M:%S%.3f").to_string()).unwrap_or_else(|| "-".into()),
                 task.paused.map(|p| if p { "yes" } else { "no" }).unwrap_or("-").to_string(),
+                cpus_cell(task.nano_cpus, task.nano_cpus_before),
                 task.fault_error.clone().unwrap_or_default(),
             ]);
         }
@@ -118,6 +119,14 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
     }
     println!("{t}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A task's CPU limit as Docker reads it back: `0.2 (capped)` while the schedule's cap holds,
+/// `any` with no limit.
+fn cpus_cell(nano_cpus: Option<i64>, before: Option<i64>) -> String {
+    let Some(nano) = nano_cpus else { return "-".into() };
+    let limit = if nano == 0 { "any".to_string() } else { format!("{}", nano as f64 / 1e9) };
+    if before.is_some() { format!("{limit} (capped)") } else { limit }
 }
 
 /// Conditions as a user writes them (`delay 40ms, loss 1%, toward b: delay 80ms`), not as JSON.
