@@ -28,6 +28,8 @@ pub struct ContainerSample {
     pub read_at: Option<DateTime<Utc>>,
     /// CPU time of all its processes since it started.
     pub cpu_seconds: f64,
+    /// The cores its CPU quota allows (`None`: no quota, or not known).
+    pub cpu_limit_cores: Option<f64>,
     /// Memory in use, less the page cache the kernel can reclaim (what `docker stats` shows).
     pub memory_bytes: u64,
     /// Its memory limit (the node's memory when it has none).
@@ -65,6 +67,10 @@ pub struct TaskUsage {
     /// shows it as 100%).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_cores: Option<f64>,
+    /// The cores its CPU quota allows (a service's `resources.cpus`, a schedule's `cpus` cap);
+    /// absent with none, or where the agent reads Docker's stats (which do not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit_cores: Option<f64>,
     pub memory_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit_bytes: Option<u64>,
@@ -115,6 +121,7 @@ impl TaskUsage {
             sampled_at,
             cpu_seconds: sample.cpu_seconds,
             cpu_cores,
+            cpu_limit_cores: sample.cpu_limit_cores,
             memory_bytes: sample.memory_bytes,
             memory_limit_bytes: sample.memory_limit_bytes,
             networks,
@@ -268,7 +275,7 @@ mod tests {
     fn sample(cpu: f64, rx: u64, tx: u64) -> ContainerSample {
         let eth1 = InterfaceCounters { rx_bytes: rx, tx_bytes: tx, rx_packets: 10, tx_packets: 20, ..Default::default() };
         let eth0 = InterfaceCounters { rx_bytes: 7, ..Default::default() };
-        ContainerSample { read_at: None, cpu_seconds: cpu, memory_bytes: 4 << 20, memory_limit_bytes: Some(64 << 20), interfaces: BTreeMap::from([("eth0".into(), eth0), ("eth1".into(), eth1)]) }
+        ContainerSample { read_at: None, cpu_seconds: cpu, cpu_limit_cores: None, memory_bytes: 4 << 20, memory_limit_bytes: Some(64 << 20), interfaces: BTreeMap::from([("eth0".into(), eth0), ("eth1".into(), eth1)]) }
     }
 
     #[test]

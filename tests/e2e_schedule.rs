@@ -455,6 +455,8 @@ fn spawn_agent(lab: &Lab, log: &str) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
         .args(["agent", "--redis", &lab.redis.url()])
         .env("DOCKER_API_VERSION", "1.41")
+        // `labctl top` within a second or two.
+        .env("LABD_USAGE_INTERVAL", "1s")
         .stdout(std::process::Stdio::null())
         .stderr(out)
         .spawn()
@@ -522,6 +524,30 @@ fn a_capture_marks_the_schedule_s_steps_and_follows_a_killed_task_s_replacement(
     assert!(stderr.contains("pong.1/lan: its interface went away"), "the killed task's end is said: {stderr}");
 }
 
+/// An agent the test started, killed with the test even when it fails (a second agent on
+/// the node would answer for the tasks in the next run).
+struct KillOnDrop(std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The CPU time (user and system, in seconds) a task's main process has used, from the host.
 fn cpu_seconds(container: &str) -> f64 {
     let pid = pid_of(container);
@@ -551,7 +577,7 @@ fn a_cpus_step_slows_one_task_live_and_the_next_agent_lifts_the_cap_once_the_sch
     let plain = lab_yaml("slow", "    a: {replicas: 2, init: false, command: [sh, -c, 'while :; do :; done']}\n    b: {resources: {cpus: 0.5}}\n");
     lab.write("slow.yaml", &format!("{plain}  schedule:\n    steps:\n    - {{at: 0s, service: a, slots: [1], cpus: 0.2}}\n    - {{at: 0s, service: b, cpus: 0.1}}\n"));
     lab.start_labd_args(&["--no-agent"]);
-    let mut agent = spawn_agent(&lab, "agent1.log");
+    let mut agent = KillOnDrop(spawn_agent(&lab, "agent1.log"));
     lab.wait_phase("slow", "Ready", READY);
     let out = lab.labctl(&["wait", "slow", "--for", "step=1", "--timeout", "20s"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -567,6 +593,17 @@ fn a_cpus_step_slows_one_task_live_and_the_next_agent_lifts_the_cap_once_the_sch
     assert!(used[1] >= 0.5 && used[1] > 2.0 * used[0], "the other ran free: {used:?}");
     let describe = String::from_utf8_lossy(&lab.labctl(&["describe", "slow"]).stdout).to_string();
     assert!(describe.contains("0.2 (capped)"), "{describe}");
+    // `labctl top` shows the cap beside what the task uses.
+    eventually("labctl top to show the cap", Duration::from_secs(15), || {
+        let top: serde_json::Value = serde_json::from_slice(&lab.labctl(&["top", "slow", "-o", "json"]).stdout).map_err(|e| e.to_string())?;
+        let row = top.as_array().and_then(|rows| rows.iter().find(|r| r["service"] == "a" && r["slot"] == 1).cloned()).ok_or("no row for a.1")?;
+        match (row["cpuLimitCores"].as_f64(), row["cpuCores"].as_f64()) {
+            (Some(limit), Some(used)) if (limit - 0.2).abs() < 1e-9 && used <= 0.26 => Ok(()),
+            _ => Err(row.to_string()),
+        }
+    });
+    let table = String::from_utf8_lossy(&lab.labctl(&["top", "slow"]).stdout).to_string();
+    assert!(table.lines().any(|l| l.trim_start().starts_with("a.1") && l.contains("of 20%")), "{table}");
     // Lifted by hand while the step holds: the agent's read-back puts it back.
     docker_ok(&["update", "--cpu-quota", "-1", &one]);
     eventually("the cap set again", Duration::from_secs(15), || {
@@ -582,7 +619,7 @@ fn a_cpus_step_slows_one_task_live_and_the_next_agent_lifts_the_cap_once_the_sch
         if left.trim() == "0" { Ok(()) } else { Err(left) }
     });
     // The next agent finds the cap in its predecessor's report: its own to lift.
-    let mut agent = spawn_agent(&lab, "agent2.log");
+    let mut agent = KillOnDrop(spawn_agent(&lab, "agent2.log"));
     eventually("the caps lifted", Duration::from_secs(20), || {
         let (q, n) = (quota(&one), nano(&b));
         if q.starts_with("-1/") && n == "500000000" { Ok(()) } else { Err(format!("a.1 {q}, b {n}")) }

@@ -19,6 +19,8 @@ use crate::usage::{ContainerSample, InterfaceCounters};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupFiles {
     cpu: CpuFile,
+    /// Where its CPU quota is, if this agent can see it.
+    cpu_limit: Option<CpuLimitFile>,
     memory: MemoryFiles,
     net_dev: PathBuf,
 }
@@ -29,6 +31,30 @@ enum CpuFile {
     Nanoseconds(PathBuf),
     /// v2 `cpu.stat`: its `usage_usec` line.
     Stat(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CpuLimitFile {
+    /// v1 `cpu.cfs_quota_us` (-1: none) beside `cpu.cfs_period_us`.
+    QuotaAndPeriod(PathBuf, PathBuf),
+    /// v2 `cpu.max`: `QUOTA PERIOD`, or `max PERIOD`.
+    Max(PathBuf),
+}
+
+impl CpuLimitFile {
+    /// The cores the quota allows (`None`: no quota).
+    fn read(&self) -> Option<f64> {
+        let read = |p: &Path| std::fs::read_to_string(p).ok();
+        let (quota, period) = match self {
+            CpuLimitFile::QuotaAndPeriod(q, p) => (read(q)?.trim().parse::<i64>().ok()?, read(p)?.trim().parse::<i64>().ok()?),
+            CpuLimitFile::Max(p) => {
+                let text = read(p)?;
+                let mut parts = text.split_whitespace();
+                (parts.next()?.parse::<i64>().ok()?, parts.next()?.parse::<i64>().ok()?)
+            }
+        };
+        (quota > 0 && period > 0).then(|| quota as f64 / period as f64)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,14 +129,20 @@ impl CgroupFiles {
             let dir = root.join(unified?.trim_start_matches('/'));
             CgroupFiles {
                 cpu: CpuFile::Stat(dir.join("cpu.stat")),
+                cpu_limit: Some(CpuLimitFile::Max(dir.join("cpu.max"))),
                 memory: MemoryFiles { usage: dir.join("memory.current"), stat: dir.join("memory.stat"), inactive: "inactive_file", limit: dir.join("memory.max") },
                 net_dev,
             }
         } else {
             let cpu = existing(root, &["cpuacct", "cpu,cpuacct", "cpuacct,cpu"], v1.get("cpuacct")?, "cpuacct.usage")?;
             let memory_dir = existing(root, &["memory"], v1.get("memory")?, "memory.usage_in_bytes")?.parent()?.to_path_buf();
+            let quota = v1.get("cpu").and_then(|path| existing(root, &["cpu", "cpu,cpuacct", "cpuacct,cpu"], path, "cpu.cfs_quota_us"));
             CgroupFiles {
                 cpu: CpuFile::Nanoseconds(cpu),
+                cpu_limit: quota.map(|q| {
+                    let period = q.with_file_name("cpu.cfs_period_us");
+                    CpuLimitFile::QuotaAndPeriod(q, period)
+                }),
                 memory: MemoryFiles {
                     usage: memory_dir.join("memory.usage_in_bytes"),
                     stat: memory_dir.join("memory.stat"),
@@ -140,6 +172,7 @@ impl CgroupFiles {
         Ok(ContainerSample {
             read_at: Some(chrono::Utc::now()),
             cpu_seconds,
+            cpu_limit_cores: self.cpu_limit.as_ref().and_then(CpuLimitFile::read),
             memory_bytes: usage - inactive,
             memory_limit_bytes: limit,
             interfaces: parse_net_dev(&read(&self.net_dev)?),
@@ -185,11 +218,14 @@ mod tests {
         write(&cg.join("memory.current"), "10000000\n");
         write(&cg.join("memory.stat"), "anon 5000000\nfile 5000000\ninactive_file 4000000\n");
         write(&cg.join("memory.max"), "max\n");
+        write(&cg.join("cpu.max"), "max 100000\n");
         write(&proc.join("42/cgroup"), "0::/system.slice/docker-ab12.scope\n");
         write(&proc.join("42/net/dev"), NET_DEV);
         let files = CgroupFiles::locate_in(&root, &proc, 42).expect("found");
         let sample = files.read().unwrap();
-        assert_eq!((sample.cpu_seconds, sample.memory_bytes, sample.memory_limit_bytes), (2.5, 6_000_000, None));
+        assert_eq!((sample.cpu_seconds, sample.memory_bytes, sample.memory_limit_bytes, sample.cpu_limit_cores), (2.5, 6_000_000, None, None));
+        write(&cg.join("cpu.max"), "20000 100000\n");
+        assert_eq!(files.read().unwrap().cpu_limit_cores, Some(0.2), "a quota of 20 ms in every 100 ms");
         assert_eq!(sample.interfaces["eth0"].tx_bytes, 73_140);
         assert!(CgroupFiles::locate_in(&root, &proc, 43).is_none(), "no such process");
     }
@@ -199,12 +235,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (root, proc) = (dir.path().join("cgroup"), dir.path().join("proc"));
         write(&root.join("cpu,cpuacct/docker/f79d/cpuacct.usage"), "31882523\n");
+        write(&root.join("cpu,cpuacct/docker/f79d/cpu.cfs_quota_us"), "50000\n");
+        write(&root.join("cpu,cpuacct/docker/f79d/cpu.cfs_period_us"), "100000\n");
         write(&root.join("memory/docker/f79d/memory.usage_in_bytes"), "1323008\n");
         write(&root.join("memory/docker/f79d/memory.stat"), "cache 200000\ninactive_file 100\ntotal_inactive_file 118784\n");
         write(&root.join("memory/docker/f79d/memory.limit_in_bytes"), "9223372036854771712\n");
         write(&proc.join("7/cgroup"), "4:memory:/docker/f79d\n2:cpu,cpuacct:/docker/f79d\n0::/docker/f79d\n");
         write(&proc.join("7/net/dev"), NET_DEV);
         let sample = CgroupFiles::locate_in(&root, &proc, 7).expect("found").read().unwrap();
+        assert_eq!(sample.cpu_limit_cores, Some(0.5), "the quota over its period");
         assert!((sample.cpu_seconds - 0.031_882_523).abs() < 1e-12);
         assert_eq!((sample.memory_bytes, sample.memory_limit_bytes), (1_323_008 - 118_784, None), "usage less total_inactive_file, no limit");
         // Without the memory controller's tree (an agent's container without the host's), Docker is asked.

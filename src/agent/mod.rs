@@ -86,6 +86,9 @@ pub struct Agent {
     /// Containers this agent asked to stop, within their grace period (until they are gone): a
     /// kill step reached meanwhile still kills them at its own time.
     stopping: HashSet<String>,
+    /// Why Docker refused a stop, by container (written by the stop's own task): reported at
+    /// the next pass, which asks again.
+    stop_refused: std::sync::Arc<std::sync::Mutex<HashMap<String, String>>>,
     /// When this agent last froze or thawed each container (reported: the step's time applied).
     process_changed_at: HashMap<String, chrono::DateTime<Utc>>,
     /// Docker's last word on each container's process (frozen, CPU cap).
@@ -131,6 +134,7 @@ impl Agent {
             frozen_before: HashSet::new(),
             killed: HashSet::new(),
             stopping: HashSet::new(),
+            stop_refused: Default::default(),
             process_changed_at: HashMap::new(),
             process_seen: HashMap::new(),
             capped: HashMap::new(),
@@ -379,6 +383,9 @@ impl Agent {
         self.frozen.retain(|id| tasks.contains_key(id));
         self.killed.retain(|id| tasks.contains_key(id));
         self.stopping.retain(|id| tasks.contains_key(id));
+        if let Ok(mut refused) = self.stop_refused.lock() {
+            refused.retain(|id, _| tasks.contains_key(id));
+        }
         self.process_changed_at.retain(|id, _| tasks.contains_key(id));
         self.process_seen.retain(|id, _| tasks.contains_key(id));
         self.capped.retain(|id, _| tasks.contains_key(id));
@@ -441,11 +448,18 @@ impl Agent {
                     }
                 }
             }
+            report.nano_cpus_before = self.capped.get(id).copied();
             return;
         };
         if let Some(order) = report.started_at.and_then(|t| faults.kill_order(report.slot, t)) {
             // On its way out (its death event forgets it): nothing more to send, but a kill to
             // a task still within a stop's grace.
+            let refused = self.stop_refused.lock().ok().and_then(|mut r| r.remove(id));
+            if let Some(e) = refused {
+                // Reported, and asked again below.
+                report.fault_error = Some(e);
+                self.stopping.remove(id);
+            }
             if self.killed.contains(id) || (order.grace_ms.is_some() && self.stopping.contains(id)) {
                 return;
             }
@@ -455,10 +469,16 @@ impl Agent {
                 // agent that restarts meanwhile gives what is left of it).
                 let grace = (order.kill_at() - Utc::now()).to_std().unwrap_or_default();
                 let (swarm, container, service, slot) = (self.swarm.clone(), id.to_string(), report.service.clone(), report.slot);
+                let refused = self.stop_refused.clone();
                 tokio::spawn(async move {
                     match swarm.stop_task(&container, grace).await {
                         Ok(()) | Err(crate::swarm::SwarmError::NotFound(_)) => tracing::info!(container, service, slot, "stopped, as the schedule says"),
-                        Err(e) => tracing::warn!(container, service, slot, error = %e, "cannot stop the task as the schedule says"),
+                        Err(e) => {
+                            tracing::warn!(container, service, slot, error = %e, "cannot stop the task as the schedule says");
+                            if let Ok(mut refused) = refused.lock() {
+                                refused.insert(container, format!("stop refused: {e}"));
+                            }
+                        }
                     }
                 });
                 self.metrics.task_fault(lab, &report.service, "stop");

@@ -54,6 +54,8 @@ pub(crate) fn sample_of(stats: &ContainerStatsResponse) -> ContainerSample {
     ContainerSample {
         read_at,
         cpu_seconds: cpu_ns as f64 / 1e9,
+        // Docker's stats do not carry the quota.
+        cpu_limit_cores: None,
         memory_bytes: usage - reclaimable,
         memory_limit_bytes: memory.and_then(|m| m.limit).filter(|l| *l > 0),
         interfaces,

@@ -37,6 +37,16 @@ pub async fn run(url: &str, lab: &str, output: Output, watch: bool) -> anyhow::R
     }
 }
 
+/// CPU as `docker stats` shows it (100% = one core), with the quota when there is one:
+/// `19.8% of 20%` (a schedule's `cpus` cap, or the service's own limit).
+fn cpu_cell(cores: Option<f64>, limit: Option<f64>) -> String {
+    let used = cores.map_or_else(|| "-".to_string(), |c| format!("{:.1}%", c * 100.0));
+    match limit {
+        Some(l) => format!("{used} of {}%", (l * 1000.0).round() / 10.0),
+        None => used,
+    }
+}
+
 /// One row per task and network; the task's own columns on its first row only.
 fn usage_table(usage: &[TaskUsage], now: DateTime<Utc>) -> String {
     let mut t = Table::new();
@@ -46,7 +56,7 @@ fn usage_table(usage: &[TaskUsage], now: DateTime<Utc>) -> String {
         let task = [
             u.task_name(),
             u.node.clone(),
-            u.cpu_cores.map_or_else(|| "-".to_string(), |c| format!("{:.1}%", c * 100.0)),
+            cpu_cell(u.cpu_cores, u.cpu_limit_cores),
             binary_bytes(u.memory_bytes),
         ];
         let sampled = format!("{}s ago", (now - u.sampled_at).num_seconds().max(0));
@@ -91,6 +101,7 @@ mod tests {
             node: "n1".into(),
             sampled_at: now - chrono::Duration::seconds(3),
             cpu_cores: Some(0.125),
+            cpu_limit_cores: Some(0.2),
             memory_bytes: 3 << 20,
             networks: vec![net("dht", 1_234_567, Some(12_000.0)), net("mgmt", 10, None)],
             ..Default::default()
@@ -99,7 +110,7 @@ mod tests {
         let text = usage_table(&[kv, mon], now);
         let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
         assert_eq!(rows[0], ["TASK", "NODE", "CPU", "MEMORY", "NETWORK", "RECEIVE/s", "SEND/s", "RECEIVED", "SENT", "SAMPLED"]);
-        assert_eq!(rows[1], ["kv.1", "n1", "12.5%", "3.0MiB", "dht", "12.0kB/s", "6.0kB/s", "1.2MB", "2.5kB", "3s", "ago"]);
+        assert_eq!(rows[1], ["kv.1", "n1", "12.5%", "of", "20%", "3.0MiB", "dht", "12.0kB/s", "6.0kB/s", "1.2MB", "2.5kB", "3s", "ago"]);
         assert_eq!(rows[2], ["mgmt", "-", "-", "10B", "2.5kB"], "{text}");
         assert_eq!(rows[3], ["mon@n2", "n2", "-", "900B", "-", "0s", "ago"], "{text}");
     }
