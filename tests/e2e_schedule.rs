@@ -471,7 +471,7 @@ fn a_task_frozen_when_its_agent_was_killed_is_thawed_by_the_next_once_its_schedu
     let plain = lab_yaml("thaw", "    a: {}\n");
     lab.write("thaw.yaml", &format!("{plain}  schedule:\n    steps:\n    - {{at: 0s, service: a, pause: true}}\n"));
     lab.start_labd_args(&["--no-agent"]);
-    let mut agent = spawn_agent(&lab, "agent1.log");
+    let mut agent = KillOnDrop(spawn_agent(&lab, "agent1.log"));
     lab.wait_phase("thaw", "Ready", READY);
     // `docker ps` lists running and paused containers (`status=running` would miss it).
     let container = || docker_ok(&["ps", "-q", "--filter", "label=com.docker.swarm.service.name=thaw_a"]).trim().to_string();
@@ -489,13 +489,12 @@ fn a_task_frozen_when_its_agent_was_killed_is_thawed_by_the_next_once_its_schedu
         if left.trim() == "0" { Ok(()) } else { Err(left) }
     });
     // The next agent finds the task frozen in its predecessor's report: its own to thaw.
-    let mut agent = spawn_agent(&lab, "agent2.log");
+    let agent = KillOnDrop(spawn_agent(&lab, "agent2.log"));
     eventually("the task thawed", Duration::from_secs(20), || {
         let paused = docker_ok(&["inspect", &a, "--format", "{{.State.Paused}}"]);
         if paused.trim() == "false" { Ok(()) } else { Err(format!("paused: {paused}")) }
     });
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
     assert_eq!(running_container_of("thaw_a"), a, "the same task, thawed, not replaced");
 }
 
@@ -619,13 +618,12 @@ fn a_cpus_step_slows_one_task_live_and_the_next_agent_lifts_the_cap_once_the_sch
         if left.trim() == "0" { Ok(()) } else { Err(left) }
     });
     // The next agent finds the cap in its predecessor's report: its own to lift.
-    let mut agent = KillOnDrop(spawn_agent(&lab, "agent2.log"));
+    let agent = KillOnDrop(spawn_agent(&lab, "agent2.log"));
     eventually("the caps lifted", Duration::from_secs(20), || {
         let (q, n) = (quota(&one), nano(&b));
         if q.starts_with("-1/") && n == "500000000" { Ok(()) } else { Err(format!("a.1 {q}, b {n}")) }
     });
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
     assert_eq!(running_container_of_slot("slow_a", 1), one, "the same task, not replaced");
     let used = cores_used(&[&one], Duration::from_secs(2));
     assert!(used[0] >= 0.5, "uncapped, it runs free again: {:.2} cores", used[0]);
