@@ -1,6 +1,6 @@
 //! End-to-end on a real three-node swarm (scripts/multinode.sh): placement over workers,
 //! cross-node service names, shaping on every node, a node lost and back, and tasks frozen,
-//! thawed and killed by each worker's agent.
+//! thawed and killed by each worker's agent, and one capture of every node's tasks through the agents.
 
 mod common;
 
@@ -150,38 +150,104 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     assert_eq!(tops.iter().filter(|t| t.starts_with("w@")).cloned().collect::<Vec<_>>(), ["w@slmn-n2", "w@slmn-n2", "w@slmn-n3", "w@slmn-n3"], "{tops:?}");
     assert!(tops.iter().all(|t| !t.ends_with("slmn-n1")), "nothing on the manager: {tops:?}");
 
-    // `labctl capture` on n2 for 8 s while a task there pings every task of w (20 pings each, one
-    // target after the other): the frames name the tasks on n3 too (by their agent's report),
-    // not only the two captured here.
+    // Two captures at once while a task on n2 pings every task of w (20 pings each, one target
+    // after the other): one on n2 (its two tasks there, n3's through n3's agent), a line per
+    // frame; one on the manager, which runs no task of w (all four through the agents), to a
+    // pcapng file. Pinging starts once the manager's capture has all four taps.
     let on_n3: Vec<String> = task_reports(&lab, "spread").iter().filter(|r| r["service"] == "w" && r["node"] == "slmn-n3").map(|r| format!("w.{}", r["slot"])).collect();
     assert_eq!(on_n3.len(), 2, "{on_n3:?}");
+    let capture = |host: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_labctl"))
+            .args(["capture", "spread", "w"])
+            .args(args)
+            .env("REDIS_URL", &redis)
+            .env("DOCKER_HOST", host)
+            .env("DOCKER_API_VERSION", "1.41")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let on_n2 = capture("unix:///run/slmn/n2/docker.sock", &["--duration", "9s"]);
+    let file = lab.dir.path().join("spread.pcapng");
+    let mut from_manager = capture(MANAGER, &["--duration", "9s", "-w", file.to_str().unwrap()]);
+    let (said_tx, said_rx) = std::sync::mpsc::channel::<String>();
+    let stderr = from_manager.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = said_tx.send(line);
+        }
+    });
+    let mut manager_said = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while manager_said.iter().filter(|l: &&String| l.contains("now also w.")).count() < 4 {
+        match said_rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(line) => manager_said.push(line),
+            Err(_) => panic!("the manager's capture did not open the four taps through the agents: {manager_said:#?}"),
+        }
+    }
     let mut pings = Command::new(env!("CARGO_BIN_EXE_labctl"))
         .args(["probe", "spread", "w", "--to", "w", "-c", "20", "--interval", "50"])
         .env("REDIS_URL", &redis)
         .env("DOCKER_HOST", "unix:///run/slmn/n2/docker.sock")
         .env("DOCKER_API_VERSION", "1.41")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
-        .args(["capture", "spread", "w", "--duration", "8s"])
-        .env("REDIS_URL", &redis)
-        .env("DOCKER_HOST", "unix:///run/slmn/n2/docker.sock")
-        .env("DOCKER_API_VERSION", "1.41")
-        .output()
-        .unwrap();
+    let out = on_n2.wait_with_output().unwrap();
+    let manager_done = from_manager.wait().unwrap();
     let _ = pings.kill();
     let _ = pings.wait();
+    manager_said.extend(said_rx.try_iter());
+    let manager_said = manager_said.join("\n");
+
     let (lines, said) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
     assert!(out.status.success(), "{said}");
-    assert!(said.contains("on slmn-n2, w.") && said.contains(" frames;"), "{said}");
-    // n2 is a worker (it cannot list tasks): the tasks elsewhere are named from the agents' reports.
-    assert!(said.contains("not captured in the tasks on other nodes") && said.matches(" on slmn-n3").count() == 2, "{said}");
+    assert!(said.contains("on slmn-n2, w.") && said.contains("on slmn-n3 through its agent") && said.contains(" frames;"), "{said}");
+    assert!(!said.contains("not captured") && !said.contains("lost on the way"), "{said}\n{lines}");
+    for t in &on_n3 {
+        assert!(lines.lines().any(|l| l.starts_with("=== ") && l.contains(&format!("capturing {t}/lan (on slmn-n3, through its agent)"))), "{t} joins through n3's agent:\n{lines}");
+    }
     let echoes: Vec<&str> = lines.lines().filter(|l| l.contains("ICMP echo")).collect();
     assert!(!echoes.is_empty(), "{lines}");
     assert!(echoes.iter().all(|l| !l.contains(" 10.")), "every address named by its task:\n{lines}");
-    assert!(echoes.iter().any(|l| on_n3.iter().any(|t| l.contains(&format!("> {t}: ICMP echo request")))), "pings toward the tasks on n3 ({on_n3:?}), named:\n{lines}");
+    // A frame seen in a task on n3 itself (its tap is the line's second column), not only on
+    // n2's end of the echo.
+    let tap_of = |l: &str| l.split_whitespace().nth(1).unwrap_or("").to_string();
+    assert!(
+        echoes.iter().any(|l| on_n3.iter().any(|t| tap_of(l) == format!("{t}/lan") && l.contains(&format!("> {t}: ICMP echo request")))),
+        "pings arriving in the tasks on n3, captured there:\n{lines}"
+    );
+
+    assert!(manager_done.success(), "{manager_said}");
+    assert!(manager_said.contains("on slmn-n2, slmn-n3 through their agents") && manager_said.contains("0 dropped by the kernel") && !manager_said.contains("lost"), "{manager_said}");
+    let (interfaces, names, frames) = read_capture(&file);
+    let mut sorted = interfaces.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["w.1/lan", "w.2/lan", "w.3/lan", "w.4/lan"], "each task of w, on both workers");
+    assert!(names.len() >= 6, "every task's address named: {names:?}");
+    // Each echo request toward a task on n3 is seen leaving its sender on n2 (after the sender's
+    // 20 ms, which a task's conditions add before its interface) and arriving on n3 a moment
+    // later, then its reply leaving n3 20 ms after that (n3's task's own condition): the frames
+    // of both nodes on one clock, each stamped by its kernel and relayed intact.
+    let on_n3_tap = |tap: usize| on_n3.iter().any(|t| interfaces[tap] == format!("{t}/lan"));
+    let (mut crossings, mut held) = (Vec::new(), Vec::new());
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    for arrived in frames.iter().filter(|f| f.3 == 8 && !f.2 && on_n3_tap(f.0)) {
+        // The nearest before it: a later ping process may reuse an ICMP id.
+        if let Some(sent) = frames.iter().filter(|f| f.3 == 8 && f.2 && !on_n3_tap(f.0) && f.4 == arrived.4 && f.5 == arrived.5 && f.1 <= arrived.1).max_by_key(|f| f.1) {
+            crossings.push(ms(arrived.1) - ms(sent.1));
+        }
+        if let Some(reply) = frames.iter().filter(|f| f.3 == 0 && f.2 && f.0 == arrived.0 && f.4 == arrived.4 && f.5 == arrived.5 && f.1 >= arrived.1).min_by_key(|f| f.1) {
+            held.push(ms(reply.1) - ms(arrived.1));
+        }
+    }
+    println!("capture through the agents: {} echo requests seen at both ends across nodes, {crossings:.2?} ms apart; held on n3 {held:.1?} ms", crossings.len());
+    assert!(crossings.len() >= 20 && held.len() >= 20, "the pings to n3's tasks, seen at both ends: {crossings:?} {held:?}");
+    assert!(crossings.iter().all(|ms| (0.0..5.0).contains(ms)), "n2 out, then n3 in, within a few ms (one host): {crossings:?}");
+    assert!(held.iter().all(|ms| (19.5..35.0).contains(ms)), "n3's task holds its reply 20 ms: {held:?}");
 
     // A worker's daemon goes away: Degraded, naming the node; back: Ready and shaped again.
     multinode(&["stop-node", "3"]);

@@ -388,46 +388,6 @@ fn top_shows_each_task_s_traffic_per_network_at_the_rate_the_lab_sets() {
     });
 }
 
-/// (interface names, name records, frames as (interface, time, outbound, ICMP type, ICMP id)) of a pcapng file.
-type Captured = (Vec<String>, Vec<(Vec<u8>, String)>, Vec<(usize, Duration, bool, u8, u16)>);
-
-fn read_capture(path: &std::path::Path) -> Captured {
-    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
-    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
-    use pcap_file::pcapng::blocks::name_resolution::Record;
-    use pcap_file::pcapng::{Block, PcapNgReader};
-    let bytes = std::fs::read(path).unwrap();
-    let mut reader = PcapNgReader::new(&bytes[..]).expect("a pcapng file");
-    let (mut names, mut frames) = (Vec::new(), Vec::new());
-    while let Some(block) = reader.next_block() {
-        match block.expect("a readable block") {
-            Block::NameResolution(nrb) => {
-                for record in nrb.records {
-                    if let Record::Ipv4(r) = record {
-                        names.push((r.ip_addr.to_vec(), r.names[0].to_string()));
-                    }
-                }
-            }
-            Block::EnhancedPacket(p) => {
-                let outbound = p.options.iter().any(|o| matches!(o, EnhancedPacketOption::Flags(f) if f & 0b11 == 0b10));
-                let packet = etherparse::SlicedPacket::from_ethernet(&p.data).expect("an Ethernet frame");
-                let (kind, id) = match packet.transport {
-                    Some(etherparse::TransportSlice::Icmpv4(icmp)) => (icmp.type_u8(), u16::from_be_bytes([icmp.slice()[4], icmp.slice()[5]])),
-                    _ => (255, 0),
-                };
-                frames.push((p.interface_id as usize, p.timestamp, outbound, kind, id));
-            }
-            _ => {}
-        }
-    }
-    let interfaces = reader
-        .interfaces()
-        .iter()
-        .map(|i| i.options.iter().find_map(|o| if let InterfaceDescriptionOption::IfName(n) = o { Some(n.to_string()) } else { None }).unwrap_or_default())
-        .collect();
-    (interfaces, names, frames)
-}
-
 #[test]
 fn capture_shows_each_task_s_frames_named_by_the_lab_with_the_delay_its_conditions_add() {
     let mut lab = Lab::new();
@@ -477,7 +437,7 @@ fn capture_shows_each_task_s_frames_named_by_the_lab_with_the_delay_its_conditio
             println!("labd: {line}");
         }
         for frame in &frames {
-            println!("frame (tap, since epoch, outbound, icmp type, id): {frame:?}");
+            println!("frame (tap, since epoch, outbound, icmp type, id, seq): {frame:?}");
         }
     }
     assert!(undelayed.len() <= 1, "pong's 100ms delay between request in and reply out, of {whole} echoes: {undelayed:?}");

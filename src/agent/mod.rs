@@ -3,6 +3,7 @@
 //! reads desired shaping from Redis and writes back, per task, what it applied.
 
 pub mod apply;
+pub mod capture;
 pub mod cgroup;
 pub mod running;
 pub mod usage;
@@ -107,8 +108,8 @@ pub struct Agent {
     running: Running,
     inbox: Inbox,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
-    /// The tasks and labs for the usage sampler, when it runs.
-    usage: Option<tokio::sync::watch::Sender<usage::Snapshot>>,
+    /// This node's tasks and the labs, for the usage sampler and the capture server.
+    tasks_seen: tokio::sync::watch::Sender<usage::Snapshot>,
 }
 
 impl Agent {
@@ -144,7 +145,7 @@ impl Agent {
             running: Running::default(),
             inbox: Inbox::default(),
             metrics: Default::default(),
-            usage: None,
+            tasks_seen: tokio::sync::watch::Sender::new(usage::Snapshot::default()),
         }
     }
 
@@ -198,11 +199,11 @@ impl Agent {
         });
         let nudges = tokio::spawn(nudge_on_shaping_changes(self.config.redis_url.clone(), wake.clone()));
         let sampler = self.config.usage_every.filter(|every| !every.is_zero()).map(|every| {
-            let (tx, rx) = tokio::sync::watch::channel(usage::Snapshot::default());
-            self.usage = Some(tx);
             let sampler = usage::UsageSampler::new(self.swarm.clone(), self.config.redis_url.clone(), self.config.node.clone(), every, self.metrics.clone());
-            tokio::spawn(sampler.run(rx))
+            tokio::spawn(sampler.run(self.tasks_seen.subscribe()))
         });
+        let captures = capture::CaptureServer::new(self.swarm.clone(), self.config.redis_url.clone(), self.config.node.clone());
+        let captures = tokio::spawn(captures.run(self.tasks_seen.subscribe()));
         let mut tick = tokio::time::interval(self.config.interval);
         let mut n: u32 = 0;
         let mut failing = false;
@@ -230,6 +231,7 @@ impl Agent {
         }
         watcher.abort();
         nudges.abort();
+        captures.abort();
         if let Some(sampler) = sampler {
             sampler.abort();
         }
@@ -316,7 +318,7 @@ impl Agent {
         // from the cached desired state; the error is reported after the pass.
         let redis = self.refresh_desired().await;
         self.discover().await?;
-        self.tell_sampler();
+        self.share_tasks();
         let desired = self.desired.clone();
         let mut reports: BTreeMap<String, Vec<(String, TaskShaping)>> = BTreeMap::new();
         let mut live: HashSet<(String, String)> = HashSet::new();
@@ -402,9 +404,10 @@ impl Agent {
         redis
     }
 
-    /// Hands the usage sampler this node's tasks, when they or the labs changed.
-    fn tell_sampler(&self) {
-        let Some(tx) = &self.usage else { return };
+    /// Hands the usage sampler and the capture server this node's tasks, when they or the
+    /// labs changed.
+    fn share_tasks(&self) {
+        let tx = &self.tasks_seen;
         let mut tasks: Vec<usage::SampledTask> = self
             .tasks
             .iter()
@@ -636,7 +639,7 @@ impl Agent {
 }
 
 /// A connection to the agent's Redis, given up after 2 s (a pass must not hang on it).
-async fn connect_redis(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
+pub(crate) async fn connect_redis(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
     tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection())
         .await

@@ -5,6 +5,7 @@
 //! the lines (`summary`) are pure.
 
 pub mod pcapng;
+pub mod relay;
 pub mod socket;
 pub mod summary;
 pub mod timestamps;

@@ -66,6 +66,13 @@ pub mod keys {
     pub fn probes(lab: &str) -> String {
         format!("swarmlab:lab:{lab}:probes")
     }
+    /// Hash: capture id → what a running `labctl capture` asks of the node agents
+    /// (`CaptureRequest` JSON), renewed while it runs.
+    pub const CAPTURES: &str = "swarmlab:captures";
+    /// Stream of the frames the agents relay for one capture (capped; deleted when it ends).
+    pub fn capture(id: &str) -> String {
+        format!("swarmlab:capture:{id}")
+    }
 }
 
 /// Events kept per lab (a capped stream).

@@ -116,6 +116,12 @@ impl DockerSwarm {
         Some(LocalTask { container: container.to_string(), lab, service, pid, networks, slot, started_at })
     }
 
+    /// Swarm's id of this node (`None` when the daemon is not in a swarm or cannot be asked):
+    /// what tells one node from another when their names may be spelled differently.
+    pub async fn this_node_id(&self) -> Option<String> {
+        self.docker().info().await.ok()?.swarm?.node_id.filter(|id| !id.is_empty())
+    }
+
     /// A running task of `lab`'s service `service` on this node, if there is one.
     pub async fn local_task_of(&self, lab: &str, service: &str) -> Result<Option<LocalTask>, SwarmError> {
         for id in self.local_task_ids().await? {

@@ -498,3 +498,47 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (code, body.to_string())
 }
+
+/// (interface names, name records, frames as (interface, time, outbound, ICMP type, ICMP id,
+/// ICMP sequence)) of a pcapng file (`labctl capture -w`).
+pub type Captured = (Vec<String>, Vec<(Vec<u8>, String)>, Vec<(usize, Duration, bool, u8, u16, u16)>);
+
+pub fn read_capture(path: &std::path::Path) -> Captured {
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+    use pcap_file::pcapng::blocks::name_resolution::Record;
+    use pcap_file::pcapng::{Block, PcapNgReader};
+    let bytes = std::fs::read(path).unwrap();
+    let mut reader = PcapNgReader::new(&bytes[..]).expect("a pcapng file");
+    let (mut names, mut frames) = (Vec::new(), Vec::new());
+    while let Some(block) = reader.next_block() {
+        match block.expect("a readable block") {
+            Block::NameResolution(nrb) => {
+                for record in nrb.records {
+                    if let Record::Ipv4(r) = record {
+                        names.push((r.ip_addr.to_vec(), r.names[0].to_string()));
+                    }
+                }
+            }
+            Block::EnhancedPacket(p) => {
+                let outbound = p.options.iter().any(|o| matches!(o, EnhancedPacketOption::Flags(f) if f & 0b11 == 0b10));
+                let packet = etherparse::SlicedPacket::from_ethernet(&p.data).expect("an Ethernet frame");
+                let (kind, id, seq) = match packet.transport {
+                    Some(etherparse::TransportSlice::Icmpv4(icmp)) => {
+                        let b = icmp.slice();
+                        (icmp.type_u8(), u16::from_be_bytes([b[4], b[5]]), u16::from_be_bytes([b[6], b[7]]))
+                    }
+                    _ => (255, 0, 0),
+                };
+                frames.push((p.interface_id as usize, p.timestamp, outbound, kind, id, seq));
+            }
+            _ => {}
+        }
+    }
+    let interfaces = reader
+        .interfaces()
+        .iter()
+        .map(|i| i.options.iter().find_map(|o| if let InterfaceDescriptionOption::IfName(n) = o { Some(n.to_string()) } else { None }).unwrap_or_default())
+        .collect();
+    (interfaces, names, frames)
+}

@@ -1,6 +1,7 @@
 //! `labctl capture LAB [SERVICE[.SLOT]] [--network NET] [-w FILE|-] [-c N] [--duration D]`:
-//! the frames every task of the lab on this node sends and receives on the lab's networks, as
-//! tcpdump would show them on each task's interface, found by the lab's names instead of a
+//! the frames every task of the lab sends and receives on the lab's networks, as tcpdump would
+//! show them on each task's interface: on this node from here, on the others through their
+//! node's agent (`relayed`), in one capture. Tasks are found by the lab's names instead of a
 //! container's pid and an interface's index: a line per frame, or one pcapng file with an
 //! interface per task and network (`ping.1/lan`) and the task names for the lab's addresses,
 //! for Wireshark (`-w - | wireshark -k -i -`). Frames go through the task's conditions as they
@@ -32,6 +33,10 @@ use tokio::sync::mpsc;
 
 use crate::common::{reader, schedule_steps, step_mark};
 use crate::tasks::{this_node, Placement, Target};
+
+mod relayed;
+use relayed::RelayedTaps;
+use swarmlab::capture::relay::{CaptureRequest, Relayed};
 
 pub struct Args {
     pub lab: String,
@@ -95,13 +100,13 @@ impl Sink {
         }
     }
 
-    /// A task's taps, as it joins.
-    fn join(&mut self, lab: &str, taps: &[Tap], snaplen: u32, first: bool) -> std::io::Result<()> {
+    /// A task's taps, as it joins; `why` is said among the lines (none for the first taps).
+    fn join(&mut self, lab: &str, taps: &[Tap], snaplen: u32, why: Option<&str>) -> std::io::Result<()> {
         match self {
             Sink::Lines { out, .. } => {
-                if !first && !taps.is_empty() {
+                if let Some(why) = why.filter(|_| !taps.is_empty()) {
                     let now = chrono::Utc::now().format("%H:%M:%S%.3f");
-                    writeln!(out, "=== {now} capturing {} (started)", taps.iter().map(Tap::name).collect::<Vec<_>>().join(", "))?;
+                    writeln!(out, "=== {now} capturing {} ({why})", taps.iter().map(Tap::name).collect::<Vec<_>>().join(", "))?;
                 }
                 Ok(())
             }
@@ -195,6 +200,14 @@ struct Capture {
     known: HashSet<String>,
     stop: Arc<AtomicBool>,
     frames: mpsc::Sender<TapMessage>,
+    /// Other nodes' taps: (node, the agent's number for it) → its index here.
+    relayed: HashMap<(String, usize), usize>,
+    /// Frames come through the agents, by index here (to tell what was lost on the way).
+    relayed_frames: HashMap<usize, u64>,
+    /// Frames an agent put in the stream that never came (the stream capped meanwhile).
+    lost: u64,
+    /// Nodes whose agent answered (a tap, or why none).
+    answered: std::collections::BTreeSet<String>,
 }
 
 impl Capture {
@@ -221,14 +234,14 @@ impl Capture {
         self.name(names, sink)?;
         let wanted: Vec<LocalTask> = tasks.iter().filter(|t| self.wanted(t)).cloned().collect();
         let found = taps_of(&wanted, &self.networks, &self.node).await;
-        if first && found.is_empty() && !self.networks.is_empty() {
+        if first && found.is_empty() && !wanted.is_empty() && !self.networks.is_empty() {
             let mut known: Vec<&str> = wanted.iter().flat_map(|t| t.networks.iter().map(|(n, _, _)| n.as_str())).collect();
             known.sort_unstable();
             known.dedup();
             anyhow::bail!("none of these tasks is on {}: their networks are {}", self.networks.join(", "), known.join(", "));
         }
         let new: Vec<Tap> = found.iter().map(|(tap, _)| tap.clone()).collect();
-        sink.join(&self.lab, &new, self.snaplen as u32, first)?;
+        sink.join(&self.lab, &new, self.snaplen as u32, (!first).then_some("started"))?;
         let mut opened = Vec::new();
         for (tap, pid) in found {
             let index = self.taps.len();
@@ -274,6 +287,62 @@ impl Capture {
     }
 }
 
+impl Capture {
+    /// What an agent relayed, as this capture's own: a tap joins (named among the lines, and
+    /// on stderr when `announce`), frames and ends are renumbered; `None` when nothing is left
+    /// to write.
+    fn take_relayed(&mut self, relayed: Relayed, sink: &mut Sink, announce: bool) -> std::io::Result<Option<TapMessage>> {
+        Ok(match relayed {
+            Relayed::Tap { tap, info } => {
+                let index = self.taps.len();
+                let node = info.node.clone();
+                self.answered.insert(node.clone());
+                self.width = self.width.max(info.name().len());
+                sink.join(&self.lab, std::slice::from_ref(&info), self.snaplen as u32, Some(&format!("on {node}, through its agent")))?;
+                if announce {
+                    eprintln!("labctl capture: now also {} on {node} (through its agent)", info.name());
+                }
+                self.taps.push(info);
+                self.relayed.insert((node, tap), index);
+                None
+            }
+            Relayed::Frame { node, mut frame } => {
+                let Some(&index) = self.relayed.get(&(node, frame.tap)) else { return Ok(None) };
+                frame.tap = index;
+                *self.relayed_frames.entry(index).or_default() += 1;
+                Some(TapMessage::Frame(frame))
+            }
+            Relayed::Ended { node, mut end, forwarded } => {
+                let Some(&index) = self.relayed.get(&(node, end.tap)) else { return Ok(None) };
+                end.tap = index;
+                self.lost += forwarded.saturating_sub(self.relayed_frames.get(&index).copied().unwrap_or(0));
+                Some(TapMessage::Ended(end))
+            }
+            Relayed::Failed { node, task, message } => {
+                eprintln!("labctl capture: {task} on {node}: {message}; left out");
+                self.answered.insert(node);
+                None
+            }
+        })
+    }
+
+    /// The relayed taps that have not ended yet.
+    fn relayed_open(&self, ends: &[TapEnd]) -> usize {
+        self.relayed.values().filter(|index| !ends.iter().any(|e| e.tap == **index)).count()
+    }
+}
+
+/// The next thing the agents relay; never, when no agent is asked.
+async fn next_relayed(relayed: &mut Option<RelayedTaps>) -> Relayed {
+    match relayed {
+        Some(r) => match r.messages.recv().await {
+            Some(message) => message,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
 pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCode> {
     let Args { lab, target, networks, write, count, duration, snaplen } = args;
     let target: Option<Target> = target.map(|t| t.parse()).transpose()?;
@@ -286,16 +355,18 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     let mut known = HashSet::new();
     let lab_here = new_lab_tasks(&swarm, &lab, &mut known).await?;
     let here = lab_here.iter().filter(|t| target.as_ref().is_none_or(|w| t.service == w.service && w.matches(t.slot))).count();
+    let placed = Placement::of(&swarm, url, &lab, target.as_ref(), &node).await;
+    // Steps, the other nodes' names and their tasks are best effort: without Redis, the frames
+    // of this node's tasks alone.
+    let mut store = reader(url).await.ok();
+    let through_agents = store.is_some() && !placed.elsewhere.is_empty();
     match &target {
-        Some(target) => {
-            let placed = Placement::of(&swarm, url, &lab, target, &node).await;
-            if here == 0 {
-                return Err(placed.none_here("running task", &lab, target));
-            }
-            placed.warn_elsewhere("labctl capture", "captured");
-        }
-        None if here == 0 => anyhow::bail!("no running task of lab `{lab}` on {node}: is it deployed (`labctl status {lab}`), or are its tasks on other nodes (run labctl there)?"),
-        None => {}
+        _ if here > 0 || through_agents => {}
+        Some(target) => return Err(placed.none_here("running task", &lab, target)),
+        None => anyhow::bail!("no running task of lab `{lab}` on {node}: is it deployed (`labctl status {lab}`)?"),
+    }
+    if store.is_none() {
+        placed.warn_elsewhere("labctl capture", "captured (Redis, through which their agents capture, cannot be read)");
     }
 
     let mut sink = match &write {
@@ -313,11 +384,48 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     // rather than labctl holding the backlog in memory.
     let (frames_tx, mut frames) = mpsc::channel(4096);
     let stop = Arc::new(AtomicBool::new(false));
-    let mut capture = Capture { lab: lab.clone(), node: node.clone(), target, networks, snaplen, taps: Vec::new(), width: 0, named: HashMap::new(), known, stop: stop.clone(), frames: frames_tx };
+    // The other nodes' tasks, through their agents (they also follow tasks that start on a
+    // node while the capture runs); asked for whenever Redis is there.
+    let mut relayed = match &store {
+        Some(_) => {
+            let request = CaptureRequest {
+                lab: lab.clone(),
+                service: target.as_ref().map(|t| t.service.clone()),
+                slot: target.as_ref().and_then(|t| t.slot),
+                networks: networks.clone(),
+                snaplen,
+                except_node_id: swarm.this_node_id().await,
+                until: chrono::Utc::now(),
+            };
+            match RelayedTaps::ask(url, request).await {
+                Ok(relayed) => Some(relayed),
+                Err(e) => {
+                    placed.warn_elsewhere("labctl capture", &format!("captured (cannot ask their agents through Redis: {e})"));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let mut capture = Capture {
+        lab: lab.clone(),
+        node: node.clone(),
+        target,
+        networks,
+        snaplen,
+        taps: Vec::new(),
+        width: 0,
+        named: HashMap::new(),
+        known,
+        stop: stop.clone(),
+        frames: frames_tx,
+        relayed: HashMap::new(),
+        relayed_frames: HashMap::new(),
+        lost: 0,
+        answered: Default::default(),
+    };
     let started = chrono::Utc::now();
-    // Steps and the other nodes' names are best effort: without Redis, the frames alone. The
-    // names come before the first frame can.
-    let mut store = reader(url).await.ok();
+    // The names come before the first frame can.
     if let Some(r) = store.as_mut() {
         let reported = r.task_shaping(&lab).await.unwrap_or_default();
         capture.name(reported_names(&reported, &capture.named), &mut sink).context("cannot write the capture")?;
@@ -334,7 +442,18 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         (None, Some(d)) => format!(" for {}", swarmlab::spec::units::Duration { micros: d.as_micros() as u64 }),
         (None, None) => String::new(),
     };
-    eprintln!("labctl capture: on {node}, {}{limit} (Ctrl-C to stop)", opened.join(", "));
+    let mut parts = Vec::new();
+    if !opened.is_empty() {
+        parts.push(format!("on {node}, {}", opened.join(", ")));
+    }
+    let others: Vec<&str> = placed.elsewhere_by_node.keys().map(String::as_str).collect();
+    if relayed.is_some() && !others.is_empty() {
+        parts.push(format!("on {} through {} agent{}", others.join(", "), if others.len() == 1 { "its" } else { "their" }, if others.len() == 1 { "" } else { "s" }));
+    }
+    eprintln!("labctl capture: {}{limit} (Ctrl-C to stop)", parts.join("; "));
+    // The agents answer within a second or two: a node that has not by then is named once.
+    let silent_after = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut silence_told = relayed.is_none();
 
     let mut last_step = Some(started);
     // Made once, so that an interrupt between two frames is kept for the next look.
@@ -347,9 +466,24 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     loop {
         let message = tokio::select! {
             message = frames.recv() => message,
+            from_agent = next_relayed(&mut relayed) => match capture.take_relayed(from_agent, &mut sink, write.is_some()) {
+                Ok(Some(message)) => Some(message),
+                Ok(None) => continue,
+                Err(e) if reader_gone(&e) => {
+                    gone = true;
+                    break;
+                }
+                Err(e) => return Err(e).context("cannot write the capture"),
+            },
             _ = interrupt.recv() => break,
             _ = async { match deadline { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => break,
             _ = look.tick() => {
+                if !silence_told && tokio::time::Instant::now() >= silent_after {
+                    silence_told = true;
+                    for (other, tasks) in placed.elsewhere_by_node.iter().filter(|(n, _)| !capture.answered.contains(*n)) {
+                        eprintln!("labctl capture: nothing from {other}'s agent for {}: is `labd agent` running there, with this Redis ({url})?", tasks.join(", "));
+                    }
+                }
                 if let Err(e) = capture.look_again(&swarm, store.as_mut(), &mut last_step, &mut sink, write.is_some()).await {
                     if reader_gone(&e) {
                         gone = true;
@@ -388,16 +522,32 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         }
     }
     stop.store(true, Ordering::Relaxed);
-    drop(capture.frames);
-    // Each tap ends within its read timeout and says what the kernel dropped; frames it read
-    // meanwhile are past the end asked for.
-    let settle = tokio::time::Instant::now() + Duration::from_secs(2);
-    loop {
-        match tokio::time::timeout_at(settle, frames.recv()).await {
-            Ok(Some(TapMessage::Ended(end))) => ends.push(end),
-            Ok(Some(TapMessage::Frame(_))) => {}
-            Ok(None) | Err(_) => break,
+    // This node's taps hold the only senders left: the channel closes once they have ended.
+    capture.frames = mpsc::channel(1).0;
+    if let Some(r) = &relayed {
+        r.withdraw();
+    }
+    // Each tap ends within its read timeout and says what the kernel dropped (an agent's, once
+    // it has seen the request withdrawn); frames read meanwhile are past the end asked for.
+    let settle = tokio::time::Instant::now() + Duration::from_secs(if relayed.is_some() { 3 } else { 2 });
+    let mut here_open = true;
+    while here_open || capture.relayed_open(&ends) > 0 {
+        let message = tokio::select! {
+            message = frames.recv(), if here_open => message,
+            from_agent = next_relayed(&mut relayed) => match capture.take_relayed(from_agent, &mut sink, false) {
+                Ok(Some(message)) => Some(message),
+                _ => continue,
+            },
+            _ = tokio::time::sleep_until(settle) => break,
+        };
+        match message {
+            Some(TapMessage::Ended(end)) => ends.push(end),
+            Some(TapMessage::Frame(_)) => {}
+            None => here_open = false,
         }
+    }
+    if let Some(r) = relayed {
+        r.finish().await;
     }
     match sink.flush() {
         Err(e) if !reader_gone(&e) => return Err(e).context("cannot write the capture"),
@@ -412,6 +562,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         Some(path) if !to_stdout => format!(" to {}", path.display()),
         _ => String::new(),
     };
-    eprintln!("labctl capture: {written} frame{}{whereto}; {dropped} dropped by the kernel", if written == 1 { "" } else { "s" });
+    let lost = if capture.lost > 0 { format!("; {} lost on the way from other nodes (Redis could not keep up)", capture.lost) } else { String::new() };
+    eprintln!("labctl capture: {written} frame{}{whereto}; {dropped} dropped by the kernel{lost}", if written == 1 { "" } else { "s" });
     Ok(ExitCode::SUCCESS)
 }

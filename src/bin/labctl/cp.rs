@@ -95,7 +95,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     let swarm = DockerSwarm::connect(docker_host).await?;
     let node = this_node(&swarm).await;
     let here = latest_per_slot(swarm.task_containers(&lab, &target.service).await?, &target);
-    let placed = Placement::of(&swarm, url, &lab, &target, &node).await;
+    let placed = Placement::of(&swarm, url, &lab, Some(&target), &node).await;
     if here.is_empty() {
         return Err(placed.none_here("task", &lab, &target));
     }

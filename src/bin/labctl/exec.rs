@@ -132,7 +132,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         }
     }
     here.sort_by_key(|t| t.slot);
-    let placed = Placement::of(&swarm, url, &lab, &target, &node).await;
+    let placed = Placement::of(&swarm, url, &lab, Some(&target), &node).await;
     if here.is_empty() {
         return Err(placed.none_here("running task", &lab, &target));
     }

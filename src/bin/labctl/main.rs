@@ -160,13 +160,13 @@ enum Command {
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
     },
-    /// Capture the frames the lab's tasks on this node send and receive on its networks: a line
-    /// per frame, or pcapng for Wireshark (an interface per task and network, the tasks' names
-    /// for their addresses).
-    #[command(after_help = "Examples:\n  labctl capture raft                               # every task here, every lab network, a line per frame\n  labctl capture raft raft.2 --network lan -c 20\n  labctl capture raft -w raft.pcapng --duration 30s  # then: wireshark raft.pcapng\n  labctl capture raft -w - | wireshark -k -i -      # live\n\nRun it as root on the tasks' node: it enters each task's network namespace.")]
+    /// Capture the frames the lab's tasks send and receive on its networks, on every node (this
+    /// node's from here, the others' through their agents): a line per frame, or pcapng for
+    /// Wireshark (an interface per task and network, the tasks' names for their addresses).
+    #[command(after_help = "Examples:\n  labctl capture raft                               # every task, every lab network, a line per frame\n  labctl capture raft raft.2 --network lan -c 20\n  labctl capture raft -w raft.pcapng --duration 30s  # then: wireshark raft.pcapng\n  labctl capture raft -w - | wireshark -k -i -      # live\n\nRun it as root on a node of the swarm: it enters this node's tasks' network namespaces;\neach other node's agent (`labd agent`, with the same Redis) captures its own.")]
     Capture {
         lab: String,
-        /// SERVICE.SLOT (one task) or SERVICE (each of its tasks on this node); every service when left out.
+        /// SERVICE.SLOT (one task) or SERVICE (each of its tasks); every service when left out.
         target: Option<String>,
         /// Only this network of the lab (repeat for more); every lab network of the task by default.
         #[arg(long = "network", short = 'n', value_name = "NETWORK")]

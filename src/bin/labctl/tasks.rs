@@ -54,6 +54,8 @@ pub struct Placement {
     listed: Vec<LabTask>,
     /// `raft.3 on n2` for each task of the target on another node.
     pub elsewhere: Vec<String>,
+    /// The same by node: n2 → `raft.3`.
+    pub elsewhere_by_node: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// The lab's tasks as their agents last reported them (none when Redis cannot be read).
@@ -70,15 +72,20 @@ async fn reported(redis: &str, lab: &str) -> Vec<LabTask> {
 impl Placement {
     /// From Swarm's task list when the Docker asked is a manager; else (a worker cannot list
     /// tasks) from the agents' reports in Redis, which every node's agent writes.
-    pub async fn of(swarm: &DockerSwarm, redis: &str, lab: &str, target: &Target, node: &str) -> Placement {
+    /// Every task of the lab when `target` is `None`.
+    pub async fn of(swarm: &DockerSwarm, redis: &str, lab: &str, target: Option<&Target>, node: &str) -> Placement {
         let listed: Vec<LabTask> = match swarm.lab_tasks(lab, &[]).await {
             Ok(tasks) => tasks.into_iter().filter(|t| t.current).collect(),
             Err(_) => reported(redis, lab).await,
         };
-        let mut elsewhere: Vec<String> =
-            listed.iter().filter(|t| t.service == target.service && target.matches(t.slot) && t.node != node).map(|t| format!("{} on {}", t.label(), t.node)).collect();
-        elsewhere.dedup();
-        Placement { node: node.to_string(), listed, elsewhere }
+        let mut others: Vec<&LabTask> = listed.iter().filter(|t| target.is_none_or(|w| t.service == w.service && w.matches(t.slot)) && t.node != node).collect();
+        others.dedup_by_key(|t| (t.label(), t.node.clone()));
+        let elsewhere = others.iter().map(|t| format!("{} on {}", t.label(), t.node)).collect();
+        let mut elsewhere_by_node = std::collections::BTreeMap::<String, Vec<String>>::new();
+        for t in others {
+            elsewhere_by_node.entry(t.node.clone()).or_default().push(t.label());
+        }
+        Placement { node: node.to_string(), listed, elsewhere, elsewhere_by_node }
     }
 
     /// Why no `what` of the target is on this node, and what to do.

@@ -1,0 +1,251 @@
+//! Captures for a `labctl capture` run on another node: Docker reaches only its own node's
+//! containers, so each node's agent opens the taps on its own tasks that a running capture asks
+//! for (`swarmlab:captures`, see `capture::relay`) and relays their frames to the capture's
+//! stream in Redis, following the tasks that start meanwhile, until the request is withdrawn
+//! or lapses.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use redis::AsyncCommands;
+use tokio::sync::{mpsc, watch};
+
+use super::usage::Snapshot;
+use crate::capture::relay::{CaptureRequest, Relayed, STREAM_KEPT};
+use crate::capture::socket::{self, TapMessage};
+use crate::capture::timestamps::Timestamps;
+use crate::capture::Tap;
+use crate::shaping::netns::{interface_for, ns_path};
+use crate::store::keys;
+use crate::swarm::{task_label, DockerSwarm};
+
+/// How often the requests are read (a capture's first frames from this node come this late).
+const LOOK_EVERY: Duration = Duration::from_millis(300);
+/// Frames put in the stream in one round trip, at most.
+const BATCH: usize = 256;
+/// A capture stream outlives its labctl (killed before deleting it) by at most this.
+const STREAM_EXPIRY_SECS: i64 = 60;
+/// A request lapsed this long ago is cleared by whichever agent sees it (its labctl is gone).
+const CLEAR_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// One capture this agent serves.
+struct Session {
+    request: CaptureRequest,
+    /// (container, network) pairs tapped or found not to be tappable (said once).
+    looked: HashSet<(String, String)>,
+    taps: usize,
+    stop: Arc<AtomicBool>,
+    frames: mpsc::Sender<TapMessage>,
+}
+
+impl Drop for Session {
+    /// The taps stop within their read timeout; each sends its end, then the relay finishes.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+pub struct CaptureServer {
+    swarm: DockerSwarm,
+    redis_url: String,
+    node: String,
+    node_id: Option<String>,
+    redis: Option<redis::aio::MultiplexedConnection>,
+    sessions: HashMap<String, Session>,
+    /// The kernel's receive timestamps, held on while any capture runs here.
+    timestamps: Option<Timestamps>,
+}
+
+impl CaptureServer {
+    pub fn new(swarm: DockerSwarm, redis_url: String, node: String) -> CaptureServer {
+        CaptureServer { swarm, redis_url, node, node_id: None, redis: None, sessions: HashMap::new(), timestamps: None }
+    }
+
+    pub async fn run(mut self, tasks: watch::Receiver<Snapshot>) {
+        let mut tick = tokio::time::interval(LOOK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let snapshot = tasks.borrow().clone();
+            match self.look(&snapshot).await {
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "cannot read capture requests from Redis; retrying");
+                    self.redis = None;
+                    failing = true;
+                }
+                Err(_) => self.redis = None,
+                Ok(()) => failing = false,
+            }
+        }
+    }
+
+    async fn connection(&mut self) -> Result<redis::aio::MultiplexedConnection, String> {
+        if self.redis.is_none() {
+            self.redis = Some(super::connect_redis(&self.redis_url).await?);
+        }
+        self.redis.clone().ok_or_else(|| "no redis".to_string())
+    }
+
+    /// The captures asked for now, those of other nodes than this one.
+    async fn requests(&mut self, conn: &mut redis::aio::MultiplexedConnection) -> Result<HashMap<String, CaptureRequest>, String> {
+        let all: HashMap<String, String> = conn.hgetall(keys::CAPTURES).await.map_err(|e| e.to_string())?;
+        let now = Utc::now();
+        let mut active = HashMap::new();
+        for (id, json) in all {
+            match serde_json::from_str::<CaptureRequest>(&json) {
+                Ok(request) if !request.lapsed(now) => {
+                    active.insert(id, request);
+                }
+                Ok(request) if request.lapsed(now - CLEAR_AFTER) => {
+                    let _: Result<(), _> = conn.hdel(keys::CAPTURES, &id).await;
+                }
+                _ => {}
+            }
+        }
+        if !active.is_empty() && self.node_id.is_none() {
+            self.node_id = self.swarm.this_node_id().await;
+        }
+        active.retain(|_, r| r.except_node_id.is_none() || r.except_node_id != self.node_id);
+        Ok(active)
+    }
+
+    async fn look(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        let mut conn = self.connection().await?;
+        let active = self.requests(&mut conn).await?;
+        // Captures withdrawn or lapsed: their taps stop.
+        self.sessions.retain(|id, _| active.contains_key(id));
+        if active.is_empty() {
+            self.timestamps = None;
+            return Ok(());
+        }
+        if self.timestamps.is_none() {
+            // Before the first tap (see `capture::timestamps`); proving it may take 2 s.
+            self.timestamps = tokio::task::spawn_blocking(Timestamps::on).await.ok().and_then(Result::ok);
+        }
+        for (id, request) in active {
+            let session = match self.sessions.remove(&id) {
+                Some(mut session) => {
+                    session.request = request;
+                    session
+                }
+                None => {
+                    tracing::info!(capture = %id, lab = %request.lab, "capturing for labctl capture on another node");
+                    self.start(&id, request, conn.clone())
+                }
+            };
+            let mut session = session;
+            // Kept even when Redis failed meanwhile: its taps go on, numbered as announced.
+            let joined = self.join(&id, &mut session, snapshot, &mut conn).await;
+            self.sessions.insert(id, session);
+            joined?;
+        }
+        Ok(())
+    }
+
+    fn start(&self, id: &str, request: CaptureRequest, conn: redis::aio::MultiplexedConnection) -> Session {
+        // Bounded: when Redis cannot keep up, the taps wait and the kernel drops (and counts).
+        let (frames, relay) = mpsc::channel(4096);
+        tokio::spawn(relay_frames(conn, keys::capture(id), self.node.clone(), relay));
+        Session { request, looked: HashSet::new(), taps: 0, stop: Arc::new(AtomicBool::new(false)), frames }
+    }
+
+    /// Opens taps on the tasks here that the capture names and has not looked at yet,
+    /// announcing each in the stream before its frames can come.
+    async fn join(&self, id: &str, session: &mut Session, snapshot: &Snapshot, conn: &mut redis::aio::MultiplexedConnection) -> Result<(), String> {
+        let stream = keys::capture(id);
+        session.looked.retain(|(container, _)| snapshot.tasks.iter().any(|t| &t.container == container));
+        for task in snapshot.tasks.iter().filter(|t| session.request.wants(&t.lab, &t.service, t.slot)) {
+            let mut networks = task.networks.clone();
+            networks.sort();
+            for (network, mac, ip) in networks.into_iter().filter(|(n, _, _)| session.request.wants_network(n)) {
+                if session.looked.contains(&(task.container.clone(), network.clone())) {
+                    continue;
+                }
+                let label = task_label(&task.service, task.slot, &self.node);
+                let failed = |message: String| Relayed::Failed { node: self.node.clone(), task: label.clone(), message };
+                let said = match interface_for(task.pid, &mac, &ip).await {
+                    Ok(Some(interface)) => {
+                        let tap = Tap { task: label.clone(), network: network.clone(), interface: interface.clone(), node: self.node.clone() };
+                        let index = session.taps;
+                        add(conn, &stream, &[Relayed::Tap { tap: index, info: tap }]).await?;
+                        session.taps += 1;
+                        match socket::start(index, ns_path(task.pid), interface, session.request.snaplen, session.stop.clone(), session.frames.clone()) {
+                            Ok(()) => None,
+                            Err(e) => Some(failed(e.to_string())),
+                        }
+                    }
+                    Ok(None) => Some(failed(format!("no interface for {network} in its namespace (MAC {mac})"))),
+                    Err(e) => Some(failed(e.to_string())),
+                };
+                if let Some(said) = said {
+                    add(conn, &stream, &[said]).await?;
+                }
+                session.looked.insert((task.container.clone(), network));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Puts entries in the capture's stream, in one round trip.
+async fn add(conn: &mut redis::aio::MultiplexedConnection, stream: &str, entries: &[Relayed]) -> Result<(), String> {
+    let mut pipe = redis::pipe();
+    for entry in entries {
+        let command = pipe.cmd("XADD").arg(stream).arg("MAXLEN").arg("~").arg(STREAM_KEPT).arg("*");
+        for (field, value) in entry.to_fields() {
+            command.arg(field).arg(value);
+        }
+        command.ignore();
+    }
+    pipe.cmd("EXPIRE").arg(stream).arg(STREAM_EXPIRY_SECS).ignore();
+    pipe.query_async::<()>(conn).await.map_err(|e| e.to_string())
+}
+
+/// Relays the taps' frames and ends to the stream as they come, in batches of what is waiting;
+/// ends when every tap has ended (each holds a sender).
+async fn relay_frames(mut conn: redis::aio::MultiplexedConnection, stream: String, node: String, mut taps: mpsc::Receiver<TapMessage>) {
+    // Frames in the stream per tap: a tap's end says how many, so labctl can tell a frame lost
+    // on the way (the stream capped, Redis away) from one never sent.
+    let mut forwarded: HashMap<usize, u64> = HashMap::new();
+    let mut failing = false;
+    while let Some(first) = taps.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match taps.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+        let mut sent: HashMap<usize, u64> = HashMap::new();
+        let entries: Vec<Relayed> = batch
+            .into_iter()
+            .map(|message| match message {
+                TapMessage::Frame(frame) => {
+                    *sent.entry(frame.tap).or_default() += 1;
+                    Relayed::Frame { node: node.clone(), frame }
+                }
+                TapMessage::Ended(end) => {
+                    let count = forwarded.get(&end.tap).copied().unwrap_or(0) + sent.get(&end.tap).copied().unwrap_or(0);
+                    Relayed::Ended { node: node.clone(), end, forwarded: count }
+                }
+            })
+            .collect();
+        match add(&mut conn, &stream, &entries).await {
+            Ok(()) => {
+                for (tap, n) in sent {
+                    *forwarded.entry(tap).or_default() += n;
+                }
+                failing = false;
+            }
+            Err(e) if !failing => {
+                tracing::warn!(stream = %stream, error = %e, "cannot relay captured frames to Redis; they are lost");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
