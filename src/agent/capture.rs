@@ -14,7 +14,7 @@ use redis::AsyncCommands;
 use tokio::sync::{mpsc, watch};
 
 use super::usage::Snapshot;
-use crate::capture::relay::{CaptureRequest, Relayed, STREAM_KEPT};
+use crate::capture::relay::{CaptureRequest, Relayed, STREAM_BACKLOG_BYTES, STREAM_KEPT};
 use crate::capture::socket::{self, TapMessage};
 use crate::capture::timestamps::Timestamps;
 use crate::capture::Tap;
@@ -208,9 +208,12 @@ async fn add(conn: &mut redis::aio::MultiplexedConnection, stream: &str, entries
 /// Relays the taps' frames and ends to the stream as they come, in batches of what is waiting;
 /// ends when every tap has ended (each holds a sender).
 async fn relay_frames(mut conn: redis::aio::MultiplexedConnection, stream: String, node: String, mut taps: mpsc::Receiver<TapMessage>) {
-    // Frames in the stream per tap: a tap's end says how many, so labctl can tell a frame lost
-    // on the way (the stream capped, Redis away) from one never sent.
+    // Per tap, frames put in the stream and frames left out: a tap's end says both, so labctl
+    // can tell a frame lost on the way from one never sent.
     let mut forwarded: HashMap<usize, u64> = HashMap::new();
+    let mut skipped: HashMap<usize, u64> = HashMap::new();
+    // Bytes and entries put in the stream so far: their mean prices the backlog.
+    let (mut bytes, mut entries) = (0usize, 0usize);
     let mut failing = false;
     while let Some(first) = taps.recv().await {
         let mut batch = vec![first];
@@ -220,25 +223,38 @@ async fn relay_frames(mut conn: redis::aio::MultiplexedConnection, stream: Strin
                 Err(_) => break,
             }
         }
+        // What labctl has not read yet (it trims what it has): past the budget, this batch's
+        // frames are left out; ends always go.
+        let waiting: usize = conn.xlen(&stream).await.unwrap_or(0);
+        let full = entries > 0 && waiting * (bytes / entries) > STREAM_BACKLOG_BYTES;
         let mut sent: HashMap<usize, u64> = HashMap::new();
-        let entries: Vec<Relayed> = batch
-            .into_iter()
-            .map(|message| match message {
+        let mut batch_bytes = 0;
+        let mut out = Vec::with_capacity(batch.len());
+        for message in batch {
+            match message {
+                TapMessage::Frame(frame) if full => *skipped.entry(frame.tap).or_default() += 1,
                 TapMessage::Frame(frame) => {
                     *sent.entry(frame.tap).or_default() += 1;
-                    Relayed::Frame { node: node.clone(), frame }
+                    batch_bytes += frame.data.len() + 64;
+                    out.push(Relayed::Frame { node: node.clone(), frame });
                 }
                 TapMessage::Ended(end) => {
                     let count = forwarded.get(&end.tap).copied().unwrap_or(0) + sent.get(&end.tap).copied().unwrap_or(0);
-                    Relayed::Ended { node: node.clone(), end, forwarded: count }
+                    let left_out = skipped.get(&end.tap).copied().unwrap_or(0);
+                    out.push(Relayed::Ended { node: node.clone(), end, forwarded: count, skipped: left_out });
                 }
-            })
-            .collect();
-        match add(&mut conn, &stream, &entries).await {
+            }
+        }
+        if out.is_empty() {
+            continue;
+        }
+        match add(&mut conn, &stream, &out).await {
             Ok(()) => {
                 for (tap, n) in sent {
                     *forwarded.entry(tap).or_default() += n;
                 }
+                bytes += batch_bytes;
+                entries += out.len();
                 failing = false;
             }
             Err(e) if !failing => {

@@ -15,9 +15,14 @@ use super::{Direction, Frame, Tap, TapEnd};
 /// agents capturing for no longer than this.
 pub const REQUEST_LIFETIME: Duration = Duration::from_secs(5);
 
-/// Entries kept in a capture's stream (approximately): a labctl that cannot keep up loses the
-/// oldest frames (counted: see [`Relayed::Ended`]) rather than Redis growing without bound.
+/// Entries kept in a capture's stream (approximately), whatever their size: a labctl that
+/// cannot keep up loses the oldest frames (counted: see [`Relayed::Ended`]).
 pub const STREAM_KEPT: usize = 100_000;
+
+/// Bytes of frames an agent lets wait in a capture's stream (labctl trims what it has read):
+/// past this, it leaves frames out (counted) rather than fill Redis with a backlog of large
+/// frames (a TCP stream's merged frames reach 64 KB each).
+pub const STREAM_BACKLOG_BYTES: usize = 64 << 20;
 
 /// What `labctl capture` asks of the agents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,8 +66,9 @@ pub enum Relayed {
     /// A tap opened: before any of its frames.
     Tap { tap: usize, info: Tap },
     Frame { node: String, frame: Frame },
-    /// A tap closed; `forwarded`: the frames the agent put in the stream for it.
-    Ended { node: String, end: TapEnd, forwarded: u64 },
+    /// A tap closed; `forwarded`: the frames the agent put in the stream for it; `skipped`:
+    /// those it left out, the stream's backlog being full.
+    Ended { node: String, end: TapEnd, forwarded: u64, skipped: u64 },
     /// A task the request names that could not be captured, and why.
     Failed { node: String, task: String, message: String },
 }
@@ -74,7 +80,7 @@ pub enum Relayed {
 enum Header {
     Tap { tap: usize, task: String, network: String, interface: String, node: String },
     Frame { node: String, tap: usize, nanos: u64, out: bool, len: u32 },
-    Ended { node: String, tap: usize, received: u64, dropped: u64, forwarded: u64, error: Option<String> },
+    Ended { node: String, tap: usize, received: u64, dropped: u64, forwarded: u64, #[serde(default)] skipped: u64, error: Option<String> },
     Failed { node: String, task: String, message: String },
 }
 
@@ -91,9 +97,10 @@ impl Relayed {
             Relayed::Frame { node, frame: f } => {
                 (Header::Frame { node: node.clone(), tap: f.tap, nanos: u64::try_from(f.at.as_nanos()).unwrap_or(u64::MAX), out: f.direction == Direction::Out, len: f.original_len }, Some(f.data.clone()))
             }
-            Relayed::Ended { node, end, forwarded } => {
-                (Header::Ended { node: node.clone(), tap: end.tap, received: end.received, dropped: end.dropped, forwarded: *forwarded, error: end.error.clone() }, None)
-            }
+            Relayed::Ended { node, end, forwarded, skipped } => (
+                Header::Ended { node: node.clone(), tap: end.tap, received: end.received, dropped: end.dropped, forwarded: *forwarded, skipped: *skipped, error: end.error.clone() },
+                None,
+            ),
             Relayed::Failed { node, task, message } => (Header::Failed { node: node.clone(), task: task.clone(), message: message.clone() }, None),
         };
         // A header of strings and numbers always serialises.
@@ -111,7 +118,7 @@ impl Relayed {
                 let direction = if out { Direction::Out } else { Direction::In };
                 Relayed::Frame { node, frame: Frame { tap, at, direction, original_len: len, data: data.unwrap_or_default() } }
             }
-            Header::Ended { node, tap, received, dropped, forwarded, error } => Relayed::Ended { node, end: TapEnd { tap, received, dropped, error }, forwarded },
+            Header::Ended { node, tap, received, dropped, forwarded, skipped, error } => Relayed::Ended { node, end: TapEnd { tap, received, dropped, error }, forwarded, skipped },
             Header::Failed { node, task, message } => Relayed::Failed { node, task, message },
         })
     }
@@ -136,7 +143,7 @@ mod tests {
             Relayed::Tap { tap: 2, info: tap },
             Relayed::Frame { node: "n3".into(), frame },
             Relayed::Frame { node: "n3".into(), frame: Frame { tap: 0, at: Duration::ZERO, direction: Direction::In, original_len: 0, data: vec![] } },
-            Relayed::Ended { node: "n3".into(), end: TapEnd { tap: 2, received: 10, dropped: 1, error: Some("its interface went away".into()) }, forwarded: 9 },
+            Relayed::Ended { node: "n3".into(), end: TapEnd { tap: 2, received: 10, dropped: 1, error: Some("its interface went away".into()) }, forwarded: 9, skipped: 3 },
             Relayed::Failed { node: "n3".into(), task: "w.4".into(), message: "no interface for lan".into() },
         ];
         for entry in &entries {

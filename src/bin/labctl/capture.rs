@@ -204,7 +204,8 @@ struct Capture {
     relayed: HashMap<(String, usize), usize>,
     /// Frames come through the agents, by index here (to tell what was lost on the way).
     relayed_frames: HashMap<usize, u64>,
-    /// Frames an agent put in the stream that never came (the stream capped meanwhile).
+    /// Frames an agent left out (the stream's backlog full) or put in the stream that never
+    /// came (the stream capped meanwhile).
     lost: u64,
     /// Nodes whose agent answered (a tap, or why none).
     answered: std::collections::BTreeSet<String>,
@@ -312,10 +313,10 @@ impl Capture {
                 *self.relayed_frames.entry(index).or_default() += 1;
                 Some(TapMessage::Frame(frame))
             }
-            Relayed::Ended { node, mut end, forwarded } => {
+            Relayed::Ended { node, mut end, forwarded, skipped } => {
                 let Some(&index) = self.relayed.get(&(node, end.tap)) else { return Ok(None) };
                 end.tap = index;
-                self.lost += forwarded.saturating_sub(self.relayed_frames.get(&index).copied().unwrap_or(0));
+                self.lost += skipped + forwarded.saturating_sub(self.relayed_frames.get(&index).copied().unwrap_or(0));
                 Some(TapMessage::Ended(end))
             }
             Relayed::Failed { node, task, message } => {
@@ -562,7 +563,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         Some(path) if !to_stdout => format!(" to {}", path.display()),
         _ => String::new(),
     };
-    let lost = if capture.lost > 0 { format!("; {} lost on the way from other nodes (Redis could not keep up)", capture.lost) } else { String::new() };
+    let lost = if capture.lost > 0 { format!("; {} lost on the way from other nodes (this labctl or Redis could not keep up)", capture.lost) } else { String::new() };
     eprintln!("labctl capture: {written} frame{}{whereto}; {dropped} dropped by the kernel{lost}", if written == 1 { "" } else { "s" });
     Ok(ExitCode::SUCCESS)
 }

@@ -58,15 +58,24 @@ pub struct Placement {
     pub elsewhere_by_node: std::collections::BTreeMap<String, Vec<String>>,
 }
 
-/// The lab's tasks as their agents last reported them (none when Redis cannot be read).
+/// The lab's tasks as their agents last reported them (none when Redis cannot be read): the
+/// shaping reports, and what the usage samplers wrote (they list every task; the shaping
+/// reports only those with conditions or a schedule).
 async fn reported(redis: &str, lab: &str) -> Vec<LabTask> {
     let Ok(mut store) = crate::common::reader(redis).await else { return vec![] };
     let reports = store.task_shaping(lab).await.unwrap_or_default();
-    reports
+    let mut tasks: Vec<LabTask> = reports
         .into_iter()
         .filter(|r| r.is_fresh())
         .map(|r| LabTask { id: r.container, service: r.service, slot: r.slot, node: r.node, created_at: r.started_at, current: true })
-        .collect()
+        .collect();
+    for used in store.task_usage(lab).await.unwrap_or_default() {
+        if !tasks.iter().any(|t| t.id == used.container) {
+            tasks.push(LabTask { id: used.container, service: used.service, slot: used.slot, node: used.node, created_at: None, current: true });
+        }
+    }
+    tasks.sort_by(|a, b| (&a.service, a.slot, &a.node).cmp(&(&b.service, b.slot, &b.node)));
+    tasks
 }
 
 impl Placement {

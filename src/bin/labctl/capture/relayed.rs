@@ -81,6 +81,7 @@ async fn read(mut conn: redis::aio::MultiplexedConnection, id: String, mut reque
                 continue;
             }
         };
+        let read = !entries.is_empty();
         for entry in entries {
             last.clone_from(&entry.id);
             let Some(header) = entry.get::<Vec<u8>>(HEADER_FIELD) else { continue };
@@ -88,6 +89,10 @@ async fn read(mut conn: redis::aio::MultiplexedConnection, id: String, mut reque
             if out.send(relayed).await.is_err() {
                 break;
             }
+        }
+        // What was read leaves Redis (the agents price the backlog by what is left).
+        if read {
+            let _: redis::RedisResult<()> = redis::cmd("XTRIM").arg(&stream).arg("MINID").arg(&last).query_async(&mut conn).await;
         }
     }
     let _: redis::RedisResult<()> = redis::pipe().hdel(keys::CAPTURES, &id).ignore().del(&stream).ignore().query_async(&mut conn).await;
