@@ -104,7 +104,7 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     let remote: Vec<f64> = rows.iter().map(|r| r["stats"]["avg_ms"].as_f64().unwrap()).filter(|rtt| *rtt > 1.0).collect();
     assert_eq!(remote.len(), 3, "three other tasks, shaped: {rows:?}");
     for rtt in remote {
-        assert!((rtt - 40.0).abs() <= 6.0, "cross-node rtt {rtt} ms, want 40 ms ± 15%");
+        assert!((rtt - 40.0).abs() <= 6.0, "cross-node rtt {rtt} ms, want 40 ms ± 15%: {rows:?}");
         assert_eq!(rows.iter().map(|r| r["stats"]["loss_percent"].as_f64().unwrap()).sum::<f64>(), 0.0);
     }
 

@@ -17,7 +17,7 @@ use super::usage::Snapshot;
 use crate::capture::relay::{CaptureRequest, Relayed, STREAM_BACKLOG_BYTES, STREAM_KEPT};
 use crate::capture::socket::{self, TapMessage};
 use crate::capture::timestamps::Timestamps;
-use crate::capture::Tap;
+use crate::capture::{Tap, TapEnd};
 use crate::shaping::netns::{interface_for, ns_path};
 use crate::store::keys;
 use crate::swarm::{task_label, DockerSwarm};
@@ -109,7 +109,10 @@ impl CaptureServer {
         if !active.is_empty() && self.node_id.is_none() {
             self.node_id = self.swarm.this_node_id().await;
         }
-        active.retain(|_, r| r.except_node_id.is_none() || r.except_node_id != self.node_id);
+        // Until this node is known, a request may be labctl's own node's: none is served
+        // (Docker away, there are no tasks to find anyway).
+        let Some(me) = &self.node_id else { return Ok(HashMap::new()) };
+        active.retain(|_, r| r.except_node_id.as_ref() != Some(me));
         Ok(active)
     }
 
@@ -175,7 +178,8 @@ impl CaptureServer {
                         session.taps += 1;
                         match socket::start(index, ns_path(task.pid), interface, session.request.snaplen, session.stop.clone(), session.frames.clone()) {
                             Ok(()) => None,
-                            Err(e) => Some(failed(e.to_string())),
+                            // Announced, so ended (labctl waits for each tap's end).
+                            Err(e) => Some(Relayed::Ended { node: self.node.clone(), end: TapEnd { tap: index, received: 0, dropped: 0, error: Some(e.to_string()) }, forwarded: 0, skipped: 0 }),
                         }
                     }
                     Ok(None) => Some(failed(format!("no interface for {network} in its namespace (MAC {mac})"))),

@@ -202,7 +202,7 @@ struct Capture {
     frames: mpsc::Sender<TapMessage>,
     /// Other nodes' taps: (node, the agent's number for it) → its index here.
     relayed: HashMap<(String, usize), usize>,
-    /// Frames come through the agents, by index here (to tell what was lost on the way).
+    /// Frames that came through the agents, by index here (to tell what was lost on the way).
     relayed_frames: HashMap<usize, u64>,
     /// Frames an agent left out (the stream's backlog full) or put in the stream that never
     /// came (the stream capped meanwhile).
@@ -400,6 +400,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
             };
             match RelayedTaps::ask(url, request).await {
                 Ok(relayed) => Some(relayed),
+                Err(e) if here == 0 => anyhow::bail!("the lab's tasks are on other nodes ({}), and their agents cannot be asked through Redis: {e}", placed.elsewhere.join(", ")),
                 Err(e) => {
                     placed.warn_elsewhere("labctl capture", &format!("captured (cannot ask their agents through Redis: {e})"));
                     None
