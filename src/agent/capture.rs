@@ -178,8 +178,13 @@ impl CaptureServer {
                         session.taps += 1;
                         match socket::start(index, ns_path(task.pid), interface, session.request.snaplen, session.stop.clone(), session.frames.clone()) {
                             Ok(()) => None,
-                            // Announced, so ended (labctl waits for each tap's end).
-                            Err(e) => Some(Relayed::Ended { node: self.node.clone(), end: TapEnd { tap: index, received: 0, dropped: 0, error: Some(e.to_string()) }, forwarded: 0, skipped: 0 }),
+                            // Announced, so ended (labctl waits for each tap's end): through the
+                            // relay, as every tap's end goes.
+                            Err(e) => {
+                                let end = TapEnd { tap: index, received: 0, dropped: 0, error: Some(e.to_string()) };
+                                let _ = session.frames.send(TapMessage::Ended(end)).await;
+                                None
+                            }
                         }
                     }
                     Ok(None) => Some(failed(format!("no interface for {network} in its namespace (MAC {mac})"))),
