@@ -7,6 +7,7 @@ pub mod agent;
 pub mod capture;
 pub mod controller;
 pub mod error_chain;
+pub mod exec_relay;
 pub mod graph;
 pub mod http;
 pub mod import;

@@ -1,6 +1,7 @@
 //! End-to-end on a real three-node swarm (scripts/multinode.sh): placement over workers,
 //! cross-node service names, shaping on every node, a node lost and back, and tasks frozen,
-//! thawed and killed by each worker's agent, and one capture of every node's tasks through the agents.
+//! thawed and killed by each worker's agent, one capture of every node's tasks and `labctl exec`
+//! in every node's tasks through the agents.
 
 mod common;
 
@@ -71,7 +72,9 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     for n in [2, 3] {
         let host = format!("unix:///run/slmn/n{n}/docker.sock");
         let node = format!("slmn-n{n}");
-        cluster.children.push(spawn(&["agent", "--redis", &redis, "--docker-host", &host, "--node", &node], lab.dir.path().join(format!("agent{n}.log"))));
+        // n3's agent runs `labctl exec` commands from other nodes; n2's (by default) does not.
+        let allow: &[&str] = if n == 3 { &["--allow-exec"] } else { &[] };
+        cluster.children.push(spawn(&[&["agent", "--redis", &redis, "--docker-host", &host, "--node", &node], allow].concat(), lab.dir.path().join(format!("agent{n}.log"))));
     }
     lab.write(
         "spread.yaml",
@@ -108,25 +111,38 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
         assert_eq!(rows.iter().map(|r| r["stats"]["loss_percent"].as_f64().unwrap()).sum::<f64>(), 0.0);
     }
 
-    // `labctl exec` through the manager, which runs no task of w: the tasks are named with their
-    // nodes, nothing run; through n2's daemon (a worker): run in the two tasks there, and `cp`
-    // takes a file out of each.
-    let exec = |host: &str| {
+    // `labctl exec` of every task of w: through n2's daemon, its two tasks run there and n3's
+    // two by n3's agent (it allows it), every line labelled; through the manager, which runs no
+    // task of w, n3's two by its agent, and n2's named as refused by n2's agent, with what to
+    // do. One task on n3 from the manager: its output as it is, its exit code labctl's.
+    let mut on_n3: Vec<String> = task_reports(&lab, "spread").iter().filter(|r| r["service"] == "w" && r["node"] == "slmn-n3").map(|r| format!("w.{}", r["slot"])).collect();
+    on_n3.sort();
+    assert_eq!(on_n3.len(), 2, "{on_n3:?}");
+    let exec = |host: &str, target: &str, command: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_labctl"))
-            .args(["exec", "spread", "w", "--", "hostname"])
+            .args(["exec", "spread", target, "--"])
+            .args(command)
+            .env("REDIS_URL", &redis)
             .env("DOCKER_HOST", host)
             .env("DOCKER_API_VERSION", "1.41")
             .output()
             .unwrap()
     };
-    let out = exec(MANAGER);
+    let hostnames = |stdout: &[u8]| -> Vec<String> {
+        let mut labels: Vec<String> = String::from_utf8_lossy(stdout).lines().filter_map(|l| l.split_once(" | ")).filter(|(_, name)| name.len() == 12).map(|(label, _)| label.trim().to_string()).collect();
+        labels.sort();
+        labels
+    };
+    let out = exec("unix:///run/slmn/n2/docker.sock", "w", &["hostname"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(hostnames(&out.stdout), ["w.1", "w.2", "w.3", "w.4"], "every task of w, two of them through n3's agent: {}", String::from_utf8_lossy(&out.stdout));
+    let out = exec(MANAGER, "w", &["hostname"]);
     let said = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(said.contains("no task of `w` is on slmn-n1") && said.matches(" on slmn-n2").count() == 2 && said.matches(" on slmn-n3").count() == 2, "{said}");
-    let out = exec("unix:///run/slmn/n2/docker.sock");
-    let lines = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(lines.lines().filter(|l| l.starts_with("w.") && l.contains(" | ")).count(), 2, "{lines}");
+    assert_eq!(hostnames(&out.stdout), on_n3, "n3's tasks run through its agent: {}\n{said}", String::from_utf8_lossy(&out.stdout));
+    assert!(said.contains("failed in 2 of 4 tasks") && said.matches("--allow-exec").count() == 2 && said.contains("slmn-n2"), "n2's tasks named, refused by its agent: {said}");
+    let out = exec(MANAGER, &on_n3[0], &["sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref(), String::from_utf8_lossy(&out.stderr).as_ref()), (Some(3), "out\n", "err\n"), "one task on n3 through its agent, as docker exec there");
     let dest = lab.dir.path().join("copies");
     let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
         .args(["cp", "spread", "w:/etc/hostname", dest.to_str().unwrap()])
@@ -154,8 +170,6 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     // after the other): one on n2 (its two tasks there, n3's through n3's agent), a line per
     // frame; one on the manager, which runs no task of w (all four through the agents), to a
     // pcapng file. Pinging starts once the manager's capture has all four taps.
-    let on_n3: Vec<String> = task_reports(&lab, "spread").iter().filter(|r| r["service"] == "w" && r["node"] == "slmn-n3").map(|r| format!("w.{}", r["slot"])).collect();
-    assert_eq!(on_n3.len(), 2, "{on_n3:?}");
     let capture = |host: &str, args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_labctl"))
             .args(["capture", "spread", "w"])

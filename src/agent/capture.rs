@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use redis::AsyncCommands;
 use tokio::sync::{mpsc, watch};
 
+use super::requests::{self, Requests};
 use super::usage::Snapshot;
 use crate::capture::relay::{CaptureRequest, Relayed, STREAM_BACKLOG_BYTES, STREAM_KEPT};
 use crate::capture::socket::{self, TapMessage};
@@ -28,8 +28,6 @@ const LOOK_EVERY: Duration = Duration::from_millis(300);
 const BATCH: usize = 256;
 /// A capture stream outlives its labctl (killed before deleting it) by at most this.
 const STREAM_EXPIRY_SECS: i64 = 60;
-/// A request lapsed this long ago is cleared by whichever agent sees it (its labctl is gone).
-const CLEAR_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// One capture this agent serves.
 struct Session {
@@ -49,10 +47,9 @@ impl Drop for Session {
 }
 
 pub struct CaptureServer {
-    swarm: DockerSwarm,
     redis_url: String,
     node: String,
-    node_id: Option<String>,
+    requests: Requests,
     redis: Option<redis::aio::MultiplexedConnection>,
     sessions: HashMap<String, Session>,
     /// The kernel's receive timestamps, held on while any capture runs here.
@@ -61,7 +58,8 @@ pub struct CaptureServer {
 
 impl CaptureServer {
     pub fn new(swarm: DockerSwarm, redis_url: String, node: String) -> CaptureServer {
-        CaptureServer { swarm, redis_url, node, node_id: None, redis: None, sessions: HashMap::new(), timestamps: None }
+        let requests = Requests::new(keys::CAPTURES, swarm.clone());
+        CaptureServer { redis_url, node, requests, redis: None, sessions: HashMap::new(), timestamps: None }
     }
 
     pub async fn run(mut self, tasks: watch::Receiver<Snapshot>) {
@@ -90,35 +88,9 @@ impl CaptureServer {
         self.redis.clone().ok_or_else(|| "no redis".to_string())
     }
 
-    /// The captures asked for now, those of other nodes than this one.
-    async fn requests(&mut self, conn: &mut redis::aio::MultiplexedConnection) -> Result<HashMap<String, CaptureRequest>, String> {
-        let all: HashMap<String, String> = conn.hgetall(keys::CAPTURES).await.map_err(|e| e.to_string())?;
-        let now = Utc::now();
-        let mut active = HashMap::new();
-        for (id, json) in all {
-            match serde_json::from_str::<CaptureRequest>(&json) {
-                Ok(request) if !request.lapsed(now) => {
-                    active.insert(id, request);
-                }
-                Ok(request) if request.lapsed(now - CLEAR_AFTER) => {
-                    let _: Result<(), _> = conn.hdel(keys::CAPTURES, &id).await;
-                }
-                _ => {}
-            }
-        }
-        if !active.is_empty() && self.node_id.is_none() {
-            self.node_id = self.swarm.this_node_id().await;
-        }
-        // Until this node is known, a request may be labctl's own node's: none is served
-        // (Docker away, there are no tasks to find anyway).
-        let Some(me) = &self.node_id else { return Ok(HashMap::new()) };
-        active.retain(|_, r| r.except_node_id.as_ref() != Some(me));
-        Ok(active)
-    }
-
     async fn look(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         let mut conn = self.connection().await?;
-        let active = self.requests(&mut conn).await?;
+        let active: HashMap<String, CaptureRequest> = self.requests.standing(&mut conn).await?;
         // Captures withdrawn or lapsed: their taps stop.
         self.sessions.retain(|id, _| active.contains_key(id));
         if active.is_empty() {
@@ -202,16 +174,7 @@ impl CaptureServer {
 
 /// Puts entries in the capture's stream, in one round trip.
 async fn add(conn: &mut redis::aio::MultiplexedConnection, stream: &str, entries: &[Relayed]) -> Result<(), String> {
-    let mut pipe = redis::pipe();
-    for entry in entries {
-        let command = pipe.cmd("XADD").arg(stream).arg("MAXLEN").arg("~").arg(STREAM_KEPT).arg("*");
-        for (field, value) in entry.to_fields() {
-            command.arg(field).arg(value);
-        }
-        command.ignore();
-    }
-    pipe.cmd("EXPIRE").arg(stream).arg(STREAM_EXPIRY_SECS).ignore();
-    pipe.query_async::<()>(conn).await.map_err(|e| e.to_string())
+    requests::append(conn, stream, entries.iter().map(Relayed::to_fields), STREAM_KEPT, STREAM_EXPIRY_SECS).await
 }
 
 /// Relays the taps' frames and ends to the stream as they come, in batches of what is waiting;

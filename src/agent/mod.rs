@@ -5,6 +5,8 @@
 pub mod apply;
 pub mod capture;
 pub mod cgroup;
+pub mod exec;
+pub mod requests;
 pub mod running;
 pub mod usage;
 
@@ -37,6 +39,9 @@ pub struct AgentConfig {
     pub readback_every: u32,
     /// How often what the tasks use is sampled (`None`: never).
     pub usage_every: Option<Duration>,
+    /// Whether commands that labctl on another node asks for (`labctl exec`) are run in this
+    /// node's tasks.
+    pub allow_exec: bool,
 }
 
 /// Desired conditions: lab → service → network → conditions.
@@ -108,7 +113,7 @@ pub struct Agent {
     running: Running,
     inbox: Inbox,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
-    /// This node's tasks and the labs, for the usage sampler and the capture server.
+    /// This node's tasks and the labs, for the usage sampler and the capture and exec servers.
     tasks_seen: tokio::sync::watch::Sender<usage::Snapshot>,
 }
 
@@ -204,6 +209,8 @@ impl Agent {
         });
         let captures = capture::CaptureServer::new(self.swarm.clone(), self.config.redis_url.clone(), self.config.node.clone());
         let captures = tokio::spawn(captures.run(self.tasks_seen.subscribe()));
+        let execs = exec::ExecServer::new(self.swarm.clone(), self.config.redis_url.clone(), self.config.node.clone(), self.config.allow_exec);
+        let execs = tokio::spawn(execs.run(self.tasks_seen.subscribe()));
         let mut tick = tokio::time::interval(self.config.interval);
         let mut n: u32 = 0;
         let mut failing = false;
@@ -232,6 +239,7 @@ impl Agent {
         watcher.abort();
         nudges.abort();
         captures.abort();
+        execs.abort();
         if let Some(sampler) = sampler {
             sampler.abort();
         }

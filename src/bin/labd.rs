@@ -91,6 +91,10 @@ struct Cli {
     /// network: `labctl top`, and the `swarmlab_task_*` series); `0s` never.
     #[arg(long, env = "LABD_USAGE_INTERVAL", default_value = "5s", value_parser = parse_usage_interval, global = true)]
     usage_interval: Duration,
+    /// Run the commands `labctl exec` on another node asks for in this node's tasks (off by
+    /// default: whoever can write to Redis could then run commands in the lab's tasks).
+    #[arg(long, env = "LABD_ALLOW_EXEC", global = true)]
+    allow_exec: bool,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -139,6 +143,7 @@ fn agent_config(cli: &Cli) -> AgentConfig {
         interval: Duration::from_millis(500),
         readback_every: 6,
         usage_every: Some(cli.usage_interval).filter(|d| !d.is_zero()),
+        allow_exec: cli.allow_exec,
     }
 }
 

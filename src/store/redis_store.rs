@@ -73,6 +73,13 @@ pub mod keys {
     pub fn capture(id: &str) -> String {
         format!("swarmlab:capture:{id}")
     }
+    /// Hash: request id → the command a waiting `labctl exec` asks the node agents to run in
+    /// their tasks (`ExecRequest` JSON), renewed while it waits.
+    pub const EXECS: &str = "swarmlab:execs";
+    /// Stream of what the agents relay for one exec request: answers, output, exit codes.
+    pub fn exec(id: &str) -> String {
+        format!("swarmlab:exec:{id}")
+    }
 }
 
 /// Events kept per lab (a capped stream).

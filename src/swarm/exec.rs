@@ -68,4 +68,16 @@ impl DockerSwarm {
         let info = self.docker().inspect_exec(exec_id).await.map_err(api_err("inspect exec"))?;
         Ok(if info.running == Some(true) { None } else { info.exit_code })
     }
+
+    /// The exit code of a command whose output has ended: Docker may mark it ended a moment
+    /// after (asked every 20 ms, for up to a second).
+    pub async fn exec_ended(&self, exec_id: &str) -> Result<i64, SwarmError> {
+        for _ in 0..50 {
+            if let Some(code) = self.exec_exit_code(exec_id).await? {
+                return Ok(code);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Err(SwarmError::Api { action: "inspect exec".into(), message: "the command's output ended but Docker still says it runs".into() })
+    }
 }

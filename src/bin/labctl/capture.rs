@@ -34,9 +34,10 @@ use tokio::sync::mpsc;
 use crate::common::{reader, schedule_steps, step_mark};
 use crate::tasks::{this_node, Placement, Target};
 
-mod relayed;
-use relayed::RelayedTaps;
 use swarmlab::capture::relay::{CaptureRequest, Relayed};
+
+/// The other nodes' taps, relayed by their agents.
+type RelayedTaps = crate::asked::Asked<Relayed>;
 
 pub struct Args {
     pub lab: String,
@@ -398,7 +399,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
                 except_node_id: swarm.this_node_id().await,
                 until: chrono::Utc::now(),
             };
-            match RelayedTaps::ask(url, request).await {
+            match RelayedTaps::ask(url, request, "labctl capture").await {
                 Ok(relayed) => Some(relayed),
                 Err(e) if here == 0 => anyhow::bail!("the lab's tasks are on other nodes ({}), and their agents cannot be asked through Redis: {e}", placed.elsewhere.join(", ")),
                 Err(e) => {

@@ -1,18 +1,24 @@
 //! `labctl exec LAB SERVICE[.SLOT] [-i] [-t] -- COMMAND...`: runs a command in a task of the
 //! lab, as `docker exec` does, found by the lab's names instead of a container id: in the task
 //! of that slot (with a terminal if asked: `-it … -- sh` is a shell's prompt), or in every task
-//! of the service on this node (each line labelled `raft.2 | …`, as `labctl logs` labels them,
-//! and the tasks run at once). Docker runs a command only in a container of its own node: a
-//! task elsewhere is named, with its node, not run.
+//! of the service (each line labelled `raft.2 | …`, as `labctl logs` labels them, and the tasks
+//! run at once). Docker runs a command only in a container of its own node: in the tasks on
+//! other nodes their agents run it, when started with `--allow-exec` (through Redis, see
+//! `exec_relay`); a terminal or labctl's input reaches this node's tasks only.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use futures::future::join_all;
 use futures::StreamExt;
 use swarmlab::swarm::{task_label, DockerSwarm, ExecOutput, LocalTask};
+use swarmlab::exec_relay::{ExecRelayed, ExecRequest};
 use tokio::io::AsyncWriteExt;
+
+use crate::asked::Asked;
 
 use crate::tasks::{this_node, Placement, Target};
 
@@ -71,10 +77,7 @@ async fn run_in(swarm: &DockerSwarm, task: &LocalTask, name: &str, command: &[St
         });
     }
     let (mut out, mut err) = (Lines::default(), Lines::default());
-    let show = |stderr: bool, line: &str| {
-        let width = prefix.unwrap_or(0);
-        if stderr { eprintln!("{name:<width$} | {line}") } else { println!("{name:<width$} | {line}") }
-    };
+    let show = |stderr: bool, line: &str| show(name, prefix.unwrap_or(0), stderr, line);
     while let Some(piece) = exec.output.next().await {
         match (piece.with_context(|| format!("{name}: reading the command's output"))?, prefix) {
             (ExecOutput::Stdout(bytes), None) => {
@@ -93,14 +96,7 @@ async fn run_in(swarm: &DockerSwarm, task: &LocalTask, name: &str, command: &[St
         out.rest().iter().for_each(|l| show(false, l));
         err.rest().iter().for_each(|l| show(true, l));
     }
-    // Docker may mark the command ended a moment after its output closed.
-    for _ in 0..50 {
-        if let Some(code) = swarm.exec_exit_code(&exec.id).await? {
-            return Ok(code);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    anyhow::bail!("{name}: the command's output ended but Docker still says it runs")
+    swarm.exec_ended(&exec.id).await.with_context(|| format!("{name}: the command's end"))
 }
 
 /// Sizes the command's terminal as the local one, now and whenever that one is resized.
@@ -116,6 +112,9 @@ async fn follow_terminal_size(swarm: DockerSwarm, exec_id: String) {
         }
     });
 }
+
+/// How long the other nodes' agents have to answer (they look every 300 ms).
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCode> {
     let Args { lab, target, command, stdin, tty } = args;
@@ -133,18 +132,22 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     }
     here.sort_by_key(|t| t.slot);
     let placed = Placement::of(&swarm, url, &lab, Some(&target), &node).await;
-    if here.is_empty() {
+    if here.is_empty() && placed.elsewhere.is_empty() {
         return Err(placed.none_here("running task", &lab, &target));
     }
-    placed.warn_elsewhere("labctl exec", "run");
-    if stdin && here.len() > 1 {
-        anyhow::bail!("-i passes one input to one command: name a slot (`{}.{}`)", target.service, here[0].slot.unwrap_or(1));
+    let tasks = here.len() + placed.elsewhere.len();
+    let one = || here.first().and_then(|t| t.slot).unwrap_or(1);
+    if stdin && tasks > 1 {
+        anyhow::bail!("-i passes one input to one command: name a slot (`{}.{}`)", target.service, one());
     }
-    if tty && here.len() > 1 {
-        anyhow::bail!("-t gives one command a terminal: name a slot (`{}.{}`)", target.service, here[0].slot.unwrap_or(1));
+    if tty && tasks > 1 {
+        anyhow::bail!("-t gives one command a terminal: name a slot (`{}.{}`)", target.service, one());
+    }
+    if (stdin || tty) && here.is_empty() {
+        anyhow::bail!("{}: -i and -t reach a task of this node only (Docker attaches to its own containers): run labctl there, or point --docker-host (DOCKER_HOST) at that node's daemon", placed.elsewhere.join(", "));
     }
     let names: Vec<String> = here.iter().map(|t| task_label(&t.service, t.slot, &node)).collect();
-    if here.len() == 1 {
+    if here.len() == 1 && placed.elsewhere.is_empty() {
         let code = run_in(&swarm, &here[0], &names[0], &command, stdin, tty, None).await?;
         // As a shell passes its command's status on (a code beyond 255 is a failure still).
         let code = u8::try_from(code).unwrap_or(1);
@@ -156,26 +159,198 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         }
         return Ok(ExitCode::from(code));
     }
-    let width = names.iter().map(String::len).max().unwrap_or(0);
-    let results = join_all(here.iter().zip(&names).map(|(task, name)| run_in(&swarm, task, name, &command, false, false, Some(width)))).await;
-    let mut failed = Vec::new();
-    for (name, result) in names.iter().zip(results) {
-        match result {
-            Ok(0) => {}
-            Ok(code) => failed.push(format!("{name}: exit {code}")),
-            Err(e) => failed.push(format!("{}", swarmlab::error_chain::Chain(e.as_ref()))),
+    // The tasks on other nodes, through their agents.
+    let mut asked = None;
+    if !placed.elsewhere.is_empty() {
+        let request = ExecRequest { lab: lab.clone(), service: target.service.clone(), slot: target.slot, command: command.clone(), except_node_id: swarm.this_node_id().await, until: chrono::Utc::now() };
+        match Asked::<ExecRelayed>::ask(url, request, "labctl exec").await {
+            Ok(a) => asked = Some(a),
+            Err(e) if here.is_empty() => anyhow::bail!("the tasks are on other nodes ({}), and their agents cannot be asked through Redis: {e}", placed.elsewhere.join(", ")),
+            Err(e) => placed.warn_elsewhere("labctl exec", &format!("run (cannot ask their agents through Redis: {e})")),
         }
     }
+    let remote_names = placed.elsewhere_by_node.values().flatten();
+    let width = names.iter().chain(remote_names).map(String::len).max().unwrap_or(0);
+    let prefix = (tasks > 1).then_some(width);
+    let local = join_all(here.iter().zip(&names).map(|(task, name)| run_in(&swarm, task, name, &command, false, false, prefix)));
+    let remote = async {
+        match asked {
+            Some(mut asked) => {
+                let withdraw = asked.withdrawer();
+                let ended = relayed(&mut asked.messages, &placed.elsewhere_by_node, prefix, withdraw).await;
+                asked.finish().await;
+                ended
+            }
+            None => vec![],
+        }
+    };
+    let (local, remote) = tokio::join!(local, remote);
+    let mut results: Vec<(String, Result<i64, String>)> = names.into_iter().zip(local.into_iter().map(|r| r.map_err(|e| format!("{}", swarmlab::error_chain::Chain(e.as_ref()))))).chain(remote).collect();
+    // In slot order (`w.2` before `w.10`), wherever each ran.
+    results.sort_by_key(|(name, _)| name.split_once('.').map(|(service, slot)| (service.to_string(), slot.parse::<u64>().unwrap_or(u64::MAX), String::new())).unwrap_or_else(|| (name.clone(), 0, name.clone())));
+    if let [(_, Ok(code))] = results.as_slice() {
+        return Ok(ExitCode::from(u8::try_from(*code).unwrap_or(1)));
+    }
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|(name, result)| match result {
+            Ok(0) => None,
+            Ok(code) => Some(format!("{name}: exit {code}")),
+            Err(e) if e.starts_with(name.as_str()) => Some(e.clone()),
+            Err(e) => Some(format!("{name}: {e}")),
+        })
+        .collect();
     if failed.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!("labctl exec: failed in {} of {} tasks: {}", failed.len(), names.len(), failed.join("; "));
+    eprintln!("labctl exec: failed in {} of {} tasks: {}", failed.len(), results.len(), failed.join("; "));
     Ok(ExitCode::FAILURE)
+}
+
+/// What the other nodes' agents relay, shown as it comes, until every task they run the
+/// command in has ended and every node expected has answered (or had its time): each task's
+/// exit code, or why it has none.
+/// `all_answered` is called once every node expected has answered or had its time: the
+/// request can go (an agent restarted meanwhile would otherwise run the command again).
+async fn relayed(messages: &mut tokio::sync::mpsc::Receiver<ExecRelayed>, expected: &BTreeMap<String, Vec<String>>, prefix: Option<usize>, mut all_answered: impl FnMut()) -> Vec<(String, Result<i64, String>)> {
+    let mut unanswered: BTreeMap<&String, &Vec<String>> = expected.iter().collect();
+    let mut answered = std::collections::BTreeSet::new();
+    let mut running: BTreeMap<(String, String), (Lines, Lines)> = BTreeMap::new();
+    let mut ended = Vec::new();
+    let answer_by = tokio::time::Instant::now() + ANSWER_WITHIN;
+    let no_answer = |node: &str, task: &str| (task.to_string(), Err(format!("no answer from the agent on {node} within {} s: is `labd agent` running there, with this Redis?", ANSWER_WITHIN.as_secs())));
+    while !unanswered.is_empty() || !running.is_empty() {
+        let waiting = !unanswered.is_empty();
+        let next = if waiting { tokio::time::timeout_at(answer_by, messages.recv()).await.ok() } else { Some(messages.recv().await) };
+        let message = match next {
+            // The nodes that have not answered had their time; the tasks running go on.
+            None => {
+                for (node, tasks) in std::mem::take(&mut unanswered) {
+                    ended.extend(tasks.iter().map(|t| no_answer(node, t)));
+                }
+                all_answered();
+                continue;
+            }
+            // The stream's reader ended: nothing more comes.
+            Some(None) => {
+                for (node, tasks) in std::mem::take(&mut unanswered) {
+                    ended.extend(tasks.iter().map(|t| no_answer(node, t)));
+                }
+                for ((_, task), _) in std::mem::take(&mut running) {
+                    ended.push((task, Err("its end was not relayed (Redis went away?)".to_string())));
+                }
+                break;
+            }
+            Some(Some(message)) => message,
+        };
+        match message {
+            // An agent answers once (one restarted meanwhile may answer again: not run twice).
+            ExecRelayed::Answered { node, .. } if answered.contains(&node) => {}
+            ExecRelayed::Answered { node, tasks, refused } => {
+                answered.insert(node.clone());
+                let wanted = unanswered.remove(&node).cloned().unwrap_or_default();
+                if waiting && unanswered.is_empty() {
+                    all_answered();
+                }
+                // A task placed there that its agent does not find has stopped or moved since.
+                ended.extend(wanted.iter().filter(|t| !tasks.contains(t)).map(|t| (t.clone(), Err(format!("not running on {node} any more")))));
+                match refused {
+                    Some(reason) => ended.extend(tasks.into_iter().map(|t| (t, Err(reason.clone())))),
+                    None => running.extend(tasks.into_iter().map(|t| ((node.clone(), t), Default::default()))),
+                }
+            }
+            ExecRelayed::Output { node, task, stderr, bytes } => {
+                let Some((out, err)) = running.get_mut(&(node, task.clone())) else { continue };
+                match prefix {
+                    None => {
+                        let _ = if stderr { std::io::stderr().lock().write_all(&bytes) } else { std::io::stdout().lock().write_all(&bytes).and_then(|()| std::io::stdout().flush()) };
+                    }
+                    Some(width) => {
+                        let lines = if stderr { err.push(&bytes) } else { out.push(&bytes) };
+                        lines.iter().for_each(|l| show(&task, width, stderr, l));
+                    }
+                }
+            }
+            ExecRelayed::Exited { node, task, code } => {
+                finish(&mut running, &node, &task, prefix);
+                ended.push((task, Ok(code)));
+            }
+            ExecRelayed::Failed { node, task, message } => {
+                finish(&mut running, &node, &task, prefix);
+                ended.push((task, Err(message)));
+            }
+        }
+    }
+    ended
+}
+
+/// A task's command ended: what it wrote after its last newline is shown.
+fn finish(running: &mut BTreeMap<(String, String), (Lines, Lines)>, node: &str, task: &str, prefix: Option<usize>) {
+    if let (Some((mut out, mut err)), Some(width)) = (running.remove(&(node.to_string(), task.to_string())), prefix) {
+        out.rest().iter().for_each(|l| show(task, width, false, l));
+        err.rest().iter().for_each(|l| show(task, width, true, l));
+    }
+}
+
+/// One line of a task's output, labelled.
+fn show(name: &str, width: usize, stderr: bool, line: &str) {
+    if stderr {
+        eprintln!("{name:<width$} | {line}");
+    } else {
+        println!("{name:<width$} | {line}");
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn expected(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+        pairs.iter().map(|(node, tasks)| (node.to_string(), tasks.iter().map(|t| t.to_string()).collect())).collect()
+    }
+
+    #[tokio::test]
+    async fn each_relayed_task_ends_with_its_code_or_why_it_has_none() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let node = |n: &str| n.to_string();
+        for message in [
+            ExecRelayed::Answered { node: node("n3"), tasks: vec!["w.3".into(), "w.4".into()], refused: None },
+            ExecRelayed::Answered { node: node("n2"), tasks: vec!["w.1".into()], refused: Some("start it with --allow-exec".into()) },
+            ExecRelayed::Output { node: node("n3"), task: "w.3".into(), stderr: false, bytes: b"half a li".to_vec() },
+            ExecRelayed::Exited { node: node("n3"), task: "w.3".into(), code: 0 },
+            ExecRelayed::Failed { node: node("n3"), task: "w.4".into(), message: "frozen".into() },
+        ] {
+            tx.send(message).await.unwrap();
+        }
+        let mut withdrawn = 0;
+        let ended = relayed(&mut rx, &expected(&[("n2", &["w.1", "w.2"]), ("n3", &["w.3", "w.4"])]), Some(3), || withdrawn += 1).await;
+        assert_eq!(withdrawn, 1, "the request goes once every node has answered");
+        let mut ended: Vec<(String, Result<i64, String>)> = ended;
+        ended.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            ended,
+            [
+                ("w.1".to_string(), Err("start it with --allow-exec".to_string())),
+                ("w.2".to_string(), Err("not running on n2 any more".to_string())),
+                ("w.3".to_string(), Ok(0)),
+                ("w.4".to_string(), Err("frozen".to_string())),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_that_does_not_answer_is_named_after_its_time() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        tx.send(ExecRelayed::Answered { node: "n3".into(), tasks: vec!["w.3".into()], refused: None }).await.unwrap();
+        tx.send(ExecRelayed::Exited { node: "n3".into(), task: "w.3".into(), code: 2 }).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let ended = relayed(&mut rx, &expected(&[("n2", &["w.1"]), ("n3", &["w.3"])]), Some(3), || {}).await;
+        assert_eq!(started.elapsed(), ANSWER_WITHIN);
+        assert_eq!(ended[0], ("w.3".to_string(), Ok(2)));
+        let (task, said) = &ended[1];
+        assert!(task == "w.1" && said.as_ref().is_err_and(|e| e.contains("no answer from the agent on n2 within 5 s")), "{ended:?}");
+        drop(tx);
+    }
 
     #[test]
     fn output_is_cut_into_whole_lines_and_the_rest_kept_for_the_end() {

@@ -2,6 +2,7 @@
 
 //! One subcommand per file; `common` holds what several share.
 
+mod asked;
 mod capture;
 mod common;
 mod cp;
@@ -140,20 +141,21 @@ enum Command {
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
     },
-    /// Run a command in a task of the lab (SERVICE.SLOT), or in every task of SERVICE on this
-    /// node, as `docker exec` does; exits with the command's status.
-    #[command(after_help = "Examples:\n  labctl exec raft raft.2 -- ip addr\n  labctl exec raft raft -- ss -tn     # every raft task on this node, lines labelled raft.N\n  labctl exec -it raft raft.1 -- sh   # a shell's prompt in raft.1\n  echo 'SET k v' | labctl exec -i kv kv.1 -- redis-cli")]
+    /// Run a command in a task of the lab (SERVICE.SLOT), or in every task of SERVICE, as
+    /// `docker exec` does; exits with the command's status. Tasks on other nodes are reached
+    /// through their agents (started with --allow-exec).
+    #[command(after_help = "Examples:\n  labctl exec raft raft.2 -- ip addr\n  labctl exec raft raft -- ss -tn     # every raft task, lines labelled raft.N\n  labctl exec -it raft raft.1 -- sh   # a shell's prompt in raft.1\n  echo 'SET k v' | labctl exec -i kv kv.1 -- redis-cli")]
     Exec {
         lab: String,
-        /// SERVICE.SLOT (one task) or SERVICE (each of its tasks on this node).
+        /// SERVICE.SLOT (one task) or SERVICE (each of its tasks, on every node).
         target: String,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
-        /// Pass labctl's standard input to the command (one task).
+        /// Pass labctl's standard input to the command (one task, of this node).
         #[arg(short = 'i', long)]
         interactive: bool,
-        /// Give the command a terminal (one task); with -i, a shell's prompt.
+        /// Give the command a terminal (one task, of this node); with -i, a shell's prompt.
         #[arg(short = 't', long)]
         tty: bool,
         /// Docker daemon of the task's node (default: the local socket, or DOCKER_HOST).

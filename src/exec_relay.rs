@@ -1,0 +1,139 @@
+//! A command run in tasks on other nodes, through their agents: `labctl exec` asks in Redis (an
+//! [`ExecRequest`] in the `swarmlab:execs` hash, its deadline renewed while it waits), each
+//! node's agent that allows it runs the command once in its own tasks the request names and
+//! relays what they write and how they end as [`ExecRelayed`] entries of the request's stream.
+//! Docker runs a command only in a container of its own node, so this is the one way labctl on
+//! one node reaches a task on another. Pure: the wire format only; the Redis calls are at both
+//! ends.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How long a request stands without being renewed.
+pub const REQUEST_LIFETIME: Duration = Duration::from_secs(5);
+
+/// Entries kept in a request's stream (approximately): a command writing faster than labctl
+/// reads loses its oldest output rather than fill Redis.
+pub const STREAM_KEPT: usize = 100_000;
+
+/// What `labctl exec` asks of the agents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecRequest {
+    pub lab: String,
+    pub service: String,
+    /// Only the task of this slot; every task of the service when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u64>,
+    pub command: Vec<String>,
+    /// Swarm's id of the node labctl runs the command on itself (its agent leaves it alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub except_node_id: Option<String>,
+    /// When the request lapses unless renewed.
+    pub until: DateTime<Utc>,
+}
+
+impl ExecRequest {
+    pub fn wants(&self, lab: &str, service: &str, slot: Option<u64>) -> bool {
+        self.lab == lab && self.service == service && (self.slot.is_none() || self.slot == slot)
+    }
+
+    pub fn lapsed(&self, now: DateTime<Utc>) -> bool {
+        now > self.until
+    }
+}
+
+/// One entry of a request's stream, from one node's agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecRelayed {
+    /// The node's answer, before anything else it relays: the tasks it runs the command in
+    /// (none when it has no task of the target), or why it runs none.
+    Answered { node: String, tasks: Vec<String>, refused: Option<String> },
+    /// A piece of what the command wrote in a task.
+    Output { node: String, task: String, stderr: bool, bytes: Vec<u8> },
+    /// The command ended in a task, with this exit code.
+    Exited { node: String, task: String, code: i64 },
+    /// The command could not be run in a task, or its end not learnt.
+    Failed { node: String, task: String, message: String },
+}
+
+/// The entry's header (JSON in field `h`); output bytes go apart, raw, in field `d`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+enum Header {
+    Answered { node: String, tasks: Vec<String>, refused: Option<String> },
+    Output { node: String, task: String, stderr: bool },
+    Exited { node: String, task: String, code: i64 },
+    Failed { node: String, task: String, message: String },
+}
+
+pub use crate::capture::relay::{DATA_FIELD, HEADER_FIELD};
+
+impl ExecRelayed {
+    /// The stream entry's fields: (name, value).
+    pub fn to_fields(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let (header, data) = match self {
+            ExecRelayed::Answered { node, tasks, refused } => (Header::Answered { node: node.clone(), tasks: tasks.clone(), refused: refused.clone() }, None),
+            ExecRelayed::Output { node, task, stderr, bytes } => (Header::Output { node: node.clone(), task: task.clone(), stderr: *stderr }, Some(bytes.clone())),
+            ExecRelayed::Exited { node, task, code } => (Header::Exited { node: node.clone(), task: task.clone(), code: *code }, None),
+            ExecRelayed::Failed { node, task, message } => (Header::Failed { node: node.clone(), task: task.clone(), message: message.clone() }, None),
+        };
+        // A header of strings and numbers always serialises.
+        let mut fields = vec![(HEADER_FIELD, serde_json::to_vec(&header).unwrap_or_default())];
+        fields.extend(data.map(|d| (DATA_FIELD, d)));
+        fields
+    }
+
+    /// The entry read back; `None` for one this version cannot read (a newer agent's).
+    pub fn from_fields(header: &[u8], data: Option<Vec<u8>>) -> Option<ExecRelayed> {
+        Some(match serde_json::from_slice(header).ok()? {
+            Header::Answered { node, tasks, refused } => ExecRelayed::Answered { node, tasks, refused },
+            Header::Output { node, task, stderr } => ExecRelayed::Output { node, task, stderr, bytes: data.unwrap_or_default() },
+            Header::Exited { node, task, code } => ExecRelayed::Exited { node, task, code },
+            Header::Failed { node, task, message } => ExecRelayed::Failed { node, task, message },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(r: &ExecRelayed) -> Option<ExecRelayed> {
+        let fields = r.to_fields();
+        let header = fields.iter().find(|(k, _)| *k == HEADER_FIELD).map(|(_, v)| v.clone())?;
+        let data = fields.iter().find(|(k, _)| *k == DATA_FIELD).map(|(_, v)| v.clone());
+        ExecRelayed::from_fields(&header, data)
+    }
+
+    #[test]
+    fn every_entry_reads_back_as_written() {
+        let entries = [
+            ExecRelayed::Answered { node: "n2".into(), tasks: vec!["raft.2".into(), "raft.5".into()], refused: None },
+            ExecRelayed::Answered { node: "n3".into(), tasks: vec![], refused: Some("not allowed".into()) },
+            ExecRelayed::Output { node: "n2".into(), task: "raft.2".into(), stderr: true, bytes: vec![0, 10, 255] },
+            ExecRelayed::Output { node: "n2".into(), task: "raft.2".into(), stderr: false, bytes: vec![] },
+            ExecRelayed::Exited { node: "n2".into(), task: "raft.5".into(), code: 137 },
+            ExecRelayed::Failed { node: "n2".into(), task: "raft.5".into(), message: "frozen".into() },
+        ];
+        for entry in &entries {
+            assert_eq!(round_trip(entry).as_ref(), Some(entry));
+        }
+        assert_eq!(ExecRelayed::from_fields(br#"{"kind":"signal","n":9}"#, None), None);
+    }
+
+    #[test]
+    fn a_request_names_a_service_or_one_slot_and_lapses_unless_renewed() {
+        let now = Utc::now();
+        let request = ExecRequest { lab: "l".into(), service: "w".into(), slot: Some(2), command: vec!["true".into()], except_node_id: None, until: now };
+        assert!(request.wants("l", "w", Some(2)));
+        assert!(!request.wants("l", "w", Some(1)) && !request.wants("l", "m", Some(2)) && !request.wants("other", "w", Some(2)));
+        let every = ExecRequest { slot: None, ..request.clone() };
+        assert!(every.wants("l", "w", Some(7)) && every.wants("l", "w", None));
+        assert!(!request.lapsed(now) && request.lapsed(now + chrono::Duration::milliseconds(1)));
+        let json = serde_json::to_string(&every).unwrap();
+        assert_eq!(serde_json::from_str::<ExecRequest>(&json).unwrap(), every);
+    }
+}
