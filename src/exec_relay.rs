@@ -1,9 +1,9 @@
-//! A command run in tasks on other nodes, through their agents: `labctl exec` asks in Redis (an
-//! [`ExecRequest`] in the `swarmlab:execs` hash, its deadline renewed while it waits), each
-//! node's agent that allows it runs the command once in its own tasks the request names and
-//! relays what they write and how they end as [`ExecRelayed`] entries of the request's stream.
-//! Docker runs a command only in a container of its own node, so this is the one way labctl on
-//! one node reaches a task on another. Pure: the wire format only; the Redis calls are at both
+//! A command run in tasks on other nodes, or files taken out of them, through their agents:
+//! `labctl exec` and `labctl cp` ask in Redis (an [`ExecRequest`] in the `swarmlab:execs` hash,
+//! its deadline renewed while they wait), each node's agent that allows it acts once on its own
+//! tasks the request names and relays what comes out and how each ends as [`ExecRelayed`]
+//! entries of the request's stream. Docker reaches only the containers of its own node, so this
+//! is the one way labctl on one node reaches a task on another. Pure: the wire format only; the Redis calls are at both
 //! ends.
 
 use std::time::Duration;
@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 /// How long a request stands without being renewed.
 pub const REQUEST_LIFETIME: Duration = Duration::from_secs(5);
 
-/// Entries kept in a request's stream (approximately): a command writing faster than labctl
-/// reads loses its oldest output rather than fill Redis.
+/// Entries kept in a request's stream (approximately), a bound for Redis's sake only: an
+/// agent lets far fewer wait for labctl to read them before it relays more.
 pub const STREAM_KEPT: usize = 100_000;
 
 /// What `labctl exec` asks of the agents.
@@ -27,12 +27,24 @@ pub struct ExecRequest {
     /// Only the task of this slot; every task of the service when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<u64>,
-    pub command: Vec<String>,
-    /// Swarm's id of the node labctl runs the command on itself (its agent leaves it alone).
+    pub action: TaskAction,
+    /// Swarm's id of the node labctl acts on itself (its agent leaves it alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub except_node_id: Option<String>,
     /// When the request lapses unless renewed.
     pub until: DateTime<Utc>,
+}
+
+/// What an agent does in each task a request names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum TaskAction {
+    /// Runs the command in each running task (`labctl exec`): its output relayed as it comes,
+    /// then its exit code.
+    Run { command: Vec<String> },
+    /// Relays `path` out of each task's latest container, ended ones too (`labctl cp`): Docker's
+    /// tar archive of it as output, then exit code 0.
+    Copy { path: String },
 }
 
 impl ExecRequest {
@@ -127,13 +139,16 @@ mod tests {
     #[test]
     fn a_request_names_a_service_or_one_slot_and_lapses_unless_renewed() {
         let now = Utc::now();
-        let request = ExecRequest { lab: "l".into(), service: "w".into(), slot: Some(2), command: vec!["true".into()], except_node_id: None, until: now };
+        let request = ExecRequest { lab: "l".into(), service: "w".into(), slot: Some(2), action: TaskAction::Run { command: vec!["true".into()] }, except_node_id: None, until: now };
         assert!(request.wants("l", "w", Some(2)));
         assert!(!request.wants("l", "w", Some(1)) && !request.wants("l", "m", Some(2)) && !request.wants("other", "w", Some(2)));
         let every = ExecRequest { slot: None, ..request.clone() };
         assert!(every.wants("l", "w", Some(7)) && every.wants("l", "w", None));
         assert!(!request.lapsed(now) && request.lapsed(now + chrono::Duration::milliseconds(1)));
-        let json = serde_json::to_string(&every).unwrap();
-        assert_eq!(serde_json::from_str::<ExecRequest>(&json).unwrap(), every);
+        let copy = ExecRequest { action: TaskAction::Copy { path: "/results".into() }, ..request };
+        for request in [every, copy] {
+            let json = serde_json::to_string(&request).unwrap();
+            assert_eq!(serde_json::from_str::<ExecRequest>(&json).unwrap(), request);
+        }
     }
 }

@@ -136,6 +136,7 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     let out = exec("unix:///run/slmn/n2/docker.sock", "w", &["hostname"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(hostnames(&out.stdout), ["w.1", "w.2", "w.3", "w.4"], "every task of w, two of them through n3's agent: {}", String::from_utf8_lossy(&out.stdout));
+    let hostname_of: std::collections::BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_once(" | ")).map(|(label, name)| (label.trim().to_string(), name.to_string())).collect();
     let out = exec(MANAGER, "w", &["hostname"]);
     let said = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{said}");
@@ -143,16 +144,35 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     assert!(said.contains("failed in 2 of 4 tasks") && said.matches("--allow-exec").count() == 2 && said.contains("slmn-n2"), "n2's tasks named, refused by its agent: {said}");
     let out = exec(MANAGER, &on_n3[0], &["sh", "-c", "echo out; echo err >&2; exit 3"]);
     assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref(), String::from_utf8_lossy(&out.stderr).as_ref()), (Some(3), "out\n", "err\n"), "one task on n3 through its agent, as docker exec there");
+    // `labctl cp` through n2's daemon: each task's own file, n3's two through n3's agent; and
+    // from the manager a 3 MB file made in a task on n3, relayed in pieces, arriving whole.
+    let cp = |host: &str, source: &str, dest: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_labctl"))
+            .args(["cp", "spread", source, dest.to_str().unwrap()])
+            .env("REDIS_URL", &redis)
+            .env("DOCKER_HOST", host)
+            .env("DOCKER_API_VERSION", "1.41")
+            .output()
+            .unwrap()
+    };
     let dest = lab.dir.path().join("copies");
-    let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
-        .args(["cp", "spread", "w:/etc/hostname", dest.to_str().unwrap()])
-        .env("DOCKER_HOST", "unix:///run/slmn/n2/docker.sock")
-        .env("DOCKER_API_VERSION", "1.41")
-        .output()
-        .unwrap();
+    let out = cp("unix:///run/slmn/n2/docker.sock", "w:/etc/hostname", &dest);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let copied = std::fs::read_dir(&dest).unwrap().filter_map(|e| e.ok()).filter(|e| e.path().join("hostname").is_file()).count();
-    assert_eq!(copied, 2, "each task on n2 copied into its own directory: {}", String::from_utf8_lossy(&out.stdout));
+    for (label, hostname) in &hostname_of {
+        let copied = std::fs::read_to_string(dest.join(label).join("hostname")).unwrap_or_default();
+        assert_eq!(copied.trim(), hostname, "{label}'s own file: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    let made = exec(MANAGER, &on_n3[0], &["sh", "-c", "head -c 3000000 /dev/urandom > /big && sha256sum /big"]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let sum = String::from_utf8_lossy(&made.stdout).split_whitespace().next().unwrap_or_default().to_string();
+    let started = std::time::Instant::now();
+    let out = cp(MANAGER, &format!("{}:/big", on_n3[0]), &dest);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let big = std::fs::read(dest.join(&on_n3[0]).join("big")).unwrap();
+    use sha2::Digest;
+    let got: String = sha2::Sha256::digest(&big).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!((big.len(), got), (3_000_000, sum), "the file made on n3, whole");
+    println!("labctl cp through n3's agent: 3 MB in {:.2?}", started.elapsed());
 
     // `labctl top` from anywhere Redis is: every task of the lab with its node, sampled by
     // that node's agent, its traffic under the lab's network name.

@@ -1,27 +1,33 @@
-//! Commands for a `labctl exec` run on another node: Docker runs a command only in a container
-//! of its own node, so each node's agent runs the command in its own tasks that a request names
-//! (`swarmlab:execs`, see `exec_relay`), once per request, and relays their output and exit
-//! codes to the request's stream in Redis. Off unless the agent is started with
+//! Commands for a `labctl exec`, and files for a `labctl cp`, run on another node: Docker
+//! reaches only the containers of its own node, so each node's agent acts on its own tasks that
+//! a request names (`swarmlab:execs`, see `exec_relay`), once per request, and relays what comes
+//! out and how each ends to the request's stream in Redis. Off unless the agent is started with
 //! `--allow-exec`: whoever can write to Redis could otherwise run commands in the lab's tasks.
 //! An agent that does not allow it says so, naming the tasks it left alone, so labctl can say
-//! what to do instead of waiting.
+//! what to do instead of waiting. (`cp` only reads, but what it reads may be as private.)
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
+use redis::AsyncCommands;
 use tokio::sync::watch;
 
 use super::requests::{self, Requests};
-use super::usage::{SampledTask, Snapshot};
-use crate::exec_relay::{ExecRelayed, ExecRequest, STREAM_KEPT};
+use super::usage::Snapshot;
+use crate::exec_relay::{ExecRelayed, ExecRequest, TaskAction, STREAM_KEPT};
 use crate::store::keys;
-use crate::swarm::{task_label, DockerSwarm, ExecOutput};
+use crate::swarm::{task_label, DockerSwarm, ExecOutput, SwarmError};
 
 /// How often the requests are read (a command starts on this node up to this late).
 const LOOK_EVERY: Duration = Duration::from_millis(300);
 /// A request's stream outlives its labctl (killed before deleting it) by at most this.
 const STREAM_EXPIRY_SECS: i64 = 60;
+/// Entries a task's output may have waiting in the stream (labctl trims what it has read;
+/// Docker's pieces are up to 32 KB: 32 MB at most).
+const BACKLOG: usize = 1000;
+/// A labctl that reads nothing for this long is gone: the task's relaying stops.
+const READER_GONE_AFTER: Duration = Duration::from_secs(30);
 
 pub struct ExecServer {
     swarm: DockerSwarm,
@@ -70,8 +76,19 @@ impl ExecServer {
             if self.served.contains(&id) {
                 continue;
             }
-            let tasks: Vec<&SampledTask> = snapshot.tasks.iter().filter(|t| request.wants(&t.lab, &t.service, t.slot)).collect();
-            let labels: Vec<String> = tasks.iter().map(|t| task_label(&t.service, t.slot, &self.node)).collect();
+            let tasks: Vec<(String, String)> = match &request.action {
+                // The running tasks, as the shaping passes know them.
+                TaskAction::Run { .. } => snapshot.tasks.iter().filter(|t| request.wants(&t.lab, &t.service, t.slot)).map(|t| (t.container.clone(), task_label(&t.service, t.slot, &self.node))).collect(),
+                // Each slot's latest container, an ended one too: a job's results.
+                TaskAction::Copy { .. } => match self.swarm.latest_task_containers(&request.lab, &request.service, request.slot).await {
+                    Ok(containers) => containers.into_iter().map(|c| (c.id, task_label(&c.service, c.slot, &self.node))).collect(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list this node's task containers for labctl cp");
+                        vec![]
+                    }
+                },
+            };
+            let labels: Vec<String> = tasks.iter().map(|(_, label)| label.clone()).collect();
             let refused = (!self.allowed && !tasks.is_empty())
                 .then(|| format!("the agent on {} does not run commands for labctl on other nodes: start it with --allow-exec (LABD_ALLOW_EXEC=true), or run labctl on {}", self.node, self.node));
             let stream = keys::exec(&id);
@@ -82,18 +99,18 @@ impl ExecServer {
                 continue;
             }
             if !tasks.is_empty() {
-                tracing::info!(exec = %id, lab = %request.lab, tasks = ?labels, "running a command for labctl exec on another node");
+                tracing::info!(exec = %id, lab = %request.lab, tasks = ?labels, action = ?request.action, "acting on this node's tasks for labctl on another node");
             }
-            for (task, label) in tasks.into_iter().zip(labels) {
+            for (container, label) in tasks {
                 let run = RunIn { swarm: self.swarm.clone(), conn: conn.clone(), stream: stream.clone(), node: self.node.clone(), task: label };
-                tokio::spawn(run.run(task.container.clone(), request.command.clone()));
+                tokio::spawn(run.run(container, request.action.clone()));
             }
         }
         Ok(())
     }
 }
 
-/// The command in one task, relayed.
+/// The action in one task, relayed.
 struct RunIn {
     swarm: DockerSwarm,
     conn: redis::aio::MultiplexedConnection,
@@ -103,18 +120,22 @@ struct RunIn {
 }
 
 impl RunIn {
-    async fn run(mut self, container: String, command: Vec<String>) {
-        let end = match self.relay(&container, &command).await {
+    async fn run(mut self, container: String, action: TaskAction) {
+        let outcome = match &action {
+            TaskAction::Run { command } => self.run_command(&container, command).await,
+            TaskAction::Copy { path } => self.copy(&container, path).await.map(|()| 0),
+        };
+        let end = match outcome {
             Ok(code) => ExecRelayed::Exited { node: self.node.clone(), task: self.task.clone(), code },
             Err(message) => ExecRelayed::Failed { node: self.node.clone(), task: self.task.clone(), message },
         };
         if let Err(e) = self.add(&end).await {
-            tracing::warn!(stream = %self.stream, error = %e, "cannot relay a command's end to Redis");
+            tracing::warn!(stream = %self.stream, error = %e, "cannot relay a task's end to Redis");
         }
     }
 
     /// Runs the command, relaying its output as it comes; its exit code.
-    async fn relay(&mut self, container: &str, command: &[String]) -> Result<i64, String> {
+    async fn run_command(&mut self, container: &str, command: &[String]) -> Result<i64, String> {
         // Docker would say "unpause the container": here a schedule froze it, and holds it so.
         if self.swarm.task_paused(container).await.unwrap_or(false) {
             return Err(format!("{} is frozen by a pause step of the lab's schedule: a command runs in it once the schedule thaws it", self.task));
@@ -125,10 +146,38 @@ impl RunIn {
                 ExecOutput::Stdout(bytes) => (false, bytes),
                 ExecOutput::Stderr(bytes) => (true, bytes),
             };
-            let output = ExecRelayed::Output { node: self.node.clone(), task: self.task.clone(), stderr, bytes };
-            self.add(&output).await.map_err(|e| format!("cannot relay the command's output to Redis: {e}"))?;
+            self.output(stderr, bytes).await?;
         }
         self.swarm.exec_ended(&exec.id).await.map_err(|e| e.to_string())
+    }
+
+    /// Relays Docker's tar archive of `path` in the container.
+    async fn copy(&mut self, container: &str, path: &str) -> Result<(), String> {
+        let archive = self.swarm.copy_from_task(container, path);
+        futures::pin_mut!(archive);
+        while let Some(piece) = archive.next().await {
+            match piece {
+                Ok(bytes) => self.output(false, bytes.to_vec()).await?,
+                Err(SwarmError::NotFound(_)) => return Err(format!("no {path} in its container")),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Relays a piece of output once labctl has read what waits in the stream down to
+    /// `BACKLOG` entries: nothing is dropped (a copy's archive must arrive whole), and the
+    /// command or copy waits as a pipe's writer does.
+    async fn output(&mut self, stderr: bool, bytes: Vec<u8>) -> Result<(), String> {
+        let waiting_since = tokio::time::Instant::now();
+        while self.conn.xlen::<_, usize>(&self.stream).await.map_err(|e| e.to_string())? > BACKLOG {
+            if waiting_since.elapsed() > READER_GONE_AFTER {
+                return Err(format!("labctl read nothing for {} s: the rest was not relayed", READER_GONE_AFTER.as_secs()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let output = ExecRelayed::Output { node: self.node.clone(), task: self.task.clone(), stderr, bytes };
+        self.add(&output).await.map_err(|e| format!("cannot relay the output to Redis: {e}"))
     }
 
     async fn add(&mut self, entry: &ExecRelayed) -> Result<(), String> {

@@ -91,8 +91,9 @@ struct Cli {
     /// network: `labctl top`, and the `swarmlab_task_*` series); `0s` never.
     #[arg(long, env = "LABD_USAGE_INTERVAL", default_value = "5s", value_parser = parse_usage_interval, global = true)]
     usage_interval: Duration,
-    /// Run the commands `labctl exec` on another node asks for in this node's tasks (off by
-    /// default: whoever can write to Redis could then run commands in the lab's tasks).
+    /// Run the commands `labctl exec` on another node asks for in this node's tasks, and give
+    /// `labctl cp` their files (off by default: whoever can write to Redis could then run
+    /// commands in the lab's tasks).
     #[arg(long, env = "LABD_ALLOW_EXEC", global = true)]
     allow_exec: bool,
     #[command(subcommand)]

@@ -47,6 +47,12 @@ impl DockerSwarm {
             .collect())
     }
 
+    /// The latest container of each slot of `lab`'s service on this node (of the slot `slot`
+    /// only, when given), ended ones included: a slot's earlier tries are history.
+    pub async fn latest_task_containers(&self, lab: &str, service: &str, slot: Option<u64>) -> Result<Vec<TaskContainer>, SwarmError> {
+        Ok(latest_per_slot(self.task_containers(lab, service).await?, slot))
+    }
+
     /// `path` in the container as a tar stream (Docker's archive of a file or a directory).
     pub fn copy_from_task(&self, container: &str, path: &str) -> impl Stream<Item = Result<bytes::Bytes, SwarmError>> + Send + 'static {
         let options = DownloadFromContainerOptions { path: path.to_string() };
@@ -57,5 +63,31 @@ impl DockerSwarm {
                 other => api_err("copy from container")(other),
             })
         })
+    }
+}
+
+/// The latest container of each slot (of each global task: slot `None`), of `slot` only when
+/// given.
+fn latest_per_slot(containers: Vec<TaskContainer>, slot: Option<u64>) -> Vec<TaskContainer> {
+    let mut latest: std::collections::BTreeMap<Option<u64>, TaskContainer> = std::collections::BTreeMap::new();
+    for c in containers.into_iter().filter(|c| slot.is_none() || c.slot == slot) {
+        if latest.get(&c.slot).is_none_or(|held| c.created > held.created) {
+            latest.insert(c.slot, c);
+        }
+    }
+    latest.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_slot_gives_its_latest_container() {
+        let c = |id: &str, slot, created| TaskContainer { id: id.into(), service: "raft".into(), slot, created };
+        let all = vec![c("old1", Some(1), 10), c("new1", Some(1), 20), c("two", Some(2), 5)];
+        let ids = |v: Vec<TaskContainer>| v.into_iter().map(|c| c.id).collect::<Vec<_>>();
+        assert_eq!(ids(latest_per_slot(all.clone(), None)), ["new1", "two"]);
+        assert_eq!(ids(latest_per_slot(all, Some(2))), ["two"]);
     }
 }

@@ -1,5 +1,6 @@
 //! `labctl cp LAB SERVICE[.SLOT]:PATH DEST`: a file or directory out of each task of a service
-//! (or the one in a slot) on this node, as `docker cp` takes it out of one container, into
+//! (or the one in a slot), as `docker cp` takes it out of one container (on other nodes, their
+//! agents take it out when started with `--allow-exec`, relayed through Redis), into
 //! `DEST/<service>.<slot>/` (`DEST/<service>@<node>/` for a global service's task), so that the
 //! copies of several tasks sit side by side. An ended task counts (its latest container): a
 //! job's results, or a crashed node's last log, are there after the run.
@@ -10,9 +11,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use futures::TryStreamExt;
-use swarmlab::swarm::{task_label, DockerSwarm, SwarmError, TaskContainer};
+use futures::channel::mpsc::UnboundedSender;
+use swarmlab::exec_relay::{ExecRelayed, ExecRequest, TaskAction};
+use swarmlab::swarm::{task_label, DockerSwarm, SwarmError};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
+use crate::asked::Asked;
+use crate::relayed_tasks::{follow, TaskSink};
 use crate::tasks::{this_node, Placement, Target};
 
 pub struct Args {
@@ -41,24 +46,15 @@ fn parse_source(text: &str) -> anyhow::Result<(Target, String)> {
     Ok((target.parse()?, path.to_string()))
 }
 
-/// The latest container of each slot (of each global task here): a slot's earlier tries are
-/// history.
-fn latest_per_slot(containers: Vec<TaskContainer>, target: &Target) -> Vec<TaskContainer> {
-    let mut latest: BTreeMap<Option<u64>, TaskContainer> = BTreeMap::new();
-    for c in containers.into_iter().filter(|c| target.matches(c.slot)) {
-        if latest.get(&c.slot).is_none_or(|held| c.created > held.created) {
-            latest.insert(c.slot, c);
-        }
-    }
-    latest.into_values().collect()
-}
-
-/// Unpacks Docker's tar stream of `path` into `dir`; entries that would land outside it are
+/// Unpacks Docker's tar archive of `path` into `dir`, as its bytes come (from this node's
+/// Docker, or relayed by another node's agent); entries that would land outside `dir` are
 /// refused by `tar` (`unpack_in`).
-async fn copy_one(swarm: &DockerSwarm, container: &str, path: &str, dir: &Path) -> anyhow::Result<Copied> {
+async fn unpack<S>(archive: S, path: &str, dir: &Path) -> anyhow::Result<Copied>
+where
+    S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Unpin + 'static,
+{
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let stream = swarm.copy_from_task(container, path).map_err(std::io::Error::other);
-    let reader = SyncIoBridge::new(StreamReader::new(stream));
+    let reader = SyncIoBridge::new(StreamReader::new(archive));
     let dir = dir.to_path_buf();
     // `tar` reads synchronously: on a blocking thread, fed as the bytes come.
     tokio::task::spawn_blocking(move || -> std::io::Result<Copied> {
@@ -81,6 +77,50 @@ async fn copy_one(swarm: &DockerSwarm, container: &str, path: &str, dir: &Path) 
     })
 }
 
+/// The archives relayed by the other nodes' agents, each unpacked as it comes into its task's
+/// directory.
+struct Unpacking<'a> {
+    path: &'a str,
+    dest: &'a Path,
+    open: BTreeMap<(String, String), UnboundedSender<std::io::Result<bytes::Bytes>>>,
+    unpacked: BTreeMap<String, tokio::task::JoinHandle<anyhow::Result<Copied>>>,
+}
+
+impl TaskSink for Unpacking<'_> {
+    fn started(&mut self, node: &str, task: &str) {
+        let (bytes, archive) = futures::channel::mpsc::unbounded();
+        let (path, dir) = (self.path.to_string(), self.dest.join(task));
+        self.unpacked.insert(task.to_string(), tokio::spawn(async move { unpack(archive, &path, &dir).await }));
+        self.open.insert((node.to_string(), task.to_string()), bytes);
+    }
+
+    fn output(&mut self, node: &str, task: &str, _stderr: bool, bytes: Vec<u8>) {
+        if let Some(open) = self.open.get(&(node.to_string(), task.to_string())) {
+            let _ = open.unbounded_send(Ok(bytes.into()));
+        }
+    }
+
+    /// The archive ends with its last piece (a copy that failed ends short: `tar` says so).
+    fn ended(&mut self, node: &str, task: &str) {
+        self.open.remove(&(node.to_string(), task.to_string()));
+    }
+}
+
+/// What one task gave, said.
+fn said(label: &str, path: &str, dir: &Path, copied: anyhow::Result<Copied>) -> bool {
+    match copied {
+        Ok(copied) => {
+            let name = Path::new(path).file_name().map(|n| dir.join(n)).unwrap_or(dir.to_path_buf());
+            println!("{label}: {path} -> {} ({} file{}, {})", name.display(), copied.files, if copied.files == 1 { "" } else { "s" }, size(copied.bytes));
+            true
+        }
+        Err(e) => {
+            eprintln!("labctl cp: {label}: {}", swarmlab::error_chain::Chain(e.as_ref()));
+            false
+        }
+    }
+}
+
 fn size(bytes: u64) -> String {
     match bytes {
         b if b < 1024 => format!("{b} B"),
@@ -94,28 +134,53 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     let (target, path) = parse_source(&source)?;
     let swarm = DockerSwarm::connect(docker_host).await?;
     let node = this_node(&swarm).await;
-    let here = latest_per_slot(swarm.task_containers(&lab, &target.service).await?, &target);
+    let here = swarm.latest_task_containers(&lab, &target.service, target.slot).await?;
     let placed = Placement::of(&swarm, url, &lab, Some(&target), &node).await;
-    if here.is_empty() {
+    if here.is_empty() && placed.elsewhere.is_empty() {
         return Err(placed.none_here("task", &lab, &target));
     }
-    placed.warn_elsewhere("labctl cp", "copied");
-    let mut failed = 0;
-    for c in &here {
-        let label = task_label(&c.service, c.slot, &node);
-        let dir = dest.join(&label);
-        match copy_one(&swarm, &c.id, &path, &dir).await {
-            Ok(copied) => {
-                let name = Path::new(&path).file_name().map(|n| dir.join(n)).unwrap_or(dir);
-                println!("{label}: {path} -> {} ({} file{}, {})", name.display(), copied.files, if copied.files == 1 { "" } else { "s" }, size(copied.bytes));
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("labctl cp: {label}: {}", swarmlab::error_chain::Chain(e.as_ref()));
-            }
+    // The tasks on other nodes, through their agents.
+    let mut asked = None;
+    if !placed.elsewhere.is_empty() {
+        let request = ExecRequest { lab: lab.clone(), service: target.service.clone(), slot: target.slot, action: TaskAction::Copy { path: path.clone() }, except_node_id: swarm.this_node_id().await, until: chrono::Utc::now() };
+        match Asked::<ExecRelayed>::ask(url, request, "labctl cp").await {
+            Ok(a) => asked = Some(a),
+            Err(e) if here.is_empty() => anyhow::bail!("the tasks are on other nodes ({}), and their agents cannot be asked through Redis: {e}", placed.elsewhere.join(", ")),
+            Err(e) => placed.warn_elsewhere("labctl cp", &format!("copied (cannot ask their agents through Redis: {e})")),
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    // This node's one after the other, the others' meanwhile (their agents wait while labctl
+    // does not read).
+    let local = async {
+        let mut copied = 0;
+        for c in &here {
+            let label = task_label(&c.service, c.slot, &node);
+            let dir = dest.join(&label);
+            let archive = swarm.copy_from_task(&c.id, &path).map_err(std::io::Error::other);
+            copied += usize::from(said(&label, &path, &dir, unpack(Box::pin(archive), &path, &dir).await));
+        }
+        copied
+    };
+    let remote = async {
+        let Some(mut asked) = asked else { return (0, 0) };
+        let withdraw = asked.withdrawer();
+        let mut unpacking = Unpacking { path: &path, dest: &dest, open: BTreeMap::new(), unpacked: BTreeMap::new() };
+        let ended = follow(&mut asked.messages, &placed.elsewhere_by_node, withdraw, &mut unpacking).await;
+        asked.finish().await;
+        let mut copied = 0;
+        for (task, end) in &ended {
+            let unpacked = unpacking.unpacked.remove(task);
+            let copy = match (end, unpacked) {
+                (Ok(_), Some(unpacked)) => unpacked.await.map_err(anyhow::Error::new).and_then(|r| r),
+                (Ok(_), None) => Err(anyhow::anyhow!("its archive was not relayed")),
+                (Err(e), _) => Err(anyhow::anyhow!("{e}")),
+            };
+            copied += usize::from(said(task, &path, &dest.join(task), copy));
+        }
+        (copied, ended.len())
+    };
+    let (copied_here, (copied_elsewhere, tried_elsewhere)) = tokio::join!(local, remote);
+    Ok(if copied_here == here.len() && copied_elsewhere == tried_elsewhere { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 #[cfg(test)]
@@ -128,14 +193,5 @@ mod tests {
         assert_eq!((target.service.as_str(), target.slot, path.as_str()), ("raft", Some(2), "/var/log/raft"));
         assert!(parse_source("raft").unwrap_err().to_string().contains("SERVICE[.SLOT]:PATH"));
         assert!(parse_source("raft:log").unwrap_err().to_string().contains("`raft:/log`?"));
-    }
-
-    #[test]
-    fn each_slot_gives_its_latest_container() {
-        let c = |id: &str, slot, created| TaskContainer { id: id.into(), service: "raft".into(), slot, created };
-        let all = vec![c("old1", Some(1), 10), c("new1", Some(1), 20), c("two", Some(2), 5)];
-        let ids = |v: Vec<TaskContainer>| v.into_iter().map(|c| c.id).collect::<Vec<_>>();
-        assert_eq!(ids(latest_per_slot(all.clone(), &"raft".parse().expect("target"))), ["new1", "two"]);
-        assert_eq!(ids(latest_per_slot(all, &"raft.2".parse().expect("target"))), ["two"]);
     }
 }

@@ -9,16 +9,16 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use futures::future::join_all;
 use futures::StreamExt;
 use swarmlab::swarm::{task_label, DockerSwarm, ExecOutput, LocalTask};
-use swarmlab::exec_relay::{ExecRelayed, ExecRequest};
+use swarmlab::exec_relay::{ExecRelayed, ExecRequest, TaskAction};
 use tokio::io::AsyncWriteExt;
 
 use crate::asked::Asked;
+use crate::relayed_tasks::{follow, TaskSink};
 
 use crate::tasks::{this_node, Placement, Target};
 
@@ -113,9 +113,6 @@ async fn follow_terminal_size(swarm: DockerSwarm, exec_id: String) {
     });
 }
 
-/// How long the other nodes' agents have to answer (they look every 300 ms).
-const ANSWER_WITHIN: Duration = Duration::from_secs(5);
-
 pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCode> {
     let Args { lab, target, command, stdin, tty } = args;
     let target: Target = target.parse()?;
@@ -162,7 +159,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     // The tasks on other nodes, through their agents.
     let mut asked = None;
     if !placed.elsewhere.is_empty() {
-        let request = ExecRequest { lab: lab.clone(), service: target.service.clone(), slot: target.slot, command: command.clone(), except_node_id: swarm.this_node_id().await, until: chrono::Utc::now() };
+        let request = ExecRequest { lab: lab.clone(), service: target.service.clone(), slot: target.slot, action: TaskAction::Run { command: command.clone() }, except_node_id: swarm.this_node_id().await, until: chrono::Utc::now() };
         match Asked::<ExecRelayed>::ask(url, request, "labctl exec").await {
             Ok(a) => asked = Some(a),
             Err(e) if here.is_empty() => anyhow::bail!("the tasks are on other nodes ({}), and their agents cannot be asked through Redis: {e}", placed.elsewhere.join(", ")),
@@ -177,7 +174,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         match asked {
             Some(mut asked) => {
                 let withdraw = asked.withdrawer();
-                let ended = relayed(&mut asked.messages, &placed.elsewhere_by_node, prefix, withdraw).await;
+                let ended = follow(&mut asked.messages, &placed.elsewhere_by_node, withdraw, &mut Shown { prefix, lines: BTreeMap::new() }).await;
                 asked.finish().await;
                 ended
             }
@@ -207,88 +204,37 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     Ok(ExitCode::FAILURE)
 }
 
-/// What the other nodes' agents relay, shown as it comes, until every task they run the
-/// command in has ended and every node expected has answered (or had its time): each task's
-/// exit code, or why it has none.
-/// `all_answered` is called once every node expected has answered or had its time: the
-/// request can go (an agent restarted meanwhile would otherwise run the command again).
-async fn relayed(messages: &mut tokio::sync::mpsc::Receiver<ExecRelayed>, expected: &BTreeMap<String, Vec<String>>, prefix: Option<usize>, mut all_answered: impl FnMut()) -> Vec<(String, Result<i64, String>)> {
-    let mut unanswered: BTreeMap<&String, &Vec<String>> = expected.iter().collect();
-    let mut answered = std::collections::BTreeSet::new();
-    let mut running: BTreeMap<(String, String), (Lines, Lines)> = BTreeMap::new();
-    let mut ended = Vec::new();
-    let answer_by = tokio::time::Instant::now() + ANSWER_WITHIN;
-    let no_answer = |node: &str, task: &str| (task.to_string(), Err(format!("no answer from the agent on {node} within {} s: is `labd agent` running there, with this Redis?", ANSWER_WITHIN.as_secs())));
-    while !unanswered.is_empty() || !running.is_empty() {
-        let waiting = !unanswered.is_empty();
-        let next = if waiting { tokio::time::timeout_at(answer_by, messages.recv()).await.ok() } else { Some(messages.recv().await) };
-        let message = match next {
-            // The nodes that have not answered had their time; the tasks running go on.
+/// The output of the tasks on other nodes, shown as it comes: as it is for one task, else in
+/// whole lines labelled with the task.
+struct Shown {
+    prefix: Option<usize>,
+    lines: BTreeMap<(String, String), (Lines, Lines)>,
+}
+
+impl TaskSink for Shown {
+    fn started(&mut self, node: &str, task: &str) {
+        self.lines.insert((node.to_string(), task.to_string()), Default::default());
+    }
+
+    fn output(&mut self, node: &str, task: &str, stderr: bool, bytes: Vec<u8>) {
+        let Some((out, err)) = self.lines.get_mut(&(node.to_string(), task.to_string())) else { return };
+        match self.prefix {
             None => {
-                for (node, tasks) in std::mem::take(&mut unanswered) {
-                    ended.extend(tasks.iter().map(|t| no_answer(node, t)));
-                }
-                all_answered();
-                continue;
+                let _ = if stderr { std::io::stderr().lock().write_all(&bytes) } else { std::io::stdout().lock().write_all(&bytes).and_then(|()| std::io::stdout().flush()) };
             }
-            // The stream's reader ended: nothing more comes.
-            Some(None) => {
-                for (node, tasks) in std::mem::take(&mut unanswered) {
-                    ended.extend(tasks.iter().map(|t| no_answer(node, t)));
-                }
-                for ((_, task), _) in std::mem::take(&mut running) {
-                    ended.push((task, Err("its end was not relayed (Redis went away?)".to_string())));
-                }
-                break;
-            }
-            Some(Some(message)) => message,
-        };
-        match message {
-            // An agent answers once (one restarted meanwhile may answer again: not run twice).
-            ExecRelayed::Answered { node, .. } if answered.contains(&node) => {}
-            ExecRelayed::Answered { node, tasks, refused } => {
-                answered.insert(node.clone());
-                let wanted = unanswered.remove(&node).cloned().unwrap_or_default();
-                if waiting && unanswered.is_empty() {
-                    all_answered();
-                }
-                // A task placed there that its agent does not find has stopped or moved since.
-                ended.extend(wanted.iter().filter(|t| !tasks.contains(t)).map(|t| (t.clone(), Err(format!("not running on {node} any more")))));
-                match refused {
-                    Some(reason) => ended.extend(tasks.into_iter().map(|t| (t, Err(reason.clone())))),
-                    None => running.extend(tasks.into_iter().map(|t| ((node.clone(), t), Default::default()))),
-                }
-            }
-            ExecRelayed::Output { node, task, stderr, bytes } => {
-                let Some((out, err)) = running.get_mut(&(node, task.clone())) else { continue };
-                match prefix {
-                    None => {
-                        let _ = if stderr { std::io::stderr().lock().write_all(&bytes) } else { std::io::stdout().lock().write_all(&bytes).and_then(|()| std::io::stdout().flush()) };
-                    }
-                    Some(width) => {
-                        let lines = if stderr { err.push(&bytes) } else { out.push(&bytes) };
-                        lines.iter().for_each(|l| show(&task, width, stderr, l));
-                    }
-                }
-            }
-            ExecRelayed::Exited { node, task, code } => {
-                finish(&mut running, &node, &task, prefix);
-                ended.push((task, Ok(code)));
-            }
-            ExecRelayed::Failed { node, task, message } => {
-                finish(&mut running, &node, &task, prefix);
-                ended.push((task, Err(message)));
+            Some(width) => {
+                let lines = if stderr { err.push(&bytes) } else { out.push(&bytes) };
+                lines.iter().for_each(|l| show(task, width, stderr, l));
             }
         }
     }
-    ended
-}
 
-/// A task's command ended: what it wrote after its last newline is shown.
-fn finish(running: &mut BTreeMap<(String, String), (Lines, Lines)>, node: &str, task: &str, prefix: Option<usize>) {
-    if let (Some((mut out, mut err)), Some(width)) = (running.remove(&(node.to_string(), task.to_string())), prefix) {
-        out.rest().iter().for_each(|l| show(task, width, false, l));
-        err.rest().iter().for_each(|l| show(task, width, true, l));
+    /// What it wrote after its last newline is shown.
+    fn ended(&mut self, node: &str, task: &str) {
+        if let (Some((mut out, mut err)), Some(width)) = (self.lines.remove(&(node.to_string(), task.to_string())), self.prefix) {
+            out.rest().iter().for_each(|l| show(task, width, false, l));
+            err.rest().iter().for_each(|l| show(task, width, true, l));
+        }
     }
 }
 
@@ -304,53 +250,6 @@ fn show(name: &str, width: usize, stderr: bool, line: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn expected(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
-        pairs.iter().map(|(node, tasks)| (node.to_string(), tasks.iter().map(|t| t.to_string()).collect())).collect()
-    }
-
-    #[tokio::test]
-    async fn each_relayed_task_ends_with_its_code_or_why_it_has_none() {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        let node = |n: &str| n.to_string();
-        for message in [
-            ExecRelayed::Answered { node: node("n3"), tasks: vec!["w.3".into(), "w.4".into()], refused: None },
-            ExecRelayed::Answered { node: node("n2"), tasks: vec!["w.1".into()], refused: Some("start it with --allow-exec".into()) },
-            ExecRelayed::Output { node: node("n3"), task: "w.3".into(), stderr: false, bytes: b"half a li".to_vec() },
-            ExecRelayed::Exited { node: node("n3"), task: "w.3".into(), code: 0 },
-            ExecRelayed::Failed { node: node("n3"), task: "w.4".into(), message: "frozen".into() },
-        ] {
-            tx.send(message).await.unwrap();
-        }
-        let mut withdrawn = 0;
-        let ended = relayed(&mut rx, &expected(&[("n2", &["w.1", "w.2"]), ("n3", &["w.3", "w.4"])]), Some(3), || withdrawn += 1).await;
-        assert_eq!(withdrawn, 1, "the request goes once every node has answered");
-        let mut ended: Vec<(String, Result<i64, String>)> = ended;
-        ended.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(
-            ended,
-            [
-                ("w.1".to_string(), Err("start it with --allow-exec".to_string())),
-                ("w.2".to_string(), Err("not running on n2 any more".to_string())),
-                ("w.3".to_string(), Ok(0)),
-                ("w.4".to_string(), Err("frozen".to_string())),
-            ]
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_node_that_does_not_answer_is_named_after_its_time() {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        tx.send(ExecRelayed::Answered { node: "n3".into(), tasks: vec!["w.3".into()], refused: None }).await.unwrap();
-        tx.send(ExecRelayed::Exited { node: "n3".into(), task: "w.3".into(), code: 2 }).await.unwrap();
-        let started = tokio::time::Instant::now();
-        let ended = relayed(&mut rx, &expected(&[("n2", &["w.1"]), ("n3", &["w.3"])]), Some(3), || {}).await;
-        assert_eq!(started.elapsed(), ANSWER_WITHIN);
-        assert_eq!(ended[0], ("w.3".to_string(), Ok(2)));
-        let (task, said) = &ended[1];
-        assert!(task == "w.1" && said.as_ref().is_err_and(|e| e.contains("no answer from the agent on n2 within 5 s")), "{ended:?}");
-        drop(tx);
-    }
 
     #[test]
     fn output_is_cut_into_whole_lines_and_the_rest_kept_for_the_end() {

@@ -13,6 +13,7 @@ mod fmt;
 mod graph;
 mod import;
 mod probe;
+mod relayed_tasks;
 mod report;
 mod status;
 mod suspend;
