@@ -554,6 +554,23 @@ impl StoreReader {
         Ok(StoreReader { conn })
     }
 
+    /// The nodes whose agent has passed within `within` (each pass, every half second, says so
+    /// in `swarmlab:agents`).
+    pub async fn live_agents(&mut self, within: Duration) -> redis::RedisResult<Vec<String>> {
+        let agents: BTreeMap<String, String> = self.conn.hgetall(keys::AGENTS).await?;
+        let now = chrono::Utc::now();
+        let mut live: Vec<String> = agents
+            .into_iter()
+            .filter(|(_, json)| {
+                let updated = serde_json::from_str::<serde_json::Value>(json).ok().and_then(|v| v["updatedAt"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()));
+                updated.is_some_and(|t| (now - t.with_timezone(&chrono::Utc)).to_std().map_or(true, |age| age <= within))
+            })
+            .map(|(node, _)| node)
+            .collect();
+        live.sort();
+        Ok(live)
+    }
+
     pub async fn labs(&mut self) -> redis::RedisResult<Vec<String>> {
         let mut labs: Vec<String> = self.conn.smembers(keys::LABS).await?;
         labs.sort();

@@ -136,16 +136,19 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     let node = this_node(&swarm).await;
     let here = swarm.latest_task_containers(&lab, &target.service, target.slot).await?;
     let placed = Placement::of(&swarm, url, &lab, Some(&target), &node).await;
-    if here.is_empty() && placed.elsewhere.is_empty() {
+    if here.is_empty() && !placed.ask_elsewhere() {
         return Err(placed.none_here("task", &lab, &target));
     }
     // The tasks on other nodes, through their agents.
     let mut asked = None;
-    if !placed.elsewhere.is_empty() {
+    // The other nodes' agents are left alone when nothing of the target is listed there and
+    // either the list is Swarm's own or the task asked for is here.
+    let only_here = placed.elsewhere.is_empty() && ((target.slot.is_some() && !here.is_empty()) || !placed.ask_elsewhere());
+    if !only_here {
         let request = ExecRequest { lab: lab.clone(), service: target.service.clone(), slot: target.slot, action: TaskAction::Copy { path: path.clone() }, except_node_id: swarm.this_node_id().await, until: chrono::Utc::now() };
         match Asked::<ExecRelayed>::ask(url, request, "labctl cp").await {
             Ok(a) => asked = Some(a),
-            Err(e) if here.is_empty() => anyhow::bail!("the tasks are on other nodes ({}), and their agents cannot be asked through Redis: {e}", placed.elsewhere.join(", ")),
+            Err(e) if here.is_empty() => return Err(placed.unreachable(&lab, &target, &e)),
             Err(e) => placed.warn_elsewhere("labctl cp", &format!("copied (cannot ask their agents through Redis: {e})")),
         }
     }
@@ -165,7 +168,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         let Some(mut asked) = asked else { return (0, 0) };
         let withdraw = asked.withdrawer();
         let mut unpacking = Unpacking { path: &path, dest: &dest, open: BTreeMap::new(), unpacked: BTreeMap::new() };
-        let ended = follow(&mut asked.messages, &placed.elsewhere_by_node, withdraw, &mut unpacking).await;
+        let ended = follow(&mut asked.messages, &placed.expected_answers(), withdraw, &mut unpacking).await;
         asked.finish().await;
         let mut copied = 0;
         for (task, end) in &ended {
@@ -180,6 +183,9 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         (copied, ended.len())
     };
     let (copied_here, (copied_elsewhere, tried_elsewhere)) = tokio::join!(local, remote);
+    if here.is_empty() && tried_elsewhere == 0 {
+        return Err(placed.none_answered("task", &lab, &target));
+    }
     Ok(if copied_here == here.len() && copied_elsewhere == tried_elsewhere { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

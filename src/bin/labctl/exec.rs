@@ -129,7 +129,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     }
     here.sort_by_key(|t| t.slot);
     let placed = Placement::of(&swarm, url, &lab, Some(&target), &node).await;
-    if here.is_empty() && placed.elsewhere.is_empty() {
+    if here.is_empty() && !placed.ask_elsewhere() {
         return Err(placed.none_here("running task", &lab, &target));
     }
     let tasks = here.len() + placed.elsewhere.len();
@@ -141,10 +141,17 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         anyhow::bail!("-t gives one command a terminal: name a slot (`{}.{}`)", target.service, one());
     }
     if (stdin || tty) && here.is_empty() {
+        if placed.elsewhere.is_empty() {
+            return Err(placed.none_here("running task", &lab, &target));
+        }
         anyhow::bail!("{}: -i and -t reach a task of this node only (Docker attaches to its own containers): run labctl there, or point --docker-host (DOCKER_HOST) at that node's daemon", placed.elsewhere.join(", "));
     }
+    // Whether the other nodes' agents are left alone: nothing of the target is listed there,
+    // and either the list is Swarm's own, or the task asked for is here, or only a task here
+    // can be reached (-i, -t).
+    let only_here = placed.elsewhere.is_empty() && (stdin || tty || (target.slot.is_some() && !here.is_empty()) || !placed.ask_elsewhere());
     let names: Vec<String> = here.iter().map(|t| task_label(&t.service, t.slot, &node)).collect();
-    if here.len() == 1 && placed.elsewhere.is_empty() {
+    if here.len() == 1 && only_here {
         let code = run_in(&swarm, &here[0], &names[0], &command, stdin, tty, None).await?;
         // As a shell passes its command's status on (a code beyond 255 is a failure still).
         let code = u8::try_from(code).unwrap_or(1);
@@ -158,23 +165,24 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     }
     // The tasks on other nodes, through their agents.
     let mut asked = None;
-    if !placed.elsewhere.is_empty() {
+    if !only_here {
         let request = ExecRequest { lab: lab.clone(), service: target.service.clone(), slot: target.slot, action: TaskAction::Run { command: command.clone() }, except_node_id: swarm.this_node_id().await, until: chrono::Utc::now() };
         match Asked::<ExecRelayed>::ask(url, request, "labctl exec").await {
             Ok(a) => asked = Some(a),
-            Err(e) if here.is_empty() => anyhow::bail!("the tasks are on other nodes ({}), and their agents cannot be asked through Redis: {e}", placed.elsewhere.join(", ")),
+            Err(e) if here.is_empty() => return Err(placed.unreachable(&lab, &target, &e)),
             Err(e) => placed.warn_elsewhere("labctl exec", &format!("run (cannot ask their agents through Redis: {e})")),
         }
     }
     let remote_names = placed.elsewhere_by_node.values().flatten();
-    let width = names.iter().chain(remote_names).map(String::len).max().unwrap_or(0);
-    let prefix = (tasks > 1).then_some(width);
+    // Tasks the agents find that no list named are labelled as well (`service.N` fits most).
+    let width = names.iter().chain(remote_names).map(String::len).max().unwrap_or(0).max(target.service.len() + 2);
+    let prefix = (tasks > 1 || (asked.is_some() && target.slot.is_none())).then_some(width);
     let local = join_all(here.iter().zip(&names).map(|(task, name)| run_in(&swarm, task, name, &command, false, false, prefix)));
     let remote = async {
         match asked {
             Some(mut asked) => {
                 let withdraw = asked.withdrawer();
-                let ended = follow(&mut asked.messages, &placed.elsewhere_by_node, withdraw, &mut Shown { prefix, lines: BTreeMap::new() }).await;
+                let ended = follow(&mut asked.messages, &placed.expected_answers(), withdraw, &mut Shown { prefix, lines: BTreeMap::new() }).await;
                 asked.finish().await;
                 ended
             }
@@ -185,6 +193,9 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     let mut results: Vec<(String, Result<i64, String>)> = names.into_iter().zip(local.into_iter().map(|r| r.map_err(|e| format!("{}", swarmlab::error_chain::Chain(e.as_ref()))))).chain(remote).collect();
     // In slot order (`w.2` before `w.10`), wherever each ran.
     results.sort_by_key(|(name, _)| name.split_once('.').map(|(service, slot)| (service.to_string(), slot.parse::<u64>().unwrap_or(u64::MAX), String::new())).unwrap_or_else(|| (name.clone(), 0, name.clone())));
+    if results.is_empty() {
+        return Err(placed.none_answered("running task", &lab, &target));
+    }
     if let [(_, Ok(code))] = results.as_slice() {
         return Ok(ExitCode::from(u8::try_from(*code).unwrap_or(1)));
     }

@@ -41,6 +41,9 @@ pub async fn follow(messages: &mut mpsc::Receiver<ExecRelayed>, expected: &BTree
             // The nodes that have not answered had their time; the tasks running go on.
             None => {
                 for (node, tasks) in std::mem::take(&mut unanswered) {
+                    if tasks.is_empty() {
+                        eprintln!("labctl: no answer from the agent on {node} within {} s: its tasks, if it has any, were left out", ANSWER_WITHIN.as_secs());
+                    }
                     ended.extend(tasks.iter().map(|t| no_answer(node, t)));
                 }
                 all_answered();

@@ -56,7 +56,15 @@ pub struct Placement {
     pub elsewhere: Vec<String>,
     /// The same by node: n2 → `raft.3`.
     pub elsewhere_by_node: std::collections::BTreeMap<String, Vec<String>>,
+    /// Whether the tasks were listed by Swarm (a manager asked), not from the agents' reports,
+    /// which name only the tasks they shape or sample.
+    from_swarm: bool,
+    /// The other nodes whose agent is alive now (it passed within the last 10 s).
+    agents_elsewhere: Vec<String>,
 }
+
+/// An agent that has not passed for this long is taken to be gone.
+const AGENT_ALIVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The lab's tasks as their agents last reported them (none when Redis cannot be read): the
 /// shaping reports, and what the usage samplers wrote (they list every task; the shaping
@@ -83,10 +91,15 @@ impl Placement {
     /// tasks) from the agents' reports in Redis, which every node's agent writes.
     /// Every task of the lab when `target` is `None`.
     pub async fn of(swarm: &DockerSwarm, redis: &str, lab: &str, target: Option<&Target>, node: &str) -> Placement {
-        let listed: Vec<LabTask> = match swarm.lab_tasks(lab, &[]).await {
-            Ok(tasks) => tasks.into_iter().filter(|t| t.current).collect(),
-            Err(_) => reported(redis, lab).await,
+        let (listed, from_swarm): (Vec<LabTask>, bool) = match swarm.lab_tasks(lab, &[]).await {
+            Ok(tasks) => (tasks.into_iter().filter(|t| t.current).collect(), true),
+            Err(_) => (reported(redis, lab).await, false),
         };
+        let agents = match crate::common::reader(redis).await {
+            Ok(mut store) => store.live_agents(AGENT_ALIVE_WITHIN).await.unwrap_or_default(),
+            Err(_) => vec![],
+        };
+        let agents_elsewhere = agents.into_iter().filter(|a| a != node).collect();
         let mut others: Vec<&LabTask> = listed.iter().filter(|t| target.is_none_or(|w| t.service == w.service && w.matches(t.slot)) && t.node != node).collect();
         others.dedup_by_key(|t| (t.label(), t.node.clone()));
         let elsewhere = others.iter().map(|t| format!("{} on {}", t.label(), t.node)).collect();
@@ -94,7 +107,25 @@ impl Placement {
         for t in others {
             elsewhere_by_node.entry(t.node.clone()).or_default().push(t.label());
         }
-        Placement { node: node.to_string(), listed, elsewhere, elsewhere_by_node }
+        Placement { node: node.to_string(), listed, elsewhere, elsewhere_by_node, from_swarm, agents_elsewhere }
+    }
+
+    /// Whether the other nodes' agents are worth asking: some of the target's tasks are
+    /// listed there, or the list came from the agents' reports (which may leave tasks out)
+    /// and other nodes have a live agent.
+    pub fn ask_elsewhere(&self) -> bool {
+        !self.elsewhere.is_empty() || (!self.from_swarm && !self.agents_elsewhere.is_empty())
+    }
+
+    /// The nodes whose agents' answers are waited for, with the tasks listed there: those where
+    /// tasks are listed, and every other live agent (whose answer may name a task that the list
+    /// missed, or that moved there meanwhile).
+    pub fn expected_answers(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut expected = self.elsewhere_by_node.clone();
+        for agent in &self.agents_elsewhere {
+            expected.entry(agent.clone()).or_default();
+        }
+        expected
     }
 
     /// Why no `what` of the target is on this node, and what to do.
@@ -119,6 +150,24 @@ impl Placement {
         anyhow::anyhow!("no {what} of `{target}` in lab `{lab}` on {node}: {hint}")
     }
 
+    /// Why nothing was done: no task of the target here, and the other nodes' agents, asked,
+    /// found none either.
+    pub fn none_answered(&self, what: &str, lab: &str, target: &Target) -> anyhow::Error {
+        if self.from_swarm || self.agents_elsewhere.is_empty() {
+            return self.none_here(what, lab, target);
+        }
+        anyhow::anyhow!("no {what} of `{target}` in lab `{lab}` on {}, nor on {} (their agents looked): `labctl status {lab}` says what runs", self.node, self.agents_elsewhere.join(", "))
+    }
+
+    /// Why nothing of the target can be reached: none is here, and the other nodes' agents
+    /// cannot be asked through Redis (`error`).
+    pub fn unreachable(&self, lab: &str, target: &Target, error: &dyn std::fmt::Display) -> anyhow::Error {
+        if self.elsewhere.is_empty() {
+            return anyhow::anyhow!("{}; and the other nodes' agents cannot be asked through Redis: {error}", self.none_here("task", lab, target));
+        }
+        anyhow::anyhow!("the tasks are on other nodes ({}), and their agents cannot be asked through Redis: {error}", self.elsewhere.join(", "))
+    }
+
     /// Says on stderr which tasks of the target were left out, being on other nodes.
     pub fn warn_elsewhere(&self, command: &str, verb: &str) {
         if !self.elsewhere.is_empty() {
@@ -130,6 +179,28 @@ impl Placement {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agents_asked_are_those_where_tasks_are_listed_and_on_a_worker_every_live_one() {
+        let placement = |from_swarm, elsewhere: &[(&str, &str)], agents: &[&str]| Placement {
+            node: "n1".into(),
+            listed: vec![],
+            elsewhere: elsewhere.iter().map(|(task, node)| format!("{task} on {node}")).collect(),
+            elsewhere_by_node: elsewhere.iter().map(|(task, node)| (node.to_string(), vec![task.to_string()])).collect(),
+            from_swarm,
+            agents_elsewhere: agents.iter().map(|a| a.to_string()).collect(),
+        };
+        // Swarm's list is the truth: nothing there, nobody asked.
+        assert!(!placement(true, &[], &["n2", "n3"]).ask_elsewhere());
+        let listed = placement(true, &[("w.3", "n3")], &["n2", "n3"]);
+        assert!(listed.ask_elsewhere());
+        let expected = listed.expected_answers();
+        assert_eq!(expected.get("n3"), Some(&vec!["w.3".to_string()]));
+        assert_eq!(expected.get("n2"), Some(&vec![]), "a live agent's answer is waited for too (a task may have moved there)");
+        // The agents' reports may leave a task out: on a worker, every live agent is asked.
+        assert!(placement(false, &[], &["n2"]).ask_elsewhere());
+        assert!(!placement(false, &[], &[]).ask_elsewhere());
+    }
 
     #[test]
     fn a_target_is_a_service_or_a_slot_of_one() {
