@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use super::requests::{self, Requests};
+use super::requests::{self, RequestServer, Requests};
 use super::usage::Snapshot;
 use crate::capture::relay::{CaptureRequest, Relayed, STREAM_BACKLOG_BYTES, STREAM_KEPT};
 use crate::capture::socket::{self, TapMessage};
@@ -47,79 +47,19 @@ impl Drop for Session {
 }
 
 pub struct CaptureServer {
-    redis_url: String,
     node: String,
     requests: Requests,
-    redis: Option<redis::aio::MultiplexedConnection>,
     sessions: HashMap<String, Session>,
     /// The kernel's receive timestamps, held on while any capture runs here.
     timestamps: Option<Timestamps>,
 }
 
 impl CaptureServer {
-    pub fn new(swarm: DockerSwarm, redis_url: String, node: String) -> CaptureServer {
-        let requests = Requests::new(keys::CAPTURES, swarm.clone());
-        CaptureServer { redis_url, node, requests, redis: None, sessions: HashMap::new(), timestamps: None }
+    pub fn new(swarm: DockerSwarm, node: String) -> CaptureServer {
+        let requests = Requests::new(keys::CAPTURES, swarm);
+        CaptureServer { node, requests, sessions: HashMap::new(), timestamps: None }
     }
 
-    pub async fn run(mut self, tasks: watch::Receiver<Snapshot>) {
-        let mut tick = tokio::time::interval(LOOK_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        loop {
-            tick.tick().await;
-            let snapshot = tasks.borrow().clone();
-            match self.look(&snapshot).await {
-                Err(e) if !failing => {
-                    tracing::warn!(error = %e, "cannot read capture requests from Redis; retrying");
-                    self.redis = None;
-                    failing = true;
-                }
-                Err(_) => self.redis = None,
-                Ok(()) => failing = false,
-            }
-        }
-    }
-
-    async fn connection(&mut self) -> Result<redis::aio::MultiplexedConnection, String> {
-        if self.redis.is_none() {
-            self.redis = Some(super::connect_redis(&self.redis_url).await?);
-        }
-        self.redis.clone().ok_or_else(|| "no redis".to_string())
-    }
-
-    async fn look(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        let mut conn = self.connection().await?;
-        let active: HashMap<String, CaptureRequest> = self.requests.standing(&mut conn).await?;
-        // Captures withdrawn or lapsed: their taps stop.
-        self.sessions.retain(|id, _| active.contains_key(id));
-        if active.is_empty() {
-            self.timestamps = None;
-            return Ok(());
-        }
-        if self.timestamps.is_none() {
-            // Before the first tap (see `capture::timestamps`); proving it may take 2 s.
-            self.timestamps = tokio::task::spawn_blocking(Timestamps::on).await.ok().and_then(Result::ok);
-        }
-        for (id, request) in active {
-            let session = match self.sessions.remove(&id) {
-                Some(mut session) => {
-                    session.request = request;
-                    session
-                }
-                None => {
-                    tracing::info!(capture = %id, lab = %request.lab, "capturing for labctl capture on another node");
-                    self.start(&id, request, conn.clone())
-                }
-            };
-            let mut session = session;
-            // Kept even when Redis failed meanwhile: its taps go on, numbered as announced.
-            let joined = self.join(&id, &mut session, snapshot, &mut conn).await;
-            self.sessions.insert(id, session);
-            joined?;
-        }
-        Ok(())
-    }
 
     fn start(&self, id: &str, request: CaptureRequest, conn: redis::aio::MultiplexedConnection) -> Session {
         // Bounded: when Redis cannot keep up, the taps wait and the kernel drops (and counts).
@@ -167,6 +107,44 @@ impl CaptureServer {
                 }
                 session.looked.insert((task.container.clone(), network));
             }
+        }
+        Ok(())
+    }
+}
+
+impl RequestServer for CaptureServer {
+    const REQUESTS: &'static str = "capture";
+    const LOOK_EVERY: Duration = LOOK_EVERY;
+
+    async fn look(&mut self, conn: &mut redis::aio::MultiplexedConnection, snapshot: &Snapshot) -> Result<(), String> {
+        let mut conn = conn.clone();
+        let active: HashMap<String, CaptureRequest> = self.requests.standing(&mut conn).await?;
+        // Captures withdrawn or lapsed: their taps stop.
+        self.sessions.retain(|id, _| active.contains_key(id));
+        if active.is_empty() {
+            self.timestamps = None;
+            return Ok(());
+        }
+        if self.timestamps.is_none() {
+            // Before the first tap (see `capture::timestamps`); proving it may take 2 s.
+            self.timestamps = tokio::task::spawn_blocking(Timestamps::on).await.ok().and_then(Result::ok);
+        }
+        for (id, request) in active {
+            let session = match self.sessions.remove(&id) {
+                Some(mut session) => {
+                    session.request = request;
+                    session
+                }
+                None => {
+                    tracing::info!(capture = %id, lab = %request.lab, "capturing for labctl capture on another node");
+                    self.start(&id, request, conn.clone())
+                }
+            };
+            let mut session = session;
+            // Kept even when Redis failed meanwhile: its taps go on, numbered as announced.
+            let joined = self.join(&id, &mut session, snapshot, &mut conn).await;
+            self.sessions.insert(id, session);
+            joined?;
         }
         Ok(())
     }

@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use redis::AsyncCommands;
-use tokio::sync::watch;
 
-use super::requests::{self, Requests};
+use super::requests::{self, RequestServer, Requests};
 use super::usage::Snapshot;
 use crate::exec_relay::{ExecRelayed, ExecRequest, TaskAction, STREAM_KEPT};
 use crate::store::keys;
@@ -32,45 +31,27 @@ const READER_GONE_AFTER: Duration = Duration::from_secs(30);
 
 pub struct ExecServer {
     swarm: DockerSwarm,
-    redis_url: String,
     node: String,
     allowed: bool,
     requests: Requests,
-    redis: Option<redis::aio::MultiplexedConnection>,
     /// The requests answered, while they stand: each is served once.
     served: HashSet<String>,
 }
 
 impl ExecServer {
-    pub fn new(swarm: DockerSwarm, redis_url: String, node: String, allowed: bool) -> ExecServer {
+    pub fn new(swarm: DockerSwarm, node: String, allowed: bool) -> ExecServer {
         let requests = Requests::new(keys::EXECS, swarm.clone());
-        ExecServer { swarm, redis_url, node, allowed, requests, redis: None, served: HashSet::new() }
+        ExecServer { swarm, node, allowed, requests, served: HashSet::new() }
     }
 
-    pub async fn run(mut self, tasks: watch::Receiver<Snapshot>) {
-        let mut tick = tokio::time::interval(LOOK_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        loop {
-            tick.tick().await;
-            let snapshot = tasks.borrow().clone();
-            match self.look(&snapshot).await {
-                Err(e) if !failing => {
-                    tracing::warn!(error = %e, "cannot read exec requests from Redis; retrying");
-                    self.redis = None;
-                    failing = true;
-                }
-                Err(_) => self.redis = None,
-                Ok(()) => failing = false,
-            }
-        }
-    }
+}
 
-    async fn look(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        if self.redis.is_none() {
-            self.redis = Some(super::connect_redis(&self.redis_url).await?);
-        }
-        let Some(mut conn) = self.redis.clone() else { return Ok(()) };
+impl RequestServer for ExecServer {
+    const REQUESTS: &'static str = "exec";
+    const LOOK_EVERY: Duration = LOOK_EVERY;
+
+    async fn look(&mut self, conn: &mut redis::aio::MultiplexedConnection, snapshot: &Snapshot) -> Result<(), String> {
+        let mut conn = conn.clone();
         let standing: HashMap<String, ExecRequest> = self.requests.standing(&mut conn).await?;
         self.served.retain(|id| standing.contains_key(id));
         for (id, request) in standing {

@@ -207,10 +207,10 @@ impl Agent {
             let sampler = usage::UsageSampler::new(self.swarm.clone(), self.config.redis_url.clone(), self.config.node.clone(), every, self.metrics.clone());
             tokio::spawn(sampler.run(self.tasks_seen.subscribe()))
         });
-        let captures = capture::CaptureServer::new(self.swarm.clone(), self.config.redis_url.clone(), self.config.node.clone());
-        let captures = tokio::spawn(captures.run(self.tasks_seen.subscribe()));
-        let execs = exec::ExecServer::new(self.swarm.clone(), self.config.redis_url.clone(), self.config.node.clone(), self.config.allow_exec);
-        let execs = tokio::spawn(execs.run(self.tasks_seen.subscribe()));
+        let captures = capture::CaptureServer::new(self.swarm.clone(), self.config.node.clone());
+        let captures = tokio::spawn(requests::serve(captures, self.config.redis_url.clone(), self.tasks_seen.subscribe()));
+        let execs = exec::ExecServer::new(self.swarm.clone(), self.config.node.clone(), self.config.allow_exec);
+        let execs = tokio::spawn(requests::serve(execs, self.config.redis_url.clone(), self.tasks_seen.subscribe()));
         let mut tick = tokio::time::interval(self.config.interval);
         let mut n: u32 = 0;
         let mut failing = false;

@@ -1,17 +1,22 @@
-//! What labctl on another node asks of this node's agent through Redis (a capture, a command):
-//! a hash of requests by id, each with a deadline its labctl renews while it runs. An agent
-//! serves those standing, leaves alone the ones for labctl's own node (labctl reaches its own
+//! What labctl on another node asks of this node's agent through Redis (a capture, a command,
+//! a copy): a hash of requests by id, each with a deadline its labctl renews while it runs. An
+//! agent serves those standing, leaves alone the ones for labctl's own node (labctl reaches its own
 //! tasks itself), and clears those long lapsed (their labctl is gone).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
 use crate::capture::relay::CaptureRequest;
 use crate::exec_relay::ExecRequest;
 use crate::swarm::DockerSwarm;
+
+use super::usage::Snapshot;
 
 /// A request lapsed this long ago is cleared by whichever agent sees it.
 const CLEAR_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
@@ -78,6 +83,44 @@ impl Requests {
         let Some(me) = &self.node_id else { return Ok(HashMap::new()) };
         standing.retain(|_, r| r.except_node_id() != Some(me.as_str()));
         Ok(standing)
+    }
+}
+
+/// What serves one kind of request: looks at the requests standing every `LOOK_EVERY`.
+pub trait RequestServer: Send + 'static {
+    /// What the requests are, for the log.
+    const REQUESTS: &'static str;
+    const LOOK_EVERY: Duration;
+    /// Serves the requests standing now, given this node's tasks.
+    fn look(&mut self, conn: &mut redis::aio::MultiplexedConnection, snapshot: &Snapshot) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Runs `server` for as long as the agent runs, connecting to Redis (again, after a failure)
+/// as needed; an outage is logged once.
+pub async fn serve<S: RequestServer>(mut server: S, redis_url: String, tasks: watch::Receiver<Snapshot>) {
+    let mut tick = tokio::time::interval(S::LOOK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut redis = None;
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let snapshot = tasks.borrow().clone();
+        let looked = match &mut redis {
+            Some(conn) => server.look(conn, &snapshot).await,
+            None => match super::connect_redis(&redis_url).await {
+                Ok(conn) => server.look(redis.insert(conn), &snapshot).await,
+                Err(e) => Err(e),
+            },
+        };
+        match looked {
+            Err(e) if !failing => {
+                tracing::warn!(error = %e, requests = S::REQUESTS, "cannot read requests from Redis; retrying");
+                redis = None;
+                failing = true;
+            }
+            Err(_) => redis = None,
+            Ok(()) => failing = false,
+        }
     }
 }
 

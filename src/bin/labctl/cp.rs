@@ -12,11 +12,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use futures::TryStreamExt;
 use futures::channel::mpsc::UnboundedSender;
-use swarmlab::exec_relay::{ExecRelayed, ExecRequest, TaskAction};
+use swarmlab::exec_relay::TaskAction;
 use swarmlab::swarm::{task_label, DockerSwarm, SwarmError};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use crate::asked::Asked;
+use crate::asked::ask_agents;
 use crate::relayed_tasks::{follow, TaskSink};
 use crate::tasks::{this_node, Placement, Target};
 
@@ -139,19 +139,13 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     if here.is_empty() && !placed.ask_elsewhere() {
         return Err(placed.none_here("task", &lab, &target));
     }
-    // The tasks on other nodes, through their agents.
-    let mut asked = None;
-    // The other nodes' agents are left alone when nothing of the target is listed there and
-    // either the list is Swarm's own or the task asked for is here.
+    // The tasks on other nodes, through their agents, left alone when nothing of the target is
+    // listed there and either the list is Swarm's own or the task asked for is here.
     let only_here = placed.elsewhere.is_empty() && ((target.slot.is_some() && !here.is_empty()) || !placed.ask_elsewhere());
-    if !only_here {
-        let request = ExecRequest { lab: lab.clone(), service: target.service.clone(), slot: target.slot, action: TaskAction::Copy { path: path.clone() }, except_node_id: swarm.this_node_id().await, until: chrono::Utc::now() };
-        match Asked::<ExecRelayed>::ask(url, request, "labctl cp").await {
-            Ok(a) => asked = Some(a),
-            Err(e) if here.is_empty() => return Err(placed.unreachable(&lab, &target, &e)),
-            Err(e) => placed.warn_elsewhere("labctl cp", &format!("copied (cannot ask their agents through Redis: {e})")),
-        }
-    }
+    let asked = match only_here {
+        true => None,
+        false => ask_agents(url, &swarm, TaskAction::Copy { path: path.clone() }, &placed, here.is_empty(), "labctl cp", "copied").await?,
+    };
     // This node's one after the other, the others' meanwhile (their agents wait while labctl
     // does not read).
     let local = async {

@@ -14,10 +14,10 @@ use anyhow::Context;
 use futures::future::join_all;
 use futures::StreamExt;
 use swarmlab::swarm::{task_label, DockerSwarm, ExecOutput, LocalTask};
-use swarmlab::exec_relay::{ExecRelayed, ExecRequest, TaskAction};
+use swarmlab::exec_relay::TaskAction;
 use tokio::io::AsyncWriteExt;
 
-use crate::asked::Asked;
+use crate::asked::ask_agents;
 use crate::relayed_tasks::{follow, TaskSink};
 
 use crate::tasks::{this_node, Placement, Target};
@@ -164,15 +164,10 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         return Ok(ExitCode::from(code));
     }
     // The tasks on other nodes, through their agents.
-    let mut asked = None;
-    if !only_here {
-        let request = ExecRequest { lab: lab.clone(), service: target.service.clone(), slot: target.slot, action: TaskAction::Run { command: command.clone() }, except_node_id: swarm.this_node_id().await, until: chrono::Utc::now() };
-        match Asked::<ExecRelayed>::ask(url, request, "labctl exec").await {
-            Ok(a) => asked = Some(a),
-            Err(e) if here.is_empty() => return Err(placed.unreachable(&lab, &target, &e)),
-            Err(e) => placed.warn_elsewhere("labctl exec", &format!("run (cannot ask their agents through Redis: {e})")),
-        }
-    }
+    let asked = match only_here {
+        true => None,
+        false => ask_agents(url, &swarm, TaskAction::Run { command: command.clone() }, &placed, here.is_empty(), "labctl exec", "run").await?,
+    };
     let remote_names = placed.elsewhere_by_node.values().flatten();
     // Tasks the agents find that no list named are labelled as well (`service.N` fits most).
     let width = names.iter().chain(remote_names).map(String::len).max().unwrap_or(0).max(target.service.len() + 2);

@@ -50,6 +50,9 @@ pub async fn this_node(swarm: &DockerSwarm) -> String {
 /// Where the lab's tasks are, as far as the Docker asked knows: a manager lists every node's.
 pub struct Placement {
     node: String,
+    pub lab: String,
+    /// What was asked for (every task of the lab when `None`).
+    pub target: Option<Target>,
     /// The lab's tasks Swarm wants running (or completed), on every node.
     listed: Vec<LabTask>,
     /// `raft.3 on n2` for each task of the target on another node.
@@ -107,7 +110,7 @@ impl Placement {
         for t in others {
             elsewhere_by_node.entry(t.node.clone()).or_default().push(t.label());
         }
-        Placement { node: node.to_string(), listed, elsewhere, elsewhere_by_node, from_swarm, agents_elsewhere }
+        Placement { node: node.to_string(), lab: lab.to_string(), target: target.cloned(), listed, elsewhere, elsewhere_by_node, from_swarm, agents_elsewhere }
     }
 
     /// Whether the other nodes' agents are worth asking: some of the target's tasks are
@@ -184,6 +187,8 @@ mod tests {
     fn the_agents_asked_are_those_where_tasks_are_listed_and_on_a_worker_every_live_one() {
         let placement = |from_swarm, elsewhere: &[(&str, &str)], agents: &[&str]| Placement {
             node: "n1".into(),
+            lab: "l".into(),
+            target: None,
             listed: vec![],
             elsewhere: elsewhere.iter().map(|(task, node)| format!("{task} on {node}")).collect(),
             elsewhere_by_node: elsewhere.iter().map(|(task, node)| (node.to_string(), vec![task.to_string()])).collect(),
