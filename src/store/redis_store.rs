@@ -554,21 +554,23 @@ impl StoreReader {
         Ok(StoreReader { conn })
     }
 
-    /// The nodes whose agent has passed within `within` (each pass, every half second, says so
-    /// in `swarmlab:agents`).
-    pub async fn live_agents(&mut self, within: Duration) -> redis::RedisResult<Vec<String>> {
+    /// How long ago each node's agent last passed (each pass, every half second, says so in
+    /// `swarmlab:agents`).
+    pub async fn agent_ages(&mut self) -> redis::RedisResult<BTreeMap<String, Duration>> {
         let agents: BTreeMap<String, String> = self.conn.hgetall(keys::AGENTS).await?;
         let now = chrono::Utc::now();
-        let mut live: Vec<String> = agents
+        Ok(agents
             .into_iter()
-            .filter(|(_, json)| {
-                let updated = serde_json::from_str::<serde_json::Value>(json).ok().and_then(|v| v["updatedAt"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()));
-                updated.is_some_and(|t| (now - t.with_timezone(&chrono::Utc)).to_std().map_or(true, |age| age <= within))
+            .filter_map(|(node, json)| {
+                let updated = serde_json::from_str::<serde_json::Value>(&json).ok()?["updatedAt"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())?;
+                Some((node, (now - updated.with_timezone(&chrono::Utc)).to_std().unwrap_or_default()))
             })
-            .map(|(node, _)| node)
-            .collect();
-        live.sort();
-        Ok(live)
+            .collect())
+    }
+
+    /// The nodes whose agent has passed within `within`.
+    pub async fn live_agents(&mut self, within: Duration) -> redis::RedisResult<Vec<String>> {
+        Ok(self.agent_ages().await?.into_iter().filter(|(_, age)| *age <= within).map(|(node, _)| node).collect())
     }
 
     pub async fn labs(&mut self) -> redis::RedisResult<Vec<String>> {

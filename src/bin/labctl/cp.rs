@@ -17,7 +17,7 @@ use swarmlab::swarm::{task_label, DockerSwarm, SwarmError};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::asked::ask_agents;
-use crate::relayed_tasks::{follow, TaskSink};
+use crate::relayed_tasks::{follow, stopped_agents, TaskSink};
 use crate::tasks::{this_node, Placement, Target};
 
 pub struct Args {
@@ -162,7 +162,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         let Some(mut asked) = asked else { return (0, 0) };
         let withdraw = asked.withdrawer();
         let mut unpacking = Unpacking { path: &path, dest: &dest, open: BTreeMap::new(), unpacked: BTreeMap::new() };
-        let ended = follow(&mut asked.messages, &placed.expected_answers(), withdraw, &mut unpacking).await;
+        let ended = follow(&mut asked.messages, &placed.expected_answers(), withdraw, stopped_agents(url), &mut unpacking).await;
         asked.finish().await;
         let mut copied = 0;
         for (task, end) in &ended {

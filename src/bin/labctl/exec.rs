@@ -18,7 +18,7 @@ use swarmlab::exec_relay::TaskAction;
 use tokio::io::AsyncWriteExt;
 
 use crate::asked::ask_agents;
-use crate::relayed_tasks::{follow, TaskSink};
+use crate::relayed_tasks::{follow, stopped_agents, TaskSink};
 
 use crate::tasks::{this_node, Placement, Target};
 
@@ -177,7 +177,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         match asked {
             Some(mut asked) => {
                 let withdraw = asked.withdrawer();
-                let ended = follow(&mut asked.messages, &placed.expected_answers(), withdraw, &mut Shown { prefix, lines: BTreeMap::new() }).await;
+                let ended = follow(&mut asked.messages, &placed.expected_answers(), withdraw, stopped_agents(url), &mut Shown { prefix, lines: BTreeMap::new() }).await;
                 asked.finish().await;
                 ended
             }

@@ -7,10 +7,31 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use swarmlab::exec_relay::ExecRelayed;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// How long the other nodes' agents have to answer (they look every 300 ms).
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+/// An agent that has not passed for this long has stopped (it passes every half second).
+pub const AGENT_STOPPED_AFTER: Duration = Duration::from_secs(10);
+
+/// The nodes whose agent has stopped passing, read from Redis every 2 s while the sender is
+/// held (a node never seen is not among them: its agent may not have said anything yet).
+pub fn stopped_agents(url: &str) -> watch::Receiver<BTreeSet<String>> {
+    let (tx, rx) = watch::channel(BTreeSet::new());
+    let url = url.to_string();
+    tokio::spawn(async move {
+        let Ok(mut store) = crate::common::reader(&url).await else { return };
+        while !tx.is_closed() {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if let Ok(ages) = store.agent_ages().await {
+                let stopped: BTreeSet<String> = ages.into_iter().filter(|(_, age)| *age > AGENT_STOPPED_AFTER).map(|(node, _)| node).collect();
+                tx.send_if_modified(|now| std::mem::replace(now, stopped.clone()) != stopped);
+            }
+        }
+    });
+    rx
+}
 
 /// A task's end: its exit code, or why it has none.
 pub type Ended = (String, Result<i64, String>);
@@ -27,7 +48,9 @@ pub trait TaskSink {
 /// Follows `messages` until it is over. `expected`: node → the tasks placed there.
 /// `all_answered` is called once every node expected has answered or had its time: the
 /// request can go (an agent restarted meanwhile would otherwise act on it again).
-pub async fn follow(messages: &mut mpsc::Receiver<ExecRelayed>, expected: &BTreeMap<String, Vec<String>>, mut all_answered: impl FnMut(), sink: &mut impl TaskSink) -> Vec<Ended> {
+/// `stopped`: the nodes whose agent has stopped passing; a task still running there ends with
+/// that (its end will not come).
+pub async fn follow(messages: &mut mpsc::Receiver<ExecRelayed>, expected: &BTreeMap<String, Vec<String>>, mut all_answered: impl FnMut(), mut stopped: watch::Receiver<BTreeSet<String>>, sink: &mut impl TaskSink) -> Vec<Ended> {
     let mut unanswered: BTreeMap<&String, &Vec<String>> = expected.iter().collect();
     let mut answered = BTreeSet::new();
     let mut running: BTreeSet<(String, String)> = BTreeSet::new();
@@ -36,7 +59,25 @@ pub async fn follow(messages: &mut mpsc::Receiver<ExecRelayed>, expected: &BTree
     let no_answer = |node: &str, task: &str| (task.to_string(), Err(format!("no answer from the agent on {node} within {} s: is `labd agent` running there, with this Redis?", ANSWER_WITHIN.as_secs())));
     while !unanswered.is_empty() || !running.is_empty() {
         let waiting = !unanswered.is_empty();
-        let next = if waiting { tokio::time::timeout_at(answer_by, messages.recv()).await.ok() } else { Some(messages.recv().await) };
+        let received = async {
+            if waiting {
+                tokio::time::timeout_at(answer_by, messages.recv()).await.ok()
+            } else {
+                Some(messages.recv().await)
+            }
+        };
+        let next = tokio::select! {
+            next = received => next,
+            Ok(()) = stopped.changed() => {
+                let gone = stopped.borrow_and_update().clone();
+                for (node, task) in running.iter().filter(|(node, _)| gone.contains(node)).cloned().collect::<Vec<_>>() {
+                    running.remove(&(node.clone(), task.clone()));
+                    sink.ended(&node, &task);
+                    ended.push((task, Err(format!("the agent on {node} stopped before relaying the end (no pass for {} s)", AGENT_STOPPED_AFTER.as_secs()))));
+                }
+                continue;
+            }
+        };
         let message = match next {
             // The nodes that have not answered had their time; the tasks running go on.
             None => {
@@ -144,7 +185,8 @@ mod tests {
             tx.send(message).await.unwrap();
         }
         let (mut withdrawn, mut seen) = (0, Seen::default());
-        let mut ended = follow(&mut rx, &expected(&[("n2", &["w.1", "w.2"]), ("n3", &["w.3", "w.4"])]), || withdrawn += 1, &mut seen).await;
+        let (_stopped, none_stopped) = watch::channel(BTreeSet::new());
+        let mut ended = follow(&mut rx, &expected(&[("n2", &["w.1", "w.2"]), ("n3", &["w.3", "w.4"])]), || withdrawn += 1, none_stopped, &mut seen).await;
         assert_eq!(withdrawn, 1, "the request goes once every node has answered");
         ended.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
@@ -169,11 +211,30 @@ mod tests {
             late.send(ExecRelayed::Exited { node: "n3".into(), task: "w.3".into(), code: 2 }).await.unwrap();
         });
         let started = tokio::time::Instant::now();
-        let ended = follow(&mut rx, &expected(&[("n2", &["w.1"]), ("n3", &["w.3"])]), || {}, &mut Seen::default()).await;
+        let (_stopped, none_stopped) = watch::channel(BTreeSet::new());
+        let ended = follow(&mut rx, &expected(&[("n2", &["w.1"]), ("n3", &["w.3"])]), || {}, none_stopped, &mut Seen::default()).await;
         assert_eq!(started.elapsed(), ANSWER_WITHIN * 2, "w.3's end is waited for past the time to answer");
         let (task, said) = &ended[0];
         assert!(task == "w.1" && said.as_ref().is_err_and(|e| e.contains("no answer from the agent on n2 within 5 s")), "{ended:?}");
         assert_eq!(ended[1], ("w.3".to_string(), Ok(2)));
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_task_whose_agent_stops_midway_ends_with_that() {
+        let (tx, mut rx) = mpsc::channel(16);
+        tx.send(ExecRelayed::Answered { node: "n3".into(), tasks: vec!["w.3".into()], refused: None }).await.unwrap();
+        tx.send(ExecRelayed::Output { node: "n3".into(), task: "w.3".into(), stderr: false, bytes: b"partial".to_vec() }).await.unwrap();
+        let (stop, stopped) = watch::channel(BTreeSet::new());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop.send_replace(BTreeSet::from(["n3".to_string()]));
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+        let mut seen = Seen::default();
+        let ended = follow(&mut rx, &expected(&[("n3", &["w.3"])]), || {}, stopped, &mut seen).await;
+        assert!(matches!(&ended[..], [(task, Err(e))] if task == "w.3" && e.contains("the agent on n3 stopped")), "{ended:?}");
+        assert_eq!(seen.0, ["start w.3@n3", "w.3 out partial", "end w.3"]);
         drop(tx);
     }
 }
