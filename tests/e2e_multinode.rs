@@ -78,7 +78,7 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     }
     lab.write(
         "spread.yaml",
-        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: spread}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 20ms}}\n  services:\n    w:\n      replicas: 4\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"], maxReplicasPerNode: 2}\n    m:\n      replicas: 2\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"]}\n  schedule:\n    start: manual\n    steps:\n    - {at: 2s, service: w, pause: true}\n    - {at: 5s, service: w, pause: false}\n    - {at: 7s, service: w, kill: true}\n",
+        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: spread}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 20ms}}\n  services:\n    w:\n      replicas: 4\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"], maxReplicasPerNode: 2}\n    m:\n      replicas: 2\n      command: [sleep, \"100000\"]\n      placement: {constraints: [\"node.role==worker\"]}\n  schedule:\n    start: manual\n    steps:\n    - {at: 2s, service: w, pause: true}\n    - {at: 6s, service: w, pause: false}\n    - {at: 10s, service: w, kill: true}\n",
     );
     wait_shaped(&lab, "spread", Duration::from_secs(120));
 
@@ -309,6 +309,8 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     assert_eq!(shaped_on, ["slmn-n2", "slmn-n2", "slmn-n3", "slmn-n3"], "replacements shaped");
 
     // The schedule freezes, thaws, then kills w's tasks: each worker's agent acts on its own.
+    // Steps 4 s apart: each is checked (8 `docker inspect`s, slow on a busy machine) before the
+    // next comes.
     let w_on = |node: u32| -> Vec<String> {
         node_docker(node, &["ps", "-q", "--filter", "label=com.docker.swarm.service.name=spread_w", "--filter", "status=running"]).lines().map(str::to_string).collect()
     };
