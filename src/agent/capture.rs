@@ -60,7 +60,6 @@ impl CaptureServer {
         CaptureServer { node, requests, sessions: HashMap::new(), timestamps: None }
     }
 
-
     fn start(&self, id: &str, request: CaptureRequest, conn: redis::aio::MultiplexedConnection) -> Session {
         // Bounded: when Redis cannot keep up, the taps wait and the kernel drops (and counts).
         let (frames, relay) = mpsc::channel(4096);

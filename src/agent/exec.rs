@@ -43,7 +43,6 @@ impl ExecServer {
         let requests = Requests::new(keys::EXECS, swarm.clone());
         ExecServer { swarm, node, allowed, requests, served: HashSet::new() }
     }
-
 }
 
 impl RequestServer for ExecServer {
@@ -72,7 +71,7 @@ impl RequestServer for ExecServer {
             };
             let labels: Vec<String> = tasks.iter().map(|(_, label)| label.clone()).collect();
             let refused = (!self.allowed && !tasks.is_empty())
-                .then(|| format!("the agent on {} does not run commands for labctl on other nodes: start it with --allow-exec (LABD_ALLOW_EXEC=true), or run labctl on {}", self.node, self.node));
+                .then(|| format!("the agent on {} does not run commands or give files for labctl on other nodes: start it with --allow-exec (LABD_ALLOW_EXEC=true), or run labctl on {}", self.node, self.node));
             let stream = keys::exec(&id);
             let answer = ExecRelayed::Answered { node: self.node.clone(), tasks: labels.clone(), refused: refused.clone() };
             requests::append(&mut conn, &stream, [answer.to_fields()], STREAM_KEPT, STREAM_EXPIRY_SECS).await?;

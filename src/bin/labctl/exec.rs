@@ -13,13 +13,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use futures::future::join_all;
 use futures::StreamExt;
-use swarmlab::swarm::{task_label, DockerSwarm, ExecOutput, LocalTask};
 use swarmlab::exec_relay::TaskAction;
+use swarmlab::swarm::{task_label, DockerSwarm, ExecOutput, LocalTask};
 use tokio::io::AsyncWriteExt;
 
 use crate::asked::ask_agents;
 use crate::relayed_tasks::{follow, stopped_agents, TaskSink};
-
 use crate::tasks::{this_node, Placement, Target};
 
 pub struct Args {
@@ -187,7 +186,10 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     let (local, remote) = tokio::join!(local, remote);
     let mut results: Vec<(String, Result<i64, String>)> = names.into_iter().zip(local.into_iter().map(|r| r.map_err(|e| format!("{}", swarmlab::error_chain::Chain(e.as_ref()))))).chain(remote).collect();
     // In slot order (`w.2` before `w.10`), wherever each ran.
-    results.sort_by_key(|(name, _)| name.split_once('.').map(|(service, slot)| (service.to_string(), slot.parse::<u64>().unwrap_or(u64::MAX), String::new())).unwrap_or_else(|| (name.clone(), 0, name.clone())));
+    results.sort_by_key(|(name, _)| {
+        let (service, slot) = name.split_once('.').unwrap_or((name, ""));
+        (service.to_string(), slot.parse::<u64>().unwrap_or(0), name.clone())
+    });
     if results.is_empty() {
         return Err(placed.none_answered("running task", &lab, &target));
     }
