@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use swarmlab::shaping::distribution;
 use swarmlab::shaping::measure::{loss_runs, parse_replies, quantile};
-use swarmlab::shaping::policy::{Fate, Policy};
+use swarmlab::shaping::policy::{Fate, Policy, Stream};
 use swarmlab::shaping::userspace::{rules, QueueWorker};
 use swarmlab::spec::links::Toward;
 use swarmlab::spec::stochastic::DelayDistribution;
@@ -85,7 +85,7 @@ fn model_accuracy(netns: &std::path::Path) {
     let ge = model(serde_json::json!({"lossModel": {"gilbertElliott": {"p": "5%", "r": "40%"}}}));
     let four = model(serde_json::json!({"lossModel": {"fourState": {"p13": "2%", "p31": "60%", "p32": "30%", "p23": "20%", "p14": "1%"}}}));
     for (name, c, burst_theory) in [("gilbertElliott p 5% r 40%", &ge, Some(2.5)), ("fourState p13 2% p31 60% p32 30% p23 20% p14 1%", &four, None)] {
-        let mut policy = Policy::new(c.clone(), 11);
+        let mut policy = Policy::new(c.clone(), Stream::new("bench/a/1/lan"));
         let start = Instant::now();
         let lost: Vec<bool> = (0..100_000u64).map(|i| policy.decide(start + Duration::from_secs(i), 0) == Fate::Drop).collect();
         let (rate, burst) = loss_runs(&lost);
@@ -102,7 +102,7 @@ fn model_accuracy(netns: &std::path::Path) {
     println!("|---|---|---|---|---|---|");
     for d in [DelayDistribution::Uniform, DelayDistribution::Normal, DelayDistribution::Pareto, DelayDistribution::Paretonormal] {
         let c = EffectiveConditions { delay_distribution: Some(d), ..model(serde_json::json!({"delay": "50ms", "jitter": "10ms"})) };
-        let mut policy = Policy::new(c, 12);
+        let mut policy = Policy::new(c, Stream::new("bench/b/1/lan"));
         let start = Instant::now();
         let waits: Vec<f64> = (0..100_000u64)
             .filter_map(|i| match policy.decide(start + Duration::from_secs(i), 0) {
@@ -130,7 +130,7 @@ fn model_accuracy(netns: &std::path::Path) {
     println!("\nthe same through a queue worker, real packets (unshaped p50 {base:.3} ms subtracted):\n");
     println!("| asked | measured | theory |");
     println!("|---|---|---|");
-    let worker = QueueWorker::start(netns.to_path_buf(), 100, ge.clone()).expect("queue binds");
+    let worker = QueueWorker::start(netns.to_path_buf(), 100, ge.clone(), Stream::new("bench/w/1/lan")).expect("queue binds");
     std::thread::sleep(Duration::from_millis(200));
     let lost: Vec<bool> = replies_to("10.250.0.2", 20_000, "0.0005").iter().map(Option::is_none).collect();
     drop(worker);
@@ -138,7 +138,7 @@ fn model_accuracy(netns: &std::path::Path) {
     println!("| gilbertElliott p 5% r 40%, 20k echoes | loss {:.2}%, mean burst {burst:.2} | loss 11.11%, mean burst 2.50 |", rate * 100.0);
     for d in [DelayDistribution::Normal, DelayDistribution::Pareto] {
         let c = EffectiveConditions { delay_distribution: Some(d), ..model(serde_json::json!({"delay": "50ms", "jitter": "10ms"})) };
-        let worker = QueueWorker::start(netns.to_path_buf(), 100, c).expect("queue binds");
+        let worker = QueueWorker::start(netns.to_path_buf(), 100, c, Stream::new("bench/w/1/lan")).expect("queue binds");
         std::thread::sleep(Duration::from_millis(200));
         let rtts: Vec<f64> = pings(5000, "0.002").into_iter().map(|r| r - base).collect();
         drop(worker);
@@ -159,7 +159,7 @@ fn model_accuracy(netns: &std::path::Path) {
         toward: vec![Toward { to: "far".into(), addresses: vec!["10.250.0.3/32".into()], conditions: model(serde_json::json!({"delay": "50ms"})) }],
         ..model(serde_json::json!({"delay": "5ms"}))
     };
-    let worker = QueueWorker::start(netns.to_path_buf(), 100, linked).expect("queue binds");
+    let worker = QueueWorker::start(netns.to_path_buf(), 100, linked, Stream::new("bench/w/1/lan")).expect("queue binds");
     std::thread::sleep(Duration::from_millis(200));
     let near: Vec<f64> = replies_to("10.250.0.2", 500, "0.004").into_iter().flatten().map(|r| r - base).collect();
     let far: Vec<f64> = replies_to("10.250.0.3", 500, "0.004").into_iter().flatten().map(|r| r - base).collect();
@@ -202,7 +202,7 @@ fn main() {
     println!("|---|---|---|---|");
     for ms in [1u64, 10, 100] {
         let cond = EffectiveConditions { delay: Some(swarmlab::spec::units::Duration::from_millis(ms)), ..Default::default() };
-        let worker = QueueWorker::start(netns.clone(), 100, cond).expect("queue binds");
+        let worker = QueueWorker::start(netns.clone(), 100, cond, Stream::new("bench/w/1/lan")).expect("queue binds");
         std::thread::sleep(Duration::from_millis(200));
         let mut rtts: Vec<f64> = pings(if ms == 100 { 200 } else { 500 }, "0.005").into_iter().map(|r| r - base).collect();
         drop(worker);
@@ -214,7 +214,7 @@ fn main() {
     model_accuracy(&netns);
 
     // Throughput: UDP flood through a worker that only forwards (no condition).
-    let worker = QueueWorker::start(netns.clone(), 100, EffectiveConditions::default()).expect("queue binds");
+    let worker = QueueWorker::start(netns.clone(), 100, EffectiveConditions::default(), Stream::new("bench/w/1/lan")).expect("queue binds");
     let flood = "import socket,time\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nend=time.time()+4\nn=0\nwhile time.time()<end:\n    try:\n        s.sendto(b'x'*64, ('10.250.0.2', 9)); n+=1\n    except OSError: pass\nprint(n)\n";
     let cpu0 = thread_cpu_seconds("shape-q100");
     let start = Instant::now();
@@ -232,7 +232,7 @@ fn main() {
     // Memory: what each packet a delay holds costs the agent (the nfq crate's receive buffer
     // stays allocated while its packet waits for the verdict).
     let cond = EffectiveConditions { delay: Some(swarmlab::spec::units::Duration::from_millis(3000)), ..Default::default() };
-    let worker = QueueWorker::start(netns.clone(), 100, cond).expect("queue binds");
+    let worker = QueueWorker::start(netns.clone(), 100, cond, Stream::new("bench/w/1/lan")).expect("queue binds");
     std::thread::sleep(Duration::from_millis(200));
     let rss0 = rss_kb();
     let burst = "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range(900):\n    s.sendto(b'x'*1200, ('10.250.0.2', 9))\n";

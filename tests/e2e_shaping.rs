@@ -201,6 +201,32 @@ fn network_delay_only(stats: &serde_json::Value) -> bool {
     min >= 3.8 && avg_rtt(stats) < 12.0
 }
 
+/// Each service's NFQUEUE counters (seen, dropped) from its first task's report, by service;
+/// `None` when the backend keeps none (netem).
+fn queue_counts(lab: &Lab, name: &str) -> Option<std::collections::BTreeMap<String, [u64; 2]>> {
+    task_reports(lab, name)
+        .into_iter()
+        .map(|r| {
+            let c = &r["attachments"][0]["counters"];
+            Some((r["service"].as_str()?.to_string(), [c["seen"].as_u64()?, c["dropped"].as_u64()?]))
+        })
+        .collect()
+}
+
+/// `queue_counts` once the agents' reports have stopped changing for 2 s (a pass writes them
+/// every half second): everything that has passed is in.
+fn settled_queue_counts(lab: &Lab, name: &str) -> Option<std::collections::BTreeMap<String, [u64; 2]>> {
+    let mut last = (queue_counts(lab, name), Instant::now());
+    eventually("the agents' counters to settle", READY, || {
+        let now = queue_counts(lab, name);
+        if now != last.0 {
+            last = (now, Instant::now());
+            return Err(format!("{:?}", last.0));
+        }
+        if last.1.elapsed() >= Duration::from_secs(2) { Ok(now) } else { Err(format!("{now:?}")) }
+    })
+}
+
 fn linked_lab(b_replicas: u32) -> String {
     format!(
         "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: pairs}}\nspec:\n  defaults: {{image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}}\n  networks:\n    lan: {{conditions: {{delay: 2ms}}}}\n  services:\n    a: {{}}\n    b: {{replicas: {b_replicas}}}\n    c: {{}}\n  links:\n  - {{from: a, to: b, conditions: {{delay: 40ms}}}}\n  - {{from: b, to: c, symmetric: true, conditions: {{delay: 15ms, loss: 10%}}}}\n"
@@ -224,10 +250,27 @@ fn links_give_each_pair_its_own_delay_and_follow_new_tasks() {
     assert!(within(avg_rtt(&ab), 42.0, 0.15), "a→b link: {ab}");
     assert!(network_delay_only(&ac), "a→c keeps the network's delay: {ac}");
     // b↔c symmetric: 15 ms and 10% loss each way.
+    let before = settled_queue_counts(&lab, "pairs");
     let bc = probe(&lab, "pairs", "b", "c", 300, 10);
     assert!(within(avg_rtt(&bc), 30.0, 0.15), "b↔c symmetric link: {bc}");
     let loss = bc["loss_percent"].as_f64().unwrap();
-    assert!((10.0..=29.0).contains(&loss), "10% each way loses ~19% of round trips: {loss} ({bc})");
+    let lost = (loss * 3.0).round() as u64;
+    match (before, settled_queue_counts(&lab, "pairs")) {
+        // The userspace backend counts what it drops: every round trip lost is one the link
+        // dropped (b's echo or c's reply), none lost elsewhere, and each side drops its 10%.
+        // (Only this link drops anything; what else passed meanwhile is counted as seen.)
+        (Some(before), Some(after)) => {
+            let d = |s: &str, i: usize| after[s][i].saturating_sub(before[s][i]);
+            let [(b_seen, b_dropped), (c_seen, c_dropped)] = [(d("b", 0), d("b", 1)), (d("c", 0), d("c", 1))];
+            assert_eq!(lost, b_dropped + c_dropped, "round trips lost ({bc}) against echoes dropped by b's link ({b_dropped} of {b_seen}) and replies by c's ({c_dropped} of {c_seen})");
+            // 10% of ~570 packets: 5 standard deviations either side.
+            let rate = (b_dropped + c_dropped) as f64 / (b_seen + c_seen) as f64;
+            let sigma = (0.1 * 0.9 / (b_seen + c_seen) as f64).sqrt();
+            assert!((rate - 0.1).abs() < 5.0 * sigma, "the links drop {:.1}% of packets, 10% asked (b {b_dropped}/{b_seen}, c {c_dropped}/{c_seen})", rate * 100.0);
+            println!("b↔c: {lost} of 300 round trips lost ({loss}%): b's link dropped {b_dropped} of {b_seen} echoes, c's {c_dropped} of {c_seen} replies");
+        }
+        _ => assert!((10.0..=29.0).contains(&loss), "10% each way loses ~19% of round trips: {loss} ({bc})"),
+    }
 
     // Every pair beside what the lab asks.
     let out = lab.labctl(&["probe", "pairs", "--matrix", "-c", "20", "--interval", "20", "-o", "json"]);

@@ -8,6 +8,7 @@ mod ingress;
 use crate::shaping::tc::{
     clear_args, has_netem_fields, needs_fresh_qdisc, netem_args, prio_tree_requests, read_netem, read_prio_bands, read_prio_filters, read_root_qdisc, tbf_args,
 };
+use crate::shaping::policy::Stream;
 use crate::shaping::userspace::{rules, QueueWorker};
 use crate::shaping::BackendKind;
 use crate::spec::links::Toward;
@@ -21,6 +22,8 @@ pub struct Attachment {
     network: String,
     interface: String,
     queue: u16,
+    /// Which draws the userspace backend's workers take here.
+    stream: Stream,
     worker: Option<QueueWorker>,
     /// What is in force, as last read back.
     applied: EffectiveConditions,
@@ -83,7 +86,7 @@ fn without_rate(c: &EffectiveConditions) -> EffectiveConditions {
 }
 
 impl Attachment {
-    pub async fn locate(pid: i64, network: &str, mac: &str, ip: &str, queue: u16) -> Result<Attachment, String> {
+    pub async fn locate(pid: i64, network: &str, mac: &str, ip: &str, queue: u16, stream: Stream) -> Result<Attachment, String> {
         let interface = interface_for(pid, mac, ip)
             .await
             .map_err(|e| e.to_string())?
@@ -93,6 +96,7 @@ impl Attachment {
             network: network.to_string(),
             interface,
             queue,
+            stream,
             worker: None,
             applied: EffectiveConditions::default(),
             readback: String::new(),
@@ -378,7 +382,7 @@ impl Attachment {
                 }
             } else {
                 self.worker = None;
-                let worker = tokio::task::block_in_place(|| QueueWorker::start(ns_path(self.pid), self.queue, without_rate(want)))?;
+                let worker = tokio::task::block_in_place(|| QueueWorker::start(ns_path(self.pid), self.queue, without_rate(want), self.stream.clone()))?;
                 self.worker = Some(worker);
             }
             self.ensure_rules().await?;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
 
 use super::distribution;
 use crate::spec::stochastic::LossModel;
@@ -75,17 +76,52 @@ impl Draws {
     }
 }
 
+/// Which sequence of draws a policy takes: one per task, network, direction and link
+/// destination, so no two tasks drop the same packets in step (every task's first queue has the
+/// same number, so nothing on the node told them apart before). A lab's `seed:` makes each
+/// sequence repeat from run to run; without one, each worker starts somewhere random.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stream {
+    /// Stable across runs: `lab/service/slot/network`, then `>destination` or `<in`.
+    identity: String,
+    unseeded: u64,
+}
+
+impl Stream {
+    pub fn new(identity: impl Into<String>) -> Self {
+        Stream { identity: identity.into(), unseeded: rand::random() }
+    }
+
+    /// The sequence of the packets toward a link's destination.
+    fn toward(&self, destination: &str) -> Self {
+        Stream { identity: format!("{}>{destination}", self.identity), unseeded: self.unseeded }
+    }
+
+    /// The sequence of the arriving packets (ingress conditions).
+    pub fn arriving(&self) -> Self {
+        Stream { identity: format!("{}<in", self.identity), unseeded: self.unseeded }
+    }
+
+    /// The seed of the draws: the lab's (or the worker's random one) with the identity.
+    fn seed(&self, lab_seed: Option<u64>) -> u64 {
+        let digest = Sha256::new().chain_update(lab_seed.unwrap_or(self.unseeded).to_le_bytes()).chain_update(self.identity.as_bytes()).finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_le_bytes(first)
+    }
+}
+
 pub struct Policy {
     conditions: EffectiveConditions,
+    stream: Stream,
     rng: SmallRng,
     draws: Draws,
 }
 
 impl Policy {
-    /// `seed` is used unless the conditions carry their own (`seed:`), which makes runs repeat.
-    pub fn new(conditions: EffectiveConditions, seed: u64) -> Self {
-        let rng = SmallRng::seed_from_u64(conditions.seed.unwrap_or(seed));
-        Policy { draws: Draws::new(&conditions), conditions, rng }
+    pub fn new(conditions: EffectiveConditions, stream: Stream) -> Self {
+        let rng = SmallRng::seed_from_u64(stream.seed(conditions.seed));
+        Policy { draws: Draws::new(&conditions), conditions, stream, rng }
     }
 
     pub fn set_conditions(&mut self, conditions: EffectiveConditions) {
@@ -94,7 +130,7 @@ impl Policy {
         }
         // A new seed starts the sequence over; a new model or correlation starts its memory over.
         if conditions.seed.is_some() && conditions.seed != self.conditions.seed {
-            self.rng = SmallRng::seed_from_u64(conditions.seed.unwrap_or_default());
+            self.rng = SmallRng::seed_from_u64(self.stream.seed(conditions.seed));
             self.draws = Draws::new(&conditions);
         } else if conditions.loss_model != self.conditions.loss_model || conditions.correlation != self.conditions.correlation {
             self.draws = Draws::new(&conditions);
@@ -189,12 +225,12 @@ impl Policy {
 pub struct Policies {
     all: Policy,
     toward: Vec<(Toward, Policy)>,
-    seed: u64,
+    stream: Stream,
 }
 
 impl Policies {
-    pub fn new(conditions: EffectiveConditions, seed: u64) -> Self {
-        let mut p = Policies { all: Policy::new(EffectiveConditions::default(), seed), toward: vec![], seed };
+    pub fn new(conditions: EffectiveConditions, stream: Stream) -> Self {
+        let mut p = Policies { all: Policy::new(EffectiveConditions::default(), stream.clone()), toward: vec![], stream };
         p.set_conditions(conditions);
         p
     }
@@ -203,15 +239,14 @@ impl Policies {
     pub fn set_conditions(&mut self, mut conditions: EffectiveConditions) {
         let toward = std::mem::take(&mut conditions.toward);
         let mut old = std::mem::take(&mut self.toward);
-        for (i, t) in toward.into_iter().enumerate() {
+        for t in toward {
             let policy = match old.iter().position(|(o, _)| o.to == t.to) {
                 Some(at) => {
                     let (_, mut p) = old.swap_remove(at);
                     p.set_conditions(t.conditions.clone());
                     p
                 }
-                // Each destination its own sequence; a lab's seed still repeats them all.
-                None => Policy::new(EffectiveConditions { seed: t.conditions.seed.map(|s| s.wrapping_add(i as u64 + 1)), ..t.conditions.clone() }, self.seed ^ (i as u64 + 1)),
+                None => Policy::new(t.conditions.clone(), self.stream.toward(&t.to)),
             };
             self.toward.push((t, policy));
         }
@@ -240,7 +275,7 @@ mod tests {
     }
 
     fn run(c: EffectiveConditions, n: usize) -> Vec<(Fate, Instant)> {
-        let mut p = Policy::new(c, 7);
+        let mut p = Policy::new(c, Stream::new("t"));
         let start = Instant::now();
         (0..n).map(|i| {
             let now = start + Duration::from_millis(i as u64);
@@ -294,7 +329,7 @@ mod tests {
 
     fn decide_spaced(c: EffectiveConditions, n: usize, seed: u64) -> Vec<Fate> {
         // A second apart: no packet waits on the one before, so each fate is the model's own.
-        let mut p = Policy::new(c, seed);
+        let mut p = Policy::new(c, Stream { identity: "t".into(), unseeded: seed });
         let start = Instant::now();
         (0..n).map(|i| p.decide(start + Duration::from_secs(i as u64), 0)).collect()
     }
@@ -345,7 +380,7 @@ mod tests {
                 ..Default::default()
             };
             let start = Instant::now();
-            let mut p = Policy::new(c, 4);
+            let mut p = Policy::new(c, Stream::new("t"));
             let mut waits: Vec<f64> = (0..20_000u64)
                 .map(|i| {
                     let now = start + Duration::from_secs(i);
@@ -365,29 +400,69 @@ mod tests {
     }
 
     #[test]
-    fn a_seed_repeats_the_run_exactly() {
+    fn a_seed_repeats_each_task_s_run_exactly_and_tasks_differ() {
         let c = |seed| EffectiveConditions { loss: Some("30%".parse().unwrap()), seed: Some(seed), ..Default::default() };
-        let drops = |seed, own| decide_spaced(c(seed), 1000, own).iter().map(|f| *f == Fate::Drop).collect::<Vec<_>>();
-        // The worker's own seed differs; the lab's wins.
-        assert_eq!(drops(42, 1), drops(42, 2));
-        assert_ne!(drops(42, 1), drops(43, 1));
+        let drops = |seed, task: &str| {
+            let mut p = Policy::new(c(seed), Stream::new(task));
+            let start = Instant::now();
+            (0..1000).map(|i| p.decide(start + Duration::from_secs(i), 0) == Fate::Drop).collect::<Vec<_>>()
+        };
+        // Each worker's random start differs; the lab's seed wins.
+        assert_eq!(drops(42, "l/b/1/lan"), drops(42, "l/b/1/lan"));
+        assert_ne!(drops(42, "l/b/1/lan"), drops(43, "l/b/1/lan"));
+        assert_ne!(drops(42, "l/b/1/lan"), drops(42, "l/c/1/lan"), "two tasks under one seed do not drop in step");
+    }
+
+    #[test]
+    fn tasks_on_one_node_drop_independently() {
+        // b's echoes and c's replies, 10% each: as many pairs dropped together as chance gives
+        // (1% of 20,000), not the 10% of streams in step.
+        let fates = |task: &str| {
+            let mut p = Policy::new(cond(|c| c.loss = Some("10%".parse().unwrap())), Stream::new(task));
+            let start = Instant::now();
+            (0..20_000).map(|i| p.decide(start + Duration::from_secs(i), 0) == Fate::Drop).collect::<Vec<_>>()
+        };
+        let (b, c) = (fates("l/b/1/lan>c"), fates("l/c/1/lan>b"));
+        let both = b.iter().zip(&c).filter(|(x, y)| **x && **y).count();
+        assert!((100..300).contains(&both), "{both} of 20,000 dropped by both");
+    }
+
+    #[test]
+    fn a_destination_s_seeded_sequence_goes_on_when_its_addresses_change() {
+        use crate::spec::links::Toward;
+        let toward = |addresses: &[&str]| EffectiveConditions {
+            toward: vec![Toward {
+                to: "b".into(),
+                addresses: addresses.iter().map(|a| a.to_string()).collect(),
+                conditions: EffectiveConditions { loss: Some("30%".parse().unwrap()), seed: Some(42), ..Default::default() },
+            }],
+            ..Default::default()
+        };
+        let (ip, start) = (Some("10.0.1.5".parse().unwrap()), Instant::now());
+        let fates = |p: &mut Policies, from: u64| (from..from + 200).map(|i| p.decide(ip, start + Duration::from_secs(i), 0) == Fate::Drop).collect::<Vec<_>>();
+        let mut kept = Policies::new(toward(&["10.0.1.5/32"]), Stream::new("l/a/1/lan"));
+        let mut changed = Policies::new(toward(&["10.0.1.5/32"]), Stream::new("l/a/1/lan"));
+        assert_eq!(fates(&mut kept, 0), fates(&mut changed, 0));
+        // A second task of b: the same destination, one more address.
+        changed.set_conditions(toward(&["10.0.1.5/32", "10.0.1.9/32"]));
+        assert_eq!(fates(&mut kept, 200), fates(&mut changed, 200), "the sequence goes on, not over");
     }
 
     #[test]
     fn beyond_the_limit_packets_overflow() {
         let c = EffectiveConditions { delay: Some("10ms".parse().unwrap()), limit: Some(5), ..Default::default() };
-        let mut p = Policy::new(c, 1);
+        let mut p = Policy::new(c, Stream::new("t"));
         let now = Instant::now();
         assert!(matches!(p.decide(now, 4), Fate::Release { .. }));
         assert_eq!(p.decide(now, 5), Fate::Overflow);
-        let mut default = Policy::new(EffectiveConditions { delay: Some("10ms".parse().unwrap()), ..Default::default() }, 1);
+        let mut default = Policy::new(EffectiveConditions { delay: Some("10ms".parse().unwrap()), ..Default::default() }, Stream::new("t"));
         assert_eq!(default.decide(now, 1000), Fate::Overflow, "netem's 1000 when none is set");
     }
 
     #[test]
     fn each_destination_gets_its_own_conditions() {
         let toward = Toward { to: "b".into(), addresses: vec!["10.0.1.5/32".into()], conditions: cond(|c| c.delay = Some("50ms".parse().unwrap())) };
-        let mut p = Policies::new(EffectiveConditions { toward: vec![toward], ..cond(|c| c.delay = Some("5ms".parse().unwrap())) }, 1);
+        let mut p = Policies::new(EffectiveConditions { toward: vec![toward], ..cond(|c| c.delay = Some("5ms".parse().unwrap())) }, Stream::new("t"));
         let now = Instant::now();
         let wait = |f: Fate| match f {
             Fate::Release { at, .. } => at - now,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::{Fate, Policies};
+use super::policy::{Fate, Policies, Stream};
 use crate::spec::EffectiveConditions;
 
 /// Packets re-sent by the agent carry this mark so the NFQUEUE rule lets them pass.
@@ -166,7 +166,7 @@ pub struct QueueWorker {
 impl QueueWorker {
     /// Binds queue `queue` inside the namespace at `netns` and starts shaping by `conditions`.
     /// Returns once the queue is bound (or with the reason it could not be).
-    pub fn start(netns: PathBuf, queue: u16, conditions: EffectiveConditions) -> Result<QueueWorker, String> {
+    pub fn start(netns: PathBuf, queue: u16, conditions: EffectiveConditions, stream: Stream) -> Result<QueueWorker, String> {
         let conditions = Arc::new(Mutex::new(conditions));
         let pending = Arc::new(Mutex::new(None));
         let stop = Arc::new(AtomicBool::new(false));
@@ -177,7 +177,7 @@ impl QueueWorker {
         let thread = std::thread::Builder::new()
             .name(format!("shape-q{queue}"))
             .spawn(move || {
-                if let Err(e) = run(netns, queue, c, p, s, k, &ready_tx) {
+                if let Err(e) = run(Target { netns, queue, stream }, c, p, s, k, &ready_tx) {
                     let _ = ready_tx.send(Err(e.clone()));
                     if let Ok(mut slot) = f.lock() {
                         *slot = Some(e);
@@ -265,9 +265,15 @@ fn corrupt(payload: &mut [u8], bit: usize) {
     }
 }
 
-fn run(
+/// Where a worker shapes (the task's namespace and queue) and which draws it takes.
+struct Target {
     netns: PathBuf,
-    queue_num: u16,
+    queue: u16,
+    stream: Stream,
+}
+
+fn run(
+    Target { netns, queue: queue_num, stream }: Target,
     conditions: Arc<Mutex<EffectiveConditions>>,
     pending: Arc<Mutex<Option<EffectiveConditions>>>,
     stop: Arc<AtomicBool>,
@@ -287,9 +293,8 @@ fn run(
     let _ = raw.set_mark(MARK);
     let _ = ready.send(Ok(()));
 
-    let seed = u64::from(queue_num) ^ std::process::id() as u64;
     let initial = conditions.lock().map(|c| c.clone()).unwrap_or_default();
-    let mut policy = Policies::new(initial, seed);
+    let mut policy = Policies::new(initial, stream);
     let mut held: BinaryHeap<Reverse<Held>> = BinaryHeap::new();
     let mut seq = 0u64;
     loop {

@@ -74,7 +74,7 @@ impl Attachment {
                     None => {
                         self.ingress_worker = None;
                         let queue = self.ingress_queue();
-                        self.ingress_worker = Some(tokio::task::block_in_place(|| QueueWorker::start(ns_path(self.pid), queue, c))?);
+                        self.ingress_worker = Some(tokio::task::block_in_place(|| QueueWorker::start(ns_path(self.pid), queue, c, self.stream.arriving()))?);
                     }
                 }
                 for rule in input_rules(&self.interface, self.ingress_queue()) {
