@@ -282,7 +282,7 @@ impl Attachment {
         };
         let cut_result = if cut { self.apply_cut(&want.blocked).await } else { Ok(()) };
         let ingress_result = if want.ingress.is_some() || self.ifb_held || self.ingress_worker.is_some() {
-            self.apply_ingress(want.ingress.as_ref(), backend).await
+            self.apply_ingress(want.ingress.as_ref(), want.seed, backend).await
         } else {
             Ok(())
         };
@@ -402,7 +402,7 @@ impl Attachment {
     /// Removes everything this attachment applied.
     pub async fn clear(mut self) {
         self.ifb_held = true;
-        let _ = self.apply_ingress(None, None).await;
+        let _ = self.apply_ingress(None, None, None).await;
         let _ = self.apply_cut(&[]).await;
         let _ = self.iptables("-D").await;
         self.worker = None;

@@ -27,8 +27,9 @@ impl Attachment {
 
     /// Makes arriving traffic carry `want`: netem (or, userspace, the rate's token bucket) on
     /// an ifb device the interface redirects to; delay, jitter and loss of the userspace
-    /// backend in a queue on the input path. `None` removes all of it.
-    pub(super) async fn apply_ingress(&mut self, want: Option<&Ingress>, backend: Option<BackendKind>) -> Result<(), String> {
+    /// backend in a queue on the input path (drawing by the lab's `seed` when it sets one).
+    /// `None` removes all of it.
+    pub(super) async fn apply_ingress(&mut self, want: Option<&Ingress>, seed: Option<u64>, backend: Option<BackendKind>) -> Result<(), String> {
         let ifb = self.ifb();
         let on_ifb: Option<EffectiveConditions> = want.map(|i| match backend {
             Some(BackendKind::Netem) => ingress_conditions(i),
@@ -66,7 +67,7 @@ impl Attachment {
         }
         let queued = want
             .filter(|i| backend == Some(BackendKind::Userspace) && i.has_delay_or_loss())
-            .map(|i| EffectiveConditions { delay: i.delay, jitter: i.jitter, loss: i.loss, ..Default::default() });
+            .map(|i| EffectiveConditions { delay: i.delay, jitter: i.jitter, loss: i.loss, seed, ..Default::default() });
         match queued {
             Some(c) => {
                 match self.ingress_worker.as_ref().filter(|w| w.is_alive()) {
