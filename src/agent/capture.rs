@@ -151,7 +151,7 @@ impl RequestServer for CaptureServer {
 
 /// Puts entries in the capture's stream, in one round trip.
 async fn add(conn: &mut redis::aio::MultiplexedConnection, stream: &str, entries: &[Relayed]) -> Result<(), String> {
-    requests::append(conn, stream, entries.iter().map(Relayed::to_fields), STREAM_KEPT, STREAM_EXPIRY_SECS).await
+    requests::append(conn, stream, entries.iter().map(Relayed::to_fields), STREAM_KEPT, STREAM_EXPIRY_SECS).await.map(|_| ())
 }
 
 /// Relays the taps' frames and ends to the stream as they come, in batches of what is waiting;

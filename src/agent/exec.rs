@@ -83,7 +83,7 @@ impl RequestServer for ExecServer {
                 tracing::info!(exec = %id, lab = %request.lab, tasks = ?labels, action = ?request.action, "acting on this node's tasks for labctl on another node");
             }
             for (container, label) in tasks {
-                let run = RunIn { swarm: self.swarm.clone(), conn: conn.clone(), stream: stream.clone(), node: self.node.clone(), task: label };
+                let run = RunIn { swarm: self.swarm.clone(), conn: conn.clone(), stream: stream.clone(), waiting: 0, node: self.node.clone(), task: label };
                 tokio::spawn(run.run(container, request.action.clone()));
             }
         }
@@ -96,6 +96,9 @@ struct RunIn {
     swarm: DockerSwarm,
     conn: redis::aio::MultiplexedConnection,
     stream: String,
+    /// The stream's length as last seen (after this task's last append): asked of Redis again
+    /// only while above `BACKLOG`, not before every piece.
+    waiting: usize,
     node: String,
     task: String,
 }
@@ -151,17 +154,19 @@ impl RunIn {
     /// command or copy waits as a pipe's writer does.
     async fn output(&mut self, stderr: bool, bytes: Vec<u8>) -> Result<(), String> {
         let waiting_since = tokio::time::Instant::now();
-        while self.conn.xlen::<_, usize>(&self.stream).await.map_err(|e| e.to_string())? > BACKLOG {
+        while self.waiting > BACKLOG {
             if waiting_since.elapsed() > READER_GONE_AFTER {
                 return Err(format!("labctl read nothing for {} s: the rest was not relayed", READER_GONE_AFTER.as_secs()));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+            self.waiting = self.conn.xlen(&self.stream).await.map_err(|e| e.to_string())?;
         }
         let output = ExecRelayed::Output { node: self.node.clone(), task: self.task.clone(), stderr, bytes };
         self.add(&output).await.map_err(|e| format!("cannot relay the output to Redis: {e}"))
     }
 
     async fn add(&mut self, entry: &ExecRelayed) -> Result<(), String> {
-        requests::append(&mut self.conn, &self.stream, [entry.to_fields()], STREAM_KEPT, STREAM_EXPIRY_SECS).await
+        self.waiting = requests::append(&mut self.conn, &self.stream, [entry.to_fields()], STREAM_KEPT, STREAM_EXPIRY_SECS).await?;
+        Ok(())
     }
 }

@@ -22,15 +22,16 @@ use super::usage::Snapshot;
 const CLEAR_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 pub trait Request: DeserializeOwned {
-    /// When the request lapses unless renewed.
-    fn until(&self) -> DateTime<Utc>;
+    /// Whether the request had lapsed by `now` (its labctl did not renew it in time): each
+    /// request type's own rule.
+    fn lapsed(&self, now: DateTime<Utc>) -> bool;
     /// Swarm's id of the node whose labctl serves the request itself.
     fn except_node_id(&self) -> Option<&str>;
 }
 
 impl Request for CaptureRequest {
-    fn until(&self) -> DateTime<Utc> {
-        self.until
+    fn lapsed(&self, now: DateTime<Utc>) -> bool {
+        CaptureRequest::lapsed(self, now)
     }
     fn except_node_id(&self) -> Option<&str> {
         self.except_node_id.as_deref()
@@ -38,8 +39,8 @@ impl Request for CaptureRequest {
 }
 
 impl Request for ExecRequest {
-    fn until(&self) -> DateTime<Utc> {
-        self.until
+    fn lapsed(&self, now: DateTime<Utc>) -> bool {
+        ExecRequest::lapsed(self, now)
     }
     fn except_node_id(&self) -> Option<&str> {
         self.except_node_id.as_deref()
@@ -66,10 +67,10 @@ impl Requests {
         let mut standing = HashMap::new();
         for (id, json) in all {
             match serde_json::from_str::<R>(&json) {
-                Ok(request) if now <= request.until() => {
+                Ok(request) if !request.lapsed(now) => {
                     standing.insert(id, request);
                 }
-                Ok(request) if now - CLEAR_AFTER > request.until() => {
+                Ok(request) if request.lapsed(now - CLEAR_AFTER) => {
                     let _: Result<(), _> = conn.hdel(self.hash, &id).await;
                 }
                 _ => {}
@@ -126,8 +127,8 @@ pub async fn serve<S: RequestServer>(mut server: S, redis_url: String, tasks: wa
 
 /// Appends entries (each its fields) to a request's stream in one round trip, keeping about
 /// `kept` entries, and lets the stream expire `expiry_secs` after the last append: it outlives
-/// a labctl killed before deleting it by no more than that.
-pub async fn append(conn: &mut redis::aio::MultiplexedConnection, stream: &str, entries: impl IntoIterator<Item = Vec<(&'static str, Vec<u8>)>>, kept: usize, expiry_secs: i64) -> Result<(), String> {
+/// a labctl killed before deleting it by no more than that. Returns the stream's length after.
+pub async fn append(conn: &mut redis::aio::MultiplexedConnection, stream: &str, entries: impl IntoIterator<Item = Vec<(&'static str, Vec<u8>)>>, kept: usize, expiry_secs: i64) -> Result<usize, String> {
     let mut pipe = redis::pipe();
     for fields in entries {
         let command = pipe.cmd("XADD").arg(stream).arg("MAXLEN").arg("~").arg(kept).arg("*");
@@ -137,5 +138,7 @@ pub async fn append(conn: &mut redis::aio::MultiplexedConnection, stream: &str, 
         command.ignore();
     }
     pipe.cmd("EXPIRE").arg(stream).arg(expiry_secs).ignore();
-    pipe.query_async::<()>(conn).await.map_err(|e| e.to_string())
+    pipe.cmd("XLEN").arg(stream);
+    let (length,): (usize,) = pipe.query_async(conn).await.map_err(|e| e.to_string())?;
+    Ok(length)
 }

@@ -361,7 +361,9 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     // Steps, the other nodes' names and their tasks are best effort: without Redis, the frames
     // of this node's tasks alone.
     let mut store = reader(url).await.ok();
-    let through_agents = store.is_some() && !placed.elsewhere.is_empty();
+    // On a worker, the reports may leave tasks out: every live agent is asked then.
+    let through_agents = store.is_some() && placed.ask_elsewhere();
+    let asked: Vec<String> = placed.expected_answers().into_keys().collect();
     match &target {
         _ if here > 0 || through_agents => {}
         Some(target) => return Err(placed.none_here("running task", &lab, target)),
@@ -401,7 +403,10 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
             };
             match RelayedTaps::ask(url, request, "labctl capture").await {
                 Ok(relayed) => Some(relayed),
-                Err(e) if here == 0 => anyhow::bail!("the lab's tasks are on other nodes ({}), and their agents cannot be asked through Redis: {e}", placed.elsewhere.join(", ")),
+                Err(e) if here == 0 => {
+                    let there = if placed.elsewhere.is_empty() { asked.join(", ") } else { placed.elsewhere.join(", ") };
+                    anyhow::bail!("the lab's tasks are on other nodes ({there}), and their agents cannot be asked through Redis: {e}")
+                }
                 Err(e) => {
                     placed.warn_elsewhere("labctl capture", &format!("captured (cannot ask their agents through Redis: {e})"));
                     None
@@ -452,6 +457,8 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     let others: Vec<&str> = placed.elsewhere_by_node.keys().map(String::as_str).collect();
     if relayed.is_some() && !others.is_empty() {
         parts.push(format!("on {} through {} agent{}", others.join(", "), if others.len() == 1 { "its" } else { "their" }, if others.len() == 1 { "" } else { "s" }));
+    } else if relayed.is_some() && through_agents {
+        parts.push(format!("whatever the agents of {} find", asked.join(", ")));
     }
     eprintln!("labctl capture: {}{limit} (Ctrl-C to stop)", parts.join("; "));
     // The agents answer within a second or two: a node that has not by then is named once.
@@ -485,6 +492,10 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
                     silence_told = true;
                     for (other, tasks) in placed.elsewhere_by_node.iter().filter(|(n, _)| !capture.answered.contains(*n)) {
                         eprintln!("labctl capture: nothing from {other}'s agent for {}: is `labd agent` running there, with this Redis ({url})?", tasks.join(", "));
+                    }
+                    if capture.taps.is_empty() {
+                        let what = capture.target.as_ref().map_or_else(|| format!("lab `{lab}`"), |t| format!("`{t}` in lab `{lab}`"));
+                        eprintln!("labctl capture: no task of {what} found yet, here or by the agents of {}; waiting for one to start (`labctl status {lab}` says what runs)", asked.join(", "));
                     }
                 }
                 if let Err(e) = capture.look_again(&swarm, store.as_mut(), &mut last_step, &mut sink, write.is_some()).await {
