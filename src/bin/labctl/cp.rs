@@ -5,7 +5,7 @@
 //! copies of several tasks sit side by side. An ended task counts (its latest container): a
 //! job's results, or a crashed node's last log, are there after the run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -82,16 +82,36 @@ where
 struct Unpacking<'a> {
     path: &'a str,
     dest: &'a Path,
+    /// The directories given out (this node's tasks first).
+    taken: BTreeSet<String>,
     open: BTreeMap<(String, String), UnboundedSender<std::io::Result<bytes::Bytes>>>,
+    /// By the name each task's copy is shown by (its directory's).
     unpacked: BTreeMap<String, tokio::task::JoinHandle<anyhow::Result<Copied>>>,
 }
 
+impl Unpacking<'_> {
+    /// A task's directory: its name, or `name@node` when another node's task of that name (a
+    /// slot whose task moved between nodes, each node holding one of its containers) already
+    /// has it, so that two archives are never unpacked over each other.
+    fn directory_for(&mut self, node: &str, task: &str) -> String {
+        if self.taken.insert(task.to_string()) {
+            return task.to_string();
+        }
+        let apart = format!("{task}@{node}");
+        eprintln!("labctl cp: {task} also on {node} (the slot's task moved between nodes): that copy goes into {}", self.dest.join(&apart).display());
+        self.taken.insert(apart.clone());
+        apart
+    }
+}
+
 impl TaskSink for Unpacking<'_> {
-    fn started(&mut self, node: &str, task: &str) {
+    fn started(&mut self, node: &str, task: &str) -> String {
+        let name = self.directory_for(node, task);
         let (bytes, archive) = futures::channel::mpsc::unbounded();
-        let (path, dir) = (self.path.to_string(), self.dest.join(task));
-        self.unpacked.insert(task.to_string(), tokio::spawn(async move { unpack(archive, &path, &dir).await }));
+        let (path, dir) = (self.path.to_string(), self.dest.join(&name));
+        self.unpacked.insert(name.clone(), tokio::spawn(async move { unpack(archive, &path, &dir).await }));
         self.open.insert((node.to_string(), task.to_string()), bytes);
+        name
     }
 
     fn output(&mut self, node: &str, task: &str, _stderr: bool, bytes: Vec<u8>) {
@@ -161,7 +181,8 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     let remote = async {
         let Some(mut asked) = asked else { return (0, 0) };
         let withdraw = asked.withdrawer();
-        let mut unpacking = Unpacking { path: &path, dest: &dest, open: BTreeMap::new(), unpacked: BTreeMap::new() };
+        let taken = here.iter().map(|c| task_label(&c.service, c.slot, &node)).collect();
+        let mut unpacking = Unpacking { path: &path, dest: &dest, taken, open: BTreeMap::new(), unpacked: BTreeMap::new() };
         let ended = follow(&mut asked.messages, &placed.expected_answers(), withdraw, stopped_agents(url), &mut unpacking).await;
         asked.finish().await;
         let mut copied = 0;
@@ -186,6 +207,17 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slot_copied_on_two_nodes_goes_into_two_directories() {
+        let dest = Path::new("/tmp/out");
+        let mut unpacking = Unpacking { path: "/log", dest, taken: BTreeSet::from(["w.1".to_string()]), open: BTreeMap::new(), unpacked: BTreeMap::new() };
+        // w.1's latest container here, another of w.1 on n3 and on n4; w.2 only on n3.
+        assert_eq!(unpacking.directory_for("n3", "w.1"), "w.1@n3");
+        assert_eq!(unpacking.directory_for("n4", "w.1"), "w.1@n4");
+        assert_eq!(unpacking.directory_for("n3", "w.2"), "w.2");
+        assert_eq!(unpacking.directory_for("n4", "w.2"), "w.2@n4");
+    }
 
     #[test]
     fn a_source_names_the_tasks_and_an_absolute_path() {

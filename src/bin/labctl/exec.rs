@@ -220,8 +220,9 @@ struct Shown {
 }
 
 impl TaskSink for Shown {
-    fn started(&mut self, node: &str, task: &str) {
+    fn started(&mut self, node: &str, task: &str) -> String {
         self.lines.insert((node.to_string(), task.to_string()), Default::default());
+        task.to_string()
     }
 
     fn output(&mut self, node: &str, task: &str, stderr: bool, bytes: Vec<u8>) {

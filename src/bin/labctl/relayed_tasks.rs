@@ -33,13 +33,14 @@ pub fn stopped_agents(url: &str) -> watch::Receiver<BTreeSet<String>> {
     rx
 }
 
-/// A task's end: its exit code, or why it has none.
+/// A task's end, by the name it is shown by: its exit code, or why it has none.
 pub type Ended = (String, Result<i64, String>);
 
 /// What a subcommand does with the tasks relayed.
 pub trait TaskSink {
-    /// The agent on `node` acts on `task`; its output follows.
-    fn started(&mut self, node: &str, task: &str);
+    /// The agent on `node` acts on `task`; its output follows. Returns the name the task is
+    /// shown by (its end too): `task`, unless the subcommand tells two of one name apart.
+    fn started(&mut self, node: &str, task: &str) -> String;
     fn output(&mut self, node: &str, task: &str, stderr: bool, bytes: Vec<u8>);
     /// Nothing more of `task` comes (before its end is counted).
     fn ended(&mut self, node: &str, task: &str);
@@ -53,7 +54,8 @@ pub trait TaskSink {
 pub async fn follow(messages: &mut mpsc::Receiver<ExecRelayed>, expected: &BTreeMap<String, Vec<String>>, mut all_answered: impl FnMut(), mut stopped: watch::Receiver<BTreeSet<String>>, sink: &mut impl TaskSink) -> Vec<Ended> {
     let mut unanswered: BTreeMap<&String, &Vec<String>> = expected.iter().collect();
     let mut answered = BTreeSet::new();
-    let mut running: BTreeSet<(String, String)> = BTreeSet::new();
+    // (node, task) → the name it is shown by.
+    let mut running: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut ended = Vec::new();
     let answer_by = tokio::time::Instant::now() + ANSWER_WITHIN;
     let no_answer = |node: &str, task: &str| (task.to_string(), Err(format!("no answer from the agent on {node} within {} s: is `labd agent` running there, with this Redis?", ANSWER_WITHIN.as_secs())));
@@ -70,10 +72,10 @@ pub async fn follow(messages: &mut mpsc::Receiver<ExecRelayed>, expected: &BTree
             next = received => next,
             Ok(()) = stopped.changed() => {
                 let gone = stopped.borrow_and_update().clone();
-                for (node, task) in running.iter().filter(|(node, _)| gone.contains(node)).cloned().collect::<Vec<_>>() {
-                    running.remove(&(node.clone(), task.clone()));
+                for (node, task) in running.keys().filter(|(node, _)| gone.contains(node)).cloned().collect::<Vec<_>>() {
+                    let Some(shown) = running.remove(&(node.clone(), task.clone())) else { continue };
                     sink.ended(&node, &task);
-                    ended.push((task, Err(format!("the agent on {node} stopped before relaying the end (no pass for {} s)", AGENT_STOPPED_AFTER.as_secs()))));
+                    ended.push((shown, Err(format!("the agent on {node} stopped before relaying the end (no pass for {} s)", AGENT_STOPPED_AFTER.as_secs()))));
                 }
                 continue;
             }
@@ -95,9 +97,9 @@ pub async fn follow(messages: &mut mpsc::Receiver<ExecRelayed>, expected: &BTree
                 for (node, tasks) in std::mem::take(&mut unanswered) {
                     ended.extend(tasks.iter().map(|t| no_answer(node, t)));
                 }
-                for (node, task) in std::mem::take(&mut running) {
+                for ((node, task), shown) in std::mem::take(&mut running) {
                     sink.ended(&node, &task);
-                    ended.push((task, Err("its end was not relayed (Redis went away?)".to_string())));
+                    ended.push((shown, Err("its end was not relayed (Redis went away?)".to_string())));
                 }
                 break;
             }
@@ -118,28 +120,32 @@ pub async fn follow(messages: &mut mpsc::Receiver<ExecRelayed>, expected: &BTree
                     Some(reason) => ended.extend(tasks.into_iter().map(|t| (t, Err(reason.clone())))),
                     None => {
                         for task in tasks {
-                            sink.started(&node, &task);
-                            running.insert((node.clone(), task));
+                            let shown = sink.started(&node, &task);
+                            running.insert((node.clone(), task), shown);
                         }
                     }
                 }
             }
             ExecRelayed::Output { node, task, stderr, bytes } => {
-                if running.contains(&(node.clone(), task.clone())) {
+                if running.contains_key(&(node.clone(), task.clone())) {
                     sink.output(&node, &task, stderr, bytes);
                 }
             }
             ExecRelayed::Exited { node, task, code } => {
-                if running.remove(&(node.clone(), task.clone())) {
+                if let Some(shown) = running.remove(&(node.clone(), task.clone())) {
                     sink.ended(&node, &task);
-                    ended.push((task, Ok(code)));
+                    ended.push((shown, Ok(code)));
                 }
             }
             ExecRelayed::Failed { node, task, message } => {
-                if running.remove(&(node.clone(), task.clone())) {
-                    sink.ended(&node, &task);
-                }
-                ended.push((task, Err(message)));
+                let shown = match running.remove(&(node.clone(), task.clone())) {
+                    Some(shown) => {
+                        sink.ended(&node, &task);
+                        shown
+                    }
+                    None => task,
+                };
+                ended.push((shown, Err(message)));
             }
         }
     }
@@ -154,8 +160,9 @@ mod tests {
     struct Seen(Vec<String>);
 
     impl TaskSink for Seen {
-        fn started(&mut self, node: &str, task: &str) {
+        fn started(&mut self, node: &str, task: &str) -> String {
             self.0.push(format!("start {task}@{node}"));
+            task.to_string()
         }
         fn output(&mut self, _: &str, task: &str, stderr: bool, bytes: Vec<u8>) {
             self.0.push(format!("{task} {} {}", if stderr { "err" } else { "out" }, String::from_utf8_lossy(&bytes)));
