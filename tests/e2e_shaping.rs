@@ -175,7 +175,7 @@ fn a_rule_deleted_by_hand_is_restored_and_stopping_the_agent_leaves_traffic_flow
     let out = in_netns(&a, &["iptables", "-w", "-F", "OUTPUT"]);
     assert!(out.status.success());
     eventually("the agent to restore the rule", Duration::from_secs(15), || {
-        let rules = String::from_utf8_lossy(&in_netns(&a, &["iptables-save"]).stdout).to_string();
+        let rules = String::from_utf8_lossy(&in_netns(&a, &["iptables", "-w", "-S", "OUTPUT"]).stdout).to_string();
         if rules.contains("NFQUEUE") { Ok(()) } else { Err("missing".into()) }
     });
     let s = probe(&lab, "heal", "a", "b", 30, 10);
@@ -312,6 +312,38 @@ fn links_give_each_pair_its_own_delay_and_follow_new_tasks() {
     assert!(network_delay_only(&ac), "a→c is not on the step's link: {ac}");
     println!("a → b under the step: {slowed:?} ms; a → c {} ms", avg_rtt(&ac));
     assert_eq!(running_container_of("pairs_a"), a_task, "a's task was not restarted by the step");
+}
+
+/// A router task (a gateway between two lab networks): what it forwards leaves and arrives by
+/// its interfaces, so its conditions hold for that traffic as for its own (as netem's qdisc
+/// and ifb do): 40 ms on each egress, 10 ms on each ingress.
+#[test]
+fn a_router_task_s_conditions_hold_for_the_traffic_it_forwards() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("route".into());
+    remove_lab_objects("route");
+    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: route}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"]}\n  networks:\n    left: {subnet: 10.78.1.0/24}\n    right: {subnet: 10.78.2.0/24}\n  services:\n    a: {networks: [left]}\n    r:\n      networks: [left, right]\n      sysctls: {net.ipv4.ip_forward: \"1\"}\n      conditions: {delay: 40ms, ingress: {delay: 10ms}}\n    b: {networks: [right]}\n";
+    lab.write("route.yaml", text);
+    lab.start_labd();
+    wait_shaped(&lab, "route", READY);
+    let (a, r, b) = (running_container_of("route_a"), running_container_of("route_r"), running_container_of("route_b"));
+    let ip_of = |c: &str, net: &str| docker_ok(&["inspect", c, "--format", &format!("{{{{range $k, $v := .NetworkSettings.Networks}}}}{{{{if eq $k \"route_{net}\"}}}}{{{{$v.IPAddress}}}}{{{{end}}}}{{{{end}}}}")]);
+    let (r_left, r_right, b_ip) = (ip_of(&r, "left"), ip_of(&r, "right"), ip_of(&b, "right"));
+    for (task, net, via) in [(&a, "10.78.2.0/24", &r_left), (&b, "10.78.1.0/24", &r_right)] {
+        let out = in_netns(task, &["ip", "route", "add", net, "via", via]);
+        assert!(out.status.success(), "route: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let rtt = |to: &str| {
+        let out = in_netns(&a, &["ping", "-n", "-q", "-c", "10", "-i", "0.2", "-W", "2", to]);
+        let stats = swarmlab::shaping::measure::parse_ping(&String::from_utf8_lossy(&out.stdout)).expect("ping's summary");
+        assert_eq!(stats.loss_percent, 0.0, "{stats:?}");
+        stats.avg_ms
+    };
+    // To r: in by r's ingress, back out by its egress. Through r: each way in and out.
+    let (to_r, through_r) = (rtt(&r_left), rtt(&b_ip));
+    println!("a → r {to_r:.1} ms (asked 50), a → b through r {through_r:.1} ms (asked 100)");
+    assert!(within(to_r, 50.0, 0.15), "a → r: {to_r} ms");
+    assert!(within(through_r, 100.0, 0.15), "a → b through r: {through_r} ms, its conditions on the traffic it forwards");
 }
 
 /// Arriving traffic limited (a download) while sending stays fast, and Gilbert-Elliott loss on

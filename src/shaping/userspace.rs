@@ -35,9 +35,11 @@ mod tests {
         let r = super::rules("eth0", 100);
         assert_eq!(r[0].args("-A").join(" "), "-w -t raw -A OUTPUT -o eth0 -m comment --comment swarmlab:eth0 -j CT --notrack");
         assert_eq!(r[1].args("-C").join(" "), "-w -t filter -C OUTPUT -o eth0 -m mark ! --mark 20823 -m comment --comment swarmlab:eth0 -j NFQUEUE --queue-num 100 --queue-bypass");
+        assert_eq!(r[2].args("-A").join(" "), "-w -t filter -A FORWARD -o eth0 -m mark ! --mark 20823 -m comment --comment swarmlab:eth0 -j NFQUEUE --queue-num 100 --queue-bypass");
         let i = super::input_rules("eth0", 20100);
-        assert_eq!(i[0].args("-A").join(" "), "-w -t raw -A PREROUTING -i eth0 -m comment --comment swarmlab-in:eth0 -j CT --notrack");
+        assert_eq!(i[0].args("-A").join(" "), "-w -t raw -A PREROUTING -i eth0 -m addrtype --dst-type LOCAL -m comment --comment swarmlab-in:eth0 -j CT --notrack");
         assert_eq!(i[1].args("-D").join(" "), "-w -t filter -D INPUT -i eth0 -m comment --comment swarmlab-in:eth0 -j NFQUEUE --queue-num 20100 --queue-bypass");
+        assert_eq!(i[2].args("-A").join(" "), "-w -t mangle -A FORWARD -i eth0 -m comment --comment swarmlab-in:eth0 -j NFQUEUE --queue-num 20100 --queue-bypass");
     }
 }
 const QUEUE_MAX_LEN: u32 = 8192;
@@ -119,33 +121,42 @@ impl Rule {
     }
 }
 
-/// The rules that hand `dev`'s egress to `queue`. Shaped packets skip conntrack: a packet held
-/// in the queue leaves its flow's conntrack entry unconfirmed, and the packets that follow it
-/// meanwhile would be dropped on a clash when they are confirmed (measured: 3 of the first 5
-/// pings at 10 ms intervals). Nothing in a task's namespace needs state for this traffic.
+/// The rules that hand `dev`'s egress to `queue`: what the task sends, and what it forwards (a
+/// router task's traffic leaves by `dev` too, and netem's qdisc shapes it). The packets the task
+/// sends skip conntrack: a packet held in the queue leaves its flow's conntrack entry
+/// unconfirmed, and the packets that follow it meanwhile would be dropped on a clash when they
+/// are confirmed (measured: 3 of the first 5 pings at 10 ms intervals). Nothing in a task's
+/// namespace needs state for them; forwarded packets keep theirs (a router's NAT needs it).
 pub fn rules(dev: &str, queue: u16) -> Vec<Rule> {
     let comment = format!("swarmlab:{dev}");
     let v = |parts: &[&str]| parts.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    let queued = |chain: &str| Rule {
+        table: "filter",
+        spec: v(&[
+            chain, "-o", dev, "-m", "mark", "!", "--mark", &MARK.to_string(), "-m", "comment", "--comment", &comment,
+            "-j", "NFQUEUE", "--queue-num", &queue.to_string(), "--queue-bypass",
+        ]),
+    };
     vec![
         Rule { table: "raw", spec: v(&["OUTPUT", "-o", dev, "-m", "comment", "--comment", &comment, "-j", "CT", "--notrack"]) },
-        Rule {
-            table: "filter",
-            spec: v(&[
-                "OUTPUT", "-o", dev, "-m", "mark", "!", "--mark", &MARK.to_string(), "-m", "comment", "--comment", &comment,
-                "-j", "NFQUEUE", "--queue-num", &queue.to_string(), "--queue-bypass",
-            ]),
-        },
+        queued("OUTPUT"),
+        queued("FORWARD"),
     ]
 }
 
-/// The rules that hand the packets arriving at `dev` to `queue` (ingress conditions). As on the
-/// way out, shaped packets skip conntrack. A verdict sends a packet on through INPUT: no mark.
+/// The rules that hand the packets arriving at `dev` to `queue` (ingress conditions): those for
+/// the task, and those it forwards. As on the way out, the task's own skip conntrack and
+/// forwarded ones keep it. A verdict sends a packet on (no mark needed): those forwarded are
+/// queued in `mangle`, so that the `filter` rule of the interface they leave by queues them
+/// again for its egress.
 pub fn input_rules(dev: &str, queue: u16) -> Vec<Rule> {
     let comment = format!("swarmlab-in:{dev}");
     let v = |parts: &[&str]| parts.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    let queued = |table: &'static str, chain: &str| Rule { table, spec: v(&[chain, "-i", dev, "-m", "comment", "--comment", &comment, "-j", "NFQUEUE", "--queue-num", &queue.to_string(), "--queue-bypass"]) };
     vec![
-        Rule { table: "raw", spec: v(&["PREROUTING", "-i", dev, "-m", "comment", "--comment", &comment, "-j", "CT", "--notrack"]) },
-        Rule { table: "filter", spec: v(&["INPUT", "-i", dev, "-m", "comment", "--comment", &comment, "-j", "NFQUEUE", "--queue-num", &queue.to_string(), "--queue-bypass"]) },
+        Rule { table: "raw", spec: v(&["PREROUTING", "-i", dev, "-m", "addrtype", "--dst-type", "LOCAL", "-m", "comment", "--comment", &comment, "-j", "CT", "--notrack"]) },
+        queued("filter", "INPUT"),
+        queued("mangle", "FORWARD"),
     ]
 }
 
