@@ -353,12 +353,12 @@ impl Agent {
                 let key = (id.clone(), net.clone());
                 live.insert(key.clone());
                 let queue = 100 + index as u16;
-                // A global service's task is told apart by its node.
-                let stream = Stream::new(format!("{lab}/{service}/{}/{net}", slot.map_or_else(|| self.config.node.clone(), |s| s.to_string())));
+                // Its draws (userspace backend); a global service's task is told apart by its node.
+                let stream = || Stream::new(format!("{lab}/{service}/{}/{net}", slot.map_or_else(|| self.config.node.clone(), |s| s.to_string())));
                 if inherited && !self.attachments.contains_key(&key) {
                     // What an agent killed before us left here (its worker is gone): remove it,
                     // then apply from scratch. Traffic was flowing unshaped meanwhile anyway.
-                    if let Ok(stale) = Attachment::locate(pid, &net, &mac, &ip, queue, stream.clone()).await {
+                    if let Ok(stale) = Attachment::locate(pid, &net, &mac, &ip, queue, stream()).await {
                         stale.clear().await;
                     }
                 }
@@ -367,7 +367,7 @@ impl Agent {
                 }
                 let entry = match self.attachments.remove(&key) {
                     Some(a) => a,
-                    None => match Attachment::locate(pid, &net, &mac, &ip, queue, stream).await {
+                    None => match Attachment::locate(pid, &net, &mac, &ip, queue, stream()).await {
                         Ok(a) => a,
                         Err(e) => {
                             report.attachments.push(AttachmentShaping { network: net.clone(), desired: want, error: Some(e), ..Default::default() });
