@@ -81,7 +81,7 @@ fn rate_limits_a_tcp_transfer_and_duplicate_and_corrupt_show_in_counters() {
     lab.start_labd();
     wait_shaped(&lab, "rated", READY);
     let (a, b) = (running_container_of("rated_a"), running_container_of("rated_b"));
-    let b_ip = docker_ok(&["inspect", &b, "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{if eq $k \"rated_lan\"}}{{$v.IPAddress}}{{end}}{{end}}"]);
+    let b_ip = ip_on(&b, "rated_lan");
 
     // A TCP sink in b's namespace that answers once the sender closes.
     let server = "import socket,sys\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 5001)); s.listen(1); s.settimeout(60)\nprint('listening', file=sys.stderr, flush=True)\nc,_=s.accept()\nn=0\nwhile True:\n    d=c.recv(65536)\n    if not d: break\n    n+=len(d)\nc.sendall(str(n).encode()); c.close()\n";
@@ -187,7 +187,7 @@ fn a_rule_deleted_by_hand_is_restored_and_stopping_the_agent_leaves_traffic_flow
     std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let a_pid = pid_of(&a);
-    let b_ip = docker_ok(&["inspect", &running_container_of("heal_b"), "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{if eq $k \"heal_lan\"}}{{$v.IPAddress}}{{end}}{{end}}"]);
+    let b_ip = ip_on(&running_container_of("heal_b"), "heal_lan");
     let out = std::process::Command::new("nsenter").arg(format!("--net=/proc/{a_pid}/ns/net")).args(["ping", "-n", "-q", "-c", "20", "-i", "0.05", &b_ip]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains(" 0% packet loss"), "traffic stalled after the agent died:\n{text}");
@@ -327,8 +327,7 @@ fn a_router_task_s_conditions_hold_for_the_traffic_it_forwards() {
     lab.start_labd();
     wait_shaped(&lab, "route", READY);
     let (a, r, b) = (running_container_of("route_a"), running_container_of("route_r"), running_container_of("route_b"));
-    let ip_of = |c: &str, net: &str| docker_ok(&["inspect", c, "--format", &format!("{{{{range $k, $v := .NetworkSettings.Networks}}}}{{{{if eq $k \"route_{net}\"}}}}{{{{$v.IPAddress}}}}{{{{end}}}}{{{{end}}}}")]);
-    let (r_left, r_right, b_ip) = (ip_of(&r, "left"), ip_of(&r, "right"), ip_of(&b, "right"));
+    let (r_left, r_right, b_ip) = (ip_on(&r, "route_left"), ip_on(&r, "route_right"), ip_on(&b, "route_right"));
     for (task, net, via) in [(&a, "10.78.2.0/24", &r_left), (&b, "10.78.1.0/24", &r_right)] {
         let out = in_netns(task, &["ip", "route", "add", net, "via", via]);
         assert!(out.status.success(), "route: {}", String::from_utf8_lossy(&out.stderr));
@@ -360,8 +359,7 @@ fn ingress_rate_limits_a_download_and_gilbert_elliott_loss_comes_in_bursts() {
     lab.start_labd();
     wait_shaped(&lab, "inbound", READY);
     let (a, b) = (running_container_of("inbound_a"), running_container_of("inbound_b"));
-    let ip_of = |c: &str| docker_ok(&["inspect", c, "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{if eq $k \"inbound_lan\"}}{{$v.IPAddress}}{{end}}{{end}}"]);
-    let (a_ip, b_ip) = (ip_of(&a), ip_of(&b));
+    let (a_ip, b_ip) = (ip_on(&a, "inbound_lan"), ip_on(&b, "inbound_lan"));
 
     // TCP from `sender` to `receiver`: Mbit/s as the receiver counts it.
     let transfer = |sender: &str, receiver: &str, receiver_ip: &str, bytes: u64| -> f64 {

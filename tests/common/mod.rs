@@ -367,6 +367,11 @@ pub fn task_reports(lab: &Lab, name: &str) -> Vec<serde_json::Value> {
     out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
+/// `container`'s address on the Docker network `network` (`LAB_NET`).
+pub fn ip_on(container: &str, network: &str) -> String {
+    docker_ok(&["inspect", container, "--format", &format!("{{{{range $k, $v := .NetworkSettings.Networks}}}}{{{{if eq $k \"{network}\"}}}}{{{{$v.IPAddress}}}}{{{{end}}}}{{{{end}}}}")])
+}
+
 pub fn pid_of(container: &str) -> String {
     docker_ok(&["inspect", container, "--format", "{{.State.Pid}}"])
 }
