@@ -342,6 +342,8 @@ fn a_subnet_change_recreates_the_network_and_its_services_come_back_on_it() {
     assert!(addrs.contains("10.92.0."), "the task is on the new subnet: {addrs}");
     let events = lab.redis.cli(&["xrange", "swarmlab:lab:subnet:events", "-", "+"]);
     assert!(events.contains("to recreate it (subnet or internal changed"), "the events say why:\n{events}");
+    // The old network stays listed until the old tasks have stopped: waited for, not failed on.
+    assert!(!events.contains("ReconcileFailed"), "the change failed on the way:\n{events}");
     assert_eq!(lab.metric("subnet", "drift_repairs"), 0, "a spec change is not drift");
 }
 

@@ -29,6 +29,11 @@ pub struct FakeState {
     pub memories: BTreeMap<String, LabMemory>,
     /// The next this many reads of the memories fail (a manager without a leader yet).
     pub memories_unreadable: u32,
+    /// A removed network stays listed (a node's copy, with its old settings) for this many
+    /// looks, as Docker's does until the tasks that were on it have stopped: its name is
+    /// refused and no service can join it meanwhile.
+    pub linger_removed_networks: u32,
+    lingering: Vec<(ObservedNetwork, u32)>,
     /// The file configs that exist, by name.
     pub file_configs: std::collections::BTreeSet<String>,
     /// The file configs each service (by id) names: Swarm refuses to remove those.
@@ -119,7 +124,13 @@ impl FakeSwarm {
             };
             svc.trouble = short.then(|| trouble.clone()).flatten();
         }
-        Observed { services: s.services.clone(), networks: s.networks.clone(), down_nodes: s.down_nodes.clone() }
+        let mut networks = s.networks.clone();
+        networks.extend(s.lingering.iter().map(|(n, _)| n.clone()));
+        s.lingering.retain_mut(|(_, looks)| {
+            *looks -= 1;
+            *looks > 0
+        });
+        Observed { services: s.services.clone(), networks, down_nodes: s.down_nodes.clone() }
     }
 }
 
@@ -166,7 +177,7 @@ impl Swarm for FakeSwarm {
 
     async fn create_network(&self, net: &DesiredNetwork) -> Result<(), SwarmError> {
         self.change("create network", |s| {
-            if s.networks.iter().any(|n| n.name == net.name) {
+            if s.networks.iter().chain(s.lingering.iter().map(|(n, _)| n)).any(|n| n.name == net.name) {
                 return Err(SwarmError::AlreadyExists(net.name.clone()));
             }
             s.next_id += 1;
@@ -190,13 +201,22 @@ impl Swarm for FakeSwarm {
                 s.network_in_use -= 1;
                 return Err(SwarmError::InUse { action: format!("remove network {id}"), message: "network is in use by task".into() });
             }
-            s.networks.retain(|n| n.id != id);
+            let looks = s.linger_removed_networks;
+            if let Some(at) = s.networks.iter().position(|n| n.id == id) {
+                let gone = s.networks.remove(at);
+                if looks > 0 {
+                    s.lingering.push((gone, looks));
+                }
+            }
             Ok(())
         })
     }
 
     async fn create_service(&self, svc: &DesiredService) -> Result<(), SwarmError> {
         self.change("create service", |s| {
+            if let Some(missing) = svc.network_targets().find(|t| s.networks.iter().all(|n| n.name != *t)) {
+                return Err(SwarmError::Api { action: format!("create service {}", svc.name), message: format!("network {missing} not found") });
+            }
             s.next_id += 1;
             let id = format!("s{}", s.next_id);
             let replicas = svc.replicas.unwrap_or(1);

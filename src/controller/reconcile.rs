@@ -455,10 +455,12 @@ async fn apply<S: Swarm>(
     let errors: Vec<String> = swarm_errors.iter().map(|e| e.to_string()).collect();
 
 
+    // Networks being recreated count as missing until the new one exists.
+    let recreating: Vec<&str> = plan.actions.iter().filter_map(|a| if let Action::RemoveNetwork { name, recreate: true, .. } = a { Some(name.as_str()) } else { None }).collect();
     let missing_networks: Vec<String> = desired
         .networks
         .iter()
-        .filter(|n| !observed.networks.iter().any(|o| o.name == n.name))
+        .filter(|n| recreating.contains(&n.name.as_str()) || !observed.networks.iter().any(|o| o.name == n.name))
         .map(|n| n.name.clone())
         .collect();
 
@@ -531,13 +533,24 @@ async fn apply<S: Swarm>(
             }
         }
     }
+    // Services waiting to be created on a network being recreated: Swarm has removed the old
+    // network, but a node keeps its copy (and Docker the name) until the tasks that were on it
+    // have stopped, which can take their whole stop grace period.
+    for want in desired.services.iter().filter(|d| observed.services.iter().all(|o| o.name != d.name)) {
+        if let (Some(network), Some(s)) = (want.network_targets().find(|t| recreating.contains(t)), services.get_mut(&want.short_name)) {
+            s.message = format!("waiting for network {network} to be created again (Docker keeps the old one until the tasks that were on it have stopped)");
+        }
+    }
     status.services = services;
     let (shaping_state, last_applied) = shaping_condition(store, &desired, &shaping, (&faults, in_force.is_some()), observed).await;
     let findings = Findings {
         spec_error,
         conflicts: plan.conflicts.clone(),
         errors: errors.clone(),
-        acted: plan.actions.len(),
+        // What changed Swarm: a removal that found its object gone already changed nothing
+        // (a recreated network's old copy, listed until its tasks have stopped, is removed
+        // again by every pass meanwhile).
+        acted: actions.values().sum::<u64>() as usize,
         networks: desired.networks.len(),
         missing_networks,
         services: desired.services.iter().filter(|s| !s.mode.is_job()).count(),

@@ -339,6 +339,34 @@ async fn failures_wait_out_a_growing_backoff_then_the_lab_converges() {
     c.stop().await;
 }
 
+/// Docker lists a removed network (a node's copy) until the tasks that were on it have
+/// stopped, and neither its name nor its services can be created meanwhile: a subnet change
+/// waits for it to go, without failing on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subnet_change_waits_for_the_old_network_to_go_and_never_fails() {
+    let text = |subnet: &str| format!("apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: n}}\nspec:\n  defaults: {{image: labbox:latest, networks: [lan]}}\n  networks: {{lan: {{subnet: {subnet}}}}}\n  services: {{web: {{}}}}\n");
+    let swarm = FakeSwarm::default();
+    swarm.state.lock().unwrap().linger_removed_networks = 10;
+    let mut c = start(&[("n.yaml", text("10.1.0.0/24"))], Duration::from_secs(600), swarm).await;
+    c.until_phase("n", Phase::Ready, SOON).await;
+    std::fs::write(c.dir.path().join("n.yaml"), text("10.2.0.0/24")).unwrap();
+    let says = || {
+        let status = c.store.statuses.lock().unwrap()["n"].clone();
+        let web = status.services.get("web").map(|s| s.message.clone()).unwrap_or_default();
+        status.message == "waiting for network n_lan, web 0/1" && web.starts_with("waiting for network n_lan to be created again")
+    };
+    eventually("the lab says what it waits for", SOON, says).await;
+    let on_new = || {
+        let s = c.swarm.state.lock().unwrap();
+        s.networks.iter().any(|n| n.subnet.as_deref() == Some("10.2.0.0/24")) && s.services.iter().any(|x| x.name == "n_web")
+    };
+    eventually("the network and its service created again", SOON, on_new).await;
+    c.until_phase("n", Phase::Ready, SOON).await;
+    let failures: Vec<String> = c.store.events.lock().unwrap().iter().filter(|(_, e)| e.reason == EventReason::ReconcileFailed).map(|(_, e)| e.message.clone()).collect();
+    assert!(failures.is_empty(), "the change failed on the way: {failures:?}");
+    c.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_lab_is_watched_but_never_changed_until_resumed() {
     let mut c = start(&[("a.yaml", lab_yaml("a", &["web"]))], Duration::from_millis(300), FakeSwarm::default()).await;
@@ -603,6 +631,7 @@ async fn labs_owned_on_swarm_that_no_file_here_ever_defined_are_kept_as_orphans(
     let store_status = crate::status::LabStatus { name: "other".into(), source: "/elsewhere/other.yaml".into(), generation: 3, ..Default::default() };
     let other = crate::spec::parse_file(Path::new("o.yaml"), &lab_yaml("other", &["web"])).remove(0).result.unwrap();
     let desired = crate::plan::desired_lab(&other.lab);
+    swarm.create_network(&desired.networks[0]).await.unwrap();
     swarm.create_service(&desired.services[0]).await.unwrap();
     let store = FakeStore::default();
     store.statuses.lock().unwrap().insert("other".into(), store_status);

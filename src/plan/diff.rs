@@ -270,6 +270,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
     let mut service_actions = Vec::new();
     for want in &desired.services {
         let waits_for_network = want.network_targets().any(|t| blocked.iter().any(|b| b == t));
+        let uses_recreated = want.network_targets().any(|t| recreated.contains(&t));
         match observed.services.iter().find(|s| s.name == want.name) {
             Some(have) if !labels::owned_by(lab, &have.labels) => plan.conflicts.push(Conflict {
                 kind: ObjectKind::Service,
@@ -277,11 +278,14 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
                 owner: labels::owner(&have.labels).map(str::to_string),
             }),
             _ if waits_for_network => {}
+            // Its network is still listed with the old settings: Swarm has removed it, but a
+            // node lists its copy until the old tasks' containers are gone (their stop grace
+            // period), and Swarm cannot attach a service to it. Created once the new one is.
+            None if uses_recreated => {}
             // A job whose run waits (for the lab to be Ready, or the schedule's start).
             _ if desired.waiting_jobs.contains_key(&want.name) => {}
             None => service_actions.push(Action::CreateService(want.clone())),
             Some(have) => {
-                let uses_recreated = want.network_targets().any(|t| recreated.contains(&t));
                 if uses_recreated {
                     // Detach: remove the service; it comes back on the recreated network.
                     service_actions.push(Action::RemoveService { id: have.id.clone(), name: have.name.clone(), recreate: Some(Recreate::Network) });
@@ -336,4 +340,45 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
 pub fn teardown(lab: &str, observed: &Observed) -> Plan {
     let empty = DesiredLab { lab: lab.to_string(), ..Default::default() };
     diff(&empty, observed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lab(subnet: &str) -> DesiredLab {
+        let text = format!("apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: r}}\nspec:\n  networks: {{lan: {{subnet: {subnet}}}}}\n  services: {{a: {{image: labbox:latest, networks: [lan]}}, b: {{image: labbox:latest}}}}\n");
+        let lab = crate::spec::parse_file(std::path::Path::new("r.yaml"), &text).remove(0).result.expect("valid");
+        crate::plan::desired_lab(&lab.lab)
+    }
+
+    fn observe(d: &DesiredLab, subnet: &str) -> Observed {
+        Observed {
+            services: d.services.iter().map(|s| ObservedService { id: s.name.clone(), name: s.name.clone(), labels: s.labels.clone(), replicas: s.replicas, mode: s.mode, image: s.image.clone(), ..Default::default() }).collect(),
+            networks: d.networks.iter().map(|n| ObservedNetwork { id: n.name.clone(), name: n.name.clone(), labels: n.labels.clone(), subnet: Some(subnet.to_string()), internal: false }).collect(),
+            down_nodes: vec![],
+        }
+    }
+
+    fn kinds(plan: &Plan) -> Vec<String> {
+        plan.actions.iter().map(Action::describe).collect()
+    }
+
+    #[test]
+    fn a_service_waits_for_its_recreated_network_while_the_old_one_is_still_listed() {
+        let old = lab("10.1.0.0/24");
+        let new = lab("10.2.0.0/24");
+        let mut observed = observe(&old, "10.1.0.0/24");
+        let first = diff(&new, &observed);
+        assert_eq!(kinds(&first), ["remove service r_a from a network being recreated; it is created again on the new network", "remove network r_lan to recreate it (subnet or internal changed; Docker cannot update a network)"]);
+        // Swarm removed both, but the node still lists its copy of the network until the old
+        // task's container is gone: the service must not be created against it (Swarm answers
+        // "network not found"), and nothing else of the lab is touched meanwhile.
+        observed.services.retain(|s| s.name != "r_a");
+        let lingering = diff(&new, &observed);
+        assert_eq!(kinds(&lingering), ["remove network r_lan to recreate it (subnet or internal changed; Docker cannot update a network)"]);
+        observed.networks.retain(|n| n.name != "r_lan");
+        let gone = diff(&new, &observed);
+        assert!(matches!(gone.actions.as_slice(), [Action::CreateNetwork(n), Action::CreateService(s)] if n.subnet.as_deref() == Some("10.2.0.0/24") && s.name == "r_a"), "{:?}", kinds(&gone));
+    }
 }
