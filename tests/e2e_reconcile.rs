@@ -348,6 +348,31 @@ fn a_subnet_change_recreates_the_network_and_its_services_come_back_on_it() {
 }
 
 #[test]
+fn a_network_dropped_from_a_lab_goes_once_its_tasks_have_moved_off_without_failing() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("dropnet".into());
+    remove_lab_objects("dropnet");
+    let text = |networks: &[&str]| {
+        let declared: Vec<String> = networks.iter().map(|n| format!("    {n}: {{}}\n")).collect();
+        lab_yaml("dropnet", &format!("    web: {{networks: [{}], replicas: 2}}\n", networks.join(", "))).replace("  services:\n", &format!("  networks:\n{}  services:\n", declared.concat()))
+    };
+    lab.write("dropnet.yaml", &text(&["lan", "old"]));
+    lab.start_labd();
+    lab.wait_phase("dropnet", "Ready", READY);
+    lab.write("dropnet.yaml", &text(&["lan"]));
+    // Swarm refuses to remove the network while a task of the rolling update's second batch
+    // still runs on it.
+    eventually("the dropped network removed", READY, || {
+        let out = docker(&["network", "inspect", "dropnet_old"]);
+        if out.status.success() { Err("still there".to_string()) } else { Ok(()) }
+    });
+    lab.wait_phase("dropnet", "Ready", READY);
+    let events = lab.redis.cli(&["xrange", "swarmlab:lab:dropnet:events", "-", "+"]);
+    assert!(events.contains("remove network dropnet_old"), "{events}");
+    assert!(!events.contains("ReconcileFailed"), "the change failed on the way:\n{events}");
+}
+
+#[test]
 fn labctl_wait_says_why_a_lab_is_not_ready_and_status_marks_a_silent_labd_stale() {
     let mut lab = Lab::new();
     lab.cleanup.push("waitx".into());

@@ -119,9 +119,8 @@ async fn perform<S: Swarm>(swarm: &S, action: &Action) -> Result<(), SwarmError>
 
 /// Runs the plan stage by stage; the actions of a stage, independent of each other, are sent
 /// concurrently (as many creates as the lab has services take one round trip, not N).
-async fn execute<S: Swarm>(swarm: &S, store: &impl LabStore, lab: &str, plan: &Plan) -> (BTreeMap<&'static str, u64>, Vec<SwarmError>) {
-    let mut done = BTreeMap::new();
-    let mut errors = Vec::new();
+async fn execute<S: Swarm>(swarm: &S, store: &impl LabStore, lab: &str, plan: &Plan) -> Executed {
+    let mut executed = Executed::default();
     let mut stages: BTreeMap<u8, Vec<&Action>> = BTreeMap::new();
     for action in &plan.actions {
         stages.entry(action.stage()).or_default().push(action);
@@ -130,15 +129,27 @@ async fn execute<S: Swarm>(swarm: &S, store: &impl LabStore, lab: &str, plan: &P
         for batch in actions.chunks(CONCURRENT_ACTIONS) {
             let results = futures::future::join_all(batch.iter().map(|action| perform(swarm, action))).await;
             for (action, result) in batch.iter().zip(results) {
-                record(store, lab, action, result, &mut done, &mut errors);
+                executed.record(store, lab, action, result);
             }
         }
     }
-    (done, errors)
+    executed
 }
 
-fn record(store: &impl LabStore, lab: &str, action: &Action, result: Result<(), SwarmError>, done: &mut BTreeMap<&'static str, u64>, errors: &mut Vec<SwarmError>) {
-    {
+/// What running a plan did.
+#[derive(Debug, Default)]
+struct Executed {
+    /// Actions applied, by kind.
+    done: BTreeMap<&'static str, u64>,
+    errors: Vec<SwarmError>,
+    /// Networks Swarm would not remove yet: tasks on them are still stopping. Not an error;
+    /// the removal is tried again at the next pass.
+    in_use: Vec<String>,
+}
+
+impl Executed {
+    fn record(&mut self, store: &impl LabStore, lab: &str, action: &Action, result: Result<(), SwarmError>) {
+        let Executed { done, errors, in_use } = self;
         match result {
             Ok(()) => {
                 *done.entry(kind_name(action.kind())).or_default() += 1;
@@ -148,11 +159,13 @@ fn record(store: &impl LabStore, lab: &str, action: &Action, result: Result<(), 
             Err(SwarmError::AlreadyExists(name)) => tracing::debug!(lab, %name, "already exists; the next pass sees it"),
             // A removal that found nothing: what the next observation confirms, not an action.
             Err(SwarmError::NotFound(what)) => tracing::debug!(lab, %what, "gone already"),
-            // A network whose tasks are still stopping: the caller decides whether that is an
-            // error (a teardown waits for it).
+            // A network whose tasks are still stopping: removed by a later pass.
             Err(e @ SwarmError::InUse { .. }) => {
                 tracing::debug!(lab, action = %action.describe(), error = %e, "still in use");
-                errors.push(e);
+                match action {
+                    Action::RemoveNetwork { name, .. } => in_use.push(name.clone()),
+                    _ => errors.push(e),
+                }
             }
             Err(e) => {
                 tracing::warn!(lab, action = %action.describe(), error = %e, "action failed");
@@ -364,13 +377,12 @@ async fn delete<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, observed
         status.phase = Phase::Deleting;
         return Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: true, drift: 0, seen: None, memory: None };
     }
-    let (actions, errors) = execute(swarm, store, name, &plan).await;
+    let Executed { done: actions, errors, .. } = execute(swarm, store, name, &plan).await;
     status.phase = Phase::Deleting;
     status.ready_since = None;
     status.message = format!("removing {} objects", plan.actions.len());
     status.set_abnormal(ct::RECONCILING, true, "Deleting", "the lab's file is gone", Utc::now());
     // Networks are only removable once their tasks have stopped: not an error, just later.
-    let errors: Vec<SwarmError> = errors.into_iter().filter(|e| !matches!(e, SwarmError::InUse { .. })).collect();
     let result = if errors.is_empty() { Ok(Requeue::AwaitChange) } else { Err(ReconcileError::Actions(errors)) };
     Outcome { status, actions, result, gone: false, drift: 0, seen: None, memory: None }
 }
@@ -442,7 +454,7 @@ async fn apply<S: Swarm>(
     let vanished = plan.actions.iter().filter(|a| matches!(a, Action::CreateService(s) if last_seen.contains(&s.name))).count() as u64;
     let drift = plan.drift as u64 + vanished;
     let seen = Some(seen_after(name, observed, &plan));
-    let (actions, swarm_errors) = execute(swarm, store, name, &plan).await;
+    let Executed { done: actions, errors: swarm_errors, in_use } = execute(swarm, store, name, &plan).await;
     // Files no service names any more (a new content is a new config; a file or a service
     // dropped) go once the services are updated. Swarm keeps any a service still names (an
     // update that failed); the lab's removal takes whatever is left.
@@ -553,6 +565,7 @@ async fn apply<S: Swarm>(
         acted: actions.values().sum::<u64>() as usize,
         networks: desired.networks.len(),
         missing_networks,
+        networks_in_use: in_use,
         services: desired.services.iter().filter(|s| !s.mode.is_job()).count(),
         jobs,
         jobs_to_start,
@@ -1215,8 +1228,8 @@ mod tests {
         assert!(pass(&swarm, &store, Target::Delete, o.status).await.gone);
         // Gone between the observation and the removal: done, and nothing counted as applied.
         let removal = crate::plan::Action::RemoveService { id: "s404".into(), name: "t_a".into(), recreate: None };
-        let (mut done, mut errors) = (BTreeMap::new(), Vec::new());
-        record(&store, "t", &removal, swarm.remove_service("s404").await, &mut done, &mut errors);
-        assert!(done.is_empty() && errors.is_empty(), "{done:?} {errors:?}");
+        let mut executed = Executed::default();
+        executed.record(&store, "t", &removal, swarm.remove_service("s404").await);
+        assert!(executed.done.is_empty() && executed.errors.is_empty(), "{executed:?}");
     }
 }

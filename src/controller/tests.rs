@@ -367,6 +367,27 @@ async fn a_subnet_change_waits_for_the_old_network_to_go_and_never_fails() {
     c.stop().await;
 }
 
+/// A network dropped from a lab stays in use until the rolling update has moved its tasks off
+/// it: removed once Swarm lets it go, and the lab never fails (nor backs off) meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_dropped_from_a_lab_is_removed_once_its_tasks_have_moved_off_and_nothing_fails() {
+    let text = |networks: &[&str]| {
+        let declared: Vec<String> = networks.iter().map(|n| format!("{n}: {{}}")).collect();
+        format!("apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: d}}\nspec:\n  defaults: {{image: labbox:latest}}\n  networks: {{{}}}\n  services: {{web: {{networks: [{}]}}}}\n", declared.join(", "), networks.join(", "))
+    };
+    let mut c = start(&[("d.yaml", text(&["lan", "old"]))], Duration::from_secs(600), FakeSwarm::default()).await;
+    c.until_phase("d", Phase::Ready, SOON).await;
+    c.swarm.state.lock().unwrap().network_in_use = 5;
+    std::fs::write(c.dir.path().join("d.yaml"), text(&["lan"])).unwrap();
+    let says = || c.store.statuses.lock().unwrap()["d"].message.contains("network d_old's tasks to stop before it is removed");
+    eventually("the lab says what it waits for", SOON, says).await;
+    eventually("the network removed", SOON, || c.swarm.state.lock().unwrap().networks.iter().all(|n| n.name != "d_old")).await;
+    c.until_phase("d", Phase::Ready, SOON).await;
+    let failures: Vec<String> = c.store.events.lock().unwrap().iter().filter(|(_, e)| e.reason == EventReason::ReconcileFailed).map(|(_, e)| e.message.clone()).collect();
+    assert!(failures.is_empty(), "the change failed on the way: {failures:?}");
+    c.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_lab_is_watched_but_never_changed_until_resumed() {
     let mut c = start(&[("a.yaml", lab_yaml("a", &["web"]))], Duration::from_millis(300), FakeSwarm::default()).await;

@@ -30,6 +30,9 @@ pub struct Findings {
     pub acted: usize,
     pub networks: usize,
     pub missing_networks: Vec<String>,
+    /// Networks the lab no longer has that Swarm will not remove yet: tasks on them are still
+    /// stopping (a rolling update moving them off). Waited for, not an error.
+    pub networks_in_use: Vec<String>,
     /// Services kept running (jobs apart).
     pub services: usize,
     /// Jobs, as `name completed/desired completed`: a job's run holds nothing back.
@@ -83,6 +86,7 @@ pub fn derive(mut status: LabStatus, f: &Findings, now: DateTime<Utc>) -> LabSta
     }
     let mut waiting: Vec<String> = f.missing_networks.iter().map(|n| format!("network {n}")).collect();
     waiting.extend(f.not_running.iter().cloned());
+    waiting.extend(f.networks_in_use.iter().map(|n| format!("network {n}'s tasks to stop before it is removed")));
     waiting.extend(f.jobs_to_start.iter().map(|j| format!("job {j} to start")));
     if let ShapingState::Pending(m) = &f.shaping {
         waiting.push(format!("shaping ({m})"));
@@ -134,6 +138,7 @@ mod tests {
             acted: 0,
             networks: 1,
             missing_networks: vec![],
+            networks_in_use: vec![],
             services: 2,
             jobs: vec![],
             jobs_to_start: vec![],
@@ -174,6 +179,11 @@ mod tests {
 
         let s = derived(Findings { shaping: ShapingState::Pending("1/2 tasks shaped".into()), ..calm() });
         assert_eq!((s.phase, s.message.as_str()), (Phase::Progressing, "waiting for shaping (1/2 tasks shaped)"));
+
+        // A network dropped from the lab while a rolling update moves its tasks off: waited for.
+        let s = derived(Findings { networks_in_use: vec!["x_old".into()], not_running: vec!["a 1/2".into()], ..calm() });
+        assert_eq!((s.phase, s.message.as_str()), (Phase::Progressing, "waiting for a 1/2, network x_old's tasks to stop before it is removed"));
+        assert_eq!(cond(&s, ct::STALLED), None);
 
         let clash = Conflict { kind: ObjectKind::Network, name: "x_n".into(), owner: None };
         let s = derived(Findings { conflicts: vec![clash], ..calm() });
@@ -232,14 +242,15 @@ mod tests {
             owner: None,
         });
         let conflicts = prop::collection::vec(conflict, 0..2);
-        (prop::option::of("[a-z]{1,8}"), conflicts, list(), 0usize..4, list(), list(), list(), list(), shaping, any::<bool>()).prop_map(
-            |(spec_error, conflicts, errors, acted, missing_networks, not_running, failing_tasks, down_nodes, shaping, stopped)| Findings {
+        (prop::option::of("[a-z]{1,8}"), conflicts, list(), 0usize..4, list(), list(), list(), list(), list(), shaping, any::<bool>()).prop_map(
+            |(spec_error, conflicts, errors, acted, missing_networks, networks_in_use, not_running, failing_tasks, down_nodes, shaping, stopped)| Findings {
                 spec_error,
                 conflicts,
                 errors,
                 acted,
                 networks: 2,
                 missing_networks,
+                networks_in_use,
                 services: 3,
                 jobs: vec![],
                 jobs_to_start: vec![],
@@ -263,6 +274,7 @@ mod tests {
             prop_assert_eq!(matches!(s.phase, Phase::Failed | Phase::Degraded | Phase::Invalid), is(ct::STALLED).is_some());
             prop_assert_eq!(s.phase == Phase::Ready, s.ready_since.is_some());
             prop_assert!(s.phase != Phase::Ready || !second.stopped, "a stopped lab is never Ready");
+            prop_assert!(s.phase != Phase::Ready || second.networks_in_use.is_empty(), "Ready with a network still to remove");
             prop_assert!(s.phase != Phase::Completed || second.stopped, "only a stopped lab completes");
             prop_assert_eq!(s.phase == Phase::Invalid, is(ct::SPEC_VALID) == Some(ConditionStatus::False));
             if s.phase == Phase::Ready {
