@@ -330,6 +330,17 @@ fn a_subnet_change_recreates_the_network_and_its_services_come_back_on_it() {
     lab.write("subnet.yaml", &text("10.91.0.0/24"));
     lab.start_labd();
     lab.wait_phase("subnet", "Ready", READY);
+    // `labctl diff` shows both passes: the removals now, the creates once those are done.
+    let only = tempfile::tempdir().unwrap();
+    std::fs::write(only.path().join("subnet.yaml"), text("10.92.0.0/24")).unwrap();
+    let diffed = String::from_utf8_lossy(&lab.labctl(&["diff", only.path().to_str().unwrap()]).stdout).to_string();
+    let ours: Vec<&str> = diffed.lines().filter(|l| l.starts_with("~ subnet: ")).collect();
+    assert_eq!(ours, [
+        "~ subnet: remove service subnet_web from a network being recreated; it is created again on the new network",
+        "~ subnet: remove network subnet_lan to recreate it (subnet or internal changed; Docker cannot update a network)",
+        "~ subnet: then create network subnet_lan",
+        "~ subnet: then create service subnet_web (2 replicas)",
+    ], "{diffed}");
     lab.write("subnet.yaml", &text("10.92.0.0/24"));
     eventually("the network recreated with the new subnet", READY, || {
         let subnet = docker(&["network", "inspect", "subnet_lan", "--format", "{{range .IPAM.Config}}{{.Subnet}}{{end}}"]);

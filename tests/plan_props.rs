@@ -54,35 +54,6 @@ fn foreign_strategy() -> impl Strategy<Value = Observed> {
     })
 }
 
-/// Applies actions the way Swarm would.
-fn apply(obs: &mut Observed, actions: &[Action]) {
-    for (i, a) in actions.iter().enumerate() {
-        match a {
-            Action::CreateNetwork(n) => obs.networks.push(ObservedNetwork { id: format!("n{i}-{}", n.name), name: n.name.clone(), labels: n.labels.clone(), subnet: n.subnet.clone(), internal: n.internal }),
-            Action::RemoveNetwork { id, .. } => obs.networks.retain(|n| &n.id != id),
-            Action::CreateService(s) => obs.services.push(observed_of(format!("s{i}-{}", s.name), s)),
-            Action::UpdateService { id, desired, .. } => {
-                let slot = obs.services.iter_mut().find(|s| &s.id == id).expect("update targets an existing service");
-                *slot = observed_of(id.clone(), desired);
-            }
-            Action::RemoveService { id, .. } => obs.services.retain(|s| &s.id != id),
-        }
-    }
-}
-
-fn observed_of(id: String, s: &swarmlab::plan::DesiredService) -> ObservedService {
-    ObservedService {
-        id,
-        name: s.name.clone(),
-        version: 1,
-        labels: s.labels.clone(),
-        replicas: s.replicas,
-        mode: s.mode,
-        image: s.image.clone(),
-        ..Default::default()
-    }
-}
-
 fn foreign_ids(obs: &Observed) -> Vec<String> {
     obs.services.iter().map(|s| s.id.clone()).chain(obs.networks.iter().map(|n| n.id.clone())).filter(|id| id.starts_with("foreign")).collect()
 }
@@ -102,17 +73,29 @@ proptest! {
                         _ => continue,
                     };
                     prop_assert!(!target.starts_with("foreign"), "touched a foreign object: {:?}", action);
+                    prop_assert!(obs.services.iter().any(|s| s.id == target) || obs.networks.iter().any(|n| n.id == target), "acts on nothing: {:?}", action);
                 }
-                apply(&mut obs, &plan.actions);
+                obs.apply(&plan.actions);
             }
             let again = diff(&desired, &obs);
             prop_assert!(again.is_empty(), "not converged: {:?}", again.actions);
             prop_assert_eq!(foreign_ids(&obs), foreign_ids(&foreign));
         }
         let gone = teardown("lab", &obs);
-        apply(&mut obs, &gone.actions);
+        obs.apply(&gone.actions);
         prop_assert!(obs.services.iter().chain(std::iter::empty()).all(|s| s.id.starts_with("foreign")));
         prop_assert!(obs.networks.iter().all(|n| n.id.starts_with("foreign")));
+    }
+
+    #[test]
+    fn the_passes_labctl_diff_shows_end_where_labd_does(a in lab_strategy(), b in lab_strategy()) {
+        let mut obs = Observed::default();
+        obs.apply(&diff(&desired_lab(&a), &obs).actions);
+        let desired = desired_lab(&b);
+        for plan in swarmlab::plan::passes(&desired, &obs) {
+            obs.apply(&plan.actions);
+        }
+        prop_assert!(diff(&desired, &obs).is_empty());
     }
 
     #[test]
@@ -120,7 +103,7 @@ proptest! {
         let desired = desired_lab(&lab);
         let mut obs = Observed::default();
         let first = diff(&desired, &obs);
-        apply(&mut obs, &first.actions);
+        obs.apply(&first.actions);
         prop_assert!(diff(&desired_lab(&lab.clone()), &obs).is_empty());
     }
 }

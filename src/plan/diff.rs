@@ -102,6 +102,73 @@ impl Observed {
         let labs: std::collections::BTreeSet<String> = owners.filter_map(|l| labels::owner(l).map(str::to_string)).collect();
         labs.into_iter().collect()
     }
+
+    /// What Swarm holds once `actions` are done (tasks as wanted, new objects with made-up
+    /// ids): how `labctl diff` shows the passes after the first, and what the planner's
+    /// properties are checked against.
+    pub fn apply(&mut self, actions: &[Action]) {
+        for (i, a) in actions.iter().enumerate() {
+            match a {
+                Action::CreateNetwork(n) => self.networks.push(ObservedNetwork {
+                    id: format!("new{i}-{}", n.name),
+                    name: n.name.clone(),
+                    labels: n.labels.clone(),
+                    subnet: n.subnet.clone(),
+                    internal: n.internal,
+                }),
+                Action::RemoveNetwork { id, .. } => self.networks.retain(|n| &n.id != id),
+                Action::CreateService(s) => self.services.push(ObservedService::as_wanted(format!("new{i}-{}", s.name), 1, s)),
+                Action::UpdateService { id, version, desired, .. } => {
+                    if let Some(have) = self.services.iter_mut().find(|s| &s.id == id) {
+                        *have = ObservedService::as_wanted(id.clone(), version + 1, desired);
+                    }
+                }
+                Action::RemoveService { id, .. } => self.services.retain(|s| &s.id != id),
+            }
+        }
+    }
+}
+
+impl ObservedService {
+    /// A service as Swarm holds `want` once its tasks run.
+    fn as_wanted(id: String, version: u64, want: &DesiredService) -> ObservedService {
+        let desired = want.replicas.unwrap_or(1);
+        ObservedService {
+            id,
+            name: want.name.clone(),
+            version,
+            labels: want.labels.clone(),
+            replicas: want.replicas,
+            mode: want.mode,
+            job_run: want.mode.is_job().then_some(0),
+            image: want.image.clone(),
+            running: if want.mode.is_job() { 0 } else { desired },
+            desired,
+            completed: want.mode.is_job().then_some(desired),
+            ..Default::default()
+        }
+    }
+}
+
+/// The plans of every pass labd makes to converge, first to last: one, or two when a network is
+/// recreated (removed first, created again once it is gone). Each next pass plans against what
+/// the one before leaves (`Observed::apply`); empty when nothing differs or clashes.
+pub fn passes(desired: &DesiredLab, observed: &Observed) -> Vec<Plan> {
+    let mut observed = observed.clone();
+    let mut plans = Vec::new();
+    // A pass can only need another for a recreate; three is a bound, not an expectation.
+    for _ in 0..3 {
+        let plan = diff(desired, &observed);
+        let last = plan.is_empty();
+        if !last || !plan.conflicts.is_empty() {
+            observed.apply(&plan.actions);
+            plans.push(plan);
+        }
+        if last {
+            break;
+        }
+    }
+    plans
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -380,5 +447,16 @@ mod tests {
         observed.networks.retain(|n| n.name != "r_lan");
         let gone = diff(&new, &observed);
         assert!(matches!(gone.actions.as_slice(), [Action::CreateNetwork(n), Action::CreateService(s)] if n.subnet.as_deref() == Some("10.2.0.0/24") && s.name == "r_a"), "{:?}", kinds(&gone));
+    }
+
+    #[test]
+    fn the_passes_of_a_subnet_change_remove_then_create_again() {
+        let (old, new) = (lab("10.1.0.0/24"), lab("10.2.0.0/24"));
+        let passes: Vec<Vec<String>> = passes(&new, &observe(&old, "10.1.0.0/24")).iter().map(kinds).collect();
+        assert_eq!(passes, [
+            vec!["remove service r_a from a network being recreated; it is created again on the new network", "remove network r_lan to recreate it (subnet or internal changed; Docker cannot update a network)"],
+            vec!["create network r_lan", "create service r_a (1 replicas)"],
+        ]);
+        assert!(super::passes(&new, &observe(&new, "10.2.0.0/24")).is_empty(), "nothing to do, no pass");
     }
 }

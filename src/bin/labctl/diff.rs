@@ -37,7 +37,7 @@ fn as_scheduled(desired: swarmlab::plan::DesiredLab, observed: &swarmlab::plan::
 
 /// Prints every difference; returns how many there are.
 async fn differences(dir: &std::path::Path, docker_host: Option<&str>) -> anyhow::Result<usize> {
-    use swarmlab::plan::{desired_lab, diff, teardown};
+    use swarmlab::plan::{desired_lab, passes, teardown};
     use swarmlab::swarm::{DockerSwarm, Swarm};
     let catalog = load_dir(dir)?;
     let swarm = DockerSwarm::connect(docker_host).await?;
@@ -48,14 +48,18 @@ async fn differences(dir: &std::path::Path, docker_host: Option<&str>) -> anyhow
         match entry {
             LabEntry::Valid(v) => {
                 let observed = observed.of_lab(name);
-                let plan = diff(&as_scheduled(desired_lab(&v.lab), &observed), &observed);
-                for c in &plan.conflicts {
+                let passes = passes(&as_scheduled(desired_lab(&v.lab), &observed), &observed);
+                for c in passes.first().map(|p| p.conflicts.as_slice()).unwrap_or_default() {
                     println!("! {name}: {c}");
                     changes += 1;
                 }
-                for a in &plan.actions {
-                    println!("~ {name}: {}", a.describe());
-                    changes += 1;
+                // A later pass's actions (a recreated network created again, its services
+                // back on it) happen once the earlier ones are done: shown as such.
+                for (i, plan) in passes.iter().enumerate() {
+                    for a in &plan.actions {
+                        println!("~ {name}: {}{}", if i > 0 { "then " } else { "" }, a.describe());
+                        changes += 1;
+                    }
                 }
             }
             LabEntry::Invalid(d) => println!("! {name}: invalid, labd keeps its last good version: {}", d[0]),
