@@ -358,6 +358,28 @@ fn a_subnet_change_recreates_the_network_and_its_services_come_back_on_it() {
     assert_eq!(lab.metric("subnet", "drift_repairs"), 0, "a spec change is not drift");
 }
 
+/// A task that exits a moment after it starts is seen running by some looks: the lab must not
+/// flap to Ready between failures (a `labctl wait --for ready` in a CI job would pass).
+#[test]
+fn a_crash_looping_service_keeps_its_lab_degraded_and_never_ready() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("loop".into());
+    remove_lab_objects("loop");
+    lab.write("loop.yaml", &lab_yaml("loop", "    ok: {}\n    bad: {command: [sh, -c, \"echo boom; exit 3\"], restartPolicy: {delay: 1s}}\n"));
+    lab.start_labd();
+    lab.wait_phase_saying("loop", "Degraded", "a crash loop", READY);
+    // Its first try, running for a moment before any failure, may have been seen Ready: from
+    // its second failure on, it is a loop.
+    let readies = || lab.redis.cli(&["xrange", "swarmlab:lab:loop:events", "-", "+"]).matches("Ready").count();
+    let before = readies();
+    let out = lab.labctl(&["wait", "loop", "--for", "ready", "--timeout", "15s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "Ready while crash-looping: {stderr}");
+    let tries = docker_ok(&["service", "ps", "loop_bad", "-q"]).lines().count();
+    assert!(tries >= 4, "the task looped over those 15 s ({tries} tasks)");
+    assert_eq!(readies(), before, "the lab was Ready while looping:\n{}", lab.redis.cli(&["xrange", "swarmlab:lab:loop:events", "-", "+"]));
+}
+
 #[test]
 fn a_network_dropped_from_a_lab_goes_once_its_tasks_have_moved_off_without_failing() {
     let mut lab = Lab::new();

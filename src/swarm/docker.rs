@@ -163,7 +163,11 @@ impl DockerSwarm {
     /// short service's newest task problem, from one listing of every task. Tasks Swarm is stopping (a scale-down, a stop, the old
     /// task of an update) whose containers still run are counted apart: a lab is not Ready (or
     /// Completed) while they run, and they never stand in for a new task not yet started.
-    fn tally_tasks(mut tasks: Vec<bollard::models::Task>, services: &mut [ObservedService], down: &[(String, String)]) {
+    fn tally_tasks(tasks: Vec<bollard::models::Task>, services: &mut [ObservedService], down: &[(String, String)]) {
+        Self::tally_tasks_at(tasks, services, down, chrono::Utc::now());
+    }
+
+    fn tally_tasks_at(mut tasks: Vec<bollard::models::Task>, services: &mut [ObservedService], down: &[(String, String)], now: chrono::DateTime<chrono::Utc>) {
         tasks.sort_by_key(|t| std::cmp::Reverse(t.updated_at.clone().unwrap_or_default()));
         for s in services.iter_mut() {
             let mine = || tasks.iter().filter(|t| t.service_id.as_deref() == Some(s.id.as_str()));
@@ -182,6 +186,7 @@ impl DockerSwarm {
                 mine()
                     .filter(|t| t.status.as_ref().and_then(|st| st.state) == Some(TaskState::RUNNING))
                     .filter(|t| !down.iter().any(|(id, _)| t.node_id.as_deref() == Some(id.as_str())))
+                    .filter(|t| !settling(mine(), t, now))
             };
             s.running = up().filter(|t| t.desired_state == Some(TaskState::RUNNING)).count() as u64;
             s.stopping = up().filter(|t| t.desired_state != Some(TaskState::RUNNING)).count() as u64;
@@ -222,15 +227,70 @@ impl DockerSwarm {
 /// back (an unhealthy container, a missing image): a crash loop says why it loops, not that its
 /// next try starts. Swarm's restart delay is most of such a loop, but no event marks the
 /// failure itself, so a pass may well see only the tries.
-fn service_trouble<'t>(mut tasks: impl Iterator<Item = &'t bollard::models::Task>) -> Option<TaskTrouble> {
-    let newest = tasks.by_ref().find_map(trouble_of)?;
+fn service_trouble<'t>(tasks: impl Iterator<Item = &'t bollard::models::Task> + Clone) -> Option<TaskTrouble> {
+    let mut not_running = tasks.clone().filter_map(|t| Some((t, trouble_of(t)?)));
+    let (newest_task, newest) = not_running.next()?;
     if newest.failed {
-        return Some(newest);
+        let looping = slot_from(tasks, newest_task).nth(1).and_then(|older| failed_twice(newest_task, older));
+        return Some(looping.unwrap_or(newest));
     }
-    match tasks.filter_map(trouble_of).find(|t| t.failed) {
+    if let Some(failure) = crash_loop_before(tasks, newest_task) {
+        return Some(failure);
+    }
+    match not_running.map(|(_, t)| t).find(|t| t.failed) {
         Some(failure) if failure.cause.is_some() => Some(failure),
         _ => Some(newest),
     }
+}
+
+/// How close together two failures of one slot must come to make a crash loop: Swarm's
+/// default restart delay is 5 s, a task that exits at once fails every ~6 s.
+const CRASH_LOOP_WINDOW: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+/// How long a task of a crash-looping slot must run before it counts as running: a task that
+/// exits a moment after its start is seen running by some passes, which made such a lab flap
+/// to Ready (and `labctl wait --for ready` return) between failures.
+const CRASH_LOOP_SETTLE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
+/// `t` and the tasks created before it in its slot (its node, for a global service), newest
+/// first. By creation, not by last update: Swarm marks a failed task for shutdown a moment
+/// after it creates its replacement.
+fn slot_from<'t>(tasks: impl Iterator<Item = &'t bollard::models::Task>, t: &'t bollard::models::Task) -> impl Iterator<Item = &'t bollard::models::Task> {
+    let mut slot: Vec<&bollard::models::Task> = tasks
+        .filter(|x| match t.slot {
+            Some(slot) => x.slot == Some(slot),
+            None => x.node_id == t.node_id,
+        })
+        .collect();
+    slot.sort_by_key(|x| std::cmp::Reverse(x.created_at.as_deref().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())));
+    slot.into_iter().skip_while(move |x| !std::ptr::eq(*x, t))
+}
+
+fn status_time(t: &bollard::models::Task) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    t.status.as_ref()?.timestamp.as_deref().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+}
+
+/// A crash loop's failure: `newer` and `older`, one after the other in a slot, both failed,
+/// `CRASH_LOOP_WINDOW` apart at most. One failure is not a loop (a schedule's kill, an OOM
+/// kill): the lab is Progressing while its replacement starts.
+fn failed_twice(newer: &bollard::models::Task, older: &bollard::models::Task) -> Option<TaskTrouble> {
+    let close = status_time(newer)? - status_time(older)? <= CRASH_LOOP_WINDOW;
+    let (failure, earlier) = (trouble_of(newer)?, trouble_of(older)?);
+    (close && failure.failed && earlier.failed).then(|| TaskTrouble {
+        message: format!("{} (again and again: a crash loop; a task of it counts as running once it has run {} s)", failure.message, CRASH_LOOP_SETTLE.num_seconds()),
+        ..failure
+    })
+}
+
+/// The crash loop `t` (running, or on its way) is one more try of: the two tasks before it in
+/// its slot failed.
+fn crash_loop_before<'t>(tasks: impl Iterator<Item = &'t bollard::models::Task>, t: &'t bollard::models::Task) -> Option<TaskTrouble> {
+    let mut before = slot_from(tasks, t).skip(1);
+    failed_twice(before.next()?, before.next()?)
+}
+
+/// A task running for less than `CRASH_LOOP_SETTLE` after its slot failed twice in a row.
+fn settling<'t>(tasks: impl Iterator<Item = &'t bollard::models::Task>, t: &'t bollard::models::Task, now: chrono::DateTime<chrono::Utc>) -> bool {
+    status_time(t).is_some_and(|since| now.signed_duration_since(since) < CRASH_LOOP_SETTLE) && crash_loop_before(tasks, t).is_some()
 }
 
 /// What a task that is not running says about why.
@@ -536,6 +596,60 @@ mod tests {
         assert_eq!((t.state.as_str(), t.failed), ("starting", false));
         let t = tally(vec![starting]);
         assert_eq!((t.state.as_str(), t.message.as_str()), ("starting", "starting"));
+    }
+
+    #[test]
+    fn a_slot_that_fails_twice_in_a_row_is_a_crash_loop_while_its_next_try_starts() {
+        let at = |mut t: Task, slot: i64, when: &str, err: &str| {
+            t.slot = Some(slot);
+            let status = t.status.as_mut().expect("status");
+            status.timestamp = Some(format!("2026-12-04T10:{when}Z"));
+            status.err = (!err.is_empty()).then(|| err.to_string());
+            status.message = Some("starting".into());
+            t
+        };
+        let starting = |slot| at(task("s", "n1", TaskState::RUNNING, TaskState::STARTING), slot, "01:00", "");
+        let failed = |slot, when| at(task("s", "n1", TaskState::SHUTDOWN, TaskState::FAILED), slot, when, "task: non-zero exit (3)");
+        let tally = |tasks: Vec<Task>| {
+            let mut services = vec![ObservedService { id: "s".into(), replicas: Some(2), desired: 2, ..Default::default() }];
+            // Newest first, as `tally_tasks` sorts them (these carry no `UpdatedAt`).
+            DockerSwarm::tally_tasks(tasks, &mut services, &[]);
+            services.remove(0).trouble.expect("a trouble")
+        };
+        let t = tally(vec![starting(1), failed(1, "00:54"), failed(1, "00:48")]);
+        assert!(t.failed && t.message.starts_with("task: non-zero exit (3) (again and again: a crash loop"), "{t:?}");
+        // Killed once: its replacement starting is what goes on.
+        assert!(!tally(vec![starting(1), failed(1, "00:54")]).failed);
+        // Two failures an hour apart (a kill now, another long ago) are no loop.
+        let mut long_ago = failed(1, "00:00");
+        long_ago.status.as_mut().expect("status").timestamp = Some("2026-12-04T09:00:00Z".into());
+        assert!(!tally(vec![starting(1), failed(1, "00:54"), long_ago]).failed);
+        // Another slot's failures are not this slot's loop.
+        assert!(!tally(vec![starting(1), failed(2, "00:54"), failed(2, "00:48")]).failed);
+        // Swarm marks a failed task for shutdown a moment after creating its replacement: by
+        // last update the failure comes first, by creation the replacement does.
+        let created = |mut t: Task, when: &str| {
+            t.created_at = Some(format!("2026-12-04T10:{when}Z"));
+            t
+        };
+        let t = tally(vec![created(failed(1, "00:54"), "00:48.5"), created(starting(1), "00:54.1"), created(failed(1, "00:48"), "00:42")]);
+        assert!(t.failed && t.message.contains("a crash loop"), "{t:?}");
+        // The loop's next task seen running a moment after its start counts once it has run
+        // 10 s: until then the lab is not Ready (it flapped to Ready between failures).
+        let running = at(task("s", "n1", TaskState::RUNNING, TaskState::RUNNING), 1, "01:00", "");
+        let other = at(task("s", "n1", TaskState::RUNNING, TaskState::RUNNING), 2, "00:00", "");
+        let counted_at = |now: &str| {
+            let mut services = vec![ObservedService { id: "s".into(), replicas: Some(2), desired: 2, ..Default::default() }];
+            let now = chrono::DateTime::parse_from_rfc3339(now).expect("a time").with_timezone(&chrono::Utc);
+            DockerSwarm::tally_tasks_at(vec![running.clone(), failed(1, "00:54"), failed(1, "00:48"), other.clone()], &mut services, &[], now);
+            services.remove(0)
+        };
+        let early = counted_at("2026-12-04T10:01:03Z");
+        assert_eq!(early.running, 1, "slot 2 only");
+        let trouble = early.trouble.expect("a trouble");
+        assert!(trouble.failed && trouble.message.contains("a crash loop; a task of it counts as running once it has run 10 s"), "{trouble:?}");
+        let settled = counted_at("2026-12-04T10:01:11Z");
+        assert_eq!((settled.running, settled.trouble), (2, None));
     }
 
     #[test]
