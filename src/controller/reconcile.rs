@@ -506,6 +506,7 @@ async fn apply<S: Swarm>(
                 match t.cause {
                     Some(TroubleCause::ImageMissing) => message.push_str(" (labd never pulls: build or `docker load` the image on every node)"),
                     Some(TroubleCause::Unhealthy) => message.push_str(" (its health check kept failing: `docker inspect` a task's container; .State.Health.Log has the check's output)"),
+                    Some(TroubleCause::Unschedulable) => message.push_str(" (Swarm starts it once a node satisfies its `placement` and has the memory and CPUs it reserves: see `docker node ls` and each node's labels)"),
                     None => {}
                 }
                 if t.failed {
@@ -519,7 +520,10 @@ async fn apply<S: Swarm>(
         // A job does not hold the lab back while it runs (a client may run for the whole
         // experiment): it is waited for once created, and its failures degrade the lab.
         if (!job && s.running != s.desired) || (have.is_none() && waits_for.is_none()) {
-            not_running.push(format!("{} {}/{}", want.short_name, s.running, s.desired));
+            // What a user can act on shows in the lab's message too, not only the service's.
+            let unschedulable = have.and_then(|h| h.trouble.as_ref()).is_some_and(|t| t.cause == Some(TroubleCause::Unschedulable));
+            let why = if unschedulable { " (no node may run it)" } else { "" };
+            not_running.push(format!("{} {}/{}{why}", want.short_name, s.running, s.desired));
         } else if stopping > 0 {
             not_running.push(format!("{} {}/{} ({stopping} stopping)", want.short_name, s.running, s.desired));
         }
@@ -998,6 +1002,22 @@ mod tests {
         let o = pass(&swarm, &store, apply(&l), o.status).await;
         assert_eq!(o.status.phase, Phase::Degraded);
         assert!(o.status.message.contains("labd never pulls"), "{}", o.status.message);
+    }
+
+    #[tokio::test]
+    async fn a_task_no_node_may_run_keeps_the_lab_progressing_and_the_lab_s_message_says_why() {
+        let swarm = FakeSwarm::default();
+        swarm.state.lock().unwrap().start_after = 100;
+        let message = "no suitable node (scheduling constraints not satisfied on 1 node)";
+        let pending = TaskTrouble { state: "pending".into(), message: message.into(), node: String::new(), failed: false, cause: Some(TroubleCause::Unschedulable) };
+        swarm.state.lock().unwrap().trouble = Some(pending);
+        let store = FakeStore::default();
+        let l = lab("  services:\n    a: {placement: {constraints: [node.labels.zone==mars]}}\n");
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        // Swarm keeps trying (a node may join or get the label): not a failure.
+        assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Progressing, "waiting for a 0/1 (no node may run it)"));
+        assert!(o.status.services["a"].message.starts_with(&format!("pending: {message} (Swarm starts it once a node satisfies its `placement`")), "{}", o.status.services["a"].message);
     }
 
     #[tokio::test]

@@ -52,6 +52,9 @@ pub enum TroubleCause {
     ImageMissing,
     /// Docker stopped the container because its health check kept failing.
     Unhealthy,
+    /// No node may run it (Swarm's "no suitable node": placement constraints or resources):
+    /// pending until one can, for as long as that takes.
+    Unschedulable,
 }
 
 

@@ -305,6 +305,8 @@ fn trouble_of(t: &bollard::models::Task) -> Option<TaskTrouble> {
         Some(TroubleCause::ImageMissing)
     } else if message.contains("unhealthy container") {
         Some(TroubleCause::Unhealthy)
+    } else if message.contains("no suitable node") {
+        Some(TroubleCause::Unschedulable)
     } else {
         None
     };
@@ -650,6 +652,14 @@ mod tests {
         assert!(trouble.failed && trouble.message.contains("a crash loop; a task of it counts as running once it has run 10 s"), "{trouble:?}");
         let settled = counted_at("2026-12-04T10:01:11Z");
         assert_eq!((settled.running, settled.trouble), (2, None));
+    }
+
+    #[test]
+    fn a_task_no_node_may_run_is_unschedulable() {
+        let mut pending = task("s", "", TaskState::RUNNING, TaskState::PENDING);
+        pending.status.as_mut().expect("status").err = Some("no suitable node (scheduling constraints not satisfied on 3 nodes)".into());
+        let t = trouble_of(&pending).expect("a trouble");
+        assert_eq!((t.cause, t.failed, t.state.as_str()), (Some(TroubleCause::Unschedulable), false, "pending"));
     }
 
     #[test]
