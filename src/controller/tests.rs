@@ -83,6 +83,11 @@ impl Running {
         self.until(&format!("{lab} {phase}"), within, |p| p.get(lab) == Some(&phase)).await;
     }
 
+    /// The messages of the ReconcileFailed events so far.
+    fn failures(&self) -> Vec<String> {
+        self.store.events.lock().unwrap().iter().filter(|(_, e)| e.reason == EventReason::ReconcileFailed).map(|(_, e)| e.message.clone()).collect()
+    }
+
     fn services(&self) -> Vec<String> {
         let mut names: Vec<String> = self.swarm.state.lock().unwrap().services.iter().map(|s| s.name.clone()).collect();
         names.sort();
@@ -324,15 +329,7 @@ async fn failures_wait_out_a_growing_backoff_then_the_lab_converges() {
     let took = started.elapsed();
     // 1 s after the first failure, 2 s after the second: never sooner (no retry storm).
     assert!(took >= Duration::from_secs(3), "converged after {took:?}, sooner than the backoff allows");
-    let failures: Vec<String> = c
-        .store
-        .events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, e)| e.reason == EventReason::ReconcileFailed)
-        .map(|(_, e)| e.message.clone())
-        .collect();
+    let failures = c.failures();
     assert_eq!(failures.len(), 2, "{failures:?}");
     assert!(failures[0].contains("attempt 1, next try in 1s") && failures[1].contains("attempt 2, next try in 2s"), "{failures:?}");
     assert!(c.store.statuses.lock().unwrap()["a"].backoff.is_none(), "backoff kept after success");
@@ -362,7 +359,7 @@ async fn a_subnet_change_waits_for_the_old_network_to_go_and_never_fails() {
     };
     eventually("the network and its service created again", SOON, on_new).await;
     c.until_phase("n", Phase::Ready, SOON).await;
-    let failures: Vec<String> = c.store.events.lock().unwrap().iter().filter(|(_, e)| e.reason == EventReason::ReconcileFailed).map(|(_, e)| e.message.clone()).collect();
+    let failures = c.failures();
     assert!(failures.is_empty(), "the change failed on the way: {failures:?}");
     c.stop().await;
 }
@@ -383,7 +380,7 @@ async fn a_network_dropped_from_a_lab_is_removed_once_its_tasks_have_moved_off_a
     eventually("the lab says what it waits for", SOON, says).await;
     eventually("the network removed", SOON, || c.swarm.state.lock().unwrap().networks.iter().all(|n| n.name != "d_old")).await;
     c.until_phase("d", Phase::Ready, SOON).await;
-    let failures: Vec<String> = c.store.events.lock().unwrap().iter().filter(|(_, e)| e.reason == EventReason::ReconcileFailed).map(|(_, e)| e.message.clone()).collect();
+    let failures = c.failures();
     assert!(failures.is_empty(), "the change failed on the way: {failures:?}");
     c.stop().await;
 }
