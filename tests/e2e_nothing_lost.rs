@@ -10,16 +10,23 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const READY: Duration = Duration::from_secs(60);
-/// labd's default `--delete-grace` is 5 s; waiting this long past an event shows nothing was
-/// scheduled for removal (the deletion rule needs two reads at least the grace apart).
-const PAST_GRACE: Duration = Duration::from_secs(7);
+/// The deletion rule's tests run labd with `--delete-grace 2` (the default is 5 s; the rule is
+/// the same, and each "nothing happened" wait below is 3 s shorter).
+const GRACE: Duration = Duration::from_secs(2);
+/// Waiting this long past an event shows nothing was scheduled for removal (the deletion rule
+/// needs two reads at least the grace apart).
+const PAST_GRACE: Duration = Duration::from_secs(4);
+
+fn start_labd(lab: &mut Lab) {
+    lab.start_labd_args(&["--delete-grace", &GRACE.as_secs().to_string()]);
+}
 
 fn start(name: &str, services: &str) -> Lab {
     let mut lab = Lab::new();
     lab.cleanup.push(name.into());
     remove_lab_objects(name);
     lab.write(&format!("{name}.yaml"), &lab_yaml(name, services));
-    lab.start_labd();
+    start_labd(&mut lab);
     lab.wait_phase(name, "Ready", READY);
     lab
 }
@@ -90,7 +97,7 @@ fn a_lab_moved_between_files_or_checked_out_again_does_not_flap() {
     });
     let took = removed_at.elapsed();
     eprintln!("file removed -> services removed: {took:?}");
-    assert!(took >= Duration::from_secs(5), "removed after {took:?}, before the 5 s grace");
+    assert!(took >= GRACE, "removed after {took:?}, before the {GRACE:?} grace");
 }
 
 #[test]
@@ -101,7 +108,7 @@ fn a_dangling_link_or_a_broken_file_hides_nothing() {
     let target = lab.dir.path().join("linked-target.yaml");
     std::fs::write(&target, lab_yaml("linked", "    web: {}\n")).unwrap();
     std::os::unix::fs::symlink(&target, lab.labs.join("linked.yaml")).unwrap();
-    lab.start_labd();
+    start_labd(&mut lab);
     lab.wait_phase("linked", "Ready", READY);
     let containers = lab_containers("linked");
     // The link's target vanishes (a ConfigMap-style swap caught half-way): the walk fails
@@ -136,7 +143,7 @@ fn restarts_with_a_missing_directory_a_broken_file_or_an_empty_directory_remove_
     lab.stop_labd();
     let away = lab.dir.path().join("labs-away");
     std::fs::rename(&lab.labs, &away).unwrap();
-    lab.start_labd();
+    start_labd(&mut lab);
     lab.wait_log("labs directory unreadable; keeping every lab as it is", READY);
     std::thread::sleep(PAST_GRACE);
     assert_untouched(&lab, "restarts", &containers);
@@ -149,7 +156,7 @@ fn restarts_with_a_missing_directory_a_broken_file_or_an_empty_directory_remove_
     // 2. The file cannot be parsed at start.
     lab.stop_labd();
     std::fs::write(lab.labs.join("restarts.yaml"), "apiVersion: [unclosed\n").unwrap();
-    lab.start_labd();
+    start_labd(&mut lab);
     lab.wait_phase_saying("restarts", "Invalid", "restarts.yaml:", READY);
     std::thread::sleep(PAST_GRACE);
     assert_eq!(lab.phase("restarts").unwrap(), "Invalid");
@@ -158,7 +165,7 @@ fn restarts_with_a_missing_directory_a_broken_file_or_an_empty_directory_remove_
     // 2b. The file parses but is invalid at start (no last good version in memory yet).
     lab.stop_labd();
     std::fs::write(lab.labs.join("restarts.yaml"), text.replace("  services:\n", "  services:\n    bad: {replicas: -1}\n")).unwrap();
-    lab.start_labd();
+    start_labd(&mut lab);
     lab.wait_phase_saying("restarts", "Invalid", "replicas", READY);
     std::thread::sleep(PAST_GRACE);
     assert_eq!(lab.phase("restarts").unwrap(), "Invalid");
@@ -167,7 +174,7 @@ fn restarts_with_a_missing_directory_a_broken_file_or_an_empty_directory_remove_
     // 3. The directory is empty at start: the lab is Orphaned, not pruned (no --allow-empty).
     lab.stop_labd();
     lab.remove("restarts.yaml");
-    lab.start_labd();
+    start_labd(&mut lab);
     lab.wait_phase_saying("restarts", "Orphaned", "empty at start", READY);
     std::thread::sleep(PAST_GRACE);
     assert_eq!(lab.phase("restarts").unwrap(), "Orphaned");
