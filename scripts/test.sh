@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: unit, property, CLI, and the end-to-end tests against the real Docker Swarm
-# and Redis that scripts/setup.sh installs and starts. Then nine of the controller's end-to-end
+# and Redis that scripts/setup.sh installs and starts. Then 13 of the controller's end-to-end
 # tests, three of the node agent's and the task-fault one once more on a newer Docker Engine
 # (Debian 13's 26.1, API 1.45; scripts/newer-engine.sh), as most users run one: skipped with a
 # warning when it cannot be fetched, unless SWARMLAB_REQUIRE_NEWER_ENGINE=1 (CI); SWARMLAB_NEWER_ENGINE=skip skips it.

@@ -98,6 +98,15 @@ impl ServiceStatus {
     }
 }
 
+/// See [`LabStatus::waiting`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Waiting {
+    /// The status message's list (`a 0/1, shaping (1/2 tasks shaped)`).
+    pub what: String,
+    pub since: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Backoff {
@@ -132,6 +141,10 @@ pub struct LabStatus {
     pub updated_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_since: Option<DateTime<Utc>>,
+    /// What a Progressing lab waits for, and since when it has waited for exactly that: the
+    /// clock of its progress deadline (kept here so a restart of labd does not reset it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
     /// Where the lab's schedule is (kept here so a restart resumes it, never restarts it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleStatus>,
@@ -186,6 +199,12 @@ pub struct ScheduleStatus {
 }
 
 impl LabStatus {
+    /// Degraded because it waited for the same things longer than its `progressDeadline` (the
+    /// only Degraded status that keeps a waiting clock).
+    pub fn past_progress_deadline(&self) -> bool {
+        self.phase == Phase::Degraded && self.waiting.is_some()
+    }
+
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.type_ == type_)
     }
@@ -273,6 +292,8 @@ pub enum EventReason {
     StepApplied,
     /// The schedule ran to its end.
     ScheduleFinished,
+    /// The lab waited for the same things longer than its `progressDeadline`.
+    ProgressDeadlineExceeded,
     /// A reason this labctl does not know (written by a newer labd).
     #[serde(other)]
     Other,
@@ -289,7 +310,7 @@ impl EventReason {
             | EventReason::StepApplied
             | EventReason::ScheduleFinished
             | EventReason::Other => EventKind::Normal,
-            EventReason::ReconcileFailed | EventReason::DriftRepaired | EventReason::Orphaned => EventKind::Warning,
+            EventReason::ReconcileFailed | EventReason::DriftRepaired | EventReason::Orphaned | EventReason::ProgressDeadlineExceeded => EventKind::Warning,
         }
     }
 }

@@ -432,6 +432,25 @@ fn labctl_wait_says_why_a_lab_is_not_ready_and_status_marks_a_silent_labd_stale(
     assert!(stderr.contains("waitbad cannot become Ready: its file is invalid") && stderr.contains("waitbad.yaml:6:") && stderr.contains("spec.services.web.replicas"), "{stderr}");
     lab.remove("waitbad.yaml");
 
+    // A task no node may run, past a 3 s progress deadline: Degraded, and the wait ends at once
+    // saying so; a placement some node satisfies makes it Ready.
+    lab.cleanup.push("waitstuck".into());
+    remove_lab_objects("waitstuck");
+    let stuck = |constraint: &str| lab_yaml("waitstuck", &format!("    web: {{placement: {{constraints: [\"{constraint}\"]}}}}\n")).replace("spec:\n", "spec:\n  progressDeadline: 3s\n");
+    lab.write("waitstuck.yaml", &stuck("node.labels.nowhere==true"));
+    let started = std::time::Instant::now();
+    let out = lab.labctl(&["wait", "waitstuck", "--timeout", "60s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20), "gave up on the stuck lab in {:?}", started.elapsed());
+    assert!(stderr.contains("waitstuck is not becoming Ready: no progress for") && stderr.contains("(progressDeadline 3s): waiting for web 0/1 (no node may run it)"), "{stderr}");
+    assert_eq!(lab.phase("waitstuck").unwrap(), "Degraded");
+    let events = lab.redis.cli(&["xrange", "swarmlab:lab:waitstuck:events", "-", "+"]);
+    assert_eq!(events.matches("ProgressDeadlineExceeded").count(), 1, "{events}");
+    lab.write("waitstuck.yaml", &stuck("node.role==manager"));
+    lab.wait_phase("waitstuck", "Ready", READY);
+    lab.remove("waitstuck.yaml");
+
     // labd gone for a minute: the statuses it left are marked stale.
     lab.kill_labd();
     let minute_ago = (chrono::Utc::now() - chrono::Duration::seconds(60)).to_rfc3339();

@@ -31,7 +31,7 @@ fn lab_strategy() -> impl Strategy<Value = Lab> {
             api_version: "swarmlab/v1alpha1".into(),
             kind: "Lab".into(),
             metadata: Metadata { name: "lab".into(), labels: BTreeMap::new() },
-            spec: LabSpec { defaults: None, networks, services, schedule: None, suspend: None, links: vec![], configs: Default::default(), volumes: Default::default() },
+            spec: LabSpec { defaults: None, networks, services, schedule: None, suspend: None, progress_deadline: None, links: vec![], configs: Default::default(), volumes: Default::default() },
         }
     })
 }

@@ -43,6 +43,11 @@ pub struct FakeState {
 }
 
 impl FakeState {
+    /// Every starting task runs at the next look.
+    pub fn start_now(&mut self) {
+        self.starting.clear();
+    }
+
     /// The service's files exist (created with it, as Docker's edge does) and it names them.
     fn name_files(&mut self, id: &str, svc: &DesiredService) {
         let names: Vec<String> = svc.files.iter().map(|f| f.config_name.clone()).collect();

@@ -735,6 +735,9 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         if state.status.phase != status.phase {
             tracing::info!(lab, phase = %status.phase, message = %status.message, "phase changed");
         }
+        if status.past_progress_deadline() && !state.status.past_progress_deadline() {
+            self.store.event(lab, event(EventReason::ProgressDeadlineExceeded, status.message.clone()));
+        }
         // Containers started before this look that Swarm did not yet count as running tasks
         // (it does 20–70 ms after the start event, sometimes 200 ms): look again as soon as
         // after an event, not at the poll. Once after a look that had starts of its own; again

@@ -194,6 +194,11 @@ pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, t
         _ => None,
     };
     let deleting = matches!(target, Target::Delete);
+    // The progress deadline's clock runs only while labd applies the lab: a resumed lab starts
+    // it again.
+    if !matches!(target, Target::Apply { suspended: None, .. }) {
+        status.waiting = None;
+    }
     let mut outcome = match target {
         Target::Delete => delete(swarm, store, name, &observed, status).await,
         Target::Orphaned(why) => orphaned(name, &observed, status, why),
@@ -578,6 +583,7 @@ async fn apply<S: Swarm>(
         down_nodes: observed.down_nodes.clone(),
         shaping: shaping_state,
         stopped,
+        progress_deadline: lab.lab.spec.progress_deadline.map_or(verdict::DEFAULT_PROGRESS_DEADLINE, |d| d.as_std()),
     };
     let mut status = verdict::derive(status, &findings, now);
     status.schedule = tick.map(|t| schedule_events(store, name, t, &findings.shaping, last_applied, now));

@@ -364,6 +364,33 @@ async fn a_subnet_change_waits_for_the_old_network_to_go_and_never_fails() {
     c.stop().await;
 }
 
+/// A lab that waits for the same tasks longer than its `progressDeadline` is Degraded, once
+/// (one event), and Ready as soon as they run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_stuck_past_its_progress_deadline_is_degraded_until_its_tasks_run() {
+    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: p}\nspec:\n  progressDeadline: 1s\n  defaults: {image: labbox:latest}\n  services: {web: {}}\n";
+    let swarm = FakeSwarm::default();
+    swarm.state.lock().unwrap().start_after = u32::MAX;
+    let mut c = start(&[("p.yaml", text.to_string())], Duration::from_secs(600), swarm).await;
+    c.until_phase("p", Phase::Progressing, SOON).await;
+    c.until_phase("p", Phase::Degraded, SOON).await;
+    let message = c.store.statuses.lock().unwrap()["p"].message.clone();
+    assert!(message.starts_with("no progress for 1s (progressDeadline 1s): waiting for web 0/1"), "{message}");
+    // Still stuck over more passes: one event, not one per pass.
+    let passes = c.store.metric("p", "reconciles");
+    eventually("more passes", SOON, || c.store.metric("p", "reconciles") > passes + 3).await;
+    let exceeded = || c.store.events.lock().unwrap().iter().filter(|(_, e)| e.reason == EventReason::ProgressDeadlineExceeded).count();
+    assert_eq!(exceeded(), 1);
+    {
+        let mut s = c.swarm.state.lock().unwrap();
+        s.start_after = 0;
+        s.start_now();
+    }
+    c.until_phase("p", Phase::Ready, SOON).await;
+    assert!(c.store.statuses.lock().unwrap()["p"].waiting.is_none());
+    c.stop().await;
+}
+
 /// A network dropped from a lab stays in use until the rolling update has moved its tasks off
 /// it: removed once Swarm lets it go, and the lab never fails (nor backs off) meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

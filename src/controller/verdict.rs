@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::plan::{Conflict, ObjectKind};
-use crate::status::{condition_types as ct, LabStatus, Phase};
+use crate::status::{condition_types as ct, LabStatus, Phase, Waiting};
 
 /// How far the node agents have got with a lab's shaping.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +48,12 @@ pub struct Findings {
     pub shaping: ShapingState,
     /// The schedule ended with `end: stop`: every service is wanted at no task.
     pub stopped: bool,
+    /// How long the lab may wait for the same things before it is Degraded (`progressDeadline`).
+    pub progress_deadline: std::time::Duration,
 }
+
+/// Kubernetes' default `progressDeadlineSeconds`.
+pub const DEFAULT_PROGRESS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Writes phase, message, conditions and `ready_since` from `f` into `status`.
 pub fn derive(mut status: LabStatus, f: &Findings, now: DateTime<Utc>) -> LabStatus {
@@ -93,6 +98,8 @@ pub fn derive(mut status: LabStatus, f: &Findings, now: DateTime<Utc>) -> LabSta
     }
     let problems: Vec<String> = f.conflicts.iter().map(|c| c.to_string()).chain(f.errors.iter().cloned()).collect();
 
+    // Set again below only while the lab waits.
+    let waited_for = status.waiting.take();
     let (phase, reason, message) = if let Some(e) = &f.spec_error {
         (Phase::Invalid, "SpecInvalid", e.clone())
     } else if !problems.is_empty() {
@@ -107,7 +114,16 @@ pub fn derive(mut status: LabStatus, f: &Findings, now: DateTime<Utc>) -> LabSta
     } else if f.acted > 0 {
         (Phase::Progressing, "Progressing", format!("applied {} changes", f.acted))
     } else {
-        (Phase::Progressing, "Progressing", format!("waiting for {}", waiting.join(", ")))
+        let what = waiting.join(", ");
+        // Waiting for exactly what the last pass waited for is no progress; anything else is.
+        let since = waited_for.filter(|w| w.what == what).map_or(now, |w| w.since);
+        let waited = (now - since).to_std().unwrap_or_default();
+        status.waiting = Some(Waiting { what: what.clone(), since });
+        if waited >= f.progress_deadline {
+            (Phase::Degraded, "ProgressDeadlineExceeded", format!("no progress for {} (progressDeadline {}): waiting for {what}", short(waited), short(f.progress_deadline)))
+        } else {
+            (Phase::Progressing, "Progressing", format!("waiting for {what}"))
+        }
     };
     let ready = phase == Phase::Ready;
     status.phase = phase;
@@ -122,6 +138,18 @@ pub fn derive(mut status: LabStatus, f: &Findings, now: DateTime<Utc>) -> LabSta
     status.set_abnormal(ct::RECONCILING, phase == Phase::Progressing, reason, message.clone(), now);
     status.set_abnormal(ct::STALLED, matches!(phase, Phase::Failed | Phase::Degraded | Phase::Invalid), reason, message, now);
     status
+}
+
+/// `90s`, `12m`, `1h5m`: whole seconds, as a user writes a deadline.
+fn short(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
 }
 
 #[cfg(test)]
@@ -147,6 +175,7 @@ mod tests {
             down_nodes: vec![],
             shaping: ShapingState::Done("2 tasks shaped (userspace)".into()),
             stopped: false,
+            progress_deadline: DEFAULT_PROGRESS_DEADLINE,
         }
     }
 
@@ -229,6 +258,45 @@ mod tests {
         assert_eq!(s.ready_since, None);
     }
 
+    #[test]
+    fn waiting_for_the_same_things_past_the_deadline_is_degraded_and_any_change_is_progress() {
+        let t0 = Utc::now();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let stuck = || Findings { not_running: vec!["a 0/1 (no node may run it)".into()], progress_deadline: std::time::Duration::from_secs(60), ..calm() };
+        let s = derive(LabStatus::default(), &stuck(), t0);
+        assert_eq!((s.phase, s.message.as_str()), (Phase::Progressing, "waiting for a 0/1 (no node may run it)"));
+        let s = derive(s, &stuck(), at(59));
+        assert_eq!(s.phase, Phase::Progressing, "{}", s.message);
+        let s = derive(s, &stuck(), at(60));
+        assert_eq!((s.phase, s.message.as_str()), (Phase::Degraded, "no progress for 1m (progressDeadline 1m): waiting for a 0/1 (no node may run it)"));
+        assert_eq!(cond(&s, ct::STALLED), Some((ConditionStatus::True, "ProgressDeadlineExceeded".into())));
+        assert_eq!(cond(&s, ct::READY), Some((ConditionStatus::False, "ProgressDeadlineExceeded".into())));
+        assert!(s.past_progress_deadline());
+        // Still stuck: the clock keeps running from the first pass.
+        let s = derive(s, &stuck(), at(95));
+        assert!(s.message.starts_with("no progress for 1m35s "), "{}", s.message);
+        // Something else to wait for (a task started): progress, the clock starts again.
+        let moved = || Findings { not_running: vec!["a 1/2".into()], ..stuck() };
+        let s = derive(s, &moved(), at(100));
+        assert_eq!((s.phase, s.message.as_str()), (Phase::Progressing, "waiting for a 1/2"));
+        assert_eq!(s.waiting.as_ref().map(|w| w.since), Some(at(100)));
+        assert!(!s.past_progress_deadline());
+        // A change applied is progress too; Ready forgets the clock.
+        let s = derive(s, &Findings { acted: 1, ..moved() }, at(150));
+        assert_eq!((s.phase, &s.waiting), (Phase::Progressing, &None));
+        let s = derive(s, &moved(), at(200));
+        let s = derive(s, &moved(), at(259));
+        assert_eq!(s.phase, Phase::Progressing, "59 s since the change applied at 200 s");
+        let s = derive(s, &calm(), at(300));
+        assert_eq!((s.phase, &s.waiting), (Phase::Ready, &None));
+    }
+
+    #[test]
+    fn the_deadline_is_written_as_a_user_writes_it() {
+        let d = std::time::Duration::from_secs;
+        assert_eq!([d(45), d(600), d(95), d(3600), d(3900)].map(short), ["45s", "10m", "1m35s", "1h", "1h5m"]);
+    }
+
     fn findings() -> impl Strategy<Value = Findings> {
         let list = || prop::collection::vec("[a-z]{1,4}", 0..3);
         let shaping = prop_oneof![
@@ -259,6 +327,7 @@ mod tests {
                 down_nodes,
                 shaping,
                 stopped,
+                progress_deadline: DEFAULT_PROGRESS_DEADLINE,
             },
         )
     }
@@ -283,6 +352,7 @@ mod tests {
                 }
             }
             prop_assert!(!s.message.is_empty());
+            prop_assert!(s.waiting.is_none() || matches!(s.phase, Phase::Progressing | Phase::Degraded), "a waiting clock in phase {:?}", s.phase);
         }
     }
 }

@@ -74,6 +74,11 @@ pub struct LabSpec {
     /// changes nothing until this is removed; committed with the lab, unlike `labctl suspend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
+    /// How long the lab may wait for the same things (tasks to run, shaping, a network) before
+    /// it is Degraded with `ProgressDeadlineExceeded`, as a Deployment's
+    /// `progressDeadlineSeconds`: any change in what it waits for is progress. Default 10m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<Duration>,
     /// Condition changes over time (an experiment): steps, ramps, flapping, repeats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<super::schedule::Schedule>,

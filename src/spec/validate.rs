@@ -727,7 +727,7 @@ fn check_units(node: &Value, pointer: &str, out: &mut Vec<Finding>) {
                 let child = format!("{pointer}/{}", pointer_segment(key));
                 if let Value::String(text) = value {
                     let parsed = match key.as_str() {
-                        "delay" | "jitter" | "stopGracePeriod" | "interval" | "timeout" | "startPeriod" | "window" => text.parse::<Duration>().err(),
+                        "delay" | "jitter" | "stopGracePeriod" | "interval" | "timeout" | "startPeriod" | "window" | "progressDeadline" => text.parse::<Duration>().err(),
                         "rate" => text.parse::<Rate>().err(),
                         "memory" | "size" => text.parse::<Memory>().err(),
                         _ => None,

@@ -1,8 +1,8 @@
 //! `labctl wait LAB --for ready|jobs|completed|deleted|step=N [--timeout 120s]`: for scripts and CI,
 //! as `kubectl wait`. Exit 0 when the lab gets there; 1 with the reason (phase, message,
 //! services not running, the schedule's step) when the timeout comes first, or as soon as the
-//! lab's file has been invalid for 2 s (it cannot get there until someone fixes it); 2 when
-//! Redis cannot be read.
+//! lab's file has been invalid, or the lab past its progress deadline, for 2 s (it will not get
+//! there unless someone changes something); 2 when Redis cannot be read.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -87,16 +87,34 @@ fn reached(status: Option<&LabStatus>, target: WaitFor) -> bool {
     }
 }
 
-/// Why the lab cannot get there without someone changing its file: its current version is
-/// invalid (labd keeps what the last valid one made, and waits for a fix).
-fn blocked(status: Option<&LabStatus>, target: WaitFor) -> Option<&str> {
-    let s = status?;
-    (target != WaitFor::Deleted && s.phase == Phase::Invalid && s.observed_generation >= s.generation).then_some(s.message.as_str())
+/// Why the lab will not get there unless someone changes something.
+#[derive(Debug, PartialEq, Eq)]
+enum Blocked<'a> {
+    /// Its current file is invalid: labd keeps what the last valid one made, and waits for a fix.
+    Invalid(&'a str),
+    /// Past its progress deadline (it waited for the same things longer than
+    /// `progressDeadline`): labd keeps trying, but a script stops here, as `kubectl rollout
+    /// status` does.
+    Stuck(&'a str),
 }
 
-/// How long a lab must stay invalid before the wait gives up: a file being written (a save
-/// in several writes) is read again by labd within its debounce.
-const INVALID_FOR: Duration = Duration::from_secs(2);
+fn blocked(status: Option<&LabStatus>, target: WaitFor) -> Option<Blocked<'_>> {
+    let s = status?;
+    if target == WaitFor::Deleted || s.observed_generation < s.generation {
+        return None;
+    }
+    if s.phase == Phase::Invalid {
+        Some(Blocked::Invalid(&s.message))
+    } else if s.past_progress_deadline() {
+        Some(Blocked::Stuck(&s.message))
+    } else {
+        None
+    }
+}
+
+/// How long a lab must stay blocked before the wait gives up: a file being written (a save
+/// in several writes), or a fix saved just before the wait, is read by labd within its debounce.
+const BLOCKED_FOR: Duration = Duration::from_secs(2);
 
 fn progress(status: Option<&LabStatus>) -> String {
     match status {
@@ -115,7 +133,7 @@ pub async fn run(url: &str, lab: &str, target: WaitFor, timeout: Duration) -> Ex
     let tty = std::io::stderr().is_terminal();
     let mut shown = String::new();
     let mut read_once = false;
-    let mut invalid_since: Option<Instant> = None;
+    let mut blocked_since: Option<Instant> = None;
     loop {
         let read = match reader(url).await {
             Ok(mut r) => r.status(lab).await.map_err(anyhow::Error::from),
@@ -151,12 +169,15 @@ pub async fn run(url: &str, lab: &str, target: WaitFor, timeout: Duration) -> Ex
             return ExitCode::SUCCESS;
         }
         match blocked(status.as_ref(), target) {
-            Some(why) if invalid_since.is_some_and(|t| t.elapsed() >= INVALID_FOR) => {
-                eprintln!("labctl wait: {lab} cannot become {target}: its file is invalid: {why}. Fix the file (`labctl validate` says the same), then wait again");
+            Some(why) if blocked_since.is_some_and(|t| t.elapsed() >= BLOCKED_FOR) => {
+                match why {
+                    Blocked::Invalid(why) => eprintln!("labctl wait: {lab} cannot become {target}: its file is invalid: {why}. Fix the file (`labctl validate` says the same), then wait again"),
+                    Blocked::Stuck(why) => eprintln!("labctl wait: {lab} is not becoming {target}: {why}. labd keeps trying; `labctl describe {lab}` shows its services and events"),
+                }
                 return ExitCode::from(1);
             }
-            Some(_) => invalid_since = invalid_since.or(Some(Instant::now())),
-            None => invalid_since = None,
+            Some(_) => blocked_since = blocked_since.or(Some(Instant::now())),
+            None => blocked_since = None,
         }
         let now = progress(status.as_ref());
         if tty && now != shown {
@@ -192,7 +213,7 @@ mod tests {
     #[test]
     fn an_invalid_file_blocks_every_wait_but_deletion() {
         let mut s = LabStatus { phase: Phase::Invalid, generation: 3, observed_generation: 3, message: "lab.yaml:4:7: spec.services: expected a mapping".into(), ..Default::default() };
-        assert_eq!(blocked(Some(&s), WaitFor::Ready), Some("lab.yaml:4:7: spec.services: expected a mapping"));
+        assert_eq!(blocked(Some(&s), WaitFor::Ready), Some(Blocked::Invalid("lab.yaml:4:7: spec.services: expected a mapping")));
         assert!(blocked(Some(&s), WaitFor::Jobs).is_some() && blocked(Some(&s), WaitFor::Step(2)).is_some());
         assert_eq!(blocked(Some(&s), WaitFor::Deleted), None, "an invalid lab can still be deleted");
         s.generation = 4;
@@ -201,6 +222,20 @@ mod tests {
         s.phase = Phase::Failed;
         assert_eq!(blocked(Some(&s), WaitFor::Ready), None, "Docker's failures are retried");
         assert_eq!(blocked(None, WaitFor::Ready), None);
+    }
+
+    #[test]
+    fn a_lab_past_its_progress_deadline_blocks_every_wait_but_deletion() {
+        let waiting = swarmlab::status::Waiting { what: "web 0/1".into(), since: chrono::Utc::now() };
+        let message = "no progress for 10m (progressDeadline 10m): waiting for web 0/1";
+        let mut s = LabStatus { phase: Phase::Degraded, generation: 1, observed_generation: 1, message: message.into(), waiting: Some(waiting), ..Default::default() };
+        assert_eq!(blocked(Some(&s), WaitFor::Ready), Some(Blocked::Stuck(message)));
+        assert!(blocked(Some(&s), WaitFor::Jobs).is_some() && blocked(Some(&s), WaitFor::Deleted).is_none());
+        s.generation = 2;
+        assert_eq!(blocked(Some(&s), WaitFor::Ready), None, "a newer version of the file is not read yet");
+        s.observed_generation = 2;
+        s.waiting = None;
+        assert_eq!(blocked(Some(&s), WaitFor::Ready), None, "Degraded by failing tasks: waited out until the timeout");
     }
 
     #[test]
