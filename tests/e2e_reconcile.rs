@@ -447,6 +447,8 @@ fn labctl_wait_says_why_a_lab_is_not_ready_and_status_marks_a_silent_labd_stale(
     assert_eq!(lab.phase("waitstuck").unwrap(), "Degraded");
     let events = lab.redis.cli(&["xrange", "swarmlab:lab:waitstuck:events", "-", "+"]);
     assert_eq!(events.matches("ProgressDeadlineExceeded").count(), 1, "{events}");
+    let described = String::from_utf8_lossy(&lab.labctl(&["describe", "waitstuck"]).stdout).to_string();
+    assert!(described.contains("Waiting:      web 0/1 (no node may run it) (for "), "{described}");
     lab.write("waitstuck.yaml", &stuck("node.role==manager"));
     lab.wait_phase("waitstuck", "Ready", READY);
     lab.remove("waitstuck.yaml");

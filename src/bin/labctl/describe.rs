@@ -27,6 +27,11 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
     if let Some(b) = &s.backoff {
         println!("Backoff:      attempt {}, next try {}", b.attempt, b.next_try.to_rfc3339());
     }
+    if let Some(w) = &s.waiting {
+        // The progress deadline's clock: how long the lab has waited for exactly this.
+        let waited = (chrono::Utc::now() - w.since).num_seconds().max(0);
+        println!("Waiting:      {} (for {waited}s, since {})", w.what, w.since.format("%H:%M:%S"));
+    }
     if let Some(c) = &s.schedule {
         let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.format("%H:%M:%S%.3f").to_string()).unwrap_or_else(|| "-".into());
         println!("Schedule:     step {} (started {}, next change {})", step_cell(&s), time(c.started_at), time(c.next_change_at));
