@@ -146,7 +146,7 @@ fn a_partition_cuts_traffic_between_groups_both_ways_leaves_others_alone_and_hea
     lab.cleanup.push("split".into());
     remove_lab_objects("split");
     // a | b cut off from each other; c in no group reaches both.
-    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: split}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}\n  networks:\n    lan: {}\n  services:\n    a: {}\n    b: {}\n    c: {}\n  schedule:\n    steps:\n    - at: 2s\n      partition: [[a], [b]]\n    - at: 20s\n      heal: true\n";
+    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: split}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}\n  networks:\n    lan: {}\n  services:\n    a: {}\n    b: {}\n    c: {}\n  schedule:\n    steps:\n    - at: 2s\n      partition: [[a], [b]]\n    - at: 12s\n      heal: true\n";
     lab.write("split.yaml", text);
     lab.start_labd();
     lab.wait_phase("split", "Ready", READY);
