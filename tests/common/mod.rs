@@ -145,8 +145,12 @@ impl Lab {
 
     fn spawn_labd(&mut self, labs: &Path, redis_url: &str, extra: &[&str]) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        // A removed file's lab goes 1 s after labd saw it gone rather than the default 5 s: the
+        // deletion rule is the same (tests/e2e_nothing_lost.rs checks it with its own grace).
+        let grace: &[&str] = if extra.contains(&"--delete-grace") { &[] } else { &["--delete-grace", "1"] };
         let child = Command::new(env!("CARGO_BIN_EXE_labd"))
             .args(["--labs", labs.to_str().unwrap(), "--redis", redis_url, "--resync", "5"])
+            .args(grace)
             .args(extra)
             .env("DOCKER_API_VERSION", "1.41")
             .env("RUST_LOG", "info,swarmlab=debug")
