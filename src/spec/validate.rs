@@ -299,6 +299,12 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
     }
     check_labels(doc, &mut out);
     check_units(doc, "", &mut out);
+    // 0s would call every lab that waits a moment stuck.
+    if let Some(Ok(d)) = doc.pointer("/spec/progressDeadline").and_then(Value::as_str).map(str::parse::<Duration>) {
+        if d.micros < 1_000_000 {
+            out.push(Finding::value("/spec/progressDeadline".to_string(), "must be at least 1s (how long the lab may wait for the same things before it is Degraded)"));
+        }
+    }
     check_condition_blocks(doc, "", &mut out);
     check_subnets(networks, &mut out);
     let configs = doc.pointer("/spec/configs").and_then(Value::as_object).unwrap_or(&empty);
