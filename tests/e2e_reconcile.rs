@@ -432,8 +432,8 @@ fn labctl_wait_says_why_a_lab_is_not_ready_and_status_marks_a_silent_labd_stale(
     assert!(stderr.contains("waitbad cannot become Ready: its file is invalid") && stderr.contains("waitbad.yaml:6:") && stderr.contains("spec.services.web.replicas"), "{stderr}");
     lab.remove("waitbad.yaml");
 
-    // A task no node may run, past a 3 s progress deadline: Degraded, and the wait ends at once
-    // saying so; a placement some node satisfies makes it Ready.
+    // A task no node may run, past a 3 s progress deadline: Degraded, and the wait ends (2 s
+    // later, not at its timeout) saying so; a placement some node satisfies makes it Ready.
     lab.cleanup.push("waitstuck".into());
     remove_lab_objects("waitstuck");
     let stuck = |constraint: &str| lab_yaml("waitstuck", &format!("    web: {{placement: {{constraints: [\"{constraint}\"]}}}}\n")).replace("spec:\n", "spec:\n  progressDeadline: 3s\n");
