@@ -234,7 +234,9 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     let manager_done = from_manager.wait().unwrap();
     let _ = pings.kill();
     let _ = pings.wait();
-    manager_said.extend(said_rx.try_iter());
+    // Every line it wrote: the reader thread ends (and drops its sender) at the pipe's end, which
+    // may come a moment after the process has exited (`try_iter` here once missed the summary).
+    manager_said.extend(said_rx.iter());
     let manager_said = manager_said.join("\n");
 
     let (lines, said) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
