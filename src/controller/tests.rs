@@ -365,7 +365,7 @@ async fn a_subnet_change_waits_for_the_old_network_to_go_and_never_fails() {
 }
 
 /// A lab that waits for the same tasks longer than its `progressDeadline` is Degraded, once
-/// (one event), and Ready as soon as they run.
+/// (one event, a labd restart included), and Ready as soon as they run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lab_stuck_past_its_progress_deadline_is_degraded_until_its_tasks_run() {
     let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: p}\nspec:\n  progressDeadline: 1s\n  defaults: {image: labbox:latest}\n  services: {web: {}}\n";
@@ -379,8 +379,18 @@ async fn a_lab_stuck_past_its_progress_deadline_is_degraded_until_its_tasks_run(
     // Still stuck over more passes: one event, not one per pass.
     let passes = c.store.metric("p", "reconciles");
     eventually("more passes", SOON, || c.store.metric("p", "reconciles") > passes + 3).await;
-    let exceeded = || c.store.events.lock().unwrap().iter().filter(|(_, e)| e.reason == EventReason::ProgressDeadlineExceeded).count();
-    assert_eq!(exceeded(), 1);
+    let exceeded = |store: &FakeStore| store.events.lock().unwrap().iter().filter(|(_, e)| e.reason == EventReason::ProgressDeadlineExceeded).count();
+    assert_eq!(exceeded(&c.store), 1);
+    // labd restarted: the clock and the verdict are read back with the status, no second event.
+    let since = c.store.statuses.lock().unwrap()["p"].waiting.as_ref().map(|w| w.since);
+    let (swarm, store) = (c.swarm.clone(), c.store.clone());
+    c.stop().await;
+    let mut c = start_with(&[("p.yaml", text.to_string())], Duration::from_secs(600), handed_over(&swarm), store).await;
+    let passes = c.store.metric("p", "reconciles");
+    eventually("passes of the restarted labd", SOON, || c.store.metric("p", "reconciles") > passes + 3).await;
+    c.until_phase("p", Phase::Degraded, SOON).await;
+    assert_eq!(c.store.statuses.lock().unwrap()["p"].waiting.as_ref().map(|w| w.since), since, "the clock started again");
+    assert_eq!(exceeded(&c.store), 1);
     {
         let mut s = c.swarm.state.lock().unwrap();
         s.start_after = 0;
