@@ -290,10 +290,11 @@ pub fn remove_lab_objects(lab: &str) {
     }
     // Its tasks are stopping: kill them rather than wait out their grace periods (a Compose
     // file's default is 10 s) before the node lets their networks go.
-    let containers = docker_ok(&["ps", "-q", "--filter", &filter]);
-    let ids: Vec<&str> = containers.lines().filter(|l| !l.is_empty()).collect();
+    let ids = lab_containers(lab);
     if !ids.is_empty() {
-        let _ = docker(&[&["kill"][..], &ids].concat());
+        let mut args = vec!["kill"];
+        args.extend(ids.iter().map(String::as_str));
+        let _ = docker(&args);
     }
     // labd's memory of the lab (a config), which `docker stack rm` removes too.
     for id in docker_ok(&["config", "ls", "-q", "--filter", &filter]).lines().filter(|l| !l.is_empty()) {
