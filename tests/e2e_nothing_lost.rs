@@ -120,6 +120,18 @@ fn a_dangling_link_or_a_broken_file_hides_nothing() {
     assert_untouched(&lab, "linked", &containers);
     std::fs::rename(lab.dir.path().join("elsewhere.yaml"), &target).unwrap();
 
+    // The file overwritten in place by 8 GiB (sparse here; a stray dump, say): refused unread,
+    // with its size, the lab kept as it runs, and labd's memory untouched by it.
+    std::fs::File::create(&target).unwrap().set_len(8 << 30).unwrap();
+    lab.wait_phase_saying("linked", "Invalid", "file is 8589934592 bytes; lab files are limited to 1048576 bytes", READY);
+    let peak = lab.labd_peak_rss_kb();
+    assert!(peak < 200_000, "labd's peak RSS is {peak} kB: the 8 GiB file was read");
+    assert_untouched(&lab, "linked", &containers);
+    std::fs::write(&target, lab_yaml("linked", "    web: {}\n")).unwrap();
+    // Polled, not `labctl wait`: the target lies outside the watched directory, so labd reads
+    // it again at the next resync, and the wait ends at once on a lab still Invalid.
+    lab.wait_phase_saying("linked", "Ready", "", READY);
+
     // A deep file and a huge one beside it: located errors, no crash, nothing else touched.
     lab.write("deep.yaml", &"- ".repeat(20_000));
     lab.write("huge.yaml", &format!("a: \"{}\"\n", "x".repeat(2 << 20)));

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use proptest::prelude::*;
-use swarmlab::source::catalog::catalog_of;
+use swarmlab::source::catalog::{catalog_of, Content};
 use swarmlab::spec::parse_file;
 
 const VALID: &str = include_str!("../labs/iot.yaml");
@@ -30,7 +30,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = catalog_of(vec![(Path::new("x.yaml").to_path_buf(), Ok(bytes))]);
+        let _ = catalog_of(vec![(Path::new("x.yaml").to_path_buf(), Content::Bytes(bytes))]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::spec::yaml::{too_large, MAX_FILE_BYTES};
 use crate::spec::{parse_file, Diagnostic, ValidLab};
 
 /// What one lab name stands for in the directory right now.
@@ -96,6 +97,36 @@ pub fn lab_files(root: &Path) -> (Vec<PathBuf>, Vec<String>) {
     (files, errors)
 }
 
+/// One lab file as read. A file larger than a lab file may be is not read at all: a stray
+/// multi-gigabyte `*.yaml` (a log, a dump) would otherwise be read whole into memory at every
+/// event (3 GB of RSS and 15 s for a 3 GB file, measured), and no input may exhaust labd.
+#[derive(Debug)]
+pub enum Content {
+    Bytes(Vec<u8>),
+    TooLarge { bytes: u64 },
+    Unreadable(std::io::Error),
+}
+
+impl Content {
+    /// Reads `path`, at most one byte more than a lab file may hold (a file may grow while it
+    /// is read, or report no size, as `/proc` files do).
+    pub fn read(path: &Path) -> Content {
+        use std::io::Read;
+        let limit = MAX_FILE_BYTES as u64;
+        let read = || -> std::io::Result<Content> {
+            let file = std::fs::File::open(path)?;
+            let size = file.metadata()?.len();
+            if size > limit {
+                return Ok(Content::TooLarge { bytes: size });
+            }
+            let mut bytes = Vec::with_capacity(size as usize);
+            file.take(limit + 1).read_to_end(&mut bytes)?;
+            Ok(if bytes.len() as u64 > limit { Content::TooLarge { bytes: bytes.len() as u64 } } else { Content::Bytes(bytes) })
+        };
+        read().unwrap_or_else(Content::Unreadable)
+    }
+}
+
 /// Reads `root` recursively (following symlinks) and validates every lab file.
 pub fn load_dir(root: &Path) -> Result<Catalog, UnreadableDir> {
     let meta = std::fs::metadata(root).map_err(|source| UnreadableDir { path: root.to_path_buf(), source })?;
@@ -106,8 +137,8 @@ pub fn load_dir(root: &Path) -> Result<Catalog, UnreadableDir> {
     let sources = files
         .into_iter()
         .map(|path| {
-            let bytes = std::fs::read(&path);
-            (path, bytes)
+            let content = Content::read(&path);
+            (path, content)
         })
         .collect();
     let mut catalog = catalog_of(sources);
@@ -121,17 +152,24 @@ type Definition = (PathBuf, crate::spec::yaml::Mark, Result<ValidLab, Vec<Diagno
 /// Builds the catalog from file contents (pure; `load_dir` feeds it from disk, the Git source
 /// from a commit). A file that could not be read hides which labs it defines: the catalog is
 /// then incomplete.
-pub fn catalog_of(sources: Vec<(PathBuf, std::io::Result<Vec<u8>>)>) -> Catalog {
+pub fn catalog_of(sources: Vec<(PathBuf, Content)>) -> Catalog {
     let mut catalog = Catalog::default();
     let mut definitions: BTreeMap<String, Vec<Definition>> = BTreeMap::new();
-    for (path, bytes) in sources {
-        let text = match bytes.map(String::from_utf8) {
-            Ok(Ok(text)) => text,
-            Ok(Err(_)) => {
-                catalog.file_errors.entry(path.clone()).or_default().push(file_diag(&path, "file is not valid UTF-8"));
+    for (path, content) in sources {
+        let text = match content {
+            Content::Bytes(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(_) => {
+                    catalog.file_errors.entry(path.clone()).or_default().push(file_diag(&path, "file is not valid UTF-8"));
+                    continue;
+                }
+            },
+            // Read and refused, like a file that does not parse: what it defined is kept.
+            Content::TooLarge { bytes } => {
+                catalog.file_errors.entry(path.clone()).or_default().push(file_diag(&path, &too_large(bytes)));
                 continue;
             }
-            Err(e) => {
+            Content::Unreadable(e) => {
                 catalog.file_errors.entry(path.clone()).or_default().push(file_diag(&path, &format!("cannot read: {e}")));
                 catalog.incomplete.push(format!("cannot read {}", path.display()));
                 continue;
@@ -197,9 +235,32 @@ mod tests {
     }
 
     #[test]
+    fn a_file_larger_than_a_lab_file_is_refused_unread_as_a_file_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: a}\nspec: {services: {web: {image: x}}}\n").unwrap();
+        // Sparse: 64 GiB that take no disk, and would take 64 GiB of memory if read whole.
+        std::fs::File::create(dir.path().join("big.yaml")).unwrap().set_len(64 << 30).unwrap();
+        let catalog = load_dir(dir.path()).unwrap();
+        assert_eq!(catalog.labs.keys().collect::<Vec<_>>(), ["a"]);
+        let errors = &catalog.file_errors[&dir.path().join("big.yaml")];
+        assert_eq!(errors[0].to_string(), format!("{}:1:1: (file): file is 68719476736 bytes; lab files are limited to 1048576 bytes", dir.path().join("big.yaml").display()));
+        assert!(catalog.incomplete.is_empty(), "read and refused, not unreadable: {:?}", catalog.incomplete);
+
+        // A file at the limit is read; one byte more is not.
+        let at_limit = dir.path().join("limit.yaml");
+        std::fs::write(&at_limit, vec![b'#'; MAX_FILE_BYTES]).unwrap();
+        assert!(matches!(Content::read(&at_limit), Content::Bytes(b) if b.len() == MAX_FILE_BYTES));
+        std::fs::write(&at_limit, vec![b'#'; MAX_FILE_BYTES + 1]).unwrap();
+        assert!(matches!(Content::read(&at_limit), Content::TooLarge { bytes } if bytes == MAX_FILE_BYTES as u64 + 1));
+    }
+
+    #[test]
     fn a_file_that_cannot_be_read_makes_the_read_incomplete_and_one_that_is_not_utf8_does_not() {
         let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
-        let catalog = catalog_of(vec![(PathBuf::from("labs/a.yaml"), Err(denied)), (PathBuf::from("labs/b.yaml"), Ok(vec![0xff, 0xfe]))]);
+        let catalog = catalog_of(vec![
+            (PathBuf::from("labs/a.yaml"), Content::Unreadable(denied)),
+            (PathBuf::from("labs/b.yaml"), Content::Bytes(vec![0xff, 0xfe])),
+        ]);
         assert_eq!(catalog.incomplete, vec!["cannot read labs/a.yaml".to_string()], "what it defines is unknown: no lab may count as gone");
         assert_eq!(catalog.file_errors.len(), 2, "both are reported");
         assert!(catalog.file_errors[Path::new("labs/b.yaml")][0].message.contains("UTF-8"));

@@ -10,7 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use super::catalog::{catalog_of, is_lab_file, Catalog};
+use super::catalog::{catalog_of, is_lab_file, Catalog, Content};
+use crate::spec::yaml::MAX_FILE_BYTES;
 
 /// Where labs come from in Git mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,13 +167,25 @@ impl GitSource {
             if !is_lab_file(&relative) {
                 continue;
             }
-            let bytes = repo.find_blob(entry.oid).map(|b| b.data.clone()).map_err(|e| std::io::Error::other(e.to_string()));
-            sources.push((root.join(&relative), bytes));
+            sources.push((root.join(&relative), blob_content(&repo, entry.oid)));
         }
         sources.sort_by(|a, b| a.0.cmp(&b.0));
         let mut catalog = catalog_of(sources);
         catalog.commit = Some(commit.to_string());
         Ok(catalog)
+    }
+}
+
+/// A lab file's blob, not unpacked when its header says it is larger than a lab file may be.
+fn blob_content(repo: &gix::Repository, id: gix::ObjectId) -> Content {
+    let unreadable = |e: &dyn std::error::Error| Content::Unreadable(std::io::Error::other(with_causes(e)));
+    match repo.find_header(id) {
+        Ok(header) if header.size() > MAX_FILE_BYTES as u64 => Content::TooLarge { bytes: header.size() },
+        Ok(_) => match repo.find_blob(id) {
+            Ok(blob) => Content::Bytes(blob.data.clone()),
+            Err(e) => unreadable(&e),
+        },
+        Err(e) => unreadable(&e),
     }
 }
 
@@ -306,6 +319,32 @@ mod tests {
         assert_eq!(source.fetch(&stop).unwrap(), first);
         // The old commit can still be read after the force-push.
         assert!(source.read(&first).unwrap().is_clean());
+    }
+
+    #[test]
+    fn a_blob_larger_than_a_lab_file_is_refused_with_its_size_and_the_others_are_read() {
+        let work = tempfile::tempdir().unwrap();
+        let repo = work.path().join("repo");
+        std::fs::create_dir_all(repo.join("labs")).unwrap();
+        super::git(&repo, &["init", "-q"]);
+        std::fs::write(repo.join("labs/a.yaml"), LAB.replace("NAME", "a")).unwrap();
+        let big = format!("{}# {}\n", LAB.replace("NAME", "big"), "x".repeat(MAX_FILE_BYTES));
+        std::fs::write(repo.join("labs/big.yaml"), &big).unwrap();
+        super::git(&repo, &["add", "-A"]);
+        super::git(&repo, &["commit", "-qm", "one"]);
+        let source = GitSource {
+            url: format!("file://{}", repo.display()),
+            branch: "main".into(),
+            path: "labs".into(),
+            cache: work.path().join("cache"),
+            credentials: None,
+        };
+        let commit = source.fetch(&AtomicBool::new(false)).unwrap();
+        let catalog = source.read(&commit).unwrap();
+        assert_eq!(catalog.labs.keys().collect::<Vec<_>>(), ["a"]);
+        let errors = &catalog.file_errors[&source.root().join("big.yaml")];
+        assert_eq!(errors[0].message, format!("file is {} bytes; lab files are limited to {MAX_FILE_BYTES} bytes", big.len()));
+        assert!(catalog.incomplete.is_empty(), "the file was read and refused: {:?}", catalog.incomplete);
     }
 
     #[test]

@@ -69,14 +69,16 @@ pub const MAX_FILE_BYTES: usize = 1024 * 1024;
 /// a file from driving the loader (and the drop of its tree) into the stack.
 pub const MAX_DEPTH: usize = 64;
 
+/// What is wrong with a file of `bytes` bytes, more than a lab file may hold.
+pub fn too_large(bytes: u64) -> String {
+    format!("file is {bytes} bytes; lab files are limited to {MAX_FILE_BYTES} bytes")
+}
+
 /// Refuses, before anything is built, a text too large or nested too deep. Streams the parser's
 /// events, so it uses no recursion and constant memory whatever the input.
 fn check_bounds(text: &str) -> Result<(), SyntaxError> {
     if text.len() > MAX_FILE_BYTES {
-        return Err(SyntaxError {
-            mark: Mark { line: 1, column: 1 },
-            message: format!("file is {} bytes; lab files are limited to {} bytes", text.len(), MAX_FILE_BYTES),
-        });
+        return Err(SyntaxError { mark: Mark { line: 1, column: 1 }, message: too_large(text.len() as u64) });
     }
     let mut depth = 0usize;
     for event in saphyr_parser::Parser::new_from_str(text) {

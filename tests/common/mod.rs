@@ -183,6 +183,14 @@ impl Lab {
         }
     }
 
+    /// The running labd's peak resident memory so far (`VmHWM`), in kB.
+    pub fn labd_peak_rss_kb(&self) -> u64 {
+        let pid = self.labd.as_ref().expect("labd runs").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/PID/status");
+        line.split_whitespace().nth(1).and_then(|kb| kb.parse().ok()).expect("VmHWM in kB")
+    }
+
     /// SIGTERM, as systemd or `docker stop` would, and wait for labd to exit.
     pub fn stop_labd(&mut self) {
         if let Some(mut c) = self.labd.take() {
