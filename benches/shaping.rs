@@ -87,7 +87,7 @@ fn model_accuracy(netns: &std::path::Path) {
     for (name, c, burst_theory) in [("gilbertElliott p 5% r 40%", &ge, Some(2.5)), ("fourState p13 2% p31 60% p32 30% p23 20% p14 1%", &four, None)] {
         let mut policy = Policy::new(c.clone(), Stream::new("bench/a/1/lan"));
         let start = Instant::now();
-        let lost: Vec<bool> = (0..100_000u64).map(|i| policy.decide(start + Duration::from_secs(i), 0) == Fate::Drop).collect();
+        let lost: Vec<bool> = (0..100_000u64).map(|i| policy.decide(start + Duration::from_secs(i), 0, 1000) == Fate::Drop).collect();
         let (rate, burst) = loss_runs(&lost);
         let theory = c.loss_model.map(|m| m.mean_loss()).unwrap_or(0.0);
         let (burst_theory, error) = match burst_theory {
@@ -105,7 +105,7 @@ fn model_accuracy(netns: &std::path::Path) {
         let mut policy = Policy::new(c, Stream::new("bench/b/1/lan"));
         let start = Instant::now();
         let waits: Vec<f64> = (0..100_000u64)
-            .filter_map(|i| match policy.decide(start + Duration::from_secs(i), 0) {
+            .filter_map(|i| match policy.decide(start + Duration::from_secs(i), 0, 1000) {
                 Fate::Release { at, .. } => Some((at - (start + Duration::from_secs(i))).as_secs_f64() * 1000.0),
                 _ => None,
             })

@@ -347,6 +347,41 @@ fn a_router_task_s_conditions_hold_for_the_traffic_it_forwards() {
 
 /// Arriving traffic limited (a download) while sending stays fast, and Gilbert-Elliott loss on
 /// real tasks comes in bursts of the model's length.
+/// TCP from `sender` to `receiver`: Mbit/s as the receiver counts it (first byte to last).
+fn transfer(sender: &str, receiver: &str, receiver_ip: &str, bytes: u64) -> f64 {
+    let sink = "import socket,sys,time\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 5002)); s.listen(1); s.settimeout(60)\nprint('listening', file=sys.stderr, flush=True)\nc,_=s.accept()\nn=0\nt=None\nwhile True:\n    d=c.recv(65536)\n    if not d: break\n    t=t or time.time()\n    n+=len(d)\nprint(n*8/(time.time()-t)/1e6)\n";
+    let server = receiver_in_netns(receiver, sink);
+    let send = format!("import socket\nc=socket.create_connection(('{receiver_ip}', 5002))\nc.sendall(b'x'*{bytes})\nc.close()\n");
+    let out = in_netns(sender, &["python3", "-c", &send]);
+    assert!(out.status.success(), "send failed: {}", String::from_utf8_lossy(&out.stderr));
+    let got = server.wait_with_output().unwrap();
+    String::from_utf8_lossy(&got.stdout).trim().parse().unwrap_or(0.0)
+}
+
+/// A link's own rate on the userspace backend: the queue worker paces each destination, so a
+/// link slower than its attachment and the attachment's rate toward everyone else both hold.
+#[test]
+fn a_link_s_rate_holds_toward_its_destination_and_the_attachment_s_toward_the_rest() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("paced".into());
+    remove_lab_objects("paced");
+    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: paced}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}\n  networks:\n    lan: {}\n  services:\n    a: {conditions: {rate: 8mbit}}\n    b: {}\n    c: {}\n  links:\n  - {from: a, to: b, conditions: {rate: 1mbit}}\n";
+    lab.write("paced.yaml", text);
+    lab.start_labd();
+    wait_shaped(&lab, "paced", READY);
+    let report = task_reports(&lab, "paced").into_iter().find(|r| r["service"] == "a").expect("a's report");
+    let attachment = &report["attachments"][0];
+    assert!(attachment["unsupported"].as_array().is_none_or(|u| u.is_empty()), "nothing refused: {report}");
+    assert_eq!((attachment["applied"]["rate"].as_str(), attachment["applied"]["toward"][0]["conditions"]["rate"].as_str()), (Some("8mbit"), Some("1mbit")), "{report}");
+
+    let (a, b, c) = (running_container_of("paced_a"), running_container_of("paced_b"), running_container_of("paced_c"));
+    let to_b = transfer(&a, &b, &ip_on(&b, "paced_lan"), 375_000);
+    let to_c = transfer(&a, &c, &ip_on(&c, "paced_lan"), 2_000_000);
+    println!("a → b {to_b:.3} Mbit/s (link rate 1mbit), a → c {to_c:.2} Mbit/s (a's rate 8mbit)");
+    assert!(within(to_b, 1.0, 0.25), "a → b through its 1mbit link: {to_b:.3} Mbit/s");
+    assert!(within(to_c, 8.0, 0.25), "a → c at a's own 8mbit, not the link's: {to_c:.2} Mbit/s");
+}
+
 #[test]
 fn ingress_rate_limits_a_download_and_gilbert_elliott_loss_comes_in_bursts() {
     let mut lab = Lab::new();
@@ -361,16 +396,6 @@ fn ingress_rate_limits_a_download_and_gilbert_elliott_loss_comes_in_bursts() {
     let (a, b) = (running_container_of("inbound_a"), running_container_of("inbound_b"));
     let (a_ip, b_ip) = (ip_on(&a, "inbound_lan"), ip_on(&b, "inbound_lan"));
 
-    // TCP from `sender` to `receiver`: Mbit/s as the receiver counts it.
-    let transfer = |sender: &str, receiver: &str, receiver_ip: &str, bytes: u64| -> f64 {
-        let sink = "import socket,sys,time\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 5002)); s.listen(1); s.settimeout(60)\nprint('listening', file=sys.stderr, flush=True)\nc,_=s.accept()\nn=0\nt=None\nwhile True:\n    d=c.recv(65536)\n    if not d: break\n    t=t or time.time()\n    n+=len(d)\nprint(n*8/(time.time()-t)/1e6)\n";
-        let server = receiver_in_netns(receiver, sink);
-        let send = format!("import socket\nc=socket.create_connection(('{receiver_ip}', 5002))\nc.sendall(b'x'*{bytes})\nc.close()\n");
-        let out = in_netns(sender, &["python3", "-c", &send]);
-        assert!(out.status.success(), "send failed: {}", String::from_utf8_lossy(&out.stderr));
-        let got = server.wait_with_output().unwrap();
-        String::from_utf8_lossy(&got.stdout).trim().parse().unwrap_or(0.0)
-    };
     let download = transfer(&b, &a, &a_ip, 375_000);
     assert!(within(download, 1.0, 0.25), "a downloads at its ingress rate 1mbit: {download:.3} Mbit/s");
     let upload = transfer(&a, &b, &b_ip, 2_000_000);

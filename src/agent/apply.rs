@@ -71,18 +71,33 @@ pub fn achievable(want: &EffectiveConditions, backend: Option<BackendKind>, caps
     if backend.is_none() && has_netem_fields(want) {
         cannot.push("delay, jitter, loss, corrupt, duplicate, reorder: no netem and no NFQUEUE on this node".into());
     }
-    if backend == Some(BackendKind::Userspace) {
-        // Its token bucket sits on the whole interface.
+    if backend.is_none() {
+        // Only a token bucket on the whole interface: nothing tells destinations apart.
         for t in can.toward.iter_mut().filter(|t| t.conditions.rate != want.rate) {
-            cannot.push(format!("rate toward {}: the userspace backend limits the whole interface (per-destination rates need netem)", t.to));
+            cannot.push(format!("rate toward {}: no netem and no NFQUEUE on this node (the interface's rate limits every destination)", t.to));
             t.conditions.rate = want.rate;
         }
     }
     (can, cannot)
 }
 
-fn without_rate(c: &EffectiveConditions) -> EffectiveConditions {
-    EffectiveConditions { rate: None, ..c.clone() }
+/// Whether a link sets a rate of its own: then the userspace backend's worker paces every
+/// destination itself, the attachment's rate included, rather than a token bucket limiting
+/// the whole interface (which would cap a faster link at the attachment's rate).
+fn rates_per_destination(c: &EffectiveConditions) -> bool {
+    c.toward.iter().any(|t| t.conditions.rate != c.rate)
+}
+
+/// What the userspace backend's worker shapes by: the rates only when it paces them.
+fn worker_conditions(want: &EffectiveConditions) -> EffectiveConditions {
+    let mut c = want.clone();
+    if !rates_per_destination(want) {
+        c.rate = None;
+        for t in &mut c.toward {
+            t.conditions.rate = None;
+        }
+    }
+    c
 }
 
 impl Attachment {
@@ -219,14 +234,29 @@ impl Attachment {
             let rule = self.iptables("-C").await.is_ok();
             let alive = self.worker.as_ref().is_some_and(QueueWorker::is_alive);
             if rule && alive {
-                let rate = applied.rate;
                 let mut held = self.worker.as_ref().map(QueueWorker::conditions).unwrap_or_default();
-                // The token bucket on the interface is the only rate, toward every destination.
-                for t in &mut held.toward {
-                    t.conditions.rate = rate;
+                let paced = held.rate.is_some() || held.toward.iter().any(|t| t.conditions.rate.is_some());
+                if paced {
+                    // The worker paces each destination. A token bucket left on the interface
+                    // (by hand, or from before) caps them all: what is in force is the lower.
+                    if let Some(bucket) = applied.rate {
+                        notes.push(format!("a token bucket of {bucket} on the interface besides the worker's rates"));
+                        let capped = |r: Option<Rate>| Some(r.filter(|r| r.bits_per_sec <= bucket.bits_per_sec).unwrap_or(bucket));
+                        held.rate = capped(held.rate);
+                        for t in &mut held.toward {
+                            t.conditions.rate = capped(t.conditions.rate);
+                        }
+                    }
+                    notes.push(format!("nfqueue {} rule present, worker alive, pacing rates", self.queue));
+                } else {
+                    // The token bucket on the interface is the only rate, toward every destination.
+                    held.rate = applied.rate;
+                    for t in &mut held.toward {
+                        t.conditions.rate = applied.rate;
+                    }
+                    notes.push(format!("nfqueue {} rule present, worker alive", self.queue));
                 }
-                applied = EffectiveConditions { rate, ..held };
-                notes.push(format!("nfqueue {} rule present, worker alive", self.queue));
+                applied = held;
             } else if rule || alive {
                 notes.push(format!("nfqueue {}: rule {} worker {}", self.queue, if rule { "present" } else { "missing" }, if alive { "alive" } else { "gone" }));
             }
@@ -373,16 +403,21 @@ impl Attachment {
     }
 
     async fn apply_userspace(&mut self, want: &EffectiveConditions, caps: &Capabilities) -> Result<(), String> {
-        self.apply_rate_only(want, caps).await?;
-        if has_netem_fields(want) {
+        let paced = rates_per_destination(want);
+        if paced {
+            self.clear_qdisc().await?;
+        } else {
+            self.apply_rate_only(want, caps).await?;
+        }
+        if has_netem_fields(want) || paced {
             let healthy = self.worker.as_ref().is_some_and(QueueWorker::is_alive);
             if healthy {
                 if let Some(w) = &self.worker {
-                    tokio::task::block_in_place(|| w.set_conditions(without_rate(want)));
+                    tokio::task::block_in_place(|| w.set_conditions(worker_conditions(want)));
                 }
             } else {
                 self.worker = None;
-                let worker = tokio::task::block_in_place(|| QueueWorker::start(ns_path(self.pid), self.queue, without_rate(want), self.stream.clone()))?;
+                let worker = tokio::task::block_in_place(|| QueueWorker::start(ns_path(self.pid), self.queue, worker_conditions(want), self.stream.clone()))?;
                 self.worker = Some(worker);
             }
             self.ensure_rules().await?;
@@ -451,6 +486,40 @@ fn cut_addresses(listing: &str, comment: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn linked(attachment_rate: Option<&str>, link_rate: Option<&str>) -> EffectiveConditions {
+        let rate = |r: Option<&str>| r.map(|r| r.parse().unwrap());
+        EffectiveConditions {
+            rate: rate(attachment_rate),
+            delay: Some("5ms".parse().unwrap()),
+            toward: vec![Toward { to: "server".into(), addresses: vec!["10.0.1.5/32".into()], conditions: EffectiveConditions { rate: rate(link_rate), ..Default::default() } }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_link_s_own_rate_is_paced_by_the_userspace_worker_and_refused_only_without_a_queue() {
+        let caps = Capabilities { netem: false, tbf: true, nfqueue: true, ifb: true, notes: vec![] };
+        let want = linked(Some("10mbit"), Some("1mbit"));
+        for backend in [Some(BackendKind::Userspace), Some(BackendKind::Netem)] {
+            let (can, cannot) = achievable(&want, backend, &caps);
+            assert_eq!((can, cannot), (want.clone(), vec![]), "{backend:?}");
+        }
+        let (can, cannot) = achievable(&want, None, &caps);
+        assert_eq!(can.toward[0].conditions.rate, want.rate, "with a token bucket alone, the interface's rate is what the link gets");
+        assert!(cannot.iter().any(|c| c.starts_with("rate toward server: no netem and no NFQUEUE")), "{cannot:?}");
+
+        // The worker paces every rate when a link has its own: the attachment's too, as the
+        // interface then has no token bucket; otherwise the token bucket does and the worker none.
+        assert_eq!(worker_conditions(&want), want);
+        let same = linked(Some("10mbit"), Some("10mbit"));
+        let held = worker_conditions(&same);
+        assert_eq!((held.rate, held.toward[0].conditions.rate), (None, None));
+        assert_eq!(held.delay, same.delay);
+        assert!(rates_per_destination(&linked(None, Some("1mbit"))), "a rate toward one destination only");
+    }
+
     #[test]
     fn partition_rules_are_read_from_the_listing() {
         let listing = "-P OUTPUT ACCEPT\n-A OUTPUT -d 10.0.1.9/32 -o eth0 -m comment --comment \"swarmlab-cut:eth0\" -j DROP\n-A OUTPUT -d 10.0.1.10/32 -o eth0 -m comment --comment \"swarmlab-cut:eth0\" -j DROP\n-A OUTPUT -d 10.0.1.10/32 -o eth0 -m comment --comment \"swarmlab-cut:eth0\" -j DROP\n-A OUTPUT -d 10.0.2.3/32 -o eth1 -m comment --comment \"swarmlab-cut:eth1\" -j DROP\n-A OUTPUT -o eth0 -m mark ! --mark 0x5157 -m comment --comment swarmlab:eth0 -j NFQUEUE --queue-num 100 --queue-bypass\n";

@@ -116,12 +116,18 @@ pub struct Policy {
     stream: Stream,
     rng: SmallRng,
     draws: Draws,
+    /// When the last packet paced by `rate` leaves: the next one's transmission starts then.
+    busy_until: Option<Instant>,
 }
+
+/// The Ethernet header the kernel counts in a packet's length at the qdisc (netem's and tbf's
+/// rates include it; the queue hands over the IP packet).
+const ETHERNET_HEADER: usize = 14;
 
 impl Policy {
     pub fn new(conditions: EffectiveConditions, stream: Stream) -> Self {
         let rng = SmallRng::seed_from_u64(stream.seed(conditions.seed));
-        Policy { draws: Draws::new(&conditions), conditions, stream, rng }
+        Policy { draws: Draws::new(&conditions), conditions, stream, rng, busy_until: None }
     }
 
     pub fn set_conditions(&mut self, conditions: EffectiveConditions) {
@@ -188,8 +194,9 @@ impl Policy {
         }
     }
 
-    /// The fate of one packet arriving at `now` while `held` packets wait.
-    pub fn decide(&mut self, now: Instant, held: usize) -> Fate {
+    /// The fate of one packet of `bytes` (its IP length) arriving at `now` while `held`
+    /// packets wait.
+    pub fn decide(&mut self, now: Instant, held: usize, bytes: usize) -> Fate {
         let c = &self.conditions;
         let (duplicate_p, corrupt_p, reorder_p, limit) = (c.duplicate, c.corrupt, c.reorder, c.limit);
         // netem's order: duplicate is drawn before loss, so a lost duplicated packet still
@@ -217,7 +224,15 @@ impl Policy {
         // Each packet leaves at its own time, so jitter reorders packets as netem's time-sorted
         // queue does.
         let wait = Duration::from_secs_f64(distribution::delay_micros(delay, sigma, distribution, u) / 1e6);
-        Fate::Release { at: now + wait, corrupt, duplicate, reordered: false }
+        let mut at = now + wait;
+        // netem's rate: a packet is sent once its delay is over and the packet before it has
+        // gone, and takes its transmission time at the rate (netem_enqueue's `packet_time_ns`).
+        if let Some(rate) = c.rate.filter(|r| r.bits_per_sec > 0) {
+            let start = self.busy_until.map_or(at, |busy| busy.max(at));
+            at = start + Duration::from_secs_f64((bytes + ETHERNET_HEADER) as f64 * 8.0 / rate.bits_per_sec as f64);
+            self.busy_until = Some(at);
+        }
+        Fate::Release { at, corrupt, duplicate, reordered: false }
     }
 }
 
@@ -253,12 +268,12 @@ impl Policies {
         self.all.set_conditions(conditions);
     }
 
-    /// The fate of a packet to `dst` (the attachment's own conditions when unknown).
-    pub fn decide(&mut self, dst: Option<std::net::Ipv4Addr>, now: Instant, held: usize) -> Fate {
+    /// The fate of a packet of `bytes` to `dst` (the attachment's own conditions when unknown).
+    pub fn decide(&mut self, dst: Option<std::net::Ipv4Addr>, now: Instant, held: usize, bytes: usize) -> Fate {
         let chosen = dst.and_then(|ip| self.toward.iter_mut().find(|(t, _)| t.contains(ip)));
         match chosen {
-            Some((_, p)) => p.decide(now, held),
-            None => self.all.decide(now, held),
+            Some((_, p)) => p.decide(now, held, bytes),
+            None => self.all.decide(now, held, bytes),
         }
     }
 }
@@ -279,7 +294,7 @@ mod tests {
         let start = Instant::now();
         (0..n).map(|i| {
             let now = start + Duration::from_millis(i as u64);
-            (p.decide(now, 0), now)
+            (p.decide(now, 0, 1000), now)
         }).collect()
     }
 
@@ -336,7 +351,7 @@ mod tests {
         // A second apart: no packet waits on the one before, so each fate is the model's own.
         let mut p = Policy::new(c, fixed(seed));
         let start = Instant::now();
-        (0..n).map(|i| p.decide(start + Duration::from_secs(i as u64), 0)).collect()
+        (0..n).map(|i| p.decide(start + Duration::from_secs(i as u64), 0, 1000)).collect()
     }
 
     fn loss_runs(fates: &[Fate]) -> (f64, f64) {
@@ -389,7 +404,7 @@ mod tests {
             let mut waits: Vec<f64> = (0..20_000u64)
                 .map(|i| {
                     let now = start + Duration::from_secs(i);
-                    match p.decide(now, 0) {
+                    match p.decide(now, 0, 1000) {
                         Fate::Release { at, .. } => (at - now).as_secs_f64() * 1e6,
                         other => panic!("{other:?}"),
                     }
@@ -410,7 +425,7 @@ mod tests {
         let drops = |seed, task: &str| {
             let mut p = Policy::new(c(seed), Stream::new(task));
             let start = Instant::now();
-            (0..1000).map(|i| p.decide(start + Duration::from_secs(i), 0) == Fate::Drop).collect::<Vec<_>>()
+            (0..1000).map(|i| p.decide(start + Duration::from_secs(i), 0, 1000) == Fate::Drop).collect::<Vec<_>>()
         };
         // Each worker's random start differs; the lab's seed wins.
         assert_eq!(drops(42, "l/b/1/lan"), drops(42, "l/b/1/lan"));
@@ -425,7 +440,7 @@ mod tests {
         let fates = |task: &str| {
             let mut p = Policy::new(cond(|c| c.loss = Some("10%".parse().unwrap())), Stream::new(task));
             let start = Instant::now();
-            (0..20_000).map(|i| p.decide(start + Duration::from_secs(i), 0) == Fate::Drop).collect::<Vec<_>>()
+            (0..20_000).map(|i| p.decide(start + Duration::from_secs(i), 0, 1000) == Fate::Drop).collect::<Vec<_>>()
         };
         let (b, c) = (fates("l/b/1/lan>c"), fates("l/c/1/lan>b"));
         let both = b.iter().zip(&c).filter(|(x, y)| **x && **y).count();
@@ -444,7 +459,7 @@ mod tests {
             ..Default::default()
         };
         let (ip, start) = (Some("10.0.1.5".parse().unwrap()), Instant::now());
-        let fates = |p: &mut Policies, from: u64| (from..from + 200).map(|i| p.decide(ip, start + Duration::from_secs(i), 0) == Fate::Drop).collect::<Vec<_>>();
+        let fates = |p: &mut Policies, from: u64| (from..from + 200).map(|i| p.decide(ip, start + Duration::from_secs(i), 0, 1000) == Fate::Drop).collect::<Vec<_>>();
         let mut kept = Policies::new(toward(&["10.0.1.5/32"]), Stream::new("l/a/1/lan"));
         let mut changed = Policies::new(toward(&["10.0.1.5/32"]), Stream::new("l/a/1/lan"));
         assert_eq!(fates(&mut kept, 0), fates(&mut changed, 0));
@@ -458,10 +473,10 @@ mod tests {
         let c = EffectiveConditions { delay: Some("10ms".parse().unwrap()), limit: Some(5), ..Default::default() };
         let mut p = Policy::new(c, Stream::new("t"));
         let now = Instant::now();
-        assert!(matches!(p.decide(now, 4), Fate::Release { .. }));
-        assert_eq!(p.decide(now, 5), Fate::Overflow);
+        assert!(matches!(p.decide(now, 4, 1000), Fate::Release { .. }));
+        assert_eq!(p.decide(now, 5, 1000), Fate::Overflow);
         let mut default = Policy::new(EffectiveConditions { delay: Some("10ms".parse().unwrap()), ..Default::default() }, Stream::new("t"));
-        assert_eq!(default.decide(now, 1000), Fate::Overflow, "netem's 1000 when none is set");
+        assert_eq!(default.decide(now, 1000, 1000), Fate::Overflow, "netem's 1000 when none is set");
     }
 
     #[test]
@@ -473,8 +488,46 @@ mod tests {
             Fate::Release { at, .. } => at - now,
             other => panic!("{other:?}"),
         };
-        assert_eq!(wait(p.decide(Some("10.0.1.5".parse().unwrap()), now, 0)), Duration::from_millis(50));
-        assert_eq!(wait(p.decide(Some("10.0.1.6".parse().unwrap()), now, 0)), Duration::from_millis(5));
-        assert_eq!(wait(p.decide(None, now, 0)), Duration::from_millis(5));
+        assert_eq!(wait(p.decide(Some("10.0.1.5".parse().unwrap()), now, 0, 1000)), Duration::from_millis(50));
+        assert_eq!(wait(p.decide(Some("10.0.1.6".parse().unwrap()), now, 0, 1000)), Duration::from_millis(5));
+        assert_eq!(wait(p.decide(None, now, 0, 1000)), Duration::from_millis(5));
+    }
+
+    #[test]
+    fn a_rate_paces_packets_by_their_length_after_their_delay_as_netem_does() {
+        let now = Instant::now();
+        let at = |f: Fate| match f {
+            Fate::Release { at, .. } => at - now,
+            other => panic!("{other:?}"),
+        };
+        // 1236 bytes of IP and 14 of Ethernet: 10,000 bits, 10 ms at 1 Mbit/s.
+        let mut p = Policy::new(cond(|c| c.rate = Some("1mbit".parse().unwrap())), Stream::new("t"));
+        let burst: Vec<Duration> = (0..100).map(|_| at(p.decide(now, 0, 1236))).collect();
+        assert_eq!(burst[0], Duration::from_millis(10));
+        assert_eq!(burst[99], Duration::from_millis(1000), "100 packets at once leave over a second");
+        assert!(burst.windows(2).all(|w| w[1] - w[0] == Duration::from_millis(10)), "{burst:?}");
+        // Once the link is idle again a packet waits only its own transmission.
+        assert_eq!(at(p.decide(now + Duration::from_secs(5), 0, 1236)), Duration::from_millis(5010));
+
+        // With a delay: sent once its delay is over and the one before it has gone.
+        let mut p = Policy::new(cond(|c| (c.delay, c.rate) = (Some("50ms".parse().unwrap()), Some("1mbit".parse().unwrap()))), Stream::new("t"));
+        assert_eq!(at(p.decide(now, 0, 1236)), Duration::from_millis(60));
+        assert_eq!(at(p.decide(now, 0, 1236)), Duration::from_millis(70));
+        assert_eq!(at(p.decide(now + Duration::from_millis(40), 0, 1236)), Duration::from_millis(100), "its delay ends at 90 ms; the link is busy until 70");
+    }
+
+    #[test]
+    fn a_rate_toward_one_destination_leaves_the_others_unpaced() {
+        let toward = Toward { to: "b".into(), addresses: vec!["10.0.1.5/32".into()], conditions: cond(|c| c.rate = Some("1mbit".parse().unwrap())) };
+        let mut p = Policies::new(EffectiveConditions { toward: vec![toward], ..Default::default() }, Stream::new("t"));
+        let now = Instant::now();
+        let at = |f: Fate| match f {
+            Fate::Release { at, .. } => at - now,
+            other => panic!("{other:?}"),
+        };
+        let (b, other) = (Some("10.0.1.5".parse().unwrap()), Some("10.0.1.6".parse().unwrap()));
+        assert_eq!(at(p.decide(b, now, 0, 1236)), Duration::from_millis(10));
+        assert_eq!(at(p.decide(other, now, 0, 1236)), Duration::ZERO);
+        assert_eq!(at(p.decide(b, now, 0, 1236)), Duration::from_millis(20));
     }
 }

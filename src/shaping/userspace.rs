@@ -339,7 +339,7 @@ fn run(
                     let now = Instant::now();
                     let payload = msg.get_payload();
                     let dst = (payload.len() >= 20 && payload[0] >> 4 == 4).then(|| Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]));
-                    match policy.decide(dst, now, held.len()) {
+                    match policy.decide(dst, now, held.len(), payload.len()) {
                         Fate::Overflow => {
                             counters.overflowed.fetch_add(1, Ordering::Relaxed);
                             msg.set_verdict(nfq::Verdict::Drop);
