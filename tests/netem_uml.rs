@@ -266,6 +266,12 @@ async fn run_cases(backend: BackendKind, caps: &Capabilities, pair: &Pair) -> Ve
     assert!((4.5..8.0).contains(&near_s.avg_ms) && near_s.loss_percent == 0.0, "{backend} near: {near_s:?}");
     assert!((49.0..54.0).contains(&far_s.avg_ms) && far_s.loss_percent < 15.0, "{backend} far: {far_s:?}");
     row("delay 5ms; toward 10.9.0.3: delay 50ms loss 5%", format!("near {}; far {}", stats(&near_s), stats(&far_s)));
+    // A rate toward one destination only: the others keep the interface's full speed.
+    let paced = EffectiveConditions { toward: vec![Toward { to: "far".into(), addresses: vec!["10.9.0.3/32".into()], conditions: cond(&[("rate", "1mbit")]) }], ..Default::default() };
+    apply(&mut att, &paced, backend, caps).await;
+    let (far_kbit, near_kbit) = (pair.transfer_kbit(&pair.a, &pair.b, "10.9.0.3"), pair.throughput_kbit());
+    assert!((800.0..1100.0).contains(&far_kbit) && near_kbit > 5000.0, "{backend} rate toward 10.9.0.3 only: far {far_kbit} kbit/s, near {near_kbit} kbit/s");
+    row("toward 10.9.0.3: rate 1mbit", format!("far {far_kbit:.0} kbit/s TCP, near {near_kbit:.0} kbit/s (unshaped)"));
     // And back to one set for the whole interface.
     apply(&mut att, &cond(&[("delay", "5ms")]), backend, caps).await;
     let far_s = ping(pid, "10.9.0.3", 20, 10).await.unwrap();
