@@ -2,7 +2,8 @@
 //! `labctl exec` and `labctl cp` ask in Redis (an [`ExecRequest`] in the `swarmlab:execs` hash,
 //! its deadline renewed while they wait), each node's agent that allows it acts once on its own
 //! tasks the request names and relays what comes out and how each ends as [`ExecRelayed`]
-//! entries of the request's stream. Docker reaches only the containers of its own node, so this
+//! entries of the request's stream. With `-i` or `-t`, labctl's input and terminal size go
+//! the other way, as [`ExecInput`] entries of the request's input stream. Docker reaches only the containers of its own node, so this
 //! is the one way labctl on one node reaches a task on another. Pure: the wire format only; the Redis calls are at both
 //! ends.
 
@@ -40,8 +41,16 @@ pub struct ExecRequest {
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum TaskAction {
     /// Runs the command in each running task (`labctl exec`): its output relayed as it comes,
-    /// then its exit code.
-    Run { command: Vec<String> },
+    /// then its exit code. `stdin`: it reads what labctl sends in the input stream (`-i`, one
+    /// task); `tty`: it runs on a terminal sized as labctl's (`-t`). An agent before these
+    /// fields runs the command without either.
+    Run {
+        command: Vec<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stdin: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        tty: bool,
+    },
     /// Relays `path` out of each task's latest container, ended ones too (`labctl cp`): Docker's
     /// tar archive of it as output, then exit code 0.
     Copy { path: String },
@@ -109,6 +118,59 @@ impl ExecRelayed {
     }
 }
 
+/// How often labctl says it is still there while it sends nothing else.
+pub const INPUT_ALIVE_EVERY: Duration = Duration::from_secs(2);
+/// An agent that has heard nothing from labctl for this long takes it as gone: the command's
+/// input ends (a shell waiting for a line exits), as when a `docker exec -i` client dies.
+pub const INPUT_GONE_AFTER: Duration = Duration::from_secs(10);
+
+/// What labctl sends to a `-i`/`-t` command on another node, in the request's input stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecInput {
+    /// Bytes labctl read from its standard input (keys as typed, on a terminal).
+    Data(Vec<u8>),
+    /// labctl's terminal has this size now (`-t`).
+    Resize { rows: u16, columns: u16 },
+    /// labctl's input ended: the command reads end-of-file.
+    End,
+    /// Nothing to send: labctl is still there.
+    Alive,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+enum InputHeader {
+    Data,
+    Resize { rows: u16, columns: u16 },
+    End,
+    Alive,
+}
+
+impl ExecInput {
+    /// The stream entry's fields: (name, value).
+    pub fn to_fields(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let (header, data) = match self {
+            ExecInput::Data(bytes) => (InputHeader::Data, Some(bytes.clone())),
+            ExecInput::Resize { rows, columns } => (InputHeader::Resize { rows: *rows, columns: *columns }, None),
+            ExecInput::End => (InputHeader::End, None),
+            ExecInput::Alive => (InputHeader::Alive, None),
+        };
+        let mut fields = vec![(HEADER_FIELD, serde_json::to_vec(&header).unwrap_or_default())];
+        fields.extend(data.map(|d| (DATA_FIELD, d)));
+        fields
+    }
+
+    /// The entry read back; `None` for one this version cannot read (a newer labctl's).
+    pub fn from_fields(header: &[u8], data: Option<Vec<u8>>) -> Option<ExecInput> {
+        Some(match serde_json::from_slice(header).ok()? {
+            InputHeader::Data => ExecInput::Data(data.unwrap_or_default()),
+            InputHeader::Resize { rows, columns } => ExecInput::Resize { rows, columns },
+            InputHeader::End => ExecInput::End,
+            InputHeader::Alive => ExecInput::Alive,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,9 +199,29 @@ mod tests {
     }
 
     #[test]
+    fn every_input_entry_reads_back_as_written() {
+        for entry in [ExecInput::Data(vec![3, 10, 255]), ExecInput::Data(vec![]), ExecInput::Resize { rows: 33, columns: 101 }, ExecInput::End, ExecInput::Alive] {
+            let fields = entry.to_fields();
+            let header = fields.iter().find(|(k, _)| *k == HEADER_FIELD).map(|(_, v)| v.clone()).unwrap();
+            let data = fields.iter().find(|(k, _)| *k == DATA_FIELD).map(|(_, v)| v.clone());
+            assert_eq!(ExecInput::from_fields(&header, data), Some(entry));
+        }
+        assert_eq!(ExecInput::from_fields(br#"{"kind":"signal","n":2}"#, None), None);
+    }
+
+    #[test]
+    fn a_plain_run_is_written_as_before_and_an_old_one_reads_as_plain() {
+        let plain = TaskAction::Run { command: vec!["true".into()], stdin: false, tty: false };
+        assert_eq!(serde_json::to_string(&plain).unwrap(), r#"{"kind":"run","command":["true"]}"#);
+        assert_eq!(serde_json::from_str::<TaskAction>(r#"{"kind":"run","command":["true"]}"#).unwrap(), plain);
+        let attached = TaskAction::Run { command: vec!["sh".into()], stdin: true, tty: true };
+        assert_eq!(serde_json::from_str::<TaskAction>(&serde_json::to_string(&attached).unwrap()).unwrap(), attached);
+    }
+
+    #[test]
     fn a_request_names_a_service_or_one_slot_and_lapses_unless_renewed() {
         let now = Utc::now();
-        let request = ExecRequest { lab: "l".into(), service: "w".into(), slot: Some(2), action: TaskAction::Run { command: vec!["true".into()] }, except_node_id: None, until: now };
+        let request = ExecRequest { lab: "l".into(), service: "w".into(), slot: Some(2), action: TaskAction::Run { command: vec!["true".into()], stdin: false, tty: false }, except_node_id: None, until: now };
         assert!(request.wants("l", "w", Some(2)));
         assert!(!request.wants("l", "w", Some(1)) && !request.wants("l", "m", Some(2)) && !request.wants("other", "w", Some(2)));
         let every = ExecRequest { slot: None, ..request.clone() };

@@ -144,6 +144,98 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     assert!(said.contains("failed in 2 of 4 tasks") && said.matches("--allow-exec").count() == 2 && said.contains("slmn-n2"), "n2's tasks named, refused by its agent: {said}");
     let out = exec(MANAGER, &on_n3[0], &["sh", "-c", "echo out; echo err >&2; exit 3"]);
     assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref(), String::from_utf8_lossy(&out.stderr).as_ref()), (Some(3), "out\n", "err\n"), "one task on n3 through its agent, as docker exec there");
+    // `-i` and `-t` with a task on n3, from the manager: labctl's input reaches the command
+    // through n3's agent and ends with it; a terminal there, sized as labctl's (`script` gives
+    // labctl one, 33 rows by 101 columns), Ctrl-C typed into it reaching the command there.
+    // The size arrives just after the command starts (as with `docker exec -t` on API 1.41, whose
+    // CLI resizes once the exec has started): the command waits until its terminal has one.
+    let mut fed = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["exec", "-i", "spread", &on_n3[0], "--", "sh", "-c", "cat; echo end of input"])
+        .env("REDIS_URL", &redis)
+        .env("DOCKER_HOST", MANAGER)
+        .env("DOCKER_API_VERSION", "1.41")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut input = fed.stdin.take().unwrap();
+        input.write_all(b"first line\n").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        input.write_all(b"second line\n").unwrap();
+    }
+    let out = fed.wait_with_output().unwrap();
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()), (Some(0), "first line\nsecond line\nend of input\n"), "{}", String::from_utf8_lossy(&out.stderr));
+    // A labctl killed while its command reads its input: n3's agent hears nothing more and
+    // ends that input within 10 s, so the command ends rather than waiting for ever.
+    let mut orphaned = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["exec", "-i", "spread", &on_n3[0], "--", "sh", "-c", "echo reading; cat > /dev/null; echo ended > /input-ended"])
+        .env("REDIS_URL", &redis)
+        .env("DOCKER_HOST", MANAGER)
+        .env("DOCKER_API_VERSION", "1.41")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(orphaned.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line, "reading\n");
+    }
+    let killed = std::time::Instant::now();
+    orphaned.kill().unwrap();
+    let _ = orphaned.wait();
+    eventually("n3's agent to end the input of a killed labctl's command", Duration::from_secs(25), || {
+        let out = exec(MANAGER, &on_n3[0], &["cat", "/input-ended"]);
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).to_string()) }
+    });
+    println!("input of a killed labctl's command ended {:.1?} after", killed.elapsed());
+    let labctl = env!("CARGO_BIN_EXE_labctl");
+    let typed = format!("stty rows 33 cols 101; {labctl} exec -it spread {} -- sh -c 'until stty size 2>/dev/null | grep -qv \"^0 0\"; do sleep 0.05; done; stty size; tty; trap \"echo interrupted; exit 5\" INT; echo waiting; sleep 30 & wait'", on_n3[0]);
+    let mut terminal = Command::new("script")
+        .args(["-qfec", &typed, "/dev/null"])
+        .env("REDIS_URL", &redis)
+        .env("DOCKER_HOST", MANAGER)
+        .env("DOCKER_API_VERSION", "1.41")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut keys = terminal.stdin.take().unwrap();
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let (shown, mut stdout) = (shown.clone(), terminal.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                shown.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        })
+    };
+    eventually("the command on n3 to wait on its terminal", Duration::from_secs(20), || {
+        let now = shown.lock().unwrap().clone();
+        if now.contains("waiting") { Ok(()) } else { Err(now) }
+    });
+    {
+        use std::io::Write;
+        keys.write_all(b"\x03").unwrap();
+        keys.flush().unwrap();
+    }
+    let status = terminal.wait().unwrap();
+    reader.join().unwrap();
+    let shown = shown.lock().unwrap().clone();
+    assert!(shown.contains("33 101") && shown.contains("/dev/pts/") && shown.contains("interrupted"), "a terminal on n3, sized as labctl's, Ctrl-C reaching it: {shown:?}");
+    assert_eq!(status.code(), Some(5), "the command's exit code: {shown:?}");
+
     // `labctl cp` through n2's daemon: each task's own file, n3's two through n3's agent; and
     // from the manager a 3 MB file made in a task on n3, relayed in pieces, arriving whole.
     let cp = |host: &str, source: &str, dest: &std::path::Path| {

@@ -14,7 +14,7 @@ use redis::AsyncCommands;
 
 use super::requests::{self, RequestServer, Requests};
 use super::usage::Snapshot;
-use crate::exec_relay::{ExecRelayed, ExecRequest, TaskAction, STREAM_KEPT};
+use crate::exec_relay::{ExecInput, ExecRelayed, ExecRequest, TaskAction, DATA_FIELD, HEADER_FIELD, INPUT_GONE_AFTER, STREAM_KEPT};
 use crate::store::keys;
 use crate::swarm::{task_label, DockerSwarm, ExecOutput, SwarmError};
 
@@ -33,15 +33,18 @@ pub struct ExecServer {
     swarm: DockerSwarm,
     node: String,
     allowed: bool,
+    /// Where a `-i`/`-t` command's input is read from, on a connection of its own (a blocking
+    /// read would hold up the output relayed on the shared one).
+    redis_url: String,
     requests: Requests,
     /// The requests answered, while they stand: each is served once.
     served: HashSet<String>,
 }
 
 impl ExecServer {
-    pub fn new(swarm: DockerSwarm, node: String, allowed: bool) -> ExecServer {
+    pub fn new(swarm: DockerSwarm, node: String, allowed: bool, redis_url: String) -> ExecServer {
         let requests = Requests::new(keys::EXECS, swarm.clone());
-        ExecServer { swarm, node, allowed, requests, served: HashSet::new() }
+        ExecServer { swarm, node, allowed, redis_url, requests, served: HashSet::new() }
     }
 }
 
@@ -83,7 +86,7 @@ impl RequestServer for ExecServer {
                 tracing::info!(exec = %id, lab = %request.lab, tasks = ?labels, action = ?request.action, "acting on this node's tasks for labctl on another node");
             }
             for (container, label) in tasks {
-                let run = RunIn { swarm: self.swarm.clone(), conn: conn.clone(), stream: stream.clone(), waiting: 0, node: self.node.clone(), task: label };
+                let run = RunIn { swarm: self.swarm.clone(), conn: conn.clone(), stream: stream.clone(), waiting: 0, node: self.node.clone(), task: label, input: keys::exec_input(&id), redis_url: self.redis_url.clone() };
                 tokio::spawn(run.run(container, request.action.clone()));
             }
         }
@@ -101,12 +104,15 @@ struct RunIn {
     waiting: usize,
     node: String,
     task: String,
+    /// The stream labctl's input comes by (`-i`, `-t`).
+    input: String,
+    redis_url: String,
 }
 
 impl RunIn {
     async fn run(mut self, container: String, action: TaskAction) {
         let outcome = match &action {
-            TaskAction::Run { command } => self.run_command(&container, command).await,
+            TaskAction::Run { command, stdin, tty } => self.run_command(&container, command, *stdin, *tty).await,
             TaskAction::Copy { path } => self.copy(&container, path).await.map(|()| 0),
         };
         let end = match outcome {
@@ -118,20 +124,33 @@ impl RunIn {
         }
     }
 
-    /// Runs the command, relaying its output as it comes; its exit code.
-    async fn run_command(&mut self, container: &str, command: &[String]) -> Result<i64, String> {
+    /// Runs the command, relaying its output as it comes (and feeding it labctl's input and
+    /// terminal size when asked); its exit code.
+    async fn run_command(&mut self, container: &str, command: &[String], stdin: bool, tty: bool) -> Result<i64, String> {
         // Docker would say "unpause the container": here a schedule froze it, and holds it so.
         if self.swarm.task_paused(container).await.unwrap_or(false) {
             return Err(format!("{} is frozen by a pause step of the lab's schedule: a command runs in it once the schedule thaws it", self.task));
         }
-        let mut exec = self.swarm.exec_in_task(container, command, false, false).await.map_err(|e| format!("cannot run {}: {e}", command.join(" ")))?;
-        while let Some(piece) = exec.output.next().await {
-            let (stderr, bytes) = match piece.map_err(|e| e.to_string())? {
-                ExecOutput::Stdout(bytes) => (false, bytes),
-                ExecOutput::Stderr(bytes) => (true, bytes),
-            };
-            self.output(stderr, bytes).await?;
+        let mut exec = self.swarm.exec_in_task(container, command, stdin, tty).await.map_err(|e| format!("cannot run {}: {e}", command.join(" ")))?;
+        let feeding = (stdin || tty).then(|| {
+            let from = InputFrom { redis_url: self.redis_url.clone(), stream: self.input.clone(), swarm: self.swarm.clone(), exec_id: exec.id.clone() };
+            tokio::spawn(from.feed(exec.input.take()))
+        });
+        let relayed = async {
+            while let Some(piece) = exec.output.next().await {
+                let (stderr, bytes) = match piece.map_err(|e| e.to_string())? {
+                    ExecOutput::Stdout(bytes) => (false, bytes),
+                    ExecOutput::Stderr(bytes) => (true, bytes),
+                };
+                self.output(stderr, bytes).await?;
+            }
+            Ok::<(), String>(())
         }
+        .await;
+        if let Some(feeding) = feeding {
+            feeding.abort();
+        }
+        relayed?;
         self.swarm.exec_ended(&exec.id).await.map_err(|e| e.to_string())
     }
 
@@ -168,5 +187,69 @@ impl RunIn {
     async fn add(&mut self, entry: &ExecRelayed) -> Result<(), String> {
         self.waiting = requests::append(&mut self.conn, &self.stream, [entry.to_fields()], STREAM_KEPT, STREAM_EXPIRY_SECS).await?;
         Ok(())
+    }
+}
+
+/// Where a `-i`/`-t` command's input comes from: labctl's entries in the request's input stream.
+struct InputFrom {
+    redis_url: String,
+    stream: String,
+    swarm: DockerSwarm,
+    exec_id: String,
+}
+
+impl InputFrom {
+    /// Writes what labctl sends into the command's input and sizes its terminal as labctl's,
+    /// until labctl's input ends, or labctl is gone (nothing heard for `INPUT_GONE_AFTER`): then
+    /// the command reads end-of-file, as from a `docker exec -i` whose client died.
+    async fn feed(self, mut input: Option<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>>) {
+        use tokio::io::AsyncWriteExt;
+        let mut conn = match super::connect_redis(&self.redis_url).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(stream = %self.stream, error = %e, "cannot read a command's input from Redis; it reads end-of-file");
+                if let Some(input) = input.as_mut() {
+                    let _ = input.shutdown().await;
+                }
+                return;
+            }
+        };
+        let options = redis::streams::StreamReadOptions::default().block(1000).count(100);
+        let mut last = "0-0".to_string();
+        let mut heard = tokio::time::Instant::now();
+        'reading: while heard.elapsed() < INPUT_GONE_AFTER {
+            let reply: redis::RedisResult<Option<redis::streams::StreamReadReply>> = conn.xread_options(&[&self.stream], &[&last], &options).await;
+            let entries = match reply {
+                Ok(reply) => reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>()).unwrap_or_default(),
+                Err(e) => {
+                    tracing::warn!(stream = %self.stream, error = %e, "cannot read a command's input from Redis");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            for entry in entries {
+                last.clone_from(&entry.id);
+                heard = tokio::time::Instant::now();
+                let Some(header) = entry.get::<Vec<u8>>(HEADER_FIELD) else { continue };
+                match ExecInput::from_fields(&header, entry.get::<Vec<u8>>(DATA_FIELD)) {
+                    Some(ExecInput::Data(bytes)) => {
+                        let Some(writer) = input.as_mut() else { continue };
+                        if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
+                            // The command closed its input or ended.
+                            return;
+                        }
+                    }
+                    Some(ExecInput::Resize { rows, columns }) => {
+                        let _ = self.swarm.resize_exec_terminal(&self.exec_id, rows, columns).await;
+                    }
+                    Some(ExecInput::End) => break 'reading,
+                    Some(ExecInput::Alive) | None => {}
+                }
+            }
+            let _: redis::RedisResult<()> = redis::cmd("XTRIM").arg(&self.stream).arg("MINID").arg(&last).query_async(&mut conn).await;
+        }
+        if let Some(input) = input.as_mut() {
+            let _ = input.shutdown().await;
+        }
     }
 }

@@ -210,7 +210,7 @@ impl Agent {
         });
         let captures = capture::CaptureServer::new(self.swarm.clone(), self.config.node.clone());
         let captures = tokio::spawn(requests::serve(captures, self.config.redis_url.clone(), self.tasks_seen.subscribe()));
-        let execs = exec::ExecServer::new(self.swarm.clone(), self.config.node.clone(), self.config.allow_exec);
+        let execs = exec::ExecServer::new(self.swarm.clone(), self.config.node.clone(), self.config.allow_exec, self.config.redis_url.clone());
         let execs = tokio::spawn(requests::serve(execs, self.config.redis_url.clone(), self.tasks_seen.subscribe()));
         let mut tick = tokio::time::interval(self.config.interval);
         let mut n: u32 = 0;

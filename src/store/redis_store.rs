@@ -80,6 +80,11 @@ pub mod keys {
     pub fn exec(id: &str) -> String {
         format!("swarmlab:exec:{id}")
     }
+    /// Stream of what a `labctl exec -i`/`-t` sends to its command on another node: input,
+    /// terminal sizes, its end (`ExecInput`; expires once labctl stops sending).
+    pub fn exec_input(id: &str) -> String {
+        format!("swarmlab:exec:{id}:input")
+    }
 }
 
 /// Events kept per lab (a capped stream).

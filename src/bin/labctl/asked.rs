@@ -78,6 +78,8 @@ impl Answer for ExecRelayed {
 }
 
 pub struct Asked<A> {
+    /// The request's id (its streams are named by it).
+    pub id: String,
     /// What the agents relay, in the order they put it in the stream.
     pub messages: mpsc::Receiver<A>,
     withdrawn: Arc<AtomicBool>,
@@ -96,8 +98,8 @@ impl<A: Answer> Asked<A> {
         conn.hset::<_, _, _, ()>(R::HASH, &id, serde_json::to_string(&request).unwrap_or_default()).await?;
         let (tx, messages) = mpsc::channel(4096);
         let withdrawn = Arc::new(AtomicBool::new(false));
-        let reader = tokio::spawn(read(conn, id, request, withdrawn.clone(), tx, command));
-        Ok(Asked { messages, withdrawn, reader })
+        let reader = tokio::spawn(read(conn, id.clone(), request, withdrawn.clone(), tx, command));
+        Ok(Asked { id, messages, withdrawn, reader })
     }
 
     /// Withdraws the request: the agents stop serving it; what they relay still comes.

@@ -4,7 +4,7 @@
 //! of the service (each line labelled `raft.2 | …`, as `labctl logs` labels them, and the tasks
 //! run at once). Docker runs a command only in a container of its own node: in the tasks on
 //! other nodes their agents run it, when started with `--allow-exec` (through Redis, see
-//! `exec_relay`); a terminal or labctl's input reaches this node's tasks only.
+//! `exec_relay`), labctl's input and terminal size going the same way for `-i` and `-t`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -13,7 +13,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use futures::future::join_all;
 use futures::StreamExt;
-use swarmlab::exec_relay::TaskAction;
+use swarmlab::exec_relay::{ExecInput, TaskAction, INPUT_ALIVE_EVERY, INPUT_GONE_AFTER};
+use swarmlab::store::keys;
 use swarmlab::swarm::{task_label, DockerSwarm, ExecOutput, LocalTask};
 use tokio::io::AsyncWriteExt;
 
@@ -139,11 +140,8 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     if tty && tasks > 1 {
         anyhow::bail!("-t gives one command a terminal: name a slot (`{}.{}`)", target.service, one());
     }
-    if (stdin || tty) && here.is_empty() {
-        if placed.elsewhere.is_empty() {
-            return Err(placed.none_here("running task", &lab, &target));
-        }
-        anyhow::bail!("{}: -i and -t reach a task of this node only (Docker attaches to its own containers): run labctl there, or point --docker-host (DOCKER_HOST) at that node's daemon", placed.elsewhere.join(", "));
+    if (stdin || tty) && here.is_empty() && placed.elsewhere.is_empty() {
+        return Err(placed.none_here("running task", &lab, &target));
     }
     // Whether the other nodes' agents are left alone: nothing of the target is listed there,
     // and either the list is Swarm's own, or the task asked for is here, or only a task here
@@ -163,10 +161,16 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         return Ok(ExitCode::from(code));
     }
     // The tasks on other nodes, through their agents.
+    let attached = (stdin || tty) && here.is_empty();
+    let action = TaskAction::Run { command: command.clone(), stdin: attached && stdin, tty: attached && tty };
     let asked = match only_here {
         true => None,
-        false => ask_agents(url, &swarm, TaskAction::Run { command: command.clone() }, &placed, here.is_empty(), "labctl exec", "run").await?,
+        false => ask_agents(url, &swarm, action, &placed, here.is_empty(), "labctl exec", "run").await?,
     };
+    if attached {
+        let Some(asked) = asked else { anyhow::bail!("labctl exec: cannot ask the agents through Redis") };
+        return attached_elsewhere(url, asked, &placed, stdin, tty).await;
+    }
     let remote_names = placed.elsewhere_by_node.values().flatten();
     // Tasks the agents find that no list named are labelled as well (`service.N` fits most).
     let width = names.iter().chain(remote_names).map(String::len).max().unwrap_or(0).max(target.service.len() + 2);
@@ -210,6 +214,80 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     }
     eprintln!("labctl exec: failed in {} of {} tasks: {}", failed.len(), results.len(), failed.join("; "));
     Ok(ExitCode::FAILURE)
+}
+
+/// One task on another node with labctl's input (`-i`) and terminal (`-t`): what labctl
+/// reads goes to the command through the request's input stream, and its output comes back
+/// as it is. Ends labctl with the command's exit code.
+async fn attached_elsewhere(url: &str, mut asked: crate::asked::Asked<swarmlab::exec_relay::ExecRelayed>, placed: &Placement, stdin: bool, tty: bool) -> anyhow::Result<ExitCode> {
+    let raw = (tty && stdin).then(crate::terminal::RawMode::enter).flatten();
+    let sender = tokio::spawn(send_input(url.to_string(), keys::exec_input(&asked.id), stdin, tty));
+    let withdraw = asked.withdrawer();
+    let ended = follow(&mut asked.messages, &placed.expected_answers(), withdraw, stopped_agents(url), &mut Shown { prefix: None, lines: BTreeMap::new() }).await;
+    asked.finish().await;
+    sender.abort();
+    drop(raw);
+    let code = match ended.as_slice() {
+        [(_, Ok(code))] => u8::try_from(*code).unwrap_or(1),
+        [(name, Err(e))] => {
+            eprintln!("labctl exec: {name}: {e}");
+            1
+        }
+        _ => {
+            eprintln!("labctl exec: no agent ran the command");
+            1
+        }
+    };
+    // The copy of labctl's input may be blocked reading it (a terminal waiting for a key):
+    // the command has ended, so labctl ends now rather than at the next key.
+    let _ = std::io::stdout().flush();
+    std::process::exit(i32::from(code));
+}
+
+/// Sends labctl's input (`-i`) and terminal size (`-t`, now and on every resize) to the
+/// command's agent, and that it is still there while it sends nothing else.
+async fn send_input(url: String, stream: String, stdin: bool, tty: bool) {
+    use tokio::io::AsyncReadExt;
+    let Ok(client) = redis::Client::open(url.as_str()) else { return };
+    let Ok(conn) = client.get_multiplexed_async_connection().await else { return };
+    let send = move |entry: ExecInput| {
+        let mut pipe = redis::pipe();
+        let command = pipe.cmd("XADD").arg(&stream).arg("*");
+        for (field, value) in entry.to_fields() {
+            command.arg(field).arg(value);
+        }
+        command.ignore();
+        pipe.cmd("EXPIRE").arg(&stream).arg(INPUT_GONE_AFTER.as_secs() * 3).ignore();
+        let mut conn = conn.clone();
+        async move {
+            let _: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+        }
+    };
+    let size = || crate::terminal::size().map(|(rows, columns)| ExecInput::Resize { rows, columns });
+    if let Some(resize) = size().filter(|_| tty) {
+        send(resize).await;
+    }
+    let mut resized = tty.then(|| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok()).flatten();
+    let mut input = stdin.then(tokio::io::stdin);
+    let mut alive = tokio::time::interval(INPUT_ALIVE_EVERY);
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            read = async { input.as_mut()?.read(&mut buffer).await.ok() }, if input.is_some() => match read {
+                Some(n) if n > 0 => send(ExecInput::Data(buffer[..n].to_vec())).await,
+                _ => {
+                    input = None;
+                    send(ExecInput::End).await;
+                }
+            },
+            Some(()) = async { resized.as_mut()?.recv().await }, if resized.is_some() => {
+                if let Some(resize) = size() {
+                    send(resize).await;
+                }
+            }
+            _ = alive.tick() => send(ExecInput::Alive).await,
+        }
+    }
 }
 
 /// The output of the tasks on other nodes, shown as it comes: as it is for one task, else in

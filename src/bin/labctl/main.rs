@@ -153,10 +153,10 @@ enum Command {
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
-        /// Pass labctl's standard input to the command (one task, of this node).
+        /// Pass labctl's standard input to the command (one task, on any node).
         #[arg(short = 'i', long)]
         interactive: bool,
-        /// Give the command a terminal (one task, of this node); with -i, a shell's prompt.
+        /// Give the command a terminal (one task, on any node); with -i, a shell's prompt.
         #[arg(short = 't', long)]
         tty: bool,
         /// Docker daemon of the task's node (default: the local socket, or DOCKER_HOST).
