@@ -12,6 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use nix::poll::{ppoll, PollFd, PollFlags};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::time::TimeSpec;
 use serde::{Deserialize, Serialize};
 
 use super::policy::{Fate, Policies, Stream};
@@ -169,6 +174,8 @@ pub struct QueueWorker {
     /// New conditions for the worker to take, and whether it has yet.
     pending: Arc<Mutex<Option<EffectiveConditions>>>,
     stop: Arc<AtomicBool>,
+    /// Wakes the worker from its wait for packets: new conditions, or stop.
+    wake: Arc<EventFd>,
     pub counters: Arc<Counters>,
     thread: Option<JoinHandle<()>>,
     pub failed: Arc<Mutex<Option<String>>>,
@@ -183,12 +190,13 @@ impl QueueWorker {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let failed = Arc::new(Mutex::new(None));
+        let wake = Arc::new(EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC).map_err(|e| format!("eventfd: {e}"))?);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-        let (c, p, s, k, f) = (conditions.clone(), pending.clone(), stop.clone(), counters.clone(), failed.clone());
+        let (c, p, s, k, f, w) = (conditions.clone(), pending.clone(), stop.clone(), counters.clone(), failed.clone(), wake.clone());
         let thread = std::thread::Builder::new()
             .name(format!("shape-q{queue}"))
             .spawn(move || {
-                if let Err(e) = run(Target { netns, queue, stream }, c, p, s, k, &ready_tx) {
+                if let Err(e) = run(Target { netns, queue, stream, wake: w }, c, p, s, k, &ready_tx) {
                     let _ = ready_tx.send(Err(e.clone()));
                     if let Ok(mut slot) = f.lock() {
                         *slot = Some(e);
@@ -197,18 +205,19 @@ impl QueueWorker {
             })
             .map_err(|e| e.to_string())?;
         match ready_rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok(())) => Ok(QueueWorker { queue, conditions, pending, stop, counters, thread: Some(thread), failed }),
+            Ok(Ok(())) => Ok(QueueWorker { queue, conditions, pending, stop, wake, counters, thread: Some(thread), failed }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err("the queue worker did not start in 5 s".into()),
         }
     }
 
-    /// Hands the worker new conditions and waits (briefly: it looks between packets, at least
-    /// every millisecond) until its policy holds them.
+    /// Hands the worker new conditions and waits (briefly: it is woken, or looks between
+    /// packets) until its policy holds them.
     pub fn set_conditions(&self, c: EffectiveConditions) {
         if let Ok(mut slot) = self.pending.lock() {
             *slot = Some(c);
         }
+        let _ = self.wake.write(1);
         let asked = Instant::now();
         while self.pending.lock().is_ok_and(|p| p.is_some()) && self.is_alive() && asked.elapsed() < Duration::from_millis(200) {
             std::thread::sleep(Duration::from_micros(200));
@@ -228,6 +237,7 @@ impl QueueWorker {
 impl Drop for QueueWorker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let _ = self.wake.write(1);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -276,15 +286,31 @@ fn corrupt(payload: &mut [u8], bit: usize) {
     }
 }
 
-/// Where a worker shapes (the task's namespace and queue) and which draws it takes.
+/// Where a worker shapes (the task's namespace and queue), which draws it takes, and what
+/// wakes it.
 struct Target {
     netns: PathBuf,
     queue: u16,
     stream: Stream,
+    wake: Arc<EventFd>,
+}
+
+/// Sleeps until a packet is queued, the agent wakes the worker, or `timeout` (the next held
+/// packet's time) has passed. Waiting in poll(2), not waking every millisecond to look: 30
+/// idle workers took 24 % of a core that way (measured), in wake-ups alone.
+fn wait_for_packets(queue: &nfq::Queue, wake: &EventFd, timeout: Option<Duration>) {
+    // SAFETY: the queue's socket stays open while `queue` is borrowed, for this whole call.
+    let queue_fd = unsafe { BorrowedFd::borrow_raw(queue.as_raw_fd()) };
+    let mut fds = [PollFd::new(queue_fd, PollFlags::POLLIN), PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
+    // Interrupted (EINTR) or failed: the loop looks again, as after a wake-up.
+    let _ = ppoll(&mut fds, timeout.map(TimeSpec::from_duration), None);
+    if fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) {
+        let _ = wake.read();
+    }
 }
 
 fn run(
-    Target { netns, queue: queue_num, stream }: Target,
+    Target { netns, queue: queue_num, stream, wake }: Target,
     conditions: Arc<Mutex<EffectiveConditions>>,
     pending: Arc<Mutex<Option<EffectiveConditions>>>,
     stop: Arc<AtomicBool>,
@@ -395,12 +421,8 @@ fn run(
             }
         }
         if got == 0 {
-            // No readiness fd in the nfq crate: sleep briefly, shorter while packets are held.
-            let pause = match held.peek() {
-                Some(Reverse(h)) => h.at.saturating_duration_since(Instant::now()).min(Duration::from_micros(200)),
-                None => Duration::from_millis(1),
-            };
-            std::thread::sleep(pause);
+            let next = held.peek().map(|Reverse(h)| h.at.saturating_duration_since(Instant::now()));
+            wait_for_packets(&q, &wake, next);
         }
     }
 }
