@@ -144,21 +144,22 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     assert!(said.contains("failed in 2 of 4 tasks") && said.matches("--allow-exec").count() == 2 && said.contains("slmn-n2"), "n2's tasks named, refused by its agent: {said}");
     let out = exec(MANAGER, &on_n3[0], &["sh", "-c", "echo out; echo err >&2; exit 3"]);
     assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref(), String::from_utf8_lossy(&out.stderr).as_ref()), (Some(3), "out\n", "err\n"), "one task on n3 through its agent, as docker exec there");
-    // `-i` and `-t` with a task on n3, from the manager: labctl's input reaches the command
-    // through n3's agent and ends with it; a terminal there, sized as labctl's (`script` gives
-    // labctl one, 33 rows by 101 columns), Ctrl-C typed into it reaching the command there.
-    // The size arrives just after the command starts (as with `docker exec -t` on API 1.41, whose
-    // CLI resizes once the exec has started): the command waits until its terminal has one.
-    let mut fed = Command::new(env!("CARGO_BIN_EXE_labctl"))
-        .args(["exec", "-i", "spread", &on_n3[0], "--", "sh", "-c", "cat; echo end of input"])
-        .env("REDIS_URL", &redis)
-        .env("DOCKER_HOST", MANAGER)
-        .env("DOCKER_API_VERSION", "1.41")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // `-i` with a task on n3, from the manager: labctl's input reaches the command through
+    // n3's agent, and its end ends the command's input.
+    let attached = |program: &str, args: &[&str], stderr: Stdio| {
+        Command::new(program)
+            .args(args)
+            .env("REDIS_URL", &redis)
+            .env("DOCKER_HOST", MANAGER)
+            .env("DOCKER_API_VERSION", "1.41")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    };
+    let labctl = env!("CARGO_BIN_EXE_labctl");
+    let mut fed = attached(labctl, &["exec", "-i", "spread", &on_n3[0], "--", "sh", "-c", "cat; echo end of input"], Stdio::piped());
     {
         use std::io::Write;
         let mut input = fed.stdin.take().unwrap();
@@ -170,16 +171,7 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
     assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()), (Some(0), "first line\nsecond line\nend of input\n"), "{}", String::from_utf8_lossy(&out.stderr));
     // A labctl killed while its command reads its input: n3's agent hears nothing more and
     // ends that input within 10 s, so the command ends rather than waiting for ever.
-    let mut orphaned = Command::new(env!("CARGO_BIN_EXE_labctl"))
-        .args(["exec", "-i", "spread", &on_n3[0], "--", "sh", "-c", "echo reading; cat > /dev/null; echo ended > /input-ended"])
-        .env("REDIS_URL", &redis)
-        .env("DOCKER_HOST", MANAGER)
-        .env("DOCKER_API_VERSION", "1.41")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut orphaned = attached(labctl, &["exec", "-i", "spread", &on_n3[0], "--", "sh", "-c", "echo reading; cat > /dev/null; echo ended > /input-ended"], Stdio::null());
     {
         use std::io::BufRead;
         let mut line = String::new();
@@ -194,18 +186,12 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
         if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).to_string()) }
     });
     println!("input of a killed labctl's command ended {:.1?} after", killed.elapsed());
-    let labctl = env!("CARGO_BIN_EXE_labctl");
+    // `-it`: a terminal on n3, sized as labctl's (`script` gives labctl one, 33 rows by 101
+    // columns), Ctrl-C typed into it reaching the command there. The size arrives just after
+    // the command starts (as with `docker exec -t` on API 1.41, whose CLI resizes once the exec
+    // has started): the command waits until its terminal has one.
     let typed = format!("stty rows 33 cols 101; {labctl} exec -it spread {} -- sh -c 'until stty size 2>/dev/null | grep -qv \"^0 0\"; do sleep 0.05; done; stty size; tty; trap \"echo interrupted; exit 5\" INT; echo waiting; sleep 30 & wait'", on_n3[0]);
-    let mut terminal = Command::new("script")
-        .args(["-qfec", &typed, "/dev/null"])
-        .env("REDIS_URL", &redis)
-        .env("DOCKER_HOST", MANAGER)
-        .env("DOCKER_API_VERSION", "1.41")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut terminal = attached("script", &["-qfec", &typed, "/dev/null"], Stdio::piped());
     let mut keys = terminal.stdin.take().unwrap();
     let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let reader = {

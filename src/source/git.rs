@@ -277,6 +277,11 @@ pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
 mod tests {
     use super::*;
 
+    /// The `labs` directory of `repo`'s main branch, its cache under `work`.
+    fn labs_of(repo: &Path, work: &Path) -> GitSource {
+        GitSource { url: format!("file://{}", repo.display()), branch: "main".into(), path: "labs".into(), cache: work.join("cache"), credentials: None }
+    }
+
     const LAB: &str = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: NAME}\nspec:\n  services:\n    web: {image: labbox:latest}\n";
 
     #[test]
@@ -291,13 +296,7 @@ mod tests {
         std::fs::write(repo.join("README.yaml"), LAB.replace("NAME", "outside")).unwrap();
         super::git(&repo, &["add", "-A"]);
         super::git(&repo, &["commit", "-qm", "one"]);
-        let source = GitSource {
-            url: format!("file://{}", repo.display()),
-            branch: "main".into(),
-            path: "labs".into(),
-            cache: work.path().join("cache"),
-            credentials: None,
-        };
+        let source = labs_of(&repo, work.path());
         let stop = AtomicBool::new(false);
         let first = source.fetch(&stop).unwrap();
         let catalog = source.read(&first).unwrap();
@@ -332,13 +331,7 @@ mod tests {
         std::fs::write(repo.join("labs/big.yaml"), &big).unwrap();
         super::git(&repo, &["add", "-A"]);
         super::git(&repo, &["commit", "-qm", "one"]);
-        let source = GitSource {
-            url: format!("file://{}", repo.display()),
-            branch: "main".into(),
-            path: "labs".into(),
-            cache: work.path().join("cache"),
-            credentials: None,
-        };
+        let source = labs_of(&repo, work.path());
         let commit = source.fetch(&AtomicBool::new(false)).unwrap();
         let catalog = source.read(&commit).unwrap();
         assert_eq!(catalog.labs.keys().collect::<Vec<_>>(), ["a"]);
