@@ -3,9 +3,9 @@
 //! its deadline renewed while they wait), each node's agent that allows it acts once on its own
 //! tasks the request names and relays what comes out and how each ends as [`ExecRelayed`]
 //! entries of the request's stream. With `-i` or `-t`, labctl's input and terminal size go
-//! the other way, as [`ExecInput`] entries of the request's input stream. Docker reaches only the containers of its own node, so this
-//! is the one way labctl on one node reaches a task on another. Pure: the wire format only; the Redis calls are at both
-//! ends.
+//! the other way, as [`ExecInput`] entries of the request's input stream. Docker reaches only
+//! the containers of its own node, so this is the one way labctl on one node reaches a task on
+//! another. Pure: the wire format only; the Redis calls are at both ends.
 
 use std::time::Duration;
 
@@ -91,6 +91,7 @@ enum Header {
 }
 
 pub use crate::capture::relay::{DATA_FIELD, HEADER_FIELD};
+use crate::capture::relay::entry_fields;
 
 impl ExecRelayed {
     /// The stream entry's fields: (name, value).
@@ -101,10 +102,7 @@ impl ExecRelayed {
             ExecRelayed::Exited { node, task, code } => (Header::Exited { node: node.clone(), task: task.clone(), code: *code }, None),
             ExecRelayed::Failed { node, task, message } => (Header::Failed { node: node.clone(), task: task.clone(), message: message.clone() }, None),
         };
-        // A header of strings and numbers always serialises.
-        let mut fields = vec![(HEADER_FIELD, serde_json::to_vec(&header).unwrap_or_default())];
-        fields.extend(data.map(|d| (DATA_FIELD, d)));
-        fields
+        entry_fields(&header, data)
     }
 
     /// The entry read back; `None` for one this version cannot read (a newer agent's).
@@ -155,9 +153,7 @@ impl ExecInput {
             ExecInput::End => (InputHeader::End, None),
             ExecInput::Alive => (InputHeader::Alive, None),
         };
-        let mut fields = vec![(HEADER_FIELD, serde_json::to_vec(&header).unwrap_or_default())];
-        fields.extend(data.map(|d| (DATA_FIELD, d)));
-        fields
+        entry_fields(&header, data)
     }
 
     /// The entry read back; `None` for one this version cannot read (a newer labctl's).
@@ -175,10 +171,10 @@ impl ExecInput {
 mod tests {
     use super::*;
 
+    use crate::capture::relay::header_and_data;
+
     fn round_trip(r: &ExecRelayed) -> Option<ExecRelayed> {
-        let fields = r.to_fields();
-        let header = fields.iter().find(|(k, _)| *k == HEADER_FIELD).map(|(_, v)| v.clone())?;
-        let data = fields.iter().find(|(k, _)| *k == DATA_FIELD).map(|(_, v)| v.clone());
+        let (header, data) = header_and_data(&r.to_fields())?;
         ExecRelayed::from_fields(&header, data)
     }
 
@@ -201,9 +197,7 @@ mod tests {
     #[test]
     fn every_input_entry_reads_back_as_written() {
         for entry in [ExecInput::Data(vec![3, 10, 255]), ExecInput::Data(vec![]), ExecInput::Resize { rows: 33, columns: 101 }, ExecInput::End, ExecInput::Alive] {
-            let fields = entry.to_fields();
-            let header = fields.iter().find(|(k, _)| *k == HEADER_FIELD).map(|(_, v)| v.clone()).unwrap();
-            let data = fields.iter().find(|(k, _)| *k == DATA_FIELD).map(|(_, v)| v.clone());
+            let (header, data) = header_and_data(&entry.to_fields()).unwrap();
             assert_eq!(ExecInput::from_fields(&header, data), Some(entry));
         }
         assert_eq!(ExecInput::from_fields(br#"{"kind":"signal","n":2}"#, None), None);

@@ -87,6 +87,22 @@ enum Header {
 pub const HEADER_FIELD: &str = "h";
 pub const DATA_FIELD: &str = "d";
 
+/// A stream entry's fields: the header as JSON in `h`, the bytes (if any) raw in `d`. Every
+/// stream of requests and answers (captures, commands, their input) is written so.
+pub fn entry_fields(header: &impl Serialize, data: Option<Vec<u8>>) -> Vec<(&'static str, Vec<u8>)> {
+    // A header of strings and numbers always serialises.
+    let mut fields = vec![(HEADER_FIELD, serde_json::to_vec(header).unwrap_or_default())];
+    fields.extend(data.map(|d| (DATA_FIELD, d)));
+    fields
+}
+
+/// The header and the bytes of an entry's fields, as a reader gets them back (tests).
+#[cfg(test)]
+pub(crate) fn header_and_data(fields: &[(&'static str, Vec<u8>)]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    let header = fields.iter().find(|(k, _)| *k == HEADER_FIELD).map(|(_, v)| v.clone())?;
+    Some((header, fields.iter().find(|(k, _)| *k == DATA_FIELD).map(|(_, v)| v.clone())))
+}
+
 impl Relayed {
     /// The stream entry's fields: (name, value).
     pub fn to_fields(&self) -> Vec<(&'static str, Vec<u8>)> {
@@ -104,9 +120,7 @@ impl Relayed {
             Relayed::Failed { node, task, message } => (Header::Failed { node: node.clone(), task: task.clone(), message: message.clone() }, None),
         };
         // A header of strings and numbers always serialises.
-        let mut fields = vec![(HEADER_FIELD, serde_json::to_vec(&header).unwrap_or_default())];
-        fields.extend(data.map(|d| (DATA_FIELD, d)));
-        fields
+        entry_fields(&header, data)
     }
 
     /// The entry read back; `None` for one this version cannot read (a newer agent's).
@@ -129,9 +143,7 @@ mod tests {
     use super::*;
 
     fn round_trip(r: &Relayed) -> Option<Relayed> {
-        let fields = r.to_fields();
-        let header = fields.iter().find(|(k, _)| *k == HEADER_FIELD).map(|(_, v)| v.clone())?;
-        let data = fields.iter().find(|(k, _)| *k == DATA_FIELD).map(|(_, v)| v.clone());
+        let (header, data) = header_and_data(&r.to_fields())?;
         Relayed::from_fields(&header, data)
     }
 

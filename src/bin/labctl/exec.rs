@@ -13,7 +13,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use futures::future::join_all;
 use futures::StreamExt;
-use swarmlab::exec_relay::{ExecInput, TaskAction, INPUT_ALIVE_EVERY, INPUT_GONE_AFTER};
+use swarmlab::agent::requests::append;
+use swarmlab::exec_relay::{ExecInput, TaskAction, INPUT_ALIVE_EVERY, INPUT_GONE_AFTER, STREAM_KEPT};
 use swarmlab::store::keys;
 use swarmlab::swarm::{task_label, DockerSwarm, ExecOutput, LocalTask};
 use tokio::io::AsyncWriteExt;
@@ -250,17 +251,12 @@ async fn send_input(url: String, stream: String, stdin: bool, tty: bool) {
     use tokio::io::AsyncReadExt;
     let Ok(client) = redis::Client::open(url.as_str()) else { return };
     let Ok(conn) = client.get_multiplexed_async_connection().await else { return };
+    // The stream outlives labctl by three times the agent's patience.
+    let expiry = INPUT_GONE_AFTER.as_secs() as i64 * 3;
     let send = move |entry: ExecInput| {
-        let mut pipe = redis::pipe();
-        let command = pipe.cmd("XADD").arg(&stream).arg("*");
-        for (field, value) in entry.to_fields() {
-            command.arg(field).arg(value);
-        }
-        command.ignore();
-        pipe.cmd("EXPIRE").arg(&stream).arg(INPUT_GONE_AFTER.as_secs() * 3).ignore();
-        let mut conn = conn.clone();
+        let (mut conn, stream) = (conn.clone(), stream.clone());
         async move {
-            let _: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+            let _ = append(&mut conn, &stream, [entry.to_fields()], STREAM_KEPT, expiry).await;
         }
     };
     let size = || crate::terminal::size().map(|(rows, columns)| ExecInput::Resize { rows, columns });
