@@ -132,14 +132,17 @@ fn a_dangling_link_or_a_broken_file_hides_nothing() {
     // it again at the next resync, and the wait ends at once on a lab still Invalid.
     lab.wait_phase_saying("linked", "Ready", "", READY);
 
-    // A deep file and a huge one beside it: located errors, no crash, nothing else touched.
+    // A deep file, a huge one and one of too many documents beside it: located errors, no
+    // crash, nothing else touched.
     lab.write("deep.yaml", &"- ".repeat(20_000));
     lab.write("huge.yaml", &format!("a: \"{}\"\n", "x".repeat(2 << 20)));
+    lab.write("docs.yaml", &"{}\n---\n".repeat(100_000));
     let out = lab.labctl(&["validate", lab.labs.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("deep.yaml:1:") && stdout.contains("nested deeper than 64 levels"), "{stdout}");
     assert!(stdout.contains("huge.yaml:1:1:") && stdout.contains("limited to"), "{stdout}");
+    assert!(stdout.contains("docs.yaml:2000:1: yaml: more than 1000 documents"), "{stdout}");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(lab.phase("linked").unwrap(), "Ready");
     assert_untouched(&lab, "linked", &containers);
