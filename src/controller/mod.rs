@@ -718,6 +718,11 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             Ok(next) => {
                 self.backoff.succeeded(lab);
                 status.backoff = None;
+                // A pass that could not do everything without an error of its own (an object
+                // of the lab's name that it does not own): said once, not at every look.
+                if let Some(problem) = status.last_error.as_ref().filter(|e| state.status.last_error.as_ref() != Some(*e)) {
+                    self.store.event(lab, event(EventReason::ReconcileFailed, problem.clone()));
+                }
                 match next {
                     Requeue::AwaitChange => None,
                     Requeue::After(wait) => Some(*wait),

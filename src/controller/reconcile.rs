@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use crate::plan::{self, desired_lab, labels, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, JobGate, JobWait, LabMemory, Observed, Plan, Shaping, TroubleCause};
 use crate::spec::{Diagnostic, ValidLab};
-use crate::status::{condition_types as ct, EventReason, LabStatus, Phase, ScheduleStatus, ServiceStatus};
+use crate::status::{condition_types as ct, ConditionStatus, EventReason, LabStatus, Phase, ScheduleStatus, ServiceStatus};
 use crate::store::LabStore;
 use crate::swarm::{Swarm, SwarmError};
 
@@ -194,6 +194,11 @@ pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, t
         _ => None,
     };
     let deleting = matches!(target, Target::Delete);
+    let progress_deadline = match &target {
+        Target::Apply { lab: Some(lab), .. } => lab.lab.spec.progress_deadline.map(|d| d.as_std()),
+        _ => None,
+    }
+    .unwrap_or(verdict::DEFAULT_PROGRESS_DEADLINE);
     // The progress deadline's clock runs only while labd applies the lab: a resumed lab starts
     // it again.
     if !matches!(target, Target::Apply { suspended: None, .. }) {
@@ -221,7 +226,7 @@ pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, t
         }
     }
     if let Ok(requeue) = &mut outcome.result {
-        *requeue = requeue_of(&outcome.status, outcome.gone, poll);
+        *requeue = requeue_of(&outcome.status, outcome.gone, poll, progress_deadline, now);
         // Jobs waiting for Ready run as soon as it is (and a schedule's, at its start, below).
         if outcome.status.ready_for_jobs() && outcome.status.services.values().any(|s| s.waits_for == Some(JobWait::LabReady)) {
             *requeue = Requeue::After(Duration::ZERO);
@@ -263,8 +268,17 @@ async fn remember<S: Swarm>(swarm: &S, name: &str, wanted: LabMemory, remembered
     }
 }
 
-/// The requeue rule: settled labs wait for a change; the rest are checked again after `poll`.
-fn requeue_of(status: &LabStatus, gone: bool, poll: Duration) -> Requeue {
+/// The longest a stuck lab goes without a look of its own. Its Docker events (a task started or
+/// failed, an object removed) and file changes still bring one at once: the poll is the safety
+/// net for what sends no event (an agent's shaping report, a task Swarm counts late).
+pub const STUCK_POLL_MAX: Duration = Duration::from_secs(5);
+
+/// The requeue rule: settled labs wait for a change; the rest are looked at again after `poll`,
+/// or, when stuck on the same thing (waiting for it, or Stalled: Failed, Degraded, Invalid),
+/// after an eighth of the time they have been stuck, up to [`STUCK_POLL_MAX`]; a waiting lab
+/// never past its progress deadline, which must make it Degraded on time. (Measured: a lab
+/// Failed on a name conflict was looked at four times a second for as long as it stayed so.)
+fn requeue_of(status: &LabStatus, gone: bool, poll: Duration, progress_deadline: Duration, now: chrono::DateTime<Utc>) -> Requeue {
     let never_valid = status.phase == Phase::Invalid && status.revision.is_empty();
     let settled = match status.phase {
         Phase::Deleting => gone,
@@ -272,10 +286,17 @@ fn requeue_of(status: &LabStatus, gone: bool, poll: Duration) -> Requeue {
         _ => status.ready_since.is_some() || never_valid,
     };
     if settled {
-        Requeue::AwaitChange
-    } else {
-        Requeue::After(poll)
+        return Requeue::AwaitChange;
     }
+    let waiting_since = status.waiting.as_ref().map(|w| w.since);
+    let stalled_since = status.condition(ct::STALLED).filter(|c| c.status == ConditionStatus::True).map(|c| c.last_transition_time);
+    let Some(since) = waiting_since.or(stalled_since) else { return Requeue::After(poll) };
+    let stuck = (now - since).to_std().unwrap_or_default();
+    let mut wait = (stuck / 8).min(STUCK_POLL_MAX).max(poll);
+    if waiting_since.is_some() && stuck < progress_deadline {
+        wait = wait.min(progress_deadline - stuck);
+    }
+    Requeue::After(wait)
 }
 
 pub(crate) fn failed(mut status: LabStatus, error: ReconcileError) -> Outcome {
@@ -979,6 +1000,36 @@ mod tests {
         assert!(o.status.message.contains("service t_a already exists and is not managed by swarmlab"), "{}", o.status.message);
         assert_eq!(swarm.service("t_a").unwrap().version, 7, "the foreign service was updated");
         assert!(swarm.service("t_b").is_some(), "what does not clash is still created");
+        // Stuck on it: looked at less and less often (its events still bring a look at once).
+        let mut status = o.status;
+        let since = status.condition(ct::STALLED).map(|c| c.last_transition_time).expect("Stalled");
+        status.conditions.iter_mut().filter(|c| c.type_ == ct::STALLED).for_each(|c| c.last_transition_time = since - chrono::Duration::seconds(60));
+        let o = pass(&swarm, &store, apply(&lab(TWO)), status).await;
+        assert_eq!(o.status.phase, Phase::Failed);
+        assert_eq!(o.result.as_ref().ok(), Some(&Requeue::After(STUCK_POLL_MAX)), "Failed for a minute");
+    }
+
+    #[test]
+    fn a_lab_stuck_on_the_same_thing_is_looked_at_less_often_but_on_time_for_its_deadline() {
+        let now = Utc::now();
+        let poll = Duration::from_millis(250);
+        let deadline = Duration::from_secs(600);
+        let ago = |secs: i64| now - chrono::Duration::seconds(secs);
+        let waiting = |secs: i64| LabStatus { phase: Phase::Progressing, waiting: Some(crate::status::Waiting { what: "a 0/1".into(), since: ago(secs) }), ..Default::default() };
+        let after = |status: &LabStatus, deadline: Duration| requeue_of(status, false, poll, deadline, now);
+        assert_eq!(after(&LabStatus { phase: Phase::Progressing, ..Default::default() }, deadline), Requeue::After(poll), "moving: the poll");
+        assert_eq!(after(&waiting(1), deadline), Requeue::After(poll), "just started waiting");
+        assert_eq!(after(&waiting(8), deadline), Requeue::After(Duration::from_secs(1)), "an eighth of the time waited");
+        assert_eq!(after(&waiting(3600), deadline), Requeue::After(STUCK_POLL_MAX), "never longer");
+        assert_eq!(after(&waiting(28), Duration::from_secs(30)), Requeue::After(Duration::from_secs(2)), "looked at when the deadline passes");
+        let mut stalled = LabStatus { phase: Phase::Degraded, ..Default::default() };
+        stalled.set_condition(ct::STALLED, true, "TasksFailing", "a: no such image", ago(40));
+        assert_eq!(after(&stalled, deadline), Requeue::After(STUCK_POLL_MAX));
+        stalled.set_condition(ct::STALLED, true, "TasksFailing", "a: no such image", ago(2));
+        stalled.conditions[0].last_transition_time = ago(2);
+        assert_eq!(after(&stalled, deadline), Requeue::After(poll));
+        let ready = LabStatus { phase: Phase::Ready, ready_since: Some(ago(5)), ..Default::default() };
+        assert_eq!(after(&ready, deadline), Requeue::AwaitChange);
     }
 
     #[tokio::test]

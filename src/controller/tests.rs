@@ -367,6 +367,32 @@ async fn a_subnet_change_waits_for_the_old_network_to_go_and_never_fails() {
 /// A lab that waits for the same tasks longer than its `progressDeadline` is Degraded, once
 /// (one event, a labd restart included), and Ready as soon as they run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_clash_is_said_once_looked_at_less_and_less_and_cleared_by_its_removal_event() {
+    let swarm = FakeSwarm::default();
+    let foreign = crate::plan::ObservedService { id: "foreign".into(), name: "a_web".into(), version: 7, replicas: Some(1), desired: 1, running: 1, ..Default::default() };
+    swarm.state.lock().unwrap().services.push(foreign);
+    let mut c = start(&[("a.yaml", lab_yaml("a", &["web"]))], Duration::from_secs(600), swarm).await;
+    c.until_phase("a", Phase::Failed, SOON).await;
+    // Was: looked at at every poll (4 a second with labd's) for as long as the clash lasted.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let passes = c.store.metric("a", "reconciles");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = c.store.metric("a", "reconciles") - passes;
+    // An eighth of the time stuck (125-375 ms) apart: 5-16 looks; at the poll, 40.
+    assert!(later <= 16, "{later} looks in 2 s at a lab Failed for 1-3 s (the poll is 50 ms)");
+    assert_eq!(c.failures().len(), 1, "said once: {:?}", c.failures());
+    assert!(c.failures()[0].contains("service a_web already exists and is not managed by swarmlab"), "{:?}", c.failures());
+    assert_eq!(c.swarm.service("a_web").map(|s| s.version), Some(7), "never touched");
+    // The user removes it: its event brings the look, not the next poll.
+    c.swarm.state.lock().unwrap().services.clear();
+    c.swarm.events.send(SwarmEvent { subject: EventSubject::Service, name: "a_web".into(), lab: Some("a".into()) }).unwrap();
+    let took = eventually("created on the removal's event", Duration::from_secs(2), || c.swarm.service("a_web").is_some_and(|s| s.id != "foreign")).await;
+    assert!(took < Duration::from_millis(300), "{took:?}");
+    c.until_phase("a", Phase::Ready, SOON).await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lab_stuck_past_its_progress_deadline_is_degraded_until_its_tasks_run() {
     let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: p}\nspec:\n  progressDeadline: 1s\n  defaults: {image: labbox:latest}\n  services: {web: {}}\n";
     let swarm = FakeSwarm::default();
