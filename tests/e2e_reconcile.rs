@@ -105,6 +105,10 @@ fn deleting_the_file_removes_the_lab_and_nothing_else_and_a_name_clash_shows_in_
     eventually("worker created beside the clash", READY, || {
         if stack_services("clash").contains_key("clash_worker") { Ok(()) } else { Err("no worker".into()) }
     });
+    // Said once as a Warning event, not at every look.
+    std::thread::sleep(Duration::from_secs(2));
+    let events = lab.redis.cli(&["xrange", "swarmlab:lab:clash:events", "-", "+"]);
+    assert_eq!(events.matches("ReconcileFailed").count(), 1, "{events}");
 
     lab.remove("clash.yaml");
     eventually("owned objects removed", REPAIR, || {
@@ -218,10 +222,11 @@ fn restarting_labd_on_a_converged_lab_changes_nothing() {
 #[test]
 fn two_labs_converge_independently_and_a_missing_image_is_reported() {
     let mut lab = Lab::new();
-    lab.cleanup.extend(["good".to_string(), "broken".to_string()]);
+    lab.cleanup.extend(["good".to_string(), "broken".to_string(), "taken".to_string()]);
     remove_lab_objects("good");
     remove_lab_objects("broken");
-    lab.write("good.yaml", &lab_yaml("good", "    web: {replicas: 2}\n"));
+    remove_lab_objects("taken");
+    lab.write("good.yaml", &lab_yaml("good", "    web: {replicas: 2}\n    gate: {ports: ['18090:80']}\n"));
     lab.write("broken.yaml", &lab_yaml("broken", "    web: {image: \"swarmlab-test/no-such-image:1\"}\n"));
     lab.start_labd();
     lab.wait_phase("good", "Ready", READY);
@@ -236,6 +241,12 @@ fn two_labs_converge_independently_and_a_missing_image_is_reported() {
     });
     let msg = broken["message"].as_str().unwrap_or_default();
     assert!(msg.contains("labd never pulls"), "the message says what to do: {msg}");
+    assert_eq!(lab.phase("good").unwrap(), "Ready");
+    // A host port another lab's task holds: the lab says which port, not placement.
+    lab.write("taken.yaml", &lab_yaml("taken", "    web: {ports: ['18090:80']}\n"));
+    let taken = lab.wait_phase_saying("taken", "Progressing", "web 0/1 (port 18090 in use on every node that may run it)", READY);
+    let service = taken["services"]["web"]["message"].as_str().unwrap_or_default();
+    assert!(service.contains("host-mode port already in use") && service.contains("nothing else holds port 18090"), "{service}");
     assert_eq!(lab.phase("good").unwrap(), "Ready");
 }
 

@@ -533,6 +533,7 @@ async fn apply<S: Swarm>(
                     Some(TroubleCause::ImageMissing) => message.push_str(" (labd never pulls: build or `docker load` the image on every node)"),
                     Some(TroubleCause::Unhealthy) => message.push_str(" (its health check kept failing: `docker inspect` a task's container; .State.Health.Log has the check's output)"),
                     Some(TroubleCause::Unschedulable) => message.push_str(" (Swarm starts it once a node satisfies its `placement` and has the memory and CPUs it reserves: see `docker node ls` and each node's labels)"),
+                    Some(TroubleCause::PortInUse) => message.push_str(&format!(" (Swarm starts it once nothing else holds {} on a node that may run it: `docker service ls` shows who publishes it; or change `ports`)", published_ports(&want.ports))),
                     None => {}
                 }
                 if t.failed {
@@ -547,8 +548,11 @@ async fn apply<S: Swarm>(
         // experiment): it is waited for once created, and its failures degrade the lab.
         if (!job && s.running != s.desired) || (have.is_none() && waits_for.is_none()) {
             // What a user can act on shows in the lab's message too, not only the service's.
-            let unschedulable = have.and_then(|h| h.trouble.as_ref()).is_some_and(|t| t.cause == Some(TroubleCause::Unschedulable));
-            let why = if unschedulable { " (no node may run it)" } else { "" };
+            let why = match have.and_then(|h| h.trouble.as_ref()).and_then(|t| t.cause) {
+                Some(TroubleCause::Unschedulable) => " (no node may run it)".to_string(),
+                Some(TroubleCause::PortInUse) => format!(" ({} in use on every node that may run it)", published_ports(&want.ports)),
+                _ => String::new(),
+            };
             not_running.push(format!("{} {}/{}{why}", want.short_name, s.running, s.desired));
         } else if stopping > 0 {
             not_running.push(format!("{} {}/{} ({stopping} stopping)", want.short_name, s.running, s.desired));
@@ -610,6 +614,16 @@ async fn apply<S: Swarm>(
     status.schedule = tick.map(|t| schedule_events(store, name, t, &findings.shaping, last_applied, now));
     let result = if swarm_errors.is_empty() { Ok(Requeue::AwaitChange) } else { Err(ReconcileError::Actions(swarm_errors)) };
     Outcome { status, actions, result, gone: false, drift, seen, memory: None }
+}
+
+/// The host ports a service publishes, as a user wrote them (`port 8080`, `ports 8080, 53/udp`).
+fn published_ports(ports: &[crate::spec::Port]) -> String {
+    let published: Vec<String> = ports.iter().filter_map(|p| p.published.map(|n| if p.udp { format!("{n}/udp") } else { n.to_string() })).collect();
+    match published.len() {
+        0 => "its published port".to_string(),
+        1 => format!("port {}", published[0]),
+        _ => format!("ports {}", published.join(", ")),
+    }
 }
 
 /// The lab's own services on Swarm once `plan` ran: what it observed, less what it removed.
@@ -1075,6 +1089,21 @@ mod tests {
         // Swarm keeps trying (a node may join or get the label): not a failure.
         assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Progressing, "waiting for a 0/1 (no node may run it)"));
         assert!(o.status.services["a"].message.starts_with(&format!("pending: {message} (Swarm starts it once a node satisfies its `placement`")), "{}", o.status.services["a"].message);
+    }
+
+    #[tokio::test]
+    async fn a_task_whose_host_port_is_taken_says_which_port_not_placement() {
+        let swarm = FakeSwarm::default();
+        swarm.state.lock().unwrap().start_after = 100;
+        let message = "no suitable node (host-mode port already in use on 1 node)";
+        let pending = TaskTrouble { state: "pending".into(), message: message.into(), node: String::new(), failed: false, cause: Some(TroubleCause::PortInUse) };
+        swarm.state.lock().unwrap().trouble = Some(pending);
+        let store = FakeStore::default();
+        let l = lab("  services:\n    a: {ports: ['18080:80', '53:53/udp', '9000']}\n");
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Progressing, "waiting for a 0/1 (ports 18080, 53/udp in use on every node that may run it)"));
+        assert_eq!(o.status.services["a"].message, format!("pending: {message} (Swarm starts it once nothing else holds ports 18080, 53/udp on a node that may run it: `docker service ls` shows who publishes it; or change `ports`)"));
     }
 
     #[tokio::test]

@@ -55,6 +55,10 @@ pub enum TroubleCause {
     /// No node may run it (Swarm's "no suitable node": placement constraints or resources):
     /// pending until one can, for as long as that takes.
     Unschedulable,
+    /// No node may run it because a port it publishes in host mode is taken there (by another
+    /// task, of this lab or another, or a process of the host): Swarm's "host-mode port
+    /// already in use".
+    PortInUse,
 }
 
 

@@ -305,6 +305,8 @@ fn trouble_of(t: &bollard::models::Task) -> Option<TaskTrouble> {
         Some(TroubleCause::ImageMissing)
     } else if message.contains("unhealthy container") {
         Some(TroubleCause::Unhealthy)
+    } else if message.contains("no suitable node") && message.contains("port already in use") {
+        Some(TroubleCause::PortInUse)
     } else if message.contains("no suitable node") {
         Some(TroubleCause::Unschedulable)
     } else {
@@ -660,6 +662,10 @@ mod tests {
         pending.status.as_mut().expect("status").err = Some("no suitable node (scheduling constraints not satisfied on 3 nodes)".into());
         let t = trouble_of(&pending).expect("a trouble");
         assert_eq!((t.cause, t.failed, t.state.as_str()), (Some(TroubleCause::Unschedulable), false, "pending"));
+        // Swarm 20.10's words for a host-mode port taken on the only node.
+        pending.status.as_mut().expect("status").err = Some("no suitable node (host-mode port already in use on 1 node)".into());
+        let t = trouble_of(&pending).expect("a trouble");
+        assert_eq!((t.cause, t.failed), (Some(TroubleCause::PortInUse), false));
     }
 
     #[test]
