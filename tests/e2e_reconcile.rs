@@ -123,6 +123,26 @@ fn deleting_the_file_removes_the_lab_and_nothing_else_and_a_name_clash_shows_in_
         let out = docker(&["network", "rm", "clash_net"]);
         if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).to_string()) }
     });
+
+    // A subnet overlapping a network labd does not own: said, and nothing created (Engine 20.10
+    // made such a network without a subnet, and labd recreated it 92 times in 8 s); Ready once
+    // that network is gone.
+    let _ = docker(&["network", "rm", "overlap_foreign"]);
+    docker_ok(&["network", "create", "--driver", "overlay", "--subnet", "10.231.0.0/16", "overlap_foreign"]);
+    lab.cleanup.push("overlap".into());
+    remove_lab_objects("overlap");
+    let text = lab_yaml("overlap", "    web: {networks: [lan]}\n").replace("  services:\n", "  networks:\n    lan: {subnet: 10.231.7.0/24}\n  services:\n");
+    lab.write("overlap.yaml", &text);
+    lab.wait_phase_saying("overlap", "Failed", "network overlap_lan's subnet 10.231.7.0/24 overlaps network overlap_foreign (10.231.0.0/16)", READY);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lab.metric("overlap", "actions_create"), 0);
+    assert!(docker_ok(&["network", "ls", "-q", "--filter", "name=overlap_lan"]).trim().is_empty(), "created");
+    docker_ok(&["network", "rm", "overlap_foreign"]);
+    let status = lab.wait_phase("overlap", "Ready", READY);
+    assert_eq!(lab.metric("overlap", "actions_create"), 2, "{status}");
+    let subnet = docker_ok(&["network", "inspect", "overlap_lan", "--format", "{{range .IPAM.Config}}{{.Subnet}}{{end}}"]);
+    assert_eq!(subnet.trim(), "10.231.7.0/24");
+    lab.remove("overlap.yaml");
 }
 
 #[test]

@@ -135,7 +135,7 @@ impl FakeSwarm {
             *looks -= 1;
             *looks > 0
         });
-        Observed { services: s.services.clone(), networks, down_nodes: s.down_nodes.clone() }
+        Observed { services: s.services.clone(), networks, down_nodes: s.down_nodes.clone(), neighbours: vec![] }
     }
 }
 
@@ -165,7 +165,7 @@ impl Swarm for FakeSwarm {
                 }
             })
             .collect();
-        Ok(Observed { services, networks: observed.networks.clone(), down_nodes: now.down_nodes })
+        Ok(Observed { services, networks: observed.networks.clone(), down_nodes: now.down_nodes, neighbours: observed.neighbours.clone() })
     }
 
     fn events(&self) -> impl futures::Stream<Item = Result<SwarmEvent, SwarmError>> + Send + 'static {

@@ -155,6 +155,7 @@ fn short(d: std::time::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::ConflictCause;
     use crate::status::ConditionStatus;
     use proptest::prelude::*;
 
@@ -214,7 +215,7 @@ mod tests {
         assert_eq!((s.phase, s.message.as_str()), (Phase::Progressing, "waiting for a 1/2, network x_old's tasks to stop before it is removed"));
         assert_eq!(cond(&s, ct::STALLED), None);
 
-        let clash = Conflict { kind: ObjectKind::Network, name: "x_n".into(), owner: None };
+        let clash = Conflict { kind: ObjectKind::Network, name: "x_n".into(), cause: ConflictCause::Name { owner: None } };
         let s = derived(Findings { conflicts: vec![clash], ..calm() });
         assert_eq!(s.phase, Phase::Failed);
         assert_eq!(cond(&s, ct::NETWORKS_READY).map(|c| c.0), Some(ConditionStatus::False));
@@ -307,7 +308,7 @@ mod tests {
         let conflict = (any::<bool>(), "[a-z]{1,4}").prop_map(|(net, name)| Conflict {
             kind: if net { ObjectKind::Network } else { ObjectKind::Service },
             name,
-            owner: None,
+            cause: ConflictCause::Name { owner: None },
         });
         let conflicts = prop::collection::vec(conflict, 0..2);
         (prop::option::of("[a-z]{1,8}"), conflicts, list(), 0usize..4, list(), list(), list(), list(), list(), shaping, any::<bool>()).prop_map(

@@ -524,7 +524,7 @@ mod tests {
         let observe = |d: &DesiredLab| crate::plan::Observed {
             services: d.services.iter().map(|s| crate::plan::ObservedService { id: s.name.clone(), name: s.name.clone(), labels: s.labels.clone(), replicas: s.replicas, mode: s.mode, image: s.image.clone(), ..Default::default() }).collect(),
             networks: d.networks.iter().map(|n| crate::plan::ObservedNetwork { id: n.name.clone(), name: n.name.clone(), labels: n.labels.clone(), ..Default::default() }).collect(),
-            down_nodes: vec![],
+            ..Default::default()
         };
         let reasons = |plan: crate::plan::Plan| -> Vec<String> {
             assert_eq!(plan.drift, 0);

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::desired::{DesiredLab, DesiredNetwork, DesiredService};
 use super::labels;
+use crate::spec::links::Cidr;
 use crate::spec::Mode;
 
 /// What the Swarm adapter reports of a service, reduced to what the plan needs.
@@ -89,6 +90,9 @@ pub struct Observed {
     pub networks: Vec<ObservedNetwork>,
     /// Hostnames of swarm nodes that are not Ready (their tasks do not count as running).
     pub down_nodes: Vec<String>,
+    /// In a lab's view: the swarm's other networks (not named for the lab), whose subnets
+    /// the lab's must not overlap.
+    pub neighbours: Vec<ObservedNetwork>,
 }
 
 impl Observed {
@@ -100,6 +104,7 @@ impl Observed {
             services: self.services.iter().filter(|s| s.name.starts_with(&prefix)).cloned().collect(),
             networks: self.networks.iter().filter(|n| n.name.starts_with(&prefix)).cloned().collect(),
             down_nodes: self.down_nodes.clone(),
+            neighbours: self.networks.iter().filter(|n| !n.name.starts_with(&prefix) && n.subnet.is_some()).cloned().collect(),
         }
     }
 
@@ -263,12 +268,25 @@ pub enum ActionKind {
     Remove,
 }
 
-/// An object with a name of the lab that swarmlab does not own (or another lab owns).
+/// What keeps labd from creating (or changing) one of the lab's objects until a person acts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conflict {
     pub kind: ObjectKind,
     pub name: String,
-    pub owner: Option<String>,
+    pub cause: ConflictCause,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum ConflictCause {
+    /// An object of that name exists that swarmlab does not own (or another lab owns).
+    Name { owner: Option<String> },
+    /// The network's subnet overlaps another network's on the swarm (not this lab's), so Swarm
+    /// cannot allocate it: Engine 20.10 creates such a network without a subnet.
+    SubnetOverlap { subnet: String, network: String, network_subnet: String, owner: Option<String> },
+    /// The network exists without the subnet asked for: Swarm could not allocate it, for a
+    /// reason labd cannot see. Recreated only once its definition changes (never in a loop).
+    SubnetUnallocated { subnet: String },
 }
 
 /// The kinds of Swarm object a lab owns.
@@ -290,11 +308,28 @@ impl std::fmt::Display for ObjectKind {
 
 impl std::fmt::Display for Conflict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.owner {
-            Some(o) => write!(f, "{} {} already exists and belongs to lab {o}", self.kind, self.name),
-            None => write!(f, "{} {} already exists and is not managed by swarmlab; remove or rename it", self.kind, self.name),
+        let (kind, name) = (self.kind, &self.name);
+        match &self.cause {
+            ConflictCause::Name { owner: Some(o) } => write!(f, "{kind} {name} already exists and belongs to lab {o}"),
+            ConflictCause::Name { owner: None } => write!(f, "{kind} {name} already exists and is not managed by swarmlab; remove or rename it"),
+            ConflictCause::SubnetOverlap { subnet, network, network_subnet, owner } => {
+                let whose = owner.as_ref().map_or_else(|| format!("network {network}"), |o| format!("lab {o}'s network {network}"));
+                write!(f, "{kind} {name}'s subnet {subnet} overlaps {whose} ({network_subnet}), so Swarm cannot allocate it; change `subnet` or remove {network}")
+            }
+            ConflictCause::SubnetUnallocated { subnet } => {
+                write!(f, "{kind} {name} exists without a subnet: Swarm could not allocate {subnet} (`docker network inspect {name}` shows no IPAM config); change `subnet`, or remove the network for labd to create it again")
+            }
         }
     }
+}
+
+/// The first of `others` whose subnet overlaps `subnet`, with that subnet.
+fn overlapping<'o>(subnet: &str, mut others: impl Iterator<Item = &'o ObservedNetwork>) -> Option<(&'o ObservedNetwork, String)> {
+    let wanted = Cidr::parse(subnet, 0..=32).ok()?;
+    others.find_map(|n| {
+        let theirs = n.subnet.as_deref()?;
+        Cidr::parse(theirs, 0..=32).ok().filter(|c| c.overlaps(wanted)).map(|_| (n, theirs.to_string()))
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -318,15 +353,39 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
     let mut plan = Plan::default();
     let mut creates_net = Vec::new();
     let mut removes_net = Vec::new();
+    // Networks not created yet because their subnet is not free.
+    let mut waiting_nets: Vec<String> = Vec::new();
 
     for want in &desired.networks {
-        match observed.networks.iter().find(|n| n.name == want.name) {
+        let have = observed.networks.iter().find(|n| n.name == want.name);
+        if let Some(have) = have.filter(|h| !labels::owned_by(lab, &h.labels)) {
+            let owner = labels::owner(&have.labels).map(str::to_string);
+            plan.conflicts.push(Conflict { kind: ObjectKind::Network, name: have.name.clone(), cause: ConflictCause::Name { owner } });
+            continue;
+        }
+        // To be created (or is, without its subnet): not where it cannot be allocated.
+        let unallocated = have.is_some_and(|h| h.subnet.is_none());
+        let others = observed.neighbours.iter().chain(observed.networks.iter().filter(|n| n.name != want.name));
+        let overlap = want.subnet.as_deref().filter(|_| have.is_none() || unallocated).and_then(|s| Some((s, overlapping(s, others)?)));
+        if let Some((subnet, (other, network_subnet))) = overlap {
+            let owner = labels::owner(&other.labels).map(str::to_string);
+            if owner.as_deref() != Some(lab) {
+                let cause = ConflictCause::SubnetOverlap { subnet: subnet.to_string(), network: other.name.clone(), network_subnet, owner };
+                plan.conflicts.push(Conflict { kind: ObjectKind::Network, name: want.name.clone(), cause });
+            }
+            // The lab's own network it replaces (renamed): created once that one is gone.
+            waiting_nets.push(want.name.clone());
+            continue;
+        }
+        match have {
             None => creates_net.push(Action::CreateNetwork(want.clone())),
-            Some(have) if !labels::owned_by(lab, &have.labels) => plan.conflicts.push(Conflict {
-                kind: ObjectKind::Network,
-                name: have.name.clone(),
-                owner: labels::owner(&have.labels).map(str::to_string),
-            }),
+            // Created, but Swarm gave it no subnet: recreating it as it is would only repeat that
+            // (Engine 20.10 answered a create with an overlapping subnet so, and labd recreated it
+            // 92 times in 8 s). Once its definition changes, it is made anew.
+            Some(have) if unallocated && want.subnet.is_some() && have.labels.get(labels::SPEC_HASH) == Some(&want.hash) => {
+                let cause = ConflictCause::SubnetUnallocated { subnet: want.subnet.clone().unwrap_or_default() };
+                plan.conflicts.push(Conflict { kind: ObjectKind::Network, name: want.name.clone(), cause });
+            }
             Some(have) if have.needs_recreate(want) => {
                 // Settings changed: remove now; the next pass creates it anew once it is gone.
                 removes_net.push(Action::RemoveNetwork { id: have.id.clone(), name: have.name.clone(), recreate: true });
@@ -340,7 +399,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
         .collect();
 
     // A service never joins a network that is not ours: it waits until the clash is resolved.
-    let blocked: Vec<String> = plan.conflicts.iter().map(|c| c.name.clone()).collect();
+    let blocked: Vec<String> = plan.conflicts.iter().map(|c| c.name.clone()).chain(waiting_nets).collect();
     let mut service_actions = Vec::new();
     for want in &desired.services {
         let waits_for_network = want.network_targets().any(|t| blocked.iter().any(|b| b == t));
@@ -349,7 +408,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
             Some(have) if !labels::owned_by(lab, &have.labels) => plan.conflicts.push(Conflict {
                 kind: ObjectKind::Service,
                 name: have.name.clone(),
-                owner: labels::owner(&have.labels).map(str::to_string),
+                cause: ConflictCause::Name { owner: labels::owner(&have.labels).map(str::to_string) },
             }),
             _ if waits_for_network => {}
             // Its network is still listed with the old settings: Swarm has removed it, but a
@@ -430,7 +489,7 @@ mod tests {
         Observed {
             services: d.services.iter().map(|s| ObservedService { id: s.name.clone(), name: s.name.clone(), labels: s.labels.clone(), replicas: s.replicas, mode: s.mode, image: s.image.clone(), ..Default::default() }).collect(),
             networks: d.networks.iter().map(|n| ObservedNetwork { id: n.name.clone(), name: n.name.clone(), labels: n.labels.clone(), subnet: Some(subnet.to_string()), internal: false }).collect(),
-            down_nodes: vec![],
+            ..Default::default()
         }
     }
 
@@ -465,5 +524,47 @@ mod tests {
             vec!["create network r_lan", "create service r_a (1 replicas)"],
         ]);
         assert!(super::passes(&new, &observe(&new, "10.2.0.0/24")).is_empty(), "nothing to do, no pass");
+    }
+
+    #[test]
+    fn a_subnet_that_overlaps_another_network_is_not_created_and_one_swarm_left_unallocated_is_not_recreated_in_a_loop() {
+        let want = lab("10.79.0.0/24");
+        let foreign = ObservedNetwork { id: "f".into(), name: "foreign_net".into(), subnet: Some("10.79.0.0/16".into()), ..Default::default() };
+        let empty = Observed { neighbours: vec![foreign.clone()], ..Default::default() };
+        let plan = diff(&want, &empty);
+        assert_eq!(kinds(&plan), ["create network r_default", "create service r_b (1 replicas)"], "neither the network nor the service on it");
+        assert_eq!(plan.conflicts.iter().map(ToString::to_string).collect::<Vec<_>>(), ["network r_lan's subnet 10.79.0.0/24 overlaps network foreign_net (10.79.0.0/16), so Swarm cannot allocate it; change `subnet` or remove foreign_net"]);
+        // Another lab's: named as such.
+        let owned = [(labels::LAB, "other"), (labels::MANAGED_BY, labels::MANAGED_BY_VALUE)].map(|(k, v)| (k.to_string(), v.to_string()));
+        let theirs = ObservedNetwork { labels: HashMap::from(owned), ..foreign.clone() };
+        let plan = diff(&want, &Observed { neighbours: vec![theirs], ..Default::default() });
+        assert!(plan.conflicts[0].to_string().contains("overlaps lab other's network foreign_net"), "{}", plan.conflicts[0]);
+        // Named like the lab's objects but not its own: the same.
+        let prefixed = ObservedNetwork { name: "r_foreign".into(), ..foreign.clone() };
+        assert!(diff(&want, &Observed { networks: vec![prefixed], ..Default::default() }).conflicts[0].to_string().contains("overlaps network r_foreign"));
+        // The lab's own network renamed, its subnet kept: the new one waits for the old to go,
+        // nothing fails, and nothing is created on it meanwhile.
+        let mut renamed = observe(&want, "10.79.0.0/24");
+        renamed.networks[0].name = "r_old".into();
+        let plan = diff(&want, &renamed);
+        assert!(plan.conflicts.is_empty(), "{:?}", plan.conflicts);
+        assert_eq!(kinds(&plan), ["remove network r_old"]);
+        // No overlap: created.
+        let apart = ObservedNetwork { subnet: Some("10.80.0.0/24".into()), ..foreign.clone() };
+        assert!(kinds(&diff(&want, &Observed { neighbours: vec![apart], ..Default::default() })).contains(&"create network r_lan".to_string()));
+
+        // Created anyway (another create raced it, or a reason labd cannot see): Engine 20.10
+        // keeps it without a subnet. Left alone and said, never removed and created again.
+        let mut unallocated = observe(&want, "unused");
+        unallocated.networks[0].subnet = None;
+        let plan = diff(&want, &unallocated);
+        assert!(plan.actions.is_empty(), "{:?}", kinds(&plan));
+        assert!(plan.conflicts[0].to_string().starts_with("network r_lan exists without a subnet: Swarm could not allocate 10.79.0.0/24"), "{}", plan.conflicts[0]);
+        unallocated.neighbours = vec![foreign];
+        assert!(matches!(&diff(&want, &unallocated).conflicts[0].cause, ConflictCause::SubnetOverlap { network, .. } if network == "foreign_net"), "the overlap said when it is seen");
+        // Its subnet changed in the file: made anew.
+        unallocated.neighbours.clear();
+        let moved = lab("10.81.0.0/24");
+        assert_eq!(kinds(&diff(&moved, &unallocated)), ["remove service r_a from a network being recreated; it is created again on the new network", "remove network r_lan to recreate it (subnet or internal changed; Docker cannot update a network)"]);
     }
 }

@@ -218,7 +218,7 @@ impl DockerSwarm {
     async fn counted(&self, tasks: Vec<bollard::models::Task>, mut services: Vec<ObservedService>, networks: Vec<ObservedNetwork>) -> Result<Observed, SwarmError> {
         let down = self.down_nodes().await?;
         Self::tally_tasks(tasks, &mut services, &down);
-        Ok(Observed { services, networks, down_nodes: down.into_iter().map(|(_, host)| host).collect() })
+        Ok(Observed { services, networks, down_nodes: down.into_iter().map(|(_, host)| host).collect(), neighbours: vec![] })
     }
 }
 
@@ -319,7 +319,8 @@ fn trouble_of(t: &bollard::models::Task) -> Option<TaskTrouble> {
 impl Swarm for DockerSwarm {
     async fn recount(&self, observed: &Observed) -> Result<Observed, SwarmError> {
         let tasks = self.list_tasks().await?;
-        self.counted(tasks, observed.services.clone(), observed.networks.clone()).await
+        let recounted = self.counted(tasks, observed.services.clone(), observed.networks.clone()).await?;
+        Ok(Observed { neighbours: observed.neighbours.clone(), ..recounted })
     }
 
     async fn observe_all(&self) -> Result<Observed, SwarmError> {
