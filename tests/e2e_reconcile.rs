@@ -387,6 +387,21 @@ fn a_subnet_change_recreates_the_network_and_its_services_come_back_on_it() {
     // The old network stays listed until the old tasks have stopped: waited for, not failed on.
     assert!(!events.contains("ReconcileFailed"), "the change failed on the way:\n{events}");
     assert_eq!(lab.metric("subnet", "drift_repairs"), 0, "a spec change is not drift");
+
+    // The network renamed, its subnet kept: the new one cannot be made while the old one holds
+    // the subnet, nor the old one removed while the service is on it (labd failed so, forever).
+    lab.write("subnet.yaml", &text("10.92.0.0/24").replace("lan", "lan2"));
+    eventually("the renamed network with the subnet", READY, || {
+        let subnet = docker(&["network", "inspect", "subnet_lan2", "--format", "{{range .IPAM.Config}}{{.Subnet}}{{end}}"]);
+        let subnet = String::from_utf8_lossy(&subnet.stdout).trim().to_string();
+        if subnet == "10.92.0.0/24" { Ok(()) } else { Err(subnet) }
+    });
+    lab.wait_phase("subnet", "Ready", READY);
+    let c = running_container_of("subnet_web");
+    let addrs = docker_ok(&["inspect", &c, "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}"]);
+    assert!(addrs.contains("subnet_lan2") && !addrs.contains("subnet_lan "), "{addrs}");
+    let events = lab.redis.cli(&["xrange", "swarmlab:lab:subnet:events", "-", "+"]);
+    assert!(!events.contains("ReconcileFailed"), "the rename failed on the way:\n{events}");
 }
 
 /// A task that exits a moment after it starts is seen running by some looks: the lab must not

@@ -353,8 +353,10 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
     let mut plan = Plan::default();
     let mut creates_net = Vec::new();
     let mut removes_net = Vec::new();
-    // Networks not created yet because their subnet is not free.
+    // Networks not created because their subnet is not free: another's, or the lab's own
+    // network that this one replaces.
     let mut waiting_nets: Vec<String> = Vec::new();
+    let mut replacing: Vec<String> = Vec::new();
 
     for want in &desired.networks {
         let have = observed.networks.iter().find(|n| n.name == want.name);
@@ -369,12 +371,17 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
         let overlap = want.subnet.as_deref().filter(|_| have.is_none() || unallocated).and_then(|s| Some((s, overlapping(s, others)?)));
         if let Some((subnet, (other, network_subnet))) = overlap {
             let owner = labels::owner(&other.labels).map(str::to_string);
-            if owner.as_deref() != Some(lab) {
+            let dropped = desired.networks.iter().all(|w| w.name != other.name);
+            if owner.as_deref() == Some(lab) && dropped {
+                // The lab's own network it replaces (renamed, its subnet kept): the services
+                // wanting it leave the old one as for a recreate (the old one cannot go while
+                // they are on it), and it is created once the old one is gone.
+                replacing.push(want.name.clone());
+            } else {
                 let cause = ConflictCause::SubnetOverlap { subnet: subnet.to_string(), network: other.name.clone(), network_subnet, owner };
                 plan.conflicts.push(Conflict { kind: ObjectKind::Network, name: want.name.clone(), cause });
+                waiting_nets.push(want.name.clone());
             }
-            // The lab's own network it replaces (renamed): created once that one is gone.
-            waiting_nets.push(want.name.clone());
             continue;
         }
         match have {
@@ -396,6 +403,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
     let recreated: Vec<&str> = removes_net
         .iter()
         .filter_map(|a| if let Action::RemoveNetwork { name, .. } = a { Some(name.as_str()) } else { None })
+        .chain(replacing.iter().map(String::as_str))
         .collect();
 
     // A service never joins a network that is not ours: it waits until the clash is resolved.
@@ -545,10 +553,15 @@ mod tests {
         // The lab's own network renamed, its subnet kept: the new one waits for the old to go,
         // nothing fails, and nothing is created on it meanwhile.
         let mut renamed = observe(&want, "10.79.0.0/24");
-        renamed.networks[0].name = "r_old".into();
+        renamed.networks.iter_mut().filter(|n| n.name == "r_lan").for_each(|n| n.name = "r_old".into());
+        renamed.networks.iter_mut().filter(|n| n.name == "r_default").for_each(|n| n.subnet = Some("10.0.3.0/24".into()));
         let plan = diff(&want, &renamed);
         assert!(plan.conflicts.is_empty(), "{:?}", plan.conflicts);
-        assert_eq!(kinds(&plan), ["remove network r_old"]);
+        assert_eq!(kinds(&plan), ["remove service r_a from a network being recreated; it is created again on the new network", "remove network r_old"]);
+        renamed.services.retain(|s| s.name != "r_a");
+        assert_eq!(kinds(&diff(&want, &renamed)), ["remove network r_old"], "r_a waits for the new network");
+        renamed.networks.retain(|n| n.name != "r_old");
+        assert_eq!(kinds(&diff(&want, &renamed)), ["create network r_lan", "create service r_a (1 replicas)"]);
         // No overlap: created.
         let apart = ObservedNetwork { subnet: Some("10.80.0.0/24".into()), ..foreign.clone() };
         assert!(kinds(&diff(&want, &Observed { neighbours: vec![apart], ..Default::default() })).contains(&"create network r_lan".to_string()));
@@ -556,7 +569,7 @@ mod tests {
         // Created anyway (another create raced it, or a reason labd cannot see): Engine 20.10
         // keeps it without a subnet. Left alone and said, never removed and created again.
         let mut unallocated = observe(&want, "unused");
-        unallocated.networks[0].subnet = None;
+        unallocated.networks.iter_mut().filter(|n| n.name == "r_lan").for_each(|n| n.subnet = None);
         let plan = diff(&want, &unallocated);
         assert!(plan.actions.is_empty(), "{:?}", kinds(&plan));
         assert!(plan.conflicts[0].to_string().starts_with("network r_lan exists without a subnet: Swarm could not allocate 10.79.0.0/24"), "{}", plan.conflicts[0]);
