@@ -108,12 +108,17 @@ fn kind_name(k: ActionKind) -> &'static str {
 const CONCURRENT_ACTIONS: usize = 16;
 
 async fn perform<S: Swarm>(swarm: &S, action: &Action) -> Result<(), SwarmError> {
-    match action {
-        Action::CreateNetwork(n) => swarm.create_network(n).await,
-        Action::RemoveNetwork { id, .. } => swarm.remove_network(id).await,
-        Action::CreateService(s) => swarm.create_service(s).await,
-        Action::UpdateService { id, version, desired, .. } => swarm.update_service(id, *version, desired).await,
-        Action::RemoveService { id, .. } => swarm.remove_service(id).await,
+    let (result, removed) = match action {
+        Action::CreateNetwork(n) => (swarm.create_network(n).await, None),
+        Action::RemoveNetwork { id, name, .. } => (swarm.remove_network(id).await, Some(("network", name))),
+        Action::CreateService(s) => (swarm.create_service(s).await, None),
+        Action::UpdateService { id, version, desired, .. } => (swarm.update_service(id, *version, desired).await, None),
+        Action::RemoveService { id, name, .. } => (swarm.remove_service(id).await, Some(("service", name))),
+    };
+    // A removal goes by id; what a user reads (status, events) names the object.
+    match (result, removed) {
+        (Err(SwarmError::Api { message, .. }), Some((kind, name))) => Err(SwarmError::Api { action: format!("remove {kind} {name}"), message }),
+        (result, _) => result,
     }
 }
 
@@ -1054,6 +1059,13 @@ mod tests {
         let o = pass(&swarm, &store, apply(&lab(TWO)), LabStatus::default()).await;
         assert_eq!(o.status.phase, Phase::Failed);
         assert!(matches!(&o.result, Err(ReconcileError::Actions(e)) if e[0].to_string().contains("injected failure")), "{:?}", o.result);
+        // A removal that fails names what it removes, not its id.
+        let o = pass(&swarm, &store, apply(&lab(TWO)), o.status).await;
+        let id = swarm.service("t_b").map(|s| s.id).expect("t_b created");
+        swarm.state.lock().unwrap().fail_next = 1;
+        let o = pass(&swarm, &store, apply(&lab("  networks: {lan: {}}\n  services:\n    a: {networks: [lan]}\n")), o.status).await;
+        assert!(o.status.message.starts_with("remove service t_b: rpc error: injected failure"), "{}", o.status.message);
+        assert!(!o.status.message.contains(&id), "{}", o.status.message);
     }
 
     #[tokio::test]
