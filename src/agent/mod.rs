@@ -75,8 +75,9 @@ pub struct Agent {
     tasks: HashMap<String, Task>,
     attachments: HashMap<(String, String), Attachment>,
     redis: Option<redis::aio::MultiplexedConnection>,
-    /// Task entries this agent wrote at its last publish, by lab (`None` before the first).
-    published: Option<BTreeMap<String, BTreeSet<String>>>,
+    /// Task entries this agent wrote at its last publish, by lab, with what labd reads of
+    /// each ([`what_labd_reads`]; `None` before the first publish).
+    published: Option<BTreeMap<String, BTreeMap<String, String>>>,
     /// The last desired shaping read from Redis. While Redis is down, or after it came back
     /// empty (no persistence), the data plane keeps what it had: only labd's word changes it.
     desired: Desired,
@@ -605,7 +606,8 @@ impl Agent {
         let agent = serde_json::json!({"node": node, "backend": self.backend, "capabilities": self.caps, "updatedAt": Utc::now()});
         let known = self.published.clone();
         let conn = self.connection().await?;
-        let mut previous = BTreeMap::<String, BTreeSet<String>>::new();
+        // What an earlier run left has no digest: said changed once, which costs one look.
+        let mut previous = BTreeMap::<String, BTreeMap<String, String>>::new();
         let mut was_frozen = HashSet::new();
         let mut was_capped = HashMap::new();
         if known.is_none() {
@@ -616,25 +618,30 @@ impl Agent {
                 let mine: Vec<TaskShaping> = existing.values().filter_map(|v| serde_json::from_str::<TaskShaping>(v).ok()).filter(|t| t.node == node).collect();
                 was_frozen.extend(mine.iter().filter(|t| t.paused == Some(true)).map(|t| t.container.clone()));
                 was_capped.extend(mine.iter().filter_map(|t| Some((t.container.clone(), t.nano_cpus_before?))));
-                previous.insert(lab, mine.into_iter().map(|t| t.container).collect());
+                previous.insert(lab, mine.into_iter().map(|t| (t.container, String::new())).collect());
             }
         }
         let previous = known.unwrap_or(previous);
         let mut pipe = redis::pipe();
         pipe.hset(keys::AGENTS, &node, agent.to_string()).ignore();
-        let mut now_published = BTreeMap::<String, BTreeSet<String>>::new();
+        let mut now_published = BTreeMap::<String, BTreeMap<String, String>>::new();
         for (lab, tasks) in &reports {
             let entries = now_published.entry(lab.clone()).or_default();
             for (_, t) in tasks {
                 pipe.hset(keys::tasks(lab), &t.container, serde_json::to_string(t).unwrap_or_default()).ignore();
-                entries.insert(t.container.clone());
+                entries.insert(t.container.clone(), what_labd_reads(t));
             }
         }
         // Entries this node wrote before whose task is gone from it.
         for (lab, containers) in &previous {
-            for c in containers.iter().filter(|c| !now_published.get(lab).is_some_and(|n| n.contains(*c))) {
+            for c in containers.keys().filter(|c| !now_published.get(lab).is_some_and(|n| n.contains_key(*c))) {
                 pipe.hdel(keys::tasks(lab), c).ignore();
             }
+        }
+        // After the writes, in the same round trip: labd looks at these labs at once.
+        let changed: BTreeSet<&String> = now_published.keys().chain(previous.keys()).filter(|lab| now_published.get(*lab) != previous.get(*lab)).collect();
+        if !changed.is_empty() {
+            pipe.publish(keys::REPORTS_CHANGED, changed.into_iter().map(String::as_str).collect::<Vec<_>>().join(" ")).ignore();
         }
         let result: redis::RedisResult<()> = pipe.query_async(conn).await;
         if let Err(e) = result {
@@ -647,6 +654,17 @@ impl Agent {
         self.capped_before.extend(was_capped);
         Ok(())
     }
+}
+
+/// A task's report as labd judges it: without the packet counters and the time of writing,
+/// which change at every pass and tell labd nothing it waits for.
+fn what_labd_reads(report: &TaskShaping) -> String {
+    let mut settled = report.clone();
+    settled.updated_at = None;
+    for a in &mut settled.attachments {
+        a.counters = None;
+    }
+    serde_json::to_string(&settled).unwrap_or_default()
 }
 
 /// A connection to the agent's Redis, given up after 2 s (a pass must not hang on it).
@@ -679,5 +697,27 @@ async fn nudge_on_shaping_changes(redis_url: String, wake: tokio::sync::mpsc::Se
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::AttachmentShaping;
+
+    #[test]
+    fn a_report_changes_for_labd_when_what_it_judges_changes_not_its_counters_or_time() {
+        let report = |delay: &str, seen: u64| TaskShaping {
+            container: "c1".into(),
+            updated_at: Some(Utc::now()),
+            attachments: vec![AttachmentShaping {
+                applied: serde_json::from_value(serde_json::json!({"delay": delay})).unwrap(),
+                counters: Some(crate::shaping::userspace::CounterSnapshot { seen, ..Default::default() }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(what_labd_reads(&report("20ms", 1)), what_labd_reads(&report("20ms", 900)));
+        assert_ne!(what_labd_reads(&report("20ms", 1)), what_labd_reads(&report("50ms", 1)));
     }
 }

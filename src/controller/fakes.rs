@@ -349,7 +349,7 @@ pub struct FakeStoreData {
     /// The Git source's state, as labd last put it.
     pub source: Mutex<Option<crate::status::SourceStatus>>,
     /// What `flag_changes` yields: tests send on it as `labctl` publishes.
-    pub flags_changed: tokio::sync::broadcast::Sender<()>,
+    pub notices: tokio::sync::broadcast::Sender<crate::store::Notice>,
 }
 
 impl Default for FakeStoreData {
@@ -365,7 +365,7 @@ impl Default for FakeStoreData {
             resumed: Mutex::default(),
             starts: Mutex::default(),
             source: Mutex::default(),
-            flags_changed: tokio::sync::broadcast::channel(16).0,
+            notices: tokio::sync::broadcast::channel(16).0,
         }
     }
 }
@@ -418,10 +418,11 @@ impl LabStore for FakeStore {
     async fn starts(&self) -> Option<BTreeMap<String, chrono::DateTime<chrono::Utc>>> {
         Some(self.starts.lock().unwrap().clone())
     }
-    fn flag_changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
-        futures::stream::unfold(self.flags_changed.subscribe(), |mut rx| async move {
+    fn notices(&self) -> impl futures::Stream<Item = crate::store::Notice> + Send + 'static {
+        futures::stream::unfold(self.notices.subscribe(), |mut rx| async move {
             match rx.recv().await {
-                Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+                Ok(notice) => Some((notice, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some((crate::store::Notice::Flags, rx)),
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
             }
         })

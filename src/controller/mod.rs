@@ -31,7 +31,7 @@ use crate::source::{load_dir, Catalog, DirWatcher, FileEvent, GitNews, GitSource
 use crate::spec::{Diagnostic, ValidLab};
 use crate::status::{EventReason, LabStatus, Phase, SourceStatus};
 use crate::plan::LabMemory;
-use crate::store::{LabStore, Suspensions};
+use crate::store::{LabStore, Notice, Suspensions};
 use crate::swarm::{ContainerChange, EventSubject, Swarm};
 use cache::Cached;
 use deletion::{AbsenceTracker, Verdict};
@@ -44,6 +44,9 @@ const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long after a Docker event its lab is looked at: Swarm counts a task running 20–70 ms
 /// after its container's start event, and one look then sees a burst of events together.
 const EVENT_FOLLOW_UP: Duration = Duration::from_millis(80);
+/// How soon after an agent says a lab's reports changed it is looked at: they are written
+/// already; the moment lets the other agents' reports of the same change come in.
+const REPORT_FOLLOW_UP: Duration = Duration::from_millis(10);
 /// How long after a container start labd keeps looking every `EVENT_FOLLOW_UP` for Swarm to
 /// count its task (nodes report task states in batches; 20–200 ms measured here). Past it,
 /// the count is off for another reason (a task died, was replaced): the poll looks.
@@ -332,12 +335,21 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         self.discover_owned().await;
         // `labctl start`/`suspend`/`resume` are read at once (a manual schedule's time 0 is
         // the moment of the start: a look 5 s later would pass over its first steps).
-        let flag_changes = self.store.flag_changes();
-        tokio::pin!(flag_changes);
+        let notices = self.store.notices();
+        tokio::pin!(notices);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                Some(()) = flag_changes.next() => self.refresh_flags().await,
+                Some(notice) = notices.next() => match notice {
+                    Notice::Flags => self.refresh_flags().await,
+                    // An agent applied (or lost) what a lab waits for: looked at as after a
+                    // Docker event, not at the lab's next poll.
+                    Notice::Reports(labs) => {
+                        for lab in labs.into_iter().filter(|lab| self.labs.contains_key(lab) && !self.backoff.waiting(lab)) {
+                            self.timers.schedule(Timer::Event(lab), REPORT_FOLLOW_UP);
+                        }
+                    }
+                },
                 Some(change) = file_events.recv() => {
                     let wait = self.settle.on_event(&change, Instant::now());
                     self.timers.reset(Timer::Settle, wait);

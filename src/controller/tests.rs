@@ -367,6 +367,26 @@ async fn a_subnet_change_waits_for_the_old_network_to_go_and_never_fails() {
 /// A lab that waits for the same tasks longer than its `progressDeadline` is Degraded, once
 /// (one event, a labd restart included), and Ready as soon as they run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_s_report_brings_the_look_that_makes_a_shaped_lab_ready_not_the_poll() {
+    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: a}\nspec:\n  defaults: {image: labbox:latest}\n  networks: {lan: {conditions: {delay: 20ms}}}\n  services:\n    web: {networks: [lan]}\n";
+    let store = FakeStore::default();
+    *store.reports.lock().unwrap() = Some(vec![]);
+    // A poll far away: only the notice can bring the look in time.
+    let mut c = start_tuned(&[("a.yaml", text.to_string())], FakeSwarm::default(), store, |c| c.progress_poll = Duration::from_secs(30)).await;
+    let statuses = c.store.clone();
+    eventually("waiting for shaping", SOON, || statuses.statuses.lock().unwrap().get("a").is_some_and(|s| s.message.contains("shaping (0/1 tasks shaped)"))).await;
+    let want: crate::spec::EffectiveConditions = serde_json::from_value(serde_json::json!({"delay": "20ms"})).unwrap();
+    let attachment = crate::status::AttachmentShaping { network: "lan".into(), desired: want.clone(), applied: want, ..Default::default() };
+    let report = crate::status::TaskShaping { container: "c1".into(), service: "web".into(), node: "n1".into(), updated_at: Some(chrono::Utc::now()), attachments: vec![attachment], ..Default::default() };
+    *c.store.reports.lock().unwrap() = Some(vec![report]);
+    let told = Instant::now();
+    let _ = c.store.notices.send(crate::store::Notice::Reports(vec!["a".into(), "unknown".into()]));
+    c.until_phase("a", Phase::Ready, Duration::from_secs(2)).await;
+    assert!(told.elapsed() < Duration::from_millis(500), "Ready {:?} after the report", told.elapsed());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_clash_is_said_once_looked_at_less_and_less_and_cleared_by_its_removal_event() {
     let swarm = FakeSwarm::default();
     let foreign = crate::plan::ObservedService { id: "foreign".into(), name: "a_web".into(), version: 7, replicas: Some(1), desired: 1, running: 1, ..Default::default() };
@@ -661,11 +681,11 @@ async fn a_labctl_start_is_read_when_labctl_says_so_not_at_the_next_heartbeat() 
     assert_eq!(started(), None);
     let at = chrono::Utc::now();
     c.store.starts.lock().unwrap().insert("a".into(), at);
-    let _ = c.store.flags_changed.send(());
+    let _ = c.store.notices.send(crate::store::Notice::Flags);
     eventually("the start read", SOON, || started() == Some(at)).await;
     // Suspended the same way.
     c.store.labctl_suspend("a", true);
-    let _ = c.store.flags_changed.send(());
+    let _ = c.store.notices.send(crate::store::Notice::Flags);
     c.until_phase("a", Phase::Suspended, SOON).await;
     c.stop().await;
 }

@@ -57,8 +57,19 @@ pub trait LabStore: Clone + Send + Sync + 'static {
     fn suspensions(&self) -> impl Future<Output = Option<Suspensions>> + Send;
     /// The statuses a previous labd wrote (generations, files, start times survive restarts).
     fn statuses(&self) -> impl Future<Output = Vec<LabStatus>> + Send;
-    /// Yields when `labctl` changed a lab's flags (start, suspend, resume): read them now.
-    fn flag_changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static;
+    /// What others say at once (pub/sub) that labd would otherwise see only at its next look.
+    fn notices(&self) -> impl futures::Stream<Item = Notice> + Send + 'static;
+}
+
+/// Something another process said through Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// `labctl` changed a lab's flags (start, suspend, resume): read them now. Also said at
+    /// each (re)subscription, since a message sent while unsubscribed is lost.
+    Flags,
+    /// A node agent's reports for these labs changed (shaping applied, a task gone): the labs
+    /// waiting for them can be looked at now rather than at their next poll.
+    Reports(Vec<String>),
 }
 
 impl LabStore for RedisStore {
@@ -104,7 +115,7 @@ impl LabStore for RedisStore {
     async fn starts(&self) -> Option<std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>> {
         RedisStore::starts(self).await
     }
-    fn flag_changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
-        RedisStore::flag_changes(self)
+    fn notices(&self) -> impl futures::Stream<Item = Notice> + Send + 'static {
+        RedisStore::notices(self)
     }
 }

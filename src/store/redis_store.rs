@@ -30,6 +30,9 @@ pub mod keys {
     /// Pub/sub channel: a lab was just started, suspended or resumed (`labctl`), so labd
     /// reads the flags at once instead of at its next heartbeat.
     pub const FLAGS_CHANGED: &str = "swarmlab:flags-changed";
+    /// Pub/sub channel: a node agent's reports (`tasks(lab)`) of these labs (space-separated)
+    /// changed in what labd reads of them, so labd looks at those labs at once.
+    pub const REPORTS_CHANGED: &str = "swarmlab:reports-changed";
     pub fn status(lab: &str) -> String {
         format!("swarmlab:lab:{lab}:status")
     }
@@ -163,27 +166,33 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// Yields whenever `labctl` says a lab's flags changed (start, suspend, resume), and once
-    /// at each (re)subscription, since a message sent while unsubscribed is lost. The
-    /// heartbeat's read of the flags stays: a lost message costs one heartbeat, never the flag.
-    pub fn flag_changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+    /// at each (re)subscription, since a message sent while unsubscribed is lost; and whenever
+    /// an agent says its reports of some labs changed. The heartbeat's read of the flags and
+    /// the labs' polls stay: a lost message costs a heartbeat or a poll, never the change.
+    pub fn notices(&self) -> impl futures::Stream<Item = super::Notice> + Send + 'static {
         use futures::StreamExt;
+        use super::Notice;
         let client = self.client.clone();
         let state = (client, None::<redis::aio::PubSubStream>, Duration::from_millis(250));
         futures::stream::unfold(state, |(client, mut messages, mut backoff)| async move {
             loop {
                 if let Some(stream) = messages.as_mut() {
-                    if stream.next().await.is_some() {
-                        return Some(((), (client, messages, backoff)));
+                    if let Some(message) = stream.next().await {
+                        let notice = match message.get_channel_name() {
+                            keys::REPORTS_CHANGED => Notice::Reports(message.get_payload::<String>().unwrap_or_default().split_whitespace().map(str::to_string).collect()),
+                            _ => Notice::Flags,
+                        };
+                        return Some((notice, (client, messages, backoff)));
                     }
                     messages = None;
                 }
                 let subscribed = async {
                     let mut pubsub = client.get_async_pubsub().await?;
-                    pubsub.subscribe(keys::FLAGS_CHANGED).await?;
+                    pubsub.subscribe(&[keys::FLAGS_CHANGED, keys::REPORTS_CHANGED]).await?;
                     Ok::<_, redis::RedisError>(pubsub)
                 };
                 match tokio::time::timeout(Duration::from_secs(2), subscribed).await {
-                    Ok(Ok(pubsub)) => return Some(((), (client, Some(pubsub.into_on_message()), Duration::from_millis(250)))),
+                    Ok(Ok(pubsub)) => return Some((Notice::Flags, (client, Some(pubsub.into_on_message()), Duration::from_millis(250)))),
                     _ => {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
