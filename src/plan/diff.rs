@@ -353,9 +353,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
     let mut plan = Plan::default();
     let mut creates_net = Vec::new();
     let mut removes_net = Vec::new();
-    // Networks not created because their subnet is not free: another's, or the lab's own
-    // network that this one replaces.
-    let mut waiting_nets: Vec<String> = Vec::new();
+    // Networks not created yet because the lab's own network they replace holds their subnet.
     let mut replacing: Vec<String> = Vec::new();
 
     for want in &desired.networks {
@@ -380,7 +378,6 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
             } else {
                 let cause = ConflictCause::SubnetOverlap { subnet: subnet.to_string(), network: other.name.clone(), network_subnet, owner };
                 plan.conflicts.push(Conflict { kind: ObjectKind::Network, name: want.name.clone(), cause });
-                waiting_nets.push(want.name.clone());
             }
             continue;
         }
@@ -407,7 +404,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
         .collect();
 
     // A service never joins a network that is not ours: it waits until the clash is resolved.
-    let blocked: Vec<String> = plan.conflicts.iter().map(|c| c.name.clone()).chain(waiting_nets).collect();
+    let blocked: Vec<String> = plan.conflicts.iter().map(|c| c.name.clone()).collect();
     let mut service_actions = Vec::new();
     for want in &desired.services {
         let waits_for_network = want.network_targets().any(|t| blocked.iter().any(|b| b == t));
