@@ -71,7 +71,7 @@ fn main() {
                 .enumerate()
                 .map(|(i, n)| ObservedNetwork { id: format!("n{i}"), name: n.name.clone(), labels: n.labels.clone(), subnet: n.subnet.clone(), internal: n.internal })
                 .collect(),
-            down_nodes: vec![],
+            ..Default::default()
         };
         assert!(diff(&desired, &converged).is_empty(), "a converged lab plans nothing");
         let no_op = time(5, || diff(&desired, &converged));
