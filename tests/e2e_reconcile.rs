@@ -373,11 +373,14 @@ fn a_subnet_change_recreates_the_network_and_its_services_come_back_on_it() {
         "~ subnet: then create service subnet_web (2 replicas)",
     ], "{diffed}");
     lab.write("subnet.yaml", &text("10.92.0.0/24"));
-    eventually("the network recreated with the new subnet", READY, || {
-        let subnet = docker(&["network", "inspect", "subnet_lan", "--format", "{{range .IPAM.Config}}{{.Subnet}}{{end}}"]);
-        let subnet = String::from_utf8_lossy(&subnet.stdout).trim().to_string();
-        if subnet == "10.92.0.0/24" { Ok(()) } else { Err(subnet) }
-    });
+    let network_has = |network: &str, want: &str| {
+        eventually(&format!("{network} with subnet {want}"), READY, || {
+            let subnet = docker(&["network", "inspect", network, "--format", "{{range .IPAM.Config}}{{.Subnet}}{{end}}"]);
+            let subnet = String::from_utf8_lossy(&subnet.stdout).trim().to_string();
+            if subnet == want { Ok(()) } else { Err(subnet) }
+        })
+    };
+    network_has("subnet_lan", "10.92.0.0/24");
     lab.wait_phase("subnet", "Ready", READY);
     let c = running_container_of("subnet_web");
     let addrs = docker_ok(&["inspect", &c, "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"]);
@@ -391,11 +394,7 @@ fn a_subnet_change_recreates_the_network_and_its_services_come_back_on_it() {
     // The network renamed, its subnet kept: the new one cannot be made while the old one holds
     // the subnet, nor the old one removed while the service is on it (labd failed so, forever).
     lab.write("subnet.yaml", &text("10.92.0.0/24").replace("lan", "lan2"));
-    eventually("the renamed network with the subnet", READY, || {
-        let subnet = docker(&["network", "inspect", "subnet_lan2", "--format", "{{range .IPAM.Config}}{{.Subnet}}{{end}}"]);
-        let subnet = String::from_utf8_lossy(&subnet.stdout).trim().to_string();
-        if subnet == "10.92.0.0/24" { Ok(()) } else { Err(subnet) }
-    });
+    network_has("subnet_lan2", "10.92.0.0/24");
     lab.wait_phase("subnet", "Ready", READY);
     let c = running_container_of("subnet_web");
     let addrs = docker_ok(&["inspect", &c, "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}"]);

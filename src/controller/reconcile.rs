@@ -1087,17 +1087,22 @@ mod tests {
         assert!(o.status.message.contains("labd never pulls"), "{}", o.status.message);
     }
 
-    #[tokio::test]
-    async fn a_task_no_node_may_run_keeps_the_lab_progressing_and_the_lab_s_message_says_why() {
+    /// Two passes over `services` whose tasks Swarm keeps pending, saying `message`.
+    async fn pending_tasks(services: &str, message: &str, cause: TroubleCause) -> Outcome {
         let swarm = FakeSwarm::default();
         swarm.state.lock().unwrap().start_after = 100;
-        let message = "no suitable node (scheduling constraints not satisfied on 1 node)";
-        let pending = TaskTrouble { state: "pending".into(), message: message.into(), node: String::new(), failed: false, cause: Some(TroubleCause::Unschedulable) };
+        let pending = TaskTrouble { state: "pending".into(), message: message.into(), node: String::new(), failed: false, cause: Some(cause) };
         swarm.state.lock().unwrap().trouble = Some(pending);
         let store = FakeStore::default();
-        let l = lab("  services:\n    a: {placement: {constraints: [node.labels.zone==mars]}}\n");
+        let l = lab(services);
         let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
-        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        pass(&swarm, &store, apply(&l), o.status).await
+    }
+
+    #[tokio::test]
+    async fn a_task_no_node_may_run_keeps_the_lab_progressing_and_the_lab_s_message_says_why() {
+        let message = "no suitable node (scheduling constraints not satisfied on 1 node)";
+        let o = pending_tasks("  services:\n    a: {placement: {constraints: [node.labels.zone==mars]}}\n", message, TroubleCause::Unschedulable).await;
         // Swarm keeps trying (a node may join or get the label): not a failure.
         assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Progressing, "waiting for a 0/1 (no node may run it)"));
         assert!(o.status.services["a"].message.starts_with(&format!("pending: {message} (Swarm starts it once a node satisfies its `placement`")), "{}", o.status.services["a"].message);
@@ -1105,15 +1110,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_task_whose_host_port_is_taken_says_which_port_not_placement() {
-        let swarm = FakeSwarm::default();
-        swarm.state.lock().unwrap().start_after = 100;
         let message = "no suitable node (host-mode port already in use on 1 node)";
-        let pending = TaskTrouble { state: "pending".into(), message: message.into(), node: String::new(), failed: false, cause: Some(TroubleCause::PortInUse) };
-        swarm.state.lock().unwrap().trouble = Some(pending);
-        let store = FakeStore::default();
-        let l = lab("  services:\n    a: {ports: ['18080:80', '53:53/udp', '9000']}\n");
-        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
-        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        let o = pending_tasks("  services:\n    a: {ports: ['18080:80', '53:53/udp', '9000']}\n", message, TroubleCause::PortInUse).await;
         assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Progressing, "waiting for a 0/1 (ports 18080, 53/udp in use on every node that may run it)"));
         assert_eq!(o.status.services["a"].message, format!("pending: {message} (Swarm starts it once nothing else holds ports 18080, 53/udp on a node that may run it: `docker service ls` shows who publishes it; or change `ports`)"));
     }
