@@ -284,8 +284,10 @@ pub enum ConflictCause {
     /// The network's subnet overlaps another network's on the swarm (not this lab's), so Swarm
     /// cannot allocate it: Engine 20.10 creates such a network without a subnet.
     SubnetOverlap { subnet: String, network: String, network_subnet: String, owner: Option<String> },
-    /// The network exists without the subnet asked for: Swarm could not allocate it, for a
-    /// reason labd cannot see. Recreated only once its definition changes (never in a loop).
+    /// The network exists without the subnet asked for: Swarm could not allocate it (two labs
+    /// created with one subnet at once, or a reason labd cannot see). Swarm allocates it by
+    /// itself once the subnet is free (measured: the other lab removed); labd recreates it only
+    /// once its definition changes, never in a loop.
     SubnetUnallocated { subnet: String },
 }
 
@@ -317,7 +319,7 @@ impl std::fmt::Display for Conflict {
                 write!(f, "{kind} {name}'s subnet {subnet} overlaps {whose} ({network_subnet}), so Swarm cannot allocate it; change `subnet` or remove {network}")
             }
             ConflictCause::SubnetUnallocated { subnet } => {
-                write!(f, "{kind} {name} exists without a subnet: Swarm could not allocate {subnet} (`docker network inspect {name}` shows no IPAM config); change `subnet`, or remove the network for labd to create it again")
+                write!(f, "{kind} {name} exists without a subnet: Swarm could not allocate {subnet} yet (`docker network inspect {name}` shows no IPAM config; Swarm tries again as other networks go); change `subnet`, or remove the network for labd to create it again")
             }
         }
     }
