@@ -17,8 +17,23 @@ SUITE=${NEWER_ENGINE_SUITE:-trixie}
 DIR=${SWARMLAB_NEWER_ENGINE_DIR:-/var/cache/swarmlab/docker-$SUITE}
 DATA=/var/lib/docker-newer
 
+# A fetch that failed once said nothing in a CI run and worked by hand minutes later: tried
+# three times, each failure said with its exit code.
 fetch() {
   [ -x "$DIR/usr/sbin/dockerd" ] && return 0
+  local attempt rc
+  for attempt in 1 2 3; do
+    rc=0
+    # In the background, not `( … ) || …`: there `set -e` would be off inside.
+    fetch_once & wait $! || rc=$?
+    [ "$rc" = 0 ] && return 0
+    log "fetch attempt $attempt of 3 failed (exit $rc)"
+    [ "$attempt" = 3 ] || sleep 10
+  done
+  exit "$rc"
+}
+
+fetch_once() {
   log "fetching $SUITE's docker.io into $DIR"
   local tmp; tmp=$(mktemp -d)
   curl -fsS "$MIRROR/dists/$SUITE/main/binary-amd64/Packages.xz" -o "$tmp/Packages.xz"
