@@ -75,9 +75,9 @@ pub struct Agent {
     tasks: HashMap<String, Task>,
     attachments: HashMap<(String, String), Attachment>,
     redis: Option<redis::aio::MultiplexedConnection>,
-    /// Task entries this agent wrote at its last publish, by lab, with what labd reads of
-    /// each ([`what_labd_reads`]; `None` before the first publish).
-    published: Option<BTreeMap<String, BTreeMap<String, String>>>,
+    /// Task entries this agent wrote at its last publish, by lab, as labd reads each
+    /// ([`what_labd_reads`]; `None` before the first publish).
+    published: Option<BTreeMap<String, BTreeMap<String, TaskShaping>>>,
     /// The last desired shaping read from Redis. While Redis is down, or after it came back
     /// empty (no persistence), the data plane keeps what it had: only labd's word changes it.
     desired: Desired,
@@ -606,8 +606,7 @@ impl Agent {
         let agent = serde_json::json!({"node": node, "backend": self.backend, "capabilities": self.caps, "updatedAt": Utc::now()});
         let known = self.published.clone();
         let conn = self.connection().await?;
-        // What an earlier run left has no digest: said changed once, which costs one look.
-        let mut previous = BTreeMap::<String, BTreeMap<String, String>>::new();
+        let mut previous = BTreeMap::<String, BTreeMap<String, TaskShaping>>::new();
         let mut was_frozen = HashSet::new();
         let mut was_capped = HashMap::new();
         if known.is_none() {
@@ -618,13 +617,13 @@ impl Agent {
                 let mine: Vec<TaskShaping> = existing.values().filter_map(|v| serde_json::from_str::<TaskShaping>(v).ok()).filter(|t| t.node == node).collect();
                 was_frozen.extend(mine.iter().filter(|t| t.paused == Some(true)).map(|t| t.container.clone()));
                 was_capped.extend(mine.iter().filter_map(|t| Some((t.container.clone(), t.nano_cpus_before?))));
-                previous.insert(lab, mine.into_iter().map(|t| (t.container, String::new())).collect());
+                previous.insert(lab, mine.into_iter().map(|t| (t.container.clone(), what_labd_reads(&t))).collect());
             }
         }
         let previous = known.unwrap_or(previous);
         let mut pipe = redis::pipe();
         pipe.hset(keys::AGENTS, &node, agent.to_string()).ignore();
-        let mut now_published = BTreeMap::<String, BTreeMap<String, String>>::new();
+        let mut now_published = BTreeMap::<String, BTreeMap<String, TaskShaping>>::new();
         for (lab, tasks) in &reports {
             let entries = now_published.entry(lab.clone()).or_default();
             for (_, t) in tasks {
@@ -657,14 +656,15 @@ impl Agent {
 }
 
 /// A task's report as labd judges it: without the packet counters and the time of writing,
-/// which change at every pass and tell labd nothing it waits for.
-fn what_labd_reads(report: &TaskShaping) -> String {
+/// which change at every pass and tell labd nothing it waits for. Compared, not serialized
+/// again: the report is written once per pass already.
+fn what_labd_reads(report: &TaskShaping) -> TaskShaping {
     let mut settled = report.clone();
     settled.updated_at = None;
     for a in &mut settled.attachments {
         a.counters = None;
     }
-    serde_json::to_string(&settled).unwrap_or_default()
+    settled
 }
 
 /// A connection to the agent's Redis, given up after 2 s (a pass must not hang on it).
