@@ -168,16 +168,33 @@ fn a_rule_deleted_by_hand_is_restored_and_stopping_the_agent_leaves_traffic_flow
     let mut lab = Lab::new();
     lab.cleanup.push("heal".into());
     remove_lab_objects("heal");
-    lab.write("heal.yaml", &two_services("heal", "conditions: {delay: 30ms}", ""));
+    lab.write("heal.yaml", &two_services("heal", "conditions: {delay: 30ms, rate: 50mbit}", ""));
     lab.start_labd();
     wait_shaped(&lab, "heal", READY);
     let a = running_container_of("heal_a");
+    // Each rule deleted by hand is back at the agent's next pass (every 500 ms): the agent hears
+    // the change in the task's namespace; it reads back on its own only every 30 s.
+    let flushed = Instant::now();
     let out = in_netns(&a, &["iptables", "-w", "-F", "OUTPUT"]);
     assert!(out.status.success());
     eventually("the agent to restore the rule", Duration::from_secs(15), || {
         let rules = String::from_utf8_lossy(&in_netns(&a, &["iptables", "-w", "-S", "OUTPUT"]).stdout).to_string();
         if rules.contains("NFQUEUE") { Ok(()) } else { Err("missing".into()) }
     });
+    let rule_back = flushed.elapsed();
+    let qdiscs = String::from_utf8_lossy(&in_netns(&a, &["tc", "qdisc", "show"]).stdout).to_string();
+    let bucket = |line: &str| line.starts_with("qdisc tbf ") && line.contains(" root ");
+    let dev = qdiscs.lines().find(|l| bucket(l)).and_then(|l| l.split(" dev ").nth(1)?.split_whitespace().next()).map(str::to_string);
+    let dev = dev.unwrap_or_else(|| panic!("no token bucket for the lab's rate: {qdiscs}"));
+    let deleted = Instant::now();
+    assert!(in_netns(&a, &["tc", "qdisc", "del", "dev", &dev, "root"]).status.success());
+    eventually("the agent to restore the token bucket", Duration::from_secs(15), || {
+        let qdiscs = String::from_utf8_lossy(&in_netns(&a, &["tc", "qdisc", "show", "dev", &dev]).stdout).to_string();
+        if qdiscs.lines().any(bucket) { Ok(()) } else { Err(qdiscs) }
+    });
+    let qdisc_back = deleted.elapsed();
+    println!("restored: iptables rule after {rule_back:?}, qdisc after {qdisc_back:?}");
+    assert!(rule_back < Duration::from_millis(2500) && qdisc_back < Duration::from_millis(2500), "heard and repaired at the next pass, not at the 30 s read-back: rule {rule_back:?}, qdisc {qdisc_back:?}");
     let s = probe(&lab, "heal", "a", "b", 30, 10);
     assert!(within(avg_rtt(&s), 60.0, 0.15), "{s}");
 

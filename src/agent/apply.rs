@@ -285,6 +285,8 @@ impl Attachment {
     pub async fn converge(&mut self, want: &EffectiveConditions, backend: Option<BackendKind>, caps: &Capabilities, readback: bool) {
         let (want, _) = achievable(want, backend, caps);
         let want = &want;
+        // A worker that stopped announces nothing in the namespace: it is checked at every pass.
+        let readback = readback || self.worker_stopped();
         if self.applied == *want && self.error.is_none() && !readback {
             return;
         }
@@ -325,6 +327,11 @@ impl Attachment {
             self.applied_at = Some(chrono::Utc::now());
         }
         tracing::info!(pid = self.pid, network = %self.network, interface = %self.interface, desired = ?want, applied = ?self.applied, "shaping applied");
+    }
+
+    /// Whether a queue worker of this attachment has ended (its thread panicked or gave up).
+    fn worker_stopped(&self) -> bool {
+        [&self.worker, &self.ingress_worker].into_iter().flatten().any(|w| !w.is_alive())
     }
 
     /// The kernel stores rates in its own units and rounds them: within 1% counts as equal.
@@ -500,7 +507,7 @@ mod tests {
 
     #[test]
     fn a_link_s_own_rate_is_paced_by_the_userspace_worker_and_refused_only_without_a_queue() {
-        let caps = Capabilities { netem: false, tbf: true, nfqueue: true, ifb: true, notes: vec![] };
+        let caps = Capabilities { netem: false, tbf: true, nfqueue: true, ifb: true, changes_heard: true, notes: vec![] };
         let want = linked(Some("10mbit"), Some("1mbit"));
         for backend in [Some(BackendKind::Userspace), Some(BackendKind::Netem)] {
             let (can, cannot) = achievable(&want, backend, &caps);

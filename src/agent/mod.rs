@@ -23,6 +23,7 @@ use crate::plan::{ServiceFaults, TaskFaults};
 use crate::spec::EffectiveConditions;
 use crate::status::{AttachmentShaping, TaskShaping};
 use crate::shaping::netns::ns_path;
+use crate::shaping::watch::ChangeWatch;
 use crate::shaping::policy::Stream;
 use crate::store::keys;
 use crate::swarm::{DockerSwarm, LocalTask, LocalTaskEvent, ProcessState};
@@ -36,13 +37,33 @@ pub struct AgentConfig {
     pub forced_backend: Option<BackendKind>,
     /// How often desired shaping is compared with what is applied.
     pub interval: Duration,
-    /// Every this many intervals, read back the kernel state to repair drift.
+    /// Every this many intervals, read back the kernel state to repair drift (and Docker's
+    /// state of the processes that schedules freeze or cap).
     pub readback_every: u32,
+    /// Every this many intervals, read back a task whose namespace is watched for changes
+    /// (`ChangeWatch`): it is read back when it announces one, so this is only a safety net.
+    pub watched_readback_every: u32,
     /// How often what the tasks use is sampled (`None`: never).
     pub usage_every: Option<Duration>,
     /// Whether commands that labctl on another node asks for (`labctl exec`) are run in this
     /// node's tasks.
     pub allow_exec: bool,
+}
+
+/// Which tasks a pass reads back whatever else happened.
+#[derive(Debug, Clone, Copy)]
+struct ReadbacksDue {
+    /// Tasks whose namespace is not watched, and Docker's state of their processes.
+    unwatched: bool,
+    /// Watched tasks too (a safety net: they are read back when they announce a change).
+    watched: bool,
+}
+
+/// A watch on the namespace `pid` is in, if it is still `netns` once the watch stands (a pid
+/// that ended and was reused in between would watch another task).
+fn watch_namespace(pid: i64, netns: &std::path::Path) -> Option<ChangeWatch> {
+    let watch = ChangeWatch::open(&ns_path(pid)).inspect_err(|e| tracing::debug!(pid, error = %e, "cannot watch the namespace; reading it back every few seconds")).ok()?;
+    std::fs::read_link(ns_path(pid)).is_ok_and(|now| now == netns).then_some(watch)
 }
 
 /// Desired conditions: lab → service → network → conditions.
@@ -58,6 +79,8 @@ struct Task {
     /// The namespace `pid` was in when found (`net:[inode]`): checked before each pass, so a
     /// restarted container (new pid) or a reused pid never gets rules meant for another.
     netns: std::path::PathBuf,
+    /// Hears that namespace's rule changes (`None`: read back every few seconds instead).
+    watch: Option<ChangeWatch>,
     /// Found by the agent's first look at this node: an earlier agent, killed, may have left
     /// rules and qdiscs in it.
     inherited: bool,
@@ -123,7 +146,7 @@ impl Agent {
     pub fn new(config: AgentConfig, swarm: DockerSwarm) -> Agent {
         let caps = probe();
         let backend = choose_backend(&caps, config.forced_backend);
-        tracing::info!(netem = caps.netem, tbf = caps.tbf, nfqueue = caps.nfqueue, backend = ?backend, notes = ?caps.notes, "shaping capabilities probed");
+        tracing::info!(netem = caps.netem, tbf = caps.tbf, nfqueue = caps.nfqueue, changes_heard = caps.changes_heard, backend = ?backend, notes = ?caps.notes, "shaping capabilities probed");
         if config.forced_backend.is_some() && backend.is_none() {
             tracing::error!(forced = ?config.forced_backend, "the forced shaping backend is not available on this kernel");
         }
@@ -223,8 +246,11 @@ impl Agent {
                 Some(()) = wake_rx.recv() => {}
             }
             n = n.wrapping_add(1);
-            let readback = n.is_multiple_of(self.config.readback_every.max(1));
-            match self.pass(readback).await {
+            let due = ReadbacksDue {
+                unwatched: n.is_multiple_of(self.config.readback_every.max(1)),
+                watched: n.is_multiple_of(self.config.watched_readback_every.max(1)),
+            };
+            match self.pass(due).await {
                 // Say it once per outage, not twice a second.
                 Err(e) if !failing => {
                     tracing::warn!(error = %e, "shaping pass failed; retrying every interval");
@@ -316,14 +342,15 @@ impl Agent {
                 continue;
             };
             let Ok(netns) = std::fs::read_link(ns_path(found.pid)) else { continue };
+            let watch = self.caps.changes_heard.then(|| watch_namespace(found.pid, &netns)).flatten();
             let LocalTask { lab, service, pid, networks, slot, started_at, .. } = found;
-            self.tasks.insert(id, Task { lab, service, pid, netns, inherited, networks, slot, started_at });
+            self.tasks.insert(id, Task { lab, service, pid, netns, watch, inherited, networks, slot, started_at });
         }
         Ok(())
     }
 
     /// One comparison of desired and applied shaping on this node.
-    async fn pass(&mut self, readback: bool) -> Result<(), String> {
+    async fn pass(&mut self, due: ReadbacksDue) -> Result<(), String> {
         // Redis down changes nothing on the data plane: new tasks are still found and shaped
         // from the cached desired state; the error is reported after the pass.
         let redis = self.refresh_desired().await;
@@ -337,6 +364,11 @@ impl Agent {
             let Some(task) = self.tasks.get(&id) else { continue };
             let (lab, service, pid, inherited) = (task.lab.clone(), task.service.clone(), task.pid, task.inherited);
             let (slot, started_at) = (task.slot, task.started_at);
+            // `heard` empties the watch at every pass, whether or not the task has shaping.
+            let readback = match &task.watch {
+                Some(watch) => watch.heard() || due.watched,
+                None => due.unwatched,
+            };
             let mut report = TaskShaping {
                 container: id[..12.min(id.len())].to_string(),
                 service: service.clone(),
@@ -385,7 +417,7 @@ impl Agent {
                 self.attachments.insert(key, entry);
             }
             let faults = self.faults.get(&lab).and_then(|f| f.get(&service)).cloned();
-            self.converge_process(&id, &lab, faults.as_ref(), readback, &mut report).await;
+            self.converge_process(&id, &lab, faults.as_ref(), due.unwatched, &mut report).await;
             // Only labs that still exist: a deleted lab's keys must not come back.
             if (!report.attachments.is_empty() || faults.is_some()) && self.known_labs.contains(&lab) {
                 reports.entry(lab).or_default().push((id.clone(), report));

@@ -8,6 +8,7 @@ pub mod policy;
 pub mod probe;
 pub mod tc;
 pub mod userspace;
+pub mod watch;
 
 use serde::{Deserialize, Serialize};
 

@@ -16,6 +16,10 @@ pub struct Capabilities {
     /// `ifb` devices and the `ingress` qdisc: incoming traffic redirected to be shaped.
     #[serde(default)]
     pub ifb: bool,
+    /// A netlink watch in a namespace hears its qdisc and iptables changes (an nf_tables
+    /// `iptables`; the legacy one announces nothing): rules are read back when they change.
+    #[serde(default)]
+    pub changes_heard: bool,
     pub notes: Vec<String>,
 }
 
@@ -42,6 +46,9 @@ pub fn probe() -> Capabilities {
         return caps;
     }
     let _ = ok(&mut in_ns(&ns, &["ip", "link", "set", "lo", "up"]));
+    let watch = super::watch::ChangeWatch::open(std::path::Path::new(&format!("/run/netns/{ns}")))
+        .inspect_err(|e| caps.notes.push(format!("cannot watch a namespace for changes ({e}); rules are read back every few seconds")))
+        .ok();
     match ok(&mut in_ns(&ns, &["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"])) {
         Ok(()) => caps.netem = true,
         Err(e) => caps.notes.push(format!("netem unavailable: {e}")),
@@ -51,9 +58,16 @@ pub fn probe() -> Capabilities {
         Ok(()) => caps.tbf = true,
         Err(e) => caps.notes.push(format!("tbf unavailable: {e}")),
     }
+    let qdisc_heard = watch.as_ref().is_some_and(|w| w.heard());
     match ok(&mut in_ns(&ns, &["iptables", "-w", "-A", "OUTPUT", "-o", "lo", "-j", "NFQUEUE", "--queue-num", "9", "--queue-bypass"])) {
         Ok(()) => caps.nfqueue = nfqueue_binds(&ns),
         Err(e) => caps.notes.push(format!("iptables NFQUEUE unavailable: {e}")),
+    }
+    if let Some(watch) = &watch {
+        caps.changes_heard = qdisc_heard && watch.heard();
+        if !caps.changes_heard {
+            caps.notes.push("qdisc or iptables changes are not announced (iptables-legacy?): rules are read back every few seconds".into());
+        }
     }
     match ok(&mut in_ns(&ns, &["ip", "link", "add", "swl-ifb-probe", "type", "ifb"]))
         .and_then(|()| ok(&mut in_ns(&ns, &["tc", "qdisc", "add", "dev", "lo", "handle", "ffff:", "ingress"])))
