@@ -62,3 +62,31 @@ async fn a_deposed_leaders_writes_are_dropped() {
     assert_eq!(message_in_redis(&url).await.as_deref(), Some("written by the new leader"));
     drop(redis);
 }
+
+/// Agents read desired shaping when labd says it wrote some: a lab deleted says so too, so its
+/// agents stop shaping it (and writing its reports) at once rather than at their slow poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desired_shaping_written_or_deleted_is_announced_to_the_agents() {
+    use futures::StreamExt;
+    let redis = Redis::start();
+    let url = redis.url();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(swarmlab::store::keys::SHAPING_CHANGED).await.unwrap();
+    let mut messages = pubsub.on_message();
+    let store = RedisStore::new(&url).unwrap();
+    tokio::spawn(store.clone().run(std::future::pending()));
+    async fn said(messages: &mut (impl futures::Stream<Item = redis::Msg> + Unpin)) -> String {
+        let message = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.expect("a message within 5 s").expect("subscribed");
+        message.get_payload::<String>().unwrap()
+    }
+
+    store.put_status(&LabStatus { name: "announced".into(), ..Default::default() });
+    store.put_shaping("announced", Some(r#"{"a":{"lan":{"delay":"5ms"}}}"#.into()));
+    assert_eq!(said(&mut messages).await, "announced", "shaping written");
+    store.delete_lab("announced");
+    assert_eq!(said(&mut messages).await, "announced", "the lab deleted");
+    let mut reader = StoreReader::connect(&url).await.unwrap();
+    assert!(!reader.labs().await.unwrap().contains(&"announced".to_string()), "deleted before it is said");
+    drop(redis);
+}

@@ -43,6 +43,9 @@ pub struct AgentConfig {
     /// Every this many intervals, read back a task whose namespace is watched for changes
     /// (`ChangeWatch`): it is read back when it announces one, so this is only a safety net.
     pub watched_readback_every: u32,
+    /// Every this many intervals, read desired shaping from Redis though labd announced no
+    /// change (it says so on `swarmlab:shaping-changed`; this catches a message lost).
+    pub desired_poll_every: u32,
     /// How often what the tasks use is sampled (`None`: never).
     pub usage_every: Option<Duration>,
     /// Whether commands that labctl on another node asks for (`labctl exec`) are run in this
@@ -57,6 +60,8 @@ struct ReadbacksDue {
     unwatched: bool,
     /// Watched tasks too (a safety net: they are read back when they announce a change).
     watched: bool,
+    /// Desired shaping from Redis, though labd said nothing (a safety net too).
+    desired: bool,
 }
 
 /// A watch on the namespace `pid` is in, if it is still `netns` once the watch stands (a pid
@@ -140,6 +145,9 @@ pub struct Agent {
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// This node's tasks and the labs, for the usage sampler and the capture and exec servers.
     tasks_seen: tokio::sync::watch::Sender<usage::Snapshot>,
+    /// Set when labd may have written desired shaping since the last read (its message, or a
+    /// subscription that was down): the next pass reads it from Redis.
+    desired_stale: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Agent {
@@ -176,6 +184,7 @@ impl Agent {
             inbox: Inbox::default(),
             metrics: Default::default(),
             tasks_seen: tokio::sync::watch::Sender::new(usage::Snapshot::default()),
+            desired_stale: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 
@@ -227,7 +236,7 @@ impl Agent {
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         });
-        let nudges = tokio::spawn(nudge_on_shaping_changes(self.config.redis_url.clone(), wake.clone()));
+        let nudges = tokio::spawn(nudge_on_shaping_changes(self.config.redis_url.clone(), wake.clone(), self.desired_stale.clone()));
         let sampler = self.config.usage_every.filter(|every| !every.is_zero()).map(|every| {
             let sampler = usage::UsageSampler::new(self.swarm.clone(), self.config.redis_url.clone(), self.config.node.clone(), every, self.metrics.clone());
             tokio::spawn(sampler.run(self.tasks_seen.subscribe()))
@@ -249,6 +258,7 @@ impl Agent {
             let due = ReadbacksDue {
                 unwatched: n.is_multiple_of(self.config.readback_every.max(1)),
                 watched: n.is_multiple_of(self.config.watched_readback_every.max(1)),
+                desired: n.is_multiple_of(self.config.desired_poll_every.max(1)),
             };
             match self.pass(due).await {
                 // Say it once per outage, not twice a second.
@@ -352,8 +362,14 @@ impl Agent {
     /// One comparison of desired and applied shaping on this node.
     async fn pass(&mut self, due: ReadbacksDue) -> Result<(), String> {
         // Redis down changes nothing on the data plane: new tasks are still found and shaped
-        // from the cached desired state; the error is reported after the pass.
-        let redis = self.refresh_desired().await;
+        // from the cached desired state; the error is reported after the pass. Read when labd
+        // said it wrote (every lab's keys at every pass cost each node's agent 4 round trips a
+        // second per lab, for nothing).
+        let stale = self.desired_stale.swap(false, std::sync::atomic::Ordering::SeqCst);
+        let redis = if stale || due.desired { self.refresh_desired().await } else { Ok(()) };
+        if redis.is_err() {
+            self.desired_stale.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         self.discover().await?;
         self.share_tasks();
         let desired = self.desired.clone();
@@ -708,10 +724,11 @@ pub(crate) async fn connect_redis(url: &str) -> Result<redis::aio::MultiplexedCo
         .map_err(|e| e.to_string())
 }
 
-/// Wakes a pass whenever labd says it wrote desired shaping (a schedule step, an edit), so a
-/// change is applied within milliseconds rather than at the next poll. The poll stays: a
-/// message lost while Redis was away costs one interval, never the change.
-async fn nudge_on_shaping_changes(redis_url: String, wake: tokio::sync::mpsc::Sender<()>) {
+/// Marks desired shaping stale and wakes a pass whenever labd says it wrote some (a schedule
+/// step, an edit, a lab deleted), so a change is applied within milliseconds. Each
+/// (re)subscription marks it stale too: what was said while unsubscribed is lost. The slow poll
+/// stays besides, as a safety net.
+async fn nudge_on_shaping_changes(redis_url: String, wake: tokio::sync::mpsc::Sender<()>, stale: std::sync::Arc<std::sync::atomic::AtomicBool>) {
     let mut backoff = Duration::from_millis(250);
     loop {
         let subscribed = async {
@@ -722,8 +739,11 @@ async fn nudge_on_shaping_changes(redis_url: String, wake: tokio::sync::mpsc::Se
         };
         if let Ok(Ok(mut pubsub)) = tokio::time::timeout(Duration::from_secs(2), subscribed).await {
             backoff = Duration::from_millis(250);
+            stale.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = wake.try_send(());
             let mut messages = pubsub.on_message();
             while messages.next().await.is_some() {
+                stale.store(true, std::sync::atomic::Ordering::SeqCst);
                 let _ = wake.try_send(());
             }
         }

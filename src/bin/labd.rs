@@ -143,7 +143,8 @@ fn agent_config(cli: &Cli) -> AgentConfig {
         forced_backend: cli.shaping_backend.forced(),
         interval: Duration::from_millis(500),
         readback_every: 6,
-        watched_readback_every: 60,
+        watched_readback_every: 120,
+        desired_poll_every: 20,
         usage_every: Some(cli.usage_interval).filter(|d| !d.is_zero()),
         allow_exec: cli.allow_exec,
     }

@@ -505,7 +505,9 @@ fn batch_pipeline(batch: &Outbox) -> redis::Pipeline {
             };
         }
     }
-    let changed: BTreeSet<&str> = batch.shaping.keys().chain(batch.faults.keys()).map(String::as_str).collect();
+    // A deleted lab's shaping went with it: its agents stop at once too.
+    let deleted = batch.statuses.iter().filter(|(_, status)| status.is_none()).map(|(lab, _)| lab);
+    let changed: BTreeSet<&str> = batch.shaping.keys().chain(batch.faults.keys()).chain(deleted).map(String::as_str).collect();
     if !changed.is_empty() {
         pipe.publish(keys::SHAPING_CHANGED, changed.into_iter().collect::<Vec<_>>().join(" ")).ignore();
     }
