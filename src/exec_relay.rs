@@ -54,6 +54,18 @@ pub enum TaskAction {
     /// Relays `path` out of each task's latest container, ended ones too (`labctl cp`): Docker's
     /// tar archive of it as output, then exit code 0.
     Copy { path: String },
+    /// Measures round trips from each running task to the tasks of `to` (`labctl probe`): a
+    /// [`crate::shaping::measure::Probed`] as JSON output, then exit code 0. It runs nothing of
+    /// the user's and reads nothing of the task's (the host's `ping` in its namespace), so an
+    /// agent serves it without `--allow-exec`.
+    Probe {
+        to: Vec<String>,
+        count: u32,
+        interval_ms: u32,
+        /// One task of each target, not all (`--matrix`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        first_only: bool,
+    },
 }
 
 impl ExecRequest {

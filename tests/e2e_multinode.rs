@@ -111,6 +111,30 @@ fn a_lab_spreads_over_workers_is_shaped_on_every_node_and_survives_a_node_loss()
         assert_eq!(rows.iter().map(|r| r["stats"]["loss_percent"].as_f64().unwrap()).sum::<f64>(), 0.0);
     }
 
+    // From the manager, which runs no task of w: every task of w probes through its node's
+    // agent (n2's too, which runs no commands for other nodes: a probe runs only ping), each
+    // row beside what the lab asks.
+    let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["probe", "spread", "w", "--to", "w", "-c", "10", "--interval", "20", "-o", "json"])
+        .env("REDIS_URL", &redis)
+        .env("DOCKER_HOST", MANAGER)
+        .env("DOCKER_API_VERSION", "1.41")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut senders: Vec<&str> = rows.iter().map(|r| r["container"].as_str().unwrap()).collect();
+    senders.sort();
+    senders.dedup();
+    assert_eq!(senders, ["w.1", "w.2", "w.3", "w.4"], "every task of w probed from, on both workers: {rows:?}");
+    assert_eq!(rows.len(), 16, "each toward the four tasks of w: {rows:?}");
+    for row in rows.iter().filter(|r| r["stats"]["avg_ms"].as_f64().unwrap() > 1.0) {
+        let (rtt, asked) = (row["stats"]["avg_ms"].as_f64().unwrap(), row["asked"]["rtt_ms"].as_f64().unwrap());
+        assert_eq!(asked, 40.0, "the lab asks 20 ms each way: {row}");
+        assert!((rtt - asked).abs() <= 6.0, "relayed rtt {rtt} ms, want 40 ms ± 15%: {row}");
+    }
+    assert_eq!(rows.iter().filter(|r| r["stats"]["avg_ms"].as_f64().unwrap() > 1.0).count(), 12, "three other tasks from each: {rows:?}");
+
     // `labctl exec` of every task of w: through n2's daemon, its two tasks run there and n3's
     // two by n3's agent (it allows it), every line labelled; through the manager, which runs no
     // task of w, n3's two by its agent, and n2's named as refused by n2's agent, with what to

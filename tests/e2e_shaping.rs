@@ -173,7 +173,7 @@ fn a_rule_deleted_by_hand_is_restored_and_stopping_the_agent_leaves_traffic_flow
     wait_shaped(&lab, "heal", READY);
     let a = running_container_of("heal_a");
     // Each rule deleted by hand is back at the agent's next pass (every 500 ms): the agent hears
-    // the change in the task's namespace; it reads back on its own only every 30 s.
+    // the change in the task's namespace; it reads back on its own only every 60 s.
     let flushed = Instant::now();
     let out = in_netns(&a, &["iptables", "-w", "-F", "OUTPUT"]);
     assert!(out.status.success());
@@ -194,7 +194,7 @@ fn a_rule_deleted_by_hand_is_restored_and_stopping_the_agent_leaves_traffic_flow
     });
     let qdisc_back = deleted.elapsed();
     println!("restored: iptables rule after {rule_back:?}, qdisc after {qdisc_back:?}");
-    assert!(rule_back < Duration::from_millis(2500) && qdisc_back < Duration::from_millis(2500), "heard and repaired at the next pass, not at the 30 s read-back: rule {rule_back:?}, qdisc {qdisc_back:?}");
+    assert!(rule_back < Duration::from_millis(2500) && qdisc_back < Duration::from_millis(2500), "heard and repaired at the next pass, not at the 60 s read-back: rule {rule_back:?}, qdisc {qdisc_back:?}");
     let s = probe(&lab, "heal", "a", "b", 30, 10);
     assert!(within(avg_rtt(&s), 60.0, 0.15), "{s}");
 

@@ -3,6 +3,8 @@
 //! a request names (`swarmlab:execs`, see `exec_relay`), once per request, and relays what comes
 //! out and how each ends to the request's stream in Redis. Off unless the agent is started with
 //! `--allow-exec`: whoever can write to Redis could otherwise run commands in the lab's tasks.
+//! A `labctl probe` is served either way: it runs the host's `ping` in the task's namespace,
+//! nothing of the user's.
 //! An agent that does not allow it says so, naming the tasks it left alone, so labctl can say
 //! what to do instead of waiting. (`cp` only reads, but what it reads may be as private.)
 
@@ -62,7 +64,7 @@ impl RequestServer for ExecServer {
             }
             let tasks: Vec<(String, String)> = match &request.action {
                 // The running tasks, as the shaping passes know them.
-                TaskAction::Run { .. } => snapshot.tasks.iter().filter(|t| request.wants(&t.lab, &t.service, t.slot)).map(|t| (t.container.clone(), task_label(&t.service, t.slot, &self.node))).collect(),
+                TaskAction::Run { .. } | TaskAction::Probe { .. } => snapshot.tasks.iter().filter(|t| request.wants(&t.lab, &t.service, t.slot)).map(|t| (t.container.clone(), task_label(&t.service, t.slot, &self.node))).collect(),
                 // Each slot's latest container, an ended one too: a job's results.
                 TaskAction::Copy { .. } => match self.swarm.latest_task_containers(&request.lab, &request.service, request.slot).await {
                     Ok(containers) => containers.into_iter().map(|c| (c.id, task_label(&c.service, c.slot, &self.node))).collect(),
@@ -73,7 +75,8 @@ impl RequestServer for ExecServer {
                 },
             };
             let labels: Vec<String> = tasks.iter().map(|(_, label)| label.clone()).collect();
-            let refused = (!self.allowed && !tasks.is_empty())
+            let needs_allowing = !matches!(request.action, TaskAction::Probe { .. });
+            let refused = (needs_allowing && !self.allowed && !tasks.is_empty())
                 .then(|| format!("the agent on {} does not run commands or give files for labctl on other nodes: start it with --allow-exec (LABD_ALLOW_EXEC=true), or run labctl on {}", self.node, self.node));
             let stream = keys::exec(&id);
             let answer = ExecRelayed::Answered { node: self.node.clone(), tasks: labels.clone(), refused: refused.clone() };
@@ -114,6 +117,7 @@ impl RunIn {
         let outcome = match &action {
             TaskAction::Run { command, stdin, tty } => self.run_command(&container, command, *stdin, *tty).await,
             TaskAction::Copy { path } => self.copy(&container, path).await.map(|()| 0),
+            TaskAction::Probe { to, count, interval_ms, first_only } => self.probe(&container, to, *count, *interval_ms, *first_only).await.map(|()| 0),
         };
         let end = match outcome {
             Ok(code) => ExecRelayed::Exited { node: self.node.clone(), task: self.task.clone(), code },
@@ -152,6 +156,13 @@ impl RunIn {
         }
         relayed?;
         self.swarm.exec_ended(&exec.id).await.map_err(|e| e.to_string())
+    }
+
+    /// Relays what the round trips from the task measured, as JSON.
+    async fn probe(&mut self, container: &str, to: &[String], count: u32, interval_ms: u32, first_only: bool) -> Result<(), String> {
+        let task = self.swarm.local_task(container).await.ok_or_else(|| format!("{} is no longer running", self.task))?;
+        let probed = crate::shaping::measure::probe_from(task.pid, &task.networks, to, count, interval_ms, first_only).await?;
+        self.output(false, serde_json::to_vec(&probed).map_err(|e| e.to_string())?).await
     }
 
     /// Relays Docker's tar archive of `path` in the container.

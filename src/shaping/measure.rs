@@ -1,11 +1,11 @@
 //! Measured truth: round trips and loss between tasks, from inside their namespaces, so users
 //! (and tests) can see the emulated link is what they asked for.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::netns::run_in;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct PingStats {
     pub sent: u32,
     pub received: u32,
@@ -92,6 +92,44 @@ pub fn parse_replies(output: &str, count: u32) -> Vec<Option<f64>> {
 pub struct Asked {
     pub rtt_ms: f64,
     pub loss_percent: f64,
+}
+
+/// Round trips measured from one task toward the tasks of other services, as the task's own
+/// namespace resolves and reaches them (`labctl probe`): measured by labctl for a task of its
+/// node, by the node's agent for the others (relayed as JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Probed {
+    /// The task's IPv4 addresses: interface, address, prefix length.
+    pub own: Vec<(String, std::net::Ipv4Addr, u8)>,
+    /// The task's attachments to the lab's networks: network, MAC, address.
+    pub networks: Vec<(String, String, String)>,
+    pub targets: Vec<ProbedTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbedTarget {
+    /// The service, as named.
+    pub to: String,
+    pub address: String,
+    pub stats: PingStats,
+}
+
+/// Pings the tasks of each of `targets` (every task, or the first each name resolves to when
+/// `first_only`) from the namespace of `pid`, `count` echoes `interval_ms` apart.
+pub async fn probe_from(pid: i64, networks: &[(String, String, String)], targets: &[String], count: u32, interval_ms: u32, first_only: bool) -> Result<Probed, String> {
+    let own = super::netns::ipv4_addresses(pid).await.unwrap_or_default();
+    let mut probed = Probed { own, networks: networks.to_vec(), targets: vec![] };
+    for target in targets {
+        let mut addresses = resolve(pid, target).await?;
+        if first_only {
+            addresses.truncate(1);
+        }
+        for address in addresses {
+            let stats = ping(pid, &address, count, interval_ms).await?;
+            probed.targets.push(ProbedTarget { to: target.clone(), address, stats });
+        }
+    }
+    Ok(probed)
 }
 
 /// What the conditions the agents hold ask of a round trip between `from_ip` (a task of

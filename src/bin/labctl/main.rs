@@ -93,7 +93,8 @@ enum Command {
         docker_host: Option<String>,
     },
     /// Measure round trip and loss from a task of SERVICE to the tasks of other services,
-    /// from inside the task's network namespace (run on the node of that task).
+    /// from inside the task's network namespace (a task on this node, else every task of
+    /// SERVICE through the agents of their nodes).
     Probe {
         lab: String,
         /// The service whose task sends the probes.

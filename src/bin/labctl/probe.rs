@@ -1,15 +1,22 @@
 //! `labctl probe LAB SERVICE [--to SVC]` and `labctl probe LAB --matrix`: measured RTT and loss
-//! from inside tasks, beside what the lab asks of each round trip.
+//! from inside tasks, beside what the lab asks of each round trip. A sender with no task on
+//! labctl's node is probed from by the agents of the nodes that have one (relayed as `labctl
+//! exec`'s commands are, but served without `--allow-exec`: it runs only `ping`).
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 
 use comfy_table::{presets::NOTHING, Table};
-use swarmlab::shaping::measure::{asked_round_trip, ping, resolve, Asked, PingStats};
-use swarmlab::shaping::netns::ipv4_addresses;
+use swarmlab::exec_relay::TaskAction;
+use swarmlab::shaping::measure::{asked_round_trip, probe_from, Asked, PingStats, Probed};
 use swarmlab::spec::links::Cidr;
+use swarmlab::swarm::DockerSwarm;
 
+use crate::asked::ask_agents;
 use crate::common::*;
+use crate::relayed_tasks::{follow, stopped_agents, TaskSink};
+use crate::tasks::{this_node, Placement, Target};
 use crate::Output;
 
 pub struct Args {
@@ -25,6 +32,8 @@ pub struct Args {
 
 struct Row {
     from: String,
+    /// The sender's task: its container (12 characters) on this node, `service.slot@node` on
+    /// another.
     container: String,
     to: String,
     address: String,
@@ -57,32 +66,40 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     };
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
+    let mut failed = false;
+    let node = this_node(&swarm).await;
     for from in &senders {
-        let full = format!("{lab}_{from}");
-        let Some(task) = swarm.local_task_of(&lab, from).await? else {
-            if matrix {
-                skipped.push(from.clone());
-                continue;
-            }
-            anyhow::bail!("no running task of {full} on this node: run `labctl probe` on a node that has one (`docker service ps {full}`)");
-        };
         let targets: Vec<String> = if !to.is_empty() {
             to.clone()
         } else {
             anyhow::ensure!(!services.is_empty(), "no status for lab `{lab}`; name targets with --to");
             services.iter().filter(|s| *s != from).cloned().collect()
         };
-        let own = ipv4_addresses(task.pid).await.unwrap_or_default();
-        for target in targets {
-            let mut addresses = resolve(task.pid, &target).await.map_err(anyhow::Error::msg)?;
-            if matrix {
-                // One task per pair keeps a matrix quick; the single-service form probes all.
-                addresses.truncate(1);
+        // One task per pair keeps a matrix quick; the single-service form probes all.
+        let probed = match swarm.local_task_of(&lab, from).await? {
+            Some(task) => {
+                let probed = probe_from(task.pid, &task.networks, &targets, count, interval, matrix).await.map_err(anyhow::Error::msg)?;
+                vec![(task.container.get(..12).unwrap_or(&task.container).to_string(), Ok(probed))]
             }
-            for ip in addresses {
-                let stats = ping(task.pid, &ip, count, interval).await.map_err(anyhow::Error::msg)?;
-                let asked = reports.as_deref().and_then(|r| asked_of(r, &task, &own, from, &target, &ip));
-                rows.push(Row { from: from.clone(), container: task.container.clone(), to: target.clone(), address: ip, stats, asked });
+            None => {
+                let action = TaskAction::Probe { to: targets, count, interval_ms: interval, first_only: matrix };
+                match probe_elsewhere(url, &swarm, &lab, from, action, &node).await {
+                    Ok(probed) => probed,
+                    Err(_) if matrix => {
+                        skipped.push(from.clone());
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        for (task, probed) in probed {
+            match probed {
+                Ok(probed) => rows.extend(rows_of(from, &task, &probed, reports.as_deref())),
+                Err(e) => {
+                    eprintln!("labctl probe: from {task}: {e}");
+                    failed = true;
+                }
             }
         }
     }
@@ -115,25 +132,88 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         }
     }
     if !skipped.is_empty() {
-        eprintln!("no task on this node for {}: run `labctl probe {lab} --matrix` on their nodes too", skipped.join(", "));
+        eprintln!("no running task of {} found on any node (`labctl status {lab}`)", skipped.join(", "));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-/// What the lab asks of the round trip from `task` to `ip`: the network is the one of the
-/// task's attachments whose subnet holds `ip`.
-fn asked_of(
-    reports: &[swarmlab::status::TaskShaping],
-    task: &swarmlab::swarm::LocalTask,
-    own: &[(String, Ipv4Addr, u8)],
-    from: &str,
-    to: &str,
-    ip: &str,
-) -> Option<Asked> {
+/// The rows of what one task of `from` (`task`, as shown) measured.
+fn rows_of(from: &str, task: &str, probed: &Probed, reports: Option<&[swarmlab::status::TaskShaping]>) -> Vec<Row> {
+    probed
+        .targets
+        .iter()
+        .map(|t| Row {
+            from: from.to_string(),
+            container: task.to_string(),
+            to: t.to.clone(),
+            address: t.address.clone(),
+            stats: t.stats.clone(),
+            asked: reports.and_then(|r| asked_of(r, probed, from, &t.to, &t.address)),
+        })
+        .collect()
+}
+
+/// Probes from the tasks of `from` on the other nodes, through their agents: what each task
+/// measured (or why it could not), by the name it is shown by (`service.slot`).
+async fn probe_elsewhere(url: &str, swarm: &DockerSwarm, lab: &str, from: &str, action: TaskAction, node: &str) -> anyhow::Result<Vec<(String, Result<Probed, String>)>> {
+    let target = Target { service: from.to_string(), slot: None };
+    let placed = Placement::of(swarm, url, lab, Some(&target), node).await;
+    if !placed.ask_elsewhere() {
+        return Err(placed.none_here("running task", lab, &target));
+    }
+    let Some(mut asked) = ask_agents(url, swarm, action, &placed, true, "labctl probe", "probed").await? else {
+        return Err(placed.none_here("running task", lab, &target));
+    };
+    let withdraw = asked.withdrawer();
+    let mut relayed = Relayed::default();
+    let ended = follow(&mut asked.messages, &placed.expected_answers(), withdraw, stopped_agents(url), &mut relayed).await;
+    asked.finish().await;
+    if ended.is_empty() {
+        return Err(placed.none_answered("running task", lab, &target));
+    }
+    Ok(ended
+        .into_iter()
+        .map(|(task, end)| {
+            let output = relayed.output.remove(&task).unwrap_or_default();
+            let probed = end.and_then(|_| serde_json::from_slice::<Probed>(&output).map_err(|e| format!("cannot read what its agent measured: {e}")));
+            (task, probed)
+        })
+        .collect())
+}
+
+/// What the agents relay of each task: its measurements as JSON, gathered by the name the
+/// task is shown by.
+#[derive(Default)]
+struct Relayed {
+    output: BTreeMap<String, Vec<u8>>,
+    /// (node, task) → the name it is shown by: `task`, or `task@node` for a second of one name.
+    shown: BTreeMap<(String, String), String>,
+}
+
+impl TaskSink for Relayed {
+    fn started(&mut self, node: &str, task: &str) -> String {
+        let name = if self.output.contains_key(task) { format!("{task}@{node}") } else { task.to_string() };
+        self.output.insert(name.clone(), vec![]);
+        self.shown.insert((node.to_string(), task.to_string()), name.clone());
+        name
+    }
+
+    fn output(&mut self, node: &str, task: &str, _stderr: bool, bytes: Vec<u8>) {
+        if let Some(output) = self.shown.get(&(node.to_string(), task.to_string())).and_then(|name| self.output.get_mut(name)) {
+            output.extend(bytes);
+        }
+    }
+
+    fn ended(&mut self, _node: &str, _task: &str) {}
+}
+
+/// What the lab asks of the round trip from the task `probed` measured from to `ip`: the
+/// network is the one of the task's attachments whose subnet holds `ip`.
+fn asked_of(reports: &[swarmlab::status::TaskShaping], probed: &Probed, from: &str, to: &str, ip: &str) -> Option<Asked> {
     let target: Ipv4Addr = ip.parse().ok()?;
-    task.networks.iter().find_map(|(network, _, address)| {
+    probed.networks.iter().find_map(|(network, _, address)| {
         let mine: Ipv4Addr = address.parse().ok()?;
-        let (_, _, prefix) = own.iter().find(|(_, a, _)| *a == mine)?;
+        let (_, _, prefix) = probed.own.iter().find(|(_, a, _)| *a == mine)?;
         Cidr::containing(mine, *prefix).contains(target).then(|| asked_round_trip(reports, (from, mine), (to, target), network))
     })
 }
@@ -145,7 +225,7 @@ fn rows_table(rows: &[Row]) -> String {
     for r in rows {
         let s = &r.stats;
         t.add_row([
-            format!("{} ({})", r.from, r.container.get(..12).unwrap_or(&r.container)),
+            format!("{} ({})", r.from, r.container),
             r.to.clone(),
             r.address.clone(),
             s.sent.to_string(),
