@@ -89,6 +89,10 @@ fn the_stack_deploys_swarmlab_which_converges_a_lab_and_survives_losing_its_lead
     let agent_logs = Command::new("bash").arg("-c").arg(format!("{D1} service logs swarmlab_agent 2>&1")).env("DOCKER_API_VERSION", "1.41").output().unwrap();
     let agent_logs = String::from_utf8_lossy(&agent_logs.stdout).to_string();
     assert!(agent_logs.contains("agent") && !agent_logs.contains("cgroup files are not readable"), "{agent_logs}");
+    // The image's nf_tables iptables announces its changes: task rules are read back when they
+    // change, not every 3 s.
+    let plain: String = agent_logs.split('\x1b').map(|piece| piece.strip_prefix('[').map_or(piece, |code| code.split_once('m').map_or(code, |(_, rest)| rest))).collect();
+    assert!(plain.contains("changes_heard=true"), "{agent_logs}");
 
     // Kill the leader's container: the standby takes the lease.
     let leader = eventually("a leader", Duration::from_secs(10), || {
