@@ -414,7 +414,8 @@ pub struct AttachmentShaping {
 }
 
 impl TaskShaping {
-    /// An agent refreshes its reports twice a second; older ones are from a node that is gone.
+    /// An agent writes a report when it changes and every 3 s besides; one older than 10 s is
+    /// from a node that is gone.
     pub fn is_fresh(&self) -> bool {
         self.updated_at.is_some_and(|t| t > chrono::Utc::now() - chrono::Duration::seconds(10))
     }
