@@ -3,10 +3,10 @@
 //! a request names (`swarmlab:execs`, see `exec_relay`), once per request, and relays what comes
 //! out and how each ends to the request's stream in Redis. Off unless the agent is started with
 //! `--allow-exec`: whoever can write to Redis could otherwise run commands in the lab's tasks.
-//! A `labctl probe` is served either way: it runs the host's `ping` in the task's namespace,
-//! nothing of the user's.
 //! An agent that does not allow it says so, naming the tasks it left alone, so labctl can say
-//! what to do instead of waiting. (`cp` only reads, but what it reads may be as private.)
+//! what to do instead of waiting. (`cp` only reads, but what it reads may be as private.) A
+//! `labctl probe` is served either way: it runs the host's `ping` in the task's namespace,
+//! nothing of the user's.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -732,8 +732,7 @@ fn same_but_time(a: &TaskShaping, b: &TaskShaping) -> bool {
 }
 
 /// A task's report as labd judges it: without the packet counters and the time of writing,
-/// which change at every pass and tell labd nothing it waits for. Compared, not serialized
-/// again: the report is written once per pass already.
+/// which change at every pass and tell labd nothing it waits for. Compared, not serialized.
 fn what_labd_reads(report: &TaskShaping) -> TaskShaping {
     let mut settled = report.clone();
     settled.updated_at = None;

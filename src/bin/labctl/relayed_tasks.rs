@@ -1,4 +1,4 @@
-//! Following what the other nodes' agents relay for `labctl exec` and `labctl cp`: each node's
+//! Following what the other nodes' agents relay for `labctl exec`, `cp` and `probe`: each node's
 //! answer (the tasks it acts on, or why it will not), then each task's output and end. The
 //! subcommand says what to do with a task's output (`TaskSink`); this says when it is over:
 //! once every node expected has answered (or had its time) and every task it named has ended.
