@@ -184,7 +184,10 @@ async fn run_cases(backend: BackendKind, caps: &Capabilities, pair: &Pair) -> Ve
     apply(&mut att, &cond(&[("duplicate", "10%")]), backend, caps).await;
     let s = ping(pid, "10.9.0.2", 400, 4).await.unwrap();
     let dup = f64::from(s.duplicates) * 100.0 / f64::from(s.sent);
-    assert!((5.0..15.0).contains(&dup), "{backend} duplicate 10%: {s:?}");
+    // 400 pings at 10 %: a binomial's standard deviation is 1.5 %; ±4 of them, as the loss
+    // check allows. CI measured exactly 15.0 % once from the kernel's own netem (and 15.25 %
+    // from the worker), outside the ±3.3 this range had.
+    assert!((4.0..=16.0).contains(&dup), "{backend} duplicate 10%: {s:?}");
     row("duplicate 10%", format!("{dup:.1}% duplicated ({})", stats(&s)));
 
     apply(&mut att, &cond(&[("corrupt", "10%")]), backend, caps).await;
