@@ -11,6 +11,8 @@ pub mod running;
 pub mod usage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -150,7 +152,7 @@ pub struct Agent {
     tasks_seen: tokio::sync::watch::Sender<usage::Snapshot>,
     /// Set when labd may have written desired shaping since the last read (its message, or a
     /// subscription that was down): the next pass reads it from Redis.
-    desired_stale: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    desired_stale: Arc<AtomicBool>,
 }
 
 impl Agent {
@@ -188,7 +190,7 @@ impl Agent {
             inbox: Inbox::default(),
             metrics: Default::default(),
             tasks_seen: tokio::sync::watch::Sender::new(usage::Snapshot::default()),
-            desired_stale: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            desired_stale: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -369,10 +371,10 @@ impl Agent {
         // from the cached desired state; the error is reported after the pass. Read when labd
         // said it wrote (every lab's keys at every pass cost each node's agent 4 round trips a
         // second per lab, for nothing).
-        let stale = self.desired_stale.swap(false, std::sync::atomic::Ordering::SeqCst);
+        let stale = self.desired_stale.swap(false, Ordering::SeqCst);
         let redis = if stale || due.desired { self.refresh_desired().await } else { Ok(()) };
         if redis.is_err() {
-            self.desired_stale.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.desired_stale.store(true, Ordering::SeqCst);
         }
         self.discover().await?;
         self.share_tasks();
@@ -755,7 +757,7 @@ pub(crate) async fn connect_redis(url: &str) -> Result<redis::aio::MultiplexedCo
 /// step, an edit, a lab deleted), so a change is applied within milliseconds. Each
 /// (re)subscription marks it stale too: what was said while unsubscribed is lost. The slow poll
 /// stays besides, as a safety net.
-async fn nudge_on_shaping_changes(redis_url: String, wake: tokio::sync::mpsc::Sender<()>, stale: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+async fn nudge_on_shaping_changes(redis_url: String, wake: tokio::sync::mpsc::Sender<()>, stale: Arc<AtomicBool>) {
     let mut backoff = Duration::from_millis(250);
     loop {
         let subscribed = async {
@@ -766,11 +768,11 @@ async fn nudge_on_shaping_changes(redis_url: String, wake: tokio::sync::mpsc::Se
         };
         if let Ok(Ok(mut pubsub)) = tokio::time::timeout(Duration::from_secs(2), subscribed).await {
             backoff = Duration::from_millis(250);
-            stale.store(true, std::sync::atomic::Ordering::SeqCst);
+            stale.store(true, Ordering::SeqCst);
             let _ = wake.try_send(());
             let mut messages = pubsub.on_message();
             while messages.next().await.is_some() {
-                stale.store(true, std::sync::atomic::Ordering::SeqCst);
+                stale.store(true, Ordering::SeqCst);
                 let _ = wake.try_send(());
             }
         }
