@@ -123,6 +123,7 @@ pub struct Metrics {
     tasks_desired: Family<ServiceLabels, Gauge>,
     tasks_running: Family<ServiceLabels, Gauge>,
     job_completed: Family<ServiceLabels, Gauge>,
+    service_restarts: Family<ServiceLabels, Counter>,
     task_cpu: Family<TaskLabels, Counter<f64, AtomicU64>>,
     task_memory: Family<TaskLabels, Gauge>,
     /// Receive and transmit bytes, packets and dropped packets of each task on each network.
@@ -165,6 +166,7 @@ impl Metrics {
             tasks_desired: Family::default(),
             tasks_running: Family::default(),
             job_completed: Family::default(),
+            service_restarts: Family::default(),
             task_cpu: Family::default(),
             task_memory: Family::default(),
             task_network: Default::default(),
@@ -189,6 +191,7 @@ impl Metrics {
         registry.register("service_tasks_desired", "Tasks each service of a lab should run (a job: the completions its run needs)", m.tasks_desired.clone());
         registry.register("service_tasks_running", "Tasks of each service of a lab that run", m.tasks_running.clone());
         registry.register("job_tasks_completed", "Tasks of a job's current run that completed (exited 0)", m.job_completed.clone());
+        registry.register("service_restarts", "Tasks of each service of a lab that exited on their own and Swarm restarted", m.service_restarts.clone());
         registry.register("task_cpu_seconds", "CPU time of a task's processes (as sampled by its node's agent)", m.task_cpu.clone());
         registry.register("task_memory_bytes", "Memory a task uses, less reclaimable page cache (what docker stats shows)", m.task_memory.clone());
         for (i, (name, help)) in TASK_NETWORK_SERIES.iter().enumerate() {
@@ -218,6 +221,10 @@ impl Metrics {
             } else {
                 self.job_completed.remove(l);
             }
+            // The count lives in the lab's status (it outlives labd), so the counter is raised
+            // to it: after a restart of labd the series goes on where it was.
+            let restarts = self.service_restarts.get_or_create(l);
+            restarts.inc_by(s.restarts.saturating_sub(restarts.get()));
         }
         let mut known = self.services.lock().unwrap_or_else(|e| e.into_inner());
         for gone in known.insert(lab.to_string(), now.clone()).unwrap_or_default().into_iter().filter(|l| !now.contains(l)) {
@@ -229,6 +236,7 @@ impl Metrics {
         self.tasks_desired.remove(l);
         self.tasks_running.remove(l);
         self.job_completed.remove(l);
+        self.service_restarts.remove(l);
     }
 
     /// A lab is gone: its series go too.
@@ -391,7 +399,7 @@ mod tests {
     use crate::status::ServiceStatus;
 
     fn status(desired: u64, running: u64, completed: Option<u64>) -> ServiceStatus {
-        ServiceStatus { desired, running, completed, waits_for: None, message: String::new() }
+        ServiceStatus { desired, running, completed, ..Default::default() }
     }
 
     #[test]
@@ -409,6 +417,12 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
         assert!(!text.contains("swarmlab_job_tasks_completed{lab=\"kv\",service=\"kv\"}"), "a service kept running has no completions");
+        assert!(text.lines().any(|l| l == "swarmlab_service_restarts_total{lab=\"kv\",service=\"kv\"} 0"), "{text}");
+        // Restarted twice, as the status counts (after a labd restart too: the counter starts
+        // where the status is).
+        m.set_services("kv", &BTreeMap::from([("kv".to_string(), ServiceStatus { restarts: 2, ..status(3, 2, None) }), ("load".to_string(), status(4, 2, Some(1)))]));
+        m.set_services("kv", &BTreeMap::from([("kv".to_string(), ServiceStatus { restarts: 2, ..status(3, 3, None) }), ("load".to_string(), status(4, 2, Some(1)))]));
+        assert!(m.encode().lines().any(|l| l == "swarmlab_service_restarts_total{lab=\"kv\",service=\"kv\"} 2"), "{}", m.encode());
         m.set_services("kv", &BTreeMap::from([("kv".to_string(), status(3, 2, None)), ("load".to_string(), status(4, 4, None))]));
         assert!(!m.encode().contains("swarmlab_job_tasks_completed"), "a job made a service: {}", m.encode());
         // `load` edited out of the lab, then the lab gone.

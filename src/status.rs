@@ -89,9 +89,32 @@ pub struct ServiceStatus {
     pub waits_for: Option<crate::plan::JobWait>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// Times its tasks exited on their own and Swarm restarted them, since labd first saw the
+    /// service (as a pod's restart count: a crash, an OOM kill, a `docker kill`, a schedule's
+    /// kill; not an update's or a scale-down's stop).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u64,
+    /// When the last of those tasks exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart: Option<DateTime<Utc>>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ServiceStatus {
+    /// Carries the restart count on from `previous` (the last pass's status of this service),
+    /// adding the task exits seen now that are newer than the last one counted. Swarm keeps
+    /// only a few tasks per slot (5 by default), but every task's end is an event that makes
+    /// a pass, so the count misses an exit only when a slot ends more than that between two.
+    pub fn count_restarts(&mut self, previous: Option<&ServiceStatus>, exits: &[DateTime<Utc>]) {
+        let last = previous.and_then(|p| p.last_restart);
+        let new: Vec<DateTime<Utc>> = exits.iter().copied().filter(|e| last.is_none_or(|l| *e > l)).collect();
+        self.restarts = previous.map_or(0, |p| p.restarts) + new.len() as u64;
+        self.last_restart = new.into_iter().max().or(last);
+    }
+
     /// A job whose current run has every task it needs completed.
     pub fn job_done(&self) -> bool {
         self.completed.is_some_and(|c| c >= self.desired)
@@ -423,5 +446,31 @@ impl TaskShaping {
     /// Every attachment has what it asked for (fields that cannot apply here excepted).
     pub fn converged(&self) -> bool {
         self.attachments.iter().all(|a| a.error.is_none() && a.applied == a.desired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_add_up_across_passes_and_an_exit_is_counted_once() {
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(1_700_000_000 + s, 0).expect("a time");
+        let mut first = ServiceStatus::default();
+        first.count_restarts(None, &[t(5), t(1)]);
+        assert_eq!((first.restarts, first.last_restart), (2, Some(t(5))));
+        // The next pass sees the same two (Swarm keeps them) and a new one.
+        let mut second = ServiceStatus::default();
+        second.count_restarts(Some(&first), &[t(1), t(5), t(9)]);
+        assert_eq!((second.restarts, second.last_restart), (3, Some(t(9))));
+        // Swarm dropped old tasks from its history: the count stays.
+        let mut third = ServiceStatus::default();
+        third.count_restarts(Some(&second), &[]);
+        assert_eq!((third.restarts, third.last_restart), (3, Some(t(9))));
+        // Never restarted: nothing in the status (`restarts` and `lastRestart` are left out).
+        let mut quiet = ServiceStatus::default();
+        quiet.count_restarts(None, &[]);
+        assert_eq!(serde_json::to_value(&quiet).expect("json"), serde_json::json!({"desired": 0, "running": 0}));
+        assert_eq!(serde_json::to_value(&second).expect("json")["restarts"], 3);
     }
 }

@@ -161,6 +161,7 @@ impl Swarm for FakeSwarm {
                     stopping: counted.map_or(0, |c| c.stopping),
                     trouble: counted.and_then(|c| c.trouble.clone()),
                     completed: counted.and_then(|c| c.completed),
+                    exits: counted.map(|c| c.exits.clone()).unwrap_or_default(),
                     ..was.clone()
                 }
             })
@@ -241,6 +242,7 @@ impl Swarm for FakeSwarm {
                 stopping: 0,
                 trouble: None,
                 completed: svc.mode.is_job().then_some(0),
+                exits: vec![],
             });
             Ok(())
         })

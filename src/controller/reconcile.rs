@@ -371,13 +371,15 @@ fn suspended(name: &str, lab: &ValidLab, observed: &Observed, mut status: LabSta
         .iter()
         .map(|want| {
             let have = observed.services.iter().find(|o| o.name == want.name);
-            let s = ServiceStatus {
+            let mut s = ServiceStatus {
                 desired: want.replicas.unwrap_or_else(|| have.map(|h| h.desired).unwrap_or(0)),
                 running: have.map(|h| h.running).unwrap_or(0),
                 completed: have.and_then(|h| h.completed),
                 waits_for: desired.waiting_jobs.get(&want.name).copied(),
                 message: String::new(),
+                ..Default::default()
             };
+            s.count_restarts(status.services.get(&want.short_name), have.map_or(&[], |h| &h.exits));
             (want.short_name.clone(), s)
         })
         .collect();
@@ -524,7 +526,9 @@ async fn apply<S: Swarm>(
             completed: job.then(|| have.filter(|_| waits_for.is_none()).and_then(|h| h.completed).unwrap_or(0)),
             waits_for,
             message: waits_for.map(|w| w.to_string()).unwrap_or_default(),
+            ..Default::default()
         };
+        s.count_restarts(status.services.get(&want.short_name), have.map_or(&[], |h| &h.exits));
         // A job's tasks end by design: only its tasks not done are of interest.
         let short = if job { !s.job_done() } else { s.running < s.desired };
         if let Some(h) = have.filter(|_| short && waits_for.is_none()) {
@@ -999,6 +1003,36 @@ mod tests {
         let o = next_pass(&swarm, &store, &smaller, o).await;
         assert_eq!(o.drift, 0);
         assert!(o.seen.is_some_and(|s| s == BTreeSet::from(["t_a".to_string()])));
+    }
+
+    #[tokio::test]
+    async fn restarts_are_counted_once_each_and_outlast_the_tasks_swarm_forgets() {
+        let swarm = FakeSwarm::default();
+        let store = FakeStore::default();
+        let l = lab(TWO);
+        let o = passes_until(&swarm, &store, &l, pass(&swarm, &store, apply(&l), LabStatus::default()).await, |o| o.status.phase == Phase::Ready).await;
+        assert_eq!((o.status.services["b"].restarts, o.status.services["b"].last_restart), (0, None));
+        let exits = |at: &[i64]| {
+            let mut state = swarm.state.lock().unwrap();
+            let b = state.services.iter_mut().find(|s| s.name == "t_b").expect("t_b");
+            b.exits = at.iter().map(|s| chrono::DateTime::<Utc>::from_timestamp(1_700_000_000 + s, 0).expect("a time")).collect();
+        };
+        exits(&[10, 20]);
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!(o.status.services["b"].restarts, 2);
+        assert_eq!(o.status.services["a"].restarts, 0, "another service's");
+        // Seen again with a third: counted once each.
+        exits(&[10, 20, 30]);
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!(o.status.services["b"].restarts, 3);
+        // Swarm's task history trimmed: the count stays; suspended, it is still counted.
+        exits(&[30, 40]);
+        let mut status = o.status;
+        status.phase = Phase::Ready;
+        let target = Target::Apply { lab: Some(l.clone()), invalid: None, suspended: Some(SuspendedBy::Labctl), started_by_hand: None, last_seen: BTreeSet::new(), remembered: None };
+        let o = pass(&swarm, &store, target, status).await;
+        assert_eq!((o.status.phase, o.status.services["b"].restarts), (Phase::Suspended, 4));
+        assert_eq!(o.status.services["b"].last_restart, chrono::DateTime::<Utc>::from_timestamp(1_700_000_040, 0));
     }
 
     #[tokio::test]

@@ -32,6 +32,10 @@ pub struct ObservedService {
     pub trouble: Option<TaskTrouble>,
     /// A job's tasks of its current run that completed (`None` for a service kept running).
     pub completed: Option<u64>,
+    /// When its tasks that exited on their own (failed or completed) and were restarted in
+    /// their slot ended, as far as Swarm keeps its task history: the restarts `describe`
+    /// counts. Empty for a job, whose tasks end by design.
+    pub exits: Vec<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A task problem: why a service's task is not running.

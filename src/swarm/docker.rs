@@ -134,6 +134,7 @@ fn observed_service(s: Service) -> Option<ObservedService> {
         stopping: 0,
         trouble: None,
         completed: None,
+        exits: vec![],
     })
 }
 
@@ -191,6 +192,7 @@ impl DockerSwarm {
             s.running = up().filter(|t| t.desired_state == Some(TaskState::RUNNING)).count() as u64;
             s.stopping = up().filter(|t| t.desired_state != Some(TaskState::RUNNING)).count() as u64;
             s.trouble = if s.running < s.desired { service_trouble(mine()) } else { None };
+            s.exits = mine().filter(|t| exited_and_restarted(mine(), t)).filter_map(status_time).map(|t| t.with_timezone(&chrono::Utc)).collect();
         }
     }
 
@@ -255,14 +257,29 @@ const CRASH_LOOP_SETTLE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 /// first. By creation, not by last update: Swarm marks a failed task for shutdown a moment
 /// after it creates its replacement.
 fn slot_from<'t>(tasks: impl Iterator<Item = &'t bollard::models::Task>, t: &'t bollard::models::Task) -> impl Iterator<Item = &'t bollard::models::Task> {
-    let mut slot: Vec<&bollard::models::Task> = tasks
-        .filter(|x| match t.slot {
-            Some(slot) => x.slot == Some(slot),
-            None => x.node_id == t.node_id,
-        })
-        .collect();
-    slot.sort_by_key(|x| std::cmp::Reverse(x.created_at.as_deref().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())));
+    let mut slot: Vec<&bollard::models::Task> = tasks.filter(|x| same_slot(x, t)).collect();
+    slot.sort_by_key(|x| std::cmp::Reverse(created(x)));
     slot.into_iter().skip_while(move |x| !std::ptr::eq(*x, t))
+}
+
+fn same_slot(a: &bollard::models::Task, b: &bollard::models::Task) -> bool {
+    match b.slot {
+        Some(slot) => a.slot == Some(slot),
+        None => a.node_id == b.node_id,
+    }
+}
+
+fn created(t: &bollard::models::Task) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    t.created_at.as_deref().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+}
+
+/// `t` ran and ended on its own (failed, or completed), and Swarm started a newer task in its
+/// slot: a restart. Its desired state does not tell: with `restartPolicy.condition: none` (or
+/// `on-failure` after exit 0) Swarm marks an ended task `shutdown` too and starts none. A task
+/// `rejected` never ran; one `shutdown` was stopped (an update, a scale-down, a removal).
+fn exited_and_restarted<'t>(mut tasks: impl Iterator<Item = &'t bollard::models::Task>, t: &bollard::models::Task) -> bool {
+    let ended = matches!(t.status.as_ref().and_then(|st| st.state), Some(TaskState::FAILED | TaskState::COMPLETE));
+    ended && tasks.any(|x| same_slot(x, t) && created(x) > created(t))
 }
 
 fn status_time(t: &bollard::models::Task) -> Option<chrono::DateTime<chrono::FixedOffset>> {
@@ -655,6 +672,36 @@ mod tests {
         assert!(trouble.failed && trouble.message.contains("a crash loop; a task of it counts as running once it has run 10 s"), "{trouble:?}");
         let settled = counted_at("2026-12-04T10:01:11Z");
         assert_eq!((settled.running, settled.trouble), (2, None));
+    }
+
+    #[test]
+    fn restarts_are_tasks_that_ended_on_their_own_and_have_a_newer_task_in_their_slot() {
+        let at = |desired, state, slot: i64, created: &str, ended: &str| {
+            let mut t = task("s", "n1", desired, state);
+            t.slot = Some(slot);
+            t.created_at = Some(format!("2026-12-04T10:{created}Z"));
+            t.status.as_mut().expect("status").timestamp = Some(format!("2026-12-04T10:{ended}Z"));
+            t
+        };
+        let tasks = vec![
+            at(TaskState::RUNNING, TaskState::RUNNING, 1, "00:30", "00:31"),
+            // Killed, then crashed: each restarted in slot 1.
+            at(TaskState::SHUTDOWN, TaskState::FAILED, 1, "00:20", "00:29"),
+            at(TaskState::SHUTDOWN, TaskState::COMPLETE, 1, "00:10", "00:19"),
+            // Stopped by an update: not a restart.
+            at(TaskState::SHUTDOWN, TaskState::SHUTDOWN, 1, "00:00", "00:09"),
+            // Slot 2 exited 0 under `condition: none`: Swarm marks it shutdown and starts none.
+            at(TaskState::SHUTDOWN, TaskState::COMPLETE, 2, "00:00", "00:05"),
+            // Slot 3 was rejected (it never ran), then its next try runs.
+            at(TaskState::RUNNING, TaskState::RUNNING, 3, "00:12", "00:13"),
+            at(TaskState::SHUTDOWN, TaskState::REJECTED, 3, "00:00", "00:11"),
+        ];
+        let mut services = vec![ObservedService { id: "s".into(), replicas: Some(3), desired: 3, ..Default::default() }];
+        DockerSwarm::tally_tasks(tasks, &mut services, &[]);
+        let at = |t: &str| chrono::DateTime::parse_from_rfc3339(&format!("2026-12-04T10:{t}Z")).expect("a time").with_timezone(&chrono::Utc);
+        let mut exits = services[0].exits.clone();
+        exits.sort();
+        assert_eq!(exits, [at("00:19"), at("00:29")]);
     }
 
     #[test]

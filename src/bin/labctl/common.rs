@@ -28,8 +28,12 @@ pub async fn reader(url: &str) -> anyhow::Result<StoreReader> {
 }
 
 pub fn age(status: &LabStatus) -> String {
-    let Some(created) = status.created_at else { return "-".into() };
-    let secs = (chrono::Utc::now() - created).num_seconds().max(0);
+    status.created_at.map_or_else(|| "-".into(), since)
+}
+
+/// How long ago `t` was, as kubectl says it: `45s`, `12m`, `3h`, `2d`.
+pub fn since(t: chrono::DateTime<chrono::Utc>) -> String {
+    let secs = (chrono::Utc::now() - t).num_seconds().max(0);
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),

@@ -52,13 +52,19 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
     let jobs = s.services.values().any(|v| v.completed.is_some());
     let mut header = vec!["SERVICE", "RUNNING", "DESIRED"];
     header.extend(jobs.then_some("COMPLETED"));
-    header.push("MESSAGE");
+    header.extend(["RESTARTS", "MESSAGE"]);
     t.set_header(header);
     for (name, svc) in &s.services {
         let mut row = vec![name.clone(), svc.running.to_string(), svc.desired.to_string()];
         if jobs {
             row.push(svc.completed.map(|c| c.to_string()).unwrap_or_else(|| "-".into()));
         }
+        // As kubectl's pod RESTARTS: `4 (12s ago)`. A job's tasks end by design: none.
+        row.push(match (svc.completed, svc.last_restart) {
+            (Some(_), _) => "-".into(),
+            (None, Some(last)) => format!("{} ({} ago)", svc.restarts, since(last)),
+            (None, None) => svc.restarts.to_string(),
+        });
         row.push(svc.message.clone());
         t.add_row(row);
     }
