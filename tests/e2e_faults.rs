@@ -109,6 +109,15 @@ fn a_killed_task_comes_back_to_its_own_volume_and_an_empty_tmpfs() {
     let volumes = || docker_ok(&["volume", "ls", "--filter", "label=io.swarmlab.lab=fvol", "--format", "{{.Name}}"]);
     assert_eq!(volumes().lines().collect::<Vec<_>>(), ["fvol_log-1", "fvol_log-2"]);
     lab.wait_phase("fvol", "Ready", READY);
+    // Counted as a pod's restarts are: once, for the slot killed.
+    let restarts = eventually("the restart counted", READY, || {
+        let node = lab.status_json("fvol")?["services"]["node"].clone();
+        if node["restarts"] == 1 { Ok(node) } else { Err(node.to_string()) }
+    });
+    assert!(restarts["lastRestart"].is_string(), "{restarts}");
+    let described = String::from_utf8_lossy(&lab.labctl(&["describe", "fvol"]).stdout).to_string();
+    let row_of_node = described.lines().skip_while(|l| !l.starts_with("Services:")).find(|l| l.trim_start().starts_with("node ")).unwrap_or_default().to_string();
+    assert!(described.contains("RESTARTS") && row_of_node.contains(" 1 (") && row_of_node.contains(" ago)"), "{described}");
     row("task container killed: back on its own per-task volume", took, "nothing (its data read back)");
     lab.remove("fvol.yaml");
     eventually("the lab gone", READY, || {

@@ -361,6 +361,12 @@ fn a_step_freezes_one_task_then_thaws_it_and_another_kills_a_task_that_swarm_sta
         let series = format!("swarmlab_task_faults_total{{lab=\"crash\",service=\"raft\",action=\"{action}\"}} {times}");
         assert!(metrics.contains(&series), "{series} in {metrics}");
     }
+    // The kill is a restart of the service, as `labctl describe` and `/metrics` count them.
+    eventually("the kill counted as a restart", Duration::from_secs(10), || {
+        let (_, metrics) = http_get(port, "/metrics");
+        let series = "swarmlab_service_restarts_total{lab=\"crash\",service=\"raft\"} 1";
+        if metrics.lines().any(|l| l == series) { Ok(()) } else { Err(metrics.lines().filter(|l| l.contains("restarts")).collect::<Vec<_>>().join("\n")) }
+    });
     // One kill per step: the new task of slot 2 stays.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(containers_by_slot("crash_raft"), after, "the replacement is not killed again");
