@@ -18,6 +18,8 @@ pub struct ServiceNode {
     pub running: Option<(u64, u64)>,
     /// A run to completion: `running` counts its completed tasks.
     pub job: bool,
+    /// Its tasks that exited on their own and were started again (from the status).
+    pub restarts: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +72,7 @@ impl Topology {
                 },
                 running: status.and_then(|s| s.services.get(name)).map(|s| (s.completed.unwrap_or(s.running), s.desired)),
                 job: svc.mode.is_some_and(crate::spec::Mode::is_job),
+                restarts: status.and_then(|s| s.services.get(name)).map_or(0, |s| s.restarts),
             })
             .collect();
         let networks = lab
@@ -106,6 +109,7 @@ impl Topology {
 
     fn service_text(s: &ServiceNode) -> String {
         match s.running {
+            Some((r, d)) if s.restarts > 0 => format!("{} {} ({r}/{d} running, {} restarts)", s.name, s.replicas, s.restarts),
             Some((r, d)) => format!("{} {} ({r}/{d} {})", s.name, s.replicas, if s.job { "completed" } else { "running" }),
             None => format!("{} {}", s.name, s.replicas),
         }
@@ -436,11 +440,11 @@ mod tests {
     #[test]
     fn the_page_colours_services_by_running_tasks() {
         let mut status = LabStatus { phase: Phase::Degraded, ..Default::default() };
-        status.services.insert("sensor".into(), crate::status::ServiceStatus { desired: 12, running: 7, ..Default::default() });
+        status.services.insert("sensor".into(), crate::status::ServiceStatus { desired: 12, running: 7, restarts: 3, ..Default::default() });
         status.services.insert("bootstrap".into(), crate::status::ServiceStatus { desired: 1, running: 1, ..Default::default() });
         let html = Topology::of(&kademlia(), Some(&status)).html();
         assert!(html.contains("<h1>kademlia — Degraded</h1>"));
-        assert!(html.contains("sensor ×12 (7/12 running)") && html.contains("#fbe6a8"), "partly running is amber");
+        assert!(html.contains("sensor ×12 (7/12 running, 3 restarts)") && html.contains("#fbe6a8"), "partly running is amber");
         assert!(html.contains("bootstrap ×1 (1/1 running)") && html.contains("#c8ecc8"));
         assert!(!html.contains("<script"), "no script in the page");
     }
