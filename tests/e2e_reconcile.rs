@@ -410,7 +410,8 @@ fn a_crash_looping_service_keeps_its_lab_degraded_and_never_ready() {
     let mut lab = Lab::new();
     lab.cleanup.push("loop".into());
     remove_lab_objects("loop");
-    lab.write("loop.yaml", &lab_yaml("loop", "    ok: {}\n    bad: {command: [sh, -c, \"echo boom; exit 3\"], restartPolicy: {delay: 1s}}\n"));
+    // `quits` is a service whose command returns (exit 0): it loops as surely.
+    lab.write("loop.yaml", &lab_yaml("loop", "    ok: {}\n    bad: {command: [sh, -c, \"echo boom; exit 3\"], restartPolicy: {delay: 1s}}\n    quits: {command: [sh, -c, \"sleep 1\"], restartPolicy: {delay: 1s}}\n"));
     lab.start_labd();
     lab.wait_phase_saying("loop", "Degraded", "a crash loop", READY);
     // Its first try, running for a moment before any failure, may have been seen Ready: from
@@ -423,6 +424,14 @@ fn a_crash_looping_service_keeps_its_lab_degraded_and_never_ready() {
     let tries = docker_ok(&["service", "ps", "loop_bad", "-q"]).lines().count();
     assert!(tries >= 4, "the task looped over those 15 s ({tries} tasks)");
     assert_eq!(readies(), before, "the lab was Ready while looping:\n{}", lab.redis.cli(&["xrange", "swarmlab:lab:loop:events", "-", "+"]));
+    let services = lab.status_json("loop").expect("status")["services"].clone();
+    let quits = services["quits"]["message"].as_str().unwrap_or_default();
+    assert!(quits.contains("a crash loop") && quits.contains("its command returned, exit 0"), "{services}");
+    // Each loop counted as kubectl counts a pod's restarts; `ok` never restarted.
+    for looping in ["bad", "quits"] {
+        assert!(services[looping]["restarts"].as_u64().is_some_and(|n| n >= 3), "{services}");
+    }
+    assert!(services["ok"].get("restarts").is_none(), "{services}");
 }
 
 #[test]

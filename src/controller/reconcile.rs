@@ -543,6 +543,7 @@ async fn apply<S: Swarm>(
                     Some(TroubleCause::Unhealthy) => message.push_str(" (its health check kept failing: `docker inspect` a task's container; .State.Health.Log has the check's output)"),
                     Some(TroubleCause::Unschedulable) => message.push_str(" (Swarm starts it once a node satisfies its `placement` and has the memory and CPUs it reserves: see `docker node ls` and each node's labels)"),
                     Some(TroubleCause::PortInUse) => message.push_str(&format!(" (Swarm starts it once nothing else holds {} on a node that may run it: `docker service ls` shows who publishes it; or change `ports`)", published_ports(&want.ports))),
+                    Some(TroubleCause::CommandReturned) => message.push_str(" (its command returned, exit 0, and Swarm starts a service's tasks again: give it a command that keeps running, or make it a job, `mode: replicated-job`, to run it once)"),
                     None => {}
                 }
                 if t.failed {

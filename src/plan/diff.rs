@@ -64,6 +64,9 @@ pub enum TroubleCause {
     /// task, of this lab or another, or a process of the host): Swarm's "host-mode port
     /// already in use".
     PortInUse,
+    /// Its command returned (exit 0), as an image's default shell does with no command: Swarm
+    /// starts a service's tasks again whatever their exit code.
+    CommandReturned,
 }
 
 

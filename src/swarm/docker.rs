@@ -232,7 +232,7 @@ impl DockerSwarm {
 fn service_trouble<'t>(tasks: impl Iterator<Item = &'t bollard::models::Task> + Clone) -> Option<TaskTrouble> {
     let mut not_running = tasks.clone().filter_map(|t| Some((t, trouble_of(t)?)));
     let (newest_task, newest) = not_running.next()?;
-    if newest.failed {
+    if ended(newest_task) {
         let looping = slot_from(tasks, newest_task).nth(1).and_then(|older| failed_twice(newest_task, older));
         return Some(looping.unwrap_or(newest));
     }
@@ -286,16 +286,25 @@ fn status_time(t: &bollard::models::Task) -> Option<chrono::DateTime<chrono::Fix
     t.status.as_ref()?.timestamp.as_deref().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
 }
 
-/// A crash loop's failure: `newer` and `older`, one after the other in a slot, both failed,
-/// `CRASH_LOOP_WINDOW` apart at most. One failure is not a loop (a schedule's kill, an OOM
-/// kill): the lab is Progressing while its replacement starts.
+/// A crash loop's failure: `newer` and `older`, one after the other in a slot, both ended
+/// (failed, rejected, or returned: a service's task is to keep running, and a command that
+/// returns at once loops as surely as one that fails), `CRASH_LOOP_WINDOW` apart at most. One
+/// end is not a loop (a schedule's kill, an OOM kill): the lab is Progressing while its
+/// replacement starts.
 fn failed_twice(newer: &bollard::models::Task, older: &bollard::models::Task) -> Option<TaskTrouble> {
     let close = status_time(newer)? - status_time(older)? <= CRASH_LOOP_WINDOW;
-    let (failure, earlier) = (trouble_of(newer)?, trouble_of(older)?);
-    (close && failure.failed && earlier.failed).then(|| TaskTrouble {
+    let failure = trouble_of(newer)?;
+    (close && ended(newer) && ended(older)).then(|| TaskTrouble {
         message: format!("{} (again and again: a crash loop; a task of it counts as running once it has run {} s)", failure.message, CRASH_LOOP_SETTLE.num_seconds()),
+        failed: true,
         ..failure
     })
+}
+
+/// A task of a service kept running that stopped on its own: it failed, Swarm rejected it, or
+/// its command returned.
+fn ended(t: &bollard::models::Task) -> bool {
+    matches!(t.status.as_ref().and_then(|st| st.state), Some(TaskState::FAILED | TaskState::REJECTED | TaskState::COMPLETE))
 }
 
 /// The crash loop `t` (running, or on its way) is one more try of: the two tasks before it in
@@ -326,6 +335,9 @@ fn trouble_of(t: &bollard::models::Task) -> Option<TaskTrouble> {
         Some(TroubleCause::PortInUse)
     } else if message.contains("no suitable node") {
         Some(TroubleCause::Unschedulable)
+    } else if state == TaskState::COMPLETE {
+        // Of a service kept running (a job's completed tasks are no trouble).
+        Some(TroubleCause::CommandReturned)
     } else {
         None
     };
@@ -672,6 +684,31 @@ mod tests {
         assert!(trouble.failed && trouble.message.contains("a crash loop; a task of it counts as running once it has run 10 s"), "{trouble:?}");
         let settled = counted_at("2026-12-04T10:01:11Z");
         assert_eq!((settled.running, settled.trouble), (2, None));
+    }
+
+    #[test]
+    fn a_command_that_returns_again_and_again_is_a_crash_loop_and_once_is_not() {
+        let at = |desired, state, created: &str, ended: &str| {
+            let mut t = task("s", "n1", desired, state);
+            t.slot = Some(1);
+            t.created_at = Some(format!("2026-12-04T10:{created}Z"));
+            let status = t.status.as_mut().expect("status");
+            status.timestamp = Some(format!("2026-12-04T10:{ended}Z"));
+            status.message = Some(if state == TaskState::COMPLETE { "finished" } else { "starting" }.into());
+            t
+        };
+        let returned = |created, ended| at(TaskState::SHUTDOWN, TaskState::COMPLETE, created, ended);
+        let tally = |tasks: Vec<Task>| {
+            let mut services = vec![ObservedService { id: "s".into(), replicas: Some(1), desired: 1, ..Default::default() }];
+            DockerSwarm::tally_tasks(tasks, &mut services, &[]);
+            services.remove(0).trouble.expect("a trouble")
+        };
+        let t = tally(vec![at(TaskState::RUNNING, TaskState::STARTING, "00:20", "00:20"), returned("00:10", "00:19"), returned("00:00", "00:09")]);
+        assert_eq!((t.cause, t.failed), (Some(TroubleCause::CommandReturned), true), "{t:?}");
+        assert!(t.message.starts_with("finished (again and again: a crash loop"), "{t:?}");
+        // Once, after a long run: its next try starting is what goes on.
+        let t = tally(vec![at(TaskState::RUNNING, TaskState::STARTING, "00:20", "00:20"), returned("00:00", "00:19")]);
+        assert_eq!((t.state.as_str(), t.failed), ("starting", false));
     }
 
     #[test]
