@@ -72,12 +72,33 @@ fn edits_scale_and_remove_services_and_hand_changes_are_repaired() {
         if replicas == "3" { Ok(()) } else { Err(replicas) }
     });
 
+    // `labctl events -w` shows the repair as labd writes it: its first line (the last event
+    // so far) says it is watching.
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["--redis", &lab.redis.url(), "events", "drift", "--watch", "-n", "1", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("labctl events --watch");
+    let (tx, watched) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().expect("stdout");
+    std::thread::spawn(move || std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok).try_for_each(|l| tx.send(l)));
+    watched.recv_timeout(REPAIR).expect("labctl events --watch printed the last event");
     docker_ok(&["service", "rm", "drift_a"]);
     eventually("a recreated after a hand removal", REPAIR, || match stack_services("drift").get("drift_a").map(String::as_str) {
         Some("3/3") => Ok(()),
         other => Err(format!("{other:?}")),
     });
     lab.wait_phase("drift", "Ready", READY);
+    let repaired = eventually("the repair watched", REPAIR, || {
+        let line = watched.recv_timeout(REPAIR).map_err(|e| e.to_string())?;
+        let e: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
+        if e["reason"] == "DriftRepaired" { Ok(e) } else { Err(line) }
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!((repaired["lab"].as_str(), repaired["type"].as_str()), (Some("drift"), Some("Warning")), "{repaired}");
+    let table = String::from_utf8_lossy(&lab.labctl(&["events", "drift", "--types", "warning"]).stdout).to_string();
+    assert!(table.starts_with("TIME") && table.lines().skip(1).all(|l| l.contains(" Warning ")) && table.contains("DriftRepaired"), "{table}");
     assert!(lab.metric("drift", "drift_repairs") >= 2, "drift repairs counted: {}", lab.metric("drift", "drift_repairs"));
 }
 

@@ -660,22 +660,35 @@ impl StoreReader {
         Ok(reply.is_some_and(|r| !r.keys.is_empty()))
     }
 
+    /// The lab's last `count` events, oldest first.
     pub async fn events(&mut self, lab: &str, count: usize) -> redis::RedisResult<Vec<LabEvent>> {
+        Ok(self.recent_events(lab, count).await?.into_iter().map(|(_, e)| e).collect())
+    }
+
+    /// The lab's last `count` events, oldest first, each with its stream id (to read on after
+    /// it with [`StoreReader::events_after`]).
+    pub async fn recent_events(&mut self, lab: &str, count: usize) -> redis::RedisResult<Vec<(String, LabEvent)>> {
         let reply: redis::streams::StreamRangeReply = self.conn.xrevrange_count(keys::events(lab), "+", "-", count).await?;
-        let mut out: Vec<LabEvent> = reply
-            .ids
-            .iter()
-            .map(|id| {
-                let get = |k: &str| id.get::<String>(k).unwrap_or_default();
-                LabEvent {
-                    time: chrono::DateTime::parse_from_rfc3339(&get("time")).map(|t| t.with_timezone(&chrono::Utc)).unwrap_or_default(),
-                    reason: get("reason").parse().unwrap_or(crate::status::EventReason::Other),
-                    kind: get("kind").parse().unwrap_or(crate::status::EventKind::Normal),
-                    message: get("message"),
-                }
-            })
-            .collect();
-        out.reverse();
+        Ok(reply.ids.iter().rev().map(|id| (id.id.clone(), event_from(id))).collect())
+    }
+
+    /// The events of each lab in `after` newer than the stream id it maps to (`0-0`: all),
+    /// waiting up to `block` for one (`XREAD BLOCK`: meant for a connection of its own, see
+    /// [`StoreReader::connect_for_waiting`]); each with its lab and id.
+    pub async fn events_after(&mut self, after: &BTreeMap<String, String>, block: Duration) -> redis::RedisResult<Vec<(String, String, LabEvent)>> {
+        if after.is_empty() {
+            tokio::time::sleep(block).await;
+            return Ok(vec![]);
+        }
+        let streams: Vec<String> = after.keys().map(|l| keys::events(l)).collect();
+        let ids: Vec<&str> = after.values().map(String::as_str).collect();
+        let opts = redis::streams::StreamReadOptions::default().block(block.as_millis() as usize);
+        let reply: Option<redis::streams::StreamReadReply> = self.conn.xread_options(&streams, &ids, &opts).await?;
+        let mut out = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            let Some(lab) = after.keys().find(|l| keys::events(l) == key.key) else { continue };
+            out.extend(key.ids.iter().map(|id| (lab.clone(), id.id.clone(), event_from(id))));
+        }
         Ok(out)
     }
 
@@ -692,6 +705,18 @@ impl StoreReader {
     pub async fn task_usage(&mut self, lab: &str) -> redis::RedisResult<Vec<crate::usage::TaskUsage>> {
         let map: BTreeMap<String, String> = self.conn.hgetall(keys::usage(lab)).await?;
         Ok(map.values().filter_map(|v| serde_json::from_str(v).ok()).collect())
+    }
+}
+
+/// An event as labd wrote it to a lab's stream (fields a newer labd adds are left out, a reason
+/// this one does not know is `Other`).
+fn event_from(id: &redis::streams::StreamId) -> LabEvent {
+    let get = |k: &str| id.get::<String>(k).unwrap_or_default();
+    LabEvent {
+        time: chrono::DateTime::parse_from_rfc3339(&get("time")).map(|t| t.with_timezone(&chrono::Utc)).unwrap_or_default(),
+        reason: get("reason").parse().unwrap_or(crate::status::EventReason::Other),
+        kind: get("kind").parse().unwrap_or(crate::status::EventKind::Normal),
+        message: get("message"),
     }
 }
 

@@ -8,6 +8,7 @@ mod common;
 mod cp;
 mod describe;
 mod diff;
+mod events;
 mod exec;
 mod fmt;
 mod graph;
@@ -243,6 +244,22 @@ enum Command {
         #[arg(long = "image")]
         images: Vec<String>,
     },
+    /// What labd did and saw (created, repaired, failed, a schedule's steps), oldest first; all
+    /// labs' merged when LAB is left out, as `kubectl events` shows a namespace's.
+    Events {
+        lab: Option<String>,
+        /// Keep printing events as labd writes them (labs that appear meanwhile too).
+        #[arg(short, long)]
+        watch: bool,
+        /// Only these types: Normal, Warning (comma-separated).
+        #[arg(long, value_delimiter = ',', value_parser = events::parse_kind)]
+        types: Vec<swarmlab::status::EventKind>,
+        /// How many of each lab's last events to show first.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        tail: usize,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: events::Format,
+    },
     /// One HTML file: the lab's definition, its timeline, and plots of its probes.
     Report {
         lab: String,
@@ -286,6 +303,7 @@ async fn main() -> ExitCode {
         }
         Command::Status { lab, output, watch } => status::run(&cli.redis, lab.as_deref(), output, watch).await,
         Command::Describe { lab } => describe::run(&cli.redis, &lab).await,
+        Command::Events { lab, watch, types, tail, output } => events::run(&cli.redis, events::Args { lab, watch, types, tail, format: output }).await,
         Command::Top { lab, output, watch } => top::run(&cli.redis, &lab, output, watch).await,
         Command::Graph { lab, output } => graph::run(&cli.redis, &lab, output).await,
         Command::Report { lab, output } => report::run(&cli.redis, &lab, output.as_deref()).await,
