@@ -97,6 +97,10 @@ pub struct ServiceStatus {
     /// When the last of those tasks exited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restart: Option<DateTime<Utc>>,
+    /// Its tasks fail (a crash loop, a missing image, a failing health check): `message` says
+    /// how, and the lab is Degraded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failing: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -317,6 +321,8 @@ pub enum EventReason {
     ScheduleFinished,
     /// The lab waited for the same things longer than its `progressDeadline`.
     ProgressDeadlineExceeded,
+    /// A service's tasks began to fail (said once, until they run again).
+    TasksFailing,
     /// A reason this labctl does not know (written by a newer labd).
     #[serde(other)]
     Other,
@@ -333,7 +339,7 @@ impl EventReason {
             | EventReason::StepApplied
             | EventReason::ScheduleFinished
             | EventReason::Other => EventKind::Normal,
-            EventReason::ReconcileFailed | EventReason::DriftRepaired | EventReason::Orphaned | EventReason::ProgressDeadlineExceeded => EventKind::Warning,
+            EventReason::ReconcileFailed | EventReason::DriftRepaired | EventReason::Orphaned | EventReason::ProgressDeadlineExceeded | EventReason::TasksFailing => EventKind::Warning,
         }
     }
 }

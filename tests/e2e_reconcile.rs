@@ -453,6 +453,12 @@ fn a_crash_looping_service_keeps_its_lab_degraded_and_never_ready() {
         assert!(services[looping]["restarts"].as_u64().is_some_and(|n| n >= 3), "{services}");
     }
     assert!(services["ok"].get("restarts").is_none(), "{services}");
+    // Said once per looping service, not once per restart.
+    let warnings = String::from_utf8_lossy(&lab.labctl(&["events", "loop", "--types", "Warning"]).stdout).to_string();
+    for looping in ["bad", "quits"] {
+        let said = warnings.lines().filter(|l| l.contains("TasksFailing") && l.contains(&format!("  {looping}: "))).count();
+        assert!((1..=2).contains(&said), "{looping} said {said} times:\n{warnings}");
+    }
 }
 
 #[test]

@@ -48,6 +48,14 @@ impl FakeState {
         self.starting.clear();
     }
 
+    /// Every service's tasks end, and start again `start_after` looks later (a crash).
+    pub fn crash_all(&mut self) {
+        for svc in &mut self.services {
+            svc.running = 0;
+            self.starting.insert(svc.id.clone(), self.start_after);
+        }
+    }
+
     /// The service's files exist (created with it, as Docker's edge does) and it names them.
     fn name_files(&mut self, id: &str, svc: &DesiredService) {
         let names: Vec<String> = svc.files.iter().map(|f| f.config_name.clone()).collect();

@@ -752,6 +752,10 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         if state.status.phase != status.phase {
             tracing::info!(lab, phase = %status.phase, message = %status.message, "phase changed");
         }
+        // As kubelet's BackOff: once when a service's tasks begin to fail, not at every look.
+        for (service, s) in status.services.iter().filter(|(name, s)| s.failing && !state.status.services.get(*name).is_some_and(|was| was.failing)) {
+            self.store.event(lab, event(EventReason::TasksFailing, format!("{service}: {}", s.message)));
+        }
         if status.past_progress_deadline() && !state.status.past_progress_deadline() {
             self.store.event(lab, event(EventReason::ProgressDeadlineExceeded, status.message.clone()));
         }

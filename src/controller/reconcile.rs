@@ -548,6 +548,7 @@ async fn apply<S: Swarm>(
                 }
                 if t.failed {
                     failing_tasks.push(format!("{}: {message}", want.short_name));
+                    s.failing = true;
                 }
                 s.message = message;
             }

@@ -447,6 +447,43 @@ async fn a_lab_stuck_past_its_progress_deadline_is_degraded_until_its_tasks_run(
     c.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_whose_tasks_begin_to_fail_is_said_once_and_again_only_after_they_ran() {
+    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: f}\nspec:\n  defaults: {image: labbox:latest}\n  services: {web: {}, db: {}}\n";
+    let swarm = FakeSwarm::default();
+    let image_missing = crate::plan::TaskTrouble { state: "rejected".into(), message: "No such image: nope:latest".into(), node: "n1".into(), failed: true, cause: Some(crate::plan::TroubleCause::ImageMissing) };
+    {
+        let mut s = swarm.state.lock().unwrap();
+        s.start_after = u32::MAX;
+        s.trouble = Some(image_missing);
+    }
+    let mut c = start(&[("f.yaml", text.to_string())], Duration::from_secs(600), swarm).await;
+    c.until_phase("f", Phase::Degraded, SOON).await;
+    let failing = |store: &FakeStore| store.events.lock().unwrap().iter().filter(|(_, e)| e.reason == EventReason::TasksFailing).map(|(_, e)| e.message.clone()).collect::<Vec<_>>();
+    let passes = c.store.metric("f", "reconciles");
+    eventually("more passes", SOON, || c.store.metric("f", "reconciles") > passes + 3).await;
+    let said = failing(&c.store);
+    assert_eq!(said.len(), 2, "once per service, not per pass: {said:?}");
+    assert!(said.iter().any(|m| m.starts_with("db: rejected: No such image: nope:latest (labd never pulls")), "{said:?}");
+    {
+        let mut s = c.swarm.state.lock().unwrap();
+        s.start_after = 0;
+        s.start_now();
+        s.trouble = None;
+    }
+    c.until_phase("f", Phase::Ready, SOON).await;
+    {
+        let mut s = c.swarm.state.lock().unwrap();
+        s.trouble = Some(crate::plan::TaskTrouble { state: "failed".into(), message: "task: non-zero exit (3)".into(), node: "n1".into(), failed: true, cause: None });
+        s.start_after = u32::MAX;
+        s.crash_all();
+    }
+    let _ = c.swarm.events.send(SwarmEvent { subject: EventSubject::Container(ContainerChange::Died), name: "f_web.1.x".into(), lab: Some("f".into()) });
+    c.until_phase("f", Phase::Degraded, SOON).await;
+    eventually("said again, after they ran", SOON, || failing(&c.store).len() == 4).await;
+    c.stop().await;
+}
+
 /// A network dropped from a lab stays in use until the rolling update has moved its tasks off
 /// it: removed once Swarm lets it go, and the lab never fails (nor backs off) meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
