@@ -433,10 +433,9 @@ mod tests {
         assert!(!text.contains("lab=\"kv\"") && text.contains("lab=\"other\""), "{text}");
     }
 
-    #[test]
-    fn every_series_the_grafana_dashboard_queries_is_one_labd_serves() {
-        let dashboard: serde_json::Value = serde_json::from_str(include_str!("../charts/grafana-dashboard.json")).unwrap();
-        // Families without a series are not written: one of each.
+    /// Every metric family labd serves (families without a series are not written: one of
+    /// each is made).
+    fn served_families() -> std::collections::BTreeSet<String> {
         let m = Metrics::new();
         m.set_phase("lab", Phase::Ready);
         m.set_services("lab", &BTreeMap::from([("job".to_string(), status(1, 0, Some(1)))]));
@@ -448,14 +447,53 @@ mod tests {
         m.set_leader(true);
         let usage = crate::usage::TaskUsage { networks: vec![Default::default()], ..Default::default() };
         m.task_usage([("lab", &usage)].into_iter());
-        let exposition = m.encode();
-        let served: std::collections::BTreeSet<&str> = exposition.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next()).collect();
+        let attachment = AttachmentLabels { lab: "lab".into(), service: "s".into(), container: "c".into(), network: "lan".into() };
+        m.agent_pass("n1", "userspace", &[(attachment, true, Some([1, 0, 0, 0, 0, 0, 0, 0]))]);
+        m.encode().lines().filter_map(|l| Some(l.strip_prefix("# TYPE ")?.split_whitespace().next()?.to_string())).collect()
+    }
+
+    /// `expr` is PromQL that Prometheus takes.
+    fn assert_promql(expr: &str) {
+        if let Err(e) = promql_parser::parser::parse(expr) {
+            panic!("not PromQL: {expr}: {e}");
+        }
+    }
+
+    /// The series `expr` names that labd does not serve.
+    fn unserved(expr: &str, served: &std::collections::BTreeSet<String>) -> Vec<String> {
+        expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("swarmlab_"))
+            .filter(|name| !served.contains(["_total", "_bucket", "_sum", "_count"].iter().find_map(|suffix| name.strip_suffix(suffix)).unwrap_or(name)))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn every_series_the_grafana_dashboard_queries_is_one_labd_serves() {
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!("../charts/grafana-dashboard.json")).unwrap();
+        let served = served_families();
         let exprs: Vec<String> = dashboard["panels"].as_array().unwrap().iter().flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default()).filter_map(|t| t["expr"].as_str().map(str::to_string)).collect();
         assert!(exprs.len() > 10, "{exprs:?}");
         for expr in &exprs {
-            for name in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("swarmlab_")) {
-                let family = ["_total", "_bucket", "_sum", "_count"].iter().find_map(|suffix| name.strip_suffix(suffix)).unwrap_or(name);
-                assert!(served.contains(family), "the dashboard queries `{name}`, which labd does not serve: {expr}");
+            assert_promql(expr);
+            assert_eq!(unserved(expr, &served), Vec::<String>::new(), "the dashboard queries series labd does not serve: {expr}");
+        }
+    }
+
+    #[test]
+    fn every_alert_queries_series_labd_serves_and_says_what_to_do() {
+        let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(include_str!("../charts/prometheus-alerts.yml")).expect("YAML");
+        let served = served_families();
+        let rules = rules["groups"][0]["rules"].as_sequence().expect("rules");
+        assert!(rules.len() >= 8, "{rules:?}");
+        for rule in rules {
+            let (alert, expr) = (rule["alert"].as_str().expect("alert"), rule["expr"].as_str().expect("expr"));
+            assert!(alert.starts_with("Swarmlab"), "{alert}");
+            assert_promql(expr);
+            assert_eq!(unserved(expr, &served), Vec::<String>::new(), "{alert} queries series labd does not serve: {expr}");
+            assert!(rule["annotations"]["summary"].is_string() && rule["annotations"]["description"].is_string(), "{alert}");
+            if let Some(wait) = rule["for"].as_str() {
+                assert!(wait.parse::<crate::spec::units::Duration>().is_ok(), "{alert}: for {wait}");
             }
         }
     }
