@@ -92,6 +92,16 @@ fn a_ramp_of_delay_is_measured_at_every_step_and_resumes_on_time_after_labd_is_k
     assert!(html.matches("<td>Step</td>").count() >= 4 && html.contains("<td>StepApplied</td>"), "{html}");
     let points = html.split("<polyline").nth(1).and_then(|p| p.split("points=\"").nth(1)).map(|p| p.split('"').next().unwrap_or("").split(' ').count());
     assert_eq!(points, Some(4), "one point per probe");
+    // The same data as JSON, for one's own analysis: each probe with its samples.
+    let json_path = lab.labs.join("ramp-report.json");
+    let out = lab.labctl(&["report", "ramp", "-o", json_path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let data: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).expect("JSON");
+    let probes = data["probes"].as_array().expect("probes");
+    assert_eq!(probes.len(), 4, "{data}");
+    assert!(probes.iter().all(|p| p["from"] == "a" && p["sent"].as_u64().is_some_and(|n| n > 0) && p["avg_ms"].as_f64().is_some_and(|ms| ms > 0.0)), "{}", probes[0]);
+    assert!(data["definition"].as_str().is_some_and(|d| d.contains("ramp: {from: {delay: 10ms}")) && data["status"]["name"] == "ramp");
+    assert!(data["events"].as_array().is_some_and(|e| e.iter().any(|e| e["reason"] == "StepApplied")), "{}", data["events"]);
 }
 
 /// Round trips of `count` pings from `from`'s task to `to`'s address, every `interval`

@@ -265,6 +265,10 @@ enum Command {
         lab: String,
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// html, or json (every sample as stored, for one's own analysis); default: as the
+        /// output file is named, else html.
+        #[arg(long, value_enum)]
+        format: Option<report::Format>,
     },
     /// Print the JSON Schema of the Lab resource.
     Schema,
@@ -306,7 +310,7 @@ async fn main() -> ExitCode {
         Command::Events { lab, watch, types, tail, output } => events::run(&cli.redis, events::Args { lab, watch, types, tail, format: output }).await,
         Command::Top { lab, output, watch } => top::run(&cli.redis, &lab, output, watch).await,
         Command::Graph { lab, output } => graph::run(&cli.redis, &lab, output).await,
-        Command::Report { lab, output } => report::run(&cli.redis, &lab, output.as_deref()).await,
+        Command::Report { lab, output, format } => report::run(&cli.redis, &lab, output.as_deref(), report::Format::of(format, output.as_deref())).await,
         Command::Suspend { lab } => suspend::run(&cli.redis, &lab, true).await,
         Command::Resume { lab } => suspend::run(&cli.redis, &lab, false).await,
         Command::Start { lab } => suspend::start(&cli.redis, &lab).await,
