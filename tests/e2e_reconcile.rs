@@ -939,3 +939,32 @@ fn labctl_exec_and_cp_reach_into_each_task_of_a_service_or_one_slot_by_the_labs_
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("web.1: no /nowhere in its container"), "{}", text(&out.stderr));
 }
+
+/// `labctl restart` replaces every task (a fresh start between two runs), waits for it, and
+/// labd keeps the restart: scaling the service afterwards leaves the new tasks alone (labd's
+/// update used to reset Swarm's `ForceUpdate`, which restarted every task once more).
+#[test]
+fn labctl_restart_replaces_every_task_and_a_later_scale_does_not_restart_them_again() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("rst".into());
+    remove_lab_objects("rst");
+    let text = |replicas: u32| lab_yaml("rst", &format!("    node: {{replicas: {replicas}}}\n"));
+    lab.write("rst.yaml", &text(2));
+    lab.start_labd();
+    lab.wait_phase("rst", "Ready", READY);
+    let slots = || [1, 2].map(|slot| running_container_of_slot("rst_node", slot));
+    let before = slots();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_labctl")).args(["restart", "rst"]).env("DOCKER_API_VERSION", "1.41").output().expect("labctl restart");
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success() && said.contains("restarting node (2 tasks)") && said.contains("node: every task replaced after"), "{said}");
+    let restarted = slots();
+    assert!(restarted.iter().zip(&before).all(|(now, was)| now != was), "{before:?} → {restarted:?}");
+    lab.write("rst.yaml", &text(3));
+    eventually("slot 3 running", READY, || if docker_ok(&["service", "ls", "--filter", "name=rst_node", "--format", "{{.Replicas}}"]).trim() == "3/3" { Ok(()) } else { Err("not yet".into()) });
+    lab.wait_phase("rst", "Ready", READY);
+    assert_eq!(slots(), restarted, "the scale restarted the tasks again");
+    assert_eq!(docker_ok(&["service", "inspect", "rst_node", "--format", "{{.Spec.TaskTemplate.ForceUpdate}}"]).trim(), "1");
+    // Named wrong: said so, nothing restarted.
+    let out = lab.labctl(&["restart", "rst", "nope"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("it has no service nope (it has node)"), "{out:?}");
+}

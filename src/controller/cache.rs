@@ -113,8 +113,8 @@ impl<S: Swarm> Swarm for Cached<S> {
         self.changed(self.inner.create_service(svc).await)
     }
 
-    async fn update_service(&self, id: &str, version: u64, svc: &DesiredService) -> Result<(), SwarmError> {
-        self.changed(self.inner.update_service(id, version, svc).await)
+    async fn update_service(&self, id: &str, version: u64, force_update: u64, svc: &DesiredService) -> Result<(), SwarmError> {
+        self.changed(self.inner.update_service(id, version, force_update, svc).await)
     }
 
     async fn remove_service(&self, id: &str) -> Result<(), SwarmError> {

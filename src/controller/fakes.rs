@@ -251,18 +251,20 @@ impl Swarm for FakeSwarm {
                 trouble: None,
                 completed: svc.mode.is_job().then_some(0),
                 exits: vec![],
+                force_update: 0,
             });
             Ok(())
         })
     }
 
-    async fn update_service(&self, id: &str, version: u64, svc: &DesiredService) -> Result<(), SwarmError> {
+    async fn update_service(&self, id: &str, version: u64, force_update: u64, svc: &DesiredService) -> Result<(), SwarmError> {
         self.change("update service", |s| {
             let have = s.services.iter_mut().find(|x| x.id == id).ok_or(SwarmError::Api { action: "update".into(), message: "not found".into() })?;
             if have.version != version {
                 return Err(SwarmError::Api { action: "update".into(), message: "update out of sequence".into() });
             }
             have.version += 1;
+            have.force_update = force_update;
             have.labels = svc.labels.clone();
             have.replicas = svc.replicas;
             have.image = svc.image.clone();

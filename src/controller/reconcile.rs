@@ -112,7 +112,7 @@ async fn perform<S: Swarm>(swarm: &S, action: &Action) -> Result<(), SwarmError>
         Action::CreateNetwork(n) => (swarm.create_network(n).await, None),
         Action::RemoveNetwork { id, name, .. } => (swarm.remove_network(id).await, Some(("network", name))),
         Action::CreateService(s) => (swarm.create_service(s).await, None),
-        Action::UpdateService { id, version, desired, .. } => (swarm.update_service(id, *version, desired).await, None),
+        Action::UpdateService { id, version, force_update, desired, .. } => (swarm.update_service(id, *version, *force_update, desired).await, None),
         Action::RemoveService { id, name, .. } => (swarm.remove_service(id).await, Some(("service", name))),
     };
     // A removal goes by id; what a user reads (status, events) names the object.

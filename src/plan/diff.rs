@@ -36,6 +36,10 @@ pub struct ObservedService {
     /// their slot ended, as far as Swarm keeps its task history: the restarts `describe`
     /// counts. Empty for a job, whose tasks end by design.
     pub exits: Vec<chrono::DateTime<chrono::Utc>>,
+    /// Swarm's `ForceUpdate` counter of its task template, which `docker service update
+    /// --force` (and `labctl restart`) bump to restart every task: kept in labd's updates, or an
+    /// update that changes nothing else of the tasks (a scale) would restart them all again.
+    pub force_update: u64,
 }
 
 /// A task problem: why a service's task is not running.
@@ -137,9 +141,9 @@ impl Observed {
                 }),
                 Action::RemoveNetwork { id, .. } => self.networks.retain(|n| &n.id != id),
                 Action::CreateService(s) => self.services.push(ObservedService::as_wanted(format!("new{i}-{}", s.name), 1, s)),
-                Action::UpdateService { id, version, desired, .. } => {
+                Action::UpdateService { id, version, desired, force_update, .. } => {
                     if let Some(have) = self.services.iter_mut().find(|s| &s.id == id) {
-                        *have = ObservedService::as_wanted(id.clone(), version + 1, desired);
+                        *have = ObservedService { force_update: *force_update, ..ObservedService::as_wanted(id.clone(), version + 1, desired) };
                     }
                 }
                 Action::RemoveService { id, .. } => self.services.retain(|s| &s.id != id),
@@ -197,7 +201,8 @@ pub enum Action {
     /// update in place. Its services are detached first (see [`Plan::detach`]).
     RemoveNetwork { id: String, name: String, recreate: bool },
     CreateService(DesiredService),
-    UpdateService { id: String, version: u64, desired: DesiredService, reason: String },
+    /// `force_update`: the service's `ForceUpdate` as Swarm has it, kept.
+    UpdateService { id: String, version: u64, force_update: u64, desired: DesiredService, reason: String },
     /// `recreate`: removed only to be created again by the next pass.
     RemoveService { id: String, name: String, recreate: Option<Recreate> },
 }
@@ -458,7 +463,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
                     None
                 };
                 if let Some(reason) = reason {
-                    service_actions.push(Action::UpdateService { id: have.id.clone(), version: have.version, desired: want.clone(), reason });
+                    service_actions.push(Action::UpdateService { id: have.id.clone(), version: have.version, force_update: have.force_update, desired: want.clone(), reason });
                 }
             }
         }
@@ -527,6 +532,20 @@ mod tests {
         observed.networks.retain(|n| n.name != "r_lan");
         let gone = diff(&new, &observed);
         assert!(matches!(gone.actions.as_slice(), [Action::CreateNetwork(n), Action::CreateService(s)] if n.subnet.as_deref() == Some("10.2.0.0/24") && s.name == "r_a"), "{:?}", kinds(&gone));
+    }
+
+    #[test]
+    fn an_update_keeps_the_restarts_forced_by_hand() {
+        let want = lab("10.1.0.0/24");
+        let mut observed = observe(&want, "10.1.0.0/24");
+        // `docker service update --force` twice, then a scale by hand: put back, the restarts
+        // kept (their counter dropped would restart every task once more).
+        let b = observed.services.iter_mut().find(|s| s.name == "r_b").expect("r_b");
+        (b.force_update, b.replicas) = (2, Some(3));
+        let plan = diff(&want, &observed);
+        assert!(matches!(plan.actions.as_slice(), [Action::UpdateService { force_update: 2, desired, .. }] if desired.name == "r_b"), "{:?}", plan.actions);
+        let after = passes(&want, &observed);
+        assert_eq!(after.len(), 1);
     }
 
     #[test]

@@ -118,6 +118,7 @@ fn observed_service(s: Service) -> Option<ObservedService> {
         .and_then(|t| t.container_spec.as_ref())
         .and_then(|c| c.image.clone())
         .unwrap_or_default();
+    let force_update = spec.task_template.as_ref().and_then(|t| t.force_update).unwrap_or(0);
     Some(ObservedService {
         id: s.id?,
         name: spec.name.unwrap_or_default(),
@@ -135,6 +136,7 @@ fn observed_service(s: Service) -> Option<ObservedService> {
         trouble: None,
         completed: None,
         exits: vec![],
+        force_update,
     })
 }
 
@@ -469,12 +471,16 @@ impl Swarm for DockerSwarm {
         }
     }
 
-    async fn update_service(&self, id: &str, version: u64, svc: &DesiredService) -> Result<(), SwarmError> {
+    async fn update_service(&self, id: &str, version: u64, force_update: u64, svc: &DesiredService) -> Result<(), SwarmError> {
         let config_ids = self.ensure_files(svc).await?;
         self.count();
         let options = UpdateServiceOptions { version: version as i32, ..Default::default() };
+        let mut spec = super::spec::service_spec(svc, &config_ids);
+        if let Some(template) = spec.task_template.as_mut().filter(|_| force_update > 0) {
+            template.force_update = Some(force_update);
+        }
         self.docker
-            .update_service(id, super::spec::service_spec(svc, &config_ids), options, None)
+            .update_service(id, spec, options, None)
             .await
             .map_err(api_err(format!("update service {}", svc.name)))?;
         Ok(())

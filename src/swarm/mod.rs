@@ -7,6 +7,7 @@ mod exec;
 mod files;
 mod local;
 mod logs;
+mod restart;
 mod stats;
 pub mod spec;
 
@@ -15,6 +16,7 @@ pub use docker::DockerSwarm;
 pub use exec::{ExecOutput, TaskExec};
 pub use local::{LocalTask, LocalTaskEvent, ProcessState};
 pub use logs::{task_label, LabTask, LogLine, LogRange};
+pub use restart::{RestartProgress, Restarting, RESTART_POLL};
 pub(crate) use docker::api_err;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -111,7 +113,9 @@ pub trait Swarm: Send + Sync + 'static {
     fn create_network(&self, net: &DesiredNetwork) -> impl Future<Output = Result<(), SwarmError>> + Send;
     fn remove_network(&self, id: &str) -> impl Future<Output = Result<(), SwarmError>> + Send;
     fn create_service(&self, svc: &DesiredService) -> impl Future<Output = Result<(), SwarmError>> + Send;
-    fn update_service(&self, id: &str, version: u64, svc: &DesiredService) -> impl Future<Output = Result<(), SwarmError>> + Send;
+    /// Updates service `id` at `version` to `svc`, its `ForceUpdate` counter kept at
+    /// `force_update` (see [`crate::plan::ObservedService::force_update`]).
+    fn update_service(&self, id: &str, version: u64, force_update: u64, svc: &DesiredService) -> impl Future<Output = Result<(), SwarmError>> + Send;
     fn remove_service(&self, id: &str) -> impl Future<Output = Result<(), SwarmError>> + Send;
     /// The addresses of the tasks on a network, by service name (what a partition cuts off).
     /// Swarm knows them where the network is present: on a manager with a task on it.
@@ -150,8 +154,8 @@ impl<T: Swarm> Swarm for std::sync::Arc<T> {
     fn create_service(&self, svc: &DesiredService) -> impl Future<Output = Result<(), SwarmError>> + Send {
         self.as_ref().create_service(svc)
     }
-    fn update_service(&self, id: &str, version: u64, svc: &DesiredService) -> impl Future<Output = Result<(), SwarmError>> + Send {
-        self.as_ref().update_service(id, version, svc)
+    fn update_service(&self, id: &str, version: u64, force_update: u64, svc: &DesiredService) -> impl Future<Output = Result<(), SwarmError>> + Send {
+        self.as_ref().update_service(id, version, force_update, svc)
     }
     fn remove_service(&self, id: &str) -> impl Future<Output = Result<(), SwarmError>> + Send {
         self.as_ref().remove_service(id)

@@ -16,6 +16,7 @@ mod import;
 mod probe;
 mod relayed_tasks;
 mod report;
+mod restart;
 mod status;
 mod suspend;
 mod tasks;
@@ -260,6 +261,23 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: events::Format,
     },
+    /// Replace every task of the lab's services (or of SERVICEs), one after the other, as
+    /// `kubectl rollout restart`; waits until Swarm has replaced them. Jobs run again only when
+    /// named.
+    Restart {
+        lab: String,
+        /// Only these services (short names).
+        services: Vec<String>,
+        /// Return once Swarm has the restart, without waiting for the tasks.
+        #[arg(short, long)]
+        detach: bool,
+        /// How long to wait for the new tasks (exit 1 after).
+        #[arg(long, default_value = "120s", value_parser = parse_timeout)]
+        timeout: std::time::Duration,
+        /// Docker daemon of a manager (default: the local socket, or DOCKER_HOST).
+        #[arg(long, env = "DOCKER_HOST")]
+        docker_host: Option<String>,
+    },
     /// One HTML file: the lab's definition, its timeline, and plots of its probes.
     Report {
         lab: String,
@@ -311,6 +329,7 @@ async fn main() -> ExitCode {
         Command::Top { lab, output, watch } => top::run(&cli.redis, &lab, output, watch).await,
         Command::Graph { lab, output } => graph::run(&cli.redis, &lab, output).await,
         Command::Report { lab, output, format } => report::run(&cli.redis, &lab, output.as_deref(), report::Format::of(format, output.as_deref())).await,
+        Command::Restart { lab, services, detach, timeout, docker_host } => restart::run(docker_host.as_deref(), restart::Args { lab, services, detach, timeout }).await,
         Command::Suspend { lab } => suspend::run(&cli.redis, &lab, true).await,
         Command::Resume { lab } => suspend::run(&cli.redis, &lab, false).await,
         Command::Start { lab } => suspend::start(&cli.redis, &lab).await,
