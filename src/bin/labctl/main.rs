@@ -86,6 +86,22 @@ enum Command {
         #[arg(short, long)]
         watch: bool,
     },
+    /// What labd did and saw (created, repaired, failed, a schedule's steps), oldest first; all
+    /// labs' merged when LAB is left out, as `kubectl events` shows a namespace's.
+    Events {
+        lab: Option<String>,
+        /// Keep printing events as labd writes them (labs that appear meanwhile too).
+        #[arg(short, long)]
+        watch: bool,
+        /// Only these types: Normal, Warning (comma-separated).
+        #[arg(long, value_delimiter = ',', value_parser = events::parse_kind)]
+        types: Vec<swarmlab::status::EventKind>,
+        /// How many of each lab's last events to show first.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        tail: usize,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: events::Format,
+    },
     /// What labd would do to make Swarm match DIR, without doing it (exit 0: nothing, 1: changes, 2: error).
     Diff {
         #[arg(default_value = "labs")]
@@ -232,35 +248,6 @@ enum Command {
     Resume { lab: String },
     /// Start (or start again) the `start: manual` schedule of LAB now.
     Start { lab: String },
-    /// Convert a Compose file into a lab (every field that does not carry over is noted).
-    Import {
-        file: PathBuf,
-        /// The lab's name (default: the Compose project name, the file's directory).
-        #[arg(long)]
-        name: Option<String>,
-        /// Write the lab here instead of to stdout.
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-        /// Use a local image: SERVICE=IMAGE, COMPOSE_IMAGE=IMAGE, or *=IMAGE (repeatable).
-        #[arg(long = "image")]
-        images: Vec<String>,
-    },
-    /// What labd did and saw (created, repaired, failed, a schedule's steps), oldest first; all
-    /// labs' merged when LAB is left out, as `kubectl events` shows a namespace's.
-    Events {
-        lab: Option<String>,
-        /// Keep printing events as labd writes them (labs that appear meanwhile too).
-        #[arg(short, long)]
-        watch: bool,
-        /// Only these types: Normal, Warning (comma-separated).
-        #[arg(long, value_delimiter = ',', value_parser = events::parse_kind)]
-        types: Vec<swarmlab::status::EventKind>,
-        /// How many of each lab's last events to show first.
-        #[arg(short = 'n', long, default_value_t = 50)]
-        tail: usize,
-        #[arg(short, long, value_enum, default_value = "table")]
-        output: events::Format,
-    },
     /// Replace every task of the lab's services (or of SERVICEs), one after the other, as
     /// `kubectl rollout restart`; waits until Swarm has replaced them. Jobs run again only when
     /// named.
@@ -277,6 +264,19 @@ enum Command {
         /// Docker daemon of a manager (default: the local socket, or DOCKER_HOST).
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
+    },
+    /// Convert a Compose file into a lab (every field that does not carry over is noted).
+    Import {
+        file: PathBuf,
+        /// The lab's name (default: the Compose project name, the file's directory).
+        #[arg(long)]
+        name: Option<String>,
+        /// Write the lab here instead of to stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Use a local image: SERVICE=IMAGE, COMPOSE_IMAGE=IMAGE, or *=IMAGE (repeatable).
+        #[arg(long = "image")]
+        images: Vec<String>,
     },
     /// One HTML file: the lab's definition, its timeline, and plots of its probes.
     Report {
