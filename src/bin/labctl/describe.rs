@@ -121,7 +121,7 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
         let line: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("\nMetrics: {}", line.join(" "));
     }
-    println!("\nEvents:");
+    println!("\nEvents (the last 15; `labctl events {lab}` for more, `-w` to follow):");
     let mut t = Table::new();
     t.load_preset(NOTHING);
     t.set_header(["TIME", "TYPE", "REASON", "MESSAGE"]);
