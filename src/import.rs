@@ -17,7 +17,7 @@ fn not_carried(key: &str) -> Option<&'static str> {
     Some(match key {
         "build" => "labd never builds or pulls: build the image and load it on every node, then set `image` (or map it with --image)",
         "container_name" => "Swarm names tasks itself (`<lab>_<service>.<slot>`)",
-        "restart" => "Swarm restarts failed tasks by itself",
+        "restart" => "a lab's services are kept running: Swarm starts a task again whatever its exit code (a service meant to run once is a job: `mode: replicated-job`)",
         "depends_on" => "Swarm starts services in no order; the lab is Ready when all run",
         "links" | "external_links" => "services reach each other by name on their networks",
         "expose" => "every port is reachable on the lab's networks",
@@ -710,7 +710,7 @@ fn deploy(ctx: &mut Ctx, at: &str, value: &Value, out: &mut Map<String, Value>) 
                     let at = format!("{here}/{}", pointer_segment(field));
                     match (field.as_str(), value) {
                         ("condition", Value::String(c)) if c == "any" => {}
-                        ("condition", _) => ctx.note(&at, "not carried: a lab's tasks are always restarted (condition any)"),
+                        ("condition", _) => ctx.note(&at, "not carried: a lab's services are kept running, their tasks always started again (condition any); a service meant to run once is a job: `mode: replicated-job`"),
                         ("max_attempts", n) => {
                             policy.insert("maxAttempts".into(), n.clone());
                         }
@@ -862,7 +862,7 @@ mod tests {
     fn entrypoint_user_working_dir_stop_signal_ulimits_and_restart_policy_carry() {
         let compose = "services:\n  node:\n    image: labbox:latest\n    deploy: {restart_policy: {condition: on-failure, delay: 500ms, max_attempts: 3, window: 2m}}\n    ulimits: {nofile: {soft: 20000, hard: 40000}, nproc: 65535}\n    entrypoint: /bin/node --flag 'a b'\n    command: [--port, 4000]\n    user: 1000\n    working_dir: /srv\n    stop_signal: SIGINT\n  list:\n    image: labbox:latest\n    entrypoint: [sh, -c]\n";
         let out = compose_to_lab(Path::new("compose.yml"), compose, "run", &vec![], &no_files).expect("valid");
-        assert_eq!(out.notes.iter().map(ToString::to_string).collect::<Vec<_>>(), ["4:31: services.node.deploy.restart_policy.condition: not carried: a lab's tasks are always restarted (condition any)"]);
+        assert_eq!(out.notes.iter().map(ToString::to_string).collect::<Vec<_>>(), ["4:31: services.node.deploy.restart_policy.condition: not carried: a lab's services are kept running, their tasks always started again (condition any); a service meant to run once is a job: `mode: replicated-job`"]);
         let lab = parse_file(Path::new("run.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
         let node = &lab.spec.services["node"];
         assert_eq!(node.command, Some(crate::spec::Command::Exec(vec!["/bin/node".into(), "--flag".into(), "a b".into()])), "split, not run by a shell");
@@ -965,7 +965,7 @@ mod tests {
         assert_eq!(sim.args.as_deref(), Some(&["-h", "collector", "-p", "1337"].map(String::from)[..]), "command becomes the entrypoint's arguments");
         assert_eq!(lab.spec.services["dashboard"].ports[0].0, "3000:3000");
         assert!(out.text.contains("#   5:5: services.db.container_name: Swarm names tasks itself"), "{}", out.text);
-        assert!(out.text.contains("#   6:5: services.db.restart: Swarm restarts failed tasks by itself"), "{}", out.text);
+        assert!(out.text.contains("#   6:5: services.db.restart: a lab's services are kept running: Swarm starts a task again whatever its exit code (a service meant to run once is a job: `mode: replicated-job`)"), "{}", out.text);
         assert_eq!(out.notes.len(), 5, "{:?}", out.notes);
     }
 
