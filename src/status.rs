@@ -323,6 +323,8 @@ pub enum EventReason {
     ProgressDeadlineExceeded,
     /// A service's tasks began to fail (said once, until they run again).
     TasksFailing,
+    /// A user had every task of some services replaced (`labctl restart`).
+    Restarted,
     /// A reason this labctl does not know (written by a newer labd).
     #[serde(other)]
     Other,
@@ -338,6 +340,7 @@ impl EventReason {
             | EventReason::Step
             | EventReason::StepApplied
             | EventReason::ScheduleFinished
+            | EventReason::Restarted
             | EventReason::Other => EventKind::Normal,
             EventReason::ReconcileFailed | EventReason::DriftRepaired | EventReason::Orphaned | EventReason::ProgressDeadlineExceeded | EventReason::TasksFailing => EventKind::Warning,
         }

@@ -954,7 +954,7 @@ fn labctl_restart_replaces_every_task_and_a_later_scale_does_not_restart_them_ag
     lab.wait_phase("rst", "Ready", READY);
     let slots = || [1, 2].map(|slot| running_container_of_slot("rst_node", slot));
     let before = slots();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_labctl")).args(["restart", "rst"]).env("DOCKER_API_VERSION", "1.41").output().expect("labctl restart");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_labctl")).args(["--redis", &lab.redis.url(), "restart", "rst"]).env("DOCKER_API_VERSION", "1.41").output().expect("labctl restart");
     let said = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success() && said.contains("restarting node (2 tasks)") && said.contains("node: every task replaced after"), "{said}");
     let restarted = slots();
@@ -963,6 +963,9 @@ fn labctl_restart_replaces_every_task_and_a_later_scale_does_not_restart_them_ag
     eventually("slot 3 running", READY, || if docker_ok(&["service", "ls", "--filter", "name=rst_node", "--format", "{{.Replicas}}"]).trim() == "3/3" { Ok(()) } else { Err("not yet".into()) });
     lab.wait_phase("rst", "Ready", READY);
     assert_eq!(slots(), restarted, "the scale restarted the tasks again");
+    // On the lab's timeline.
+    let events = String::from_utf8_lossy(&lab.labctl(&["events", "rst"]).stdout).to_string();
+    assert!(events.lines().any(|l| l.contains(" Normal ") && l.contains("Restarted") && l.ends_with("labctl restart: every task of node replaced")), "{events}");
     assert_eq!(docker_ok(&["service", "inspect", "rst_node", "--format", "{{.Spec.TaskTemplate.ForceUpdate}}"]).trim(), "1");
     // Named wrong: said so, nothing restarted.
     let out = lab.labctl(&["restart", "rst", "nope"]);

@@ -515,13 +515,7 @@ fn batch_pipeline(batch: &Outbox) -> redis::Pipeline {
         if batch.statuses.get(lab).is_some_and(Option::is_none) {
             continue;
         }
-        let fields = [
-            ("time", e.time.to_rfc3339()),
-            ("kind", e.kind.to_string()),
-            ("reason", e.reason.to_string()),
-            ("message", e.message.clone()),
-        ];
-        pipe.cmd("XADD").arg(keys::events(lab)).arg("MAXLEN").arg("~").arg(EVENTS_KEPT).arg("*").arg(&fields[..]).ignore();
+        pipe.cmd("XADD").arg(keys::events(lab)).arg("MAXLEN").arg("~").arg(EVENTS_KEPT).arg("*").arg(&event_fields(e)[..]).ignore();
     }
     // A lab deleted in this batch gets no metrics written after its keys are gone.
     let deleted: Vec<String> = batch.statuses.iter().filter(|(_, s)| s.is_none()).map(|(lab, _)| keys::metrics(lab)).collect();
@@ -593,6 +587,12 @@ impl StoreReader {
         let mut labs: Vec<String> = self.conn.smembers(keys::LABS).await?;
         labs.sort();
         Ok(labs)
+    }
+
+    /// Records an event of the user's (`labctl restart`) among labd's, so the lab's timeline
+    /// (`labctl events`, `logs`, `report`) has it.
+    pub async fn add_event(&mut self, lab: &str, event: &LabEvent) -> redis::RedisResult<()> {
+        redis::cmd("XADD").arg(keys::events(lab)).arg("MAXLEN").arg("~").arg(EVENTS_KEPT).arg("*").arg(&event_fields(event)[..]).query_async(&mut self.conn).await
     }
 
     /// Records one probe result (kept: the last 5000).
@@ -706,6 +706,11 @@ impl StoreReader {
         let map: BTreeMap<String, String> = self.conn.hgetall(keys::usage(lab)).await?;
         Ok(map.values().filter_map(|v| serde_json::from_str(v).ok()).collect())
     }
+}
+
+/// An event's fields in a lab's stream.
+fn event_fields(e: &LabEvent) -> [(&'static str, String); 4] {
+    [("time", e.time.to_rfc3339()), ("kind", e.kind.to_string()), ("reason", e.reason.to_string()), ("message", e.message.clone())]
 }
 
 /// An event as labd wrote it to a lab's stream (fields a newer labd adds are left out, a reason

@@ -11,7 +11,7 @@ pub async fn schedule_steps(store: Option<&mut StoreReader>, lab: &str, after: O
     use swarmlab::status::EventReason;
     let Some(r) = store else { return vec![] };
     let mut events = r.events(lab, 200).await.unwrap_or_default();
-    events.retain(|e| matches!(e.reason, EventReason::Step | EventReason::StepApplied | EventReason::ScheduleFinished) && after.is_none_or(|t| e.time > t));
+    events.retain(|e| matches!(e.reason, EventReason::Step | EventReason::StepApplied | EventReason::ScheduleFinished | EventReason::Restarted) && after.is_none_or(|t| e.time > t));
     events.sort_by_key(|e| e.time);
     events
 }

@@ -329,7 +329,7 @@ async fn main() -> ExitCode {
         Command::Top { lab, output, watch } => top::run(&cli.redis, &lab, output, watch).await,
         Command::Graph { lab, output } => graph::run(&cli.redis, &lab, output).await,
         Command::Report { lab, output, format } => report::run(&cli.redis, &lab, output.as_deref(), report::Format::of(format, output.as_deref())).await,
-        Command::Restart { lab, services, detach, timeout, docker_host } => restart::run(docker_host.as_deref(), restart::Args { lab, services, detach, timeout }).await,
+        Command::Restart { lab, services, detach, timeout, docker_host } => restart::run(&cli.redis, docker_host.as_deref(), restart::Args { lab, services, detach, timeout }).await,
         Command::Suspend { lab } => suspend::run(&cli.redis, &lab, true).await,
         Command::Resume { lab } => suspend::run(&cli.redis, &lab, false).await,
         Command::Start { lab } => suspend::start(&cli.redis, &lab).await,

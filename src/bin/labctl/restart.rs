@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use swarmlab::status::{EventReason, LabEvent};
 use swarmlab::swarm::{DockerSwarm, RestartProgress, RESTART_POLL};
 
 pub struct Args {
@@ -14,12 +15,24 @@ pub struct Args {
     pub timeout: Duration,
 }
 
-pub async fn run(docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(redis: &str, docker_host: Option<&str>, args: Args) -> anyhow::Result<ExitCode> {
     let swarm = DockerSwarm::connect(docker_host).await?;
     let restarting = swarm.restart_services(&args.lab, &args.services).await?;
     if restarting.is_empty() {
         eprintln!("lab {} runs only jobs: name one to run it again (`labctl restart {} SERVICE`)", args.lab, args.lab);
         return Ok(ExitCode::SUCCESS);
+    }
+    // On the lab's timeline (its events, its logs' marks, its report), best effort: the restart
+    // is Swarm's to do, with or without Redis.
+    let names: Vec<&str> = restarting.iter().map(|r| r.service.as_str()).collect();
+    let event = LabEvent::now(EventReason::Restarted, format!("labctl restart: every task of {} replaced", names.join(", ")));
+    match crate::common::reader(redis).await {
+        Ok(mut r) => {
+            if let Err(e) = r.add_event(&args.lab, &event).await {
+                eprintln!("warning: the restart is not on the lab's timeline: {e}");
+            }
+        }
+        Err(e) => eprintln!("warning: the restart is not on the lab's timeline: {e:#}"),
     }
     for r in &restarting {
         let tasks = r.replicas.map_or_else(|| "every node's task".to_string(), |n| format!("{n} tasks"));
