@@ -5,8 +5,9 @@ use comfy_table::{presets::NOTHING, Table};
 use swarmlab::status::LabStatus;
 use swarmlab::store::StoreReader;
 
-/// The schedule's steps among the lab's events after `after` (best effort: without Redis, or
-/// with no schedule, none), oldest first: what `logs` and `capture` mark among what they show.
+/// The schedule's steps (and `labctl restart`s) among the lab's events after `after` (best
+/// effort: without Redis, or with no schedule, none), oldest first: what `logs` and `capture`
+/// mark among what they show.
 pub async fn schedule_steps(store: Option<&mut StoreReader>, lab: &str, after: Option<chrono::DateTime<chrono::Utc>>) -> Vec<swarmlab::status::LabEvent> {
     use swarmlab::status::EventReason;
     let Some(r) = store else { return vec![] };
