@@ -310,7 +310,7 @@ fn ended(t: &bollard::models::Task) -> bool {
 }
 
 /// The crash loop `t` (running, or on its way) is one more try of: the two tasks before it in
-/// its slot failed.
+/// its slot ended (see [`failed_twice`]).
 fn crash_loop_before<'t>(tasks: impl Iterator<Item = &'t bollard::models::Task>, t: &'t bollard::models::Task) -> Option<TaskTrouble> {
     let mut before = slot_from(tasks, t).skip(1);
     failed_twice(before.next()?, before.next()?)
