@@ -62,7 +62,8 @@ impl Topology {
     pub fn of(lab: &Lab, status: Option<&LabStatus>) -> Topology {
         let services = lab
             .resolved_services()
-            .map(|(name, svc)| ServiceNode {
+            .map(|(name, svc)| (name, svc, status.and_then(|s| s.services.get(name))))
+            .map(|(name, svc, seen)| ServiceNode {
                 name: name.to_string(),
                 replicas: match (svc.mode.unwrap_or_default(), svc.replicas) {
                     (crate::spec::Mode::Global, _) => "global".into(),
@@ -70,9 +71,9 @@ impl Topology {
                     (crate::spec::Mode::ReplicatedJob, r) => format!("job ×{}", r.unwrap_or(1)),
                     (crate::spec::Mode::Replicated, r) => format!("×{}", r.unwrap_or(1)),
                 },
-                running: status.and_then(|s| s.services.get(name)).map(|s| (s.completed.unwrap_or(s.running), s.desired)),
+                running: seen.map(|s| (s.completed.unwrap_or(s.running), s.desired)),
                 job: svc.mode.is_some_and(crate::spec::Mode::is_job),
-                restarts: status.and_then(|s| s.services.get(name)).map_or(0, |s| s.restarts),
+                restarts: seen.map_or(0, |s| s.restarts),
             })
             .collect();
         let networks = lab

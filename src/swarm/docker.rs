@@ -194,7 +194,7 @@ impl DockerSwarm {
             s.running = up().filter(|t| t.desired_state == Some(TaskState::RUNNING)).count() as u64;
             s.stopping = up().filter(|t| t.desired_state != Some(TaskState::RUNNING)).count() as u64;
             s.trouble = if s.running < s.desired { service_trouble(mine()) } else { None };
-            s.exits = mine().filter(|t| exited_and_restarted(mine(), t)).filter_map(status_time).map(|t| t.with_timezone(&chrono::Utc)).collect();
+            s.exits = restarted_exits(mine());
         }
     }
 
@@ -275,13 +275,24 @@ fn created(t: &bollard::models::Task) -> Option<chrono::DateTime<chrono::FixedOf
     t.created_at.as_deref().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
 }
 
-/// `t` ran and ended on its own (failed, or completed), and Swarm started a newer task in its
-/// slot: a restart. Its desired state does not tell: with `restartPolicy.condition: none` (or
-/// `on-failure` after exit 0) Swarm marks an ended task `shutdown` too and starts none. A task
-/// `rejected` never ran; one `shutdown` was stopped (an update, a scale-down, a removal).
-fn exited_and_restarted<'t>(mut tasks: impl Iterator<Item = &'t bollard::models::Task>, t: &bollard::models::Task) -> bool {
-    let ended = matches!(t.status.as_ref().and_then(|st| st.state), Some(TaskState::FAILED | TaskState::COMPLETE));
-    ended && tasks.any(|x| same_slot(x, t) && created(x) > created(t))
+/// When the service's tasks that were restarted ended: each ran and ended on its own (failed,
+/// or completed), and Swarm created a newer task in its slot. Its desired state does not tell:
+/// with `restartPolicy.condition: none` (or `on-failure` after exit 0) Swarm marks an ended
+/// task `shutdown` too and starts none. A task `rejected` never ran; one `shutdown` was stopped
+/// (an update, a scale-down, a removal). The newest creation per slot is found once: a look
+/// walks every task Swarm keeps (5 per slot), not every pair of them.
+fn restarted_exits<'t>(tasks: impl Iterator<Item = &'t bollard::models::Task> + Clone) -> Vec<chrono::DateTime<chrono::Utc>> {
+    let slot_of = |t: &'t bollard::models::Task| (t.slot, t.slot.is_none().then_some(t.node_id.as_deref()).flatten());
+    let mut newest = HashMap::new();
+    for (slot, at) in tasks.clone().filter_map(|t| Some((slot_of(t), created(t)?))) {
+        newest.entry(slot).and_modify(|n: &mut chrono::DateTime<chrono::FixedOffset>| *n = (*n).max(at)).or_insert(at);
+    }
+    tasks
+        .filter(|t| ended(t) && t.status.as_ref().and_then(|st| st.state) != Some(TaskState::REJECTED))
+        .filter(|t| created(t).is_some_and(|at| newest.get(&slot_of(t)).is_some_and(|n| *n > at)))
+        .filter_map(status_time)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .collect()
 }
 
 fn status_time(t: &bollard::models::Task) -> Option<chrono::DateTime<chrono::FixedOffset>> {
