@@ -98,7 +98,7 @@ impl DockerSwarm {
     }
 }
 
-fn observed_service(s: Service) -> Option<ObservedService> {
+pub(super) fn observed_service(s: Service) -> Option<ObservedService> {
     let spec = s.spec?;
     let spec_mode = spec.mode.clone().unwrap_or_default();
     let (mode, replicas) = if let Some(job) = &spec_mode.replicated_job {

@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::models::{Service, ServiceUpdateStatusStateEnum};
+use bollard::models::ServiceUpdateStatusStateEnum;
 use bollard::query_parameters::{InspectServiceOptions, ListServicesOptions, UpdateServiceOptions};
 
 use super::{api_err, DockerSwarm, SwarmError};
-use crate::plan::labels;
+use crate::plan::{labels, ObservedService};
 
 /// A service whose tasks are being replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub struct Restarting {
     pub id: String,
     /// Its short name in the lab.
     pub service: String,
-    /// `None` for a global service.
+    /// `None` for a global service (a job's: its completions).
     pub replicas: Option<u64>,
 }
 
@@ -39,13 +39,12 @@ impl DockerSwarm {
         let filters = HashMap::from([("label".to_string(), vec![format!("{}={lab}", labels::LAB)])]);
         self.count();
         let services = self.docker().list_services(Some(ListServicesOptions { filters: Some(filters), status: Some(false) })).await.map_err(api_err("list services"))?;
-        let owned: Vec<(String, Service)> = services
+        // Read as labd observes them (mode, replicas, labels), those of the lab labd owns.
+        let owned: Vec<(String, ObservedService)> = services
             .into_iter()
-            .filter_map(|s| {
-                let spec_labels = s.spec.as_ref()?.labels.as_ref()?;
-                let short = spec_labels.get(labels::MEMBER).cloned().unwrap_or_default();
-                labels::owned_by(lab, spec_labels).then_some((short, s))
-            })
+            .filter_map(super::docker::observed_service)
+            .filter(|s| labels::owned_by(lab, &s.labels))
+            .map(|s| (s.labels.get(labels::MEMBER).cloned().unwrap_or_default(), s))
             .collect();
         if owned.is_empty() {
             return Err(SwarmError::Api { action: format!("restart {lab}"), message: format!("no service of lab {lab} on this swarm (is it deployed? `labctl status {lab}`)") });
@@ -56,15 +55,12 @@ impl DockerSwarm {
         }
         let mut restarting = Vec::new();
         for (short, service) in owned {
-            let job = service.spec.as_ref().and_then(|s| s.mode.as_ref()).is_some_and(|m| m.replicated_job.is_some() || m.global_job.is_some());
             let named = only.contains(&short);
-            if !(named || only.is_empty() && !job) {
+            if !(named || only.is_empty() && !service.mode.is_job()) {
                 continue;
             }
-            let id = service.id.clone().unwrap_or_default();
-            self.force_update(&id).await?;
-            let replicas = service.spec.as_ref().and_then(|s| s.mode.as_ref()).and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas).map(|r| r.max(0) as u64);
-            restarting.push(Restarting { id, service: short, replicas });
+            self.force_update(&service.id).await?;
+            restarting.push(Restarting { id: service.id, service: short, replicas: service.replicas });
         }
         Ok(restarting)
     }
