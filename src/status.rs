@@ -97,6 +97,11 @@ pub struct ServiceStatus {
     /// When the last of those tasks exited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restart: Option<DateTime<Utc>>,
+    /// The last exit counted in each slot (a replicated service's slot number, a global
+    /// service's node id): a node that reports an exit late, after another slot's newer one was
+    /// counted, does not make it missed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_restart_by_slot: BTreeMap<String, DateTime<Utc>>,
     /// Its tasks fail (a crash loop, a missing image, a failing health check): `message` says
     /// how, and the lab is Degraded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -109,14 +114,21 @@ fn is_zero(n: &u64) -> bool {
 
 impl ServiceStatus {
     /// Carries the restart count on from `previous` (the last pass's status of this service),
-    /// adding the task exits seen now that are newer than the last one counted. Swarm keeps
-    /// only a few tasks per slot (5 by default), but every task's end is an event that makes
-    /// a pass, so the count misses an exit only when a slot ends more than that between two.
-    pub fn count_restarts(&mut self, previous: Option<&ServiceStatus>, exits: &[DateTime<Utc>]) {
-        let last = previous.and_then(|p| p.last_restart);
-        let new: Vec<DateTime<Utc>> = exits.iter().copied().filter(|e| last.is_none_or(|l| *e > l)).collect();
+    /// adding the task exits seen now that are newer than the last one counted in their slot.
+    /// Swarm keeps only a few tasks per slot (5 by default), but every task's end is an event
+    /// that makes a pass, so the count misses an exit only when a slot ends more than that
+    /// between two.
+    pub fn count_restarts(&mut self, previous: Option<&ServiceStatus>, exits: &[crate::plan::TaskExit]) {
+        let mut by_slot = previous.map(|p| p.last_restart_by_slot.clone()).unwrap_or_default();
+        // A status written before counts were kept per slot has only the last exit of all.
+        let before_slots = previous.filter(|p| p.last_restart_by_slot.is_empty()).and_then(|p| p.last_restart);
+        let new: Vec<&crate::plan::TaskExit> = exits.iter().filter(|e| by_slot.get(&e.slot).copied().or(before_slots).is_none_or(|l| e.at > l)).collect();
+        for e in &new {
+            by_slot.entry(e.slot.clone()).and_modify(|l| *l = (*l).max(e.at)).or_insert(e.at);
+        }
         self.restarts = previous.map_or(0, |p| p.restarts) + new.len() as u64;
-        self.last_restart = new.into_iter().max().or(last);
+        self.last_restart = new.iter().map(|e| e.at).max().max(previous.and_then(|p| p.last_restart));
+        self.last_restart_by_slot = by_slot;
     }
 
     /// A job whose current run has every task it needs completed.
@@ -465,21 +477,35 @@ mod tests {
     #[test]
     fn restarts_add_up_across_passes_and_an_exit_is_counted_once() {
         let t = |s: i64| DateTime::<Utc>::from_timestamp(1_700_000_000 + s, 0).expect("a time");
+        let exit = |slot: &str, at: i64| crate::plan::TaskExit { slot: slot.to_string(), at: t(at) };
         let mut first = ServiceStatus::default();
-        first.count_restarts(None, &[t(5), t(1)]);
+        first.count_restarts(None, &[exit("1", 5), exit("1", 1)]);
         assert_eq!((first.restarts, first.last_restart), (2, Some(t(5))));
         // The next pass sees the same two (Swarm keeps them) and a new one.
         let mut second = ServiceStatus::default();
-        second.count_restarts(Some(&first), &[t(1), t(5), t(9)]);
+        second.count_restarts(Some(&first), &[exit("1", 1), exit("1", 5), exit("1", 9)]);
         assert_eq!((second.restarts, second.last_restart), (3, Some(t(9))));
         // Swarm dropped old tasks from its history: the count stays.
         let mut third = ServiceStatus::default();
         third.count_restarts(Some(&second), &[]);
         assert_eq!((third.restarts, third.last_restart), (3, Some(t(9))));
+        // Another slot's exit, reported late: older than the last one counted, still counted
+        // (as two replicas killed at once, their nodes reporting in their own time); once.
+        let mut late = ServiceStatus::default();
+        late.count_restarts(Some(&third), &[exit("1", 9), exit("2", 8)]);
+        assert_eq!((late.restarts, late.last_restart), (4, Some(t(9))));
+        let mut again = ServiceStatus::default();
+        again.count_restarts(Some(&late), &[exit("1", 9), exit("2", 8)]);
+        assert_eq!(again.restarts, 4);
+        // A status written before the count was kept per slot: its last exit bounds every slot.
+        let mut old = serde_json::from_value::<ServiceStatus>(serde_json::json!({"desired": 2, "running": 2, "restarts": 3, "lastRestart": t(9)})).expect("an old status");
+        old.count_restarts(Some(&old.clone()), &[exit("1", 9), exit("2", 8), exit("2", 10)]);
+        assert_eq!(old.restarts, 4);
         // Never restarted: nothing in the status (`restarts` and `lastRestart` are left out).
         let mut quiet = ServiceStatus::default();
         quiet.count_restarts(None, &[]);
         assert_eq!(serde_json::to_value(&quiet).expect("json"), serde_json::json!({"desired": 0, "running": 0}));
         assert_eq!(serde_json::to_value(&second).expect("json")["restarts"], 3);
+        assert_eq!(serde_json::to_value(&late).expect("json")["lastRestartBySlot"], serde_json::json!({"1": t(9), "2": t(8)}));
     }
 }

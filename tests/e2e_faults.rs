@@ -119,6 +119,17 @@ fn a_killed_task_comes_back_to_its_own_volume_and_an_empty_tmpfs() {
     let row_of_node = described.lines().skip_while(|l| !l.starts_with("Services:")).find(|l| l.trim_start().starts_with("node ")).unwrap_or_default().to_string();
     assert!(described.contains("RESTARTS") && row_of_node.contains(" 1 (") && row_of_node.contains(" ago)"), "{described}");
     row("task container killed: back on its own per-task volume", took, "nothing (its data read back)");
+    // Both replicas killed at once: two more, each counted once, whichever order the node
+    // reports them in.
+    let both = [container_in_slot("fvol_node", 1).unwrap(), container_in_slot("fvol_node", 2).unwrap()];
+    docker_ok(&["kill", &both[0], &both[1]]);
+    let counted = eventually("both restarts counted", READY, || {
+        let node = lab.status_json("fvol")?["services"]["node"].clone();
+        if node["restarts"] == 3 && node["running"] == 2 { Ok(node) } else { Err(node.to_string()) }
+    });
+    assert_eq!(counted["lastRestartBySlot"].as_object().map(|slots| slots.len()), Some(2), "{counted}");
+    lab.wait_phase("fvol", "Ready", READY);
+    assert_eq!(lab.status_json("fvol").unwrap()["services"]["node"]["restarts"], 3, "counted once each");
     lab.remove("fvol.yaml");
     eventually("the lab gone", READY, || {
         let left = docker_ok(&["service", "ls", "-q", "--filter", "label=io.swarmlab.lab=fvol"]);

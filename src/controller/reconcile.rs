@@ -1017,7 +1017,7 @@ mod tests {
         let exits = |at: &[i64]| {
             let mut state = swarm.state.lock().unwrap();
             let b = state.services.iter_mut().find(|s| s.name == "t_b").expect("t_b");
-            b.exits = at.iter().map(|s| chrono::DateTime::<Utc>::from_timestamp(1_700_000_000 + s, 0).expect("a time")).collect();
+            b.exits = at.iter().map(|s| crate::plan::TaskExit { slot: "1".into(), at: chrono::DateTime::<Utc>::from_timestamp(1_700_000_000 + s, 0).expect("a time") }).collect();
         };
         exits(&[10, 20]);
         let o = next_pass(&swarm, &store, &l, o).await;

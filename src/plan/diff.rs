@@ -10,6 +10,14 @@ use super::labels;
 use crate::spec::links::Cidr;
 use crate::spec::Mode;
 
+/// A task that exited on its own and was restarted in its slot.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TaskExit {
+    /// Its slot: a replicated service's slot number, a global service's node id.
+    pub slot: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
 /// What the Swarm adapter reports of a service, reduced to what the plan needs.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ObservedService {
@@ -35,7 +43,7 @@ pub struct ObservedService {
     /// When its tasks that exited on their own (failed or completed) and were restarted in
     /// their slot ended, as far as Swarm keeps its task history: the restarts `describe`
     /// counts. Empty for a job, whose tasks end by design.
-    pub exits: Vec<chrono::DateTime<chrono::Utc>>,
+    pub exits: Vec<TaskExit>,
     /// Swarm's `ForceUpdate` counter of its task template, which `docker service update
     /// --force` (and `labctl restart`) bump to restart every task: kept in labd's updates, or an
     /// update that changes nothing else of the tasks (a scale) would restart them all again.

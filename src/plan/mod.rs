@@ -11,4 +11,4 @@ pub use desired::{desired_lab, object_name, shaping_in_force, stopped, DesiredAt
 pub use jobs::{gate_jobs, JobGate, JobWait};
 pub use faults::{faults_in_force, KillOrder, ServiceFaults, TaskFaults};
 pub use memory::LabMemory;
-pub use diff::{diff, passes, teardown, Action, ActionKind, Conflict, ConflictCause, ObjectKind, Observed, ObservedNetwork, ObservedService, Plan, Recreate, TaskTrouble, TroubleCause};
+pub use diff::{diff, passes, teardown, Action, ActionKind, Conflict, ConflictCause, ObjectKind, Observed, ObservedNetwork, ObservedService, Plan, Recreate, TaskExit, TaskTrouble, TroubleCause};

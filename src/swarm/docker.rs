@@ -14,7 +14,7 @@ use futures::{Stream, StreamExt};
 
 use super::{ContainerChange, EventSubject, Swarm, SwarmError, SwarmEvent, TaskTrouble};
 use crate::spec::Mode;
-use crate::plan::{labels, memory, DesiredNetwork, DesiredService, LabMemory, Observed, ObservedNetwork, ObservedService, TroubleCause};
+use crate::plan::{labels, memory, DesiredNetwork, DesiredService, LabMemory, Observed, ObservedNetwork, ObservedService, TaskExit, TroubleCause};
 
 #[derive(Clone)]
 pub struct DockerSwarm {
@@ -26,6 +26,16 @@ pub struct DockerSwarm {
 pub(crate) fn api_err(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> SwarmError {
     let action = action.into();
     move |e| {
+        // No answer at all (dockerd stopped or restarting, a wrong socket): say so, not
+        // "client error (Connect)".
+        let unreachable = match &e {
+            bollard::errors::Error::HyperLegacyError { err } => err.is_connect(),
+            bollard::errors::Error::IOError { .. } | bollard::errors::Error::SocketNotFoundError(_) => true,
+            _ => false,
+        };
+        if unreachable {
+            return SwarmError::Connect(format!("{action}: {}", crate::error_chain::Chain(&e)));
+        }
         let message = match e {
             bollard::errors::Error::DockerResponseServerError { message, .. } => message,
             other => other.to_string(),
@@ -281,7 +291,7 @@ fn created(t: &bollard::models::Task) -> Option<chrono::DateTime<chrono::FixedOf
 /// task `shutdown` too and starts none. A task `rejected` never ran; one `shutdown` was stopped
 /// (an update, a scale-down, a removal). The newest creation per slot is found once: a look
 /// walks every task Swarm keeps (5 per slot), not every pair of them.
-fn restarted_exits<'t>(tasks: impl Iterator<Item = &'t bollard::models::Task> + Clone) -> Vec<chrono::DateTime<chrono::Utc>> {
+fn restarted_exits<'t>(tasks: impl Iterator<Item = &'t bollard::models::Task> + Clone) -> Vec<TaskExit> {
     let slot_of = |t: &'t bollard::models::Task| (t.slot, t.slot.is_none().then_some(t.node_id.as_deref()).flatten());
     let mut newest = HashMap::new();
     for (slot, at) in tasks.clone().filter_map(|t| Some((slot_of(t), created(t)?))) {
@@ -290,8 +300,10 @@ fn restarted_exits<'t>(tasks: impl Iterator<Item = &'t bollard::models::Task> + 
     tasks
         .filter(|t| ended(t) && t.status.as_ref().and_then(|st| st.state) != Some(TaskState::REJECTED))
         .filter(|t| created(t).is_some_and(|at| newest.get(&slot_of(t)).is_some_and(|n| *n > at)))
-        .filter_map(status_time)
-        .map(|t| t.with_timezone(&chrono::Utc))
+        .filter_map(|t| {
+            let slot = t.slot.map_or_else(|| t.node_id.clone().unwrap_or_default(), |n| n.to_string());
+            Some(TaskExit { slot, at: status_time(t)?.with_timezone(&chrono::Utc) })
+        })
         .collect()
 }
 
@@ -579,6 +591,24 @@ mod tests {
     use super::*;
     use bollard::models::{Task, TaskStatus};
 
+    /// A daemon that does not answer (stopped, restarting, the wrong socket) is named as such,
+    /// with what to check, not as bollard's "client error (Connect)".
+    #[tokio::test]
+    async fn a_daemon_that_does_not_answer_is_unreachable_not_an_api_error() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let socket = dir.path().join("docker.sock");
+        drop(std::os::unix::net::UnixListener::bind(&socket).expect("a socket")); // left behind, refusing
+        let docker = Docker::connect_with_unix(&socket.to_string_lossy(), 5, bollard::API_DEFAULT_VERSION).expect("a client");
+        let e = docker.list_services(None::<bollard::query_parameters::ListServicesOptions>).await.map_err(api_err("list services")).expect_err("nothing listens");
+        let text = e.to_string();
+        assert!(matches!(e, SwarmError::Connect(_)) && text.starts_with("cannot reach the Docker daemon: list services: ") && text.contains("is dockerd running?"), "{text}");
+        let refused = api_err("list tasks")(bollard::errors::Error::IOError { err: std::io::Error::from(std::io::ErrorKind::ConnectionRefused) });
+        assert!(matches!(refused, SwarmError::Connect(_)), "{refused}");
+        // An answer, even an error, is the daemon's.
+        let answered = api_err("create service x")(bollard::errors::Error::DockerResponseServerError { status_code: 500, message: "rpc error: bad".into() });
+        assert_eq!(answered.to_string(), "create service x: rpc error: bad");
+    }
+
     fn task(service: &str, node: &str, desired: TaskState, state: TaskState) -> Task {
         Task {
             service_id: Some(service.into()),
@@ -755,7 +785,8 @@ mod tests {
         let at = |t: &str| chrono::DateTime::parse_from_rfc3339(&format!("2026-12-04T10:{t}Z")).expect("a time").with_timezone(&chrono::Utc);
         let mut exits = services[0].exits.clone();
         exits.sort();
-        assert_eq!(exits, [at("00:19"), at("00:29")]);
+        let exit = |slot: &str, t: &str| TaskExit { slot: slot.to_string(), at: at(t) };
+        assert_eq!(exits, [exit("1", "00:19"), exit("1", "00:29")]);
     }
 
     #[test]
