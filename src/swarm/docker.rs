@@ -34,7 +34,10 @@ pub(crate) fn api_err(action: impl Into<String>) -> impl FnOnce(bollard::errors:
             _ => false,
         };
         if unreachable {
-            return SwarmError::Connect(format!("{action}: {}", crate::error_chain::Chain(&e)));
+            // The innermost cause says why ("Connection refused", "No such file or directory");
+            // bollard's and hyper's wrappers around it say nothing more.
+            let cause = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| e.source()).last().map(|c| c.to_string()).unwrap_or_default();
+            return SwarmError::Connect(format!("{action}: {cause}"));
         }
         let message = match e {
             bollard::errors::Error::DockerResponseServerError { message, .. } => message,
@@ -601,7 +604,7 @@ mod tests {
         let docker = Docker::connect_with_unix(&socket.to_string_lossy(), 5, bollard::API_DEFAULT_VERSION).expect("a client");
         let e = docker.list_services(None::<bollard::query_parameters::ListServicesOptions>).await.map_err(api_err("list services")).expect_err("nothing listens");
         let text = e.to_string();
-        assert!(matches!(e, SwarmError::Connect(_)) && text.starts_with("cannot reach the Docker daemon: list services: ") && text.contains("is dockerd running?"), "{text}");
+        assert!(matches!(e, SwarmError::Connect(_)) && text.starts_with("cannot reach the Docker daemon: list services: Connection refused") && text.contains("is dockerd running?"), "{text}");
         let refused = api_err("list tasks")(bollard::errors::Error::IOError { err: std::io::Error::from(std::io::ErrorKind::ConnectionRefused) });
         assert!(matches!(refused, SwarmError::Connect(_)), "{refused}");
         // An answer, even an error, is the daemon's.

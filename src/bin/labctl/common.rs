@@ -28,6 +28,31 @@ pub async fn reader(url: &str) -> anyhow::Result<StoreReader> {
         .with_context(|| format!("cannot reach redis at {url}: is labd's redis running? (set --redis or REDIS_URL)"))
 }
 
+/// The error for a lab labd reports no status of, saying which labs it does report, and which
+/// lab a file of that name defines (`labctl describe dockercoins` when dockercoins.yaml
+/// defines the lab `coins`: labs are named by their `metadata.name`, as in kubectl).
+pub async fn no_such_lab(r: &mut StoreReader, lab: &str, verb: &str) -> anyhow::Error {
+    let mut known = Vec::new();
+    let mut in_file = None;
+    for name in r.labs().await.unwrap_or_default() {
+        if let Ok(Some(s)) = r.status(&name).await {
+            if std::path::Path::new(&s.source).file_stem().is_some_and(|stem| stem == lab) {
+                in_file = Some((s.source.clone(), name.clone()));
+            }
+        }
+        known.push(name);
+    }
+    match in_file {
+        Some((file, name)) => anyhow::anyhow!("no lab `{lab}`, but {file} defines the lab `{name}` (a lab is named by its metadata.name): `labctl {verb} {name}`"),
+        None if known.is_empty() => anyhow::anyhow!("no lab `{lab}`: labd reports no lab at all; is labd running, and is the lab's file in its labs directory?"),
+        None => {
+            let shown = known.iter().take(10).map(String::as_str).collect::<Vec<_>>().join(", ");
+            let more = if known.len() > 10 { format!(" and {} more", known.len() - 10) } else { String::new() };
+            anyhow::anyhow!("no lab `{lab}` (labd reports {shown}{more}); is its file in labd's labs directory? `labctl validate FILE` says what is wrong with a file")
+        }
+    }
+}
+
 pub fn age(status: &LabStatus) -> String {
     status.created_at.map_or_else(|| "-".into(), since)
 }

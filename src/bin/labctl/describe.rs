@@ -11,7 +11,7 @@ use crate::common::*;
 pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
     let mut r = reader(url).await?;
     let Some(s) = r.status(lab).await? else {
-        anyhow::bail!("no status for lab `{lab}`: is it in labd's labs directory, and is labd running?");
+        return Err(no_such_lab(&mut r, lab, "describe").await);
     };
     println!("Name:         {}", s.name);
     println!("Phase:        {}", s.phase);

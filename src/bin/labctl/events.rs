@@ -80,7 +80,7 @@ async fn labs(r: &mut StoreReader, lab: Option<&str>) -> anyhow::Result<Vec<Stri
     match lab {
         None => Ok(known),
         Some(l) if known.iter().any(|k| k == l) || !r.recent_events(l, 1).await?.is_empty() => Ok(vec![l.to_string()]),
-        Some(l) => anyhow::bail!("no lab `{l}` (`labctl status` lists the labs labd knows; is labd running?)"),
+        Some(l) => Err(no_such_lab(r, l, "events").await),
     }
 }
 

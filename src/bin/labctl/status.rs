@@ -16,7 +16,7 @@ pub async fn run(url: &str, lab: Option<&str>, output: Output, watch: bool) -> a
         for n in &names {
             match r.status(n).await? {
                 Some(s) => statuses.push(s),
-                None if lab.is_some() => anyhow::bail!("no status for lab `{n}`: is it in labd's labs directory, and is labd running?"),
+                None if lab.is_some() => return Err(no_such_lab(&mut r, n, "status").await),
                 None => {}
             }
         }

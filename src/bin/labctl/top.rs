@@ -16,7 +16,7 @@ pub async fn run(url: &str, lab: &str, output: Output, watch: bool) -> anyhow::R
     let mut r = reader(url).await?;
     loop {
         if r.status(lab).await?.is_none() {
-            anyhow::bail!("no status for lab `{lab}`: is it in labd's labs directory, and is labd running?");
+            return Err(crate::common::no_such_lab(&mut r, lab, "top").await);
         }
         let mut usage = r.task_usage(lab).await?;
         usage.sort_by(|a, b| (&a.service, a.slot, &a.node).cmp(&(&b.service, b.slot, &b.node)));
