@@ -113,6 +113,6 @@ pub fn status_table(statuses: &[LabStatus], stale: bool) -> String {
             message,
         ]);
     }
-    t.to_string().lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
+    t.trim_fmt()
 }
 

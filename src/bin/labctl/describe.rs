@@ -45,7 +45,7 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
     for c in &s.conditions {
         t.add_row([c.type_.clone(), c.status.to_string(), c.reason.clone(), c.last_transition_time.format("%H:%M:%S").to_string(), c.message.clone()]);
     }
-    println!("{t}");
+    println!("{}", t.trim_fmt());
     println!("\nServices:");
     let mut t = Table::new();
     t.load_preset(NOTHING);
@@ -68,7 +68,7 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
         row.push(svc.message.clone());
         t.add_row(row);
     }
-    println!("{t}");
+    println!("{}", t.trim_fmt());
     let tasks = r.task_shaping(lab).await.unwrap_or_default();
     if tasks.iter().any(|t| !t.attachments.is_empty()) {
         println!("\nShaping (per task and network; egress):");
@@ -94,7 +94,7 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
                 ]);
             }
         }
-        println!("{t}");
+        println!("{}", t.trim_fmt());
     }
     let processes: Vec<_> = tasks.iter().filter(|t| t.paused.is_some() || t.fault_error.is_some()).collect();
     if !processes.is_empty() {
@@ -114,7 +114,7 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
                 task.fault_error.clone().unwrap_or_default(),
             ]);
         }
-        println!("{t}");
+        println!("{}", t.trim_fmt());
     }
     let metrics = r.metrics(&keys::metrics(lab)).await.unwrap_or_default();
     if !metrics.is_empty() {
@@ -128,7 +128,7 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
     for e in r.events(lab, 15).await.unwrap_or_default() {
         t.add_row([e.time.format("%H:%M:%S").to_string(), e.kind.to_string(), e.reason.to_string(), e.message]);
     }
-    println!("{t}");
+    println!("{}", t.trim_fmt());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -238,7 +238,7 @@ fn rows_table(rows: &[Row]) -> String {
             r.asked.map(|a| format!("{:.2}", a.rtt_ms)).unwrap_or_else(|| "-".into()),
         ]);
     }
-    t.to_string()
+    t.trim_fmt()
 }
 
 /// Senders down, targets across; each cell `measured ms / asked ms`, loss when there is any.
@@ -264,5 +264,5 @@ fn matrix_table(senders: &[String], rows: &[Row]) -> String {
         }
         t.add_row(line);
     }
-    t.to_string()
+    t.trim_fmt()
 }

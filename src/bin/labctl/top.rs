@@ -76,7 +76,7 @@ fn usage_table(usage: &[TaskUsage], now: DateTime<Utc>) -> String {
             t.add_row(own.into_iter().chain(net).chain([when]).collect::<Vec<_>>());
         }
     }
-    t.to_string().lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
+    t.trim_fmt()
 }
 
 #[cfg(test)]
