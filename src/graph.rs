@@ -110,7 +110,7 @@ impl Topology {
 
     fn service_text(s: &ServiceNode) -> String {
         match s.running {
-            Some((r, d)) if s.restarts > 0 => format!("{} {} ({r}/{d} running, {} restarts)", s.name, s.replicas, s.restarts),
+            Some((r, d)) if s.restarts > 0 => format!("{} {} ({r}/{d} running, {} restart{})", s.name, s.replicas, s.restarts, if s.restarts == 1 { "" } else { "s" }),
             Some((r, d)) => format!("{} {} ({r}/{d} {})", s.name, s.replicas, if s.job { "completed" } else { "running" }),
             None => format!("{} {}", s.name, s.replicas),
         }
@@ -444,6 +444,8 @@ mod tests {
         status.services.insert("sensor".into(), crate::status::ServiceStatus { desired: 12, running: 7, restarts: 3, ..Default::default() });
         status.services.insert("bootstrap".into(), crate::status::ServiceStatus { desired: 1, running: 1, ..Default::default() });
         let html = Topology::of(&kademlia(), Some(&status)).html();
+        status.services.get_mut("sensor").expect("sensor").restarts = 1;
+        assert!(Topology::of(&kademlia(), Some(&status)).html().contains("sensor ×12 (7/12 running, 1 restart)"));
         assert!(html.contains("<h1>kademlia — Degraded</h1>"));
         assert!(html.contains("sensor ×12 (7/12 running, 3 restarts)") && html.contains("#fbe6a8"), "partly running is amber");
         assert!(html.contains("bootstrap ×1 (1/1 running)") && html.contains("#c8ecc8"));
