@@ -34,6 +34,8 @@ pub struct FakeState {
     /// refused and no service can join it meanwhile.
     pub linger_removed_networks: u32,
     lingering: Vec<(ObservedNetwork, u32)>,
+    /// The names of the services and networks removed, in order.
+    pub removed: Vec<String>,
     /// The file configs that exist, by name.
     pub file_configs: std::collections::BTreeSet<String>,
     /// The file configs each service (by id) names: Swarm refuses to remove those.
@@ -218,6 +220,7 @@ impl Swarm for FakeSwarm {
             let looks = s.linger_removed_networks;
             if let Some(at) = s.networks.iter().position(|n| n.id == id) {
                 let gone = s.networks.remove(at);
+                s.removed.push(gone.name.clone());
                 if looks > 0 {
                     s.lingering.push((gone, looks));
                 }
@@ -290,6 +293,8 @@ impl Swarm for FakeSwarm {
             if !s.services.iter().any(|x| x.id == id) {
                 return Err(SwarmError::NotFound(format!("service {id}")));
             }
+            let name = s.services.iter().find(|x| x.id == id).map(|x| x.name.clone()).unwrap_or_default();
+            s.removed.push(name);
             s.services.retain(|x| x.id != id);
             s.service_files.remove(id);
             Ok(())

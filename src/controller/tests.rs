@@ -58,6 +58,11 @@ async fn start_tuned(files: &[(&str, String)], swarm: FakeSwarm, store: FakeStor
     for (name, text) in files {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
+    start_in(dir, swarm, store, tune).await
+}
+
+/// Starts the controller on the labs directory `dir`, as it is.
+async fn start_in(dir: tempfile::TempDir, swarm: FakeSwarm, store: FakeStore, tune: impl FnOnce(&mut Config)) -> Running {
     let swarm = Arc::new(swarm);
     let mut config = config(dir.path(), Duration::from_secs(600));
     tune(&mut config);
@@ -94,13 +99,19 @@ impl Running {
         names
     }
 
-    async fn stop(mut self) {
+    async fn stop(self) {
+        self.stopped().await;
+    }
+
+    /// Stops the controller; what it ran on stays (the directory, the Swarm, the store).
+    async fn stopped(mut self) -> Running {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        self
     }
 }
 
@@ -847,4 +858,94 @@ async fn from_git_each_commit_applies_whole_a_broken_one_keeps_the_last_good_and
     assert_eq!(store.source.lock().unwrap().as_ref().and_then(|s| s.commit.clone()), Some(git(&work.path().join("moved"), &["rev-parse", "HEAD"])));
     let _ = stop.send(());
     let _ = task.await;
+}
+
+/// The deletion rule under a storm: files truncated and written again, broken and mended,
+/// moved away and back, the whole directory moved away and back, labd restarted (each within
+/// the grace), in a random order from fixed seeds. No service or network of a lab a file
+/// defines is ever removed, and the labs end Ready as their files say; then a file really
+/// removed is torn down, so the check can see a removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_faults_and_restarts_in_any_order_never_remove_a_lab_a_file_defines() {
+    // Two storms at once (each on its own directory, Swarm and store): they mostly sleep.
+    tokio::join!(file_storm(7), file_storm(11));
+}
+
+async fn file_storm(seed: u64) {
+    use rand::{Rng, SeedableRng};
+    const GRACE: Duration = Duration::from_secs(2);
+    // Every absence below lasts at most this: a fifth of the grace, so a slow machine that
+    // oversleeps keeps a wide margin.
+    const AWAY: u64 = 400;
+    let tune = |c: &mut Config| {
+        c.delete_grace = GRACE;
+        c.resync = Duration::from_millis(300);
+    };
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let files = [("a.yaml", "a", ["web", "db"]), ("b.yaml", "b", ["web", "db"]), ("sub/c.yaml", "c", ["web", "db"])];
+    for (file, lab, services) in &files {
+        std::fs::write(dir.path().join(file), lab_yaml(lab, services)).unwrap();
+    }
+    let root = dir.path().to_path_buf();
+    let mut c = start_in(dir, FakeSwarm::default(), FakeStore::default(), tune).await;
+    c.until("every lab Ready", SOON, |p| ["a", "b", "c"].iter().all(|l| p.get(*l) == Some(&Phase::Ready))).await;
+    let mut done = Vec::new();
+    for _ in 0..25 {
+        let (file, lab, services) = files[rng.random_range(0..files.len())];
+        let path = root.join(file);
+        let whole = lab_yaml(lab, &services);
+        let away = Duration::from_millis(rng.random_range(0..=AWAY));
+        match rng.random_range(0..6) {
+            0 => {
+                // Written in place: truncated first, the text after a while.
+                let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&path).unwrap();
+                tokio::time::sleep(away).await;
+                std::io::Write::write_all(&mut f, whole.as_bytes()).unwrap();
+                done.push(format!("{file} written in place over {away:?}"));
+            }
+            1 => {
+                std::fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+                tokio::time::sleep(away).await;
+                std::fs::write(&path, &whole).unwrap();
+                done.push(format!("{file} half written for {away:?}"));
+            }
+            2 => {
+                let aside = root.join(format!("{lab}.moved"));
+                std::fs::rename(&path, &aside).unwrap();
+                tokio::time::sleep(away).await;
+                std::fs::rename(&aside, &path).unwrap();
+                done.push(format!("{file} moved away for {away:?}"));
+            }
+            3 => {
+                let aside = root.with_extension("away");
+                std::fs::rename(&root, &aside).unwrap();
+                tokio::time::sleep(away).await;
+                std::fs::rename(&aside, &root).unwrap();
+                done.push(format!("the directory moved away for {away:?}"));
+            }
+            4 => {
+                let Running { dir, swarm, store, .. } = c.stopped().await;
+                c = start_in(dir, handed_over(&swarm), store, tune).await;
+                done.push("labd restarted".into());
+            }
+            _ => {
+                std::fs::write(&path, format!("{whole}  bogus: [\n")).unwrap();
+                tokio::time::sleep(away).await;
+                std::fs::write(&path, &whole).unwrap();
+                done.push(format!("{file} broken for {away:?}"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..200))).await;
+        let removed = c.swarm.state.lock().unwrap().removed.clone();
+        assert!(removed.is_empty(), "seed {seed}: removed {removed:?} after {done:#?}");
+    }
+    c.until("every lab Ready again", SOON, |p| ["a", "b", "c"].iter().all(|l| p.get(*l) == Some(&Phase::Ready))).await;
+    assert_eq!(c.services(), ["a_db", "a_web", "b_db", "b_web", "c_db", "c_web"], "seed {seed}");
+    std::fs::remove_file(root.join("b.yaml")).unwrap();
+    eventually("b torn down", GRACE * 3, || c.services().len() == 4).await;
+    let removed = c.swarm.state.lock().unwrap().removed.clone();
+    assert!(removed.len() == 3 && ["b_web", "b_db", "b_default"].iter().all(|n| removed.contains(&n.to_string())), "seed {seed}: {removed:?}");
+    c.stop().await;
 }
