@@ -621,7 +621,7 @@ fn labctl_diff_exits_0_when_swarm_matches_1_when_it_would_change_something_2_on_
     let mut lab = Lab::new();
     lab.cleanup.push("diffx".into());
     remove_lab_objects("diffx");
-    lab.write("diffx.yaml", &lab_yaml("diffx", "    web: {replicas: 1}\n"));
+    lab.write("diffx.yaml", &lab_yaml("diffx", "    web: {replicas: 1, conditions: {delay: 5ms}}\n"));
     lab.start_labd();
     lab.wait_phase("diffx", "Ready", READY);
     lab.stop_labd();
@@ -641,6 +641,15 @@ fn labctl_diff_exits_0_when_swarm_matches_1_when_it_would_change_something_2_on_
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("~ diffx: update service diffx_web") && text.contains("3 replicas → 1 replicas (changed outside labd)"), "{text}");
+    // Conditions edited: what the agents would be told, beside what they are told now (no
+    // service update: a condition never restarts a task).
+    docker_ok(&["service", "scale", "-d", "diffx_web=1"]);
+    std::fs::write(only.path().join("diffx.yaml"), lab_yaml("diffx", "    web: {replicas: 1, conditions: {delay: 20ms, loss: 1%}}\n")).unwrap();
+    let out = diff(only.path());
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let diffx: Vec<&str> = text.lines().filter(|l| l.contains("diffx:")).collect();
+    assert_eq!(diffx, ["~ diffx: conditions of web on default: delay 20ms, loss 1% (now: delay 5ms)"], "{text}");
     let out = diff(std::path::Path::new("/nonexistent/labs"));
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -701,6 +701,13 @@ impl StoreReader {
         Ok(map.values().filter_map(|v| serde_json::from_str(v).ok()).collect())
     }
 
+    /// The conditions labd tells the node agents to apply to the lab's attachments now (none
+    /// when it has nothing in force, or has not written them).
+    pub async fn desired_shaping(&mut self, lab: &str) -> redis::RedisResult<crate::plan::Shaping> {
+        let json: Option<String> = self.conn.get(keys::shaping(lab)).await?;
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()).unwrap_or_default())
+    }
+
     /// What the lab's tasks use, as their nodes' agents last sampled it.
     pub async fn task_usage(&mut self, lab: &str) -> redis::RedisResult<Vec<crate::usage::TaskUsage>> {
         let map: BTreeMap<String, String> = self.conn.hgetall(keys::usage(lab)).await?;

@@ -102,7 +102,7 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: events::Format,
     },
-    /// What labd would do to make Swarm match DIR, without doing it (exit 0: nothing, 1: changes, 2: error).
+    /// What labd would do to make Swarm match DIR, without doing it: the objects it would change, and the conditions it would have the node agents apply (exit 0: nothing, 1: changes, 2: error).
     Diff {
         #[arg(default_value = "labs")]
         dir: PathBuf,
@@ -334,7 +334,7 @@ async fn main() -> ExitCode {
         Command::Resume { lab } => suspend::run(&cli.redis, &lab, false).await,
         Command::Start { lab } => suspend::start(&cli.redis, &lab).await,
         Command::Wait { lab, target, timeout } => return wait::run(&cli.redis, &lab, target, timeout).await,
-        Command::Diff { dir, docker_host } => return diff::run(&dir, docker_host.as_deref()).await,
+        Command::Diff { dir, docker_host } => return diff::run(&cli.redis, &dir, docker_host.as_deref()).await,
         Command::Logs { lab, services, follow, since, tail, timestamps, no_steps, docker_host } => {
             logs::run(&cli.redis, docker_host.as_deref(), logs::Args { lab, services, follow, since, tail, timestamps, steps: !no_steps }).await
         }
