@@ -56,6 +56,21 @@ fn every_kind_of_bad_input_is_located() {
     assert!(checked >= 18, "only {checked} fixtures");
 }
 
+/// A Compose file handed to labctl (or dropped among the labs) is named as one, with the
+/// command that converts it, instead of five missing and unknown fields.
+#[test]
+fn a_compose_file_is_pointed_to_labctl_import() {
+    let path = root().join("tests/fixtures/compose/dockercoins.yml");
+    let out = labctl().arg("validate").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let file = path.display();
+    assert_eq!(
+        stdout.trim(),
+        format!("{file}:1:1: (document): this is a Compose file, not a Lab (top-level `services`, no apiVersion or kind): `labctl import {file} -o lab.yaml` converts it, noting every field that does not carry over")
+    );
+}
+
 #[test]
 fn all_errors_of_a_file_are_reported_in_order() {
     let path = root().join("tests/fixtures/many-errors.yaml");

@@ -98,8 +98,13 @@ fn validate_document(path: &Path, doc: Document) -> LabDocument {
     let name = value.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string);
     let name_mark = doc.positions.value("/metadata/name");
     let mut findings: Vec<Finding> = doc.problems.iter().map(|(p, m)| Finding::value(p.clone(), m.clone())).collect();
+    let compose = value.get("services").is_some() && value.get("apiVersion").is_none() && value.get("kind").is_none();
     if !value.is_object() {
         findings.push(Finding::value("", format!("expected a Lab mapping (apiVersion: {API_VERSION}, kind: {KIND}), found {}", type_name(&value))));
+    } else if compose {
+        // Said once, with the way on, rather than five missing and unknown fields.
+        let file = path.display();
+        findings.push(Finding::value("", format!("this is a Compose file, not a Lab (top-level `services`, no apiVersion or kind): `labctl import {file} -o lab.yaml` converts it, noting every field that does not carry over")));
     } else {
         for error in validator().iter_errors(&value) {
             findings.extend(schema_findings(&error, &value));
