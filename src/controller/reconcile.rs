@@ -544,6 +544,12 @@ async fn apply<S: Swarm>(
                     Some(TroubleCause::Unschedulable) => message.push_str(" (Swarm starts it once a node satisfies its `placement` and has the memory and CPUs it reserves: see `docker node ls` and each node's labels)"),
                     Some(TroubleCause::PortInUse) => message.push_str(&format!(" (Swarm starts it once nothing else holds {} on a node that may run it: `docker service ls` shows who publishes it; or change `ports`)", published_ports(&want.ports))),
                     Some(TroubleCause::CommandReturned) => message.push_str(" (its command returned, exit 0, and Swarm starts a service's tasks again: give it a command that keeps running, or make it a job, `mode: replicated-job`, to run it once)"),
+                    Some(TroubleCause::CommandNotFound { not_executable: false }) => message.push_str(" (exit 127: its command was not found in the image; check `command` and the image's PATH)"),
+                    Some(TroubleCause::CommandNotFound { not_executable: true }) => message.push_str(" (exit 126: its command is not executable in the image)"),
+                    Some(TroubleCause::Killed) => match want.limits.as_ref().and_then(|l| l.memory_bytes) {
+                        Some(bytes) => message.push_str(&format!(" (exit 137: killed, most likely by the kernel at its memory limit of {}: raise `resources.memory`, or it was killed by hand)", crate::usage::binary_bytes(bytes.max(0) as u64))),
+                        None => message.push_str(" (exit 137: killed by SIGKILL, by hand or by the kernel when the node ran out of memory)"),
+                    },
                     None => {}
                 }
                 if t.failed {
@@ -1121,6 +1127,26 @@ mod tests {
         let o = pass(&swarm, &store, apply(&l), o.status).await;
         assert_eq!(o.status.phase, Phase::Degraded);
         assert!(o.status.message.contains("labd never pulls"), "{}", o.status.message);
+    }
+
+    #[tokio::test]
+    async fn a_loop_of_exits_127_or_137_says_what_the_exit_code_means() {
+        let looping = |message: &str, cause: TroubleCause| TaskTrouble { state: "failed".into(), message: message.into(), node: "n1".into(), failed: true, cause: Some(cause) };
+        for (services, trouble, said) in [
+            ("  services:\n    a: {}\n", looping("task: non-zero exit (127) (again and again: a crash loop)", TroubleCause::CommandNotFound { not_executable: false }), "(exit 127: its command was not found in the image"),
+            ("  services:\n    a: {resources: {memory: 64M}}\n", looping("task: non-zero exit (137) (again and again: a crash loop)", TroubleCause::Killed), "at its memory limit of 64.0MiB"),
+            ("  services:\n    a: {}\n", looping("task: non-zero exit (137) (again and again: a crash loop)", TroubleCause::Killed), "(exit 137: killed by SIGKILL, by hand or by the kernel"),
+        ] {
+            let swarm = FakeSwarm::default();
+            swarm.state.lock().unwrap().start_after = 100;
+            swarm.state.lock().unwrap().trouble = Some(trouble);
+            let store = FakeStore::default();
+            let l = lab(services);
+            let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+            let o = pass(&swarm, &store, apply(&l), o.status).await;
+            assert_eq!(o.status.phase, Phase::Degraded);
+            assert!(o.status.services["a"].message.contains(said), "{}", o.status.services["a"].message);
+        }
     }
 
     /// Two passes over `services` whose tasks Swarm keeps pending, saying `message`.

@@ -79,6 +79,20 @@ pub enum TroubleCause {
     /// Its command returned (exit 0), as an image's default shell does with no command: Swarm
     /// starts a service's tasks again whatever their exit code.
     CommandReturned,
+    /// It exited 127 (126): what a shell or `init` answers when the command is not found (not
+    /// executable) in the image.
+    CommandNotFound { not_executable: bool },
+    /// It exited 137: killed by SIGKILL (the kernel's OOM killer at its memory limit, or a kill).
+    Killed,
+}
+
+impl TroubleCause {
+    /// Whether the next try meets it as well (a missing image, a failing health check, no node
+    /// that may run it): said while the next try starts. A task's own end (killed, its command
+    /// missing or returned) is said only once it repeats, as a crash loop.
+    pub fn outlasts_a_try(self) -> bool {
+        matches!(self, TroubleCause::ImageMissing | TroubleCause::Unhealthy | TroubleCause::Unschedulable | TroubleCause::PortInUse)
+    }
 }
 
 

@@ -311,6 +311,7 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
         }
     }
     check_condition_blocks(doc, "", &mut out);
+    check_memory_limits(doc, services, &mut out);
     check_subnets(networks, &mut out);
     let configs = doc.pointer("/spec/configs").and_then(Value::as_object).unwrap_or(&empty);
     check_configs(configs, &mut out);
@@ -726,6 +727,21 @@ fn check_conditions(c: &Value, at: &str, out: &mut Vec<Finding>) {
                     format!("{at}/lossModel/fourState/{}", sum[1]),
                     format!("{} + {} leave state {leaving} ({state}) and cannot exceed 100%", sum[0], sum[1]),
                 ));
+            }
+        }
+    }
+}
+
+/// Docker refuses a container a memory limit under 6 MB ("Minimum memory limit allowed is
+/// 6MB"; Swarm itself takes 4 MiB, so the service is created and every task is rejected).
+const MIN_MEMORY_LIMIT: u64 = 6 * 1024 * 1024;
+
+fn check_memory_limits(doc: &Value, services: &serde_json::Map<String, Value>, out: &mut Vec<Finding>) {
+    let at = std::iter::once("/spec/defaults/resources/memory".to_string()).chain(services.keys().map(|s| format!("/spec/services/{}/resources/memory", pointer_segment(s))));
+    for pointer in at {
+        if let Some(Ok(m)) = doc.pointer(&pointer).and_then(Value::as_str).map(str::parse::<Memory>) {
+            if m.bytes < MIN_MEMORY_LIMIT {
+                out.push(Finding::value(pointer, "must be at least 6M: Docker starts no container with less"));
             }
         }
     }

@@ -255,7 +255,7 @@ fn service_trouble<'t>(tasks: impl Iterator<Item = &'t bollard::models::Task> + 
         return Some(failure);
     }
     match not_running.map(|(_, t)| t).find(|t| t.failed) {
-        Some(failure) if failure.cause.is_some() => Some(failure),
+        Some(failure) if failure.cause.is_some_and(TroubleCause::outlasts_a_try) => Some(failure),
         _ => Some(newest),
     }
 }
@@ -322,8 +322,14 @@ fn status_time(t: &bollard::models::Task) -> Option<chrono::DateTime<chrono::Fix
 fn failed_twice(newer: &bollard::models::Task, older: &bollard::models::Task) -> Option<TaskTrouble> {
     let close = status_time(newer)? - status_time(older)? <= CRASH_LOOP_WINDOW;
     let failure = trouble_of(newer)?;
+    // A missing image is rejected before anything runs: no loop of its own to speak of.
+    let looping = if failure.cause == Some(TroubleCause::ImageMissing) {
+        String::new()
+    } else {
+        format!(" (again and again: a crash loop; a task of it counts as running once it has run {} s)", CRASH_LOOP_SETTLE.num_seconds())
+    };
     (close && ended(newer) && ended(older)).then(|| TaskTrouble {
-        message: format!("{} (again and again: a crash loop; a task of it counts as running once it has run {} s)", failure.message, CRASH_LOOP_SETTLE.num_seconds()),
+        message: format!("{}{looping}", failure.message),
         failed: true,
         ..failure
     })
@@ -363,6 +369,10 @@ fn trouble_of(t: &bollard::models::Task) -> Option<TaskTrouble> {
         Some(TroubleCause::PortInUse)
     } else if message.contains("no suitable node") {
         Some(TroubleCause::Unschedulable)
+    } else if message.ends_with("non-zero exit (127)") || message.ends_with("non-zero exit (126)") {
+        Some(TroubleCause::CommandNotFound { not_executable: message.ends_with("(126)") })
+    } else if message.ends_with("non-zero exit (137)") {
+        Some(TroubleCause::Killed)
     } else if state == TaskState::COMPLETE {
         // Of a service kept running (a job's completed tasks are no trouble).
         Some(TroubleCause::CommandReturned)
@@ -678,8 +688,14 @@ mod tests {
         // A task killed (a schedule's kill, an OOM): its replacement starting is what goes on.
         let t = tally(vec![starting.clone(), killed, unhealthy]);
         assert_eq!((t.state.as_str(), t.failed), ("starting", false));
-        let t = tally(vec![starting]);
+        let t = tally(vec![starting.clone()]);
         assert_eq!((t.state.as_str(), t.message.as_str()), ("starting", "starting"));
+        // Exit codes that say why: their cause is named, and one end is still no loop.
+        let not_found = with(task("s", "n1", TaskState::SHUTDOWN, TaskState::FAILED), "task: non-zero exit (127)");
+        assert_eq!(trouble_of(&not_found).and_then(|t| t.cause), Some(TroubleCause::CommandNotFound { not_executable: false }));
+        assert_eq!(trouble_of(&with(task("s", "n1", TaskState::SHUTDOWN, TaskState::FAILED), "task: non-zero exit (126)")).and_then(|t| t.cause), Some(TroubleCause::CommandNotFound { not_executable: true }));
+        let t = tally(vec![starting, not_found]);
+        assert_eq!((t.state.as_str(), t.failed), ("starting", false));
     }
 
     #[test]
