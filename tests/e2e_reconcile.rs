@@ -331,6 +331,19 @@ fn labd_once_exits_zero_when_every_lab_is_ready() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("oncelab: Ready"));
     assert_eq!(stack_services("oncelab")["oncelab_web"], "1/1");
     remove_lab_objects("oncelab");
+    // Not Ready in time: exit 1, and the log says why (a pipeline's log is all its user sees).
+    remove_lab_objects("oncebad");
+    std::fs::remove_file(lab.labs.join("once.yaml")).unwrap();
+    lab.write("bad.yaml", &lab_yaml("oncebad", "    web: {image: 'labbox:nosuchtag'}\n"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
+        .args(["--labs", lab.labs.to_str().unwrap(), "--redis", &lab.redis.url(), "--once", "--timeout", "6"])
+        .env("DOCKER_API_VERSION", "1.41")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.lines().any(|l| l.starts_with("oncebad: Degraded: web: rejected: No such image: labbox:nosuchtag (labd never pulls")), "{said}");
+    remove_lab_objects("oncebad");
 }
 
 #[test]

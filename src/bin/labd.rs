@@ -294,7 +294,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let lost = keep_lease(lease.clone());
         let controller = Controller::new(config.clone(), swarm.clone(), store.clone()).await.with_metrics(metrics.clone()).with_view(view_tx.clone());
         if cli.once {
-            break run_once(&cli, controller).await?;
+            break run_once(&cli, controller, view_tx.subscribe()).await?;
         }
         tokio::select! {
             _ = controller.run(stopped(&stop_rx)) => break ExitCode::SUCCESS,
@@ -373,7 +373,7 @@ fn keep_lease(lease: std::sync::Arc<swarmlab::store::lease::Lease>) -> impl std:
 }
 
 /// `--once`: converge, wait until every lab of the directory is Ready, report, exit.
-async fn run_once(cli: &Cli, controller: Controller<DockerSwarm, RedisStore>) -> anyhow::Result<ExitCode> {
+async fn run_once(cli: &Cli, controller: Controller<DockerSwarm, RedisStore>, view: tokio::sync::watch::Receiver<BTreeMap<String, swarmlab::http::LabView>>) -> anyhow::Result<ExitCode> {
     let mut phases = controller.phases();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(controller.run(async move {
@@ -389,9 +389,15 @@ async fn run_once(cli: &Cli, controller: Controller<DockerSwarm, RedisStore>) ->
     drop(waited);
     let _ = stop_tx.send(());
     let _ = handle.await;
-    let last = phases.borrow().clone();
+    // Each lab's phase, and for one not Ready why (what `labctl status` says): a pipeline's log
+    // is all its user sees.
+    let last = view.borrow().clone();
     for lab in &expected {
-        eprintln!("{lab}: {}", last.get(lab).map(|p| p.to_string()).unwrap_or_else(|| "Pending".into()));
+        match last.get(lab).map(|v| &v.status) {
+            Some(s) if s.phase == Phase::Ready => eprintln!("{lab}: Ready"),
+            Some(s) => eprintln!("{lab}: {}: {}", s.phase, s.message),
+            None => eprintln!("{lab}: Pending: labd did not get to it within --timeout {}s", cli.timeout),
+        }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
