@@ -67,6 +67,14 @@ fn every_lab_s_events_merge_in_time_order_and_a_watch_follows_new_ones_and_new_l
     add(&redis, "c", 5, "Normal", "Applied", "create network c_default");
     let new_lab = next();
     assert_eq!((new_lab["lab"].as_str(), new_lab["message"].as_str()), (Some("c"), Some("create network c_default")));
+    // Redis restarted under the watch (back empty: no persistence here): it goes on.
+    let port = redis.port;
+    redis.cli(&["shutdown", "nosave"]);
+    drop(redis);
+    let redis = Redis::start_on(port);
+    redis.cli(&["sadd", "swarmlab:labs", "a"]);
+    add(&redis, "a", 6, "Normal", "Ready", "1/1 services running again");
+    assert_eq!(next()["message"], "1/1 services running again");
     let _ = watch.kill();
     let _ = watch.wait();
 }

@@ -61,16 +61,45 @@ pub async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut waiter = StoreReader::connect_for_waiting(url, WATCH_BLOCK).await?;
     loop {
-        for (lab, id, e) in waiter.events_after(&after, WATCH_BLOCK).await? {
-            after.insert(lab.clone(), id);
-            if wanted(&args.types, &e) {
-                println!("{}", line(args.format, all_labs, &lab, &e));
+        let read = follow(&mut waiter, &mut r, &mut after, all_labs).await;
+        match read {
+            Ok(events) => {
+                for (lab, e) in events.into_iter().filter(|(_, e)| wanted(&args.types, e)) {
+                    println!("{}", line(args.format, all_labs, &lab, &e));
+                }
+            }
+            // Redis restarted (or the network blinked): a watch goes on from where it was, as
+            // the streams keep their ids.
+            Err(e) => {
+                eprintln!("labctl events: lost redis at {url} ({e}); reconnecting");
+                (waiter, r) = reconnect(url).await;
+                eprintln!("labctl events: reconnected to {url}");
             }
         }
-        if all_labs {
-            for lab in r.labs().await? {
-                after.entry(lab).or_insert_with(|| "0-0".to_string());
-            }
+    }
+}
+
+/// The events after `after` (moved on past them), and the labs that appeared meanwhile.
+async fn follow(waiter: &mut StoreReader, r: &mut StoreReader, after: &mut BTreeMap<String, String>, all_labs: bool) -> redis::RedisResult<Vec<(String, LabEvent)>> {
+    let mut out = Vec::new();
+    for (lab, id, e) in waiter.events_after(after, WATCH_BLOCK).await? {
+        after.insert(lab.clone(), id);
+        out.push((lab, e));
+    }
+    if all_labs {
+        for lab in r.labs().await? {
+            after.entry(lab).or_insert_with(|| "0-0".to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Both connections again, trying every second until Redis answers.
+async fn reconnect(url: &str) -> (StoreReader, StoreReader) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let (Ok(waiter), Ok(r)) = (StoreReader::connect_for_waiting(url, WATCH_BLOCK).await, StoreReader::connect(url).await) {
+            return (waiter, r);
         }
     }
 }

@@ -7,45 +7,62 @@ use crate::Output;
 
 pub async fn run(url: &str, lab: Option<&str>, output: Output, watch: bool) -> anyhow::Result<ExitCode> {
     let mut r = reader(url).await?;
+    if !watch {
+        let (text, notes) = shown(&mut r, lab, output).await?;
+        if !matches!(output, Output::Table) {
+            notes.iter().for_each(|n| eprintln!("{n}"));
+        }
+        println!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
     loop {
-        let names = match lab {
-            Some(l) => vec![l.to_string()],
-            None => r.labs().await?,
-        };
-        let mut statuses = Vec::new();
-        for n in &names {
-            match r.status(n).await? {
-                Some(s) => statuses.push(s),
-                None if lab.is_some() => return Err(no_such_lab(&mut r, n, "status").await),
-                None => {}
+        match shown(&mut r, lab, output).await {
+            Ok((text, _)) => println!("\x1b[2J\x1b[H{text}"),
+            // Redis restarted (or the network blinked): the watch says so and goes on.
+            Err(e) if e.downcast_ref::<redis::RedisError>().is_some() => {
+                println!("\x1b[2J\x1b[Hcannot reach redis at {url} ({e}); trying again every 2 s");
+                if let Ok(again) = swarmlab::store::StoreReader::connect(url).await {
+                    r = again;
+                    continue;
+                }
             }
+            Err(e) => return Err(e),
         }
-        let stale = staleness(&mut r).await;
-        // A Git source that cannot be fetched: the labs run at the last commit fetched.
-        let notes: Vec<String> = stale.iter().cloned().chain(fetch_trouble(&mut r).await).collect();
-        let text = match output {
-            Output::Table if statuses.is_empty() => "no labs (is labd running?)".to_string(),
-            Output::Table => {
-                let table = status_table(&statuses, stale.is_some());
-                notes.iter().map(String::as_str).chain([table.as_str()]).collect::<Vec<_>>().join("\n")
-            }
-            Output::Json if lab.is_some() => serde_json::to_string_pretty(&statuses[0])?,
-            Output::Json => serde_json::to_string_pretty(&statuses)?,
-            Output::Yaml if lab.is_some() => serde_yaml_ng::to_string(&statuses[0])?,
-            Output::Yaml => serde_yaml_ng::to_string(&statuses)?,
-        };
-        if !watch {
-            if !matches!(output, Output::Table) {
-                notes.iter().for_each(|n| eprintln!("{n}"));
-            }
-            println!("{text}");
-            return Ok(ExitCode::SUCCESS);
-        }
-        println!("\x1b[2J\x1b[H{text}");
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
 }
 
+/// The statuses as `output` shows them, and the notes that go with them (stale statuses, a
+/// Git source that cannot be fetched).
+async fn shown(r: &mut swarmlab::store::StoreReader, lab: Option<&str>, output: Output) -> anyhow::Result<(String, Vec<String>)> {
+    let names = match lab {
+        Some(l) => vec![l.to_string()],
+        None => r.labs().await?,
+    };
+    let mut statuses = Vec::new();
+    for n in &names {
+        match r.status(n).await? {
+            Some(s) => statuses.push(s),
+            None if lab.is_some() => return Err(no_such_lab(r, n, "status").await),
+            None => {}
+        }
+    }
+    let stale = staleness(r).await;
+    // A Git source that cannot be fetched: the labs run at the last commit fetched.
+    let notes: Vec<String> = stale.iter().cloned().chain(fetch_trouble(r).await).collect();
+    let text = match output {
+        Output::Table if statuses.is_empty() => "no labs (is labd running?)".to_string(),
+        Output::Table => {
+            let table = status_table(&statuses, stale.is_some());
+            notes.iter().map(String::as_str).chain([table.as_str()]).collect::<Vec<_>>().join("\n")
+        }
+        Output::Json if lab.is_some() => serde_json::to_string_pretty(&statuses[0])?,
+        Output::Json => serde_json::to_string_pretty(&statuses)?,
+        Output::Yaml if lab.is_some() => serde_yaml_ng::to_string(&statuses[0])?,
+        Output::Yaml => serde_yaml_ng::to_string(&statuses)?,
+    };
+    Ok((text, notes))
+}
 
 /// What labctl says when labd's last fetch of its Git source failed.
 async fn fetch_trouble(r: &mut swarmlab::store::StoreReader) -> Option<String> {
