@@ -638,6 +638,8 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
                 }
                 append_mounts(&mut out, mounts);
             }
+            // What a lab does anyway (Swarm restarts a service's tasks whatever their exit).
+            "restart" if matches!(value.as_str(), Some("always" | "unless-stopped")) => {}
             // Compose's extension fields: the file's own, ignored by Compose too.
             other if other.starts_with("x-") => {}
             other => match not_carried(other) {
@@ -967,6 +969,10 @@ mod tests {
         assert!(out.text.contains("#   5:5: services.db.container_name: Swarm names tasks itself"), "{}", out.text);
         assert!(out.text.contains("#   6:5: services.db.restart: a lab's services are kept running: Swarm starts a task again whatever its exit code (a service meant to run once is a job: `mode: replicated-job`)"), "{}", out.text);
         assert_eq!(out.notes.len(), 5, "{:?}", out.notes);
+        // `always` (or `unless-stopped`) is what a lab does anyway: nothing to say.
+        let always = IOT.replace("restart: on-failure", "restart: always");
+        let out = compose_to_lab(Path::new("docker-compose.yml"), &always, "iot", &vec![], &no_files).expect("valid");
+        assert_eq!(out.notes.len(), 1, "{:?}", out.notes);
     }
 
     #[test]
