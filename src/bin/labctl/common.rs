@@ -22,6 +22,31 @@ pub fn step_mark(event: &swarmlab::status::LabEvent) -> String {
     format!("=== {} {}", event.time.format("%H:%M:%S%.3f"), event.message)
 }
 
+/// Prints `screen` once, or with `watch` every 2 s on a cleared terminal, as `watch(1)` does. A
+/// Redis that goes away meanwhile (restarted, the network blinking) is said on the screen and
+/// waited for; any other error ends it.
+pub async fn once_or_watched(url: &str, watch: bool, mut screen: impl AsyncFnMut(&mut StoreReader) -> anyhow::Result<String>) -> anyhow::Result<std::process::ExitCode> {
+    let mut r = reader(url).await?;
+    if !watch {
+        println!("{}", screen(&mut r).await?);
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    loop {
+        match screen(&mut r).await {
+            Ok(text) => println!("\x1b[2J\x1b[H{text}"),
+            Err(e) if e.downcast_ref::<redis::RedisError>().is_some() => {
+                println!("\x1b[2J\x1b[Hcannot reach redis at {url} ({e}); trying again every 2 s");
+                if let Ok(again) = StoreReader::connect(url).await {
+                    r = again;
+                    continue;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
 pub async fn reader(url: &str) -> anyhow::Result<StoreReader> {
     StoreReader::connect(url)
         .await

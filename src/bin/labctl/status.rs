@@ -6,30 +6,15 @@ use crate::common::*;
 use crate::Output;
 
 pub async fn run(url: &str, lab: Option<&str>, output: Output, watch: bool) -> anyhow::Result<ExitCode> {
-    let mut r = reader(url).await?;
-    if !watch {
-        let (text, notes) = shown(&mut r, lab, output).await?;
-        if !matches!(output, Output::Table) {
+    once_or_watched(url, watch, async |r| {
+        let (text, notes) = shown(r, lab, output).await?;
+        // A table carries its notes; JSON and YAML stay parseable.
+        if !watch && !matches!(output, Output::Table) {
             notes.iter().for_each(|n| eprintln!("{n}"));
         }
-        println!("{text}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    loop {
-        match shown(&mut r, lab, output).await {
-            Ok((text, _)) => println!("\x1b[2J\x1b[H{text}"),
-            // Redis restarted (or the network blinked): the watch says so and goes on.
-            Err(e) if e.downcast_ref::<redis::RedisError>().is_some() => {
-                println!("\x1b[2J\x1b[Hcannot reach redis at {url} ({e}); trying again every 2 s");
-                if let Ok(again) = swarmlab::store::StoreReader::connect(url).await {
-                    r = again;
-                    continue;
-                }
-            }
-            Err(e) => return Err(e),
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    }
+        Ok(text)
+    })
+    .await
 }
 
 /// The statuses as `output` shows them, and the notes that go with them (stale statuses, a

@@ -9,32 +9,25 @@ use comfy_table::presets::NOTHING;
 use comfy_table::Table;
 use swarmlab::usage::{binary_bytes, decimal_bytes, TaskUsage};
 
-use crate::common::reader;
 use crate::Output;
 
 pub async fn run(url: &str, lab: &str, output: Output, watch: bool) -> anyhow::Result<ExitCode> {
-    let mut r = reader(url).await?;
-    loop {
+    crate::common::once_or_watched(url, watch, async |r| {
         if r.status(lab).await?.is_none() {
-            return Err(crate::common::no_such_lab(&mut r, lab, "top").await);
+            return Err(crate::common::no_such_lab(r, lab, "top").await);
         }
         let mut usage = r.task_usage(lab).await?;
         usage.sort_by(|a, b| (&a.service, a.slot, &a.node).cmp(&(&b.service, b.slot, &b.node)));
-        let text = match output {
+        Ok(match output {
             Output::Table if usage.is_empty() => format!(
                 "no task of `{lab}` sampled yet: each node's agent samples its tasks every --usage-interval (5s unless set; 0s turns it off)"
             ),
             Output::Table => usage_table(&usage, Utc::now()),
             Output::Json => serde_json::to_string_pretty(&usage)?,
             Output::Yaml => serde_yaml_ng::to_string(&usage)?,
-        };
-        if !watch {
-            println!("{text}");
-            return Ok(ExitCode::SUCCESS);
-        }
-        println!("\x1b[2J\x1b[H{text}");
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    }
+        })
+    })
+    .await
 }
 
 /// CPU as `docker stats` shows it (100% = one core), with the quota when there is one:
