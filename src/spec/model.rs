@@ -433,9 +433,9 @@ impl NetworkAttachment {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Resources {
-    /// CPU limit in cores, e.g. 0.5.
+    /// CPU limit in cores, e.g. 0.5 (Docker's smallest is 0.01).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.001, max = 1024))]
+    #[schemars(range(min = 0.01, max = 1024))]
     pub cpus: Option<f64>,
     /// Memory limit, e.g. 150M.
     #[serde(default, skip_serializing_if = "Option::is_none")]
