@@ -949,3 +949,24 @@ async fn file_storm(seed: u64) {
     assert!(removed.len() == 3 && ["b_web", "b_db", "b_default"].iter().all(|n| removed.contains(&n.to_string())), "seed {seed}: {removed:?}");
     c.stop().await;
 }
+
+/// labd stopped in the middle of a teardown (its network still in use by stopping tasks): the
+/// next labd finishes it, once it has its own evidence that no file defines the lab, and
+/// creates nothing of it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teardown_cut_short_by_a_restart_is_finished_by_the_next_labd_and_nothing_comes_back() {
+    let mut c = start(&[("a.yaml", lab_yaml("a", &["web", "db"])), ("b.yaml", lab_yaml("b", &["web"]))], Duration::from_millis(300), FakeSwarm::default()).await;
+    c.until("both Ready", SOON, |p| p.get("a") == Some(&Phase::Ready) && p.get("b") == Some(&Phase::Ready)).await;
+    c.swarm.state.lock().unwrap().network_in_use = 1_000;
+    std::fs::remove_file(c.dir.path().join("a.yaml")).unwrap();
+    eventually("a's services removed", SOON, || c.services() == ["b_web"]).await;
+    assert!(c.swarm.state.lock().unwrap().networks.iter().any(|n| n.name == "a_default"), "the network went before the restart");
+    let Running { dir, swarm, store, .. } = c.stopped().await;
+    let next = handed_over(&swarm);
+    next.state.lock().unwrap().network_in_use = 0;
+    let mut c = start_in(dir, next, store, |c| c.resync = Duration::from_millis(300)).await;
+    eventually("a's network removed", SOON, || !c.swarm.state.lock().unwrap().networks.iter().any(|n| n.name == "a_default")).await;
+    c.until("a forgotten", SOON, |p| !p.contains_key("a") && p.get("b") == Some(&Phase::Ready)).await;
+    assert_eq!(c.services(), ["b_web"], "something of a came back");
+    c.stop().await;
+}
