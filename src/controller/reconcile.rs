@@ -1112,19 +1112,8 @@ mod tests {
 
     #[tokio::test]
     async fn failing_tasks_degrade_the_lab_and_name_the_missing_image() {
-        let swarm = FakeSwarm::default();
-        swarm.state.lock().unwrap().start_after = 100;
-        swarm.state.lock().unwrap().trouble = Some(TaskTrouble {
-            state: "rejected".into(),
-            message: "No such image: nope:latest".into(),
-            node: "n1".into(),
-            failed: true,
-            cause: Some(TroubleCause::ImageMissing),
-        });
-        let store = FakeStore::default();
-        let l = lab(TWO);
-        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
-        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        let missing = TaskTrouble { state: "rejected".into(), message: "No such image: nope:latest".into(), node: "n1".into(), failed: true, cause: Some(TroubleCause::ImageMissing) };
+        let o = troubled_tasks(TWO, missing).await;
         assert_eq!(o.status.phase, Phase::Degraded);
         assert!(o.status.message.contains("labd never pulls"), "{}", o.status.message);
     }
@@ -1137,13 +1126,7 @@ mod tests {
             ("  services:\n    a: {resources: {memory: 64M}}\n", looping("task: non-zero exit (137) (again and again: a crash loop)", TroubleCause::Killed), "at its memory limit of 64.0MiB"),
             ("  services:\n    a: {}\n", looping("task: non-zero exit (137) (again and again: a crash loop)", TroubleCause::Killed), "(exit 137: killed by SIGKILL, by hand or by the kernel"),
         ] {
-            let swarm = FakeSwarm::default();
-            swarm.state.lock().unwrap().start_after = 100;
-            swarm.state.lock().unwrap().trouble = Some(trouble);
-            let store = FakeStore::default();
-            let l = lab(services);
-            let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
-            let o = pass(&swarm, &store, apply(&l), o.status).await;
+            let o = troubled_tasks(services, trouble).await;
             assert_eq!(o.status.phase, Phase::Degraded);
             assert!(o.status.services["a"].message.contains(said), "{}", o.status.services["a"].message);
         }
@@ -1151,10 +1134,14 @@ mod tests {
 
     /// Two passes over `services` whose tasks Swarm keeps pending, saying `message`.
     async fn pending_tasks(services: &str, message: &str, cause: TroubleCause) -> Outcome {
+        troubled_tasks(services, TaskTrouble { state: "pending".into(), message: message.into(), node: String::new(), failed: false, cause: Some(cause) }).await
+    }
+
+    /// Two passes over `services` whose tasks never run, Swarm saying `trouble`.
+    async fn troubled_tasks(services: &str, trouble: TaskTrouble) -> Outcome {
         let swarm = FakeSwarm::default();
         swarm.state.lock().unwrap().start_after = 100;
-        let pending = TaskTrouble { state: "pending".into(), message: message.into(), node: String::new(), failed: false, cause: Some(cause) };
-        swarm.state.lock().unwrap().trouble = Some(pending);
+        swarm.state.lock().unwrap().trouble = Some(trouble);
         let store = FakeStore::default();
         let l = lab(services);
         let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
