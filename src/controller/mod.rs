@@ -197,6 +197,10 @@ pub struct Controller<S: Swarm, St: LabStore> {
     /// and what labctl shows of the source.
     fetched: Option<Catalog>,
     source: Option<SourceStatus>,
+    /// With a directory: why it could not be read at the last read (`Some(None)`: it could),
+    /// as last said in the log and in Redis for labctl; and when that was last logged.
+    dir_trouble: Option<Option<String>>,
+    dir_trouble_logged: Option<Instant>,
 }
 
 impl<S: Swarm, St: LabStore> Controller<S, St> {
@@ -231,6 +235,8 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             starts: Default::default(),
             fetched: None,
             source,
+            dir_trouble: None,
+            dir_trouble_logged: None,
         };
         c.restore_status().await;
         c.restore_memories().await;
@@ -524,13 +530,40 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             Ok(Err(e)) => return self.unreadable(&format!("the read failed: {e}")),
             Err(_) => return self.unreadable(&format!("no answer within {}s", READ_TIMEOUT.as_secs())),
         };
+        self.say_dir_trouble(None);
         self.apply_catalog(catalog, Instant::now());
     }
 
     /// Unknown state (a Git sync swapping a symlink, a mount not there yet): change nothing.
     fn unreadable(&mut self, why: &str) {
-        tracing::warn!(dir = %self.config.labs_dir.display(), error = %why, "labs directory unreadable; keeping every lab as it is");
+        if self.config.git.is_some() {
+            tracing::warn!(error = %why, "labs unreadable; keeping every lab as it is");
+        } else {
+            self.say_dir_trouble(Some(why.to_string()));
+        }
         self.absence.incomplete();
+    }
+
+    /// Says in the log, and in Redis for `labctl status`, that the labs directory cannot be
+    /// read (once, and again each minute while it lasts, not at every retry), or can again.
+    fn say_dir_trouble(&mut self, why: Option<String>) {
+        const AGAIN: Duration = Duration::from_secs(60);
+        let dir = self.config.labs_dir.display().to_string();
+        let changed = self.dir_trouble.as_ref() != Some(&why);
+        let due = self.dir_trouble_logged.is_none_or(|at| at.elapsed() >= AGAIN);
+        match &why {
+            Some(e) if changed || due => {
+                tracing::warn!(%dir, error = %e, "labs directory unreadable; keeping every lab as it is (create it, or start labd with --labs set to where the labs are)");
+                self.dir_trouble_logged = Some(Instant::now());
+            }
+            None if changed && self.dir_trouble.is_some() => tracing::info!(%dir, "labs directory readable again"),
+            _ => {}
+        }
+        if changed {
+            let source = SourceStatus { url: dir, branch: String::new(), commit: None, fetched_at: Some(Utc::now()), error: why.clone() };
+            self.store.put_source(&source);
+            self.dir_trouble = Some(why);
+        }
     }
 
     fn apply_catalog(&mut self, catalog: Catalog, now: Instant) {

@@ -970,3 +970,24 @@ async fn a_teardown_cut_short_by_a_restart_is_finished_by_the_next_labd_and_noth
     assert_eq!(c.services(), ["b_web"], "something of a came back");
     c.stop().await;
 }
+
+/// A labs directory that is not there (a wrong --labs, a mount not up yet) is said where
+/// `labctl status` reads it, and cleared once the directory can be read; nothing is removed
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_labs_directory_that_cannot_be_read_is_said_in_the_source_state_until_it_can() {
+    let mut c = start(&[("a.yaml", lab_yaml("a", &["web"]))], Duration::from_millis(200), FakeSwarm::default()).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    let source = || c.store.source.lock().unwrap().clone();
+    assert_eq!(source().map(|s| s.error), Some(None), "a readable directory says so");
+    let root = c.dir.path().to_path_buf();
+    let aside = root.with_extension("away");
+    std::fs::rename(&root, &aside).unwrap();
+    eventually("the trouble said", SOON, || source().and_then(|s| s.error).is_some_and(|e| e.contains("No such file or directory"))).await;
+    let said = source().unwrap();
+    assert_eq!((said.url, said.branch.as_str()), (root.display().to_string(), ""));
+    std::fs::rename(&aside, &root).unwrap();
+    eventually("the trouble cleared", SOON, || source().is_some_and(|s| s.error.is_none())).await;
+    assert_eq!(c.services(), ["a_web"]);
+    c.stop().await;
+}

@@ -36,9 +36,8 @@ async fn shown(r: &mut swarmlab::store::StoreReader, lab: Option<&str>, output: 
     // A Git source that cannot be fetched: the labs run at the last commit fetched.
     let notes: Vec<String> = stale.iter().cloned().chain(fetch_trouble(r).await).collect();
     let text = match output {
-        Output::Table if statuses.is_empty() => "no labs (is labd running?)".to_string(),
         Output::Table => {
-            let table = status_table(&statuses, stale.is_some());
+            let table = if statuses.is_empty() { "no labs (is labd running?)".to_string() } else { status_table(&statuses, stale.is_some()) };
             notes.iter().map(String::as_str).chain([table.as_str()]).collect::<Vec<_>>().join("\n")
         }
         Output::Json if lab.is_some() => serde_json::to_string_pretty(&statuses[0])?,
@@ -49,11 +48,15 @@ async fn shown(r: &mut swarmlab::store::StoreReader, lab: Option<&str>, output: 
     Ok((text, notes))
 }
 
-/// What labctl says when labd's last fetch of its Git source failed.
+/// What labctl says when labd's last fetch of its Git source failed, or it could not read its
+/// labs directory (a source without a branch).
 async fn fetch_trouble(r: &mut swarmlab::store::StoreReader) -> Option<String> {
     let source = r.source().await.ok()??;
     let error = source.error?;
     let at = source.fetched_at.map(|t| t.with_timezone(&chrono::Local).format("%H:%M:%S").to_string()).unwrap_or_default();
+    if source.branch.is_empty() {
+        return Some(format!("SOURCE: labd cannot read its labs directory {} (since {at}): {error}; every lab stays as it is (is labd's --labs right?)", source.url));
+    }
     let commit = source.commit.map(|c| format!("commit {}", &c[..c.len().min(7)])).unwrap_or_else(|| "nothing (no fetch has worked yet)".into());
     Some(format!("SOURCE: fetching `{}` of {} failed at {at}: {error}; labs stay at {commit}", source.branch, source.url))
 }

@@ -1,5 +1,6 @@
-//! A lab that labd reports no status of, named to labctl: the error says which labs there are,
-//! and which lab a file of that name defines (labs are named by `metadata.name`, not by file).
+//! labctl against a real Redis holding what labd writes: a lab that labd reports no status of
+//! (the error says which labs there are, and which lab a file of that name defines: labs are
+//! named by `metadata.name`, not by file), and a labs directory labd cannot read.
 
 mod common;
 
@@ -36,4 +37,23 @@ fn a_lab_named_by_its_file_or_not_known_is_answered_with_the_labs_there_are() {
         labctl_error(&redis, &["describe", "nope"]),
         "labctl: no lab `nope` (labd reports coins, kv); is its file in labd's labs directory? `labctl validate FILE` says what is wrong with a file"
     );
+}
+
+#[test]
+fn a_labs_directory_labd_cannot_read_is_said_above_the_table() {
+    let redis = Redis::start();
+    let source = serde_json::json!({"url": "/srv/labs", "branch": "", "fetchedAt": "2026-12-05T20:00:00Z", "error": "cannot read labs directory /srv/labs: No such file or directory (os error 2)"});
+    redis.cli(&["hset", "swarmlab:labd", "source", &source.to_string()]);
+    let out = Command::new(env!("CARGO_BIN_EXE_labctl")).args(["status"]).env("REDIS_URL", redis.url()).output().expect("labctl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let said = text.lines().find(|l| l.starts_with("SOURCE: ")).unwrap_or_default();
+    assert!(
+        said.starts_with("SOURCE: labd cannot read its labs directory /srv/labs (since ")
+            && said.ends_with("): cannot read labs directory /srv/labs: No such file or directory (os error 2); every lab stays as it is (is labd's --labs right?)"),
+        "{text}"
+    );
+    // Read again: nothing to say.
+    redis.cli(&["hset", "swarmlab:labd", "source", &serde_json::json!({"url": "/srv/labs", "branch": ""}).to_string()]);
+    let out = Command::new(env!("CARGO_BIN_EXE_labctl")).args(["status"]).env("REDIS_URL", redis.url()).output().expect("labctl");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("SOURCE"), "{out:?}");
 }
