@@ -30,7 +30,11 @@ pub(crate) fn api_err(action: impl Into<String>) -> impl FnOnce(bollard::errors:
         // "client error (Connect)".
         let unreachable = match &e {
             bollard::errors::Error::HyperLegacyError { err } => err.is_connect(),
-            bollard::errors::Error::IOError { .. } | bollard::errors::Error::SocketNotFoundError(_) => true,
+            bollard::errors::Error::IOError { err } => {
+                use std::io::ErrorKind::*;
+                matches!(err.kind(), ConnectionRefused | ConnectionReset | ConnectionAborted | NotConnected | BrokenPipe | NotFound | PermissionDenied)
+            }
+            bollard::errors::Error::SocketNotFoundError(_) => true,
             _ => false,
         };
         if unreachable {
@@ -617,6 +621,8 @@ mod tests {
         assert!(matches!(e, SwarmError::Connect(_)) && text.starts_with("cannot reach the Docker daemon: list services: Connection refused") && text.contains("is dockerd running?"), "{text}");
         let refused = api_err("list tasks")(bollard::errors::Error::IOError { err: std::io::Error::from(std::io::ErrorKind::ConnectionRefused) });
         assert!(matches!(refused, SwarmError::Connect(_)), "{refused}");
+        let other = api_err("copy out")(bollard::errors::Error::IOError { err: std::io::Error::other("unexpected end of archive") });
+        assert!(matches!(other, SwarmError::Api { .. }), "{other}");
         // An answer, even an error, is the daemon's.
         let answered = api_err("create service x")(bollard::errors::Error::DockerResponseServerError { status_code: 500, message: "rpc error: bad".into() });
         assert_eq!(answered.to_string(), "create service x: rpc error: bad");
