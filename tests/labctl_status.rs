@@ -33,6 +33,8 @@ fn a_lab_named_by_its_file_or_not_known_is_answered_with_the_labs_there_are() {
             format!("labctl: no lab `dockercoins`, but /srv/labs/dockercoins.yaml defines the lab `coins` (a lab is named by its metadata.name): `labctl {verb} coins`")
         );
     }
+    let described = Command::new(env!("CARGO_BIN_EXE_labctl")).args(["describe", "coins"]).env("REDIS_URL", redis.url()).output().expect("labctl");
+    assert!(String::from_utf8_lossy(&described.stdout).lines().any(|l| l == "File:         /srv/labs/dockercoins.yaml"), "{described:?}");
     assert_eq!(
         labctl_error(&redis, &["describe", "nope"]),
         "labctl: no lab `nope` (labd reports coins, kv); is its file in labd's labs directory? `labctl validate FILE` says what is wrong with a file"

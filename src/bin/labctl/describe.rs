@@ -16,6 +16,9 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
     println!("Name:         {}", s.name);
     println!("Phase:        {}", s.phase);
     println!("Message:      {}", s.message);
+    if !s.source.is_empty() {
+        println!("File:         {}", s.source);
+    }
     println!("Revision:     {}", s.revision);
     if let Some(commit) = &s.commit {
         println!("Commit:       {commit}");
