@@ -37,7 +37,10 @@ pub async fn run(url: &str, target: &str, format: Format) -> anyhow::Result<Exit
         (lab_in(Path::new(target), None)?, None)
     } else {
         let mut r = reader(url).await?;
-        let status = r.status(target).await?.with_context(|| format!("no lab `{target}` in labd's status, and no such file"))?;
+        let Some(status) = r.status(target).await? else {
+            let e = no_such_lab(&mut r, target, "graph").await;
+            anyhow::bail!("`{target}` is not a file, and {e}");
+        };
         anyhow::ensure!(!status.source.is_empty(), "labd does not know which file defines `{target}`; give the file instead");
         (lab_in(Path::new(&status.source), Some(target))?, Some(status))
     };

@@ -50,6 +50,10 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         Some(r) => r.status(&lab).await.ok().flatten(),
         None => None,
     };
+    // Targets come from labd's status unless named (`--to` probes a lab labd does not report).
+    if let (None, Some(r), true) = (&status, store.as_mut(), to.is_empty()) {
+        return Err(crate::common::no_such_lab(r, &lab, "probe").await);
+    }
     let services: Vec<String> = status.as_ref().map(|s| s.services.keys().cloned().collect()).unwrap_or_default();
     let senders = match (&service, matrix) {
         (Some(s), false) => vec![s.clone()],

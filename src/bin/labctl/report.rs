@@ -43,7 +43,9 @@ pub async fn run(url: &str, lab: &str, output: Option<&Path>, format: Format) ->
     if let Some(created) = status.as_ref().and_then(|s| s.created_at) {
         usage.retain(|record| record.at >= created);
     }
-    anyhow::ensure!(status.is_some() || !events.is_empty() || !probes.is_empty() || !usage.is_empty(), "nothing is known of lab `{lab}` (is labd running against this Redis?)");
+    if status.is_none() && events.is_empty() && probes.is_empty() && usage.is_empty() {
+        return Err(crate::common::no_such_lab(&mut r, lab, "report").await);
+    }
     let text = match format {
         Format::Html => swarmlab::report::render(lab, &definition, status.as_ref(), &events, &probes, &usage),
         Format::Json => serde_json::to_string_pretty(&serde_json::json!({"lab": lab, "definition": definition, "status": status, "events": events, "probes": probes, "usage": usage}))?,
