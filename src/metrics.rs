@@ -116,6 +116,7 @@ pub struct Metrics {
     time_to_ready_seconds: Family<LabLabel, Gauge<f64, AtomicU64>>,
     docker_api_calls: Counter,
     leader: Gauge,
+    source_readable: Gauge,
     agent: Family<AgentLabels, Gauge>,
     shaping_converged: Family<AttachmentLabels, Gauge>,
     packets: Family<PacketLabels, Counter>,
@@ -159,6 +160,7 @@ impl Metrics {
             time_to_ready_seconds: Family::default(),
             docker_api_calls: Counter::default(),
             leader: Gauge::default(),
+            source_readable: Gauge::default(),
             agent: Family::default(),
             shaping_converged: Family::default(),
             packets: Family::default(),
@@ -185,6 +187,7 @@ impl Metrics {
         registry.register("time_to_ready_seconds", "From a lab's new definition to Ready, for its current generation", m.time_to_ready_seconds.clone());
         registry.register("docker_api_calls", "Docker Engine API calls made by labd", m.docker_api_calls.clone());
         registry.register("leader", "1 while this labd holds the leader lease and reconciles", m.leader.clone());
+        registry.register("source_readable", "1 when the leader's last read of its labs (the directory, or the Git fetch) worked, 0 when it did not (labs then stay as they are)", m.source_readable.clone());
         registry.register("agent_info", "The node agent of this node and the shaping backend it chose", m.agent.clone());
         registry.register("task_shaping_converged", "1 when a task's attachment carries the conditions in force", m.shaping_converged.clone());
         registry.register("nfqueue_packets", "Packets of a task's attachment through the userspace backend, by outcome", m.packets.clone());
@@ -361,6 +364,11 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
+    /// Whether the last read of the labs (directory or Git fetch) worked.
+    pub fn set_source_readable(&self, readable: bool) {
+        self.source_readable.set(i64::from(readable));
+    }
+
     /// The exposition in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -445,6 +453,7 @@ mod tests {
         m.ready_after("lab", 1.0);
         m.api_calls(1);
         m.set_leader(true);
+        m.set_source_readable(true);
         let usage = crate::usage::TaskUsage { networks: vec![Default::default()], ..Default::default() };
         m.task_usage([("lab", &usage)].into_iter());
         let attachment = AttachmentLabels { lab: "lab".into(), service: "s".into(), container: "c".into(), network: "lan".into() };

@@ -488,6 +488,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
     async fn on_git(&mut self, news: GitNews) {
         let Some(source) = self.source.as_mut() else { return };
         source.fetched_at = Some(Utc::now());
+        self.metrics.set_source_readable(!matches!(news, GitNews::Failed(_)));
         match news {
             GitNews::Moved(catalog) => {
                 tracing::info!(url = %source.url, branch = %source.branch, commit = ?catalog.commit, "new commit fetched; applying it");
@@ -559,6 +560,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             None if changed && self.dir_trouble.is_some() => tracing::info!(%dir, "labs directory readable again"),
             _ => {}
         }
+        self.metrics.set_source_readable(why.is_none());
         if changed {
             let source = SourceStatus { url: dir, branch: String::new(), commit: None, fetched_at: Some(Utc::now()), error: why.clone() };
             self.store.put_source(&source);

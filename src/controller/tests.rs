@@ -18,6 +18,7 @@ struct Running {
     dir: tempfile::TempDir,
     swarm: Arc<FakeSwarm>,
     store: FakeStore,
+    metrics: Arc<crate::metrics::Metrics>,
     phases: watch::Receiver<BTreeMap<String, Phase>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -66,13 +67,14 @@ async fn start_in(dir: tempfile::TempDir, swarm: FakeSwarm, store: FakeStore, tu
     let swarm = Arc::new(swarm);
     let mut config = config(dir.path(), Duration::from_secs(600));
     tune(&mut config);
-    let controller = Controller::new(config, swarm.clone(), store.clone()).await;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let controller = Controller::new(config, swarm.clone(), store.clone()).await.with_metrics(metrics.clone());
     let phases = controller.phases();
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(controller.run(async move {
         let _ = stopped.await;
     }));
-    Running { dir, swarm, store, phases, stop: Some(stop), task: Some(task) }
+    Running { dir, swarm, store, metrics, phases, stop: Some(stop), task: Some(task) }
 }
 
 impl Running {
@@ -814,7 +816,8 @@ async fn from_git_each_commit_applies_whole_a_broken_one_keeps_the_last_good_and
     let mut config = config(work.path(), Duration::from_secs(60));
     config.git = Some(super::GitConfig { source, interval: Duration::from_millis(100) });
     let (swarm, store) = (Arc::new(FakeSwarm::default()), FakeStore::default());
-    let controller = Controller::new(config, swarm.clone(), store.clone()).await;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let controller = Controller::new(config, swarm.clone(), store.clone()).await.with_metrics(metrics.clone());
     let mut phases = controller.phases();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(controller.run(async move {
@@ -827,6 +830,7 @@ async fn from_git_each_commit_applies_whole_a_broken_one_keeps_the_last_good_and
     let commit_of = |store: &FakeStore| store.statuses.lock().unwrap().get("a").and_then(|s| s.commit.clone());
     assert!(phase_is(&mut phases, "a", Phase::Ready).await);
     eventually("the status names the commit", SOON, || commit_of(&store).as_deref() == Some(first.as_str())).await;
+    assert!(metrics.encode().lines().any(|l| l == "swarmlab_source_readable 1"), "{}", metrics.encode());
 
     // Two files in one commit: both labs come with it.
     std::fs::write(repo.join("a.yaml"), lab_yaml("a", &["web", "db"])).unwrap();
@@ -853,6 +857,7 @@ async fn from_git_each_commit_applies_whole_a_broken_one_keeps_the_last_good_and
     // The repository gone: the fetch fails, is said, and nothing changes.
     std::fs::rename(&repo, work.path().join("moved")).unwrap();
     eventually("the failed fetch reported", SOON, || store.source.lock().unwrap().as_ref().is_some_and(|s| s.error.is_some())).await;
+    assert!(metrics.encode().lines().any(|l| l == "swarmlab_source_readable 0"), "{}", metrics.encode());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(services(), ["a_db", "a_web", "b_api"]);
     assert_eq!(store.source.lock().unwrap().as_ref().and_then(|s| s.commit.clone()), Some(git(&work.path().join("moved"), &["rev-parse", "HEAD"])));
@@ -986,8 +991,11 @@ async fn a_labs_directory_that_cannot_be_read_is_said_in_the_source_state_until_
     eventually("the trouble said", SOON, || source().and_then(|s| s.error).is_some_and(|e| e.contains("No such file or directory"))).await;
     let said = source().unwrap();
     assert_eq!((said.url, said.branch.as_str()), (root.display().to_string(), ""));
+    let readable = || c.metrics.encode().lines().find_map(|l| l.strip_prefix("swarmlab_source_readable ").map(str::to_string));
+    assert_eq!(readable().as_deref(), Some("0"));
     std::fs::rename(&aside, &root).unwrap();
     eventually("the trouble cleared", SOON, || source().is_some_and(|s| s.error.is_none())).await;
+    assert_eq!(readable().as_deref(), Some("1"));
     assert_eq!(c.services(), ["a_web"]);
     c.stop().await;
 }
