@@ -320,13 +320,16 @@ fn with_redis_down_labd_stands_by_and_applies_what_changed_when_redis_is_back() 
 #[test]
 fn labd_once_exits_zero_when_every_lab_is_ready() {
     let lab = Lab::new();
+    let once = |timeout: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
+            .args(["--labs", lab.labs.to_str().unwrap(), "--redis", &lab.redis.url(), "--once", "--timeout", timeout])
+            .env("DOCKER_API_VERSION", "1.41")
+            .output()
+            .unwrap()
+    };
     remove_lab_objects("oncelab");
     lab.write("once.yaml", &lab_yaml("oncelab", "    web: {}\n"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
-        .args(["--labs", lab.labs.to_str().unwrap(), "--redis", &lab.redis.url(), "--once", "--timeout", "60"])
-        .env("DOCKER_API_VERSION", "1.41")
-        .output()
-        .unwrap();
+    let out = once("60");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("oncelab: Ready"));
     assert_eq!(stack_services("oncelab")["oncelab_web"], "1/1");
@@ -335,11 +338,7 @@ fn labd_once_exits_zero_when_every_lab_is_ready() {
     remove_lab_objects("oncebad");
     std::fs::remove_file(lab.labs.join("once.yaml")).unwrap();
     lab.write("bad.yaml", &lab_yaml("oncebad", "    web: {image: 'labbox:nosuchtag'}\n"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
-        .args(["--labs", lab.labs.to_str().unwrap(), "--redis", &lab.redis.url(), "--once", "--timeout", "6"])
-        .env("DOCKER_API_VERSION", "1.41")
-        .output()
-        .unwrap();
+    let out = once("6");
     let said = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.lines().any(|l| l.starts_with("oncebad: Degraded: web: rejected: No such image: labbox:nosuchtag (labd never pulls")), "{said}");

@@ -2,9 +2,8 @@
 //! change, and the conditions it would have the node agents apply. Exit status as `flux
 //! diff`: 0 when Swarm matches DIR, 1 when something would change (or clashes), 2 on error.
 
-use std::process::ExitCode;
-
 use std::collections::BTreeMap;
+use std::process::ExitCode;
 
 use swarmlab::plan::{shaping_in_force, DesiredLab, Observed, Shaping};
 use swarmlab::source::{load_dir, LabEntry};
@@ -45,7 +44,7 @@ fn as_scheduled(desired: swarmlab::plan::DesiredLab, observed: &swarmlab::plan::
 /// Prints every difference; returns how many there are.
 async fn differences(redis: &str, dir: &std::path::Path, docker_host: Option<&str>) -> anyhow::Result<usize> {
     use swarmlab::plan::{desired_lab, passes, teardown};
-    use swarmlab::swarm::{DockerSwarm, Swarm};
+    use swarmlab::swarm::DockerSwarm;
     let catalog = load_dir(dir)?;
     let swarm = DockerSwarm::connect(docker_host).await?;
     // One look at the whole Swarm serves every lab.

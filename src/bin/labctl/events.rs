@@ -79,17 +79,18 @@ pub async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The events after `after` (moved on past them), and the labs that appeared meanwhile.
+/// The labs that appeared meanwhile, and the events after `after` (moved on past them only once
+/// read whole: a failed read leaves `after` where it was, so nothing is skipped).
 async fn follow(waiter: &mut StoreReader, r: &mut StoreReader, after: &mut BTreeMap<String, String>, all_labs: bool) -> redis::RedisResult<Vec<(String, LabEvent)>> {
-    let mut out = Vec::new();
-    for (lab, id, e) in waiter.events_after(after, WATCH_BLOCK).await? {
-        after.insert(lab.clone(), id);
-        out.push((lab, e));
-    }
     if all_labs {
         for lab in r.labs().await? {
             after.entry(lab).or_insert_with(|| "0-0".to_string());
         }
+    }
+    let mut out = Vec::new();
+    for (lab, id, e) in waiter.events_after(after, WATCH_BLOCK).await? {
+        after.insert(lab.clone(), id);
+        out.push((lab, e));
     }
     Ok(out)
 }

@@ -17,8 +17,8 @@ pub async fn run(url: &str, lab: Option<&str>, output: Output, watch: bool) -> a
     .await
 }
 
-/// The statuses as `output` shows them, and the notes that go with them (stale statuses, a
-/// Git source that cannot be fetched).
+/// The statuses as `output` shows them, and the notes that go with them (stale statuses, labs
+/// labd cannot read).
 async fn shown(r: &mut swarmlab::store::StoreReader, lab: Option<&str>, output: Output) -> anyhow::Result<(String, Vec<String>)> {
     let names = match lab {
         Some(l) => vec![l.to_string()],
@@ -33,7 +33,8 @@ async fn shown(r: &mut swarmlab::store::StoreReader, lab: Option<&str>, output: 
         }
     }
     let stale = staleness(r).await;
-    // A Git source that cannot be fetched: the labs run at the last commit fetched.
+    // A Git source that cannot be fetched (the labs run at the last commit fetched), or a labs
+    // directory that cannot be read.
     let notes: Vec<String> = stale.iter().cloned().chain(fetch_trouble(r).await).collect();
     let text = match output {
         Output::Table => {
