@@ -740,7 +740,8 @@ fn check_memory_limits(doc: &Value, services: &serde_json::Map<String, Value>, o
     let at = std::iter::once("/spec/defaults/resources/memory".to_string()).chain(services.keys().map(|s| format!("/spec/services/{}/resources/memory", pointer_segment(s))));
     for pointer in at {
         if let Some(Ok(m)) = doc.pointer(&pointer).and_then(Value::as_str).map(str::parse::<Memory>) {
-            if m.bytes < MIN_MEMORY_LIMIT {
+            // 0 is Docker's "no limit".
+            if m.bytes > 0 && m.bytes < MIN_MEMORY_LIMIT {
                 out.push(Finding::value(pointer, "must be at least 6M: Docker starts no container with less"));
             }
         }
