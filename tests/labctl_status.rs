@@ -54,8 +54,9 @@ fn a_labs_directory_labd_cannot_read_is_said_above_the_table() {
             && said.ends_with("): cannot read labs directory /srv/labs: No such file or directory (os error 2); every lab stays as it is (is labd's --labs right?)"),
         "{text}"
     );
-    // Read again: nothing to say.
+    // Read again, by a labd that is running: nothing to say but where it looks.
     redis.cli(&["hset", "swarmlab:labd", "source", &serde_json::json!({"url": "/srv/labs", "branch": ""}).to_string()]);
+    redis.cli(&["hset", "swarmlab:labd", "heartbeat", &chrono::Utc::now().to_rfc3339(), "resync_secs", "15"]);
     let out = Command::new(env!("CARGO_BIN_EXE_labctl")).args(["status"]).env("REDIS_URL", redis.url()).output().expect("labctl");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("SOURCE"), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no labs: labd reads /srv/labs and finds no lab there (`labctl validate /srv/labs` checks its files)", "{out:?}");
 }

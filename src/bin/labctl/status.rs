@@ -38,7 +38,7 @@ async fn shown(r: &mut swarmlab::store::StoreReader, lab: Option<&str>, output: 
     let notes: Vec<String> = stale.iter().cloned().chain(fetch_trouble(r).await).collect();
     let text = match output {
         Output::Table => {
-            let table = if statuses.is_empty() { "no labs (is labd running?)".to_string() } else { status_table(&statuses, stale.is_some()) };
+            let table = if statuses.is_empty() { no_labs(r, stale.is_some()).await } else { status_table(&statuses, stale.is_some()) };
             notes.iter().map(String::as_str).chain([table.as_str()]).collect::<Vec<_>>().join("\n")
         }
         Output::Json if lab.is_some() => serde_json::to_string_pretty(&statuses[0])?,
@@ -47,6 +47,19 @@ async fn shown(r: &mut swarmlab::store::StoreReader, lab: Option<&str>, output: 
         Output::Yaml => serde_yaml_ng::to_string(&statuses)?,
     };
     Ok((text, notes))
+}
+
+/// What an empty table says: where a running labd looks for labs (a file put elsewhere is the
+/// usual reason), or that no labd runs.
+async fn no_labs(r: &mut swarmlab::store::StoreReader, stale: bool) -> String {
+    let source = if stale { None } else { r.source().await.ok().flatten() };
+    match source {
+        Some(s) if s.error.is_none() && s.branch.is_empty() => {
+            format!("no labs: labd reads {} and finds no lab there (`labctl validate {}` checks its files)", s.url, s.url)
+        }
+        Some(s) if s.error.is_none() => format!("no labs: labd follows `{}` of {} and finds no lab there", s.branch, s.url),
+        _ => "no labs (is labd running?)".to_string(),
+    }
 }
 
 /// What labctl says when labd's last fetch of its Git source failed, or it could not read its
