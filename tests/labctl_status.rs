@@ -8,8 +8,12 @@ use std::process::Command;
 
 use common::Redis;
 
+fn labctl(redis: &Redis, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_labctl")).args(args).env("REDIS_URL", redis.url()).output().expect("labctl")
+}
+
 fn labctl_error(redis: &Redis, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_labctl")).args(args).env("REDIS_URL", redis.url()).output().expect("labctl");
+    let out = labctl(redis, args);
     assert!(!out.status.success(), "{args:?} succeeded: {out:?}");
     String::from_utf8_lossy(&out.stderr).trim().to_string()
 }
@@ -33,7 +37,7 @@ fn a_lab_named_by_its_file_or_not_known_is_answered_with_the_labs_there_are() {
             format!("labctl: no lab `dockercoins`, but /srv/labs/dockercoins.yaml defines the lab `coins` (a lab is named by its metadata.name): `labctl {verb} coins`")
         );
     }
-    let described = Command::new(env!("CARGO_BIN_EXE_labctl")).args(["describe", "coins"]).env("REDIS_URL", redis.url()).output().expect("labctl");
+    let described = labctl(&redis, &["describe", "coins"]);
     assert!(String::from_utf8_lossy(&described.stdout).lines().any(|l| l == "File:         /srv/labs/dockercoins.yaml"), "{described:?}");
     assert_eq!(
         labctl_error(&redis, &["describe", "nope"]),
@@ -46,7 +50,7 @@ fn a_labs_directory_labd_cannot_read_is_said_above_the_table() {
     let redis = Redis::start();
     let source = serde_json::json!({"url": "/srv/labs", "branch": "", "fetchedAt": "2026-12-05T20:00:00Z", "error": "cannot read labs directory /srv/labs: No such file or directory (os error 2)"});
     redis.cli(&["hset", "swarmlab:labd", "source", &source.to_string()]);
-    let out = Command::new(env!("CARGO_BIN_EXE_labctl")).args(["status"]).env("REDIS_URL", redis.url()).output().expect("labctl");
+    let out = labctl(&redis, &["status"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let said = text.lines().find(|l| l.starts_with("SOURCE: ")).unwrap_or_default();
     assert!(
@@ -57,6 +61,6 @@ fn a_labs_directory_labd_cannot_read_is_said_above_the_table() {
     // Read again, by a labd that is running: nothing to say but where it looks.
     redis.cli(&["hset", "swarmlab:labd", "source", &serde_json::json!({"url": "/srv/labs", "branch": ""}).to_string()]);
     redis.cli(&["hset", "swarmlab:labd", "heartbeat", &chrono::Utc::now().to_rfc3339(), "resync_secs", "15"]);
-    let out = Command::new(env!("CARGO_BIN_EXE_labctl")).args(["status"]).env("REDIS_URL", redis.url()).output().expect("labctl");
+    let out = labctl(&redis, &["status"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no labs: labd reads /srv/labs and finds no lab there (`labctl validate /srv/labs` checks its files)", "{out:?}");
 }

@@ -465,14 +465,9 @@ async fn apply<S: Swarm>(
     // Links classify packets by destination address the same way.
     let mut addresses = BTreeMap::new();
     if in_force.is_some_and(|f| !f.partition.is_empty()) || !desired.links.is_empty() {
-        // A network not created yet has no tasks to find.
-        for net in desired.networks.iter().filter(|n| observed.networks.iter().any(|o| o.name == n.name)) {
-            match swarm.task_addresses(&net.name).await {
-                Ok(by_service) => {
-                    addresses.insert(net.name.clone(), by_service);
-                }
-                Err(e) => return failed(status, ReconcileError::Observe(e)),
-            }
+        match swarm.lab_addresses(&desired, observed).await {
+            Ok(found) => addresses = found,
+            Err(e) => return failed(status, ReconcileError::Observe(e)),
         }
     }
     let shaping = shaping_in_force(&desired, in_force, &addresses);

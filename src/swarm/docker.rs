@@ -299,17 +299,19 @@ fn created(t: &bollard::models::Task) -> Option<chrono::DateTime<chrono::FixedOf
 /// (an update, a scale-down, a removal). The newest creation per slot is found once: a look
 /// walks every task Swarm keeps (5 per slot), not every pair of them.
 fn restarted_exits<'t>(tasks: impl Iterator<Item = &'t bollard::models::Task> + Clone) -> Vec<TaskExit> {
-    let slot_of = |t: &'t bollard::models::Task| (t.slot, t.slot.is_none().then_some(t.node_id.as_deref()).flatten());
+    // A replicated service's slot number, a global service's node.
+    let slot_of = |t: &bollard::models::Task| t.slot.map_or_else(|| t.node_id.clone().unwrap_or_default(), |n| n.to_string());
     let mut newest = HashMap::new();
     for (slot, at) in tasks.clone().filter_map(|t| Some((slot_of(t), created(t)?))) {
         newest.entry(slot).and_modify(|n: &mut chrono::DateTime<chrono::FixedOffset>| *n = (*n).max(at)).or_insert(at);
     }
     tasks
         .filter(|t| ended(t) && t.status.as_ref().and_then(|st| st.state) != Some(TaskState::REJECTED))
-        .filter(|t| created(t).is_some_and(|at| newest.get(&slot_of(t)).is_some_and(|n| *n > at)))
         .filter_map(|t| {
-            let slot = t.slot.map_or_else(|| t.node_id.clone().unwrap_or_default(), |n| n.to_string());
-            Some(TaskExit { slot, at: status_time(t)?.with_timezone(&chrono::Utc) })
+            let slot = slot_of(t);
+            let replaced = created(t).is_some_and(|at| newest.get(&slot).is_some_and(|n| *n > at));
+            let at = status_time(t)?.with_timezone(&chrono::Utc);
+            replaced.then_some(TaskExit { slot, at })
         })
         .collect()
 }

@@ -120,6 +120,18 @@ pub trait Swarm: Send + Sync + 'static {
     /// The addresses of the tasks on a network, by service name (what a partition cuts off).
     /// Swarm knows them where the network is present: on a manager with a task on it.
     fn task_addresses(&self, network: &str) -> impl Future<Output = Result<TaskAddresses, SwarmError>> + Send;
+    /// The task addresses on each of `desired`'s networks that exist (`observed`), by network
+    /// Swarm name: where partitions and links find the tasks they classify.
+    fn lab_addresses(&self, desired: &crate::plan::DesiredLab, observed: &Observed) -> impl Future<Output = Result<BTreeMap<String, TaskAddresses>, SwarmError>> + Send {
+        async move {
+            let mut addresses = BTreeMap::new();
+            // A network not created yet has no tasks to find.
+            for net in desired.networks.iter().filter(|n| observed.networks.iter().any(|o| o.name == n.name)) {
+                addresses.insert(net.name.clone(), self.task_addresses(&net.name).await?);
+            }
+            Ok(addresses)
+        }
+    }
     /// Every lab's memory (the `<lab>_swarmlab-memory` configs swarmlab owns), by lab.
     fn memories(&self) -> impl Future<Output = Result<BTreeMap<String, LabMemory>, SwarmError>> + Send;
     /// Writes the lab's memory: its config's labels updated in place, or the config created.

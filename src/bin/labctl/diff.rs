@@ -105,12 +105,7 @@ async fn shaping_changes(r: &mut StoreReader, swarm: &impl Swarm, desired: &Desi
         return Ok(vec![]);
     }
     // Links classify by the addresses of the tasks they lead to, as labd finds them.
-    let mut addresses = BTreeMap::new();
-    if !desired.links.is_empty() {
-        for net in desired.networks.iter().filter(|n| observed.networks.iter().any(|o| o.name == n.name)) {
-            addresses.insert(net.name.clone(), swarm.task_addresses(&net.name).await?);
-        }
-    }
+    let addresses = if desired.links.is_empty() { BTreeMap::new() } else { swarm.lab_addresses(desired, observed).await? };
     let wanted = shaping_in_force(desired, None, &addresses);
     Ok(shaping_lines(&desired.lab, &wanted, &r.desired_shaping(&desired.lab).await?))
 }
