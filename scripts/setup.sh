@@ -14,6 +14,7 @@ command -v ping >/dev/null || need_pkgs+=(iputils-ping)
 command -v tc >/dev/null || need_pkgs+=(iproute2)
 command -v nsenter >/dev/null || need_pkgs+=(util-linux)
 command -v chromium >/dev/null || need_pkgs+=(chromium)   # the live page's test (headless)
+command -v openssl >/dev/null || need_pkgs+=(openssl)     # certificates of the TLS test (tests/e2e_remote.rs)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -67,6 +67,7 @@ impl Lease {
                 }
                 Err(e) => tracing::warn!(
                     error = %e,
+                    hint = super::tls_hint(matches!(self.client.get_connection_info().addr(), redis::ConnectionAddr::TcpTls { .. }), &e).unwrap_or_default(),
                     redis = %self.client.get_connection_info().addr(),
                     "cannot reach redis for the leader lease (is redis-server running there? --redis or REDIS_URL says where); retrying"
                 ),

@@ -11,6 +11,21 @@ use std::future::Future;
 
 use crate::status::{LabEvent, LabStatus, SourceStatus, TaskShaping};
 
+/// What to do about a Redis that refused a connection over TLS, or a TLS-only one asked in
+/// plain text: the TLS library's words alone ("invalid peer certificate: UnknownIssuer",
+/// "Connection reset by peer") do not say it.
+/// `tls`: the URL was `rediss://`.
+pub fn tls_hint(tls: bool, error: &redis::RedisError) -> Option<&'static str> {
+    let text = error.to_string();
+    if tls && text.contains("certificate") {
+        return Some("this machine does not trust the server's certificate: for a private CA, SSL_CERT_FILE=/path/to/ca.pem names it");
+    }
+    if !tls && (error.is_connection_dropped() || text.contains("reset by peer")) {
+        return Some("a server that speaks only TLS drops plain connections: if it does, the URL is rediss://");
+    }
+    None
+}
+
 /// What `labctl suspend` and `labctl resume` said, as read from the store.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Suspensions {

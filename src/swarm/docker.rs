@@ -22,6 +22,12 @@ pub struct DockerSwarm {
     calls: Arc<AtomicU64>,
 }
 
+/// The innermost cause says why ("Connection refused", "No such file or directory", "received
+/// fatal alert: CertificateUnknown"); bollard's and hyper's wrappers around it say nothing more.
+fn innermost_cause(e: &bollard::errors::Error) -> String {
+    std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |e| e.source()).last().map(|c| c.to_string()).unwrap_or_default()
+}
+
 /// A bollard error as ours, told apart where the controller acts on the difference.
 pub(crate) fn api_err(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> SwarmError {
     let action = action.into();
@@ -38,10 +44,7 @@ pub(crate) fn api_err(action: impl Into<String>) -> impl FnOnce(bollard::errors:
             _ => false,
         };
         if unreachable {
-            // The innermost cause says why ("Connection refused", "No such file or directory");
-            // bollard's and hyper's wrappers around it say nothing more.
-            let cause = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| e.source()).last().map(|c| c.to_string()).unwrap_or_default();
-            return SwarmError::Connect(format!("{action}: {cause}"));
+            return SwarmError::Connect(format!("{action}: {}", innermost_cause(&e)));
         }
         let message = match e {
             bollard::errors::Error::DockerResponseServerError { message, .. } => message,
@@ -57,18 +60,101 @@ pub(crate) fn api_err(action: impl Into<String>) -> impl FnOnce(bollard::errors:
     }
 }
 
-impl DockerSwarm {
-    /// Connects to `host` (`unix:///var/run/docker.sock`, `tcp://…`) or the local default.
-    pub async fn connect(host: Option<&str>) -> Result<Self, SwarmError> {
-        let docker = match host {
-            Some(h) if h.starts_with("unix://") || h.starts_with('/') => {
-                Docker::connect_with_unix(h.trim_start_matches("unix://"), 120, bollard::API_DEFAULT_VERSION)
-            }
-            Some(h) => Docker::connect_with_http(h, 120, bollard::API_DEFAULT_VERSION),
-            None => Docker::connect_with_local_defaults(),
+/// How to reach the daemon, decided from DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH
+/// as the docker CLI decides it, so a shell set up for `docker` against a remote daemon works
+/// for labd and labctl as it stands.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Endpoint {
+    Local,
+    Unix(String),
+    Http(String),
+    /// The server checked against `ca.pem`, and `cert.pem`/`key.pem` presented, all from `certs`.
+    Tls { addr: String, certs: std::path::PathBuf },
+}
+
+/// The names the docker CLI gives the files of DOCKER_CERT_PATH.
+const CERT_FILES: [&str; 3] = ["ca.pem", "cert.pem", "key.pem"];
+
+impl Endpoint {
+    /// `tls_verify`: DOCKER_TLS_VERIFY is set (the CLI's test: not empty); `cert_path`:
+    /// DOCKER_CERT_PATH, else `home`/.docker.
+    pub(crate) fn of(host: Option<&str>, tls_verify: bool, cert_path: Option<std::path::PathBuf>, home: Option<std::path::PathBuf>) -> Result<Endpoint, SwarmError> {
+        let Some(host) = host.filter(|h| !h.is_empty()) else { return Ok(Endpoint::Local) };
+        if let Some(path) = host.strip_prefix("unix://") {
+            return Ok(Endpoint::Unix(path.to_string()));
         }
-        .map_err(|e| SwarmError::Connect(e.to_string()))?;
-        let docker = docker.negotiate_version().await.map_err(|e| SwarmError::Connect(e.to_string()))?;
+        if host.starts_with('/') {
+            return Ok(Endpoint::Unix(host.to_string()));
+        }
+        if let Some(rest) = host.strip_prefix("ssh://") {
+            return Err(SwarmError::Endpoint(format!(
+                "DOCKER_HOST={host}: labd does not connect over ssh; forward the daemon's socket and point labd at it: \
+                 `ssh -nNT -L /tmp/docker.sock:/var/run/docker.sock {rest}` and DOCKER_HOST=unix:///tmp/docker.sock"
+            )));
+        }
+        let tls = tls_verify || host.starts_with("https://");
+        if !(host.starts_with("tcp://") || host.starts_with("http://") || host.starts_with("https://")) {
+            return Err(SwarmError::Endpoint(format!("DOCKER_HOST={host}: not an address labd knows (unix:///path, tcp://host:port, or ssh:// through a forwarded socket)")));
+        }
+        if !tls {
+            return Ok(Endpoint::Http(host.to_string()));
+        }
+        let certs = cert_path.filter(|p| !p.as_os_str().is_empty()).or_else(|| home.map(|h| h.join(".docker")));
+        let Some(certs) = certs else {
+            return Err(SwarmError::Endpoint(format!("DOCKER_HOST={host} with TLS: no DOCKER_CERT_PATH and no home directory to find ca.pem, cert.pem and key.pem in")));
+        };
+        let missing: Vec<&str> = CERT_FILES.into_iter().filter(|f| !certs.join(f).is_file()).collect();
+        if !missing.is_empty() {
+            return Err(SwarmError::Endpoint(format!(
+                "DOCKER_HOST={host} with TLS (DOCKER_TLS_VERIFY): {} has no {} (the docker CLI reads ca.pem, cert.pem and key.pem from DOCKER_CERT_PATH, ~/.docker when unset)",
+                certs.display(),
+                missing.join(", ")
+            )));
+        }
+        Ok(Endpoint::Tls { addr: host.to_string(), certs })
+    }
+
+    fn from_env(host: Option<&str>) -> Result<Endpoint, SwarmError> {
+        let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        Endpoint::of(host, set("DOCKER_TLS_VERIFY").is_some(), set("DOCKER_CERT_PATH").map(Into::into), set("HOME").map(Into::into))
+    }
+}
+
+/// Why the first call to the daemon failed, said as what to look at.
+fn first_call_failed(endpoint: &Endpoint, e: bollard::errors::Error) -> SwarmError {
+    use bollard::errors::Error::{DockerResponseServerError, HyperLegacyError};
+    match (endpoint, &e) {
+        // A daemon that refuses our certificate (or whose certificate we refuse) ends the
+        // connection during or right after the handshake: the certificates are what to look
+        // at, not whether dockerd runs.
+        (Endpoint::Tls { addr, certs }, HyperLegacyError { .. }) => {
+            SwarmError::Endpoint(format!("{addr} over TLS with the certificates of {}: {}", certs.display(), innermost_cause(&e)))
+        }
+        // dockerd --tlsverify asked in plain HTTP (Go's TLS server answers so).
+        (Endpoint::Http(addr), DockerResponseServerError { message, .. }) if message.contains("HTTPS server") => SwarmError::Endpoint(format!(
+            "{addr} answers only TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to the directory of ca.pem, cert.pem and key.pem, as for the docker CLI"
+        )),
+        _ => api_err("version")(e),
+    }
+}
+
+impl DockerSwarm {
+    /// Connects to `host` (`unix:///var/run/docker.sock`, `tcp://…`, TLS when DOCKER_TLS_VERIFY
+    /// is set) or the local default.
+    pub async fn connect(host: Option<&str>) -> Result<Self, SwarmError> {
+        let endpoint = Endpoint::from_env(host)?;
+        let timeout = 120;
+        let docker = match &endpoint {
+            Endpoint::Unix(path) => Docker::connect_with_unix(path, timeout, bollard::API_DEFAULT_VERSION),
+            Endpoint::Http(addr) => Docker::connect_with_http(addr, timeout, bollard::API_DEFAULT_VERSION),
+            Endpoint::Tls { addr, certs } => {
+                let [ca, cert, key] = CERT_FILES.map(|f| certs.join(f));
+                Docker::connect_with_ssl(addr, &key, &cert, &ca, timeout, bollard::API_DEFAULT_VERSION)
+            }
+            Endpoint::Local => Docker::connect_with_local_defaults(),
+        }
+        .map_err(|e| SwarmError::Endpoint(format!("{}: {e}", host.unwrap_or("the local socket"))))?;
+        let docker = docker.negotiate_version().await.map_err(|e| first_call_failed(&endpoint, e))?;
         Ok(DockerSwarm { docker, calls: Arc::new(AtomicU64::new(0)) })
     }
 
@@ -609,6 +695,42 @@ impl DockerSwarm {
 mod tests {
     use super::*;
     use bollard::models::{Task, TaskStatus};
+
+    /// DOCKER_HOST and the TLS variables read as the docker CLI reads them; what labd cannot use
+    /// is said before any connection, with what to do instead.
+    #[test]
+    fn docker_host_and_tls_settings_pick_the_endpoint_as_the_docker_cli_does() {
+        let none = |host| Endpoint::of(host, false, None, None);
+        assert_eq!(none(None).ok(), Some(Endpoint::Local));
+        assert_eq!(none(Some("")).ok(), Some(Endpoint::Local));
+        assert_eq!(none(Some("unix:///run/docker.sock")).ok(), Some(Endpoint::Unix("/run/docker.sock".into())));
+        assert_eq!(none(Some("/run/docker.sock")).ok(), Some(Endpoint::Unix("/run/docker.sock".into())));
+        assert_eq!(none(Some("tcp://10.0.0.5:2375")).ok(), Some(Endpoint::Http("tcp://10.0.0.5:2375".into())));
+
+        let ssh = none(Some("ssh://me@manager")).expect_err("ssh is not spoken").to_string();
+        assert!(ssh.contains("ssh -nNT -L /tmp/docker.sock:/var/run/docker.sock me@manager"), "{ssh}");
+        let odd = none(Some("npipe:////./pipe/docker_engine")).expect_err("not an address").to_string();
+        assert!(odd.contains("not an address labd knows"), "{odd}");
+
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let certs = dir.path().to_path_buf();
+        std::fs::write(certs.join("ca.pem"), "").expect("a file");
+        let missing = Endpoint::of(Some("tcp://10.0.0.5:2376"), true, Some(certs.clone()), None).expect_err("two files missing").to_string();
+        assert!(missing.contains("has no cert.pem, key.pem") && missing.contains("DOCKER_CERT_PATH"), "{missing}");
+        for f in ["cert.pem", "key.pem"] {
+            std::fs::write(certs.join(f), "").expect("a file");
+        }
+        let tls = Endpoint::Tls { addr: "tcp://10.0.0.5:2376".into(), certs: certs.clone() };
+        assert_eq!(Endpoint::of(Some("tcp://10.0.0.5:2376"), true, Some(certs.clone()), None).ok(), Some(tls));
+        // Unset DOCKER_CERT_PATH: ~/.docker, as the CLI.
+        let home = tempfile::tempdir().expect("a temp dir");
+        std::fs::create_dir(home.path().join(".docker")).expect("a dir");
+        for f in CERT_FILES {
+            std::fs::write(home.path().join(".docker").join(f), "").expect("a file");
+        }
+        let from_home = Endpoint::of(Some("https://h:2376"), false, None, Some(home.path().to_path_buf())).ok();
+        assert_eq!(from_home, Some(Endpoint::Tls { addr: "https://h:2376".into(), certs: home.path().join(".docker") }));
+    }
 
     /// A daemon that does not answer (stopped, restarting, the wrong socket) is named as such,
     /// with what to check, not as bollard's "client error (Connect)".

@@ -44,6 +44,10 @@ pub enum SwarmError {
     NotFound(String),
     #[error("{action}: {message}")]
     Api { action: String, message: String },
+    /// DOCKER_HOST and the TLS settings beside it name no daemon labd can reach as they stand
+    /// (a scheme it does not speak, certificates missing, a handshake refused).
+    #[error("{0}")]
+    Endpoint(String),
 }
 
 /// What a Docker event is about.

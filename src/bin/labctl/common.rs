@@ -1,6 +1,5 @@
 //! What several subcommands share: the Redis reader and the cells of the status table.
 
-use anyhow::Context;
 use comfy_table::{presets::NOTHING, Table};
 use swarmlab::status::LabStatus;
 use swarmlab::store::StoreReader;
@@ -48,9 +47,10 @@ pub async fn once_or_watched(url: &str, watch: bool, mut screen: impl AsyncFnMut
 }
 
 pub async fn reader(url: &str) -> anyhow::Result<StoreReader> {
-    StoreReader::connect(url)
-        .await
-        .with_context(|| format!("cannot reach redis at {url}: is labd's redis running? (set --redis or REDIS_URL)"))
+    StoreReader::connect(url).await.map_err(|e| {
+        let what_to_do = swarmlab::store::tls_hint(url.starts_with("rediss://"), &e).unwrap_or("is labd's redis running? (set --redis or REDIS_URL)");
+        anyhow::Error::new(e).context(format!("cannot reach redis at {url}: {what_to_do}"))
+    })
 }
 
 /// The error for a lab labd reports no status of, saying which labs it does report, and which
