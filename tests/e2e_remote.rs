@@ -8,6 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,8 +41,8 @@ fn make_certs(dir: &Path) {
 
 /// Serves the local Docker socket over TLS on a free port, as `dockerd --tlsverify -H tcp://…`:
 /// a client certificate signed by the CA is required, and a request in plain HTTP is answered
-/// as Go's TLS server answers one (dockerd's words).
-fn docker_tls_listener(certs: &Path) -> u16 {
+/// as Go's TLS server answers one (dockerd's words). Counts the connections it let through.
+fn docker_tls_listener(certs: &Path) -> (u16, Arc<AtomicUsize>) {
     let ca = CertificateDer::from_pem_file(certs.join("ca.pem")).expect("ca.pem");
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca).expect("the CA");
@@ -59,13 +60,15 @@ fn docker_tls_listener(certs: &Path) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
+    let through = Arc::new(AtomicUsize::new(0));
+    let counted = through.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             loop {
                 let Ok((mut tcp, _)) = listener.accept().await else { continue };
-                let acceptor = acceptor.clone();
+                let (acceptor, counted) = (acceptor.clone(), counted.clone());
                 tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     let mut first = [0u8; 1];
@@ -78,13 +81,14 @@ fn docker_tls_listener(certs: &Path) -> u16 {
                         return;
                     }
                     let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    counted.fetch_add(1, Ordering::SeqCst);
                     let Ok(mut docker) = tokio::net::UnixStream::connect("/var/run/docker.sock").await else { return };
                     let _ = tokio::io::copy_bidirectional(&mut tls, &mut docker).await;
                 });
             }
         });
     });
-    port
+    (port, through)
 }
 
 /// A Redis that speaks only TLS, with the server certificate of `certs`.
@@ -150,7 +154,7 @@ fn text(out: &Output) -> String {
 fn labd_and_labctl_reach_docker_and_redis_over_tls_as_the_docker_cli_and_redis_cli_do() {
     let certs = tempfile::tempdir().unwrap();
     make_certs(certs.path());
-    let docker_port = docker_tls_listener(certs.path());
+    let (docker_port, through_tls) = docker_tls_listener(certs.path());
     let redis = TlsRedis::start(certs.path());
     let remote = Remote {
         docker_host: format!("tcp://127.0.0.1:{docker_port}"),
@@ -209,6 +213,29 @@ fn labd_and_labctl_reach_docker_and_redis_over_tls_as_the_docker_cli_and_redis_c
     let diff = remote.labctl(&["diff", labs.to_str().unwrap()]);
     let said = text(&diff);
     assert!(matches!(diff.status.code(), Some(0 | 1)) && !said.contains(name), "labctl diff over TLS: {said}");
+
+    // A context made and chosen with the docker CLI (`docker context create`, `use`), and no
+    // DOCKER_HOST: followed as the CLI follows it.
+    let config = certs.path().join("docker-config");
+    let pem = |f: &str| certs.path().join(f).to_string_lossy().to_string();
+    let endpoint = format!("host={},ca={},cert={},key={}", remote.docker_host, pem("ca.pem"), pem("client-cert.pem"), pem("client-key.pem"));
+    for args in [vec!["context", "create", "lab-manager", "--docker", &endpoint], vec!["context", "use", "lab-manager"]] {
+        let made = Command::new(DOCKER).args(&args).env("DOCKER_CONFIG", &config).output().unwrap();
+        assert!(made.status.success(), "docker {args:?}: {}", text(&made));
+    }
+    let via_context = |bin: &str| {
+        let mut c = remote.command(bin);
+        c.env_remove("DOCKER_HOST").env_remove("DOCKER_TLS_VERIFY").env_remove("DOCKER_CERT_PATH").env("DOCKER_CONFIG", &config);
+        c
+    };
+    let cli = via_context(DOCKER).args(["version", "--format", "{{.Server.Version}}"]).output().unwrap();
+    assert!(cli.status.success(), "the docker CLI through its context: {}", text(&cli));
+    let before = through_tls.load(Ordering::SeqCst);
+    let diff = via_context(env!("CARGO_BIN_EXE_labctl")).args(["diff", labs.to_str().unwrap()]).output().unwrap();
+    let said = text(&diff);
+    assert!(matches!(diff.status.code(), Some(0 | 1)) && !said.contains(name), "labctl diff through the docker context: {said}");
+    // The same daemon is on the local socket too: only the listener's count shows the way taken.
+    assert!(through_tls.load(Ordering::SeqCst) > before, "labctl diff went through the context's TLS endpoint, not the local socket");
 
     // What goes wrong says what to do, before anything is touched.
     let stranger = remote.command(env!("CARGO_BIN_EXE_labctl")).args(["diff", labs.to_str().unwrap()]).env("DOCKER_CERT_PATH", certs.path().join("stranger")).output().unwrap();

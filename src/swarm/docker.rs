@@ -12,6 +12,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::{Stream, StreamExt};
 
+use super::endpoint::{DockerEnv, Endpoint, CERT_FILES};
 use super::{ContainerChange, EventSubject, Swarm, SwarmError, SwarmEvent, TaskTrouble};
 use crate::spec::Mode;
 use crate::plan::{labels, memory, DesiredNetwork, DesiredService, LabMemory, Observed, ObservedNetwork, ObservedService, TaskExit, TroubleCause};
@@ -60,66 +61,6 @@ pub(crate) fn api_err(action: impl Into<String>) -> impl FnOnce(bollard::errors:
     }
 }
 
-/// How to reach the daemon, decided from DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH
-/// as the docker CLI decides it, so a shell set up for `docker` against a remote daemon works
-/// for labd and labctl as it stands.
-#[derive(Debug, PartialEq)]
-pub(crate) enum Endpoint {
-    Local,
-    Unix(String),
-    Http(String),
-    /// The server checked against `ca.pem`, and `cert.pem`/`key.pem` presented, all from `certs`.
-    Tls { addr: String, certs: std::path::PathBuf },
-}
-
-/// The names the docker CLI gives the files of DOCKER_CERT_PATH.
-const CERT_FILES: [&str; 3] = ["ca.pem", "cert.pem", "key.pem"];
-
-impl Endpoint {
-    /// `tls_verify`: DOCKER_TLS_VERIFY is set (the CLI's test: not empty); `cert_path`:
-    /// DOCKER_CERT_PATH, else `home`/.docker.
-    pub(crate) fn of(host: Option<&str>, tls_verify: bool, cert_path: Option<std::path::PathBuf>, home: Option<std::path::PathBuf>) -> Result<Endpoint, SwarmError> {
-        let Some(host) = host.filter(|h| !h.is_empty()) else { return Ok(Endpoint::Local) };
-        if let Some(path) = host.strip_prefix("unix://") {
-            return Ok(Endpoint::Unix(path.to_string()));
-        }
-        if host.starts_with('/') {
-            return Ok(Endpoint::Unix(host.to_string()));
-        }
-        if let Some(rest) = host.strip_prefix("ssh://") {
-            return Err(SwarmError::Endpoint(format!(
-                "DOCKER_HOST={host}: labd does not connect over ssh; forward the daemon's socket and point labd at it: \
-                 `ssh -nNT -L /tmp/docker.sock:/var/run/docker.sock {rest}` and DOCKER_HOST=unix:///tmp/docker.sock"
-            )));
-        }
-        let tls = tls_verify || host.starts_with("https://");
-        if !(host.starts_with("tcp://") || host.starts_with("http://") || host.starts_with("https://")) {
-            return Err(SwarmError::Endpoint(format!("DOCKER_HOST={host}: not an address labd knows (unix:///path, tcp://host:port, or ssh:// through a forwarded socket)")));
-        }
-        if !tls {
-            return Ok(Endpoint::Http(host.to_string()));
-        }
-        let certs = cert_path.filter(|p| !p.as_os_str().is_empty()).or_else(|| home.map(|h| h.join(".docker")));
-        let Some(certs) = certs else {
-            return Err(SwarmError::Endpoint(format!("DOCKER_HOST={host} with TLS: no DOCKER_CERT_PATH and no home directory to find ca.pem, cert.pem and key.pem in")));
-        };
-        let missing: Vec<&str> = CERT_FILES.into_iter().filter(|f| !certs.join(f).is_file()).collect();
-        if !missing.is_empty() {
-            return Err(SwarmError::Endpoint(format!(
-                "DOCKER_HOST={host} with TLS (DOCKER_TLS_VERIFY): {} has no {} (the docker CLI reads ca.pem, cert.pem and key.pem from DOCKER_CERT_PATH, ~/.docker when unset)",
-                certs.display(),
-                missing.join(", ")
-            )));
-        }
-        Ok(Endpoint::Tls { addr: host.to_string(), certs })
-    }
-
-    fn from_env(host: Option<&str>) -> Result<Endpoint, SwarmError> {
-        let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        Endpoint::of(host, set("DOCKER_TLS_VERIFY").is_some(), set("DOCKER_CERT_PATH").map(Into::into), set("HOME").map(Into::into))
-    }
-}
-
 /// Why the first call to the daemon failed, said as what to look at.
 fn first_call_failed(endpoint: &Endpoint, e: bollard::errors::Error) -> SwarmError {
     use bollard::errors::Error::{DockerResponseServerError, HyperLegacyError};
@@ -139,10 +80,10 @@ fn first_call_failed(endpoint: &Endpoint, e: bollard::errors::Error) -> SwarmErr
 }
 
 impl DockerSwarm {
-    /// Connects to `host` (`unix:///var/run/docker.sock`, `tcp://…`, TLS when DOCKER_TLS_VERIFY
-    /// is set) or the local default.
+    /// Connects to `host` (`unix:///var/run/docker.sock`, `tcp://…`), else to the daemon the
+    /// docker CLI would reach from this environment (its TLS settings and contexts included).
     pub async fn connect(host: Option<&str>) -> Result<Self, SwarmError> {
-        let endpoint = Endpoint::from_env(host)?;
+        let endpoint = Endpoint::of(&DockerEnv::of_process(host))?;
         let timeout = 120;
         let docker = match &endpoint {
             Endpoint::Unix(path) => Docker::connect_with_unix(path, timeout, bollard::API_DEFAULT_VERSION),
@@ -153,7 +94,7 @@ impl DockerSwarm {
             }
             Endpoint::Local => Docker::connect_with_local_defaults(),
         }
-        .map_err(|e| SwarmError::Endpoint(format!("{}: {e}", host.unwrap_or("the local socket"))))?;
+        .map_err(|e| SwarmError::Endpoint(format!("{endpoint:?}: {e}")))?;
         let docker = docker.negotiate_version().await.map_err(|e| first_call_failed(&endpoint, e))?;
         Ok(DockerSwarm { docker, calls: Arc::new(AtomicU64::new(0)) })
     }
@@ -695,42 +636,6 @@ impl DockerSwarm {
 mod tests {
     use super::*;
     use bollard::models::{Task, TaskStatus};
-
-    /// DOCKER_HOST and the TLS variables read as the docker CLI reads them; what labd cannot use
-    /// is said before any connection, with what to do instead.
-    #[test]
-    fn docker_host_and_tls_settings_pick_the_endpoint_as_the_docker_cli_does() {
-        let none = |host| Endpoint::of(host, false, None, None);
-        assert_eq!(none(None).ok(), Some(Endpoint::Local));
-        assert_eq!(none(Some("")).ok(), Some(Endpoint::Local));
-        assert_eq!(none(Some("unix:///run/docker.sock")).ok(), Some(Endpoint::Unix("/run/docker.sock".into())));
-        assert_eq!(none(Some("/run/docker.sock")).ok(), Some(Endpoint::Unix("/run/docker.sock".into())));
-        assert_eq!(none(Some("tcp://10.0.0.5:2375")).ok(), Some(Endpoint::Http("tcp://10.0.0.5:2375".into())));
-
-        let ssh = none(Some("ssh://me@manager")).expect_err("ssh is not spoken").to_string();
-        assert!(ssh.contains("ssh -nNT -L /tmp/docker.sock:/var/run/docker.sock me@manager"), "{ssh}");
-        let odd = none(Some("npipe:////./pipe/docker_engine")).expect_err("not an address").to_string();
-        assert!(odd.contains("not an address labd knows"), "{odd}");
-
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let certs = dir.path().to_path_buf();
-        std::fs::write(certs.join("ca.pem"), "").expect("a file");
-        let missing = Endpoint::of(Some("tcp://10.0.0.5:2376"), true, Some(certs.clone()), None).expect_err("two files missing").to_string();
-        assert!(missing.contains("has no cert.pem, key.pem") && missing.contains("DOCKER_CERT_PATH"), "{missing}");
-        for f in ["cert.pem", "key.pem"] {
-            std::fs::write(certs.join(f), "").expect("a file");
-        }
-        let tls = Endpoint::Tls { addr: "tcp://10.0.0.5:2376".into(), certs: certs.clone() };
-        assert_eq!(Endpoint::of(Some("tcp://10.0.0.5:2376"), true, Some(certs.clone()), None).ok(), Some(tls));
-        // Unset DOCKER_CERT_PATH: ~/.docker, as the CLI.
-        let home = tempfile::tempdir().expect("a temp dir");
-        std::fs::create_dir(home.path().join(".docker")).expect("a dir");
-        for f in CERT_FILES {
-            std::fs::write(home.path().join(".docker").join(f), "").expect("a file");
-        }
-        let from_home = Endpoint::of(Some("https://h:2376"), false, None, Some(home.path().to_path_buf())).ok();
-        assert_eq!(from_home, Some(Endpoint::Tls { addr: "https://h:2376".into(), certs: home.path().join(".docker") }));
-    }
 
     /// A daemon that does not answer (stopped, restarting, the wrong socket) is named as such,
     /// with what to check, not as bollard's "client error (Connect)".

@@ -3,6 +3,7 @@
 
 mod copy;
 mod docker;
+mod endpoint;
 mod exec;
 mod files;
 mod local;
