@@ -253,3 +253,58 @@ fn labd_and_labctl_reach_docker_and_redis_over_tls_as_the_docker_cli_and_redis_c
 
     finish(&mut labd);
 }
+
+/// `cmd` as if on another machine than the daemon's: in a pid namespace of its own with its own
+/// /proc, where the pids Docker reports are no process (on a real other machine they are
+/// another process, which is worse: its namespace would be entered).
+fn on_another_machine(bin: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["--pid", "--fork", "--mount-proc", bin]).args(args).env("DOCKER_API_VERSION", "1.41");
+    c
+}
+
+/// A daemon on another machine reports pids that are not its containers' here: labctl probe
+/// reaches the task through the agent of its node instead of entering whatever has that pid,
+/// and an agent beside such a daemon shapes nothing and says why.
+#[test]
+fn tasks_of_a_daemon_on_another_machine_are_never_entered_from_here() {
+    let name = "farlab";
+    let mut lab = Lab::new();
+    lab.cleanup.push(name.into());
+    remove_lab_objects(name);
+    lab.write(
+        "farlab.yaml",
+        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: farlab}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 20ms}}\n  services:\n    a: {}\n    b: {}\n",
+    );
+    lab.start_labd();
+    wait_shaped(&lab, name, Duration::from_secs(90));
+
+    // labctl probe "elsewhere": the task is this node's by the daemon's word, but its pid is no
+    // process here; the node's agent (labd's, on the daemon's machine) measures instead.
+    let probe = on_another_machine(env!("CARGO_BIN_EXE_labctl"), &["probe", name, "a", "--to", "b", "-c", "20", "--interval", "20", "-o", "json"]).env("REDIS_URL", lab.redis.url()).output().unwrap();
+    assert!(probe.status.success(), "labctl probe from another machine: {}", text(&probe));
+    let rows: serde_json::Value = serde_json::from_slice(&probe.stdout).expect("probe JSON");
+    // Named `service.slot` as the agents name what they relay; a task entered here would be
+    // named by its container id.
+    assert_eq!(rows[0]["container"], "a.1", "probed through a's agent: {rows}");
+    let stats = &rows[0]["stats"];
+    let rtt = avg_rtt(stats);
+    assert!((34.0..60.0).contains(&rtt), "20 ms each way, measured by the agent of a's node: {rtt} ms ({stats})");
+
+    // An agent beside that daemon: no namespace entered, the reason in its log.
+    let log = lab.dir.path().join("far-agent.log");
+    let mut agent = on_another_machine(env!("CARGO_BIN_EXE_labd"), &["agent", "--node", "far", "--redis", &lab.redis.url(), "--http", "127.0.0.1:0"])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let said = eventually("the far agent to say why it shapes nothing", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("runs its tasks on another machine") { Ok(text) } else { Err(text) }
+    });
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(!said.contains("applied"), "the far agent applied something: {said}");
+    let reports = task_reports(&lab, name);
+    assert!(reports.iter().all(|r| r["node"] != "far"), "the far agent reported shaping tasks: {reports:?}");
+}

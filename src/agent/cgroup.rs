@@ -70,9 +70,6 @@ fn cgroup_root() -> PathBuf {
     PathBuf::from(std::env::var("LABD_CGROUP").unwrap_or_else(|_| "/sys/fs/cgroup".to_string()))
 }
 
-fn proc_root() -> PathBuf {
-    PathBuf::from(std::env::var("LABD_PROC").unwrap_or_else(|_| "/proc".to_string()))
-}
 
 /// `/proc/PID/cgroup`: the v2 path (`0::/…`), and each v1 controller's path.
 fn parse_proc_cgroup(text: &str) -> (Option<String>, BTreeMap<String, String>) {
@@ -119,7 +116,7 @@ fn existing(root: &Path, dirs: &[&str], path: &str, file: &str) -> Option<PathBu
 impl CgroupFiles {
     /// The files of the task whose process is `pid`, if this agent can read them.
     pub fn locate(pid: i64) -> Option<CgroupFiles> {
-        Self::locate_in(&cgroup_root(), &proc_root(), pid)
+        Self::locate_in(&cgroup_root(), &crate::shaping::netns::proc_root(), pid)
     }
 
     fn locate_in(root: &Path, proc: &Path, pid: i64) -> Option<CgroupFiles> {

@@ -161,6 +161,9 @@ impl RunIn {
     /// Relays what the round trips from the task measured, as JSON.
     async fn probe(&mut self, container: &str, to: &[String], count: u32, interval_ms: u32, first_only: bool) -> Result<(), String> {
         let task = self.swarm.local_task(container).await.ok_or_else(|| format!("{} is no longer running", self.task))?;
+        if !self.swarm.runs_here(std::slice::from_ref(&task.container)).await {
+            return Err(format!("{}: this agent's Docker daemon runs it on another machine, whose namespaces it cannot enter", self.task));
+        }
         let probed = crate::shaping::measure::probe_from(task.pid, &task.networks, to, count, interval_ms, first_only).await?;
         self.output(false, serde_json::to_vec(&probed).map_err(|e| e.to_string())?).await
     }

@@ -341,6 +341,13 @@ impl Agent {
             self.running.listed(ids, std::time::Instant::now());
         }
         let running = self.running.ids().clone();
+        // An agent beside a daemon of another machine would enter whatever process here has
+        // the pid Docker reports: shape nothing, and say why at every failed pass's warning.
+        let listed: Vec<String> = running.iter().take(3).cloned().collect();
+        if !self.swarm.runs_here(&listed).await {
+            self.tasks.clear();
+            return Err("the Docker daemon this agent asks runs its tasks on another machine: run `labd agent` on each node of the swarm, and labd here with --no-agent".into());
+        }
         // A task whose pid is no longer in the namespace it was found in restarted (or its pid
         // was reused): look it up again, and forget what was applied in the old namespace.
         self.tasks.retain(|id, t| running.contains(id) && std::fs::read_link(ns_path(t.pid)).is_ok_and(|ns| ns == t.netns));

@@ -1,7 +1,7 @@
 //! Running tools inside a task's network namespace from the host, found from the container's
 //! pid: the user's image needs no `tc`, no `iptables` and no NET_ADMIN.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -13,11 +13,28 @@ pub struct NetnsError {
     pub message: String,
 }
 
-/// `/proc/PID/ns/net` of a container's process. Inside the agent's own container the host's
-/// procfs is mounted elsewhere (`LABD_PROC=/host/proc`), since Docker reports host pids.
+/// The host's procfs: `/proc`, or where it is mounted inside the agent's own container
+/// (`LABD_PROC=/host/proc`), since Docker reports host pids.
+pub fn proc_root() -> PathBuf {
+    PathBuf::from(std::env::var("LABD_PROC").unwrap_or_else(|_| "/proc".to_string()))
+}
+
+/// `/proc/PID/ns/net` of a container's process.
 pub fn ns_path(pid: i64) -> PathBuf {
-    let proc_root = std::env::var("LABD_PROC").unwrap_or_else(|_| "/proc".to_string());
-    PathBuf::from(format!("{proc_root}/{pid}/ns/net"))
+    proc_root().join(pid.to_string()).join("ns/net")
+}
+
+/// Whether `pid` is container `id`'s process on this machine: its cgroup names the container,
+/// as every layout of Docker's does (`/docker/<id>`, `docker-<id>.scope`, nested or not). A
+/// daemon on another machine (reached by DOCKER_HOST, a context, a forwarded socket) reports
+/// that machine's pids, which here are another process or none; entering that one's namespace
+/// would shape the wrong network. Unreadable (no host procfs here): taken as ours, as the
+/// agent always did.
+pub fn process_is_container(proc_root: &Path, pid: i64, id: &str) -> bool {
+    match std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")) {
+        Ok(text) => !id.is_empty() && text.contains(id),
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
 }
 
 /// Runs `program args…` in the network namespace of `pid`; returns its stdout.
@@ -81,4 +98,29 @@ pub async fn interface_for(pid: i64, mac: &str, ipv4: &str) -> Result<Option<Str
                 || (!ipv4.is_empty() && l.addr_info.iter().any(|a| a.family == "inet" && a.local == ipv4))
         })
         .map(|l| l.ifname))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pid is a container's only where its cgroup names the container: a daemon on another
+    /// machine reports pids that here are another process, or none.
+    #[test]
+    fn a_pid_is_the_container_s_only_where_its_cgroup_names_the_container() {
+        let proc = tempfile::tempdir().expect("a temp dir");
+        let id = "27151a44c873d993649f1ee2df95c100e4b6f443cac130b7fc5e9b8e06dcd179";
+        let cgroup = |pid: i64, text: &str| {
+            std::fs::create_dir_all(proc.path().join(pid.to_string())).expect("a dir");
+            std::fs::write(proc.path().join(pid.to_string()).join("cgroup"), text).expect("a file");
+        };
+        cgroup(100, &format!("9:name=systemd:/docker/{id}\n8:pids:/docker/{id}\n")); // v1, cgroupfs
+        cgroup(101, &format!("0::/system.slice/docker-{id}.scope\n")); // v2, systemd
+        cgroup(102, "0::/user.slice/user-1000.slice/session-2.scope\n"); // someone's shell
+        assert!(process_is_container(proc.path(), 100, id));
+        assert!(process_is_container(proc.path(), 101, id));
+        assert!(!process_is_container(proc.path(), 102, id), "another process of this machine");
+        assert!(!process_is_container(proc.path(), 103, id), "no such process here");
+        assert!(!process_is_container(proc.path(), 100, ""), "no id to look for");
+    }
 }

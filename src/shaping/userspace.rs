@@ -80,8 +80,7 @@ pub struct CounterSnapshot {
 /// The kernel's overrun count for `queue` in the network namespace of `pid`, read through
 /// procfs (`/proc/PID/net` is that process's namespace); `None` when unreadable.
 pub fn queue_overruns(pid: i64, queue: u16) -> Option<u64> {
-    let proc_root = std::env::var("LABD_PROC").unwrap_or_else(|_| "/proc".to_string());
-    let text = std::fs::read_to_string(format!("{proc_root}/{pid}/net/netfilter/nfnetlink_queue")).ok()?;
+    let text = std::fs::read_to_string(super::netns::proc_root().join(pid.to_string()).join("net/netfilter/nfnetlink_queue")).ok()?;
     overruns_in(&text, queue)
 }
 

@@ -21,6 +21,8 @@ use crate::plan::{labels, memory, DesiredNetwork, DesiredService, LabMemory, Obs
 pub struct DockerSwarm {
     docker: Docker,
     calls: Arc<AtomicU64>,
+    /// Whether the daemon's containers are processes of this machine, once a container told.
+    pub(super) runs_here: Arc<tokio::sync::OnceCell<bool>>,
 }
 
 /// The innermost cause says why ("Connection refused", "No such file or directory", "received
@@ -96,7 +98,7 @@ impl DockerSwarm {
         }
         .map_err(|e| SwarmError::Endpoint(format!("{endpoint:?}: {e}")))?;
         let docker = docker.negotiate_version().await.map_err(|e| first_call_failed(&endpoint, e))?;
-        Ok(DockerSwarm { docker, calls: Arc::new(AtomicU64::new(0)) })
+        Ok(DockerSwarm { docker, calls: Arc::new(AtomicU64::new(0)), runs_here: Arc::default() })
     }
 
     pub fn docker(&self) -> &Docker {

@@ -92,6 +92,28 @@ impl DockerSwarm {
         Ok(list.into_iter().filter_map(|c| c.id).collect())
     }
 
+    /// Whether the daemon asked runs its containers on this machine, so that the pids it reports
+    /// are processes here whose namespaces may be entered: told by the first of `running` (the
+    /// ids of its task containers) whose process Docker reports, then remembered. A daemon
+    /// reached on another machine (DOCKER_HOST, a context, a forwarded socket) reports pids that
+    /// here are another process or none. `true` while it runs no task to tell by.
+    pub async fn runs_here(&self, running: &[String]) -> bool {
+        if let Some(known) = self.runs_here.get() {
+            return *known;
+        }
+        for id in running {
+            let Ok(info) = self.docker().inspect_container(id, None::<InspectContainerOptions>).await else { continue };
+            let Some(pid) = info.state.and_then(|s| s.pid).filter(|p| *p > 0) else { continue };
+            let here = crate::shaping::netns::process_is_container(&crate::shaping::netns::proc_root(), pid, info.id.as_deref().unwrap_or(id));
+            if !here {
+                tracing::warn!(container = id.get(..12).unwrap_or(id), pid, "the Docker daemon asked runs its containers on another machine: its tasks' namespaces cannot be entered from here");
+            }
+            let _ = self.runs_here.set(here);
+            return here;
+        }
+        true
+    }
+
     /// The task a running container holds; `None` if it is not one of ours or not running.
     pub async fn local_task(&self, container: &str) -> Option<LocalTask> {
         let info = self.docker().inspect_container(container, None::<InspectContainerOptions>).await.ok()?;

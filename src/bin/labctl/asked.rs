@@ -172,9 +172,10 @@ async fn read<R: Ask, A: Answer>(mut conn: redis::aio::MultiplexedConnection, id
 /// Asks the other nodes' agents to act on the tasks placed asked for (`labctl exec`, `cp`):
 /// the request, or `None` when Redis cannot be written and this node has tasks to go on with
 /// (`nothing_here`: it has none, and that is an error); `verb` says what was not done.
-pub async fn ask_agents(url: &str, swarm: &swarmlab::swarm::DockerSwarm, action: swarmlab::exec_relay::TaskAction, placed: &crate::tasks::Placement, nothing_here: bool, command: &'static str, verb: &str) -> anyhow::Result<Option<Asked<ExecRelayed>>> {
+/// `except_node_id`: the node whose tasks labctl acts on itself.
+pub async fn ask_agents(url: &str, except_node_id: Option<String>, action: swarmlab::exec_relay::TaskAction, placed: &crate::tasks::Placement, nothing_here: bool, command: &'static str, verb: &str) -> anyhow::Result<Option<Asked<ExecRelayed>>> {
     let Some(target) = &placed.target else { anyhow::bail!("{command}: no task named to act on") };
-    let request = ExecRequest { lab: placed.lab.clone(), service: target.service.clone(), slot: target.slot, action, except_node_id: swarm.this_node_id().await, until: Utc::now() };
+    let request = ExecRequest { lab: placed.lab.clone(), service: target.service.clone(), slot: target.slot, action, except_node_id, until: Utc::now() };
     match Asked::ask(url, request, command).await {
         Ok(asked) => Ok(Some(asked)),
         Err(e) if nothing_here => Err(placed.unreachable(&placed.lab, target, &e)),

@@ -32,7 +32,7 @@ use swarmlab::swarm::{task_label, DockerSwarm, LocalTask};
 use tokio::sync::mpsc;
 
 use crate::common::{reader, schedule_steps, step_mark};
-use crate::tasks::{this_node, Placement, Target};
+use crate::tasks::{node_entered_here, Placement, Target};
 
 use swarmlab::capture::relay::{CaptureRequest, Relayed};
 
@@ -142,7 +142,12 @@ impl Sink {
 /// The running tasks of the lab here that are not known yet.
 async fn new_lab_tasks(swarm: &DockerSwarm, lab: &str, known: &mut HashSet<String>) -> anyhow::Result<Vec<LocalTask>> {
     let mut here = Vec::new();
-    for id in swarm.local_task_ids().await? {
+    let ids = swarm.local_task_ids().await?;
+    // A daemon on another machine: its tasks are captured through their node's agent.
+    if !swarm.runs_here(&ids).await {
+        return Ok(here);
+    }
+    for id in ids {
         if known.contains(&id) {
             continue;
         }
@@ -353,7 +358,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         anyhow::bail!("pcapng is binary: write it to a file (-w capture.pcapng) or a pipe (-w - | wireshark -k -i -), or leave -w out for a line per frame");
     }
     let swarm = DockerSwarm::connect(docker_host).await?;
-    let node = this_node(&swarm).await;
+    let (node, node_id) = node_entered_here(&swarm).await;
     let mut known = HashSet::new();
     let lab_here = new_lab_tasks(&swarm, &lab, &mut known).await?;
     let here = lab_here.iter().filter(|t| target.as_ref().is_none_or(|w| t.service == w.service && w.matches(t.slot))).count();
@@ -398,7 +403,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
                 slot: target.as_ref().and_then(|t| t.slot),
                 networks: networks.clone(),
                 snaplen,
-                except_node_id: swarm.this_node_id().await,
+                except_node_id: node_id.clone(),
                 until: chrono::Utc::now(),
             };
             match RelayedTaps::ask(url, request, "labctl capture").await {

@@ -164,7 +164,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     let only_here = placed.elsewhere.is_empty() && ((target.slot.is_some() && !here.is_empty()) || !placed.ask_elsewhere());
     let asked = match only_here {
         true => None,
-        false => ask_agents(url, &swarm, TaskAction::Copy { path: path.clone() }, &placed, here.is_empty(), "labctl cp", "copied").await?,
+        false => ask_agents(url, swarm.this_node_id().await, TaskAction::Copy { path: path.clone() }, &placed, here.is_empty(), "labctl cp", "copied").await?,
     };
     // This node's one after the other, the others' meanwhile (their agents wait while labctl
     // does not read).

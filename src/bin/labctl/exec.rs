@@ -166,7 +166,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     let action = TaskAction::Run { command: command.clone(), stdin: attached && stdin, tty: attached && tty };
     let asked = match only_here {
         true => None,
-        false => ask_agents(url, &swarm, action, &placed, here.is_empty(), "labctl exec", "run").await?,
+        false => ask_agents(url, swarm.this_node_id().await, action, &placed, here.is_empty(), "labctl exec", "run").await?,
     };
     if attached {
         let Some(asked) = asked else { anyhow::bail!("labctl exec: cannot ask the agents through Redis") };

@@ -16,7 +16,7 @@ use swarmlab::swarm::DockerSwarm;
 use crate::asked::ask_agents;
 use crate::common::*;
 use crate::relayed_tasks::{follow, stopped_agents, TaskSink};
-use crate::tasks::{this_node, Placement, Target};
+use crate::tasks::{node_entered_here, Placement, Target};
 use crate::Output;
 
 pub struct Args {
@@ -71,7 +71,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     let mut failed = false;
-    let node = this_node(&swarm).await;
+    let (node, node_id) = node_entered_here(&swarm).await;
     for from in &senders {
         let targets: Vec<String> = if !to.is_empty() {
             to.clone()
@@ -80,14 +80,18 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
             services.iter().filter(|s| *s != from).cloned().collect()
         };
         // One task per pair keeps a matrix quick; the single-service form probes all.
-        let probed = match swarm.local_task_of(&lab, from).await? {
+        let here = match node_id {
+            Some(_) => swarm.local_task_of(&lab, from).await?,
+            None => None,
+        };
+        let probed = match here {
             Some(task) => {
                 let probed = probe_from(task.pid, &task.networks, &targets, count, interval, matrix).await.map_err(anyhow::Error::msg)?;
                 vec![(task.container.get(..12).unwrap_or(&task.container).to_string(), Ok(probed))]
             }
             None => {
                 let action = TaskAction::Probe { to: targets, count, interval_ms: interval, first_only: matrix };
-                match probe_elsewhere(url, &swarm, &lab, from, action, &node).await {
+                match probe_elsewhere(url, &swarm, &lab, from, action, &node, node_id.clone()).await {
                     Ok(probed) => probed,
                     Err(_) if matrix => {
                         skipped.push(from.clone());
@@ -159,13 +163,13 @@ fn rows_of(from: &str, task: &str, probed: &Probed, reports: Option<&[swarmlab::
 
 /// Probes from the tasks of `from` on the other nodes, through their agents: what each task
 /// measured (or why it could not), by the name it is shown by (`service.slot`).
-async fn probe_elsewhere(url: &str, swarm: &DockerSwarm, lab: &str, from: &str, action: TaskAction, node: &str) -> anyhow::Result<Vec<(String, Result<Probed, String>)>> {
+async fn probe_elsewhere(url: &str, swarm: &DockerSwarm, lab: &str, from: &str, action: TaskAction, node: &str, node_id: Option<String>) -> anyhow::Result<Vec<(String, Result<Probed, String>)>> {
     let target = Target { service: from.to_string(), slot: None };
     let placed = Placement::of(swarm, url, lab, Some(&target), node).await;
     if !placed.ask_elsewhere() {
         return Err(placed.none_here("running task", lab, &target));
     }
-    let Some(mut asked) = ask_agents(url, swarm, action, &placed, true, "labctl probe", "probed").await? else {
+    let Some(mut asked) = ask_agents(url, node_id, action, &placed, true, "labctl probe", "probed").await? else {
         return Err(placed.none_here("running task", lab, &target));
     };
     let withdraw = asked.withdrawer();

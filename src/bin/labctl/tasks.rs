@@ -47,6 +47,19 @@ pub async fn this_node(swarm: &DockerSwarm) -> String {
     swarm.docker().info().await.ok().and_then(|i| i.name).unwrap_or_else(|| "this node".into())
 }
 
+/// The node whose tasks' namespaces labctl enters itself (`probe`, `capture`), and its Swarm
+/// id: the node of the Docker asked when that daemon runs on this machine. When it runs on
+/// another (a remote DOCKER_HOST or context) no node is, and every task is reached through its
+/// node's agent.
+pub async fn node_entered_here(swarm: &DockerSwarm) -> (String, Option<String>) {
+    let running = swarm.local_task_ids().await.unwrap_or_default();
+    if swarm.runs_here(&running).await {
+        (this_node(swarm).await, swarm.this_node_id().await)
+    } else {
+        ("this machine".into(), None)
+    }
+}
+
 /// Where the lab's tasks are, as far as the Docker asked knows: a manager lists every node's.
 pub struct Placement {
     node: String,
