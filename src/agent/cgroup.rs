@@ -70,7 +70,6 @@ fn cgroup_root() -> PathBuf {
     PathBuf::from(std::env::var("LABD_CGROUP").unwrap_or_else(|_| "/sys/fs/cgroup".to_string()))
 }
 
-
 /// `/proc/PID/cgroup`: the v2 path (`0::/…`), and each v1 controller's path.
 fn parse_proc_cgroup(text: &str) -> (Option<String>, BTreeMap<String, String>) {
     let mut unified = None;

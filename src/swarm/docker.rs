@@ -70,9 +70,7 @@ fn first_call_failed(endpoint: &Endpoint, e: bollard::errors::Error) -> SwarmErr
         // A daemon that refuses our certificate (or whose certificate we refuse) ends the
         // connection during or right after the handshake: the certificates are what to look
         // at, not whether dockerd runs.
-        (Endpoint::Tls { addr, certs }, HyperLegacyError { .. }) => {
-            SwarmError::Endpoint(format!("{addr} over TLS with the certificates of {}: {}", certs.display(), innermost_cause(&e)))
-        }
+        (Endpoint::Tls { .. }, HyperLegacyError { .. }) => SwarmError::Endpoint(format!("{endpoint}: {}", innermost_cause(&e))),
         // dockerd --tlsverify asked in plain HTTP (Go's TLS server answers so).
         (Endpoint::Http(addr), DockerResponseServerError { message, .. }) if message.contains("HTTPS server") => SwarmError::Endpoint(format!(
             "{addr} answers only TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to the directory of ca.pem, cert.pem and key.pem, as for the docker CLI"
@@ -96,7 +94,7 @@ impl DockerSwarm {
             }
             Endpoint::Local => Docker::connect_with_local_defaults(),
         }
-        .map_err(|e| SwarmError::Endpoint(format!("{endpoint:?}: {e}")))?;
+        .map_err(|e| SwarmError::Endpoint(format!("{endpoint}: {e}")))?;
         let docker = docker.negotiate_version().await.map_err(|e| first_call_failed(&endpoint, e))?;
         Ok(DockerSwarm { docker, calls: Arc::new(AtomicU64::new(0)), runs_here: Arc::default() })
     }

@@ -47,6 +47,17 @@ pub(crate) enum Endpoint {
     Tls { addr: String, certs: PathBuf },
 }
 
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Local => write!(f, "the local Docker socket"),
+            Endpoint::Unix(path) => write!(f, "unix://{path}"),
+            Endpoint::Http(addr) => write!(f, "{addr}"),
+            Endpoint::Tls { addr, certs } => write!(f, "{addr} over TLS with the certificates of {}", certs.display()),
+        }
+    }
+}
+
 /// The names the docker CLI gives the files of DOCKER_CERT_PATH and of a context's TLS material.
 pub(crate) const CERT_FILES: [&str; 3] = ["ca.pem", "cert.pem", "key.pem"];
 

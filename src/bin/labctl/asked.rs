@@ -169,7 +169,7 @@ async fn read<R: Ask, A: Answer>(mut conn: redis::aio::MultiplexedConnection, id
     let _: redis::RedisResult<()> = redis::pipe().hdel(R::HASH, &id).ignore().del(&stream).ignore().query_async(&mut conn).await;
 }
 
-/// Asks the other nodes' agents to act on the tasks placed asked for (`labctl exec`, `cp`):
+/// Asks the other nodes' agents to act on the tasks placed asked for (`labctl exec`, `cp`, `probe`):
 /// the request, or `None` when Redis cannot be written and this node has tasks to go on with
 /// (`nothing_here`: it has none, and that is an error); `verb` says what was not done.
 /// `except_node_id`: the node whose tasks labctl acts on itself.
