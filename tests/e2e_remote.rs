@@ -121,6 +121,29 @@ impl Drop for TlsRedis {
     }
 }
 
+/// A labd (or agent) this test started, killed when the test ends however it ends (a labd left
+/// running would shape the next tests' tasks from its own Redis), and its lab's objects removed.
+struct Stopped {
+    child: Child,
+    lab: Option<&'static str>,
+}
+
+impl Stopped {
+    fn on_drop(child: Child, lab: Option<&'static str>) -> Stopped {
+        Stopped { child, lab }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(lab) = self.lab {
+            remove_lab_objects(lab);
+        }
+    }
+}
+
 /// What a user's shell holds for the remote daemon and the managed Redis.
 struct Remote {
     docker_host: String,
@@ -181,7 +204,7 @@ fn labd_and_labctl_reach_docker_and_redis_over_tls_as_the_docker_cli_and_redis_c
     )
     .unwrap();
     let log = dir.path().join("labd.log");
-    let mut labd = remote
+    let _labd = Stopped::on_drop(remote
         .command(env!("CARGO_BIN_EXE_labd"))
         .args(["--labs", labs.to_str().unwrap(), "--resync", "5"])
         .env_remove("REDIS_PASSWORD")
@@ -190,17 +213,11 @@ fn labd_and_labctl_reach_docker_and_redis_over_tls_as_the_docker_cli_and_redis_c
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
-        .unwrap();
-    let finish = |labd: &mut Child| {
-        let _ = labd.kill();
-        let _ = labd.wait();
-        remove_lab_objects(name);
-    };
+        .unwrap(), Some(name));
 
     // Ready: services created over TLS, the agent's reports of the delay read back over TLS.
     let waited = remote.labctl(&["wait", name, "--for", "ready", "--timeout", "90s"]);
     if !waited.status.success() {
-        finish(&mut labd);
         panic!("labctl wait over TLS: {}\n--- labd log ---\n{}", text(&waited), std::fs::read_to_string(&log).unwrap_or_default());
     }
     let status = remote.labctl(&["status", name, "-o", "json"]);
@@ -250,8 +267,6 @@ fn labd_and_labctl_reach_docker_and_redis_over_tls_as_the_docker_cli_and_redis_c
     let plain_redis = remote.command(env!("CARGO_BIN_EXE_labctl")).args(["status"]).env("REDIS_URL", format!("redis://localhost:{}", redis.port)).output().unwrap();
     let said = text(&plain_redis);
     assert!(!plain_redis.status.success() && said.contains("rediss://"), "plain text to a TLS-only Redis: {said}");
-
-    finish(&mut labd);
 }
 
 /// `cmd` as if on another machine than the daemon's: in a pid namespace of its own with its own
@@ -259,7 +274,8 @@ fn labd_and_labctl_reach_docker_and_redis_over_tls_as_the_docker_cli_and_redis_c
 /// another process, which is worse: its namespace would be entered).
 fn on_another_machine(bin: &str, args: &[&str]) -> Command {
     let mut c = Command::new("unshare");
-    c.args(["--pid", "--fork", "--mount-proc", bin]).args(args).env("DOCKER_API_VERSION", "1.41");
+    // --kill-child: the command goes with unshare, killed or not.
+    c.args(["--pid", "--kill-child", "--mount-proc", bin]).args(args).env("DOCKER_API_VERSION", "1.41");
     c
 }
 
@@ -293,17 +309,19 @@ fn tasks_of_a_daemon_on_another_machine_are_never_entered_from_here() {
 
     // An agent beside that daemon: no namespace entered, the reason in its log.
     let log = lab.dir.path().join("far-agent.log");
-    let mut agent = on_another_machine(env!("CARGO_BIN_EXE_labd"), &["agent", "--node", "far", "--redis", &lab.redis.url(), "--http", "127.0.0.1:0"])
-        .stderr(std::fs::File::create(&log).unwrap())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let agent = Stopped::on_drop(
+        on_another_machine(env!("CARGO_BIN_EXE_labd"), &["agent", "--node", "far", "--redis", &lab.redis.url(), "--http", "127.0.0.1:0"])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+        None,
+    );
     let said = eventually("the far agent to say why it shapes nothing", Duration::from_secs(30), || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if text.contains("runs its tasks on another machine") { Ok(text) } else { Err(text) }
     });
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
     assert!(!said.contains("applied"), "the far agent applied something: {said}");
     let reports = task_reports(&lab, name);
     assert!(reports.iter().all(|r| r["node"] != "far"), "the far agent reported shaping tasks: {reports:?}");
