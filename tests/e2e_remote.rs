@@ -121,26 +121,13 @@ impl Drop for TlsRedis {
     }
 }
 
-/// A labd (or agent) this test started, killed when the test ends however it ends (a labd left
-/// running would shape the next tests' tasks from its own Redis), and its lab's objects removed.
-struct Stopped {
-    child: Child,
-    lab: Option<&'static str>,
-}
+/// The lab's services and networks removed when the test ends however it ends (after the
+/// labd that made them is killed: declare it first).
+struct LabRemovedAtEnd(&'static str);
 
-impl Stopped {
-    fn on_drop(child: Child, lab: Option<&'static str>) -> Stopped {
-        Stopped { child, lab }
-    }
-}
-
-impl Drop for Stopped {
+impl Drop for LabRemovedAtEnd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(lab) = self.lab {
-            remove_lab_objects(lab);
-        }
+        remove_lab_objects(self.0);
     }
 }
 
@@ -204,7 +191,8 @@ fn labd_and_labctl_reach_docker_and_redis_over_tls_as_the_docker_cli_and_redis_c
     )
     .unwrap();
     let log = dir.path().join("labd.log");
-    let _labd = Stopped::on_drop(remote
+    let _removed = LabRemovedAtEnd(name);
+    let _labd = KillOnDrop(remote
         .command(env!("CARGO_BIN_EXE_labd"))
         .args(["--labs", labs.to_str().unwrap(), "--resync", "5"])
         .env_remove("REDIS_PASSWORD")
@@ -213,7 +201,7 @@ fn labd_and_labctl_reach_docker_and_redis_over_tls_as_the_docker_cli_and_redis_c
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
-        .unwrap(), Some(name));
+        .unwrap());
 
     // Ready: services created over TLS, the agent's reports of the delay read back over TLS.
     let waited = remote.labctl(&["wait", name, "--for", "ready", "--timeout", "90s"]);
@@ -309,13 +297,12 @@ fn tasks_of_a_daemon_on_another_machine_are_never_entered_from_here() {
 
     // An agent beside that daemon: no namespace entered, the reason in its log.
     let log = lab.dir.path().join("far-agent.log");
-    let agent = Stopped::on_drop(
+    let agent = KillOnDrop(
         on_another_machine(env!("CARGO_BIN_EXE_labd"), &["agent", "--node", "far", "--redis", &lab.redis.url(), "--http", "127.0.0.1:0"])
             .stderr(std::fs::File::create(&log).unwrap())
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
-        None,
     );
     let said = eventually("the far agent to say why it shapes nothing", Duration::from_secs(30), || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -325,4 +312,26 @@ fn tasks_of_a_daemon_on_another_machine_are_never_entered_from_here() {
     assert!(!said.contains("applied"), "the far agent applied something: {said}");
     let reports = task_reports(&lab, name);
     assert!(reports.iter().all(|r| r["node"] != "far"), "the far agent reported shaping tasks: {reports:?}");
+}
+
+/// A lab with conditions and no agent anywhere (labd --no-agent, and no `labd agent` started:
+/// the usual first mistake on a multi-node swarm) says so while it waits, rather than counting
+/// 0 tasks shaped for ever; an agent started then shapes it.
+#[test]
+fn with_no_agent_running_the_lab_says_so_and_an_agent_started_then_shapes_it() {
+    let name = "noagent";
+    let mut lab = Lab::new();
+    lab.cleanup.push(name.into());
+    remove_lab_objects(name);
+    lab.write(
+        "noagent.yaml",
+        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: noagent}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 5ms}}\n  services:\n    a: {}\n",
+    );
+    lab.start_labd_args(&["--no-agent"]);
+    let s = lab.wait_phase_saying(name, "Progressing", "no node agent is running", Duration::from_secs(60));
+    assert!(s["message"].as_str().unwrap_or_default().contains("labd agent"), "says what to start: {s}");
+
+    let agent = KillOnDrop(spawn_agent(&lab, "agent.log"));
+    wait_shaped(&lab, name, Duration::from_secs(60));
+    drop(agent);
 }

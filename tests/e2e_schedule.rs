@@ -466,18 +466,6 @@ fn a_stop_step_ends_a_task_gracefully_and_one_that_ignores_sigterm_is_killed_aft
     }
 }
 
-fn spawn_agent(lab: &Lab, log: &str) -> std::process::Child {
-    let out = std::fs::File::create(lab.dir.path().join(log)).expect("agent log");
-    std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
-        .args(["agent", "--redis", &lab.redis.url()])
-        .env("DOCKER_API_VERSION", "1.41")
-        // `labctl top` within a second or two.
-        .env("LABD_USAGE_INTERVAL", "1s")
-        .stdout(std::process::Stdio::null())
-        .stderr(out)
-        .spawn()
-        .expect("labd agent")
-}
 
 #[test]
 fn a_task_frozen_when_its_agent_was_killed_is_thawed_by_the_next_once_its_schedule_is_edited_away() {
@@ -539,29 +527,6 @@ fn a_capture_marks_the_schedule_s_steps_and_follows_a_killed_task_s_replacement(
     assert!(stderr.contains("pong.1/lan: its interface went away"), "the killed task's end is said: {stderr}");
 }
 
-/// An agent the test started, killed with the test even when it fails (a second agent on
-/// the node would answer for the tasks in the next run).
-struct KillOnDrop(std::process::Child);
-
-impl std::ops::Deref for KillOnDrop {
-    type Target = std::process::Child;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for KillOnDrop {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The CPU time (user and system, in seconds) a task's main process has used, from the host.
 fn cpu_seconds(container: &str) -> f64 {

@@ -357,6 +357,8 @@ pub struct FakeStoreData {
     pub faults: Mutex<BTreeMap<String, Option<String>>>,
     /// What the agents report; `None`: Redis unreadable.
     pub reports: Mutex<Option<Vec<TaskShaping>>>,
+    /// The nodes with a live agent (one, `node-1`, unless a test says otherwise).
+    pub agents: Mutex<Vec<String>>,
     /// Labs suspended with `labctl suspend`.
     pub suspended: Mutex<std::collections::BTreeSet<String>>,
     /// Labs resumed with `labctl resume` (and not suspended since).
@@ -378,6 +380,7 @@ impl Default for FakeStoreData {
             shaping: Mutex::default(),
             faults: Mutex::default(),
             reports: Mutex::default(),
+            agents: Mutex::new(vec!["node-1".into()]),
             suspended: Mutex::default(),
             resumed: Mutex::default(),
             starts: Mutex::default(),
@@ -461,5 +464,8 @@ impl LabStore for FakeStore {
     }
     async fn task_shaping(&self, _lab: &str) -> Option<Vec<TaskShaping>> {
         self.reports.lock().unwrap().clone()
+    }
+    async fn live_agents(&self) -> Option<Vec<String>> {
+        Some(self.agents.lock().unwrap().clone())
     }
 }

@@ -704,9 +704,10 @@ async fn shaping_condition(
 ) -> (ShapingState, Option<chrono::DateTime<Utc>>) {
     let fresh = |r: &&crate::status::TaskShaping| r.is_fresh();
     let reports = store.task_shaping(&desired.lab).await;
+    let agents = store.live_agents().await;
     let last_applied = reports.iter().flatten().filter(fresh).flat_map(|r| r.attachments.iter().filter_map(|a| a.applied_at).chain(r.paused_changed_at)).max();
     let on_tasks = super::task_faults::faults_state(reports.as_deref(), faults, schedule_running, desired, observed);
-    let state = match (shaping_state(reports, desired, in_force, observed), on_tasks) {
+    let state = match (shaping_state(reports, agents, desired, in_force, observed), on_tasks) {
         (ShapingState::Failing(m), _) => ShapingState::Failing(m),
         (_, Err(m)) => ShapingState::Failing(m),
         (ShapingState::Pending(m), _) => ShapingState::Pending(m),
@@ -716,7 +717,8 @@ async fn shaping_condition(
     (state, last_applied)
 }
 
-fn shaping_state(reports: Option<Vec<crate::status::TaskShaping>>, desired: &DesiredLab, in_force: &Shaping, observed: &Observed) -> ShapingState {
+/// `agents`: the nodes with a live agent (`None`: unreadable).
+fn shaping_state(reports: Option<Vec<crate::status::TaskShaping>>, agents: Option<Vec<String>>, desired: &DesiredLab, in_force: &Shaping, observed: &Observed) -> ShapingState {
     let in_force_of = |service: &str, network: &str| in_force.get(service).and_then(|n| n.get(network)).cloned().unwrap_or_default();
     let shaped: Vec<&crate::plan::DesiredService> = desired.services.iter().filter(|s| in_force.contains_key(&s.short_name)).collect();
     let current = |r: &crate::status::TaskShaping| r.attachments.iter().all(|a| a.desired == in_force_of(&r.service, &a.network));
@@ -757,6 +759,12 @@ fn shaping_state(reports: Option<Vec<crate::status::TaskShaping>>, desired: &Des
         ShapingState::Failing(failing.join("; "))
     } else if done >= expected {
         ShapingState::Done(format!("{done} tasks shaped ({backends})"))
+    } else if agents.is_some_and(|a| a.is_empty()) {
+        // The usual first multi-node mistake (or labd --no-agent alone): nothing will ever apply.
+        ShapingState::Pending(format!(
+            "{done}/{expected} tasks shaped: no node agent is running (none has reported within {}s): labd runs one unless --no-agent, and every other node needs `labd agent`",
+            crate::store::AGENT_ALIVE_WITHIN.as_secs()
+        ))
     } else {
         ShapingState::Pending(format!("{done}/{expected} tasks shaped"))
     }
@@ -1179,6 +1187,23 @@ mod tests {
         let o = pass(&swarm, &store, apply(&l), o.status).await;
         assert_eq!(o.status.phase, Phase::Degraded);
         assert!(o.status.message.contains(unhealthy) && o.status.message.contains("its health check kept failing"), "{}", o.status.message);
+    }
+
+    #[tokio::test]
+    async fn with_no_live_agent_the_wait_for_shaping_says_that_none_runs() {
+        let swarm = FakeSwarm::default();
+        let store = FakeStore::default();
+        let l = lab("  networks: {lan: {conditions: {delay: 20ms}}}\n  services:\n    a: {networks: [lan]}\n");
+        *store.reports.lock().unwrap() = Some(vec![]);
+        store.agents.lock().unwrap().clear();
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!(o.status.phase, Phase::Progressing);
+        assert!(o.status.message.starts_with("waiting for shaping (0/1 tasks shaped: no node agent is running") && o.status.message.contains("labd agent"), "{}", o.status.message);
+        // One comes: the plain count again.
+        store.agents.lock().unwrap().push("n1".into());
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert_eq!(o.status.message, "waiting for shaping (0/1 tasks shaped)");
     }
 
     #[tokio::test]

@@ -11,6 +11,9 @@ use std::future::Future;
 
 use crate::status::{LabEvent, LabStatus, SourceStatus, TaskShaping};
 
+/// An agent that has not passed for this long is taken to be gone (it passes twice a second).
+pub const AGENT_ALIVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What to do about a Redis that refused a connection over TLS, or a TLS-only one asked in
 /// plain text: the TLS library's words alone ("invalid peer certificate: UnknownIssuer",
 /// "Connection reset by peer") do not say it.
@@ -66,6 +69,8 @@ pub trait LabStore: Clone + Send + Sync + 'static {
     fn put_faults(&self, lab: &str, json: Option<String>);
     /// The agents' reports for the lab's tasks; `None` when they cannot be read.
     fn task_shaping(&self, lab: &str) -> impl Future<Output = Option<Vec<TaskShaping>>> + Send;
+    /// The nodes whose agent passed within [`AGENT_ALIVE_WITHIN`]; `None` when unreadable.
+    fn live_agents(&self) -> impl Future<Output = Option<Vec<String>>> + Send;
     /// The last `labctl start` of each lab; `None` when unreadable.
     fn starts(&self) -> impl Future<Output = Option<std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>>> + Send;
     /// What `labctl suspend` and `resume` said; `None` when unreadable.
@@ -120,6 +125,9 @@ impl LabStore for RedisStore {
     }
     async fn task_shaping(&self, lab: &str) -> Option<Vec<TaskShaping>> {
         RedisStore::task_shaping(self, lab).await
+    }
+    async fn live_agents(&self) -> Option<Vec<String>> {
+        RedisStore::live_agents(self, AGENT_ALIVE_WITHIN).await
     }
     async fn statuses(&self) -> Vec<LabStatus> {
         RedisStore::statuses(self).await

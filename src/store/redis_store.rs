@@ -238,6 +238,12 @@ impl RedisStore {
         }
     }
 
+    /// The nodes whose agent has passed within `within`; `None` when Redis cannot be read.
+    pub async fn live_agents(&self, within: Duration) -> Option<Vec<String>> {
+        let agents: BTreeMap<String, String> = self.read("HGETALL", keys::AGENTS).await?;
+        Some(alive(agents_ages(agents), within))
+    }
+
     /// What the node agents report for the lab's tasks; `None` when Redis cannot be read.
     pub async fn task_shaping(&self, lab: &str) -> Option<Vec<crate::status::TaskShaping>> {
         let map: BTreeMap<String, String> = self.read("HGETALL", &keys::tasks(lab)).await?;
@@ -546,6 +552,22 @@ pub struct StoreReader {
     conn: MultiplexedConnection,
 }
 
+/// How long ago each node's agent last passed, from its entry in `swarmlab:agents`.
+fn agents_ages(agents: BTreeMap<String, String>) -> BTreeMap<String, Duration> {
+    let now = chrono::Utc::now();
+    agents
+        .into_iter()
+        .filter_map(|(node, json)| {
+            let updated = serde_json::from_str::<serde_json::Value>(&json).ok()?["updatedAt"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())?;
+            Some((node, (now - updated.with_timezone(&chrono::Utc)).to_std().unwrap_or_default()))
+        })
+        .collect()
+}
+
+fn alive(ages: BTreeMap<String, Duration>, within: Duration) -> Vec<String> {
+    ages.into_iter().filter(|(_, age)| *age <= within).map(|(node, _)| node).collect()
+}
+
 impl StoreReader {
     pub async fn connect(url: &str) -> redis::RedisResult<Self> {
         Self::connect_with(url, redis::AsyncConnectionConfig::new()).await
@@ -567,20 +589,12 @@ impl StoreReader {
     /// How long ago each node's agent last passed (each pass, every half second, says so in
     /// `swarmlab:agents`).
     pub async fn agent_ages(&mut self) -> redis::RedisResult<BTreeMap<String, Duration>> {
-        let agents: BTreeMap<String, String> = self.conn.hgetall(keys::AGENTS).await?;
-        let now = chrono::Utc::now();
-        Ok(agents
-            .into_iter()
-            .filter_map(|(node, json)| {
-                let updated = serde_json::from_str::<serde_json::Value>(&json).ok()?["updatedAt"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())?;
-                Some((node, (now - updated.with_timezone(&chrono::Utc)).to_std().unwrap_or_default()))
-            })
-            .collect())
+        Ok(agents_ages(self.conn.hgetall(keys::AGENTS).await?))
     }
 
     /// The nodes whose agent has passed within `within`.
     pub async fn live_agents(&mut self, within: Duration) -> redis::RedisResult<Vec<String>> {
-        Ok(self.agent_ages().await?.into_iter().filter(|(_, age)| *age <= within).map(|(node, _)| node).collect())
+        Ok(alive(self.agent_ages().await?, within))
     }
 
     pub async fn labs(&mut self) -> redis::RedisResult<Vec<String>> {

@@ -567,3 +567,41 @@ pub fn read_capture(path: &std::path::Path) -> Captured {
         .collect();
     (interfaces, names, frames)
 }
+
+/// A labd or agent the test started, killed with the test even when it fails (a second agent
+/// on the node would answer for the tasks of the next tests).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `labd agent` on this node, on the lab's Redis; its log in the lab's directory.
+pub fn spawn_agent(lab: &Lab, log: &str) -> std::process::Child {
+    let out = std::fs::File::create(lab.dir.path().join(log)).expect("agent log");
+    std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
+        .args(["agent", "--redis", &lab.redis.url()])
+        .env("DOCKER_API_VERSION", "1.41")
+        // `labctl top` within a second or two.
+        .env("LABD_USAGE_INTERVAL", "1s")
+        .stdout(std::process::Stdio::null())
+        .stderr(out)
+        .spawn()
+        .expect("labd agent")
+}

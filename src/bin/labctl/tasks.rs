@@ -79,8 +79,6 @@ pub struct Placement {
     agents_elsewhere: Vec<String>,
 }
 
-/// An agent that has not passed for this long is taken to be gone.
-const AGENT_ALIVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The lab's tasks as their agents last reported them (none when Redis cannot be read): the
 /// shaping reports, and what the usage samplers wrote (they list every task; the shaping
@@ -112,7 +110,7 @@ impl Placement {
             Err(_) => (reported(redis, lab).await, false),
         };
         let agents = match crate::common::reader(redis).await {
-            Ok(mut store) => store.live_agents(AGENT_ALIVE_WITHIN).await.unwrap_or_default(),
+            Ok(mut store) => store.live_agents(swarmlab::store::AGENT_ALIVE_WITHIN).await.unwrap_or_default(),
             Err(_) => vec![],
         };
         let agents_elsewhere = agents.into_iter().filter(|a| a != node).collect();
