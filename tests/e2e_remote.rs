@@ -156,6 +156,14 @@ impl Remote {
     }
 }
 
+/// A lab of `services` on one network `lan` with `delay` on it (each way).
+fn lan_lab(name: &str, delay: &str, services: &[&str]) -> String {
+    let services: String = services.iter().map(|s| format!("    {s}: {{}}\n")).collect();
+    format!(
+        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: {name}}}\nspec:\n  defaults: {{image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}}\n  networks:\n    lan: {{conditions: {{delay: {delay}}}}}\n  services:\n{services}"
+    )
+}
+
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
@@ -185,11 +193,7 @@ fn labd_and_labctl_reach_docker_and_redis_over_tls_as_the_docker_cli_and_redis_c
     let dir = tempfile::tempdir().unwrap();
     let labs = dir.path().join("labs");
     std::fs::create_dir_all(&labs).unwrap();
-    std::fs::write(
-        labs.join("tlslab.yaml"),
-        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: tlslab}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 20ms}}\n  services:\n    a: {}\n    b: {}\n",
-    )
-    .unwrap();
+    std::fs::write(labs.join("tlslab.yaml"), lan_lab(name, "20ms", &["a", "b"])).unwrap();
     let log = dir.path().join("labd.log");
     let _removed = LabRemovedAtEnd(name);
     let _labd = KillOnDrop(remote
@@ -276,10 +280,7 @@ fn tasks_of_a_daemon_on_another_machine_are_never_entered_from_here() {
     let mut lab = Lab::new();
     lab.cleanup.push(name.into());
     remove_lab_objects(name);
-    lab.write(
-        "farlab.yaml",
-        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: farlab}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 20ms}}\n  services:\n    a: {}\n    b: {}\n",
-    );
+    lab.write("farlab.yaml", &lan_lab(name, "20ms", &["a", "b"]));
     lab.start_labd();
     wait_shaped(&lab, name, Duration::from_secs(90));
 
@@ -323,10 +324,7 @@ fn with_no_agent_running_the_lab_says_so_and_an_agent_started_then_shapes_it() {
     let mut lab = Lab::new();
     lab.cleanup.push(name.into());
     remove_lab_objects(name);
-    lab.write(
-        "noagent.yaml",
-        "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: noagent}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}\n  networks:\n    lan: {conditions: {delay: 5ms}}\n  services:\n    a: {}\n",
-    );
+    lab.write("noagent.yaml", &lan_lab(name, "5ms", &["a"]));
     lab.start_labd_args(&["--no-agent"]);
     let s = lab.wait_phase_saying(name, "Progressing", "no node agent is running", Duration::from_secs(60));
     assert!(s["message"].as_str().unwrap_or_default().contains("labd agent"), "says what to start: {s}");
