@@ -130,6 +130,8 @@ impl FakeSwarm {
             }
             // Tasks a scale-down stops: one of them ends at each observe.
             svc.stopping = svc.stopping.saturating_sub(1);
+            // The fake swarm is one node, `node-1` (where the fake store's one agent is).
+            svc.running_on = (svc.running > 0).then(|| "node-1".to_string()).into_iter().collect();
         }
         let trouble = s.trouble.clone();
         for svc in s.services.iter_mut() {
@@ -172,6 +174,7 @@ impl Swarm for FakeSwarm {
                     trouble: counted.and_then(|c| c.trouble.clone()),
                     completed: counted.and_then(|c| c.completed),
                     exits: counted.map(|c| c.exits.clone()).unwrap_or_default(),
+                    running_on: counted.map(|c| c.running_on.clone()).unwrap_or_default(),
                     ..was.clone()
                 }
             })
@@ -254,6 +257,7 @@ impl Swarm for FakeSwarm {
                 trouble: None,
                 completed: svc.mode.is_job().then_some(0),
                 exits: vec![],
+                running_on: Default::default(),
                 force_update: 0,
             });
             Ok(())

@@ -717,6 +717,19 @@ async fn shaping_condition(
     (state, last_applied)
 }
 
+/// The nodes (comma-separated) where the shaped services run tasks and no agent has reported
+/// by that name lately; `None` when there are none, or the agents cannot be read.
+fn nodes_without_agent(shaped: &[&crate::plan::DesiredService], observed: &Observed, agents: Option<&[String]>) -> Option<String> {
+    let agents = agents?;
+    let without: std::collections::BTreeSet<&String> = shaped
+        .iter()
+        .filter_map(|s| observed.services.iter().find(|o| o.name == s.name))
+        .flat_map(|o| o.running_on.iter())
+        .filter(|node| !agents.contains(node))
+        .collect();
+    (!without.is_empty()).then(|| without.into_iter().cloned().collect::<Vec<_>>().join(", "))
+}
+
 /// `agents`: the nodes with a live agent (`None`: unreadable).
 fn shaping_state(reports: Option<Vec<crate::status::TaskShaping>>, agents: Option<Vec<String>>, desired: &DesiredLab, in_force: &Shaping, observed: &Observed) -> ShapingState {
     let in_force_of = |service: &str, network: &str| in_force.get(service).and_then(|n| n.get(network)).cloned().unwrap_or_default();
@@ -759,11 +772,15 @@ fn shaping_state(reports: Option<Vec<crate::status::TaskShaping>>, agents: Optio
         ShapingState::Failing(failing.join("; "))
     } else if done >= expected {
         ShapingState::Done(format!("{done} tasks shaped ({backends})"))
-    } else if agents.is_some_and(|a| a.is_empty()) {
+    } else if agents.as_ref().is_some_and(|a| a.is_empty()) {
         // The usual first multi-node mistake (or labd --no-agent alone): nothing will ever apply.
         ShapingState::Pending(format!(
             "{done}/{expected} tasks shaped: no node agent is running (none has reported within {}s): labd runs one unless --no-agent, and every other node needs `labd agent`",
             crate::store::AGENT_ALIVE_WITHIN.as_secs()
+        ))
+    } else if let Some(without) = nodes_without_agent(&shaped, observed, agents.as_deref()) {
+        ShapingState::Pending(format!(
+            "{done}/{expected} tasks shaped: no agent has reported from {without} (start `labd agent` there, its --node the node's hostname)"
         ))
     } else {
         ShapingState::Pending(format!("{done}/{expected} tasks shaped"))
@@ -1190,7 +1207,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn with_no_live_agent_the_wait_for_shaping_says_that_none_runs() {
+    async fn with_no_live_agent_or_none_on_the_task_s_node_the_wait_for_shaping_says_so() {
         let swarm = FakeSwarm::default();
         let store = FakeStore::default();
         let l = lab("  networks: {lan: {conditions: {delay: 20ms}}}\n  services:\n    a: {networks: [lan]}\n");
@@ -1200,8 +1217,12 @@ mod tests {
         let o = pass(&swarm, &store, apply(&l), o.status).await;
         assert_eq!(o.status.phase, Phase::Progressing);
         assert!(o.status.message.starts_with("waiting for shaping (0/1 tasks shaped: no node agent is running") && o.status.message.contains("labd agent"), "{}", o.status.message);
-        // One comes: the plain count again.
-        store.agents.lock().unwrap().push("n1".into());
+        // One comes, on another node than the task's: that node is named.
+        store.agents.lock().unwrap().push("node-2".into());
+        let o = pass(&swarm, &store, apply(&l), o.status).await;
+        assert!(o.status.message.starts_with("waiting for shaping (0/1 tasks shaped: no agent has reported from node-1 (start `labd agent` there"), "{}", o.status.message);
+        // The task's node's: the plain count again.
+        store.agents.lock().unwrap().push("node-1".into());
         let o = pass(&swarm, &store, apply(&l), o.status).await;
         assert_eq!(o.status.message, "waiting for shaping (0/1 tasks shaped)");
     }

@@ -44,6 +44,8 @@ pub struct ObservedService {
     /// their slot ended, as far as Swarm keeps its task history: the restarts `describe`
     /// counts. Empty for a job, whose tasks end by design.
     pub exits: Vec<TaskExit>,
+    /// Hostnames of the nodes its running tasks are on (where an agent must shape them).
+    pub running_on: std::collections::BTreeSet<String>,
     /// Swarm's `ForceUpdate` counter of its task template, which `docker service update
     /// --force` (and `labctl restart`) bump to restart every task: kept in labd's updates, or an
     /// update that changes nothing else of the tasks (a scale) would restart them all again.

@@ -180,24 +180,37 @@ pub(super) fn observed_service(s: Service) -> Option<ObservedService> {
         trouble: None,
         completed: None,
         exits: vec![],
+        // Placed from the tasks (see `place_running`).
+        running_on: Default::default(),
         force_update,
     })
 }
 
 impl DockerSwarm {
-    /// (id, hostname) of every node that is not Ready.
-    async fn down_nodes(&self) -> Result<Vec<(String, String)>, SwarmError> {
+    /// (id, hostname, Ready) of every node.
+    async fn nodes(&self) -> Result<Vec<(String, String, bool)>, SwarmError> {
         self.count();
         let nodes = self.docker.list_nodes(None::<bollard::query_parameters::ListNodesOptions>).await.map_err(api_err("list nodes"))?;
         Ok(nodes
             .into_iter()
-            .filter(|n| n.status.as_ref().and_then(|s| s.state) != Some(bollard::models::NodeState::READY))
             .filter_map(|n| {
+                let ready = n.status.as_ref().and_then(|s| s.state) == Some(bollard::models::NodeState::READY);
                 let id = n.id?;
                 let host = n.description.and_then(|d| d.hostname).unwrap_or_else(|| id.clone());
-                Some((id, host))
+                Some((id, host, ready))
             })
             .collect())
+    }
+
+    /// The hostnames of the nodes each service's running tasks are on.
+    fn place_running(tasks: &[bollard::models::Task], services: &mut [ObservedService], nodes: &[(String, String, bool)]) {
+        for s in services.iter_mut() {
+            s.running_on = tasks
+                .iter()
+                .filter(|t| t.service_id.as_deref() == Some(s.id.as_str()) && t.status.as_ref().and_then(|st| st.state) == Some(TaskState::RUNNING))
+                .filter_map(|t| nodes.iter().find(|(id, _, _)| t.node_id.as_deref() == Some(id.as_str())).map(|(_, host, _)| host.clone()))
+                .collect();
+        }
     }
 
     /// Every task, the retained history included.
@@ -264,7 +277,9 @@ impl DockerSwarm {
     /// it keeps counting the tasks of a Down node as running, and for a while after the node
     /// returns, so labd counts running tasks on Ready nodes itself.
     async fn counted(&self, tasks: Vec<bollard::models::Task>, mut services: Vec<ObservedService>, networks: Vec<ObservedNetwork>) -> Result<Observed, SwarmError> {
-        let down = self.down_nodes().await?;
+        let nodes = self.nodes().await?;
+        Self::place_running(&tasks, &mut services, &nodes);
+        let down: Vec<(String, String)> = nodes.into_iter().filter(|(_, _, ready)| !ready).map(|(id, host, _)| (id, host)).collect();
         Self::tally_tasks(tasks, &mut services, &down);
         Ok(Observed { services, networks, down_nodes: down.into_iter().map(|(_, host)| host).collect(), neighbours: vec![] })
     }
@@ -686,6 +701,21 @@ mod tests {
         assert_eq!(subject(EventMessageTypeEnum::SERVICE, "remove"), Some(EventSubject::Service));
         let lab = DockerSwarm::to_event(docker_event(EventMessageTypeEnum::SERVICE, "remove", "lab_web")).unwrap().unwrap().lab;
         assert_eq!(lab.as_deref(), Some("lab"));
+    }
+
+    #[test]
+    fn each_service_s_running_tasks_are_placed_on_their_nodes_by_hostname() {
+        let mut services = vec![ObservedService { id: "s".into(), ..Default::default() }, ObservedService { id: "idle".into(), ..Default::default() }];
+        let tasks = vec![
+            task("s", "n1", TaskState::RUNNING, TaskState::RUNNING),
+            task("s", "n2", TaskState::RUNNING, TaskState::RUNNING),
+            task("s", "n3", TaskState::RUNNING, TaskState::STARTING),
+            task("other", "n3", TaskState::RUNNING, TaskState::RUNNING),
+        ];
+        let nodes = [("n1".into(), "alpha".into(), true), ("n2".into(), "beta".into(), false), ("n3".into(), "gamma".into(), true)];
+        DockerSwarm::place_running(&tasks, &mut services, &nodes);
+        assert_eq!(services[0].running_on.iter().map(String::as_str).collect::<Vec<_>>(), ["alpha", "beta"]);
+        assert!(services[1].running_on.is_empty());
     }
 
     #[test]
