@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,35 +92,6 @@ fn docker_tls_listener(certs: &Path) -> (u16, Arc<AtomicUsize>) {
 }
 
 /// A Redis that speaks only TLS, with the server certificate of `certs`.
-struct TlsRedis {
-    child: Child,
-    port: u16,
-}
-
-impl TlsRedis {
-    fn start(certs: &Path) -> TlsRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let file = |f: &str| certs.join(f).to_string_lossy().to_string();
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--tls-cert-file", &file("server-cert.pem"), "--tls-key-file", &file("server-key.pem"), "--tls-ca-cert-file", &file("ca.pem"), "--tls-auth-clients", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts (scripts/setup.sh installs it)");
-        eventually("the TLS redis to answer", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()).map_err(|e| e.to_string())
-        });
-        TlsRedis { child, port }
-    }
-}
-
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The lab's services and networks removed when the test ends however it ends (after the
 /// labd that made them is killed: declare it first).
 struct LabRemovedAtEnd(&'static str);
@@ -173,11 +144,11 @@ fn labd_and_labctl_reach_docker_and_redis_over_tls_as_the_docker_cli_and_redis_c
     let certs = tempfile::tempdir().unwrap();
     make_certs(certs.path());
     let (docker_port, through_tls) = docker_tls_listener(certs.path());
-    let redis = TlsRedis::start(certs.path());
+    let redis = Redis::start_tls(certs.path());
     let remote = Remote {
         docker_host: format!("tcp://127.0.0.1:{docker_port}"),
         cert_path: certs.path().join("client"),
-        redis_url: format!("rediss://localhost:{}", redis.port),
+        redis_url: redis.url(),
         ca: certs.path().join("ca.pem"),
     };
 

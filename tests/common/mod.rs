@@ -37,6 +37,8 @@ pub struct Redis {
     child: Child,
     pub port: u16,
     password: Option<String>,
+    /// Served over TLS only (`rediss://`).
+    tls: bool,
 }
 
 fn free_port() -> u16 {
@@ -57,17 +59,33 @@ impl Redis {
         Self::start_with(free_port(), Some(password.to_string()))
     }
 
+    /// A server that speaks only TLS, as a managed Redis does, with the certificate `certs`
+    /// holds (`server-cert.pem`, `server-key.pem`, signed by `ca.pem`; no client certificates).
+    pub fn start_tls(certs: &std::path::Path) -> Redis {
+        let port = free_port();
+        let file = |f: &str| certs.join(f).to_string_lossy().to_string();
+        let listen = ["--port", "0", "--tls-port", &port.to_string(), "--tls-cert-file", &file("server-cert.pem"), "--tls-key-file", &file("server-key.pem"), "--tls-ca-cert-file", &file("ca.pem"), "--tls-auth-clients", "no"];
+        Self::spawn(port, &listen, None, true)
+    }
+
     fn start_with(port: u16, password: Option<String>) -> Redis {
-        let mut args = vec!["--port".to_string(), port.to_string(), "--bind".into(), "127.0.0.1".into(), "--save".into(), String::new(), "--appendonly".into(), "no".into()];
+        let mut listen = vec!["--port".to_string(), port.to_string()];
         if let Some(p) = &password {
-            args.extend(["--requirepass".to_string(), p.clone()]);
+            listen.extend(["--requirepass".to_string(), p.clone()]);
         }
+        Self::spawn(port, &listen, password, false)
+    }
+
+    /// redis-server on `port` of 127.0.0.1 with `listen` (its port options and their own), no
+    /// persistence; answering when this returns.
+    fn spawn(port: u16, listen: &[impl AsRef<std::ffi::OsStr>], password: Option<String>, tls: bool) -> Redis {
         let child = Command::new("redis-server")
-            .args(&args)
+            .args(listen)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server starts (scripts/setup.sh installs it)");
-        let r = Redis { child, port, password };
+        let r = Redis { child, port, password, tls };
         eventually("redis to answer", Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()).map_err(|e| e.to_string())
         });
@@ -75,9 +93,11 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        match &self.password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
+        match (&self.password, self.tls) {
+            // The certificate names localhost, as a managed Redis' names its host.
+            (_, true) => format!("rediss://localhost:{}", self.port),
+            (Some(p), false) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            (None, false) => format!("redis://127.0.0.1:{}", self.port),
         }
     }
 
