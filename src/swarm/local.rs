@@ -144,14 +144,15 @@ impl DockerSwarm {
         self.docker().info().await.ok()?.swarm?.node_id.filter(|id| !id.is_empty())
     }
 
-    /// A running task of `lab`'s service `service` on this node, if there is one.
-    pub async fn local_task_of(&self, lab: &str, service: &str) -> Result<Option<LocalTask>, SwarmError> {
+    /// The running tasks of `lab` on this node, by service and slot: listed once for a whole
+    /// command (a probe matrix asks for every service's).
+    pub async fn local_tasks_of(&self, lab: &str) -> Result<Vec<LocalTask>, SwarmError> {
+        let mut tasks = Vec::new();
         for id in self.local_task_ids().await? {
-            if let Some(task) = self.local_task(&id).await.filter(|t| t.lab == lab && t.service == service) {
-                return Ok(Some(task));
-            }
+            tasks.extend(self.local_task(&id).await.filter(|t| t.lab == lab));
         }
-        Ok(None)
+        tasks.sort_by(|a, b| (&a.service, a.slot).cmp(&(&b.service, b.slot)));
+        Ok(tasks)
     }
 
     /// Whether the task's container is frozen (`docker pause`).

@@ -122,13 +122,8 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     }
     let swarm = DockerSwarm::connect(docker_host).await?;
     let node = this_node(&swarm).await;
-    let mut here = Vec::new();
-    for id in swarm.local_task_ids().await? {
-        if let Some(task) = swarm.local_task(&id).await.filter(|t| t.lab == lab && t.service == target.service && target.matches(t.slot)) {
-            here.push(task);
-        }
-    }
-    here.sort_by_key(|t| t.slot);
+    let mut here = swarm.local_tasks_of(&lab).await?;
+    here.retain(|t| t.service == target.service && target.matches(t.slot));
     let placed = Placement::of(&swarm, url, &lab, Some(&target), &node).await;
     if here.is_empty() && !placed.ask_elsewhere() {
         return Err(placed.none_here("running task", &lab, &target));

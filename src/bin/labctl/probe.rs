@@ -72,6 +72,10 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
     let mut skipped = Vec::new();
     let mut failed = false;
     let (node, node_id) = node_entered_here(&swarm).await;
+    let local = match node_id {
+        Some(_) => swarm.local_tasks_of(&lab).await?,
+        None => Vec::new(),
+    };
     for from in &senders {
         let targets: Vec<String> = if !to.is_empty() {
             to.clone()
@@ -80,11 +84,7 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
             services.iter().filter(|s| *s != from).cloned().collect()
         };
         // One task per pair keeps a matrix quick; the single-service form probes all.
-        let here = match node_id {
-            Some(_) => swarm.local_task_of(&lab, from).await?,
-            None => None,
-        };
-        let probed = match here {
+        let probed = match local.iter().find(|t| t.service == *from) {
             Some(task) => {
                 let probed = probe_from(task.pid, &task.networks, &targets, count, interval, matrix).await.map_err(anyhow::Error::msg)?;
                 vec![(task.container.get(..12).unwrap_or(&task.container).to_string(), Ok(probed))]
