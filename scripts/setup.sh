@@ -15,11 +15,20 @@ command -v tc >/dev/null || need_pkgs+=(iproute2)
 command -v nsenter >/dev/null || need_pkgs+=(util-linux)
 command -v chromium >/dev/null || need_pkgs+=(chromium)   # the live page's test (headless)
 command -v openssl >/dev/null || need_pkgs+=(openssl)     # certificates of the TLS test (tests/e2e_remote.rs)
+[ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)      # the ssh test's own sshd (tests/e2e_remote.rs)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  # The packages' own services are not started (no sshd on port 22): what is needed is started
+  # below, or by the tests. Debian's way: a policy-rc.d that denies, for the install only.
+  deny=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && deny=1
+  fi
+  installed=0
+  apt-get update -qq && apt-get install -y -qq "${need_pkgs[@]}" >/dev/null || installed=$?
+  [ -z "$deny" ] || rm -f /usr/sbin/policy-rc.d
+  [ "$installed" = 0 ] || { log "apt-get install ${need_pkgs[*]} failed"; exit "$installed"; }
 fi
 
 # Docker 20.10 here speaks API 1.41; the newer client in /usr/local/bin needs to be told.

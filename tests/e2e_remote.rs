@@ -2,7 +2,8 @@
 //! a user's shell is for the docker CLI (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH) and
 //! for a managed Redis (`rediss://`, SSL_CERT_FILE for a private CA). The daemon's TLS listener
 //! is a proxy in front of the local socket that asks for a client certificate signed by the CA,
-//! as `dockerd --tlsverify` does; the docker CLI itself is checked to accept it first.
+//! as `dockerd --tlsverify` does; the docker CLI itself is checked to accept it first. And a
+//! manager reached over ssh (`DOCKER_HOST=ssh://…`), through an sshd started here.
 
 mod common;
 
@@ -303,4 +304,126 @@ fn with_no_agent_running_the_lab_says_so_and_an_agent_started_then_shapes_it() {
     let agent = KillOnDrop(spawn_agent(&lab, "agent.log"));
     wait_shaped(&lab, name, Duration::from_secs(60));
     drop(agent);
+}
+
+/// An sshd on a free port of 127.0.0.1 that lets in one key, and what a user's shell holds for
+/// it: `bin/ssh` (first on PATH) is ssh with the config `$SSH_TEST_CONFIG` names, as a user's
+/// ~/.ssh/config would be read (root's own is left alone). Configs: `good.conf` (the key, the
+/// host key known), `unknown-host.conf` (no known hosts), `stranger.conf` (a key sshd refuses).
+struct Sshd {
+    dir: tempfile::TempDir,
+    port: u16,
+    _sshd: KillOnDrop,
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let keygen = |file: &str| {
+            let out = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(d.join(file)).output().expect("ssh-keygen runs");
+            assert!(out.status.success(), "ssh-keygen: {}", text(&out));
+        };
+        for key in ["host_key", "user_key", "stranger_key"] {
+            keygen(key);
+        }
+        std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let p = |f: &str| d.join(f).to_string_lossy().to_string();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile none\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n",
+            p("host_key"),
+            p("authorized_keys")
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        // Its privilege separation directory, which a package install makes at boot.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let sshd = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-f", &p("sshd_config"), "-E", &p("sshd.log")])
+            .spawn()
+            .expect("/usr/sbin/sshd runs (scripts/setup.sh installs openssh-server)");
+        let sshd = KillOnDrop(sshd);
+        eventually("sshd to listen", Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()).map_err(|e| e.to_string()));
+        let scan = Command::new("ssh-keyscan").args(["-p", &port.to_string(), "127.0.0.1"]).output().unwrap();
+        assert!(!scan.stdout.is_empty(), "ssh-keyscan: {}", text(&scan));
+        std::fs::write(d.join("known_hosts"), &scan.stdout).unwrap();
+        for (name, key, known) in [("good", "user_key", "known_hosts"), ("unknown-host", "user_key", "no_known_hosts"), ("stranger", "stranger_key", "known_hosts")] {
+            std::fs::write(d.join(format!("{name}.conf")), format!("Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n", p(key), p(known))).unwrap();
+        }
+        std::fs::create_dir_all(d.join("bin")).unwrap();
+        std::fs::write(d.join("bin/ssh"), "#!/bin/sh\nexec /usr/bin/ssh -F \"$SSH_TEST_CONFIG\" \"$@\"\n").unwrap();
+        std::fs::set_permissions(d.join("bin/ssh"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        Sshd { dir, port, _sshd: sshd }
+    }
+
+    /// `bin` with DOCKER_HOST=ssh://root@127.0.0.1:PORT and the user's ssh set up by `config`.
+    fn command(&self, bin: &str, config: &str) -> Command {
+        let mut c = Command::new(bin);
+        let path = format!("{}:{}", self.dir.path().join("bin").display(), std::env::var("PATH").unwrap_or_default());
+        c.env("PATH", path)
+            .env("SSH_TEST_CONFIG", self.dir.path().join(format!("{config}.conf")))
+            .env("DOCKER_HOST", format!("ssh://root@127.0.0.1:{}", self.port))
+            .env("DOCKER_API_VERSION", "1.41");
+        c
+    }
+
+    /// How many ssh logins sshd let in.
+    fn logins(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default().matches("Accepted publickey").count()
+    }
+}
+
+/// `DOCKER_HOST=ssh://user@host:port` (or a context made with one), as the docker CLI takes it:
+/// each connection a `docker system dial-stdio` through the user's own ssh. labd converges and
+/// shapes a lab through it, labctl diffs through it, and what ssh refuses is said in ssh's words.
+#[test]
+fn labd_and_labctl_reach_a_manager_over_ssh_as_the_docker_cli_does() {
+    let sshd = Sshd::start();
+    let cli = sshd.command(DOCKER, "good").args(["version", "--format", "{{.Server.Version}}"]).output().unwrap();
+    assert!(cli.status.success(), "the docker CLI over ssh: {}", text(&cli));
+    let cli_logins = sshd.logins();
+    assert!(cli_logins > 0, "the docker CLI logged in over ssh");
+
+    let name = "sshlab";
+    remove_lab_objects(name);
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let labs = dir.path().join("labs");
+    std::fs::create_dir_all(&labs).unwrap();
+    std::fs::write(labs.join("sshlab.yaml"), lan_lab(name, "20ms", &["a", "b"])).unwrap();
+    let log = dir.path().join("labd.log");
+    let _removed = LabRemovedAtEnd(name);
+    let _labd = KillOnDrop(sshd
+        .command(env!("CARGO_BIN_EXE_labd"), "good")
+        .args(["--labs", labs.to_str().unwrap(), "--resync", "5", "--redis", &redis.url()])
+        .env("RUST_LOG", "info,swarmlab=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap());
+    let labctl = |args: &[&str], config: &str| sshd.command(env!("CARGO_BIN_EXE_labctl"), config).args(args).env("REDIS_URL", redis.url()).output().unwrap();
+
+    let waited = labctl(&["wait", name, "--for", "ready", "--timeout", "90s"], "good");
+    if !waited.status.success() {
+        panic!("labctl wait with labd over ssh: {}\n--- labd log ---\n{}", text(&waited), std::fs::read_to_string(&log).unwrap_or_default());
+    }
+    let status: serde_json::Value = serde_json::from_slice(&labctl(&["status", name, "-o", "json"], "good").stdout).expect("status JSON");
+    let shaped = status["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "ShapingApplied" && c["status"] == "True");
+    assert!(shaped, "the lab shaped, its tasks found through the daemon over ssh: {status}");
+    assert_eq!(stack_services(name).len(), 2, "both services on the Swarm");
+    // The same daemon is on the local socket too: sshd's log shows the way taken.
+    let labd_logins = sshd.logins() - cli_logins;
+    assert!(labd_logins > 0, "labd went over ssh");
+    let diff = labctl(&["diff", labs.to_str().unwrap()], "good");
+    let said = text(&diff);
+    assert!(matches!(diff.status.code(), Some(0 | 1)) && !said.contains(name), "labctl diff over ssh: {said}");
+    println!("over ssh: the docker CLI's version took {cli_logins} login(s); labd to Ready {labd_logins}; labctl diff {}", sshd.logins() - cli_logins - labd_logins);
+
+    // What ssh refuses, in its words and with what to do, before anything is touched.
+    let unknown = labctl(&["diff", labs.to_str().unwrap()], "unknown-host");
+    let said = text(&unknown);
+    assert!(unknown.status.code() == Some(2) && said.contains("Host key verification failed") && said.contains("accept no new host key"), "an unknown host key: {said}");
+    let stranger = labctl(&["diff", labs.to_str().unwrap()], "stranger");
+    let said = text(&stranger);
+    assert!(stranger.status.code() == Some(2) && said.contains("Permission denied") && said.contains(&format!("ssh -o BatchMode=yes -p {} root@127.0.0.1 docker system dial-stdio", sshd.port)), "a key sshd refuses: {said}");
 }

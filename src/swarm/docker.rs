@@ -79,6 +79,19 @@ fn first_call_failed(endpoint: &Endpoint, e: bollard::errors::Error) -> SwarmErr
     }
 }
 
+/// What to do about what ssh said, for the common cases.
+fn ssh_advice(said: &str) -> &'static str {
+    if said.contains("Host key verification failed") {
+        " (labd and labctl accept no new host key: `ssh` to it once, or add its key to known_hosts)"
+    } else if said.contains("Permission denied") {
+        " (keys or ssh-agent only, no passwords: the key must work for `ssh -o BatchMode=yes` as this user)"
+    } else if said.contains("command not found") || said.contains("No such file") {
+        " (the docker CLI must be on the manager's PATH for ssh://, as for the docker CLI's own ssh)"
+    } else {
+        ""
+    }
+}
+
 impl DockerSwarm {
     /// Connects to `host` (`unix:///var/run/docker.sock`, `tcp://…`), else to the daemon the
     /// docker CLI would reach from this environment (its TLS settings and contexts included).
@@ -92,10 +105,22 @@ impl DockerSwarm {
                 let [ca, cert, key] = CERT_FILES.map(|f| certs.join(f));
                 Docker::connect_with_ssl(addr, &key, &cert, &ca, timeout, bollard::API_DEFAULT_VERSION)
             }
+            Endpoint::Ssh { target, .. } => super::ssh::docker(target.clone(), timeout),
             Endpoint::Local => Docker::connect_with_local_defaults(),
         }
         .map_err(|e| SwarmError::Endpoint(format!("{endpoint}: {e}")))?;
-        let docker = docker.negotiate_version().await.map_err(|e| first_call_failed(&endpoint, e))?;
+        let docker = match docker.negotiate_version().await {
+            Ok(docker) => docker,
+            // ssh's own words (a refused key, an unknown host key, no docker there) are the
+            // ones to act on; the connection only saw its output end.
+            Err(e) => match &endpoint {
+                Endpoint::Ssh { target, .. } => match target.diagnose().await {
+                    Some(said) => return Err(SwarmError::Endpoint(format!("{endpoint}: `{}` failed: {said}{}", target.shown(), ssh_advice(&said)))),
+                    None => return Err(first_call_failed(&endpoint, e)),
+                },
+                _ => return Err(first_call_failed(&endpoint, e)),
+            },
+        };
         Ok(DockerSwarm { docker, calls: Arc::new(AtomicU64::new(0)), runs_here: Arc::default() })
     }
 

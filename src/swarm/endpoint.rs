@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 
+use super::ssh::SshTarget;
 use super::SwarmError;
 
 /// What the docker CLI would read from the environment.
@@ -45,6 +46,8 @@ pub(crate) enum Endpoint {
     Http(String),
     /// The server checked against `ca.pem`, and `cert.pem`/`key.pem` presented, all from `certs`.
     Tls { addr: String, certs: PathBuf },
+    /// `docker system dial-stdio` on the manager through the user's ssh (`addr` as given).
+    Ssh { addr: String, target: SshTarget },
 }
 
 impl std::fmt::Display for Endpoint {
@@ -54,6 +57,7 @@ impl std::fmt::Display for Endpoint {
             Endpoint::Unix(path) => write!(f, "unix://{path}"),
             Endpoint::Http(addr) => write!(f, "{addr}"),
             Endpoint::Tls { addr, certs } => write!(f, "{addr} over TLS with the certificates of {}", certs.display()),
+            Endpoint::Ssh { addr, .. } => write!(f, "{addr}"),
         }
     }
 }
@@ -124,14 +128,12 @@ fn address(origin: &str, host: &str, certs: Option<&Path>, where_certs: &str) ->
     if host.starts_with('/') {
         return Ok(Endpoint::Unix(host.to_string()));
     }
-    if let Some(rest) = host.strip_prefix("ssh://") {
-        return Err(SwarmError::Endpoint(format!(
-            "{origin}: labd does not connect over ssh; forward the daemon's socket and point labd at it: \
-             `ssh -nNT -L /tmp/docker.sock:/var/run/docker.sock {rest}` and DOCKER_HOST=unix:///tmp/docker.sock"
-        )));
+    if host.starts_with("ssh://") {
+        let target = SshTarget::parse(host).map_err(|e| SwarmError::Endpoint(format!("{origin}: {e}")))?;
+        return Ok(Endpoint::Ssh { addr: host.to_string(), target });
     }
     if !(host.starts_with("tcp://") || host.starts_with("http://") || host.starts_with("https://")) {
-        return Err(SwarmError::Endpoint(format!("{origin}: not an address labd knows (unix:///path, tcp://host:port, or ssh:// through a forwarded socket)")));
+        return Err(SwarmError::Endpoint(format!("{origin}: not an address labd knows (unix:///path, tcp://host:port, ssh://[user@]host[:port])")));
     }
     let Some(certs) = certs else { return Ok(Endpoint::Http(host.to_string())) };
     let missing: Vec<&str> = CERT_FILES.into_iter().filter(|f| !certs.join(f).is_file()).collect();
@@ -167,8 +169,10 @@ mod tests {
         assert_eq!(of(host("/run/docker.sock")).ok(), Some(Endpoint::Unix("/run/docker.sock".into())));
         assert_eq!(of(host("tcp://10.0.0.5:2375")).ok(), Some(Endpoint::Http("tcp://10.0.0.5:2375".into())));
 
-        let ssh = of(host("ssh://me@manager")).expect_err("ssh is not spoken").to_string();
-        assert!(ssh.contains("ssh -nNT -L /tmp/docker.sock:/var/run/docker.sock me@manager"), "{ssh}");
+        let ssh = |destination: &str, port| Endpoint::Ssh { addr: format!("ssh://{destination}:2222"), target: SshTarget { destination: destination.into(), port } };
+        assert_eq!(of(host("ssh://me@manager:2222")).ok(), Some(ssh("me@manager", Some(2222))));
+        let path = of(host("ssh://me@manager/run/docker.sock")).expect_err("a path").to_string();
+        assert!(path.contains("DOCKER_HOST=ssh://me@manager/run/docker.sock: ") && path.contains("no path"), "{path}");
         let odd = of(host("npipe:////./pipe/docker_engine")).expect_err("not an address").to_string();
         assert!(odd.contains("not an address labd knows"), "{odd}");
 
@@ -209,12 +213,15 @@ mod tests {
         context("plain", r#"{"Name":"plain","Endpoints":{"docker":{"Host":"unix:///run/other.sock"}}}"#, &[]);
         context("half", r#"{"Name":"half","Endpoints":{"docker":{"Host":"tcp://10.0.0.6:2376"}}}"#, &["ca.pem"]);
         context("careless", r#"{"Name":"careless","Endpoints":{"docker":{"Host":"tcp://10.0.0.7:2376","SkipTLSVerify":true}}}"#, &[]);
+        context("tunnel", r#"{"Name":"tunnel","Endpoints":{"docker":{"Host":"ssh://lab@10.0.0.8","SkipTLSVerify":false}}}"#, &[]);
         std::fs::write(config.join("config.json"), r#"{"auths": {}, "currentContext": "remote"}"#).expect("config.json");
         let env = |host: Option<&str>, context: Option<&str>| DockerEnv { host: host.map(Into::into), context: context.map(Into::into), config_dir: Some(config.clone()), ..Default::default() };
 
         assert_eq!(Endpoint::of(&env(None, None)).ok(), Some(Endpoint::Tls { addr: "tcp://10.0.0.5:2376".into(), certs: remote }), "the current context");
         assert_eq!(Endpoint::of(&env(None, Some("plain"))).ok(), Some(Endpoint::Unix("/run/other.sock".into())), "DOCKER_CONTEXT over the current");
         assert_eq!(Endpoint::of(&env(None, Some("default"))).ok(), Some(Endpoint::Local));
+        let tunnel = Endpoint::Ssh { addr: "ssh://lab@10.0.0.8".into(), target: SshTarget { destination: "lab@10.0.0.8".into(), port: None } };
+        assert_eq!(Endpoint::of(&env(None, Some("tunnel"))).ok(), Some(tunnel), "`docker context create --docker host=ssh://…`");
         assert_eq!(Endpoint::of(&env(Some("unix:///var/run/docker.sock"), Some("plain"))).ok(), Some(Endpoint::Unix("/var/run/docker.sock".into())), "DOCKER_HOST over any context");
 
         let half = Endpoint::of(&env(None, Some("half"))).expect_err("TLS files missing").to_string();
