@@ -432,8 +432,11 @@ fn ingress_rate_limits_a_download_and_gilbert_elliott_loss_comes_in_bursts() {
     let lost: Vec<bool> = swarmlab::shaping::measure::parse_replies(&String::from_utf8_lossy(&out.stdout), 2500).iter().map(Option::is_none).collect();
     let (rate, burst) = swarmlab::shaping::measure::loss_runs(&lost);
     println!("Gilbert-Elliott p 5% r 40%: loss {:.1}% (theory 11.1%), mean burst {burst:.2} (theory 2.50) over {} echoes", rate * 100.0, lost.len());
-    assert!((0.06..0.17).contains(&rate), "loss rate {rate}");
-    assert!((1.9..3.2).contains(&burst), "losses come in bursts of ~2.5, not alone (independent loss gives 1.1): {burst}");
+    // ~111 bursts of 2500 echoes: the loss rate's standard deviation is ~1.3% and the mean
+    // burst's ~0.18 (a burst's length is geometric, deviation 1.94), so both ranges lie 4.5+
+    // deviations out (1.9 was 3.3 of them: one run in ~2000 would have failed for nothing).
+    assert!((0.05..0.18).contains(&rate), "loss rate {rate}");
+    assert!((1.6..3.5).contains(&burst), "losses come in bursts of ~2.5, not alone (independent loss gives 1.1): {burst}");
 }
 
 /// `labctl top` and the `swarmlab_task_*` series: each task's traffic on each lab network, its
