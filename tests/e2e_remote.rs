@@ -119,6 +119,9 @@ impl Remote {
             .env("DOCKER_CERT_PATH", &self.cert_path)
             .env("REDIS_URL", &self.redis_url)
             .env("SSL_CERT_FILE", &self.ca)
+            // The Redis checks its clients: the same client certificate as for Docker.
+            .env("REDIS_TLS_CERT_FILE", self.cert_path.join("cert.pem"))
+            .env("REDIS_TLS_KEY_FILE", self.cert_path.join("key.pem"))
             .env("DOCKER_API_VERSION", "1.41");
         c
     }
@@ -157,8 +160,9 @@ fn labd_and_labctl_reach_docker_and_redis_over_tls_as_the_docker_cli_and_redis_c
     let cli = remote.command(DOCKER).args(["version", "--format", "{{.Server.Version}}"]).output().unwrap();
     assert!(cli.status.success(), "the docker CLI over TLS: {}", text(&cli));
     let ca = remote.ca.to_string_lossy().to_string();
-    let ping = Command::new("redis-cli").args(["--tls", "--cacert", &ca, "-h", "localhost", "-p", &redis.port.to_string(), "ping"]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&ping.stdout).trim(), "PONG", "redis-cli --tls: {}", text(&ping));
+    let client = |f: &str| remote.cert_path.join(f).to_string_lossy().to_string();
+    let ping = Command::new("redis-cli").args(["--tls", "--cacert", &ca, "--cert", &client("cert.pem"), "--key", &client("key.pem"), "-h", "localhost", "-p", &redis.port.to_string(), "ping"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&ping.stdout).trim(), "PONG", "redis-cli --tls with a client certificate: {}", text(&ping));
 
     let name = "tlslab";
     remove_lab_objects(name);
@@ -228,7 +232,10 @@ fn labd_and_labctl_reach_docker_and_redis_over_tls_as_the_docker_cli_and_redis_c
     let untrusted = remote.command(env!("CARGO_BIN_EXE_labctl")).args(["status"]).env_remove("SSL_CERT_FILE").output().unwrap();
     let said = text(&untrusted);
     assert!(!untrusted.status.success() && said.contains("SSL_CERT_FILE"), "a Redis certificate this machine does not trust: {said}");
-    let plain_redis = remote.command(env!("CARGO_BIN_EXE_labctl")).args(["status"]).env("REDIS_URL", format!("redis://localhost:{}", redis.port)).output().unwrap();
+    let no_client_cert = remote.command(env!("CARGO_BIN_EXE_labctl")).args(["status"]).env_remove("REDIS_TLS_CERT_FILE").env_remove("REDIS_TLS_KEY_FILE").output().unwrap();
+    let said = text(&no_client_cert);
+    assert!(!no_client_cert.status.success() && said.contains("checks its clients' certificates: REDIS_TLS_CERT_FILE"), "no client certificate for a Redis that checks them: {said}");
+    let plain_redis = remote.command(env!("CARGO_BIN_EXE_labctl")).args(["status"]).env_remove("REDIS_TLS_CERT_FILE").env_remove("REDIS_TLS_KEY_FILE").env("REDIS_URL", format!("redis://localhost:{}", redis.port)).output().unwrap();
     let said = text(&plain_redis);
     assert!(!plain_redis.status.success() && said.contains("rediss://"), "plain text to a TLS-only Redis: {said}");
 }

@@ -753,7 +753,7 @@ fn what_labd_reads(report: &TaskShaping) -> TaskShaping {
 
 /// A connection to the agent's Redis, given up after 2 s (a pass must not hang on it).
 pub(crate) async fn connect_redis(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let client = crate::store::client(url).map_err(|e| e.to_string())?;
     tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection())
         .await
         .map_err(|_| "redis connect timed out".to_string())?
@@ -768,7 +768,7 @@ async fn nudge_on_shaping_changes(redis_url: String, wake: tokio::sync::mpsc::Se
     let mut backoff = Duration::from_millis(250);
     loop {
         let subscribed = async {
-            let client = redis::Client::open(redis_url.as_str())?;
+            let client = crate::store::client(&redis_url)?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(keys::SHAPING_CHANGED).await?;
             Ok::<_, redis::RedisError>(pubsub)

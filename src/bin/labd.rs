@@ -43,7 +43,8 @@ struct Cli {
     /// without it, Git's credential helpers apply. SSH uses `ssh` (GIT_SSH_COMMAND is honoured).
     #[arg(long, env = "LABD_GIT_CREDENTIALS", requires = "git")]
     git_credentials: Option<PathBuf>,
-    /// Where status, events and metrics go.
+    /// Where status, events and metrics go (`rediss://` for TLS; a client certificate from
+    /// REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true)]
     redis: String,
     /// Docker daemon: unix:///path or tcp://host:port (default: the local socket, or DOCKER_HOST).

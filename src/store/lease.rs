@@ -32,7 +32,7 @@ pub enum Renewal {
 
 impl Lease {
     pub fn new(url: &str, holder: String, ttl: Duration) -> redis::RedisResult<Lease> {
-        Ok(Lease { client: redis::Client::open(url)?, holder, ttl })
+        Ok(Lease { client: super::client(url)?, holder, ttl })
     }
 
     async fn conn(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {

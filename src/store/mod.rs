@@ -14,12 +14,43 @@ use crate::status::{LabEvent, LabStatus, SourceStatus, TaskShaping};
 /// An agent that has not passed for this long is taken to be gone (it passes twice a second).
 pub const AGENT_ALIVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The files of the client certificate a Redis that checks its clients' (`tls-auth-clients
+/// yes`) wants, in PEM, as redis-cli's `--cert` and `--key` take them.
+pub const CLIENT_CERT_ENV: [&str; 2] = ["REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE"];
+
+/// A client of the Redis at `url`: with the client certificate the environment names
+/// (CLIENT_CERT_ENV) for a `rediss://` one. The server is checked against this machine's trusted
+/// certificates either way (a private CA through SSL_CERT_FILE).
+pub fn client(url: &str) -> redis::RedisResult<redis::Client> {
+    let [cert, key] = CLIENT_CERT_ENV.map(|name| std::env::var_os(name).filter(|v| !v.is_empty()).map(|v| (name, std::path::PathBuf::from(v))));
+    client_with(url, cert, key)
+}
+
+fn client_with(url: &str, cert: Option<(&str, std::path::PathBuf)>, key: Option<(&str, std::path::PathBuf)>) -> redis::RedisResult<redis::Client> {
+    let invalid = |detail: String| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "client certificate", detail));
+    let (cert, key) = match (cert, key) {
+        (None, None) => return redis::Client::open(url),
+        (Some(cert), Some(key)) => (cert, key),
+        (Some((set, _)), None) | (None, Some((set, _))) => return Err(invalid(format!("{set} is set without its pair: {} name the certificate and its key", CLIENT_CERT_ENV.join(" and ")))),
+    };
+    if !url.starts_with("rediss://") {
+        return Err(invalid(format!("{} are set for a Redis not spoken to over TLS: its URL is rediss://", CLIENT_CERT_ENV.join(" and "))));
+    }
+    let read = |(name, path): (&str, std::path::PathBuf)| std::fs::read(&path).map_err(|e| invalid(format!("{name}={}: {e}", path.display())));
+    let client_tls = Some(redis::ClientTlsConfig { client_cert: read(cert)?, client_key: read(key)? });
+    redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert: None })
+}
+
 /// What to do about a Redis that refused a connection over TLS, or a TLS-only one asked in
 /// plain text: the TLS library's words alone ("invalid peer certificate: UnknownIssuer",
 /// "Connection reset by peer") do not say it.
 /// `tls`: the URL was `rediss://`.
 pub fn tls_hint(tls: bool, error: &redis::RedisError) -> Option<&'static str> {
     let text = error.to_string();
+    // The server's alert when it checks its clients and got no certificate, or one it refuses.
+    if tls && (text.contains("CertificateRequired") || text.contains("UnknownCA") || text.contains("BadCertificate")) {
+        return Some("the server checks its clients' certificates: REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE name one it trusts");
+    }
     if tls && text.contains("certificate") {
         return Some("this machine does not trust the server's certificate: for a private CA, SSL_CERT_FILE=/path/to/ca.pem names it");
     }
@@ -140,5 +171,32 @@ impl LabStore for RedisStore {
     }
     fn notices(&self) -> impl futures::Stream<Item = Notice> + Send + 'static {
         RedisStore::notices(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client certificate is a pair of files for a `rediss://` URL; anything else is said
+    /// before a connection is tried.
+    #[test]
+    fn a_client_certificate_is_both_files_for_a_tls_url() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let [cert, key] = ["cert.pem", "key.pem"].map(|f| dir.path().join(f));
+        let named = |name: &'static str, path: &std::path::Path| Some((name, path.to_path_buf()));
+        let said = |r: redis::RedisResult<redis::Client>| r.err().map(|e| e.to_string()).unwrap_or_default();
+
+        assert!(client_with("redis://127.0.0.1:6379", None, None).is_ok(), "no certificate: as before");
+        let half = said(client_with("rediss://r:6380", named("REDIS_TLS_CERT_FILE", &cert), None));
+        assert!(half.contains("REDIS_TLS_CERT_FILE is set without its pair"), "{half}");
+        let plain = said(client_with("redis://r:6379", named("REDIS_TLS_CERT_FILE", &cert), named("REDIS_TLS_KEY_FILE", &key)));
+        assert!(plain.contains("its URL is rediss://"), "{plain}");
+        let missing = said(client_with("rediss://r:6380", named("REDIS_TLS_CERT_FILE", &cert), named("REDIS_TLS_KEY_FILE", &key)));
+        assert!(missing.contains(&format!("REDIS_TLS_CERT_FILE={}", cert.display())), "{missing}");
+        std::fs::write(&cert, "not a certificate").expect("a file");
+        std::fs::write(&key, "not a key").expect("a file");
+        let garbled = said(client_with("rediss://r:6380", named("REDIS_TLS_CERT_FILE", &cert), named("REDIS_TLS_KEY_FILE", &key)));
+        assert!(!garbled.is_empty(), "files that are not PEM are refused");
     }
 }

@@ -204,7 +204,7 @@ impl RedisStore {
 
     pub fn new(url: &str) -> Result<Self, redis::RedisError> {
         Ok(RedisStore {
-            client: redis::Client::open(url)?,
+            client: super::client(url)?,
             outbox: Arc::default(),
             wake: Arc::new(Notify::new()),
             reader: Arc::default(),
@@ -579,7 +579,7 @@ impl StoreReader {
     }
 
     async fn connect_with(url: &str, config: redis::AsyncConnectionConfig) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
+        let client = super::client(url)?;
         let conn = tokio::time::timeout(Duration::from_secs(3), client.get_multiplexed_async_connection_with_config(&config))
             .await
             .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;

@@ -60,11 +60,12 @@ impl Redis {
     }
 
     /// A server that speaks only TLS, as a managed Redis does, with the certificate `certs`
-    /// holds (`server-cert.pem`, `server-key.pem`, signed by `ca.pem`; no client certificates).
+    /// holds (`server-cert.pem`, `server-key.pem`, signed by `ca.pem`), and that lets in only
+    /// clients with a certificate `ca.pem` signed (`tls-auth-clients yes`).
     pub fn start_tls(certs: &std::path::Path) -> Redis {
         let port = free_port();
         let file = |f: &str| certs.join(f).to_string_lossy().to_string();
-        let listen = ["--port", "0", "--tls-port", &port.to_string(), "--tls-cert-file", &file("server-cert.pem"), "--tls-key-file", &file("server-key.pem"), "--tls-ca-cert-file", &file("ca.pem"), "--tls-auth-clients", "no"];
+        let listen = ["--port", "0", "--tls-port", &port.to_string(), "--tls-cert-file", &file("server-cert.pem"), "--tls-key-file", &file("server-key.pem"), "--tls-ca-cert-file", &file("ca.pem"), "--tls-auth-clients", "yes"];
         Self::spawn(port, &listen, None, true)
     }
 

@@ -90,7 +90,7 @@ impl<A: Answer> Asked<A> {
     /// Asks the agents; fails when Redis cannot be written (no agent can hear). `command`
     /// names labctl's subcommand in what it says.
     pub async fn ask<R: Ask>(url: &str, mut request: R, command: &'static str) -> redis::RedisResult<Asked<A>> {
-        let client = redis::Client::open(url)?;
+        let client = swarmlab::store::client(url)?;
         let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(BLOCK + Duration::from_secs(2)));
         let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
         let id = format!("{}-{}-{:08x}", request.lab(), std::process::id(), rand::random::<u32>());

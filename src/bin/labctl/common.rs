@@ -48,6 +48,10 @@ pub async fn once_or_watched(url: &str, watch: bool, mut screen: impl AsyncFnMut
 
 pub async fn reader(url: &str) -> anyhow::Result<StoreReader> {
     StoreReader::connect(url).await.map_err(|e| {
+        // Settings that cannot work (a client certificate's files) say so themselves.
+        if e.kind() == redis::ErrorKind::InvalidClientConfig {
+            return anyhow::Error::new(e).context(format!("redis at {url}"));
+        }
         let what_to_do = swarmlab::store::tls_hint(url.starts_with("rediss://"), &e).unwrap_or("is labd's redis running? (set --redis or REDIS_URL)");
         anyhow::Error::new(e).context(format!("cannot reach redis at {url}: {what_to_do}"))
     })

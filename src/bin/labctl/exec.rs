@@ -244,7 +244,7 @@ async fn attached_elsewhere(url: &str, mut asked: crate::asked::Asked<swarmlab::
 /// command's agent, and that it is still there while it sends nothing else.
 async fn send_input(url: String, stream: String, stdin: bool, tty: bool) {
     use tokio::io::AsyncReadExt;
-    let Ok(client) = redis::Client::open(url.as_str()) else { return };
+    let Ok(client) = swarmlab::store::client(&url) else { return };
     let Ok(conn) = client.get_multiplexed_async_connection().await else { return };
     // The stream outlives labctl by three times the agent's patience.
     let expiry = INPUT_GONE_AFTER.as_secs() as i64 * 3;

@@ -34,7 +34,8 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 #[derive(Parser)]
 #[command(name = "labctl", version, about = "Inspect and validate swarmlab labs", long_about = None)]
 struct Cli {
-    /// Where labd writes status.
+    /// Where labd writes status (`rediss://` for TLS; a client certificate from
+    /// REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE).
     #[arg(long, global = true, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis: String,
     #[command(subcommand)]
