@@ -64,8 +64,15 @@ pub(crate) fn api_err(action: impl Into<String>) -> impl FnOnce(bollard::errors:
 }
 
 /// Why the first call to the daemon failed, said as what to look at.
-fn first_call_failed(endpoint: &Endpoint, e: bollard::errors::Error) -> SwarmError {
+async fn first_call_failed(endpoint: &Endpoint, e: bollard::errors::Error) -> SwarmError {
     use bollard::errors::Error::{DockerResponseServerError, HyperLegacyError};
+    // ssh's own words (a refused key, an unknown host key, no docker there) are the ones to
+    // act on; the connection only saw its output end.
+    if let Endpoint::Ssh { target, .. } = endpoint {
+        if let Some(said) = target.diagnose().await {
+            return SwarmError::Endpoint(format!("{endpoint}: `{}` failed: {said}{}", target.shown(), ssh_advice(&said)));
+        }
+    }
     match (endpoint, &e) {
         // A daemon that refuses our certificate (or whose certificate we refuse) ends the
         // connection during or right after the handshake: the certificates are what to look
@@ -111,15 +118,7 @@ impl DockerSwarm {
         .map_err(|e| SwarmError::Endpoint(format!("{endpoint}: {e}")))?;
         let docker = match docker.negotiate_version().await {
             Ok(docker) => docker,
-            // ssh's own words (a refused key, an unknown host key, no docker there) are the
-            // ones to act on; the connection only saw its output end.
-            Err(e) => match &endpoint {
-                Endpoint::Ssh { target, .. } => match target.diagnose().await {
-                    Some(said) => return Err(SwarmError::Endpoint(format!("{endpoint}: `{}` failed: {said}{}", target.shown(), ssh_advice(&said)))),
-                    None => return Err(first_call_failed(&endpoint, e)),
-                },
-                _ => return Err(first_call_failed(&endpoint, e)),
-            },
+            Err(e) => return Err(first_call_failed(&endpoint, e).await),
         };
         Ok(DockerSwarm { docker, calls: Arc::new(AtomicU64::new(0)), runs_here: Arc::default() })
     }

@@ -36,15 +36,30 @@ impl SshTarget {
         if authority.contains('/') || authority.contains('?') {
             return Err(format!("{url}: an ssh:// address names a host, no path (ssh://[user@]host[:port])"));
         }
-        let host_start = authority.rfind('@').map_or(0, |at| at + 1);
-        let (destination, port) = match authority[host_start..].rsplit_once(':') {
-            Some((host, port)) => (&authority[..host_start + host.len()], Some(port.parse().map_err(|_| format!("{url}: `{port}` is not a port"))?)),
-            None => (authority, None),
+        let (user, host_port) = match authority.rsplit_once('@') {
+            Some((user, rest)) => (Some(user), rest),
+            None => (None, authority),
         };
-        if destination.len() == host_start {
+        // An IPv6 address is bracketed in a URL (`[fd00::5]:22`), and given to ssh bare.
+        let (host, port) = match host_port.strip_prefix('[') {
+            Some(bracketed) => {
+                let (host, after) = bracketed.split_once(']').ok_or_else(|| format!("{url}: no `]` after the IPv6 address"))?;
+                (host, after.strip_prefix(':'))
+            }
+            None => match host_port.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (host_port, None),
+            },
+        };
+        let port = port.map(|p| p.parse().map_err(|_| format!("{url}: `{p}` is not a port"))).transpose()?;
+        if host.is_empty() {
             return Err(format!("{url}: no host (ssh://[user@]host[:port])"));
         }
-        Ok(SshTarget { destination: destination.to_string(), port })
+        let destination = match user {
+            Some(user) => format!("{user}@{host}"),
+            None => host.to_string(),
+        };
+        Ok(SshTarget { destination, port })
     }
 
     /// The ssh command that runs `remote` on the manager, as the docker CLI runs it (no tty, a
@@ -172,6 +187,8 @@ mod tests {
         assert_eq!(parse("ssh://me@manager:2222"), Ok(("me@manager".into(), Some(2222))));
         assert_eq!(parse("ssh://manager:22/"), Ok(("manager".into(), Some(22))));
         assert_eq!(parse("ssh://manager"), Ok(("manager".into(), None)));
+        assert_eq!(parse("ssh://me@[fd00::5]:2222"), Ok(("me@fd00::5".into(), Some(2222))));
+        assert_eq!(parse("ssh://[fd00::5]"), Ok(("fd00::5".into(), None)));
         assert!(parse("ssh://me@manager/var/run/docker.sock").unwrap_err().contains("no path"));
         assert!(parse("ssh://me@manager:ssh").unwrap_err().contains("not a port"));
         assert!(parse("ssh://me@").unwrap_err().contains("no host"));
