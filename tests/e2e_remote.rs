@@ -338,7 +338,9 @@ impl Sshd {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let p = |f: &str| d.join(f).to_string_lossy().to_string();
         let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile none\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n",
+            // MaxStartups 4: a login beyond 4 under way is dropped (sshd's default starts dropping
+            // at random from 10), as a busy or hardened manager does.
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile none\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nMaxStartups 4\n",
             p("host_key"),
             p("authorized_keys")
         );
@@ -351,7 +353,8 @@ impl Sshd {
             .expect("/usr/sbin/sshd runs (scripts/setup.sh installs openssh-server)");
         let sshd = KillOnDrop(sshd);
         eventually("sshd to listen", Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()).map_err(|e| e.to_string()));
-        let scan = Command::new("ssh-keyscan").args(["-p", &port.to_string(), "127.0.0.1"]).output().unwrap();
+        // Its one host key type: a connection, not one per type (MaxStartups below).
+        let scan = Command::new("ssh-keyscan").args(["-t", "ed25519", "-p", &port.to_string(), "127.0.0.1"]).output().unwrap();
         assert!(!scan.stdout.is_empty(), "ssh-keyscan: {}", text(&scan));
         std::fs::write(d.join("known_hosts"), &scan.stdout).unwrap();
         for (name, key, known) in [("good", "user_key", "known_hosts"), ("unknown-host", "user_key", "no_known_hosts"), ("stranger", "stranger_key", "known_hosts")] {
@@ -397,7 +400,9 @@ fn labd_and_labctl_reach_a_manager_over_ssh_as_the_docker_cli_does() {
     let dir = tempfile::tempdir().unwrap();
     let labs = dir.path().join("labs");
     std::fs::create_dir_all(&labs).unwrap();
-    std::fs::write(labs.join("sshlab.yaml"), lan_lab(name, "20ms", &["a", "b"])).unwrap();
+    // Ten services: labd sends their creates at once.
+    let services = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+    std::fs::write(labs.join("sshlab.yaml"), lan_lab(name, "20ms", &services)).unwrap();
     let log = dir.path().join("labd.log");
     let _removed = LabRemovedAtEnd(name);
     let _labd = KillOnDrop(sshd
@@ -417,7 +422,11 @@ fn labd_and_labctl_reach_a_manager_over_ssh_as_the_docker_cli_does() {
     let status: serde_json::Value = serde_json::from_slice(&labctl(&["status", name, "-o", "json"], "good").stdout).expect("status JSON");
     let shaped = status["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "ShapingApplied" && c["status"] == "True");
     assert!(shaped, "the lab shaped, its tasks found through the daemon over ssh: {status}");
-    assert_eq!(stack_services(name).len(), 2, "both services on the Swarm");
+    assert_eq!(stack_services(name).len(), services.len(), "every service on the Swarm");
+    // Never more logins under way than sshd takes: no connection dropped, no create failed.
+    let sshd_log = std::fs::read_to_string(sshd.dir.path().join("sshd.log")).unwrap_or_default();
+    let labd_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!sshd_log.contains("past MaxStartups") && !labd_log.contains("action failed"), "logins beyond MaxStartups:\n{sshd_log}\n--- labd log ---\n{labd_log}");
     // The same daemon is on the local socket too: sshd's log shows the way taken.
     let labd_logins = sshd.logins() - cli_logins;
     assert!(labd_logins > 0, "labd went over ssh");

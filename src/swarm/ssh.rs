@@ -94,10 +94,19 @@ impl SshTarget {
     }
 }
 
+/// ssh connections being set up at once. sshd drops unauthenticated connections beyond its
+/// MaxStartups (from 10, at random, by default), and labd sends up to 16 requests at once:
+/// measured with a 24-service lab, sshd saw 15 logins under way together, and with
+/// `MaxStartups 4` 12 of the 24 creates failed at first. One count for the whole process: labd's
+/// controller, agent and status page each hold a client, and sshd counts them all.
+const DIALING_AT_ONCE: usize = 4;
+static DIALING: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> = std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(DIALING_AT_ONCE)));
+
 /// A Docker client whose every connection is a `docker system dial-stdio` over ssh.
 pub(crate) fn docker(target: SshTarget, timeout: u64) -> Result<bollard::Docker, bollard::errors::Error> {
     let address = format!("ssh://{}", target.destination);
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(Dialer { target: Arc::new(target) });
+    let dialer = Dialer { target: Arc::new(target), dialing: DIALING.clone() };
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(dialer);
     bollard::Docker::connect_with_custom_transport(
         move |request: bollard::BollardRequest| {
             let client = client.clone();
@@ -113,6 +122,8 @@ pub(crate) fn docker(target: SshTarget, timeout: u64) -> Result<bollard::Docker,
 #[derive(Clone)]
 struct Dialer {
     target: Arc<SshTarget>,
+    /// A permit per connection until its first answer (its login done) or its end.
+    dialing: Arc<tokio::sync::Semaphore>,
 }
 
 impl tower_service::Service<hyper::Uri> for Dialer {
@@ -125,8 +136,9 @@ impl tower_service::Service<hyper::Uri> for Dialer {
     }
 
     fn call(&mut self, _: hyper::Uri) -> Self::Future {
-        let target = self.target.clone();
+        let (target, dialing) = (self.target.clone(), self.dialing.clone());
         Box::pin(async move {
+            let permit = dialing.acquire_owned().await.map_err(io::Error::other)?;
             let mut child = target
                 .command(&["docker", "system", "dial-stdio"])
                 .stdin(Stdio::piped())
@@ -138,7 +150,7 @@ impl tower_service::Service<hyper::Uri> for Dialer {
             let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
                 return Err(io::Error::other("ssh started without its standard input and output"));
             };
-            Ok(TokioIo::new(SshStream { _ssh: child, stdin, stdout }))
+            Ok(TokioIo::new(SshStream { _ssh: child, stdin, stdout, dialing: Some(permit) }))
         })
     }
 }
@@ -148,6 +160,7 @@ struct SshStream {
     _ssh: Child,
     stdin: ChildStdin,
     stdout: ChildStdout,
+    dialing: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Connection for SshStream {
@@ -158,7 +171,13 @@ impl Connection for SshStream {
 
 impl AsyncRead for SshStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stdout).poll_read(cx, buf)
+        let this = self.get_mut();
+        let read = Pin::new(&mut this.stdout).poll_read(cx, buf);
+        if read.is_ready() {
+            // An answer came (so ssh logged in), or the connection ended: no longer dialing.
+            this.dialing = None;
+        }
+        read
     }
 }
 
