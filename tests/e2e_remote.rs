@@ -340,7 +340,8 @@ impl Sshd {
         let config = format!(
             // MaxStartups 4: a login beyond 4 under way is dropped (sshd's default starts dropping
             // at random from 10), as a busy or hardened manager does.
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile none\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nMaxStartups 4\n",
+            "Port {port}\nListenAddress 127.0.0.1\n{}HostKey {}\nAuthorizedKeysFile {}\nPidFile none\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nMaxStartups 4\n",
+            if ipv6_loopback() { "ListenAddress ::1\n" } else { "" },
             p("host_key"),
             p("authorized_keys")
         );
@@ -354,9 +355,13 @@ impl Sshd {
         let sshd = KillOnDrop(sshd);
         eventually("sshd to listen", Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()).map_err(|e| e.to_string()));
         // Its one host key type: a connection, not one per type (MaxStartups below).
-        let scan = Command::new("ssh-keyscan").args(["-t", "ed25519", "-p", &port.to_string(), "127.0.0.1"]).output().unwrap();
-        assert!(!scan.stdout.is_empty(), "ssh-keyscan: {}", text(&scan));
-        std::fs::write(d.join("known_hosts"), &scan.stdout).unwrap();
+        let mut known = Vec::new();
+        for host in std::iter::once("127.0.0.1").chain(ipv6_loopback().then_some("::1")) {
+            let scan = Command::new("ssh-keyscan").args(["-t", "ed25519", "-p", &port.to_string(), host]).output().unwrap();
+            assert!(!scan.stdout.is_empty(), "ssh-keyscan {host}: {}", text(&scan));
+            known.extend(scan.stdout);
+        }
+        std::fs::write(d.join("known_hosts"), known).unwrap();
         for (name, key, known) in [("good", "user_key", "known_hosts"), ("unknown-host", "user_key", "no_known_hosts"), ("stranger", "stranger_key", "known_hosts")] {
             std::fs::write(d.join(format!("{name}.conf")), format!("Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n", p(key), p(known))).unwrap();
         }
@@ -381,6 +386,11 @@ impl Sshd {
     fn logins(&self) -> usize {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default().matches("Accepted publickey").count()
     }
+}
+
+/// Whether this machine's loopback has its IPv6 address.
+fn ipv6_loopback() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
 }
 
 /// `DOCKER_HOST=ssh://user@host:port` (or a context made with one), as the docker CLI takes it:
@@ -434,6 +444,14 @@ fn labd_and_labctl_reach_a_manager_over_ssh_as_the_docker_cli_does() {
     let said = text(&diff);
     assert!(matches!(diff.status.code(), Some(0 | 1)) && !said.contains(name), "labctl diff over ssh: {said}");
     println!("over ssh: the docker CLI's version took {cli_logins} login(s); labd to Ready {labd_logins}; labctl diff {}", sshd.logins() - cli_logins - labd_logins);
+    // A manager by its IPv6 address, bracketed in the URL as the docker CLI takes it.
+    if ipv6_loopback() {
+        let diff = sshd.command(env!("CARGO_BIN_EXE_labctl"), "good").args(["diff", labs.to_str().unwrap()]).env("DOCKER_HOST", format!("ssh://root@[::1]:{}", sshd.port)).env("REDIS_URL", redis.url()).output().unwrap();
+        let said = text(&diff);
+        assert!(matches!(diff.status.code(), Some(0 | 1)) && !said.contains(name), "labctl diff over ssh to [::1]: {said}");
+    } else {
+        println!("NOT RUN: ssh://root@[::1] (this machine's loopback has no IPv6 address)");
+    }
 
     // What ssh refuses, in its words and with what to do, before anything is touched.
     let unknown = labctl(&["diff", labs.to_str().unwrap()], "unknown-host");

@@ -47,7 +47,8 @@ struct Cli {
     /// REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true)]
     redis: String,
-    /// Docker daemon: unix:///path or tcp://host:port (default: the local socket, or DOCKER_HOST).
+    /// Docker daemon: unix:///path, tcp://host:port or ssh://[user@]host[:port] (default:
+    /// DOCKER_HOST, else the docker CLI's context, else the local socket).
     #[arg(long, env = "DOCKER_HOST", global = true)]
     docker_host: Option<String>,
     /// Seconds between full resyncs of every lab.

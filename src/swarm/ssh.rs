@@ -104,7 +104,9 @@ static DIALING: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> = std::sync::La
 
 /// A Docker client whose every connection is a `docker system dial-stdio` over ssh.
 pub(crate) fn docker(target: SshTarget, timeout: u64) -> Result<bollard::Docker, bollard::errors::Error> {
-    let address = format!("ssh://{}", target.destination);
+    // The URL bollard builds its requests on: the dialer ignores it, and `user@fd00::5` would
+    // not parse as one.
+    let address = "ssh://docker";
     let dialer = Dialer { target: Arc::new(target), dialing: DIALING.clone() };
     let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(dialer);
     bollard::Docker::connect_with_custom_transport(

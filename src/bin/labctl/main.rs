@@ -107,7 +107,7 @@ enum Command {
     Diff {
         #[arg(default_value = "labs")]
         dir: PathBuf,
-        /// Docker daemon (default: the local socket, or DOCKER_HOST).
+        /// Docker daemon (default: DOCKER_HOST, else the docker CLI's context, else the local socket).
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
     },
@@ -133,7 +133,7 @@ enum Command {
         interval: u32,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
-        /// Docker daemon of the task's node (default: the local socket, or DOCKER_HOST).
+        /// Docker daemon of the task's node (default: DOCKER_HOST, else the docker CLI's context, else the local socket).
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
     },
@@ -158,7 +158,7 @@ enum Command {
         /// Leave the schedule's steps out.
         #[arg(long)]
         no_steps: bool,
-        /// Docker daemon of a manager of the lab's swarm (default: the local socket, or DOCKER_HOST).
+        /// Docker daemon of a manager of the lab's swarm (default: DOCKER_HOST, else the docker CLI's context, else the local socket).
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
     },
@@ -179,7 +179,7 @@ enum Command {
         /// Give the command a terminal (one task, on any node); with -i, a shell's prompt.
         #[arg(short = 't', long)]
         tty: bool,
-        /// Docker daemon of the task's node (default: the local socket, or DOCKER_HOST).
+        /// Docker daemon of the task's node (default: DOCKER_HOST, else the docker CLI's context, else the local socket).
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
     },
@@ -206,7 +206,7 @@ enum Command {
         /// Bytes kept of each frame (its length on the wire is recorded whole).
         #[arg(long, default_value_t = 262_144)]
         snaplen: usize,
-        /// Docker daemon of this machine's node (default: the local socket, or DOCKER_HOST): the
+        /// Docker daemon of this machine's node (default: DOCKER_HOST, else the docker CLI's context, else the local socket): the
         /// tasks' pids must be this kernel's.
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
@@ -220,7 +220,7 @@ enum Command {
         source: String,
         /// The directory the tasks' copies go in (one directory per task).
         dest: PathBuf,
-        /// Docker daemon of the tasks' node (default: the local socket, or DOCKER_HOST).
+        /// Docker daemon of the tasks' node (default: DOCKER_HOST, else the docker CLI's context, else the local socket).
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
     },
@@ -262,7 +262,7 @@ enum Command {
         /// How long to wait for the new tasks (exit 1 after).
         #[arg(long, default_value = "120s", value_parser = parse_timeout)]
         timeout: std::time::Duration,
-        /// Docker daemon of a manager (default: the local socket, or DOCKER_HOST).
+        /// Docker daemon of a manager (default: DOCKER_HOST, else the docker CLI's context, else the local socket).
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
     },
