@@ -313,7 +313,7 @@ fn with_no_agent_running_the_lab_says_so_and_an_agent_started_then_shapes_it() {
     drop(agent);
 }
 
-/// An sshd on a free port of 127.0.0.1 that lets in one key, and what a user's shell holds for
+/// An sshd on a free port of 127.0.0.1 (and ::1) that lets in one key, and what a user's shell holds for
 /// it: `bin/ssh` (first on PATH) is ssh with the config `$SSH_TEST_CONFIG` names, as a user's
 /// ~/.ssh/config would be read (root's own is left alone). Configs: `good.conf` (the key, the
 /// host key known), `unknown-host.conf` (no known hosts), `stranger.conf` (a key sshd refuses).
@@ -354,7 +354,7 @@ impl Sshd {
             .expect("/usr/sbin/sshd runs (scripts/setup.sh installs openssh-server)");
         let sshd = KillOnDrop(sshd);
         eventually("sshd to listen", Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()).map_err(|e| e.to_string()));
-        // Its one host key type: a connection, not one per type (MaxStartups below).
+        // Its one host key type: one connection, not one per type (MaxStartups above).
         let mut known = Vec::new();
         for host in std::iter::once("127.0.0.1").chain(ipv6_loopback().then_some("::1")) {
             let scan = Command::new("ssh-keyscan").args(["-t", "ed25519", "-p", &port.to_string(), host]).output().unwrap();
