@@ -704,10 +704,15 @@ async fn shaping_condition(
 ) -> (ShapingState, Option<chrono::DateTime<Utc>>) {
     let fresh = |r: &&crate::status::TaskShaping| r.is_fresh();
     let reports = store.task_shaping(&desired.lab).await;
-    let agents = store.live_agents().await;
     let last_applied = reports.iter().flatten().filter(fresh).flat_map(|r| r.attachments.iter().filter_map(|a| a.applied_at).chain(r.paused_changed_at)).max();
     let on_tasks = super::task_faults::faults_state(reports.as_deref(), faults, schedule_running, desired, observed);
-    let state = match (shaping_state(reports, agents, desired, in_force, observed), on_tasks) {
+    let shaping = match shaping_tally(reports, desired, in_force, observed) {
+        Tally::Settled(state) => state,
+        // Only a wait names the nodes without an agent: the agents are read for it alone, not
+        // at every pass of every shaped lab.
+        Tally::Short { done, expected } => waiting_for_agents(done, expected, desired, in_force, observed, store.live_agents().await.as_deref()),
+    };
+    let state = match (shaping, on_tasks) {
         (ShapingState::Failing(m), _) => ShapingState::Failing(m),
         (_, Err(m)) => ShapingState::Failing(m),
         (ShapingState::Pending(m), _) => ShapingState::Pending(m),
@@ -717,37 +722,62 @@ async fn shaping_condition(
     (state, last_applied)
 }
 
-/// The nodes (comma-separated) where the shaped services run tasks and no agent has reported
-/// by that name lately; `None` when there are none, or the agents cannot be read.
-fn nodes_without_agent(shaped: &[&crate::plan::DesiredService], observed: &Observed, agents: Option<&[String]>) -> Option<String> {
-    let agents = agents?;
-    let without: std::collections::BTreeSet<&String> = shaped
+/// The services with conditions in force.
+fn shaped_services<'a>(desired: &'a DesiredLab, in_force: &Shaping) -> Vec<&'a crate::plan::DesiredService> {
+    desired.services.iter().filter(|s| in_force.contains_key(&s.short_name)).collect()
+}
+
+/// What the agents' reports say: a verdict, or `done` of the `expected` running tasks shaped.
+enum Tally {
+    Settled(ShapingState),
+    Short { done: u64, expected: u64 },
+}
+
+/// The wait for shaping, saying why when no agent can do it: none alive at all, or none on
+/// the nodes where the shaped tasks run (matched by hostname). `agents`: the nodes with a live
+/// agent (`None`: unreadable).
+fn waiting_for_agents(done: u64, expected: u64, desired: &DesiredLab, in_force: &Shaping, observed: &Observed, agents: Option<&[String]>) -> ShapingState {
+    let Some(agents) = agents else {
+        return ShapingState::Pending(format!("{done}/{expected} tasks shaped"));
+    };
+    if agents.is_empty() {
+        // The usual first multi-node mistake (or labd --no-agent alone): nothing will ever apply.
+        return ShapingState::Pending(format!(
+            "{done}/{expected} tasks shaped: no node agent is running (none has reported within {}s): labd runs one unless --no-agent, and every other node needs `labd agent`",
+            crate::store::AGENT_ALIVE_WITHIN.as_secs()
+        ));
+    }
+    let without: std::collections::BTreeSet<&String> = shaped_services(desired, in_force)
         .iter()
         .filter_map(|s| observed.services.iter().find(|o| o.name == s.name))
         .flat_map(|o| o.running_on.iter())
         .filter(|node| !agents.contains(node))
         .collect();
-    (!without.is_empty()).then(|| without.into_iter().cloned().collect::<Vec<_>>().join(", "))
+    if without.is_empty() {
+        ShapingState::Pending(format!("{done}/{expected} tasks shaped"))
+    } else {
+        let without = without.into_iter().cloned().collect::<Vec<_>>().join(", ");
+        ShapingState::Pending(format!("{done}/{expected} tasks shaped: no agent has reported from {without} (start `labd agent` there, its --node the node's hostname)"))
+    }
 }
 
-/// `agents`: the nodes with a live agent (`None`: unreadable).
-fn shaping_state(reports: Option<Vec<crate::status::TaskShaping>>, agents: Option<Vec<String>>, desired: &DesiredLab, in_force: &Shaping, observed: &Observed) -> ShapingState {
+fn shaping_tally(reports: Option<Vec<crate::status::TaskShaping>>, desired: &DesiredLab, in_force: &Shaping, observed: &Observed) -> Tally {
     let in_force_of = |service: &str, network: &str| in_force.get(service).and_then(|n| n.get(network)).cloned().unwrap_or_default();
-    let shaped: Vec<&crate::plan::DesiredService> = desired.services.iter().filter(|s| in_force.contains_key(&s.short_name)).collect();
+    let shaped = shaped_services(desired, in_force);
     let current = |r: &crate::status::TaskShaping| r.attachments.iter().all(|a| a.desired == in_force_of(&r.service, &a.network));
     let fresh = |r: &&crate::status::TaskShaping| r.is_fresh();
     if shaped.is_empty() {
         // Nothing in force: done once no agent still applies conditions that were (a step
         // restored, a file edited), or when the reports cannot be read at all.
         let behind = reports.iter().flatten().filter(fresh).filter(|r| !current(r)).count();
-        return if behind == 0 {
+        return Tally::Settled(if behind == 0 {
             ShapingState::Done("no conditions".into())
         } else {
             ShapingState::Pending(format!("{behind} tasks still carry conditions no longer in force"))
-        };
+        });
     }
     let Some(reports) = reports else {
-        return ShapingState::Pending("cannot read the agents' reports from redis".into());
+        return Tally::Settled(ShapingState::Pending("cannot read the agents' reports from redis".into()));
     };
     let expected: u64 = shaped
         .iter()
@@ -769,21 +799,11 @@ fn shaping_state(reports: Option<Vec<crate::status::TaskShaping>>, agents: Optio
         relevant.iter().flat_map(|r| r.attachments.iter().filter_map(|a| a.backend.map(|b| b.to_string()))).collect();
     let backends = backends.into_iter().collect::<Vec<_>>().join(", ");
     if !failing.is_empty() {
-        ShapingState::Failing(failing.join("; "))
+        Tally::Settled(ShapingState::Failing(failing.join("; ")))
     } else if done >= expected {
-        ShapingState::Done(format!("{done} tasks shaped ({backends})"))
-    } else if agents.as_ref().is_some_and(|a| a.is_empty()) {
-        // The usual first multi-node mistake (or labd --no-agent alone): nothing will ever apply.
-        ShapingState::Pending(format!(
-            "{done}/{expected} tasks shaped: no node agent is running (none has reported within {}s): labd runs one unless --no-agent, and every other node needs `labd agent`",
-            crate::store::AGENT_ALIVE_WITHIN.as_secs()
-        ))
-    } else if let Some(without) = nodes_without_agent(&shaped, observed, agents.as_deref()) {
-        ShapingState::Pending(format!(
-            "{done}/{expected} tasks shaped: no agent has reported from {without} (start `labd agent` there, its --node the node's hostname)"
-        ))
+        Tally::Settled(ShapingState::Done(format!("{done} tasks shaped ({backends})")))
     } else {
-        ShapingState::Pending(format!("{done}/{expected} tasks shaped"))
+        Tally::Short { done, expected }
     }
 }
 
