@@ -120,7 +120,8 @@ impl FakeSwarm {
                     svc.running = 0;
                     svc.completed = Some(if failing { 0 } else { svc.desired });
                 }
-                Some(0) | None => svc.running = svc.desired,
+                // A rollout under way leaves `outdated` tasks on the earlier spec.
+                Some(0) | None => svc.running = svc.desired.saturating_sub(svc.outdated),
                 Some(left) => {
                     *left -= 1;
                     if job {
@@ -259,6 +260,9 @@ impl Swarm for FakeSwarm {
                 exits: vec![],
                 running_on: Default::default(),
                 force_update: 0,
+                rollout: None,
+                template_digest: 0,
+                outdated: 0,
             });
             Ok(())
         })

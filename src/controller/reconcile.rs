@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::plan::{self, desired_lab, labels, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, JobGate, JobWait, LabMemory, Observed, Plan, Shaping, TroubleCause};
+use crate::plan::{self, desired_lab, labels, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, JobGate, JobWait, LabMemory, Observed, DesiredService, Plan, RolloutState, Shaping, TroubleCause};
 use crate::spec::{Diagnostic, ValidLab};
 use crate::status::{condition_types as ct, ConditionStatus, EventReason, LabStatus, Phase, ScheduleStatus, ServiceStatus};
 use crate::store::LabStore;
@@ -526,6 +526,8 @@ async fn apply<S: Swarm>(
         s.count_restarts(status.services.get(&want.short_name), have.map_or(&[], |h| &h.exits));
         // A job's tasks end by design: only its tasks not done are of interest.
         let short = if job { !s.job_done() } else { s.running < s.desired };
+        // Said before the tasks' trouble: the paused update is what holds them back.
+        let paused_at = failing_tasks.len();
         if let Some(h) = have.filter(|_| short && waits_for.is_none()) {
             if let Some(t) = &h.trouble {
                 let mut message = format!("{}: {}", t.state, t.message);
@@ -554,8 +556,19 @@ async fn apply<S: Swarm>(
                 s.message = message;
             }
         }
+        // A rollout Swarm paused holds the lab back until the lab's service changes again.
+        if let Some((h, rollout)) = have.and_then(|h| Some((h, h.rollout.as_ref()?))).filter(|(_, r)| matches!(r.state, RolloutState::Paused | RolloutState::RollbackPaused)) {
+            let message = format!(
+                "Swarm paused its update ({}): {} of {} running tasks still run the previous spec; fix the service in the lab (labd updates it again), or set `update.failureAction: continue`",
+                rollout.message, h.outdated, h.outdated + h.running
+            );
+            failing_tasks.insert(paused_at, format!("{}: {message}", want.short_name));
+            s.failing = true;
+            s.message = if s.message.is_empty() { message } else { format!("{message}; {}", s.message) };
+        }
         // More tasks than wanted is converging too: a scale-down still stopping its tasks.
         let stopping = have.map_or(0, |h| h.stopping);
+        let outdated = have.map_or(0, |h| h.outdated);
         // A job does not hold the lab back while it runs (a client may run for the whole
         // experiment): it is waited for once created, and its failures degrade the lab.
         if (!job && s.running != s.desired) || (have.is_none() && waits_for.is_none()) {
@@ -563,9 +576,12 @@ async fn apply<S: Swarm>(
             let why = match have.and_then(|h| h.trouble.as_ref()).and_then(|t| t.cause) {
                 Some(TroubleCause::Unschedulable) => " (no node may run it)".to_string(),
                 Some(TroubleCause::PortInUse) => format!(" ({} in use on every node that may run it)", published_ports(&want.ports)),
+                _ if outdated > 0 => updating(outdated, want),
                 _ => String::new(),
             };
             not_running.push(format!("{} {}/{}{why}", want.short_name, s.running, s.desired));
+        } else if outdated > 0 {
+            not_running.push(format!("{} {}/{}{}", want.short_name, s.running, s.desired, updating(outdated, want)));
         } else if stopping > 0 {
             not_running.push(format!("{} {}/{} ({stopping} stopping)", want.short_name, s.running, s.desired));
         }
@@ -626,6 +642,16 @@ async fn apply<S: Swarm>(
     status.schedule = tick.map(|t| schedule_events(store, name, t, &findings.shaping, last_applied, now));
     let result = if swarm_errors.is_empty() { Ok(Requeue::AwaitChange) } else { Err(ReconcileError::Actions(swarm_errors)) };
     Outcome { status, actions, result, gone: false, drift, seen, memory: None }
+}
+
+/// What a service's count waits for while Swarm rolls a change out over its tasks, and how to
+/// make it quicker where the lab keeps Swarm's pace (one task at a time).
+fn updating(outdated: u64, want: &DesiredService) -> String {
+    let pace = match want.update.and_then(|u| u.parallelism) {
+        None | Some(1) => ", one at a time: `update.parallelism` sets how many at once",
+        _ => "",
+    };
+    format!(" (updating: {outdated} still on the previous spec{pace})")
 }
 
 /// The host ports a service publishes, as a user wrote them (`port 8080`, `ports 8080, 53/udp`).
@@ -1156,6 +1182,36 @@ mod tests {
         let o = troubled_tasks(TWO, missing).await;
         assert_eq!(o.status.phase, Phase::Degraded);
         assert!(o.status.message.contains("labd never pulls"), "{}", o.status.message);
+    }
+
+    #[tokio::test]
+    async fn a_rollout_is_ready_once_every_task_runs_the_new_spec_and_one_swarm_paused_degrades_the_lab() {
+        let swarm = FakeSwarm::default();
+        let store = FakeStore::default();
+        let l = lab("  services:\n    a: {replicas: 3, update: {order: start-first}}\n");
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        let o = passes_until(&swarm, &store, &l, o, |o| o.status.phase == Phase::Ready).await;
+        let roll = |state: Option<RolloutState>, outdated: u64| {
+            let mut s = swarm.state.lock().unwrap();
+            s.services[0].rollout = state.map(|state| plan::Rollout { state, message: "update paused due to failure or early termination of task x1".into() });
+            s.services[0].outdated = outdated;
+        };
+        // Swarm rolls a change out (start-first: every replica runs, two on the previous spec).
+        roll(Some(RolloutState::Updating), 2);
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!(o.status.phase, Phase::Progressing);
+        assert_eq!(o.status.message, "waiting for a 1/3 (updating: 2 still on the previous spec, one at a time: `update.parallelism` sets how many at once)");
+        assert_eq!(o.status.services["a"].running, 1);
+        roll(Some(RolloutState::Paused), 1);
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!(o.status.phase, Phase::Degraded);
+        assert!(o.status.message.starts_with("a: Swarm paused its update (update paused due to failure or early termination of task x1): 1 of 3 running tasks still run the previous spec; fix the service in the lab"), "{}", o.status.message);
+        assert!(o.status.services["a"].failing);
+        assert_eq!(o.status.condition(ct::STALLED).map(|c| c.status), Some(ConditionStatus::True));
+        // The file fixed, Swarm's new update done.
+        roll(None, 0);
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Ready, "1/1 services running"));
     }
 
     #[tokio::test]

@@ -59,6 +59,8 @@ pub struct DesiredService {
     pub sysctls: HashMap<String, String>,
     /// Restart delay, attempts and their window, when the lab sets any (Swarm's defaults else).
     pub restart: Option<Restart>,
+    /// How a change reaches its tasks, when the lab says (Swarm's defaults else).
+    pub update: Option<Update>,
     /// name → (soft, hard)
     pub ulimits: BTreeMap<String, (i64, i64)>,
     /// Files mounted in every task, each a Swarm config of the service's own.
@@ -196,6 +198,16 @@ pub struct Restart {
     pub delay: Option<Duration>,
     pub max_attempts: Option<u32>,
     pub window: Option<Duration>,
+}
+
+/// A service's rollout policy (see [`crate::spec::UpdatePolicy`]); `None` fields keep Swarm's.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Update {
+    pub parallelism: Option<u32>,
+    pub delay: Option<Duration>,
+    pub order: Option<crate::spec::UpdateOrder>,
+    pub failure_action: Option<crate::spec::UpdateFailureAction>,
+    pub monitor: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -340,6 +352,13 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
             delay: r.delay.map(crate::spec::units::Duration::as_std),
             max_attempts: r.max_attempts,
             window: r.window.map(crate::spec::units::Duration::as_std),
+        }),
+        update: svc.update.map(|u| Update {
+            parallelism: u.parallelism,
+            delay: u.delay.map(crate::spec::units::Duration::as_std),
+            order: u.order,
+            failure_action: u.failure_action,
+            monitor: u.monitor.map(crate::spec::units::Duration::as_std),
         }),
         ulimits: svc.ulimits.iter().map(|(name, u)| (name.clone(), u.soft_hard())).collect(),
         files,

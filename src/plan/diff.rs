@@ -50,6 +50,35 @@ pub struct ObservedService {
     /// --force` (and `labctl restart`) bump to restart every task: kept in labd's updates, or an
     /// update that changes nothing else of the tasks (a scale) would restart them all again.
     pub force_update: u64,
+    /// Swarm rolling a change of the service out over its tasks, while it does (or paused).
+    pub rollout: Option<Rollout>,
+    /// A digest of the service's task template, which its tasks' specs are compared with (the
+    /// Swarm adapter's; 0 when unknown).
+    pub template_digest: u64,
+    /// While it does: running tasks still on an earlier spec (not counted in `running`, so a
+    /// lab is not Ready half-updated: with `order: start-first` or an update `delay` every
+    /// replica runs, old and new, the whole time).
+    pub outdated: u64,
+}
+
+/// A rolling update of a service in Swarm's words (its `UpdateStatus`), once started and until
+/// it completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollout {
+    pub state: RolloutState,
+    /// Swarm's message: why it paused.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutState {
+    Updating,
+    /// A new task failed (within `update.monitor`) and the update's `failureAction` is pause:
+    /// Swarm changes nothing more until the service's spec changes again.
+    Paused,
+    /// `docker service rollback` by hand, or a rollback Swarm started.
+    RollingBack,
+    RollbackPaused,
 }
 
 /// A task problem: why a service's task is not running.

@@ -544,6 +544,11 @@ pub struct Service {
     /// without `condition`: a lab's tasks are meant to run, so Swarm always restarts them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_policy: Option<RestartPolicy>,
+    /// How a change of the service reaches its running tasks (Compose's
+    /// `deploy.update_config`): Swarm's defaults, one task at a time and the old one stopped
+    /// first, when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdatePolicy>,
     /// Resource limits of each task's processes (as Compose's `ulimits`): `nofile: 65536`
     /// (soft and hard), or `{soft, hard}`; merged with `spec.defaults`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -594,6 +599,48 @@ pub struct RestartPolicy {
     /// The time over which `maxAttempts` counts; unbounded when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Duration>,
+}
+
+/// How Swarm rolls a service's change out over its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdatePolicy {
+    /// Tasks replaced at once; `0` replaces them all at once. Swarm's default is 1: each task
+    /// of a service kept running then takes ~3-4 s (Docker waits 2 s after taking a task off
+    /// its networks before it stops it), so a change to 50 replicas takes minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_REPLICAS))]
+    pub parallelism: Option<u32>,
+    /// Time between one batch running and the next one's start (default 0s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<Duration>,
+    /// `stop-first` (default: a slot never runs two tasks) or `start-first` (the new task
+    /// runs before the old one stops).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<UpdateOrder>,
+    /// What Swarm does when a new task fails within `monitor`: `pause` (default: the rest keep
+    /// the previous spec until the lab changes again) or `continue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_action: Option<UpdateFailureAction>,
+    /// How long a new task must run before it counts as a success (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    StopFirst,
+    StartFirst,
+}
+
+/// No `rollback`: Swarm would put the previous spec back, which the lab's file does not say;
+/// labd would apply the file again, and the two would take turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateFailureAction {
+    Pause,
+    Continue,
 }
 
 /// The limits `ulimit` names (`setrlimit`'s resources), as Docker takes them.

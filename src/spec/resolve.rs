@@ -301,6 +301,7 @@ impl Service {
             healthcheck: self.healthcheck.clone().or_else(|| d.healthcheck.clone()),
             configs: self.configs.clone().or_else(|| d.configs.clone()),
             restart_policy: self.restart_policy.or(d.restart_policy),
+            update: self.update.or(d.update),
             volumes: self.volumes.clone().or_else(|| d.volumes.clone()),
             sysctls,
             ulimits,

@@ -12,6 +12,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::{Stream, StreamExt};
 
+use super::rollout;
 use super::endpoint::{DockerEnv, Endpoint, CERT_FILES};
 use super::{ContainerChange, EventSubject, Swarm, SwarmError, SwarmEvent, TaskTrouble};
 use crate::spec::Mode;
@@ -187,6 +188,7 @@ pub(super) fn observed_service(s: Service) -> Option<ObservedService> {
         .and_then(|c| c.image.clone())
         .unwrap_or_default();
     let force_update = spec.task_template.as_ref().and_then(|t| t.force_update).unwrap_or(0);
+    let template_digest = spec.task_template.as_ref().map_or(0, rollout::spec_digest);
     Some(ObservedService {
         id: s.id?,
         name: spec.name.unwrap_or_default(),
@@ -207,6 +209,10 @@ pub(super) fn observed_service(s: Service) -> Option<ObservedService> {
         // Placed from the tasks (see `place_running`).
         running_on: Default::default(),
         force_update,
+        rollout: rollout::rollout_of(s.update_status),
+        template_digest,
+        // Counted from the tasks (see `tally_tasks`).
+        outdated: 0,
     })
 }
 
@@ -272,7 +278,12 @@ impl DockerSwarm {
                     .filter(|t| !down.iter().any(|(id, _)| t.node_id.as_deref() == Some(id.as_str())))
                     .filter(|t| !settling(mine(), t, now))
             };
-            s.running = up().filter(|t| t.desired_state == Some(TaskState::RUNNING)).count() as u64;
+            // While Swarm rolls a change out, a task on an earlier spec is not one the lab
+            // wants: outside a rollout every task is (Swarm replaces none), which also keeps a
+            // spec that some Engine reports otherwise from holding a lab back for good.
+            let current = |t: &bollard::models::Task| s.rollout.is_none() || t.spec.as_ref().map(rollout::spec_digest) == Some(s.template_digest);
+            s.running = up().filter(|t| t.desired_state == Some(TaskState::RUNNING) && current(t)).count() as u64;
+            s.outdated = up().filter(|t| t.desired_state == Some(TaskState::RUNNING) && !current(t)).count() as u64;
             s.stopping = up().filter(|t| t.desired_state != Some(TaskState::RUNNING)).count() as u64;
             s.trouble = if s.running < s.desired { service_trouble(mine()) } else { None };
             s.exits = restarted_exits(mine());
@@ -740,6 +751,25 @@ mod tests {
         DockerSwarm::place_running(&tasks, &mut services, &nodes);
         assert_eq!(services[0].running_on.iter().map(String::as_str).collect::<Vec<_>>(), ["alpha", "beta"]);
         assert!(services[1].running_on.is_empty());
+    }
+
+    #[test]
+    fn during_a_rollout_a_task_on_the_previous_spec_is_outdated_and_after_it_counts_again() {
+        let spec = |env: &str| bollard::models::TaskSpec {
+            container_spec: Some(bollard::models::TaskSpecContainerSpec { image: Some("labbox:latest".into()), env: Some(vec![env.into()]), ..Default::default() }),
+            ..Default::default()
+        };
+        let on = |env: &str| Task { spec: Some(spec(env)), ..task("s", "n1", TaskState::RUNNING, TaskState::RUNNING) };
+        let service = |rollout| ObservedService { id: "s".into(), replicas: Some(3), desired: 3, template_digest: rollout::spec_digest(&spec("V=2")), rollout, ..Default::default() };
+        let tasks = vec![on("V=2"), on("V=1"), on("V=1"), Task { spec: Some(spec("V=2")), ..task("s", "n1", TaskState::RUNNING, TaskState::STARTING) }];
+        let updating = Some(crate::plan::Rollout { state: crate::plan::RolloutState::Updating, message: "update in progress".into() });
+        let mut services = vec![service(updating)];
+        DockerSwarm::tally_tasks(tasks.clone(), &mut services, &[]);
+        assert_eq!((services[0].running, services[0].outdated), (1, 2));
+        // Outside a rollout Swarm replaces no task: each counts.
+        let mut services = vec![service(None)];
+        DockerSwarm::tally_tasks(tasks, &mut services, &[]);
+        assert_eq!((services[0].running, services[0].outdated), (3, 0));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod files;
 mod local;
 mod logs;
 mod restart;
+mod rollout;
 mod ssh;
 mod stats;
 pub mod spec;

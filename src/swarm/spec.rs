@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, HealthConfig, Ipam,
     IpamConfig, Limit, Mount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkAttachmentConfig, ResourcesUlimits, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecModeReplicatedJob, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecDnsConfig, TaskSpecContainerSpecFile1, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecDnsConfig, TaskSpecContainerSpecFile1, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
 };
 
 use crate::plan::{DesiredMount, DesiredNetwork, DesiredService};
-use crate::spec::{EndpointMode, Mode, MountKind};
+use crate::spec::{EndpointMode, Mode, MountKind, UpdateFailureAction, UpdateOrder};
 
 pub fn ipam(net: &DesiredNetwork) -> Option<Ipam> {
     net.subnet.as_ref().map(|s| Ipam { config: Some(vec![IpamConfig { subnet: Some(s.clone()), ..Default::default() }]), ..Default::default() })
@@ -155,6 +155,21 @@ pub fn service_spec(svc: &DesiredService, config_ids: &BTreeMap<String, String>)
             ..Default::default()
         }),
         mode: Some(mode),
+        update_config: svc.update.map(|u| ServiceSpecUpdateConfig {
+            // Docker reads a missing parallelism as 0 (all at once); its CLI's default is 1.
+            parallelism: Some(u.parallelism.map_or(1, i64::from)),
+            delay: u.delay.map(|d| d.as_nanos() as i64),
+            order: u.order.map(|o| match o {
+                UpdateOrder::StopFirst => ServiceSpecUpdateConfigOrderEnum::STOP_FIRST,
+                UpdateOrder::StartFirst => ServiceSpecUpdateConfigOrderEnum::START_FIRST,
+            }),
+            failure_action: u.failure_action.map(|a| match a {
+                UpdateFailureAction::Pause => ServiceSpecUpdateConfigFailureActionEnum::PAUSE,
+                UpdateFailureAction::Continue => ServiceSpecUpdateConfigFailureActionEnum::CONTINUE,
+            }),
+            monitor: u.monitor.map(|d| d.as_nanos() as i64),
+            ..Default::default()
+        }),
         endpoint_spec: Some(EndpointSpec {
             mode: Some(match svc.endpoint_mode {
                 EndpointMode::Dnsrr => EndpointSpecModeEnum::DNSRR,
@@ -171,6 +186,18 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    #[test]
+    fn an_update_policy_is_swarm_s_update_config_with_the_docker_cli_s_parallelism_when_left_out() {
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  defaults: {image: labbox:latest, update: {order: start-first, delay: 2s}}\n  services:\n    a: {}\n    b: {update: {parallelism: 0, failureAction: continue, monitor: 500ms}}\n";
+        let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
+        let desired = crate::plan::desired_lab(&lab.lab);
+        let config = |i: usize| service_spec(&desired.services[i], &BTreeMap::new()).update_config;
+        let a = config(0).expect("inherited from the defaults");
+        assert_eq!((a.parallelism, a.delay, a.order, a.failure_action), (Some(1), Some(2_000_000_000), Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST), None));
+        let b = config(1).expect("its own");
+        assert_eq!((b.parallelism, b.order, b.failure_action, b.monitor), (Some(0), None, Some(ServiceSpecUpdateConfigFailureActionEnum::CONTINUE), Some(500_000_000)));
+    }
 
     #[test]
     fn a_service_becomes_the_spec_docker_service_create_would_send() {
