@@ -473,6 +473,60 @@ fn a_crash_looping_service_keeps_its_lab_degraded_and_never_ready() {
     }
 }
 
+/// Environment values of the running containers of `service`, sorted.
+fn running_envs(service: &str, key: &str) -> Vec<String> {
+    let ids = docker_ok(&["ps", "-q", "--filter", &format!("label=com.docker.swarm.service.name={service}"), "--filter", "status=running"]);
+    let mut values: Vec<String> = ids
+        .lines()
+        .map(|id| docker_ok(&["inspect", id, "--format", "{{range .Config.Env}}{{println .}}{{end}}"]))
+        .map(|env| env.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap_or("-").to_string())
+        .collect();
+    values.sort();
+    values
+}
+
+/// A change rolled out with `order: start-first` and a `delay` keeps every replica running, old
+/// and new, the whole time: the lab is Ready once every running task runs the new spec, never
+/// before (a `labctl wait --for ready` after an edit must not return half-updated). A change
+/// whose new task fails makes Swarm pause the update: the lab says so, keeps the running tasks,
+/// and the next change of the file goes on.
+#[test]
+fn a_rolling_update_is_ready_only_once_every_task_runs_the_new_spec_and_a_paused_one_says_so() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("roll".into());
+    remove_lab_objects("roll");
+    let node = |command: &str, v: u32| lab_yaml("roll", &format!("    node: {{replicas: 3, {command}env: {{V: \"{v}\"}}, update: {{order: start-first, delay: 2s, monitor: 3s}}}}\n"));
+    lab.write("roll.yaml", &node("", 1));
+    lab.start_labd();
+    lab.wait_phase("roll", "Ready", READY);
+    let readies = || lab.redis.cli(&["xrange", "swarmlab:lab:roll:events", "-", "+"]).matches("Ready").count();
+    let before = readies();
+
+    lab.write("roll.yaml", &node("", 2));
+    let seen = lab.wait_phase_saying("roll", "Progressing", "still on the previous spec", READY);
+    assert!(seen["message"].as_str().unwrap_or_default().contains("one at a time: `update.parallelism` sets how many at once"), "{seen}");
+    let ready = lab.wait_phase("roll", "Ready", READY);
+    assert_eq!(ready["observedGeneration"], ready["generation"]);
+    assert_eq!(running_envs("roll_node", "V"), ["2", "2", "2"], "Ready with a task on the previous spec running");
+    assert_eq!(readies(), before + 1, "Ready more than once over the rollout:\n{}", lab.redis.cli(&["xrange", "swarmlab:lab:roll:events", "-", "+"]));
+
+    // A change whose new task exits at once: Swarm pauses the update after the first one.
+    lab.write("roll.yaml", &node("command: [sh, -c, \"sleep 1; exit 3\"], ", 3));
+    let paused = lab.wait_phase_saying("roll", "Degraded", "Swarm paused its update", READY);
+    let message = paused["message"].as_str().unwrap_or_default();
+    assert!(message.contains("still run the previous spec; fix the service in the lab"), "{message}");
+    assert_eq!(docker_ok(&["service", "inspect", "roll_node", "--format", "{{.UpdateStatus.State}}"]).trim(), "paused");
+    assert_eq!(running_envs("roll_node", "V").iter().filter(|v| *v == "2").count(), 3, "the running tasks kept");
+
+    // Fixed in the file: the update goes on to the end.
+    lab.write("roll.yaml", &node("", 4));
+    eventually("the fixed update to roll out", READY, || {
+        let envs = running_envs("roll_node", "V");
+        let phase = lab.phase("roll")?;
+        if phase == "Ready" && envs == ["4", "4", "4"] { Ok(()) } else { Err(format!("{phase}, V of the running tasks: {envs:?}")) }
+    });
+}
+
 #[test]
 fn a_network_dropped_from_a_lab_goes_once_its_tasks_have_moved_off_without_failing() {
     let mut lab = Lab::new();
