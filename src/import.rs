@@ -729,6 +729,34 @@ fn deploy(ctx: &mut Ctx, at: &str, value: &Value, out: &mut Map<String, Value>) 
                     out.insert("restartPolicy".into(), Value::Object(policy));
                 }
             }
+            "update_config" => {
+                let mut policy = Map::new();
+                for (field, value) in v.as_object().into_iter().flatten() {
+                    let at = format!("{here}/{}", pointer_segment(field));
+                    match (field.as_str(), value) {
+                        ("parallelism", n) => {
+                            policy.insert("parallelism".into(), n.clone());
+                        }
+                        ("order", o) => {
+                            policy.insert("order".into(), o.clone());
+                        }
+                        ("failure_action", Value::String(a)) if a == "rollback" => ctx.note(&at, "not carried: Swarm would put back a spec the lab file no longer says, and labd would apply the file again (pause, Swarm's default, applies)"),
+                        ("failure_action", a) => {
+                            policy.insert("failureAction".into(), a.clone());
+                        }
+                        ("delay" | "monitor", text) => match text.as_str().and_then(duration) {
+                            Some(d) => {
+                                policy.insert(field.clone(), json!(d));
+                            }
+                            None => ctx.note(&at, "not a duration swarmlab reads"),
+                        },
+                        _ => ctx.note(&at, "not carried"),
+                    }
+                }
+                if !policy.is_empty() {
+                    out.insert("update".into(), Value::Object(policy));
+                }
+            }
             other => ctx.note(&here, format!("deploy.{other} is not carried (Swarm's defaults apply)")),
         }
     }
@@ -875,6 +903,22 @@ mod tests {
         assert_eq!(node.ulimits["nofile"].soft_hard(), (20000, 40000));
         assert_eq!(node.ulimits["nproc"].soft_hard(), (65535, 65535));
         assert_eq!(lab.spec.services["list"].command, Some(crate::spec::Command::Exec(vec!["sh".into(), "-c".into()])));
+    }
+
+    #[test]
+    fn update_config_carries_as_the_service_s_update_policy_and_rollback_is_said_not_carried() {
+        let compose = "services:\n  node:\n    image: labbox:latest\n    deploy:\n      replicas: 20\n      update_config: {parallelism: 5, delay: 10s, order: start-first, monitor: 2s, max_failure_ratio: 0.2}\n  other:\n    image: labbox:latest\n    deploy: {update_config: {failure_action: rollback}, rollback_config: {parallelism: 0}}\n";
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "roll", &vec![], &no_files).expect("valid");
+        let notes: Vec<String> = out.notes.iter().map(ToString::to_string).collect();
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert!(notes[0].starts_with("6:84: services.node.deploy.update_config.max_failure_ratio: not carried"), "{notes:?}");
+        assert!(notes[1].starts_with("9:30: services.other.deploy.update_config.failure_action: not carried: Swarm would put back"), "{notes:?}");
+        assert!(notes[2].starts_with("9:57: services.other.deploy.rollback_config: deploy.rollback_config is not carried"), "{notes:?}");
+        let lab = parse_file(Path::new("roll.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
+        let update = lab.spec.services["node"].update.expect("carried");
+        assert_eq!((update.parallelism, update.delay.map(|d| d.micros), update.monitor.map(|d| d.micros)), (Some(5), Some(10_000_000), Some(2_000_000)));
+        assert_eq!(update.order, Some(crate::spec::UpdateOrder::StartFirst));
+        assert_eq!(lab.spec.services["other"].update, None);
     }
 
     #[test]
