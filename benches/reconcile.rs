@@ -14,22 +14,13 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-const DOCKER: &str = "/usr/bin/docker";
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new(DOCKER).args(args).env("DOCKER_API_VERSION", "1.41").output().expect("docker runs");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// RFC 3339 times printed by `docker inspect --format '{{json .X}}'`, one per line.
-fn times(out: &str) -> Vec<DateTime<Utc>> {
-    out.lines().filter_map(|l| serde_json::from_str::<String>(l.trim()).ok()).filter_map(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc)).collect()
-}
+mod support;
+use support::*;
 
 /// When Swarm created the first service of a stack (or lab), and when its last task started
 /// running: Swarm's own records (services' CreatedAt, running tasks' status timestamps).
@@ -43,17 +34,6 @@ fn swarm_span(stack: &str) -> (DateTime<Utc>, DateTime<Utc>) {
     args.extend(tasks.iter().map(String::as_str));
     let running = times(&docker(&args)).into_iter().max().expect("running tasks of the stack");
     (created, running)
-}
-
-fn between(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
-    (to - from).to_std().unwrap_or_default()
-}
-
-/// When labd last set the lab's Ready condition (its own clock, at the look that found it Ready).
-fn ready_at(lab: &str) -> DateTime<Utc> {
-    let status: serde_json::Value = serde_json::from_str(&status_of(lab)).expect("status JSON");
-    let ready = status["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready").expect("a Ready condition");
-    DateTime::parse_from_rfc3339(ready["lastTransitionTime"].as_str().expect("a time")).expect("RFC 3339").with_timezone(&Utc)
 }
 
 /// A first deploy split in three: the tool before the first service exists, Swarm until the
@@ -78,78 +58,10 @@ fn machine_cpu() -> Duration {
     Duration::from_millis(busy * 10)
 }
 
-fn redis(args: &[&str]) -> String {
-    let out = Command::new("redis-cli").args(args).output().expect("redis-cli runs");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn wait(what: &str, timeout: Duration, ok: impl FnMut() -> bool) -> Duration {
-    wait_every(Duration::from_millis(50), what, timeout, ok)
-}
-
-fn wait_every(every: Duration, what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(every);
-    }
-    start.elapsed()
-}
-
 /// How often a first deploy is checked. Its time comes from the tools' and Swarm's own records,
 /// not from when a check saw it, so the checks can be rare: `docker stack services` every
 /// 50 ms took ~0.4 s of CPU a second from the deploy it measured (each call ~30 ms of CPU).
 const DEPLOY_CHECK: Duration = Duration::from_millis(500);
-
-/// The container starts of a stack, from one `docker events` stream: a check of a deploy that
-/// costs the deploy nothing (labd's is a `redis-cli get`; a `docker stack services` is ~30 ms
-/// of CPU, its CLI's and dockerd's, taken from the deploy it checks).
-struct ContainerStarts {
-    events: Child,
-    started: std::sync::mpsc::Receiver<()>,
-}
-
-impl ContainerStarts {
-    fn watch(stack: &str) -> ContainerStarts {
-        let mut events = Command::new(DOCKER)
-            .args(["events", "--filter", "type=container", "--filter", "event=start", "--filter"])
-            .arg(format!("label=com.docker.stack.namespace={stack}"))
-            .args(["--format", "{{.ID}}"])
-            .env("DOCKER_API_VERSION", "1.41")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("docker events runs");
-        let stdout = events.stdout.take().expect("piped");
-        let (tx, started) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for _ in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(()).is_err() {
-                    return;
-                }
-            }
-        });
-        // The stream stands once the CLI has connected; a start before that would be missed.
-        std::thread::sleep(Duration::from_millis(300));
-        ContainerStarts { events, started }
-    }
-
-    /// Until `n` containers have started (then Swarm's records say when each task ran).
-    fn wait_for(&self, n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        for _ in 0..n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            self.started.recv_timeout(left).expect("every container of the stack started in time");
-        }
-    }
-}
-
-impl Drop for ContainerStarts {
-    fn drop(&mut self) {
-        let _ = self.events.kill();
-        let _ = self.events.wait();
-    }
-}
 
 /// All tasks of a stack running, by `docker stack services`.
 fn stack_running(stack: &str, services: usize) -> bool {
@@ -157,14 +69,6 @@ fn stack_running(stack: &str, services: usize) -> bool {
     let rows: Vec<&str> = out.lines().collect();
     rows.len() == services
         && rows.iter().all(|r| r.split_once('/').is_some_and(|(a, b)| a == b.split_whitespace().next().unwrap_or("")))
-}
-
-/// No service, network or container of the stack (or lab) left: containers still stopping
-/// would take CPU from the next measurement.
-fn stack_gone(stack: &str) -> bool {
-    docker(&["service", "ls", "-q", "--filter", &format!("label=com.docker.stack.namespace={stack}")]).trim().is_empty()
-        && docker(&["network", "ls", "-q", "--filter", &format!("label=com.docker.stack.namespace={stack}")]).trim().is_empty()
-        && !docker(&["ps", "-a", "--format", "{{.Names}}"]).lines().any(|name| name.starts_with(&format!("{stack}_")))
 }
 
 /// (lab YAML, compose YAML, services, tasks) for `services` services with `replicas` tasks in all.
@@ -201,27 +105,6 @@ fn dockercoins() -> (String, String, usize, usize) {
     (lab.replace("name: coins", "name: benchcoins"), compose, parsed.spec.services.len(), tasks)
 }
 
-struct Labd(Child);
-impl Labd {
-    fn start(args: &[&str]) -> Labd {
-        let child = Command::new(env!("CARGO_BIN_EXE_labd"))
-            .args(args)
-            .env("DOCKER_API_VERSION", "1.41")
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("labd starts");
-        std::thread::sleep(Duration::from_secs(1));
-        Labd(child)
-    }
-}
-impl Drop for Labd {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let _ = self.0.wait();
-    }
-}
-
 /// Time to Ready for the 50-replica lab on the three-node harness (scripts/multinode.sh).
 fn multinode_row() -> Option<Duration> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/multinode.sh");
@@ -251,19 +134,6 @@ fn service_replicas(name: &str) -> String {
         .unwrap_or_default()
 }
 
-fn status_of(lab: &str) -> String {
-    redis(&["get", &format!("swarmlab:lab:{lab}:status")])
-}
-
-fn median(mut runs: Vec<Duration>) -> Duration {
-    runs.sort();
-    runs[runs.len() / 2]
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.1} s", d.as_secs_f64())
-}
-
 /// One benchmark lab: its texts, the service whose replicas the change raises, and the service
 /// removed by hand for the drift figure.
 struct Case {
@@ -288,15 +158,6 @@ struct Run {
     labd_drift: Duration,
     labd_split: Split,
     stack_split: Split,
-}
-
-fn stack_deploy(compose: &Path, stack: &str) {
-    let out = Command::new(DOCKER)
-        .args(["stack", "deploy", "--resolve-image", "never", "-c", compose.to_str().unwrap(), stack])
-        .env("DOCKER_API_VERSION", "1.41")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// `n/n` replicas for a scale step like `replicas: 5`.
