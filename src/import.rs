@@ -744,6 +744,13 @@ fn deploy(ctx: &mut Ctx, at: &str, value: &Value, out: &mut Map<String, Value>) 
                         ("failure_action", a) => {
                             policy.insert("failureAction".into(), a.clone());
                         }
+                        ("max_failure_ratio", ratio) => match ratio.as_f64().or_else(|| ratio.as_str()?.parse().ok()).filter(|r| (0.0..=1.0).contains(r)) {
+                            // Compose's is a fraction; a lab's a percentage.
+                            Some(r) => {
+                                policy.insert("maxFailureRatio".into(), json!(format!("{}%", (r * 1e6).round() / 1e4)));
+                            }
+                            None => ctx.note(&at, "not a fraction between 0 and 1"),
+                        },
                         ("delay" | "monitor", text) => match text.as_str().and_then(duration) {
                             Some(d) => {
                                 policy.insert(field.clone(), json!(d));
@@ -907,17 +914,17 @@ mod tests {
 
     #[test]
     fn update_config_carries_as_the_service_s_update_policy_and_rollback_is_said_not_carried() {
-        let compose = "services:\n  node:\n    image: labbox:latest\n    deploy:\n      replicas: 20\n      update_config: {parallelism: 5, delay: 10s, order: start-first, monitor: 2s, max_failure_ratio: 0.2}\n  other:\n    image: labbox:latest\n    deploy: {update_config: {failure_action: rollback}, rollback_config: {parallelism: 0}}\n";
+        let compose = "services:\n  node:\n    image: labbox:latest\n    deploy:\n      replicas: 20\n      update_config: {parallelism: 5, delay: 10s, order: start-first, monitor: 2s, max_failure_ratio: 0.07}\n  other:\n    image: labbox:latest\n    deploy: {update_config: {failure_action: rollback}, rollback_config: {parallelism: 0}}\n";
         let out = compose_to_lab(Path::new("compose.yml"), compose, "roll", &vec![], &no_files).expect("valid");
         let notes: Vec<String> = out.notes.iter().map(ToString::to_string).collect();
-        assert_eq!(notes.len(), 3, "{notes:?}");
-        assert!(notes[0].starts_with("6:84: services.node.deploy.update_config.max_failure_ratio: not carried"), "{notes:?}");
-        assert!(notes[1].starts_with("9:30: services.other.deploy.update_config.failure_action: not carried: Swarm would put back"), "{notes:?}");
-        assert!(notes[2].starts_with("9:57: services.other.deploy.rollback_config: deploy.rollback_config is not carried"), "{notes:?}");
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].starts_with("9:30: services.other.deploy.update_config.failure_action: not carried: Swarm would put back"), "{notes:?}");
+        assert!(notes[1].starts_with("9:57: services.other.deploy.rollback_config: deploy.rollback_config is not carried"), "{notes:?}");
         let lab = parse_file(Path::new("roll.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
         let update = lab.spec.services["node"].update.expect("carried");
         assert_eq!((update.parallelism, update.delay.map(|d| d.micros), update.monitor.map(|d| d.micros)), (Some(5), Some(10_000_000), Some(2_000_000)));
         assert_eq!(update.order, Some(crate::spec::UpdateOrder::StartFirst));
+        assert_eq!(update.max_failure_ratio.map(|p| p.0), Some(7.0));
         assert_eq!(lab.spec.services["other"].update, None);
     }
 

@@ -495,7 +495,7 @@ fn a_rolling_update_is_ready_only_once_every_task_runs_the_new_spec_and_a_paused
     let mut lab = Lab::new();
     lab.cleanup.push("roll".into());
     remove_lab_objects("roll");
-    let node = |command: &str, v: u32| lab_yaml("roll", &format!("    node: {{replicas: 3, {command}env: {{V: \"{v}\"}}, update: {{order: start-first, delay: 2s, monitor: 3s}}}}\n"));
+    let node = |command: &str, v: u32| lab_yaml("roll", &format!("    node: {{replicas: 3, {command}env: {{V: \"{v}\"}}, update: {{order: start-first, delay: 2s, monitor: 10s}}}}\n"));
     lab.write("roll.yaml", &node("", 1));
     lab.start_labd();
     lab.wait_phase("roll", "Ready", READY);
@@ -506,6 +506,9 @@ fn a_rolling_update_is_ready_only_once_every_task_runs_the_new_spec_and_a_paused
     let seen = lab.wait_phase_saying("roll", "Progressing", "still on the previous spec", READY);
     assert!(seen["message"].as_str().unwrap_or_default().contains("one at a time: `update.parallelism` sets how many at once"), "{seen}");
     let ready = lab.wait_phase("roll", "Ready", READY);
+    // Swarm calls its update completed `monitor` (10 s) after the last new task runs: Ready
+    // before that comes from each task's spec compared with the service's, not from Swarm's word.
+    assert_eq!(docker_ok(&["service", "inspect", "roll_node", "--format", "{{.UpdateStatus.State}}"]).trim(), "updating", "Ready only once Swarm said the update completed");
     assert_eq!(ready["observedGeneration"], ready["generation"]);
     assert_eq!(running_envs("roll_node", "V"), ["2", "2", "2"], "Ready with a task on the previous spec running");
     assert_eq!(readies(), before + 1, "Ready more than once over the rollout:\n{}", lab.redis.cli(&["xrange", "swarmlab:lab:roll:events", "-", "+"]));

@@ -208,6 +208,8 @@ pub struct Update {
     pub order: Option<crate::spec::UpdateOrder>,
     pub failure_action: Option<crate::spec::UpdateFailureAction>,
     pub monitor: Option<Duration>,
+    /// A fraction in [0, 1].
+    pub max_failure_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -359,6 +361,7 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
             order: u.order,
             failure_action: u.failure_action,
             monitor: u.monitor.map(crate::spec::units::Duration::as_std),
+            max_failure_ratio: u.max_failure_ratio.map(|p| p.fraction()),
         }),
         ulimits: svc.ulimits.iter().map(|(name, u)| (name.clone(), u.soft_hard())).collect(),
         files,

@@ -625,6 +625,10 @@ pub struct UpdatePolicy {
     /// How long a new task must run before it counts as a success (default 5s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitor: Option<Duration>,
+    /// The share of the service's tasks that may fail in the update before `failureAction`
+    /// applies (default 0%: the first failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failure_ratio: Option<Percent>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

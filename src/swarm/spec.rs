@@ -168,7 +168,7 @@ pub fn service_spec(svc: &DesiredService, config_ids: &BTreeMap<String, String>)
                 UpdateFailureAction::Continue => ServiceSpecUpdateConfigFailureActionEnum::CONTINUE,
             }),
             monitor: u.monitor.map(|d| d.as_nanos() as i64),
-            ..Default::default()
+            max_failure_ratio: u.max_failure_ratio,
         }),
         endpoint_spec: Some(EndpointSpec {
             mode: Some(match svc.endpoint_mode {
@@ -189,14 +189,14 @@ mod tests {
 
     #[test]
     fn an_update_policy_is_swarm_s_update_config_with_the_docker_cli_s_parallelism_when_left_out() {
-        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  defaults: {image: labbox:latest, update: {order: start-first, delay: 2s}}\n  services:\n    a: {}\n    b: {update: {parallelism: 0, failureAction: continue, monitor: 500ms}}\n";
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  defaults: {image: labbox:latest, update: {order: start-first, delay: 2s}}\n  services:\n    a: {}\n    b: {update: {parallelism: 0, failureAction: continue, monitor: 500ms, maxFailureRatio: 25%}}\n";
         let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
         let desired = crate::plan::desired_lab(&lab.lab);
         let config = |i: usize| service_spec(&desired.services[i], &BTreeMap::new()).update_config;
         let a = config(0).expect("inherited from the defaults");
         assert_eq!((a.parallelism, a.delay, a.order, a.failure_action), (Some(1), Some(2_000_000_000), Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST), None));
         let b = config(1).expect("its own");
-        assert_eq!((b.parallelism, b.order, b.failure_action, b.monitor), (Some(0), None, Some(ServiceSpecUpdateConfigFailureActionEnum::CONTINUE), Some(500_000_000)));
+        assert_eq!((b.parallelism, b.order, b.failure_action, b.monitor, b.max_failure_ratio), (Some(0), None, Some(ServiceSpecUpdateConfigFailureActionEnum::CONTINUE), Some(500_000_000), Some(0.25)));
     }
 
     #[test]
