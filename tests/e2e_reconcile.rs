@@ -512,6 +512,8 @@ fn a_rolling_update_is_ready_only_once_every_task_runs_the_new_spec_and_a_paused
     assert_eq!(ready["observedGeneration"], ready["generation"]);
     assert_eq!(running_envs("roll_node", "V"), ["2", "2", "2"], "Ready with a task on the previous spec running");
     assert_eq!(readies(), before + 1, "Ready more than once over the rollout:\n{}", lab.redis.cli(&["xrange", "swarmlab:lab:roll:events", "-", "+"]));
+    let events = String::from_utf8_lossy(&lab.labctl(&["events", "roll"]).stdout).to_string();
+    assert!(events.contains("update service roll_node (its tasks' spec changed: Swarm replaces its tasks, one at a time)"), "{events}");
 
     // A change whose new task exits at once: Swarm pauses the update after the first one.
     lab.write("roll.yaml", &node("command: [sh, -c, \"sleep 1; exit 3\"], ", 3));

@@ -315,7 +315,13 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
         hash_of(&(&unshaped, &attachment_view, &lab.metadata.labels, names, &mounts))
     };
 
-    let labels = owned_labels(lab, short, &svc.labels, &hash);
+    // What its tasks run: a change of anything else (replicas, the service's own labels, the
+    // update policy) replaces no task.
+    let task_view = Service { replicas: None, max_concurrent: None, labels: Default::default(), update: None, ..unshaped.clone() };
+    let names: Vec<&str> = files.iter().map(|f| f.config_name.as_str()).collect();
+    let task_hash = hash_of(&(&task_view, &attachment_view, &lab.metadata.labels, names, &mounts));
+    let mut labels = owned_labels(lab, short, &svc.labels, &hash);
+    labels.insert(labels::TASK_HASH.into(), task_hash);
 
     let networks = attachments
         .iter()

@@ -318,6 +318,27 @@ fn mode_text(mode: Mode, r: Option<u64>) -> String {
     }
 }
 
+/// What a change of a service's spec does to its tasks, where the service says what its tasks
+/// ran ([`labels::TASK_HASH`]).
+fn change_of(have: &ObservedService, want: &DesiredService) -> String {
+    let scale = (have.replicas != want.replicas).then(|| format!("{} → {}", replicas_text(have.replicas), replicas_text(want.replicas)));
+    match (have.labels.get(labels::TASK_HASH), want.labels.get(labels::TASK_HASH)) {
+        // Any update of a job runs it again.
+        _ if want.mode.is_job() => "spec changed".to_string(),
+        (Some(had), Some(wants)) if had != wants => {
+            let pace = match want.update.and_then(|u| u.parallelism) {
+                None | Some(1) => "one at a time".to_string(),
+                Some(0) => "all at once".to_string(),
+                Some(n) => format!("{n} at a time"),
+            };
+            let scale = scale.map(|s| format!(", {s}")).unwrap_or_default();
+            format!("its tasks' spec changed{scale}: Swarm replaces its tasks, {pace}")
+        }
+        (Some(had), Some(wants)) if had == wants => scale.unwrap_or_else(|| "service settings changed (labels, update policy): no task restarts".to_string()),
+        _ => "spec changed".to_string(),
+    }
+}
+
 fn replicas_text(r: Option<u64>) -> String {
     match r {
         Some(n) => format!("{n} replicas"),
@@ -504,7 +525,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
                     Some(match (want.labels.contains_key(labels::STOPPED), have.labels.contains_key(labels::STOPPED)) {
                         (true, false) => "the schedule ended (`end: stop`): stopping its tasks".to_string(),
                         (false, true) => "the schedule runs again: starting its tasks".to_string(),
-                        _ => "spec changed".to_string(),
+                        _ => change_of(have, want),
                     })
                 } else if have.replicas != want.replicas {
                     plan.drift += 1;
@@ -585,6 +606,24 @@ mod tests {
         observed.networks.retain(|n| n.name != "r_lan");
         let gone = diff(&new, &observed);
         assert!(matches!(gone.actions.as_slice(), [Action::CreateNetwork(n), Action::CreateService(s)] if n.subnet.as_deref() == Some("10.2.0.0/24") && s.name == "r_a"), "{:?}", kinds(&gone));
+    }
+
+    #[test]
+    fn a_service_s_update_says_whether_swarm_replaces_its_tasks() {
+        let parse = |services: &str| {
+            let text = format!("apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {{name: r}}\nspec:\n  defaults: {{image: labbox:latest}}\n  services:\n{services}");
+            crate::plan::desired_lab(&crate::spec::parse_file(std::path::Path::new("r.yaml"), &text).remove(0).result.expect("valid").lab)
+        };
+        let running = observe(&parse("    a: {replicas: 3, env: {V: '1'}}\n"), "");
+        let reason = |services: &str| kinds(&diff(&parse(services), &running));
+        assert_eq!(reason("    a: {replicas: 3, env: {V: '2'}}\n"), ["update service r_a (its tasks' spec changed: Swarm replaces its tasks, one at a time)"]);
+        assert_eq!(reason("    a: {replicas: 5, env: {V: '2'}, update: {parallelism: 0}}\n"), ["update service r_a (its tasks' spec changed, 3 replicas → 5 replicas: Swarm replaces its tasks, all at once)"]);
+        assert_eq!(reason("    a: {replicas: 5, env: {V: '1'}, update: {parallelism: 2}}\n"), ["update service r_a (3 replicas → 5 replicas)"]);
+        assert_eq!(reason("    a: {replicas: 3, env: {V: '1'}, labels: {team: x}}\n"), ["update service r_a (service settings changed (labels, update policy): no task restarts)"]);
+        // A service an older labd made carries no task hash: no guess.
+        let mut older = running.clone();
+        older.services[0].labels.remove(labels::TASK_HASH);
+        assert_eq!(kinds(&diff(&parse("    a: {replicas: 3, env: {V: '2'}}\n"), &older)), ["update service r_a (spec changed)"]);
     }
 
     #[test]

@@ -5,6 +5,10 @@ pub const LAB: &str = "io.swarmlab.lab";
 pub const MANAGED_BY: &str = "io.swarmlab.managed-by";
 pub const MANAGED_BY_VALUE: &str = "swarmlab";
 pub const SPEC_HASH: &str = "io.swarmlab.spec-hash";
+/// On a service: a hash of what its tasks run (its spec less replicas, service labels and
+/// update policy), so a change can say whether Swarm replaces its tasks. Absent on services
+/// an older labd made: their changes say only "spec changed".
+pub const TASK_HASH: &str = "io.swarmlab.task-hash";
 /// On a service the schedule's `end: stop` stopped (no task runs until the schedule runs again).
 pub const STOPPED: &str = "io.swarmlab.stopped";
 /// On a service the schedule stopped, and on the lab's memory config: the schedule's revision
