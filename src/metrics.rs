@@ -123,6 +123,7 @@ pub struct Metrics {
     task_faults: Family<TaskFaultLabels, Counter>,
     tasks_desired: Family<ServiceLabels, Gauge>,
     tasks_running: Family<ServiceLabels, Gauge>,
+    tasks_outdated: Family<ServiceLabels, Gauge>,
     job_completed: Family<ServiceLabels, Gauge>,
     service_restarts: Family<ServiceLabels, Counter>,
     task_cpu: Family<TaskLabels, Counter<f64, AtomicU64>>,
@@ -167,6 +168,7 @@ impl Metrics {
             task_faults: Family::default(),
             tasks_desired: Family::default(),
             tasks_running: Family::default(),
+            tasks_outdated: Family::default(),
             job_completed: Family::default(),
             service_restarts: Family::default(),
             task_cpu: Family::default(),
@@ -192,7 +194,8 @@ impl Metrics {
         registry.register("task_shaping_converged", "1 when a task's attachment carries the conditions in force", m.shaping_converged.clone());
         registry.register("nfqueue_packets", "Packets of a task's attachment through the userspace backend, by outcome", m.packets.clone());
         registry.register("service_tasks_desired", "Tasks each service of a lab should run (a job: the completions its run needs)", m.tasks_desired.clone());
-        registry.register("service_tasks_running", "Tasks of each service of a lab that run", m.tasks_running.clone());
+        registry.register("service_tasks_running", "Tasks of each service of a lab that run (while Swarm rolls a change out, those on the new spec)", m.tasks_running.clone());
+        registry.register("service_tasks_outdated", "Running tasks of each service of a lab still on the previous spec while Swarm rolls a change out", m.tasks_outdated.clone());
         registry.register("job_tasks_completed", "Tasks of a job's current run that completed (exited 0)", m.job_completed.clone());
         registry.register("service_restarts", "Tasks of each service of a lab that exited on their own and Swarm restarted", m.service_restarts.clone());
         registry.register("task_cpu_seconds", "CPU time of a task's processes (as sampled by its node's agent)", m.task_cpu.clone());
@@ -218,6 +221,7 @@ impl Metrics {
         for (l, s) in now.iter().zip(services.values()) {
             self.tasks_desired.get_or_create(l).set(gauge_value(s.desired));
             self.tasks_running.get_or_create(l).set(gauge_value(s.running));
+            self.tasks_outdated.get_or_create(l).set(gauge_value(s.outdated));
             // A job turned into a service kept running loses its completions.
             if let Some(done) = s.completed {
                 self.job_completed.get_or_create(l).set(gauge_value(done));
@@ -238,6 +242,7 @@ impl Metrics {
     fn remove_service(&self, l: &ServiceLabels) {
         self.tasks_desired.remove(l);
         self.tasks_running.remove(l);
+        self.tasks_outdated.remove(l);
         self.job_completed.remove(l);
         self.service_restarts.remove(l);
     }
@@ -419,6 +424,7 @@ mod tests {
         for line in [
             "swarmlab_service_tasks_desired{lab=\"kv\",service=\"kv\"} 3",
             "swarmlab_service_tasks_running{lab=\"kv\",service=\"kv\"} 2",
+            "swarmlab_service_tasks_outdated{lab=\"kv\",service=\"kv\"} 0",
             "swarmlab_service_tasks_desired{lab=\"kv\",service=\"load\"} 4",
             "swarmlab_job_tasks_completed{lab=\"kv\",service=\"load\"} 1",
         ] {

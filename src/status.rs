@@ -80,6 +80,10 @@ pub struct ServiceStatus {
     /// `None` for global services before Swarm reports a count.
     pub desired: u64,
     pub running: u64,
+    /// Running tasks still on the previous spec while Swarm rolls a change out (not counted in
+    /// `running`, as a Deployment's available replicas count only updated ones).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub outdated: u64,
     /// A job's tasks of its current run that completed (exited 0); absent for a service kept
     /// running. The job is done when it reaches `desired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -172,6 +172,7 @@ impl Swarm for FakeSwarm {
                 ObservedService {
                     running: counted.map_or(0, |c| c.running),
                     stopping: counted.map_or(0, |c| c.stopping),
+                    outdated: counted.map_or(0, |c| c.outdated),
                     trouble: counted.and_then(|c| c.trouble.clone()),
                     completed: counted.and_then(|c| c.completed),
                     exits: counted.map(|c| c.exits.clone()).unwrap_or_default(),

@@ -374,6 +374,7 @@ fn suspended(name: &str, lab: &ValidLab, observed: &Observed, mut status: LabSta
             let mut s = ServiceStatus {
                 desired: want.replicas.unwrap_or_else(|| have.map(|h| h.desired).unwrap_or(0)),
                 running: have.map(|h| h.running).unwrap_or(0),
+                outdated: have.map(|h| h.outdated).unwrap_or(0),
                 completed: have.and_then(|h| h.completed),
                 waits_for: desired.waiting_jobs.get(&want.name).copied(),
                 message: String::new(),
@@ -517,6 +518,7 @@ async fn apply<S: Swarm>(
         let mut s = ServiceStatus {
             desired: want.replicas.unwrap_or_else(|| have.map(|h| h.desired).unwrap_or(0)),
             running: have.map(|h| h.running).unwrap_or(0),
+            outdated: have.map(|h| h.outdated).unwrap_or(0),
             // A run that waits has completed nothing yet (what Swarm has is an earlier one).
             completed: job.then(|| have.filter(|_| waits_for.is_none()).and_then(|h| h.completed).unwrap_or(0)),
             waits_for,
@@ -1201,7 +1203,7 @@ mod tests {
         let o = next_pass(&swarm, &store, &l, o).await;
         assert_eq!(o.status.phase, Phase::Progressing);
         assert_eq!(o.status.message, "waiting for a 1/3 (updating: 2 still on the previous spec, one at a time: `update.parallelism` sets how many at once)");
-        assert_eq!(o.status.services["a"].running, 1);
+        assert_eq!((o.status.services["a"].running, o.status.services["a"].outdated), (1, 2));
         roll(Some(RolloutState::Paused), 1);
         let o = next_pass(&swarm, &store, &l, o).await;
         assert_eq!(o.status.phase, Phase::Degraded);

@@ -325,8 +325,14 @@ impl DockerSwarm {
 /// back (an unhealthy container, a missing image): a crash loop says why it loops, not that its
 /// next try starts. Swarm's restart delay is most of such a loop, but no event marks the
 /// failure itself, so a pass may well see only the tries.
+///
+/// Newest by creation, not by last update: Swarm marks a failed task for shutdown a moment
+/// after it creates its replacement, which made the failure the newest task again and the
+/// service flap failing → starting → failing (two `TasksFailing` events for one failure).
 fn service_trouble<'t>(tasks: impl Iterator<Item = &'t bollard::models::Task> + Clone) -> Option<TaskTrouble> {
-    let mut not_running = tasks.clone().filter_map(|t| Some((t, trouble_of(t)?)));
+    let mut by_creation: Vec<&bollard::models::Task> = tasks.clone().collect();
+    by_creation.sort_by_key(|t| std::cmp::Reverse(created(t)));
+    let mut not_running = by_creation.into_iter().filter_map(|t| Some((t, trouble_of(t)?)));
     let (newest_task, newest) = not_running.next()?;
     if ended(newest_task) {
         let looping = slot_from(tasks, newest_task).nth(1).and_then(|older| failed_twice(newest_task, older));
@@ -853,6 +859,11 @@ mod tests {
         };
         let t = tally(vec![created(failed(1, "00:54"), "00:48.5"), created(starting(1), "00:54.1"), created(failed(1, "00:48"), "00:42")]);
         assert!(t.failed && t.message.contains("a crash loop"), "{t:?}");
+        // Its first failure alike: once the replacement exists, the service is starting, also
+        // after Swarm marks the failure (newer by last update): before, it went failing →
+        // starting → failing, and said TasksFailing twice for one failure.
+        let t = tally(vec![created(failed(1, "00:54"), "00:48.5"), created(starting(1), "00:54.1")]);
+        assert_eq!((t.state.as_str(), t.failed), ("starting", false));
         // The loop's next task seen running a moment after its start counts once it has run
         // 10 s: until then the lab is not Ready (it flapped to Ready between failures).
         let running = at(task("s", "n1", TaskState::RUNNING, TaskState::RUNNING), 1, "01:00", "");
