@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::plan::{self, desired_lab, labels, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, JobGate, JobWait, LabMemory, Observed, DesiredService, Plan, RolloutState, Shaping, TroubleCause};
+use crate::plan::{self, desired_lab, labels, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, DesiredService, JobGate, JobWait, LabMemory, Observed, Plan, RolloutState, Shaping, TroubleCause};
 use crate::spec::{Diagnostic, ValidLab};
 use crate::status::{condition_types as ct, ConditionStatus, EventReason, LabStatus, Phase, ScheduleStatus, ServiceStatus};
 use crate::store::LabStore;

@@ -308,18 +308,17 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
     // The files' contents are in the hash through their configs' names, a volume's `perTask`
     // through its source; a lab with neither hashes as before they existed, so upgrading labd
     // updates no service.
+    let names: Vec<&str> = files.iter().map(|f| f.config_name.as_str()).collect();
     let hash = if files.is_empty() && mounts.is_empty() {
         hash_of(&(&unshaped, &attachment_view, &lab.metadata.labels))
     } else {
-        let names: Vec<&str> = files.iter().map(|f| f.config_name.as_str()).collect();
-        hash_of(&(&unshaped, &attachment_view, &lab.metadata.labels, names, &mounts))
+        hash_of(&(&unshaped, &attachment_view, &lab.metadata.labels, &names, &mounts))
     };
 
     // What its tasks run: a change of anything else (replicas, the service's own labels, the
     // update policy) replaces no task.
     let task_view = Service { replicas: None, max_concurrent: None, labels: Default::default(), update: None, ..unshaped.clone() };
-    let names: Vec<&str> = files.iter().map(|f| f.config_name.as_str()).collect();
-    let task_hash = hash_of(&(&task_view, &attachment_view, &lab.metadata.labels, names, &mounts));
+    let task_hash = hash_of(&(&task_view, &attachment_view, &lab.metadata.labels, &names, &mounts));
     let mut labels = owned_labels(lab, short, &svc.labels, &hash);
     labels.insert(labels::TASK_HASH.into(), task_hash);
 

@@ -53,12 +53,18 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
     let mut t = Table::new();
     t.load_preset(NOTHING);
     let jobs = s.services.values().any(|v| v.completed.is_some());
+    // While Swarm rolls a change out: running tasks still on the previous spec.
+    let rolling = s.services.values().any(|v| v.outdated > 0);
     let mut header = vec!["SERVICE", "RUNNING", "DESIRED"];
+    header.extend(rolling.then_some("OUTDATED"));
     header.extend(jobs.then_some("COMPLETED"));
     header.extend(["RESTARTS", "MESSAGE"]);
     t.set_header(header);
     for (name, svc) in &s.services {
         let mut row = vec![name.clone(), svc.running.to_string(), svc.desired.to_string()];
+        if rolling {
+            row.push(svc.outdated.to_string());
+        }
         if jobs {
             row.push(svc.completed.map(|c| c.to_string()).unwrap_or_else(|| "-".into()));
         }
