@@ -505,6 +505,10 @@ fn a_rolling_update_is_ready_only_once_every_task_runs_the_new_spec_and_a_paused
     lab.write("roll.yaml", &node("", 2));
     let seen = lab.wait_phase_saying("roll", "Progressing", "still on the previous spec", READY);
     assert!(seen["message"].as_str().unwrap_or_default().contains("one at a time: `update.parallelism` sets how many at once"), "{seen}");
+    assert!(seen["services"]["node"]["outdated"].as_u64().is_some_and(|n| n > 0), "{seen}");
+    // The rollout lasts ~10 s (3 tasks, 2 s apart): describe shows it under way.
+    let describe = String::from_utf8_lossy(&lab.labctl(&["describe", "roll"]).stdout).to_string();
+    assert!(describe.contains("OUTDATED"), "{describe}");
     let ready = lab.wait_phase("roll", "Ready", READY);
     // Swarm calls its update completed `monitor` (10 s) after the last new task runs: Ready
     // before that comes from each task's spec compared with the service's, not from Swarm's word.
