@@ -707,59 +707,31 @@ fn deploy(ctx: &mut Ctx, at: &str, value: &Value, out: &mut Map<String, Value>) 
                 out.insert("placement".into(), Value::Object(p));
             }
             "restart_policy" => {
-                let mut policy = Map::new();
-                for (field, value) in v.as_object().into_iter().flatten() {
-                    let at = format!("{here}/{}", pointer_segment(field));
-                    match (field.as_str(), value) {
-                        ("condition", Value::String(c)) if c == "any" => {}
-                        ("condition", _) => ctx.note(&at, "not carried: a lab's services are kept running, their tasks always started again (condition any); a service meant to run once is a job: `mode: replicated-job`"),
-                        ("max_attempts", n) => {
-                            policy.insert("maxAttempts".into(), n.clone());
-                        }
-                        ("delay" | "window", text) => match text.as_str().and_then(duration) {
-                            Some(d) => {
-                                policy.insert(field.clone(), json!(d));
-                            }
-                            None => ctx.note(&at, "not a duration swarmlab reads"),
-                        },
-                        _ => ctx.note(&at, "not carried"),
-                    }
-                }
+                let policy = carry_policy(ctx, &here, v, |field, value| match (field, value) {
+                    ("condition", Value::String(c)) if c == "any" => Carry::Drop,
+                    ("condition", _) => Carry::Note("not carried: a lab's services are kept running, their tasks always started again (condition any); a service meant to run once is a job: `mode: replicated-job`".into()),
+                    ("max_attempts", n) => Carry::As("maxAttempts", n.clone()),
+                    ("delay" | "window", _) => Carry::Duration,
+                    _ => Carry::Note("not carried".into()),
+                });
                 if !policy.is_empty() {
                     out.insert("restartPolicy".into(), Value::Object(policy));
                 }
             }
             "update_config" => {
-                let mut policy = Map::new();
-                for (field, value) in v.as_object().into_iter().flatten() {
-                    let at = format!("{here}/{}", pointer_segment(field));
-                    match (field.as_str(), value) {
-                        ("parallelism", n) => {
-                            policy.insert("parallelism".into(), n.clone());
-                        }
-                        ("order", o) => {
-                            policy.insert("order".into(), o.clone());
-                        }
-                        ("failure_action", Value::String(a)) if a == "rollback" => ctx.note(&at, "not carried: Swarm would put back a spec the lab file no longer says, and labd would apply the file again (pause, Swarm's default, applies)"),
-                        ("failure_action", a) => {
-                            policy.insert("failureAction".into(), a.clone());
-                        }
-                        ("max_failure_ratio", ratio) => match ratio.as_f64().or_else(|| ratio.as_str()?.parse().ok()).filter(|r| (0.0..=1.0).contains(r)) {
-                            // Compose's is a fraction; a lab's a percentage.
-                            Some(r) => {
-                                policy.insert("maxFailureRatio".into(), json!(format!("{}%", (r * 1e6).round() / 1e4)));
-                            }
-                            None => ctx.note(&at, "not a fraction between 0 and 1"),
-                        },
-                        ("delay" | "monitor", text) => match text.as_str().and_then(duration) {
-                            Some(d) => {
-                                policy.insert(field.clone(), json!(d));
-                            }
-                            None => ctx.note(&at, "not a duration swarmlab reads"),
-                        },
-                        _ => ctx.note(&at, "not carried"),
-                    }
-                }
+                let policy = carry_policy(ctx, &here, v, |field, value| match (field, value) {
+                    ("parallelism", n) => Carry::As("parallelism", n.clone()),
+                    ("order", o) => Carry::As("order", o.clone()),
+                    ("failure_action", Value::String(a)) if a == "rollback" => Carry::Note("not carried: Swarm would put back a spec the lab file no longer says, and labd would apply the file again (pause, Swarm's default, applies)".into()),
+                    ("failure_action", a) => Carry::As("failureAction", a.clone()),
+                    // Compose's is a fraction; a lab's a percentage.
+                    ("max_failure_ratio", ratio) => match ratio.as_f64().or_else(|| ratio.as_str()?.parse().ok()).filter(|r| (0.0..=1.0).contains(r)) {
+                        Some(r) => Carry::As("maxFailureRatio", json!(format!("{}%", (r * 1e6).round() / 1e4))),
+                        None => Carry::Note("not a fraction between 0 and 1".into()),
+                    },
+                    ("delay" | "monitor", _) => Carry::Duration,
+                    _ => Carry::Note("not carried".into()),
+                });
                 if !policy.is_empty() {
                     out.insert("update".into(), Value::Object(policy));
                 }
@@ -767,6 +739,41 @@ fn deploy(ctx: &mut Ctx, at: &str, value: &Value, out: &mut Map<String, Value>) 
             other => ctx.note(&here, format!("deploy.{other} is not carried (Swarm's defaults apply)")),
         }
     }
+}
+
+/// What becomes of one field of a Compose policy block.
+enum Carry {
+    /// Carried under the lab's name for it.
+    As(&'static str, Value),
+    /// A duration, carried under the same name as the lab writes durations.
+    Duration,
+    /// Left out, as the lab's default says the same.
+    Drop,
+    /// Left out, and why.
+    Note(String),
+}
+
+/// A Compose policy block (`deploy.restart_policy`, `deploy.update_config`) carried field by
+/// field as `carry` says, a note for each field left out.
+fn carry_policy(ctx: &mut Ctx, here: &str, block: &Value, carry: impl Fn(&str, &Value) -> Carry) -> Map<String, Value> {
+    let mut policy = Map::new();
+    for (field, value) in block.as_object().into_iter().flatten() {
+        let at = format!("{here}/{}", pointer_segment(field));
+        match carry(field, value) {
+            Carry::As(name, v) => {
+                policy.insert(name.into(), v);
+            }
+            Carry::Duration => match value.as_str().and_then(duration) {
+                Some(d) => {
+                    policy.insert(field.clone(), json!(d));
+                }
+                None => ctx.note(&at, "not a duration swarmlab reads"),
+            },
+            Carry::Drop => {}
+            Carry::Note(why) => ctx.note(&at, why),
+        }
+    }
+    policy
 }
 
 /// Converts a Compose file into a lab named `name`; `read_file` reads the files its configs
