@@ -72,6 +72,15 @@ fn edits_scale_and_remove_services_and_hand_changes_are_repaired() {
         if replicas == "3" { Ok(()) } else { Err(replicas) }
     });
 
+    // An env added by hand: the docker CLI keeps the labels, the spec hash among them, so only
+    // the service's settings show it.
+    docker_ok(&["service", "update", "--detach", "--env-add", "DEBUG=1", "drift_a"]);
+    eventually("a's env put back after a hand edit", REPAIR, || {
+        let env = docker_ok(&["service", "inspect", "drift_a", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}"]);
+        if env.contains("DEBUG") { Err(env) } else { Ok(()) }
+    });
+    lab.wait_phase("drift", "Ready", READY);
+
     // `labctl events -w` shows the repair as labd writes it: its first line (the last event
     // so far) says it is watching.
     let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_labctl"))
@@ -99,7 +108,10 @@ fn edits_scale_and_remove_services_and_hand_changes_are_repaired() {
     assert_eq!((repaired["lab"].as_str(), repaired["type"].as_str()), (Some("drift"), Some("Warning")), "{repaired}");
     let table = String::from_utf8_lossy(&lab.labctl(&["events", "drift", "--types", "warning"]).stdout).to_string();
     assert!(table.starts_with("TIME") && table.lines().skip(1).all(|l| l.contains(" Warning ")) && table.contains("DriftRepaired"), "{table}");
-    assert!(lab.metric("drift", "drift_repairs") >= 2, "drift repairs counted: {}", lab.metric("drift", "drift_repairs"));
+    assert!(lab.metric("drift", "drift_repairs") >= 3, "drift repairs counted: {}", lab.metric("drift", "drift_repairs"));
+    // The hand edit put back once, not chased at every look since.
+    let all = String::from_utf8_lossy(&lab.labctl(&["events", "drift"]).stdout).to_string();
+    assert_eq!(all.matches("settings changed outside labd").count(), 1, "{all}");
 }
 
 #[test]

@@ -76,6 +76,12 @@ impl FakeState {
     }
 }
 
+/// The settings Docker would report for what labd sent: the same for the same spec, as
+/// Docker's are.
+fn settings_of(svc: &DesiredService) -> u64 {
+    u64::from_str_radix(svc.hash.get(..12).unwrap_or_default(), 16).unwrap_or(1)
+}
+
 #[derive(Debug)]
 pub struct FakeSwarm {
     pub state: Mutex<FakeState>,
@@ -263,6 +269,8 @@ impl Swarm for FakeSwarm {
                 force_update: 0,
                 rollout: None,
                 template_digest: 0,
+                settings_digest: settings_of(svc),
+                applied_settings: None,
                 outdated: 0,
             });
             Ok(())
@@ -277,6 +285,7 @@ impl Swarm for FakeSwarm {
             }
             have.version += 1;
             have.force_update = force_update;
+            have.settings_digest = settings_of(svc);
             have.labels = svc.labels.clone();
             have.replicas = svc.replicas;
             have.image = svc.image.clone();

@@ -117,6 +117,8 @@ struct LabState {
     ready_reported: bool,
     /// Its services on Swarm at the last pass that looked (drift: one of them gone).
     seen: BTreeSet<String>,
+    /// Its services' settings as labd saw them after applying their spec (hand edits show).
+    applied: BTreeMap<String, reconcile::AppliedSettings>,
     /// Its containers started (Docker events) since its last pass began, and those before the
     /// pass running now.
     starts_unseen: u64,
@@ -713,7 +715,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                     by_spec.then_some(SuspendedBy::Spec)
                 };
                 let started_by_hand = self.starts.get(lab).copied();
-                Some(Target::Apply { lab: state.last_good.clone(), invalid: state.invalid.clone(), suspended, started_by_hand, last_seen: state.seen.clone(), remembered: state.memory.clone() })
+                Some(Target::Apply { lab: state.last_good.clone(), invalid: state.invalid.clone(), suspended, started_by_hand, last_seen: state.seen.clone(), applied: state.applied.clone(), remembered: state.memory.clone() })
             }
         }
     }
@@ -728,6 +730,9 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         }
         self.store.count(lab, "reconciles", 1);
         let Some(state) = self.labs.get_mut(lab) else { return };
+        if let Some(applied) = outcome.applied {
+            state.applied = applied;
+        }
         if let Some(seen) = outcome.seen {
             state.seen = seen;
         }

@@ -48,6 +48,9 @@ pub enum Target {
         suspended: Option<SuspendedBy>,
         started_by_hand: Option<chrono::DateTime<Utc>>,
         last_seen: BTreeSet<String>,
+        /// Each service's settings as labd last saw them right after it applied its spec, by
+        /// service name: a hand edit shows against them.
+        applied: BTreeMap<String, AppliedSettings>,
         /// What labd remembers of the lab on Swarm (`None`: no memory config).
         remembered: Option<LabMemory>,
     },
@@ -55,6 +58,17 @@ pub enum Target {
     Delete,
     /// No file defines the lab, but nothing shows a person removed it: leave it, say why.
     Orphaned(String),
+}
+
+/// A service's task settings (the Swarm edge's digest of them) at the first look after labd
+/// applied the spec `spec_hash` names: Docker reports the same for the same spec, so another
+/// value under the same hash is a hand edit. Taken again after each of labd's own changes of
+/// the service, so a repair can never chase a value it cannot reach (it would restart the tasks
+/// at every pass).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedSettings {
+    pub spec_hash: String,
+    pub settings: u64,
 }
 
 /// When to look at a lab again after a pass that did not fail (kube-runtime's `Action`).
@@ -92,6 +106,8 @@ pub struct Outcome {
     pub drift: u64,
     /// The lab's services left on Swarm after this pass (`None`: this pass did not look).
     pub seen: Option<BTreeSet<String>>,
+    /// The services' applied settings to remember (`None`: this pass did not look).
+    pub applied: Option<BTreeMap<String, AppliedSettings>>,
     /// What this pass wrote of the lab's memory on Swarm (`None`: nothing new).
     pub memory: Option<LabMemory>,
 }
@@ -213,8 +229,8 @@ pub async fn reconcile<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, t
         Target::Delete => delete(swarm, store, name, &observed, status).await,
         Target::Orphaned(why) => orphaned(name, &observed, status, why),
         Target::Apply { lab: Some(lab), suspended: Some(by), started_by_hand, .. } => suspended(name, &lab, &observed, status, by, started_by_hand),
-        Target::Apply { lab, invalid, started_by_hand, last_seen, .. } => {
-            apply(swarm, store, name, lab, invalid, started_by_hand, &last_seen, &observed, status).await
+        Target::Apply { lab, invalid, started_by_hand, last_seen, applied, .. } => {
+            apply(swarm, store, name, lab, invalid, started_by_hand, (&last_seen, &applied), &observed, status).await
         }
     };
     if let Some((remembered, by_labctl)) = memory {
@@ -313,7 +329,7 @@ pub(crate) fn failed(mut status: LabStatus, error: ReconcileError) -> Outcome {
     status.set_condition(ct::READY, false, "ReconcileFailed", message.clone(), now);
     status.set_abnormal(ct::STALLED, true, "ReconcileFailed", message, now);
     status.ready_since = None;
-    Outcome { status, actions: BTreeMap::new(), result: Err(error), gone: false, drift: 0, seen: None, memory: None }
+    Outcome { status, actions: BTreeMap::new(), result: Err(error), gone: false, drift: 0, seen: None, applied: None, memory: None }
 }
 
 /// Whether a lab without a schedule may start its jobs: the last pass found it up (networks,
@@ -389,7 +405,7 @@ fn suspended(name: &str, lab: &ValidLab, observed: &Observed, mut status: LabSta
     status.message = format!("suspended by {by}: labd changes nothing; {waiting}");
     status.set_condition(ct::SUSPENDED, true, "Suspended", status.message.clone(), now);
     status.set_abnormal(ct::RECONCILING, false, "", "", now);
-    Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: false, drift: 0, seen: None, memory: None }
+    Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: false, drift: 0, seen: None, applied: None, memory: None }
 }
 
 fn orphaned(name: &str, observed: &Observed, mut status: LabStatus, why: String) -> Outcome {
@@ -402,14 +418,14 @@ fn orphaned(name: &str, observed: &Observed, mut status: LabStatus, why: String)
     status.set_abnormal(ct::RECONCILING, false, "", "", now);
     status.set_abnormal(ct::STALLED, true, "Orphaned", status.message.clone(), now);
     // Nothing of it on Swarm: only a stale status was left; forget it.
-    Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: owned.is_empty(), drift: 0, seen: None, memory: None }
+    Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: owned.is_empty(), drift: 0, seen: None, applied: None, memory: None }
 }
 
 async fn delete<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, observed: &Observed, mut status: LabStatus) -> Outcome {
     let plan = teardown(name, observed);
     if plan.is_empty() {
         status.phase = Phase::Deleting;
-        return Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: true, drift: 0, seen: None, memory: None };
+        return Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: true, drift: 0, seen: None, applied: None, memory: None };
     }
     let Executed { done: actions, errors, .. } = execute(swarm, store, name, &plan).await;
     status.phase = Phase::Deleting;
@@ -418,7 +434,7 @@ async fn delete<S: Swarm>(swarm: &S, store: &impl LabStore, name: &str, observed
     status.set_abnormal(ct::RECONCILING, true, "Deleting", "the lab's file is gone", Utc::now());
     // Networks are only removable once their tasks have stopped: not an error, just later.
     let result = if errors.is_empty() { Ok(Requeue::AwaitChange) } else { Err(ReconcileError::Actions(errors)) };
-    Outcome { status, actions, result, gone: false, drift: 0, seen: None, memory: None }
+    Outcome { status, actions, result, gone: false, drift: 0, seen: None, applied: None, memory: None }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -429,7 +445,7 @@ async fn apply<S: Swarm>(
     lab: Option<ValidLab>,
     invalid: Option<Vec<Diagnostic>>,
     started_by_hand: Option<chrono::DateTime<Utc>>,
-    last_seen: &BTreeSet<String>,
+    (last_seen, applied): (&BTreeSet<String>, &BTreeMap<String, AppliedSettings>),
     observed: &Observed,
     mut status: LabStatus,
 ) -> Outcome {
@@ -449,7 +465,7 @@ async fn apply<S: Swarm>(
         status.set_condition(ct::READY, false, "SpecInvalid", message.clone(), now);
         status.set_abnormal(ct::RECONCILING, false, "", "", now);
         status.set_abnormal(ct::STALLED, true, "SpecInvalid", message, now);
-        return Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: false, drift: 0, seen: None, memory: None };
+        return Outcome { status, actions: BTreeMap::new(), result: Ok(Requeue::AwaitChange), gone: false, drift: 0, seen: None, applied: None, memory: None };
     };
     let jobs_may_start = jobs_may_start(&status, &lab);
     status.revision = lab.revision.clone();
@@ -477,12 +493,14 @@ async fn apply<S: Swarm>(
     let stop_grace = |short: &str| desired.services.iter().find(|s| s.short_name == short).and_then(|s| s.stop_grace_period).unwrap_or(plan::faults::SWARM_STOP_GRACE);
     let faults = plan::faults_in_force(lab.lab.spec.schedule.as_ref(), in_force, tick.as_ref().and_then(|t| t.status.started_at), stop_grace);
     store.put_faults(&desired.lab, (!faults.is_empty()).then(|| serde_json::to_string(&faults).unwrap_or_default()));
+    let observed = &with_applied_settings(observed, applied);
     let plan = diff(&desired, observed);
     // Not "was running": a service listed just before its removal, its tasks just after, looks
     // stopped, and a service removed while its tasks start is drift too.
     let vanished = plan.actions.iter().filter(|a| matches!(a, Action::CreateService(s) if last_seen.contains(&s.name))).count() as u64;
     let drift = plan.drift as u64 + vanished;
     let seen = Some(seen_after(name, observed, &plan));
+    let applied = Some(applied_after(name, observed, &plan, applied));
     let Executed { done: actions, errors: swarm_errors, in_use } = execute(swarm, store, name, &plan).await;
     // Files no service names any more (a new content is a new config; a file or a service
     // dropped) go once the services are updated. Swarm keeps any a service still names (an
@@ -643,7 +661,7 @@ async fn apply<S: Swarm>(
     let mut status = verdict::derive(status, &findings, now);
     status.schedule = tick.map(|t| schedule_events(store, name, t, &findings.shaping, last_applied, now));
     let result = if swarm_errors.is_empty() { Ok(Requeue::AwaitChange) } else { Err(ReconcileError::Actions(swarm_errors)) };
-    Outcome { status, actions, result, gone: false, drift, seen, memory: None }
+    Outcome { status, actions, result, gone: false, drift, seen, applied, memory: None }
 }
 
 /// What a service's count waits for while Swarm rolls a change out over its tasks, and how to
@@ -664,6 +682,41 @@ fn published_ports(ports: &[crate::spec::Port]) -> String {
         1 => format!("port {}", published[0]),
         _ => format!("ports {}", published.join(", ")),
     }
+}
+
+/// `observed` with each service's remembered settings, where it still carries the spec they
+/// were taken under.
+fn with_applied_settings(observed: &Observed, applied: &BTreeMap<String, AppliedSettings>) -> Observed {
+    let mut out = observed.clone();
+    for s in &mut out.services {
+        s.applied_settings = applied.get(&s.name).filter(|a| s.labels.get(labels::SPEC_HASH) == Some(&a.spec_hash)).map(|a| a.settings);
+    }
+    out
+}
+
+/// The settings to remember after `plan`: kept while a service carries the spec they were
+/// taken under, taken from this look for a service labd did not touch and has none for, and
+/// dropped for one `plan` changes (the next look, after the change, takes them).
+fn applied_after(lab: &str, observed: &Observed, plan: &Plan, applied: &BTreeMap<String, AppliedSettings>) -> BTreeMap<String, AppliedSettings> {
+    let touched: BTreeSet<&str> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::UpdateService { desired, .. } => Some(desired.name.as_str()),
+            Action::RemoveService { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    observed
+        .services
+        .iter()
+        .filter(|s| labels::owned_by(lab, &s.labels) && s.settings_digest != 0 && !touched.contains(s.name.as_str()))
+        .filter_map(|s| {
+            let spec_hash = s.labels.get(labels::SPEC_HASH)?.clone();
+            let kept = applied.get(&s.name).filter(|a| a.spec_hash == spec_hash).cloned();
+            Some((s.name.clone(), kept.unwrap_or(AppliedSettings { spec_hash, settings: s.settings_digest })))
+        })
+        .collect()
 }
 
 /// The lab's own services on Swarm once `plan` ran: what it observed, less what it removed.
@@ -869,13 +922,14 @@ mod tests {
     }
 
     fn apply(l: &ValidLab) -> Target {
-        Target::Apply { lab: Some(l.clone()), invalid: None, suspended: None, started_by_hand: None, last_seen: BTreeSet::new(), remembered: None }
+        Target::Apply { lab: Some(l.clone()), invalid: None, suspended: None, started_by_hand: None, last_seen: BTreeSet::new(), applied: BTreeMap::new(), remembered: None }
     }
 
     /// The next pass after `before`, remembering what it saw on Swarm as the controller does.
     async fn next_pass(swarm: &FakeSwarm, store: &FakeStore, l: &ValidLab, before: Outcome) -> Outcome {
         let last_seen = before.seen.unwrap_or_default();
-        let target = Target::Apply { lab: Some(l.clone()), invalid: None, suspended: None, started_by_hand: None, last_seen, remembered: None };
+        let applied = before.applied.unwrap_or_default();
+        let target = Target::Apply { lab: Some(l.clone()), invalid: None, suspended: None, started_by_hand: None, last_seen, applied, remembered: None };
         pass(swarm, store, target, before.status).await
     }
 
@@ -990,7 +1044,7 @@ mod tests {
         assert_eq!(o.status.message, "1/1 services running; jobs: load waiting for the schedule");
         assert!(swarm.service("t_load").is_none());
         let start = |o: Outcome, at: chrono::DateTime<Utc>| {
-            let target = Target::Apply { lab: Some(l.clone()), invalid: None, suspended: None, started_by_hand: Some(at), last_seen: o.seen.clone().unwrap_or_default(), remembered: None };
+            let target = Target::Apply { lab: Some(l.clone()), invalid: None, suspended: None, started_by_hand: Some(at), last_seen: o.seen.clone().unwrap_or_default(), applied: o.applied.clone().unwrap_or_default(), remembered: None };
             pass(&swarm, &store, target, o.status)
         };
         let o = start(o, Utc::now() - chrono::Duration::seconds(2)).await;
@@ -1105,7 +1159,7 @@ mod tests {
         exits(&[30, 40]);
         let mut status = o.status;
         status.phase = Phase::Ready;
-        let target = Target::Apply { lab: Some(l.clone()), invalid: None, suspended: Some(SuspendedBy::Labctl), started_by_hand: None, last_seen: BTreeSet::new(), remembered: None };
+        let target = Target::Apply { lab: Some(l.clone()), invalid: None, suspended: Some(SuspendedBy::Labctl), started_by_hand: None, last_seen: BTreeSet::new(), applied: BTreeMap::new(), remembered: None };
         let o = pass(&swarm, &store, target, status).await;
         assert_eq!((o.status.phase, o.status.services["b"].restarts), (Phase::Suspended, 4));
         assert_eq!(o.status.services["b"].last_restart, chrono::DateTime::<Utc>::from_timestamp(1_700_000_040, 0));
@@ -1214,6 +1268,35 @@ mod tests {
         roll(None, 0);
         let o = next_pass(&swarm, &store, &l, o).await;
         assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Ready, "1/1 services running"));
+    }
+
+    #[tokio::test]
+    async fn a_hand_edit_of_a_service_s_settings_is_put_back_once_and_labd_s_own_edits_are_no_drift() {
+        let swarm = FakeSwarm::default();
+        let store = FakeStore::default();
+        let l = lab("  services:\n    a: {replicas: 2}\n");
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        let o = passes_until(&swarm, &store, &l, o, |o| o.status.phase == Phase::Ready).await;
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert!(o.applied.as_ref().is_some_and(|a| a.contains_key("t_a")), "settings taken once it runs: {:?}", o.applied);
+        // `docker service update --env-add DEBUG=1 t_a`: the labels, and the spec hash, stay.
+        swarm.state.lock().unwrap().services[0].settings_digest = 42;
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!((o.actions.get("update"), o.drift), (Some(&1), 1));
+        assert!(store.events.lock().unwrap().iter().any(|(_, e)| e.message.contains("update service t_a (its tasks' settings changed outside labd")));
+        // Put back once: the settings are taken again after labd's own change.
+        let mut o = o;
+        for _ in 0..3 {
+            o = next_pass(&swarm, &store, &l, o).await;
+            assert_eq!(o.actions.get("update"), None, "{:?}", o.actions);
+        }
+        // An edit of the file is an update, not drift; nor is what follows it.
+        let edited = lab("  services:\n    a: {replicas: 2, env: {V: '2'}}\n");
+        let o = next_pass(&swarm, &store, &edited, o).await;
+        assert_eq!((o.actions.get("update"), o.drift), (Some(&1), 0));
+        let o = next_pass(&swarm, &store, &edited, o).await;
+        let o = next_pass(&swarm, &store, &edited, o).await;
+        assert_eq!((o.actions.get("update"), o.drift), (None, 0));
     }
 
     #[tokio::test]
@@ -1441,7 +1524,7 @@ mod tests {
         let store = FakeStore::default();
         let l = lab(TWO);
         let bad = crate::spec::Diagnostic { file: "t.yaml".into(), line: 3, column: 1, field: "spec".into(), message: "broken".into() };
-        let target = Target::Apply { lab: Some(l.clone()), invalid: Some(vec![bad]), suspended: None, started_by_hand: None, last_seen: BTreeSet::new(), remembered: None };
+        let target = Target::Apply { lab: Some(l.clone()), invalid: Some(vec![bad]), suspended: None, started_by_hand: None, last_seen: BTreeSet::new(), applied: BTreeMap::new(), remembered: None };
         let o = pass(&swarm, &store, target, LabStatus::default()).await;
         assert_eq!(o.status.phase, Phase::Invalid);
         assert_eq!(o.status.message, "t.yaml:3:1: spec: broken");

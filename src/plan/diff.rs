@@ -55,6 +55,12 @@ pub struct ObservedService {
     /// A digest of the service's task template, which its tasks' specs are compared with (the
     /// Swarm adapter's; 0 when unknown).
     pub template_digest: u64,
+    /// The same without forced restarts: what a hand edit of its settings changes (0 unknown).
+    pub settings_digest: u64,
+    /// `settings_digest` as labd saw it just after it last applied the spec the service now
+    /// carries (filled in by the controller, which remembers it): another value now means a
+    /// hand edit (`docker service update --env-add …` keeps the labels and their spec hash).
+    pub applied_settings: Option<u64>,
     /// While it does: running tasks still on an earlier spec (not counted in `running`, so a
     /// lab is not Ready half-updated: with `order: start-first` or an update `delay` every
     /// replica runs, old and new, the whole time).
@@ -533,6 +539,10 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
                 } else if have.image != want.image {
                     plan.drift += 1;
                     Some(format!("image {} → {} (changed outside labd)", have.image, want.image))
+                } else if !want.mode.is_job() && have.applied_settings.is_some_and(|was| was != have.settings_digest) {
+                    // Not a job's: any update of a job runs it again.
+                    plan.drift += 1;
+                    Some("its tasks' settings changed outside labd (a `docker service update` by hand?): put back".to_string())
                 } else {
                     None
                 };

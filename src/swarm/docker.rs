@@ -189,6 +189,7 @@ pub(super) fn observed_service(s: Service) -> Option<ObservedService> {
         .unwrap_or_default();
     let force_update = spec.task_template.as_ref().and_then(|t| t.force_update).unwrap_or(0);
     let template_digest = spec.task_template.as_ref().map_or(0, rollout::spec_digest);
+    let settings_digest = spec.task_template.as_ref().map_or(0, rollout::settings_digest);
     Some(ObservedService {
         id: s.id?,
         name: spec.name.unwrap_or_default(),
@@ -211,6 +212,9 @@ pub(super) fn observed_service(s: Service) -> Option<ObservedService> {
         force_update,
         rollout: rollout::rollout_of(s.update_status),
         template_digest,
+        settings_digest,
+        // The controller's memory (see `ObservedService::applied_settings`).
+        applied_settings: None,
         // Counted from the tasks (see `tally_tasks`).
         outdated: 0,
     })

@@ -27,13 +27,23 @@ pub(super) fn rollout_of(status: Option<ServiceUpdateStatus>) -> Option<Rollout>
 /// `Placement` a node left alone), and Swarm keeps a task whose node still fits a changed
 /// placement. Empty values and a zero `ForceUpdate` count as absent.
 pub(super) fn spec_digest(spec: &TaskSpec) -> u64 {
+    digest(spec, true)
+}
+
+/// The same without `ForceUpdate`: what a hand edit of the service's settings changes, not a
+/// restart forced by `docker service update --force` or `labctl restart`.
+pub(super) fn settings_digest(spec: &TaskSpec) -> u64 {
+    digest(spec, false)
+}
+
+fn digest(spec: &TaskSpec, with_forced_restarts: bool) -> u64 {
     let parts = TaskSpec {
         container_spec: spec.container_spec.clone(),
         resources: spec.resources.clone(),
         restart_policy: spec.restart_policy.clone(),
         log_driver: spec.log_driver.clone(),
         networks: spec.networks.clone(),
-        force_update: spec.force_update.filter(|n| *n != 0),
+        force_update: spec.force_update.filter(|n| *n != 0 && with_forced_restarts),
         ..Default::default()
     };
     let mut value = serde_json::to_value(parts).unwrap_or(Value::Null);
@@ -98,6 +108,8 @@ mod tests {
         assert_ne!(spec_digest(&service), spec_digest(&template("V=2")), "an env change is a new spec");
         let forced = TaskSpec { force_update: Some(1), ..template("V=1") };
         assert_ne!(spec_digest(&service), spec_digest(&forced), "`docker service update --force` (labctl restart) replaces every task");
+        assert_eq!(settings_digest(&service), settings_digest(&forced), "but changes no setting");
+        assert_ne!(settings_digest(&service), settings_digest(&template("V=2")));
     }
 
     #[test]
