@@ -52,6 +52,10 @@ pub struct ObservedService {
     pub force_update: u64,
     /// Swarm rolling a change of the service out over its tasks, while it does (or paused).
     pub rollout: Option<Rollout>,
+    /// While it does: running tasks still on an earlier spec (not counted in `running`, so a
+    /// lab is not Ready half-updated: with `order: start-first` or an update `delay` every
+    /// replica runs, old and new, the whole time).
+    pub outdated: u64,
     /// A digest of the service's task template, which its tasks' specs are compared with (the
     /// Swarm adapter's; 0 when unknown).
     pub template_digest: u64,
@@ -61,10 +65,6 @@ pub struct ObservedService {
     /// carries (filled in by the controller, which remembers it): another value now means a
     /// hand edit (`docker service update --env-add …` keeps the labels and their spec hash).
     pub applied_settings: Option<u64>,
-    /// While it does: running tasks still on an earlier spec (not counted in `running`, so a
-    /// lab is not Ready half-updated: with `order: start-first` or an update `delay` every
-    /// replica runs, old and new, the whole time).
-    pub outdated: u64,
 }
 
 /// A rolling update of a service in Swarm's words (its `UpdateStatus`), once started and until
