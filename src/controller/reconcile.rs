@@ -972,6 +972,14 @@ mod tests {
         panic!("not reached in 10 passes: {:?} {}", o.status.phase, o.status.message);
     }
 
+    /// A fake Swarm and store running the lab of `text` (under `spec:`), Ready.
+    async fn ready(text: &str) -> (FakeSwarm, FakeStore, ValidLab, Outcome) {
+        let (swarm, store, l) = (FakeSwarm::default(), FakeStore::default(), lab(text));
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        let o = passes_until(&swarm, &store, &l, o, |o| o.status.phase == Phase::Ready).await;
+        (swarm, store, l, o)
+    }
+
     #[tokio::test]
     async fn a_job_runs_once_the_lab_is_ready_holds_nothing_back_and_its_completion_is_counted() {
         let swarm = FakeSwarm::default();
@@ -1242,11 +1250,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_rollout_is_ready_once_every_task_runs_the_new_spec_and_one_swarm_paused_degrades_the_lab() {
-        let swarm = FakeSwarm::default();
-        let store = FakeStore::default();
-        let l = lab("  services:\n    a: {replicas: 3, update: {order: start-first}}\n");
-        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
-        let o = passes_until(&swarm, &store, &l, o, |o| o.status.phase == Phase::Ready).await;
+        let (swarm, store, l, o) = ready("  services:\n    a: {replicas: 3, update: {order: start-first}}\n").await;
         let roll = |state: Option<RolloutState>, outdated: u64| {
             let mut s = swarm.state.lock().unwrap();
             s.services[0].rollout = state.map(|state| plan::Rollout { state, message: "update paused due to failure or early termination of task x1".into() });
@@ -1272,11 +1276,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hand_edit_of_a_service_s_settings_is_put_back_once_and_labd_s_own_edits_are_no_drift() {
-        let swarm = FakeSwarm::default();
-        let store = FakeStore::default();
-        let l = lab("  services:\n    a: {replicas: 2}\n");
-        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
-        let o = passes_until(&swarm, &store, &l, o, |o| o.status.phase == Phase::Ready).await;
+        let (swarm, store, l, o) = ready("  services:\n    a: {replicas: 2}\n").await;
         let o = next_pass(&swarm, &store, &l, o).await;
         assert!(o.applied.as_ref().is_some_and(|a| a.contains_key("t_a")), "settings taken once it runs: {:?}", o.applied);
         // `docker service update --env-add DEBUG=1 t_a`: the labels, and the spec hash, stay.
