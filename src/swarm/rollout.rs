@@ -1,5 +1,6 @@
 //! A service's rolling update as Swarm reports it, and which of its tasks run the service's
-//! current spec: a lab is Ready only once every running task does.
+//! current spec: a lab is Ready only once every running task does. The same digest, less
+//! forced restarts, shows a hand edit of the service's settings.
 
 use std::hash::{Hash, Hasher};
 
@@ -48,6 +49,7 @@ fn digest(spec: &TaskSpec, with_forced_restarts: bool) -> u64 {
     };
     let mut value = serde_json::to_value(parts).unwrap_or(Value::Null);
     prune_empty(&mut value);
+    // Compared within one labd only, never stored: std's hasher may change between releases.
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     // serde_json's maps are sorted: the text is canonical (bollard's label maps are not).
     value.to_string().hash(&mut hasher);
