@@ -1050,7 +1050,18 @@ fn labctl_restart_replaces_every_task_and_a_later_scale_does_not_restart_them_ag
     lab.wait_phase("rst", "Ready", READY);
     let slots = || [1, 2].map(|slot| running_container_of_slot("rst_node", slot));
     let before = slots();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_labctl")).args(["--redis", &lab.redis.url(), "restart", "rst"]).env("DOCKER_API_VERSION", "1.41").output().expect("labctl restart");
+    let restart = std::process::Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["--redis", &lab.redis.url(), "restart", "rst"])
+        .env("DOCKER_API_VERSION", "1.41")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("labctl restart");
+    // Said as a restart while it goes, not as an edit of the spec.
+    let seen = lab.wait_phase_saying("rst", "Progressing", "(restarting: ", READY);
+    let message = seen["message"].as_str().unwrap_or_default();
+    assert!(message.contains("still to be replaced") && !message.contains("previous spec"), "{message}");
+    let out = restart.wait_with_output().expect("labctl restart");
     let said = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success() && said.contains("restarting node (2 tasks)") && said.contains("node: every task replaced after"), "{said}");
     let restarted = slots();

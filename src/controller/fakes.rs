@@ -179,6 +179,7 @@ impl Swarm for FakeSwarm {
                     running: counted.map_or(0, |c| c.running),
                     stopping: counted.map_or(0, |c| c.stopping),
                     outdated: counted.map_or(0, |c| c.outdated),
+                    outdated_by_restart: counted.is_some_and(|c| c.outdated_by_restart),
                     trouble: counted.and_then(|c| c.trouble.clone()),
                     completed: counted.and_then(|c| c.completed),
                     exits: counted.map(|c| c.exits.clone()).unwrap_or_default(),
@@ -272,6 +273,7 @@ impl Swarm for FakeSwarm {
                 settings_digest: settings_of(svc),
                 applied_settings: None,
                 outdated: 0,
+                outdated_by_restart: false,
             });
             Ok(())
         })

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::plan::{self, desired_lab, labels, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, DesiredService, JobGate, JobWait, LabMemory, Observed, Plan, RolloutState, Shaping, TroubleCause};
+use crate::plan::{self, desired_lab, labels, diff, shaping_in_force, teardown, Action, ActionKind, DesiredLab, DesiredService, JobGate, JobWait, LabMemory, Observed, ObservedService, Plan, RolloutState, Shaping, TroubleCause};
 use crate::spec::{Diagnostic, ValidLab};
 use crate::status::{condition_types as ct, ConditionStatus, EventReason, LabStatus, Phase, ScheduleStatus, ServiceStatus};
 use crate::store::LabStore;
@@ -596,12 +596,12 @@ async fn apply<S: Swarm>(
             let why = match have.and_then(|h| h.trouble.as_ref()).and_then(|t| t.cause) {
                 Some(TroubleCause::Unschedulable) => " (no node may run it)".to_string(),
                 Some(TroubleCause::PortInUse) => format!(" ({} in use on every node that may run it)", published_ports(&want.ports)),
-                _ if outdated > 0 => updating(outdated, want),
+                _ if outdated > 0 => updating(outdated, have, want),
                 _ => String::new(),
             };
             not_running.push(format!("{} {}/{}{why}", want.short_name, s.running, s.desired));
         } else if outdated > 0 {
-            not_running.push(format!("{} {}/{}{}", want.short_name, s.running, s.desired, updating(outdated, want)));
+            not_running.push(format!("{} {}/{}{}", want.short_name, s.running, s.desired, updating(outdated, have, want)));
         } else if stopping > 0 {
             not_running.push(format!("{} {}/{} ({stopping} stopping)", want.short_name, s.running, s.desired));
         }
@@ -666,7 +666,10 @@ async fn apply<S: Swarm>(
 
 /// What a service's count waits for while Swarm rolls a change out over its tasks, and how to
 /// make it quicker where the lab keeps Swarm's pace (one task at a time).
-fn updating(outdated: u64, want: &DesiredService) -> String {
+fn updating(outdated: u64, have: Option<&ObservedService>, want: &DesiredService) -> String {
+    if have.is_some_and(|h| h.outdated_by_restart) {
+        return format!(" (restarting: {outdated} still to be replaced)");
+    }
     let pace = match want.update.and_then(|u| u.parallelism) {
         None | Some(1) => ", one at a time: `update.parallelism` sets how many at once",
         _ => "",
@@ -1272,6 +1275,11 @@ mod tests {
         roll(None, 0);
         let o = next_pass(&swarm, &store, &l, o).await;
         assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Ready, "1/1 services running"));
+        // `labctl restart`: the same spec, its tasks replaced one by one.
+        roll(Some(RolloutState::Updating), 2);
+        swarm.state.lock().unwrap().services[0].outdated_by_restart = true;
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!(o.status.message, "waiting for a 1/3 (restarting: 2 still to be replaced)");
     }
 
     #[tokio::test]

@@ -56,6 +56,9 @@ pub struct ObservedService {
     /// lab is not Ready half-updated: with `order: start-first` or an update `delay` every
     /// replica runs, old and new, the whole time).
     pub outdated: u64,
+    /// Those outdated tasks differ from the template only by a forced restart (`labctl
+    /// restart`, `docker service update --force`): the same spec, being restarted.
+    pub outdated_by_restart: bool,
     /// A digest of the service's task template, which its tasks' specs are compared with (the
     /// Swarm adapter's; 0 when unknown).
     pub template_digest: u64,

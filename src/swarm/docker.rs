@@ -217,6 +217,7 @@ pub(super) fn observed_service(s: Service) -> Option<ObservedService> {
         applied_settings: None,
         // Counted from the tasks (see `tally_tasks`).
         outdated: 0,
+        outdated_by_restart: false,
     })
 }
 
@@ -282,13 +283,22 @@ impl DockerSwarm {
                     .filter(|t| !down.iter().any(|(id, _)| t.node_id.as_deref() == Some(id.as_str())))
                     .filter(|t| !settling(mine(), t, now))
             };
-            // While Swarm rolls a change out, a task on an earlier spec is not one the lab
-            // wants: outside a rollout every task is (Swarm replaces none), which also keeps a
-            // spec that some Engine reports otherwise from holding a lab back for good.
-            let current = |t: &bollard::models::Task| s.rollout.is_none() || t.spec.as_ref().map(rollout::spec_digest) == Some(s.template_digest);
-            s.running = up().filter(|t| t.desired_state == Some(TaskState::RUNNING) && current(t)).count() as u64;
-            s.outdated = up().filter(|t| t.desired_state == Some(TaskState::RUNNING) && !current(t)).count() as u64;
-            s.stopping = up().filter(|t| t.desired_state != Some(TaskState::RUNNING)).count() as u64;
+            let (mut running, mut outdated, mut stopping, mut only_restarted) = (0, 0, 0, true);
+            for t in up() {
+                if t.desired_state != Some(TaskState::RUNNING) {
+                    stopping += 1;
+                } else if s.rollout.is_none() || t.spec.as_ref().map(rollout::spec_digest) == Some(s.template_digest) {
+                    // While Swarm rolls a change out, a task on an earlier spec is not one the
+                    // lab wants: outside a rollout every task is (Swarm replaces none), which
+                    // also keeps a spec some Engine reports otherwise from holding a lab back.
+                    running += 1;
+                } else {
+                    outdated += 1;
+                    only_restarted &= t.spec.as_ref().map(rollout::settings_digest) == Some(s.settings_digest);
+                }
+            }
+            (s.running, s.outdated, s.stopping) = (running, outdated, stopping);
+            s.outdated_by_restart = outdated > 0 && only_restarted;
             s.trouble = if s.running < s.desired { service_trouble(mine()) } else { None };
             s.exits = restarted_exits(mine());
         }
@@ -780,6 +790,29 @@ mod tests {
         let mut services = vec![service(None)];
         DockerSwarm::tally_tasks(tasks, &mut services, &[]);
         assert_eq!((services[0].running, services[0].outdated), (3, 0));
+    }
+
+    #[test]
+    fn a_forced_restart_under_way_is_told_from_a_change() {
+        let spec = |force: u64| bollard::models::TaskSpec {
+            container_spec: Some(bollard::models::TaskSpecContainerSpec { image: Some("labbox:latest".into()), ..Default::default() }),
+            force_update: Some(force),
+            ..Default::default()
+        };
+        let on = |spec| Task { spec: Some(spec), ..task("s", "n1", TaskState::RUNNING, TaskState::RUNNING) };
+        let updating = Some(crate::plan::Rollout { state: crate::plan::RolloutState::Updating, message: "update in progress".into() });
+        let template = spec(1);
+        let service = ObservedService { id: "s".into(), replicas: Some(2), desired: 2, template_digest: rollout::spec_digest(&template), settings_digest: rollout::settings_digest(&template), rollout: updating, ..Default::default() };
+        // `labctl restart`: the one task not yet replaced differs only by the counter.
+        let mut services = vec![service.clone()];
+        DockerSwarm::tally_tasks(vec![on(spec(1)), on(spec(0))], &mut services, &[]);
+        assert_eq!((services[0].running, services[0].outdated, services[0].outdated_by_restart), (1, 1, true));
+        // An edit: the task runs another image.
+        let mut edited = spec(1);
+        edited.container_spec.as_mut().unwrap().image = Some("other:1".into());
+        let mut services = vec![service];
+        DockerSwarm::tally_tasks(vec![on(spec(1)), on(edited)], &mut services, &[]);
+        assert_eq!((services[0].running, services[0].outdated, services[0].outdated_by_restart), (1, 1, false));
     }
 
     #[test]
