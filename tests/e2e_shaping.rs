@@ -449,7 +449,7 @@ fn top_shows_each_task_s_traffic_per_network_at_the_rate_the_lab_sets() {
     // `source` downloads a 1.3 MB file from `sink` over and over; `mgmt` carries nothing.
     let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: top}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s}\n  networks:\n    lan: {conditions: {rate: 2mbit}}\n    mgmt: {}\n  services:\n    sink:\n      networks: [lan, mgmt]\n      command: [sh, -c, 'seq 1 200000 > /blob; httpd -f -p 8080 -h /']\n    source:\n      networks: [lan]\n      command: [sh, -c, 'while true; do wget -q -O /dev/null http://sink:8080/blob; sleep 0.1; done']\n";
     lab.write("top.yaml", text);
-    lab.start_labd_args(&["--usage-interval", "1s"]);
+    lab.start_labd_args(&["--usage-interval", "1s", "--history-retention", "36h"]);
     wait_shaped(&lab, "top", READY);
     let usage = || -> Result<Vec<serde_json::Value>, String> {
         let out = lab.labctl(&["top", "top", "-o", "json"]);
@@ -506,6 +506,15 @@ fn top_shows_each_task_s_traffic_per_network_at_the_rate_the_lab_sets() {
         let series: Vec<&str> = metrics.lines().filter(|l| l.contains("lab=\"top\"")).collect();
         if left.trim() == "0" && series.is_empty() { Ok(()) } else { Err(format!("{left} {series:?}")) }
     });
+    // Its samples stay for a report of the lab gone, for `--history-retention`, not for good.
+    let ttl = || lab.redis.cli(&["ttl", "swarmlab:lab:top:usage-history"]).trim().parse::<i64>().unwrap_or(-2);
+    let left = ttl();
+    assert!((35 * 3600..=36 * 3600).contains(&left), "the deleted lab's usage history expires in 36 h: TTL {left}");
+    let out = lab.labctl(&["report", "top", "-o", report.to_str().unwrap()]);
+    assert!(out.status.success() && std::fs::read_to_string(&report).unwrap().contains("source: traffic per lab network"), "{}", String::from_utf8_lossy(&out.stderr));
+    // A lab of that name again: its history is its own to keep.
+    lab.write("top.yaml", text);
+    eventually("the history kept for good again", READY, || if ttl() == -1 { Ok(()) } else { Err(ttl().to_string()) });
 }
 
 #[test]

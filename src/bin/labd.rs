@@ -93,6 +93,10 @@ struct Cli {
     /// network: `labctl top`, and the `swarmlab_task_*` series); `0s` never.
     #[arg(long, env = "LABD_USAGE_INTERVAL", default_value = "5s", value_parser = parse_usage_interval, global = true)]
     usage_interval: Duration,
+    /// How long a deleted lab's probe results and usage samples stay in Redis (`labctl report
+    /// LAB` after the lab is gone): `15d`, `36h`. Kept for good while the lab lives.
+    #[arg(long, env = "LABD_HISTORY_RETENTION", default_value = "15d", value_parser = parse_retention)]
+    history_retention: Duration,
     /// Run the commands `labctl exec` on another node asks for in this node's tasks, and give
     /// `labctl cp` their files (off by default: whoever can write to Redis could then run
     /// commands in the lab's tasks).
@@ -128,6 +132,16 @@ impl BackendChoice {
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let d: swarmlab::spec::units::Duration = text.parse().map_err(|e| format!("{e}"))?;
     Ok(d.as_std().max(Duration::from_secs(1)))
+}
+
+/// Whole days, hours, minutes or seconds (`15d`, `36h`), as Prometheus's retention reads
+/// them: the lab file's durations stop at a day.
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    let unit = |suffix: char, seconds: u64| text.strip_suffix(suffix).and_then(|n| n.parse::<u64>().ok()).map(|n| n.saturating_mul(seconds));
+    match unit('d', 86_400).or_else(|| unit('h', 3600)).or_else(|| unit('m', 60)).or_else(|| unit('s', 1)) {
+        Some(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+        _ => Err(format!("`{text}`: a whole number of days, hours, minutes or seconds from 1, e.g. `15d` or `36h`")),
+    }
 }
 
 fn parse_usage_interval(text: &str) -> Result<Duration, String> {
@@ -250,7 +264,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (view_tx, view_rx) = tokio::sync::watch::channel(BTreeMap::new());
     let view_tx = std::sync::Arc::new(view_tx);
     let _http = serve_http(cli.http.as_deref().unwrap_or("127.0.0.1:9464"), metrics.clone(), role_rx, Some(view_rx), Some(cli.redis.clone())).await?;
-    let store = RedisStore::new(&cli.redis).with_context(|| format!("bad redis URL {}", cli.redis))?;
+    let store = RedisStore::new(&cli.redis).with_context(|| format!("bad redis URL {}", cli.redis))?.with_history_retention(cli.history_retention);
     let store_task = tokio::spawn(store.clone().run(stopped(&stop_rx)));
     // One labd reconciles a swarm at a time; a second one stands by here.
     // Unique even for two replicas on one node with the same pid (containers).

@@ -61,7 +61,8 @@ pub mod keys {
         format!("swarmlab:lab:{lab}:usage")
     }
     /// Stream (capped) of the node agents' samples of the lab by service (`UsageRecord`
-    /// JSON): the usage plots of `labctl report`. Kept after the lab, as its probes.
+    /// JSON): the usage plots of `labctl report`. Kept after the lab, as its probes, for labd's
+    /// `--history-retention`.
     pub fn usage_history(lab: &str) -> String {
         format!("swarmlab:lab:{lab}:usage-history")
     }
@@ -162,7 +163,13 @@ pub struct RedisStore {
     fence: Arc<Mutex<Option<u64>>>,
     /// What the last connection found, so a warning is said once per change, not per reconnect.
     durability: Arc<Mutex<Option<Durability>>>,
+    /// How long a deleted lab's probes and usage history stay (`labctl report` of it): a lab
+    /// per commit or per test run would otherwise leave them in Redis for good.
+    history_retention: Duration,
 }
+
+/// `--history-retention`'s default, Prometheus's default retention.
+pub const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(15 * 24 * 3600);
 
 impl RedisStore {
     /// Yields whenever `labctl` says a lab's flags changed (start, suspend, resume), and once
@@ -210,7 +217,13 @@ impl RedisStore {
             reader: Arc::default(),
             fence: Arc::default(),
             durability: Arc::default(),
+            history_retention: DEFAULT_HISTORY_RETENTION,
         })
+    }
+
+    /// Keeps a deleted lab's probes and usage history this long (at least a second).
+    pub fn with_history_retention(self, retention: Duration) -> Self {
+        RedisStore { history_retention: retention.max(Duration::from_secs(1)), ..self }
     }
 
     /// From now on, write only while the lease's generation is `token`.
@@ -435,8 +448,8 @@ impl RedisStore {
         };
         let fence = self.fence.lock().ok().and_then(|f| *f);
         let result = match fence {
-            Some(token) => write_fenced(c, &batch, token).await,
-            None => write_batch(c, &batch).await,
+            Some(token) => write_fenced(c, &batch, token, self.history_retention).await,
+            None => write_batch(c, &batch, self.history_retention).await,
         };
         if result.is_err() {
             // Put back what was not written, without overwriting newer entries.
@@ -467,7 +480,7 @@ impl RedisStore {
 
 /// Writes the batch in one transaction that fails if the lease changed hands since `token`
 /// (WATCH on the generation). A fenced-off batch is dropped: it is another leader's world now.
-async fn write_fenced(c: &mut MultiplexedConnection, batch: &Outbox, token: u64) -> redis::RedisResult<()> {
+async fn write_fenced(c: &mut MultiplexedConnection, batch: &Outbox, token: u64, retention: Duration) -> redis::RedisResult<()> {
     use super::lease::GENERATION_KEY;
     redis::cmd("WATCH").arg(GENERATION_KEY).query_async::<()>(c).await?;
     let current: Option<u64> = c.get(GENERATION_KEY).await?;
@@ -476,7 +489,7 @@ async fn write_fenced(c: &mut MultiplexedConnection, batch: &Outbox, token: u64)
         tracing::warn!(token, current = ?current, "another labd leads now: dropping this labd's pending status writes");
         return Ok(());
     }
-    let mut pipe = batch_pipeline(batch);
+    let mut pipe = batch_pipeline(batch, retention);
     pipe.atomic().get(GENERATION_KEY);
     let done: Option<(Option<u64>,)> = pipe.query_async(c).await?;
     if done.is_none() {
@@ -485,21 +498,30 @@ async fn write_fenced(c: &mut MultiplexedConnection, batch: &Outbox, token: u64)
     Ok(())
 }
 
-async fn write_batch(c: &mut MultiplexedConnection, batch: &Outbox) -> redis::RedisResult<()> {
-    batch_pipeline(batch).query_async::<()>(c).await
+async fn write_batch(c: &mut MultiplexedConnection, batch: &Outbox, retention: Duration) -> redis::RedisResult<()> {
+    batch_pipeline(batch, retention).query_async::<()>(c).await
 }
 
-fn batch_pipeline(batch: &Outbox) -> redis::Pipeline {
+/// `retention`: how long a deleted lab's probes and usage history are kept.
+fn batch_pipeline(batch: &Outbox, retention: Duration) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     for (lab, status) in &batch.statuses {
+        let history = [keys::probes(lab), keys::usage_history(lab)];
         match status {
             Some(s) => {
                 let json = serde_json::to_string(s).unwrap_or_default();
                 pipe.sadd(keys::LABS, lab).ignore().set(keys::status(lab), json).ignore();
+                // A lab of that name again: its history is kept as long as it lives.
+                history.iter().for_each(|key| {
+                    pipe.persist(key).ignore();
+                });
             }
             None => {
                 pipe.srem(keys::LABS, lab).ignore();
                 pipe.del(&[keys::status(lab), keys::events(lab), keys::metrics(lab), keys::shaping(lab), keys::faults(lab), keys::tasks(lab), keys::usage(lab)]).ignore();
+                history.iter().for_each(|key| {
+                    pipe.expire(key, retention.as_secs() as i64).ignore();
+                });
             }
         }
     }
