@@ -166,11 +166,17 @@ struct Executed {
     /// Networks Swarm would not remove yet: tasks on them are still stopping. Not an error;
     /// the removal is tried again at the next pass.
     in_use: Vec<String>,
+    /// Services whose update Swarm refused: they still carry what they had (a hand edit
+    /// included), so what labd remembers of them stays, and the next pass tries again.
+    failed_updates: BTreeSet<String>,
 }
 
 impl Executed {
     fn record(&mut self, store: &impl LabStore, lab: &str, action: &Action, result: Result<(), SwarmError>) {
-        let Executed { done, errors, in_use } = self;
+        let Executed { done, errors, in_use, failed_updates } = self;
+        if let (Action::UpdateService { desired, .. }, Err(_)) = (action, &result) {
+            failed_updates.insert(desired.name.clone());
+        }
         match result {
             Ok(()) => {
                 *done.entry(kind_name(action.kind())).or_default() += 1;
@@ -500,8 +506,8 @@ async fn apply<S: Swarm>(
     let vanished = plan.actions.iter().filter(|a| matches!(a, Action::CreateService(s) if last_seen.contains(&s.name))).count() as u64;
     let drift = plan.drift as u64 + vanished;
     let seen = Some(seen_after(name, observed, &plan));
-    let applied = Some(applied_after(name, observed, &plan, applied));
-    let Executed { done: actions, errors: swarm_errors, in_use } = execute(swarm, store, name, &plan).await;
+    let Executed { done: actions, errors: swarm_errors, in_use, failed_updates } = execute(swarm, store, name, &plan).await;
+    let applied = Some(applied_after(name, observed, &plan, applied, &failed_updates));
     // Files no service names any more (a new content is a new config; a file or a service
     // dropped) go once the services are updated. Swarm keeps any a service still names (an
     // update that failed); the lab's removal takes whatever is left.
@@ -699,13 +705,14 @@ fn with_applied_settings(observed: &Observed, applied: &BTreeMap<String, Applied
 
 /// The settings to remember after `plan`: kept while a service carries the spec they were
 /// taken under, taken from this look for a service labd did not touch and has none for, and
-/// dropped for one `plan` changes (the next look, after the change, takes them).
-fn applied_after(lab: &str, observed: &Observed, plan: &Plan, applied: &BTreeMap<String, AppliedSettings>) -> BTreeMap<String, AppliedSettings> {
+/// dropped for one `plan` changed (the next look, after the change, takes them). An update
+/// Swarm refused changed nothing: a repair of a hand edit is then tried again.
+fn applied_after(lab: &str, observed: &Observed, plan: &Plan, applied: &BTreeMap<String, AppliedSettings>, failed_updates: &BTreeSet<String>) -> BTreeMap<String, AppliedSettings> {
     let touched: BTreeSet<&str> = plan
         .actions
         .iter()
         .filter_map(|a| match a {
-            Action::UpdateService { desired, .. } => Some(desired.name.as_str()),
+            Action::UpdateService { desired, .. } if !failed_updates.contains(&desired.name) => Some(desired.name.as_str()),
             Action::RemoveService { name, .. } => Some(name.as_str()),
             _ => None,
         })
@@ -1294,6 +1301,14 @@ mod tests {
         assert!(store.events.lock().unwrap().iter().any(|(_, e)| e.message.contains("update service t_a (its tasks' settings changed outside labd")));
         // Put back once: the settings are taken again after labd's own change.
         let mut o = o;
+        o = next_pass(&swarm, &store, &l, o).await;
+        // A repair Swarm refuses (an update conflict, a manager without a leader) is tried again.
+        swarm.state.lock().unwrap().services[0].settings_digest = 43;
+        swarm.state.lock().unwrap().fail_next = 1;
+        o = next_pass(&swarm, &store, &l, o).await;
+        assert!(o.result.is_err() && o.actions.get("update").is_none(), "{:?}", o.result);
+        o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!((o.actions.get("update"), o.drift), (Some(&1), 1), "the edit put back at the next pass");
         for _ in 0..3 {
             o = next_pass(&swarm, &store, &l, o).await;
             assert_eq!(o.actions.get("update"), None, "{:?}", o.actions);
