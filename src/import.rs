@@ -15,13 +15,12 @@ use crate::spec::{parse_file, Diagnostic};
 /// Why a Compose key is not carried over, by key.
 fn not_carried(key: &str) -> Option<&'static str> {
     Some(match key {
-        "build" => "labd never builds or pulls: build the image and load it on every node, then set `image` (or map it with --image)",
         "container_name" => "Swarm names tasks itself (`<lab>_<service>.<slot>`)",
         "restart" => "a lab's services are kept running: Swarm starts a task again whatever its exit code (a service meant to run once is a job: `mode: replicated-job`)",
         "depends_on" => "Swarm starts services in no order; the lab is Ready when all run",
         "links" | "external_links" => "services reach each other by name on their networks",
         "expose" => "every port is reachable on the lab's networks",
-        "logging" | "devices" | "privileged" | "security_opt" | "profiles" | "pid" | "ipc" | "network_mode" | "shm_size" | "platform" | "pull_policy" => {
+        "logging" | "devices" | "privileged" | "security_opt" | "pid" | "ipc" | "network_mode" | "shm_size" | "platform" | "pull_policy" => {
             "not supported by swarmlab"
         }
         _ => return None,
@@ -56,12 +55,22 @@ pub enum ImportError {
     Syntax(String),
     #[error("the Compose file has no `services`")]
     NoServices,
-    #[error("the lab made from it is not valid: {}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; "))]
-    Invalid(Vec<Diagnostic>),
+    /// The notes say what to do about it (an image to map, most often).
+    #[error("the lab made from it is not valid yet, nothing written: {}", .diagnostics.iter().map(|d| format!("{}: {}", d.field, d.message)).collect::<Vec<_>>().join("; "))]
+    Invalid { diagnostics: Vec<Diagnostic>, notes: Vec<Note> },
 }
 
 /// Image rewrites: `service=image` or `image=image` (the first matching wins; `*=` matches all).
 pub type ImageMap = Vec<(String, String)>;
+
+/// What `labctl import` is asked besides the file.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    pub images: ImageMap,
+    /// Compose profiles to enable (`--profile`, `*` all), as `docker compose --profile`: a
+    /// service in profiles none of which is enabled is not imported, as `up` does not start it.
+    pub profiles: Vec<String>,
+}
 
 fn field_path(pointer: &str) -> String {
     pointer.trim_start_matches('/').replace('/', ".")
@@ -515,7 +524,10 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
     for (key, value) in svc {
         let at = format!("{base}/{}", pointer_segment(key));
         match key.as_str() {
-            "image" => {}
+            // Which profiles import it (see `compose_to_lab`).
+            "image" | "profiles" => {}
+            "build" if out.contains_key("image") => ctx.note(&at, "labd never builds or pulls: the image set runs"),
+            "build" => ctx.note(&at, format!("labd never builds or pulls: build the image, load it on every node, then map it: `--image {name}=IMAGE`")),
             // Compose's command is the arguments of the image's entrypoint.
             "command" => {
                 if let Some(words) = words(ctx, &at, value) {
@@ -652,8 +664,8 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
     if !env_from_files.is_empty() {
         out.insert("env".into(), json!(env_from_files));
     }
-    if !out.contains_key("image") {
-        ctx.note(&base, "no image: set one (labd never builds), or map it with --image");
+    if !out.contains_key("image") && !svc.contains_key("build") {
+        ctx.note(&base, format!("no image: set `image` in the lab, or map one: `--image {name}=IMAGE`"));
     }
     Value::Object(out)
 }
@@ -778,7 +790,7 @@ fn carry_policy(ctx: &mut Ctx, here: &str, block: &Value, carry: impl Fn(&str, &
 
 /// Converts a Compose file into a lab named `name`; `read_file` reads the files its configs
 /// name (relative to the Compose file's directory, as Compose reads them).
-pub fn compose_to_lab(path: &Path, text: &str, name: &str, images: &ImageMap, read_file: &dyn Fn(&Path) -> std::io::Result<String>) -> Result<Imported, ImportError> {
+pub fn compose_to_lab(path: &Path, text: &str, name: &str, options: &ImportOptions, read_file: &dyn Fn(&Path) -> std::io::Result<String>) -> Result<Imported, ImportError> {
     let docs = parse_documents(text).map_err(|e| ImportError::Syntax(format!("{}:{}:{}: {}", path.display(), e.mark.line, e.mark.column, e.message)))?;
     let doc = docs.into_iter().next().ok_or(ImportError::NoServices)?;
     let mut ctx = Ctx { positions: &doc.positions, notes: Vec::new() };
@@ -817,7 +829,14 @@ pub fn compose_to_lab(path: &Path, text: &str, name: &str, images: &ImageMap, re
     let mut lab_services = Map::new();
     for (svc_name, svc) in services {
         let svc = svc.as_object().cloned().unwrap_or_default();
-        lab_services.insert(svc_name.clone(), service(&mut ctx, svc_name, &svc, images, &top));
+        let profiles: Vec<&str> = svc.get("profiles").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        if !profiles.is_empty() && !profiles.iter().any(|p| options.profiles.iter().any(|e| e == p || e == "*")) {
+            let at = format!("/services/{}/profiles", pointer_segment(svc_name));
+            let listed = profiles.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ");
+            ctx.note(&at, format!("not imported: `docker compose up` starts it only with its profile ({listed}) enabled; `--profile {}` imports it", profiles[0]));
+            continue;
+        }
+        lab_services.insert(svc_name.clone(), service(&mut ctx, svc_name, &svc, &options.images, &top));
     }
     let mut spec = Map::new();
     let files: Map<String, Value> = configs.into_iter().chain(secrets).collect();
@@ -850,7 +869,7 @@ pub fn compose_to_lab(path: &Path, text: &str, name: &str, images: &ImageMap, re
     // What we write must be a lab labd accepts.
     match parse_file(Path::new(&format!("{name}.yaml")), &text).into_iter().next().map(|d| d.result) {
         Some(Ok(_)) => Ok(Imported { text, notes }),
-        Some(Err(d)) => Err(ImportError::Invalid(d)),
+        Some(Err(diagnostics)) => Err(ImportError::Invalid { diagnostics, notes }),
         None => Err(ImportError::NoServices),
     }
 }
@@ -866,7 +885,7 @@ mod tests {
     #[test]
     fn named_volumes_absolute_binds_and_tmpfs_carry_and_relative_binds_are_noted() {
         let compose = "services:\n  db:\n    image: labbox:latest\n    tmpfs: [/run, '/tmp:size=16m,mode=1777']\n    volumes:\n      - data:/var/lib/db\n      - /srv/results:/results:ro\n      - ./conf:/etc/db\n      - /anonymous\n      - {type: volume, target: /anon}\n      - type: tmpfs\n        target: /scratch\n        tmpfs: {size: 64m}\nvolumes:\n  data:\n    driver: local\n";
-        let out = compose_to_lab(Path::new("compose.yml"), compose, "vols", &vec![], &no_files).expect("valid");
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "vols", &ImportOptions::default(), &no_files).expect("valid");
         let lab = parse_file(Path::new("vols.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
         assert!(lab.spec.volumes.contains_key("data"));
         let mounts: Vec<_> = lab.spec.services["db"].volumes.clone().unwrap().iter().map(|m| m.entry().unwrap()).collect();
@@ -893,7 +912,7 @@ mod tests {
             Some("lab/.env") => Ok("# peers\nA=1\nB=from-file\nC=\"quoted value\"\n\nFROM_SHELL\n".to_string()),
             _ => no_files(path),
         };
-        let out = compose_to_lab(Path::new("lab/compose.yml"), compose, "envs", &vec![], &read).expect("valid");
+        let out = compose_to_lab(Path::new("lab/compose.yml"), compose, "envs", &ImportOptions::default(), &read).expect("valid");
         let lab = parse_file(Path::new("envs.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
         let env: Vec<String> = lab.spec.services["node"].env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         assert_eq!(env, ["A=1", "B=explicit", "C=quoted value"]);
@@ -905,7 +924,7 @@ mod tests {
     #[test]
     fn entrypoint_user_working_dir_stop_signal_ulimits_and_restart_policy_carry() {
         let compose = "services:\n  node:\n    image: labbox:latest\n    deploy: {restart_policy: {condition: on-failure, delay: 500ms, max_attempts: 3, window: 2m}}\n    ulimits: {nofile: {soft: 20000, hard: 40000}, nproc: 65535}\n    entrypoint: /bin/node --flag 'a b'\n    command: [--port, 4000]\n    user: 1000\n    working_dir: /srv\n    stop_signal: SIGINT\n  list:\n    image: labbox:latest\n    entrypoint: [sh, -c]\n";
-        let out = compose_to_lab(Path::new("compose.yml"), compose, "run", &vec![], &no_files).expect("valid");
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "run", &ImportOptions::default(), &no_files).expect("valid");
         assert_eq!(out.notes.iter().map(ToString::to_string).collect::<Vec<_>>(), ["4:31: services.node.deploy.restart_policy.condition: not carried: a lab's services are kept running, their tasks always started again (condition any); a service meant to run once is a job: `mode: replicated-job`"]);
         let lab = parse_file(Path::new("run.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
         let node = &lab.spec.services["node"];
@@ -922,7 +941,7 @@ mod tests {
     #[test]
     fn update_config_carries_as_the_service_s_update_policy_and_rollback_is_said_not_carried() {
         let compose = "services:\n  node:\n    image: labbox:latest\n    deploy:\n      replicas: 20\n      update_config: {parallelism: 5, delay: 10s, order: start-first, monitor: 2s, max_failure_ratio: 0.07}\n  other:\n    image: labbox:latest\n    deploy: {update_config: {failure_action: rollback}, rollback_config: {parallelism: 0}}\n";
-        let out = compose_to_lab(Path::new("compose.yml"), compose, "roll", &vec![], &no_files).expect("valid");
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "roll", &ImportOptions::default(), &no_files).expect("valid");
         let notes: Vec<String> = out.notes.iter().map(ToString::to_string).collect();
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(notes[0].starts_with("9:30: services.other.deploy.update_config.failure_action: not carried: Swarm would put back"), "{notes:?}");
@@ -938,7 +957,7 @@ mod tests {
     #[test]
     fn extra_hosts_and_dns_carry_in_each_of_compose_s_forms() {
         let compose = "services:\n  list:\n    image: labbox:latest\n    extra_hosts: ['broker:10.42.0.5', 'v6host:::1', 'eq=10.0.0.9']\n    dns: 10.42.0.2\n    dns_search: [lab.internal]\n    dns_opt: [ndots:2]\n  map:\n    image: labbox:latest\n    extra_hosts: {broker: '[fd00::5]'}\n    dns: [10.42.0.2, 10.42.0.3]\n";
-        let out = compose_to_lab(Path::new("compose.yml"), compose, "hosts", &vec![], &no_files).expect("valid");
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "hosts", &ImportOptions::default(), &no_files).expect("valid");
         assert!(out.notes.is_empty(), "{:?}", out.notes);
         let lab = parse_file(Path::new("hosts.yaml"), &out.text).remove(0).result.expect("a valid lab").lab;
         let list = &lab.spec.services["list"];
@@ -961,7 +980,7 @@ mod tests {
             Some("deploy/nginx.conf") => Ok("events {}\n".to_string()),
             _ => no_files(path),
         };
-        let out = compose_to_lab(Path::new("deploy/compose.yml"), compose, "files", &vec![], &read).expect("valid");
+        let out = compose_to_lab(Path::new("deploy/compose.yml"), compose, "files", &ImportOptions::default(), &read).expect("valid");
         let lab = parse_file(Path::new("files.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
         assert_eq!(lab.spec.configs["nginx"].content, "events {}\n");
         assert_eq!(lab.spec.configs["inline"].content, "x = 1\n");
@@ -985,7 +1004,7 @@ mod tests {
             Some("deploy/tls.key") => Ok("KEY\n".to_string()),
             _ => no_files(path),
         };
-        let out = compose_to_lab(Path::new("deploy/compose.yml"), compose, "vault", &vec![], &read).expect("valid");
+        let out = compose_to_lab(Path::new("deploy/compose.yml"), compose, "vault", &ImportOptions::default(), &read).expect("valid");
         let lab = parse_file(Path::new("vault.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
         assert_eq!((lab.spec.configs["db_password"].content.as_str(), lab.spec.configs["tls_key"].content.as_str()), ("hunter2\n", "KEY\n"));
         assert_eq!(lab.spec.configs.len(), 3, "{}", out.text);
@@ -1004,7 +1023,7 @@ mod tests {
     #[test]
     fn a_services_network_aliases_and_terminal_carry_and_its_fixed_address_is_noted() {
         let compose = "services:\n  broker:\n    image: labbox:latest\n    tty: true\n    stdin_open: true\n    networks:\n      iot:\n        aliases: [mqtt.example.com]\n        ipv4_address: 10.5.0.9\n      back: {}\nnetworks:\n  iot: {}\n  back: {}\n";
-        let out = compose_to_lab(Path::new("compose.yml"), compose, "nets", &vec![], &no_files).expect("valid");
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "nets", &ImportOptions::default(), &no_files).expect("valid");
         let lab = parse_file(Path::new("nets.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
         let nets = lab.spec.services["broker"].networks.clone().expect("networks");
         let got: Vec<(&str, &[String])> = nets.iter().map(|n| (n.name(), n.aliases())).collect();
@@ -1018,7 +1037,7 @@ mod tests {
 
     #[test]
     fn the_iot_compose_file_becomes_a_valid_lab_with_every_dropped_field_located() {
-        let out = compose_to_lab(Path::new("docker-compose.yml"), IOT, "iot", &vec![], &no_files).expect("valid");
+        let out = compose_to_lab(Path::new("docker-compose.yml"), IOT, "iot", &ImportOptions::default(), &no_files).expect("valid");
         let lab = parse_file(Path::new("iot.yaml"), &out.text).remove(0).result.unwrap().lab;
         assert_eq!(lab.spec.services.len(), 4);
         let sim = &lab.spec.services["simulator"];
@@ -1029,14 +1048,14 @@ mod tests {
         assert_eq!(out.notes.len(), 5, "{:?}", out.notes);
         // `always` (or `unless-stopped`) is what a lab does anyway: nothing to say.
         let always = IOT.replace("restart: on-failure", "restart: always");
-        let out = compose_to_lab(Path::new("docker-compose.yml"), &always, "iot", &vec![], &no_files).expect("valid");
+        let out = compose_to_lab(Path::new("docker-compose.yml"), &always, "iot", &ImportOptions::default(), &no_files).expect("valid");
         assert_eq!(out.notes.len(), 1, "{:?}", out.notes);
     }
 
     #[test]
     fn extension_fields_and_merge_keys_are_read_as_compose_reads_them() {
         let compose = "x-node: &node\n  image: labbox:latest\n  networks: [back]\nservices:\n  a:\n    <<: *node\n    command: [sleep, infinity]\n  b:\n    <<: *node\n    deploy: {replicas: 3}\nnetworks:\n  back: {}\n";
-        let out = compose_to_lab(Path::new("compose.yml"), compose, "dry", &vec![], &no_files).expect("valid");
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "dry", &ImportOptions::default(), &no_files).expect("valid");
         let lab = parse_file(Path::new("dry.yaml"), &out.text).remove(0).result.unwrap().lab;
         let (a, b) = (&lab.spec.services["a"], &lab.spec.services["b"]);
         assert_eq!((a.image.as_deref(), b.image.as_deref()), (Some("labbox:latest"), Some("labbox:latest")));
@@ -1048,7 +1067,7 @@ mod tests {
     #[test]
     fn health_checks_carry_over_in_each_of_composes_forms() {
         let compose = "services:\n  exec:\n    image: labbox:latest\n    sysctls: [net.ipv4.ip_default_ttl=42]\n    healthcheck:\n      test: [CMD, nc, -z, localhost, '80']\n      interval: 1m30s\n      timeout: 10s\n      retries: 3\n      start_period: 40s\n      start_interval: 5s\n  shell:\n    image: labbox:latest\n    healthcheck: {test: [CMD-SHELL, test -f /tmp/ok]}\n  line:\n    image: labbox:latest\n    healthcheck: {test: test -f /tmp/ok}\n  off:\n    image: labbox:latest\n    healthcheck: {test: [NONE]}\n";
-        let out = compose_to_lab(Path::new("compose.yml"), compose, "hc", &vec![], &no_files).expect("valid");
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "hc", &ImportOptions::default(), &no_files).expect("valid");
         let lab = parse_file(Path::new("hc.yaml"), &out.text).remove(0).result.unwrap().lab;
         let check = |name: &str| lab.spec.services[name].healthcheck.clone().unwrap();
         let exec = check("exec");
@@ -1066,10 +1085,16 @@ mod tests {
     #[test]
     fn builds_are_reported_and_images_can_be_mapped_to_local_ones() {
         let dockercoins = "version: \"2\"\nservices:\n  rng:\n    build: rng\n    ports:\n    - \"8001:80\"\n  hasher:\n    build: hasher\n    ports:\n    - \"8002:80\"\n  webui:\n    build: webui\n    ports:\n    - \"8000:80\"\n    volumes:\n    - \"./webui/files/:/files/\"\n  redis:\n    image: redis\n  worker:\n    build: worker\n    deploy:\n      replicas: 2\n      resources: {limits: {cpus: '0.5', memory: 50M}}\n    stop_grace_period: 1m30s\n";
-        let unmapped = compose_to_lab(Path::new("dc.yml"), dockercoins, "coins", &vec![], &no_files);
-        assert!(matches!(&unmapped, Err(ImportError::Invalid(d)) if d.iter().any(|d| d.message.contains("has no image"))), "{unmapped:?}");
+        let unmapped = compose_to_lab(Path::new("dc.yml"), dockercoins, "coins", &ImportOptions::default(), &no_files);
+        match &unmapped {
+            Err(ImportError::Invalid { diagnostics, notes }) => {
+                assert!(diagnostics.iter().any(|d| d.message.contains("has no image")), "{diagnostics:?}");
+                assert!(notes.iter().any(|n| n.to_string() == "4:5: services.rng.build: labd never builds or pulls: build the image, load it on every node, then map it: `--image rng=IMAGE`"), "{notes:?}");
+            }
+            other => panic!("{other:?}"),
+        }
         let images = vec![("redis".to_string(), "labbox:latest".to_string()), ("*".to_string(), "standin:latest".to_string())];
-        let out = compose_to_lab(Path::new("dc.yml"), dockercoins, "coins", &images, &no_files).expect("valid once mapped");
+        let out = compose_to_lab(Path::new("dc.yml"), dockercoins, "coins", &ImportOptions { images, ..Default::default() }, &no_files).expect("valid once mapped");
         assert!(out.text.contains("#   4:5: services.rng.build: labd never builds or pulls"), "{}", out.text);
         assert!(out.text.contains("services.webui.volumes"), "{}", out.text);
         assert!(out.text.contains("services.redis.image: image redis mapped to labbox:latest (--image)"), "{}", out.text);
@@ -1078,5 +1103,21 @@ mod tests {
         assert_eq!((worker.replicas, worker.image.as_deref()), (Some(2), Some("standin:latest")));
         assert_eq!(worker.stop_grace_period.map(|d| d.micros), Some(90_000_000));
         assert_eq!(worker.resources.as_ref().and_then(|r| r.memory).map(|m| m.bytes), Some(50 * 1024 * 1024));
+    }
+
+    #[test]
+    fn a_service_in_a_profile_is_imported_only_with_its_profile_enabled_as_compose_up_starts_it() {
+        let compose = "services:\n  db: {image: labbox:latest}\n  client:\n    image: labbox:latest\n    profiles: [tools, debug]\n";
+        let out = compose_to_lab(Path::new("c.yml"), compose, "p", &ImportOptions::default(), &no_files).expect("valid");
+        let lab = parse_file(Path::new("p.yaml"), &out.text).remove(0).result.unwrap().lab;
+        assert_eq!(lab.spec.services.keys().collect::<Vec<_>>(), ["db"]);
+        assert!(out.text.contains("#   5:5: services.client.profiles: not imported: `docker compose up` starts it only with its profile (`tools`, `debug`) enabled; `--profile tools` imports it"), "{}", out.text);
+        for enabled in ["debug", "*"] {
+            let options = ImportOptions { profiles: vec![enabled.into()], ..Default::default() };
+            let out = compose_to_lab(Path::new("c.yml"), compose, "p", &options, &no_files).expect("valid");
+            let lab = parse_file(Path::new("p.yaml"), &out.text).remove(0).result.unwrap().lab;
+            assert_eq!(lab.spec.services.keys().collect::<Vec<_>>(), ["client", "db"], "--profile {enabled}");
+            assert!(out.notes.is_empty(), "{:?}", out.notes);
+        }
     }
 }

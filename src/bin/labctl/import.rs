@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use swarmlab::import::{compose_to_lab, ImageMap};
+use swarmlab::import::{compose_to_lab, ImageMap, ImportError, ImportOptions};
 
 /// Compose's project name: the file's directory, made a DNS label.
 fn default_name(file: &Path) -> String {
@@ -15,14 +15,20 @@ fn default_name(file: &Path) -> String {
     if name.is_empty() { "imported".into() } else { name }
 }
 
-pub fn run(file: &Path, name: Option<&str>, output: Option<&Path>, images: &[String]) -> anyhow::Result<ExitCode> {
+pub fn run(file: &Path, name: Option<&str>, output: Option<&Path>, images: &[String], profiles: &[String]) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let images: ImageMap = images
         .iter()
         .map(|m| m.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())).with_context(|| format!("--image {m}: expected FROM=TO, e.g. redis=labbox:latest")))
         .collect::<anyhow::Result<_>>()?;
     let name = name.map(str::to_string).unwrap_or_else(|| default_name(file));
-    let imported = compose_to_lab(file, &text, &name, &images, &|path| std::fs::read_to_string(path))?;
+    let options = ImportOptions { images, profiles: profiles.to_vec() };
+    let imported = compose_to_lab(file, &text, &name, &options, &|path| std::fs::read_to_string(path)).inspect_err(|e| {
+        // What to do about it is in the notes, located in the Compose file.
+        if let ImportError::Invalid { notes, .. } = e {
+            notes.iter().for_each(|n| eprintln!("{}:{n}", file.display()));
+        }
+    })?;
     match output {
         Some(path) => {
             std::fs::write(path, &imported.text).with_context(|| format!("cannot write {}", path.display()))?;

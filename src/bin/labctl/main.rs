@@ -278,6 +278,10 @@ enum Command {
         /// Use a local image: SERVICE=IMAGE, COMPOSE_IMAGE=IMAGE, or *=IMAGE (repeatable).
         #[arg(long = "image")]
         images: Vec<String>,
+        /// Enable a Compose profile (repeatable; `*` all), as `docker compose --profile`: a
+        /// service in profiles none of which is enabled is not imported.
+        #[arg(long = "profile")]
+        profiles: Vec<String>,
     },
     /// One HTML file: the lab's definition, its timeline, and plots of its probes.
     Report {
@@ -307,8 +311,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate { paths } => return validate::run(&paths),
         Command::Fmt { paths, check } => return fmt::run(&paths, check),
-        Command::Import { file, name, output, images } => {
-            return match import::run(&file, name.as_deref(), output.as_deref(), &images) {
+        Command::Import { file, name, output, images, profiles } => {
+            return match import::run(&file, name.as_deref(), output.as_deref(), &images, &profiles) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("labctl import: {}", swarmlab::error_chain::Chain(e.as_ref()));
