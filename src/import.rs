@@ -670,6 +670,19 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
     Value::Object(out)
 }
 
+/// Compose's `cpus` and `memory` of a `limits` or `reservations` block, as the lab writes them.
+fn cpus_and_memory(block: Option<&Value>) -> Map<String, Value> {
+    let mut r = Map::new();
+    if let Some(cpus) = block.and_then(|l| l.get("cpus")).and_then(as_string).and_then(|c| c.parse::<f64>().ok()) {
+        r.insert("cpus".into(), json!(cpus));
+    }
+    if let Some(mem) = block.and_then(|l| l.get("memory")).and_then(as_string) {
+        // Compose writes `50M`, `1G`, `512m`: the lab takes upper-case units.
+        r.insert("memory".into(), json!(mem.trim_end_matches(['b', 'B']).to_uppercase()));
+    }
+    r
+}
+
 fn deploy(ctx: &mut Ctx, at: &str, value: &Value, out: &mut Map<String, Value>) {
     for (key, v) in value.as_object().into_iter().flatten() {
         let here = format!("{at}/{}", pointer_segment(key));
@@ -689,17 +702,15 @@ fn deploy(ctx: &mut Ctx, at: &str, value: &Value, out: &mut Map<String, Value>) 
                 out.insert("labels".into(), json!(labels));
             }
             "resources" => {
-                let limits = v.get("limits");
-                let mut r = Map::new();
-                if let Some(cpus) = limits.and_then(|l| l.get("cpus")).and_then(as_string).and_then(|c| c.parse::<f64>().ok()) {
-                    r.insert("cpus".into(), json!(cpus));
+                let mut r = cpus_and_memory(v.get("limits"));
+                let reserved = cpus_and_memory(v.get("reservations"));
+                if !reserved.is_empty() {
+                    r.insert("reservations".into(), Value::Object(reserved));
                 }
-                if let Some(mem) = limits.and_then(|l| l.get("memory")).and_then(as_string) {
-                    // Compose writes `50M`, `1G`, `512m`: the lab takes upper-case units.
-                    r.insert("memory".into(), json!(mem.trim_end_matches(['b', 'B']).to_uppercase()));
-                }
-                if v.get("reservations").is_some() {
-                    ctx.note(&format!("{here}/reservations"), "reservations are not carried (limits are)");
+                for key in ["devices", "generic_resources", "pids"] {
+                    if v.pointer(&format!("/reservations/{key}")).or_else(|| v.pointer(&format!("/limits/{key}"))).is_some() {
+                        ctx.note(&here, format!("`{key}` is not carried (CPU and memory are)"));
+                    }
                 }
                 if !r.is_empty() {
                     out.insert("resources".into(), Value::Object(r));
@@ -952,6 +963,20 @@ mod tests {
         assert_eq!(update.order, Some(crate::spec::UpdateOrder::StartFirst));
         assert_eq!(update.max_failure_ratio.map(|p| p.0), Some(7.0));
         assert_eq!(lab.spec.services["other"].update, None);
+    }
+
+    #[test]
+    fn reservations_carry_beside_limits_and_devices_are_noted() {
+        let compose = "services:\n  db:\n    image: labbox:latest\n    deploy:\n      resources:\n        limits: {cpus: '1', memory: 256M}\n        reservations: {cpus: '0.25', memory: 64m, devices: [{capabilities: [gpu]}]}\n  cache:\n    image: labbox:latest\n    deploy: {resources: {reservations: {memory: 1G}}}\n";
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "res", &ImportOptions::default(), &no_files).expect("valid");
+        let notes: Vec<String> = out.notes.iter().map(ToString::to_string).collect();
+        assert_eq!(notes, ["5:7: services.db.deploy.resources: `devices` is not carried (CPU and memory are)"]);
+        let lab = parse_file(Path::new("res.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
+        let db = lab.spec.services["db"].resources.clone().expect("carried");
+        let reserved = db.reservations.expect("reservations carried");
+        assert_eq!((db.cpus, reserved.cpus, reserved.memory.map(|m| m.bytes)), (Some(1.0), Some(0.25), Some(64 * 1024 * 1024)));
+        let cache = lab.spec.services["cache"].resources.clone().expect("carried");
+        assert_eq!((cache.memory, cache.reservations.and_then(|r| r.memory).map(|m| m.bytes)), (None, Some(1 << 30)));
     }
 
     #[test]

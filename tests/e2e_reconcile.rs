@@ -1039,6 +1039,28 @@ fn labctl_exec_and_cp_reach_into_each_task_of_a_service_or_one_slot_by_the_labs_
 /// `labctl restart` replaces every task (a fresh start between two runs), waits for it, and
 /// labd keeps the restart: scaling the service afterwards leaves the new tasks alone (labd's
 /// update used to reset Swarm's `ForceUpdate`, which restarted every task once more).
+/// `resources.reservations`: Swarm places a task only where what it reserves is free. More
+/// memory than the node has waits, saying so; an amount the node has runs, reserved.
+#[test]
+fn a_reservation_no_node_can_hold_waits_saying_so_and_one_it_can_runs_reserved() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("rsv".into());
+    remove_lab_objects("rsv");
+    let text = |memory: &str| lab_yaml("rsv", &format!("    db: {{replicas: 2, resources: {{memory: 1000G, reservations: {{cpus: 0.1, memory: {memory}}}}}}}\n"));
+    lab.write("rsv.yaml", &text("900G"));
+    lab.start_labd();
+    let waiting = lab.wait_phase_saying("rsv", "Progressing", "db 0/2 (no node may run it)", READY);
+    let said = waiting["services"]["db"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(said.contains("insufficient resources") && said.contains("has the memory and CPUs it reserves"), "{said}");
+    lab.write("rsv.yaml", &text("64M"));
+    lab.wait_phase("rsv", "Ready", READY);
+    let reserved = docker_ok(&["service", "inspect", "rsv_db", "--format", "{{.Spec.TaskTemplate.Resources.Reservations.MemoryBytes}} {{.Spec.TaskTemplate.Resources.Reservations.NanoCPUs}}"]);
+    assert_eq!(reserved.trim(), format!("{} 100000000", 64 * 1024 * 1024));
+    // A new reservation is a new spec for the tasks: Swarm replaces them.
+    let events = String::from_utf8_lossy(&lab.labctl(&["events", "rsv"]).stdout).to_string();
+    assert!(events.contains("update service rsv_db (its tasks' spec changed"), "{events}");
+}
+
 #[test]
 fn labctl_restart_replaces_every_task_and_a_later_scale_does_not_restart_them_again() {
     let mut lab = Lab::new();

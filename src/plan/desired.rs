@@ -71,7 +71,9 @@ pub struct DesiredService {
     /// `/etc/hosts` lines, `IP hostname` (Swarm's format).
     pub hosts: Vec<String>,
     pub dns: Option<crate::spec::Dns>,
-    pub limits: Option<Limits>,
+    pub limits: Option<CpuMemory>,
+    /// What Swarm sets aside for each task on its node, and places it by.
+    pub reservations: Option<CpuMemory>,
     pub constraints: Vec<String>,
     pub max_replicas_per_node: Option<u64>,
     pub networks: Vec<DesiredAttachment>,
@@ -212,10 +214,17 @@ pub struct Update {
     pub max_failure_ratio: Option<f64>,
 }
 
+/// CPU and memory as Swarm counts them: a limit, or a reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Limits {
+pub struct CpuMemory {
     pub nano_cpus: Option<i64>,
     pub memory_bytes: Option<i64>,
+}
+
+impl CpuMemory {
+    fn of(cpus: Option<f64>, memory: Option<crate::spec::units::Memory>) -> Self {
+        CpuMemory { nano_cpus: cpus.map(|c| (c * 1e9).round() as i64), memory_bytes: memory.map(|m| m.bytes as i64) }
+    }
 }
 
 /// A network the service joins: its Swarm name and the names it answers to there.
@@ -374,10 +383,8 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
         cap_add: svc.cap_add.clone(),
         hosts: svc.extra_hosts.iter().map(|(host, ip)| format!("{ip} {host}")).collect(),
         dns: svc.dns.clone(),
-        limits: svc.resources.as_ref().map(|r| Limits {
-            nano_cpus: r.cpus.map(|c| (c * 1e9).round() as i64),
-            memory_bytes: r.memory.map(|m| m.bytes as i64),
-        }),
+        limits: svc.resources.as_ref().filter(|r| r.cpus.is_some() || r.memory.is_some()).map(|r| CpuMemory::of(r.cpus, r.memory)),
+        reservations: svc.resources.as_ref().and_then(|r| r.reservations.as_ref()).map(|r| CpuMemory::of(r.cpus, r.memory)),
         constraints: placement.constraints,
         max_replicas_per_node: placement.max_replicas_per_node,
         networks,

@@ -7,7 +7,7 @@ pub mod jobs;
 pub mod labels;
 pub mod memory;
 
-pub use desired::{desired_lab, object_name, shaping_in_force, stopped, DesiredAttachment, DesiredFile, DesiredLab, DesiredMount, DesiredNetwork, DesiredService, Health, Limits, Restart, Shaping, TaskAddresses, Update};
+pub use desired::{desired_lab, object_name, shaping_in_force, stopped, DesiredAttachment, DesiredFile, DesiredLab, DesiredMount, DesiredNetwork, DesiredService, Health, CpuMemory, Restart, Shaping, TaskAddresses, Update};
 pub use jobs::{gate_jobs, JobGate, JobWait};
 pub use faults::{faults_in_force, KillOrder, ServiceFaults, TaskFaults};
 pub use memory::LabMemory;

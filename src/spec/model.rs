@@ -440,6 +440,23 @@ pub struct Resources {
     /// Memory limit, e.g. 150M.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Memory>,
+    /// What Swarm sets aside for each task on its node (Compose's `deploy.resources.
+    /// reservations`): a task goes only to a node with that much CPU and memory not reserved
+    /// by other tasks yet, so replicas spread by what they need rather than pile onto one node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservations: Option<Reservations>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Reservations {
+    /// CPU cores reserved, e.g. 0.25.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01, max = 1024))]
+    pub cpus: Option<f64>,
+    /// Memory reserved, e.g. 64M.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]

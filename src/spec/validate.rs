@@ -736,13 +736,27 @@ fn check_conditions(c: &Value, at: &str, out: &mut Vec<Finding>) {
 /// 6MB"; Swarm itself takes 4 MiB, so the service is created and every task is rejected).
 const MIN_MEMORY_LIMIT: u64 = 6 * 1024 * 1024;
 
+/// Also a reservation above its limit: Docker starts no such container ("Minimum memory limit
+/// can not be less than memory reservation limit"), and Swarm would set aside CPU it cannot use.
 fn check_memory_limits(doc: &Value, services: &serde_json::Map<String, Value>, out: &mut Vec<Finding>) {
-    let at = std::iter::once("/spec/defaults/resources/memory".to_string()).chain(services.keys().map(|s| format!("/spec/services/{}/resources/memory", pointer_segment(s))));
-    for pointer in at {
-        if let Some(Ok(m)) = doc.pointer(&pointer).and_then(Value::as_str).map(str::parse::<Memory>) {
-            // 0 is Docker's "no limit".
-            if m.bytes > 0 && m.bytes < MIN_MEMORY_LIMIT {
-                out.push(Finding::value(pointer, "must be at least 6M: Docker starts no container with less"));
+    let at = std::iter::once("/spec/defaults/resources".to_string()).chain(services.keys().map(|s| format!("/spec/services/{}/resources", pointer_segment(s))));
+    let memory = |pointer: &str| doc.pointer(pointer).and_then(Value::as_str).and_then(|t| t.parse::<Memory>().ok()).map(|m| m.bytes);
+    for resources in at {
+        let limit = memory(&format!("{resources}/memory"));
+        // 0 is Docker's "no limit".
+        if limit.is_some_and(|bytes| bytes > 0 && bytes < MIN_MEMORY_LIMIT) {
+            out.push(Finding::value(format!("{resources}/memory"), "must be at least 6M: Docker starts no container with less"));
+        }
+        let reserved = memory(&format!("{resources}/reservations/memory"));
+        if let (Some(limit), Some(reserved)) = (limit.filter(|l| *l > 0), reserved) {
+            if reserved > limit {
+                out.push(Finding::value(format!("{resources}/reservations/memory"), "more than the memory limit: Docker starts no container that reserves more than it may use"));
+            }
+        }
+        let cpus = |pointer: &str| doc.pointer(pointer).and_then(Value::as_f64);
+        if let (Some(limit), Some(reserved)) = (cpus(&format!("{resources}/cpus")), cpus(&format!("{resources}/reservations/cpus"))) {
+            if reserved > limit {
+                out.push(Finding::value(format!("{resources}/reservations/cpus"), "more than the CPU limit: the task could never use what Swarm sets aside for it"));
             }
         }
     }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, HealthConfig, Ipam,
-    IpamConfig, Limit, Mount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkAttachmentConfig, ResourcesUlimits, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecModeReplicatedJob, TaskSpec,
+    IpamConfig, Limit, Mount, ResourceObject, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkAttachmentConfig, ResourcesUlimits, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecModeReplicatedJob, TaskSpec,
     TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecDnsConfig, TaskSpecContainerSpecFile1, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
 };
 
@@ -140,8 +140,9 @@ pub fn service_spec(svc: &DesiredService, config_ids: &BTreeMap<String, String>)
         labels: Some(svc.labels.clone()),
         task_template: Some(TaskSpec {
             container_spec: Some(container),
-            resources: svc.limits.map(|l| TaskSpecResources {
-                limits: Some(Limit { nano_cpus: l.nano_cpus, memory_bytes: l.memory_bytes, ..Default::default() }),
+            resources: (svc.limits.is_some() || svc.reservations.is_some()).then(|| TaskSpecResources {
+                limits: svc.limits.map(|l| Limit { nano_cpus: l.nano_cpus, memory_bytes: l.memory_bytes, ..Default::default() }),
+                reservations: svc.reservations.map(|r| ResourceObject { nano_cpus: r.nano_cpus, memory_bytes: r.memory_bytes, ..Default::default() }),
                 ..Default::default()
             }),
             placement,
@@ -201,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_service_becomes_the_spec_docker_service_create_would_send() {
-        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2}\n      ports: ['8080:80/udp']\n      networks: [dht]\n      sysctls: {net.ipv4.ip_default_ttl: 42, net.ipv4.tcp_congestion_control: reno}\n      user: '1000:1000'\n      ulimits: {nofile: {soft: 1024, hard: 4096}, core: 0}\n      restartPolicy: {delay: 0s, maxAttempts: 3, window: 1m}\n      workingDir: /srv\n      stopSignal: SIGINT\n      tty: true\n      stdinOpen: true\n";
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M, reservations: {cpus: 0.25, memory: 32M}}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2}\n      ports: ['8080:80/udp']\n      networks: [dht]\n      sysctls: {net.ipv4.ip_default_ttl: 42, net.ipv4.tcp_congestion_control: reno}\n      user: '1000:1000'\n      ulimits: {nofile: {soft: 1024, hard: 4096}, core: 0}\n      restartPolicy: {delay: 0s, maxAttempts: 3, window: 1m}\n      workingDir: /srv\n      stopSignal: SIGINT\n      tty: true\n      stdinOpen: true\n";
         let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
         let desired = crate::plan::desired_lab(&lab.lab);
         let spec = service_spec(&desired.services[0], &BTreeMap::new());
@@ -217,8 +218,11 @@ mod tests {
         assert_eq!((restart.condition, restart.delay, restart.max_attempts, restart.window), (Some(TaskSpecRestartPolicyConditionEnum::ANY), Some(0), Some(3), Some(60_000_000_000)));
         let ulimits: Vec<_> = c.ulimits.unwrap().into_iter().map(|u| (u.name.unwrap(), u.soft.unwrap(), u.hard.unwrap())).collect();
         assert_eq!(ulimits, [("core".to_string(), 0, 0), ("nofile".to_string(), 1024, 4096)]);
-        let limits = task.resources.unwrap().limits.unwrap();
+        let resources = task.resources.unwrap();
+        let limits = resources.limits.unwrap();
         assert_eq!((limits.nano_cpus, limits.memory_bytes), (Some(500_000_000), Some(64 * 1024 * 1024)));
+        let reserved = resources.reservations.unwrap();
+        assert_eq!((reserved.nano_cpus, reserved.memory_bytes), (Some(250_000_000), Some(32 * 1024 * 1024)));
         let placement = task.placement.unwrap();
         assert_eq!((placement.constraints, placement.max_replicas), (Some(vec!["node.role==worker".to_string()]), Some(2)));
         let net = &task.networks.unwrap()[0];
