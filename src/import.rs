@@ -20,7 +20,7 @@ fn not_carried(key: &str) -> Option<&'static str> {
         "depends_on" => "Swarm starts services in no order; the lab is Ready when all run",
         "links" | "external_links" => "services reach each other by name on their networks",
         "expose" => "every port is reachable on the lab's networks",
-        "logging" | "devices" | "privileged" | "security_opt" | "pid" | "ipc" | "network_mode" | "shm_size" | "platform" | "pull_policy" => {
+        "devices" | "privileged" | "security_opt" | "pid" | "ipc" | "network_mode" | "shm_size" | "platform" | "pull_policy" => {
             "not supported by swarmlab"
         }
         _ => return None,
@@ -526,6 +526,16 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
         match key.as_str() {
             // Which profiles import it (see `compose_to_lab`).
             "image" | "profiles" => {}
+            "logging" => {
+                let mut logging = Map::new();
+                if let Some(driver) = value.get("driver").and_then(Value::as_str) {
+                    logging.insert("driver".into(), json!(driver));
+                }
+                if let Some(options) = value.get("options").filter(|o| o.as_object().is_some_and(|o| !o.is_empty())) {
+                    logging.insert("options".into(), json!(key_values(options)));
+                }
+                out.insert("logging".into(), Value::Object(logging));
+            }
             "build" if out.contains_key("image") => ctx.note(&at, "labd never builds or pulls: the image set runs"),
             "build" => ctx.note(&at, format!("labd never builds or pulls: build the image, load it on every node, then map it: `--image {name}=IMAGE`")),
             // Compose's command is the arguments of the image's entrypoint.
@@ -977,6 +987,18 @@ mod tests {
         assert_eq!((db.cpus, reserved.cpus, reserved.memory.map(|m| m.bytes)), (Some(1.0), Some(0.25), Some(64 * 1024 * 1024)));
         let cache = lab.spec.services["cache"].resources.clone().expect("carried");
         assert_eq!((cache.memory, cache.reservations.and_then(|r| r.memory).map(|m| m.bytes)), (None, Some(1 << 30)));
+    }
+
+    #[test]
+    fn logging_carries_its_driver_and_options() {
+        let compose = "services:\n  chatty:\n    image: labbox:latest\n    logging:\n      driver: json-file\n      options: {max-size: 10m, max-file: 3}\n  quiet:\n    image: labbox:latest\n    logging: {driver: none}\n";
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "logs", &ImportOptions::default(), &no_files).expect("valid");
+        assert!(out.notes.is_empty(), "{:?}", out.notes);
+        let lab = parse_file(Path::new("logs.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
+        let chatty = lab.spec.services["chatty"].logging.clone().expect("carried");
+        assert_eq!(chatty.driver.as_deref(), Some("json-file"));
+        assert_eq!(chatty.options.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(), ["max-file=3", "max-size=10m"]);
+        assert_eq!(lab.spec.services["quiet"].logging.as_ref().and_then(|l| l.driver.as_deref()), Some("none"));
     }
 
     #[test]

@@ -1061,6 +1061,34 @@ fn a_reservation_no_node_can_hold_waits_saying_so_and_one_it_can_runs_reserved()
     assert!(events.contains("update service rsv_db (its tasks' spec changed"), "{events}");
 }
 
+/// `logging` (here in `spec.defaults`, options only: the daemon's driver): a chatty task's log
+/// is rotated at the size the lab sets, and `labctl logs` still reads it.
+#[test]
+fn logging_options_rotate_a_chatty_task_s_log_and_labctl_logs_still_reads_it() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("logrot".into());
+    remove_lab_objects("logrot");
+    let text = lab_yaml("logrot", "    chatty: {command: [sh, -c, 'i=0; while true; do i=$((i+1)); echo line $i of a chatty node; sleep 0.01; done']}\n")
+        .replace("    init: true\n", "    init: true\n    logging: {options: {max-size: 2k, max-file: 2}}\n");
+    lab.write("logrot.yaml", &text);
+    lab.start_labd();
+    lab.wait_phase("logrot", "Ready", READY);
+    let container = running_container_of_slot("logrot_chatty", 1);
+    let config = docker_ok(&["inspect", &container, "--format", "{{.HostConfig.LogConfig.Type}} {{json .HostConfig.LogConfig.Config}}"]);
+    assert_eq!(config.trim(), r#"json-file {"max-file":"2","max-size":"2k"}"#);
+    let log = docker_ok(&["inspect", &container, "--format", "{{.LogPath}}"]);
+    // A few hundred lines later the log has rotated: its file stays at about 2 kB.
+    eventually("the log to rotate", Duration::from_secs(20), || {
+        let rotated = std::path::Path::new(&format!("{}.1", log.trim())).exists();
+        if rotated { Ok(()) } else { Err("no .1 file yet".into()) }
+    });
+    let size = std::fs::metadata(log.trim()).map(|m| m.len()).unwrap_or(u64::MAX);
+    assert!(size <= 4 * 1024, "the current log file is {size} bytes");
+    let out = lab.labctl(&["logs", "logrot", "chatty", "--tail", "5"]);
+    let logs = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && logs.lines().any(|l| l.starts_with("chatty.1 | line ") && l.ends_with("of a chatty node")), "{logs}{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn labctl_restart_replaces_every_task_and_a_later_scale_does_not_restart_them_again() {
     let mut lab = Lab::new();

@@ -53,6 +53,8 @@ pub struct DesiredService {
     pub stdin_open: Option<bool>,
     pub stop_grace_period: Option<Duration>,
     pub stop_signal: Option<String>,
+    /// The log driver (the daemon's default when `None`) and its options.
+    pub logging: Option<(Option<String>, BTreeMap<String, String>)>,
     pub user: Option<String>,
     pub working_dir: Option<String>,
     pub health: Option<Health>,
@@ -360,6 +362,7 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
         stdin_open: svc.stdin_open,
         stop_grace_period: svc.stop_grace_period.map(|d| Duration::from_micros(d.micros)),
         stop_signal: svc.stop_signal.clone(),
+        logging: svc.logging.as_ref().map(|l| (l.driver.clone(), l.options.iter().map(|(k, v)| (k.clone(), v.to_string())).collect())),
         user: svc.user.clone(),
         working_dir: svc.working_dir.clone(),
         health: svc.healthcheck.as_ref().map(Health::of),

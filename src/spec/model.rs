@@ -566,6 +566,11 @@ pub struct Service {
     /// first, when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdatePolicy>,
+    /// Where the tasks' output goes (Compose's `logging`): a Docker log driver and its
+    /// options, such as `json-file` with `max-size: 10m` so a lab left running for days
+    /// cannot fill its nodes' disks. The node's daemon default when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
     /// Resource limits of each task's processes (as Compose's `ulimits`): `nofile: 65536`
     /// (soft and hard), or `{soft, hard}`; merged with `spec.defaults`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -582,6 +587,21 @@ pub struct Service {
     pub volumes: Option<Vec<VolumeMount>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+}
+
+/// A log driver and its options, as Compose's `logging` and `docker service create
+/// --log-driver --log-opt` take them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Logging {
+    /// `json-file`, `local`, `journald`, `syslog`, `none`…; the daemon's default when left out.
+    /// `labctl logs` reads `json-file`, `local` and `journald`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub driver: Option<String>,
+    /// The driver's options: `max-size: 10m`, `max-file: 3`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, EnvValue>,
 }
 
 /// A task's resolver settings, as Swarm's `DNSConfig`. On the lab's networks Docker's own

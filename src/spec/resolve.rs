@@ -302,6 +302,7 @@ impl Service {
             configs: self.configs.clone().or_else(|| d.configs.clone()),
             restart_policy: self.restart_policy.or(d.restart_policy),
             update: self.update.or(d.update),
+            logging: self.logging.clone().or_else(|| d.logging.clone()),
             volumes: self.volumes.clone().or_else(|| d.volumes.clone()),
             sysctls,
             ulimits,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, HealthConfig, Ipam,
     IpamConfig, Limit, Mount, ResourceObject, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkAttachmentConfig, ResourcesUlimits, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecModeReplicatedJob, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecDnsConfig, TaskSpecContainerSpecFile1, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecDnsConfig, TaskSpecContainerSpecFile1, TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
 };
 
 use crate::plan::{DesiredMount, DesiredNetwork, DesiredService};
@@ -153,6 +153,11 @@ pub fn service_spec(svc: &DesiredService, config_ids: &BTreeMap<String, String>)
                 window: r.window.map(|d| d.as_nanos() as i64),
             }),
             networks: Some(networks),
+            // A driver left out is the daemon's default, given these options.
+            log_driver: svc.logging.as_ref().map(|(driver, options)| TaskSpecLogDriver {
+                name: Some(driver.clone().unwrap_or_default()),
+                options: Some(options.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            }),
             ..Default::default()
         }),
         mode: Some(mode),
@@ -202,7 +207,7 @@ mod tests {
 
     #[test]
     fn a_service_becomes_the_spec_docker_service_create_would_send() {
-        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M, reservations: {cpus: 0.25, memory: 32M}}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2}\n      ports: ['8080:80/udp']\n      networks: [dht]\n      sysctls: {net.ipv4.ip_default_ttl: 42, net.ipv4.tcp_congestion_control: reno}\n      user: '1000:1000'\n      ulimits: {nofile: {soft: 1024, hard: 4096}, core: 0}\n      restartPolicy: {delay: 0s, maxAttempts: 3, window: 1m}\n      workingDir: /srv\n      stopSignal: SIGINT\n      tty: true\n      stdinOpen: true\n";
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M, reservations: {cpus: 0.25, memory: 32M}}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2}\n      ports: ['8080:80/udp']\n      networks: [dht]\n      sysctls: {net.ipv4.ip_default_ttl: 42, net.ipv4.tcp_congestion_control: reno}\n      user: '1000:1000'\n      ulimits: {nofile: {soft: 1024, hard: 4096}, core: 0}\n      restartPolicy: {delay: 0s, maxAttempts: 3, window: 1m}\n      workingDir: /srv\n      stopSignal: SIGINT\n      tty: true\n      stdinOpen: true\n      logging: {driver: json-file, options: {max-size: 10m, max-file: 3}}\n";
         let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
         let desired = crate::plan::desired_lab(&lab.lab);
         let spec = service_spec(&desired.services[0], &BTreeMap::new());
@@ -218,6 +223,9 @@ mod tests {
         assert_eq!((restart.condition, restart.delay, restart.max_attempts, restart.window), (Some(TaskSpecRestartPolicyConditionEnum::ANY), Some(0), Some(3), Some(60_000_000_000)));
         let ulimits: Vec<_> = c.ulimits.unwrap().into_iter().map(|u| (u.name.unwrap(), u.soft.unwrap(), u.hard.unwrap())).collect();
         assert_eq!(ulimits, [("core".to_string(), 0, 0), ("nofile".to_string(), 1024, 4096)]);
+        let log = task.log_driver.clone().unwrap();
+        assert_eq!(log.name.as_deref(), Some("json-file"));
+        assert_eq!(log.options.unwrap().into_iter().collect::<BTreeMap<_, _>>(), BTreeMap::from([("max-file".into(), "3".into()), ("max-size".into(), "10m".into())]));
         let resources = task.resources.unwrap();
         let limits = resources.limits.unwrap();
         assert_eq!((limits.nano_cpus, limits.memory_bytes), (Some(500_000_000), Some(64 * 1024 * 1024)));
