@@ -1062,13 +1062,14 @@ fn a_reservation_no_node_can_hold_waits_saying_so_and_one_it_can_runs_reserved()
 }
 
 /// `logging` (here in `spec.defaults`, options only: the daemon's driver): a chatty task's log
-/// is rotated at the size the lab sets, and `labctl logs` still reads it.
+/// is rotated at the size the lab sets, and `labctl logs` still reads it; a service's own
+/// `driver: none` overrides it.
 #[test]
 fn logging_options_rotate_a_chatty_task_s_log_and_labctl_logs_still_reads_it() {
     let mut lab = Lab::new();
     lab.cleanup.push("logrot".into());
     remove_lab_objects("logrot");
-    let text = lab_yaml("logrot", "    chatty: {command: [sh, -c, 'i=0; while true; do i=$((i+1)); echo line $i of a chatty node; sleep 0.01; done']}\n")
+    let text = lab_yaml("logrot", "    chatty: {command: [sh, -c, 'i=0; while true; do i=$((i+1)); echo line $i of a chatty node; sleep 0.01; done']}\n    silent: {command: [sh, -c, 'while true; do echo lost; sleep 1; done'], logging: {driver: none}}\n")
         .replace("    init: true\n", "    init: true\n    logging: {options: {max-size: 2k, max-file: 2}}\n");
     lab.write("logrot.yaml", &text);
     lab.start_labd();
@@ -1084,9 +1085,11 @@ fn logging_options_rotate_a_chatty_task_s_log_and_labctl_logs_still_reads_it() {
     });
     let size = std::fs::metadata(log.trim()).map(|m| m.len()).unwrap_or(u64::MAX);
     assert!(size <= 4 * 1024, "the current log file is {size} bytes");
-    let out = lab.labctl(&["logs", "logrot", "chatty", "--tail", "5"]);
-    let logs = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success() && logs.lines().any(|l| l.starts_with("chatty.1 | line ") && l.ends_with("of a chatty node")), "{logs}{}", String::from_utf8_lossy(&out.stderr));
+    let out = lab.labctl(&["logs", "logrot", "--tail", "5"]);
+    let (logs, said) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+    assert!(out.status.success() && logs.lines().any(|l| l.starts_with("chatty.1 | line ") && l.ends_with("of a chatty node")), "{logs}{said}");
+    // A service whose driver keeps nothing is said to, not shown as one that wrote nothing.
+    assert!(!logs.contains("lost") && said.contains("labctl logs: silent: its log driver is `none`: Docker keeps none of its output"), "{logs}{said}");
 }
 
 #[test]

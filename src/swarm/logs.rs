@@ -27,6 +27,8 @@ pub struct LabTask {
     pub created_at: Option<DateTime<Utc>>,
     /// Swarm wants it running, or (a job's) completed: not one that failed or was replaced.
     pub current: bool,
+    /// Its log driver, when the lab sets one (`logging.driver`): `none` keeps nothing to read.
+    pub log_driver: Option<String>,
 }
 
 impl LabTask {
@@ -99,7 +101,8 @@ impl DockerSwarm {
             // Docker leaves a slot 0 out (a replicated job's first task has it).
             let slot = (!global).then(|| t.slot.unwrap_or(0) as u64);
             let current = matches!(t.desired_state, Some(bollard::models::TaskState::RUNNING | bollard::models::TaskState::COMPLETE));
-            tasks.push(LabTask { id, service: short.clone(), slot, node, created_at, current });
+            let log_driver = t.spec.and_then(|s| s.log_driver).and_then(|l| l.name).filter(|n| !n.is_empty());
+            tasks.push(LabTask { id, service: short.clone(), slot, node, created_at, current, log_driver });
         }
         tasks.sort_by_key(|t| (t.created_at, t.service.clone(), t.slot));
         Ok(tasks)
@@ -161,7 +164,7 @@ mod tests {
         assert_eq!((time.timestamp_subsec_millis(), text), (123, "tick 10 and more"));
         assert_eq!(timed("2026-12-02T01:02:03Z").map(|(_, t)| t), Some(""), "an empty line");
         assert!(timed("no time here").is_none());
-        let task = |slot| LabTask { id: "x".into(), service: "raft".into(), slot, node: "n1".into(), created_at: None, current: true };
+        let task = |slot| LabTask { id: "x".into(), service: "raft".into(), slot, node: "n1".into(), created_at: None, current: true, log_driver: None };
         assert_eq!((task(Some(2)).label(), task(None).label()), ("raft.2".to_string(), "raft@n1".to_string()));
     }
 }

@@ -59,6 +59,11 @@ pub async fn run(url: &str, docker_host: Option<&str>, args: Args) -> anyhow::Re
         let which = if services.is_empty() { String::new() } else { format!(" ({})", services.join(", ")) };
         anyhow::bail!("no task of lab `{lab}`{which} on this swarm: is it deployed (`labctl status {lab}`), and is DOCKER_HOST a manager of its swarm?");
     }
+    // Said, not left to look like a quiet service.
+    let silent: BTreeSet<&str> = tasks.iter().filter(|t| t.log_driver.as_deref() == Some("none")).map(|t| t.service.as_str()).collect();
+    for service in silent {
+        eprintln!("labctl logs: {service}: its log driver is `none`: Docker keeps none of its output (`logging.driver` in the lab)");
+    }
     let since = since.and_then(|d| chrono::Duration::from_std(d).ok()).map(|d| Utc::now() - d);
     let range = LogRange { follow, since, tail };
     let width = tasks.iter().map(|t| t.label().len()).max().unwrap_or(0);
@@ -143,7 +148,7 @@ mod tests {
     #[test]
     fn a_step_sorts_before_a_line_of_the_same_instant_and_lines_are_labelled() {
         let t = Utc::now();
-        let task = LabTask { id: "x".into(), service: "raft".into(), slot: Some(2), node: "n1".into(), created_at: None, current: true };
+        let task = LabTask { id: "x".into(), service: "raft".into(), slot: Some(2), node: "n1".into(), created_at: None, current: true, log_driver: None };
         let line = line_entry(&task, 8, LogLine { time: t, stderr: false, text: "elected".into() }, false);
         assert_eq!(line.text, "raft.2   | elected");
         let step = Entry { time: t, line: false, text: "=== step".into() };

@@ -89,11 +89,11 @@ async fn reported(redis: &str, lab: &str) -> Vec<LabTask> {
     let mut tasks: Vec<LabTask> = reports
         .into_iter()
         .filter(|r| r.is_fresh())
-        .map(|r| LabTask { id: r.container, service: r.service, slot: r.slot, node: r.node, created_at: r.started_at, current: true })
+        .map(|r| LabTask { id: r.container, service: r.service, slot: r.slot, node: r.node, created_at: r.started_at, current: true, log_driver: None })
         .collect();
     for used in store.task_usage(lab).await.unwrap_or_default() {
         if !tasks.iter().any(|t| t.id == used.container) {
-            tasks.push(LabTask { id: used.container, service: used.service, slot: used.slot, node: used.node, created_at: None, current: true });
+            tasks.push(LabTask { id: used.container, service: used.service, slot: used.slot, node: used.node, created_at: None, current: true, log_driver: None });
         }
     }
     tasks.sort_by(|a, b| (&a.service, a.slot, &a.node).cmp(&(&b.service, b.slot, &b.node)));
