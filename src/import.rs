@@ -577,6 +577,12 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
             "cap_add" => {
                 out.insert("capAdd".into(), value.clone());
             }
+            "cap_drop" => {
+                out.insert("capDrop".into(), value.clone());
+            }
+            "read_only" => {
+                out.insert("readOnly".into(), value.clone());
+            }
             "extra_hosts" => {
                 out.insert("extraHosts".into(), json!(extra_hosts(value)));
             }
@@ -734,8 +740,8 @@ fn deploy(ctx: &mut Ctx, at: &str, value: &Value, out: &mut Map<String, Value>) 
                 if let Some(m) = v.get("max_replicas_per_node") {
                     p.insert("maxReplicasPerNode".into(), m.clone());
                 }
-                if v.get("preferences").is_some() {
-                    ctx.note(&format!("{here}/preferences"), "placement preferences are not carried");
+                if let Some(preferences) = v.get("preferences") {
+                    p.insert("preferences".into(), preferences.clone());
                 }
                 out.insert("placement".into(), Value::Object(p));
             }
@@ -987,6 +993,17 @@ mod tests {
         assert_eq!((db.cpus, reserved.cpus, reserved.memory.map(|m| m.bytes)), (Some(1.0), Some(0.25), Some(64 * 1024 * 1024)));
         let cache = lab.spec.services["cache"].resources.clone().expect("carried");
         assert_eq!((cache.memory, cache.reservations.and_then(|r| r.memory).map(|m| m.bytes)), (None, Some(1 << 30)));
+    }
+
+    #[test]
+    fn cap_drop_read_only_and_placement_preferences_carry() {
+        let compose = "services:\n  node:\n    image: labbox:latest\n    cap_drop: [NET_RAW]\n    read_only: true\n    deploy:\n      placement:\n        preferences: [{spread: node.labels.zone}]\n";
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "caps", &ImportOptions::default(), &no_files).expect("valid");
+        assert!(out.notes.is_empty(), "{:?}", out.notes);
+        let lab = parse_file(Path::new("caps.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
+        let node = &lab.spec.services["node"];
+        assert_eq!((node.cap_drop.as_slice(), node.read_only), (["NET_RAW".to_string()].as_slice(), Some(true)));
+        assert_eq!(node.placement.as_ref().map(|p| p.preferences[0].spread.as_str()), Some("node.labels.zone"));
     }
 
     #[test]

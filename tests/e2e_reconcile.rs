@@ -1092,6 +1092,30 @@ fn logging_options_rotate_a_chatty_task_s_log_and_labctl_logs_still_reads_it() {
     assert!(!logs.contains("lost") && said.contains("labctl logs: silent: its log driver is `none`: Docker keeps none of its output"), "{logs}{said}");
 }
 
+/// `readOnly`, `capDrop` and `placement.preferences`, as a user checks them: a write to the
+/// root filesystem refused, to a tmpfs allowed, `chown` refused without CAP_CHOWN.
+#[test]
+fn a_read_only_task_with_a_capability_dropped_writes_only_to_its_mounts() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("locked".into());
+    remove_lab_objects("locked");
+    let text = lab_yaml("locked", "    node:\n      replicas: 2\n      readOnly: true\n      capDrop: [CHOWN]\n      placement: {preferences: [{spread: node.labels.zone}]}\n      volumes: [{type: tmpfs, target: /scratch}]\n");
+    lab.write("locked.yaml", &text);
+    lab.start_labd();
+    lab.wait_phase("locked", "Ready", READY);
+    let run = |command: &str| {
+        let out = lab.labctl(&["exec", "locked", "node.1", "--", "sh", "-c", command]);
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let (code, said) = run("touch /written");
+    assert!(code != Some(0) && said.contains("Read-only file system"), "{code:?} {said}");
+    assert_eq!(run("touch /scratch/written && echo ok"), (Some(0), "ok\n".to_string()));
+    let (code, said) = run("chown 1 /scratch/written");
+    assert!(code != Some(0) && said.contains("Operation not permitted"), "{code:?} {said}");
+    let spread = docker_ok(&["service", "inspect", "locked_node", "--format", "{{json .Spec.TaskTemplate.Placement.Preferences}}"]);
+    assert_eq!(spread.trim(), r#"[{"Spread":{"SpreadDescriptor":"node.labels.zone"}}]"#);
+}
+
 #[test]
 fn labctl_restart_replaces_every_task_and_a_later_scale_does_not_restart_them_again() {
     let mut lab = Lab::new();

@@ -70,6 +70,8 @@ pub struct DesiredService {
     /// Volumes, host paths and tmpfs mounted in every task.
     pub mounts: Vec<DesiredMount>,
     pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub read_only: bool,
     /// `/etc/hosts` lines, `IP hostname` (Swarm's format).
     pub hosts: Vec<String>,
     pub dns: Option<crate::spec::Dns>,
@@ -78,6 +80,8 @@ pub struct DesiredService {
     pub reservations: Option<CpuMemory>,
     pub constraints: Vec<String>,
     pub max_replicas_per_node: Option<u64>,
+    /// Node labels Swarm spreads the tasks over, outermost first.
+    pub spread_over: Vec<String>,
     pub networks: Vec<DesiredAttachment>,
     pub endpoint_mode: EndpointMode,
     pub ports: Vec<Port>,
@@ -384,12 +388,15 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
         files,
         mounts,
         cap_add: svc.cap_add.clone(),
+        cap_drop: svc.cap_drop.clone(),
+        read_only: svc.read_only.unwrap_or(false),
         hosts: svc.extra_hosts.iter().map(|(host, ip)| format!("{ip} {host}")).collect(),
         dns: svc.dns.clone(),
         limits: svc.resources.as_ref().filter(|r| r.cpus.is_some() || r.memory.is_some()).map(|r| CpuMemory::of(r.cpus, r.memory)),
         reservations: svc.resources.as_ref().and_then(|r| r.reservations.as_ref()).map(|r| CpuMemory::of(r.cpus, r.memory)),
         constraints: placement.constraints,
         max_replicas_per_node: placement.max_replicas_per_node,
+        spread_over: placement.preferences.into_iter().map(|p| p.spread).collect(),
         networks,
         endpoint_mode: svc.endpoint_mode.unwrap_or_default(),
         ports: svc.ports.iter().filter_map(|p| p.parse()).collect(),

@@ -469,6 +469,18 @@ pub struct Placement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = MAX_REPLICAS))]
     pub max_replicas_per_node: Option<u64>,
+    /// Swarm spreads the tasks evenly over the values of a node label, each preference within
+    /// the previous one's groups (Compose's `placement.preferences`): `[{spread: node.labels.zone}]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferences: Vec<PlacementPreference>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlacementPreference {
+    /// A node label or attribute, e.g. `node.labels.zone`.
+    #[schemars(length(min = 1))]
+    pub spread: String,
 }
 
 /// A service. Every field is optional here so the same type serves `spec.defaults`; an image
@@ -512,6 +524,13 @@ pub struct Service {
     /// Linux capabilities to add, e.g. NET_ADMIN.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
+    /// Linux capabilities to drop, e.g. NET_RAW (Compose's `cap_drop`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// The task's root filesystem read-only (Compose's `read_only`): what it writes goes to its
+    /// volumes and tmpfs mounts only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
     /// Hostname, with Swarm templates such as `sensor-{{.Task.Slot}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,

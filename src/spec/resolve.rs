@@ -286,6 +286,8 @@ impl Service {
             resources: self.resources.clone().or_else(|| d.resources.clone()),
             placement: self.placement.clone().or_else(|| d.placement.clone()),
             cap_add: if self.cap_add.is_empty() { d.cap_add.clone() } else { self.cap_add.clone() },
+            cap_drop: if self.cap_drop.is_empty() { d.cap_drop.clone() } else { self.cap_drop.clone() },
+            read_only: self.read_only.or(d.read_only),
             hostname: self.hostname.clone().or_else(|| d.hostname.clone()),
             extra_hosts,
             dns: self.dns.clone().or_else(|| d.dns.clone()),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, HealthConfig, Ipam,
     IpamConfig, Limit, Mount, ResourceObject, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkAttachmentConfig, ResourcesUlimits, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecModeReplicatedJob, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecDnsConfig, TaskSpecContainerSpecFile1, TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecDnsConfig, TaskSpecContainerSpecFile1, TaskSpecLogDriver, TaskSpecPlacement, TaskSpecPlacementPreferences, TaskSpecPlacementSpread, TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
 };
 
 use crate::plan::{DesiredMount, DesiredNetwork, DesiredService};
@@ -86,6 +86,8 @@ pub fn service_spec(svc: &DesiredService, config_ids: &BTreeMap<String, String>)
             ..Default::default()
         }),
         capability_add: non_empty(&svc.cap_add),
+        capability_drop: non_empty(&svc.cap_drop),
+        read_only: svc.read_only.then_some(true),
         hosts: non_empty(&svc.hosts),
         dns_config: svc.dns.as_ref().map(|d| TaskSpecContainerSpecDnsConfig {
             nameservers: non_empty(&d.nameservers),
@@ -110,9 +112,12 @@ pub fn service_spec(svc: &DesiredService, config_ids: &BTreeMap<String, String>)
         mounts: (!svc.mounts.is_empty()).then(|| svc.mounts.iter().map(mount).collect()),
         ..Default::default()
     };
-    let placement = (!svc.constraints.is_empty() || svc.max_replicas_per_node.is_some()).then(|| TaskSpecPlacement {
+    let placement = (!svc.constraints.is_empty() || svc.max_replicas_per_node.is_some() || !svc.spread_over.is_empty()).then(|| TaskSpecPlacement {
         constraints: non_empty(&svc.constraints),
         max_replicas: svc.max_replicas_per_node.map(|m| m as i64),
+        preferences: (!svc.spread_over.is_empty()).then(|| {
+            svc.spread_over.iter().map(|label| TaskSpecPlacementPreferences { spread: Some(TaskSpecPlacementSpread { spread_descriptor: Some(label.clone()) }) }).collect()
+        }),
         ..Default::default()
     });
     let replicas = svc.replicas.unwrap_or(0) as i64;
@@ -207,7 +212,7 @@ mod tests {
 
     #[test]
     fn a_service_becomes_the_spec_docker_service_create_would_send() {
-        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M, reservations: {cpus: 0.25, memory: 32M}}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2}\n      ports: ['8080:80/udp']\n      networks: [dht]\n      sysctls: {net.ipv4.ip_default_ttl: 42, net.ipv4.tcp_congestion_control: reno}\n      user: '1000:1000'\n      ulimits: {nofile: {soft: 1024, hard: 4096}, core: 0}\n      restartPolicy: {delay: 0s, maxAttempts: 3, window: 1m}\n      workingDir: /srv\n      stopSignal: SIGINT\n      tty: true\n      stdinOpen: true\n      logging: {driver: json-file, options: {max-size: 10m, max-file: 3}}\n";
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: k}\nspec:\n  networks: {dht: {}}\n  services:\n    worker:\n      image: labbox:latest\n      replicas: 3\n      command: [sleep, '100']\n      env: {A: '1'}\n      init: true\n      stopGracePeriod: 2s\n      resources: {cpus: 0.5, memory: 64M, reservations: {cpus: 0.25, memory: 32M}}\n      placement: {constraints: [node.role==worker], maxReplicasPerNode: 2, preferences: [{spread: node.labels.zone}]}\n      capDrop: [NET_RAW]\n      readOnly: true\n      ports: ['8080:80/udp']\n      networks: [dht]\n      sysctls: {net.ipv4.ip_default_ttl: 42, net.ipv4.tcp_congestion_control: reno}\n      user: '1000:1000'\n      ulimits: {nofile: {soft: 1024, hard: 4096}, core: 0}\n      restartPolicy: {delay: 0s, maxAttempts: 3, window: 1m}\n      workingDir: /srv\n      stopSignal: SIGINT\n      tty: true\n      stdinOpen: true\n      logging: {driver: json-file, options: {max-size: 10m, max-file: 3}}\n";
         let lab = crate::spec::parse_file(Path::new("k.yaml"), text).remove(0).result.expect("valid");
         let desired = crate::plan::desired_lab(&lab.lab);
         let spec = service_spec(&desired.services[0], &BTreeMap::new());
@@ -219,6 +224,7 @@ mod tests {
         assert_eq!(c.env, Some(vec!["A=1".to_string()]));
         assert_eq!((c.init, c.stop_grace_period, c.tty, c.open_stdin), (Some(true), Some(2_000_000_000), Some(true), Some(true)));
         assert_eq!((c.user.as_deref(), c.dir.as_deref(), c.stop_signal.as_deref()), (Some("1000:1000"), Some("/srv"), Some("SIGINT")));
+        assert_eq!((c.capability_drop.clone(), c.read_only), (Some(vec!["NET_RAW".to_string()]), Some(true)));
         let restart = task.restart_policy.clone().unwrap();
         assert_eq!((restart.condition, restart.delay, restart.max_attempts, restart.window), (Some(TaskSpecRestartPolicyConditionEnum::ANY), Some(0), Some(3), Some(60_000_000_000)));
         let ulimits: Vec<_> = c.ulimits.unwrap().into_iter().map(|u| (u.name.unwrap(), u.soft.unwrap(), u.hard.unwrap())).collect();
@@ -233,6 +239,8 @@ mod tests {
         assert_eq!((reserved.nano_cpus, reserved.memory_bytes), (Some(250_000_000), Some(32 * 1024 * 1024)));
         let placement = task.placement.unwrap();
         assert_eq!((placement.constraints, placement.max_replicas), (Some(vec!["node.role==worker".to_string()]), Some(2)));
+        let spread = placement.preferences.unwrap().remove(0).spread.unwrap().spread_descriptor;
+        assert_eq!(spread.as_deref(), Some("node.labels.zone"));
         let net = &task.networks.unwrap()[0];
         assert_eq!((net.target.as_deref(), net.aliases.clone()), (Some("k_dht"), Some(vec!["worker".to_string()])));
         let endpoint = spec.endpoint_spec.unwrap();
