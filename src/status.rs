@@ -91,6 +91,9 @@ pub struct ServiceStatus {
     /// What a job's run waits for before labd creates or updates it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waits_for: Option<crate::plan::JobWait>,
+    /// The services (`dependsOn`) that must run before labd creates this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waits_for_services: Vec<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// Times its tasks exited on their own and Swarm restarted them, since labd first saw the

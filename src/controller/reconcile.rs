@@ -357,7 +357,7 @@ fn desired_in_force(lab: &ValidLab, tick: Option<&clock::Tick>, ready: bool, obs
         None if ready => JobGate::Open { run: None },
         None => JobGate::Closed(JobWait::LabReady),
     };
-    let desired = plan::gate_jobs(desired_lab(&lab.lab), &gate, observed);
+    let desired = plan::hold_dependents(plan::gate_jobs(desired_lab(&lab.lab), &gate, observed), observed);
     let stopped_by = tick.filter(|t| t.in_force.as_ref().is_some_and(|f| f.stopped)).and_then(|t| Some(labels::schedule_clock(&t.status.revision, t.status.started_at?)));
     match stopped_by {
         Some(clock) => plan::stopped(desired, &clock),
@@ -399,6 +399,7 @@ fn suspended(name: &str, lab: &ValidLab, observed: &Observed, mut status: LabSta
                 outdated: have.map(|h| h.outdated).unwrap_or(0),
                 completed: have.and_then(|h| h.completed),
                 waits_for: desired.waiting_jobs.get(&want.name).copied(),
+                waits_for_services: desired.held.get(&want.name).cloned().unwrap_or_default(),
                 message: String::new(),
                 ..Default::default()
             };
@@ -539,6 +540,7 @@ async fn apply<S: Swarm>(
         let have = observed.services.iter().find(|o| o.name == want.name);
         let job = want.mode.is_job();
         let waits_for = desired.waiting_jobs.get(&want.name).copied();
+        let after = desired.held.get(&want.name).cloned().unwrap_or_default();
         let mut s = ServiceStatus {
             desired: want.replicas.unwrap_or_else(|| have.map(|h| h.desired).unwrap_or(0)),
             running: have.map(|h| h.running).unwrap_or(0),
@@ -546,7 +548,12 @@ async fn apply<S: Swarm>(
             // A run that waits has completed nothing yet (what Swarm has is an earlier one).
             completed: job.then(|| have.filter(|_| waits_for.is_none()).and_then(|h| h.completed).unwrap_or(0)),
             waits_for,
-            message: waits_for.map(|w| w.to_string()).unwrap_or_default(),
+            message: match (waits_for, after.is_empty()) {
+                (Some(w), _) => w.to_string(),
+                (None, false) => format!("created once {} run{} (`dependsOn`)", after.join(" and "), if after.len() == 1 { "s" } else { "" }),
+                (None, true) => String::new(),
+            },
+            waits_for_services: after.clone(),
             ..Default::default()
         };
         s.count_restarts(status.services.get(&want.short_name), have.map_or(&[], |h| &h.exits));
@@ -602,6 +609,7 @@ async fn apply<S: Swarm>(
             let why = match have.and_then(|h| h.trouble.as_ref()).and_then(|t| t.cause) {
                 Some(TroubleCause::Unschedulable) => " (no node may run it)".to_string(),
                 Some(TroubleCause::PortInUse) => format!(" ({} in use on every node that may run it)", published_ports(&want.ports)),
+                _ if !after.is_empty() => format!(" (after {})", after.join(", ")),
                 _ if outdated > 0 => updating(outdated, have, want),
                 _ => String::new(),
             };
@@ -967,6 +975,27 @@ mod tests {
         let o = pass(&swarm, &store, apply(&l), o.status).await;
         assert_eq!((o.status.phase, o.status.ready_since), (Phase::Ready, since));
         assert_eq!(swarm.api_calls() - calls, 1, "a no-op pass only observes");
+    }
+
+    #[tokio::test]
+    async fn a_service_waits_uncreated_until_the_services_it_depends_on_run() {
+        let swarm = FakeSwarm::default();
+        swarm.state.lock().unwrap().start_after = 1;
+        let store = FakeStore::default();
+        let l = lab("  services:\n    db: {replicas: 2}\n    app: {dependsOn: [db]}\n");
+        let o = pass(&swarm, &store, apply(&l), LabStatus::default()).await;
+        assert_eq!(o.actions.get("create"), Some(&2), "the network and db");
+        assert!(swarm.service("t_app").is_none());
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!((o.status.phase, o.status.message.as_str()), (Phase::Progressing, "waiting for app 0/1 (after db), db 0/2"));
+        assert_eq!(o.status.services["app"].message, "created once db runs (`dependsOn`)");
+        assert_eq!(o.status.services["app"].waits_for_services, ["db"]);
+        // db runs: app is created, and runs.
+        let o = next_pass(&swarm, &store, &l, o).await;
+        assert_eq!(o.actions.get("create"), Some(&1));
+        assert!(swarm.service("t_app").is_some());
+        let o = passes_until(&swarm, &store, &l, o, |o| o.status.phase == Phase::Ready).await;
+        assert!(o.status.services["app"].waits_for_services.is_empty());
     }
 
     const WITH_JOB: &str = "  services:\n    web: {}\n    load: {mode: replicated-job, replicas: 2, command: [sh, -c, 'true']}\n";

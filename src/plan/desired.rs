@@ -71,6 +71,8 @@ pub struct DesiredService {
     pub mounts: Vec<DesiredMount>,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
+    /// Services of the lab (short names) it is created after (see [`super::order`]).
+    pub depends_on: Vec<String>,
     pub read_only: bool,
     /// `/etc/hosts` lines, `IP hostname` (Swarm's format).
     pub hosts: Vec<String>,
@@ -249,6 +251,9 @@ pub struct DesiredLab {
     pub links: Vec<Directed>,
     /// Jobs (by full name) whose run waits (see [`super::jobs`]): not created or updated yet.
     pub waiting_jobs: BTreeMap<String, super::jobs::JobWait>,
+    /// Services (by full name) not created yet: the dependencies (short names) they wait to
+    /// run (see [`super::order`]).
+    pub held: BTreeMap<String, Vec<String>>,
 }
 
 pub fn object_name(lab: &str, member: &str) -> String {
@@ -297,7 +302,7 @@ pub fn desired_lab(lab: &Lab) -> DesiredLab {
         .collect();
     let services = lab.resolved_services().map(|(short, svc)| desired_service(lab, short, &svc)).collect();
     let links = lab.spec.links.iter().flat_map(|l| l.directions()).collect();
-    DesiredLab { lab: name.clone(), networks, services, links, waiting_jobs: BTreeMap::new() }
+    DesiredLab { lab: name.clone(), networks, services, links, waiting_jobs: BTreeMap::new(), held: BTreeMap::new() }
 }
 
 /// The service as Swarm should run it. Conditions are stripped before hashing: they are applied
@@ -313,6 +318,8 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
 
     let mut unshaped = svc.clone();
     unshaped.conditions = None;
+    // When it is created, not what it runs: an edit of it updates nothing.
+    unshaped.depends_on = Vec::new();
     let attachment_view: Vec<(String, Vec<String>)> =
         attachments.iter().map(|a| (a.name().to_string(), a.aliases().to_vec())).collect();
     unshaped.networks = None;
@@ -389,6 +396,7 @@ fn desired_service(lab: &Lab, short: &str, svc: &Service) -> DesiredService {
         mounts,
         cap_add: svc.cap_add.clone(),
         cap_drop: svc.cap_drop.clone(),
+        depends_on: svc.depends_on.clone(),
         read_only: svc.read_only.unwrap_or(false),
         hosts: svc.extra_hosts.iter().map(|(host, ip)| format!("{ip} {host}")).collect(),
         dns: svc.dns.clone(),

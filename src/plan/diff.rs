@@ -519,6 +519,8 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
             None if uses_recreated => {}
             // A job whose run waits (for the lab to be Ready, or the schedule's start).
             _ if desired.waiting_jobs.contains_key(&want.name) => {}
+            // Its dependencies do not run yet (`dependsOn`).
+            None if desired.held.contains_key(&want.name) => {}
             None => service_actions.push(Action::CreateService(want.clone())),
             Some(have) => {
                 if uses_recreated {

@@ -499,6 +499,11 @@ pub struct Service {
     pub replicas: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// Services of the lab this one is created after: once each runs all its replicas (healthy,
+    /// where it has a health check), as Compose's `depends_on` with `service_healthy`, which
+    /// Swarm and `docker stack deploy` ignore. Only its creation waits; not in `spec.defaults`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
     /// A `replicated-job`'s tasks running at once (all `replicas` when left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = MAX_REPLICAS))]

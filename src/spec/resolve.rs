@@ -277,6 +277,8 @@ impl Service {
             image: self.image.clone().or_else(|| d.image.clone()),
             replicas: self.replicas.or(d.replicas),
             mode: self.mode.or(d.mode),
+            // Names the lab's services: never inherited (validation refuses it in defaults).
+            depends_on: self.depends_on.clone(),
             max_concurrent: self.max_concurrent.or(d.max_concurrent),
             command: self.command.clone().or_else(|| d.command.clone()),
             args: self.args.clone().or_else(|| d.args.clone()),

@@ -373,6 +373,7 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
             .collect();
         if names.is_empty() { BTreeSet::from([DEFAULT_NETWORK.to_string()]) } else { names }
     };
+    check_depends_on(services, defaults, &inherited, &mut out);
     if let Some(links) = doc.pointer("/spec/links").and_then(Value::as_array) {
         check_links(links, services, &networks_of, &mut out);
     }
@@ -381,6 +382,54 @@ fn semantic_findings(doc: &Value) -> Vec<Finding> {
         check_schedule(schedule, networks, services, defaults, links, &mut out);
     }
     out
+}
+
+/// `dependsOn` names services of the lab kept running (a job runs once the lab is Ready: a
+/// service waiting for one would wait for itself), never its own service, in no cycle.
+fn check_depends_on(services: &serde_json::Map<String, Value>, defaults: Option<&Value>, inherited: &dyn Fn(&Value, &str) -> Option<Value>, out: &mut Vec<Finding>) {
+    if defaults.and_then(|d| d.get("dependsOn")).is_some() {
+        out.push(Finding::key("/spec/defaults/dependsOn", "`dependsOn` names the services one service waits for: set it on that service"));
+    }
+    let is_job = |svc: &Value| inherited(svc, "mode").as_ref().and_then(Value::as_str).is_some_and(|m| m.ends_with("-job"));
+    let deps = |svc: &Value| -> Vec<String> { svc.get("dependsOn").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect() };
+    for (name, svc) in services {
+        for (i, dep) in deps(svc).iter().enumerate() {
+            let at = format!("/spec/services/{}/dependsOn/{i}", pointer_segment(name));
+            match services.get(dep) {
+                None => out.push(Finding::value(at, unknown_service(dep, services))),
+                Some(_) if dep == name => out.push(Finding::value(at, format!("`{name}` cannot wait for itself"))),
+                Some(d) if is_job(d) => out.push(Finding::value(at, format!("`{dep}` is a job, which runs once the lab's services run: a service cannot wait for it"))),
+                Some(_) => {}
+            }
+        }
+    }
+    // A cycle: following `dependsOn` from a service comes back to it. Said once, at the
+    // cycle's first service by name.
+    fn back_to(start: &str, path: &mut Vec<String>, deps: &dyn Fn(&str) -> Vec<String>) -> bool {
+        let Some(last) = path.last().cloned() else { return false };
+        for dep in deps(&last) {
+            // A service naming itself is said apart.
+            if dep == start && path.len() > 1 {
+                path.push(dep);
+                return true;
+            }
+            if dep.as_str() > start && !path.contains(&dep) {
+                path.push(dep);
+                if back_to(start, path, deps) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let deps_of = |name: &str| services.get(name).map(deps).unwrap_or_default();
+    for start in services.keys() {
+        let mut path = vec![start.clone()];
+        if back_to(start, &mut path, &deps_of) {
+            out.push(Finding::key(format!("/spec/services/{}/dependsOn", pointer_segment(start)), format!("a cycle: {} (each would wait for the other for good)", path.join(" → "))));
+        }
+    }
 }
 
 fn unknown_service(name: &str, services: &serde_json::Map<String, Value>) -> String {
