@@ -17,7 +17,6 @@ fn not_carried(key: &str) -> Option<&'static str> {
     Some(match key {
         "container_name" => "Swarm names tasks itself (`<lab>_<service>.<slot>`)",
         "restart" => "a lab's services are kept running: Swarm starts a task again whatever its exit code (a service meant to run once is a job: `mode: replicated-job`)",
-        "depends_on" => "Swarm starts services in no order; the lab is Ready when all run",
         "links" | "external_links" => "services reach each other by name on their networks",
         "expose" => "every port is reachable on the lab's networks",
         "devices" | "privileged" | "security_opt" | "pid" | "ipc" | "network_mode" | "shm_size" | "platform" | "pull_policy" => {
@@ -526,6 +525,28 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
         match key.as_str() {
             // Which profiles import it (see `compose_to_lab`).
             "image" | "profiles" => {}
+            // `service_started` and `service_healthy` alike: labd creates the service once its
+            // dependencies' tasks run, which with a health check means healthy.
+            "depends_on" => {
+                let mut names = Vec::new();
+                let listed: Vec<(String, Option<&str>)> = match value {
+                    Value::Array(items) => items.iter().filter_map(Value::as_str).map(|n| (n.to_string(), None)).collect(),
+                    Value::Object(map) => map.iter().map(|(n, v)| (n.clone(), v.get("condition").and_then(Value::as_str))).collect(),
+                    _ => vec![],
+                };
+                for (dep, condition) in listed {
+                    match condition {
+                        Some("service_completed_successfully") => ctx.note(
+                            &format!("{at}/{}/condition", pointer_segment(&dep)),
+                            "not carried: a lab runs its jobs once its services run, and no service waits for a job",
+                        ),
+                        _ => names.push(dep),
+                    }
+                }
+                if !names.is_empty() {
+                    out.insert("dependsOn".into(), json!(names));
+                }
+            }
             "logging" => {
                 let mut logging = Map::new();
                 if let Some(driver) = value.get("driver").and_then(Value::as_str) {
@@ -865,6 +886,22 @@ pub fn compose_to_lab(path: &Path, text: &str, name: &str, options: &ImportOptio
         }
         lab_services.insert(svc_name.clone(), service(&mut ctx, svc_name, &svc, &options.images, &top));
     }
+    // A dependency the lab does not keep running (not imported, or a job) is nothing to wait for.
+    let kept_running: Vec<String> = lab_services.iter().filter(|(_, s)| !s.get("mode").and_then(Value::as_str).is_some_and(|m| m.ends_with("-job"))).map(|(n, _)| n.clone()).collect();
+    for (name, svc) in lab_services.iter_mut() {
+        let Some(Value::Array(deps)) = svc.get_mut("dependsOn") else { continue };
+        deps.retain(|dep| {
+            let dep = dep.as_str().unwrap_or_default();
+            let kept = kept_running.iter().any(|k| k == dep);
+            if !kept {
+                ctx.note(&format!("/services/{}/depends_on", pointer_segment(name)), format!("`{dep}` not carried: the lab does not keep it running (not imported, or a job)"));
+            }
+            kept
+        });
+        if deps.is_empty() {
+            svc.as_object_mut().map(|o| o.remove("dependsOn"));
+        }
+    }
     let mut spec = Map::new();
     let files: Map<String, Value> = configs.into_iter().chain(secrets).collect();
     if !files.is_empty() {
@@ -1004,6 +1041,18 @@ mod tests {
         let node = &lab.spec.services["node"];
         assert_eq!((node.cap_drop.as_slice(), node.read_only), (["NET_RAW".to_string()].as_slice(), Some(true)));
         assert_eq!(node.placement.as_ref().map(|p| p.preferences[0].spread.as_str()), Some("node.labels.zone"));
+    }
+
+    #[test]
+    fn depends_on_carries_in_both_forms_and_what_the_lab_does_not_keep_running_is_noted() {
+        let compose = "services:\n  db: {image: labbox:latest}\n  cache: {image: labbox:latest}\n  app:\n    image: labbox:latest\n    depends_on: [db, cache]\n  web:\n    image: labbox:latest\n    depends_on:\n      app: {condition: service_healthy}\n      seed: {condition: service_completed_successfully}\n      debug: {condition: service_started}\n  seed: {image: labbox:latest, deploy: {mode: replicated-job}}\n  debug: {image: labbox:latest, profiles: [debug]}\n";
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "deps", &ImportOptions::default(), &no_files).expect("valid");
+        let notes: Vec<String> = out.notes.iter().map(ToString::to_string).collect();
+        assert!(notes.iter().any(|n| n.starts_with("11:14: services.web.depends_on.seed.condition: not carried: a lab runs its jobs once its services run")), "{notes:?}");
+        assert!(notes.iter().any(|n| n == "9:5: services.web.depends_on: `debug` not carried: the lab does not keep it running (not imported, or a job)"), "{notes:?}");
+        let lab = parse_file(Path::new("deps.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
+        assert_eq!(lab.spec.services["app"].depends_on, ["db", "cache"]);
+        assert_eq!(lab.spec.services["web"].depends_on, ["app"]);
     }
 
     #[test]

@@ -50,7 +50,7 @@ mod tests {
     fn on_swarm(name: &str, running: u64) -> ObservedService {
         let d = desired();
         let s = d.services.iter().find(|s| s.name == name).expect("a service of the lab");
-        ObservedService { id: s.name.clone(), name: s.name.clone(), labels: s.labels.clone(), replicas: s.replicas, mode: s.mode, image: s.image.clone(), running, desired: s.replicas.unwrap_or(1) as u64, ..Default::default() }
+        ObservedService { id: s.name.clone(), name: s.name.clone(), labels: s.labels.clone(), replicas: s.replicas, mode: s.mode, image: s.image.clone(), running, desired: s.replicas.unwrap_or(1), ..Default::default() }
     }
 
     fn created(desired: &DesiredLab, observed: &Observed) -> Vec<String> {
