@@ -1039,6 +1039,29 @@ fn labctl_exec_and_cp_reach_into_each_task_of_a_service_or_one_slot_by_the_labs_
 /// `labctl restart` replaces every task (a fresh start between two runs), waits for it, and
 /// labd keeps the restart: scaling the service afterwards leaves the new tasks alone (labd's
 /// update used to reset Swarm's `ForceUpdate`, which restarted every task once more).
+/// `dependsOn`: `app` is created only once `db` is healthy (its health check passes 3 s after
+/// its start), which `docker stack deploy` does not do with Compose's `depends_on`.
+#[test]
+fn a_service_is_created_only_once_the_service_it_depends_on_is_healthy() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("dep".into());
+    remove_lab_objects("dep");
+    let services = "    db:\n      command: [sh, -c, 'sleep 3; touch /ready; sleep 100000']\n      healthcheck: {test: 'test -f /ready', interval: 500ms, timeout: 1s, retries: 30}\n    app: {dependsOn: [db]}\n";
+    lab.write("dep.yaml", &lab_yaml("dep", services));
+    lab.start_labd();
+    let waiting = lab.wait_phase_saying("dep", "Progressing", "app 0/1 (after db)", READY);
+    assert_eq!(waiting["services"]["app"]["waitsForServices"], serde_json::json!(["db"]), "{waiting}");
+    assert!(docker_ok(&["service", "ls", "--format", "{{.Name}}"]).lines().all(|n| n != "dep_app"), "app created before db is healthy");
+    lab.wait_phase("dep", "Ready", READY);
+    // The order, from Swarm's own records: db's task running (healthy) before app existed.
+    let db_running = docker_ok(&["service", "ps", "dep_db", "--filter", "desired-state=running", "--format", "{{.ID}}"]);
+    let healthy_at = docker_ok(&["inspect", db_running.trim(), "--format", "{{json .Status.Timestamp}}"]);
+    let app_created = docker_ok(&["service", "inspect", "dep_app", "--format", "{{json .CreatedAt}}"]);
+    let time = |t: &str| chrono::DateTime::parse_from_rfc3339(t.trim().trim_matches('"')).map_err(|e| format!("{t}: {e}")).unwrap();
+    assert!(time(&app_created) >= time(&healthy_at), "app created at {app_created}, db running (healthy) at {healthy_at}");
+    println!("db healthy at {} → app created {} ms later", healthy_at.trim().trim_matches('"'), (time(&app_created) - time(&healthy_at)).num_milliseconds());
+}
+
 /// `resources.reservations`: Swarm places a task only where what it reserves is free. More
 /// memory than the node has waits, saying so; an amount the node has runs, reserved.
 #[test]
