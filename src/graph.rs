@@ -55,6 +55,8 @@ pub struct Topology {
     pub networks: Vec<NetworkNode>,
     pub edges: Vec<Edge>,
     pub links: Vec<LinkEdge>,
+    /// (service, a service it is created after): `dependsOn`.
+    pub after: Vec<(String, String)>,
 }
 
 impl Topology {
@@ -97,7 +99,8 @@ impl Topology {
                 Some(LinkEdge { from: l.from.clone(), to, symmetric, label: resolve_conditions(&[Some(&l.conditions)]).summary() })
             })
             .collect();
-        Topology { lab: lab.metadata.name.clone(), phase: status.map(|s| s.phase), services, networks, edges, links }
+        let after = lab.spec.services.iter().flat_map(|(name, svc)| svc.depends_on.iter().map(move |dep| (name.clone(), dep.clone()))).collect();
+        Topology { lab: lab.metadata.name.clone(), phase: status.map(|s| s.phase), services, networks, edges, links, after }
     }
 
     /// The address ranges links point at, each drawn once.
@@ -157,6 +160,10 @@ impl Topology {
                 let _ = writeln!(out, "  {from} {arrow}|\"{}\"| {to}", l.label);
             }
         }
+        // The order of creation: a thick arrow toward what a service waits for.
+        for (service, dep) in &self.after {
+            let _ = writeln!(out, "  {} ==>|\"after\"| {}", mermaid_id("svc", service), mermaid_id("svc", dep));
+        }
         out
     }
 
@@ -181,6 +188,9 @@ impl Topology {
             };
             let dir = if l.symmetric { "both" } else { "forward" };
             let _ = writeln!(out, "  \"svc:{}\" -- \"{to}\" [style=dashed, dir={dir}, label=\"{}\"];", l.from, l.label);
+        }
+        for (service, dep) in &self.after {
+            let _ = writeln!(out, "  \"svc:{service}\" -- \"svc:{dep}\" [style=bold, dir=forward, color=gray40, label=\"after\"];");
         }
         out.push_str("}\n");
         out
@@ -436,6 +446,16 @@ mod tests {
         // The lab without links draws as before: no legend, no shift.
         let plain = Topology::of(&kademlia(), None).svg();
         assert!(!plain.contains("class=\"link") && plain.contains("<rect x=\"30\""));
+    }
+
+    #[test]
+    fn depends_on_is_a_thick_arrow_toward_what_a_service_waits_for() {
+        let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: d}\nspec:\n  defaults: {image: labbox:latest}\n  services:\n    db: {}\n    app: {dependsOn: [db]}\n";
+        let lab = crate::spec::parse_file(Path::new("d.yaml"), text).remove(0).result.unwrap().lab.as_ref().clone();
+        let t = Topology::of(&lab, None);
+        assert!(t.mermaid().contains("  svc_app ==>|\"after\"| svc_db\n"), "{}", t.mermaid());
+        assert!(t.dot().contains("  \"svc:app\" -- \"svc:db\" [style=bold, dir=forward, color=gray40, label=\"after\"];\n"), "{}", t.dot());
+        assert!(Topology::of(&kademlia(), None).after.is_empty());
     }
 
     #[test]
