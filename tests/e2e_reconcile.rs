@@ -80,6 +80,13 @@ fn edits_scale_and_remove_services_and_hand_changes_are_repaired() {
         if env.contains("DEBUG") { Err(env) } else { Ok(()) }
     });
     lab.wait_phase("drift", "Ready", READY);
+    // A label and a placement constraint added by hand: the service's own settings, put back too.
+    docker_ok(&["service", "update", "--detach", "--label-add", "hand=1", "--constraint-add", "node.hostname!=nowhere", "drift_a"]);
+    eventually("a's label and constraint put back after a hand edit", REPAIR, || {
+        let edited = docker_ok(&["service", "inspect", "drift_a", "--format", "{{json .Spec.Labels}} {{json .Spec.TaskTemplate.Placement}}"]);
+        if edited.contains("hand") || edited.contains("nowhere") { Err(edited) } else { Ok(()) }
+    });
+    lab.wait_phase("drift", "Ready", READY);
 
     // `labctl events -w` shows the repair as labd writes it: its first line (the last event
     // so far) says it is watching.
@@ -111,7 +118,7 @@ fn edits_scale_and_remove_services_and_hand_changes_are_repaired() {
     assert!(lab.metric("drift", "drift_repairs") >= 3, "drift repairs counted: {}", lab.metric("drift", "drift_repairs"));
     // The hand edit put back once, not chased at every look since.
     let all = String::from_utf8_lossy(&lab.labctl(&["events", "drift"]).stdout).to_string();
-    assert_eq!(all.matches("settings changed outside labd").count(), 1, "{all}");
+    assert_eq!(all.matches("settings changed outside labd").count(), 2, "{all}");
 }
 
 #[test]

@@ -270,6 +270,7 @@ impl Swarm for FakeSwarm {
                 force_update: 0,
                 rollout: None,
                 template_digest: 0,
+                template_settings_digest: 0,
                 settings_digest: settings_of(svc),
                 applied_settings: None,
                 outdated: 0,

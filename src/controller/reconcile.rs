@@ -1327,7 +1327,7 @@ mod tests {
         swarm.state.lock().unwrap().services[0].settings_digest = 42;
         let o = next_pass(&swarm, &store, &l, o).await;
         assert_eq!((o.actions.get("update"), o.drift), (Some(&1), 1));
-        assert!(store.events.lock().unwrap().iter().any(|(_, e)| e.message.contains("update service t_a (its tasks' settings changed outside labd")));
+        assert!(store.events.lock().unwrap().iter().any(|(_, e)| e.message.contains("update service t_a (its settings changed outside labd")));
         // Put back once: the settings are taken again after labd's own change.
         let mut o = o;
         o = next_pass(&swarm, &store, &l, o).await;

@@ -62,7 +62,10 @@ pub struct ObservedService {
     /// A digest of the service's task template, which its tasks' specs are compared with (the
     /// Swarm adapter's; 0 when unknown).
     pub template_digest: u64,
-    /// The same without forced restarts: what a hand edit of its settings changes (0 unknown).
+    /// The same without forced restarts (0 unknown).
+    pub template_settings_digest: u64,
+    /// A digest of the whole service spec less its replicas and forced restarts: what a hand
+    /// edit of its settings changes (0 unknown).
     pub settings_digest: u64,
     /// `settings_digest` as labd saw it just after it last applied the spec the service now
     /// carries (filled in by the controller, which remembers it): another value now means a
@@ -547,7 +550,7 @@ pub fn diff(desired: &DesiredLab, observed: &Observed) -> Plan {
                 } else if !want.mode.is_job() && have.applied_settings.is_some_and(|was| was != have.settings_digest) {
                     // Not a job's: any update of a job runs it again.
                     plan.drift += 1;
-                    Some("its tasks' settings changed outside labd (a `docker service update` by hand?): put back".to_string())
+                    Some("its settings changed outside labd (a `docker service update` by hand?): put back".to_string())
                 } else {
                     None
                 };

@@ -189,7 +189,8 @@ pub(super) fn observed_service(s: Service) -> Option<ObservedService> {
         .unwrap_or_default();
     let force_update = spec.task_template.as_ref().and_then(|t| t.force_update).unwrap_or(0);
     let template_digest = spec.task_template.as_ref().map_or(0, rollout::spec_digest);
-    let settings_digest = spec.task_template.as_ref().map_or(0, rollout::settings_digest);
+    let template_settings_digest = spec.task_template.as_ref().map_or(0, rollout::settings_digest);
+    let settings_digest = rollout::service_settings_digest(&spec);
     Some(ObservedService {
         id: s.id?,
         name: spec.name.unwrap_or_default(),
@@ -212,6 +213,7 @@ pub(super) fn observed_service(s: Service) -> Option<ObservedService> {
         force_update,
         rollout: rollout::rollout_of(s.update_status),
         template_digest,
+        template_settings_digest,
         settings_digest,
         // The controller's memory (see `ObservedService::applied_settings`).
         applied_settings: None,
@@ -294,7 +296,7 @@ impl DockerSwarm {
                     running += 1;
                 } else {
                     outdated += 1;
-                    only_restarted &= t.spec.as_ref().map(rollout::settings_digest) == Some(s.settings_digest);
+                    only_restarted &= t.spec.as_ref().map(rollout::settings_digest) == Some(s.template_settings_digest);
                 }
             }
             (s.running, s.outdated, s.stopping) = (running, outdated, stopping);
@@ -802,7 +804,7 @@ mod tests {
         let on = |spec| Task { spec: Some(spec), ..task("s", "n1", TaskState::RUNNING, TaskState::RUNNING) };
         let updating = Some(crate::plan::Rollout { state: crate::plan::RolloutState::Updating, message: "update in progress".into() });
         let template = spec(1);
-        let service = ObservedService { id: "s".into(), replicas: Some(2), desired: 2, template_digest: rollout::spec_digest(&template), settings_digest: rollout::settings_digest(&template), rollout: updating, ..Default::default() };
+        let service = ObservedService { id: "s".into(), replicas: Some(2), desired: 2, template_digest: rollout::spec_digest(&template), template_settings_digest: rollout::settings_digest(&template), rollout: updating, ..Default::default() };
         // `labctl restart`: the one task not yet replaced differs only by the counter.
         let mut services = vec![service.clone()];
         DockerSwarm::tally_tasks(vec![on(spec(1)), on(spec(0))], &mut services, &[]);

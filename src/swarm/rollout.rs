@@ -1,10 +1,10 @@
 //! A service's rolling update as Swarm reports it, and which of its tasks run the service's
-//! current spec: a lab is Ready only once every running task does. The same digest, less
-//! forced restarts, shows a hand edit of the service's settings.
+//! current spec: a lab is Ready only once every running task does. A digest of the whole
+//! service spec, less its replicas and forced restarts, shows a hand edit of its settings.
 
 use std::hash::{Hash, Hasher};
 
-use bollard::models::{ServiceUpdateStatus, ServiceUpdateStatusStateEnum, TaskSpec};
+use bollard::models::{ServiceSpec, ServiceUpdateStatus, ServiceUpdateStatusStateEnum, TaskSpec};
 use serde_json::Value;
 
 use crate::plan::{Rollout, RolloutState};
@@ -31,10 +31,25 @@ pub(super) fn spec_digest(spec: &TaskSpec) -> u64 {
     digest(spec, true)
 }
 
-/// The same without `ForceUpdate`: what a hand edit of the service's settings changes, not a
-/// restart forced by `docker service update --force` or `labctl restart`.
+/// The same without `ForceUpdate`: a task that differs from its template only by a restart
+/// forced by `docker service update --force` or `labctl restart`.
 pub(super) fn settings_digest(spec: &TaskSpec) -> u64 {
     digest(spec, false)
+}
+
+/// What a hand edit of a service changes (`docker service update --env-add`,
+/// `--constraint-add`, `--label-add`, `--publish-add`, `--update-parallelism`…), compared only
+/// with Docker's own report of the same service: all of its spec, less what labd watches
+/// otherwise (its replicas) and forced restarts.
+pub(super) fn service_settings_digest(spec: &ServiceSpec) -> u64 {
+    let mut spec = spec.clone();
+    if let Some(template) = spec.task_template.as_mut() {
+        template.force_update = None;
+    }
+    if let Some(replicated) = spec.mode.as_mut().and_then(|m| m.replicated.as_mut()) {
+        replicated.replicas = None;
+    }
+    hash_pruned(serde_json::to_value(spec).unwrap_or(Value::Null))
 }
 
 fn digest(spec: &TaskSpec, with_forced_restarts: bool) -> u64 {
@@ -47,7 +62,10 @@ fn digest(spec: &TaskSpec, with_forced_restarts: bool) -> u64 {
         force_update: spec.force_update.filter(|n| *n != 0 && with_forced_restarts),
         ..Default::default()
     };
-    let mut value = serde_json::to_value(parts).unwrap_or(Value::Null);
+    hash_pruned(serde_json::to_value(parts).unwrap_or(Value::Null))
+}
+
+fn hash_pruned(mut value: Value) -> u64 {
     prune_empty(&mut value);
     // Compared within one labd only, never stored: std's hasher may change between releases.
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -112,6 +130,27 @@ mod tests {
         assert_ne!(spec_digest(&service), spec_digest(&forced), "`docker service update --force` (labctl restart) replaces every task");
         assert_eq!(settings_digest(&service), settings_digest(&forced), "but changes no setting");
         assert_ne!(settings_digest(&service), settings_digest(&template("V=2")));
+    }
+
+    #[test]
+    fn a_hand_edit_of_any_setting_changes_the_service_digest_and_a_scale_or_a_forced_restart_does_not() {
+        let service = |template: TaskSpec| ServiceSpec {
+            name: Some("l_a".into()),
+            labels: Some(HashMap::from([("io.swarmlab.lab".to_string(), "l".to_string())])),
+            task_template: Some(template),
+            mode: Some(bollard::models::ServiceSpecMode { replicated: Some(bollard::models::ServiceSpecModeReplicated { replicas: Some(3) }), ..Default::default() }),
+            ..Default::default()
+        };
+        let base = service_settings_digest(&service(template("V=1")));
+        let mut scaled = service(TaskSpec { force_update: Some(2), ..template("V=1") });
+        scaled.mode = Some(bollard::models::ServiceSpecMode { replicated: Some(bollard::models::ServiceSpecModeReplicated { replicas: Some(5) }), ..Default::default() });
+        assert_eq!(service_settings_digest(&scaled), base, "replicas and restarts are watched apart");
+        let mut labelled = service(template("V=1"));
+        labelled.labels.as_mut().unwrap().insert("hand".into(), "1".into());
+        let constrained = service(TaskSpec { placement: Some(TaskSpecPlacement { constraints: Some(vec!["node.role==worker".into()]), ..Default::default() }), ..template("V=1") });
+        for edited in [service(template("V=2")), labelled, constrained] {
+            assert_ne!(service_settings_digest(&edited), base, "{edited:?}");
+        }
     }
 
     #[test]
