@@ -1055,6 +1055,8 @@ fn a_service_is_created_only_once_the_service_it_depends_on_is_healthy() {
     remove_lab_objects("dep");
     let services = "    db:\n      command: [sh, -c, 'sleep 3; touch /ready; sleep 100000']\n      healthcheck: {test: 'test -f /ready', interval: 500ms, timeout: 1s, retries: 30}\n    app: {dependsOn: [db]}\n";
     lab.write("dep.yaml", &lab_yaml("dep", services));
+    let planned = String::from_utf8_lossy(&lab.labctl(&["diff", lab.dir.path().to_str().unwrap()]).stdout).to_string();
+    assert!(planned.lines().any(|l| l == "~ dep: create service dep_app (1 replicas), once db runs (dependsOn)"), "{planned}");
     lab.start_labd();
     let waiting = lab.wait_phase_saying("dep", "Progressing", "app 0/1 (after db)", READY);
     assert_eq!(waiting["services"]["app"]["waitsForServices"], serde_json::json!(["db"]), "{waiting}");

@@ -69,6 +69,8 @@ async fn differences(redis: &str, dir: &std::path::Path, docker_host: Option<&st
                         changes += 1;
                     }
                 }
+                // Created once the services it depends on run, as labd does (`dependsOn`).
+                let held = swarmlab::plan::hold_dependents(desired.clone(), &observed).held;
                 let passes = passes(&as_scheduled(desired, &observed), &observed);
                 for c in passes.first().map(|p| p.conflicts.as_slice()).unwrap_or_default() {
                     println!("! {name}: {c}");
@@ -78,7 +80,11 @@ async fn differences(redis: &str, dir: &std::path::Path, docker_host: Option<&st
                 // back on it) happen once the earlier ones are done: shown as such.
                 for (i, plan) in passes.iter().enumerate() {
                     for a in &plan.actions {
-                        println!("~ {name}: {}{}", if i > 0 { "then " } else { "" }, a.describe());
+                        let after = match a {
+                            swarmlab::plan::Action::CreateService(s) => held.get(&s.name).map(|deps| format!(", once {} run{} (dependsOn)", deps.join(" and "), if deps.len() == 1 { "s" } else { "" })),
+                            _ => None,
+                        };
+                        println!("~ {name}: {}{}{}", if i > 0 { "then " } else { "" }, a.describe(), after.unwrap_or_default());
                         changes += 1;
                     }
                 }
