@@ -550,7 +550,7 @@ async fn apply<S: Swarm>(
             waits_for,
             message: match (waits_for, after.is_empty()) {
                 (Some(w), _) => w.to_string(),
-                (None, false) => format!("created once {} run{} (`dependsOn`)", after.join(" and "), if after.len() == 1 { "s" } else { "" }),
+                (None, false) => format!("created once {} (`dependsOn`)", plan::order::awaited(&after)),
                 (None, true) => String::new(),
             },
             waits_for_services: after.clone(),

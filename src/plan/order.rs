@@ -34,6 +34,11 @@ pub fn hold_dependents(mut desired: DesiredLab, observed: &Observed) -> DesiredL
     desired
 }
 
+/// What a held service waits for, in words: `db runs`, `app and db run`.
+pub fn awaited(deps: &[String]) -> String {
+    format!("{} run{}", deps.join(" and "), if deps.len() == 1 { "s" } else { "" })
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

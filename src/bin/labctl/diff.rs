@@ -81,7 +81,7 @@ async fn differences(redis: &str, dir: &std::path::Path, docker_host: Option<&st
                 for (i, plan) in passes.iter().enumerate() {
                     for a in &plan.actions {
                         let after = match a {
-                            swarmlab::plan::Action::CreateService(s) => held.get(&s.name).map(|deps| format!(", once {} run{} (dependsOn)", deps.join(" and "), if deps.len() == 1 { "s" } else { "" })),
+                            swarmlab::plan::Action::CreateService(s) => held.get(&s.name).map(|deps| format!(", once {} (dependsOn)", swarmlab::plan::order::awaited(deps))),
                             _ => None,
                         };
                         println!("~ {name}: {}{}{}", if i > 0 { "then " } else { "" }, a.describe(), after.unwrap_or_default());
