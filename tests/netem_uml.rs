@@ -141,7 +141,7 @@ async fn apply(att: &mut Attachment, want: &EffectiveConditions, backend: Backen
 /// Every condition, applied, read back and measured with `backend`. Returns the table rows.
 async fn run_cases(backend: BackendKind, caps: &Capabilities, pair: &Pair) -> Vec<Row> {
     let mut rows = Vec::new();
-    let mut att = Attachment::locate(pair.pid(), "lan", "", "10.9.0.1", 77, Stream::new("uml/a/1/lan")).await.expect("interface found by IP");
+    let mut att = Attachment::locate(pair.pid(), "lan", "", "10.9.0.1", 77, Stream::new("uml/a/1/lan"), true).await.expect("interface found by IP");
     let pid = pair.pid();
     let mut row = |asked: &str, measured: String| {
         eprintln!("[{backend}] {asked}: {measured}");

@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod capture;
 pub mod cgroup;
+mod converge;
 pub mod exec;
 pub mod requests;
 pub mod running;
@@ -26,7 +27,6 @@ use crate::spec::EffectiveConditions;
 use crate::status::{AttachmentShaping, TaskShaping};
 use crate::shaping::netns::ns_path;
 use crate::shaping::watch::ChangeWatch;
-use crate::shaping::policy::Stream;
 use crate::store::keys;
 use crate::swarm::{DockerSwarm, LocalTask, LocalTaskEvent, ProcessState};
 use apply::Attachment;
@@ -288,9 +288,7 @@ impl Agent {
             sampler.abort();
         }
         // Clean up: queues are fail-open anyway, but leave no rule or qdisc behind.
-        for (_, a) in self.attachments.drain() {
-            a.clear().await;
-        }
+        converge::clear_all(self.attachments.drain().map(|(_, a)| a)).await;
         tracing::info!("agent stopped; shaping removed");
     }
 
@@ -389,62 +387,53 @@ impl Agent {
         let mut reports: BTreeMap<String, Vec<(String, TaskShaping)>> = BTreeMap::new();
         let mut live: HashSet<(String, String)> = HashSet::new();
         let ids: Vec<String> = self.tasks.keys().cloned().collect();
-        for id in ids {
-            let Some(task) = self.tasks.get(&id) else { continue };
-            let (lab, service, pid, inherited) = (task.lab.clone(), task.service.clone(), task.pid, task.inherited);
-            let (slot, started_at) = (task.slot, task.started_at);
+        let mut jobs = Vec::new();
+        for id in &ids {
+            let Some(task) = self.tasks.get(id) else { continue };
             // `heard` empties the watch at every pass, whether or not the task has shaping.
             let readback = match &task.watch {
                 Some(watch) => watch.heard() || due.watched,
                 None => due.unwatched,
             };
+            let mut networks = task.networks.clone();
+            networks.sort();
+            for (index, (net, mac, ip)) in networks.into_iter().enumerate() {
+                let want = desired.get(&task.lab).and_then(|s| s.get(&task.service)).and_then(|n| n.get(&net)).cloned().unwrap_or_default();
+                let key = (id.clone(), net.clone());
+                live.insert(key.clone());
+                // Its draws (userspace backend); a global service's task is told apart by its node.
+                let slot = task.slot.map_or_else(|| self.config.node.clone(), |s| s.to_string());
+                let stream = format!("{}/{}/{slot}/{net}", task.lab, task.service);
+                let held = self.attachments.remove(&key);
+                let queue = 100 + index as u16;
+                jobs.push(converge::Job { key, index, held, want, pid: task.pid, mac, ip, queue, stream, inherited: task.inherited, readback });
+            }
+        }
+        let mut shaped: HashMap<String, Vec<(usize, AttachmentShaping)>> = HashMap::new();
+        for done in converge::converge_all(jobs, self.backend, &self.caps).await {
+            if let Some(report) = done.report {
+                shaped.entry(done.key.0.clone()).or_default().push((done.index, report));
+            }
+            if let Some(attachment) = done.attachment {
+                self.attachments.insert(done.key, attachment);
+            }
+        }
+        for id in ids {
+            let Some(task) = self.tasks.get(&id) else { continue };
+            let (lab, service) = (task.lab.clone(), task.service.clone());
+            let mut attachments = shaped.remove(&id).unwrap_or_default();
+            attachments.sort_by_key(|(index, _)| *index);
             let mut report = TaskShaping {
                 container: id[..12.min(id.len())].to_string(),
                 service: service.clone(),
                 node: self.config.node.clone(),
                 updated_at: Some(Utc::now()),
-                slot,
-                started_at,
+                slot: task.slot,
+                started_at: task.started_at,
                 addresses: task.networks.iter().filter(|(_, _, ip)| !ip.is_empty()).map(|(net, _, ip)| (net.clone(), ip.clone())).collect(),
+                attachments: attachments.into_iter().map(|(_, a)| a).collect(),
                 ..Default::default()
             };
-            let mut networks = task.networks.clone();
-            networks.sort();
-            for (index, (net, mac, ip)) in networks.into_iter().enumerate() {
-                let want = desired.get(&lab).and_then(|s| s.get(&service)).and_then(|n| n.get(&net)).cloned().unwrap_or_default();
-                let key = (id.clone(), net.clone());
-                live.insert(key.clone());
-                let queue = 100 + index as u16;
-                // Its draws (userspace backend); a global service's task is told apart by its node.
-                let stream = || Stream::new(format!("{lab}/{service}/{}/{net}", slot.map_or_else(|| self.config.node.clone(), |s| s.to_string())));
-                if inherited && !self.attachments.contains_key(&key) {
-                    // What an agent killed before us left here (its worker is gone): remove it,
-                    // then apply from scratch. Traffic was flowing unshaped meanwhile anyway.
-                    if let Ok(stale) = Attachment::locate(pid, &net, &mac, &ip, queue, stream()).await {
-                        stale.clear().await;
-                    }
-                }
-                if want.is_empty() && !self.attachments.contains_key(&key) {
-                    continue;
-                }
-                let entry = match self.attachments.remove(&key) {
-                    Some(a) => a,
-                    None => match Attachment::locate(pid, &net, &mac, &ip, queue, stream()).await {
-                        Ok(a) => a,
-                        Err(e) => {
-                            report.attachments.push(AttachmentShaping { network: net.clone(), desired: want, error: Some(e), ..Default::default() });
-                            continue;
-                        }
-                    },
-                };
-                let mut entry = entry;
-                entry.converge(&want, self.backend, &self.caps, readback).await;
-                report.attachments.push(entry.report(&want, self.backend, &self.caps));
-                if entry.is_idle() {
-                    continue; // nothing applied, nothing wanted: forget it
-                }
-                self.attachments.insert(key, entry);
-            }
             let faults = self.faults.get(&lab).and_then(|f| f.get(&service)).cloned();
             self.converge_process(&id, &lab, faults.as_ref(), due.unwatched, &mut report).await;
             // Only labs that still exist: a deleted lab's keys must not come back.

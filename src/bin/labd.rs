@@ -356,7 +356,7 @@ async fn serve_http(
 /// went to another labd, or could not be renewed within the renew deadline.
 fn keep_lease(lease: std::sync::Arc<swarmlab::store::lease::Lease>) -> impl std::future::Future<Output = ()> {
     use swarmlab::store::lease::Renewal;
-    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    let (mut lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         // client-go's renew deadline: a leader that has not renewed within two thirds of the
         // lease stops acting, so it is gone before a standby can take the lease over.
@@ -365,11 +365,17 @@ fn keep_lease(lease: std::sync::Arc<swarmlab::store::lease::Lease>) -> impl std:
         let mut held_since = std::time::Instant::now();
         loop {
             let left = deadline.saturating_sub(held_since.elapsed());
-            tokio::time::sleep((lease.ttl / 3).min(left)).await;
+            tokio::select! {
+                _ = tokio::time::sleep((lease.ttl / 3).min(left)) => {}
+                // Not waited on any more (this labd stops, and releases the lease itself): a
+                // renewal now would find the lease released and call that lost.
+                _ = lost_tx.closed() => return,
+            }
             let asked = std::time::Instant::now();
             let left = deadline.saturating_sub(held_since.elapsed());
             match tokio::time::timeout(left, lease.renew()).await {
                 Ok(Renewal::Held) => held_since = asked,
+                Ok(Renewal::Lost(_)) if lost_tx.is_closed() => return,
                 Ok(Renewal::Lost(by)) => {
                     tracing::error!(holder = ?by, "leader lease lost to another labd");
                     break;
