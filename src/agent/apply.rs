@@ -1,7 +1,7 @@
 //! One network attachment of one task: its interface inside the task's namespace, and the
 //! shaping applied to it by whichever backend the agent chose.
 
-use crate::shaping::netns::{interface_for, ns_path, run_in};
+use crate::shaping::netns::{interface_for, ns_path, run_in, run_in_with_input};
 use crate::shaping::probe::Capabilities;
 mod ingress;
 
@@ -196,13 +196,18 @@ impl Attachment {
         format!("swarmlab-cut:{}", self.interface)
     }
 
-    /// A partition rule: packets to `address` leaving by this interface are dropped. First in
-    /// the chain, before the userspace backend's queue (a queued packet is accepted there).
-    fn cut_rule(&self, verb: &str, address: &str) -> Vec<String> {
-        let position: &[&str] = if verb == "-I" { &["OUTPUT", "1"] } else { &["OUTPUT"] };
-        let mut args: Vec<String> = ["-w", "-t", "filter", verb].iter().chain(position).map(|s| s.to_string()).collect();
-        args.extend(["-o", &self.interface, "-d", address, "-m", "comment", "--comment", &self.cut_comment(), "-j", "DROP"].map(String::from));
-        args
+    /// A partition rule, as a line of `iptables-restore`'s filter table: packets to `address`
+    /// leaving by this interface are dropped. First in the chain, before the userspace
+    /// backend's queue (a queued packet is accepted there).
+    fn cut_rule(&self, verb: &str, address: &str) -> String {
+        let position = if verb == "-I" { "OUTPUT 1" } else { "OUTPUT" };
+        format!("{verb} {position} -o {} -d {address} -m comment --comment {} -j DROP", self.interface, self.cut_comment())
+    }
+
+    /// The addresses cut off as this agent last read them back (none read: none there, as
+    /// only this agent adds them), if it has read this attachment back.
+    fn cut_rules_known(&self) -> Option<Vec<String>> {
+        self.kernel_known.then(|| self.applied.blocked.clone())
     }
 
     /// The addresses this attachment's partition rules cut off, as the kernel holds them.
@@ -211,26 +216,27 @@ impl Attachment {
         Ok(cut_addresses(&listing, &self.cut_comment()))
     }
 
-    /// Makes the partition rules cut off exactly `addresses`.
+    /// Makes the partition rules cut off exactly `addresses`: one `iptables-restore` of every
+    /// rule to delete and insert, all or none of them (a rule a time took a partition of 150
+    /// tasks, 50 against 100, 20 s to come into force).
     async fn apply_cut(&self, addresses: &[String]) -> Result<(), String> {
-        let held = match self.cut_rules().await {
-            Ok(held) => held,
-            // No iptables to ask: nothing of ours can be there, and nothing is wanted.
-            Err(_) if addresses.is_empty() => return Ok(()),
-            Err(e) => return Err(e),
+        // As last read back, where it was (a stale one fails the batch, and the read after it
+        // corrects what the next pass asks).
+        let held = match self.cut_rules_known() {
+            Some(held) => held,
+            None => match self.cut_rules().await {
+                Ok(held) => held,
+                // No iptables to ask: nothing of ours can be there, and nothing is wanted.
+                Err(_) if addresses.is_empty() => return Ok(()),
+                Err(e) => return Err(e),
+            },
         };
-        // Rules not wanted, and second copies of wanted ones, go.
-        let mut kept: Vec<&String> = Vec::new();
-        for rule in &held {
-            if addresses.contains(rule) && !kept.contains(&rule) {
-                kept.push(rule);
-            } else {
-                run_in(self.pid, "iptables", &self.cut_rule("-D", rule)).await.map_err(|e| e.to_string())?;
-            }
+        let batch = cut_batch(&held, addresses, |verb, address| self.cut_rule(verb, address));
+        if batch.is_empty() {
+            return Ok(());
         }
-        for new in addresses.iter().filter(|a| !held.contains(a)) {
-            run_in(self.pid, "iptables", &self.cut_rule("-I", new)).await.map_err(|e| e.to_string())?;
-        }
+        let script = format!("*filter\n{}\nCOMMIT\n", batch.join("\n"));
+        run_in_with_input(self.pid, "iptables-restore", &["--noflush".to_string(), "-w".to_string()], Some(&script)).await.map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -261,9 +267,15 @@ impl Attachment {
             None => {}
         }
         if backend == Some(BackendKind::Userspace) {
-            let rule = self.iptables("-C").await.is_ok();
-            // `-C` stops at the first rule missing: the others are not known.
-            self.queue_rules = if rule { QueueRules::AllHeld } else { QueueRules::Unknown };
+            // None can be there where this agent never added any: nothing to ask.
+            let rule = self.queue_rules != QueueRules::NoneHeld && self.iptables("-C").await.is_ok();
+            // `-C` stops at the first rule missing: the others are not known, unless this agent
+            // never added any (a fresh task's, or all deleted since).
+            self.queue_rules = match (rule, self.queue_rules) {
+                (true, _) => QueueRules::AllHeld,
+                (false, QueueRules::NoneHeld) => QueueRules::NoneHeld,
+                (false, _) => QueueRules::Unknown,
+            };
             let alive = self.worker.as_ref().is_some_and(QueueWorker::is_alive);
             if rule && alive {
                 let mut held = self.worker.as_ref().map(QueueWorker::conditions).unwrap_or_default();
@@ -469,11 +481,11 @@ impl Attachment {
                 self.worker = Some(worker);
             }
             self.ensure_rules().await?;
-        } else if self.queue_rules != QueueRules::NoneHeld {
-            let _ = self.iptables("-D").await;
-            self.queue_rules = QueueRules::Unknown;
-            self.worker = None;
         } else {
+            if self.queue_rules != QueueRules::NoneHeld {
+                // Each deleted, or not there to delete (a second copy only by hand).
+                self.queue_rules = if self.iptables("-D").await.is_ok() { QueueRules::NoneHeld } else { QueueRules::Unknown };
+            }
             self.worker = None;
         }
         Ok(())
@@ -544,6 +556,22 @@ fn summary_or_none(c: &EffectiveConditions) -> String {
     }
 }
 
+/// The rule lines (`rule(verb, address)`) that turn the partition rules `held` into exactly
+/// `wanted`: rules not wanted, and second copies of wanted ones, deleted; the missing inserted.
+fn cut_batch(held: &[String], wanted: &[String], rule: impl Fn(&str, &str) -> String) -> Vec<String> {
+    let mut kept: Vec<&String> = Vec::new();
+    let mut lines = Vec::new();
+    for address in held {
+        if wanted.contains(address) && !kept.contains(&address) {
+            kept.push(address);
+        } else {
+            lines.push(rule("-D", address));
+        }
+    }
+    lines.extend(wanted.iter().filter(|a| !held.contains(a)).map(|a| rule("-I", a)));
+    lines
+}
+
 /// The destinations of the rules tagged `comment` in an `iptables -S OUTPUT` listing, sorted,
 /// a destination held twice listed twice.
 fn cut_addresses(listing: &str, comment: &str) -> Vec<String> {
@@ -594,6 +622,16 @@ mod tests {
         assert_eq!((held.rate, held.toward[0].conditions.rate), (None, None));
         assert_eq!(held.delay, same.delay);
         assert!(rates_per_destination(&linked(None, Some("1mbit"))), "a rate toward one destination only");
+    }
+
+    #[test]
+    fn a_partition_change_is_one_batch_of_deletions_and_insertions() {
+        let rule = |verb: &str, address: &str| format!("{verb} {address}");
+        let held = ["10.0.1.10/32", "10.0.1.10/32", "10.0.1.9/32"].map(String::from);
+        let wanted = ["10.0.1.10/32", "10.0.1.11/32"].map(String::from);
+        assert_eq!(cut_batch(&held, &wanted, rule), ["-D 10.0.1.10/32", "-D 10.0.1.9/32", "-I 10.0.1.11/32"], "a second copy and an unwanted rule go");
+        assert!(cut_batch(&wanted, &wanted, rule).is_empty(), "nothing to do: no tool run");
+        assert_eq!(cut_batch(&held, &[], rule).len(), 3, "a heal deletes every rule");
     }
 
     #[test]

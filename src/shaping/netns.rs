@@ -39,13 +39,27 @@ pub fn process_is_container(proc_root: &Path, pid: i64, id: &str) -> bool {
 
 /// Runs `program args…` in the network namespace of `pid`; returns its stdout.
 pub async fn run_in(pid: i64, program: &str, args: &[String]) -> Result<String, NetnsError> {
-    let out = tokio::process::Command::new("nsenter")
+    run_in_with_input(pid, program, args, None).await
+}
+
+/// As `run_in`, with `input` on the program's stdin (`iptables-restore`'s batch of rules).
+pub async fn run_in_with_input(pid: i64, program: &str, args: &[String], input: Option<&str>) -> Result<String, NetnsError> {
+    use tokio::io::AsyncWriteExt;
+    let cannot = |e: std::io::Error| NetnsError { pid, command: program.into(), message: format!("cannot run nsenter: {e}") };
+    let mut child = tokio::process::Command::new("nsenter")
         .arg(format!("--net={}", ns_path(pid).display()))
         .arg(program)
         .args(args)
-        .output()
-        .await
-        .map_err(|e| NetnsError { pid, command: program.into(), message: format!("cannot run nsenter: {e}") })?;
+        .stdin(if input.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(cannot)?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // Dropped at the end of this block: the program sees the end of its input.
+        stdin.write_all(input.as_bytes()).await.map_err(cannot)?;
+    }
+    let out = child.wait_with_output().await.map_err(cannot)?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
