@@ -44,7 +44,7 @@ pub struct Attachment {
     /// The userspace backend's queue rules, as last read back or made.
     queue_rules: QueueRules,
     /// Whether this agent has read the kernel back here since it found the attachment: then
-    /// `applied`, `root_kind` and `rules_held` say what the kernel held at that read, and a
+    /// `applied`, `root_kind` and `queue_rules` say what the kernel held at that read, and a
     /// new request needs no read before it (the read after it checks the outcome).
     kernel_known: bool,
 }
