@@ -269,3 +269,26 @@ fn a_redis_with_a_password_works_end_to_end() {
     lab.wait_log("redis keeps labd's data in memory only", Duration::from_secs(5));
     lab.wait_log("start redis with --appendonly yes", Duration::from_secs(1));
 }
+
+#[test]
+fn labd_started_before_dockerd_answers_waits_for_it_then_reconciles() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("fwait".into());
+    remove_lab_objects("fwait");
+    lab.write("fwait.yaml", &shaped_lab("fwait", "conditions: {delay: 20ms}"));
+    // dockerd's socket, not there yet: labd started at boot before docker.service.
+    let socket = lab.dir.path().join("docker.sock");
+    lab.start_labd_args(&["--docker-host", &format!("unix://{}", socket.display())]);
+    // Tried twice: it waits rather than exits (as it did) or reconciles nothing.
+    eventually("labd to try Docker a second time", Duration::from_secs(10), || match lab.log_count("Docker does not answer yet") {
+        n if n >= 2 => Ok(()),
+        n => Err(format!("{n} tries: {}", lab.log_tail())),
+    });
+    let answered = Instant::now();
+    std::os::unix::fs::symlink("/var/run/docker.sock", &socket).expect("the socket appears");
+    wait_shaped(&lab, "fwait", READY);
+    let took = answered.elapsed();
+    let rtt = avg_rtt(&probe(&lab, "fwait", "a", "b", 30, 10));
+    assert!((37.0..46.0).contains(&rtt), "20 ms per egress: rtt {rtt}");
+    row("labd started before dockerd answers (its socket appears after labd's second try)", took, "nothing: labd waited, tries 1 s apart doubling to 30 s, then applied the lab");
+}

@@ -226,7 +226,11 @@ async fn async_main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let swarm = DockerSwarm::connect(cli.docker_host.as_deref()).await.context("connecting to Docker")?;
+    // `--once` waits for Docker no longer than for its labs.
+    let patience = cli.once.then(|| Duration::from_secs(cli.timeout));
+    let Some(swarm) = connect_when_up(cli.docker_host.as_deref(), patience).await? else {
+        return Ok(ExitCode::SUCCESS); // stopped while waiting
+    };
     // The Engine's version, the first thing a bug report needs (labd's alone: labctl skips it).
     match swarm.docker().version().await {
         Ok(v) => tracing::info!(engine = %v.version.unwrap_or_default(), api = %v.api_version.unwrap_or_default(), "connected to Docker"),
@@ -425,6 +429,35 @@ async fn run_once(cli: &Cli, controller: Controller<DockerSwarm, RedisStore>, vi
 }
 
 /// SIGTERM or SIGINT: stop reconciling, leave every lab running.
+/// Connects to Docker, waiting for a daemon that does not answer yet (labd started before
+/// dockerd, or beside one restarting), as a controller waits for its API server: each try
+/// logged with its error, 1 s apart doubling to 30 s, for at most `patience` (`None`: until it
+/// answers). A setting that names no daemon labd can use fails at once. `None`: a signal came
+/// first.
+async fn connect_when_up(host: Option<&str>, patience: Option<Duration>) -> anyhow::Result<Option<DockerSwarm>> {
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_secs(1);
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        let e = match DockerSwarm::connect(host).await {
+            Ok(swarm) => return Ok(Some(swarm)),
+            Err(e @ swarmlab::swarm::SwarmError::Connect(_)) => e,
+            Err(e) => return Err(anyhow::Error::new(e).context("connecting to Docker")),
+        };
+        let waited = started.elapsed();
+        if patience.is_some_and(|p| waited + delay > p) {
+            return Err(anyhow::Error::new(e).context(format!("connecting to Docker (waited {}s)", waited.as_secs())));
+        }
+        tracing::warn!(error = %e, retry_in = ?delay, "Docker does not answer yet; waiting for it");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = &mut stop => return Ok(None),
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
 async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,

@@ -116,7 +116,11 @@ impl DockerSwarm {
             Endpoint::Ssh { target, .. } => super::ssh::docker(target.clone(), timeout),
             Endpoint::Local => Docker::connect_with_local_defaults(),
         }
-        .map_err(|e| SwarmError::Endpoint(format!("{endpoint}: {e}")))?;
+        .map_err(|e| match e {
+            // No socket yet: dockerd not started, or restarting.
+            bollard::errors::Error::SocketNotFoundError(_) => SwarmError::Connect(format!("{endpoint}: {e}")),
+            e => SwarmError::Endpoint(format!("{endpoint}: {e}")),
+        })?;
         let docker = match docker.negotiate_version().await {
             Ok(docker) => docker,
             Err(e) => return Err(first_call_failed(&endpoint, e).await),
