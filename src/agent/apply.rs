@@ -373,8 +373,6 @@ impl Attachment {
         self.round_rate(want);
         if self.applied == *want {
             self.applied_at = Some(chrono::Utc::now());
-        }
-        if self.applied == *want {
             tracing::info!(pid = self.pid, network = %self.network, interface = %self.interface, conditions = %summary_or_none(want), "shaping applied");
         } else {
             let error = self.error.as_deref().unwrap_or("what the kernel holds differs");

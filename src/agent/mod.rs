@@ -401,10 +401,13 @@ impl Agent {
                 let want = desired.get(&task.lab).and_then(|s| s.get(&task.service)).and_then(|n| n.get(&net)).cloned().unwrap_or_default();
                 let key = (id.clone(), net.clone());
                 live.insert(key.clone());
+                let held = self.attachments.remove(&key);
+                if want.is_empty() && held.is_none() && !task.inherited {
+                    continue; // nothing wanted, applied or left behind: no work at this pass
+                }
                 // Its draws (userspace backend); a global service's task is told apart by its node.
                 let slot = task.slot.map_or_else(|| self.config.node.clone(), |s| s.to_string());
                 let stream = format!("{}/{}/{slot}/{net}", task.lab, task.service);
-                let held = self.attachments.remove(&key);
                 let queue = 100 + index as u16;
                 jobs.push(converge::Job { key, index, held, want, pid: task.pid, mac, ip, queue, stream, inherited: task.inherited, readback });
             }

@@ -428,7 +428,6 @@ async fn run_once(cli: &Cli, controller: Controller<DockerSwarm, RedisStore>, vi
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// SIGTERM or SIGINT: stop reconciling, leave every lab running.
 /// Connects to Docker, waiting for a daemon that does not answer yet (labd started before
 /// dockerd, or beside one restarting), as a controller waits for its API server: each try
 /// logged with its error, 1 s apart doubling to 30 s, for at most `patience` (`None`: until it
@@ -458,6 +457,7 @@ async fn connect_when_up(host: Option<&str>, patience: Option<Duration>) -> anyh
     }
 }
 
+/// SIGTERM or SIGINT: stop reconciling, leave every lab running.
 async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
