@@ -158,6 +158,72 @@ fn labd_killed_with_shaping_applied_then_conditions_removed_leaves_nothing_behin
     row("labd (with its agent) SIGKILLed with delay+rate applied, conditions removed meanwhile", took, "nothing; no rule or tbf left");
 }
 
+/// Bytes the token bucket in `container`'s namespace has sent (`None`: no tbf there). A qdisc
+/// removed and added again starts from 0.
+fn tbf_sent_bytes(container: &str) -> Option<u64> {
+    let out = String::from_utf8_lossy(&in_netns(container, &["tc", "-s", "qdisc", "show"]).stdout).to_string();
+    let mut lines = out.lines().skip_while(|l| !l.starts_with("qdisc tbf"));
+    lines.next()?;
+    lines.next()?.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn labd_restarted_keeps_the_kernel_s_shaping_in_force_throughout_and_redoes_only_what_went_with_it() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("fkeep".into());
+    remove_lab_objects("fkeep");
+    // a | b partitioned, everything at 1mbit (both kernel rules: they outlive the agent); c's
+    // delay is the userspace worker's, which goes with the agent.
+    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: fkeep}\nspec:\n  defaults: {image: labbox:latest, init: true, stopGracePeriod: 1s, command: [sleep, \"100000\"], networks: [lan]}\n  networks:\n    lan: {conditions: {rate: 1mbit}}\n  services:\n    a: {}\n    b: {}\n    c: {conditions: {delay: 20ms}}\n  schedule:\n    steps:\n    - at: 0s\n      partition: [[a], [b]]\n";
+    lab.write("fkeep.yaml", text);
+    lab.start_labd();
+    wait_shaped(&lab, "fkeep", READY);
+    let (a, b) = (running_container_of("fkeep_a"), running_container_of("fkeep_b"));
+    let b_ip = ip_on(&b, "fkeep_lan");
+    eventually("the partition in force", READY, || {
+        let rules = String::from_utf8_lossy(&in_netns(&a, &["iptables", "-S", "OUTPUT"]).stdout).to_string();
+        if rules.contains("swarmlab-cut") { Ok(()) } else { Err(rules) }
+    });
+    let applied = lab.log_count("shaping applied");
+    // Pings from a to b all through the restart: the partition must hold every one of them.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pinger = {
+        let (done, a, b_ip) = (done.clone(), a.clone(), b_ip.clone());
+        std::thread::spawn(move || {
+            let (mut sent, mut answered) = (0, 0);
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                sent += 1;
+                answered += u32::from(in_netns(&a, &["ping", "-n", "-q", "-c", "1", "-W", "0.1", &b_ip]).status.success());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (sent, answered)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let sent_before = tbf_sent_bytes(&a).expect("a tbf on a's lan");
+    lab.stop_labd();
+    assert!(lab.log_count("agent stopped; shaping left in place") == 1, "{}", lab.log_tail());
+    assert!(tbf_sent_bytes(&a).is_some(), "the rate went with the agent");
+    let started = Instant::now();
+    lab.start_labd();
+    // a and b adopted as they are, c's delay applied again by a new worker.
+    eventually("the new agent to keep a's and b's shaping and apply c's", READY, || {
+        let (kept, again) = (lab.log_count("shaping kept from the agent before"), lab.log_count("shaping applied") - applied);
+        if kept == 2 && again == 1 { Ok(()) } else { Err(format!("kept {kept}, applied {again}: {}", lab.log_tail())) }
+    });
+    let took = started.elapsed();
+    let s = wait_shaped(&lab, "fkeep", READY);
+    assert_eq!(s["phase"], "Ready");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (sent, answered) = pinger.join().unwrap();
+    assert!(sent >= 3 && answered == 0, "the partition let {answered} of {sent} pings through during the restart");
+    let sent_after = tbf_sent_bytes(&a).expect("a tbf on a's lan");
+    assert!(sent_after >= sent_before, "the token bucket was removed and added again: {sent_before} bytes sent before, {sent_after} after");
+    let rtt = avg_rtt(&probe(&lab, "fkeep", "a", "c", 20, 10));
+    assert!((19.0..27.0).contains(&rtt), "c's 20 ms delay back: rtt a→c {rtt}");
+    row("labd stopped (SIGTERM) and started with a partition, a rate and a delay in force", took, "nothing; the partition and the rate stayed in force (the delay is the worker's: back with the new one)");
+}
+
 #[test]
 fn redis_down_and_back_empty_changes_nothing_on_the_data_plane() {
     let mut lab = start_shaped("fred", "conditions: {delay: 20ms}");

@@ -521,6 +521,38 @@ impl Attachment {
         let _ = self.clear_qdisc().await;
     }
 
+    /// Keeps what an agent before this one left here if it is exactly what is wanted now, and
+    /// says whether it did. A stopping agent leaves the kernel's shaping in place, so the next
+    /// one finds the lab's conditions in force: nothing is re-applied and the traffic is never
+    /// unshaped (it was, for as long as labd was away and then a tool run, when agents removed
+    /// their shaping at every stop). Anything else of ours there (a queue rule, a partition rule
+    /// or an ifb device not wanted now, or a worker needed: the userspace backend's went with
+    /// its agent) is not adopted: the caller removes all of it and applies from scratch.
+    pub async fn adopt(&mut self, want: &EffectiveConditions, backend: Option<BackendKind>, caps: &Capabilities) -> bool {
+        let (want, _) = achievable(want, backend, caps);
+        // Partition rules read whether or not any are wanted: an earlier agent's may be there.
+        self.read_back(backend, true, &want).await;
+        self.round_rate(&want);
+        if self.applied != want {
+            return false;
+        }
+        // A queue rule (its worker went with the agent before) is not in `applied`: packets
+        // pass it unshaped (fail-open) until it is removed.
+        let Ok(listing) = run_in(self.pid, "iptables", &["-w", "-t", "filter", "-S"].map(String::from)).await else {
+            return true; // no iptables here: no rule of ours can be
+        };
+        let ours = [format!("swarmlab:{}", self.interface), format!("swarmlab-in:{}", self.interface)];
+        if listing.split_whitespace().any(|w| ours.iter().any(|c| w.trim_matches('"') == c)) {
+            return false;
+        }
+        // In force since before this agent: as of now, for labd's measure of a step's time.
+        self.applied_at = Some(chrono::Utc::now());
+        if !want.is_empty() {
+            tracing::info!(pid = self.pid, network = %self.network, interface = %self.interface, conditions = %want.summary(), "shaping kept from the agent before");
+        }
+        true
+    }
+
     pub fn report(&self, want: &EffectiveConditions, backend: Option<BackendKind>, caps: &Capabilities) -> AttachmentShaping {
         let (_, mut unsupported) = achievable(want, backend, caps);
         if want.reorder.is_some() && want.delay.is_none() {

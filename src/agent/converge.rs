@@ -57,20 +57,19 @@ pub(super) async fn converge_all(jobs: Vec<Job>, backend: Option<BackendKind>, c
     futures::stream::iter(jobs).map(|job| converge_one(job, backend, caps)).buffer_unordered(AT_ONCE).collect().await
 }
 
-/// Removes what every attachment applied, `AT_ONCE` at a time (an agent stopping).
-pub(super) async fn clear_all(attachments: impl IntoIterator<Item = Attachment>) {
-    futures::stream::iter(attachments).for_each_concurrent(AT_ONCE, Attachment::clear).await;
-}
-
 async fn converge_one(job: Job, backend: Option<BackendKind>, caps: &Capabilities) -> Done {
-    let Job { key, index, held, want, pid, mac, ip, queue, stream, inherited, readback } = job;
+    let Job { key, index, mut held, want, pid, mac, ip, queue, stream, inherited, readback } = job;
     let network = &key.1;
     let unreported = |key| Done { key, index, attachment: None, report: None };
     if inherited && held.is_none() {
-        // What an agent killed before us left here (its worker is gone): remove it, then apply
-        // from scratch. Traffic was flowing unshaped meanwhile anyway.
-        if let Ok(stale) = Attachment::locate(pid, network, &mac, &ip, queue, Stream::new(stream.clone()), false).await {
-            stale.clear().await;
+        // What an agent before us left here (stopped, or killed): kept if it is exactly what
+        // is wanted, else removed and applied from scratch.
+        if let Ok(mut found) = Attachment::locate(pid, network, &mac, &ip, queue, Stream::new(stream.clone()), false).await {
+            if found.adopt(&want, backend, caps).await {
+                held = Some(found);
+            } else {
+                found.clear().await;
+            }
         }
     }
     if want.is_empty() && held.is_none() {

@@ -287,9 +287,12 @@ impl Agent {
         if let Some(sampler) = sampler {
             sampler.abort();
         }
-        // Clean up: queues are fail-open anyway, but leave no rule or qdisc behind.
-        converge::clear_all(self.attachments.drain().map(|(_, a)| a)).await;
-        tracing::info!("agent stopped; shaping removed");
+        // The kernel's shaping stays in force (qdiscs, partition rules): a lab keeps its
+        // conditions while labd is away, as it keeps its services, and the next agent adopts
+        // them as they are. The userspace backend's workers end here (its queues fail open).
+        let attachments = self.attachments.len();
+        self.attachments.clear();
+        tracing::info!(attachments, "agent stopped; shaping left in place for the next agent");
     }
 
     async fn connection(&mut self) -> Result<&mut redis::aio::MultiplexedConnection, String> {
