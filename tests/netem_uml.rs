@@ -78,6 +78,13 @@ impl Pair {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Bytes A's root qdisc has sent: a qdisc removed and added again starts from 0.
+    fn root_sent_bytes(&self) -> u64 {
+        let out = Command::new("ip").args(["netns", "exec", &self.a, "tc", "-s", "-j", "qdisc", "show", "dev", "va"]).output().unwrap();
+        let qdiscs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        qdiscs.as_array().into_iter().flatten().find(|q| q["root"] == true).and_then(|q| q["bytes"].as_u64()).unwrap_or(0)
+    }
+
     /// kbit/s of a 250 kB TCP transfer from A to B (python3 on both ends, from the host).
     fn throughput_kbit(&self) -> f64 {
         self.transfer_kbit(&self.a, &self.b, "10.9.0.2")
@@ -177,6 +184,30 @@ async fn run_cases(backend: BackendKind, caps: &Capabilities, pair: &Pair) -> Ve
     let s = ping(pid, "10.9.0.2", 20, 20).await.unwrap();
     assert!((19.0..24.0).contains(&s.avg_ms), "{backend} edited to 20ms: {s:?}");
     row("delay 50ms -> 20ms while pinging", format!("no loss during the edit; then {}", stats(&s)));
+
+    // The agent stops (labd restarted) and leaves its shaping; the next one keeps what is
+    // exactly wanted (netem: the same qdisc, its counters going on, nothing applied again) and
+    // redoes what went with the agent (the userspace backend's worker).
+    let want = cond(&[("delay", "20ms")]);
+    let sent = pair.root_sent_bytes();
+    drop(att);
+    let started = Instant::now();
+    let locate = || Attachment::locate(pid, "lan", "", "10.9.0.1", 77, Stream::new("uml/a/1/lan"), false);
+    let mut att = locate().await.expect("interface found by IP");
+    let kept = att.adopt(&want, Some(backend), caps).await;
+    assert_eq!(kept, backend == BackendKind::Netem, "{backend}: adopted {kept}");
+    if !kept {
+        att.clear().await;
+        att = locate().await.expect("interface found by IP");
+    }
+    apply(&mut att, &want, backend, caps).await;
+    let took = started.elapsed();
+    let sent_after = pair.root_sent_bytes();
+    assert!(!kept || sent_after >= sent, "{backend}: the qdisc was replaced ({sent} bytes sent before, {sent_after} after)");
+    let s = ping(pid, "10.9.0.2", 20, 20).await.unwrap();
+    assert!((19.0..24.0).contains(&s.avg_ms), "{backend} after the agent's restart: {s:?}");
+    let how = if kept { format!("kept as it was (root qdisc's bytes sent {sent} -> {sent_after})") } else { "removed and applied again (a new worker)".into() };
+    row("agent restarted with delay 20ms in force", format!("{how} in {} ms; then {}", took.as_millis(), stats(&s)));
 
     // Every share below is a count of independent echoes, checked within at least ~4.5 of its
     // binomial standard deviations: CI runs these cases on two backends on every submission, so
