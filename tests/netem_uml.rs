@@ -85,6 +85,14 @@ impl Pair {
         qdiscs.as_array().into_iter().flatten().find(|q| q["root"] == true).and_then(|q| q["bytes"].as_u64()).unwrap_or(0)
     }
 
+    /// Packets A's egress queue rule has matched (the userspace backend's): a rule removed and
+    /// added again starts from 0.
+    fn queue_rule_packets(&self) -> u64 {
+        let out = Command::new("ip").args(["netns", "exec", &self.a, "iptables", "-w", "-t", "filter", "-L", "OUTPUT", "-v", "-x", "-n"]).output().unwrap();
+        let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+        listing.lines().find(|l| l.contains("NFQUEUE")).and_then(|l| l.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+    }
+
     /// kbit/s of a 250 kB TCP transfer from A to B (python3 on both ends, from the host).
     fn throughput_kbit(&self) -> f64 {
         self.transfer_kbit(&self.a, &self.b, "10.9.0.2")
@@ -185,29 +193,36 @@ async fn run_cases(backend: BackendKind, caps: &Capabilities, pair: &Pair) -> Ve
     assert!((19.0..24.0).contains(&s.avg_ms), "{backend} edited to 20ms: {s:?}");
     row("delay 50ms -> 20ms while pinging", format!("no loss during the edit; then {}", stats(&s)));
 
-    // The agent stops (labd restarted) and leaves its shaping; the next one keeps what is
-    // exactly wanted (netem: the same qdisc, its counters going on, nothing applied again) and
-    // redoes what went with the agent (the userspace backend's worker).
+    // The agent stops (labd restarted) and leaves its shaping; the next one takes it over:
+    // netem's qdisc kept as it is (its counters going on, nothing applied again), the userspace
+    // backend's queue rule kept and a new worker bound to it (the old one went with its agent).
     let want = cond(&[("delay", "20ms")]);
-    let sent = pair.root_sent_bytes();
+    let counted = || if backend == BackendKind::Netem { pair.root_sent_bytes() } else { pair.queue_rule_packets() };
+    let before = counted();
     drop(att);
     let started = Instant::now();
-    let locate = || Attachment::locate(pid, "lan", "", "10.9.0.1", 77, Stream::new("uml/a/1/lan"), false);
-    let mut att = locate().await.expect("interface found by IP");
-    let kept = att.adopt(&want, Some(backend), caps).await;
-    assert_eq!(kept, backend == BackendKind::Netem, "{backend}: adopted {kept}");
-    if !kept {
-        att.clear().await;
-        att = locate().await.expect("interface found by IP");
-    }
+    let mut att = Attachment::locate(pid, "lan", "", "10.9.0.1", 77, Stream::new("uml/a/1/lan"), false).await.expect("interface found by IP");
+    assert!(att.adopt(&want, Some(backend), caps).await, "{backend}: what the agent before left was not taken over");
     apply(&mut att, &want, backend, caps).await;
     let took = started.elapsed();
-    let sent_after = pair.root_sent_bytes();
-    assert!(!kept || sent_after >= sent, "{backend}: the qdisc was replaced ({sent} bytes sent before, {sent_after} after)");
+    let after = counted();
+    assert!(before > 0 && after >= before, "{backend}: removed and added again ({before} counted before, {after} after)");
     let s = ping(pid, "10.9.0.2", 20, 20).await.unwrap();
     assert!((19.0..24.0).contains(&s.avg_ms), "{backend} after the agent's restart: {s:?}");
-    let how = if kept { format!("kept as it was (root qdisc's bytes sent {sent} -> {sent_after})") } else { "removed and applied again (a new worker)".into() };
-    row("agent restarted with delay 20ms in force", format!("{how} in {} ms; then {}", took.as_millis(), stats(&s)));
+    let how = match backend {
+        BackendKind::Netem => format!("qdisc kept as it was (bytes sent {before} -> {after})"),
+        BackendKind::Userspace => format!("queue rule kept (packets {before} -> {after}), a new worker bound to it"),
+    };
+    row("agent restarted with delay 20ms in force", format!("{how}, in {} ms; then {}", took.as_millis(), stats(&s)));
+    // The conditions edited while labd was away: the next agent applies the edit over what
+    // it takes over, as any edit.
+    drop(att);
+    let mut att = Attachment::locate(pid, "lan", "", "10.9.0.1", 77, Stream::new("uml/a/1/lan"), false).await.expect("interface found by IP");
+    let edited = cond(&[("delay", "50ms")]);
+    assert!(att.adopt(&edited, Some(backend), caps).await, "{backend}: what the agent before left was not taken over");
+    apply(&mut att, &edited, backend, caps).await;
+    let s = ping(pid, "10.9.0.2", 20, 20).await.unwrap();
+    assert!((49.0..54.0).contains(&s.avg_ms), "{backend} edited while the agent was away: {s:?}");
 
     // Every share below is a count of independent echoes, checked within at least ~4.5 of its
     // binomial standard deviations: CI runs these cases on two backends on every submission, so

@@ -521,34 +521,35 @@ impl Attachment {
         let _ = self.clear_qdisc().await;
     }
 
-    /// Keeps what an agent before this one left here if it is exactly what is wanted now, and
-    /// says whether it did. A stopping agent leaves the kernel's shaping in place, so the next
-    /// one finds the lab's conditions in force: nothing is re-applied and the traffic is never
-    /// unshaped (it was, for as long as labd was away and then a tool run, when agents removed
-    /// their shaping at every stop). Anything else of ours there (a queue rule, a partition rule
-    /// or an ifb device not wanted now, or a worker needed: the userspace backend's went with
-    /// its agent) is not adopted: the caller removes all of it and applies from scratch.
+    /// Takes over what an agent before this one left here, and says whether it could. A
+    /// stopping agent leaves the kernel's shaping in place, so the next one finds the lab's
+    /// conditions in force: what is exactly what is wanted is kept as it is (nothing applied
+    /// again, the traffic never unshaped; it was for as long as labd was away, and then a tool
+    /// run, when agents removed their shaping at every stop), and `converge` applies the rest
+    /// over it (an edit made while labd was away; the userspace backend's workers, which went
+    /// with their agent, bound again to the queues their rules name). What `converge` would not
+    /// see (a queue rule no condition wanted now uses: packets pass it unshaped, fail-open) is
+    /// not taken over: the caller removes everything of ours and applies from scratch.
     pub async fn adopt(&mut self, want: &EffectiveConditions, backend: Option<BackendKind>, caps: &Capabilities) -> bool {
         let (want, _) = achievable(want, backend, caps);
         // Partition rules read whether or not any are wanted: an earlier agent's may be there.
         self.read_back(backend, true, &want).await;
         self.round_rate(&want);
-        if self.applied != want {
+        let userspace = backend == Some(BackendKind::Userspace);
+        let uses_queue = userspace && (has_netem_fields(&want) || rates_per_destination(&want));
+        let uses_input_queue = userspace && want.ingress.is_some_and(|i| i.has_delay_or_loss());
+        // No iptables here: no rule of ours can be.
+        let listing = run_in(self.pid, "iptables", &["-w", "-t", "filter", "-S"].map(String::from)).await.unwrap_or_default();
+        let listed = |comment: String| listing.split_whitespace().any(|w| w.trim_matches('"') == comment);
+        if (listed(format!("swarmlab:{}", self.interface)) && !uses_queue) || (listed(format!("swarmlab-in:{}", self.interface)) && !uses_input_queue) {
             return false;
         }
-        // A queue rule (its worker went with the agent before) is not in `applied`: packets
-        // pass it unshaped (fail-open) until it is removed.
-        let Ok(listing) = run_in(self.pid, "iptables", &["-w", "-t", "filter", "-S"].map(String::from)).await else {
-            return true; // no iptables here: no rule of ours can be
-        };
-        let ours = [format!("swarmlab:{}", self.interface), format!("swarmlab-in:{}", self.interface)];
-        if listing.split_whitespace().any(|w| ours.iter().any(|c| w.trim_matches('"') == c)) {
-            return false;
-        }
-        // In force since before this agent: as of now, for labd's measure of a step's time.
-        self.applied_at = Some(chrono::Utc::now());
-        if !want.is_empty() {
-            tracing::info!(pid = self.pid, network = %self.network, interface = %self.interface, conditions = %want.summary(), "shaping kept from the agent before");
+        if self.applied == want {
+            // In force since before this agent: as of now, for labd's measure of a step's time.
+            self.applied_at = Some(chrono::Utc::now());
+            if !want.is_empty() {
+                tracing::info!(pid = self.pid, network = %self.network, interface = %self.interface, conditions = %want.summary(), "shaping kept from the agent before");
+            }
         }
         true
     }

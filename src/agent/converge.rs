@@ -62,8 +62,8 @@ async fn converge_one(job: Job, backend: Option<BackendKind>, caps: &Capabilitie
     let network = &key.1;
     let unreported = |key| Done { key, index, attachment: None, report: None };
     if inherited && held.is_none() {
-        // What an agent before us left here (stopped, or killed): kept if it is exactly what
-        // is wanted, else removed and applied from scratch.
+        // What an agent before us left here (stopped, or killed): taken over (kept where it is
+        // what is wanted, the rest applied over it), else removed and applied from scratch.
         if let Ok(mut found) = Attachment::locate(pid, network, &mac, &ip, queue, Stream::new(stream.clone()), false).await {
             if found.adopt(&want, backend, caps).await {
                 held = Some(found);
