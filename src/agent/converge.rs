@@ -64,8 +64,9 @@ async fn converge_one(job: Job, backend: Option<BackendKind>, caps: &Capabilitie
     if inherited && held.is_none() {
         // What an agent before us left here (stopped, or killed): taken over (kept where it is
         // what is wanted, the rest applied over it), else removed and applied from scratch.
+        // With nothing wanted there is nothing to keep: removed, and not reported, as before.
         if let Ok(mut found) = Attachment::locate(pid, network, &mac, &ip, queue, Stream::new(stream.clone()), false).await {
-            if found.adopt(&want, backend, caps).await {
+            if !want.is_empty() && found.adopt(&want, backend, caps).await {
                 held = Some(found);
             } else {
                 found.clear().await;
