@@ -102,8 +102,10 @@ impl Attachment {
         let mut got = Ingress::default();
         let mut notes = Vec::new();
         let filters = self.tc(["-j", "filter", "show", "dev", &self.interface, "parent", "ffff:"].map(String::from).to_vec()).await.unwrap_or_default();
-        if redirects_to(&filters, &ifb) {
-            self.ifb_held = true;
+        // As read: no redirect, nothing of ours on the way in to remove (an ifb device left
+        // without its redirect shapes nothing). An inherited attachment then skips the removal.
+        self.ifb_held = redirects_to(&filters, &ifb);
+        if self.ifb_held {
             let json = self.tc(["-j", "qdisc", "show", "dev", &ifb].map(String::from).to_vec()).await.unwrap_or_default();
             if let Some(c) = read_netem(&json) {
                 (got.delay, got.jitter, got.loss, got.rate) = (c.delay, c.jitter, c.loss, c.rate);
@@ -113,12 +115,17 @@ impl Attachment {
                 notes.push(format!("ingress via {ifb}: {kind}"));
             }
         }
-        if backend == Some(BackendKind::Userspace) {
+        // The input queue shapes only with its worker alive: without one, its rules need no asking.
+        let worker = self.ingress_worker.as_ref().filter(|w| backend == Some(BackendKind::Userspace) && w.is_alive());
+        if let Some(w) = worker {
             let mut rules_held = true;
             for rule in input_rules(&self.interface, self.ingress_queue()) {
-                rules_held &= run_in(self.pid, "iptables", &rule.args("-C")).await.is_ok();
+                if run_in(self.pid, "iptables", &rule.args("-C")).await.is_err() {
+                    rules_held = false;
+                    break; // one missing is enough to know
+                }
             }
-            if let Some(w) = self.ingress_worker.as_ref().filter(|w| w.is_alive() && rules_held) {
+            if rules_held {
                 let held = w.conditions();
                 (got.delay, got.jitter, got.loss) = (held.delay, held.jitter, held.loss);
                 notes.push(format!("ingress nfqueue {} rule present, worker alive", self.ingress_queue()));
