@@ -225,6 +225,35 @@ fn labd_restarted_keeps_the_kernel_s_shaping_in_force_throughout_and_redoes_only
 }
 
 #[test]
+fn labd_restarted_while_redis_is_down_touches_no_shaping_until_it_knows_what_is_wanted() {
+    let mut lab = start_shaped("fnored", "conditions: {rate: 1mbit}");
+    let a = running_container_of("fnored_a");
+    let sent_before = tbf_sent_bytes(&a).expect("a tbf on a's lan");
+    lab.stop_labd();
+    let port = lab.redis.port;
+    let _ = lab.redis.cli(&["shutdown", "nosave"]);
+    lab.start_labd();
+    // Its agent cannot read what is wanted: "nothing" is not known, so nothing is removed.
+    lab.wait_log("shaping pass failed", READY);
+    std::thread::sleep(Duration::from_secs(2)); // four passes more
+    assert!(tbf_sent_bytes(&a).is_some_and(|n| n >= sent_before), "the rate removed while Redis was down");
+    // Back, empty (no persistence): the agent reads it before labd has written the lab again,
+    // and still touches nothing until labd has.
+    lab.redis = Redis::start_on(port);
+    let back = Instant::now();
+    eventually("a's and b's shaping kept", READY, || {
+        let kept = lab.log_count("shaping kept from the agent before");
+        if kept == 2 { Ok(()) } else { Err(format!("kept {kept}: {}", lab.log_tail())) }
+    });
+    let took = back.elapsed();
+    wait_shaped(&lab, "fnored", READY);
+    let sent_after = tbf_sent_bytes(&a).expect("a tbf on a's lan");
+    assert!(sent_after >= sent_before, "the token bucket was removed and added again: {sent_before} bytes sent before, {sent_after} after");
+    assert_eq!(lab.log_count("shaping applied"), 2, "applied once by the first labd for each of a and b, never again: {}", lab.log_tail());
+    row("labd restarted while Redis is down, Redis back empty", took, "nothing; the rate kept in force throughout, taken over once labd had written the lab again");
+}
+
+#[test]
 fn redis_down_and_back_empty_changes_nothing_on_the_data_plane() {
     let mut lab = start_shaped("fred", "conditions: {delay: 20ms}");
     let a = running_container_of("fred_a");

@@ -318,6 +318,12 @@ impl Agent {
         Ok(())
     }
 
+    /// Whether this agent knows what the lab wants: listed in Redis at its last read, or held
+    /// from an earlier read (Redis came back empty since).
+    fn lab_known(&self, lab: &str) -> bool {
+        self.known_labs.contains(lab) || self.desired.contains_key(lab)
+    }
+
     async fn read_desired(&mut self) -> Result<(BTreeSet<String>, Desired, Faults), String> {
         let conn = self.connection().await?;
         let labs: BTreeSet<String> = conn.smembers(keys::LABS).await.map_err(|e| e.to_string())?;
@@ -393,6 +399,12 @@ impl Agent {
         let mut jobs = Vec::new();
         for id in &ids {
             let Some(task) = self.tasks.get(id) else { continue };
+            // What an agent before this one left in a task of a lab whose desired shaping this
+            // one has not read (Redis down since the start, or back empty until labd writes it
+            // again) is left as it is: "nothing wanted" is not known yet.
+            if task.inherited && !self.lab_known(&task.lab) {
+                continue;
+            }
             // `heard` empties the watch at every pass, whether or not the task has shaping.
             let readback = match &task.watch {
                 Some(watch) => watch.heard() || due.watched,
@@ -440,6 +452,9 @@ impl Agent {
                 attachments: attachments.into_iter().map(|(_, a)| a).collect(),
                 ..Default::default()
             };
+            if task.inherited && !self.lab_known(&lab) {
+                continue; // as its shaping above: what the schedule does to it is not known yet
+            }
             let faults = self.faults.get(&lab).and_then(|f| f.get(&service)).cloned();
             self.converge_process(&id, &lab, faults.as_ref(), due.unwatched, &mut report).await;
             // Only labs that still exist: a deleted lab's keys must not come back.
@@ -461,7 +476,8 @@ impl Agent {
         self.capped.retain(|id, _| tasks.contains_key(id));
         self.frozen_before.retain(|short| tasks.keys().any(|id| id.starts_with(short.as_str())));
         self.capped_before.retain(|short, _| tasks.keys().any(|id| id.starts_with(short.as_str())));
-        for task in self.tasks.values_mut() {
+        let known: BTreeSet<String> = self.tasks.values().map(|t| t.lab.clone()).filter(|lab| self.lab_known(lab)).collect();
+        for task in self.tasks.values_mut().filter(|t| known.contains(&t.lab)) {
             task.inherited = false;
         }
         // Forget cached labs with no task here any more (deleted labs).
