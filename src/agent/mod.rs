@@ -288,8 +288,8 @@ impl Agent {
             sampler.abort();
         }
         // The kernel's shaping stays in force (qdiscs, partition rules): a lab keeps its
-        // conditions while labd is away, as it keeps its services, and the next agent adopts
-        // them as they are. The userspace backend's workers end here (its queues fail open).
+        // conditions while labd is away, as it keeps its services, and the next agent takes
+        // them over (`Attachment::adopt`). The userspace backend's workers end here (its queues fail open).
         let attachments = self.attachments.len();
         self.attachments.clear();
         tracing::info!(attachments, "agent stopped; shaping left in place for the next agent");
@@ -438,6 +438,9 @@ impl Agent {
         }
         for id in ids {
             let Some(task) = self.tasks.get(&id) else { continue };
+            if task.inherited && !self.lab_known(&task.lab) {
+                continue; // as its shaping above: what the schedule does to it is not known yet
+            }
             let (lab, service) = (task.lab.clone(), task.service.clone());
             let mut attachments = shaped.remove(&id).unwrap_or_default();
             attachments.sort_by_key(|(index, _)| *index);
@@ -452,9 +455,6 @@ impl Agent {
                 attachments: attachments.into_iter().map(|(_, a)| a).collect(),
                 ..Default::default()
             };
-            if task.inherited && !self.lab_known(&lab) {
-                continue; // as its shaping above: what the schedule does to it is not known yet
-            }
             let faults = self.faults.get(&lab).and_then(|f| f.get(&service)).cloned();
             self.converge_process(&id, &lab, faults.as_ref(), due.unwatched, &mut report).await;
             // Only labs that still exist: a deleted lab's keys must not come back.
