@@ -204,6 +204,9 @@ fn labd_restarted_keeps_the_kernel_s_shaping_in_force_throughout_and_redoes_only
     lab.stop_labd();
     assert!(lab.log_count("agent stopped; shaping left in place") == 1, "{}", lab.log_tail());
     assert!(tbf_sent_bytes(&a).is_some(), "the rate went with the agent");
+    let status = |lab: &Lab| String::from_utf8_lossy(&lab.labctl(&["status"]).stdout).to_string();
+    let said = status(&lab);
+    assert!(said.contains("STOPPED: labd stopped at"), "labctl status while labd is stopped: {said}");
     let started = Instant::now();
     lab.start_labd();
     // a and b adopted as they are, c's delay applied again by a new worker.
@@ -221,6 +224,8 @@ fn labd_restarted_keeps_the_kernel_s_shaping_in_force_throughout_and_redoes_only
     assert!(sent_after >= sent_before, "the token bucket was removed and added again: {sent_before} bytes sent before, {sent_after} after");
     let rtt = avg_rtt(&probe(&lab, "fkeep", "a", "c", 20, 10));
     assert!((19.0..27.0).contains(&rtt), "c's 20 ms delay back: rtt a→c {rtt}");
+    let said = status(&lab);
+    assert!(!said.contains("STOPPED"), "labctl status once labd is back: {said}");
     row("labd stopped (SIGTERM) and started with a partition, a rate and a delay in force", took, "nothing; the partition and the rate stayed in force (the delay is the worker's: back with the new one)");
 }
 

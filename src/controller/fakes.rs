@@ -453,6 +453,9 @@ impl LabStore for FakeStore {
     fn heartbeat(&self, _resync: std::time::Duration) {
         self.count("", "heartbeats", 1);
     }
+    fn stopped(&self) {
+        self.count("", "stopped", 1);
+    }
     fn put_source(&self, source: &crate::status::SourceStatus) {
         *self.source.lock().unwrap() = Some(source.clone());
     }

@@ -443,6 +443,7 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         events_task.abort();
         // Let in-flight reconciles finish their current API calls rather than cut them mid-way.
         while running.join_next().await.is_some() {}
+        self.store.stopped();
         tracing::info!("labd stopped; labs keep running on Swarm");
     }
 

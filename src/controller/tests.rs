@@ -999,3 +999,24 @@ async fn a_labs_directory_that_cannot_be_read_is_said_in_the_source_state_until_
     assert_eq!(c.services(), ["a_web"]);
     c.stop().await;
 }
+
+/// A shutdown is said where `labctl status` reads it (it prints STOPPED at once rather than
+/// STALE 15 s later); a controller cut off (its lease lost: the future dropped) says nothing,
+/// as another labd leads then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_is_said_to_the_store_and_a_lost_lease_is_not() {
+    let stopped = |store: &FakeStore| store.metrics.lock().unwrap().get(&(String::new(), "stopped".to_string())).copied().unwrap_or(0);
+    let mut c = start(&[("a.yaml", lab_yaml("a", &["web"]))], Duration::from_millis(200), FakeSwarm::default()).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    assert_eq!(stopped(&c.store), 0);
+    let c = c.stopped().await;
+    assert_eq!(stopped(&c.store), 1, "the shutdown was not said");
+
+    let mut cut = start(&[("a.yaml", lab_yaml("a", &["web"]))], Duration::from_millis(200), FakeSwarm::default()).await;
+    cut.until_phase("a", Phase::Ready, SOON).await;
+    if let Some(task) = cut.task.take() {
+        task.abort();
+        let _ = task.await;
+    }
+    assert_eq!(stopped(&cut.store), 0, "a controller cut off said it stopped");
+}

@@ -4,7 +4,7 @@
 pub mod lease;
 mod redis_store;
 
-pub use redis_store::{keys, ProbeResult, RedisStore, StoreReader};
+pub use redis_store::{keys, Heartbeat, ProbeResult, RedisStore, StoreReader};
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -93,6 +93,9 @@ pub trait LabStore: Clone + Send + Sync + 'static {
     fn global_gauge(&self, metric: &str, value: u128);
     /// The leading labd is alive (readers mark statuses stale when this stops).
     fn heartbeat(&self, resync: std::time::Duration);
+    /// The leading labd stopped (a shutdown, not a lost lease): readers say so at once rather
+    /// than once the heartbeat is old.
+    fn stopped(&self);
     /// The Git source's state (labctl status says when fetches fail).
     fn put_source(&self, source: &SourceStatus);
     fn put_shaping(&self, lab: &str, json: Option<String>);
@@ -144,6 +147,9 @@ impl LabStore for RedisStore {
     }
     fn heartbeat(&self, resync: std::time::Duration) {
         RedisStore::heartbeat(self, resync)
+    }
+    fn stopped(&self) {
+        RedisStore::stopped(self)
     }
     fn put_shaping(&self, lab: &str, json: Option<String>) {
         RedisStore::put_shaping(self, lab, json)

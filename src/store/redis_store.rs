@@ -117,6 +117,16 @@ impl Outbox {
     }
 }
 
+/// What the leading labd last said of itself (`swarmlab:labd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// When it last said it was alive.
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub resync: Duration,
+    /// When it stopped, if it was stopped (not killed, nor standing by) and has not led since.
+    pub stopped_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Whether Redis keeps what labd writes over a restart of its own. Statuses, suspensions,
 /// `labctl start` times and the clock of a running schedule live only there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,12 +329,21 @@ impl RedisStore {
         });
     }
 
-    /// Says that the leading labd is alive and reconciling.
+    /// Says that the leading labd is alive and reconciling (and, after a stop, running again).
     pub fn heartbeat(&self, resync: Duration) {
         let now = chrono::Utc::now().to_rfc3339();
         self.with_outbox(|o| {
             o.gauges.insert((keys::LABD.to_string(), "heartbeat".to_string()), now);
             o.gauges.insert((keys::LABD.to_string(), "resync_secs".to_string()), resync.as_secs().to_string());
+            o.gauges.insert((keys::LABD.to_string(), "stopped_at".to_string()), String::new());
+        });
+    }
+
+    /// Says that the leading labd stopped (SIGTERM, SIGINT): written with its last statuses.
+    pub fn stopped(&self) {
+        let now = chrono::Utc::now().to_rfc3339();
+        self.with_outbox(|o| {
+            o.gauges.insert((keys::LABD.to_string(), "stopped_at".to_string()), now);
         });
     }
 
@@ -663,12 +682,13 @@ impl StoreReader {
         redis::pipe().atomic().sadd(add_to, lab).ignore().srem(remove_from, lab).ignore().publish(keys::FLAGS_CHANGED, lab).ignore().query_async(&mut self.conn).await
     }
 
-    /// When the leading labd last said it was alive, and its resync period.
-    pub async fn heartbeat(&mut self) -> redis::RedisResult<Option<(chrono::DateTime<chrono::Utc>, Duration)>> {
+    /// When the leading labd last said it was alive, and its resync period (`None`: no labd
+    /// has written here).
+    pub async fn heartbeat(&mut self) -> redis::RedisResult<Option<Heartbeat>> {
         let fields: BTreeMap<String, String> = self.conn.hgetall(keys::LABD).await?;
-        let at = fields.get("heartbeat").and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&chrono::Utc));
+        let time = |field: &str| fields.get(field).and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&chrono::Utc));
         let resync = Duration::from_secs(fields.get("resync_secs").and_then(|s| s.parse().ok()).unwrap_or(15));
-        Ok(at.map(|t| (t, resync)))
+        Ok(time("heartbeat").map(|at| Heartbeat { at, resync, stopped_at: time("stopped_at") }))
     }
 
     /// The Git source's state, if labd reads labs from Git.

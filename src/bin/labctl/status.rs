@@ -79,7 +79,16 @@ async fn fetch_trouble(r: &mut swarmlab::store::StoreReader) -> Option<String> {
 /// periods (at least 15 s), or never did.
 async fn staleness(r: &mut swarmlab::store::StoreReader) -> Option<String> {
     match r.heartbeat().await {
-        Ok(Some((at, resync))) => {
+        Ok(Some(swarmlab::store::Heartbeat { stopped_at: Some(at), .. })) => {
+            let ago = (chrono::Utc::now() - at).to_std().unwrap_or_default();
+            Some(format!(
+                "STOPPED: labd stopped at {} ({}s ago); these statuses are what it saw then. Labs keep running, their traffic conditions too, \
+                 but for the userspace backend's delay, jitter and loss (its workers stopped with labd); start labd to reconcile again",
+                at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
+                ago.as_secs()
+            ))
+        }
+        Ok(Some(swarmlab::store::Heartbeat { at, resync, .. })) => {
             let age = (chrono::Utc::now() - at).to_std().unwrap_or_default();
             let limit = (resync * 3).max(std::time::Duration::from_secs(15));
             (age > limit).then(|| {
