@@ -207,6 +207,11 @@ fn labd_restarted_keeps_the_kernel_s_shaping_in_force_throughout_and_redoes_only
     let status = |lab: &Lab| String::from_utf8_lossy(&lab.labctl(&["status"]).stdout).to_string();
     let said = status(&lab);
     assert!(said.contains("STOPPED: labd stopped at"), "labctl status while labd is stopped: {said}");
+    // Only the reports whose shaping stayed in force still say it is (c's delay stopped with
+    // the agent's worker): the next labd does not count c as shaped until the next agent says so.
+    let mut current: Vec<String> = task_reports(&lab, "fkeep").iter().filter(|r| r["updatedAt"].is_string()).map(|r| r["service"].as_str().unwrap_or_default().to_string()).collect();
+    current.sort();
+    assert_eq!(current, ["a", "b"], "{:?}", task_reports(&lab, "fkeep"));
     let started = Instant::now();
     lab.start_labd();
     // a and b adopted as they are, c's delay applied again by a new worker.

@@ -151,6 +151,12 @@ impl Attachment {
         self.pid
     }
 
+    /// Whether some of this attachment's shaping is done by a userspace worker (it ends with the
+    /// agent, where the kernel's shaping stays).
+    pub fn has_worker(&self) -> bool {
+        self.worker.is_some() || self.ingress_worker.is_some()
+    }
+
     pub fn is_idle(&self) -> bool {
         self.applied.is_empty() && self.worker.is_none() && self.error.is_none()
     }

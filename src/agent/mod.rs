@@ -290,9 +290,38 @@ impl Agent {
         // The kernel's shaping stays in force (qdiscs, partition rules): a lab keeps its
         // conditions while labd is away, as it keeps its services, and the next agent takes
         // them over (`Attachment::adopt`). The userspace backend's workers end here (its queues fail open).
+        self.withdraw_worker_reports().await;
         let attachments = self.attachments.len();
         self.attachments.clear();
         tracing::info!(attachments, "agent stopped; shaping left in place for the next agent");
+    }
+
+    /// The reports of tasks whose shaping is partly a worker's (ending with this agent) stop
+    /// saying it is in force: written again without their time, so labd counts those tasks as
+    /// not shaped until the next agent reports them (which still reads what they say of frozen
+    /// tasks and caps). Best effort, within a second: a stop does not wait on Redis.
+    async fn withdraw_worker_reports(&mut self) {
+        let ids: BTreeSet<&String> = self.attachments.iter().filter(|(_, a)| a.has_worker()).map(|((id, _), _)| id).collect();
+        let mut pipe = redis::pipe();
+        let mut withdrawn_any = false;
+        for id in ids {
+            let (Some(task), Some((_, report))) = (self.tasks.get(id), self.written.get(&id[..12.min(id.len())])) else { continue };
+            let withdrawn = TaskShaping { updated_at: None, ..report.clone() };
+            pipe.hset(keys::tasks(&task.lab), &withdrawn.container, serde_json::to_string(&withdrawn).unwrap_or_default()).ignore();
+            withdrawn_any = true;
+        }
+        if !withdrawn_any {
+            return;
+        }
+        let write = async {
+            let conn = self.connection().await?;
+            pipe.query_async::<()>(conn).await.map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(Duration::from_secs(1), write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not mark the userspace backend's shaping as stopped in the task reports"),
+            Err(_) => tracing::warn!("could not mark the userspace backend's shaping as stopped in the task reports: Redis did not answer within 1s"),
+        }
     }
 
     async fn connection(&mut self) -> Result<&mut redis::aio::MultiplexedConnection, String> {

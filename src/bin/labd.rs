@@ -269,7 +269,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let view_tx = std::sync::Arc::new(view_tx);
     let _http = serve_http(cli.http.as_deref().unwrap_or("127.0.0.1:9464"), metrics.clone(), role_rx, Some(view_rx), Some(cli.redis.clone())).await?;
     let store = RedisStore::new(&cli.redis).with_context(|| format!("bad redis URL {}", cli.redis))?.with_history_retention(cli.history_retention);
-    let store_task = tokio::spawn(store.clone().run(stopped(&stop_rx)));
+    // Stopped last, once the controller has finished: its last statuses and its word that it
+    // stopped are in the final flush (on the signal itself, that flush raced the controller's
+    // last writes and lost them at times).
+    let (store_stop_tx, store_stop_rx) = tokio::sync::watch::channel(false);
+    let store_task = tokio::spawn(store.clone().run(stopped(&store_stop_rx)));
     // One labd reconciles a swarm at a time; a second one stands by here.
     // Unique even for two replicas on one node with the same pid (containers).
     let holder = format!("{}:{}:{:08x}", agent_config(&cli).node, std::process::id(), rand::random::<u32>());
@@ -329,6 +333,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(t) = agent_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
+    let _ = store_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(3), store_task).await;
     Ok(code)
 }
