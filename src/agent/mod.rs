@@ -289,7 +289,8 @@ impl Agent {
         }
         // The kernel's shaping stays in force (qdiscs, partition rules): a lab keeps its
         // conditions while labd is away, as it keeps its services, and the next agent takes
-        // them over (`Attachment::adopt`). The userspace backend's workers end here (its queues fail open).
+        // them over (`Attachment::adopt`). The userspace backend's workers end here (its
+        // queues fail open).
         self.withdraw_worker_reports().await;
         let attachments = self.attachments.len();
         self.attachments.clear();
@@ -302,16 +303,17 @@ impl Agent {
     /// tasks and caps). Best effort, within a second: a stop does not wait on Redis.
     async fn withdraw_worker_reports(&mut self) {
         let ids: BTreeSet<&String> = self.attachments.iter().filter(|(_, a)| a.has_worker()).map(|((id, _), _)| id).collect();
-        let mut pipe = redis::pipe();
-        let mut withdrawn_any = false;
-        for id in ids {
-            let (Some(task), Some((_, report))) = (self.tasks.get(id), self.written.get(&id[..12.min(id.len())])) else { continue };
-            let withdrawn = TaskShaping { updated_at: None, ..report.clone() };
-            pipe.hset(keys::tasks(&task.lab), &withdrawn.container, serde_json::to_string(&withdrawn).unwrap_or_default()).ignore();
-            withdrawn_any = true;
-        }
-        if !withdrawn_any {
+        let withdrawn: Vec<(String, TaskShaping)> = ids
+            .into_iter()
+            .filter_map(|id| Some((self.tasks.get(id)?.lab.clone(), self.written.get(&id[..12.min(id.len())])?.1.clone())))
+            .map(|(lab, report)| (lab, TaskShaping { updated_at: None, ..report }))
+            .collect();
+        if withdrawn.is_empty() {
             return;
+        }
+        let mut pipe = redis::pipe();
+        for (lab, report) in &withdrawn {
+            pipe.hset(keys::tasks(lab), &report.container, serde_json::to_string(report).unwrap_or_default()).ignore();
         }
         let write = async {
             let conn = self.connection().await?;
@@ -505,7 +507,8 @@ impl Agent {
         self.capped.retain(|id, _| tasks.contains_key(id));
         self.frozen_before.retain(|short| tasks.keys().any(|id| id.starts_with(short.as_str())));
         self.capped_before.retain(|short, _| tasks.keys().any(|id| id.starts_with(short.as_str())));
-        let known: BTreeSet<String> = self.tasks.values().map(|t| t.lab.clone()).filter(|lab| self.lab_known(lab)).collect();
+        // Only tasks still inherited are looked at (none at most passes: nothing is collected).
+        let known: BTreeSet<String> = self.tasks.values().filter(|t| t.inherited).map(|t| t.lab.clone()).filter(|lab| self.lab_known(lab)).collect();
         for task in self.tasks.values_mut().filter(|t| known.contains(&t.lab)) {
             task.inherited = false;
         }
