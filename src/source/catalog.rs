@@ -79,18 +79,23 @@ pub fn is_lab_file(relative: &Path) -> bool {
 }
 
 /// The lab files at `root` (`root` itself if it is a file), in name order, following symlinks
-/// and skipping hidden directories; and what could not be walked (a dangling link, an
-/// unreadable subdirectory, a file vanishing mid-scan: the labs under it are unknown).
+/// and skipping hidden entries; and what could not be walked (a dangling link, an unreadable
+/// subdirectory, a file vanishing mid-scan: the labs under it are unknown).
 pub fn lab_files(root: &Path) -> (Vec<PathBuf>, Vec<String>) {
     if root.is_file() {
         return (vec![root.to_path_buf()], vec![]);
     }
+    let hidden = |path: &Path| path.strip_prefix(root).is_ok_and(|r| r.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.')));
     let (mut files, mut errors) = (Vec::new(), Vec::new());
     let walker = walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name().into_iter();
     for entry in walker.filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')) {
         match entry {
             Ok(e) if e.file_type().is_file() && is_lab_file(e.path().strip_prefix(root).unwrap_or(e.path())) => files.push(e.into_path()),
             Ok(_) => {}
+            // An entry that could not be followed reaches here unfiltered; a hidden one would
+            // be skipped anyway, and Emacs keeps one while a buffer has unsaved edits (its lock,
+            // `.#lab.yaml`, a link to nowhere), which must not block every deletion meanwhile.
+            Err(e) if e.path().is_some_and(hidden) => {}
             Err(e) => errors.push(e.to_string()),
         }
     }
@@ -232,6 +237,22 @@ mod tests {
         for no in [".a.yaml", ".git/c.yaml", "a.yaml~", "#a.yaml#", "a.yaml.swp", ".a.yaml.swp", "a.json", "4913"] {
             assert!(!is_lab_file(Path::new(no)), "{no}");
         }
+    }
+
+    #[test]
+    fn a_dangling_hidden_link_is_skipped_and_a_visible_one_makes_the_read_incomplete() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: a}\nspec: {services: {web: {image: x}}}\n").unwrap();
+        // What Emacs leaves beside a file with unsaved edits.
+        std::os::unix::fs::symlink("root@host.1234:1700000000", dir.path().join(".#a.yaml")).unwrap();
+        let catalog = load_dir(dir.path()).unwrap();
+        assert_eq!(catalog.labs.keys().collect::<Vec<_>>(), ["a"]);
+        assert!(catalog.incomplete.is_empty(), "{:?}", catalog.incomplete);
+
+        std::os::unix::fs::symlink("nowhere.yaml", dir.path().join("b.yaml")).unwrap();
+        let catalog = load_dir(dir.path()).unwrap();
+        assert_eq!(catalog.incomplete.len(), 1, "{:?}", catalog.incomplete);
+        assert!(catalog.incomplete[0].contains("b.yaml"), "{:?}", catalog.incomplete);
     }
 
     #[test]
