@@ -279,6 +279,14 @@ fn containers_by_slot(service: &str) -> std::collections::BTreeMap<u64, String> 
         .collect()
 }
 
+/// The slots a step's kill acted on, as labd's status says what is in force
+/// (`service node: slots 2, 5 killed at 3s`).
+fn killed_slots(in_force: &serde_json::Value) -> std::collections::BTreeSet<u64> {
+    let text = in_force.as_str().unwrap_or_default();
+    let list = text.split("slots ").nth(1).and_then(|t| t.split(" killed").next()).unwrap_or_else(|| panic!("a kill of slots in {text}"));
+    list.split(", ").map(|n| n.parse().unwrap_or_else(|_| panic!("a slot in {text}"))).collect()
+}
+
 /// The counter the task's loop writes ten times a second (whole: written beside, then
 /// renamed), read from the host (a frozen container cannot be exec'd into).
 fn counter(container: &str) -> u64 {
@@ -529,6 +537,45 @@ fn a_capture_marks_the_schedule_s_steps_and_follows_a_killed_task_s_replacement(
 
 
 /// The CPU time (user and system, in seconds) a task's main process has used, from the host.
+#[test]
+fn a_pick_kills_that_many_random_tasks_each_run_and_a_restarted_labd_draws_the_same() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("churn".into());
+    remove_lab_objects("churn");
+    let text = "apiVersion: swarmlab/v1alpha1\nkind: Lab\nmetadata: {name: churn}\nspec:\n  services:\n    node:\n      image: labbox:latest\n      init: true\n      stopGracePeriod: 1s\n      replicas: 5\n      restartPolicy: {delay: 0s}\n      command: [sleep, \"100000\"]\n  schedule:\n    repeat: 2\n    period: 14s\n    steps:\n    - at: 3s\n      service: node\n      pick: 2\n      kill: true\n";
+    lab.write("churn.yaml", text);
+    lab.start_labd();
+    lab.wait_phase("churn", "Ready", READY);
+    let before = containers_by_slot("churn_node");
+    assert_eq!(before.len(), 5, "{before:?}");
+    // Every slot whose container changed from `was` to `now`.
+    let changed = |was: &std::collections::BTreeMap<u64, String>, now: &std::collections::BTreeMap<u64, String>| -> std::collections::BTreeSet<u64> { was.iter().filter(|(slot, id)| now.get(slot) != Some(id)).map(|(slot, _)| *slot).collect() };
+    let settled = |killed: &std::collections::BTreeSet<u64>, was: &std::collections::BTreeMap<u64, String>| {
+        eventually("the killed slots running again", Duration::from_secs(30), || {
+            let now = containers_by_slot("churn_node");
+            if now.len() == 5 && changed(was, &now) == *killed { Ok(now) } else { Err(format!("{now:?}")) }
+        })
+    };
+
+    let first = wait_schedule(&lab, "churn", "run 1's kill applied", Duration::from_secs(30), |c| c["run"] == 1 && c["step"] == 1 && c["appliedAfterMs"].is_u64());
+    let killed = killed_slots(&first["inForce"]);
+    assert_eq!(killed.len(), 2, "{first}");
+    let after_first = settled(&killed, &before);
+    // A labd killed and started again within the run: its clock draws the same slots, so it
+    // kills nothing more (another draw would kill tasks of other slots that started before 3 s).
+    lab.kill_labd();
+    lab.start_labd();
+    let second = wait_schedule(&lab, "churn", "run 2's kill applied", Duration::from_secs(40), |c| c["run"] == 2 && c["step"] == 1 && c["appliedAfterMs"].is_u64());
+    assert!(second["inForce"].as_str().unwrap_or_default().contains("killed at 17s"), "{second}");
+    let killed_again = killed_slots(&second["inForce"]);
+    assert_eq!(killed_again.len(), 2, "{second}");
+    let after_second = settled(&killed_again, &after_first);
+    println!("SCHEDULE | pick 2 of 5, kill, two runs | slots {killed:?}, then {killed_again:?} | others untouched |");
+    // Once more later: nothing else was killed meanwhile.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(containers_by_slot("churn_node"), after_second);
+}
+
 fn cpu_seconds(container: &str) -> f64 {
     let pid = pid_of(container);
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();

@@ -2,6 +2,8 @@
 //! that changes next. Pure: the start time lives in the lab's status, so after a labd restart
 //! or a change of leader the schedule resumes where it was.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
@@ -20,8 +22,16 @@ pub struct Tick {
     pub ended: bool,
 }
 
-fn revision_of(schedule: &Schedule) -> String {
-    hex::encode(&Sha256::digest(serde_json::to_vec(schedule).unwrap_or_default())[..8])
+/// The schedule's identity: an edit starts it again. With `pick` steps the slots they draw
+/// from count too (a service scaled draws other slots, and a run must not kill tasks it has
+/// spared already); without, the revision is the schedule's alone, as it always was.
+fn revision_of(schedule: &Schedule, replicas: &BTreeMap<String, u64>) -> String {
+    let mut hash = Sha256::new();
+    hash.update(serde_json::to_vec(schedule).unwrap_or_default());
+    if schedule.picks() {
+        hash.update(serde_json::to_vec(replicas).unwrap_or_default());
+    }
+    hex::encode(&hash.finalize()[..8])
 }
 
 fn describe(in_force: &InForce) -> String {
@@ -40,9 +50,10 @@ fn describe(in_force: &InForce) -> String {
 }
 
 /// Reads the clock. `ready`: the lab is Ready now (time 0 when the schedule has no `startAt`);
-/// `started_by_hand`: the last `labctl start` (time 0 of a `start: manual` schedule).
-pub fn tick(schedule: &Schedule, previous: Option<&ScheduleStatus>, ready: bool, started_by_hand: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Tick {
-    let revision = revision_of(schedule);
+/// `started_by_hand`: the last `labctl start` (time 0 of a `start: manual` schedule);
+/// `replicas`: each service's, the slots `pick` steps draw from.
+pub fn tick(schedule: &Schedule, previous: Option<&ScheduleStatus>, ready: bool, started_by_hand: Option<DateTime<Utc>>, now: DateTime<Utc>, replicas: &BTreeMap<String, u64>) -> Tick {
+    let revision = revision_of(schedule, replicas);
     // The same schedule keeps its clock; an edited one starts again.
     let same = previous.filter(|p| p.revision == revision);
     let start_at = schedule.start_at.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc));
@@ -65,7 +76,7 @@ pub fn tick(schedule: &Schedule, previous: Option<&ScheduleStatus>, ready: bool,
     };
     let Some(start) = started_at else { return waiting(None) };
     let Ok(elapsed) = (now - start).to_std() else { return waiting(Some(start)) };
-    let in_force = schedule.at(elapsed);
+    let in_force = schedule.at_with(elapsed, replicas);
     let text = describe(&in_force);
     let changed = same.is_none_or(|p| (p.run, p.step, p.in_force.as_str()) != (in_force.run, in_force.step, text.as_str()));
     // The end comes whether or not what is in force changes with it (a stop, or a last step
@@ -108,19 +119,19 @@ mod tests {
     fn the_clock_starts_when_the_lab_is_ready_and_survives_a_restart() {
         let t0 = Utc::now();
         let s = ramp();
-        let before = tick(&s, None, false, None, t0);
+        let before = tick(&s, None, false, None, t0, &BTreeMap::new());
         assert!(before.in_force.is_none() && before.status.started_at.is_none());
-        let first = tick(&s, Some(&before.status), true, None, t0);
+        let first = tick(&s, Some(&before.status), true, None, t0, &BTreeMap::new());
         assert_eq!(first.status.started_at, Some(t0));
         assert_eq!(first.status.next_change_at, Some(at(t0, 10)));
         // A restarted labd reads the status back: the clock keeps its time 0, even if the lab
         // is not Ready at that moment.
         let restored: ScheduleStatus = serde_json::from_str(&serde_json::to_string(&first.status).unwrap()).unwrap();
-        let later = tick(&s, Some(&restored), false, None, at(t0, 25));
+        let later = tick(&s, Some(&restored), false, None, at(t0, 25), &BTreeMap::new());
         assert_eq!((later.status.step, later.status.started_at), (2, Some(t0)));
         assert_eq!(later.status.in_force, "network dht: delay \"100ms\"".replace('"', ""));
         assert!(later.changed, "a step came since the last look");
-        let again = tick(&s, Some(&later.status), true, None, at(t0, 26));
+        let again = tick(&s, Some(&later.status), true, None, at(t0, 26), &BTreeMap::new());
         assert!(!again.changed);
         assert_eq!(again.status.changed_at, later.status.changed_at);
     }
@@ -129,15 +140,15 @@ mod tests {
     fn an_edited_schedule_starts_again_and_a_future_start_waits() {
         let t0 = Utc::now();
         let s = ramp();
-        let running = tick(&s, None, true, None, t0);
+        let running = tick(&s, None, true, None, t0, &BTreeMap::new());
         let mut edited = s.clone();
         edited.steps[1].at = "30s".parse().unwrap();
-        let restarted = tick(&edited, Some(&running.status), true, None, at(t0, 15));
+        let restarted = tick(&edited, Some(&running.status), true, None, at(t0, 15), &BTreeMap::new());
         assert_eq!(restarted.status.started_at, Some(at(t0, 15)));
         assert_eq!(restarted.status.step, 0);
         let mut later = s.clone();
         later.start_at = Some(at(t0, 3600).to_rfc3339());
-        let waiting = tick(&later, None, true, None, t0);
+        let waiting = tick(&later, None, true, None, t0, &BTreeMap::new());
         assert!(waiting.in_force.is_none());
         assert_eq!(waiting.status.next_change_at, Some(at(t0, 3600)));
     }
@@ -147,14 +158,14 @@ mod tests {
         let t0 = Utc::now();
         let mut s = ramp();
         s.start = Some(ScheduleStart::Manual);
-        let idle = tick(&s, None, true, None, at(t0, 100));
+        let idle = tick(&s, None, true, None, at(t0, 100), &BTreeMap::new());
         assert!(idle.in_force.is_none() && idle.status.in_force.contains("labctl start"), "{:?}", idle.status);
-        let first = tick(&s, Some(&idle.status), true, Some(at(t0, 100)), at(t0, 112));
+        let first = tick(&s, Some(&idle.status), true, Some(at(t0, 100)), at(t0, 112), &BTreeMap::new());
         assert_eq!((first.status.started_at, first.status.step), (Some(at(t0, 100)), 1));
-        let again = tick(&s, Some(&first.status), true, Some(at(t0, 200)), at(t0, 201));
+        let again = tick(&s, Some(&first.status), true, Some(at(t0, 200)), at(t0, 201), &BTreeMap::new());
         assert_eq!((again.status.started_at, again.status.step), (Some(at(t0, 200)), 0));
         // The starts lost with Redis: the clock keeps the time 0 it had.
-        let lost = tick(&s, Some(&again.status), true, None, at(t0, 215));
+        let lost = tick(&s, Some(&again.status), true, None, at(t0, 215), &BTreeMap::new());
         assert_eq!((lost.status.started_at, lost.status.step), (Some(at(t0, 200)), 1));
     }
 
@@ -163,11 +174,31 @@ mod tests {
         let t0 = Utc::now();
         let yaml = "period: 30s\nsteps:\n- at: 0s\n  network: dht\n  restore: true\n";
         let s: Schedule = serde_json::from_value(serde_yaml_ng::from_str(yaml).unwrap()).unwrap();
-        let first = tick(&s, None, true, None, t0);
+        let first = tick(&s, None, true, None, t0, &BTreeMap::new());
         assert!(first.changed && !first.ended);
-        let end = tick(&s, Some(&first.status), true, None, at(t0, 31));
+        let end = tick(&s, Some(&first.status), true, None, at(t0, 31), &BTreeMap::new());
         assert!(!end.changed && end.ended, "step and conditions as before, but the schedule ended");
-        let after = tick(&s, Some(&end.status), true, None, at(t0, 40));
+        let after = tick(&s, Some(&end.status), true, None, at(t0, 40), &BTreeMap::new());
         assert!(!after.ended, "told once");
+    }
+
+    #[test]
+    fn a_schedule_that_picks_starts_again_when_the_slots_it_draws_from_change() {
+        let t0 = Utc::now();
+        let yaml = "steps:\n- at: 10s\n  service: sensor\n  pick: 2\n  kill: true\n";
+        let s: Schedule = serde_json::from_value(serde_yaml_ng::from_str(yaml).unwrap()).unwrap();
+        let replicas = |n: u64| BTreeMap::from([("sensor".to_string(), n)]);
+        let running = tick(&s, None, true, None, t0, &replicas(150));
+        let later = tick(&s, Some(&running.status), true, None, at(t0, 12), &replicas(150));
+        assert_eq!((later.status.started_at, later.status.step), (Some(t0), 1));
+        assert!(later.status.in_force.contains("killed at 10s"), "{}", later.status.in_force);
+        // Scaled: another draw would kill tasks this run has spared, so the run starts over.
+        let scaled = tick(&s, Some(&later.status), true, None, at(t0, 13), &replicas(100));
+        assert_eq!((scaled.status.started_at, scaled.status.step), (Some(at(t0, 13)), 0));
+        // Without `pick` the revision is the schedule's alone, as before `pick` existed (a
+        // running lab's clock must not start over on an upgrade of labd).
+        let plain = ramp();
+        assert_eq!(revision_of(&plain, &replicas(3)), revision_of(&plain, &BTreeMap::new()));
+        assert_eq!(revision_of(&plain, &BTreeMap::new()), hex::encode(&Sha256::digest(serde_json::to_vec(&plain).unwrap())[..8]));
     }
 }

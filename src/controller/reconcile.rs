@@ -376,7 +376,7 @@ fn tick_of(name: &str, lab: &ValidLab, status: &LabStatus, observed: &Observed, 
         found.map(|(revision, started_at)| ScheduleStatus { revision, started_at: Some(started_at), finished: true, ..Default::default() })
     };
     let previous = status.schedule.clone().or_else(on_swarm);
-    Some(clock::tick(schedule, previous.as_ref(), status.ready_since.is_some(), started_by_hand, now))
+    Some(clock::tick(schedule, previous.as_ref(), status.ready_since.is_some(), started_by_hand, now, &lab.replicas()))
 }
 
 /// A suspended lab is looked at, never changed: its status shows what runs, and why nothing is

@@ -20,6 +20,11 @@
 //!   caps them at a fifth of a core (a slow node, as `docker update --cpus` does, live) until a
 //!   later `cpus` step on them, `restore: true` on the service, or the end of the run. Their own
 //!   target: steps on the service's traffic neither end nor are ended by them.
+//! - `pick: 3` (or `pick: 20%`) on such a step acts on that many of its tasks (of `slots`, or
+//!   of every slot), drawn at random, again at each run: churn. The draw is a pure function of
+//!   the schedule's `seed`, the step, the run and the slots drawn from, so the same lab draws
+//!   the same slots in the same run, after any restart of labd, and every reader of the clock
+//!   agrees on them.
 //! - A ramp changes fields from `from` to `to` in `steps` equal steps over `over` (or by `by`
 //!   every `every` until `until`), then holds `to`.
 //! - A flap alternates `up` (the target's conditions) and `down` (no traffic) from its step on,
@@ -69,6 +74,9 @@ pub struct Schedule {
     /// stay; an edited schedule, or `labctl start` for `start: manual`, runs it again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<ScheduleEnd>,
+    /// Seed of `pick`'s draws (default 0): another seed, another draw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -143,6 +151,57 @@ pub struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(inner(range(min = 1)))]
     pub slots: Option<Vec<u64>>,
+    /// With `kill`, `stop`, `pause: true` or `cpus`: act on this many tasks (`3`) or this share
+    /// of them (`20%`, at least one) of `slots` (default every slot), drawn at random, again at
+    /// each run. The same schedule and `seed` draw the same slots in the same run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pick: Option<Pick>,
+}
+
+/// How many tasks a step picks: a number, or a share of the slots it draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Pick {
+    Count(#[schemars(range(min = 1, max = 10000))] u64),
+    Share(Percent),
+}
+
+impl Pick {
+    /// How many of `pool` slots: a share rounds to the nearest, and is at least one.
+    pub fn of(self, pool: usize) -> usize {
+        let n = match self {
+            Pick::Count(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            Pick::Share(p) => ((p.0 / 100.0 * pool as f64).round() as usize).max(usize::from(p.0 > 0.0)),
+        };
+        n.min(pool)
+    }
+}
+
+/// `n` slots of `pool`, drawn from `key` (a partial Fisher-Yates shuffle driven by SplitMix64).
+/// Written here rather than taken from `rand`: a draw must stay the same across versions of
+/// labd (a restarted labd that drew other slots would kill tasks a run has already spared),
+/// and `rand` does not promise that of its sampling across releases.
+fn draw(pool: &BTreeSet<u64>, n: usize, key: [u64; 3]) -> BTreeSet<u64> {
+    let mut state = key.iter().fold(0x9E37_79B9_7F4A_7C15_u64, |h, k| splitmix(h ^ k));
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        splitmix(state)
+    };
+    let mut slots: Vec<u64> = pool.iter().copied().collect();
+    let n = n.min(slots.len());
+    for i in 0..n {
+        // Unbiased enough for slot counts: the modulo bias of a 64-bit draw over ≤ 10,000 is < 1e-15.
+        let j = i + (next() % (slots.len() - i) as u64) as usize;
+        slots.swap(i, j);
+    }
+    slots.truncate(n);
+    slots.into_iter().collect()
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Fields changed step by step: `from` → `to` in `steps` steps over `over`, or from `from` by
@@ -435,7 +494,32 @@ impl InForce {
     }
 }
 
+/// What a run's `pick` steps draw from.
+#[derive(Clone, Copy)]
+struct Draws<'a> {
+    replicas: &'a BTreeMap<String, u64>,
+    /// 0-based: each run draws again.
+    run: u64,
+    seed: u64,
+}
+
+impl Draws<'_> {
+    /// The tasks step `index` picks of `service`: of `slots`, or of every slot it has.
+    fn pick(&self, pick: Pick, service: &str, slots: Option<&Vec<u64>>, index: usize) -> TaskSet {
+        let pool: BTreeSet<u64> = match slots {
+            Some(slots) => slots.iter().copied().collect(),
+            None => (1..=self.replicas.get(service).copied().unwrap_or(0)).collect(),
+        };
+        TaskSet { all: false, slots: draw(&pool, pick.of(pool.len()), [self.seed, index as u64, self.run]) }
+    }
+}
+
 impl Schedule {
+    /// Whether a step draws its tasks (then the clock's revision covers the slots drawn from).
+    pub fn picks(&self) -> bool {
+        self.steps.iter().any(|s| s.pick.is_some())
+    }
+
     /// The length of one run.
     pub fn period(&self) -> std::time::Duration {
         self.period.map(Duration::as_std).unwrap_or_else(|| {
@@ -451,13 +535,21 @@ impl Schedule {
         }
     }
 
-    /// What is in force `elapsed` after the start.
+    /// What is in force `elapsed` after the start, for a lab with no `pick` step.
+    #[cfg(test)]
     pub fn at(&self, elapsed: std::time::Duration) -> InForce {
+        self.at_with(elapsed, &BTreeMap::new())
+    }
+
+    /// What is in force `elapsed` after the start; `replicas`: each service's, the slots a
+    /// `pick` without `slots` draws from.
+    pub fn at_with(&self, elapsed: std::time::Duration, replicas: &BTreeMap<String, u64>) -> InForce {
         let period = self.period();
         let runs = self.runs();
+        let within_run = |t, period, run| self.within_run(t, period, Draws { replicas, run, seed: self.seed.unwrap_or(0) });
         if period.is_zero() {
             // Every step at 0: they all apply at once and stay.
-            let mut state = self.within_run(std::time::Duration::ZERO, std::time::Duration::MAX);
+            let mut state = within_run(std::time::Duration::ZERO, std::time::Duration::MAX, 0);
             state.run = 1;
             state.finished = true;
             state.next_change = None;
@@ -467,7 +559,7 @@ impl Schedule {
         if runs.is_some_and(|n| run >= n) {
             let last = runs.unwrap_or(1);
             let mut state = match self.end.unwrap_or_default() {
-                ScheduleEnd::Hold => self.within_run(period, period).after(period * (last - 1) as u32),
+                ScheduleEnd::Hold => within_run(period, period, last - 1).after(period * (last - 1) as u32),
                 // Stopped tasks have nothing to shape; a run after a stop starts from the static
                 // conditions like every run.
                 ScheduleEnd::Restore | ScheduleEnd::Stop => InForce { step: self.steps.len(), ..Default::default() },
@@ -479,7 +571,7 @@ impl Schedule {
             return state;
         }
         let run_start = period * run as u32;
-        let mut state = self.within_run(elapsed - run_start, period).after(run_start);
+        let mut state = within_run(elapsed - run_start, period, run).after(run_start);
         state.run = run + 1;
         // The end of a run is a change too (the next run starts from the static conditions).
         let change_in_run = state.next_change.filter(|t| *t < period).unwrap_or(period);
@@ -488,7 +580,7 @@ impl Schedule {
     }
 
     /// The state `t` into a run that lasts `period`; `next_change` relative to the run.
-    fn within_run(&self, t: std::time::Duration, period: std::time::Duration) -> InForce {
+    fn within_run(&self, t: std::time::Duration, period: std::time::Duration, draws: Draws) -> InForce {
         let mut state = InForce::default();
         let mut next: Option<std::time::Duration> = None;
         let mut soonest = |at: std::time::Duration| {
@@ -512,7 +604,10 @@ impl Schedule {
                 continue;
             }
             if let (Some(service), true) = (&step.service, step.acts_on_tasks()) {
-                let tasks = TaskSet::of(step.slots.as_ref());
+                let tasks = match step.pick {
+                    Some(pick) => draws.pick(pick, service, step.slots.as_ref(), i),
+                    None => TaskSet::of(step.slots.as_ref()),
+                };
                 if step.kill == Some(true) || step.stop == Some(true) {
                     state.kills.push(Kill { service: service.clone(), tasks: tasks.clone(), at, graceful: step.stop == Some(true) });
                 }
@@ -742,5 +837,51 @@ mod tests {
         assert_eq!(st.for_attachment("b", "n").unwrap().delay.map(|d| d.micros / 1000), Some(10));
         assert_eq!(st.for_attachment("a", "other").unwrap().delay.map(|d| d.micros / 1000), Some(20));
         assert!(st.for_attachment("b", "other").is_none());
+    }
+
+    #[test]
+    fn a_pick_draws_that_many_slots_the_same_in_a_run_and_anew_at_each_run() {
+        let s = schedule("repeat: 20\nperiod: 10s\nsteps:\n- at: 2s\n  service: sensor\n  pick: 5\n  kill: true\n- at: 3s\n  service: sensor\n  slots: [1, 2, 3, 4]\n  pick: 50%\n  pause: true\n");
+        let replicas = BTreeMap::from([("sensor".to_string(), 150)]);
+        let at = |secs: u64| s.at_with(Std::from_secs(secs), &replicas);
+        let killed = |st: &InForce| st.kills.last().map(|k| k.tasks.clone()).unwrap_or_default();
+        let first = killed(&at(2));
+        assert_eq!(first.slots.len(), 5);
+        assert!(!first.all && first.slots.iter().all(|s| (1..=150).contains(s)), "{first}");
+        assert_eq!(killed(&at(9)), first, "the same draw while the run lasts");
+        assert_eq!(killed(&s.at_with(Std::from_secs(2), &replicas)), first, "every reader of the clock draws alike");
+        let runs: BTreeSet<BTreeSet<u64>> = (0..20).map(|run| killed(&at(run * 10 + 2)).slots).collect();
+        assert!(runs.len() >= 19, "each run draws again: {} distinct draws of 20", runs.len());
+        let paused = &at(3).paused["sensor"];
+        assert_eq!(paused.slots.len(), 2, "half of the four slots listed");
+        assert!(paused.slots.iter().all(|s| (1..=4).contains(s)), "{paused}");
+        let mut other = s.clone();
+        other.seed = Some(1);
+        assert_ne!(killed(&other.at_with(Std::from_secs(2), &replicas)), first, "another seed, another draw");
+    }
+
+    #[test]
+    fn a_share_rounds_to_the_nearest_task_and_picks_one_at_least() {
+        let share = |p: f64| Pick::Share(Percent(p));
+        assert_eq!((share(20.0).of(150), share(20.0).of(7), share(1.0).of(10), share(0.0).of(10)), (30, 1, 1, 0));
+        assert_eq!((Pick::Count(3).of(150), Pick::Count(3).of(2), share(100.0).of(4)), (3, 2, 4));
+    }
+
+    /// The draw is part of what a lab means: a labd of another version must draw the same
+    /// slots for the same schedule (a restarted labd drawing others would kill spared tasks).
+    #[test]
+    fn a_draw_stays_what_it_was() {
+        let pool: BTreeSet<u64> = (1..=10).collect();
+        assert_eq!(draw(&pool, 3, [0, 0, 0]), BTreeSet::from([3, 6, 9]));
+        assert_eq!(draw(&pool, 10, [5, 1, 2]), pool, "all of them");
+        // And fair: one of ten drawn over 10,000 runs lands on each about as often.
+        let mut counts = [0u32; 10];
+        for run in 0..10_000 {
+            for slot in draw(&pool, 1, [0, 0, run]) {
+                counts[(slot - 1) as usize] += 1;
+            }
+        }
+        assert!(counts.iter().all(|c| (900..1100).contains(c)), "{counts:?}");
+        assert!(draw(&BTreeSet::new(), 3, [0, 0, 0]).is_empty());
     }
 }

@@ -30,6 +30,13 @@ impl ValidLab {
     pub fn name(&self) -> &str {
         &self.lab.metadata.name
     }
+
+    /// Each replicated service's replicas (its own, else `spec.defaults`', else 1).
+    pub fn replicas(&self) -> std::collections::BTreeMap<String, u64> {
+        let spec = &self.lab.spec;
+        let default = spec.defaults.as_ref().and_then(|d| d.replicas);
+        spec.services.iter().map(|(name, s)| (name.clone(), u64::from(s.replicas.or(default).unwrap_or(1)))).collect()
+    }
 }
 
 /// One document of a file: the lab name if one could be read, and the outcome.
@@ -565,8 +572,10 @@ fn check_schedule(
             check_task_step(step, services, defaults, &at_ptr, out);
             continue;
         }
-        if step.get("slots").is_some() {
-            out.push(Finding::key(format!("{at_ptr}/slots"), "`slots` picks the tasks a `kill`, `stop`, `pause` or `cpus` step acts on"));
+        for key in ["slots", "pick"] {
+            if step.get(key).is_some() {
+                out.push(Finding::key(format!("{at_ptr}/{key}"), format!("`{key}` chooses the tasks a `kill`, `stop`, `pause` or `cpus` step acts on")));
+            }
         }
         if step.get("heal").is_some() {
             if let Some(extra) = step.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !matches!(k.as_str(), "at" | "heal")) {
@@ -606,11 +615,11 @@ const TASK_VERBS: [&str; 4] = ["kill", "stop", "pause", "cpus"];
 fn check_task_step(step: &Value, services: &serde_json::Map<String, Value>, defaults: Option<&Value>, at: &str, out: &mut Vec<Finding>) {
     let verbs: Vec<&str> = TASK_VERBS.into_iter().filter(|k| step.get(*k).is_some()).collect();
     let verb = verbs.first().copied().unwrap_or("kill");
-    if let Some(extra) = step.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !matches!(k.as_str(), "at" | "service" | "slots") && !TASK_VERBS.contains(&k.as_str())) {
+    if let Some(extra) = step.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !matches!(k.as_str(), "at" | "service" | "slots" | "pick") && !TASK_VERBS.contains(&k.as_str())) {
         let why = if extra == "network" || extra == "to" {
             format!("a `{verb}` step acts on a service's tasks, not on one of its networks or links: leave `{extra}` out")
         } else {
-            format!("a `{verb}` step acts on a service's tasks and says nothing else (`service`, `slots`)")
+            format!("a `{verb}` step acts on a service's tasks and says nothing else (`service`, `slots`, `pick`)")
         };
         out.push(Finding::key(format!("{at}/{extra}"), why));
     }
@@ -622,29 +631,48 @@ fn check_task_step(step: &Value, services: &serde_json::Map<String, Value>, defa
             out.push(Finding::value(format!("{at}/{verb}"), format!("`{verb}: false` does nothing: leave the step out")));
         }
     }
+    let pick = step.get("pick");
+    if pick.is_some() && step.get("pause").and_then(Value::as_bool) == Some(false) {
+        out.push(Finding::key(format!("{at}/pick"), "`pause: false` thaws the tasks in `slots`, or every task: leave `pick` out"));
+    }
     let Some(name) = step.get("service").and_then(Value::as_str) else {
         out.push(Finding::key(at.to_string(), format!("a `{verb}` step needs the `service` whose tasks it acts on")));
         return;
     };
-    let (Some(slots), Some(svc)) = (step.get("slots").and_then(Value::as_array), services.get(name)) else { return };
+    let Some(svc) = services.get(name) else { return };
     let field = |f: &str| svc.get(f).or_else(|| defaults.and_then(|d| d.get(f)));
-    match field("mode").and_then(Value::as_str) {
-        Some("global" | "global-job") => {
-            out.push(Finding::key(format!("{at}/slots"), format!("`{name}` is global: its tasks have no slots (leave `slots` out to act on every task)")));
-            return;
+    let slots = step.get("slots").and_then(Value::as_array);
+    for (key, _) in [("slots", slots.is_some()), ("pick", pick.is_some())].into_iter().filter(|(_, set)| *set) {
+        match field("mode").and_then(Value::as_str) {
+            Some("global" | "global-job") => {
+                out.push(Finding::key(format!("{at}/{key}"), format!("`{name}` is global: its tasks have no slots (leave `{key}` out to act on every task)")));
+                return;
+            }
+            Some("replicated-job") => {
+                out.push(Finding::key(format!("{at}/{key}"), format!("`{name}` is a job: Swarm numbers a job's tasks by run, not by slot (leave `{key}` out to act on every task)")));
+                return;
+            }
+            _ => {}
         }
-        Some("replicated-job") => {
-            out.push(Finding::key(format!("{at}/slots"), format!("`{name}` is a job: Swarm numbers a job's tasks by run, not by slot (leave `slots` out to act on every task)")));
-            return;
-        }
-        _ => {}
     }
     let replicas = field("replicas").and_then(Value::as_u64).unwrap_or(1);
     let range = if replicas == 1 { "slot 1 only".to_string() } else { format!("slots 1 to {replicas}") };
-    for (i, slot) in slots.iter().enumerate() {
+    for (i, slot) in slots.into_iter().flatten().enumerate() {
         if let Some(n) = slot.as_u64().filter(|n| *n > replicas) {
             out.push(Finding::value(format!("{at}/slots/{i}"), format!("`{name}` has {replicas} replica{}: {range}, found {n}", if replicas == 1 { "" } else { "s" })));
         }
+    }
+    // A pick of more tasks than it draws from would act on fewer than written; one of none on none.
+    let pool = slots.map(|s| s.iter().filter_map(Value::as_u64).collect::<BTreeSet<u64>>().len() as u64);
+    if let Some(count) = pick.and_then(Value::as_u64) {
+        match pool {
+            Some(listed) if count > listed => out.push(Finding::value(format!("{at}/pick"), format!("picks {count} of the {listed} slot{} in `slots`: at most {listed}", if listed == 1 { "" } else { "s" }))),
+            None if count > replicas => out.push(Finding::value(format!("{at}/pick"), format!("picks {count} of `{name}`'s {replicas} replica{}: at most {replicas}", if replicas == 1 { "" } else { "s" }))),
+            _ => {}
+        }
+    }
+    if pick.and_then(Value::as_str).and_then(|p| p.parse::<super::units::Percent>().ok()).is_some_and(|p| p.0 == 0.0) {
+        out.push(Finding::value(format!("{at}/pick"), "`pick: 0%` picks no task: leave the step out"));
     }
 }
 
