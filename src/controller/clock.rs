@@ -22,14 +22,15 @@ pub struct Tick {
     pub ended: bool,
 }
 
-/// The schedule's identity: an edit starts it again. With `pick` steps the slots they draw
+/// The schedule's identity: an edit starts it again. With `pick` steps the replicas they draw
 /// from count too (a service scaled draws other slots, and a run must not kill tasks it has
 /// spared already); without, the revision is the schedule's alone, as it always was.
 fn revision_of(schedule: &Schedule, replicas: &BTreeMap<String, u64>) -> String {
     let mut hash = Sha256::new();
     hash.update(serde_json::to_vec(schedule).unwrap_or_default());
-    if schedule.picks() {
-        hash.update(serde_json::to_vec(replicas).unwrap_or_default());
+    let drawn_from = schedule.drawn_from(replicas);
+    if !drawn_from.is_empty() {
+        hash.update(serde_json::to_vec(&drawn_from).unwrap_or_default());
     }
     hex::encode(&hash.finalize()[..8])
 }
@@ -187,7 +188,7 @@ mod tests {
         let t0 = Utc::now();
         let yaml = "steps:\n- at: 10s\n  service: sensor\n  pick: 2\n  kill: true\n";
         let s: Schedule = serde_json::from_value(serde_yaml_ng::from_str(yaml).unwrap()).unwrap();
-        let replicas = |n: u64| BTreeMap::from([("sensor".to_string(), n)]);
+        let replicas = |n: u64| BTreeMap::from([("sensor".to_string(), n), ("bootstrap".to_string(), 1)]);
         let running = tick(&s, None, true, None, t0, &replicas(150));
         let later = tick(&s, Some(&running.status), true, None, at(t0, 12), &replicas(150));
         assert_eq!((later.status.started_at, later.status.step), (Some(t0), 1));
@@ -195,6 +196,10 @@ mod tests {
         // Scaled: another draw would kill tasks this run has spared, so the run starts over.
         let scaled = tick(&s, Some(&later.status), true, None, at(t0, 13), &replicas(100));
         assert_eq!((scaled.status.started_at, scaled.status.step), (Some(at(t0, 13)), 0));
+        // Another service scaled draws nothing else: the clock runs on.
+        let other = BTreeMap::from([("sensor".to_string(), 100), ("bootstrap".to_string(), 3)]);
+        let on = tick(&s, Some(&scaled.status), true, None, at(t0, 14), &other);
+        assert_eq!(on.status.started_at, Some(at(t0, 13)));
         // Without `pick` the revision is the schedule's alone, as before `pick` existed (a
         // running lab's clock must not start over on an upgrade of labd).
         let plain = ramp();

@@ -515,9 +515,11 @@ impl Draws<'_> {
 }
 
 impl Schedule {
-    /// Whether a step draws its tasks (then the clock's revision covers the slots drawn from).
-    pub fn picks(&self) -> bool {
-        self.steps.iter().any(|s| s.pick.is_some())
+    /// The replicas of each service a `pick` without `slots` draws from: what else, besides the
+    /// schedule, decides its draws.
+    pub fn drawn_from(&self, replicas: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+        let services = self.steps.iter().filter(|s| s.pick.is_some() && s.slots.is_none()).filter_map(|s| s.service.as_ref());
+        services.map(|name| (name.clone(), replicas.get(name).copied().unwrap_or(0))).collect()
     }
 
     /// The length of one run.
