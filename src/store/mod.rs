@@ -54,7 +54,10 @@ pub fn tls_hint(tls: bool, error: &redis::RedisError) -> Option<&'static str> {
     if tls && text.contains("certificate") {
         return Some("this machine does not trust the server's certificate: for a private CA, SSL_CERT_FILE=/path/to/ca.pem names it");
     }
-    if !tls && (error.is_connection_dropped() || text.contains("reset by peer")) {
+    // Refused: nothing listens there at all (redis counts that as a dropped connection too),
+    // so the caller's own hint (is Redis running?) is the one that helps.
+    let refused = error.is_connection_refusal() || text.contains("Connection refused");
+    if !tls && !refused && (error.is_connection_dropped() || text.contains("reset by peer")) {
         return Some("a server that speaks only TLS drops plain connections: if it does, the URL is rediss://");
     }
     None
@@ -183,6 +186,14 @@ impl LabStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Nothing listening is not a TLS server dropping plain text: no TLS hint for it.
+    #[test]
+    fn a_refused_connection_gets_no_tls_hint_and_a_reset_one_does() {
+        let io = |kind| redis::RedisError::from(std::io::Error::from(kind));
+        assert_eq!(tls_hint(false, &io(std::io::ErrorKind::ConnectionRefused)), None);
+        assert!(tls_hint(false, &io(std::io::ErrorKind::ConnectionReset)).is_some_and(|h| h.contains("rediss://")));
+    }
 
     /// A client certificate is a pair of files for a `rediss://` URL; anything else is said
     /// before a connection is tried.
