@@ -479,6 +479,11 @@ fn a_crash_looping_service_keeps_its_lab_degraded_and_never_ready() {
     let services = lab.status_json("loop").expect("status")["services"].clone();
     let quits = services["quits"]["message"].as_str().unwrap_or_default();
     assert!(quits.contains("a crash loop") && quits.contains("its command returned, exit 0"), "{services}");
+    // The message says where to look, and what it names shows why.
+    let bad = services["bad"]["message"].as_str().unwrap_or_default();
+    assert!(bad.ends_with("; `labctl logs loop bad` shows what it printed"), "{services}");
+    let logs = String::from_utf8_lossy(&lab.labctl(&["logs", "loop", "bad", "-n", "5"]).stdout).to_string();
+    assert!(logs.lines().any(|l| l.starts_with("bad.1 | boom")), "{logs}");
     // Each loop counted as kubectl counts a pod's restarts; `ok` never restarted.
     for looping in ["bad", "quits"] {
         assert!(services[looping]["restarts"].as_u64().is_some_and(|n| n >= 3), "{services}");

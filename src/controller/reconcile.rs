@@ -582,6 +582,10 @@ async fn apply<S: Swarm>(
                     },
                     None => {}
                 }
+                // A task that ran and ended: what it printed says why, and Swarm's word does not.
+                if t.failed && matches!(t.cause, None | Some(TroubleCause::CommandNotFound { .. } | TroubleCause::Killed | TroubleCause::CommandReturned)) {
+                    message.push_str(&format!("; `labctl logs {} {}` shows what it printed", desired.lab, want.short_name));
+                }
                 if t.failed {
                     failing_tasks.push(format!("{}: {message}", want.short_name));
                     s.failing = true;
@@ -1362,6 +1366,7 @@ mod tests {
             let o = troubled_tasks(services, trouble).await;
             assert_eq!(o.status.phase, Phase::Degraded);
             assert!(o.status.services["a"].message.contains(said), "{}", o.status.services["a"].message);
+            assert!(o.status.services["a"].message.ends_with("; `labctl logs t a` shows what it printed"), "{}", o.status.services["a"].message);
         }
     }
 
