@@ -401,6 +401,15 @@ impl LabEvent {
     }
 }
 
+/// A task's name as `labctl` shows it (as `labctl exec` and `logs` take it): `service.slot`, or
+/// `service@node` for a task of a global service.
+pub fn task_name(service: &str, slot: Option<u64>, node: &str) -> String {
+    match slot {
+        Some(slot) => format!("{service}.{slot}"),
+        None => format!("{service}@{node}"),
+    }
+}
+
 /// What the node agent applied to one task (written by the agent of the task's node).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]

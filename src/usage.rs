@@ -81,10 +81,7 @@ impl TaskUsage {
     /// The task's name as `labctl` shows it: `service.slot`, or `service@node` for a task of a
     /// global service.
     pub fn task_name(&self) -> String {
-        match self.slot {
-            Some(slot) => format!("{}.{slot}", self.service),
-            None => format!("{}@{}", self.service, self.node),
-        }
+        crate::status::task_name(&self.service, self.slot, &self.node)
     }
 
     /// From one sample: each of the lab's networks by the interface it is on in the task

@@ -78,20 +78,22 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
         t.add_row(row);
     }
     println!("{}", t.trim_fmt());
-    let tasks = r.task_shaping(lab).await.unwrap_or_default();
+    let mut tasks = r.task_shaping(lab).await.unwrap_or_default();
+    tasks.sort_by(|a, b| (&a.service, a.slot, &a.node).cmp(&(&b.service, b.slot, &b.node)));
+    let name = |t: &swarmlab::status::TaskShaping| swarmlab::status::task_name(&t.service, t.slot, &t.node);
     if tasks.iter().any(|t| !t.attachments.is_empty()) {
         println!("\nShaping (per task and network; egress):");
         let mut t = Table::new();
         t.load_preset(NOTHING);
-        t.set_header(["TASK", "SERVICE", "NODE", "NETWORK", "IF", "BACKEND", "DESIRED", "APPLIED", "COUNTERS", "PROBLEMS"]);
+        t.set_header(["TASK", "CONTAINER", "NODE", "NETWORK", "IF", "BACKEND", "DESIRED", "APPLIED", "COUNTERS", "PROBLEMS"]);
         for task in &tasks {
             for a in &task.attachments {
                 let counters = a.counters.map(|c| format!("seen={} drop={} corrupt={} dup={} reorder={}", c.seen, c.dropped, c.corrupted, c.duplicated, c.reordered)).unwrap_or_default();
                 let mut problems: Vec<String> = a.error.iter().cloned().collect();
                 problems.extend(a.unsupported.iter().cloned());
                 t.add_row([
+                    name(task),
                     task.container.clone(),
-                    task.service.clone(),
                     task.node.clone(),
                     a.network.clone(),
                     a.interface.clone(),
@@ -110,12 +112,11 @@ pub async fn run(url: &str, lab: &str) -> anyhow::Result<ExitCode> {
         println!("\nTasks the schedule pauses, caps or kills (Docker's read-back):");
         let mut t = Table::new();
         t.load_preset(NOTHING);
-        t.set_header(["TASK", "SERVICE", "SLOT", "NODE", "STARTED", "PAUSED", "CPUS", "PROBLEMS"]);
+        t.set_header(["TASK", "CONTAINER", "NODE", "STARTED", "PAUSED", "CPUS", "PROBLEMS"]);
         for task in processes {
             t.add_row([
+                name(task),
                 task.container.clone(),
-                task.service.clone(),
-                task.slot.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
                 task.node.clone(),
                 task.started_at.map(|t| t.format("%H:%M:%S%.3f").to_string()).unwrap_or_else(|| "-".into()),
                 task.paused.map(|p| if p { "yes" } else { "no" }).unwrap_or("-").to_string(),
