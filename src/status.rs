@@ -199,6 +199,23 @@ pub struct LabStatus {
     pub commit: Option<String>,
 }
 
+/// labd's answer to `labctl reconcile`: what it read, and which labs it looked at again.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileAnswer {
+    /// With a Git source: its state after the fetch the request brought.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceStatus>,
+    /// That fetch brought a new commit.
+    #[serde(default)]
+    pub moved: bool,
+    /// The labs looked at again (none: the lab asked for is not defined).
+    pub labs: Vec<String>,
+    /// When labd queued their looks: a status written at or after this is of a look that
+    /// followed the request.
+    pub answered_at: Option<DateTime<Utc>>,
+}
+
 /// Where labd reads labs from, when that is a Git branch: what it fetched last and whether the
 /// last fetch worked (a failed fetch keeps the last fetched commit running).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -149,3 +149,51 @@ fn commits_are_applied_a_broken_one_keeps_the_last_good_and_a_force_push_goes_ba
         if stack_services("gitops").is_empty() { Ok(()) } else { Err(format!("{:?}", stack_services("gitops"))) }
     });
 }
+
+/// `labctl reconcile LAB` with an interval of an hour: the push is fetched at once, and the
+/// command returns once the lab is Ready at it; a failed fetch and a missing labd are said.
+#[test]
+fn labctl_reconcile_fetches_at_once_and_returns_once_the_lab_is_ready_at_that_commit() {
+    let mut lab = Lab::new();
+    lab.cleanup.push("gitops".into());
+    remove_lab_objects("gitops");
+    let base = lab.dir.path().join("served");
+    let repo = base.join("labs-repo");
+    std::fs::create_dir_all(repo.join("labs")).unwrap();
+    git(&repo, &["init", "-q"]);
+    let first = commit(&repo, "labs/gitops.yaml", &lab_text("1"), "one replica");
+    let port = free_port();
+    let daemon = Daemon::start(&base, port);
+    let url = format!("git://127.0.0.1:{port}/labs-repo");
+    let cache = lab.dir.path().join("git-cache");
+    lab.start_labd_args(&["--git", &url, "--path", "labs", "--interval", "1h", "--git-cache", cache.to_str().unwrap()]);
+    wait_applied(&lab, &first, 1, READY);
+
+    let second = commit(&repo, "labs/gitops.yaml", &lab_text("2"), "two replicas");
+    let started = Instant::now();
+    let out = lab.labctl(&["reconcile", "gitops", "--timeout", "60s"]);
+    let took = started.elapsed().as_secs_f64();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains(&format!("commit {} (a new commit, applied)", &second[..7])) && said.contains("gitops is Ready"), "{said}");
+    // Returned once it was so: read right after, not waited for.
+    let s = lab.status_json("gitops").expect("status");
+    assert_eq!((s["commit"].as_str(), s["phase"].as_str(), s["services"]["web"]["running"].as_u64()), (Some(second.as_str()), Some("Ready"), Some(2)), "{s}");
+    println!("GIT | commit pushed, `labctl reconcile gitops` → returned Ready at that commit | {took:.1} s (interval 1 h) |");
+
+    let out = lab.labctl(&["reconcile"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && said.contains("(no new commit)") && said.contains("looked at again: gitops"), "{said}");
+
+    drop(daemon);
+    let out = lab.labctl(&["reconcile", "gitops", "--timeout", "60s"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("fetching `main` of") && err.contains(&format!("labs stay at commit {}", &second[..7])), "{err}");
+
+    lab.kill_labd();
+    let out = lab.labctl(&["reconcile", "gitops"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no labd listens on"), "{err}");
+}

@@ -388,6 +388,8 @@ pub struct FakeStoreData {
     pub starts: Mutex<BTreeMap<String, chrono::DateTime<chrono::Utc>>>,
     /// The Git source's state, as labd last put it.
     pub source: Mutex<Option<crate::status::SourceStatus>>,
+    /// labd's answers to `labctl reconcile`, by request id.
+    pub answers: Mutex<BTreeMap<String, crate::status::ReconcileAnswer>>,
     /// What `flag_changes` yields: tests send on it as `labctl` publishes.
     pub notices: tokio::sync::broadcast::Sender<crate::store::Notice>,
 }
@@ -406,6 +408,7 @@ impl Default for FakeStoreData {
             resumed: Mutex::default(),
             starts: Mutex::default(),
             source: Mutex::default(),
+            answers: Mutex::default(),
             notices: tokio::sync::broadcast::channel(16).0,
         }
     }
@@ -458,6 +461,9 @@ impl LabStore for FakeStore {
     }
     fn put_source(&self, source: &crate::status::SourceStatus) {
         *self.source.lock().unwrap() = Some(source.clone());
+    }
+    fn answer_reconcile(&self, id: &str, answer: &crate::status::ReconcileAnswer) {
+        self.answers.lock().unwrap().insert(id.to_string(), answer.clone());
     }
     async fn starts(&self) -> Option<BTreeMap<String, chrono::DateTime<chrono::Utc>>> {
         Some(self.starts.lock().unwrap().clone())

@@ -27,9 +27,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
-use crate::source::{load_dir, Catalog, DirWatcher, FileEvent, GitNews, GitSource, LabEntry, Settle};
+use crate::source::{load_dir, Catalog, DirWatcher, Fetched, FileEvent, GitNews, GitSource, LabEntry, Settle};
 use crate::spec::{Diagnostic, ValidLab};
-use crate::status::{EventReason, LabStatus, Phase, SourceStatus};
+use crate::status::{EventReason, LabStatus, Phase, ReconcileAnswer, SourceStatus};
 use crate::plan::LabMemory;
 use crate::store::{LabStore, Notice, Suspensions};
 use crate::swarm::{ContainerChange, EventSubject, Swarm};
@@ -199,6 +199,10 @@ pub struct Controller<S: Swarm, St: LabStore> {
     /// and what labctl shows of the source.
     fetched: Option<Catalog>,
     source: Option<SourceStatus>,
+    /// With a Git source: where `labctl reconcile`'s requests go for a fetch now, and the
+    /// requests waiting for one (id → the lab to look at, or every lab).
+    fetch_now: Option<mpsc::Sender<String>>,
+    asked: BTreeMap<String, Option<String>>,
     /// With a directory: why it could not be read at the last read (`Some(None)`: it could),
     /// as last said in the log and in Redis for labctl; and when that was last logged.
     dir_trouble: Option<Option<String>>,
@@ -237,6 +241,8 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
             starts: Default::default(),
             fetched: None,
             source,
+            fetch_now: None,
+            asked: BTreeMap::new(),
             dir_trouble: None,
             dir_trouble_logged: None,
         };
@@ -270,12 +276,14 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
         tokio::pin!(shutdown);
         let (trigger_tx, mut triggers) = mpsc::channel::<Trigger>(1024);
         let (files_tx, mut file_events) = mpsc::channel::<FileEvent>(256);
-        let (git_tx, mut git_news) = mpsc::channel::<GitNews>(4);
-        // A directory is watched; a Git branch is fetched on its interval.
+        let (git_tx, mut git_news) = mpsc::channel::<Fetched>(4);
+        // A directory is watched; a Git branch is fetched on its interval (and when asked).
         let mut watcher = match &self.config.git {
             None => Some(DirWatcher::new(&self.config.labs_dir, files_tx)),
             Some(git) => {
-                tokio::spawn(crate::source::git::sync(git.source.clone(), git.interval, git_tx));
+                let (asks_tx, asks) = mpsc::channel::<String>(64);
+                self.fetch_now = Some(asks_tx);
+                tokio::spawn(crate::source::git::sync(git.source.clone(), git.interval, git_tx, asks));
                 None
             }
         };
@@ -357,6 +365,18 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                             self.timers.schedule(Timer::Event(lab), REPORT_FOLLOW_UP);
                         }
                     }
+                    // Read at once (a directory), or at the next fetch, which starts now.
+                    Notice::Reconcile { id, lab } => match &self.fetch_now {
+                        Some(fetch_now) => {
+                            if fetch_now.try_send(id.clone()).is_ok() {
+                                self.asked.insert(id, lab);
+                            }
+                        }
+                        None => {
+                            self.on_files().await;
+                            self.reconcile_now(&id, lab.as_deref(), false);
+                        }
+                    },
                 },
                 Some(change) = file_events.recv() => {
                     let wait = self.settle.on_event(&change, Instant::now());
@@ -372,7 +392,14 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                     watcher.iter_mut().for_each(DirWatcher::refresh);
                 }
                 Some(t) = triggers.recv() => self.on_trigger(t).await,
-                Some(news) = git_news.recv() => self.on_git(news).await,
+                Some(Fetched { news, asked_by }) = git_news.recv() => {
+                    let moved = matches!(news, GitNews::Moved(_));
+                    self.on_git(news).await;
+                    for id in asked_by {
+                        let lab = self.asked.remove(&id).flatten();
+                        self.reconcile_now(&id, lab.as_deref(), moved);
+                    }
+                }
                 timer = self.timers.next() => match timer {
                     Timer::Lab(lab) | Timer::Event(lab) => {
                         // Tasks change without an event here (on other nodes; Swarm counts a
@@ -484,6 +511,19 @@ impl<S: Swarm, St: LabStore> Controller<S, St> {
                 }
             }
         }
+    }
+
+    /// `labctl reconcile`, once the source is read: `lab` (or every lab) looked at now, out of
+    /// any backoff, as after an event; and the answer, saying what was read and looked at.
+    fn reconcile_now(&mut self, id: &str, lab: Option<&str>, moved: bool) {
+        self.swarm.invalidate();
+        let answered_at = Some(Utc::now());
+        let labs: Vec<String> = self.labs.keys().filter(|l| lab.is_none_or(|want| want == l.as_str())).cloned().collect();
+        for lab in &labs {
+            self.queue.add(lab);
+        }
+        tracing::info!(request = id, labs = ?labs, "labctl reconcile: source read, labs looked at now");
+        self.store.answer_reconcile(id, &ReconcileAnswer { source: self.source.clone(), moved, labs, answered_at });
     }
 
     /// What the Git sync found: a new commit is applied as one change (every lab is looked at,

@@ -1020,3 +1020,29 @@ async fn a_shutdown_is_said_to_the_store_and_a_lost_lease_is_not() {
     }
     assert_eq!(stopped(&cut.store), 0, "a controller cut off said it stopped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_labctl_reconcile_reads_the_directory_looks_at_the_lab_at_once_and_answers() {
+    let mut c = start_tuned(&[("a.yaml", lab_yaml("a", &["web"]))], FakeSwarm::default(), FakeStore::default(), |c| c.resync = Duration::from_secs(3600)).await;
+    c.until_phase("a", Phase::Ready, SOON).await;
+    // Removed by hand, and no event said so (one lost): nothing looks before the hourly resync.
+    c.swarm.state.lock().unwrap().services.retain(|s| s.name != "a_web");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(c.swarm.service("a_web").is_none(), "looked at without being asked");
+    let asked = chrono::Utc::now();
+    let _ = c.store.notices.send(crate::store::Notice::Reconcile { id: "r1".into(), lab: Some("a".into()) });
+    eventually("the answer", SOON, || c.store.answers.lock().unwrap().contains_key("r1")).await;
+    let answer = c.store.answers.lock().unwrap()["r1"].clone();
+    assert_eq!(answer.labs, ["a"]);
+    assert!(answer.source.is_none() && !answer.moved && answer.answered_at.is_some_and(|t| t >= asked), "{answer:?}");
+    eventually("the service put back", SOON, || c.swarm.service("a_web").is_some()).await;
+    // The look that answers it began after the answer's time (what `labctl reconcile` waits for).
+    let looked = c.store.statuses.lock().unwrap()["a"].updated_at;
+    assert!(looked >= answer.answered_at, "{looked:?} {answer:?}");
+
+    // A lab the directory does not define: answered, with nothing looked at.
+    let _ = c.store.notices.send(crate::store::Notice::Reconcile { id: "r2".into(), lab: Some("nope".into()) });
+    eventually("the answer", SOON, || c.store.answers.lock().unwrap().contains_key("r2")).await;
+    assert!(c.store.answers.lock().unwrap()["r2"].labs.is_empty());
+    c.stop().await;
+}

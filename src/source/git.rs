@@ -227,9 +227,20 @@ const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Fetches `source` at once and then every `interval`, sending what changed, until `news` is
 /// closed. Fetches run on a blocking thread, one at a time.
-pub async fn sync(source: GitSource, interval: std::time::Duration, news: tokio::sync::mpsc::Sender<GitNews>) {
+/// One fetch's outcome, and who asked for it (`labctl reconcile`'s requests: answered by a
+/// fetch that began after they came).
+#[derive(Debug)]
+pub struct Fetched {
+    pub news: GitNews,
+    pub asked_by: Vec<String>,
+}
+
+/// Fetches the branch at once, then every `interval`, or sooner when `asks` brings a request
+/// (its id comes back in the next [`Fetched`]).
+pub async fn sync(source: GitSource, interval: std::time::Duration, news: tokio::sync::mpsc::Sender<Fetched>, mut asks: tokio::sync::mpsc::Receiver<String>) {
     let source = std::sync::Arc::new(source);
     let mut applied: Option<String> = None;
+    let mut asked_by = Vec::new();
     loop {
         let interrupt = std::sync::Arc::new(AtomicBool::new(false));
         let (s, stop, last) = (source.clone(), interrupt.clone(), applied.clone());
@@ -253,10 +264,17 @@ pub async fn sync(source: GitSource, interval: std::time::Duration, news: tokio:
                 GitNews::Failed(format!("no answer within {}s", FETCH_TIMEOUT.as_secs()))
             }
         };
-        if news.send(message).await.is_err() {
+        if news.send(Fetched { news: message, asked_by: std::mem::take(&mut asked_by) }).await.is_err() {
             return;
         }
-        tokio::time::sleep(interval).await;
+        // Requests that came during that fetch wait for the next one, which starts at once.
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            Some(id) = asks.recv() => asked_by.push(id),
+        }
+        while let Ok(id) = asks.try_recv() {
+            asked_by.push(id);
+        }
     }
 }
 

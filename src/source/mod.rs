@@ -6,5 +6,5 @@ pub mod git;
 pub mod watch;
 
 pub use catalog::{is_lab_file, lab_files, load_dir, Catalog, LabEntry, UnreadableDir};
-pub use git::{GitError, GitNews, GitSource};
+pub use git::{Fetched, GitError, GitNews, GitSource};
 pub use watch::{DirWatcher, FileEvent, Settle};

@@ -9,7 +9,7 @@ pub use redis_store::{keys, Heartbeat, ProbeResult, RedisStore, StoreReader};
 use std::collections::BTreeSet;
 use std::future::Future;
 
-use crate::status::{LabEvent, LabStatus, SourceStatus, TaskShaping};
+use crate::status::{LabEvent, LabStatus, ReconcileAnswer, SourceStatus, TaskShaping};
 
 /// An agent that has not passed for this long is taken to be gone (it passes twice a second).
 pub const AGENT_ALIVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -101,6 +101,8 @@ pub trait LabStore: Clone + Send + Sync + 'static {
     fn stopped(&self);
     /// The Git source's state (labctl status says when fetches fail).
     fn put_source(&self, source: &SourceStatus);
+    /// The answer to a `labctl reconcile` request.
+    fn answer_reconcile(&self, id: &str, answer: &ReconcileAnswer);
     fn put_shaping(&self, lab: &str, json: Option<String>);
     /// What the schedule does to the lab's task processes, for the agents (`None`: nothing).
     fn put_faults(&self, lab: &str, json: Option<String>);
@@ -127,6 +129,8 @@ pub enum Notice {
     /// A node agent's reports for these labs changed (shaping applied, a task gone): the labs
     /// waiting for them can be looked at now rather than at their next poll.
     Reports(Vec<String>),
+    /// `labctl reconcile`: read the source now, look at `lab` (or every lab) again, answer `id`.
+    Reconcile { id: String, lab: Option<String> },
 }
 
 impl LabStore for RedisStore {
@@ -162,6 +166,9 @@ impl LabStore for RedisStore {
     }
     fn put_source(&self, source: &SourceStatus) {
         RedisStore::put_source(self, source)
+    }
+    fn answer_reconcile(&self, id: &str, answer: &ReconcileAnswer) {
+        RedisStore::answer_reconcile(self, id, answer)
     }
     async fn task_shaping(&self, lab: &str) -> Option<Vec<TaskShaping>> {
         RedisStore::task_shaping(self, lab).await

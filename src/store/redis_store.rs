@@ -33,6 +33,11 @@ pub mod keys {
     /// Pub/sub channel: a node agent's reports (`tasks(lab)`) of these labs (space-separated)
     /// changed in what labd reads of them, so labd looks at those labs at once.
     pub const REPORTS_CHANGED: &str = "swarmlab:reports-changed";
+    /// Pub/sub channel: `labctl reconcile` asks the leading labd to read its source now and
+    /// look at a lab (payload `ID LAB`) or every lab (`ID`) again.
+    pub const RECONCILE: &str = "swarmlab:reconcile";
+    /// Hash: request id → labd's answer (`ReconcileAnswer` JSON); labctl removes it once read.
+    pub const RECONCILED: &str = "swarmlab:reconciled";
     pub fn status(lab: &str) -> String {
         format!("swarmlab:lab:{lab}:status")
     }
@@ -197,6 +202,14 @@ impl RedisStore {
                     if let Some(message) = stream.next().await {
                         let notice = match message.get_channel_name() {
                             keys::REPORTS_CHANGED => Notice::Reports(message.get_payload::<String>().unwrap_or_default().split_whitespace().map(str::to_string).collect()),
+                            keys::RECONCILE => {
+                                let payload = message.get_payload::<String>().unwrap_or_default();
+                                let mut words = payload.split_whitespace().map(str::to_string);
+                                match words.next() {
+                                    Some(id) => Notice::Reconcile { id, lab: words.next() },
+                                    None => continue,
+                                }
+                            }
                             _ => Notice::Flags,
                         };
                         return Some((notice, (client, messages, backoff)));
@@ -205,7 +218,7 @@ impl RedisStore {
                 }
                 let subscribed = async {
                     let mut pubsub = client.get_async_pubsub().await?;
-                    pubsub.subscribe(&[keys::FLAGS_CHANGED, keys::REPORTS_CHANGED]).await?;
+                    pubsub.subscribe(&[keys::FLAGS_CHANGED, keys::REPORTS_CHANGED, keys::RECONCILE]).await?;
                     Ok::<_, redis::RedisError>(pubsub)
                 };
                 match tokio::time::timeout(Duration::from_secs(2), subscribed).await {
@@ -344,6 +357,14 @@ impl RedisStore {
         let now = chrono::Utc::now().to_rfc3339();
         self.with_outbox(|o| {
             o.gauges.insert((keys::LABD.to_string(), "stopped_at".to_string()), now);
+        });
+    }
+
+    /// labd's answer to a `labctl reconcile` request.
+    pub fn answer_reconcile(&self, id: &str, answer: &crate::status::ReconcileAnswer) {
+        let json = serde_json::to_string(answer).unwrap_or_default();
+        self.with_outbox(|o| {
+            o.gauges.insert((keys::RECONCILED.to_string(), id.to_string()), json);
         });
     }
 
@@ -677,6 +698,23 @@ impl StoreReader {
     }
 
     /// Suspends (or resumes) a lab: labd stops (or starts again) changing it.
+    /// Asks the leading labd to read its source now and look at `lab` (or every lab) again:
+    /// the request's id, and how many labds heard it (0: none listens).
+    pub async fn request_reconcile(&mut self, lab: Option<&str>) -> redis::RedisResult<(String, u64)> {
+        let id = format!("{:016x}", rand::random::<u64>());
+        let payload = lab.map_or_else(|| id.clone(), |lab| format!("{id} {lab}"));
+        let heard: u64 = self.conn.publish(keys::RECONCILE, payload).await?;
+        Ok((id, heard))
+    }
+
+    /// labd's answer to request `id`, once written (and then removed: it is read once).
+    pub async fn reconcile_answer(&mut self, id: &str) -> redis::RedisResult<Option<crate::status::ReconcileAnswer>> {
+        let json: Option<String> = self.conn.hget(keys::RECONCILED, id).await?;
+        let Some(json) = json else { return Ok(None) };
+        let _: () = self.conn.hdel(keys::RECONCILED, id).await?;
+        Ok(serde_json::from_str(&json).ok())
+    }
+
     pub async fn set_suspended(&mut self, lab: &str, suspended: bool) -> redis::RedisResult<()> {
         let (add_to, remove_from) = if suspended { (keys::SUSPENDED, keys::RESUMED) } else { (keys::RESUMED, keys::SUSPENDED) };
         redis::pipe().atomic().sadd(add_to, lab).ignore().srem(remove_from, lab).ignore().publish(keys::FLAGS_CHANGED, lab).ignore().query_async(&mut self.conn).await

@@ -14,6 +14,7 @@ mod fmt;
 mod graph;
 mod import;
 mod probe;
+mod reconcile;
 mod relayed_tasks;
 mod report;
 mod restart;
@@ -249,6 +250,15 @@ enum Command {
     Resume { lab: String },
     /// Start (or start again) the `start: manual` schedule of LAB now.
     Start { lab: String },
+    /// Have labd read its labs now (fetch its Git branch, or read its directory again) and
+    /// look at LAB (or every lab) at once, as `flux reconcile`; with LAB, wait until it is
+    /// Ready after that look.
+    Reconcile {
+        lab: Option<String>,
+        /// Seconds (or a duration such as 90s, 5m).
+        #[arg(long, default_value = "120s", value_parser = parse_timeout)]
+        timeout: std::time::Duration,
+    },
     /// Replace every task of the lab's services (or of SERVICEs), one after the other, as
     /// `kubectl rollout restart`; waits until Swarm has replaced them. Jobs run again only when
     /// named.
@@ -338,6 +348,7 @@ async fn main() -> ExitCode {
         Command::Suspend { lab } => suspend::run(&cli.redis, &lab, true).await,
         Command::Resume { lab } => suspend::run(&cli.redis, &lab, false).await,
         Command::Start { lab } => suspend::start(&cli.redis, &lab).await,
+        Command::Reconcile { lab, timeout } => reconcile::run(&cli.redis, lab.as_deref(), timeout).await,
         Command::Wait { lab, target, timeout } => return wait::run(&cli.redis, &lab, target, timeout).await,
         Command::Diff { dir, docker_host } => return diff::run(&cli.redis, &dir, docker_host.as_deref()).await,
         Command::Logs { lab, services, follow, since, tail, timestamps, no_steps, docker_host } => {

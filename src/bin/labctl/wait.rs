@@ -129,6 +129,12 @@ fn progress(status: Option<&LabStatus>) -> String {
 }
 
 pub async fn run(url: &str, lab: &str, target: WaitFor, timeout: Duration) -> ExitCode {
+    run_after(url, lab, target, timeout, None).await
+}
+
+/// As [`run`], counting only a status written by a look that began at or after `looked_after`
+/// (labd's clock): `labctl reconcile` waits for the look it asked for.
+pub async fn run_after(url: &str, lab: &str, target: WaitFor, timeout: Duration, looked_after: Option<chrono::DateTime<chrono::Utc>>) -> ExitCode {
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut shown = String::new();
@@ -159,7 +165,8 @@ pub async fn run(url: &str, lab: &str, target: WaitFor, timeout: Duration) -> Ex
                 continue;
             }
         };
-        if reached(status.as_ref(), target) {
+        let fresh = looked_after.is_none_or(|after| status.as_ref().and_then(|s| s.updated_at).is_some_and(|looked| looked >= after));
+        if fresh && reached(status.as_ref(), target) {
             let what = match target {
                 WaitFor::Ready => format!("{lab} is Ready ({})", status.as_ref().map(|s| s.message.as_str()).unwrap_or_default()),
                 WaitFor::Step(_) => format!("{lab} is {target} ({})", status.as_ref().and_then(|s| s.schedule.as_ref()).map(|c| c.in_force.as_str()).unwrap_or_default()),
@@ -168,7 +175,7 @@ pub async fn run(url: &str, lab: &str, target: WaitFor, timeout: Duration) -> Ex
             println!("{what} after {:.1}s", started.elapsed().as_secs_f64());
             return ExitCode::SUCCESS;
         }
-        match blocked(status.as_ref(), target) {
+        match blocked(status.as_ref(), target).filter(|_| fresh) {
             Some(why) if blocked_since.is_some_and(|t| t.elapsed() >= BLOCKED_FOR) => {
                 match why {
                     Blocked::Invalid(why) => eprintln!("labctl wait: {lab} cannot become {target}: its file is invalid: {why}. Fix the file (`labctl validate` says the same), then wait again"),
