@@ -308,14 +308,59 @@ fn route(path: &str, metrics: &Metrics, role: Role, view: Option<&LabsView>, fee
     }
 }
 
+/// Where `POST /hooks/git` finds the secret it checks, and the Redis it asks labd through.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub secret_file: std::path::PathBuf,
+    pub redis_url: String,
+}
+
+/// A Git host's push: checked against the secret (read at each request, so a rotated one
+/// counts at once), then labd is asked to fetch now, as `labctl reconcile` asks it.
+async fn git_hook(req: Request<hyper::body::Incoming>, hook: &Webhook) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, crate::webhook::MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, "text/plain", format!("a body of at most {} bytes\n", crate::webhook::MAX_BODY)),
+    };
+    let secret = match crate::webhook::read_secret(&hook.secret_file) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(file = %hook.secret_file.display(), error = %e, "webhook refused: its secret cannot be read");
+            return reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "labd cannot read its webhook secret (its log says why)\n".into());
+        }
+    };
+    if let Err(why) = crate::webhook::authorize(&parts.headers, &body, &secret) {
+        tracing::warn!(reason = %why, "webhook refused");
+        return reply(StatusCode::UNAUTHORIZED, "text/plain", format!("{why}\n"));
+    }
+    if crate::webhook::is_ping(&parts.headers) {
+        return reply(StatusCode::OK, "text/plain", "pong: pushes will be fetched at once\n".into());
+    }
+    let asked = async {
+        let mut store = crate::store::StoreReader::connect(&hook.redis_url).await?;
+        store.request_reconcile(None).await
+    };
+    match asked.await {
+        Ok((id, heard)) if heard > 0 => {
+            tracing::info!(request = %id, "webhook: the branch is fetched now");
+            reply(StatusCode::ACCEPTED, "text/plain", format!("fetch requested (request {id})\n"))
+        }
+        Ok(_) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no labd leads now: the leader fetches the branch when it starts\n".into()),
+        Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("redis cannot be reached: {e}\n")),
+    }
+}
+
 /// Binds `addr` (an error if it cannot), then serves until the task is dropped.
-/// `view` and `redis_url`: the labs and their events for the page (labd; not `labd agent`).
+/// `view` and `redis_url`: the labs and their events for the page (labd; not `labd agent`);
+/// `webhook`: `POST /hooks/git` is served.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     role: watch::Receiver<Role>,
     view: Option<LabsView>,
     redis_url: Option<String>,
+    webhook: Option<Webhook>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
@@ -332,11 +377,16 @@ pub async fn serve(
     Ok(tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
-            let (metrics, role, view, feeds) = (metrics.clone(), role.clone(), view.clone(), feeds.clone());
+            let (metrics, role, view, feeds, webhook) = (metrics.clone(), role.clone(), view.clone(), feeds.clone(), webhook.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let response = route(req.uri().path(), &metrics, *role.borrow(), view.as_ref(), feeds.as_ref());
-                    async move { Ok::<_, Infallible>(response) }
+                    use futures::FutureExt;
+                    let response = match webhook.clone().filter(|_| req.method() == hyper::Method::POST && req.uri().path() == crate::webhook::PATH) {
+                        Some(hook) => async move { git_hook(req, &hook).await }.boxed(),
+                        // The other routes answer at once, from what is at hand.
+                        None => futures::future::ready(route(req.uri().path(), &metrics, *role.borrow(), view.as_ref(), feeds.as_ref())).boxed(),
+                    };
+                    response.map(Ok::<_, Infallible>)
                 });
                 let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });

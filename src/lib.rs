@@ -21,3 +21,4 @@ pub mod status;
 pub mod store;
 pub mod swarm;
 pub mod usage;
+pub mod webhook;

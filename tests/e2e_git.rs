@@ -150,10 +150,31 @@ fn commits_are_applied_a_broken_one_keeps_the_last_good_and_a_force_push_goes_ba
     });
 }
 
+/// A POST to labd's `--http` as a Git host sends it; the status code and body.
+fn post_hook(port: u16, headers: &[(&str, String)], body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("labd listens on --http");
+    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+    write!(s, "POST /hooks/git HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}", body.len()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), body.to_string())
+}
+
+/// GitHub's signature of `body` with `secret`.
+fn github_signature(secret: &str, body: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
 /// `labctl reconcile LAB` with an interval of an hour: the push is fetched at once, and the
-/// command returns once the lab is Ready at it; a failed fetch and a missing labd are said.
+/// command returns once the lab is Ready at it; then a push webhook, signed as GitHub signs;
+/// a failed fetch and a missing labd are said.
 #[test]
-fn labctl_reconcile_fetches_at_once_and_returns_once_the_lab_is_ready_at_that_commit() {
+fn labctl_reconcile_and_a_push_webhook_fetch_at_once_and_a_lab_is_ready_at_that_commit() {
     let mut lab = Lab::new();
     lab.cleanup.push("gitops".into());
     remove_lab_objects("gitops");
@@ -166,7 +187,10 @@ fn labctl_reconcile_fetches_at_once_and_returns_once_the_lab_is_ready_at_that_co
     let daemon = Daemon::start(&base, port);
     let url = format!("git://127.0.0.1:{port}/labs-repo");
     let cache = lab.dir.path().join("git-cache");
-    lab.start_labd_args(&["--git", &url, "--path", "labs", "--interval", "1h", "--git-cache", cache.to_str().unwrap()]);
+    let (http, secret) = (free_port(), "It's a Secret to Everybody");
+    let secret_file = lab.dir.path().join("webhook-secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    lab.start_labd_args(&["--git", &url, "--path", "labs", "--interval", "1h", "--git-cache", cache.to_str().unwrap(), "--http", &format!("127.0.0.1:{http}"), "--webhook-secret-file", secret_file.to_str().unwrap()]);
     wait_applied(&lab, &first, 1, READY);
 
     let second = commit(&repo, "labs/gitops.yaml", &lab_text("2"), "two replicas");
@@ -185,11 +209,29 @@ fn labctl_reconcile_fetches_at_once_and_returns_once_the_lab_is_ready_at_that_co
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success() && said.contains("(no new commit)") && said.contains("looked at again: gitops"), "{said}");
 
+    // The push webhook: refused unsigned or signed with another secret (nothing fetched), a
+    // ping answered, then a signed push fetched at once.
+    let third = commit(&repo, "labs/gitops.yaml", &lab_text("3"), "three replicas");
+    let push = format!("{{\"ref\":\"refs/heads/main\",\"after\":\"{third}\"}}");
+    let (code, said) = post_hook(http, &[], &push);
+    assert_eq!(code, 401, "{said}");
+    let (code, said) = post_hook(http, &[("X-GitHub-Event", "push".into()), ("X-Hub-Signature-256", github_signature("another secret", &push))], &push);
+    assert_eq!((code, said.trim()), (401, "the signature or token does not match the webhook secret"));
+    let (code, said) = post_hook(http, &[("X-GitHub-Event", "ping".into()), ("X-Hub-Signature-256", github_signature(secret, "{}"))], "{}");
+    assert_eq!(code, 200, "{said}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(lab.status_json("gitops").expect("status")["commit"], second, "fetched without a valid push");
+    let started = Instant::now();
+    let (code, said) = post_hook(http, &[("X-GitHub-Event", "push".into()), ("X-Hub-Signature-256", github_signature(secret, &push))], &push);
+    assert_eq!(code, 202, "{said}");
+    wait_applied(&lab, &third, 3, Duration::from_secs(30));
+    println!("GIT | commit pushed, push webhook → Ready at that commit | {:.1} s (interval 1 h) |", started.elapsed().as_secs_f64());
+
     drop(daemon);
     let out = lab.labctl(&["reconcile", "gitops", "--timeout", "60s"]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("fetching `main` of") && err.contains(&format!("labs stay at commit {}", &second[..7])), "{err}");
+    assert!(err.contains("fetching `main` of") && err.contains(&format!("labs stay at commit {}", &third[..7])), "{err}");
 
     lab.kill_labd();
     let out = lab.labctl(&["reconcile", "gitops"]);

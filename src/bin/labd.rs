@@ -89,6 +89,11 @@ struct Cli {
     /// Default 127.0.0.1:9464, and 127.0.0.1:9465 for `labd agent`.
     #[arg(long, env = "LABD_HTTP", global = true)]
     http: Option<String>,
+    /// Serve `POST /hooks/git` on --http: a Git host's push webhook signed with (GitHub, Gitea,
+    /// Forgejo) or carrying (GitLab's X-Gitlab-Token, Authorization: Bearer) the secret in this
+    /// file has labd fetch its branch at once.
+    #[arg(long, env = "LABD_WEBHOOK_SECRET_FILE")]
+    webhook_secret_file: Option<PathBuf>,
     /// How often the node agent samples what each task uses (CPU, memory, traffic per lab
     /// network: `labctl top`, and the `swarmlab_task_*` series); `0s` never.
     #[arg(long, env = "LABD_USAGE_INTERVAL", default_value = "5s", value_parser = parse_usage_interval, global = true)]
@@ -239,7 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let metrics = std::sync::Arc::new(swarmlab::metrics::Metrics::new());
     let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Starting);
     if matches!(cli.command, Some(Cmd::Agent)) {
-        let _http = serve_http(cli.http.as_deref().unwrap_or("127.0.0.1:9465"), metrics.clone(), role_rx, None, None).await?;
+        let _http = serve_http(cli.http.as_deref().unwrap_or("127.0.0.1:9465"), metrics.clone(), role_rx, None, None, None).await?;
         role_tx.send_replace(Role::Agent);
         let agent = Agent::new(agent_config(&cli), swarm.clone()).with_metrics(metrics);
         agent.run(shutdown_signal()).await;
@@ -267,7 +272,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     });
     let (view_tx, view_rx) = tokio::sync::watch::channel(BTreeMap::new());
     let view_tx = std::sync::Arc::new(view_tx);
-    let _http = serve_http(cli.http.as_deref().unwrap_or("127.0.0.1:9464"), metrics.clone(), role_rx, Some(view_rx), Some(cli.redis.clone())).await?;
+    let webhook = cli.webhook_secret_file.clone().map(|secret_file| swarmlab::http::Webhook { secret_file, redis_url: cli.redis.clone() });
+    let _http = serve_http(cli.http.as_deref().unwrap_or("127.0.0.1:9464"), metrics.clone(), role_rx, Some(view_rx), Some(cli.redis.clone()), webhook).await?;
     let store = RedisStore::new(&cli.redis).with_context(|| format!("bad redis URL {}", cli.redis))?.with_history_retention(cli.history_retention);
     // Stopped last, once the controller has finished: its last statuses and its word that it
     // stopped are in the final flush (on the signal itself, that flush raced the controller's
@@ -345,6 +351,7 @@ async fn serve_http(
     role: tokio::sync::watch::Receiver<Role>,
     view: Option<swarmlab::http::LabsView>,
     redis_url: Option<String>,
+    webhook: Option<swarmlab::http::Webhook>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     if matches!(addr, "off" | "") {
         return Ok(None);
@@ -352,7 +359,7 @@ async fn serve_http(
     let addr: std::net::SocketAddr = addr.parse().with_context(|| format!("--http {addr}: expected ADDRESS:PORT, e.g. 0.0.0.0:9464, or off"))?;
     // Reconciling matters more than being scraped: a busy port (a second labd on this host, a
     // standby) is reported, not fatal.
-    match swarmlab::http::serve(addr, metrics, role, view, redis_url).await {
+    match swarmlab::http::serve(addr, metrics, role, view, redis_url, webhook).await {
         Ok(task) => Ok(Some(task)),
         Err(e) => {
             tracing::error!(%addr, error = %e, "cannot serve /metrics, /healthz and /readyz (--http); running without them");
