@@ -938,8 +938,27 @@ pub fn compose_to_lab(path: &Path, text: &str, name: &str, options: &ImportOptio
     }
 }
 
+/// Compose's project name, as `docker compose` picks it without `-p`: the file's top-level
+/// `name` (unless it is still a `${VARIABLE}`), else the directory the file is in; made a DNS
+/// label, as lab names are.
+pub fn project_name(text: &str, dir: Option<&str>) -> String {
+    let declared = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).ok().and_then(|v| v.get("name")?.as_str().map(str::to_string)).filter(|n| !n.contains('$'));
+    let name: String = declared.or(dir.map(str::to_string)).unwrap_or_default().to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let name = name.trim_matches('-').chars().take(32).collect::<String>();
+    if name.is_empty() { "imported".into() } else { name }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_project_name_is_the_file_s_name_else_its_directory_s() {
+        use super::project_name;
+        assert_eq!(project_name("name: Shop_Front\nservices: {}\n", Some("imp2")), "shop-front");
+        assert_eq!(project_name("services: {}\n", Some("My Project")), "my-project");
+        assert_eq!(project_name("name: ${PROJECT}\nservices: {}\n", Some("dir")), "dir", "not interpolated here");
+        assert_eq!(project_name("services: [\n", None), "imported");
+    }
+
     use super::*;
 
     fn no_files(path: &Path) -> std::io::Result<String> {

@@ -225,8 +225,6 @@ pub enum GitNews {
 /// The longest one fetch may take; it is interrupted then, and counts as failed.
 const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Fetches `source` at once and then every `interval`, sending what changed, until `news` is
-/// closed. Fetches run on a blocking thread, one at a time.
 /// One fetch's outcome, and who asked for it (`labctl reconcile`'s requests: answered by a
 /// fetch that began after they came).
 #[derive(Debug)]
@@ -235,8 +233,9 @@ pub struct Fetched {
     pub asked_by: Vec<String>,
 }
 
-/// Fetches the branch at once, then every `interval`, or sooner when `asks` brings a request
-/// (its id comes back in the next [`Fetched`]).
+/// Fetches `source` at once, then every `interval` or sooner when `asks` brings a request (its
+/// id comes back in the next [`Fetched`]), sending what changed, until `news` is closed.
+/// Fetches run on a blocking thread, one at a time.
 pub async fn sync(source: GitSource, interval: std::time::Duration, news: tokio::sync::mpsc::Sender<Fetched>, mut asks: tokio::sync::mpsc::Receiver<String>) {
     let source = std::sync::Arc::new(source);
     let mut applied: Option<String> = None;

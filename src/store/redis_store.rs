@@ -593,8 +593,15 @@ fn batch_pipeline(batch: &Outbox, retention: Duration) -> redis::Pipeline {
     for ((key, field), value) in batch.gauges.iter().filter(|((key, _), _)| !deleted.contains(key)) {
         pipe.hset(key, field, value).ignore();
     }
+    // Answers nobody reads (a webhook's, a labctl interrupted) go a while after the last one.
+    if batch.gauges.keys().any(|(key, _)| key == keys::RECONCILED) {
+        pipe.expire(keys::RECONCILED, ANSWERS_KEPT.as_secs() as i64).ignore();
+    }
     pipe
 }
+
+/// How long `labctl reconcile`'s answers stay unread (labctl reads its own within a second).
+const ANSWERS_KEPT: Duration = Duration::from_secs(600);
 
 /// One `labctl probe` measurement between two services.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -697,7 +704,6 @@ impl StoreReader {
         Ok(now)
     }
 
-    /// Suspends (or resumes) a lab: labd stops (or starts again) changing it.
     /// Asks the leading labd to read its source now and look at `lab` (or every lab) again:
     /// the request's id, and how many labds heard it (0: none listens).
     pub async fn request_reconcile(&mut self, lab: Option<&str>) -> redis::RedisResult<(String, u64)> {
@@ -715,6 +721,7 @@ impl StoreReader {
         Ok(serde_json::from_str(&json).ok())
     }
 
+    /// Suspends (or resumes) a lab: labd stops (or starts again) changing it.
     pub async fn set_suspended(&mut self, lab: &str, suspended: bool) -> redis::RedisResult<()> {
         let (add_to, remove_from) = if suspended { (keys::SUSPENDED, keys::RESUMED) } else { (keys::RESUMED, keys::SUSPENDED) };
         redis::pipe().atomic().sadd(add_to, lab).ignore().srem(remove_from, lab).ignore().publish(keys::FLAGS_CHANGED, lab).ignore().query_async(&mut self.conn).await

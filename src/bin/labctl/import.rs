@@ -7,12 +7,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use swarmlab::import::{compose_to_lab, ImageMap, ImportError, ImportOptions};
 
-/// Compose's project name: the file's directory, made a DNS label.
-fn default_name(file: &Path) -> String {
+/// Compose's project name: the file's `name`, else its directory's.
+fn default_name(file: &Path, text: &str) -> String {
     let dir = std::fs::canonicalize(file).ok().and_then(|p| p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().to_string()));
-    let name: String = dir.unwrap_or_default().to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-    let name = name.trim_matches('-').chars().take(32).collect::<String>();
-    if name.is_empty() { "imported".into() } else { name }
+    swarmlab::import::project_name(text, dir.as_deref())
 }
 
 pub fn run(file: &Path, name: Option<&str>, output: Option<&Path>, images: &[String], profiles: &[String]) -> anyhow::Result<ExitCode> {
@@ -21,7 +19,7 @@ pub fn run(file: &Path, name: Option<&str>, output: Option<&Path>, images: &[Str
         .iter()
         .map(|m| m.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())).with_context(|| format!("--image {m}: expected FROM=TO, e.g. redis=labbox:latest")))
         .collect::<anyhow::Result<_>>()?;
-    let name = name.map(str::to_string).unwrap_or_else(|| default_name(file));
+    let name = name.map(str::to_string).unwrap_or_else(|| default_name(file, &text));
     let options = ImportOptions { images, profiles: profiles.to_vec() };
     let imported = compose_to_lab(file, &text, &name, &options, &|path| std::fs::read_to_string(path)).inspect_err(|e| {
         // What to do about it is in the notes, located in the Compose file.
