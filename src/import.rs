@@ -112,6 +112,33 @@ fn key_values(v: &Value) -> BTreeMap<String, String> {
     }
 }
 
+/// A service's `environment`, as `key_values`, but for a variable given no value (`- KEY`, or
+/// `KEY:` in a map): Compose takes it from the environment it runs in, and leaves it unset
+/// when that has none; a lab file is the same on every machine, so it is left out and noted.
+fn environment(ctx: &mut Ctx<'_>, at: &str, v: &Value) -> BTreeMap<String, String> {
+    let mut unset = Vec::new();
+    let mut env = BTreeMap::new();
+    let entries: Vec<(String, Option<String>)> = match v {
+        Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), as_string(v))).collect(),
+        Value::Array(items) => items.iter().filter_map(Value::as_str).map(|s| s.split_once('=').map_or((s.to_string(), None), |(k, v)| (k.to_string(), Some(v.to_string())))).collect(),
+        _ => Vec::new(),
+    };
+    for (key, value) in entries {
+        match value {
+            Some(value) => {
+                env.insert(key, value);
+            }
+            None => unset.push(key),
+        }
+    }
+    if !unset.is_empty() {
+        let names = unset.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+        let (takes, one) = if unset.len() == 1 { ("takes its value", "it one") } else { ("take their values", "them values") };
+        ctx.note(at, format!("{names} {takes} from where Compose runs (unset there: not set at all); not carried: give {one} in `env`"));
+    }
+    env
+}
+
 /// Compose's `extra_hosts`: a map, or a list of `host:ip` / `host=ip` (an IPv6 address after
 /// the first `:`, bracketed or not), as hostname → address.
 fn extra_hosts(v: &Value) -> BTreeMap<String, String> {
@@ -566,7 +593,7 @@ fn service(ctx: &mut Ctx, name: &str, svc: &Map<String, Value>, images: &ImageMa
                 }
             }
             // Both end in `env`, `environment` winning (as in Compose), whatever their order.
-            "environment" => explicit_env = key_values(value),
+            "environment" => explicit_env = environment(ctx, &at, value),
             "env_file" => env_from_files = env_files(ctx, &at, value, top),
             "labels" => {
                 out.insert("labels".into(), json!(key_values(value)));
@@ -986,6 +1013,20 @@ mod tests {
         assert!(out.text.contains("#   9:9: services.db.volumes.3: anonymous volume at /anonymous is not carried"), "{}", out.text);
         assert!(out.text.contains("#   10:9: services.db.volumes.4: a volume without a source at /anon is not carried"), "{}", out.text);
         assert!(out.text.contains("#   16:5: volumes.data.driver: driver is not carried"), "{}", out.text);
+    }
+
+    #[test]
+    fn a_variable_given_no_value_is_left_out_and_noted() {
+        let compose = "services:\n  list:\n    image: labbox:latest\n    environment: [A=1, EMPTY=, FROM_SHELL]\n  map:\n    image: labbox:latest\n    environment: {B: '', C: 2, FROM_SHELL: null, ALSO: ~}\n";
+        let out = compose_to_lab(Path::new("compose.yml"), compose, "envs", &ImportOptions::default(), &no_files).expect("valid");
+        let lab = parse_file(Path::new("envs.yaml"), &out.text).remove(0).result.expect("valid lab").lab;
+        let env = |s: &str| lab.spec.services[s].env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>();
+        assert_eq!((env("list"), env("map")), (vec!["A=1".to_string(), "EMPTY=".into()], vec!["B=".to_string(), "C=2".into()]));
+        let notes: Vec<String> = out.notes.iter().map(ToString::to_string).collect();
+        assert_eq!(notes, [
+            "4:5: services.list.environment: `FROM_SHELL` takes its value from where Compose runs (unset there: not set at all); not carried: give it one in `env`",
+            "7:5: services.map.environment: `ALSO`, `FROM_SHELL` take their values from where Compose runs (unset there: not set at all); not carried: give them values in `env`",
+        ]);
     }
 
     #[test]
