@@ -1,6 +1,6 @@
 //! From a Compose file to a Lab: what carries over (services, images, commands, environment,
 //! networks, replicas, resources, placement, ports, init, grace period, health check, sysctls,
-//! configs, labels), and a located note for everything that does not. Pure: text in, text out
+//! configs, labels; `extends` resolved), and a located note for everything that does not. Pure: text in, text out
 //! (the files a Compose config names are read through the caller's reader); the result is
 //! validated like any lab file before it is returned.
 
@@ -11,6 +11,8 @@ use serde_json::{json, Map, Value};
 
 use crate::spec::yaml::{parse_documents, pointer_segment, Positions};
 use crate::spec::{parse_file, Diagnostic};
+
+mod extends;
 
 /// Why a Compose key is not carried over, by key.
 fn not_carried(key: &str) -> Option<&'static str> {
@@ -902,8 +904,18 @@ pub fn compose_to_lab(path: &Path, text: &str, name: &str, options: &ImportOptio
     let volumes = volumes(&mut ctx, doc.value.get("volumes").unwrap_or(&Value::Null));
     let top = Top { networks: &defined, configs: &configs, secrets: &secrets, volumes: &volumes, compose: path, read_file };
     let mut lab_services = Map::new();
+    let dir = path.parent().unwrap_or(Path::new("."));
     for (svc_name, svc) in services {
-        let svc = svc.as_object().cloned().unwrap_or_default();
+        let mut svc = svc.as_object().cloned().unwrap_or_default();
+        if svc.contains_key("extends") {
+            match extends::resolve(svc_name, services, dir, read_file) {
+                Ok(merged) => svc = merged,
+                Err(why) => {
+                    ctx.note(&format!("/services/{}/extends", pointer_segment(svc_name)), format!("{why}; not carried"));
+                    svc.remove("extends");
+                }
+            }
+        }
         let profiles: Vec<&str> = svc.get("profiles").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
         if !profiles.is_empty() && !profiles.iter().any(|p| options.profiles.iter().any(|e| e == p || e == "*")) {
             let at = format!("/services/{}/profiles", pointer_segment(svc_name));
