@@ -86,9 +86,20 @@ fn wait_applied(lab: &Lab, commit: &str, replicas: u64, timeout: Duration) -> se
     })
 }
 
-#[test]
-fn commits_are_applied_a_broken_one_keeps_the_last_good_and_a_force_push_goes_back() {
-    let mut lab = Lab::new();
+/// A repository of `lab`'s directory, served by `git daemon`, whose first commit holds the
+/// lab `gitops` with one replica.
+struct Served {
+    base: std::path::PathBuf,
+    repo: std::path::PathBuf,
+    port: u16,
+    daemon: Daemon,
+    url: String,
+    /// labd's clone.
+    cache: std::path::PathBuf,
+    first: String,
+}
+
+fn served(lab: &mut Lab) -> Served {
     lab.cleanup.push("gitops".into());
     remove_lab_objects("gitops");
     let base = lab.dir.path().join("served");
@@ -101,6 +112,13 @@ fn commits_are_applied_a_broken_one_keeps_the_last_good_and_a_force_push_goes_ba
     let daemon = Daemon::start(&base, port);
     let url = format!("git://127.0.0.1:{port}/labs-repo");
     let cache = lab.dir.path().join("git-cache");
+    Served { base, repo, port, daemon, url, cache, first }
+}
+
+#[test]
+fn commits_are_applied_a_broken_one_keeps_the_last_good_and_a_force_push_goes_back() {
+    let mut lab = Lab::new();
+    let Served { base, repo, port, daemon, url, cache, first } = served(&mut lab);
     let interval = format!("{INTERVAL_SECS}s");
     lab.start_labd_args(&["--git", &url, "--path", "labs", "--interval", &interval, "--git-cache", cache.to_str().unwrap()]);
     lab.wait_phase("gitops", "Ready", READY);
@@ -176,17 +194,7 @@ fn github_signature(secret: &str, body: &str) -> String {
 #[test]
 fn labctl_reconcile_and_a_push_webhook_fetch_at_once_and_a_lab_is_ready_at_that_commit() {
     let mut lab = Lab::new();
-    lab.cleanup.push("gitops".into());
-    remove_lab_objects("gitops");
-    let base = lab.dir.path().join("served");
-    let repo = base.join("labs-repo");
-    std::fs::create_dir_all(repo.join("labs")).unwrap();
-    git(&repo, &["init", "-q"]);
-    let first = commit(&repo, "labs/gitops.yaml", &lab_text("1"), "one replica");
-    let port = free_port();
-    let daemon = Daemon::start(&base, port);
-    let url = format!("git://127.0.0.1:{port}/labs-repo");
-    let cache = lab.dir.path().join("git-cache");
+    let Served { repo, daemon, url, cache, first, .. } = served(&mut lab);
     let (http, secret) = (free_port(), "It's a Secret to Everybody");
     let secret_file = lab.dir.path().join("webhook-secret");
     std::fs::write(&secret_file, format!("{secret}\n")).unwrap();

@@ -536,7 +536,6 @@ fn a_capture_marks_the_schedule_s_steps_and_follows_a_killed_task_s_replacement(
 }
 
 
-/// The CPU time (user and system, in seconds) a task's main process has used, from the host.
 #[test]
 fn a_pick_kills_that_many_random_tasks_each_run_and_a_restarted_labd_draws_the_same() {
     let mut lab = Lab::new();
@@ -576,6 +575,7 @@ fn a_pick_kills_that_many_random_tasks_each_run_and_a_restarted_labd_draws_the_s
     assert_eq!(containers_by_slot("churn_node"), after_second);
 }
 
+/// The CPU time (user and system, in seconds) a task's main process has used, from the host.
 fn cpu_seconds(container: &str) -> f64 {
     let pid = pid_of(container);
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
