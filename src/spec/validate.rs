@@ -31,7 +31,8 @@ impl ValidLab {
         &self.lab.metadata.name
     }
 
-    /// Each replicated service's replicas (its own, else `spec.defaults`', else 1).
+    /// Each service's replicas (its own, else `spec.defaults`', else 1): the slots a schedule's
+    /// `pick` draws from (a global service has none, and no `pick` is allowed on one).
     pub fn replicas(&self) -> std::collections::BTreeMap<String, u64> {
         let spec = &self.lab.spec;
         let default = spec.defaults.as_ref().and_then(|d| d.replicas);

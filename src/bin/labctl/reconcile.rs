@@ -26,8 +26,10 @@ pub async fn run(url: &str, lab: Option<&str>, timeout: Duration) -> anyhow::Res
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // A commit as `labctl status` shows it.
+    let short = |c: &str| c.chars().take(7).collect::<String>();
     if let Some(source) = &answer.source {
-        let commit = source.commit.as_deref().map_or("none yet", |c| &c[..c.len().min(7)]);
+        let commit = source.commit.as_deref().map_or("none yet".to_string(), short);
         if let Some(error) = &source.error {
             eprintln!("labctl reconcile: fetching `{}` of {} failed: {error}; labs stay at commit {commit}", source.branch, source.url);
             return Ok(ExitCode::from(1));
@@ -42,7 +44,7 @@ pub async fn run(url: &str, lab: Option<&str>, timeout: Duration) -> anyhow::Res
         return Ok(ExitCode::SUCCESS);
     };
     if !answer.labs.iter().any(|l| l == lab) {
-        let at = answer.source.as_ref().and_then(|s| s.commit.as_deref()).map(|c| format!(" at commit {}", &c[..c.len().min(7)])).unwrap_or_default();
+        let at = answer.source.as_ref().and_then(|s| s.commit.as_deref()).map(|c| format!(" at commit {}", short(c))).unwrap_or_default();
         eprintln!("labctl reconcile: no lab `{lab}`{at}: `labctl status` lists the labs labd has");
         return Ok(ExitCode::from(1));
     }
