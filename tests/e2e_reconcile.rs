@@ -779,6 +779,13 @@ fn a_suspended_lab_keeps_its_drift_and_its_file_changes_until_resumed() {
     assert!(status["message"].as_str().unwrap().contains("changes wait for the resume"), "{status}");
     let out = lab.labctl(&["status"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Suspended"));
+    // Waiting for it gets nowhere until the resume: said at once, not at the timeout.
+    let started = std::time::Instant::now();
+    let out = lab.labctl(&["wait", "susp", "--timeout", "60s"]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("susp cannot become Ready: suspended by `labctl suspend` (undo with `labctl resume`)") && said.contains("Resume it, then wait again"), "{said}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "waited {:?}", started.elapsed());
     lab.labctl(&["resume", "susp"]);
     let status = lab.wait_phase("susp", "Ready", READY);
     // Ready only once the extra task is gone, not while the scale-down still stops it.

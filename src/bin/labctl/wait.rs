@@ -96,6 +96,9 @@ enum Blocked<'a> {
     /// `progressDeadline`): labd keeps trying, but a script stops here, as `kubectl rollout
     /// status` does.
     Stuck(&'a str),
+    /// Suspended (`labctl suspend`, or `suspend: true` in its file): labd changes nothing of it,
+    /// applies no step of its schedule, so it gets nowhere new until resumed.
+    Suspended(&'a str),
 }
 
 fn blocked(status: Option<&LabStatus>, target: WaitFor) -> Option<Blocked<'_>> {
@@ -105,6 +108,8 @@ fn blocked(status: Option<&LabStatus>, target: WaitFor) -> Option<Blocked<'_>> {
     }
     if s.phase == Phase::Invalid {
         Some(Blocked::Invalid(&s.message))
+    } else if s.phase == Phase::Suspended {
+        Some(Blocked::Suspended(&s.message))
     } else if s.past_progress_deadline() {
         Some(Blocked::Stuck(&s.message))
     } else {
@@ -180,6 +185,8 @@ pub async fn run_after(url: &str, lab: &str, target: WaitFor, timeout: Duration,
                 match why {
                     Blocked::Invalid(why) => eprintln!("labctl wait: {lab} cannot become {target}: its file is invalid: {why}. Fix the file (`labctl validate` says the same), then wait again"),
                     Blocked::Stuck(why) => eprintln!("labctl wait: {lab} is not becoming {target}: {why}. labd keeps trying; `labctl describe {lab}` shows its services and events"),
+                    // The message says how it was suspended, and how to undo it.
+                    Blocked::Suspended(why) => eprintln!("labctl wait: {lab} cannot become {target}: {why}. Resume it, then wait again"),
                 }
                 return ExitCode::from(1);
             }
@@ -229,6 +236,15 @@ mod tests {
         s.phase = Phase::Failed;
         assert_eq!(blocked(Some(&s), WaitFor::Ready), None, "Docker's failures are retried");
         assert_eq!(blocked(None, WaitFor::Ready), None);
+    }
+
+    #[test]
+    fn a_suspended_lab_blocks_every_wait_but_deletion() {
+        let message = "suspended by labctl: labd changes nothing; 1 changes wait for the resume";
+        let s = LabStatus { phase: Phase::Suspended, generation: 2, observed_generation: 2, message: message.into(), ..Default::default() };
+        assert_eq!(blocked(Some(&s), WaitFor::Ready), Some(Blocked::Suspended(message)));
+        assert!(blocked(Some(&s), WaitFor::Jobs).is_some() && blocked(Some(&s), WaitFor::Completed).is_some() && blocked(Some(&s), WaitFor::Step(2)).is_some());
+        assert_eq!(blocked(Some(&s), WaitFor::Deleted), None);
     }
 
     #[test]
