@@ -100,17 +100,22 @@ fn as_string(v: &Value) -> Option<String> {
 
 /// `KEY=value` list or map, as Compose allows both.
 fn key_values(v: &Value) -> BTreeMap<String, String> {
+    key_value_map(v).into_iter().map(|(k, v)| (k, as_string(&v).unwrap_or_default())).collect()
+}
+
+/// `KEY=VALUE` items (`KEY` alone: no value, null) or a map, as a map.
+fn key_value_map(v: &Value) -> Map<String, Value> {
     match v {
-        Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), as_string(v).unwrap_or_default())).collect(),
+        Value::Object(m) => m.clone(),
         Value::Array(items) => items
             .iter()
             .filter_map(Value::as_str)
             .map(|s| match s.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (s.to_string(), String::new()),
+                Some((k, v)) => (k.to_string(), Value::String(v.to_string())),
+                None => (s.to_string(), Value::Null),
             })
             .collect(),
-        _ => BTreeMap::new(),
+        _ => Map::new(),
     }
 }
 
@@ -120,13 +125,8 @@ fn key_values(v: &Value) -> BTreeMap<String, String> {
 fn environment(ctx: &mut Ctx<'_>, at: &str, v: &Value) -> BTreeMap<String, String> {
     let mut unset = Vec::new();
     let mut env = BTreeMap::new();
-    let entries: Vec<(String, Option<String>)> = match v {
-        Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), as_string(v))).collect(),
-        Value::Array(items) => items.iter().filter_map(Value::as_str).map(|s| s.split_once('=').map_or((s.to_string(), None), |(k, v)| (k.to_string(), Some(v.to_string())))).collect(),
-        _ => Vec::new(),
-    };
-    for (key, value) in entries {
-        match value {
+    for (key, value) in key_value_map(v) {
+        match as_string(&value) {
             Some(value) => {
                 env.insert(key, value);
             }

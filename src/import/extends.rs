@@ -73,8 +73,8 @@ fn merge(key: &str, base: &Value, own: &Value) -> Value {
     match key {
         "command" | "entrypoint" | "test" => own.clone(),
         "environment" | "labels" | "sysctls" => {
-            let mut map = as_map(base);
-            map.extend(as_map(own));
+            let mut map = super::key_value_map(base);
+            map.extend(super::key_value_map(own));
             Value::Object(map)
         }
         "volumes" => by_key(base, own, |v| match v {
@@ -93,22 +93,6 @@ fn merge(key: &str, base: &Value, own: &Value) -> Value {
             (Value::Array(b), Value::Array(o)) => Value::Array(b.iter().chain(o.iter().filter(|v| !b.contains(v))).cloned().collect()),
             _ => own.clone(),
         },
-    }
-}
-
-/// `KEY=VALUE` items (or `KEY`, no value) or a map, as a map.
-fn as_map(v: &Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m.clone(),
-        Value::Array(items) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|s| match s.split_once('=') {
-                Some((k, v)) => (k.to_string(), Value::String(v.to_string())),
-                None => (s.to_string(), Value::Null),
-            })
-            .collect(),
-        _ => Map::new(),
     }
 }
 

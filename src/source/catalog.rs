@@ -72,10 +72,15 @@ pub struct UnreadableDir {
 /// Whether a path (relative to the labs root) is a lab file: `*.yaml`/`*.yml`, not hidden, not
 /// an editor's temporary or backup file.
 pub fn is_lab_file(relative: &Path) -> bool {
-    let hidden = relative.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+    let hidden = is_hidden(relative);
     let name = relative.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
     !hidden && yaml && !name.starts_with('#') && !name.starts_with('~')
+}
+
+/// Whether any part of a path (relative to the labs root) is hidden.
+fn is_hidden(relative: &Path) -> bool {
+    relative.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
 }
 
 /// The lab files at `root` (`root` itself if it is a file), in name order, following symlinks
@@ -85,7 +90,7 @@ pub fn lab_files(root: &Path) -> (Vec<PathBuf>, Vec<String>) {
     if root.is_file() {
         return (vec![root.to_path_buf()], vec![]);
     }
-    let hidden = |path: &Path| path.strip_prefix(root).is_ok_and(|r| r.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.')));
+    let hidden = |path: &Path| path.strip_prefix(root).is_ok_and(is_hidden);
     let (mut files, mut errors) = (Vec::new(), Vec::new());
     let walker = walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name().into_iter();
     for entry in walker.filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')) {
